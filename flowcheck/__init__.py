@@ -1,0 +1,51 @@
+"""flowcheck: which TensorFlow variables receive a gradient from a loss, and exactly why not.
+
+>>> report = flowcheck.analyze(loss_fn, x, y)
+>>> report.receives_gradient(w2)
+True
+>>> report.verify().agrees
+True
+"""
+
+from __future__ import annotations
+
+from flowcheck._analysis import BarrierKind, Verdict
+from flowcheck._report import Barrier, Report, VariableResult, analyze
+from flowcheck._source import SourceLine
+from flowcheck._verify import GradientState, VariableCheck, Verification
+from flowcheck.errors import (
+    ExecutableNotFoundError,
+    FlowcheckError,
+    InvalidTargetError,
+    LossError,
+    NoVariablesError,
+    RenderError,
+    TraceError,
+    VariableNotFoundError,
+    VerificationError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Barrier",
+    "BarrierKind",
+    "ExecutableNotFoundError",
+    "FlowcheckError",
+    "GradientState",
+    "InvalidTargetError",
+    "LossError",
+    "NoVariablesError",
+    "RenderError",
+    "Report",
+    "SourceLine",
+    "TraceError",
+    "VariableCheck",
+    "VariableNotFoundError",
+    "VariableResult",
+    "Verdict",
+    "Verification",
+    "VerificationError",
+    "__version__",
+    "analyze",
+]

@@ -1,0 +1,167 @@
+"""Stage 3: which variables a gradient reaches, and what cuts the others off.
+
+Pure functions over the graph built by :mod:`flowcheck._graph` (its docstring documents the node
+and edge attributes). Nothing here imports TensorFlow or changes the graph; every function is
+linear in the size of the graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from enum import Enum
+from typing import Any
+
+import networkx as nx
+
+__all__ = [
+    "BarrierKind",
+    "Verdict",
+    "blocking_barriers",
+    "feeding_nodes",
+    "gradient_nodes",
+    "verdicts",
+]
+
+
+class Verdict(str, Enum):
+    """What happens to a variable's gradient."""
+
+    RECEIVES = "receives"
+    """A gradient path from the loss reaches it (TensorFlow gives a tensor, possibly zeros)."""
+    BLOCKED = "blocked"
+    """It feeds the loss, but every path is cut: TensorFlow gives ``None``."""
+    UNUSED = "unused"
+    """It does not feed the loss at all: TensorFlow gives ``None``."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class BarrierKind(str, Enum):
+    """Why a gradient stops at an edge."""
+
+    STOP_GRADIENT = "stop_gradient"
+    NOT_DIFFERENTIABLE = "not_differentiable"
+    NO_GRADIENT = "no_gradient"
+    NONE_GRADIENT = "none_gradient"
+    DTYPE = "dtype"
+    CUSTOM_GRADIENT = "custom_gradient"
+    CUSTOM_GRADIENT_NONE = "custom_gradient_none"
+    PREDICATE = "predicate"
+    ASSIGN = "assign"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def label(self) -> str:
+        """A short human label."""
+        return _KIND_LABELS[self]
+
+
+_KIND_LABELS = {
+    BarrierKind.STOP_GRADIENT: "stop_gradient",
+    BarrierKind.NOT_DIFFERENTIABLE: "not differentiable",
+    BarrierKind.NO_GRADIENT: "no gradient defined",
+    BarrierKind.NONE_GRADIENT: "gradient is None",
+    BarrierKind.DTYPE: "non-float dtype",
+    BarrierKind.CUSTOM_GRADIENT: "custom_gradient forward pass",
+    BarrierKind.CUSTOM_GRADIENT_NONE: "custom gradient returned None",
+    BarrierKind.PREDICATE: "control-flow predicate",
+    BarrierKind.ASSIGN: "variable assignment",
+}
+
+
+def _carries(graph: nx.DiGraph) -> Any:
+    return nx.subgraph_view(graph, filter_edge=lambda u, v: bool(graph.edges[u, v]["grad"]))
+
+
+def _reaching(graph: Any, targets: Iterable[str]) -> set[str]:
+    seen = {t for t in targets if t in graph}
+    stack = list(seen)
+    pred = graph.pred
+    while stack:
+        node = stack.pop()
+        for p in pred[node]:
+            if p not in seen:
+                seen.add(p)
+                stack.append(p)
+    return seen
+
+
+def feeding_nodes(graph: nx.DiGraph, targets: Iterable[str]) -> set[str]:
+    """Nodes with a forward path to any of ``targets`` (the targets included)."""
+    return _reaching(graph, targets)
+
+
+def gradient_nodes(graph: nx.DiGraph, targets: Iterable[str]) -> set[str]:
+    """Nodes a gradient from ``targets`` reaches: a path of gradient-carrying edges exists."""
+    return _reaching(_carries(graph), targets)
+
+
+def verdicts(
+    graph: nx.DiGraph, variables: Iterable[str], targets: Collection[str]
+) -> dict[str, Verdict]:
+    """The verdict of each variable node with respect to the loss nodes ``targets``."""
+    feeding = feeding_nodes(graph, targets)
+    receiving = gradient_nodes(graph, targets)
+    return {
+        v: Verdict.RECEIVES if v in receiving else Verdict.BLOCKED if v in feeding else Verdict.UNUSED
+        for v in variables
+    }
+
+
+def blocking_barriers(
+    graph: nx.DiGraph,
+    variables: Iterable[str],
+    targets: Collection[str],
+    *,
+    verdict: Mapping[str, Verdict] | None = None,
+) -> dict[str, tuple[tuple[str, str], ...]]:
+    """For each blocked variable, the barrier edges that cut all its paths to ``targets``.
+
+    A barrier is the first edge that carries no gradient on some forward path from the variable to
+    a target, i.e. an edge ``(u, w)`` where ``w`` feeds a target and ``u`` is reached from the
+    variable along gradient-carrying edges. Every path crosses one of them, and each of them lies on
+    such a path. One pass in reverse topological order serves every variable at once: each node
+    holds the set of its barriers as a bitset over the barrier edges.
+
+    Returns:
+        ``{variable: ((u, w), ...)}`` for the blocked variables, edges sorted.
+    """
+    feeding = feeding_nodes(graph, targets)
+    receiving = gradient_nodes(graph, targets)
+    verdict = verdict or verdicts(graph, variables, targets)
+    blocked = [v for v in variables if verdict.get(v) is Verdict.BLOCKED]
+    if not blocked:
+        return {}
+    region = feeding - receiving  # nodes that feed a target but get no gradient
+    sub = graph.subgraph(region)
+    edge_bits: dict[tuple[str, str], int] = {}
+    bits: dict[str, int] = {}
+    succ = graph.succ
+    for node in reversed(list(nx.topological_sort(sub))):
+        acc = 0
+        for s, data in succ[node].items():
+            if s not in feeding:
+                continue
+            if data["grad"]:
+                acc |= bits.get(s, 0)
+            else:
+                edge = (node, s)
+                bit = edge_bits.get(edge)
+                if bit is None:
+                    bit = edge_bits[edge] = 1 << len(edge_bits)
+                acc |= bit
+        bits[node] = acc
+    by_bit = {bit.bit_length() - 1: edge for edge, bit in edge_bits.items()}
+    result: dict[str, tuple[tuple[str, str], ...]] = {}
+    for v in blocked:
+        mask = bits.get(v, 0)
+        edges = []
+        while mask:
+            low = mask & -mask
+            edges.append(by_bit[low.bit_length() - 1])
+            mask ^= low
+        result[v] = tuple(sorted(edges))
+    return result

@@ -1,0 +1,191 @@
+"""What TensorFlow's autodiff does at one op: the single place that knows about ops.
+
+Every answer is asked of TensorFlow itself where it can answer:
+
+* whether a tensor's dtype can carry a gradient is ``backprop_util.IsTrainable`` (the check
+  TensorFlow's own gradient code uses; for a resource handle it reads the variable's dtype);
+* whether an op passes a gradient to input ``j`` is found by calling the op's registered gradient
+  function (``ops.get_gradient_function``, which honours ``tf.custom_gradient`` and
+  ``gradient_override_map``) in a scratch ``FuncGraph`` on placeholder output gradients and seeing
+  which input gradients come back ``None`` -- exactly how ``gradients_util._GradientsHelper``
+  (tensorflow/python/ops/gradients_util.py) calls it, with the output gradients it would pass.
+
+Only the ops that hold functions (calls, ``If``/``Case`` branches, ``While`` bodies) are not asked:
+their gradient functions rewrite the op they are called on, so ``flowcheck._graph`` follows their
+bodies instead. The op types are listed in :data:`FUNCTION_OPS`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import tensorflow as tf
+from tensorflow.python.eager import backprop_util
+from tensorflow.python.framework import func_graph as func_graph_module
+from tensorflow.python.framework import ops
+from tensorflow.python.ops import array_ops
+
+from flowcheck._analysis import BarrierKind
+
+# Op types whose gradient is the gradient of function bodies held in their attributes. Mirrors
+# tensorflow/python/ops/cond_v2.py (_IfGrad, _CaseGrad), while_v2.py (_WhileGrad) and
+# eager/polymorphic_function/concrete_function.py (_rewrite_forward_and_call_backward).
+CALL_OPS: Final = frozenset({"PartitionedCall", "StatefulPartitionedCall"})
+IF_OPS: Final = frozenset({"If", "StatelessIf"})
+CASE_OPS: Final = frozenset({"Case", "StatelessCase"})
+WHILE_OPS: Final = frozenset({"While", "StatelessWhile"})
+FUNCTION_OPS: Final = CALL_OPS | IF_OPS | CASE_OPS | WHILE_OPS
+
+
+@dataclass(frozen=True)
+class InputGradient:
+    """Whether the gradient of one op reaches one of its inputs.
+
+    Attributes:
+        carries: True when TensorFlow's autodiff gives this input a gradient (zeros count).
+        kind: Why it does not, when ``carries`` is False.
+        detail: A short human explanation of ``kind`` for this op.
+    """
+
+    carries: bool
+    kind: BarrierKind | None = None
+    detail: str = ""
+
+
+CARRIES: Final = InputGradient(True)
+
+
+def is_trainable(tensor: Any) -> bool:
+    """Whether TensorFlow lets a gradient flow through ``tensor``'s dtype (float, complex, ...)."""
+    return bool(backprop_util.IsTrainable(tensor))
+
+
+def dtype_barrier(tensor: Any) -> InputGradient:
+    """The barrier a non-differentiable dtype makes."""
+    name = _dtype_name(tensor)
+    return InputGradient(False, BarrierKind.DTYPE, f"{name} tensors carry no gradient")
+
+
+def _dtype_name(tensor: Any) -> str:
+    dtype = tensor.dtype
+    if dtype == tf.resource:
+        try:
+            handle = tensor._handle_data  # noqa: SLF001 -- the variable's own dtype
+            if handle is not None and handle.shape_and_type:
+                return f"a {tf.dtypes.as_dtype(handle.shape_and_type[0].dtype).name} variable's"
+        except AttributeError:
+            pass
+    return str(dtype.name)
+
+
+class GradientOracle:
+    """Answers, per op, which inputs its registered gradient function reaches.
+
+    Answers are cached per op signature (gradient type, input and output dtypes) for the life of
+    the oracle; create one per analysis so that a changed registry is seen next time.
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[Any, ...], tuple[InputGradient, ...]] = {}
+        self._scratch: Any = None
+        self.uncertain: list[str] = []
+
+    def inputs(self, op: Any) -> tuple[InputGradient, ...]:
+        """Per input of ``op`` (not a function op), whether a gradient reaches it."""
+        key = _signature(op)
+        found = self._cache.get(key)
+        if found is None:
+            found = self._ask(op)
+            self._cache[key] = found
+        return tuple(
+            answer if answer.carries is False or is_trainable(tensor) else dtype_barrier(tensor)
+            for answer, tensor in zip(found, op.inputs)
+        )
+
+    def _ask(self, op: Any) -> tuple[InputGradient, ...]:
+        n = len(op.inputs)
+        grad_type = _gradient_type(op)
+        try:
+            grad_fn = ops.get_gradient_function(op)
+        except LookupError:
+            detail = f"{op.type} has no registered gradient; TensorFlow raises if it is reached"
+            return (InputGradient(False, BarrierKind.NO_GRADIENT, detail),) * n
+        if grad_fn is None:
+            if op.type == "StopGradient":
+                return (InputGradient(False, BarrierKind.STOP_GRADIENT, "tf.stop_gradient"),) * n
+            detail = f"{op.type} is registered as not differentiable"
+            return (InputGradient(False, BarrierKind.NOT_DIFFERENTIABLE, detail),) * n
+        try:
+            grads = self._call(grad_fn, op)
+        except LookupError as exc:  # e.g. PreventGradient's explicit refusal
+            detail = f"{op.type}: {exc}".strip()
+            return (InputGradient(False, BarrierKind.NO_GRADIENT, detail),) * n
+        except Exception as exc:  # noqa: BLE001 -- a gradient function we cannot probe
+            # Assume the gradient flows (the cautious answer for "does it train") and say so.
+            self.uncertain.append(f"{op.type} ({op.name}): {type(exc).__name__}: {exc}")
+            return (CARRIES,) * n
+        if len(grads) < n:
+            grads = grads + [None] * (n - len(grads))
+        custom = grad_type != op.type and str(grad_type).startswith("CustomGradient")
+        return tuple(
+            CARRIES if g is not None else _none_barrier(op, j, custom) for j, g in enumerate(grads[:n])
+        )
+
+    def _call(self, grad_fn: Callable[..., Any], op: Any) -> list[Any]:
+        if self._scratch is None:
+            self._scratch = func_graph_module.FuncGraph("flowcheck_gradient_probe")
+        with self._scratch.as_default(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # _GradientsHelper passes zeros for trainable outputs nobody used, None for the rest.
+            out_grads = [
+                array_ops.placeholder(out.dtype, out.shape) if is_trainable(out) else None
+                for out in op.outputs
+            ]
+            result = grad_fn(op, *out_grads)
+        if not isinstance(result, (list, tuple)):
+            result = [result]
+        return list(result)
+
+
+def _none_barrier(op: Any, index: int, custom: bool) -> InputGradient:
+    if custom:
+        if index < len(op.outputs) and op.outputs[index].consumers():
+            return InputGradient(
+                False,
+                BarrierKind.CUSTOM_GRADIENT,
+                "inside a tf.custom_gradient function: only its grad_fn's results flow back",
+            )
+        return InputGradient(False, BarrierKind.CUSTOM_GRADIENT_NONE, "the custom gradient returned None")
+    return InputGradient(
+        False, BarrierKind.NONE_GRADIENT, f"the registered gradient of {_describe(op)} returns None here"
+    )
+
+
+def _describe(op: Any) -> str:
+    if op.type == "Cast":
+        return f"Cast to {op.outputs[0].dtype.name}"
+    return str(op.type)
+
+
+def _gradient_type(op: Any) -> Any:
+    try:
+        return op.get_attr("_gradient_op_type")
+    except (ValueError, TypeError):
+        return op.type
+
+
+def _signature(op: Any) -> tuple[Any, ...]:
+    return (
+        _gradient_type(op),
+        op.type,
+        tuple(_dtype_key(t) for t in op.inputs),
+        tuple(_dtype_key(t) for t in op.outputs),
+        tuple(bool(t.consumers()) for t in op.outputs) if op.type == "IdentityN" else (),
+    )
+
+
+def _dtype_key(tensor: Any) -> Any:
+    return (tensor.dtype, is_trainable(tensor)) if tensor.dtype == tf.resource else tensor.dtype

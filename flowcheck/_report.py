@@ -1,0 +1,230 @@
+"""The result users hold: ``flowcheck.analyze(...)`` returns a :class:`Report`.
+
+It ties the stages together (trace -> graph -> analysis) and keeps what verification and
+rendering need. Only the barriers that are reported have their tracebacks read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import networkx as nx
+
+from flowcheck._analysis import BarrierKind, Verdict, blocking_barriers, verdicts
+from flowcheck._source import SourceLine, op_source
+from flowcheck.errors import VariableNotFoundError
+
+__all__ = ["Barrier", "Report", "VariableResult", "analyze"]
+
+
+@dataclass(frozen=True)
+class Barrier:
+    """An op at which a gradient stops.
+
+    Attributes:
+        op_name: The TensorFlow op's name.
+        op_type: Its type (``StopGradient``, ``Cast``, ...).
+        kind: Why the gradient stops.
+        detail: The same, in words, for this op.
+        tensor: The tensor whose gradient is cut (an input of the op).
+        source: The user's line that created the op, when it can be found.
+        in_user_code: False when the op was made inside library code (a Keras layer).
+        node: The op's node id in :attr:`Report.graph`.
+    """
+
+    op_name: str
+    op_type: str
+    kind: BarrierKind
+    detail: str
+    tensor: str
+    source: SourceLine | None
+    in_user_code: bool
+    node: str
+
+    def __str__(self) -> str:
+        where = f" at {self.source}" if self.source else ""
+        return f"{self.op_type} {self.op_name!r} ({self.detail}){where}"
+
+
+@dataclass(frozen=True)
+class VariableResult:
+    """flowcheck's verdict on one variable.
+
+    Attributes:
+        name: The variable's name (the Keras path for Keras variables).
+        verdict: Whether a gradient reaches it from the loss (all losses, summed).
+        barriers: For a blocked variable, the ops that cut every path to the loss.
+        shape: Its shape.
+        dtype: Its dtype's name.
+        trainable: Whether training would update it.
+        per_loss: The verdict for each loss output alone.
+        variable: The variable object itself.
+        node: Its node id in :attr:`Report.graph`.
+    """
+
+    name: str
+    verdict: Verdict
+    barriers: tuple[Barrier, ...]
+    shape: tuple[int | None, ...]
+    dtype: str
+    trainable: bool
+    per_loss: Mapping[str, Verdict] = field(compare=False)
+    variable: Any = field(repr=False, compare=False)
+    node: str = field(repr=False)
+
+    @property
+    def receives(self) -> bool:
+        """True when a gradient reaches the variable."""
+        return self.verdict is Verdict.RECEIVES
+
+
+class Report:
+    """Which variables of a traced function receive a gradient, and why the others do not.
+
+    Attributes:
+        target: The analyzed function's name.
+        target_kind: ``"tf.function"``, ``"callable"`` (wrapped in tf.function) or ``"keras model"``.
+        variables: One result per variable, in a stable order.
+        losses: The names of the differentiated outputs.
+        notes: Things worth knowing about how the function was read.
+        graph: The gradient-annotated graph (see ``flowcheck._graph``).
+    """
+
+    def __init__(self, traced: Any, graph: nx.DiGraph, variables: tuple[VariableResult, ...], notes: tuple[str, ...]) -> None:
+        self._traced = traced
+        self.graph = graph
+        self.target: str = getattr(traced.function, "__name__", None) or str(getattr(traced.function, "name", "function"))
+        self.target_kind: str = traced.target_kind
+        self.variables = variables
+        self.losses: tuple[str, ...] = tuple(loss.name for loss in traced.losses)
+        self.notes = notes
+        self.verification: Any = None
+
+    def __repr__(self) -> str:
+        counts = {v: sum(r.verdict is v for r in self.variables) for v in Verdict}
+        return f"<flowcheck.Report {self.target}: " + ", ".join(f"{n} {v.value}" for v, n in counts.items()) + ">"
+
+    def result(self, variable: Any) -> VariableResult:
+        """The result for a variable given as the object (tf or Keras) or its name.
+
+        Raises:
+            VariableNotFoundError: the variable is not part of this report, or a name is ambiguous.
+        """
+        if isinstance(variable, str):
+            matches = [r for r in self.variables if r.name == variable or r.name.split(":")[0] == variable]
+            if len(matches) == 1:
+                return matches[0]
+            if matches:
+                raise VariableNotFoundError(f"{len(matches)} variables are named {variable!r}; pass the variable itself")
+            names = ", ".join(r.name for r in self.variables)
+            raise VariableNotFoundError(f"no variable named {variable!r} in this report; it has: {names}")
+        for r in self.variables:
+            if r.variable is variable or self._traced.variables[_index(r)].tf_variable is variable:
+                return r
+        backing = getattr(variable, "_value", None)
+        for r in self.variables:
+            if backing is not None and self._traced.variables[_index(r)].tf_variable is backing:
+                return r
+        name = getattr(variable, "path", None) or getattr(variable, "name", repr(variable))
+        raise VariableNotFoundError(f"variable {name!r} is not read by {self.target} and not owned by its model")
+
+    def receives_gradient(self, variable: Any, loss: str | None = None) -> bool:
+        """Whether a gradient reaches ``variable`` from the loss (or from the output ``loss`` alone)."""
+        r = self.result(variable)
+        if loss is None:
+            return r.receives
+        if loss not in r.per_loss:
+            raise VariableNotFoundError(f"no loss named {loss!r}; the losses are: {', '.join(self.losses)}")
+        return r.per_loss[loss] is Verdict.RECEIVES
+
+    def by_verdict(self, verdict: Verdict | str) -> tuple[VariableResult, ...]:
+        """The results with the given verdict."""
+        wanted = Verdict(verdict)
+        return tuple(r for r in self.variables if r.verdict is wanted)
+
+    def verify(self, optimizer: Any = None, learning_rate: float | None = None) -> Any:
+        """Run one real optimizer step, compare with the prediction, restore every variable.
+
+        Args:
+            optimizer: ``"sgd"`` (default), ``"adam"``, a Keras optimizer class, or an instance
+                (copied from its config; the instance itself is never stepped).
+            learning_rate: Overrides the optimizer's learning rate.
+
+        Returns:
+            A :class:`flowcheck.Verification`; its ``agrees`` is True when the tape confirms
+            every verdict. It is also kept as ``report.verification``.
+        """
+        from flowcheck._verify import run_step
+
+        self.verification = run_step(self._traced, [r.receives for r in self.variables], optimizer, learning_rate)
+        return self.verification
+
+
+def _index(result: VariableResult) -> int:
+    return int(result.node.split(":", 1)[1])
+
+
+def analyze(fn: Any, *args: Any, **kwargs: Any) -> Report:
+    """Trace ``fn(*args, **kwargs)`` and predict which variables receive a gradient from it.
+
+    Args:
+        fn: A ``tf.function``, a plain callable (wrapped in ``tf.function``) or a compiled Keras
+            model (then ``args`` are ``x, y``: its training step is analyzed).
+        *args: Example inputs, as for calling ``fn``.
+        **kwargs: Keyword inputs, as for calling ``fn``.
+
+    Returns:
+        A :class:`Report`.
+
+    Raises:
+        FlowcheckError: a subclass saying what is wrong with ``fn`` or its result.
+    """
+    from flowcheck._graph import build_graph
+    from flowcheck._trace import trace
+
+    traced = trace(fn, args, kwargs)
+    graph = build_graph(traced)
+    return _report(traced, graph)
+
+
+def _report(traced: Any, graph: nx.DiGraph) -> Report:
+    var_nodes: list[str] = graph.graph["variables"]
+    loss_nodes: list[str] = graph.graph["losses"]
+    total = verdicts(graph, var_nodes, loss_nodes)
+    per_loss = {name: verdicts(graph, var_nodes, [node]) for name, node in zip((l.name for l in traced.losses), loss_nodes)}
+    cuts = blocking_barriers(graph, var_nodes, loss_nodes, verdict=total)
+    barrier_cache: dict[tuple[str, str], Barrier] = {}
+    results = []
+    for node, var in zip(var_nodes, traced.variables):
+        barriers = tuple(_barrier(graph, edge, barrier_cache) for edge in cuts.get(node, ()))
+        results.append(
+            VariableResult(
+                name=var.name, verdict=total[node], barriers=barriers, shape=var.shape, dtype=var.dtype,
+                trainable=var.trainable, per_loss=MappingProxyType({n: v[node] for n, v in per_loss.items()}),
+                variable=var.variable, node=node,
+            )
+        )
+    notes = list(traced.notes)
+    return Report(traced, graph, tuple(results), tuple(notes))
+
+
+def _barrier(graph: nx.DiGraph, edge: tuple[str, str], cache: dict[tuple[str, str], Barrier]) -> Barrier:
+    found = cache.get(edge)
+    if found is not None:
+        return found
+    u, w = edge
+    data = graph.edges[u, w]
+    attrs = graph.nodes[w]
+    op = attrs.get("op")
+    source, via_library = op_source(op) if op is not None else (None, True)
+    barrier = Barrier(
+        op_name=str(attrs.get("name", w)), op_type=str(attrs.get("op_type", attrs.get("kind", ""))),
+        kind=BarrierKind(data["kind"]), detail=str(data.get("detail") or BarrierKind(data["kind"]).label),
+        tensor=str(data.get("tensor", "")), source=source, in_user_code=source is not None and not via_library,
+        node=w,
+    )
+    cache[edge] = barrier
+    return barrier

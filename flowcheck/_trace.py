@@ -1,0 +1,298 @@
+"""Stage 1: turn the user's target into a traced ``ConcreteFunction`` and name what is in it.
+
+The target may be a ``tf.function``, a plain callable (wrapped in ``tf.function``) or a compiled
+Keras model (its training step: the compiled loss on ``model(x, training=True)``). A
+``tf.function`` is traced as a fresh copy so that its graph is the one TensorFlow would
+differentiate, never one already rewritten by an earlier gradient computation, and so that the
+user's own function and its trace cache are left untouched.
+"""
+
+from __future__ import annotations
+
+import inspect
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import tensorflow as tf
+from tensorflow.python.util import nest
+
+from flowcheck._source import SourceLine, user_frame
+from flowcheck.errors import InvalidTargetError, LossError, NoVariablesError, TraceError
+
+__all__ = ["LossOutput", "Traced", "TracedVariable", "trace"]
+
+
+@dataclass(frozen=True)
+class TracedVariable:
+    """A variable the traced function captures, or one its model owns but never reads.
+
+    Attributes:
+        variable: The object the user holds (a ``tf.Variable`` or a Keras variable).
+        tf_variable: The ``tf.Variable`` behind it.
+        name: Its name (the Keras path for Keras variables).
+        shape: Its shape.
+        dtype: Its dtype's name.
+        trainable: Whether training would update it (Keras: the variable and its layer).
+        handles: The resource handles by which a graph may capture it (one per replica).
+    """
+
+    variable: Any
+    tf_variable: Any
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str
+    trainable: bool
+    handles: tuple[Any, ...] = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class LossOutput:
+    """One floating-point output of the traced function, differentiated as a loss."""
+
+    name: str
+    tensor: Any = field(repr=False, compare=False)
+    shape: tuple[int | None, ...]
+    dtype: str
+
+
+@dataclass
+class Traced:
+    """The traced target: its concrete function and what it captures and returns."""
+
+    function: Any
+    concrete: Any
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    target_kind: str
+    variables: list[TracedVariable]
+    captured: dict[Any, int]
+    losses: list[LossOutput]
+    notes: list[str]
+
+
+def trace(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Traced:
+    """Trace ``fn(*args, **kwargs)`` and map its captures to variables.
+
+    Raises:
+        InvalidTargetError: ``fn`` is not something flowcheck can trace.
+        TraceError: TensorFlow raised while tracing.
+        LossError: the function returns no floating-point tensor.
+        NoVariablesError: the function reads no variable at all.
+    """
+    notes: list[str] = []
+    function, kind, owners = _as_function(fn, notes)
+    try:
+        concrete = function.get_concrete_function(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 -- any error of the user's code, re-raised as ours
+        raise TraceError(_trace_failure(exc, _name(fn))) from exc
+    losses = _losses(concrete, _name(fn), notes)
+    owners.extend(_owners_in(args) + _owners_in(tuple(kwargs.values())))
+    variables, captured = _variables(concrete, owners)
+    if not variables:
+        raise NoVariablesError(
+            f"{_name(fn)} reads no variable: nothing can be trained "
+            "(create the variables outside the function and use them inside)"
+        )
+    return Traced(function, concrete, tuple(args), dict(kwargs), kind, variables, captured, losses, notes)
+
+
+def _name(fn: Any) -> str:
+    name = getattr(fn, "__name__", None) or getattr(fn, "name", None) or type(fn).__name__
+    return str(name)
+
+
+def _as_function(fn: Any, notes: list[str]) -> tuple[Any, str, list[Any]]:
+    keras = _keras()
+    if keras is not None and isinstance(fn, keras.Model):
+        return _keras_step(fn, notes), "keras model", [fn]
+    if isinstance(fn, tf.types.experimental.PolymorphicFunction):
+        python_function = fn.python_function
+        return fn._clone(python_function), "tf.function", _owners_of(python_function)  # noqa: SLF001
+    if isinstance(fn, tf.types.experimental.ConcreteFunction):
+        raise InvalidTargetError(
+            "got a ConcreteFunction; pass the tf.function itself (or the Python function) so that "
+            "flowcheck can trace a fresh copy"
+        )
+    if callable(fn):
+        notes.append(f"{_name(fn)} is a plain Python function: it was wrapped in tf.function")
+        return tf.function(fn), "callable", _owners_of(fn)
+    raise InvalidTargetError(
+        f"cannot analyze {type(fn).__name__!r}: expected a tf.function, a Python callable "
+        "returning a loss, or a compiled Keras model"
+    )
+
+
+def _keras() -> Any:
+    try:
+        import keras
+    except ImportError:  # pragma: no cover - keras ships with tensorflow
+        return None
+    return keras
+
+
+def _keras_step(model: Any, notes: list[str]) -> Any:
+    if getattr(model, "loss", None) is None:
+        raise InvalidTargetError(
+            f"Keras model {model.name!r} is not compiled with a loss: call "
+            "model.compile(optimizer=..., loss=...) first, or pass a function returning the loss"
+        )
+    notes.append(f"Keras model {model.name!r}: analyzing its training step (compiled loss, training=True)")
+
+    def training_step(x: Any, y: Any = None, sample_weight: Any = None) -> Any:
+        y_pred = model(x, training=True)
+        return model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+
+    training_step.__name__ = f"{model.name}_training_step"
+    return tf.function(training_step)
+
+
+def _trace_failure(exc: BaseException, name: str) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    where, _ = user_frame(frames)
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    at = f" at {where} ({where.code})" if isinstance(where, SourceLine) and where.code else (
+        f" at {where}" if where else ""
+    )
+    return f"tracing {name} raised {type(exc).__name__}{at}: {first}"
+
+
+def _losses(concrete: Any, name: str, notes: list[str]) -> list[LossOutput]:
+    structured = concrete.structured_outputs
+    if structured is None:
+        raise LossError(f"{name} returned None; return the loss tensor")
+    leaves = list(_named_leaves(structured))
+    tensors = [(n, t) for n, t in leaves if isinstance(t, tf.Tensor)]
+    if not tensors:
+        found = ", ".join(sorted({type(t).__name__ for _, t in leaves})) or "nothing"
+        raise LossError(f"{name} returned {found}, not a tensor; return the loss tensor")
+    floats = [(n, t) for n, t in tensors if t.dtype.is_floating or t.dtype.is_complex]
+    if not floats:
+        dtypes = ", ".join(sorted({t.dtype.name for _, t in tensors}))
+        raise LossError(f"{name} returned a {dtypes} tensor: a loss must be floating-point to have a gradient")
+    skipped = [n for n, t in tensors if (n, t) not in floats]
+    if skipped:
+        notes.append(f"outputs {', '.join(skipped)} are not floating-point and are not differentiated")
+    losses = []
+    for loss_name, tensor in floats:
+        shape = tuple(tensor.shape.as_list()) if tensor.shape.rank is not None else ()
+        if tensor.shape.rank != 0:
+            notes.append(f"loss {loss_name!r} has shape {tensor.shape}: it is summed, as TensorFlow does")
+        losses.append(LossOutput(loss_name, tensor, shape, tensor.dtype.name))
+    return losses
+
+
+def _named_leaves(structured: Any) -> Iterator[tuple[str, Any]]:
+    if nest.is_nested(structured):
+        for path, leaf in nest.flatten_with_joined_string_paths(structured):
+            yield str(path), leaf
+    else:
+        yield "loss", structured
+
+
+def _owners_of(fn: Callable[..., Any]) -> list[Any]:
+    """Objects reachable from a function that may own variables (closures, globals, self)."""
+    found: list[Any] = []
+    target = inspect.unwrap(fn) if callable(fn) else fn
+    bound = getattr(target, "__self__", None)
+    if bound is not None:
+        found.append(bound)
+        target = getattr(target, "__func__", target)
+    code = getattr(target, "__code__", None)
+    for cell in getattr(target, "__closure__", None) or ():
+        try:
+            found.append(cell.cell_contents)
+        except ValueError:
+            continue
+    globals_ = getattr(target, "__globals__", {})
+    if code is not None:
+        found.extend(globals_[n] for n in _names(code) if n in globals_)
+    if not callable(fn) or (not inspect.isfunction(target) and not inspect.ismethod(fn)):
+        found.append(fn)
+    return _owners_in(tuple(found))
+
+
+def _names(code: Any) -> Iterator[str]:
+    yield from code.co_names
+    for const in code.co_consts:
+        if inspect.iscode(const):
+            yield from _names(const)
+
+
+def _owners_in(values: tuple[Any, ...]) -> list[Any]:
+    owners: list[Any] = []
+    for value in values:
+        items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else (value,)
+        for item in items:
+            if isinstance(item, tf.Module) or _is_keras_layer(item) or isinstance(item, tf.Variable):
+                owners.append(item)
+    return owners
+
+
+def _is_keras_layer(value: Any) -> bool:
+    keras = _keras()
+    return keras is not None and isinstance(value, keras.layers.Layer)
+
+
+def _variables(concrete: Any, owners: list[Any]) -> tuple[list[TracedVariable], dict[Any, int]]:
+    known: dict[int, TracedVariable] = {}  # id(handle) -> variable
+    order: list[TracedVariable] = []
+
+    def add(var: TracedVariable) -> None:
+        if any(id(h) in known for h in var.handles):
+            return
+        order.append(var)
+        for h in var.handles:
+            known[id(h)] = var
+
+    for owner in owners:
+        for var in _owned_variables(owner):
+            add(var)
+    for v in concrete.graph.variables:
+        add(_describe_tf(v, v, None))
+    captured: dict[Any, int] = {}
+    index = {id(v): i for i, v in enumerate(order)}
+    used: set[int] = set()
+    for outer, inner in concrete.graph.captures:
+        var = known.get(id(outer))
+        if var is not None:
+            captured[inner.ref()] = index[id(var)]
+            used.add(index[id(var)])
+    # Captured first, in capture order; then the owners' variables the function never reads.
+    if not used:
+        return [], {}
+    return order, captured
+
+
+def _owned_variables(owner: Any) -> Iterator[TracedVariable]:
+    if isinstance(owner, tf.Variable):
+        yield _describe_tf(owner, owner, None)
+        return
+    if _is_keras_layer(owner):
+        trainable_ids = {id(v) for v in owner.trainable_variables}
+        for kv in owner.variables:
+            backing = getattr(kv, "_value", None)
+            if backing is None or not isinstance(backing, tf.Variable):
+                backing = kv.value
+            yield _describe_tf(kv, backing, id(kv) in trainable_ids, name=str(kv.path))
+        return
+    if isinstance(owner, tf.Module):
+        trainable_ids = {id(v) for v in owner.trainable_variables}
+        for v in owner.variables:
+            yield _describe_tf(v, v, id(v) in trainable_ids)
+
+
+def _describe_tf(user: Any, var: Any, trainable: bool | None, name: str | None = None) -> TracedVariable:
+    components = getattr(var, "_values", None) or (var,)  # distributed variables: one per replica
+    handles = tuple(c.handle for c in components)
+    shape = tuple(var.shape.as_list()) if var.shape.rank is not None else ()
+    return TracedVariable(
+        variable=user,
+        tf_variable=var,
+        name=name or var.name.split(":")[0],
+        shape=shape,
+        dtype=var.dtype.name,
+        trainable=bool(var.trainable) if trainable is None else trainable,
+        handles=handles,
+    )

@@ -1,0 +1,199 @@
+"""Stage 5: one real optimizer step checks the prediction, then every variable is restored.
+
+The step runs eagerly around the traced function (a tape + ``apply_gradients`` wrapped in a new
+``tf.function`` costs many times more to trace). Every variable the function captures is saved
+before the step and assigned back bit for bit afterwards, including those the function itself
+assigns (BatchNormalization statistics, step counters). The optimizer is always a fresh one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from flowcheck.errors import VerificationError
+
+if TYPE_CHECKING:
+    from flowcheck._trace import Traced
+__all__ = ["GradientState", "Verification", "VariableCheck", "run_step"]
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+class GradientState(str, Enum):
+    """What the tape gave a variable."""
+
+    NONE = "none"
+    ZERO = "zero"
+    NONZERO = "nonzero"
+    NONFINITE = "nonfinite"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class VariableCheck:
+    """The real step's outcome for one variable.
+
+    Attributes:
+        name: The variable's name.
+        predicted: flowcheck's prediction: a gradient reaches it.
+        gradient: What ``tape.gradient`` gave (None, all zeros, non-zero, non-finite).
+        changed: Whether the optimizer step changed its value.
+        agrees: Whether "the gradient is not None" equals the prediction.
+    """
+
+    name: str
+    predicted: bool
+    gradient: GradientState
+    changed: bool
+    agrees: bool
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The result of one real optimizer step.
+
+    Attributes:
+        agrees: True when the tape confirms the prediction for every variable.
+        optimizer: The optimizer used (a fresh one).
+        loss: The loss the step saw (outputs summed), possibly not finite.
+        variables: One check per variable, in the report's order.
+        problems: Findings such as a non-finite loss or gradient.
+    """
+
+    agrees: bool
+    optimizer: str
+    loss: float
+    variables: tuple[VariableCheck, ...]
+    problems: tuple[str, ...]
+
+    @property
+    def disagreements(self) -> tuple[VariableCheck, ...]:
+        """The variables whose real gradient contradicts the prediction."""
+        return tuple(c for c in self.variables if not c.agrees)
+
+
+def make_optimizer(optimizer: Any, learning_rate: float | None) -> Any:
+    """A fresh Keras optimizer: from a name, a class, or a copy of the user's instance."""
+    import keras
+
+    if optimizer is None:
+        optimizer = "sgd"
+    if isinstance(optimizer, str):
+        key = optimizer.lower()
+        if key not in OPTIMIZERS:
+            raise VerificationError(f"unknown optimizer {optimizer!r}: expected one of {', '.join(OPTIMIZERS)} or a Keras optimizer")
+        cls = keras.optimizers.SGD if key == "sgd" else keras.optimizers.Adam
+        return cls() if learning_rate is None else cls(learning_rate=learning_rate)
+    if isinstance(optimizer, type) and issubclass(optimizer, keras.optimizers.Optimizer):
+        return optimizer() if learning_rate is None else optimizer(learning_rate=learning_rate)
+    if isinstance(optimizer, keras.optimizers.Optimizer):
+        config = optimizer.get_config()
+        if learning_rate is not None:
+            config["learning_rate"] = learning_rate
+        return type(optimizer).from_config(config)  # never step the user's own optimizer
+    raise VerificationError(f"optimizer must be 'sgd', 'adam' or a Keras optimizer, not {type(optimizer).__name__}")
+
+
+def run_step(
+    traced: Traced, predicted: Sequence[bool], optimizer: Any = None, learning_rate: float | None = None
+) -> Verification:
+    """Run one optimizer step on the traced function's variables, compare, and restore them."""
+    import tensorflow as tf
+
+    opt = make_optimizer(optimizer, learning_rate)
+    variables = [v.tf_variable for v in traced.variables]
+    saved = [_save(v) for v in variables]
+    differentiable = [i for i, v in enumerate(variables) if v.dtype.is_floating or v.dtype.is_complex]
+    problems: list[str] = []
+    try:
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            for i in differentiable:
+                tape.watch(variables[i])
+            outputs = traced.function(*traced.args, **traced.kwargs)
+            total = _total_loss(outputs, [loss.name for loss in traced.losses])
+        grads = tape.gradient(total, [variables[i] for i in differentiable],
+                              unconnected_gradients=tf.UnconnectedGradients.NONE)
+        loss_value = float(tf.math.real(total).numpy())
+        if not math.isfinite(loss_value):
+            problems.append(f"the loss is {loss_value}: gradients and the step are not meaningful")
+        states: list[GradientState] = [GradientState.NONE] * len(variables)
+        for i, g in zip(differentiable, grads):
+            states[i] = _state(g)
+            if states[i] is GradientState.NONFINITE:
+                problems.append(f"the gradient of {traced.variables[i].name} is not finite")
+        before = [_save(v) for v in variables]  # after the function's own assigns
+        pairs = [(g, traced.variables[i].variable) for i, g in zip(differentiable, grads) if g is not None]
+        if pairs:
+            opt.apply_gradients(pairs)
+        changed = [not _same(b, _save(v)) for b, v in zip(before, variables)]
+    except VerificationError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- the user's step failed: say how, as one error
+        raise VerificationError(f"the real step failed: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from exc
+    finally:
+        for v, value in zip(variables, saved):
+            v.assign(value)
+    checks = tuple(
+        VariableCheck(
+            name=var.name,
+            predicted=bool(predicted[i]),
+            gradient=states[i],
+            changed=changed[i],
+            agrees=(states[i] is not GradientState.NONE) == bool(predicted[i]),
+        )
+        for i, var in enumerate(traced.variables)
+    )
+    return Verification(
+        agrees=all(c.agrees for c in checks),
+        optimizer=f"{type(opt).__name__}(learning_rate={_lr(opt)})",
+        loss=loss_value,
+        variables=checks,
+        problems=tuple(problems),
+    )
+
+
+def _total_loss(outputs: Any, names: list[str]) -> Any:
+    import tensorflow as tf
+    from tensorflow.python.util import nest
+
+    if nest.is_nested(outputs):
+        leaves = dict(nest.flatten_with_joined_string_paths(outputs))
+        picked = [leaves[n] for n in names]
+    else:
+        picked = [outputs]
+    return tf.add_n([tf.reduce_sum(tf.cast(t, picked[0].dtype)) for t in picked])
+
+
+def _save(v: Any) -> np.ndarray:
+    return np.array(v.read_value().numpy(), copy=True)
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+def _state(grad: Any) -> GradientState:
+    import tensorflow as tf
+
+    if grad is None:
+        return GradientState.NONE
+    values = grad.values if isinstance(grad, tf.IndexedSlices) else grad
+    array = np.asarray(tf.convert_to_tensor(values).numpy())
+    if not np.all(np.isfinite(array)):
+        return GradientState.NONFINITE
+    return GradientState.NONZERO if np.any(array != 0) else GradientState.ZERO
+
+
+def _lr(opt: Any) -> str:
+    try:
+        return f"{float(opt.learning_rate.numpy()):g}"
+    except Exception:  # noqa: BLE001 -- a schedule: show its class
+        return type(opt.learning_rate).__name__

@@ -1,0 +1,68 @@
+"""The one error hierarchy of flowcheck.
+
+Every error a user can cause is a :class:`FlowcheckError`; the command line prints it as one
+line (``TypeName: message``) and exits with status 2::
+
+    FlowcheckError
+    ├── InvalidTargetError(FlowcheckError, TypeError)   the thing to analyze is not usable
+    ├── TraceError(FlowcheckError)                      TensorFlow failed while tracing it
+    ├── LossError(FlowcheckError, TypeError)            its result is not a differentiable loss
+    ├── NoVariablesError(FlowcheckError)                nothing in it can be trained
+    ├── VariableNotFoundError(FlowcheckError, KeyError) a variable asked about is not in the report
+    ├── VerificationError(FlowcheckError)               the real optimizer step could not run
+    └── RenderError(FlowcheckError)                     a report could not be drawn or written
+        └── ExecutableNotFoundError(RenderError, RuntimeError)  Graphviz ``dot`` is missing
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FlowcheckError",
+    "InvalidTargetError",
+    "TraceError",
+    "LossError",
+    "NoVariablesError",
+    "VariableNotFoundError",
+    "VerificationError",
+    "RenderError",
+    "ExecutableNotFoundError",
+]
+
+
+class FlowcheckError(Exception):
+    """Base class of every error flowcheck raises on purpose."""
+
+
+class InvalidTargetError(FlowcheckError, TypeError):
+    """The object given to analyze is not a function, a ``tf.function`` or a Keras model."""
+
+
+class TraceError(FlowcheckError):
+    """TensorFlow raised while tracing the user's function."""
+
+
+class LossError(FlowcheckError, TypeError):
+    """The traced function does not return a floating-point tensor to differentiate."""
+
+
+class NoVariablesError(FlowcheckError):
+    """The traced function reads no variable, so nothing can be trained."""
+
+
+class VariableNotFoundError(FlowcheckError, KeyError):
+    """A variable (or name) asked about is not part of the report."""
+
+    def __str__(self) -> str:  # KeyError would print the message in quotes
+        return str(self.args[0]) if self.args else ""
+
+
+class VerificationError(FlowcheckError):
+    """The real optimizer step could not be run."""
+
+
+class RenderError(FlowcheckError):
+    """A diagram or report could not be produced."""
+
+
+class ExecutableNotFoundError(RenderError, RuntimeError):
+    """The Graphviz ``dot`` binary is not installed."""
