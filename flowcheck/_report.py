@@ -110,8 +110,12 @@ class Report:
     def result(self, variable: Any) -> VariableResult:
         """The result for a variable given as the object (tf or Keras) or its name.
 
+        A variable object the traced function never reads is *unused*, even when flowcheck could
+        not list it in advance.
+
         Raises:
-            VariableNotFoundError: the variable is not part of this report, or a name is ambiguous.
+            VariableNotFoundError: no variable has that name, a name is ambiguous, or the
+                argument is not a variable.
         """
         if isinstance(variable, str):
             matches = [r for r in self.variables if r.name == variable or r.name.split(":")[0] == variable]
@@ -128,8 +132,16 @@ class Report:
         for r in self.variables:
             if backing is not None and self._traced.variables[_index(r)].tf_variable is backing:
                 return r
-        name = getattr(variable, "path", None) or getattr(variable, "name", repr(variable))
-        raise VariableNotFoundError(f"variable {name!r} is not read by {self.target} and not owned by its model")
+        if _is_variable(variable):
+            # Never read by the traced function: no gradient can reach it.
+            name = str(getattr(variable, "path", None) or getattr(variable, "name", "variable")).split(":")[0]
+            return VariableResult(
+                name=name, verdict=Verdict.UNUSED, barriers=(), shape=tuple(variable.shape),
+                dtype=str(getattr(variable.dtype, "name", variable.dtype)), trainable=bool(variable.trainable),
+                per_loss=MappingProxyType(dict.fromkeys(self.losses, Verdict.UNUSED)), variable=variable,
+                node="",
+            )
+        raise VariableNotFoundError(f"{variable!r} is not a variable or a variable's name")
 
     def receives_gradient(self, variable: Any, loss: str | None = None) -> bool:
         """Whether a gradient reaches ``variable`` from the loss (or from the output ``loss`` alone)."""
@@ -161,6 +173,10 @@ class Report:
 
         self.verification = run_step(self._traced, [r.receives for r in self.variables], optimizer, learning_rate)
         return self.verification
+
+
+def _is_variable(value: Any) -> bool:
+    return all(hasattr(value, a) for a in ("shape", "dtype", "trainable", "assign"))
 
 
 def _index(result: VariableResult) -> int:

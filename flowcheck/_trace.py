@@ -149,9 +149,17 @@ def _keras_step(model: Any, notes: list[str]) -> Any:
 
 
 def _trace_failure(exc: BaseException, name: str) -> str:
-    frames = traceback.extract_tb(exc.__traceback__)
+    frames: list[Any] = list(traceback.extract_tb(exc.__traceback__))
+    message = str(exc)
+    metadata = getattr(exc, "ag_error_metadata", None)  # AutoGraph's map back to the user's code
+    if metadata is not None:
+        frames = [
+            traceback.FrameSummary(f.filename, f.lineno, f.function_name, line=f.code)
+            for f in reversed(metadata.translated_stack)
+        ] or frames
+        message = str(metadata.cause_message)
     where, _ = user_frame(frames)
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    first = message.strip().splitlines()[0] if message.strip() else ""
     at = f" at {where} ({where.code})" if isinstance(where, SourceLine) and where.code else (
         f" at {where}" if where else ""
     )

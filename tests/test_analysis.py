@@ -1,0 +1,100 @@
+"""The analysis stage on literal graphs: no TensorFlow needed."""
+
+from __future__ import annotations
+
+import networkx as nx
+import pytest
+
+from flowcheck._analysis import BarrierKind, Verdict, blocking_barriers, feeding_nodes, gradient_nodes, verdicts
+
+
+def graph(edges: list[tuple[str, str, bool]]) -> nx.DiGraph:
+    g = nx.DiGraph()
+    for u, w, carries in edges:
+        g.add_edge(u, w, grad=carries, kind=None if carries else BarrierKind.STOP_GRADIENT)
+    return g
+
+
+SEED = graph([
+    ("w1", "matmul1", True), ("x", "matmul1", True), ("matmul1", "stop", False),
+    ("stop", "matmul2", True), ("w2", "matmul2", True), ("matmul2", "loss", True),
+])
+
+
+def test_gradient_nodes_follow_only_carrying_edges() -> None:
+    assert gradient_nodes(SEED, ["loss"]) == {"loss", "matmul2", "stop", "w2"}
+
+
+def test_feeding_nodes_follow_every_edge() -> None:
+    assert feeding_nodes(SEED, ["loss"]) == {"loss", "matmul2", "stop", "w2", "matmul1", "w1", "x"}
+
+
+def test_verdicts_of_seed_and_an_unused_variable() -> None:
+    g = SEED.copy()
+    g.add_node("w3")
+    assert verdicts(g, ["w1", "w2", "w3"], ["loss"]) == {
+        "w1": Verdict.BLOCKED, "w2": Verdict.RECEIVES, "w3": Verdict.UNUSED,
+    }
+
+
+def test_barrier_of_seed_is_the_stop_gradient_edge() -> None:
+    assert blocking_barriers(SEED, ["w1", "w2"], ["loss"]) == {"w1": (("matmul1", "stop"),)}
+
+
+def test_one_open_path_is_enough_to_receive() -> None:
+    g = graph([("v", "a", True), ("v", "b", True), ("a", "loss", False), ("b", "loss", True)])
+    assert verdicts(g, ["v"], ["loss"]) == {"v": Verdict.RECEIVES}
+    assert blocking_barriers(g, ["v"], ["loss"]) == {}
+
+
+def test_every_path_cut_reports_the_first_barrier_on_each_path() -> None:
+    # v -> cast(int) -> add -> cast(float) -> loss, and v -> stop -> loss.
+    g = graph([
+        ("v", "to_int", False), ("to_int", "add", False), ("add", "to_float", False),
+        ("to_float", "loss", True), ("v", "stop", False), ("stop", "loss", True),
+    ])
+    assert blocking_barriers(g, ["v"], ["loss"]) == {"v": (("v", "stop"), ("v", "to_int"))}
+
+
+def test_barriers_beyond_a_carrying_stretch_and_off_path_edges_are_ignored() -> None:
+    g = graph([
+        ("v", "a", True), ("a", "b", False), ("b", "loss", True),
+        ("a", "metric", False),  # does not feed the loss
+    ])
+    assert blocking_barriers(g, ["v"], ["loss"]) == {"v": (("a", "b"),)}
+
+
+def test_shared_barrier_serves_many_variables() -> None:
+    edges = [(f"v{i}", f"h{i}", True) for i in range(5)]
+    edges += [(f"h{i}", f"h{i + 1}", True) for i in range(4)]
+    edges += [("h4", "stop", False), ("stop", "loss", True)]
+    g = graph(edges)
+    result = blocking_barriers(g, [f"v{i}" for i in range(5)], ["loss"])
+    assert set(result.values()) == {(("h4", "stop"),)}
+    assert len(result) == 5
+
+
+def test_several_targets_union() -> None:
+    g = graph([("v", "a", True), ("a", "loss_a", True), ("u", "b", True), ("b", "loss_b", True)])
+    assert verdicts(g, ["v", "u"], ["loss_a"]) == {"v": Verdict.RECEIVES, "u": Verdict.UNUSED}
+    assert verdicts(g, ["v", "u"], ["loss_a", "loss_b"]) == {"v": Verdict.RECEIVES, "u": Verdict.RECEIVES}
+
+
+def test_analysis_does_not_change_the_graph() -> None:
+    g = SEED.copy()
+    before = (list(g.nodes(data=True)), list(g.edges(data=True)))
+    verdicts(g, ["w1", "w2"], ["loss"])
+    blocking_barriers(g, ["w1", "w2"], ["loss"])
+    assert (list(g.nodes(data=True)), list(g.edges(data=True))) == before
+
+
+@pytest.mark.parametrize("length", [10, 2000])
+def test_long_chain_is_linear_and_exact(length: int) -> None:
+    edges = [(f"v{i}", f"n{i}", True) for i in range(length)]
+    edges += [(f"n{i}", f"n{i + 1}", True) for i in range(length - 1)]
+    edges += [(f"n{length - 1}", "stop", False), ("stop", "loss", True), ("w", "stop", True)]
+    g = graph(edges)
+    names = [f"v{i}" for i in range(length)]
+    result = blocking_barriers(g, names, ["loss"])
+    assert len(result) == length
+    assert all(edges == ((f"n{length - 1}", "stop"),) for edges in result.values())

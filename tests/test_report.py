@@ -1,0 +1,131 @@
+"""The Report API: lookups, verification options, restoring variables, user errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import keras
+
+import flowcheck
+
+
+def _model() -> tuple[object, tf.Variable, tf.Variable, tf.Tensor]:
+    a = tf.Variable([1.0, 2.0], name="a")
+    b = tf.Variable([3.0, 4.0], name="b")
+
+    @tf.function
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(a * x) + tf.reduce_sum(tf.cast(tf.cast(b, tf.int32), tf.float32))
+
+    return loss, a, b, tf.constant([0.5, -1.0])
+
+
+def test_lookup_by_object_and_by_name() -> None:
+    loss, a, b, x = _model()
+    report = flowcheck.analyze(loss, x)
+    assert report.result(a) is report.result("a")
+    assert report.result(b).verdict is flowcheck.Verdict.BLOCKED
+    assert report.by_verdict("receives") == (report.result(a),)
+
+
+def test_unknown_name_lists_the_known_ones() -> None:
+    loss, _, _, x = _model()
+    report = flowcheck.analyze(loss, x)
+    with pytest.raises(flowcheck.VariableNotFoundError, match=r"no variable named 'c'.*a, b"):
+        report.result("c")
+
+
+def test_a_variable_never_read_is_unused() -> None:
+    loss, _, _, x = _model()
+    stranger = tf.Variable(1.0, name="stranger")
+    report = flowcheck.analyze(loss, x)
+    assert report.result(stranger).verdict is flowcheck.Verdict.UNUSED
+    assert report.receives_gradient(stranger) is False
+
+
+def test_ambiguous_name_asks_for_the_object() -> None:
+    v1 = tf.Variable(1.0, name="same")
+    v2 = tf.Variable(2.0, name="same")
+
+    @tf.function
+    def loss() -> tf.Tensor:
+        return v1 * v2
+
+    report = flowcheck.analyze(loss)
+    with pytest.raises(flowcheck.VariableNotFoundError, match="2 variables are named 'same'"):
+        report.result("same")
+    assert report.receives_gradient(v1) and report.receives_gradient(v2)
+
+
+def test_verify_restores_every_variable_bit_for_bit_and_never_steps_the_users_optimizer() -> None:
+    loss, a, b, x = _model()
+    counter = tf.Variable(0, name="counter")
+
+    @tf.function
+    def step(x: tf.Tensor) -> tf.Tensor:
+        counter.assign_add(1)  # the step's own assign must be undone too
+        return loss(x)
+
+    before = [v.numpy().tobytes() for v in (a, b, counter)]
+    users = keras.optimizers.Adam(learning_rate=0.5)
+    report = flowcheck.analyze(step, x)
+    check = report.verify(optimizer=users)
+    assert check.agrees
+    assert [v.numpy().tobytes() for v in (a, b, counter)] == before
+    assert int(users.iterations.numpy()) == 0
+    by_name = {c.name: c for c in check.variables}
+    assert by_name["a"].changed and not by_name["b"].changed
+    assert by_name["b"].gradient is flowcheck.GradientState.NONE
+
+
+def test_unknown_optimizer_name_is_a_clear_error() -> None:
+    loss, _, _, x = _model()
+    report = flowcheck.analyze(loss, x)
+    with pytest.raises(flowcheck.VerificationError, match="unknown optimizer 'rmsprop'.*sgd, adam"):
+        report.verify(optimizer="rmsprop")
+
+
+def test_non_finite_loss_is_reported_not_raised() -> None:
+    v = tf.Variable([1.0, -1.0], name="v")
+
+    @tf.function
+    def loss() -> tf.Tensor:
+        return tf.reduce_sum(tf.math.log(v))
+
+    check = flowcheck.analyze(loss).verify()
+    assert any("nan" in p for p in check.problems)
+    np.testing.assert_array_equal(v.numpy(), [1.0, -1.0])
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "pattern"),
+    [
+        (lambda: 42, flowcheck.InvalidTargetError, "cannot analyze 'int'"),
+        (lambda: tf.function(lambda: None), flowcheck.LossError, "returned None"),
+        (lambda: tf.function(lambda: "loss"), flowcheck.LossError, "returned a string tensor"),
+        (lambda: tf.function(lambda: tf.constant(3)), flowcheck.LossError, "int32 tensor"),
+        (lambda: tf.function(lambda: tf.constant(3.0)), flowcheck.NoVariablesError, "nothing can be trained"),
+    ],
+    ids=["not-callable", "returns-none", "returns-string", "returns-int", "no-variables"],
+)
+def test_user_errors_are_flowcheck_errors(make: object, error: type, pattern: str) -> None:
+    with pytest.raises(error, match=pattern):
+        flowcheck.analyze(make())  # type: ignore[operator]
+
+
+def test_errors_raised_while_tracing_name_the_users_line() -> None:
+    v = tf.Variable(1.0)
+
+    @tf.function
+    def loss() -> tf.Tensor:
+        return v * tf.ones((2, 3)) @ tf.ones((2, 3))  # shapes do not match
+
+    with pytest.raises(flowcheck.TraceError, match=r"test_report.py:\d+"):
+        flowcheck.analyze(loss)
+
+
+def test_uncompiled_keras_model_is_refused_with_the_fix() -> None:
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    with pytest.raises(flowcheck.InvalidTargetError, match="compile"):
+        flowcheck.analyze(model, tf.zeros((2, 3)), tf.zeros((2, 2)))
