@@ -24,6 +24,7 @@ from flowcheck.errors import (
     VariableNotFoundError,
     VerificationError,
 )
+from flowcheck.testing import assert_all_trainable_receive, assert_gradient_flow
 
 __version__ = "0.1.0"
 
@@ -48,4 +49,6 @@ __all__ = [
     "VerificationError",
     "__version__",
     "analyze",
+    "assert_all_trainable_receive",
+    "assert_gradient_flow",
 ]

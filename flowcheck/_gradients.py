@@ -12,7 +12,8 @@ Every answer is asked of TensorFlow itself where it can answer:
 
 Only the ops that hold functions (calls, ``If``/``Case`` branches, ``While`` bodies) are not asked:
 their gradient functions rewrite the op they are called on, so ``flowcheck._graph`` follows their
-bodies instead. The op types are listed in :data:`FUNCTION_OPS`.
+bodies instead. The op types are listed in :data:`FUNCTION_OPS`; an op whose type is itself the name
+of a library function (a direct call, as in legacy ``Defun`` bodies) is followed the same way.
 """
 
 from __future__ import annotations
@@ -81,11 +82,19 @@ def _dtype_name(tensor: Any) -> str:
     return str(dtype.name)
 
 
+# Probing a gradient function builds ops in a scratch graph (milliseconds each): for small models
+# that is most of the analysis. Bounded, so that a long session cannot grow it without end.
+_SHARED: dict[tuple[Any, ...], tuple[InputGradient, ...]] = {}
+_SHARED_MAX: Final = 4096
+
+
 class GradientOracle:
     """Answers, per op, which inputs its registered gradient function reaches.
 
     Answers are cached per op signature (gradient type, input and output dtypes) for the life of
-    the oracle; create one per analysis so that a changed registry is seen next time.
+    the oracle; create one per analysis so that a changed registry is seen next time. The answers
+    of TensorFlow's registered gradient functions are also shared between oracles, keyed by the
+    function object itself, so a gradient registered later is still probed afresh.
     """
 
     def __init__(self) -> None:
@@ -118,6 +127,10 @@ class GradientOracle:
                 return (InputGradient(False, BarrierKind.STOP_GRADIENT, "tf.stop_gradient"),) * n
             detail = f"{op.type} is registered as not differentiable"
             return (InputGradient(False, BarrierKind.NOT_DIFFERENTIABLE, detail),) * n
+        # Custom gradients are user closures under one-off names: never shared (nor kept alive).
+        shared_key = (_signature(op), grad_fn) if grad_type == op.type else None
+        if shared_key is not None and shared_key in _SHARED:
+            return _SHARED[shared_key]
         try:
             grads = self._call(grad_fn, op)
         except LookupError as exc:  # e.g. PreventGradient's explicit refusal
@@ -130,9 +143,12 @@ class GradientOracle:
         if len(grads) < n:
             grads = grads + [None] * (n - len(grads))
         custom = grad_type != op.type and str(grad_type).startswith("CustomGradient")
-        return tuple(
+        answer = tuple(
             CARRIES if g is not None else _none_barrier(op, j, custom) for j, g in enumerate(grads[:n])
         )
+        if shared_key is not None and len(_SHARED) < _SHARED_MAX:
+            _SHARED[shared_key] = answer
+        return answer
 
     def _call(self, grad_fn: Callable[..., Any], op: Any) -> list[Any]:
         if self._scratch is None:
@@ -170,11 +186,13 @@ def _describe(op: Any) -> str:
     return str(op.type)
 
 
-def _gradient_type(op: Any) -> Any:
+def _gradient_type(op: Any) -> str:
     try:
-        return op.get_attr("_gradient_op_type")
+        found = op.get_attr("_gradient_op_type")
     except (ValueError, TypeError):
-        return op.type
+        return str(op.type)
+    # The attribute is a bytes string (b"CustomGradient-16"); the registry key is its text.
+    return found.decode() if isinstance(found, bytes) else str(found)
 
 
 def _signature(op: Any) -> tuple[Any, ...]:

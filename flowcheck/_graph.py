@@ -36,11 +36,13 @@ from typing import Any
 
 import networkx as nx
 import tensorflow as tf
+from tensorflow.python.util import nest
 
 from flowcheck._analysis import BarrierKind
 from flowcheck._gradients import (
     CALL_OPS,
     CASE_OPS,
+    FUNCTION_OPS,
     IF_OPS,
     WHILE_OPS,
     GradientOracle,
@@ -103,7 +105,7 @@ class _Builder:
 
     @staticmethod
     def node_of(tensor: Any, prefix: str) -> str:
-        return prefix + tensor.op.name
+        return prefix + str(tensor.op.name)
 
     def add_edge(self, u: str, w: str, tensor: Any, info: InputGradient) -> None:
         data = self.graph.get_edge_data(u, w)
@@ -126,7 +128,7 @@ class _Builder:
         for op in fgraph.get_operations():
             node = prefix + op.name
             self.add_op_node(op, node, cluster)
-            if op.type in CALL_OPS or op.type in IF_OPS or op.type in CASE_OPS or op.type in WHILE_OPS:
+            if op.type in FUNCTION_OPS or _calls_function(op):
                 self.add_function_op(op, node, prefix, cluster)
             else:
                 for tensor, info in zip(op.inputs, self.oracle.inputs(op)):
@@ -140,9 +142,12 @@ class _Builder:
                 assigns[op.inputs[0].ref()] = node
 
     def add_function_op(self, op: Any, node: str, prefix: str, cluster: str | None) -> None:
-        if op.type in CALL_OPS:
-            body = _function_graph(op, op.get_attr("f").name)
-            label = f"{_pretty(op.get_attr('f').name)} (tf.function)"
+        if op.type not in FUNCTION_OPS or op.type in CALL_OPS:
+            # A direct call has the function's name as its op type (legacy Defun bodies, such as
+            # the loops of tf.nn.ctc_loss); gradients_util differentiates it like a call op.
+            fname = op.get_attr("f").name if op.type in CALL_OPS else op.type
+            body = _function_graph(op, fname)
+            label = f"{_pretty(fname)} (tf.function)" if op.type in CALL_OPS else f"{fname} (function)"
             self.add_body(op, node, prefix, cluster, body, op.inputs, "f", label, "function")
         elif op.type in IF_OPS or op.type in CASE_OPS:
             self.add_edge(
@@ -171,7 +176,8 @@ class _Builder:
         for outer, placeholder in zip(inputs, body.inputs):
             self.add_edge(self.node_of(outer, prefix), inner_prefix + placeholder.op.name, outer, CARRY_IF_TRAINABLE(outer))
         if outputs_to_gate:
-            for out in body.outputs:
+            outputs = body.outputs if kind == "while" else _returned_outputs(body)
+            for out in outputs:
                 self.add_edge(inner_prefix + out.op.name, node, out, CARRY_IF_TRAINABLE(out))
         return inner_prefix
 
@@ -195,6 +201,27 @@ class _Builder:
                 self.add_edge(inner_prefix + placeholder.op.name, node, placeholder, InputGradient(True))
 
 
+def _returned_outputs(body: Any) -> list[Any]:
+    """The outputs a function or branch body returns in the user's program.
+
+    Differentiating a function rewrites it in place for the gradient's sake: ``cond_v2._IfGrad``
+    appends the intermediates the gradient needs to each branch's ``outputs``, and
+    ``concrete_function._rewrite_forward_and_call_backward`` points a call op at a forward function
+    whose outputs end with them. Neither changes ``structured_outputs``, whose tensors are the leading
+    ``outputs``; the appended ones are never differentiated. A nested ``tf.function`` keeps its
+    rewritten graph in its cache, so a fresh trace of the caller meets it after a first gradient.
+    (A ``While`` is exempt: its appended accumulators lead only to loop variables, each of which
+    already reaches the gate.)
+    """
+    structured = getattr(body, "structured_outputs", None)
+    if structured is None:
+        return list(body.outputs)
+    # A restored SavedModel function lists TensorSpecs where a traced one has tensors.
+    leaves = nest.flatten(structured, expand_composites=True)
+    count = sum(isinstance(leaf, (tf.Tensor, tf.TypeSpec)) for leaf in leaves)
+    return list(body.outputs[:count]) if 0 < count <= len(body.outputs) else list(body.outputs)
+
+
 def _while_trainable(body_output: Any) -> bool:
     # Mirrors while_v2._is_trainable: an accumulator of non-trainable elements is not trainable.
     if not is_trainable(body_output):
@@ -202,6 +229,16 @@ def _while_trainable(body_output: Any) -> bool:
     if body_output.op.type == "TensorListPopBack" and body_output.value_index == 0:
         return bool(is_trainable(tf.dtypes.as_dtype(body_output.op.get_attr("element_dtype"))))
     return True
+
+
+def _calls_function(op: Any) -> bool:
+    """Whether ``op``'s type is the name of a function in its graph's library (a direct call)."""
+    graph = op.graph
+    while graph is not None:
+        if graph._is_function(op.type):  # noqa: SLF001 -- the graph's function registry
+            return True
+        graph = getattr(graph, "outer_graph", None)
+    return False
 
 
 def _function_graph(op: Any, name: str) -> Any:
@@ -215,7 +252,11 @@ def _function_graph(op: Any, name: str) -> Any:
                 return body
             from tensorflow.python.framework import function_def_to_graph
 
-            return function_def_to_graph.function_def_to_graph(fn.cached_definition)
+            # A function known only as a FunctionDef (legacy Defun, restored SavedModel): build it
+            # where its library is visible, and copy the functions it calls into the new graph so
+            # that they can be looked up from it in turn.
+            with graph.as_default():
+                return function_def_to_graph.function_def_to_graph(fn.cached_definition, include_library_functions=True)
         graph = getattr(graph, "outer_graph", None)
     raise LookupError(f"function {name!r} called by {op.name} is not in the graph's library")
 

@@ -174,6 +174,79 @@ class Report:
         self.verification = run_step(self._traced, [r.receives for r in self.variables], optimizer, learning_rate)
         return self.verification
 
+    def to_dot(self, detail: str = "collapsed", focus: Any = None) -> str:
+        """The gradient-flow diagram as Graphviz DOT source (needs no Graphviz).
+
+        Args:
+            detail: ``"collapsed"`` (default) draws one node per Keras layer or name scope and
+                op-level detail only where a gradient is blocked; ``"ops"`` draws every op.
+            focus: Variables (objects or names): draw only the ops between them and the loss.
+
+        Raises:
+            RenderError: ``detail`` is unknown.
+            VariableNotFoundError: a ``focus`` entry is not a variable of this report.
+        """
+        from flowcheck._render import op_sources, to_dot
+
+        nodes = None if focus is None else [
+            r.node for r in (self.result(v) for v in ([focus] if isinstance(focus, str) else focus)) if r.node
+        ]
+        counts = ", ".join(f"{sum(r.verdict is v for r in self.variables)} {v.value}" for v in Verdict)
+        return to_dot(
+            self.graph, self.variables, detail=detail, focus=nodes, verification=self.verification,
+            sources=op_sources(self.graph), title=f"{self.target} ({self.target_kind}): {counts}",
+        )
+
+    def svg(self, detail: str = "collapsed", focus: Any = None) -> str:
+        """The diagram as SVG text, drawn by Graphviz ``dot`` (arguments as for :meth:`to_dot`).
+
+        Raises:
+            ExecutableNotFoundError: Graphviz ``dot`` is not installed.
+        """
+        from flowcheck._rendering import render_svg
+
+        return render_svg(self.to_dot(detail=detail, focus=focus))
+
+    def save(self, path: Any, detail: str = "collapsed", focus: Any = None) -> Any:
+        """Write the report as ``.svg``, ``.html`` (self-contained) or ``.dot``, by the path's suffix.
+
+        Returns:
+            The written file's ``pathlib.Path``.
+
+        Raises:
+            RenderError: the suffix is not one of those, or the file cannot be written.
+            ExecutableNotFoundError: ``.svg`` or ``.html`` was asked and ``dot`` is not installed.
+        """
+        from pathlib import Path
+
+        from flowcheck._rendering import SUFFIXES, write_text
+        from flowcheck.errors import RenderError
+
+        suffix = Path(path).suffix.lower()
+        if suffix not in SUFFIXES:
+            raise RenderError(f"cannot save a report as {suffix or 'a file without suffix'!r} ({path}): use one of {', '.join(SUFFIXES)}")
+        if suffix == ".dot":
+            return write_text(path, self.to_dot(detail=detail, focus=focus))
+        if suffix == ".svg":
+            return write_text(path, self.svg(detail=detail, focus=focus))
+        return write_text(path, self._html(detail, focus, fragment=False))
+
+    def _html(self, detail: str, focus: Any, fragment: bool) -> str:
+        from flowcheck._html import to_html
+
+        return to_html(
+            self.svg(detail=detail, focus=focus), self.variables, title=f"flowcheck: {self.target} ({self.target_kind})",
+            verification=self.verification, notes=self.notes, losses=self.losses, fragment=fragment,
+        )
+
+    def _repr_svg_(self) -> str:
+        """Jupyter's picture of the report: the collapsed diagram."""
+        return self.svg()
+
+    def _repr_html_(self) -> str:
+        """Jupyter's rich view: diagram with pan and zoom, table, verification."""
+        return self._html("collapsed", None, fragment=True)
+
 
 def _is_variable(value: Any) -> bool:
     return all(hasattr(value, a) for a in ("shape", "dtype", "trainable", "assign"))
@@ -224,6 +297,13 @@ def _report(traced: Any, graph: nx.DiGraph) -> Report:
             )
         )
     notes = list(traced.notes)
+    if len(traced.losses) > 1:
+        # Users who check with a tape around the whole call see zeros and think the report is wrong.
+        notes.append(
+            f"{len(traced.losses)} losses ({', '.join(l.name for l in traced.losses)}): a per-loss verdict is "
+            "what a tape gives when that loss alone is differentiated inside the step; a tape around "
+            "one call returning all of them gives zeros, not None, to variables only another loss uses"
+        )
     return Report(traced, graph, tuple(results), tuple(notes))
 
 

@@ -52,8 +52,12 @@ def is_library_file(path: str) -> bool:
     full = os.path.abspath(path)
     if full.startswith(_PACKAGE_DIR + os.sep):
         return True
-    stdlib = sysconfig.get_paths().get("stdlib")
-    return bool(stdlib) and full.startswith(os.path.abspath(str(stdlib)) + os.sep)
+    paths = sysconfig.get_paths()
+    # Console scripts (the `flowcheck` command itself, pytest's) are entry points, not user code.
+    return any(
+        bool(root) and full.startswith(os.path.abspath(str(root)) + os.sep)
+        for root in (paths.get("stdlib"), paths.get("scripts"))
+    )
 
 
 def user_frame(frames: Sequence[Any]) -> tuple[SourceLine | None, bool]:

@@ -4,17 +4,21 @@ The target may be a ``tf.function``, a plain callable (wrapped in ``tf.function`
 Keras model (its training step: the compiled loss on ``model(x, training=True)``). A
 ``tf.function`` is traced as a fresh copy so that its graph is the one TensorFlow would
 differentiate, never one already rewritten by an earlier gradient computation, and so that the
-user's own function and its trace cache are left untouched.
+user's own function and its trace cache are left untouched. (Nested ``tf.function``s keep their
+own caches; ``flowcheck._graph`` reads past what a gradient appended to them.) Variables reach
+the graph as captures or as arguments; both are mapped back to the variable objects.
 """
 
 from __future__ import annotations
 
 import inspect
+import re
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 from tensorflow.python.util import nest
 
@@ -59,7 +63,12 @@ class LossOutput:
 
 @dataclass
 class Traced:
-    """The traced target: its concrete function and what it captures and returns."""
+    """The traced target: its concrete function and what it captures and returns.
+
+    ``captured`` maps each graph input that carries a variable (``tensor.ref()`` of a captured
+    handle, of a variable argument's handle, or of a Keras variable argument's value) to the
+    variable's index in ``variables``.
+    """
 
     function: Any
     concrete: Any
@@ -89,7 +98,9 @@ def trace(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Traced:
         raise TraceError(_trace_failure(exc, _name(fn))) from exc
     losses = _losses(concrete, _name(fn), notes)
     owners.extend(_owners_in(args) + _owners_in(tuple(kwargs.values())))
-    variables, captured = _variables(concrete, owners)
+    owners.extend(v for v in nest.flatten((args, kwargs)) if isinstance(v, tf.Variable) or _is_keras_variable(v))
+    inputs = list(concrete.graph.captures) + _variable_arguments(function, concrete, args, kwargs)
+    variables, captured = _variables(concrete, owners, inputs)
     if not variables:
         raise NoVariablesError(
             f"{_name(fn)} reads no variable: nothing can be trained "
@@ -159,7 +170,11 @@ def _trace_failure(exc: BaseException, name: str) -> str:
         ] or frames
         message = str(metadata.cause_message)
     where, _ = user_frame(frames)
-    first = message.strip().splitlines()[0] if message.strip() else ""
+    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", message).splitlines() if line.strip()]
+    first = lines[0].removeprefix(f"{type(exc).__name__}: ") if lines else ""  # AutoGraph repeats the type
+    if first.startswith("Exception encountered when calling") and len(lines) > 1:
+        # Keras wraps a layer's error; its own message is the next line.
+        first = f"{lines[1]} ({first.removeprefix('Exception encountered when calling ').rstrip('.')})"
     at = f" at {where} ({where.code})" if isinstance(where, SourceLine) and where.code else (
         f" at {where}" if where else ""
     )
@@ -243,7 +258,65 @@ def _is_keras_layer(value: Any) -> bool:
     return keras is not None and isinstance(value, keras.layers.Layer)
 
 
-def _variables(concrete: Any, owners: list[Any]) -> tuple[list[TracedVariable], dict[Any, int]]:
+def _variable_arguments(function: Any, concrete: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[Any, Any]]:
+    """(variable handle, graph input) for each variable passed as an argument rather than captured.
+
+    Mirrors ``FunctionType.unpack_inputs``, which lists the values feeding ``concrete.graph.inputs``
+    in order: a ``tf.Variable`` argument flattens to its handle (a resource input), a Keras variable
+    is converted to a tensor of its value, read outside the graph, where the tape still sees it.
+    """
+    from tensorflow.python.eager.polymorphic_function import function_type_utils
+
+    ftype = concrete.function_type
+    try:
+        bound = function_type_utils.bind_function_inputs(
+            args, kwargs, function._function_type, function._default_values  # noqa: SLF001
+        )
+        sources: list[Any] = []
+        for param in ftype._sorted_parameters:  # noqa: SLF001 -- the order unpack_inputs uses
+            value = bound.arguments[param.name]
+            count = len(param.type_constraint.to_tensors(value))
+            leaves = [leaf for leaf in nest.flatten(value) if _is_tensor_like(leaf)]
+            sources.extend(leaves if len(leaves) == count else [None] * count)
+    except Exception:  # noqa: BLE001 -- binding failed: only captured variables are mapped
+        return []
+    pairs = []
+    aliases: set[int] = set()
+    inputs = iter(concrete.graph.inputs)
+    for source, input_type in zip(sources, ftype.flat_inputs):
+        alias = input_type._alias_id()  # noqa: SLF001 -- an aliased variable is fed once
+        if alias is not None and alias in aliases:
+            continue
+        if alias is not None:
+            aliases.add(alias)
+        inner = next(inputs)
+        handle = _variable_handle(source)
+        if handle is not None:
+            pairs.append((handle, inner))
+    return pairs
+
+
+def _is_tensor_like(value: Any) -> bool:
+    return isinstance(value, (tf.Tensor, tf.Variable, np.ndarray, np.generic)) or _is_keras_variable(value)
+
+
+def _is_keras_variable(value: Any) -> bool:
+    keras = _keras()
+    return keras is not None and isinstance(value, keras.Variable)
+
+
+def _variable_handle(value: Any) -> Any:
+    if isinstance(value, tf.Variable):
+        return value.handle
+    if _is_keras_variable(value):
+        backing = getattr(value, "_value", None)
+        return (backing if isinstance(backing, tf.Variable) else value.value).handle
+    return None
+
+
+def _variables(
+    concrete: Any, owners: list[Any], inputs: list[tuple[Any, Any]]
+) -> tuple[list[TracedVariable], dict[Any, int]]:
     known: dict[int, TracedVariable] = {}  # id(handle) -> variable
     order: list[TracedVariable] = []
 
@@ -262,11 +335,11 @@ def _variables(concrete: Any, owners: list[Any]) -> tuple[list[TracedVariable], 
     captured: dict[Any, int] = {}
     index = {id(v): i for i, v in enumerate(order)}
     used: set[int] = set()
-    for outer, inner in concrete.graph.captures:
-        var = known.get(id(outer))
-        if var is not None:
-            captured[inner.ref()] = index[id(var)]
-            used.add(index[id(var)])
+    for outer, inner in inputs:
+        found = known.get(id(outer))
+        if found is not None:
+            captured[inner.ref()] = index[id(found)]
+            used.add(index[id(found)])
     # Captured first, in capture order; then the owners' variables the function never reads.
     if not used:
         return [], {}
@@ -276,6 +349,11 @@ def _variables(concrete: Any, owners: list[Any]) -> tuple[list[TracedVariable], 
 def _owned_variables(owner: Any) -> Iterator[TracedVariable]:
     if isinstance(owner, tf.Variable):
         yield _describe_tf(owner, owner, None)
+        return
+    if _is_keras_variable(owner):
+        backing = getattr(owner, "_value", None)
+        backing = backing if isinstance(backing, tf.Variable) else owner.value
+        yield _describe_tf(owner, backing, bool(owner.trainable), name=str(owner.path))
         return
     if _is_keras_layer(owner):
         trainable_ids = {id(v) for v in owner.trainable_variables}

@@ -8,6 +8,8 @@ assigns (BatchNormalization statistics, step counters). The optimizer is always 
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -108,9 +110,10 @@ def run_step(
     """Run one optimizer step on the traced function's variables, compare, and restore them."""
     import tensorflow as tf
 
-    opt = make_optimizer(optimizer, learning_rate)
     variables = [v.tf_variable for v in traced.variables]
-    saved = [_save(v) for v in variables]
+    with _strategy_scope(variables):  # a distributed variable's optimizer must live in its strategy
+        opt = make_optimizer(optimizer, learning_rate)
+    saved = [_save_components(v) for v in variables]
     differentiable = [i for i, v in enumerate(variables) if v.dtype.is_floating or v.dtype.is_complex]
     problems: list[str] = []
     try:
@@ -129,18 +132,23 @@ def run_step(
             states[i] = _state(g)
             if states[i] is GradientState.NONFINITE:
                 problems.append(f"the gradient of {traced.variables[i].name} is not finite")
-        before = [_save(v) for v in variables]  # after the function's own assigns
+        before = [_digest(v) for v in variables]  # after the function's own assigns
         pairs = [(g, traced.variables[i].variable) for i, g in zip(differentiable, grads) if g is not None]
         if pairs:
+            with _strategy_scope(variables):
+                # Under a distribution strategy the slots must be made in its scope, while the
+                # update itself runs outside it (Keras merges it from the default replica context).
+                opt.build([v for _, v in pairs])
             opt.apply_gradients(pairs)
-        changed = [not _same(b, _save(v)) for b, v in zip(before, variables)]
+        changed = [b != _digest(v) for b, v in zip(before, variables)]
     except VerificationError:
         raise
     except Exception as exc:  # noqa: BLE001 -- the user's step failed: say how, as one error
         raise VerificationError(f"the real step failed: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from exc
     finally:
-        for v, value in zip(variables, saved):
-            v.assign(value)
+        for v, values in zip(variables, saved):
+            for component, value in zip(_components(v), values):
+                component.assign(value)
     checks = tuple(
         VariableCheck(
             name=var.name,
@@ -172,12 +180,36 @@ def _total_loss(outputs: Any, names: list[str]) -> Any:
     return tf.add_n([tf.reduce_sum(tf.cast(t, picked[0].dtype)) for t in picked])
 
 
+def _strategy_scope(variables: Sequence[Any]) -> contextlib.AbstractContextManager[Any]:
+    """The scope of the distribution strategy the variables were made in, if any."""
+    import tensorflow as tf
+
+    for v in variables:
+        if isinstance(v, tf.distribute.DistributedValues):
+            return v.distribute_strategy.scope()  # type: ignore[no-any-return]
+    return contextlib.nullcontext()
+
+
+def _components(v: Any) -> tuple[Any, ...]:
+    # A distributed variable holds one variable per replica; restore each one bit for bit
+    # (sync-on-read components, e.g. BatchNormalization statistics, may differ per replica).
+    return tuple(getattr(v, "_values", None) or (v,))
+
+
+def _save_components(v: Any) -> tuple[np.ndarray, ...]:
+    return tuple(_save(c) for c in _components(v))
+
+
 def _save(v: Any) -> np.ndarray:
     return np.array(v.read_value().numpy(), copy=True)
 
 
-def _same(a: np.ndarray, b: np.ndarray) -> bool:
-    return a.shape == b.shape and a.tobytes() == b.tobytes()
+def _digest(v: Any) -> bytes:
+    # A digest, not a copy: a second copy of every variable would add a model's size to the peak.
+    value = np.ascontiguousarray(v.read_value().numpy())
+    digest = hashlib.blake2b(value.tobytes(), digest_size=32)
+    digest.update(f"{value.dtype.str}{value.shape}".encode())
+    return digest.digest()
 
 
 def _state(grad: Any) -> GradientState:

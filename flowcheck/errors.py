@@ -4,6 +4,7 @@ Every error a user can cause is a :class:`FlowcheckError`; the command line prin
 line (``TypeName: message``) and exits with status 2::
 
     FlowcheckError
+    ├── TargetLoadError(FlowcheckError)                 the CLI could not load a target and inputs from a file
     ├── InvalidTargetError(FlowcheckError, TypeError)   the thing to analyze is not usable
     ├── TraceError(FlowcheckError)                      TensorFlow failed while tracing it
     ├── LossError(FlowcheckError, TypeError)            its result is not a differentiable loss
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 __all__ = [
     "FlowcheckError",
+    "TargetLoadError",
     "InvalidTargetError",
     "TraceError",
     "LossError",
@@ -31,6 +33,10 @@ __all__ = [
 
 class FlowcheckError(Exception):
     """Base class of every error flowcheck raises on purpose."""
+
+
+class TargetLoadError(FlowcheckError):
+    """``flowcheck analyze PATH[:NAME]`` could not import the file, pick its target or find inputs."""
 
 
 class InvalidTargetError(FlowcheckError, TypeError):

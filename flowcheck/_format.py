@@ -1,0 +1,326 @@
+"""Pure formatters for the command line: the terminal summary (plain or colored) and the JSON report.
+
+Nothing here prints, imports TensorFlow or touches disk. The summary is laid out once, as lines
+of styled segments; :func:`format_summary` joins their text and :func:`format_rich` styles them.
+
+JSON schema, version 1 (``to_json``; a field is only ever added within a version)::
+
+    {
+      "schema_version": 1,
+      "flowcheck_version": "0.1.0",
+      "target": {"name": str, "kind": "tf.function" | "callable" | "keras model",
+                 "file": str | null, "chosen_by": str | null, "inputs": str | null},
+      "losses": [str, ...],
+      "counts": {"receives": int, "blocked": int, "unused": int},
+      "variables": [{
+          "name": str, "verdict": "receives" | "blocked" | "unused",
+          "shape": [int | null, ...], "dtype": str, "trainable": bool,
+          "per_loss": {loss name: verdict},
+          "barriers": [{"op_name": str, "op_type": str, "kind": str (a BarrierKind value),
+                        "detail": str, "tensor": str, "in_user_code": bool,
+                        "source": {"file": str, "line": int, "function": str, "code": str} | null}]
+      }],
+      "notes": [str, ...],
+      "verification": null | {
+          "agrees": bool, "optimizer": str, "loss": float | null (null when not finite),
+          "loss_finite": bool, "problems": [str, ...],
+          "variables": [{"name": str, "predicted_receives": bool,
+                         "gradient": "none" | "zero" | "nonzero" | "nonfinite",
+                         "changed": bool, "agrees": bool}]
+      },
+      "expectations": [{"expect": "receives" | "blocked", "pattern": str,
+                        "matched": [str, ...], "holds": bool, "failures": [str, ...]}],
+      "outputs": [str, ...],
+      "ok": bool
+    }
+
+``ok`` is true when every expectation holds and verification (if run) agrees and found no
+problem; the command's exit status is then 0, else 1.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from flowcheck._analysis import Verdict
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+    from flowcheck._report import Barrier, Report, VariableResult
+    from flowcheck._verify import Verification
+
+__all__ = ["Expectation", "RunInfo", "failures", "format_rich", "format_summary", "to_json", "SCHEMA_VERSION"]
+
+SCHEMA_VERSION = 1
+_RECEIVING_SHOWN = 12  # a summary of a 260-variable model should stay readable; --json lists all
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """One ``--expect-receives`` / ``--expect-blocked`` pattern and how it fared.
+
+    Attributes:
+        expect: ``"receives"`` or ``"blocked"`` (no gradient: blocked or unused).
+        pattern: The glob, as given.
+        matched: Names of the variables it matched.
+        failures: One ``"name verdict"`` string per matched variable that breaks it.
+    """
+
+    expect: str
+    pattern: str
+    matched: tuple[str, ...]
+    failures: tuple[str, ...]
+
+    @property
+    def holds(self) -> bool:
+        """True when the pattern matched something and every match has the expected verdict."""
+        return bool(self.matched) and not self.failures
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What the command line knows beyond the report: where the target came from, what it wrote."""
+
+    file: str | None = None
+    chosen_by: str | None = None
+    inputs: str | None = None
+    expectations: tuple[Expectation, ...] = ()
+    outputs: tuple[str, ...] = field(default=())
+
+
+def failures(verification: Verification | None, run: RunInfo | None = None) -> list[str]:
+    """Why the run fails (exit status 1), in words; empty when it passes."""
+    reasons = []
+    for e in run.expectations if run else ():
+        if not e.matched:
+            reasons.append(f"--expect-{e.expect} {e.pattern!r} matched no variable")
+        elif e.failures:
+            reasons.append(f"--expect-{e.expect} {e.pattern!r}: " + ", ".join(e.failures))
+    if verification is not None:
+        if not verification.agrees:
+            names = ", ".join(c.name for c in verification.disagreements)
+            reasons.append(f"verification disagrees with the prediction for {names}")
+        reasons.extend(verification.problems)
+    return reasons
+
+
+# --- the summary, as styled lines ---------------------------------------------------------------
+
+_Line = list[tuple[str, str]]  # (text, rich style) segments
+
+
+def _lines(report: Report, verification: Verification | None, run: RunInfo | None) -> list[_Line]:
+    out: list[_Line] = []
+    where = f" in {run.file}" if run and run.file else ""
+    out.append([("flowcheck: ", "bold"), (report.target, "bold cyan"), (f" ({report.target_kind}){where}", "")])
+    if run and run.chosen_by:
+        out.append([(f"  target: {run.chosen_by}", "dim")])
+    if run and run.inputs:
+        out.append([(f"  inputs: {run.inputs}", "dim")])
+    if len(report.losses) > 1:
+        out.append([(f"  losses: {', '.join(report.losses)}", "dim")])
+    for verdict in (Verdict.BLOCKED, Verdict.UNUSED, Verdict.RECEIVES):
+        group = report.by_verdict(verdict)
+        if group:
+            out.append([])
+            out.extend(_group(verdict, group, report.losses))
+    if verification is not None:
+        out.append([])
+        out.extend(_verification(verification))
+    if run and run.expectations:
+        out.append([])
+        out.append([("expectations", "bold")])
+        for e in run.expectations:
+            status = ("ok  ", "green") if e.holds else ("FAIL", "bold red")
+            detail = ", ".join(e.failures) if e.failures else _names(e.matched) if e.matched else "matched no variable"
+            out.append([("  ", ""), status, (f"  {e.expect} {e.pattern}: {detail}", "")])
+    if report.notes:
+        out.append([])
+        out.append([("notes", "bold")])
+        out.extend([[(f"  - {note}", "dim")] for note in report.notes])
+    if run and run.outputs:
+        out.append([])
+        out.append([("wrote ", ""), (", ".join(run.outputs), "cyan")])
+    reasons = failures(verification, run)
+    out.append([])
+    if reasons:
+        out.append([("FAILED", "bold red"), (": " + "; ".join(reasons), "red")])
+    else:
+        checked = ["verification agrees"] if verification is not None else ["not verified (--no-verify)"]
+        if run and run.expectations:
+            n = len(run.expectations)
+            checked.insert(0, f"{n} expectation{'s hold' if n != 1 else ' holds'}")
+        out.append([("OK", "bold green"), (": " + ", ".join(checked), "")])
+    return out
+
+
+def _names(names: Sequence[str], shown: int = 4) -> str:
+    if len(names) <= shown:
+        return ", ".join(names)
+    return f"{len(names)} variables ({', '.join(names[:shown - 1])}, ...)"
+
+
+_HEADINGS = {
+    Verdict.BLOCKED: ("blocked", "bold red", "feed the loss, but every gradient path is cut"),
+    Verdict.UNUSED: ("unused", "bold yellow", "do not feed the loss at all"),
+    Verdict.RECEIVES: ("receives", "bold green", "a gradient reaches them"),
+}
+
+
+def _group(verdict: Verdict, group: Sequence[VariableResult], losses: Sequence[str]) -> list[_Line]:
+    title, style, meaning = _HEADINGS[verdict]
+    out: list[_Line] = [[(f"{title} ({len(group)})", style), (f": {meaning}", "dim")]]
+    frozen: Sequence[VariableResult] = ()
+    shown = group
+    if verdict is Verdict.RECEIVES:
+        # What training will update comes first; a frozen backbone's hundreds of weights get one line.
+        shown = [r for r in group if r.trainable]
+        frozen = [r for r in group if not r.trainable]
+        if len(frozen) <= 3:
+            shown, frozen = list(group), ()
+    listed = shown if verdict is not Verdict.RECEIVES or len(shown) <= _RECEIVING_SHOWN else shown[: _RECEIVING_SHOWN - 2]
+    width = max((len(r.name) for r in listed), default=0)
+    shape_width = max((len(_shape(r)) for r in listed), default=0)
+    for i, r in enumerate(listed):
+        line: _Line = [("  ", ""), (r.name.ljust(width), style.replace("bold ", "")), (f"  {_shape(r).ljust(shape_width)}", "dim")]
+        if not r.trainable:
+            line.append(("  not trainable", "yellow"))
+        if len(losses) > 1:
+            line.append(("  " + ", ".join(f"{loss}: {v.value}" for loss, v in r.per_loss.items()), "dim"))
+        out.append(line)
+        # Variables cut by the same barriers (a whole layer, a whole network) share one explanation.
+        if r.barriers and (i + 1 == len(listed) or listed[i + 1].barriers != r.barriers):
+            for b in r.barriers:
+                out.extend(_barrier(b))
+    if len(listed) < len(shown):
+        out.append([(f"  ... and {len(shown) - len(listed)} more (--json lists every variable)", "dim")])
+    if frozen:
+        names = ", ".join(r.name for r in frozen[:3])
+        out.append([(f"  + {len(frozen)} not trainable (frozen): ", "yellow"), (f"{names}, ...", "dim")])
+    return out
+
+
+def _shape(r: VariableResult) -> str:
+    return f"{r.dtype}[{','.join('?' if d is None else str(d) for d in r.shape)}]"
+
+
+def _barrier(b: Barrier) -> list[_Line]:
+    where = ""
+    if b.source is not None:
+        where = f" at {b.source}" if b.in_user_code else f" inside library code called at {b.source}"
+    out: list[_Line] = [[("      ", ""), (b.op_type, "magenta"), (f" {b.op_name!r} ({b.detail})", ""), (where, "cyan")]]
+    if b.source is not None and b.source.code:
+        out.append([(f"        {b.source.code}", "dim")])
+    return out
+
+
+def _verification(v: Verification) -> list[_Line]:
+    loss = f"{v.loss:.6g}"
+    if v.agrees and v.problems:
+        head: _Line = [("verification: ", "bold"), ("agrees, but found problems", "bold red")]
+    elif v.agrees:
+        head = [("verification: ", "bold"), ("agrees", "bold green")]
+    else:
+        head = [("verification: ", "bold"), ("DISAGREES", "bold red")]
+    head.append((f"  ({v.optimizer}, one step, loss {loss}; every variable restored)", "dim"))
+    out = [head]
+    gave = sum(c.gradient.value != "none" for c in v.variables)
+    out.append([(f"  the tape gave a gradient to {gave} of {len(v.variables)} variables, "
+                 f"as predicted" if v.agrees else "  the tape contradicts the prediction:", "")])
+    for c in v.disagreements:
+        predicted = "a gradient" if c.predicted else "no gradient"
+        out.append([(f"    {c.name}: predicted {predicted}, the tape gave {c.gradient.value}", "red")])
+    for p in v.problems:
+        out.append([("  problem: ", "bold red"), (p, "red")])
+    return out
+
+
+def format_summary(report: Report, verification: Verification | None, run: RunInfo | None = None) -> str:
+    """The terminal summary as plain text (no color codes)."""
+    return "\n".join("".join(text for text, _ in line).rstrip() for line in _lines(report, verification, run)) + "\n"
+
+
+def format_rich(report: Report, verification: Verification | None, run: RunInfo | None = None) -> RenderableType:
+    """The terminal summary as a ``rich`` renderable, colored by verdict."""
+    from rich.text import Text
+
+    text = Text()
+    for line in _lines(report, verification, run):
+        for segment, style in line:
+            text.append(segment, style=style or None)
+        text.append("\n")
+    return text
+
+
+# --- JSON ---------------------------------------------------------------------------------------
+
+
+def to_json(report: Report, verification: Verification | None, run: RunInfo | None = None) -> dict[str, Any]:
+    """The report as JSON-ready data, following the schema in this module's docstring."""
+    from flowcheck import __version__
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "flowcheck_version": __version__,
+        "target": {
+            "name": report.target,
+            "kind": report.target_kind,
+            "file": run.file if run else None,
+            "chosen_by": run.chosen_by if run else None,
+            "inputs": run.inputs if run else None,
+        },
+        "losses": list(report.losses),
+        "counts": {v.value: len(report.by_verdict(v)) for v in Verdict},
+        "variables": [_variable_json(r) for r in report.variables],
+        "notes": list(report.notes),
+        "verification": _verification_json(verification) if verification is not None else None,
+        "expectations": [
+            {"expect": e.expect, "pattern": e.pattern, "matched": list(e.matched), "holds": e.holds,
+             "failures": list(e.failures)}
+            for e in (run.expectations if run else ())
+        ],
+        "outputs": list(run.outputs if run else ()),
+        "ok": not failures(verification, run),
+    }
+
+
+def _variable_json(r: VariableResult) -> dict[str, Any]:
+    return {
+        "name": r.name,
+        "verdict": r.verdict.value,
+        "shape": list(r.shape),
+        "dtype": r.dtype,
+        "trainable": r.trainable,
+        "per_loss": {loss: v.value for loss, v in r.per_loss.items()},
+        "barriers": [
+            {
+                "op_name": b.op_name, "op_type": b.op_type, "kind": b.kind.value, "detail": b.detail,
+                "tensor": b.tensor, "in_user_code": b.in_user_code,
+                "source": None if b.source is None else {
+                    "file": b.source.short_file, "line": b.source.line, "function": b.source.function,
+                    "code": b.source.code,
+                },
+            }
+            for b in r.barriers
+        ],
+    }
+
+
+def _verification_json(v: Verification) -> dict[str, Any]:
+    finite = math.isfinite(v.loss)
+    return {
+        "agrees": v.agrees,
+        "optimizer": v.optimizer,
+        "loss": v.loss if finite else None,  # JSON has no NaN
+        "loss_finite": finite,
+        "problems": list(v.problems),
+        "variables": [
+            {"name": c.name, "predicted_receives": c.predicted, "gradient": c.gradient.value, "changed": c.changed,
+             "agrees": c.agrees}
+            for c in v.variables
+        ],
+    }

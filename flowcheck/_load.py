@@ -1,0 +1,495 @@
+"""Loading what ``flowcheck analyze PATH[:NAME]`` points at: the user's file, its target and inputs.
+
+The conventions, in the order they are tried (the CLI's ``--help`` and README repeat them):
+
+Target
+    1. ``NAME`` from ``PATH:NAME`` (a dotted path such as ``agent.train_step`` is allowed);
+    2. else a module-level ``flowcheck_target``;
+    3. else the only ``tf.function`` defined in the file; when it defines none, the only compiled
+       Keras model held at module level (else the only Keras model).
+
+    The target is a ``tf.function``, a plain callable returning the loss, a compiled Keras model
+    (its training step is analyzed), or a *factory*: a plain function that takes no argument. A
+    factory is called once and returns one of ``target``, ``(target, args)`` or
+    ``(target, args, kwargs)``, where ``args`` is a tuple (or list) of positional inputs -- for a
+    Keras model, ``(x, y)`` -- and ``kwargs`` a dict. A zero-argument function that returns a
+    tensor instead is a loss with no inputs and is analyzed itself.
+
+Example inputs
+    1. the inputs a factory returned;
+    2. a module-level ``NAME_inputs``, else ``example_inputs``: a tuple of positional arguments (any
+       other value is one positional argument);
+    3. random tensors (``numpy`` generator seeded by ``--seed``; unknown batch dimension 2, other
+       unknown dimensions 4; integers 0 or 1) from the ``tf.function``'s ``input_signature``, or
+       from a Keras model's input shapes, with labels made to suit its compiled loss;
+    4. none, when the function takes no required argument; else a :class:`TargetLoadError`
+       saying how to provide them.
+
+The file is imported under a unique module name with its directory first on ``sys.path`` (as
+pytest does); :func:`user_module` undoes both afterwards, and forgets the sibling modules the file
+imported, so that analysing another file of the same name later sees its own code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import inspect
+import itertools
+import keyword
+import os
+import sys
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from flowcheck._source import SourceLine, user_frame
+from flowcheck.errors import InvalidTargetError, TargetLoadError
+
+__all__ = ["LoadedTarget", "find_target", "split_spec", "user_module"]
+
+_counter = itertools.count()
+_BATCH = 2
+_OTHER_DIM = 4
+
+
+@dataclass(frozen=True)
+class LoadedTarget:
+    """What to analyze, found in the user's module.
+
+    Attributes:
+        target: The object passed to ``flowcheck.analyze``.
+        name: Its name in the module (``NAME`` or the attribute holding it).
+        chosen_by: How it was found, in words.
+        args: Positional example inputs.
+        kwargs: Keyword example inputs.
+        inputs_from: Where the inputs came from, in words.
+        optimizer: The module's ``flowcheck_optimizer`` as ``(optimizer, learning_rate)``.
+    """
+
+    target: Any
+    name: str
+    chosen_by: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    inputs_from: str = "no inputs"
+    optimizer: tuple[Any, float | None] | None = None
+
+
+def split_spec(spec: str) -> tuple[str, str | None]:
+    """Split ``PATH[:NAME]`` into the path and the name (None when absent)."""
+    path, sep, name = spec.rpartition(":")
+    if sep and path and name and all(part.isidentifier() and not keyword.iskeyword(part) for part in name.split(".")):
+        return path, name
+    return spec, None
+
+
+@contextlib.contextmanager
+def user_module(path: str) -> Iterator[ModuleType]:
+    """Import the user's file for the duration of the block.
+
+    Raises:
+        TargetLoadError: the file is missing, a directory, not Python, has a syntax error, raises
+            (or calls ``sys.exit``) while being imported.
+    """
+    full = _check_file(path)
+    source = _read(path, full)
+    try:
+        code = compile(source, full, "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        line = f":{exc.lineno}" if exc.lineno else ""
+        text = f" ({exc.text.strip()})" if exc.text and exc.text.strip() else ""
+        raise TargetLoadError(f"{path}{line}: {type(exc).__name__}: {exc.msg}{text}") from exc
+    except ValueError as exc:  # Python 3.11: null bytes in the source
+        raise TargetLoadError(f"{path} is not a Python file: {exc}") from exc
+
+    directory = os.path.dirname(full)
+    stem = os.path.splitext(os.path.basename(full))[0]
+    name = f"_flowcheck_user_{next(_counter)}_{stem if stem.isidentifier() else 'module'}"
+    spec = importlib.util.spec_from_file_location(name, full)
+    assert spec is not None  # a .py path always gives a spec
+    module = importlib.util.module_from_spec(spec)
+    before = set(sys.modules)
+    saved_path = list(sys.path)
+    sys.path.insert(0, directory)
+    sys.modules[name] = module  # dataclasses and pickling look the module up while it runs
+    try:
+        try:
+            exec(code, module.__dict__)  # noqa: S102 -- importing the user's file is the point
+        except SystemExit as exc:
+            raise TargetLoadError(
+                f"{path} called sys.exit({exc.code!r}) while being imported; put the script part "
+                "under `if __name__ == \"__main__\":`"
+            ) from exc
+        except Exception as exc:  # noqa: BLE001 -- any error of the user's file, reported as one line
+            raise TargetLoadError(_user_failure(f"importing {path}", exc, full)) from exc
+        yield module
+    finally:
+        sys.path[:] = saved_path
+        for added in set(sys.modules) - before:
+            file = getattr(sys.modules[added], "__file__", None) or ""
+            ours = added == "flowcheck" or added.startswith("flowcheck.")  # lazily imported stages stay
+            if added == name or (not ours and os.path.abspath(file).startswith(directory + os.sep)):
+                del sys.modules[added]
+
+
+def _check_file(path: str) -> str:
+    full = os.path.abspath(path)
+    if not os.path.exists(full):
+        raise TargetLoadError(f"no such file: {path}")
+    if os.path.isdir(full):
+        raise TargetLoadError(f"{path} is a directory; give a Python file (path/to/model.py[:NAME])")
+    if not full.endswith(".py"):
+        raise TargetLoadError(f"{path} is not a Python file; give a .py file (path/to/model.py[:NAME])")
+    return full
+
+
+def _read(path: str, full: str) -> bytes:
+    try:
+        with open(full, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise TargetLoadError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # compile() would honour a coding cookie; without one, non-UTF-8 bytes mean "not Python"
+        if b"coding" not in data[:200]:
+            raise TargetLoadError(f"{path} is not a Python file: it is not UTF-8 text") from exc
+    return data
+
+
+def _user_failure(what: str, exc: BaseException, full: str | None = None) -> str:
+    """``"<what> raised <Type> at <file:line> (<code>): <message>"``, at the user's innermost line."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    in_file = [f for f in frames if full is not None and os.path.abspath(f.filename) == full]
+    where: SourceLine | None
+    if in_file:
+        f = in_file[-1]
+        where = SourceLine(f.filename, int(f.lineno or 0), f.name, (f.line or "").strip())
+    else:
+        where, _ = user_frame(frames)
+    at = f" at {where}" + (f" ({where.code})" if where.code else "") if where else ""
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{what} raised {type(exc).__name__}{at}" + (f": {message}" if message else "")
+
+
+# --- finding the target -------------------------------------------------------------------------
+
+
+def find_target(module: ModuleType, path: str, name: str | None, seed: int) -> LoadedTarget:
+    """Find the target and its example inputs in the imported module.
+
+    Raises:
+        TargetLoadError: no target, several candidates, NAME not found, no inputs.
+        InvalidTargetError: the target is not callable, or a factory returned something unusable.
+    """
+    if name is not None:
+        target = _lookup(module, path, name)
+        chosen_by = f"{name}, named on the command line"
+    elif hasattr(module, "flowcheck_target"):
+        target = module.flowcheck_target
+        name = _attribute_name(module, target) or "flowcheck_target"
+        chosen_by = f"{name}, the module's flowcheck_target"
+    else:
+        found = _candidates(module)
+        functions_found = [c for c in found if c[1] == "tf.function"]
+        compiled = [c for c in found if c[1] == "Keras model" and getattr(getattr(module, c[0]), "loss", None) is not None]
+        if functions_found:
+            found = functions_found  # the models are most likely what the function trains
+        elif compiled:
+            # An uncompiled model (a backbone) has no training step of its own.
+            found = [(n, "compiled Keras model") for n, _ in compiled]
+        if not found:
+            functions = _functions(module)
+            hint = f"; its functions: {', '.join(functions)}" if functions else ""
+            raise TargetLoadError(
+                f"no target found in {path}: name one ({path}:NAME), set flowcheck_target = ..., or "
+                f"define a tf.function or a Keras model at module level{hint}"
+            )
+        if len(found) > 1:
+            listed = ", ".join(f"{n} ({kind})" for n, kind in found)
+            raise TargetLoadError(
+                f"{path} has several candidate targets: {listed}; pick one with {path}:NAME or set flowcheck_target"
+            )
+        name, kind = found[0]
+        target = getattr(module, name)
+        chosen_by = f"{name}, the only {kind} in {path}"
+    optimizer = _module_optimizer(module, path)
+    if not callable(target):
+        raise InvalidTargetError(
+            f"{name} in {path} is a {type(target).__name__}, not callable: the target must be a tf.function, "
+            "a function returning the loss, a compiled Keras model, or a zero-argument function returning one"
+        )
+    args: tuple[Any, ...] | None = None
+    kwargs: dict[str, Any] = {}
+    inputs_from = ""
+    if _is_factory(target):
+        try:
+            produced = target()
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 -- the user's factory failed: say where, as one line
+            raise TargetLoadError(_user_failure(f"calling {name}()", exc)) from exc
+        if _is_tensor_tree(produced):
+            # A zero-argument loss function, not a factory: analyze the function itself.
+            return LoadedTarget(target, name, chosen_by, (), {}, "no inputs (it takes none)", optimizer)
+        target, args, kwargs = _unpack_factory(produced, name)
+        inputs_from = f"returned by {name}()" if args is not None else ""
+        chosen_by += f" (a factory returning {_display_name(target)})"
+    if args is None:
+        args, kwargs, inputs_from = _inputs(module, path, name, target, seed)
+    _check_arity(target, name, args, kwargs, inputs_from)
+    return LoadedTarget(target, name, chosen_by, args, kwargs, inputs_from, optimizer)
+
+
+def _lookup(module: ModuleType, path: str, name: str) -> Any:
+    value: Any = module
+    for i, part in enumerate(name.split(".")):
+        if not hasattr(value, part):
+            if i == 0:
+                names = [n for n, _ in _candidates(module)] + _functions(module)
+                listed = ", ".join(dict.fromkeys(names)) or "none"
+                raise TargetLoadError(f"no {name!r} in {path}; candidates: {listed}")
+            raise TargetLoadError(f"{'.'.join(name.split('.')[:i])} in {path} has no attribute {part!r}")
+        value = getattr(value, part)
+    return value
+
+
+def _attribute_name(module: ModuleType, target: Any) -> str | None:
+    for key, value in vars(module).items():
+        if value is target and key != "flowcheck_target" and not key.startswith("_"):
+            return key
+    return None
+
+
+def _candidates(module: ModuleType) -> list[tuple[str, str]]:
+    """Module-level tf.functions defined in the file and Keras models, with their kind."""
+    found = []
+    for key, value in vars(module).items():
+        if key.startswith("_"):
+            continue
+        if _is_tf_function(value) and getattr(value.python_function, "__module__", None) == module.__name__:
+            found.append((key, "tf.function"))
+        elif _is_keras_model(value):
+            found.append((key, "Keras model"))
+    return found
+
+
+def _functions(module: ModuleType) -> list[str]:
+    return [
+        key for key, value in vars(module).items()
+        if inspect.isfunction(value) and value.__module__ == module.__name__ and not key.startswith("_")
+    ]
+
+
+def _is_tf_function(value: Any) -> bool:
+    import tensorflow as tf
+
+    return isinstance(value, tf.types.experimental.PolymorphicFunction)
+
+
+def _is_keras_model(value: Any) -> bool:
+    import keras
+
+    return isinstance(value, keras.Model)
+
+
+def _is_factory(target: Any) -> bool:
+    """A plain Python function (not a tf.function, model or other callable object) with no parameters."""
+    if not (inspect.isfunction(target) or inspect.ismethod(target)):
+        return False
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):
+        return False
+    return not signature.parameters
+
+
+def _is_tensor_tree(value: Any) -> bool:
+    import tensorflow as tf
+
+    leaves = tf.nest.flatten(value) if value is not None else []
+    return bool(leaves) and all(isinstance(v, (tf.Tensor, tf.Variable)) for v in leaves) and not callable(value)
+
+
+def _unpack_factory(produced: Any, name: str) -> tuple[Any, tuple[Any, ...] | None, dict[str, Any]]:
+    expected = "return target, (target, args) or (target, args, kwargs), with args a tuple and kwargs a dict"
+    if callable(produced):
+        return produced, None, {}
+    if not isinstance(produced, tuple) or not 1 <= len(produced) <= 3 or not callable(produced[0]):
+        got = type(produced).__name__ if not isinstance(produced, tuple) else (
+            f"a tuple of {len(produced)} starting with a {type(produced[0]).__name__}" if produced else "an empty tuple"
+        )
+        raise InvalidTargetError(f"{name}() takes no argument, so it is read as a factory, but it returned {got}: {expected}")
+    target = produced[0]
+    if len(produced) == 1:
+        return target, None, {}
+    args = produced[1]
+    if not isinstance(args, (tuple, list)):
+        raise InvalidTargetError(
+            f"{name}() returned a {type(args).__name__} as its inputs: {expected} "
+            f"(one input x: return {_display_name(target)}, (x,))"
+        )
+    kwargs = produced[2] if len(produced) == 3 else {}
+    if not isinstance(kwargs, dict):
+        raise InvalidTargetError(f"{name}() returned a {type(kwargs).__name__} as keyword inputs: {expected}")
+    return target, tuple(args), dict(kwargs)
+
+
+def _display_name(target: Any) -> str:
+    return str(getattr(target, "__name__", None) or getattr(target, "name", None) or type(target).__name__)
+
+
+def _module_optimizer(module: ModuleType, path: str) -> tuple[Any, float | None] | None:
+    value = getattr(module, "flowcheck_optimizer", None)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value, None
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], (int, float)):
+        return value[0], float(value[1])
+    if not isinstance(value, tuple):
+        return value, None  # a Keras optimizer class or instance; verify() checks it
+    raise TargetLoadError(
+        f"flowcheck_optimizer in {path} is {value!r}: expected a name ('sgd', 'adam'), a Keras optimizer, "
+        "or (optimizer, learning_rate)"
+    )
+
+
+# --- example inputs -----------------------------------------------------------------------------
+
+
+def _inputs(module: ModuleType, path: str, name: str, target: Any, seed: int) -> tuple[tuple[Any, ...], dict[str, Any], str]:
+    for attribute in (f"{name}_inputs", "example_inputs"):
+        if hasattr(module, attribute):
+            value = getattr(module, attribute)
+            args = tuple(value) if isinstance(value, tuple) else (value,)
+            return args, {}, attribute
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    how = f"random (seed {seed}, batch {_BATCH})"
+    if _is_keras_model(target):
+        x = _keras_inputs(target, name, path, rng)
+        y = _keras_labels(target, name, path, rng)
+        return (x, y), {}, f"{how}, from the model's input shapes and its loss"
+    signature = getattr(target, "input_signature", None) if _is_tf_function(target) else None
+    if signature is not None:
+        import tensorflow as tf
+
+        args = tuple(tf.nest.map_structure(lambda spec: _random(spec.shape.as_list(), spec.dtype, rng, name), list(signature)))
+        return args, {}, f"{how}, from its input_signature"
+    required = _required_parameters(target)
+    if not required:
+        return (), {}, "no inputs (it takes none)"
+    raise TargetLoadError(
+        f"{name} takes ({', '.join(required)}) but flowcheck has no example inputs for it: define "
+        f"example_inputs = ({', '.join(required)}{',' if len(required) == 1 else ''}) (or {name}_inputs) in {path}, "
+        f"give the tf.function an input_signature, or point at a zero-argument function returning "
+        f"({name}, (inputs...))"
+    )
+
+
+def _required_parameters(target: Any) -> list[str]:
+    function = target.python_function if _is_tf_function(target) else target
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):
+        return []
+    return [
+        p.name for p in signature.parameters.values()
+        if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+
+
+def _check_arity(target: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], inputs_from: str) -> None:
+    """Catch a wrong number of inputs before tracing, where the message can be plain."""
+    if _is_keras_model(target):
+        if not 2 <= len(args) <= 3 or kwargs:
+            raise TargetLoadError(
+                f"{name} is a Keras model: its example inputs ({inputs_from}) must be (x, y) (or (x, y, sample_weight)), "
+                f"got {len(args)} positional value(s)"
+            )
+        return
+    function = target.python_function if _is_tf_function(target) else target
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise TargetLoadError(f"{name}{signature} cannot take the example inputs ({inputs_from}): {exc}") from exc
+
+
+def _random(shape: list[int | None], dtype: Any, rng: Any, name: str) -> Any:
+    import numpy as np
+    import tensorflow as tf
+
+    dims = [(_BATCH if i == 0 else _OTHER_DIM) if d is None else d for i, d in enumerate(shape)]
+    dtype = tf.as_dtype(dtype)
+    if dtype.is_floating or dtype.is_complex:
+        return tf.constant(rng.standard_normal(dims).astype(np.float32), dtype=dtype)
+    if dtype.is_integer:
+        return tf.constant(rng.integers(0, 2, size=dims), dtype=dtype)  # 0/1 are valid indices anywhere
+    if dtype.is_bool:
+        return tf.constant(rng.integers(0, 2, size=dims).astype(bool))
+    raise TargetLoadError(f"cannot make a random {dtype.name} input for {name}; define example_inputs")
+
+
+def _keras_inputs(model: Any, name: str, path: str, rng: Any) -> Any:
+    import keras
+
+    try:
+        structure = model.input
+    except (AttributeError, ValueError):
+        structure = getattr(model, "inputs", None)
+        if isinstance(structure, list) and len(structure) == 1:
+            structure = structure[0]
+    if structure is None or (isinstance(structure, (list, tuple, dict)) and not structure):
+        raise TargetLoadError(
+            f"Keras model {name} has no known input shape (a subclassed model?): define "
+            f"example_inputs = (x, y) in {path}"
+        )
+    return keras.tree.map_structure(lambda t: _random(list(t.shape), t.dtype, rng, name), structure)
+
+
+def _keras_labels(model: Any, name: str, path: str, rng: Any) -> Any:
+    import numpy as np
+    import tensorflow as tf
+
+    outputs = list(getattr(model, "outputs", None) or [])
+    if not outputs:
+        raise TargetLoadError(f"Keras model {name} has no known output shape: define example_inputs = (x, y) in {path}")
+    losses = model.loss
+    if isinstance(losses, dict):
+        names = list(getattr(model, "output_names", None) or [])
+        per_output = [losses.get(n) for n in names] if len(names) == len(outputs) else [None] * len(outputs)
+    elif isinstance(losses, (list, tuple)):
+        per_output = list(losses) if len(losses) == len(outputs) else [None] * len(outputs)
+    else:
+        per_output = [losses] * len(outputs)
+    labels = []
+    for output, loss in zip(outputs, per_output):
+        kind = _loss_name(loss)
+        dims = [_BATCH if i == 0 or d is None else d for i, d in enumerate(output.shape)]
+        if "sparse" in kind:
+            classes = dims[-1] if len(dims) > 1 else 2
+            labels.append(tf.constant(rng.integers(0, classes, size=dims[:-1]), dtype=tf.int32))
+        elif "categorical" in kind:
+            classes = dims[-1]
+            labels.append(tf.one_hot(rng.integers(0, classes, size=dims[:-1]), classes, dtype=tf.float32))
+        elif "binary" in kind or "hinge" in kind:
+            labels.append(tf.constant(rng.integers(0, 2, size=dims).astype(np.float32)))
+        else:
+            labels.append(tf.constant(rng.standard_normal(dims).astype(np.float32)))
+    return labels[0] if len(labels) == 1 else labels
+
+
+def _loss_name(loss: Any) -> str:
+    if loss is None:
+        return ""
+    if isinstance(loss, str):
+        return loss.lower()
+    return str(getattr(loss, "name", None) or getattr(loss, "__name__", None) or type(loss).__name__).lower()

@@ -1,0 +1,265 @@
+"""The command line: ``flowcheck analyze PATH[:NAME] [options]``.
+
+Thin on purpose: it loads the target (:mod:`flowcheck._load`), calls the public API, formats with
+:mod:`flowcheck._format`, and chooses the exit status: 0 when every expectation holds and the real
+step agrees, 1 when not (or the step found a non-finite loss or gradient), 2 for a usage or input
+error, printed as one line (its traceback only under ``--debug``). It catches only flowcheck's own
+errors; TensorFlow is imported only once a file is to be analyzed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import math
+import sys
+import threading
+import traceback
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TextIO
+
+from flowcheck.errors import FlowcheckError, TargetLoadError
+
+if TYPE_CHECKING:
+    from flowcheck._format import Expectation
+    from flowcheck._report import Report
+
+__all__ = ["main"]
+
+_DESCRIPTION = """\
+Import a Python file, analyze a target in it and say which variables receive a gradient from
+its loss, which cannot and why (the op and your line), then check with one real optimizer step.
+
+target (PATH[:NAME]): NAME, else the module's `flowcheck_target`, else the only tf.function
+defined in the file (if it defines none, the only compiled Keras model). It may be a
+tf.function or a function returning the loss, a compiled Keras model (its training step), or a
+function taking no argument that returns `target`, `(target, args)` or `(target, args, kwargs)`.
+
+example inputs: what that function returned, else the module's `NAME_inputs` or `example_inputs`
+(a tuple of positional arguments; for a Keras model `(x, y)`), else random tensors from the
+tf.function's input_signature or the model's input shapes (seeded by --seed, batch 2).
+
+optimizer: --optimizer/--learning-rate, else the module's `flowcheck_optimizer` (e.g.
+`("sgd", 1.0)`), else SGD with its default learning rate. --learning-rate alone keeps the
+module's optimizer.
+"""
+
+_EPILOG = """\
+examples:
+  flowcheck analyze examples/seed_stop_gradient.py
+  flowcheck analyze train.py:train_step -o flow.svg -o flow.html
+  flowcheck analyze model.py:build --optimizer adam --learning-rate 1e-3
+  flowcheck analyze dqn.py --expect-receives 'q/*' --expect-blocked 'target/*'
+  flowcheck analyze model.py --json > report.json
+
+exit status: 0 every expectation holds and verification agrees; 1 an expectation fails,
+verification disagrees or finds a non-finite loss or gradient; 2 usage or input error.
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = _parser()
+    try:
+        ns = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits on --help, --version and usage errors
+        return exc.code if isinstance(exc.code, int) else 2
+    if ns.command is None:
+        parser.print_usage(sys.stderr)
+        print("flowcheck: error: give a command: flowcheck analyze PATH[:NAME]", file=sys.stderr)
+        return 2
+    try:
+        return _analyze(ns, sys.stdout, sys.stderr)
+    except FlowcheckError as exc:
+        if ns.debug:
+            traceback.print_exception(exc, file=sys.stderr)
+        print(f"flowcheck: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+
+
+def _one_line(exc: FlowcheckError) -> str:
+    message = " ".join(str(exc).split())
+    return message if isinstance(exc, TargetLoadError) else f"{type(exc).__name__}: {message}"
+
+
+def _parser() -> argparse.ArgumentParser:
+    from flowcheck import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="flowcheck", description="Which TensorFlow variables receive a gradient from your loss, and why not."
+    )
+    parser.add_argument("--version", action="version", version=f"flowcheck {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    p = commands.add_parser(
+        "analyze", help="analyze a target in a Python file", description=_DESCRIPTION, epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("target", metavar="PATH[:NAME]", help="the Python file, and optionally the target's name in it")
+    p.add_argument("-o", "--output", action="append", default=[], metavar="FILE",
+                   help="write the report to FILE (.svg, .html or .dot); repeatable")
+    p.add_argument("--json", action="store_true", help="print a machine-readable report (schema_version 1) instead")
+    p.add_argument("--no-verify", action="store_true", help="skip the real optimizer step")
+    p.add_argument("--optimizer", choices=("sgd", "adam"), help="optimizer of the real step (default: sgd)")
+    p.add_argument("--learning-rate", type=_positive_float, metavar="LR", help="its learning rate")
+    p.add_argument("--seed", type=int, default=0, help="seed of random example inputs (default: 0)")
+    p.add_argument("--expect-receives", action="append", default=[], metavar="PATTERN",
+                   help="fail unless every variable matching this glob receives a gradient; repeatable")
+    p.add_argument("--expect-blocked", action="append", default=[], metavar="PATTERN",
+                   help="fail unless every variable matching this glob gets no gradient (blocked or unused); "
+                   "repeatable")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    return parser
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return value
+
+
+def _analyze(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from flowcheck._load import find_target, split_spec, user_module
+    from flowcheck._rendering import SUFFIXES
+
+    for output in ns.output:  # before the slow part
+        if not output.lower().endswith(SUFFIXES):
+            raise TargetLoadError(f"cannot write {output!r}: the report formats are {', '.join(SUFFIXES)}")
+    path, name = split_spec(ns.target)
+    verbose = not ns.json
+    with _Progress(verbose and err.isatty(), err) as progress:
+        progress.step(f"importing {path}")
+        with user_module(path) as module:
+            import flowcheck
+
+            loaded = find_target(module, path, name, ns.seed)
+            if name is None and verbose:
+                progress.say(f"flowcheck: analyzing {loaded.chosen_by}")
+            progress.step(f"tracing and analyzing {loaded.name}")
+            report = flowcheck.analyze(loaded.target, *loaded.args, **loaded.kwargs)
+            _check_differentiable(report)
+            verification = None
+            if not ns.no_verify:
+                progress.step("verifying with one real optimizer step")
+                optimizer, learning_rate = _optimizer(ns, loaded.optimizer)
+                verification = report.verify(optimizer=optimizer, learning_rate=learning_rate)
+            for output in ns.output:  # after verifying, so that the reports show its result
+                progress.step(f"rendering {output}")
+                report.save(output)
+
+    from flowcheck._format import RunInfo, failures, format_rich, format_summary, to_json
+
+    run = RunInfo(
+        file=path, chosen_by=loaded.chosen_by, inputs=loaded.inputs_from,
+        expectations=_expectations(report, ns.expect_receives, ns.expect_blocked), outputs=tuple(ns.output),
+    )
+    if ns.json:
+        out.write(json.dumps(to_json(report, verification, run), indent=2, allow_nan=False) + "\n")
+    elif out.isatty():
+        from rich.console import Console
+
+        Console(file=out, highlight=False).print(format_rich(report, verification, run), end="", soft_wrap=True)
+    else:
+        out.write(format_summary(report, verification, run))
+    return 1 if failures(verification, run) else 0
+
+
+def _check_differentiable(report: Report) -> None:
+    """A loss no variable gets a gradient from is not a loss to train on: say where it is cut."""
+    from flowcheck._analysis import Verdict
+    from flowcheck.errors import LossError
+
+    if any(r.verdict is Verdict.RECEIVES for r in report.variables):
+        return
+    cuts = list(dict.fromkeys(
+        f"{b.op_type} at {b.source}" if b.source else b.op_type for r in report.variables for b in r.barriers
+    ))
+    where = f": every path is cut ({', '.join(cuts[:3])}{', ...' if len(cuts) > 3 else ''})" if cuts else ""
+    raise LossError(
+        f"the loss of {report.target} is not differentiable with respect to any of its "
+        f"{len(report.variables)} variable(s){where}; nothing would train"
+    )
+
+
+def _optimizer(ns: argparse.Namespace, from_module: tuple[Any, float | None] | None) -> tuple[Any, float | None]:
+    """--optimizer replaces the module's choice; --learning-rate alone keeps the module's optimizer."""
+    if ns.optimizer is not None:
+        return ns.optimizer, ns.learning_rate
+    optimizer, learning_rate = from_module or (None, None)
+    return optimizer, ns.learning_rate if ns.learning_rate is not None else learning_rate
+
+
+def _expectations(report: Report, receives: Sequence[str], blocked: Sequence[str]) -> tuple[Expectation, ...]:
+    from flowcheck._analysis import Verdict
+    from flowcheck._format import Expectation
+
+    found = []
+    for expect, patterns in (("receives", receives), ("blocked", blocked)):
+        for pattern in patterns:
+            matched = [
+                r for r in report.variables
+                if fnmatch.fnmatchcase(r.name, pattern) or fnmatch.fnmatchcase(r.name.split(":")[0], pattern)
+            ]
+            wrong = [r for r in matched if (r.verdict is Verdict.RECEIVES) != (expect == "receives")]
+            found.append(Expectation(expect, pattern, tuple(r.name for r in matched),
+                                     tuple(f"{r.name} {r.verdict.value}" for r in wrong)))
+    return tuple(found)
+
+
+class _Progress:
+    """A spinner on stderr naming the current stage, shown once the work takes more than ``delay``.
+
+    Drawn only when enabled (stderr is a terminal and not ``--json``); messages printed through
+    :meth:`say` go above the spinner instead of through it.
+    """
+
+    def __init__(self, enabled: bool, err: TextIO, delay: float = 0.5) -> None:
+        self._err = err
+        self._status: Any = None
+        self._lock = threading.Lock()
+        self._done = False
+        self._timer: threading.Timer | None = None
+        if enabled:
+            from rich.console import Console
+
+            self._status = Console(file=err, highlight=False).status("starting ...")
+            self._timer = threading.Timer(delay, self._show)
+            self._timer.daemon = True
+
+    def _show(self) -> None:
+        with self._lock:
+            if not self._done:
+                self._status.start()
+
+    def __enter__(self) -> _Progress:
+        if self._timer is not None:
+            self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        with self._lock:
+            self._done = True
+            if self._status is not None:
+                self._status.stop()
+
+    def step(self, message: str) -> None:
+        """Name the stage now running."""
+        if self._status is not None:
+            self._status.update(f"{message} ...")
+
+    def say(self, message: str) -> None:
+        """Print a line on stderr (above the spinner when it is drawn)."""
+        if self._status is not None:
+            self._status.console.print(message, markup=False, soft_wrap=True)
+        else:
+            print(message, file=self._err)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

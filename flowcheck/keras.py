@@ -1,0 +1,233 @@
+"""A Keras callback that explains, before the first step, which weights ``fit`` will not train.
+
+Keras only warns ``Gradients do not exist for variables [...] when minimizing the loss`` once
+training runs, without saying why. :class:`GradientFlowCheck` analyzes the model's training step
+(its compiled loss on ``model(x, training=True)``) at the start of ``fit`` and, for each trainable
+weight that will receive no gradient, names the ops that cut it off and the line of code that made
+them. Weights that get no gradient by design are kept apart: BatchNormalization moving statistics
+(assigned in training, never differentiated) and non-trainable weights (frozen layers).
+
+>>> model.fit(x, y, callbacks=[flowcheck.keras.GradientFlowCheck(on_blocked="raise")])
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import warnings
+from collections.abc import Iterator
+from typing import Any, Final
+
+import keras
+
+from flowcheck._analysis import Verdict
+from flowcheck._report import Report, VariableResult, analyze
+from flowcheck._source import is_library_file
+from flowcheck.errors import InvalidTargetError
+from flowcheck.testing import GradientFlowAssertionError, _format_results
+
+__all__ = ["GradientFlowCheck", "GradientFlowWarning"]
+
+ON_BLOCKED: Final = ("warn", "raise")
+# fit's own batch size when the user gives none; a sample this size shows every shape fit will see.
+_DEFAULT_BATCH: Final = 32
+_MAX_FRAMES: Final = 64
+
+
+class GradientFlowWarning(UserWarning):
+    """Trainable weights of a model will receive no gradient in ``fit``."""
+
+
+class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # keras ships no types
+    """Check at the start of ``fit`` that every trainable weight will receive a gradient.
+
+    The sample batch the training step is traced on is ``sample`` when given; otherwise it is taken
+    from the data ``fit`` was called with: the first ``batch_size`` rows of arrays (NumPy,
+    tensors, or dicts/lists of them), the first element of a ``tf.data.Dataset``, or item 0 of a
+    ``keras.utils.PyDataset``. A Python generator cannot be sampled without consuming a batch of
+    training data: pass ``sample=`` then.
+
+    Args:
+        sample: ``(x, y)`` or ``(x, y, sample_weight)``: a batch like those ``fit`` will see.
+        on_blocked: ``"warn"`` (a :class:`GradientFlowWarning`) or ``"raise"`` (a
+            :class:`flowcheck.testing.GradientFlowAssertionError`, which stops ``fit`` before
+            its first step) when a trainable weight will receive no gradient.
+        report_path: Also save the report there (``.html``, ``.svg`` or ``.dot``).
+        verify: Also run one real optimizer step on the sample (every variable restored
+            afterwards) and treat a disagreement with the prediction as a problem.
+
+    Attributes:
+        report: The analysis, once ``fit`` has started.
+        problems: Trainable weights that will receive no gradient.
+        harmless: ``(result, reason)`` for the weights that get no gradient by design.
+    """
+
+    def __init__(
+        self, sample: Any = None, *, on_blocked: str = "warn", report_path: Any = None, verify: bool = False
+    ) -> None:
+        super().__init__()
+        if on_blocked not in ON_BLOCKED:
+            raise ValueError(f"on_blocked must be one of {', '.join(map(repr, ON_BLOCKED))}, not {on_blocked!r}")
+        if sample is not None and not (isinstance(sample, (tuple, list)) and 1 <= len(sample) <= 3):
+            raise TypeError("sample must be (x, y) or (x, y, sample_weight)")
+        self.sample = sample
+        self.on_blocked = on_blocked
+        self.report_path = report_path
+        self.verify = verify
+        self.report: Report | None = None
+        self.problems: tuple[VariableResult, ...] = ()
+        self.harmless: tuple[tuple[VariableResult, str], ...] = ()
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        """Analyze the training step on the sample batch and report what will not train."""
+        __tracebackhide__ = True
+        model = self.model
+        if type(model).train_step is not keras.Model.train_step:
+            self._complain(
+                f"{model.name} overrides train_step: fit's step is not the compiled loss, so "
+                "GradientFlowCheck cannot see it; check your step function with "
+                "flowcheck.assert_gradient_flow(step, *inputs, receives=...) instead",
+                error=InvalidTargetError,
+            )
+            return
+        x, y, sample_weight = self._sample_batch()
+        extra = {} if sample_weight is None else {"sample_weight": sample_weight}
+        report = self.report = analyze(model, x, y, **extra)
+        statistics = _moving_statistics(model)
+        problems: list[VariableResult] = []
+        harmless: list[tuple[VariableResult, str]] = []
+        for r in report.variables:
+            if r.receives:
+                continue
+            if id(r.variable) in statistics:
+                harmless.append((r, "BatchNormalization moving statistic (assigned in training, never differentiated)"))
+            elif not r.trainable:
+                harmless.append((r, "non-trainable (a frozen layer or trainable=False)"))
+            else:
+                problems.append(r)
+        self.problems, self.harmless = tuple(problems), tuple(harmless)
+        lines = self._problem_lines() if problems else []
+        if self.verify:
+            check = report.verify()
+            if check.disagreements:
+                lines.append("one real optimizer step disagrees with flowcheck's prediction "
+                             "(a flowcheck bug: please report it with this model):")
+                lines.extend(
+                    f"  {c.name}: predicted {'a gradient' if c.predicted else 'none'}, the tape gave {c.gradient}"
+                    for c in check.disagreements
+                )
+        if self.report_path is not None:  # after verify, so that the report shows the real step
+            report.save(self.report_path)
+        if lines:
+            self._complain("\n".join(lines), report=report)
+
+    def _problem_lines(self) -> list[str]:
+        n = len(self.problems)
+        lines = [
+            f"{n} trainable weight{'s' if n != 1 else ''} of model {self.model.name!r} will receive no "
+            "gradient from its loss, so fit will not train them:"
+        ]
+        barriers = {id(r.variable): r.barriers for r in self.problems}
+        for verdict in (Verdict.BLOCKED, Verdict.UNUSED):
+            members = [r for r in self.problems if r.verdict is verdict]
+            if members:
+                lines.extend(_format_results(str(verdict), members, verdict, barriers))
+        if self.harmless:
+            statistics = sum(reason.startswith("BatchNormalization") for _, reason in self.harmless)
+            lines.append(
+                f"  (harmless, no gradient by design: {statistics} BatchNormalization moving statistics, "
+                f"{len(self.harmless) - statistics} non-trainable weights)"
+            )
+        if self.report_path is not None:
+            lines.append(f"  report: {self.report_path}")
+        return lines
+
+    def _complain(self, message: str, report: Report | None = None, error: type[Exception] | None = None) -> None:
+        __tracebackhide__ = True
+        if self.on_blocked == "warn":
+            warnings.warn(f"flowcheck: {message}", GradientFlowWarning, stacklevel=_user_stacklevel())
+        elif report is not None:
+            raise GradientFlowAssertionError(message, report)
+        else:
+            raise (error or InvalidTargetError)(message)
+
+    def _sample_batch(self) -> tuple[Any, Any, Any]:
+        if self.sample is not None:
+            return _unpack(tuple(self.sample))
+        found = _fit_arguments(self.model)
+        if found is None:
+            raise InvalidTargetError(
+                "GradientFlowCheck found no fit call to take a sample batch from: "
+                "pass GradientFlowCheck(sample=(x, y))"
+            )
+        return _first_batch(*found)
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` that attributes a warning to the user's ``fit`` call, not to Keras or us."""
+    frame: Any = sys._getframe(1)  # noqa: SLF001 -- stacklevel 1: the function that calls warn
+    level = 1
+    while frame is not None and is_library_file(frame.f_code.co_filename):
+        frame, level = frame.f_back, level + 1
+    return level if frame is not None else 2
+
+
+def _unpack(data: tuple[Any, ...]) -> tuple[Any, Any, Any]:
+    x, y, sample_weight = (*data, None, None)[:3]
+    return x, y, sample_weight
+
+
+def _frames() -> Iterator[Any]:
+    frame: Any = sys._getframe(1)  # noqa: SLF001 -- the caller chain is the only way to fit's arguments
+    for _ in range(_MAX_FRAMES):
+        if frame is None:
+            return
+        yield frame
+        frame = frame.f_back
+
+
+def _fit_arguments(model: Any) -> tuple[Any, Any, Any, Any] | None:
+    """The training data of the ``fit`` call running ``model``: ``(x, y, sample_weight, batch_size)``.
+
+    Keras gives callbacks no access to the data, so the data is read from ``fit``'s frame (after
+    ``validation_split`` it holds the training part only).
+    """
+    for frame in _frames():
+        local = frame.f_locals
+        if frame.f_code.co_name == "fit" and local.get("self") is model and "x" in local:
+            return local.get("x"), local.get("y"), local.get("sample_weight"), local.get("batch_size")
+    return None
+
+
+def _first_batch(x: Any, y: Any, sample_weight: Any, batch_size: Any) -> tuple[Any, Any, Any]:
+    import tensorflow as tf
+
+    if isinstance(x, tf.data.Dataset):
+        return _element(next(iter(x)))
+    if isinstance(x, keras.utils.PyDataset):
+        return _element(x[0])
+    if inspect.isgenerator(x) or isinstance(x, Iterator):
+        raise InvalidTargetError(
+            "fit was given a Python generator: taking a sample batch would consume training data; "
+            "pass GradientFlowCheck(sample=(x, y))"
+        )
+    n = int(batch_size or _DEFAULT_BATCH)
+
+    def head(data: Any) -> Any:
+        return None if data is None else keras.tree.map_structure(lambda a: a[:n], data)
+
+    return head(x), head(y), head(sample_weight)
+
+
+def _element(element: Any) -> tuple[Any, Any, Any]:
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(element)
+    return x, y, sample_weight
+
+
+def _moving_statistics(model: Any) -> set[int]:
+    """ids of the moving mean and variance of every BatchNormalization layer in the model."""
+    found: set[int] = set()
+    for layer in model._flatten_layers(include_self=True):  # noqa: SLF001 -- nested models included
+        if isinstance(layer, keras.layers.BatchNormalization):
+            found.update(id(v) for v in (layer.moving_mean, layer.moving_variance) if v is not None)
+    return found

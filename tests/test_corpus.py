@@ -1,0 +1,195 @@
+"""The differential corpus: flowcheck's prediction against ``tf.GradientTape`` on real-world patterns.
+
+The truth is computed here, per case, by the tape: a variable receives a gradient exactly when
+``tape.gradient(..., unconnected_gradients=NONE)`` gives it something other than None. The cases
+live in ``tests/corpus_cases.py``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import flowcheck
+import corpus_cases
+from corpus_cases import CASES, Case, load_seed
+
+
+def _tf_variable(v: Any) -> tf.Variable:
+    """The ``tf.Variable`` behind a tf or Keras 3 variable."""
+    if isinstance(v, tf.Variable):
+        return v
+    backing = getattr(v, "_value", None)
+    return backing if isinstance(backing, tf.Variable) else v.value
+
+
+def _name(v: Any) -> str:
+    return str(getattr(v, "path", None) or v.name).split(":")[0]
+
+
+def _is_float(v: Any) -> bool:
+    dtype = tf.as_dtype(_tf_variable(v).dtype)
+    return bool(dtype.is_floating or dtype.is_complex)
+
+
+def _snapshot(variables: Sequence[Any]) -> list[bytes]:
+    return [np.asarray(_tf_variable(v).numpy()).tobytes() for v in variables]
+
+
+def tape_gradients(fn: Callable[..., Any], variables: Sequence[Any], *args: Any, **kwargs: Any) -> list[Any]:
+    """What the tape gives each variable (None for non-float variables, which it cannot watch)."""
+    floats = [i for i, v in enumerate(variables) if _is_float(v)]
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        for i in floats:
+            tape.watch(_tf_variable(variables[i]))
+        out = fn(*args, **kwargs)
+    targets = [t for t in tf.nest.flatten(out) if isinstance(t, tf.Tensor) and (t.dtype.is_floating or t.dtype.is_complex)]
+    grads = tape.gradient(
+        targets, [_tf_variable(variables[i]) for i in floats], unconnected_gradients=tf.UnconnectedGradients.NONE
+    )
+    result: list[Any] = [None] * len(variables)
+    for i, g in zip(floats, grads):
+        result[i] = g
+    return result
+
+
+def tape_truth(fn: Callable[..., Any], variables: Sequence[Any], *args: Any, **kwargs: Any) -> list[bool]:
+    """Per variable: does the tape give it a gradient (zeros included)?"""
+    return [g is not None for g in tape_gradients(fn, variables, *args, **kwargs)]
+
+
+def _diff(report: flowcheck.Report, variables: Sequence[Any], truth: Sequence[bool], when: str) -> str | None:
+    rows = []
+    wrong = False
+    for v, expected in zip(variables, truth):
+        r = report.result(v)
+        predicted = report.receives_gradient(v)
+        mark = "  " if predicted == expected else "!!"
+        wrong |= predicted != expected
+        barriers = "; ".join(f"{b.op_type} {b.kind} at {b.source}" for b in r.barriers)
+        rows.append(f"{mark} {_name(v):<40} tape={'grad' if expected else 'None':<5} flowcheck={r.verdict!s:<9} {barriers}")
+    if not wrong:
+        return None
+    return f"flowcheck disagrees with the tape (analyze {when} the tape):\n" + "\n".join(rows)
+
+
+def assert_agrees_with_tape(fn: Callable[..., Any], variables: Sequence[Any], *args: Any, **kwargs: Any) -> flowcheck.Report:
+    """flowcheck's verdicts equal the tape's, whether analyzed before or after the tape ran.
+
+    Also checks that ``verify()`` agrees and that analyzing and verifying leave every variable's
+    value bit for bit unchanged. Returns the report analyzed after the tape.
+    """
+    before = _snapshot(variables)
+    first = flowcheck.analyze(fn, *args, **kwargs)
+    assert _snapshot(variables) == before, "analyze changed a variable's value"
+    truth = tape_truth(fn, variables, *args, **kwargs)  # may assign variables (EMA, BN statistics)
+    after_tape = _snapshot(variables)
+    second = flowcheck.analyze(fn, *args, **kwargs)
+    problems = [d for d in (_diff(first, variables, truth, "before"), _diff(second, variables, truth, "after")) if d]
+    if problems:
+        pytest.fail("\n\n".join(problems))
+    check = second.verify()
+    changed = [_name(v) for v, a, b in zip(variables, after_tape, _snapshot(variables)) if a != b]
+    assert not changed, f"verify() did not restore {changed}"
+    assert check.agrees, "verify() disagrees: " + ", ".join(
+        f"{c.name}: predicted {c.predicted}, tape {c.gradient}" for c in check.disagreements
+    )
+    return second
+
+
+@pytest.mark.parametrize("builder", CASES)
+def test_corpus_case_agrees_with_tape(builder: Callable[[], Case]) -> None:
+    c = builder()
+    assert_agrees_with_tape(c.fn, c.variables, *c.args, **c.kwargs)
+
+
+def test_corpus_is_large_enough() -> None:
+    assert len(CASES) >= 40
+
+
+def _line_of(fn: Callable[..., Any], needle: str) -> int:
+    """The file line number of the first line of ``fn``'s source containing ``needle``."""
+    lines, start = inspect.getsourcelines(fn)
+    return next(start + i for i, line in enumerate(lines) if needle in line)
+
+
+def _unique_line(module: Any, needle: str) -> int:
+    """The line number of the one line of ``module`` containing ``needle``."""
+    lines, _ = inspect.getsourcelines(module)
+    found = [i for i, line in enumerate(lines, start=1) if needle in line]
+    assert len(found) == 1, f"{needle!r} is on lines {found}"
+    return found[0]
+
+
+def test_seed_barrier_is_the_stop_gradient_on_its_line() -> None:
+    seed = load_seed()
+    report = flowcheck.analyze(seed.loss_fn, *seed.example_inputs)
+    (barrier,) = report.result(seed.w1).barriers
+    assert barrier.op_type == "StopGradient"
+    assert barrier.kind is flowcheck.BarrierKind.STOP_GRADIENT
+    assert barrier.in_user_code
+    assert barrier.source is not None
+    assert barrier.source.file.endswith("seed_stop_gradient.py")
+    assert barrier.source.line == _line_of(seed.loss_fn.python_function, "tf.stop_gradient(")
+
+
+def test_seed_post_claim_after_one_sgd_step() -> None:
+    seed = load_seed()
+    before = [seed.w1.numpy().copy(), seed.w2.numpy().copy()]
+    check = flowcheck.analyze(seed.loss_fn, *seed.example_inputs).verify(optimizer="sgd", learning_rate=1.0)
+    assert check.agrees
+    np.testing.assert_array_equal(seed.w1.numpy(), before[0])  # verify restored it
+    grads = tape_gradients(seed.loss_fn, [seed.w1, seed.w2], *seed.example_inputs)
+    assert grads[0] is None
+    # One SGD step with learning rate 1, computed from the tape: the post's claim.
+    keras_sgd = __import__("keras").optimizers.SGD(learning_rate=1.0)
+    keras_sgd.apply_gradients([(grads[1], seed.w2)])
+    np.testing.assert_array_equal(seed.w1.numpy(), np.ones((2, 3), np.float32))
+    w2 = seed.w2.numpy()
+    assert np.all(w2 == w2.flat[0])
+    np.testing.assert_allclose(w2, before[1] - grads[1].numpy())
+    assert {c.name: c.changed for c in check.variables} == {"w1": False, "w2": True}
+
+
+def test_custom_gradient_none_barrier_is_named() -> None:
+    c = next(p.values[0] for p in CASES if p.id == "custom_gradient_returns_none_for_one_input")()
+    report = assert_agrees_with_tape(c.fn, c.variables, *c.args)
+    _, b = c.variables
+    assert tape_truth(c.fn, c.variables)[1] is False
+    barriers = report.result(b).barriers
+    # b reaches the custom op twice: as an argument (its grad_fn returned None) and through the
+    # forward result (never differentiated). Both cuts are at the call of the custom function.
+    assert {x.kind for x in barriers} == {flowcheck.BarrierKind.CUSTOM_GRADIENT_NONE, flowcheck.BarrierKind.CUSTOM_GRADIENT}
+    call_line = _line_of(c.fn.python_function, "product(a, b)")
+    assert all(x.op_type == "IdentityN" and x.in_user_code and x.source is not None and x.source.line == call_line for x in barriers)
+
+
+BARRIERS = [
+    # case id, variable position, op type, kind, text of the user line the barrier is on
+    ("integer_cast_round_trip", 0, "Cast", flowcheck.BarrierKind.NONE_GRADIENT, "tf.cast(tf.cast(a * 10.0, tf.int32)"),
+    ("argmax_and_one_hot_of_argmax", 0, "ArgMax", flowcheck.BarrierKind.NONE_GRADIENT, "idx = tf.argmax("),
+    ("nested_tf_function_outputs_partly_unused", 2, "StopGradient", flowcheck.BarrierKind.STOP_GRADIENT, "tf.stop_gradient(tf.reduce_sum(c * x))"),
+    ("cond_taken_and_untaken_branches", 2, "Greater", flowcheck.BarrierKind.NOT_DIFFERENTIABLE, "tf.reduce_sum(c) > -100.0"),
+    ("variables_passed_as_arguments", 1, "Round", flowcheck.BarrierKind.NONE_GRADIENT, 'tf.round(extra["r"])'),
+    ("py_function_and_numpy_function", 1, "PyFunc", flowcheck.BarrierKind.NOT_DIFFERENTIABLE, "tf.numpy_function("),
+    ("dqn_target_network_stop_gradient", 4, "StopGradient", flowcheck.BarrierKind.STOP_GRADIENT, "bootstrap = tf.stop_gradient(bootstrap)"),
+]
+
+
+@pytest.mark.parametrize(("case_id", "position", "op_type", "kind", "needle"), BARRIERS, ids=[b[0] for b in BARRIERS])
+def test_barrier_names_the_op_and_the_user_line(case_id: str, position: int, op_type: str, kind: flowcheck.BarrierKind, needle: str) -> None:
+    param = next(p for p in CASES if p.id == case_id)
+    builder = param.values[0]
+    c = builder()
+    v = c.variables[position]
+    assert tape_truth(c.fn, c.variables, *c.args, **c.kwargs)[position] is False
+    report = flowcheck.analyze(c.fn, *c.args, **c.kwargs)
+    (barrier,) = report.result(v).barriers
+    assert (barrier.op_type, barrier.kind, barrier.in_user_code) == (op_type, kind, True)
+    assert barrier.source is not None and barrier.source.file.endswith("corpus_cases.py")
+    assert barrier.source.line == _unique_line(corpus_cases, needle)

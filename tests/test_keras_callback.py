@@ -1,0 +1,202 @@
+"""The Keras callback: what fit will not train, and why, before the first step.
+
+The truth is the tape's, computed in each test on the model's own training step run eagerly.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import warnings
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import flowcheck
+from flowcheck.keras import GradientFlowCheck, GradientFlowWarning
+from flowcheck.testing import GradientFlowAssertionError
+
+HERE = os.path.basename(__file__)
+
+
+class Classifier(keras.Model):
+    """A frozen feature extractor, a trainable head and, after a refactor, a skip layer."""
+
+    def __init__(self, detach_head: bool = False, use_skip: bool = True, freeze: bool = True) -> None:
+        super().__init__(name="classifier")
+        self.detach_head = detach_head
+        self.use_skip = use_skip
+        self.backbone = keras.Sequential(
+            [keras.layers.Dense(8, activation="relu"), keras.layers.BatchNormalization()], name="backbone"
+        )
+        self.backbone.trainable = not freeze
+        self.head = keras.layers.Dense(3, name="head")
+        self.skip = keras.layers.Dense(3, name="skip")
+
+    def build(self, input_shape: Any) -> None:
+        self.backbone.build(input_shape)
+        self.head.build((None, 8))
+        self.skip.build(input_shape)
+
+    def call(self, x: Any, training: bool = False) -> Any:
+        features = self.backbone(x, training=training)
+        logits = self.head(features)
+        if self.detach_head:
+            logits = tf.stop_gradient(logits)  # meant for the backbone's output, put one line too late
+        if self.use_skip:
+            logits = logits + self.skip(x)
+        return logits
+
+
+def data(n: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return rng.random((n, 4)).astype("float32"), rng.random((n, 3)).astype("float32")
+
+
+def compiled(**options: bool) -> Classifier:
+    keras.utils.set_random_seed(0)
+    model = Classifier(**options)
+    model.compile(optimizer="sgd", loss="mse")
+    model.build((None, 4))
+    return model
+
+
+def tape_receives(model: keras.Model, x: Any, y: Any) -> dict[str, bool]:
+    """For every weight, whether the tape gives it a gradient from the training step's loss."""
+    weights = model.weights
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        for w in weights:
+            tape.watch(w.value)
+        loss = model.compute_loss(x=x, y=y, y_pred=model(x, training=True), training=True)
+    grads = tape.gradient(loss, [w.value for w in weights])
+    return {w.path: g is not None for w, g in zip(weights, grads)}
+
+
+def call_line(text: str) -> int:
+    lines, start = inspect.getsourcelines(Classifier.call)
+    return next(start + i for i, line in enumerate(lines) if text in line)
+
+
+def fit_quietly(model: keras.Model, *args: Any, **kwargs: Any) -> list[warnings.WarningMessage]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(*args, verbose=0, **kwargs)
+    return caught
+
+
+def test_detached_head_stops_fit_before_its_first_step_and_names_the_line() -> None:
+    model = compiled(detach_head=True)
+    x, y = data()
+    truth = tape_receives(model, x, y)
+    trainable = {w.path for w in model.trainable_weights}
+    cut = sorted(n for n in trainable if not truth[n])
+    assert cut == sorted(w.path for w in model.head.trainable_weights)
+    before = [w.numpy().copy() for w in model.weights]
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+
+    with pytest.raises(GradientFlowAssertionError) as info:
+        fit_quietly(model, dataset, epochs=1, callbacks=[GradientFlowCheck(on_blocked="raise")])
+    message = str(info.value)
+    assert message.startswith(f"{len(cut)} trainable weights of model 'classifier' will receive no gradient")
+    assert sorted(line.strip() for line in message.splitlines() if line.strip() in truth) == cut
+    assert f"{HERE}:{call_line('logits = tf.stop_gradient(logits)')}: StopGradient" in message
+    assert int(model.optimizer.iterations.numpy()) == 0
+    assert all(np.array_equal(b, w.numpy()) for b, w in zip(before, model.weights))
+
+
+def test_a_layer_left_out_of_call_is_explained_and_training_goes_on() -> None:
+    model = compiled(use_skip=False)
+    x, y = data()
+    truth = tape_receives(model, x, y)
+    unused = sorted(w.path for w in model.trainable_weights if not truth[w.path])
+    assert unused == sorted(w.path for w in model.skip.trainable_weights)
+    check = GradientFlowCheck()
+
+    caught = fit_quietly(model, x, y, epochs=1, batch_size=8, callbacks=[check])
+    ours = [w for w in caught if issubclass(w.category, GradientFlowWarning)]
+    assert len(ours) == 1
+    assert ours[0].filename == __file__  # attributed to the user's fit call, not to Keras
+    message = str(ours[0].message)
+    assert "2 trainable weights of model 'classifier' will receive no gradient" in message
+    assert "  unused:\n" in message and "they do not feed the loss at all" in message
+    assert sorted(r.name for r in check.problems) == unused
+    assert int(model.optimizer.iterations.numpy()) == 2  # a warning does not stop fit
+    # Keras's own warning, which says nothing about why, follows in the first step.
+    assert any("Gradients do not exist for variables" in str(w.message) for w in caught)
+
+
+def test_batchnorm_statistics_and_frozen_weights_are_harmless() -> None:
+    x, y = data()
+    model = compiled(freeze=False)
+    truth = tape_receives(model, x, y)
+    bn = model.backbone.layers[1]
+    statistics = {bn.moving_mean.path, bn.moving_variance.path}
+    assert {n for n, r in truth.items() if not r} == statistics  # assigned in training, never differentiated
+    check = GradientFlowCheck(on_blocked="raise", verify=True)
+    caught = fit_quietly(model, x, y, epochs=1, batch_size=8, callbacks=[check])
+    assert not any(issubclass(w.category, GradientFlowWarning) for w in caught)
+    assert check.problems == ()
+    assert check.report is not None and check.report.verification.agrees  # the real step confirmed it
+    assert {r.name for r, why in check.harmless if why.startswith("BatchNormalization moving statistic")} == statistics
+
+
+def test_harmless_weights_are_summed_up_next_to_a_real_problem() -> None:
+    x, y = data()
+    model = compiled(freeze=True, use_skip=False)  # frozen backbone (fine) and an unused skip (not fine)
+    truth = tape_receives(model, x, y)
+    frozen_without_gradient = [w.path for w in model.non_trainable_weights if not truth[w.path]]
+    check = GradientFlowCheck()
+    caught = fit_quietly(model, x, y, epochs=1, batch_size=8, callbacks=[check])
+    message = str(next(w.message for w in caught if issubclass(w.category, GradientFlowWarning)))
+    assert sorted(r.name for r, _ in check.harmless) == sorted(frozen_without_gradient)
+    assert not any(name in message for name in frozen_without_gradient)
+
+
+def test_sample_argument_is_used_for_a_generator() -> None:
+    model = compiled(detach_head=True)
+    x, y = data()
+
+    def batches() -> Any:
+        while True:
+            yield x[:4], y[:4]
+
+    with pytest.raises(flowcheck.InvalidTargetError, match=r"pass GradientFlowCheck\(sample=\(x, y\)\)"):
+        fit_quietly(model, batches(), epochs=1, steps_per_epoch=1, callbacks=[GradientFlowCheck()])
+    check = GradientFlowCheck(sample=(x[:4], y[:4]), on_blocked="raise")
+    with pytest.raises(GradientFlowAssertionError, match="classifier/head/kernel"):
+        fit_quietly(model, batches(), epochs=1, steps_per_epoch=1, callbacks=[check])
+    assert check.report is not None and check.report.target_kind == "keras model"
+
+
+def test_a_custom_train_step_is_refused_with_what_to_do_instead() -> None:
+    class OwnStep(Classifier):
+        def train_step(self, data: Any) -> Any:
+            return super().train_step(data)
+
+    keras.utils.set_random_seed(0)
+    model = OwnStep()
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = data()
+    with pytest.raises(flowcheck.InvalidTargetError, match="overrides train_step.*assert_gradient_flow"):
+        fit_quietly(model, x, y, epochs=1, callbacks=[GradientFlowCheck(on_blocked="raise")])
+
+
+def test_bad_options_are_refused() -> None:
+    with pytest.raises(ValueError, match="on_blocked must be one of 'warn', 'raise', not 'ignore'"):
+        GradientFlowCheck(on_blocked="ignore")
+    with pytest.raises(TypeError, match="sample must be"):
+        GradientFlowCheck(sample=np.zeros(3))
+
+
+@pytest.mark.dot
+def test_report_path_saves_the_report(tmp_path: Any) -> None:
+    model = compiled(use_skip=False)
+    x, y = data()
+    path = tmp_path / "flow.html"
+    caught = fit_quietly(model, x, y, epochs=1, batch_size=8, callbacks=[GradientFlowCheck(report_path=path)])
+    assert path.read_text().lstrip().lower().startswith("<!doctype html")
+    message = str(next(w.message for w in caught if issubclass(w.category, GradientFlowWarning)))
+    assert f"report: {path}" in message
