@@ -118,13 +118,21 @@ def blocking_barriers(
     *,
     verdict: Mapping[str, Verdict] | None = None,
 ) -> dict[str, tuple[tuple[str, str], ...]]:
-    """For each blocked variable, the barrier edges that cut all its paths to ``targets``.
+    """For each blocked variable, a small set of barrier edges that cut all its paths to ``targets``.
 
-    A barrier is the first edge that carries no gradient on some forward path from the variable to
-    a target, i.e. an edge ``(u, w)`` where ``w`` feeds a target and ``u`` is reached from the
-    variable along gradient-carrying edges. Every path crosses one of them, and each of them lies on
-    such a path. One pass in reverse topological order serves every variable at once: each node
-    holds the set of its barriers as a bitset over the barrier edges.
+    Two cuts are true for every blocked variable, and the smaller one is reported (the first on a
+    tie):
+
+    * *nearest the variable*: the first edge that carries no gradient on each forward path from the
+      variable, i.e. an edge ``(u, w)`` where ``w`` feeds a target and ``u`` is reached from the
+      variable along gradient-carrying edges (the ``Cast`` to an integer, not the later cast back);
+    * *nearest the loss*: the edge on each path where the gradient from the targets stops, i.e. an
+      edge ``(u, w)`` where a gradient reaches ``w`` but not ``u`` (the user's ``stop_gradient``,
+      not the one inside ``tf.nn.moments`` whose path runs into it anyway).
+
+    Every forward path crosses an edge of each cut, and each reported edge lies on such a path.
+    One pass in reverse topological order serves every variable at once: each node holds its two
+    sets as bitsets over the barrier edges, so the whole is linear in the size of the graph.
 
     Returns:
         ``{variable: ((u, w), ...)}`` for the blocked variables, edges sorted.
@@ -136,28 +144,34 @@ def blocking_barriers(
     if not blocked:
         return {}
     region = feeding - receiving  # nodes that feed a target but get no gradient
-    sub = graph.subgraph(region)
     edge_bits: dict[tuple[str, str], int] = {}
-    bits: dict[str, int] = {}
+
+    def bit(edge: tuple[str, str]) -> int:
+        found = edge_bits.get(edge)
+        if found is None:
+            found = edge_bits[edge] = 1 << len(edge_bits)
+        return found
+
+    near: dict[str, int] = {}
+    far: dict[str, int] = {}
     succ = graph.succ
-    for node in reversed(list(nx.topological_sort(sub))):
-        acc = 0
+    for node in reversed(list(nx.topological_sort(graph.subgraph(region)))):
+        near_acc = far_acc = 0
         for s, data in succ[node].items():
             if s not in feeding:
                 continue
-            if data["grad"]:
-                acc |= bits.get(s, 0)
+            if s in receiving:  # never a carrying edge: ``node`` would receive too
+                far_acc |= bit((node, s))
             else:
-                edge = (node, s)
-                bit = edge_bits.get(edge)
-                if bit is None:
-                    bit = edge_bits[edge] = 1 << len(edge_bits)
-                acc |= bit
-        bits[node] = acc
-    by_bit = {bit.bit_length() - 1: edge for edge, bit in edge_bits.items()}
+                far_acc |= far[s]
+            near_acc |= near[s] if data["grad"] else bit((node, s))
+        near[node] = near_acc
+        far[node] = far_acc
+    by_bit = {b.bit_length() - 1: edge for edge, b in edge_bits.items()}
     result: dict[str, tuple[tuple[str, str], ...]] = {}
     for v in blocked:
-        mask = bits.get(v, 0)
+        a, b = near.get(v, 0), far.get(v, 0)
+        mask = b if b.bit_count() < a.bit_count() else a
         edges = []
         while mask:
             low = mask & -mask

@@ -98,8 +98,9 @@ def trace(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Traced:
         raise TraceError(_trace_failure(exc, _name(fn))) from exc
     losses = _losses(concrete, _name(fn), notes)
     owners.extend(_owners_in(args) + _owners_in(tuple(kwargs.values())))
-    owners.extend(v for v in nest.flatten((args, kwargs)) if isinstance(v, tf.Variable) or _is_keras_variable(v))
-    inputs = list(concrete.graph.captures) + _variable_arguments(function, concrete, args, kwargs)
+    arguments = _variable_arguments(function, concrete, args, kwargs)
+    owners.extend(variable for variable, _ in arguments)  # defaults included
+    inputs = list(concrete.graph.captures) + [(_variable_handle(v), inner) for v, inner in arguments]
     variables, captured = _variables(concrete, owners, inputs)
     if not variables:
         raise NoVariablesError(
@@ -259,19 +260,22 @@ def _is_keras_layer(value: Any) -> bool:
 
 
 def _variable_arguments(function: Any, concrete: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[Any, Any]]:
-    """(variable handle, graph input) for each variable passed as an argument rather than captured.
+    """(variable, graph input) for each variable passed as an argument (or default) rather than captured.
 
-    Mirrors ``FunctionType.unpack_inputs``, which lists the values feeding ``concrete.graph.inputs``
-    in order: a ``tf.Variable`` argument flattens to its handle (a resource input), a Keras variable
-    is converted to a tensor of its value, read outside the graph, where the tape still sees it.
+    Mirrors how a ``tf.function`` feeds its concrete function (``Function._call`` and
+    ``tracing_compilation.call_function``): canonicalize the arguments, bind them to the concrete
+    ``FunctionType`` and unpack them, parameter by parameter, into the values that feed
+    ``concrete.graph.inputs`` in order. A ``tf.Variable`` unpacks to its handle (a resource input);
+    a Keras variable to a tensor of its value, read outside the graph, where the tape still sees it.
     """
     from tensorflow.python.eager.polymorphic_function import function_type_utils
 
     ftype = concrete.function_type
     try:
-        bound = function_type_utils.bind_function_inputs(
+        canonical = function_type_utils.canonicalize_function_inputs(
             args, kwargs, function._function_type, function._default_values  # noqa: SLF001
         )
+        bound = ftype.bind(*canonical.args, **canonical.kwargs)
         sources: list[Any] = []
         for param in ftype._sorted_parameters:  # noqa: SLF001 -- the order unpack_inputs uses
             value = bound.arguments[param.name]
@@ -290,9 +294,8 @@ def _variable_arguments(function: Any, concrete: Any, args: tuple[Any, ...], kwa
         if alias is not None:
             aliases.add(alias)
         inner = next(inputs)
-        handle = _variable_handle(source)
-        if handle is not None:
-            pairs.append((handle, inner))
+        if isinstance(source, tf.Variable) or _is_keras_variable(source):
+            pairs.append((source, inner))
     return pairs
 
 
@@ -305,13 +308,11 @@ def _is_keras_variable(value: Any) -> bool:
     return keras is not None and isinstance(value, keras.Variable)
 
 
-def _variable_handle(value: Any) -> Any:
-    if isinstance(value, tf.Variable):
-        return value.handle
-    if _is_keras_variable(value):
-        backing = getattr(value, "_value", None)
-        return (backing if isinstance(backing, tf.Variable) else value.value).handle
-    return None
+def _variable_handle(variable: Any) -> Any:
+    if _is_keras_variable(variable):
+        backing = getattr(variable, "_value", None)
+        return (backing if isinstance(backing, tf.Variable) else variable.value).handle
+    return variable.handle
 
 
 def _variables(

@@ -1218,6 +1218,18 @@ def variable_arguments() -> Case:
     return Case(args_loss, [w, rounded, captured], ([w], const(3)), {"extra": {"r": rounded}})
 
 
+@case("variables_passed_through_varargs_and_defaults")
+def varargs_variables() -> Case:
+    w, stopped, by_default = var(3, name="vararg_w"), var(3, name="vararg_stopped", seed=2), var(3, name="default_w", seed=3)
+
+    @tf.function
+    def varargs_loss(x: tf.Tensor, *params: tf.Variable, scale: float = 2.0, extra: Any = by_default) -> tf.Tensor:
+        first, second = params
+        return tf.reduce_sum(first * x * scale) + tf.reduce_sum(tf.stop_gradient(second)) + tf.reduce_sum(extra * x)
+
+    return Case(varargs_loss, [w, stopped, by_default], (const(3), w, stopped))
+
+
 @case("same_variable_passed_twice_aliased")
 def aliased() -> Case:
     w, other = var(3, name="aliased"), var(3, name="other", seed=2)
@@ -1740,3 +1752,66 @@ def ctc() -> Case:
         ))
 
     return Case(ctc_loss, [logits, other], (tf.constant([[1, 2], [3, 0]]),))
+
+
+@case("language_model_tied_embeddings_rnn_conv_groupnorm_attention")
+def tied_lm() -> Case:
+    emb, rnn = keras.layers.Embedding(7, 4), keras.layers.SimpleRNN(4, unroll=True, return_sequences=True)
+    conv, gn, att = keras.layers.Conv1D(4, 2, padding="causal"), keras.layers.GroupNormalization(groups=2), keras.layers.Attention()
+    emb.build((None, 3))
+    rnn.build((None, 3, 4))
+    conv.build((None, 3, 4))
+    gn.build((None, 3, 4))
+
+    @tf.function
+    def lm_loss(ids: tf.Tensor) -> tf.Tensor:
+        h = emb(ids)
+        h = att([gn(rnn(h) + conv(h)), h])
+        logits = tf.matmul(h, emb.embeddings, transpose_b=True)  # output projection tied to the embedding
+        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=ids, logits=logits))
+
+    return Case(lm_loss, keras_variables(emb, rnn, conv, gn), (tf.constant([[1, 2, 3], [4, 5, 6]]),))
+
+
+@case("custom_keras_layer_with_counter_and_frozen_weight")
+def custom_layer() -> Case:
+    class Scaled(keras.layers.Layer):
+        def build(self, shape: Any) -> None:
+            self.w = self.add_weight(shape=(shape[-1], 2), name="w")
+            self.count = self.add_weight(shape=(), initializer="zeros", trainable=False, name="count")
+            self.frozen = self.add_weight(shape=(2,), initializer="ones", trainable=False, name="frozen")
+
+        def call(self, x: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+            if training:
+                self.count.assign_add(1.0)
+            return tf.matmul(x, self.w) * self.frozen
+
+    layer = Scaled()
+    layer.build((None, 3))
+
+    @tf.function
+    def custom_layer_loss(x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(layer(x, training=True))
+
+    return Case(custom_layer_loss, keras_variables(layer), (const(2, 3),))
+
+
+@case("keras_model_subclass_tf_function_method_with_target_head")
+def model_method() -> Case:
+    class Net(keras.Model):
+        def __init__(self) -> None:
+            super().__init__()
+            self.hidden, self.out, self.target = keras.layers.Dense(3), keras.layers.Dense(1), keras.layers.Dense(1)
+
+        def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+            return self.out(tf.nn.relu(self.hidden(x)))
+
+        @tf.function
+        def loss_step(self, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+            pred = self(x, training=True)
+            return tf.reduce_mean((pred - tf.stop_gradient(self.target(x)) - y) ** 2)
+
+    net = Net()
+    net(const(1, 4))
+    net.target(const(1, 4))
+    return Case(net.loss_step, keras_variables(net), (const(2, 4), const(2, 1, seed=1)), owner=net)

@@ -98,3 +98,19 @@ def test_long_chain_is_linear_and_exact(length: int) -> None:
     result = blocking_barriers(g, names, ["loss"])
     assert len(result) == length
     assert all(edges == ((f"n{length - 1}", "stop"),) for edges in result.values())
+
+
+def test_the_smaller_true_cut_wins_over_a_library_barrier_that_rejoins_the_path() -> None:
+    # A BatchNormalization-like layer: its tf.nn.moments holds a StopGradient whose path rejoins
+    # the main path before the user's stop_gradient. Only the user's barrier needs naming.
+    g = graph([
+        ("v", "conv", True), ("conv", "moments_stop", False), ("moments_stop", "normalize", True),
+        ("conv", "normalize", True), ("normalize", "user_stop", False), ("user_stop", "loss", True),
+    ])
+    assert blocking_barriers(g, ["v"], ["loss"]) == {"v": (("normalize", "user_stop"),)}
+
+
+def test_on_a_tie_the_cut_nearest_the_variable_is_named() -> None:
+    # float -> Cast(int) -> Cast(float): the cast to an integer is the culprit, not the cast back.
+    g = graph([("v", "to_int", False), ("to_int", "to_float", False), ("to_float", "loss", True)])
+    assert blocking_barriers(g, ["v"], ["loss"]) == {"v": (("v", "to_int"),)}

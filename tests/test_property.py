@@ -172,12 +172,13 @@ class Program:
 
     steps: tuple[tuple[str, tuple[int, ...]], ...]
     outputs: tuple[int, ...]
+    variables_as_arguments: bool = False
 
     def __str__(self) -> str:
         names = [f"v{i}" for i in range(N_VARIABLES)] + [f"x{i}" for i in range(N_INPUTS)]
-        lines = []
+        lines = ["# variables passed as arguments"] if self.variables_as_arguments else []
         for op, args in self.steps:
-            names.append(f"t{len(lines)}")
+            names.append(f"t{len(names) - N_VARIABLES - N_INPUTS}")
             lines.append(f"{names[-1]} = {op}({', '.join(names[a] for a in args)})")
         lines.append("loss = " + " + ".join(f"sum({names[o]})" for o in self.outputs))
         return "\n".join(lines)
@@ -195,23 +196,37 @@ def programs(draw: Any) -> Program:
         pool += 1
     # Bias towards the last value so that most programs are deep, but allow any value.
     outputs = tuple(sorted(set(draw(st.lists(st.integers(0, pool - 1), min_size=0, max_size=2)) + [pool - 1])))
-    return Program(tuple(steps), outputs)
+    return Program(tuple(steps), outputs, draw(st.booleans()))
 
 
 def build(program: Program) -> tuple[Any, list[tf.Variable], tuple[Tensor, ...]]:
-    """The program as a tf.function over fresh variables, with its example inputs."""
+    """The program as a tf.function over fresh variables, with its example inputs.
+
+    The variables are captured, or passed as the function's first argument (a list).
+    """
     rng = np.random.default_rng(len(program.steps))
     variables = [tf.Variable(rng.normal(size=(2, 2)).astype(np.float32), name=f"v{i}") for i in range(N_VARIABLES)]
     inputs = tuple(tf.constant(rng.normal(size=(2, 2)), dtype=tf.float32) for _ in range(N_INPUTS))
 
-    @tf.function
-    def random_program(*xs: Tensor) -> Tensor:
-        values: list[Tensor] = [*variables, *xs]
-        for v in variables:
-            v.read_value()  # every variable is captured, used or not: unused ones must come out unused
+    def run(vs: list[tf.Variable], xs: tuple[Tensor, ...]) -> Tensor:
+        values: list[Any] = [*vs, *xs]
+        for v in vs:
+            v.read_value()  # every variable is read, used or not: unused ones must come out unused
         for op, args in program.steps:
             values.append(OPS[op][1](*(values[a] for a in args)))
         return tf.add_n([tf.reduce_sum(values[o]) for o in program.outputs])
+
+    if program.variables_as_arguments:
+
+        @tf.function
+        def random_program_with_arguments(vs: list[tf.Variable], *xs: Tensor) -> Tensor:
+            return run(vs, xs)
+
+        return random_program_with_arguments, variables, (variables, *inputs)
+
+    @tf.function
+    def random_program(*xs: Tensor) -> Tensor:
+        return run(variables, xs)
 
     return random_program, variables, inputs
 
