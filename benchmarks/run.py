@@ -101,9 +101,10 @@ def child_timing(key: str, runs: int, verify: bool) -> dict[str, Any]:
     case, build_s, _ = _timed(lambda: models.build(key))
     wall: dict[str, list[float]] = {s: [] for s in STAGES}
     cpu: dict[str, list[float]] = {s: [] for s in STAGES}
-    render_note = ""
-    size: dict[str, int] = {}
-    agrees: bool | None = None
+    result: dict[str, Any] = {
+        "import_s": import_s, "build_s": build_s, "wall": wall, "cpu": cpu, "size": {}, "verdicts": {},
+        "render_note": "", "agrees": None, "runs": runs, "peak_mb": _peak_mb(),
+    }
 
     def stage(name: str, fn: Callable[[], Any]) -> Any:
         value, w, c = _timed(fn)
@@ -111,25 +112,32 @@ def child_timing(key: str, runs: int, verify: bool) -> dict[str, Any]:
         cpu[name].append(c)
         return value
 
+    def partial() -> None:
+        # What is measured so far, so that a child killed at the budget still reports it.
+        result["peak_mb"] = _peak_mb()
+        print("PARTIAL " + json.dumps(result), flush=True)
+
     for _ in range(runs):
         traced = stage("trace", lambda: trace(case.loss_fn, case.args, {}))
         graph = stage("graph", lambda: build_graph(traced))
         report = stage("analysis", lambda: _report(traced, graph))
-        svg, render_note = stage("render", lambda: _render(report))
+        result["size"] = {"ops": _op_count(report.graph), "variables": len(report.variables),
+                          "edges": report.graph.number_of_edges()}
+        result["verdicts"] = {v: sum(1 for r in report.variables if r.verdict.value == v) for v in ("receives", "blocked", "unused")}
+        partial()
+        if verify:
+            check = stage("verify", report.verify)
+            result["agrees"] = bool(check.agrees) and (result["agrees"] is not False)
+            partial()
+        # Last: on the biggest graphs Graphviz may take longer than everything else together.
+        svg, result["render_note"] = stage("render", lambda: _render(report))
         if svg is None:  # no renderer: not a measurement
             wall["render"].pop()
             cpu["render"].pop()
-        if verify:
-            check = stage("verify", report.verify)
-            agrees = bool(check.agrees) and (agrees is not False)
-        size = {"ops": _op_count(report.graph), "variables": len(report.variables),
-                "edges": report.graph.number_of_edges()}
-        verdicts = {v: sum(1 for r in report.variables if r.verdict.value == v) for v in ("receives", "blocked", "unused")}
+        partial()
         del traced, graph, report
-    return {
-        "import_s": import_s, "build_s": build_s, "wall": wall, "cpu": cpu, "size": size, "verdicts": verdicts,
-        "render_note": render_note, "agrees": agrees, "peak_mb": _peak_mb(), "runs": runs,
-    }
+    result["peak_mb"] = _peak_mb()
+    return result
 
 
 class _Clocks:
@@ -192,8 +200,11 @@ def _run_child(args: Sequence[str], timeout: float) -> tuple[dict[str, Any] | No
             [sys.executable, os.path.abspath(__file__), "--child", *args],
             capture_output=True, text=True, env=env, timeout=max(timeout, 1.0), check=False,
         )
-    except subprocess.TimeoutExpired:
-        return None, f"timed out after {timeout:.0f} s", time.perf_counter() - start
+    except subprocess.TimeoutExpired as exc:
+        output = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        partial = [line for line in output.splitlines() if line.startswith("PARTIAL ")]
+        found = json.loads(partial[-1][len("PARTIAL "):]) if partial else None
+        return found, f"killed at the budget after {timeout:.0f} s", time.perf_counter() - start
     elapsed = time.perf_counter() - start
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith("RESULT "):
@@ -252,10 +263,15 @@ class Bench:
         if key in SINGLE_RUN:
             verify = self.verify_fits(key)
         print(f"\n== {key} ({runs} run{'s' if runs > 1 else ''} per stage) ==", flush=True)
+        if self.remaining() < 10:
+            print("  skipped: the budget is spent")
+            self.notes.append(f"{key}: not measured (budget spent)")
+            return
         result, error, elapsed = _run_child(["timing", key, str(runs), str(int(verify))], self.remaining())
-        if result is None:
-            print(f"  timing child failed: {error}")
-            self.notes.append(f"{key}: timing failed ({error})")
+        if error:
+            print(f"  timing child: {error}{'; what it measured until then:' if result else ''}")
+            self.notes.append(f"{key}: timing child {error}" + ("; figures are what it measured until then" if result else ""))
+        if result is None or not result["wall"]["trace"]:
             return
         self.timing[key] = result
         self.print_timing(key, result, elapsed)
@@ -266,6 +282,9 @@ class Bench:
             )
         if key in NO_COLD:
             self.notes.append(f"{key}: no cold flowcheck / hand-written children (budget of make bench)")
+            return
+        if self.remaining() < 10:
+            self.notes.append(f"{key}: no cold children (budget spent)")
             return
         fc, error, _ = _run_child(["flowcheck", key], self.remaining())
         if fc is None:
@@ -298,7 +317,7 @@ class Bench:
             wall = r["wall"][stage]
             note = ""
             if stage == "render" and not wall:
-                note = f"  ({r['render_note']})"
+                note = f"  ({r['render_note'] or 'did not finish within the budget'})"
             elif stage == "verify" and not wall:
                 note = "  (skipped: budget)"
             runs = ", ".join(_fmt(x) for x in wall)

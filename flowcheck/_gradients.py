@@ -109,8 +109,10 @@ class GradientOracle:
         if found is None:
             found = self._ask(op)
             self._cache[key] = found
+        # An integer or boolean input is cut by its dtype whatever the op: say that, not "None".
         return tuple(
-            answer if answer.carries is False or is_trainable(tensor) else dtype_barrier(tensor)
+            _read_barrier(op) if _reads_untrainable(tensor, op)
+            else answer if is_trainable(tensor) else dtype_barrier(tensor)
             for answer, tensor in zip(found, op.inputs)
         )
 
@@ -156,14 +158,32 @@ class GradientOracle:
         with self._scratch.as_default(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             # _GradientsHelper passes zeros for trainable outputs nobody used, None for the rest.
+            # An op with no trainable output (a Cast to int32) is reached only by a gradient of its
+            # own dtype, so it is asked with one: its answer names the real culprit.
+            any_trainable = any(is_trainable(out) for out in op.outputs)
             out_grads = [
-                array_ops.placeholder(out.dtype, out.shape) if is_trainable(out) else None
+                array_ops.placeholder(out.dtype, out.shape)
+                if is_trainable(out) or (not any_trainable and out.dtype != tf.resource) else None
                 for out in op.outputs
             ]
             result = grad_fn(op, *out_grads)
         if not isinstance(result, (list, tuple)):
             result = [result]
         return list(result)
+
+
+def _reads_untrainable(tensor: Any, op: Any) -> bool:
+    # TensorFlow counts every resource handle as trainable; an integer variable is cut where it is
+    # read, because its values (the read's outputs) carry no gradient.
+    return (
+        tensor.dtype == tf.resource and bool(op.outputs)
+        and not any(is_trainable(out) for out in op.outputs)
+    )
+
+
+def _read_barrier(op: Any) -> InputGradient:
+    dtype = op.outputs[0].dtype.name
+    return InputGradient(False, BarrierKind.DTYPE, f"{dtype} variables carry no gradient")
 
 
 def _none_barrier(op: Any, index: int, custom: bool) -> InputGradient:
