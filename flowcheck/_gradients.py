@@ -139,6 +139,10 @@ class GradientOracle:
             detail = f"{op.type}: {exc}".strip()
             return (InputGradient(False, BarrierKind.NO_GRADIENT, detail),) * n
         except Exception as exc:  # noqa: BLE001 -- a gradient function we cannot probe
+            if op.outputs and not any(is_trainable(out) for out in op.outputs):
+                # No gradient can reach an op whose outputs are all integers: nothing to ask.
+                dtypes = "/".join(sorted({out.dtype.name for out in op.outputs}))
+                return (InputGradient(False, BarrierKind.DTYPE, f"its {dtypes} outputs carry no gradient"),) * n
             # Assume the gradient flows (the cautious answer for "does it train") and say so.
             self.uncertain.append(f"{op.type} ({op.name}): {type(exc).__name__}: {exc}")
             return (CARRIES,) * n

@@ -274,8 +274,14 @@ def analyze(fn: Any, *args: Any, **kwargs: Any) -> Report:
     from flowcheck._graph import build_graph
     from flowcheck._trace import trace
 
+    from flowcheck._gradients import GradientOracle
+
     traced = trace(fn, args, kwargs)
-    graph = build_graph(traced)
+    oracle = GradientOracle()
+    graph = build_graph(traced, oracle)
+    traced.notes.extend(
+        f"could not ask the gradient of {what}; assumed it passes the gradient" for what in oracle.uncertain
+    )
     return _report(traced, graph)
 
 
