@@ -49,6 +49,7 @@ class BarrierKind(str, Enum):
     CUSTOM_GRADIENT_NONE = "custom_gradient_none"
     PREDICATE = "predicate"
     ASSIGN = "assign"
+    NOT_WATCHED = "not_watched"
 
     def __str__(self) -> str:
         return self.value
@@ -69,6 +70,7 @@ _KIND_LABELS = {
     BarrierKind.CUSTOM_GRADIENT_NONE: "custom gradient returned None",
     BarrierKind.PREDICATE: "control-flow predicate",
     BarrierKind.ASSIGN: "variable assignment",
+    BarrierKind.NOT_WATCHED: "not watched by the tape (trainable=False)",
 }
 
 

@@ -42,11 +42,9 @@ def _snapshot(variables: Sequence[Any]) -> list[bytes]:
 
 
 def tape_gradients(fn: Callable[..., Any], variables: Sequence[Any], *args: Any, **kwargs: Any) -> list[Any]:
-    """What the tape gives each variable (None for non-float variables, which it cannot watch)."""
+    """What a default ``tf.GradientTape`` gives each variable (None for non-float variables)."""
     floats = [i for i, v in enumerate(variables) if _is_float(v)]
-    with tf.GradientTape(watch_accessed_variables=False) as tape:
-        for i in floats:
-            tape.watch(_tf_variable(variables[i]))
+    with tf.GradientTape() as tape:
         out = fn(*args, **kwargs)
     targets = [t for t in tf.nest.flatten(out) if isinstance(t, tf.Tensor) and (t.dtype.is_floating or t.dtype.is_complex)]
     grads = tape.gradient(

@@ -129,3 +129,21 @@ def test_uncompiled_keras_model_is_refused_with_the_fix() -> None:
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     with pytest.raises(flowcheck.InvalidTargetError, match="compile"):
         flowcheck.analyze(model, tf.zeros((2, 3)), tf.zeros((2, 2)))
+
+
+def test_a_non_trainable_variable_is_not_watched_as_a_default_tape_would_not() -> None:
+    w = tf.Variable([1.0, 2.0], name="w")
+    frozen = tf.Variable([3.0, 4.0], name="frozen", trainable=False)
+
+    @tf.function
+    def loss() -> tf.Tensor:
+        return tf.reduce_sum(w * frozen)
+
+    with tf.GradientTape() as tape:
+        value = loss()
+    truth = [g is not None for g in tape.gradient(value, [w, frozen])]
+    report = flowcheck.analyze(loss)
+    assert [report.receives_gradient(v) for v in (w, frozen)] == truth
+    (barrier,) = report.result(frozen).barriers
+    assert barrier.kind is flowcheck.BarrierKind.NOT_WATCHED
+    assert report.verify().agrees
