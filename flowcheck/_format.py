@@ -45,7 +45,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from flowcheck._analysis import Verdict
+from flowcheck._analysis import BarrierKind, Verdict
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -182,6 +182,12 @@ def _group(verdict: Verdict, group: Sequence[VariableResult], losses: Sequence[s
         frozen = [r for r in group if not r.trainable]
         if len(frozen) <= 3:
             shown, frozen = list(group), ()
+    if verdict is Verdict.BLOCKED:
+        # BatchNormalization statistics and other trainable=False variables read by the step are cut
+        # only because the tape does not watch them: one line for all, the real problems first.
+        unwatched = [r for r in group if r.barriers and all(b.kind is BarrierKind.NOT_WATCHED for b in r.barriers)]
+        if len(unwatched) > 3:
+            shown = [r for r in group if r not in unwatched]
     listed = shown if verdict is not Verdict.RECEIVES or len(shown) <= _RECEIVING_SHOWN else shown[: _RECEIVING_SHOWN - 2]
     width = max((len(r.name) for r in listed), default=0)
     shape_width = max((len(_shape(r)) for r in listed), default=0)
@@ -201,7 +207,17 @@ def _group(verdict: Verdict, group: Sequence[VariableResult], losses: Sequence[s
     if frozen:
         names = ", ".join(r.name for r in frozen[:3])
         out.append([(f"  + {len(frozen)} not trainable (frozen): ", "yellow"), (f"{names}, ...", "dim")])
+    if verdict is Verdict.BLOCKED and len(shown) < len(group):
+        out.extend(_unwatched([r for r in group if r not in shown]))
     return out
+
+
+def _unwatched(group: Sequence[VariableResult]) -> list[_Line]:
+    names = ", ".join(r.name for r in group[:3])
+    return [
+        [(f"  + {len(group)} created with trainable=False (GradientTape does not watch them): ", "yellow"),
+         (f"{names}, ...", "dim")]
+    ]
 
 
 def _shape(r: VariableResult) -> str:
