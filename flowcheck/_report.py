@@ -6,7 +6,8 @@ rendering need. Only the barriers that are reported have their tracebacks read.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -294,7 +295,7 @@ def _report(traced: Any, graph: nx.DiGraph) -> Report:
     barrier_cache: dict[tuple[str, str], Barrier] = {}
     results = []
     for node, var in zip(var_nodes, traced.variables):
-        barriers = tuple(_barrier(graph, edge, barrier_cache) for edge in cuts.get(node, ()))
+        barriers = _one_per_replica(_barrier(graph, edge, barrier_cache) for edge in cuts.get(node, ()))
         results.append(
             VariableResult(
                 name=var.name, verdict=total[node], barriers=barriers, shape=var.shape, dtype=var.dtype,
@@ -311,6 +312,21 @@ def _report(traced: Any, graph: nx.DiGraph) -> Report:
             "one call returning all of them gives zeros, not None, to variables only another loss uses"
         )
     return Report(traced, graph, tuple(results), tuple(notes))
+
+
+def _one_per_replica(barriers: Iterable[Barrier]) -> tuple[Barrier, ...]:
+    # Under a distribution strategy each replica has its own copy of an op ("replica_1/...").
+    seen: set[tuple[Any, ...]] = set()
+    kept = []
+    for b in barriers:
+        key = (b.kind, b.op_type, _REPLICA.sub("", b.op_name), b.source)
+        if key not in seen:
+            seen.add(key)
+            kept.append(b)
+    return tuple(kept)
+
+
+_REPLICA = re.compile(r"^replica_\d+/")
 
 
 def _barrier(graph: nx.DiGraph, edge: tuple[str, str], cache: dict[tuple[str, str], Barrier]) -> Barrier:
