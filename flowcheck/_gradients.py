@@ -129,8 +129,9 @@ class GradientOracle:
                 return (InputGradient(False, BarrierKind.STOP_GRADIENT, "tf.stop_gradient"),) * n
             detail = f"{op.type} is registered as not differentiable"
             return (InputGradient(False, BarrierKind.NOT_DIFFERENTIABLE, detail),) * n
-        # Custom gradients are user closures under one-off names: never shared (nor kept alive).
-        shared_key = (_signature(op), grad_fn) if grad_type == op.type else None
+        # Custom gradients live under one-off names: a user's are never shared (nor kept alive);
+        # TensorFlow's and Keras's own (swish, ...) are shared by their code and plain settings.
+        shared_key = (_signature(op), grad_fn) if grad_type == op.type else _library_key(op, grad_fn)
         if shared_key is not None and shared_key in _SHARED:
             return _SHARED[shared_key]
         try:
@@ -174,6 +175,50 @@ class GradientOracle:
         if not isinstance(result, (list, tuple)):
             result = [result]
         return list(result)
+
+
+_PLAIN = (type(None), bool, int, float, str, bytes)
+
+
+def _library_key(op: Any, grad_fn: Any) -> tuple[Any, ...] | None:
+    """A key for a custom gradient written inside TensorFlow or Keras, else None (not shared).
+
+    The key holds the code of every function in the gradient's closures and every plain value
+    they capture; captured tensors count by dtype and shape. Anything else (a user's function, an object)
+    makes the gradient unshareable, so a shared answer is always the answer of the same code.
+    """
+    parts: list[Any] = [_signature(op)[1:]]
+    stack, seen = [grad_fn], 0
+    while stack:
+        value = stack.pop()
+        seen += 1
+        if seen > 64:
+            return None
+        if isinstance(value, _PLAIN):
+            parts.append(value)
+        elif isinstance(value, (list, tuple)):
+            parts.append((type(value).__name__, len(value)))
+            stack.extend(value)
+        elif isinstance(value, tf.Tensor):
+            parts.append(("tensor", value.dtype.name, str(value.shape)))
+        elif callable(value) and hasattr(value, "__code__"):
+            code = value.__code__
+            if not _installed(code.co_filename):
+                return None
+            parts.append(code)
+            for cell in value.__closure__ or ():
+                try:
+                    stack.append(cell.cell_contents)
+                except ValueError:  # an empty cell
+                    parts.append("<empty>")
+        else:
+            return None
+    return ("library custom gradient", *parts)
+
+
+def _installed(filename: str) -> bool:
+    # An installed package's own file (TensorFlow, Keras, ...), never the user's nor AutoGraph's copy.
+    return ("/site-packages/" in filename or "/dist-packages/" in filename) and "__autograph_generated" not in filename
 
 
 def _reads_untrainable(tensor: Any, op: Any) -> bool:
