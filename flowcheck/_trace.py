@@ -341,7 +341,7 @@ def _variables(
         if found is not None:
             captured[inner.ref()] = index[id(found)]
             used.add(index[id(found)])
-    # Captured first, in capture order; then the owners' variables the function never reads.
+    # The order: the owners' variables as their models list them, then any others the graph reads.
     if not used:
         return [], {}
     return order, captured
