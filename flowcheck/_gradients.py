@@ -107,7 +107,7 @@ class GradientOracle:
         key = _signature(op)
         found = self._cache.get(key)
         if found is None:
-            found = self._ask(op)
+            found = self._ask(op, key)
             self._cache[key] = found
         # An integer or boolean input is cut by its dtype whatever the op: say that, not "None".
         return tuple(
@@ -116,9 +116,9 @@ class GradientOracle:
             for answer, tensor in zip(found, op.inputs)
         )
 
-    def _ask(self, op: Any) -> tuple[InputGradient, ...]:
+    def _ask(self, op: Any, signature: tuple[Any, ...]) -> tuple[InputGradient, ...]:
         n = len(op.inputs)
-        grad_type = _gradient_type(op)
+        grad_type = signature[0]
         try:
             grad_fn = ops.get_gradient_function(op)
         except LookupError:
@@ -131,7 +131,7 @@ class GradientOracle:
             return (InputGradient(False, BarrierKind.NOT_DIFFERENTIABLE, detail),) * n
         # Custom gradients live under one-off names: a user's are never shared (nor kept alive);
         # TensorFlow's and Keras's own (swish, ...) are shared by their code and plain settings.
-        shared_key = (_signature(op), grad_fn) if grad_type == op.type else _library_key(op, grad_fn)
+        shared_key = (signature, grad_fn) if grad_type == op.type else _library_key(signature, grad_fn)
         if shared_key is not None and shared_key in _SHARED:
             return _SHARED[shared_key]
         try:
@@ -180,14 +180,14 @@ class GradientOracle:
 _PLAIN = (type(None), bool, int, float, str, bytes)
 
 
-def _library_key(op: Any, grad_fn: Any) -> tuple[Any, ...] | None:
+def _library_key(signature: tuple[Any, ...], grad_fn: Any) -> tuple[Any, ...] | None:
     """A key for a custom gradient written inside TensorFlow or Keras, else None (not shared).
 
     The key holds the code of every function in the gradient's closures and every plain value
     they capture; captured tensors count by dtype and shape. Anything else (a user's function, an object)
     makes the gradient unshareable, so a shared answer is always the answer of the same code.
     """
-    parts: list[Any] = [_signature(op)[1:]]
+    parts: list[Any] = [signature[1:]]  # not the one-off gradient name
     stack, seen = [grad_fn], 0
     while stack:
         value = stack.pop()
