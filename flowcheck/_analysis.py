@@ -18,6 +18,7 @@ __all__ = [
     "Verdict",
     "blocking_barriers",
     "feeding_nodes",
+    "gradient_errors",
     "gradient_nodes",
     "verdicts",
 ]
@@ -181,3 +182,48 @@ def blocking_barriers(
             mask ^= low
         result[v] = tuple(sorted(edges))
     return result
+
+
+# Edges along which TensorFlow's gradient code looks for the ops between the inputs and the loss:
+# tensors of a differentiable dtype (gradients_util._MarkReachedOps skips the others).
+_UNREACHING = frozenset({BarrierKind.DTYPE, BarrierKind.PREDICATE, BarrierKind.ASSIGN})
+
+
+def gradient_errors(graph: nx.DiGraph, targets: Collection[str]) -> tuple[tuple[str, str], ...]:
+    """The edges into ops at which differentiating ``targets`` raises instead of giving None.
+
+    TensorFlow differentiates a function with respect to all its inputs of a differentiable dtype
+    (and each nested body with respect to its own inputs, once the op holding it is reached). An op
+    with no registered gradient (``NO_GRADIENT`` edges) that lies downstream of such an input and
+    that a gradient reaches makes ``gradients_util._GradientsHelper`` raise ``LookupError: No
+    gradient defined for operation ...``: the tape then answers nothing at all.
+
+    Returns:
+        ``((u, w), ...)`` sorted: the ``NO_GRADIENT`` edges into each such op ``w`` from a reached ``u``.
+    """
+    receiving = gradient_nodes(graph, targets)
+    bodies: dict[str, list[str]] = {}  # gate -> the input placeholders of all its bodies
+    body_of: dict[str, str] = {}  # input placeholder -> its gate
+    for info in graph.graph["clusters"].values():
+        bodies.setdefault(info["gate"], []).extend(info["inputs"])
+        body_of.update((p, info["gate"]) for p in info["inputs"])
+    reached = set(graph.graph["inputs"])
+    stack = list(reached)
+    opened: set[str] = set()
+    succ = graph.succ
+    while stack:
+        node = stack.pop()
+        gate = body_of.get(node)
+        if gate is not None and gate not in opened:
+            opened.add(gate)  # the op holding the body is reached: all its bodies' inputs are xs
+            fresh = [p for p in bodies[gate] if p not in reached]
+            reached.update(fresh)
+            stack.extend(fresh)
+        for s, data in succ[node].items():
+            if s not in reached and data["kind"] not in _UNREACHING:
+                reached.add(s)
+                stack.append(s)
+    return tuple(sorted(
+        (u, w) for u in reached for w, data in succ[u].items()
+        if data["kind"] is BarrierKind.NO_GRADIENT and w in receiving
+    ))

@@ -20,10 +20,12 @@ JSON schema, version 1 (``to_json``; a field is only ever added within a version
                         "detail": str, "tensor": str, "in_user_code": bool,
                         "source": {"file": str, "line": int, "function": str, "code": str} | null}]
       }],
+      "gradient_errors": [barrier, ...] (as in "barriers": ops with no gradient that a gradient
+                        reaches; TensorFlow raises LookupError at each),
       "notes": [str, ...],
       "verification": null | {
           "agrees": bool, "optimizer": str, "loss": float | null (null when not finite),
-          "loss_finite": bool, "problems": [str, ...],
+          "loss_finite": bool, "problems": [str, ...], "error": str | null (the tape's LookupError),
           "variables": [{"name": str, "predicted_receives": bool,
                          "gradient": "none" | "zero" | "nonzero" | "nonfinite",
                          "changed": bool, "agrees": bool}]
@@ -34,8 +36,8 @@ JSON schema, version 1 (``to_json``; a field is only ever added within a version
       "ok": bool
     }
 
-``ok`` is true when every expectation holds and verification (if run) agrees and found no
-problem; the command's exit status is then 0, else 1.
+``ok`` is true when no gradient error is predicted, every expectation holds and verification (if
+run) agrees and found no problem; the command's exit status is then 0, else 1.
 """
 
 from __future__ import annotations
@@ -92,19 +94,19 @@ class RunInfo:
     outputs: tuple[str, ...] = field(default=())
 
 
-def failures(verification: Verification | None, run: RunInfo | None = None) -> list[str]:
+def failures(report: Report, verification: Verification | None, run: RunInfo | None = None) -> list[str]:
     """Why the run fails (exit status 1), in words; empty when it passes."""
-    reasons = []
+    reasons = [f"differentiating the loss raises at {b.op_type} {b.op_name!r} (no gradient defined)" for b in report.gradient_errors]
     for e in run.expectations if run else ():
         if not e.matched:
             reasons.append(f"--expect-{e.expect} {e.pattern!r} matched no variable")
         elif e.failures:
             reasons.append(f"--expect-{e.expect} {e.pattern!r}: " + ", ".join(e.failures))
     if verification is not None:
-        if not verification.agrees:
+        if verification.disagreements:
             names = ", ".join(c.name for c in verification.disagreements)
             reasons.append(f"verification disagrees with the prediction for {names}")
-        reasons.extend(verification.problems)
+        reasons.extend(p for p in verification.problems if not (report.gradient_errors and verification.error and p.endswith(verification.error)))
     return reasons
 
 
@@ -123,6 +125,14 @@ def _lines(report: Report, verification: Verification | None, run: RunInfo | Non
         out.append([(f"  inputs: {run.inputs}", "dim")])
     if len(report.losses) > 1:
         out.append([(f"  losses: {', '.join(report.losses)}", "dim")])
+    if report.gradient_errors:
+        out.append([])
+        out.append([("gradient errors", "bold red"),
+                    (": TensorFlow raises LookupError (no gradient defined) when it differentiates the loss", "red")])
+        for b in report.gradient_errors:
+            out.extend(_barrier(b))
+        out.append([("      a gradient reaches these ops and they have none; if a result is meant as a constant, wrap "
+                     "the result (not the input: a gradient still reaches the op) in tf.stop_gradient", "dim")])
     for verdict in (Verdict.BLOCKED, Verdict.UNUSED, Verdict.RECEIVES):
         group = report.by_verdict(verdict)
         if group:
@@ -145,7 +155,7 @@ def _lines(report: Report, verification: Verification | None, run: RunInfo | Non
     if run and run.outputs:
         out.append([])
         out.append([("wrote ", ""), (", ".join(run.outputs), "cyan")])
-    reasons = failures(verification, run)
+    reasons = failures(report, verification, run)
     out.append([])
     if reasons:
         out.append([("FAILED", "bold red"), (": " + "; ".join(reasons), "red")])
@@ -236,8 +246,10 @@ def _barrier(b: Barrier) -> list[_Line]:
 
 def _verification(v: Verification) -> list[_Line]:
     loss = f"{v.loss:.6g}"
-    if v.agrees and v.problems:
-        head: _Line = [("verification: ", "bold"), ("agrees, but found problems", "bold red")]
+    if v.error is not None and v.agrees:
+        head: _Line = [("verification: ", "bold"), ("agrees: the tape raised, as predicted", "bold green")]
+    elif v.agrees and v.problems:
+        head = [("verification: ", "bold"), ("agrees, but found problems", "bold red")]
     elif v.agrees:
         head = [("verification: ", "bold"), ("agrees", "bold green")]
     else:
@@ -245,6 +257,9 @@ def _verification(v: Verification) -> list[_Line]:
     head.append((f"  ({v.optimizer}, one step, loss {loss}; every variable restored)", "dim"))
     out = [head]
     gave = sum(c.gradient.value != "none" for c in v.variables)
+    if v.error is not None:
+        out.append([(f"  the tape raised {v.error}" + (", as predicted" if v.agrees else ""), "")])
+        return out + [[("  problem: ", "bold red"), (p, "red")] for p in v.problems if not p.endswith(v.error)]
     out.append([(f"  the tape gave a gradient to {gave} of {len(v.variables)} variables, "
                  f"as predicted" if v.agrees else "  the tape contradicts the prediction:", "")])
     for c in v.disagreements:
@@ -292,6 +307,7 @@ def to_json(report: Report, verification: Verification | None, run: RunInfo | No
         "losses": list(report.losses),
         "counts": {v.value: len(report.by_verdict(v)) for v in Verdict},
         "variables": [_variable_json(r) for r in report.variables],
+        "gradient_errors": [_barrier_json(b) for b in report.gradient_errors],
         "notes": list(report.notes),
         "verification": _verification_json(verification) if verification is not None else None,
         "expectations": [
@@ -300,7 +316,7 @@ def to_json(report: Report, verification: Verification | None, run: RunInfo | No
             for e in (run.expectations if run else ())
         ],
         "outputs": list(run.outputs if run else ()),
-        "ok": not failures(verification, run),
+        "ok": not failures(report, verification, run),
     }
 
 
@@ -312,17 +328,18 @@ def _variable_json(r: VariableResult) -> dict[str, Any]:
         "dtype": r.dtype,
         "trainable": r.trainable,
         "per_loss": {loss: v.value for loss, v in r.per_loss.items()},
-        "barriers": [
-            {
-                "op_name": b.op_name, "op_type": b.op_type, "kind": b.kind.value, "detail": b.detail,
-                "tensor": b.tensor, "in_user_code": b.in_user_code,
-                "source": None if b.source is None else {
-                    "file": b.source.short_file, "line": b.source.line, "function": b.source.function,
-                    "code": b.source.code,
-                },
-            }
-            for b in r.barriers
-        ],
+        "barriers": [_barrier_json(b) for b in r.barriers],
+    }
+
+
+def _barrier_json(b: Barrier) -> dict[str, Any]:
+    return {
+        "op_name": b.op_name, "op_type": b.op_type, "kind": b.kind.value, "detail": b.detail,
+        "tensor": b.tensor, "in_user_code": b.in_user_code,
+        "source": None if b.source is None else {
+            "file": b.source.short_file, "line": b.source.line, "function": b.source.function,
+            "code": b.source.code,
+        },
     }
 
 
@@ -334,6 +351,7 @@ def _verification_json(v: Verification) -> dict[str, Any]:
         "loss": v.loss if finite else None,  # JSON has no NaN
         "loss_finite": finite,
         "problems": list(v.problems),
+        "error": v.error,
         "variables": [
             {"name": c.name, "predicted_receives": c.predicted, "gradient": c.gradient.value, "changed": c.changed,
              "agrees": c.agrees}

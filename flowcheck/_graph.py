@@ -17,9 +17,12 @@ Edges (``graph.edges[u, w]``) run from producer to consumer, one per pair of nod
 * ``kind``: a :class:`~flowcheck._analysis.BarrierKind` when ``grad`` is False, else ``None``.
 * ``detail``: a human explanation of ``kind``; ``tensor``: the tensor's name; ``dtype``.
 
-Graph attributes: ``graph.graph["clusters"]`` maps cluster id to ``{"label", "parent", "kind"}``
-(``kind`` is ``function``, ``cond``, ``case`` or ``while``); ``graph.graph["variables"]`` and
-``graph.graph["losses"]`` list the variable and loss node ids in order.
+Graph attributes: ``graph.graph["clusters"]`` maps cluster id to ``{"label", "parent", "kind",
+"gate", "inputs"}`` (``kind`` is ``function``, ``cond``, ``case`` or ``while``; ``gate`` is the node
+of the op holding the body; ``inputs`` its input placeholders of a differentiable dtype);
+``graph.graph["variables"]`` and ``graph.graph["losses"]`` list the variable and loss node ids in
+order; ``graph.graph["inputs"]`` lists the top function's inputs of a differentiable dtype
+(arguments and captures), which TensorFlow differentiates the function with respect to.
 
 Function bodies are inlined. An op holding functions becomes a *gate* node: its inputs feed the
 bodies' input placeholders and the bodies' outputs feed the gate, whose consumers are the op's
@@ -74,6 +77,7 @@ def build_graph(traced: Traced, oracle: GradientOracle | None = None) -> nx.DiGr
     graph = builder.graph
     top = traced.concrete.graph
     builder.add_function_graph(top, prefix="", cluster=None)
+    graph.graph["inputs"] = [t.op.name for t in top.inputs if is_trainable(t)]
     for i, var in enumerate(traced.variables):
         node = variable_node(i)
         graph.add_node(
@@ -108,7 +112,7 @@ def CARRY_IF_TRAINABLE(tensor: Any) -> InputGradient:  # noqa: N802 -- reads as 
 class _Builder:
     def __init__(self, oracle: GradientOracle) -> None:
         self.oracle = oracle
-        self.graph = nx.DiGraph(clusters={}, variables=[], losses=[])
+        self.graph = nx.DiGraph(clusters={}, variables=[], losses=[], inputs=[])
 
     @staticmethod
     def node_of(tensor: Any, prefix: str) -> str:
@@ -178,7 +182,10 @@ class _Builder:
     ) -> str:
         inner_prefix = f"{node}/{tag}:"
         inner_cluster = f"{node}/{tag}"
-        self.graph.graph["clusters"][inner_cluster] = {"label": label, "parent": cluster, "kind": kind}
+        self.graph.graph["clusters"][inner_cluster] = {
+            "label": label, "parent": cluster, "kind": kind, "gate": node,
+            "inputs": [inner_prefix + t.op.name for t in body.inputs if is_trainable(t)],
+        }
         self.add_function_graph(body, inner_prefix, inner_cluster)
         for outer, placeholder in zip(inputs, body.inputs):
             self.add_edge(self.node_of(outer, prefix), inner_prefix + placeholder.op.name, outer, CARRY_IF_TRAINABLE(outer))

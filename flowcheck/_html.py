@@ -29,6 +29,7 @@ _STYLE: Final = """
 .flowcheck-report .fc-unused{background:#e8e8e8;color:#4d4d4d}
 .flowcheck-report .fc-ok{color:#1b7837;font-weight:bold}
 .flowcheck-report .fc-bad{color:#b2182b;font-weight:bold}
+.flowcheck-report .fc-errors{border-left:4px solid #b2182b;padding:.1em 1em;background:#fdf0f0}
 .flowcheck-report .fc-diagram{position:relative;border:1px solid #bbb;border-radius:4px;height:70vh;min-height:320px;overflow:hidden;background:#fff;cursor:grab;touch-action:none}
 .flowcheck-report .fc-diagram.fc-dragging{cursor:grabbing}
 .flowcheck-report .fc-diagram svg{width:100%;height:100%;display:block}
@@ -119,6 +120,7 @@ def to_html(
     notes: Sequence[str] = (),
     losses: Sequence[str] = (),
     fragment: bool = False,
+    gradient_errors: Sequence[Any] = (),
 ) -> str:
     """The HTML report.
 
@@ -130,6 +132,8 @@ def to_html(
         notes: The report's notes.
         losses: The names of the differentiated outputs.
         fragment: Return a ``<div>`` for embedding (Jupyter) instead of a whole page.
+        gradient_errors: The report's :class:`flowcheck.Barrier` records of ops at which
+            differentiating the loss raises.
 
     Returns:
         The HTML text; it loads nothing from the network.
@@ -145,6 +149,7 @@ def to_html(
         f"<style>{_STYLE}</style>",
         f"<h1>{escape(title)}</h1>",
         f'<p class="fc-summary">{badges} variables; loss: {loss_text or "-"}</p>',
+        _gradient_errors(gradient_errors),
         _verification(verification),
         "<h2>Gradient flow</h2>",
         '<p class="fc-hint">Drag to pan, scroll to zoom. Hover a node for its details; click a row of the table to find its variable.</p>',
@@ -179,10 +184,37 @@ def _inline(svg: str) -> str:
     return re.sub(r"<!--.*?-->", "", text, flags=re.S).strip()
 
 
+def _gradient_errors(errors: Sequence[Any]) -> str:
+    if not errors:
+        return ""
+    return (
+        '<div class="fc-errors"><h2>Gradient errors</h2><p>TensorFlow raises <code>LookupError</code> (no gradient '
+        "defined) when it differentiates the loss: a gradient reaches these ops and they have none. If a result "
+        "is meant as a constant, wrap the result (not the input: a gradient still reaches the op) in "
+        "<code>tf.stop_gradient</code>.</p><ul>"
+        + "".join(f"<li>{_barrier(b)}</li>" for b in errors)
+        + "</ul></div>"
+    )
+
+
+def _barrier(b: Any) -> str:
+    return (
+        f"<code>{escape(b.op_type)}</code>" + ("" if b.op_name == b.op_type else f" {escape(b.op_name)}") + f" ({escape(b.detail)})"
+        + (f' at <code>{escape(str(b.source))}</code>' if b.source else "")
+        + (f"<br><code>{escape(b.source.code)}</code>" if b.source and b.source.code else "")
+    )
+
+
 def _verification(check: Any) -> str:
     if check is None:
         return '<p class="fc-verification">Not verified: call <code>report.verify()</code> to check the prediction with one real optimizer step.</p>'
     verdict = '<span class="fc-ok">agrees</span>' if check.agrees else '<span class="fc-bad">DISAGREES</span>'
+    if check.error is not None:
+        said = "as predicted" if check.agrees else "which the analysis did not predict"
+        return (
+            f'<div class="fc-verification"><h2>Verification</h2><p>One real step with {escape(str(check.optimizer))}: '
+            f"the tape {verdict}: it raised <code>{escape(check.error)}</code>, {said}.</p></div>"
+        )
     parts = [
         f'<div class="fc-verification"><h2>Verification</h2><p>One real step with {escape(str(check.optimizer))}: '
         f"the tape {verdict} with the prediction for {len(check.variables) - len(check.disagreements)} of "
@@ -207,12 +239,7 @@ def _table(variables: Sequence[Any], check: Any) -> str:
     rows = []
     for i, r in enumerate(variables):
         shape = "(" + ", ".join("?" if d is None else str(d) for d in r.shape) + ("," if len(r.shape) == 1 else "") + ")"
-        barriers = "<br>".join(
-            f"<code>{escape(b.op_type)}</code>" + ("" if b.op_name == b.op_type else f" {escape(b.op_name)}") + f" ({escape(b.detail)})"
-            + (f' at <code>{escape(str(b.source))}</code>' if b.source else "")
-            + (f"<br><code>{escape(b.source.code)}</code>" if b.source and b.source.code else "")
-            for b in r.barriers
-        )
+        barriers = "<br>".join(_barrier(b) for b in r.barriers)
         cells = [
             f"<td><code>{escape(r.name)}</code></td>",
             f'<td data-sort="{_size(r.shape):020d}">{escape(shape)}</td>',

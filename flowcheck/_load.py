@@ -375,7 +375,7 @@ def _inputs(module: ModuleType, path: str, name: str, target: Any, seed: int) ->
         y = _keras_labels(target, name, path, rng)
         return (x, y), {}, f"{how}, from the model's input shapes and its loss"
     signature = getattr(target, "input_signature", None) if _is_tf_function(target) else None
-    if signature is not None:
+    if signature:  # a tf.function of no argument has the empty signature
         import tensorflow as tf
 
         args = tuple(tf.nest.map_structure(lambda spec: _random(spec.shape.as_list(), spec.dtype, rng, name), list(signature)))

@@ -14,7 +14,7 @@ from typing import Any
 
 import networkx as nx
 
-from flowcheck._analysis import BarrierKind, Verdict, blocking_barriers, verdicts
+from flowcheck._analysis import BarrierKind, Verdict, blocking_barriers, gradient_errors, verdicts
 from flowcheck._source import SourceLine, op_source
 from flowcheck.errors import VariableNotFoundError
 
@@ -91,10 +91,16 @@ class Report:
         variables: One result per variable, in a stable order.
         losses: The names of the differentiated outputs.
         notes: Things worth knowing about how the function was read.
+        gradient_errors: Ops with no registered gradient that a gradient reaches: differentiating
+            the loss raises ``LookupError: No gradient defined for operation ...`` at each (the
+            step fails; if the op's result is meant as a constant, wrap the result in ``tf.stop_gradient``).
         graph: The gradient-annotated graph (see ``flowcheck._graph``).
     """
 
-    def __init__(self, traced: Any, graph: nx.DiGraph, variables: tuple[VariableResult, ...], notes: tuple[str, ...]) -> None:
+    def __init__(
+        self, traced: Any, graph: nx.DiGraph, variables: tuple[VariableResult, ...], notes: tuple[str, ...],
+        gradient_errors: tuple[Barrier, ...] = (),
+    ) -> None:
         self._traced = traced
         self.graph = graph
         self.target: str = getattr(traced.function, "__name__", None) or str(getattr(traced.function, "name", "function"))
@@ -102,6 +108,7 @@ class Report:
         self.variables = variables
         self.losses: tuple[str, ...] = tuple(loss.name for loss in traced.losses)
         self.notes = notes
+        self.gradient_errors = gradient_errors
         self.verification: Any = None
 
     def __repr__(self) -> str:
@@ -172,7 +179,10 @@ class Report:
         """
         from flowcheck._verify import run_step
 
-        self.verification = run_step(self._traced, [r.receives for r in self.variables], optimizer, learning_rate)
+        self.verification = run_step(
+            self._traced, [r.receives for r in self.variables], optimizer, learning_rate,
+            expect_error=bool(self.gradient_errors),
+        )
         return self.verification
 
     def to_dot(self, detail: str = "collapsed", focus: Any = None) -> str:
@@ -238,6 +248,7 @@ class Report:
         return to_html(
             self.svg(detail=detail, focus=focus), self.variables, title=f"flowcheck: {self.target} ({self.target_kind})",
             verification=self.verification, notes=self.notes, losses=self.losses, fragment=fragment,
+            gradient_errors=self.gradient_errors,
         )
 
     def _repr_svg_(self) -> str:
@@ -303,6 +314,7 @@ def _report(traced: Any, graph: nx.DiGraph) -> Report:
                 variable=var.variable, node=node,
             )
         )
+    errors = _one_per_replica(_barrier(graph, edge, barrier_cache) for edge in gradient_errors(graph, loss_nodes))
     notes = list(traced.notes)
     if len(traced.losses) > 1:
         # Users who check with a tape around the whole call see zeros and think the report is wrong.
@@ -311,7 +323,7 @@ def _report(traced: Any, graph: nx.DiGraph) -> Report:
             "what a tape gives when that loss alone is differentiated inside the step; a tape around "
             "one call returning all of them gives zeros, not None, to variables only another loss uses"
         )
-    return Report(traced, graph, tuple(results), tuple(notes))
+    return Report(traced, graph, tuple(results), tuple(notes), errors)
 
 
 def _one_per_replica(barriers: Iterable[Barrier]) -> tuple[Barrier, ...]:

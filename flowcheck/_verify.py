@@ -63,11 +63,13 @@ class Verification:
     """The result of one real optimizer step.
 
     Attributes:
-        agrees: True when the tape confirms the prediction for every variable.
+        agrees: True when the tape confirms the prediction for every variable (or, when the
+            report predicted ``gradient_errors``, when the tape raised as predicted).
         optimizer: The optimizer used (a fresh one).
         loss: The loss the step saw (outputs summed), possibly not finite.
-        variables: One check per variable, in the report's order.
-        problems: Findings such as a non-finite loss or gradient.
+        variables: One check per variable, in the report's order; empty when the tape raised.
+        problems: Findings such as a non-finite loss or gradient, or the tape's error.
+        error: The tape's ``LookupError`` (no gradient defined for an op), as one line, if it raised.
     """
 
     agrees: bool
@@ -75,6 +77,7 @@ class Verification:
     loss: float
     variables: tuple[VariableCheck, ...]
     problems: tuple[str, ...]
+    error: str | None = None
 
     @property
     def disagreements(self) -> tuple[VariableCheck, ...]:
@@ -105,9 +108,14 @@ def make_optimizer(optimizer: Any, learning_rate: float | None) -> Any:
 
 
 def run_step(
-    traced: Traced, predicted: Sequence[bool], optimizer: Any = None, learning_rate: float | None = None
+    traced: Traced, predicted: Sequence[bool], optimizer: Any = None, learning_rate: float | None = None,
+    expect_error: bool = False,
 ) -> Verification:
-    """Run one optimizer step on the traced function's variables, compare, and restore them."""
+    """Run one optimizer step on the traced function's variables, compare, and restore them.
+
+    ``expect_error`` says that the analysis predicts the tape to raise ``LookupError`` (an op with
+    no gradient is reached): that outcome is then a confirmed prediction, not a failure.
+    """
     import tensorflow as tf
 
     variables = [v.tf_variable for v in traced.variables]
@@ -120,13 +128,25 @@ def run_step(
     ]
     problems: list[str] = []
     try:
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            for i in differentiable:
-                tape.watch(variables[i])
-            outputs = traced.function(*traced.args, **traced.kwargs)
-            total = _total_loss(outputs, [loss.name for loss in traced.losses])
-        grads = tape.gradient(total, [variables[i] for i in differentiable],
-                              unconnected_gradients=tf.UnconnectedGradients.NONE)
+        try:
+            # A tf.function called under a tape builds its gradient right away, so the forward
+            # call raises too when an op with no gradient is reached.
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                for i in differentiable:
+                    tape.watch(variables[i])
+                outputs = traced.function(*traced.args, **traced.kwargs)
+                total = _total_loss(outputs, [loss.name for loss in traced.losses])
+            grads = tape.gradient(total, [variables[i] for i in differentiable],
+                                  unconnected_gradients=tf.UnconnectedGradients.NONE)
+        except LookupError as exc:
+            if type(exc) is not LookupError:  # a KeyError or IndexError of the user's
+                raise
+            # "No gradient defined for operation ...": the tape gives no gradient at all.
+            error = _first_line(exc)
+            return Verification(
+                agrees=expect_error, optimizer=f"{type(opt).__name__}(learning_rate={_lr(opt)})",
+                loss=_loss_without_tape(traced), variables=(), problems=(f"the tape raised {error}",), error=error,
+            )
         loss_value = float(tf.math.real(total).numpy())
         if not math.isfinite(loss_value):
             problems.append(f"the loss is {loss_value}: gradients and the step are not meaningful")
@@ -147,11 +167,13 @@ def run_step(
     except VerificationError:
         raise
     except Exception as exc:  # noqa: BLE001 -- the user's step failed: say how, as one error
-        raise VerificationError(f"the real step failed: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from exc
+        raise VerificationError(f"the real step failed: {_first_line(exc)}") from exc
     finally:
         for v, values in zip(variables, saved):
             for component, value in zip(_components(v), values):
                 component.assign(value)
+    if expect_error:
+        problems.append("flowcheck predicted that the tape raises (an op with no gradient is reached), but it did not")
     checks = tuple(
         VariableCheck(
             name=var.name,
@@ -163,12 +185,31 @@ def run_step(
         for i, var in enumerate(traced.variables)
     )
     return Verification(
-        agrees=all(c.agrees for c in checks),
+        agrees=all(c.agrees for c in checks) and not expect_error,
         optimizer=f"{type(opt).__name__}(learning_rate={_lr(opt)})",
         loss=loss_value,
         variables=checks,
         problems=tuple(problems),
     )
+
+
+def _loss_without_tape(traced: Traced) -> float:
+    import tensorflow as tf
+
+    try:
+        total = _total_loss(traced.function(*traced.args, **traced.kwargs), [loss.name for loss in traced.losses])
+        return float(tf.math.real(total).numpy())
+    except Exception:  # noqa: BLE001 -- only for the record: the error is what matters
+        return math.nan
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    # TensorFlow's message goes on with advice in the same sentence run: keep its first sentence.
+    if isinstance(exc, LookupError) and ". " in first:
+        first = first.split(". ", 1)[0]
+    return f"{type(exc).__name__}: {first}"
 
 
 def _total_loss(outputs: Any, names: list[str]) -> Any:

@@ -165,7 +165,7 @@ def _analyze(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         Console(file=out, highlight=False).print(format_rich(report, verification, run), end="", soft_wrap=True)
     else:
         out.write(format_summary(report, verification, run))
-    return 1 if failures(verification, run) else 0
+    return 1 if failures(report, verification, run) else 0
 
 
 def _check_differentiable(report: Report) -> None:

@@ -24,7 +24,7 @@ from flowcheck._analysis import Verdict
 from flowcheck._report import Report, VariableResult, analyze
 from flowcheck._source import is_library_file
 from flowcheck.errors import InvalidTargetError
-from flowcheck.testing import GradientFlowAssertionError, _format_results
+from flowcheck.testing import GradientFlowAssertionError, _format_results, _gradient_error_message
 
 __all__ = ["GradientFlowCheck", "GradientFlowWarning"]
 
@@ -107,6 +107,8 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
                 problems.append(r)
         self.problems, self.harmless = tuple(problems), tuple(harmless)
         lines = self._problem_lines() if problems else []
+        if report.gradient_errors:  # fit itself will fail: say why first
+            lines[:0] = _gradient_error_message(report).splitlines()
         if self.verify:
             check = report.verify()
             if check.disagreements:

@@ -108,7 +108,9 @@ def assert_gradient_flow(
 
     Raises:
         GradientFlowAssertionError: a verdict differs from the expectation, an expectation
-            matches no variable, ``loss`` names no output, or the real step disagrees.
+            matches no variable, ``loss`` names no output, differentiating the loss raises
+            (an op with no gradient is reached: ``report.gradient_errors``), or the real step
+            disagrees.
         ValueError: one variable is expected with two verdicts at the same specificity.
         FlowcheckError: ``fn`` cannot be analyzed, or the real step cannot run
             (:class:`flowcheck.VerificationError`).
@@ -129,6 +131,8 @@ def assert_gradient_flow(
             f"{report.target} has no output named {loss!r}; its losses are: {', '.join(report.losses)}",
             report, loss,
         )
+    if report.gradient_errors:
+        raise GradientFlowAssertionError(_gradient_error_message(report), report, loss)
     expected, unmatched = _expectations(
         report, ((Verdict.RECEIVES, receives), (Verdict.BLOCKED, blocked), (Verdict.UNUSED, unused))
     )
@@ -346,6 +350,18 @@ def _only_output(function: Any, loss: str) -> Any:
 
     only.__name__ = f"{getattr(python_function, '__name__', 'step')}_{loss}"
     return function._clone(only)  # noqa: SLF001 -- keeps the user's tf.function options
+
+
+def _gradient_error_message(report: Report) -> str:
+    """Why differentiating ``report``'s loss raises, one op per line, for people to act on."""
+    lines = [f"differentiating the loss of {report.target} raises LookupError (no gradient defined): "
+             "a gradient reaches these ops and they have none"]
+    for b in report.gradient_errors:
+        lines.append(f"    {b.op_type} {b.op_name!r}" + (f" at {b.source}" if b.source else ""))
+        if b.source is not None and b.source.code:
+            lines.append(f"        {b.source.code}")
+    lines.append("  if the op's result is meant as a constant, wrap it (the result, not the input) in tf.stop_gradient")
+    return "\n".join(lines)
 
 
 def _verification_message(report: Report, loss: str | None, check: Any) -> str:

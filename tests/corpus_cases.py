@@ -1815,3 +1815,177 @@ def model_method() -> Case:
     net(const(1, 4))
     net.target(const(1, 4))
     return Case(net.loss_step, keras_variables(net), (const(2, 4), const(2, 1, seed=1)), owner=net)
+
+
+@case("special_functions_betainc_zeta_no_gradient_for_parameters")
+def special_functions() -> Case:
+    a, b, x = var(3, name="betainc_a"), var(3, name="betainc_b", seed=2), var(3, name="betainc_x", seed=3)
+    zx, zq = var(3, name="zeta_x", seed=4), var(3, name="zeta_q", seed=5)
+
+    @tf.function
+    def special_loss() -> tf.Tensor:
+        beta = tf.math.betainc(tf.abs(a) + 1.0, tf.abs(b) + 1.0, tf.sigmoid(x))  # only x gets a gradient
+        return tf.reduce_sum(beta) + tf.reduce_sum(tf.math.zeta(tf.abs(zx) + 2.0, tf.abs(zq) + 1.0))
+
+    return Case(special_loss, [a, b, x, zx, zq])
+
+
+@case("soft_labels_get_a_gradient_sparse_labels_do_not")
+def soft_labels() -> Case:
+    logits, soft, sparse_src = var(2, 3, name="logits"), var(2, 3, name="soft_labels", seed=2), var(2, name="label_source", seed=3)
+
+    @tf.function
+    def labels_loss() -> tf.Tensor:
+        soft_ce = tf.nn.softmax_cross_entropy_with_logits(labels=tf.nn.softmax(soft), logits=logits)
+        labels = tf.cast(tf.abs(sparse_src) * 2.0, tf.int32) % 3
+        sparse_ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+        return tf.reduce_sum(soft_ce) + tf.reduce_sum(sparse_ce)
+
+    return Case(labels_loss, [logits, soft, sparse_src])
+
+
+@case("zeros_like_ones_like_one_hot_values_and_fill_shapes")
+def likes_and_fills() -> Case:
+    names = ["zeros_like_src", "ones_like_src", "fill_value", "one_hot_on_value", "broadcast", "fill_shape_src"]
+    a, b, c, d, e, f = (var(3, name=n, seed=i) for i, n in enumerate(names))
+
+    @tf.function
+    def fills_loss() -> tf.Tensor:
+        likes = tf.zeros_like(a) + tf.ones_like(b) * 2.0
+        hot = tf.one_hot([0, 2], 3, on_value=d[0], off_value=0.0)  # OneHot: not differentiable
+        shaped = tf.fill(tf.shape(f), 1.0)
+        parts = [likes, tf.fill([2], c[0]), hot, tf.broadcast_to(e, [2, 3]), shaped]
+        return tf.add_n([tf.reduce_sum(t) for t in parts])
+
+    return Case(fills_loss, [a, b, c, d, e, f])
+
+
+@case("values_through_strings_and_bitcast")
+def strings_bitcast() -> Case:
+    a, b, c = var(3, name="via_string"), var(3, name="via_bitcast", seed=2), var(3, name="plain", seed=3)
+
+    @tf.function
+    def strings_loss() -> tf.Tensor:
+        parsed = tf.strings.to_number(tf.strings.as_string(a))
+        same_bits = tf.bitcast(tf.bitcast(b, tf.int32), tf.float32)
+        return tf.reduce_sum(parsed) + tf.reduce_sum(same_bits) + tf.reduce_sum(c)
+
+    return Case(strings_loss, [a, b, c])
+
+
+@case("detection_nms_selects_features_boxes_and_scores_cut")
+def detection() -> Case:
+    boxes, scores, features = var(6, 4, name="boxes"), var(6, name="scores", seed=2), var(6, 3, name="roi_features", seed=3)
+
+    @tf.function
+    def detection_loss() -> tf.Tensor:
+        keep = tf.image.non_max_suppression(tf.sort(boxes, axis=-1), tf.sigmoid(scores), 3)
+        return tf.reduce_sum(tf.gather(features, keep))
+
+    return Case(detection_loss, [boxes, scores, features])
+
+
+@case("sampled_softmax_and_nce_losses")
+def sampled_losses() -> Case:
+    w, b, x = var(10, 4, name="softmax_w"), var(10, name="softmax_b", seed=2), var(3, 4, name="inputs", seed=3)
+    nce_w, nce_b = var(10, 4, name="nce_w", seed=4), var(10, name="nce_b", seed=5)
+    labels = tf.constant([[1], [2], [3]], tf.int64)
+
+    @tf.function
+    def sampled_loss() -> tf.Tensor:
+        s = tf.nn.sampled_softmax_loss(w, b, labels, x, num_sampled=3, num_classes=10, seed=1)
+        n = tf.nn.nce_loss(nce_w, nce_b, labels, x, num_sampled=3, num_classes=10)
+        return tf.reduce_sum(s) + tf.reduce_sum(n)
+
+    return Case(sampled_loss, [w, b, x, nce_w, nce_b])
+
+
+@case("ctc_loss_and_sparse_dense_matmul")
+def ctc_sparse() -> Case:
+    logits, dense, values = var(5, 2, 4, name="ctc_logits"), var(4, 3, name="dense_w", seed=2), var(3, name="sparse_values", seed=3)
+
+    @tf.function
+    def sequence_loss() -> tf.Tensor:
+        ctc = tf.nn.ctc_loss(
+            tf.constant([[1, 2], [2, 1]]), logits, label_length=tf.constant([2, 2]),
+            logit_length=tf.constant([5, 5]), logits_time_major=True, blank_index=0,
+        )
+        sparse = tf.SparseTensor([[0, 0], [1, 2], [2, 3]], values, [3, 4])
+        return tf.reduce_sum(ctc) + tf.reduce_sum(tf.sparse.sparse_dense_matmul(sparse, dense))
+
+    return Case(sequence_loss, [logits, dense, values])
+
+
+@case("keras_ops_argmax_round_sign_and_lambda_stop_gradient")
+def keras_ops_barriers() -> Case:
+    picked, rounded, kept = (keras.layers.Dense(3, name=n) for n in ("argmax_head", "rounded_head", "kept_head"))
+    detached, out = keras.layers.Dense(3, name="detached"), keras.layers.Dense(1, name="out")
+    stop = keras.layers.Lambda(keras.ops.stop_gradient)
+    x = const(2, 4)
+
+    @tf.function
+    def ops_loss(x: tf.Tensor) -> tf.Tensor:
+        hot = keras.ops.one_hot(keras.ops.argmax(picked(x), axis=-1), 3)
+        h = kept(x)
+        total = keras.ops.mean(hot * h) + keras.ops.mean(keras.ops.round(rounded(x))) + keras.ops.mean(keras.ops.sign(h))
+        return total + keras.ops.mean(out(stop(detached(x)) + h))
+
+    ops_loss(x)  # builds the layers
+    return Case(ops_loss, keras_variables(picked, rounded, kept, detached, out), (x,))
+
+
+@case("inner_tape_stop_recording_in_the_step")
+def inner_tape_stop_recording() -> Case:
+    a, b = var(3, name="inner_a"), var(3, name="inner_b", seed=2)
+
+    @tf.function
+    def input_gradient_loss() -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            tape.watch(a)
+            with tape.stop_recording():
+                y = a * b
+            z = y * a
+        return tf.reduce_sum(tape.gradient(z, a))
+
+    return Case(input_gradient_loss, [a, b])
+
+
+@case("assign_then_read_and_assign_sub")
+def assign_then_read() -> Case:
+    a, src, c = var(3, name="assigned_then_read"), var(3, name="assign_source", seed=2), var(3, name="decremented", seed=3)
+
+    @tf.function
+    def assign_loss() -> tf.Tensor:
+        a.assign(src * 2.0)
+        c.assign_sub(tf.ones(3))
+        return tf.reduce_sum(a * 3.0) + tf.reduce_sum(c)
+
+    return Case(assign_loss, [a, src, c])
+
+
+@case("while_loop_back_prop_false_and_case")
+def while_back_prop_false() -> Case:
+    a, b, c = var(3, name="no_backprop_loop"), var(3, name="loop", seed=2), var(3, name="case_default", seed=3)
+
+    @tf.function
+    def loops_loss(x: tf.Tensor) -> tf.Tensor:
+        _, u = tf.compat.v1.while_loop(lambda i, t: i < 2, lambda i, t: (i + 1, t * a), [0, tf.ones(3)], back_prop=False)
+        _, v = tf.while_loop(lambda i, t: i < 2, lambda i, t: (i + 1, t * b), [0, tf.ones(3)])
+        z = tf.case([(tf.reduce_sum(x) > 100.0, lambda: c * 2.0)], default=lambda: c * 3.0)
+        return tf.reduce_sum(u + v + z)
+
+    return Case(loops_loss, [a, b, c], (const(3),))
+
+
+@case("clip_by_value_bounds_and_global_norm")
+def clip_family() -> Case:
+    a, lo, hi = var(3, name="clipped"), var(1, name="clip_low", seed=2), var(1, name="clip_high", seed=3)
+    g1, g2 = var(3, name="global_norm_a", seed=4), var(3, name="global_norm_b", seed=5)
+
+    @tf.function
+    def clip_loss() -> tf.Tensor:
+        clipped, _ = tf.clip_by_global_norm([g1 * 10.0, g2 * 10.0], 1.0)
+        bounded = tf.clip_by_value(a, lo - 1.0, hi + 1.0)
+        return tf.reduce_sum(bounded) + tf.reduce_sum(clipped[0]) + tf.reduce_sum(clipped[1])
+
+    return Case(clip_loss, [a, lo, hi, g1, g2])

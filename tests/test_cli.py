@@ -222,6 +222,52 @@ def test_nan_loss_is_a_finding_with_exit_1(capsys: pytest.CaptureFixture[str], t
     assert "error" not in err
 
 
+def test_an_op_without_gradient_on_the_path_is_a_finding_with_exit_1(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    # tf.math.bincount's DenseBincount has no registered gradient: the tape raises on this step.
+    path = write(tmp_path, """
+        counts_w = tf.Variable([0.5, 1.0, 1.5], name="counts_w")
+
+        @tf.function
+        def loss_fn(x):
+            counts = tf.math.bincount(tf.constant([0, 1, 1]), weights=counts_w, minlength=2)
+            return tf.reduce_sum(tf.matmul(x, w)) + tf.reduce_sum(counts)
+
+        example_inputs = (x,)
+    """)
+    module = _import(path)
+    with pytest.raises(LookupError, match="No gradient defined"):  # the truth
+        with tf.GradientTape() as tape:
+            loss = module.loss_fn(*module.example_inputs)
+        tape.gradient(loss, [module.w, module.counts_w])
+    code, out, err = run(capsys, path)
+    lines = out.splitlines()
+    assert code == 1
+    assert lines[lines.index(next(l for l in lines if l.startswith("gradient errors:"))) + 1] == (
+        f"      DenseBincount 'bincount/DenseBincount' (DenseBincount has no registered gradient; TensorFlow raises "
+        f"if it is reached) at {path}:{line_of(path, 'tf.math.bincount')}"
+    )
+    assert any(l.startswith("verification: agrees: the tape raised, as predicted") for l in lines)
+    assert lines[-1] == "FAILED: differentiating the loss raises at DenseBincount 'bincount/DenseBincount' (no gradient defined)"
+    assert "error" not in err
+    code, out, _ = run(capsys, path, "--json", "--no-verify")
+    data = json.loads(out)
+    assert code == 1 and data["ok"] is False
+    assert [(e["op_type"], e["kind"], e["source"]["line"]) for e in data["gradient_errors"]] == [
+        ("DenseBincount", "no_gradient", line_of(path, "tf.math.bincount"))
+    ]
+
+
+def _import(path: str) -> Any:
+    """The file as a fresh module of its own."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"model_{abs(hash(path))}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.mark.usefixtures("in_root")
 def test_optimizer_from_the_module_flags_and_both(capsys: pytest.CaptureFixture[str]) -> None:
     def optimizer(*flags: str) -> str:

@@ -191,3 +191,22 @@ def test_barrier_names_the_op_and_the_user_line(case_id: str, position: int, op_
     assert (barrier.op_type, barrier.kind, barrier.in_user_code) == (op_type, kind, True)
     assert barrier.source is not None and barrier.source.file.endswith("corpus_cases.py")
     assert barrier.source.line == _unique_line(corpus_cases, needle)
+
+
+def test_keras_layers_built_during_flowchecks_own_trace() -> None:
+    # Nothing is built before analyze: the layers create their variables in flowcheck's trace.
+    keras = __import__("keras")
+    model = keras.Sequential([keras.layers.Dense(3, name="lazy_hidden"), keras.layers.Dense(1, name="lazy_out")])
+    detached = keras.layers.Dense(1, name="lazy_detached")
+
+    @tf.function
+    def lazy_loss(x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_mean(model(x)) + tf.reduce_mean(tf.stop_gradient(detached(x)))
+
+    x = tf.ones((2, 4))
+    report = flowcheck.analyze(lazy_loss, x)
+    variables = [*model.variables, *detached.variables]
+    assert len(variables) == 6
+    truth = tape_truth(lazy_loss, variables, x)
+    assert [report.receives_gradient(v) for v in variables] == truth
+    assert report.verify().agrees

@@ -1,0 +1,119 @@
+"""Ops with no registered gradient: flowcheck predicts exactly when the tape raises.
+
+TensorFlow differentiates a ``tf.function`` with respect to all its inputs of a float dtype, so an
+op without a gradient (``DenseBincount``, ``TruncateMod``, ``PreventGradient``) makes the tape
+raise ``LookupError: No gradient defined for operation ...`` whenever a gradient reaches it and it
+is downstream of such an input -- even of a constant argument, even behind a ``tf.stop_gradient``
+on its input -- and answers normally otherwise. Whether the tape raises is computed here, per case;
+when it does not, the verdicts are compared as in the main corpus.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import tensorflow as tf
+
+import flowcheck
+from flowcheck.testing import GradientFlowAssertionError
+from corpus_cases import Case, const, var
+from test_corpus import assert_agrees_with_tape, tape_truth
+
+LABELS = tf.constant([1, 2, 0])
+
+
+def bincount(weights: tf.Tensor) -> tf.Tensor:
+    return tf.reduce_sum(tf.math.bincount(LABELS, weights=weights, minlength=4))
+
+
+def _case(body: Callable[..., tf.Tensor], *, frozen: bool = False) -> Callable[[], Case]:
+    def build() -> Case:
+        w, v = var(3, name="w"), var(3, name="v", seed=2)
+        ice = var(3, name="frozen", seed=3, trainable=False)
+        captured = const(3, seed=4)
+        fn = tf.function(lambda x: body(x, w, v, ice if frozen else captured))
+        return Case(fn, [w, v, ice], (const(3, seed=5),))
+
+    return build
+
+
+@tf.function
+def _inner(t: tf.Tensor) -> tf.Tensor:
+    return bincount(t)
+
+
+CASES = [
+    pytest.param(_case(lambda x, w, v, c: bincount(w)), id="weights_from_a_variable"),
+    pytest.param(_case(lambda x, w, v, c: bincount(x * 2.0) + tf.reduce_sum(w)), id="weights_from_a_constant_argument"),
+    pytest.param(_case(lambda x, w, v, c: bincount(c) + tf.reduce_sum(w)), id="weights_from_a_captured_constant"),
+    pytest.param(_case(lambda x, w, v, c: bincount(tf.ones(3)) + tf.reduce_sum(w)), id="weights_made_inside"),
+    pytest.param(_case(lambda x, w, v, c: bincount(tf.stop_gradient(w)) + tf.reduce_sum(v)), id="stop_gradient_on_the_input"),
+    pytest.param(_case(lambda x, w, v, c: tf.stop_gradient(bincount(w)) + tf.reduce_sum(v)), id="stop_gradient_on_the_result"),
+    pytest.param(_case(lambda x, w, v, c: tf.cast(tf.math.bincount(tf.cast(tf.abs(w), tf.int32), minlength=4)[0], tf.float32) + tf.reduce_sum(v)),
+                 id="integer_input_only"),
+    pytest.param(_case(lambda x, w, v, c: _inner(tf.ones(3)) + tf.reduce_sum(v)), id="nested_function_of_a_constant"),
+    pytest.param(_case(lambda x, w, v, c: tf.cond(tf.reduce_sum(x) > -1e9, lambda: bincount(w), lambda: tf.reduce_sum(w))),
+                 id="in_a_cond_branch"),
+    pytest.param(_case(lambda x, w, v, c: tf.cond(tf.reduce_sum(x) > -1e9, lambda: bincount(tf.ones(3)), lambda: tf.reduce_sum(w))),
+                 id="cond_branch_of_constants"),
+    pytest.param(_case(lambda x, w, v, c: tf.while_loop(lambda i, t: i < 2, lambda i, t: (i + 1, t + bincount(w * t)), [0, 1.0])[1]),
+                 id="in_a_while_body"),
+    pytest.param(_case(lambda x, w, v, c: bincount(c) + tf.reduce_sum(w), frozen=True), id="weights_from_an_unwatched_variable"),
+    pytest.param(_case(lambda x, w, v, c: tf.reduce_sum(tf.raw_ops.PreventGradient(input=w * 2.0)) + tf.reduce_sum(v)),
+                 id="prevent_gradient"),
+    pytest.param(_case(lambda x, w, v, c: tf.reduce_sum(tf.truncatemod(x, 0.7)) + tf.reduce_sum(w)), id="truncatemod_of_an_argument"),
+]
+
+
+def _tape_raises(c: Case) -> bool:
+    try:
+        tape_truth(c.fn, c.variables, *c.args)
+    except LookupError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("builder", CASES)
+def test_gradient_errors_are_predicted_exactly_when_the_tape_raises(builder: Callable[[], Case]) -> None:
+    c = builder()
+    raises = _tape_raises(c)
+    report = flowcheck.analyze(c.fn, *c.args)
+    assert bool(report.gradient_errors) == raises, report.gradient_errors
+    if not raises:
+        assert_agrees_with_tape(c.fn, c.variables, *c.args)
+        return
+    assert all(b.kind is flowcheck.BarrierKind.NO_GRADIENT and b.in_user_code for b in report.gradient_errors)
+    before = [v.numpy().tobytes() for v in c.variables]
+    check = report.verify()
+    assert check.agrees and check.error is not None and "LookupError" in check.error
+    assert [v.numpy().tobytes() for v in c.variables] == before
+
+
+def test_the_error_names_the_op_on_the_users_line() -> None:
+    c = CASES[0].values[0]()
+    report = flowcheck.analyze(c.fn, *c.args)
+    (error,) = report.gradient_errors
+    assert (error.op_type, error.op_name) == ("DenseBincount", "bincount/DenseBincount")
+    assert error.source is not None and error.source.file == __file__
+    assert error.source.code == "return tf.reduce_sum(tf.math.bincount(LABELS, weights=weights, minlength=4))"
+
+
+def test_assert_gradient_flow_fails_on_a_step_that_cannot_be_differentiated() -> None:
+    c = CASES[1].values[0]()
+    with pytest.raises(GradientFlowAssertionError) as caught:
+        flowcheck.assert_gradient_flow(c.fn, *c.args, receives="w")
+    message = str(caught.value)
+    assert message.splitlines()[0].endswith("raises LookupError (no gradient defined): a gradient reaches these ops and they have none")
+    assert "    DenseBincount 'bincount/DenseBincount' at " in message
+    assert "not the input" in message
+
+
+def test_a_verification_that_raises_unpredicted_disagrees() -> None:
+    # Were the analysis to miss an error, verify() would say so rather than crash.
+    c = CASES[0].values[0]()
+    report = flowcheck.analyze(c.fn, *c.args)
+    report.gradient_errors = ()
+    check = report.verify()
+    assert not check.agrees
+    assert check.error is not None and check.problems == (f"the tape raised {check.error}",)
