@@ -201,7 +201,17 @@ def gradient_errors(graph: nx.DiGraph, targets: Collection[str]) -> tuple[tuple[
     Returns:
         ``((u, w), ...)`` sorted: the ``NO_GRADIENT`` edges into each such op ``w`` from a reached ``u``.
     """
-    receiving = gradient_nodes(graph, targets)
+    succ = graph.succ
+    # Every assign has no gradient, but no gradient reaches it either: it passes nothing on.
+    candidates = [
+        (u, w) for u, w, kind in graph.edges(data="kind")
+        if kind is BarrierKind.NO_GRADIENT and any(data["grad"] for data in succ[w].values())
+    ]
+    if candidates:
+        receiving = gradient_nodes(graph, targets)
+        candidates = [(u, w) for u, w in candidates if w in receiving]
+    if not candidates:
+        return ()
     bodies: dict[str, list[str]] = {}  # gate -> the input placeholders of all its bodies
     body_of: dict[str, str] = {}  # input placeholder -> its gate
     for info in graph.graph["clusters"].values():
@@ -210,7 +220,6 @@ def gradient_errors(graph: nx.DiGraph, targets: Collection[str]) -> tuple[tuple[
     reached = set(graph.graph["inputs"])
     stack = list(reached)
     opened: set[str] = set()
-    succ = graph.succ
     while stack:
         node = stack.pop()
         gate = body_of.get(node)
@@ -223,7 +232,4 @@ def gradient_errors(graph: nx.DiGraph, targets: Collection[str]) -> tuple[tuple[
             if s not in reached and data["kind"] not in _UNREACHING:
                 reached.add(s)
                 stack.append(s)
-    return tuple(sorted(
-        (u, w) for u in reached for w, data in succ[u].items()
-        if data["kind"] is BarrierKind.NO_GRADIENT and w in receiving
-    ))
+    return tuple(sorted((u, w) for u, w in candidates if u in reached))

@@ -5,7 +5,15 @@ from __future__ import annotations
 import networkx as nx
 import pytest
 
-from flowcheck._analysis import BarrierKind, Verdict, blocking_barriers, feeding_nodes, gradient_nodes, verdicts
+from flowcheck._analysis import (
+    BarrierKind,
+    Verdict,
+    blocking_barriers,
+    feeding_nodes,
+    gradient_errors,
+    gradient_nodes,
+    verdicts,
+)
 
 
 def graph(edges: list[tuple[str, str, bool]]) -> nx.DiGraph:
@@ -114,3 +122,26 @@ def test_on_a_tie_the_cut_nearest_the_variable_is_named() -> None:
     # float -> Cast(int) -> Cast(float): the cast to an integer is the culprit, not the cast back.
     g = graph([("v", "to_int", False), ("to_int", "to_float", False), ("to_float", "loss", True)])
     assert blocking_barriers(g, ["v"], ["loss"]) == {"v": (("v", "to_int"),)}
+
+
+def _no_gradient_graph() -> nx.DiGraph:
+    """x (an input) and c (a constant) feed ops with no gradient; a body's input is fed by c."""
+    g = nx.DiGraph(inputs=["x"], clusters={"call/f": {"gate": "call", "inputs": ["call/f:arg", "call/f:arg2"]}})
+    for u, w, kind in [
+        ("x", "bincount", BarrierKind.NO_GRADIENT), ("bincount", "loss", None),
+        ("c", "mod", BarrierKind.NO_GRADIENT), ("mod", "loss", None),
+        ("x", "call/f:arg2", None), ("c", "call/f:arg", None),
+        ("call/f:arg", "call/f:mod", BarrierKind.NO_GRADIENT), ("call/f:mod", "call", None), ("call", "loss", None),
+        ("x", "int", BarrierKind.DTYPE), ("int", "mod2", BarrierKind.NO_GRADIENT), ("mod2", "loss", None),
+        ("x", "cut", BarrierKind.NO_GRADIENT), ("cut", "stop", None), ("stop", "loss", BarrierKind.STOP_GRADIENT),
+    ]:
+        g.add_edge(u, w, grad=kind is None, kind=kind)
+    return g
+
+
+def test_gradient_errors_where_a_reached_op_without_gradient_gets_one() -> None:
+    # bincount: reached from the input x. mod: fed by a constant only. The body's mod: its input
+    # is a constant, but the call is reached through its other argument, so the body is
+    # differentiated with respect to all its inputs. mod2: reached only through an integer.
+    # cut: no gradient reaches it (stop_gradient after it).
+    assert gradient_errors(_no_gradient_graph(), ["loss"]) == (("call/f:arg", "call/f:mod"), ("x", "bincount"))

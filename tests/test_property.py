@@ -3,8 +3,10 @@
 Hypothesis writes a straight-line program over a pool of 2x2 float tensors (some variables, some
 inputs): each step applies one op of :data:`OPS` to earlier values, and the loss sums a few of
 them. The pool mixes differentiable ops with every kind of barrier flowcheck knows (stop_gradient,
-integer casts, ops whose gradient is None or zeros, custom gradients, control-flow predicates)
-and with the call, cond and while ops whose gradients TensorFlow builds from function bodies.
+integer casts, ops whose gradient is None or zeros, custom gradients, control-flow predicates),
+with the call, cond and while ops whose gradients TensorFlow builds from function bodies, and
+with an op that has no gradient at all: where the tape then raises, flowcheck must predict it
+(``report.gradient_errors``), and where it does not, the verdicts must agree.
 
 The run is derandomized (same examples every time, no example database) so CI is reproducible;
 ``FLOWCHECK_PROPERTY_EXAMPLES=200 FLOWCHECK_PROPERTY_SEED=random`` explores further.
@@ -22,7 +24,8 @@ import tensorflow as tf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from test_corpus import assert_agrees_with_tape
+import flowcheck
+from test_corpus import assert_agrees_with_tape, tape_truth
 
 Tensor = Any
 
@@ -121,6 +124,14 @@ def _nested_cond(a: Tensor, b: Tensor, p: Tensor) -> Tensor:
     return tf.cond(tf.reduce_sum(p) > 0.0, lambda: _grad_first_only(a * 2.0, b * 1.0), lambda: tf.round(b) * a)
 
 
+def _no_gradient(a: Tensor, b: Tensor) -> Tensor:
+    return tf.truncatemod(a, tf.abs(b) + 1.0)  # TruncateMod has no registered gradient
+
+
+def _cond_no_gradient(a: Tensor, b: Tensor, p: Tensor) -> Tensor:
+    return tf.cond(tf.reduce_sum(p) > 0.0, lambda: tf.truncatemod(a, 2.0), lambda: b * 2.0)
+
+
 def _concat_split(a: Tensor, b: Tensor) -> Tensor:
     first, _ = tf.split(tf.concat([a, b], axis=1), 2, axis=1)  # only a's half is used
     return first
@@ -160,6 +171,8 @@ OPS: dict[str, tuple[int, Callable[..., Tensor]]] = {
     "softmax": (1, lambda a: tf.nn.softmax(a, axis=-1)),
     "nested_function_cond": (3, lambda a, b, p: _nested_cond(*_values(a, b, p))),
     "clip_saturated": (1, lambda a: tf.clip_by_value(a + 10.0, -1.0, 1.0)),
+    "no_gradient": (2, _no_gradient),
+    "cond_no_gradient_branch": (3, _cond_no_gradient),
 }
 
 N_VARIABLES = 4
@@ -241,12 +254,25 @@ PROPERTY_SETTINGS = settings(
     print_blob=True,
 )
 
+def assert_agrees_or_raises_as_the_tape(fn: Any, variables: list[tf.Variable], *inputs: Tensor) -> None:
+    """flowcheck predicts gradient errors exactly when the tape raises, and else its verdicts."""
+    try:
+        tape_truth(fn, variables, *inputs)
+    except LookupError:  # No gradient defined for operation ...
+        report = flowcheck.analyze(fn, *inputs)
+        assert report.gradient_errors, "the tape raises, but flowcheck predicts no gradient error"
+        assert report.verify().agrees
+        return
+    report = assert_agrees_with_tape(fn, variables, *inputs)
+    assert not report.gradient_errors, f"the tape answers, but flowcheck predicts errors at {report.gradient_errors}"
+
+
 @PROPERTY_SETTINGS
 @given(programs())
 def test_random_program_agrees_with_tape(program: Program) -> None:
     fn, variables, inputs = build(program)
     try:
-        assert_agrees_with_tape(fn, variables, *inputs)
+        assert_agrees_or_raises_as_the_tape(fn, variables, *inputs)
     except BaseException as exc:
         exc.add_note(f"program:\n{program}")
         raise
@@ -258,7 +284,7 @@ def test_every_op_of_the_pool_builds_and_agrees() -> None:
         program = Program(((op, tuple(range(arity))),), (N_VARIABLES + N_INPUTS,))  # variables in every slot
         fn, variables, inputs = build(program)
         try:
-            assert_agrees_with_tape(fn, variables, *inputs)
+            assert_agrees_or_raises_as_the_tape(fn, variables, *inputs)
         except BaseException as exc:
             exc.add_note(f"program:\n{program}")
             raise
