@@ -106,7 +106,7 @@ def failures(report: Report, verification: Verification | None, run: RunInfo | N
         if verification.disagreements:
             names = ", ".join(c.name for c in verification.disagreements)
             reasons.append(f"verification disagrees with the prediction for {names}")
-        reasons.extend(p for p in verification.problems if not (report.gradient_errors and verification.error and p.endswith(verification.error)))
+        reasons.extend(verification.problems)
     return reasons
 
 
@@ -259,7 +259,7 @@ def _verification(v: Verification) -> list[_Line]:
     gave = sum(c.gradient.value != "none" for c in v.variables)
     if v.error is not None:
         out.append([(f"  the tape raised {v.error}" + (", as predicted" if v.agrees else ""), "")])
-        return out + [[("  problem: ", "bold red"), (p, "red")] for p in v.problems if not p.endswith(v.error)]
+        return out + [[("  problem: ", "bold red"), (p, "red")] for p in v.problems]
     out.append([(f"  the tape gave a gradient to {gave} of {len(v.variables)} variables, "
                  f"as predicted" if v.agrees else "  the tape contradicts the prediction:", "")])
     for c in v.disagreements:

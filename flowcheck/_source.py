@@ -11,7 +11,8 @@ from functools import lru_cache
 from typing import Any
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-_LIBRARY_PARTS = ("/site-packages/", "/dist-packages/", "<frozen ", "__autograph_generated_file")
+_AUTOGRAPH = "__autograph_generated_file"
+_LIBRARY_PARTS = ("/site-packages/", "/dist-packages/", "<frozen ", _AUTOGRAPH)
 _KERAS_PARTS = ("/keras/", "/tf_keras/")
 
 
@@ -73,11 +74,38 @@ def user_frame(frames: Sequence[Any]) -> tuple[SourceLine | None, bool]:
     """
     for i in range(len(frames) - 1, -1, -1):
         frame = frames[i]
-        if not is_library_file(frame.filename):
+        line = _line(frame) if not is_library_file(frame.filename) else None
+        if line is None and _AUTOGRAPH in frame.filename:
+            line = _autograph_line(frame)
+        if line is not None:
             inner = frames[i + 1 :]
             via_library = any(any(p in f.filename for p in _KERAS_PARTS) for f in inner)
-            return _line(frame), via_library
+            return line, via_library
     return None, True
+
+
+def _autograph_line(frame: Any) -> SourceLine | None:
+    """The user's line behind a frame of AutoGraph's generated code, from AutoGraph's source maps.
+
+    TensorFlow maps these frames itself for ops made on the tracing thread; ops made on the
+    replica threads of a distribution strategy (``strategy.run``) keep them.
+    """
+    try:
+        from tensorflow.python.autograph.impl import api
+        from tensorflow.python.autograph.pyct import origin_info
+
+        # The transpiler's cache of converted functions (pyct/transpiler.py, PyToPy._cache).
+        buckets = list(api._TRANSPILER._cache._cache.values())  # noqa: SLF001
+        key = origin_info.LineLocation(frame.filename, frame.lineno)
+    except Exception:  # noqa: BLE001 -- another TensorFlow: no line rather than a wrong one
+        return None
+    for bucket in buckets:
+        for factory in list(bucket.values()):
+            origin = (getattr(factory, "source_map", None) or {}).get(key)
+            if origin is not None and not is_library_file(origin.loc.filename):
+                code = origin.source_code_line or linecache.getline(origin.loc.filename, origin.loc.lineno)
+                return SourceLine(origin.loc.filename, int(origin.loc.lineno), str(origin.function_name), str(code).strip())
+    return None
 
 
 def _line(frame: Any) -> SourceLine:

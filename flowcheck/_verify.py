@@ -68,7 +68,8 @@ class Verification:
         optimizer: The optimizer used (a fresh one).
         loss: The loss the step saw (outputs summed), possibly not finite.
         variables: One check per variable, in the report's order; empty when the tape raised.
-        problems: Findings such as a non-finite loss or gradient, or the tape's error.
+        problems: Findings such as a non-finite loss or gradient, or an error of the tape's that
+            the analysis did not predict.
         error: The tape's ``LookupError`` (no gradient defined for an op), as one line, if it raised.
     """
 
@@ -144,8 +145,10 @@ def run_step(
             # "No gradient defined for operation ...": the tape gives no gradient at all.
             error = _first_line(exc)
             return Verification(
-                agrees=expect_error, optimizer=f"{type(opt).__name__}(learning_rate={_lr(opt)})",
-                loss=_loss_without_tape(traced), variables=(), problems=(f"the tape raised {error}",), error=error,
+                agrees=expect_error, optimizer=_describe(opt),
+                loss=_loss_without_tape(traced), variables=(),
+                problems=() if expect_error else (f"the tape raised {error}, which the analysis did not predict",),
+                error=error,
             )
         loss_value = float(tf.math.real(total).numpy())
         if not math.isfinite(loss_value):
@@ -186,7 +189,7 @@ def run_step(
     )
     return Verification(
         agrees=all(c.agrees for c in checks) and not expect_error,
-        optimizer=f"{type(opt).__name__}(learning_rate={_lr(opt)})",
+        optimizer=_describe(opt),
         loss=loss_value,
         variables=checks,
         problems=tuple(problems),
@@ -266,6 +269,10 @@ def _state(grad: Any) -> GradientState:
     if not np.all(np.isfinite(array)):
         return GradientState.NONFINITE
     return GradientState.NONZERO if np.any(array != 0) else GradientState.ZERO
+
+
+def _describe(opt: Any) -> str:
+    return f"{type(opt).__name__}(learning_rate={_lr(opt)})"
 
 
 def _lr(opt: Any) -> str:

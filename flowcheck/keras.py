@@ -4,8 +4,9 @@ Keras only warns ``Gradients do not exist for variables [...] when minimizing th
 training runs, without saying why. :class:`GradientFlowCheck` analyzes the model's training step
 (its compiled loss on ``model(x, training=True)``) at the start of ``fit`` and, for each trainable
 weight that will receive no gradient, names the ops that cut it off and the line of code that made
-them. Weights that get no gradient by design are kept apart: BatchNormalization moving statistics
-(assigned in training, never differentiated) and non-trainable weights (frozen layers).
+them, in place of Keras's warning (silenced until the end of that ``fit`` once explained). Weights
+that get no gradient by design are kept apart: BatchNormalization moving statistics (assigned in
+training, never differentiated) and non-trainable weights (frozen layers).
 
 >>> model.fit(x, y, callbacks=[flowcheck.keras.GradientFlowCheck(on_blocked="raise")])
 """
@@ -16,7 +17,7 @@ import inspect
 import sys
 import warnings
 from collections.abc import Iterator
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import keras
 
@@ -32,6 +33,8 @@ ON_BLOCKED: Final = ("warn", "raise")
 # fit's own batch size when the user gives none; a sample this size shows every shape fit will see.
 _DEFAULT_BATCH: Final = 32
 _MAX_FRAMES: Final = 64
+# keras/src/optimizers/base_optimizer.py and backend/tensorflow/optimizer.py (_filter_grads)
+_KERAS_WARNING: Final = r"Gradients do not exist for variables"
 
 
 class GradientFlowWarning(UserWarning):
@@ -77,6 +80,7 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
         self.report: Report | None = None
         self.problems: tuple[VariableResult, ...] = ()
         self.harmless: tuple[tuple[VariableResult, str], ...] = ()
+        self._silenced: Any = None  # the warnings filter hiding Keras's bare warning during fit
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         """Analyze the training step on the sample batch and report what will not train."""
@@ -122,6 +126,17 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
             report.save(self.report_path)
         if lines:
             self._complain("\n".join(lines), report=report)
+            if problems:  # explained: Keras's bare warning about the same weights adds nothing
+                warnings.filterwarnings("ignore", message=_KERAS_WARNING, category=UserWarning)
+                self._silenced = warnings.filters[0]
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        """Let Keras's own warning be seen again after this ``fit``."""
+        if self._silenced is not None:
+            filters = cast(list[Any], warnings.filters)  # a list at run time; typeshed says Sequence
+            if self._silenced in filters:
+                filters.remove(self._silenced)
+            self._silenced = None
 
     def _problem_lines(self) -> list[str]:
         n = len(self.problems)

@@ -75,6 +75,7 @@ _CHILD = textwrap.dedent(
             "predicted": [r.receives for r in results],
             "truth": truth,
             "barriers": [[b.kind.value for b in r.barriers] for r in results],
+            "sources": [[b.source and [b.source.line, b.source.code] for b in r.barriers] for r in results],
             "agrees": check.agrees,
             "adam_agrees": adam.agrees,
             "problems": list(check.problems) + list(adam.problems),
@@ -163,10 +164,12 @@ _CHILD = textwrap.dedent(
 
 
 @pytest.fixture(scope="module")
-def cases() -> dict[str, dict[str, Any]]:
+def cases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    script = tmp_path_factory.mktemp("distribute") / "steps.py"  # a file: AutoGraph converts its functions
+    script.write_text(_CHILD)
     proc = subprocess.run(
-        [sys.executable, "-c", _CHILD], capture_output=True, text=True, env=env, timeout=600, check=False
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=600, check=False
     )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULTS ")]
     assert proc.returncode == 0 and lines, f"child failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-4000:]}"
@@ -211,3 +214,15 @@ def test_barriers_name_the_cut_once_for_all_replicas(cases: dict[str, dict[str, 
     # Only its static shape is read, which TensorFlow folds into a constant: it feeds nothing.
     sparse = dict(zip(cases["sparse"]["variables"], zip(cases["sparse"]["verdicts"], cases["sparse"]["barriers"])))
     assert sparse["unused"] == ("unused", [])
+
+
+def test_barriers_made_on_replica_threads_name_the_users_line(cases: dict[str, dict[str, Any]]) -> None:
+    # strategy.run traces each replica on its own thread, where TensorFlow leaves AutoGraph's
+    # generated frames in the ops' tracebacks: flowcheck maps them back to the user's file.
+    seed = dict(zip(cases["seed"]["variables"], cases["seed"]["sources"]))
+    line = next(i for i, text in enumerate(_CHILD.splitlines(), 1) if "hidden = tf.stop_gradient(" in text)
+    assert seed["w1"] == [[line, "hidden = tf.stop_gradient(tf.matmul(x, w1))"]]
+    keras_case = dict(zip(cases["keras"]["variables"], cases["keras"]["sources"]))
+    assert [code for _, code in keras_case["frozen/kernel"]] == [
+        "logits = model(x, training=True) * scale + tf.stop_gradient(frozen(x))"
+    ]

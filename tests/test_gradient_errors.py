@@ -116,4 +116,5 @@ def test_a_verification_that_raises_unpredicted_disagrees() -> None:
     report.gradient_errors = ()
     check = report.verify()
     assert not check.agrees
-    assert check.error is not None and check.problems == (f"the tape raised {check.error}",)
+    assert check.error is not None
+    assert check.problems == (f"the tape raised {check.error}, which the analysis did not predict",)
