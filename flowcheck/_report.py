@@ -316,6 +316,12 @@ def _report(traced: Any, graph: nx.DiGraph) -> Report:
         )
     errors = _one_per_replica(_barrier(graph, edge, barrier_cache) for edge in gradient_errors(graph, loss_nodes))
     notes = list(traced.notes)
+    if traced.target_kind == "callable" and any(c["kind"] != "function" for c in graph.graph["clusters"].values()):
+        # The verdicts are the traced function's; an eager call of the same Python differs here.
+        notes.append(
+            "called eagerly instead (no tf.function), its tf.cond, switch_case and while_loop run only the "
+            "branch and iterations taken: a variable only an untaken branch uses gets None there, not zeros"
+        )
     if len(traced.losses) > 1:
         # Users who check with a tape around the whole call see zeros and think the report is wrong.
         notes.append(

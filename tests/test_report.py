@@ -147,3 +147,22 @@ def test_a_non_trainable_variable_is_not_watched_as_a_default_tape_would_not() -
     (barrier,) = report.result(frozen).barriers
     assert barrier.kind is flowcheck.BarrierKind.NOT_WATCHED
     assert report.verify().agrees
+
+
+def test_a_plain_callable_with_a_cond_is_judged_as_traced_and_says_how_eager_differs() -> None:
+    a, b = tf.Variable([1.0], name="taken"), tf.Variable([2.0], name="untaken")
+
+    def loss() -> tf.Tensor:
+        return tf.reduce_sum(tf.cond(tf.constant(True), lambda: a * 2.0, lambda: b * 3.0))
+
+    report = flowcheck.analyze(loss)
+    assert report.target_kind == "callable"
+    with tf.GradientTape() as tape:  # the truth for what flowcheck analyzes: the traced function
+        total = tf.function(loss)()
+    traced = [g is not None for g in tape.gradient(total, [a, b])]
+    with tf.GradientTape() as tape:  # called eagerly, the untaken branch never runs
+        total = loss()
+    eager = [g is not None for g in tape.gradient(total, [a, b])]
+    assert [report.receives_gradient(v) for v in (a, b)] == traced != eager
+    assert any("called eagerly instead" in note and "gets None there, not zeros" in note for note in report.notes)
+    assert not any("called eagerly" in note for note in flowcheck.analyze(tf.function(loss)).notes)
