@@ -151,6 +151,13 @@ def _keras_step(model: Any, notes: list[str]) -> Any:
             "model.compile(optimizer=..., loss=...) first, or pass a function returning the loss"
         )
     notes.append(f"Keras model {model.name!r}: analyzing its training step (compiled loss, training=True)")
+    import keras
+
+    if type(model).train_step is not keras.Model.train_step:
+        notes.append(
+            f"{model.name!r} overrides train_step, so fit does not train on this compiled loss: to check "
+            "what fit trains, analyze the loss your train_step computes (a function of the batch)"
+        )
 
     def training_step(x: Any, y: Any = None, sample_weight: Any = None) -> Any:
         y_pred = model(x, training=True)

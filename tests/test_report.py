@@ -166,3 +166,23 @@ def test_a_plain_callable_with_a_cond_is_judged_as_traced_and_says_how_eager_dif
     assert [report.receives_gradient(v) for v in (a, b)] == traced != eager
     assert any("called eagerly instead" in note and "gets None there, not zeros" in note for note in report.notes)
     assert not any("called eagerly" in note for note in flowcheck.analyze(tf.function(loss)).notes)
+
+
+def test_a_keras_model_with_its_own_train_step_is_said_to_train_on_something_else() -> None:
+    class OwnStep(keras.Model):
+        def __init__(self) -> None:
+            super().__init__(name="own_step")
+            self.dense = keras.layers.Dense(1)
+
+        def call(self, x: tf.Tensor) -> tf.Tensor:
+            return self.dense(x)
+
+        def train_step(self, data: object) -> dict[str, tf.Tensor]:  # what fit really runs
+            x, y = data  # type: ignore[misc]
+            return {"loss": tf.reduce_mean((tf.stop_gradient(self(x)) - y) ** 2)}
+
+    model = OwnStep()
+    model.compile(optimizer="sgd", loss="mse")
+    report = flowcheck.analyze(model, np.ones((2, 3), np.float32), np.ones((2, 1), np.float32))
+    assert any(note.startswith("'own_step' overrides train_step, so fit does not train on this compiled loss")
+               for note in report.notes)
