@@ -32,7 +32,7 @@ from typing import Any, Final, Protocol
 
 import networkx as nx
 
-from flowcheck._analysis import BarrierKind, Verdict, blocking_barriers, feeding_nodes, gradient_nodes
+from flowcheck._analysis import BarrierKind, Verdict, blocking_barriers, feeding_nodes, gradient_errors, gradient_nodes
 from flowcheck._source import SourceLine, op_source
 from flowcheck.errors import RenderError
 
@@ -296,6 +296,9 @@ class _Layout:
         cuts = blocking_barriers(g, self.var_nodes, self.loss_nodes, verdict=verdicts) if blocked else {}
         self.barrier_edges = {e for v in blocked for e in cuts.get(v, ())}
         self.barrier_nodes = {w for _, w in self.barrier_edges}
+        # Ops where differentiating the loss raises (no gradient defined, and one reaches them).
+        self.error_edges = set(gradient_errors(g, self.loss_nodes))
+        self.error_nodes = {w for _, w in self.error_edges if w in self.kept}
         self.blame_nodes, self.blame_edges = self._blame(blocked, cuts)
         ops = [
             n for n in g
@@ -422,7 +425,7 @@ class _Layout:
     def _expanded(self, blocked: list[str]) -> set[str]:
         if self.detail == "ops":
             return set(self.group_of.values())
-        keys = {self.group_of[n] for n in self.barrier_nodes if n in self.group_of}
+        keys = {self.group_of[n] for n in self.barrier_nodes | self.error_nodes if n in self.group_of}
         for v in blocked:
             keys.update(self.group_of[c] for c in self.homes.get(v, ()) if c in self.group_of)
         # A nested function is drawn inside the function holding it: open its ancestors too.
@@ -556,6 +559,11 @@ class _Layout:
         source = self.sources(op) if self.sources is not None else None
         where = f"\n{source}" if source else ""
         classes: tuple[str, ...] = ("op",)
+        if op in self.error_nodes:
+            label = f"{op_type}\nNO GRADIENT DEFINED:\nTensorFlow raises here{where}"
+            tooltip = (f"{name} ({op_type})\na gradient reaches this op and it has none: differentiating the loss "
+                       f"raises LookupError\noutputs: {outputs}{where}")
+            return Node(op, "barrier", label, tooltip, ("barrier", "error"), svg_id(op), cluster, (op,))
         if op in self.barrier_nodes:
             blocked = [r.name for r in self.results.values() if any(b.node == op for b in r.barriers)]
             barrier_src = next((b.source for r in self.results.values() for b in r.barriers if b.node == op and b.source), None)
@@ -630,7 +638,7 @@ class _Layout:
         data = self.g.edges[u, w]
         if data["grad"]:
             return "flow" if w in self.receiving else "inert"
-        if (u, w) in self.barrier_edges:
+        if (u, w) in self.barrier_edges or (u, w) in self.error_edges:
             return "barrier"
         return "cut" if w in self.receiving else "inert"
 

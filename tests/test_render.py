@@ -451,3 +451,30 @@ def test_real_control_flow_draws_nested_clusters_around_the_barrier() -> None:
     # Argument placeholders point at the line that traced the function: no source is shown for them.
     (x,) = [n for n in d.nodes if n.name == "x"]
     assert "test_render.py" not in x.tooltip
+
+
+def test_an_op_where_the_tape_raises_is_drawn_as_one_with_its_line() -> None:
+    import tensorflow as tf
+
+    weights = tf.Variable([0.5, 1.0, 1.5], name="weights")
+
+    @tf.function
+    def loss_fn(x: tf.Tensor) -> tf.Tensor:
+        counts = tf.math.bincount(tf.constant([0, 1, 1]), weights=weights, minlength=2)  # DenseBincount
+        return tf.reduce_sum(counts) + tf.reduce_sum(weights * x)
+
+    x = tf.ones(3)
+    with pytest.raises(LookupError, match="No gradient defined"), tf.GradientTape() as tape:
+        tape.gradient(loss_fn(x), weights)  # the truth: the tape raises
+    report = flowcheck.analyze(loss_fn, x)
+    assert [b.op_type for b in report.gradient_errors] == ["DenseBincount"]
+
+    from flowcheck._render import op_sources
+
+    d = layout(report.graph, report.variables, sources=op_sources(report.graph))
+    (error,) = [n for n in d.nodes if "error" in n.classes]
+    assert error.role == "barrier" and error.name == report.gradient_errors[0].node
+    line = loss_fn.python_function.__code__.co_firstlineno + 2
+    assert error.label.startswith("DenseBincount\nNO GRADIENT DEFINED:\nTensorFlow raises here\n")
+    assert f"test_render.py:{line}" in error.label
+    assert any(e.head == error.name and e.role == "barrier" and e.label == "no gradient defined" for e in d.edges)
