@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flowcheck._analysis import BarrierKind, Verdict
+from flowcheck._report import GRADIENT_ERROR_ADVICE
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -131,8 +132,7 @@ def _lines(report: Report, verification: Verification | None, run: RunInfo | Non
                     (": TensorFlow raises LookupError (no gradient defined) when it differentiates the loss", "red")])
         for b in report.gradient_errors:
             out.extend(_barrier(b))
-        out.append([("      a gradient reaches these ops and they have none; if a result is meant as a constant, wrap "
-                     "the result (not the input: a gradient still reaches the op) in tf.stop_gradient", "dim")])
+        out.append([(f"      {GRADIENT_ERROR_ADVICE}", "dim")])
     for verdict in (Verdict.BLOCKED, Verdict.UNUSED, Verdict.RECEIVES):
         group = report.by_verdict(verdict)
         if group:

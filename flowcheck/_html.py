@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from flowcheck._analysis import Verdict
 from flowcheck._render import svg_id
+from flowcheck._report import GRADIENT_ERROR_ADVICE
 
 __all__ = ["to_html"]
 
@@ -189,9 +190,7 @@ def _gradient_errors(errors: Sequence[Any]) -> str:
         return ""
     return (
         '<div class="fc-errors"><h2>Gradient errors</h2><p>TensorFlow raises <code>LookupError</code> (no gradient '
-        "defined) when it differentiates the loss: a gradient reaches these ops and they have none. If a result "
-        "is meant as a constant, wrap the result (not the input: a gradient still reaches the op) in "
-        "<code>tf.stop_gradient</code>.</p><ul>"
+        f"defined) when it differentiates the loss: {escape(GRADIENT_ERROR_ADVICE)}.</p><ul>"
         + "".join(f"<li>{_barrier(b)}</li>" for b in errors)
         + "</ul></div>"
     )

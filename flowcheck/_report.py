@@ -20,6 +20,12 @@ from flowcheck.errors import VariableNotFoundError
 
 __all__ = ["Barrier", "Report", "VariableResult", "analyze"]
 
+# What to do about ``Report.gradient_errors``, said the same way by every output.
+GRADIENT_ERROR_ADVICE = (
+    "a gradient reaches these ops and they have none; if a result is meant as a constant, wrap the "
+    "result in tf.stop_gradient (not the input: a gradient still reaches the op)"
+)
+
 
 @dataclass(frozen=True)
 class Barrier:

@@ -144,6 +144,13 @@ def _keras() -> Any:
     return keras
 
 
+def overrides_train_step(model: Any) -> bool:
+    """Whether ``fit`` runs the model's own ``train_step`` rather than Keras's (the compiled loss)."""
+    import keras
+
+    return type(model).train_step is not keras.Model.train_step
+
+
 def _keras_step(model: Any, notes: list[str]) -> Any:
     if getattr(model, "loss", None) is None:
         raise InvalidTargetError(
@@ -151,9 +158,7 @@ def _keras_step(model: Any, notes: list[str]) -> Any:
             "model.compile(optimizer=..., loss=...) first, or pass a function returning the loss"
         )
     notes.append(f"Keras model {model.name!r}: analyzing its training step (compiled loss, training=True)")
-    import keras
-
-    if type(model).train_step is not keras.Model.train_step:
+    if overrides_train_step(model):
         notes.append(
             f"{model.name!r} overrides train_step, so fit does not train on this compiled loss: to check "
             "what fit trains, analyze the loss your train_step computes (a function of the batch)"

@@ -24,6 +24,7 @@ import keras
 from flowcheck._analysis import Verdict
 from flowcheck._report import Report, VariableResult, analyze
 from flowcheck._source import is_library_file
+from flowcheck._trace import overrides_train_step
 from flowcheck.errors import InvalidTargetError
 from flowcheck.testing import GradientFlowAssertionError, _format_results, _gradient_error_message
 
@@ -86,7 +87,7 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
         """Analyze the training step on the sample batch and report what will not train."""
         __tracebackhide__ = True
         model = self.model
-        if type(model).train_step is not keras.Model.train_step:
+        if overrides_train_step(model):
             self._complain(
                 f"{model.name} overrides train_step: fit's step is not the compiled loss, so "
                 "GradientFlowCheck cannot see it; check your step function with "

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 from flowcheck._analysis import Verdict, blocking_barriers
-from flowcheck._report import Barrier, Report, VariableResult, _barrier, _is_variable, analyze
+from flowcheck._report import GRADIENT_ERROR_ADVICE, Barrier, Report, VariableResult, _barrier, _is_variable, analyze
 
 __all__ = [
     "ALL_TRAINABLE",
@@ -354,13 +354,13 @@ def _only_output(function: Any, loss: str) -> Any:
 
 def _gradient_error_message(report: Report) -> str:
     """Why differentiating ``report``'s loss raises, one op per line, for people to act on."""
-    lines = [f"differentiating the loss of {report.target} raises LookupError (no gradient defined): "
-             "a gradient reaches these ops and they have none"]
+    advice, remedy = GRADIENT_ERROR_ADVICE.split("; ", 1)
+    lines = [f"differentiating the loss of {report.target} raises LookupError (no gradient defined): {advice}"]
     for b in report.gradient_errors:
         lines.append(f"    {b.op_type} {b.op_name!r}" + (f" at {b.source}" if b.source else ""))
         if b.source is not None and b.source.code:
             lines.append(f"        {b.source.code}")
-    lines.append("  if the op's result is meant as a constant, wrap it (the result, not the input) in tf.stop_gradient")
+    lines.append(f"  {remedy}")
     return "\n".join(lines)
 
 
