@@ -14,6 +14,7 @@ from typing import Any
 
 import networkx as nx
 
+from flowcheck import _distributed
 from flowcheck._analysis import BarrierKind, Verdict, blocking_barriers, gradient_errors, verdicts
 from flowcheck._source import SourceLine, op_source
 from flowcheck.errors import VariableNotFoundError
@@ -132,20 +133,19 @@ class Report:
                 argument is not a variable.
         """
         if isinstance(variable, str):
-            matches = [r for r in self.variables if r.name == variable or r.name.split(":")[0] == variable]
+            matches = [r for r in self.variables if variable in (r.name, r.name.split(":")[0], *self._replicas(r))]
             if len(matches) == 1:
                 return matches[0]
             if matches:
                 raise VariableNotFoundError(f"{len(matches)} variables are named {variable!r}; pass the variable itself")
             names = ", ".join(r.name for r in self.variables)
             raise VariableNotFoundError(f"no variable named {variable!r} in this report; it has: {names}")
-        for r in self.variables:
-            if r.variable is variable or self._traced.variables[_index(r)].tf_variable is variable:
-                return r
-        backing = getattr(variable, "_value", None)
-        for r in self.variables:
-            if backing is not None and self._traced.variables[_index(r)].tf_variable is backing:
-                return r
+        # The object itself, a Keras variable's backing tf.Variable, a replica's component's owner.
+        for wanted in (variable, getattr(variable, "_value", None), _distributed.container(variable)):
+            for r in self.variables:
+                if wanted is not None and (wanted is r.variable or wanted is self._traced.variables[_index(r)].tf_variable):
+                    return r
+        variable = _distributed.container(variable)
         if _is_variable(variable):
             # Never read by the traced function: no gradient can reach it.
             name = str(getattr(variable, "path", None) or getattr(variable, "name", "variable")).split(":")[0]
@@ -156,6 +156,10 @@ class Report:
                 node="",
             )
         raise VariableNotFoundError(f"{variable!r} is not a variable or a variable's name")
+
+    def _replicas(self, result: VariableResult) -> tuple[str, ...]:
+        # A distributed variable's other replicas' names (``head/replica_1``) name it too.
+        return _distributed.names(self._traced.variables[_index(result)].tf_variable)[1:]
 
     def receives_gradient(self, variable: Any, loss: str | None = None) -> bool:
         """Whether a gradient reaches ``variable`` from the loss (or from the output ``loss`` alone)."""

@@ -20,8 +20,10 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.eager.polymorphic_function.tf_method_target import TfMethodTarget
 from tensorflow.python.util import nest
 
+from flowcheck import _distributed
 from flowcheck._source import SourceLine, user_frame
 from flowcheck.errors import InvalidTargetError, LossError, NoVariablesError, TraceError
 
@@ -232,8 +234,9 @@ def _owners_of(fn: Callable[..., Any]) -> list[Any]:
     found: list[Any] = []
     target = inspect.unwrap(fn) if callable(fn) else fn
     bound = getattr(target, "__self__", None)
-    if bound is not None:
-        found.append(bound)
+    bound = bound.target if isinstance(bound, TfMethodTarget) else bound  # a tf.function method
+    if bound is not None:  # a method's object, or the variables and models among its attributes
+        found.extend((bound, getattr(bound, "__dict__", {})))
         target = getattr(target, "__func__", target)
     code = getattr(target, "__code__", None)
     for cell in getattr(target, "__closure__", None) or ():
@@ -343,8 +346,8 @@ def _variables(
     for owner in owners:
         for var in _owned_variables(owner):
             add(var)
-    for v in concrete.graph.variables:
-        add(_describe_tf(v, v, None))
+    for v in concrete.graph.variables:  # a distributed variable's components: its container
+        add(_describe_tf(_distributed.container(v), _distributed.container(v), None))
     captured: dict[Any, int] = {}
     index = {id(v): i for i, v in enumerate(order)}
     used: set[int] = set()
@@ -383,8 +386,6 @@ def _owned_variables(owner: Any) -> Iterator[TracedVariable]:
 
 
 def _describe_tf(user: Any, var: Any, trainable: bool | None, name: str | None = None) -> TracedVariable:
-    components = getattr(var, "_values", None) or (var,)  # distributed variables: one per replica
-    handles = tuple(c.handle for c in components)
     shape = tuple(var.shape.as_list()) if var.shape.rank is not None else ()
     return TracedVariable(
         variable=user,
@@ -393,5 +394,5 @@ def _describe_tf(user: Any, var: Any, trainable: bool | None, name: str | None =
         shape=shape,
         dtype=var.dtype.name,
         trainable=bool(var.trainable) if trainable is None else trainable,
-        handles=handles,
+        handles=_distributed.handles(var),
     )

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from flowcheck._distributed import components
 from flowcheck.errors import VerificationError
 
 if TYPE_CHECKING:
@@ -173,7 +174,7 @@ def run_step(
         raise VerificationError(f"the real step failed: {_first_line(exc)}") from exc
     finally:
         for v, values in zip(variables, saved):
-            for component, value in zip(_components(v), values):
+            for component, value in zip(components(v), values):
                 component.assign(value)
     if expect_error:
         problems.append("flowcheck predicted that the tape raises (an op with no gradient is reached), but it did not")
@@ -237,14 +238,10 @@ def _strategy_scope(variables: Sequence[Any]) -> contextlib.AbstractContextManag
     return contextlib.nullcontext()
 
 
-def _components(v: Any) -> tuple[Any, ...]:
-    # A distributed variable holds one variable per replica; restore each one bit for bit
-    # (sync-on-read components, e.g. BatchNormalization statistics, may differ per replica).
-    return tuple(getattr(v, "_values", None) or (v,))
-
-
 def _save_components(v: Any) -> tuple[np.ndarray, ...]:
-    return tuple(_save(c) for c in _components(v))
+    # A distributed variable holds one variable per replica; each is restored bit for bit
+    # (sync-on-read components, e.g. BatchNormalization statistics or metrics, differ per replica).
+    return tuple(_save(c) for c in components(v))
 
 
 def _save(v: Any) -> np.ndarray:
@@ -253,9 +250,12 @@ def _save(v: Any) -> np.ndarray:
 
 def _digest(v: Any) -> bytes:
     # A digest, not a copy: a second copy of every variable would add a model's size to the peak.
-    value = np.ascontiguousarray(v.read_value().numpy())
-    digest = hashlib.blake2b(value.tobytes(), digest_size=32)
-    digest.update(f"{value.dtype.str}{value.shape}".encode())
+    # Per component: reading a sync-on-read variable whole would sum its replicas.
+    digest = hashlib.blake2b(digest_size=32)
+    for component in components(v):
+        value = np.ascontiguousarray(component.read_value().numpy())
+        digest.update(value.tobytes())
+        digest.update(f"{value.dtype.str}{value.shape}".encode())
     return digest.digest()
 
 
