@@ -346,8 +346,10 @@ def _variables(
     for owner in owners:
         for var in _owned_variables(owner):
             add(var)
-    for v in concrete.graph.variables:  # a distributed variable's components: its container
-        add(_describe_tf(_distributed.container(v), _distributed.container(v), None))
+    # In capture order: FuncGraph.variables' order changes from run to run (workers must agree).
+    position = {id(outer): i for i, (outer, _) in enumerate(inputs)}
+    for v in sorted(concrete.graph.variables, key=lambda v: position.get(id(v.handle), len(position))):
+        add(_describe_tf(_distributed.container(v), _distributed.container(v), None))  # replicas: one
     captured: dict[Any, int] = {}
     index = {id(v): i for i, v in enumerate(order)}
     used: set[int] = set()
