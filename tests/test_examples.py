@@ -159,6 +159,22 @@ def test_example_runs_as_a_script(capsys: pytest.CaptureFixture[str], name: str,
     assert printed in capsys.readouterr().out
 
 
+@pytest.mark.slow
+def test_multi_worker_example_runs_two_workers_that_each_agree(capsys: pytest.CaptureFixture[str]) -> None:
+    # Run as a script it starts two worker processes (TF_CONFIG, free ports) and prints both.
+    with pytest.raises(SystemExit) as exited:
+        runpy.run_path(str(ROOT / "examples" / "multi_worker_mirrored.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert exited.value.code == 0, out
+    workers = out.split("--- worker ")[1:]
+    assert [w.splitlines()[0] for w in workers] == ["0 (exit 0)", "1 (exit 0)"]
+    for w in workers:
+        assert "2 replicas in sync" in w and "verification agrees: True" in w
+        rows = dict(line.split()[:2] for line in w.splitlines()[2:] if line and not line.startswith(" ") and len(line.split()) >= 2)
+        assert rows["entropy_weight"] == "unused" and rows["discount"] == "blocked"
+        assert not [name for name in rows if "replica" in name]
+
+
 def _line_of(name: str, text: str) -> int:
     for number, line in enumerate((ROOT / "examples" / name).read_text().splitlines(), 1):
         if text in line:
