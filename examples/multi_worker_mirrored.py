@@ -112,11 +112,10 @@ flowcheck_optimizer = ("sgd", 0.1)
 if __name__ == "__main__":
     import flowcheck
 
-    print(f"worker {task} of {strategy.extended._num_workers}: {strategy.num_replicas_in_sync} replicas in sync")  # noqa: SLF001
     report = flowcheck.analyze(worker_loss, *example_inputs)
+    check = report.verify(optimizer="sgd", learning_rate=0.1)  # every worker steps: a collective
+    moved = {c.name for c in check.variables if c.changed}
+    print(f"worker {task}: {strategy.num_replicas_in_sync} replicas in sync; verification agrees: {check.agrees}")
     for result in report.variables:
-        print(f"{result.name:28} {result.verdict}", *(str(b) for b in result.barriers[:1]))
-    check = report.verify(optimizer="sgd", learning_rate=0.1)
-    print("verification agrees:", check.agrees)
-    for variable_check in check.variables:
-        print(f"  {variable_check.name:28} gradient {variable_check.gradient}, changed {variable_check.changed}")
+        why = f" at {result.barriers[0].source}" if result.barriers else ""
+        print(f"  {result.verdict.value:9} {result.name}{why}{' (one SGD step moved it)' if result.name in moved else ''}")

@@ -169,10 +169,11 @@ def test_multi_worker_example_runs_two_workers_that_each_agree(capsys: pytest.Ca
     workers = out.split("--- worker ")[1:]
     assert [w.splitlines()[0] for w in workers] == ["0 (exit 0)", "1 (exit 0)"]
     for w in workers:
-        assert "2 replicas in sync" in w and "verification agrees: True" in w
-        rows = dict(line.split()[:2] for line in w.splitlines()[2:] if line and not line.startswith(" ") and len(line.split()) >= 2)
+        assert "2 replicas in sync; verification agrees: True" in w
+        rows = {line.split()[1]: line.split()[0] for line in w.splitlines() if line.startswith("  ")}
         assert rows["entropy_weight"] == "unused" and rows["discount"] == "blocked"
-        assert not [name for name in rows if "replica" in name]
+        assert rows["online/q/kernel"] == "receives" and rows["target/q/kernel"] == "blocked"
+        assert len(rows) == 10, "one row per variable made, not one per replica"
 
 
 def _line_of(name: str, text: str) -> int:
