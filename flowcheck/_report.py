@@ -347,7 +347,9 @@ def _one_per_replica(barriers: Iterable[Barrier]) -> tuple[Barrier, ...]:
     seen: set[tuple[Any, ...]] = set()
     kept = []
     for b in barriers:
-        key = (b.kind, b.op_type, _REPLICA.sub("", b.op_name), b.source)
+        # A variable read in cross-replica context is read once per component, each its own op.
+        name = "" if b.kind is BarrierKind.NOT_WATCHED else _REPLICA.sub("", b.op_name)
+        key = (b.kind, b.op_type, name, b.source)
         if key not in seen:
             seen.add(key)
             kept.append(b)

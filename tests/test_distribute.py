@@ -217,6 +217,9 @@ _CHILD = textwrap.dedent(
         seen = tf.Variable(
             1.0, synchronization=tf.VariableSynchronization.ON_READ, aggregation=tf.VariableAggregation.SUM, name="seen"
         )
+        steps = tf.Variable(
+            3.0, synchronization=tf.VariableSynchronization.ON_READ, aggregation=tf.VariableAggregation.MEAN, name="steps"
+        )
         metric = keras.metrics.Mean(name="running")
         metric.update_state([1.0, 3.0])
         weight = tf.Variable(tf.ones((4, 1)), name="weight")
@@ -229,10 +232,11 @@ _CHILD = textwrap.dedent(
             return tf.reduce_mean(tf.matmul(x, weight)) + penalty
 
         per_replica = strategy.run(replica, args=(x,))
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+        # Read in cross-replica context, a sync-on-read variable aggregates its replicas' values.
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None) + 0.5 * steps
 
 
-    cases.append(run("sync_on_read", sync_step, (x,), [seen, *metric.variables, weight]))
+    cases.append(run("sync_on_read", sync_step, (x,), [seen, steps, *metric.variables, weight]))
 
     # A tf.Module made in the scope whose tf.function method reads two of its three variables.
     class Regressor(tf.Module):
@@ -365,6 +369,10 @@ def test_verify_under_the_strategy_agrees_and_restores_every_replica(cases: dict
 
 
 def test_barriers_name_the_cut_once_for_all_replicas(cases: dict[str, dict[str, Any]]) -> None:
+    for name, case in cases.items():  # each replica (or component read) has its own op
+        for variable, kinds, sources in zip(case["variables"], case["barriers"], case["sources"]):
+            found = [(kind, where and where[0]) for kind, where in zip(kinds, sources)]
+            assert len(found) == len(set(found)), (name, variable, found)
     seed = dict(zip(cases["seed"]["variables"], cases["seed"]["barriers"]))
     assert seed["w1"] and set(seed["w1"]) == {"stop_gradient"}
     keras_case = dict(zip(cases["keras"]["variables"], zip(cases["keras"]["verdicts"], cases["keras"]["barriers"])))
