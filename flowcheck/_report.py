@@ -125,6 +125,9 @@ class Report:
     def result(self, variable: Any) -> VariableResult:
         """The result for a variable given as the object (tf or Keras) or its name.
 
+        A variable made under a ``tf.distribute`` strategy may also be given as any of its
+        per-replica components or their names (``head/replica_1``).
+
         A variable object the traced function never reads is *unused*, even when flowcheck could
         not list it in advance.
 

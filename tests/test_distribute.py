@@ -63,7 +63,11 @@ _CHILD = textwrap.dedent(
         report = flowcheck.analyze(target or step, *args)
         results = [report.result(v) for v in variables]
         found_by = [
-            sorted({report.result(c).name for c in components(v)} | {report.result(r.name).name})
+            sorted(
+                {report.result(c).name for c in components(v)}  # each replica's component
+                | {report.result(c.name.split(":")[0]).name for c in components(v)[1:]}  # its name
+                | {report.result(r.name).name}
+            )
             for v, r in zip(variables, results)
         ]
         before = snapshot(variables)
