@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.python.eager.polymorphic_function.tf_method_target import TfMethodTarget
 from tensorflow.python.util import nest
 
 from flowcheck import _distributed
+from flowcheck._owners import is_keras_layer, owners_in, owners_of
 from flowcheck._source import SourceLine, user_frame
 from flowcheck.errors import InvalidTargetError, LossError, NoVariablesError, TraceError
 
@@ -99,7 +99,7 @@ def trace(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Traced:
     except Exception as exc:  # noqa: BLE001 -- any error of the user's code, re-raised as ours
         raise TraceError(_trace_failure(exc, _name(fn))) from exc
     losses = _losses(concrete, _name(fn), notes)
-    owners.extend(_owners_in(args) + _owners_in(tuple(kwargs.values())))
+    owners.extend(owners_in(args) + owners_in(tuple(kwargs.values())))
     arguments = _variable_arguments(function, concrete, args, kwargs)
     owners.extend(variable for variable, _ in arguments)  # defaults included
     inputs = list(concrete.graph.captures) + [(_variable_handle(v), inner) for v, inner in arguments]
@@ -123,7 +123,7 @@ def _as_function(fn: Any, notes: list[str]) -> tuple[Any, str, list[Any]]:
         return _keras_step(fn, notes), "keras model", [fn]
     if isinstance(fn, tf.types.experimental.PolymorphicFunction):
         python_function = fn.python_function
-        return fn._clone(python_function), "tf.function", _owners_of(python_function)  # noqa: SLF001
+        return fn._clone(python_function), "tf.function", owners_of(python_function)  # noqa: SLF001
     if isinstance(fn, tf.types.experimental.ConcreteFunction):
         raise InvalidTargetError(
             "got a ConcreteFunction; pass the tf.function itself (or the Python function) so that "
@@ -131,7 +131,7 @@ def _as_function(fn: Any, notes: list[str]) -> tuple[Any, str, list[Any]]:
         )
     if callable(fn):
         notes.append(f"{_name(fn)} is a plain Python function: it was wrapped in tf.function")
-        return tf.function(fn), "callable", _owners_of(fn)
+        return tf.function(fn), "callable", owners_of(fn)
     raise InvalidTargetError(
         f"cannot analyze {type(fn).__name__!r}: expected a tf.function, a Python callable "
         "returning a loss, or a compiled Keras model"
@@ -227,51 +227,6 @@ def _named_leaves(structured: Any) -> Iterator[tuple[str, Any]]:
             yield str(path), leaf
     else:
         yield "loss", structured
-
-
-def _owners_of(fn: Callable[..., Any]) -> list[Any]:
-    """Objects reachable from a function that may own variables (closures, globals, self)."""
-    found: list[Any] = []
-    target = inspect.unwrap(fn) if callable(fn) else fn
-    bound = getattr(target, "__self__", None)
-    bound = bound.target if isinstance(bound, TfMethodTarget) else bound  # a tf.function method
-    if bound is not None:  # a method's object, or the variables and models among its attributes
-        found.extend((bound, getattr(bound, "__dict__", {})))
-        target = getattr(target, "__func__", target)
-    code = getattr(target, "__code__", None)
-    for cell in getattr(target, "__closure__", None) or ():
-        try:
-            found.append(cell.cell_contents)
-        except ValueError:
-            continue
-    globals_ = getattr(target, "__globals__", {})
-    if code is not None:
-        found.extend(globals_[n] for n in _names(code) if n in globals_)
-    if not callable(fn) or (not inspect.isfunction(target) and not inspect.ismethod(fn)):
-        found.append(fn)
-    return _owners_in(tuple(found))
-
-
-def _names(code: Any) -> Iterator[str]:
-    yield from code.co_names
-    for const in code.co_consts:
-        if inspect.iscode(const):
-            yield from _names(const)
-
-
-def _owners_in(values: tuple[Any, ...]) -> list[Any]:
-    owners: list[Any] = []
-    for value in values:
-        items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else (value,)
-        for item in items:
-            if isinstance(item, tf.Module) or _is_keras_layer(item) or isinstance(item, tf.Variable):
-                owners.append(item)
-    return owners
-
-
-def _is_keras_layer(value: Any) -> bool:
-    keras = _keras()
-    return keras is not None and isinstance(value, keras.layers.Layer)
 
 
 def _variable_arguments(function: Any, concrete: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[Any, Any]]:
@@ -373,7 +328,7 @@ def _owned_variables(owner: Any) -> Iterator[TracedVariable]:
         backing = backing if isinstance(backing, tf.Variable) else owner.value
         yield _describe_tf(owner, backing, bool(owner.trainable), name=str(owner.path))
         return
-    if _is_keras_layer(owner):
+    if is_keras_layer(owner):
         trainable_ids = {id(v) for v in owner.trainable_variables}
         for kv in owner.variables:
             backing = getattr(kv, "_value", None)
