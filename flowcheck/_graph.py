@@ -87,21 +87,14 @@ def build_graph(traced: Traced, oracle: GradientOracle | None = None) -> nx.DiGr
         graph.graph["variables"].append(node)
     for inner_ref, i in traced.captured.items():
         placeholder = inner_ref.deref()
-        info = CARRY_IF_TRAINABLE(placeholder) if traced.variables[i].tf_variable.trainable else NOT_WATCHED
-        builder.add_edge(variable_node(i), placeholder.op.name, placeholder, info)
+        # The verdict is a watched tape's answer, whatever the variable's trainable flag.
+        builder.add_edge(variable_node(i), placeholder.op.name, placeholder, CARRY_IF_TRAINABLE(placeholder))
     for loss in traced.losses:
         node = loss_node(loss.name)
         graph.add_node(node, kind="loss", label=loss.name, name=loss.name, dtype=loss.dtype, shape=loss.shape)
         graph.graph["losses"].append(node)
         builder.add_edge(builder.node_of(loss.tensor, ""), node, loss.tensor, InputGradient(True))
     return graph
-
-
-# GradientTape watches the trainable variables a step reads; a tf.Variable(trainable=False)
-# (BatchNormalization's moving statistics among them) gets None unless watched by hand.
-NOT_WATCHED = InputGradient(
-    False, BarrierKind.NOT_WATCHED, "created with trainable=False: GradientTape does not watch it"
-)
 
 
 def CARRY_IF_TRAINABLE(tensor: Any) -> InputGradient:  # noqa: N802 -- reads as a constant rule

@@ -66,10 +66,16 @@ class VariableResult:
         barriers: For a blocked variable, the ops that cut every path to the loss.
         shape: Its shape.
         dtype: Its dtype's name.
-        trainable: Whether training would update it.
+        trainable: Whether training would update it (an optimizer given ``trainable_variables``).
         per_loss: The verdict for each loss output alone.
         variable: The variable object itself.
         node: Its node id in :attr:`Report.graph`.
+        watched_by_default: Whether a default ``tf.GradientTape`` watches it when it is read (its
+            ``tf.Variable`` is trainable). The verdict is the answer of a tape that watches the
+            variable, whatever this says.
+        eager_difference: For a plain callable, why its eager call answers otherwise than its
+            traced graph (the eager answer is the verdict), e.g. "only the branch taken runs
+            eagerly (line 12)"; None when they agree.
     """
 
     name: str
@@ -81,6 +87,8 @@ class VariableResult:
     per_loss: Mapping[str, Verdict] = field(compare=False)
     variable: Any = field(repr=False, compare=False)
     node: str = field(repr=False)
+    watched_by_default: bool = True
+    eager_difference: str | None = None
 
     @property
     def receives(self) -> bool:
@@ -317,7 +325,7 @@ def _report(traced: Any, graph: nx.DiGraph) -> Report:
             VariableResult(
                 name=var.name, verdict=total[node], barriers=barriers, shape=var.shape, dtype=var.dtype,
                 trainable=var.trainable, per_loss=MappingProxyType({n: v[node] for n, v in per_loss.items()}),
-                variable=var.variable, node=node,
+                variable=var.variable, node=node, watched_by_default=var.watched_by_default,
             )
         )
     errors = _one_per_replica(_barrier(graph, edge, barrier_cache) for edge in gradient_errors(graph, loss_nodes))

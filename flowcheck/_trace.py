@@ -50,6 +50,11 @@ class TracedVariable:
     trainable: bool
     handles: tuple[Any, ...] = field(repr=False, compare=False)
 
+    @property
+    def watched_by_default(self) -> bool:
+        """Whether a default ``tf.GradientTape`` watches it when read: its ``tf.Variable`` is trainable."""
+        return bool(self.tf_variable.trainable)
+
 
 @dataclass(frozen=True)
 class LossOutput:

@@ -123,10 +123,8 @@ def run_step(
     with _strategy_scope(variables):  # a distributed variable's optimizer must live in its strategy
         opt = make_optimizer(optimizer, learning_rate)
     saved = [_save_components(v) for v in variables]
-    # As GradientTape does by default: watch the trainable float variables the step reads.
-    differentiable = [
-        i for i, v in enumerate(variables) if (v.dtype.is_floating or v.dtype.is_complex) and v.trainable
-    ]
+    # The verdict's tape: every floating-point variable watched, whatever its trainable flag.
+    differentiable = [i for i, v in enumerate(variables) if v.dtype.is_floating or v.dtype.is_complex]
     problems: list[str] = []
     try:
         try:
