@@ -203,6 +203,8 @@ def _group(verdict: Verdict, group: Sequence[VariableResult], losses: Sequence[s
         if len(losses) > 1:
             line.append(("  " + ", ".join(f"{loss}: {v.value}" for loss, v in r.per_loss.items()), "dim"))
         out.append(line)
+        if r.eager_difference:
+            out.append([("      called eagerly: ", "cyan"), (r.eager_difference, "")])
         # Variables cut by the same barriers (a whole layer, a whole network) share one explanation.
         if r.barriers and (i + 1 == len(listed) or listed[i + 1].barriers != r.barriers):
             for b in r.barriers:

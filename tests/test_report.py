@@ -149,25 +149,6 @@ def test_a_non_trainable_variable_is_judged_watched_and_the_default_tape_fact_is
     assert report.verify().agrees
 
 
-def test_a_plain_callable_with_a_cond_is_judged_as_traced_and_says_how_eager_differs() -> None:
-    a, b = tf.Variable([1.0], name="taken"), tf.Variable([2.0], name="untaken")
-
-    def loss() -> tf.Tensor:
-        return tf.reduce_sum(tf.cond(tf.constant(True), lambda: a * 2.0, lambda: b * 3.0))
-
-    report = flowcheck.analyze(loss)
-    assert report.target_kind == "callable"
-    with tf.GradientTape() as tape:  # the truth for what flowcheck analyzes: the traced function
-        total = tf.function(loss)()
-    traced = [g is not None for g in tape.gradient(total, [a, b])]
-    with tf.GradientTape() as tape:  # called eagerly, the untaken branch never runs
-        total = loss()
-    eager = [g is not None for g in tape.gradient(total, [a, b])]
-    assert [report.receives_gradient(v) for v in (a, b)] == traced != eager
-    assert any("called eagerly instead" in note and "gets None there, not zeros" in note for note in report.notes)
-    assert not any("called eagerly" in note for note in flowcheck.analyze(tf.function(loss)).notes)
-
-
 def test_a_keras_model_with_its_own_train_step_is_said_to_train_on_something_else() -> None:
     class OwnStep(keras.Model):
         def __init__(self) -> None:
