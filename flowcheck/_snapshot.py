@@ -149,6 +149,11 @@ class Snapshot:
     raises: tuple[Cut, ...] = ()
     version: int = FORMAT_VERSION
 
+    def __post_init__(self) -> None:
+        # One order, whatever the order given: equal flows compare equal and format the same.
+        object.__setattr__(self, "sections", tuple(sorted(self.sections, key=_section_key)))
+        object.__setattr__(self, "raises", tuple(sorted(set(self.raises))))
+
     @property
     def variable_count(self) -> int:
         """How many distinct variables the sections name."""
@@ -183,8 +188,7 @@ def snapshot_of(report: Report, root: str | os.PathLike[str] | None = None) -> S
             flows.append((name, Flow(verdict, cuts)))
         sections.append(Section("loss", loss, tuple(sorted(flows))))
     return Snapshot(
-        target=report.target, sections=tuple(sorted(sections, key=_section_key)),
-        raises=_cuts(report.gradient_errors, base),
+        target=report.target, sections=tuple(sections), raises=_cuts(report.gradient_errors, base),
     )
 
 
@@ -229,7 +233,7 @@ def format_snapshot(snapshot: Snapshot) -> str:
     lines = [_HEADER, f"format = {snapshot.version}", f"target = {_quote(snapshot.target)}"]
     if snapshot.raises:
         lines.append(f"raises = {_array(str(c) for c in snapshot.raises)}")
-    for section in sorted(snapshot.sections, key=_section_key):
+    for section in snapshot.sections:
         lines.append("")
         keys = [section.kind, section.name]
         if section.kind == "site":
@@ -319,8 +323,8 @@ def _snapshot(top: dict[str, object], sections: list[Section], name: str) -> Sna
     if len(set(keys)) != len(keys):
         raise SnapshotError(f"{name}: a section appears twice")
     return Snapshot(
-        target=str(top.get("target", "")), sections=tuple(sorted(sections, key=_section_key)),
-        raises=tuple(sorted(_cut(c, name) for c in raises)), version=version,
+        target=str(top.get("target", "")), sections=tuple(sections),
+        raises=tuple(_cut(c, name) for c in raises), version=version,
     )
 
 

@@ -29,11 +29,13 @@ __all__ = [
     "diff_snapshots",
     "format_check",
     "format_diff",
+    "in_ci",
     "read_snapshot",
     "write_snapshot",
 ]
 
 STATUSES: Final = ("same", "changed", "written", "updated", "missing")
+_NOT_CI: Final = frozenset({"", "0", "false", "no", "off"})
 _RAISES: Final = "ops where differentiating raises (no gradient defined)"
 _MOVES_SHOWN: Final = 3
 
@@ -179,11 +181,13 @@ def format_diff(diff: SnapshotDiff, indent: str = "  ") -> list[str]:
             lines.append(f"{indent}{section}:")
         lines.append(f"{indent}{indent if diff.headers else ''}{change.text}")
     if diff.moved:
-        shown = ", ".join(f"{m.what} in {m.file} {m.old_line} -> {m.new_line}" for m in diff.moved[:_MOVES_SHOWN])
+        shown = ", ".join(
+            f"{'site ' if m.site else ''}{m.what} at {m.file}:{m.old_line} -> {m.new_line}" for m in diff.moved[:_MOVES_SHOWN]
+        )
         more = f", and {len(diff.moved) - _MOVES_SHOWN} more" if len(diff.moved) > _MOVES_SHOWN else ""
-        n = len(diff.moved)
-        what = _count(n, "barrier") if not any(m.site for m in diff.moved) else f"{n} barrier{'s' if n != 1 else ''} or sites"
-        lines.append(f"{indent}({what} only moved to another line, not a change: {shown}{more})")
+        sites = sum(m.site for m in diff.moved)
+        counts = [_count(n, noun) for n, noun in ((len(diff.moved) - sites, "barrier"), (sites, "site")) if n]
+        lines.append(f"{indent}(not a change: {' and '.join(counts)} only moved to another line: {shown}{more})")
     return lines
 
 
@@ -212,6 +216,11 @@ class SnapshotCheck:
     def failed(self) -> bool:
         """True when the check fails: the flow changed, or there is no snapshot to check."""
         return self.status in ("changed", "missing")
+
+
+def in_ci() -> bool:
+    """True when the ``CI`` environment variable is set (``CI=true``): missing snapshots are not written."""
+    return os.environ.get("CI", "").strip().lower() not in _NOT_CI
 
 
 def read_snapshot(path: str | os.PathLike[str]) -> Snapshot:
