@@ -83,6 +83,8 @@ def check_output(check: SnapshotCheck, target: str, shown: str, reasons: Sequenc
         failing.insert(0, f"the gradient flow changed: if that is intended, run again with --update and commit {shown}")
     if failing:
         lines.append("FAILED: " + "; ".join(failing))
+    elif check.status == "same" and check.diff is not None and check.diff.moved:
+        lines.append(f"OK: {shown} records the current gradient flow (add --update to record the new lines)")
     else:
         lines.append(f"OK: {shown} records the current gradient flow")
     out.write("\n".join(lines) + "\n")
