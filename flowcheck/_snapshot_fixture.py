@@ -41,6 +41,9 @@ class GradientFlowSnapshot:
         self._calls = 0
         self._shown_from = shown_from
 
+    def __repr__(self) -> str:
+        return f"<gradient_flow_snapshot {self._shown(self.directory / (self._name + SUFFIX))}>"
+
     def assert_match(self, fn: Any, *args: Any, **kwargs: Any) -> Report:
         """Assert that the gradient flow of ``fn(*args, **kwargs)`` is the one stored for this test.
 
