@@ -47,6 +47,7 @@ __all__ = [
     "Snapshot",
     "format_snapshot",
     "parse_snapshot",
+    "site_section",
     "snapshot_of",
 ]
 
@@ -188,6 +189,30 @@ def snapshot_of(report: Report, root: str | os.PathLike[str] | None = None) -> S
     return Snapshot(
         target=report.target, sections=tuple(sections), raises=_cuts(report.gradient_errors, base),
     )
+
+
+def site_section(
+    report: Report, kind: str, file: str, line: int, root: str | os.PathLike[str] | None = None
+) -> Section:
+    """A gradient site's section: the verdicts of ``report`` (the site's own analysis) for its total loss.
+
+    For ``flowcheck run``'s gradient sites (a ``tape.gradient``, ``optimizer.minimize`` or Keras
+    ``train_step`` call): put the sections in a :class:`Snapshot` of their own, or next to
+    :func:`snapshot_of`'s.
+
+    Args:
+        report: The analysis of what the call differentiates.
+        kind: The call's kind, e.g. ``"tape.gradient"``.
+        file: The file of the call.
+        line: Its line.
+        root: The snapshot file's folder (default: the working directory).
+    """
+    base = os.path.abspath(root if root is not None else os.curdir)
+    flows = [
+        (name, Flow(r.verdict, _cuts(r.barriers, base) if r.verdict is Verdict.BLOCKED else ()))
+        for name, r in zip(_unique_names([r.name for r in report.variables]), report.variables)
+    ]
+    return Section("site", kind, tuple(sorted(flows)), _relative(file, base), line)
 
 
 def _unique_names(names: list[str]) -> list[str]:

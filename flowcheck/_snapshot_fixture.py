@@ -63,16 +63,9 @@ class GradientFlowSnapshot:
         __tracebackhide__ = True
         from flowcheck._snapshot import snapshot_of
         from flowcheck._snapshot_diff import check_snapshot
-        from flowcheck.testing import GradientFlowAssertionError
+        from flowcheck.testing import GradientFlowAssertionError, _report_of
 
-        if isinstance(fn, Report):
-            if args or kwargs:
-                raise TypeError("a Report was given: pass no inputs (they were fixed when it was analyzed)")
-            report = fn
-        else:
-            from flowcheck._report import analyze
-
-            report = analyze(fn, *args, **kwargs)
+        report = _report_of(fn, *args, **kwargs)
         path = self.directory / f"{self._name}{f'.{self._calls}' if self._calls else ''}{SUFFIX}"
         self._calls += 1
         check = check_snapshot(snapshot_of(report, path.parent), path, update=self.update, create=not self.ci)

@@ -200,3 +200,21 @@ def test_a_snapshot_of_another_format_is_a_usage_error(tmp_path: Path, capsys: p
     assert code == 2
     assert err == (f"flowcheck: error: SnapshotError: {lock}: format 7; this flowcheck reads snapshot format 1 "
                    "(rewrite the snapshot with --update)\n")
+
+
+def test_a_gradient_site_section_round_trips_next_to_the_loss_sections(tmp_path: Path) -> None:
+    import flowcheck
+    from flowcheck._snapshot import Snapshot, format_snapshot, parse_snapshot, site_section, snapshot_of
+
+    path = model(tmp_path, CUT)
+    with user_module(path) as module:
+        report = flowcheck.analyze(module.loss_fn, module.x)
+    line = line_of(path, "return tf.reduce_sum")
+    site = site_section(report, "tape.gradient", path, line, root=tmp_path)
+    assert (site.file, site.line, site.title) == ("model.py", line, f"site tape.gradient at model.py:{line}")
+    loss = snapshot_of(report, tmp_path)
+    assert site.variables == loss.sections[0].variables
+    both = Snapshot(loss.target, (*loss.sections, site))
+    text = format_snapshot(both)
+    assert f'[site."tape.gradient"."model.py:{line}"]' in text
+    assert parse_snapshot(text) == both
