@@ -218,3 +218,17 @@ def test_a_gradient_site_section_round_trips_next_to_the_loss_sections(tmp_path:
     text = format_snapshot(both)
     assert f'[site."tape.gradient"."model.py:{line}"]' in text
     assert parse_snapshot(text) == both
+
+
+def test_update_writes_a_missing_snapshot_and_json_keeps_stderr_quiet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    path, lock = model(tmp_path), tmp_path / "flow.toml"
+    code, out, _ = run(capsys, path, "--check", str(lock), "--update")
+    assert (code, out.splitlines()[0]) == (0, f"flowcheck: wrote a new snapshot {lock} (1 loss, 6 variables)")
+    first = lock.read_text()
+    lock.unlink()
+    code, out, err = run(capsys, path, "--snapshot", str(lock), "--json")
+    assert code == 0 and err == ""
+    assert json.loads(out)["outputs"] == [str(lock)]
+    assert lock.read_text() == first

@@ -183,3 +183,13 @@ def test_the_keras_callback_writes_then_checks_its_snapshot(tmp_path: Path, caps
     with pytest.raises(GradientFlowAssertionError, match="net/body/bias: receives -> blocked"):
         fit(compiled(detach=True), GradientFlowCheck(snapshot=path, on_blocked="raise"))
     assert verdicts(path)["net/body/kernel"] == "receives"
+
+
+def test_under_ci_the_keras_callback_does_not_write_a_missing_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CI", "true")
+    path = tmp_path / "net.flow.toml"
+    with pytest.raises(GradientFlowAssertionError, match=f"no gradient-flow snapshot {path} for model 'net', and CI is set"):
+        fit(compiled(detach=False), GradientFlowCheck(snapshot=path, on_blocked="raise"))
+    assert not path.exists()
