@@ -232,3 +232,15 @@ def test_update_writes_a_missing_snapshot_and_json_keeps_stderr_quiet(tmp_path: 
     assert code == 0 and err == ""
     assert json.loads(out)["outputs"] == [str(lock)]
     assert lock.read_text() == first
+
+
+def test_a_refactor_that_cuts_every_gradient_is_a_change_not_an_input_error(
+    recorded: tuple[str, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path, lock = recorded
+    model(tmp_path, ("tf.reduce_sum(head(features))", "tf.reduce_sum(tf.stop_gradient(head(features)))"))
+    assert not any(watched_tape(path).values())
+    code, out, _ = run(capsys, path, "--check", lock)
+    assert code == 1
+    assert out.splitlines()[0] == f"flowcheck: gradient flow of loss_fn differs from {lock}: 6 changes"
+    assert all(" receives -> blocked (StopGradient at ../model.py:" in line for line in out.splitlines()[1:7])
