@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["components", "container", "handles", "names"]
+__all__ = ["EAGER_REPLICAS", "components", "container", "handles", "names", "replica_threads"]
 
 
 def components(variable: Any) -> tuple[Any, ...]:
@@ -49,3 +49,15 @@ def handles(variable: Any) -> tuple[Any, ...]:
 def names(variable: Any) -> tuple[str, ...]:
     """The TensorFlow names of the variable's components, without the ``:0`` suffix."""
     return tuple(str(getattr(c, "name", "")).split(":")[0] for c in components(variable))
+
+
+# Why an eager call gives a distributed variable no gradient where its traced graph gives one.
+EAGER_REPLICAS = (
+    "called eagerly, strategy.run runs each replica on a thread of its own, which a tape around the "
+    "call does not record: wrap the step in tf.function, or take the gradient inside the replica function"
+)
+
+
+def replica_threads(variable: Any, eager_receives: bool) -> str | None:
+    """:data:`EAGER_REPLICAS` for a distributed variable the eager call gives no gradient; else None."""
+    return EAGER_REPLICAS if getattr(variable, "_values", None) and not eager_receives else None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -31,6 +32,7 @@ from tensorflow.python.util import nest
 from flowcheck._analysis import Verdict, gradient_nodes
 from flowcheck._model import VariableResult
 from flowcheck._source import SourceLine, is_library_file, op_source, user_frame
+from flowcheck._distributed import components, container, replica_threads
 from flowcheck._trace import LossOutput, TracedVariable, describe_variable
 from flowcheck.errors import LossError, TraceError
 
@@ -84,7 +86,7 @@ def run_eagerly(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
         LossError: it returned no floating-point tensor.
     """
     variables = list(known)
-    index = {id(v.tf_variable): i for i, v in enumerate(variables)}
+    index = {id(c): i for i, v in enumerate(variables) for c in (v.tf_variable, *components(v.tf_variable))}
     saved = [_read(v.tf_variable) for v in variables]
     read: set[int] = set()
     exits: list[Exit] = []
@@ -104,8 +106,9 @@ def run_eagerly(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
         total = [any(answers[i] for answers in per_loss.values()) for i in range(len(variables))]
     finally:
         del tape
-        for v, value in zip(variables, saved):
-            v.tf_variable.assign(value)
+        for v, values in zip(variables, saved):
+            for component, value in zip(components(v.tf_variable), values):
+                component.assign(value)
     outputs_ = [LossOutput(n, t, tuple(t.shape.as_list()) if t.shape.rank is not None else (), t.dtype.name)
                 for n, t in losses]
     return EagerRun(variables, total, per_loss, read, outputs_, exits)
@@ -143,16 +146,18 @@ def _is_float(v: Any) -> bool:
     return bool(v.dtype.is_floating or v.dtype.is_complex)
 
 
-def _read(v: Any) -> np.ndarray:
-    return np.array(v.read_value().numpy(), copy=True)
+def _read(v: Any) -> tuple[np.ndarray, ...]:
+    # Per replica's component for a distributed variable (sync-on-read ones differ per replica).
+    return tuple(np.array(c.read_value().numpy(), copy=True) for c in components(v))
 
 
 @contextlib.contextmanager
 def _watch_on_read(tape: Any, variables: list[TracedVariable], index: dict[int, int],
-                   saved: list[np.ndarray], read: set[int]) -> Iterator[None]:
+                   saved: list[tuple[np.ndarray, ...]], read: set[int]) -> Iterator[None]:
     """Watch each variable when it is first read (as a default tape does, whatever its trainable flag)."""
     original = resource_variable_ops.variable_accessed
     busy = False
+    home = threading.get_ident()
 
     def accessed(variable: Any) -> None:
         nonlocal busy
@@ -161,15 +166,19 @@ def _watch_on_read(tape: Any, variables: list[TracedVariable], index: dict[int, 
             return
         i = index.get(id(variable))
         if i is None:
+            variable = container(variable)  # one replica's component: the variable the user made
             busy = True
             try:
                 with tape.stop_recording():
                     saved.append(_read(variable))  # before the op that reads it runs
             finally:
                 busy = False
-            i = index[id(variable)] = len(variables)
+            i = len(variables)
+            index.update((id(c), i) for c in (variable, *components(variable)))
             variables.append(describe_variable(variable))
-            if _is_float(variable):
+            # A user's tape watches on their own thread; strategy.run's replica threads read
+            # variables that such a tape, watching before the call, gets no gradient for.
+            if _is_float(variable) and threading.get_ident() == home:
                 tape.watch(variable)
         read.add(i)
 
@@ -237,7 +246,8 @@ def as_called(results: Sequence[VariableResult], graph: nx.DiGraph, run: EagerRu
         if verdict is r.verdict and all(r.per_loss.get(n) is v for n, v in per_loss.items()):
             judged.append(r)
             continue
-        reason = eager_difference(graph, r.node, run.total[i], run.exits) if verdict is not r.verdict else None
+        reason = (replica_threads(run.variables[i].tf_variable, run.total[i])
+                  or eager_difference(graph, r.node, run.total[i], run.exits)) if verdict is not r.verdict else None
         judged.append(replace(
             r, verdict=verdict, barriers=r.barriers if verdict is not Verdict.RECEIVES else (),
             per_loss=MappingProxyType(per_loss), eager_difference=reason,
