@@ -30,9 +30,9 @@ from tensorflow.python.ops import resource_variable_ops
 from tensorflow.python.util import nest
 
 from flowcheck._analysis import Verdict, gradient_nodes
+from flowcheck._distributed import components, container, replica_threads
 from flowcheck._model import VariableResult
 from flowcheck._source import SourceLine, is_library_file, op_source, user_frame
-from flowcheck._distributed import components, container, replica_threads
 from flowcheck._trace import LossOutput, TracedVariable, describe_variable
 from flowcheck.errors import LossError, TraceError
 
