@@ -1,8 +1,11 @@
-"""Training steps under ``tf.distribute.MirroredStrategy``: verdicts per user variable, checked by the tape.
+"""Training steps under ``tf.distribute`` strategies: verdicts per user variable, checked by the tape.
 
 Two logical CPU devices must be configured before TensorFlow runs its first op, which the rest of
 the test session has long done, so the cases run in a fresh interpreter. The child computes
-flowcheck's answer and the tape's answer, and the tests here compare them.
+flowcheck's answer and the tape's (watching every variable), and the tests here compare them:
+captured mirrored variables on two devices and one, ``OneDeviceStrategy``, sync-on-read and Keras
+metric variables, a ``tf.Module``, arguments, Keras models, and plain callables called eagerly.
+Two workers of ``MultiWorkerMirroredStrategy`` are in ``tests/test_multi_worker.py``.
 """
 
 from __future__ import annotations
