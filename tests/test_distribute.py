@@ -298,6 +298,24 @@ _CHILD = textwrap.dedent(
 
     cases.append(run("keras_compiled", compiled_loss, (x, y), compiled.variables, target=compiled))
 
+    # The replica function at module level, as tutorials write it: the step names only it.
+    with strategy.scope():
+        helper_params = {"kernel": tf.Variable(tf.ones((4, 1)), name="helper_kernel"),
+                         "spare": tf.Variable(tf.ones((1,)), name="helper_spare")}
+
+
+    def helper_replica(x):
+        return tf.reduce_sum(tf.matmul(x, helper_params["kernel"]))
+
+
+    @tf.function
+    def helper_step(x):
+        per_replica = strategy.run(helper_replica, args=(x,))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+
+    cases.append(run("helper", helper_step, (x,), list(helper_params.values())))
+
     # Plain callables are judged as called, eagerly: under MirroredStrategy strategy.run then runs
     # each replica on a thread of its own, which the tape around the call does not record.
     def eager_cases():
@@ -335,6 +353,7 @@ SHAPES = {
     "seed": (2, True), "keras": (2, True), "sparse": (2, True), "captured_two": (2, True),
     "captured_one": (1, True), "one_device": (1, False), "sync_on_read": (2, True), "module": (2, True),
     "argument": (2, True), "keras_compiled": (2, True), "eager_two": (2, True), "eager_one_device": (1, False),
+    "helper": (2, True),
 }
 # Cases whose loss reads non-trainable variables: their truth is the watched tape's, which
 # flowcheck follows once its verdict is the watched one (the child probes which it is).
@@ -369,7 +388,10 @@ def test_one_result_per_user_variable_not_per_replica(cases: dict[str, dict[str,
 
 
 def test_variables_the_step_never_reads_are_listed_unused(cases: dict[str, dict[str, Any]]) -> None:
-    unread = {"captured_two": "never", "captured_one": "never", "one_device": "never", "module": "spare", "argument": "ignored"}
+    unread = {
+        "captured_two": "never", "captured_one": "never", "one_device": "never", "module": "spare",
+        "argument": "ignored", "helper": "helper_spare",
+    }
     for name, variable in unread.items():
         verdicts = dict(zip(cases[name]["variables"], cases[name]["verdicts"]))
         assert variable in cases[name]["reported"] and verdicts[variable] == "unused", (name, verdicts)
