@@ -1,0 +1,320 @@
+"""The exact place (line and column) of the call that made an op, under AutoGraph or not.
+
+``op.traceback`` gives lines only. Python 3.11 knows, per instruction, the span of source it
+runs (``code.co_positions()``); TensorFlow keeps the instruction (``f_lasti``) of each frame in
+C++ but exposes only its line. So while flowcheck traces, an op callback
+(``op_callbacks.add_op_callback``: called for every op created on this thread and on the replica
+threads of a distribution strategy, which copy it) records the code object and instruction of
+the user's innermost frame -- nothing else, and nothing is read until a barrier is reported.
+
+Without AutoGraph that instruction's span is the call in the user's file. Under AutoGraph the
+frame runs the generated code, where a whole statement is one line, and AutoGraph's source map
+(``origin_info.create_source_map``) keeps one original line per generated line. There the span
+picks the exact node of the generated statement (``ag__.converted_call(...)`` for a call); that
+statement, with AutoGraph's rewrites undone (``ag__.ld(x)`` is ``x``, ``ag__.converted_call(f,
+(a,), dict(k=v), fscope)`` is ``f(a, k=v)``, ``ag__.if_exp``, ``and_``, ``or_``, ``not_``), has
+the same syntax tree as the user's statement, so the node is found at the same place in it.
+Anything that does not match exactly gives no position (the traceback's line stays).
+"""
+
+from __future__ import annotations
+
+import ast
+import linecache
+import os
+import sys
+import threading
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from types import CodeType
+from typing import Any, Final
+
+from flowcheck._source import AUTOGRAPH_FILE, autograph_origin, is_library_file
+
+__all__ = ["Position", "op_position", "recording"]
+
+Position = tuple[str, int, int | None]  # file, 1-based line, 1-based column (None: unknown)
+
+_RECORDED: weakref.WeakKeyDictionary[Any, dict[str, tuple[CodeType, int]]] = weakref.WeakKeyDictionary()
+_LOCK = threading.Lock()
+
+
+@contextmanager
+def recording() -> Iterator[None]:
+    """Record, for every op created in the block, the instruction of the user's code that made it."""
+    from tensorflow.python.framework import op_callbacks
+
+    op_callbacks.add_op_callback(_record)
+    try:
+        yield
+    finally:
+        op_callbacks.remove_op_callback(_record)
+
+
+def _record(
+    op_type: str, inputs: Any, attrs: Any, outputs: Any, op_name: str | None = None, graph: Any = None,
+) -> None:
+    if graph is None:
+        return None  # an eager op: nothing to report later
+    # The real name (a constant's op_name is the one asked for, before it was made unique).
+    name = outputs[0].op.name if outputs else op_name
+    frame = sys._getframe(1)  # noqa: SLF001 -- the cheapest walk of the live stack
+    while frame is not None:
+        file = frame.f_code.co_filename
+        if AUTOGRAPH_FILE in file or not is_library_file(file):
+            with _LOCK:
+                _RECORDED.setdefault(graph, {})[str(name)] = (frame.f_code, frame.f_lasti)
+            break
+        frame = frame.f_back
+    return None
+
+
+def op_position(op: Any) -> Position | None:
+    """The user's file, line and column of the call that made ``op``, when it was recorded."""
+    try:
+        found = _RECORDED.get(op.graph, {}).get(op.name)
+    except TypeError:  # a graph that cannot be weakly referenced was never recorded
+        return None
+    if found is None:
+        return None
+    code, lasti = found
+    span = _span(code, lasti)
+    if span is None:
+        return None
+    if AUTOGRAPH_FILE in code.co_filename:
+        return _original(code.co_filename, span)
+    return code.co_filename, span[0], _column(code.co_filename, span[0], span[2])
+
+
+def _span(code: CodeType, lasti: int) -> tuple[int, int, int, int] | None:
+    for i, position in enumerate(code.co_positions()):
+        if i == lasti // 2:  # positions are per 2-byte code unit
+            line, end_line, col, end_col = position
+            if line is None or end_line is None or col is None or end_col is None:
+                return None  # python -X no_debug_ranges
+            return line, end_line, col, end_col
+    return None
+
+
+def _column(file: str, line: int, byte_col: int) -> int:
+    # AST and code positions count UTF-8 bytes; a column counts characters.
+    text = linecache.getline(file, line).encode("utf-8")
+    return len(text[:byte_col].decode("utf-8", errors="replace")) + 1
+
+
+# --- AutoGraph: from the generated statement back to the user's ---------------------------------
+
+def _original(generated: str, span: tuple[int, int, int, int]) -> Position | None:
+    origin = autograph_origin(generated, span[0])
+    parsed = _parsed(generated)
+    if origin is None or parsed is None:
+        return None
+    file, line = origin
+    tree, parents = parsed
+    node = _node_at(tree, span)
+    original = _parsed(file)
+    if node is None or original is None:
+        return None
+    statement = _statement_at(original[0], line)
+    if statement is None:
+        return None
+    root = _user_root(node, parents)
+    found: list[ast.AST] = []
+    plain = _undo(root, node, found)
+    if not found:
+        return None
+    match = _match(plain, found[0], statement)
+    if match is None:
+        return None
+    lineno, col = getattr(match, "lineno", None), getattr(match, "col_offset", None)
+    if not isinstance(lineno, int) or not isinstance(col, int):
+        return None
+    return file, lineno, _column(file, lineno, col)
+
+
+@lru_cache(maxsize=64)
+def _parsed_at(path: str, stamp: tuple[int, int]) -> tuple[ast.Module, dict[ast.AST, ast.AST]] | None:
+    text = "".join(linecache.getlines(path))
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        return None
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    return tree, parents
+
+
+def _parsed(path: str) -> tuple[ast.Module, dict[ast.AST, ast.AST]] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    linecache.checkcache(path)
+    return _parsed_at(path, (st.st_mtime_ns, st.st_size))
+
+
+def _node_at(tree: ast.AST, span: tuple[int, int, int, int]) -> ast.AST | None:
+    """The innermost expression whose span is exactly ``span`` (or, failing that, contains it)."""
+    best: ast.AST | None = None
+    best_size: tuple[int, int] | None = None
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.expr):
+            continue
+        start = (node.lineno, node.col_offset)
+        end = (node.end_lineno or node.lineno, node.end_col_offset or 0)
+        if start <= (span[0], span[2]) and (span[1], span[3]) <= end:
+            size = (end[0] - start[0], end[1] - start[1])
+            exact = start == (span[0], span[2]) and end == (span[1], span[3])
+            if exact:
+                best, best_size = node, (-1, -1)  # an exact span wins; ast.walk finds outer first
+            elif best_size is None or (best_size != (-1, -1) and size < best_size):
+                best, best_size = node, size
+    return best
+
+
+def _statement_at(tree: ast.AST, line: int) -> ast.stmt | None:
+    found: ast.stmt | None = None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.stmt) and node.lineno <= line <= (node.end_lineno or node.lineno):
+            if found is None or node.lineno >= found.lineno and (node.end_lineno or 0) <= (found.end_lineno or 0):
+                found = node
+    return found
+
+
+# ag__ helpers whose call stands for a piece of the user's own expression.
+_UNDONE: Final = frozenset({
+    "ld", "ldu", "converted_call", "if_exp", "and_", "or_", "not_", "eq", "not_eq",
+    "autograph_artifact", "with_function_scope",
+})
+
+
+def _ag_name(node: ast.AST) -> str | None:
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+        base = node.func.value
+        if isinstance(base, ast.Name) and base.id == "ag__":
+            return node.func.attr
+    return None
+
+
+def _user_root(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> ast.AST:
+    """The largest expression around ``node`` that comes from one user expression."""
+    root = node
+    while True:
+        parent = parents.get(root)
+        if parent is None or not isinstance(parent, ast.expr):
+            return root
+        name = _ag_name(parent)
+        if name is not None and name not in _UNDONE:  # ag__.if_stmt(test, ...), assert_stmt, ...
+            return root.body if isinstance(root, ast.Lambda) else root
+        root = parent
+
+
+def _undo(node: ast.AST, target: ast.AST, found: list[ast.AST]) -> ast.AST:
+    """A copy of ``node`` with AutoGraph's rewrites undone; ``found`` gets the copy of ``target``."""
+    result = _undo_one(node, target, found)
+    if node is target:
+        found.append(result)
+    return result
+
+
+def _undo_one(node: ast.AST, target: ast.AST, found: list[ast.AST]) -> ast.AST:
+    name = _ag_name(node)
+    if name in _UNDONE and isinstance(node, ast.Call) and node.args:
+        args = node.args
+        body = [a.body if isinstance(a, ast.Lambda) else a for a in args]
+        if name in ("ld", "autograph_artifact"):
+            return _undo(args[0], target, found)
+        if name in ("ldu", "with_function_scope"):
+            return _undo(body[0], target, found)
+        if name == "converted_call" and len(args) >= 3:
+            return ast.Call(
+                func=_undo(args[0], target, found), args=_positional(args[1], target, found),
+                keywords=_keywords(args[2], target, found),
+            )
+        if name == "if_exp" and len(args) >= 3:
+            return ast.IfExp(
+                test=_undo(args[0], target, found), body=_undo(body[1], target, found),
+                orelse=_undo(body[2], target, found),
+            )
+        if name in ("and_", "or_") and len(args) >= 2:
+            op: ast.boolop = ast.And() if name == "and_" else ast.Or()
+            values = [_undo(body[0], target, found), _undo(body[1], target, found)]
+            last = values[-1]
+            if isinstance(last, ast.BoolOp) and type(last.op) is type(op) and _ag_name(body[1]) == name:
+                values[-1:] = last.values  # AutoGraph nests `a and b and c` to the right
+            return ast.BoolOp(op=op, values=values)
+        if name == "not_":
+            return ast.UnaryOp(op=ast.Not(), operand=_undo(args[0], target, found))
+        if name in ("eq", "not_eq") and len(args) >= 2:
+            cmp: ast.cmpop = ast.Eq() if name == "eq" else ast.NotEq()
+            return ast.Compare(left=_undo(args[0], target, found), ops=[cmp], comparators=[_undo(args[1], target, found)])
+    copy = type(node)()
+    for field, value in ast.iter_fields(node):
+        if isinstance(value, list):
+            setattr(copy, field, [_undo(v, target, found) if isinstance(v, ast.AST) else v for v in value])
+        elif isinstance(value, ast.AST):
+            setattr(copy, field, _undo(value, target, found))
+        else:
+            setattr(copy, field, value)
+    return copy
+
+
+def _positional(node: ast.AST, target: ast.AST, found: list[ast.AST]) -> list[ast.expr]:
+    # call_trees._ArgTemplateBuilder: f(a, *b, c) -> (a,) + tuple(b) + (c,)
+    if isinstance(node, ast.Tuple):
+        return [_expr(_undo(e, target, found)) for e in node.elts]
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        return _positional(node.left, target, found) + _positional(node.right, target, found)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "tuple" and len(node.args) == 1:
+        return [ast.Starred(value=_expr(_undo(node.args[0], target, found)), ctx=ast.Load())]
+    return [ast.Starred(value=_expr(_undo(node, target, found)), ctx=ast.Load())]
+
+
+def _keywords(node: ast.AST, target: ast.AST, found: list[ast.AST]) -> list[ast.keyword]:
+    # call_trees: f(k=v, **kw) -> dict(k=v, **kw); no keywords -> None
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" and not node.args:
+        return [ast.keyword(arg=k.arg, value=_expr(_undo(k.value, target, found))) for k in node.keywords]
+    return []
+
+
+def _expr(node: ast.AST) -> ast.expr:
+    assert isinstance(node, ast.expr)
+    return node
+
+
+def _match(plain: ast.AST, target: ast.AST, statement: ast.stmt) -> ast.AST | None:
+    """The node of the user's ``statement`` at ``target``'s place in ``plain``, if one is sure."""
+    chain = _path(plain, target)
+    if chain is None:
+        return None
+    nodes = [n for n in ast.walk(statement) if isinstance(n, ast.expr)]
+    dumps: dict[int, str] = {}
+    for sub in chain:  # the largest piece first: it is the least ambiguous
+        key = ast.dump(sub)
+        same = [n for n in nodes if type(n) is type(sub) and dumps.setdefault(id(n), ast.dump(n)) == key]
+        if len(same) == 1:
+            return _counterpart(sub, same[0], target)
+        if same:
+            return None  # the same expression twice: no way to tell which
+    return None
+
+
+def _path(root: ast.AST, target: ast.AST) -> list[ast.AST] | None:
+    if root is target:
+        return [root]
+    for child in ast.iter_child_nodes(root):
+        below = _path(child, target)
+        if below is not None:
+            return [root, *below]
+    return None
+
+
+def _counterpart(a: ast.AST, b: ast.AST, target: ast.AST) -> ast.AST | None:
+    if a is target:
+        return b
+    for ca, cb in zip(ast.iter_child_nodes(a), ast.iter_child_nodes(b)):
+        found = _counterpart(ca, cb, target)
+        if found is not None:
+            return found
+    return None
