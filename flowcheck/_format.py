@@ -18,7 +18,8 @@ JSON schema, version 1 (``to_json``; a field is only ever added within a version
           "per_loss": {loss name: verdict},
           "barriers": [{"op_name": str, "op_type": str, "kind": str (a BarrierKind value),
                         "detail": str, "tensor": str, "in_user_code": bool,
-                        "source": {"file": str, "line": int, "function": str, "code": str} | null}]
+                        "source": {"file": str, "line": int, "column": int | null (1-based, in
+                                   characters), "function": str, "code": str} | null}]
       }],
       "gradient_errors": [barrier, ...] (as in "barriers": ops with no gradient that a gradient
                         reaches; TensorFlow raises LookupError at each),
@@ -337,7 +338,8 @@ def _barrier_json(b: Barrier) -> dict[str, Any]:
         "op_name": b.op_name, "op_type": b.op_type, "kind": b.kind.value, "detail": b.detail,
         "tensor": b.tensor, "in_user_code": b.in_user_code,
         "source": None if b.source is None else {
-            "file": b.source.short_file, "line": b.source.line, "function": b.source.function,
+            "file": b.source.short_file, "line": b.source.line, "column": b.source.column,
+            "function": b.source.function,
             "code": b.source.code,
         },
     }

@@ -28,7 +28,7 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
-from types import CodeType
+from types import CodeType, FrameType
 from typing import Any, Final
 
 from flowcheck._source import AUTOGRAPH_FILE, autograph_origin, is_library_file
@@ -60,7 +60,7 @@ def _record(
         return None  # an eager op: nothing to report later
     # The real name (a constant's op_name is the one asked for, before it was made unique).
     name = outputs[0].op.name if outputs else op_name
-    frame = sys._getframe(1)  # noqa: SLF001 -- the cheapest walk of the live stack
+    frame: FrameType | None = sys._getframe(1)  # noqa: SLF001 -- the cheapest walk of the live stack
     while frame is not None:
         file = frame.f_code.co_filename
         if AUTOGRAPH_FILE in file or not is_library_file(file):
@@ -84,7 +84,10 @@ def op_position(op: Any) -> Position | None:
     if span is None:
         return None
     if AUTOGRAPH_FILE in code.co_filename:
-        return _original(code.co_filename, span)
+        try:
+            return _original(code.co_filename, span)
+        except (_NoMatch, RecursionError, ValueError):  # no sure answer: the traceback's line stays
+            return None
     return code.co_filename, span[0], _column(code.co_filename, span[0], span[2])
 
 
@@ -155,22 +158,21 @@ def _parsed(path: str) -> tuple[ast.Module, dict[ast.AST, ast.AST]] | None:
 
 
 def _node_at(tree: ast.AST, span: tuple[int, int, int, int]) -> ast.AST | None:
-    """The innermost expression whose span is exactly ``span`` (or, failing that, contains it)."""
-    best: ast.AST | None = None
-    best_size: tuple[int, int] | None = None
-    for node in ast.walk(tree):
+    """The innermost expression whose span is ``span``, else the smallest one containing it."""
+    exact: ast.AST | None = None
+    smallest: tuple[tuple[int, int], ast.AST] | None = None
+    for node in ast.walk(tree):  # outer nodes first
         if not isinstance(node, ast.expr):
             continue
         start = (node.lineno, node.col_offset)
         end = (node.end_lineno or node.lineno, node.end_col_offset or 0)
-        if start <= (span[0], span[2]) and (span[1], span[3]) <= end:
-            size = (end[0] - start[0], end[1] - start[1])
-            exact = start == (span[0], span[2]) and end == (span[1], span[3])
-            if exact:
-                best, best_size = node, (-1, -1)  # an exact span wins; ast.walk finds outer first
-            elif best_size is None or (best_size != (-1, -1) and size < best_size):
-                best, best_size = node, size
-    return best
+        if start == (span[0], span[2]) and end == (span[1], span[3]):
+            exact = node
+        elif start <= (span[0], span[2]) and (span[1], span[3]) <= end:
+            size = (end[0] - start[0], end[1] - start[1] if end[0] == start[0] else end[1])
+            if smallest is None or size <= smallest[0]:
+                smallest = (size, node)
+    return exact if exact is not None else (smallest[1] if smallest else None)
 
 
 def _statement_at(tree: ast.AST, line: int) -> ast.stmt | None:
@@ -221,34 +223,7 @@ def _undo(node: ast.AST, target: ast.AST, found: list[ast.AST]) -> ast.AST:
 def _undo_one(node: ast.AST, target: ast.AST, found: list[ast.AST]) -> ast.AST:
     name = _ag_name(node)
     if name in _UNDONE and isinstance(node, ast.Call) and node.args:
-        args = node.args
-        body = [a.body if isinstance(a, ast.Lambda) else a for a in args]
-        if name in ("ld", "autograph_artifact"):
-            return _undo(args[0], target, found)
-        if name in ("ldu", "with_function_scope"):
-            return _undo(body[0], target, found)
-        if name == "converted_call" and len(args) >= 3:
-            return ast.Call(
-                func=_undo(args[0], target, found), args=_positional(args[1], target, found),
-                keywords=_keywords(args[2], target, found),
-            )
-        if name == "if_exp" and len(args) >= 3:
-            return ast.IfExp(
-                test=_undo(args[0], target, found), body=_undo(body[1], target, found),
-                orelse=_undo(body[2], target, found),
-            )
-        if name in ("and_", "or_") and len(args) >= 2:
-            op: ast.boolop = ast.And() if name == "and_" else ast.Or()
-            values = [_undo(body[0], target, found), _undo(body[1], target, found)]
-            last = values[-1]
-            if isinstance(last, ast.BoolOp) and type(last.op) is type(op) and _ag_name(body[1]) == name:
-                values[-1:] = last.values  # AutoGraph nests `a and b and c` to the right
-            return ast.BoolOp(op=op, values=values)
-        if name == "not_":
-            return ast.UnaryOp(op=ast.Not(), operand=_undo(args[0], target, found))
-        if name in ("eq", "not_eq") and len(args) >= 2:
-            cmp: ast.cmpop = ast.Eq() if name == "eq" else ast.NotEq()
-            return ast.Compare(left=_undo(args[0], target, found), ops=[cmp], comparators=[_undo(args[1], target, found)])
+        return _undo_helper(str(name), node.args, target, found)
     copy = type(node)()
     for field, value in ast.iter_fields(node):
         if isinstance(value, list):
@@ -258,6 +233,41 @@ def _undo_one(node: ast.AST, target: ast.AST, found: list[ast.AST]) -> ast.AST:
         else:
             setattr(copy, field, value)
     return copy
+
+
+def _undo_helper(name: str, args: list[ast.expr], target: ast.AST, found: list[ast.AST]) -> ast.AST:
+    """The user's expression behind ``ag__.<name>(*args)``."""
+
+    def user(node: ast.AST) -> ast.expr:
+        return _expr(_undo(node.body if isinstance(node, ast.Lambda) else node, target, found))
+
+    if name in ("ld", "autograph_artifact"):
+        return _undo(args[0], target, found)
+    if name in ("ldu", "with_function_scope"):
+        return user(args[0])
+    if name == "converted_call" and len(args) >= 3:
+        func = _expr(_undo(args[0], target, found))
+        return ast.Call(func=func, args=_positional(args[1], target, found), keywords=_keywords(args[2], target, found))
+    if name == "if_exp" and len(args) >= 3:
+        return ast.IfExp(test=user(args[0]), body=user(args[1]), orelse=user(args[2]))
+    if name in ("and_", "or_") and len(args) >= 2:
+        op: ast.boolop = ast.And() if name == "and_" else ast.Or()
+        values = [user(args[0]), user(args[1])]
+        last = values[-1]
+        right = args[1].body if isinstance(args[1], ast.Lambda) else args[1]
+        if isinstance(last, ast.BoolOp) and type(last.op) is type(op) and _ag_name(right) == name:
+            values[-1:] = last.values  # AutoGraph nests `a and b and c` to the right
+        return ast.BoolOp(op=op, values=values)
+    if name == "not_":
+        return ast.UnaryOp(op=ast.Not(), operand=user(args[0]))
+    if name in ("eq", "not_eq") and len(args) >= 2:
+        cmp: ast.cmpop = ast.Eq() if name == "eq" else ast.NotEq()
+        return ast.Compare(left=user(args[0]), ops=[cmp], comparators=[user(args[1])])
+    raise _NoMatch(f"ag__.{name} with {len(args)} arguments")
+
+
+class _NoMatch(Exception):
+    """The generated code is not in a form whose user's expression flowcheck can tell."""
 
 
 def _positional(node: ast.AST, target: ast.AST, found: list[ast.AST]) -> list[ast.expr]:
@@ -279,7 +289,8 @@ def _keywords(node: ast.AST, target: ast.AST, found: list[ast.AST]) -> list[ast.
 
 
 def _expr(node: ast.AST) -> ast.expr:
-    assert isinstance(node, ast.expr)
+    if not isinstance(node, ast.expr):
+        raise _NoMatch(f"{type(node).__name__} where an expression belongs")
     return node
 
 

@@ -1,0 +1,254 @@
+"""Each barrier names the line and column of its own call, under AutoGraph or not.
+
+The expected place is read from this file's own source: the line carrying a marker comment and
+the column where the call starts on it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import pytest
+import tensorflow as tf
+
+import flowcheck
+from flowcheck._format import to_json
+from flowcheck._source import SourceLine, display_path
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+AUTOGRAPH = [pytest.param(True, id="autograph"), pytest.param(False, id="no-autograph")]
+X = tf.constant([1.0, 2.0])
+
+
+def _where(fn: Callable[..., Any], marker: str, needle: str = "tf.stop_gradient(", nth: int = 0) -> tuple[int, int]:
+    """(line, 1-based column) of the ``nth`` ``needle`` on the line of ``fn`` marked ``# marker``."""
+    lines, first = inspect.getsourcelines(inspect.unwrap(fn))
+    found = [i for i, text in enumerate(lines) if text.rstrip().endswith(f"# {marker}")]
+    assert len(found) == 1, f"marker {marker!r} must mark one line"
+    text = lines[found[0]]
+    col = -1
+    for _ in range(nth + 1):
+        col = text.index(needle, col + 1)
+    return first + found[0], col + 1
+
+
+def _places(report: flowcheck.Report, variable: Any) -> list[tuple[int, int | None]]:
+    places = []
+    for b in report.result(variable).barriers:
+        assert b.source is not None and b.source.file == __file__, b
+        places.append((b.source.line, b.source.column))
+    return sorted(places)
+
+
+def _variables() -> tuple[tf.Variable, tf.Variable, tf.Variable]:
+    return tf.Variable([1.0, 1.0], name="a"), tf.Variable([2.0, 2.0], name="b"), tf.Variable([3.0, 3.0], name="c")
+
+
+@pytest.mark.parametrize("autograph", AUTOGRAPH)
+def test_a_multi_line_return_tuple_gives_each_barrier_its_own_line(autograph: bool) -> None:
+    a, b, c = _variables()
+
+    def losses(x: tf.Tensor) -> Any:
+        return (
+            tf.reduce_sum(tf.stop_gradient(a * x) + c * x),  # first
+            tf.reduce_sum(tf.stop_gradient(b * x) + c * x),  # second
+            tf.reduce_sum(c * x),
+        )
+
+    report = flowcheck.analyze(tf.function(losses, autograph=autograph), X)
+    assert _places(report, a) == [_where(losses, "first")]
+    assert _places(report, b) == [_where(losses, "second")]
+    assert report.result(c).barriers == ()
+
+
+@pytest.mark.parametrize("autograph", AUTOGRAPH)
+def test_a_call_with_arguments_on_several_lines(autograph: bool) -> None:
+    a, b, c = _variables()
+
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        y = tf.add(
+            tf.stop_gradient(a * x),  # first argument
+            tf.stop_gradient(  # second argument
+                b * x),
+        )
+        return tf.reduce_sum(y + c * x)
+
+    report = flowcheck.analyze(tf.function(loss, autograph=autograph), X)
+    assert _places(report, a) == [_where(loss, "first argument")]
+    assert _places(report, b) == [_where(loss, "second argument")]
+
+
+@pytest.mark.parametrize("autograph", AUTOGRAPH)
+def test_list_and_dict_comprehensions(autograph: bool) -> None:
+    a, b, c = _variables()
+
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        parts = [
+            tf.stop_gradient(v * x) for v in (a, b)  # list
+        ]
+        named = {"c": tf.square(c * x), "b": tf.stop_gradient(b * x)}  # dict
+        return tf.reduce_sum(parts[0] + parts[1] + named["c"] + named["b"])
+
+    report = flowcheck.analyze(tf.function(loss, autograph=autograph), X)
+    assert _places(report, a) == [_where(loss, "list")]
+    assert _places(report, b) == sorted([_where(loss, "list"), _where(loss, "dict")])
+
+
+@pytest.mark.parametrize("autograph", AUTOGRAPH)
+def test_two_stop_gradients_on_consecutive_lines(autograph: bool) -> None:
+    a, b, c = _variables()
+
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        ya = tf.stop_gradient(a * x)  # line a
+        yb = tf.stop_gradient(b * x)  # line b
+        return tf.reduce_sum(ya + yb + c * x)
+
+    report = flowcheck.analyze(tf.function(loss, autograph=autograph), X)
+    assert _places(report, a) == [_where(loss, "line a")]
+    assert _places(report, b) == [_where(loss, "line b")]
+
+
+@pytest.mark.parametrize("autograph", AUTOGRAPH)
+def test_the_same_call_twice_in_one_statement_has_two_columns(autograph: bool) -> None:
+    a, _, c = _variables()
+
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(tf.stop_gradient(a * x) + tf.stop_gradient(a * x) + c * x)  # twice
+
+    report = flowcheck.analyze(tf.function(loss, autograph=autograph), X)
+    assert _places(report, a) == [_where(loss, "twice"), _where(loss, "twice", nth=1)]
+
+
+@pytest.mark.parametrize("autograph", AUTOGRAPH)
+def test_a_nested_tf_function(autograph: bool) -> None:
+    a, b, c = _variables()
+
+    @tf.function(autograph=autograph)
+    def inner(x: tf.Tensor) -> tf.Tensor:
+        return tf.stop_gradient(b * x)  # inner
+
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(tf.stop_gradient(a * x) + inner(  # outer
+            x) + c * x)
+
+    report = flowcheck.analyze(tf.function(loss, autograph=autograph), X)
+    assert _places(report, a) == [_where(loss, "outer")]
+    assert _places(report, b) == [_where(inner, "inner")]
+
+
+def test_a_plain_callable_wrapped_by_flowcheck() -> None:
+    a, b, c = _variables()
+
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(
+            tf.cast(tf.cast(a * x, tf.int32), tf.float32)  # cast
+            + tf.stop_gradient(b * x) + c * x  # stop
+        )
+
+    report = flowcheck.analyze(loss, X)
+    # The barrier is the cast to int32, the inner call.
+    assert _places(report, a) == [_where(loss, "cast", needle="tf.cast(", nth=1)]
+    assert _places(report, b) == [_where(loss, "stop")]
+
+
+def test_a_conditional_expression_under_autograph() -> None:
+    a, b, c = _variables()
+
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(
+            (tf.stop_gradient(a * x) if tf.reduce_sum(x) > 0 else tf.stop_gradient(b * x)) + c * x  # cond
+        )
+
+    report = flowcheck.analyze(tf.function(loss), X)
+    assert _places(report, a) == [_where(loss, "cond")]
+    assert _places(report, b) == [_where(loss, "cond", nth=1)]
+
+
+class _TwoWeights(keras.layers.Layer):  # type: ignore[misc]
+    def build(self, input_shape: Any) -> None:
+        self.w1 = self.add_weight(shape=(2,), name="w1")
+        self.w2 = self.add_weight(shape=(2,), name="w2")
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        return (tf.stop_gradient(self.w1 * x)  # keras first
+                + tf.stop_gradient(self.w2 * x))  # keras second
+
+
+@pytest.mark.parametrize("autograph", AUTOGRAPH)
+def test_a_keras_layers_call_method(autograph: bool) -> None:
+    layer = _TwoWeights(name="two_weights")
+    layer(X)
+    c = tf.Variable([1.0, 1.0], name="c")
+
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(layer(x) + c * x)
+
+    report = flowcheck.analyze(tf.function(loss, autograph=autograph), X)
+    assert _places(report, layer.w1) == [_where(_TwoWeights.call, "keras first")]
+    assert _places(report, layer.w2) == [_where(_TwoWeights.call, "keras second")]
+
+
+def test_an_assign_barrier_says_the_value_carries_no_gradient_and_json_has_the_column() -> None:
+    a, b, c = _variables()
+
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        a.assign(b * x)  # assign
+        return tf.reduce_sum(a * x + c)
+
+    report = flowcheck.analyze(tf.function(loss), X)
+    (barrier,) = report.result(b).barriers
+    assert barrier.kind is flowcheck.BarrierKind.ASSIGN
+    assert "raises" not in barrier.detail and "assigned" in barrier.detail
+    line, column = _where(loss, "assign", needle="a.assign(")
+    assert (barrier.source.line, barrier.source.column) == (line, column)
+    (row,) = [v for v in json.loads(json.dumps(to_json(report, None)))["variables"] if v["name"].startswith("b")]
+    source = row["barriers"][0]["source"]
+    assert (source["line"], source["column"]) == (line, column)
+    assert str(barrier.source) == f"{barrier.source.short_file}:{line}"
+    assert barrier.source.location == f"{barrier.source.short_file}:{line}:{column}"
+
+
+def test_paths_are_shown_normalised(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    work = tmp_path / "work"
+    (work / "run").mkdir(parents=True)
+    monkeypatch.chdir(work)
+    assert SourceLine("run/../model.py", 3, "f").short_file == "model.py"
+    assert display_path(str(work / "run" / ".." / "model.py")) == "model.py"
+    outside = str(tmp_path / "other" / ".." / "lib.py")
+    assert display_path(outside) == os.path.join(str(tmp_path), "lib.py")
+    assert display_path("<stdin>") == "<stdin>"
+
+
+def test_the_command_line_shows_paths_normalised(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    from flowcheck.cli import main
+
+    (tmp_path / "run").mkdir()
+    model = tmp_path / "model.py"
+    text = (
+        "import tensorflow as tf\n"
+        "w = tf.Variable(1.0, name='w')\n"
+        "v = tf.Variable(1.0, name='v')\n"
+        "example_inputs = (tf.constant(2.0),)\n"
+        "@tf.function\n"
+        "def loss(x):\n"
+        "    return (v * x +\n"
+        "            tf.stop_gradient(w * x))\n"
+    )
+    model.write_text(text)
+    (line,) = [n for n, code in enumerate(text.splitlines(), 1) if "tf.stop_gradient(" in code]
+    column = text.splitlines()[line - 1].index("tf.stop_gradient(") + 1
+    monkeypatch.chdir(tmp_path)
+    assert main(["analyze", "run/../model.py", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["target"]["file"] == "model.py"
+    (w,) = [row for row in data["variables"] if row["name"].startswith("w")]
+    source = w["barriers"][0]["source"]
+    assert (source["file"], source["line"], source["column"]) == ("model.py", line, column)
