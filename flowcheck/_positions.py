@@ -27,6 +27,7 @@ import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import lru_cache
 from types import CodeType, FrameType
 from typing import Any, Final
@@ -79,7 +80,11 @@ def op_position(op: Any) -> Position | None:
         return None
     if found is None:
         return None
-    code, lasti = found
+    return _resolve(*found)
+
+
+@lru_cache(maxsize=4096)  # the ops of one call (a Keras layer's) share its instruction
+def _resolve(code: CodeType, lasti: int) -> Position | None:
     span = _span(code, lasti)
     if span is None:
         return None
@@ -115,15 +120,14 @@ def _original(generated: str, span: tuple[int, int, int, int]) -> Position | Non
     if origin is None or parsed is None:
         return None
     file, line = origin
-    tree, parents = parsed
-    node = _node_at(tree, span)
+    node = parsed.spans.get(span) or _node_at(parsed.tree, span)
     original = _parsed(file)
     if node is None or original is None:
         return None
-    statement = _statement_at(original[0], line)
+    statement = _statement_at(original.statements, line)
     if statement is None:
         return None
-    root = _user_root(node, parents)
+    root = _user_root(node, parsed.parents)
     found: list[ast.AST] = []
     plain = _undo(root, node, found)
     if not found:
@@ -137,18 +141,34 @@ def _original(generated: str, span: tuple[int, int, int, int]) -> Position | Non
     return file, lineno, _column(file, lineno, col)
 
 
+@dataclass(frozen=True)
+class _Parsed:
+    tree: ast.Module
+    parents: dict[ast.AST, ast.AST]
+    spans: dict[tuple[int, int, int, int], ast.AST]  # (line, end line, col, end col) -> innermost expression
+    statements: tuple[ast.stmt, ...]
+
+
 @lru_cache(maxsize=64)
-def _parsed_at(path: str, stamp: tuple[int, int]) -> tuple[ast.Module, dict[ast.AST, ast.AST]] | None:
+def _parsed_at(path: str, stamp: tuple[int, int]) -> _Parsed | None:
     text = "".join(linecache.getlines(path))
     try:
         tree = ast.parse(text)
     except (SyntaxError, ValueError):
         return None
-    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
-    return tree, parents
+    parents: dict[ast.AST, ast.AST] = {}
+    spans: dict[tuple[int, int, int, int], ast.AST] = {}
+    statements = []
+    for node in ast.walk(tree):  # outer nodes first: an inner node of the same span wins
+        parents.update((child, node) for child in ast.iter_child_nodes(node))
+        if isinstance(node, ast.expr):
+            spans[(node.lineno, node.end_lineno or node.lineno, node.col_offset, node.end_col_offset or 0)] = node
+        elif isinstance(node, ast.stmt):
+            statements.append(node)
+    return _Parsed(tree, parents, spans, tuple(statements))
 
 
-def _parsed(path: str) -> tuple[ast.Module, dict[ast.AST, ast.AST]] | None:
+def _parsed(path: str) -> _Parsed | None:
     try:
         st = os.stat(path)
     except OSError:
@@ -158,27 +178,25 @@ def _parsed(path: str) -> tuple[ast.Module, dict[ast.AST, ast.AST]] | None:
 
 
 def _node_at(tree: ast.AST, span: tuple[int, int, int, int]) -> ast.AST | None:
-    """The innermost expression whose span is ``span``, else the smallest one containing it."""
-    exact: ast.AST | None = None
+    """The smallest expression containing ``span`` (no expression has exactly that span)."""
     smallest: tuple[tuple[int, int], ast.AST] | None = None
-    for node in ast.walk(tree):  # outer nodes first
+    for node in ast.walk(tree):
         if not isinstance(node, ast.expr):
             continue
         start = (node.lineno, node.col_offset)
         end = (node.end_lineno or node.lineno, node.end_col_offset or 0)
-        if start == (span[0], span[2]) and end == (span[1], span[3]):
-            exact = node
-        elif start <= (span[0], span[2]) and (span[1], span[3]) <= end:
+        if start <= (span[0], span[2]) and (span[1], span[3]) <= end:
             size = (end[0] - start[0], end[1] - start[1] if end[0] == start[0] else end[1])
             if smallest is None or size <= smallest[0]:
                 smallest = (size, node)
-    return exact if exact is not None else (smallest[1] if smallest else None)
+    return smallest[1] if smallest else None
 
 
-def _statement_at(tree: ast.AST, line: int) -> ast.stmt | None:
+def _statement_at(statements: tuple[ast.stmt, ...], line: int) -> ast.stmt | None:
+    """The innermost statement spanning ``line``."""
     found: ast.stmt | None = None
-    for node in ast.walk(tree):
-        if isinstance(node, ast.stmt) and node.lineno <= line <= (node.end_lineno or node.lineno):
+    for node in statements:
+        if node.lineno <= line <= (node.end_lineno or node.lineno):
             if found is None or node.lineno >= found.lineno and (node.end_lineno or 0) <= (found.end_lineno or 0):
                 found = node
     return found
