@@ -252,3 +252,21 @@ def test_the_command_line_shows_paths_normalised(
     (w,) = [row for row in data["variables"] if row["name"].startswith("w")]
     source = w["barriers"][0]["source"]
     assert (source["file"], source["line"], source["column"]) == ("model.py", line, column)
+
+
+def test_recording_leaves_no_op_callback_behind() -> None:
+    from tensorflow.python.eager import context, execute
+
+    a, _, c = _variables()
+
+    def fails(x: tf.Tensor) -> tf.Tensor:
+        raise ValueError("no")
+
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(tf.stop_gradient(a * x) + c * x)
+
+    flowcheck.analyze(loss, X)
+    with pytest.raises(flowcheck.TraceError):
+        flowcheck.analyze(fails, X)
+    assert context.context().op_callbacks == []
+    assert execute.execute is execute.quick_execute
