@@ -124,15 +124,13 @@ def _original(generated: str, span: tuple[int, int, int, int]) -> Position | Non
     original = _parsed(file)
     if node is None or original is None:
         return None
-    statement = _statement_at(original.statements, line)
-    if statement is None:
-        return None
+    statements = _statements_at(original, line)
     root = _user_root(node, parsed.parents)
     found: list[ast.AST] = []
     plain = _undo(root, node, found)
     if not found:
         return None
-    match = _match(plain, found[0], statement)
+    match = _match(plain, found[0], statements)
     if match is None:
         return None
     lineno, col = getattr(match, "lineno", None), getattr(match, "col_offset", None)
@@ -192,14 +190,16 @@ def _node_at(tree: ast.AST, span: tuple[int, int, int, int]) -> ast.AST | None:
     return smallest[1] if smallest else None
 
 
-def _statement_at(statements: tuple[ast.stmt, ...], line: int) -> ast.stmt | None:
-    """The innermost statement spanning ``line``."""
-    found: ast.stmt | None = None
-    for node in statements:
-        if node.lineno <= line <= (node.end_lineno or node.lineno):
-            if found is None or node.lineno >= found.lineno and (node.end_lineno or 0) <= (found.end_lineno or 0):
-                found = node
-    return found
+def _statements_at(parsed: _Parsed, line: int) -> list[ast.stmt]:
+    """The innermost statements spanning ``line`` (several when ``a = f(); b = g()``)."""
+    spanning = [s for s in parsed.statements if s.lineno <= line <= (s.end_lineno or s.lineno)]
+    outer: set[int] = set()
+    for statement in spanning:
+        parent = parsed.parents.get(statement)
+        while parent is not None:
+            outer.add(id(parent))
+            parent = parsed.parents.get(parent)
+    return [s for s in spanning if id(s) not in outer]
 
 
 # ag__ helpers whose call stands for a piece of the user's own expression.
@@ -312,12 +312,12 @@ def _expr(node: ast.AST) -> ast.expr:
     return node
 
 
-def _match(plain: ast.AST, target: ast.AST, statement: ast.stmt) -> ast.AST | None:
-    """The node of the user's ``statement`` at ``target``'s place in ``plain``, if one is sure."""
+def _match(plain: ast.AST, target: ast.AST, statements: list[ast.stmt]) -> ast.AST | None:
+    """The node of the user's ``statements`` at ``target``'s place in ``plain``, if one is sure."""
     chain = _path(plain, target)
     if chain is None:
         return None
-    nodes = [n for n in ast.walk(statement) if isinstance(n, ast.expr)]
+    nodes = [n for statement in statements for n in ast.walk(statement) if isinstance(n, ast.expr)]
     dumps: dict[int, str] = {}
     for sub in chain:  # the largest piece first: it is the least ambiguous
         key = ast.dump(sub)

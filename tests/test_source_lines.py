@@ -270,3 +270,45 @@ def test_recording_leaves_no_op_callback_behind() -> None:
         flowcheck.analyze(fails, X)
     assert context.context().op_callbacks == []
     assert execute.execute is execute.quick_execute
+
+
+def _helper(t: tf.Tensor) -> tf.Tensor:
+    return tf.stop_gradient(t)  # helper
+
+
+@pytest.mark.parametrize("autograph", AUTOGRAPH)
+def test_helpers_lambdas_keywords_and_two_statements_on_one_line(autograph: bool) -> None:
+    a, b, c = _variables()
+    d, e = tf.Variable([1.0, 1.0], name="d"), tf.Variable([1.0, 1.0], name="e")
+
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        g = lambda t: tf.stop_gradient(t)  # noqa: E731  # lambda
+        é = {"clé": g(a * x)}; y = tf.stop_gradient(b * x)  # noqa: E702  # two statements
+        z = tf.add(x=_helper(c * x),
+                   y=tf.stop_gradient(d * x))  # keywords
+        return tf.reduce_sum(é["clé"] + y + z + e * x)
+
+    report = flowcheck.analyze(tf.function(loss, autograph=autograph), X)
+    assert _places(report, a) == [_where(loss, "lambda")]
+    assert _places(report, b) == [_where(loss, "two statements")]
+    assert _places(report, c) == [_where(_helper, "helper")]
+    assert _places(report, d) == [_where(loss, "keywords")]
+    assert _places(report, e) == []
+
+
+def test_branches_and_boolean_operators_under_autograph() -> None:
+    a, b, c = _variables()
+
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        y = c * x
+        if tf.reduce_sum(x) > 0 and tf.reduce_sum(tf.stop_gradient(a * x)) > -1.0:  # test
+            y = y + tf.stop_gradient(  # then
+                a * x)
+        else:
+            y = y + tf.stop_gradient(b * x)  # else
+        return tf.reduce_sum(y)
+
+    report = flowcheck.analyze(tf.function(loss), X)
+    # The one in the condition cuts a path too (into the predicate, which carries no gradient).
+    assert _places(report, a) == sorted([_where(loss, "test"), _where(loss, "then")])
+    assert _places(report, b) == [_where(loss, "else")]
