@@ -34,7 +34,7 @@ from typing import Any, Final
 
 from flowcheck._source import AUTOGRAPH_FILE, autograph_origin, is_library_file
 
-__all__ = ["Position", "op_position", "recording"]
+__all__ = ["Position", "column_of", "op_position", "parsed", "recording", "statements_at"]
 
 Position = tuple[str, int, int | None]  # file, 1-based line, 1-based column (None: unknown)
 
@@ -93,7 +93,7 @@ def _resolve(code: CodeType, lasti: int) -> Position | None:
             return _original(code.co_filename, span)
         except (_NoMatch, RecursionError, ValueError):  # no sure answer: the traceback's line stays
             return None
-    return code.co_filename, span[0], _column(code.co_filename, span[0], span[2])
+    return code.co_filename, span[0], column_of(code.co_filename, span[0], span[2])
 
 
 def _span(code: CodeType, lasti: int) -> tuple[int, int, int, int] | None:
@@ -106,7 +106,8 @@ def _span(code: CodeType, lasti: int) -> tuple[int, int, int, int] | None:
     return None
 
 
-def _column(file: str, line: int, byte_col: int) -> int:
+def column_of(file: str, line: int, byte_col: int) -> int:
+    """The 1-based column, in characters, of a UTF-8 byte offset into ``line`` of ``file``."""
     # AST and code positions count UTF-8 bytes; a column counts characters.
     text = linecache.getline(file, line).encode("utf-8")
     return len(text[:byte_col].decode("utf-8", errors="replace")) + 1
@@ -116,16 +117,16 @@ def _column(file: str, line: int, byte_col: int) -> int:
 
 def _original(generated: str, span: tuple[int, int, int, int]) -> Position | None:
     origin = autograph_origin(generated, span[0])
-    parsed = _parsed(generated)
-    if origin is None or parsed is None:
+    generated_code = parsed(generated)
+    if origin is None or generated_code is None:
         return None
     file, line = origin
-    node = parsed.spans.get(span) or _node_at(parsed.tree, span)
-    original = _parsed(file)
+    node = generated_code.spans.get(span) or _node_at(generated_code.tree, span)
+    original = parsed(file)
     if node is None or original is None:
         return None
-    statements = _statements_at(original, line)
-    root = _user_root(node, parsed.parents)
+    statements = statements_at(original, line)
+    root = _user_root(node, generated_code.parents)
     found: list[ast.AST] = []
     plain = _undo(root, node, found)
     if not found:
@@ -136,7 +137,7 @@ def _original(generated: str, span: tuple[int, int, int, int]) -> Position | Non
     lineno, col = getattr(match, "lineno", None), getattr(match, "col_offset", None)
     if not isinstance(lineno, int) or not isinstance(col, int):
         return None
-    return file, lineno, _column(file, lineno, col)
+    return file, lineno, column_of(file, lineno, col)
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,8 @@ def _parsed_at(path: str, stamp: tuple[int, int]) -> _Parsed | None:
     return _Parsed(tree, parents, spans, tuple(statements))
 
 
-def _parsed(path: str) -> _Parsed | None:
+def parsed(path: str) -> _Parsed | None:
+    """``path`` parsed, with its spans and statements indexed (None when it cannot be read)."""
     try:
         st = os.stat(path)
     except OSError:
@@ -190,15 +192,15 @@ def _node_at(tree: ast.AST, span: tuple[int, int, int, int]) -> ast.AST | None:
     return smallest[1] if smallest else None
 
 
-def _statements_at(parsed: _Parsed, line: int) -> list[ast.stmt]:
+def statements_at(source: _Parsed, line: int) -> list[ast.stmt]:
     """The innermost statements spanning ``line`` (several when ``a = f(); b = g()``)."""
-    spanning = [s for s in parsed.statements if s.lineno <= line <= (s.end_lineno or s.lineno)]
+    spanning = [s for s in source.statements if s.lineno <= line <= (s.end_lineno or s.lineno)]
     outer: set[int] = set()
     for statement in spanning:
-        parent = parsed.parents.get(statement)
+        parent = source.parents.get(statement)
         while parent is not None:
             outer.add(id(parent))
-            parent = parsed.parents.get(parent)
+            parent = source.parents.get(parent)
     return [s for s in spanning if id(s) not in outer]
 
 

@@ -90,16 +90,20 @@ def user_frame(frames: Sequence[Any]) -> tuple[SourceLine | None, bool]:
         ``(line, via_library)``: ``via_library`` is True when a Keras frame lies between the user's
         line and the op (the op was made inside a Keras layer, not written by the user).
     """
+    line, inner = _user_frame(frames)
+    return line, line is None or any(any(p in f.filename for p in _KERAS_PARTS) for f in inner)
+
+
+def _user_frame(frames: Sequence[Any]) -> tuple[SourceLine | None, Sequence[Any]]:
+    """The innermost frame of user code and the (library) frames inside it."""
     for i in range(len(frames) - 1, -1, -1):
         frame = frames[i]
         line = _line(frame) if not is_library_file(frame.filename) else None
         if line is None and AUTOGRAPH_FILE in frame.filename:
             line = _autograph_line(frame)
         if line is not None:
-            inner = frames[i + 1 :]
-            via_library = any(any(p in f.filename for p in _KERAS_PARTS) for f in inner)
-            return line, via_library
-    return None, True
+            return line, frames[i + 1 :]
+    return None, ()
 
 
 def _autograph_line(frame: Any) -> SourceLine | None:
@@ -123,20 +127,37 @@ def autograph_origin(generated: str, line: int) -> tuple[str, int] | None:
 
 def _autograph_origin_info(generated: str, line: int) -> Any:
     try:
-        from tensorflow.python.autograph.impl import api
         from tensorflow.python.autograph.pyct import origin_info
 
-        # The transpiler's cache of converted functions (pyct/transpiler.py, PyToPy._cache).
-        buckets = list(api._TRANSPILER._cache._cache.values())  # noqa: SLF001
         key = origin_info.LineLocation(generated, line)
     except Exception:  # noqa: BLE001 -- another TensorFlow: no line rather than a wrong one
         return None
-    for bucket in buckets:
-        for factory in list(bucket.values()):
-            origin = (getattr(factory, "source_map", None) or {}).get(key)
-            if origin is not None and not is_library_file(origin.loc.filename):
-                return origin
+    for source_map in _source_maps():
+        origin = source_map.get(key)
+        if origin is not None and not is_library_file(origin.loc.filename):
+            return origin
     return None
+
+
+def autograph_converted(line: SourceLine) -> bool:
+    """Whether AutoGraph's source maps point at ``line`` (its function ran converted)."""
+    for source_map in _source_maps():
+        for origin in list(source_map.values()):
+            loc = origin.loc
+            if loc.lineno == line.line and origin.function_name == line.function and loc.filename == line.file:
+                return True
+    return False
+
+
+def _source_maps() -> list[Any]:
+    try:
+        from tensorflow.python.autograph.impl import api
+
+        # The transpiler's cache of converted functions (pyct/transpiler.py, PyToPy._cache).
+        buckets = list(api._TRANSPILER._cache._cache.values())  # noqa: SLF001
+    except Exception:  # noqa: BLE001 -- another TensorFlow: no line rather than a wrong one
+        return []
+    return [f.source_map for b in buckets for f in list(b.values()) if getattr(f, "source_map", None)]
 
 
 def _line(frame: Any) -> SourceLine:
@@ -155,14 +176,19 @@ def op_source(op: Any) -> tuple[SourceLine | None, bool]:
         frames = list(op.traceback)
     except Exception:  # noqa: BLE001 -- ops rebuilt from a FunctionDef have no traceback
         return None, True
-    line, via_library = user_frame(frames)
+    line, inner = _user_frame(frames)
     if line is None:
-        return None, via_library
+        return None, True
+    via_library = any(any(p in f.filename for p in _KERAS_PARTS) for f in inner)
     from flowcheck._positions import op_position
 
     exact = op_position(op)
+    if exact is None and not via_library:
+        from flowcheck._callsite import guess_call
+
+        exact = guess_call(line, [str(f.name) for f in inner])
     if exact is None or os.path.abspath(exact[0]) != os.path.abspath(line.file):
-        return line, via_library  # not recorded, or recorded for another frame
+        return line, via_library  # not known, or recorded for another frame
     file, number, column = exact
     code = line.code if number == line.line else linecache.getline(file, number).strip()
     return SourceLine(line.file, number, line.function, code, column), via_library

@@ -312,3 +312,47 @@ def test_branches_and_boolean_operators_under_autograph() -> None:
     # The one in the condition cuts a path too (into the predicate, which carries no gradient).
     assert _places(report, a) == sorted([_where(loss, "test"), _where(loss, "then")])
     assert _places(report, b) == [_where(loss, "else")]
+
+
+@pytest.mark.parametrize("autograph", AUTOGRAPH)
+def test_a_nested_tf_function_traced_before_flowcheck(autograph: bool) -> None:
+    # The user ran a step first: the inner function's graph is cached, and flowcheck never saw
+    # its ops made. The calls are told apart by name when their names differ...
+    a, b, c = _variables()
+
+    @tf.function(autograph=autograph)
+    def inner(x: tf.Tensor) -> tf.Tensor:
+        return (tf.stop_gradient(a * x)  # cached first
+                + tf.round(b * x)  # cached second
+                + c * x)
+
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(inner(x))
+
+    outer = tf.function(loss, autograph=autograph)
+    outer(X)
+    report = flowcheck.analyze(outer, X)
+    assert _places(report, a) == [_where(inner, "cached first")]
+    assert _places(report, b) == [_where(inner, "cached second", needle="tf.round(")]
+
+
+def test_the_same_call_twice_in_a_cached_statement_gets_no_guessed_column() -> None:
+    # ... and when they do not, the traceback's line stays, with no column.
+    a, b, c = _variables()
+
+    @tf.function
+    def inner(x: tf.Tensor) -> tf.Tensor:
+        return (tf.stop_gradient(a * x)  # same first
+                + tf.stop_gradient(b * x)  # same second
+                + c * x)
+
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(inner(x))
+
+    outer = tf.function(loss)
+    outer(X)
+    report = flowcheck.analyze(outer, X)
+    statement = {_where(inner, "same first")[0], _where(inner, "same second")[0]}
+    for variable in (a, b):
+        ((line, column),) = _places(report, variable)
+        assert column is None and line in statement | {min(statement) - 1, max(statement) + 1}
