@@ -224,8 +224,8 @@ def _user_root(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> ast.AST:
     root = node
     while True:
         parent = parents.get(root)
-        if parent is None or not isinstance(parent, ast.expr):
-            return root
+        if parent is None or isinstance(parent, ast.stmt):
+            return root  # (through keywords and comprehensions: they are parts of expressions)
         name = _ag_name(parent)
         if name is not None and name not in _UNDONE:  # ag__.if_stmt(test, ...), assert_stmt, ...
             return root.body if isinstance(root, ast.Lambda) else root

@@ -356,3 +356,21 @@ def test_the_same_call_twice_in_a_cached_statement_gets_no_guessed_column() -> N
     for variable in (a, b):
         ((line, column),) = _places(report, variable)
         assert column is None and line in statement | {min(statement) - 1, max(statement) + 1}
+
+
+@pytest.mark.parametrize("autograph", AUTOGRAPH)
+def test_the_same_call_twice_as_keyword_arguments_and_in_a_comprehension(autograph: bool) -> None:
+    a, _, c = _variables()
+
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        y = tf.add(x=tf.stop_gradient(a * x),  # keyword x
+                   y=tf.stop_gradient(a * x))  # keyword y
+        z = sum([tf.stop_gradient(a * x) for _ in range(2)], tf.stop_gradient(a * x))  # comprehension
+        return tf.reduce_sum(y + z + c * x)
+
+    report = flowcheck.analyze(tf.function(loss, autograph=autograph), X)
+    # (The comprehension's call makes two ops, one per iteration, at one place.)
+    assert set(_places(report, a)) == {
+        _where(loss, "keyword x"), _where(loss, "keyword y"),
+        _where(loss, "comprehension"), _where(loss, "comprehension", nth=1),
+    }
