@@ -211,8 +211,9 @@ def _group(verdict: Verdict, group: Sequence[VariableResult], losses: Sequence[s
         out.append(line)
         # Variables cut by the same barriers (a whole layer, a whole network) share one explanation.
         if r.barriers and (i + 1 == len(listed) or listed[i + 1].barriers != r.barriers):
+            places = [str(b.source) for b in r.barriers]
             for b in r.barriers:
-                out.extend(_barrier(b))
+                out.extend(_barrier(b, exact=places.count(str(b.source)) > 1))
     if len(listed) < len(shown):
         out.append([(f"  ... and {len(shown) - len(listed)} more (--json lists every variable)", "dim")])
     if frozen:
@@ -235,10 +236,12 @@ def _shape(r: VariableResult) -> str:
     return f"{r.dtype}[{','.join('?' if d is None else str(d) for d in r.shape)}]"
 
 
-def _barrier(b: Barrier) -> list[_Line]:
+def _barrier(b: Barrier, exact: bool = False) -> list[_Line]:
     where = ""
     if b.source is not None:
-        where = f" at {b.source}" if b.in_user_code else f" inside library code called at {b.source}"
+        # Two barriers on one line are told apart by their columns.
+        place = b.source.location if exact else str(b.source)
+        where = f" at {place}" if b.in_user_code else f" inside library code called at {place}"
     out: list[_Line] = [[("      ", ""), (b.op_type, "magenta"), (f" {b.op_name!r} ({b.detail})", ""), (where, "cyan")]]
     if b.source is not None and b.source.code:
         out.append([(f"        {b.source.code}", "dim")])

@@ -374,3 +374,19 @@ def test_the_same_call_twice_as_keyword_arguments_and_in_a_comprehension(autogra
         _where(loss, "keyword x"), _where(loss, "keyword y"),
         _where(loss, "comprehension"), _where(loss, "comprehension", nth=1),
     }
+
+
+def test_the_summary_gives_columns_only_to_barriers_sharing_a_line() -> None:
+    from flowcheck._format import format_summary
+
+    a, b, c = _variables()
+
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        y = tf.stop_gradient(b * x)  # alone
+        return tf.reduce_sum(tf.stop_gradient(a * x) + tf.stop_gradient(a * x) + y + c * x)  # shared
+
+    text = format_summary(flowcheck.analyze(tf.function(loss), X), None)
+    short = SourceLine(__file__, 1, "f").short_file
+    (line, first), (_, second) = _where(loss, "shared"), _where(loss, "shared", nth=1)
+    assert f"at {short}:{line}:{first}\n" in text and f"at {short}:{line}:{second}\n" in text
+    assert f"at {short}:{_where(loss, 'alone')[0]}\n" in text
