@@ -26,7 +26,9 @@ from flowcheck._positions import recording
 from flowcheck._source import SourceLine, user_frame
 from flowcheck.errors import InvalidTargetError, LossError, NoVariablesError, TraceError
 
-__all__ = ["LossOutput", "Traced", "TracedVariable", "trace"]
+__all__ = [
+    "LossOutput", "Traced", "TracedVariable", "describe_variable", "is_plain_callable", "owned_variables", "trace",
+]
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,11 @@ class TracedVariable:
     dtype: str
     trainable: bool
     handles: tuple[Any, ...] = field(repr=False, compare=False)
+
+    @property
+    def watched_by_default(self) -> bool:
+        """Whether a default ``tf.GradientTape`` watches it when read: its ``tf.Variable`` is trainable."""
+        return bool(self.tf_variable.trainable)
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,7 @@ class Traced:
     captured: dict[Any, int]
     losses: list[LossOutput]
     notes: list[str]
+    python_function: Any = None  # a plain callable as the user calls it (eagerly); else None
 
 
 def trace(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Traced:
@@ -109,7 +117,35 @@ def trace(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Traced:
             f"{_name(fn)} reads no variable: nothing can be trained "
             "(create the variables outside the function and use them inside)"
         )
-    return Traced(function, concrete, tuple(args), dict(kwargs), kind, variables, captured, losses, notes)
+    python_function = fn if kind == "callable" else None
+    return Traced(function, concrete, tuple(args), dict(kwargs), kind, variables, captured, losses, notes, python_function)
+
+
+def is_plain_callable(fn: Any) -> bool:
+    """Whether ``fn`` is analyzed as a plain Python callable (run eagerly by its user)."""
+    keras = _keras()
+    return (
+        callable(fn)
+        and not isinstance(fn, (tf.types.experimental.PolymorphicFunction, tf.types.experimental.ConcreteFunction))
+        and not (keras is not None and isinstance(fn, keras.Model))
+    )
+
+
+def owned_variables(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[TracedVariable]:
+    """The variables reachable from a callable and its arguments (closures, globals, ``self``, modules)."""
+    found: list[TracedVariable] = []
+    seen: set[int] = set()
+    for owner in _owners_of(fn) + _owners_in(args) + _owners_in(tuple(kwargs.values())):
+        for var in _owned_variables(owner):
+            if id(var.tf_variable) not in seen:
+                seen.add(id(var.tf_variable))
+                found.append(var)
+    return found
+
+
+def describe_variable(variable: Any) -> TracedVariable:
+    """A variable found without an owner, named by its own name."""
+    return _describe_tf(variable, variable, None)
 
 
 def _name(fn: Any) -> str:
@@ -130,7 +166,10 @@ def _as_function(fn: Any, notes: list[str]) -> tuple[Any, str, list[Any]]:
             "flowcheck can trace a fresh copy"
         )
     if callable(fn):
-        notes.append(f"{_name(fn)} is a plain Python function: it was wrapped in tf.function")
+        notes.append(
+            f"{_name(fn)} is a plain Python function: judged as you call it, eagerly (its graph, traced "
+            "by tf.function, gives the barriers and lines)"
+        )
         return tf.function(fn), "callable", _owners_of(fn)
     raise InvalidTargetError(
         f"cannot analyze {type(fn).__name__!r}: expected a tf.function, a Python callable "

@@ -123,10 +123,8 @@ def run_step(
     with _strategy_scope(variables):  # a distributed variable's optimizer must live in its strategy
         opt = make_optimizer(optimizer, learning_rate)
     saved = [_save_components(v) for v in variables]
-    # As GradientTape does by default: watch the trainable float variables the step reads.
-    differentiable = [
-        i for i, v in enumerate(variables) if (v.dtype.is_floating or v.dtype.is_complex) and v.trainable
-    ]
+    # The verdict's tape: every floating-point variable watched, whatever its trainable flag.
+    differentiable = [i for i, v in enumerate(variables) if v.dtype.is_floating or v.dtype.is_complex]
     problems: list[str] = []
     try:
         try:
@@ -135,7 +133,7 @@ def run_step(
             with tf.GradientTape(watch_accessed_variables=False) as tape:
                 for i in differentiable:
                     tape.watch(variables[i])
-                outputs = traced.function(*traced.args, **traced.kwargs)
+                outputs = _call(traced)
                 total = _total_loss(outputs, [loss.name for loss in traced.losses])
             grads = tape.gradient(total, [variables[i] for i in differentiable],
                                   unconnected_gradients=tf.UnconnectedGradients.NONE)
@@ -196,11 +194,22 @@ def run_step(
     )
 
 
+def _call(traced: Traced) -> Any:
+    # A plain callable runs as its user calls it, eagerly (on random seeds of its own); anything
+    # else as traced, where random ops hold their own state.
+    from flowcheck._eager import own_random_seeds
+
+    if traced.python_function is None:
+        return traced.function(*traced.args, **traced.kwargs)
+    with own_random_seeds():
+        return traced.python_function(*traced.args, **traced.kwargs)
+
+
 def _loss_without_tape(traced: Traced) -> float:
     import tensorflow as tf
 
     try:
-        total = _total_loss(traced.function(*traced.args, **traced.kwargs), [loss.name for loss in traced.losses])
+        total = _total_loss(_call(traced), [loss.name for loss in traced.losses])
         return float(tf.math.real(total).numpy())
     except Exception:  # noqa: BLE001 -- only for the record: the error is what matters
         return math.nan

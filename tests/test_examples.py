@@ -51,7 +51,8 @@ def tape_truth(loss: Callable[..., Any], args: tuple[Any, ...], variables: list[
     names = [stable(str(getattr(v, "path", None) or v.name.split(":")[0])) for v in variables]
     assert len(set(names)) == len(names)
     floats = [i for i, v in enumerate(backing) if v.dtype.is_floating]
-    with tf.GradientTape(persistent=True) as tape:  # a default tape, as a training step uses
+    with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
+        tape.watch([backing[i] for i in floats])  # every variable watched: the verdict's tape
         out = loss(*args)
         parts = dict(out) if isinstance(out, dict) else {"loss": out}
         total = tf.add_n([tf.reduce_sum(t) for t in parts.values()])
