@@ -80,10 +80,24 @@ def op_position(op: Any) -> Position | None:
         return None
     if found is None:
         return None
-    return _resolve(*found)
+    code, lasti = found
+    # The ops of one call (a Keras layer's) share its instruction. Keyed by identity: code objects
+    # that differ only in their file compare equal (an edited copy of a file, AutoGraph's output).
+    key = (id(code), lasti)
+    hit = _RESOLVED.get(key)
+    if hit is not None and hit[0] is code:
+        return hit[1]
+    result = _resolve(code, lasti)
+    if len(_RESOLVED) >= _RESOLVED_MAX:
+        _RESOLVED.clear()
+    _RESOLVED[key] = (code, result)
+    return result
 
 
-@lru_cache(maxsize=4096)  # the ops of one call (a Keras layer's) share its instruction
+_RESOLVED: dict[tuple[int, int], tuple[CodeType, Position | None]] = {}
+_RESOLVED_MAX: Final = 4096
+
+
 def _resolve(code: CodeType, lasti: int) -> Position | None:
     span = _span(code, lasti)
     if span is None:

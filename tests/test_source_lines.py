@@ -390,3 +390,34 @@ def test_the_summary_gives_columns_only_to_barriers_sharing_a_line() -> None:
     (line, first), (_, second) = _where(loss, "shared"), _where(loss, "shared", nth=1)
     assert f"at {short}:{line}:{first}\n" in text and f"at {short}:{line}:{second}\n" in text
     assert f"at {short}:{_where(loss, 'alone')[0]}\n" in text
+
+
+def test_an_edited_copy_of_a_file_gets_its_own_lines(tmp_path: Any) -> None:
+    # Code objects that differ only in their file compare equal; so does AutoGraph's output for
+    # two copies of one function. Each copy's barrier is on its own line.
+    import importlib.util
+
+    body = (
+        "import tensorflow as tf\n"
+        "w = tf.Variable(1.0, name='w')\n"
+        "v = tf.Variable(1.0, name='v')\n"
+        "@tf.function\n"
+        "def loss(x):\n"
+        "    return (v * x +\n"
+        "            tf.stop_gradient(w * x))\n"
+    )
+    found = []
+    for i, text in enumerate((body, "\n\n\n" + body)):
+        path = tmp_path / f"copy{i}" / "model.py"
+        path.parent.mkdir()
+        path.write_text(text)
+        spec = importlib.util.spec_from_file_location(f"_lines_copy_{i}", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        report = flowcheck.analyze(module.loss, tf.constant(2.0))
+        (barrier,) = report.result(module.w).barriers
+        expected = [n for n, code in enumerate(text.splitlines(), 1) if "tf.stop_gradient(" in code]
+        found.append((barrier.source.file, barrier.source.line, expected[0]))
+    assert [line for _, line, _ in found] == [want for _, _, want in found]
+    assert found[0][0] != found[1][0]
