@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Iterator, Sequence
+from functools import lru_cache
 
 from flowcheck._positions import Position, column_of, parsed, statements_at
 from flowcheck._source import SourceLine, autograph_converted
@@ -28,6 +29,11 @@ def guess_call(line: SourceLine, inner_names: Sequence[str]) -> Position | None:
         line: The user's frame, as the op's traceback gives it.
         inner_names: The names of the frames inside it, outermost (nearest the user) first.
     """
+    return _guess(line, tuple(inner_names))
+
+
+@lru_cache(maxsize=1024)  # a diagram asks once per op drawn; the ops of one call share the answer
+def _guess(line: SourceLine, inner_names: tuple[str, ...]) -> Position | None:
     source = parsed(line.file)
     if source is None:
         return None
