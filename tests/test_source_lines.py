@@ -421,3 +421,22 @@ def test_an_edited_copy_of_a_file_gets_its_own_lines(tmp_path: Any) -> None:
         found.append((barrier.source.file, barrier.source.line, expected[0]))
     assert [line for _, line, _ in found] == [want for _, _, want in found]
     assert found[0][0] != found[1][0]
+
+
+@pytest.mark.parametrize(("generated", "user"), [
+    ("ag__.converted_call(ag__.ld(tf).stop_gradient, (ag__.ld(a) * ag__.ld(x),), None, fscope)", "tf.stop_gradient(a * x)"),
+    ("ag__.converted_call(ag__.ld(f), (ag__.ld(a),) + tuple(ag__.ld(rest)), dict(k=1, **ag__.ld(kw)), fscope)", "f(a, *rest, k=1, **kw)"),
+    ("ag__.if_exp(ag__.ld(c), lambda: ag__.ld(a), lambda: ag__.ld(b), 'c')", "a if c else b"),
+    ("ag__.and_(lambda: ag__.ld(a), lambda: ag__.and_(lambda: ag__.ld(b), lambda: ag__.ld(c)))", "a and b and c"),
+    ("ag__.not_(ag__.ldu(lambda: x, 'x'))", "not x"),
+    ("[ag__.converted_call(g, (v,), None, fscope) for v in ag__.ld(vs)]", "[g(v) for v in vs]"),
+])
+def test_undoing_autographs_rewrites_gives_the_users_expression(generated: str, user: str) -> None:
+    import ast
+
+    from flowcheck._positions import _undo
+
+    node = ast.parse(generated, mode="eval").body
+    found: list[ast.AST] = []
+    assert ast.dump(_undo(node, node, found)) == ast.dump(ast.parse(user, mode="eval").body)
+    assert len(found) == 1
