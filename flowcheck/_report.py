@@ -203,7 +203,7 @@ class Report:
             RenderError: ``detail`` is unknown.
             VariableNotFoundError: a ``focus`` entry is not a variable of this report.
         """
-        from flowcheck._render import op_sources, to_dot
+        from flowcheck.render import op_sources, to_dot
 
         nodes = None if focus is None else [
             r.node for r in (self.result(v) for v in ([focus] if isinstance(focus, str) else focus)) if r.node
@@ -249,7 +249,7 @@ class Report:
         return write_text(path, self._html(detail, focus, fragment=False))
 
     def _html(self, detail: str, focus: Any, fragment: bool) -> str:
-        from flowcheck._html import to_html
+        from flowcheck.render.html import to_html
 
         return to_html(
             self.svg(detail=detail, focus=focus), self.variables, title=f"flowcheck: {self.target} ({self.target_kind})",

@@ -3,7 +3,7 @@
 Pure string work: the SVG comes in as text (from :mod:`flowcheck._rendering`), the page goes out
 as text. The page loads nothing from the network: its style and script are inline. Clicking a row
 of the table highlights that variable in the diagram, whose node has the SVG id ``var-<index>``
-(see :func:`flowcheck._render.svg_id`); clicking a variable in the diagram selects its row.
+(see :func:`flowcheck.render.model.svg_id`); clicking a variable in the diagram selects its row.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from html import escape
 from typing import Any, Final
 
 from flowcheck._analysis import Verdict
-from flowcheck._render import svg_id
+from flowcheck.render.model import svg_id
 from flowcheck._report import GRADIENT_ERROR_ADVICE
 
 __all__ = ["to_html"]
