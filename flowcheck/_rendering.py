@@ -1,7 +1,7 @@
 """The thin layer that runs Graphviz ``dot`` and writes report files.
 
-Every subprocess call of flowcheck lives here. Building the DOT source is :mod:`flowcheck._render`'s
-job and building the HTML page is :mod:`flowcheck._html`'s; this module only turns DOT into SVG
+Every Graphviz call of flowcheck lives here. Building the DOT source is :mod:`flowcheck.render`'s
+job and building the HTML page is :mod:`flowcheck.render.html`'s; this module only turns DOT into SVG
 and puts text on disk.
 """
 
@@ -20,7 +20,7 @@ __all__ = ["DOT_BINARY", "INSTALL_HINT", "SUFFIXES", "dot_executable", "render_s
 
 DOT_BINARY: Final = "dot"
 INSTALL_HINT: Final = "install Graphviz: `apt-get install graphviz` (Debian/Ubuntu) or `brew install graphviz` (macOS)"
-SUFFIXES: Final = (".svg", ".html", ".dot")
+SUFFIXES: Final = (".svg", ".html", ".dot", ".me.json")
 """The report formats ``Report.save`` writes, chosen by the path's suffix."""
 
 _TIMEOUT_S: Final = 120.0
@@ -56,7 +56,10 @@ def render_svg(dot_source: str, timeout: float = _TIMEOUT_S) -> str:
     except FileNotFoundError as exc:  # removed between the lookup and the call
         raise ExecutableNotFoundError(f"the Graphviz executable {DOT_BINARY!r} could not be run; {INSTALL_HINT}") from exc
     except subprocess.TimeoutExpired as exc:
-        raise RenderError(f"Graphviz dot did not finish within {timeout:g} s; try detail='collapsed' or focus=[...]") from exc
+        raise RenderError(
+            f"Graphviz dot did not finish within {timeout:g} s; draw less with focus=[...] (--focus), "
+            "or browse every op in Model Explorer (a .me.json report, --explore)"
+        ) from exc
     if proc.returncode != 0:
         message = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         raise RenderError(f"Graphviz dot failed (exit status {proc.returncode}): {message[0] if message else 'no message'}")

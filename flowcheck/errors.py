@@ -11,8 +11,10 @@ line (``TypeName: message``) and exits with status 2::
     ├── NoVariablesError(FlowcheckError)                nothing in it can be trained
     ├── VariableNotFoundError(FlowcheckError, KeyError) a variable asked about is not in the report
     ├── VerificationError(FlowcheckError)               the real optimizer step could not run
-    └── RenderError(FlowcheckError)                     a report could not be drawn or written
-        └── ExecutableNotFoundError(RenderError, RuntimeError)  Graphviz ``dot`` is missing
+    ├── RenderError(FlowcheckError)                     a report could not be drawn or written
+    │   └── ExecutableNotFoundError(RenderError, RuntimeError)  Graphviz ``dot`` is missing
+    └── ExplorerError(FlowcheckError)                   Model Explorer could not show the report
+        └── ExplorerNotInstalledError(ExplorerError, ImportError)  the ``flowcheck[explore]`` extra is missing
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ __all__ = [
     "VerificationError",
     "RenderError",
     "ExecutableNotFoundError",
+    "ExplorerError",
+    "ExplorerNotInstalledError",
 ]
 
 
@@ -72,3 +76,11 @@ class RenderError(FlowcheckError):
 
 class ExecutableNotFoundError(RenderError, RuntimeError):
     """The Graphviz ``dot`` binary is not installed."""
+
+
+class ExplorerError(FlowcheckError):
+    """Model Explorer could not be started for a report."""
+
+
+class ExplorerNotInstalledError(ExplorerError, ImportError):
+    """``--explore`` needs the optional extra: ``pip install 'flowcheck[explore]'``."""

@@ -315,7 +315,7 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]
 def test_an_unknown_output_format_is_refused_before_any_work(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, SEED, "-o", "seed.png")
     assert (code, out) == (2, "")
-    assert error_line(err) == "flowcheck: error: cannot write 'seed.png': the report formats are .svg, .html, .dot"
+    assert error_line(err) == "flowcheck: error: cannot write 'seed.png': the report formats are .svg, .html, .dot, .me.json"
 
 
 def test_split_spec() -> None:

@@ -21,7 +21,9 @@ from flowcheck.render.context import Context
 from flowcheck.render.groups import group_edges, group_name, key_depth, ordered, parent_scope
 from flowcheck.render.model import BUDGET, MIN_RUN
 
-__all__ = ["Plan", "fit_budget", "fold_repeats", "plan_size"]
+__all__ = ["Plan", "fit_budget", "fold_repeats", "plan_size", "shows_variable"]
+
+_STAY = ("fn:", "rest:")  # drawn inside their function's or layer's box: never cut into segments
 
 
 @dataclass(frozen=True)
@@ -85,9 +87,9 @@ def _signatures(ctx: Context, plan: Plan) -> dict[str, tuple[object, ...]]:
         types.setdefault(key, Counter())[str(ctx.g.nodes[op].get("op_type", ""))] += 1
     verdicts: dict[str, list[str]] = {}
     for v in ctx.var_nodes:
-        key = _home_key(ctx, plan, v)
-        if key is not None:
-            verdicts.setdefault(key, []).append(ctx.verdicts[v].value)
+        home = _home_key(ctx, plan, v)
+        if home is not None:
+            verdicts.setdefault(home, []).append(ctx.verdicts[v].value)
     return {
         k: (parent_scope(k), tuple(sorted(c.items())), tuple(sorted(verdicts.get(k, ()))))
         for k, c in types.items()
@@ -153,7 +155,7 @@ def _scope_key(key: str) -> str:
 
 def _segments(ctx: Context, plan: Plan, room: int) -> Plan:
     """Cut the unprotected groups, in data-flow order, into at most ``room`` consecutive segments."""
-    keys = ordered({k for k in plan.group_of.values() if k not in plan.protected and not k.startswith("fn:")},
+    keys = ordered({k for k in plan.group_of.values() if k not in plan.protected and not k.startswith(_STAY)},
                    _positions(ctx, plan.group_of))
     size = max(2, -(-len(keys) // max(room, 1)))
     merged: dict[str, str] = {}
@@ -181,6 +183,6 @@ def fit_budget(ctx: Context, plan: Plan, budget: int = BUDGET) -> Plan:
     size = plan_size(ctx, plan)
     if size <= budget:
         return plan
-    unprotected = len({k for k in plan.group_of.values() if k not in plan.protected and not k.startswith("fn:")})
+    unprotected = len({k for k in plan.group_of.values() if k not in plan.protected and not k.startswith(_STAY)})
     room = budget - (size - unprotected)
     return _segments(ctx, plan, max(room, budget // 10))

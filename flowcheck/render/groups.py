@@ -21,7 +21,7 @@ from flowcheck.render.context import Context
 from flowcheck.render.model import MAX_GROUP_OPS
 from flowcheck.render.names import match_layer
 
-__all__ = ["expanded_keys", "group_edges", "group_name", "initial_groups", "key_depth", "parent_scope"]
+__all__ = ["expanded_keys", "group_edges", "group_name", "initial_groups", "key_depth", "ordered", "parent_scope"]
 
 
 def initial_groups(ctx: Context) -> dict[str, str]:
@@ -110,6 +110,8 @@ def key_depth(key: str) -> int:
 def group_name(ctx: Context, key: str) -> str:
     """The user's name of a ``scope:``, ``coarse:`` or ``fn:`` group (its Keras path, else its scope)."""
     kind, _, rest = key.partition(":")
+    if kind == "rest":
+        return group_name(ctx, rest)
     if kind == "fn":
         return str(ctx.g.graph.get("clusters", {}).get(rest, {}).get("label", rest))
     if kind in ("scope", "coarse"):

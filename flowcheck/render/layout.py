@@ -77,10 +77,17 @@ def plan(ctx: Context) -> Plan:
     """Group the ops, fold repeats and fit the budget (collapsed view), or draw every op."""
     group_of = initial_groups(ctx)
     expanded = expanded_keys(ctx, group_of)
-    on_blame = {group_of[n] for n in ctx.blame_nodes if n in group_of}
-    chosen = Plan(group_of=group_of, expanded=expanded, protected=expanded | on_blame)
+    if ctx.detail != "ops":
+        group_of = _keep_detail_on_findings(ctx, group_of, expanded)
+    chosen = Plan(group_of=group_of, expanded=expanded, protected=expanded)
     if ctx.detail != "ops":
         chosen = fit_budget(ctx, fold_repeats(ctx, chosen))
     # A group of one op is drawn as that op.
     sizes = Counter(chosen.group_of.values())
     return replace(chosen, expanded=chosen.expanded | {k for k, n in sizes.items() if n == 1})
+
+
+def _keep_detail_on_findings(ctx: Context, group_of: dict[str, str], expanded: frozenset[str]) -> dict[str, str]:
+    """In a group drawn op by op, the ops off every blame path fold into one ``rest:`` node."""
+    keep = ctx.blame_nodes | ctx.barrier_nodes | ctx.error_nodes
+    return {op: (f"rest:{key}" if key in expanded and op not in keep else key) for op, key in group_of.items()}

@@ -90,9 +90,11 @@ class _Boxes:
 
     def of_group(self, key: str) -> str | None:
         """The DOT cluster an op of group ``key`` is drawn in."""
+        if key.startswith("rest:"):
+            return self.of_group(key[5:]) if key[5:] in self.plan.expanded else None
         if key.startswith("fn:"):
             return self.of_function(key[3:])
-        if key not in self.plan.expanded or len(self.members[key]) == 1:
+        if key not in self.plan.expanded or len(self.members.get(key, ())) + len(self.members.get(f"rest:{key}", ())) < 2:
             return None
         name = f"cluster_g{self.ids[key]}"
         if name not in self.clusters:
@@ -120,6 +122,9 @@ class _Boxes:
 def _describe(ctx: Context, plan: Plan, key: str, boxes: _Boxes) -> tuple[str, str, str | None, str]:
     """A folded group's label, what it is (for the tooltip), the box around it, and its namespace."""
     kind, _, rest = key.partition(":")
+    if kind == "rest":
+        return f"{len(boxes.members[key]):,} other ops", f"ops of {group_name(ctx, rest)} off the blame paths", \
+            boxes.of_group(rest), group_name(ctx, rest)
     if kind == "fn":
         info = boxes.fn_clusters.get(rest, {})
         what = KIND_WORDS.get(str(info.get("kind", "function")), "function")
