@@ -60,6 +60,10 @@ class Explorer:
             return
 
 
+def _no_new_version(print_msg: bool = True) -> dict[str, str]:
+    return {"version": "", "runningVersion": "", "releaseUrl": "", "desktopAppUrl": ""}
+
+
 def start(report: Any, host: str = "127.0.0.1", port: int | None = None) -> Explorer:
     """Serve ``report`` in Model Explorer on ``host``; return once the page answers.
 
@@ -79,8 +83,9 @@ def start(report: Any, host: str = "127.0.0.1", port: int | None = None) -> Expl
     config.model_sources.append({"url": f"graphs://{report.target}/0"})
     config.add_node_data("flowcheck verdicts", node_data)
     chosen = port or free_port(host)
-    # Model Explorer asks the internet for a newer release on start; flowcheck's page stays local.
-    server._check_new_version = lambda print_msg=True: None  # noqa: SLF001
+    # Model Explorer asks the internet for a newer release (on start and from the page); flowcheck's
+    # page stays local: the answer "no newer version" in Model Explorer's own format.
+    server._check_new_version = _no_new_version  # noqa: SLF001
     thread = threading.Thread(
         target=server.start, kwargs={"host": host, "port": chosen, "config": config, "no_open_in_browser": True},
         daemon=True, name="flowcheck-model-explorer",

@@ -25,13 +25,19 @@ from flowcheck._analysis import Verdict
 from flowcheck.render.context import Context, build_context
 from flowcheck.render.model import VERDICT_COLORS, VariableLike
 
-__all__ = ["BARRIER_COLOR", "BLAME_COLOR", "VALUES", "explorer_graphs", "node_data", "node_data_path", "to_explorer"]
+__all__ = ["BARRIER_COLOR", "BLAME_COLOR", "VALUES", "explorer_graphs", "me_id", "node_data", "node_data_path", "to_explorer"]
 
 BLAME_COLOR: Final = "#e66101"
 BARRIER_COLOR: Final = "#b2182b"
 VALUES: Final = {Verdict.RECEIVES: 0, Verdict.UNUSED: 1, Verdict.BLOCKED: 2}
 """Node-data values of the verdicts; a barrier (or an op where the tape raises) is 3."""
 _MAIN: Final = "flowcheck"
+
+
+def me_id(node: str) -> str:
+    """The Model Explorer id of a graph node: an op's id gets ``op:`` (TensorFlow names an op
+    ``MatMul`` and its inputs ``MatMul/...``, and Model Explorer's layer ``MatMul`` would take its id)."""
+    return node if node.startswith(("variable:", "loss:")) else f"op:{node}"
 
 
 def node_data_path(path: str | os.PathLike[str]) -> Path:
@@ -96,7 +102,7 @@ def _edges(ctx: Context, placed: Mapping[str, str]) -> dict[str, list[tuple[str,
         if a is None or b is None or a == b or (common, a, b) in seen:
             continue
         seen.add((common, a, b))
-        out.setdefault(common, []).append((a, b, (u, w)))
+        out.setdefault(common, []).append((me_id(a), me_id(b), (u, w)))
     return out
 
 
@@ -113,18 +119,18 @@ def _node(ctx: Context, n: str, results: Mapping[str, VariableLike], barriers: M
         verdict = ctx.verdicts[n]
         line, fill = VERDICT_COLORS[verdict]
         return {
-            "id": n, "label": name.split(":")[0].rsplit("/", 1)[-1], "namespace": name.split(":")[0].rpartition("/")[0],
+            "id": me_id(n), "label": name.split(":")[0].rsplit("/", 1)[-1], "namespace": name.split(":")[0].rpartition("/")[0],
             "attrs": _attrs([("variable", name), ("verdict", verdict.value), ("trainable", attrs.get("trainable")),
                              ("blocked by", "; ".join(str(b) for b in getattr(r, "barriers", ())))]),
             "style": {"backgroundColor": fill, "borderColor": line},
         }
     if kind == "loss":
-        return {"id": n, "label": f"LOSS {attrs.get('name', n)}", "namespace": "",
+        return {"id": me_id(n), "label": f"LOSS {attrs.get('name', n)}", "namespace": "",
                 "style": {"backgroundColor": "#2166ac", "borderColor": "#08306b"}}
     name = str(attrs.get("name", n))
     barrier = barriers.get(n)
     node: dict[str, Any] = {
-        "id": n, "label": str(attrs.get("op_type", "")),
+        "id": me_id(n), "label": name if attrs.get("op_type") == "Placeholder" else str(attrs.get("op_type", "")),
         "namespace": ctx.names.keras(name.rpartition("/")[0]) if "/" in name and attrs.get("cluster") is None else "",
         "attrs": _attrs([("name", name), ("outputs", ", ".join(attrs.get("outputs", ()))),
                          ("flowcheck", barrier[0] if barrier else None), ("line", barrier[1] if barrier else None)]),
@@ -155,12 +161,12 @@ def explorer_graphs(ctx: Context, results: Sequence[VariableLike], errors: Seque
     nodes: dict[str, dict[str, dict[str, Any]]] = {}
     for n in ctx.g:
         if n in placed:
-            nodes.setdefault(placed[n], {})[n] = _node(ctx, n, by_node, barriers)
+            nodes.setdefault(placed[n], {})[me_id(n)] = _node(ctx, n, by_node, barriers)
     for cid, info in clusters.items():
         gate = info.get("gate")
         home = placed.get(str(gate)) if gate is not None else None
         if home is not None:
-            nodes[home][str(gate)].setdefault("subgraphIds", []).append(str(cid))
+            nodes[home][me_id(str(gate))].setdefault("subgraphIds", []).append(str(cid))
     for gid, items in edges.items():
         inputs: dict[str, int] = {}
         for a, b, _ in items:
@@ -170,7 +176,8 @@ def explorer_graphs(ctx: Context, results: Sequence[VariableLike], errors: Seque
     out = []
     for gid in [_MAIN, *[c for c in clusters if c in nodes]]:
         blame = [{"sourceNodeId": a, "targetNodeId": b} for a, b, e in edges.get(gid, ()) if e in ctx.blame_edges]
-        graph: dict[str, Any] = {"id": title if gid == _MAIN else str(clusters[gid].get("label", gid)),
+        # Model Explorer hides ReadVariableOp by default, which would cut every variable off.
+        graph: dict[str, Any] = {"id": title if gid == _MAIN else gid, "nodeLabelsToHide": ["Const", "NoOp"],
                                  "nodes": list(nodes.get(gid, {}).values())}
         if blame:
             graph["tasksData"] = {"edgeOverlaysDataListLeftPane": [{
@@ -185,13 +192,14 @@ def explorer_graphs(ctx: Context, results: Sequence[VariableLike], errors: Seque
 def node_data(ctx: Context, graphs: Mapping[str, Any]) -> dict[str, Any]:
     """The node-data overlay, per graph id: verdicts of variables, barriers (see :data:`VALUES`)."""
     data: dict[str, Any] = {}
-    barrier_nodes = ctx.barrier_nodes | {w for _, w in ctx.error_edges}
+    barrier_nodes = {me_id(n) for n in ctx.barrier_nodes | {w for _, w in ctx.error_edges}}
+    verdicts = {me_id(v): verdict for v, verdict in ctx.verdicts.items()}
     for graph in graphs["graphs"]:
         results: dict[str, Any] = {}
         for node in graph["nodes"]:
             n = node["id"]
-            if n in ctx.verdicts:
-                results[n] = {"value": VALUES[ctx.verdicts[n]], "bgColor": VERDICT_COLORS[ctx.verdicts[n]][1]}
+            if n in verdicts:
+                results[n] = {"value": VALUES[verdicts[n]], "bgColor": VERDICT_COLORS[verdicts[n]][1]}
             elif n in barrier_nodes:
                 results[n] = {"value": 3, "bgColor": BARRIER_COLOR}
         if results:
