@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import queue
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,11 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browser_cases import ARGS, CHROMIUM, MOBILENET_STEP, keep, launch_env
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
-SHOTS = Path("/tmp/flowcheck-shots")
 START_S = 240.0
 
 pytestmark = [
@@ -34,22 +31,6 @@ pytestmark = [
 ]
 model_explorer = pytest.importorskip("model_explorer", reason="the flowcheck[explore] extra is not installed")
 
-MOBILENET = '''
-import keras
-import numpy as np
-import tensorflow as tf
-
-keras.utils.set_random_seed(0)
-backbone = keras.applications.MobileNetV2(weights=None, include_top=False, input_shape=(32, 32, 3))
-features = keras.layers.GlobalAveragePooling2D(name="pool")(backbone.output)
-logits = keras.layers.Dense(10, name="logits")(features)
-# A calibration head added as a constant by mistake: its own weights are cut off with it.
-calibration = keras.layers.Dense(10, name="calibration")(features)
-outputs = keras.layers.Add(name="calibrated")([logits, keras.layers.Lambda(tf.stop_gradient, name="frozen_calibration")(calibration)])
-model = keras.Model(backbone.input, outputs)
-model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-example_inputs = (np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32), np.array([1, 2]))
-'''
 
 
 class Served:
@@ -95,7 +76,7 @@ class Served:
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    os.environ["PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD"] = "1"
+    launch_env()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -136,8 +117,7 @@ def explore(browser: Any, served: Served, barrier: str, shot: Path) -> str:
         overlay.check()
     page.wait_for_timeout(1500)
     page.screenshot(path=str(shot))
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    shutil.copy(shot, SHOTS / shot.name)
+    keep(shot)
     assert overlay.is_checked()
     context.close()
     return text
@@ -157,7 +137,7 @@ def test_seed_in_model_explorer(browser: Any, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_mobilenet_train_step_in_model_explorer(browser: Any, tmp_path: Path) -> None:
     script = tmp_path / "mobilenet_step.py"
-    script.write_text(MOBILENET, encoding="utf-8")
+    script.write_text(MOBILENET_STEP, encoding="utf-8")
     served = Served([str(script), "--no-verify"], tmp_path)
     try:
         text = explore(browser, served, "StopGradient", tmp_path / "explorer-mobilenetv2.png")

@@ -35,10 +35,10 @@ def node_boxes(svg: str, ids: Sequence[str]) -> dict[str, Box]:
     sx, sy, tx, ty = (float(v) for v in moved.groups()) if moved else (1.0, 1.0, 0.0, 0.0)
     boxes: dict[str, Box] = {}
     for node in ids:
-        start = svg.find(f'<g id="{node}" class="node')
+        start = svg.find(f'<g id="{node.replace("-", "&#45;")}" class="node')  # dot writes "-" as &#45;
         if start < 0:
             continue
-        end = svg.find("\n<g id=", start + 1)
+        end = svg.find("\n<!-- ", start)  # dot opens every node and edge with a comment
         chunk = svg[start:end if end > 0 else len(svg)]
         xs: list[float] = []
         ys: list[float] = []
