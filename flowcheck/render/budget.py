@@ -53,11 +53,9 @@ def _home_key(ctx: Context, plan: Plan, v: str) -> str | None:
 
 def shows_variable(ctx: Context, plan: Plan, v: str) -> bool:
     """Whether variable ``v`` is drawn as its own node."""
-    if v in ctx.blame_nodes or v in ctx.blocked:
-        return True
     key = _home_key(ctx, plan, v)
     if key is None:
-        return not plan.hide_vars
+        return not plan.hide_vars or v in ctx.blocked
     if key in plan.expanded:
         return True
     return not plan.hide_vars and not key.startswith(("run:", "seg:", "coarse:"))
@@ -98,7 +96,8 @@ def _signatures(ctx: Context, plan: Plan) -> dict[str, tuple[object, ...]]:
 
 def fold_repeats(ctx: Context, plan: Plan) -> Plan:
     """Fold runs of consecutive groups with the same structure and verdicts (step 1)."""
-    candidates = {k for k in plan.group_of.values() if k.startswith("scope:") and k not in plan.protected}
+    holding = {_home_key(ctx, plan, v) for v in ctx.blocked}  # a layer with a blocked variable never folds
+    candidates = {k for k in plan.group_of.values() if k.startswith("scope:") and k not in plan.protected | holding}
     if len(candidates) < MIN_RUN:
         return plan
     succ = group_edges(ctx, plan.group_of)

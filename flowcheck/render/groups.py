@@ -65,12 +65,13 @@ def _containers(ctx: Context, ops: list[str]) -> set[str]:
     return containers
 
 
-def expanded_keys(ctx: Context, group_of: Mapping[str, str]) -> frozenset[str]:
-    """Groups drawn op by op: every group for ``detail="ops"``, else those holding a finding."""
+def expanded_keys(ctx: Context, group_of: Mapping[str, str], blocked: int | None = None) -> frozenset[str]:
+    """Groups drawn op by op: every group for ``detail="ops"``, else those holding a finding (a
+    barrier, an op where the tape raises, or one of the first ``blocked`` blocked variables)."""
     if ctx.detail == "ops":
         return frozenset(group_of.values())
     keys = {group_of[n] for n in ctx.barrier_nodes | ctx.error_nodes if n in group_of}
-    for v in ctx.blocked:
+    for v in ctx.blocked[:blocked]:
         keys.update(group_of[c] for c in ctx.homes.get(v, ()) if c in group_of)
     # A nested function is drawn inside the function holding it: open its ancestors too.
     clusters = ctx.g.graph.get("clusters", {})

@@ -26,7 +26,7 @@ from flowcheck.render.budget import Plan, fit_budget, fold_repeats
 from flowcheck.render.context import Context, build_context
 from flowcheck.render.edges import build_edges
 from flowcheck.render.groups import expanded_keys, initial_groups
-from flowcheck.render.model import DETAILS, Drawing, VariableLike
+from flowcheck.render.model import BUDGET, DETAILS, Drawing, VariableLike
 from flowcheck.render.nodes import build_nodes
 
 __all__ = ["layout", "plan"]
@@ -76,7 +76,9 @@ def layout(
 def plan(ctx: Context) -> Plan:
     """Group the ops, fold repeats and fit the budget (collapsed view), or draw every op."""
     group_of = initial_groups(ctx)
-    expanded = expanded_keys(ctx, group_of)
+    # Within the budget, the first blocked variables keep their layers' op detail; the others are
+    # counted in their layers (a frozen backbone has hundreds, all cut by the same barrier).
+    expanded = expanded_keys(ctx, group_of, None if ctx.detail == "ops" else BUDGET // 8)
     if ctx.detail != "ops":
         group_of = _keep_detail_on_findings(ctx, group_of, expanded)
     chosen = Plan(group_of=group_of, expanded=expanded, protected=expanded)
