@@ -135,3 +135,11 @@ def test_the_first_view_is_on_the_barrier_and_the_whole_graph_is_one_view_away()
     assert view[0] <= 104 + 200 <= view[0] + view[2] and view[1] <= 2996 - 175 <= view[1] + view[3]
     small = SVG.replace('width="2000pt" height="3000pt"', 'width="200pt" height="300pt"').replace("2000.00 3000.00", "200.00 300.00")
     assert 'viewBox="0.00 0.00 200.00 300.00"' in open_on(small, ["op-cut"])
+
+
+def test_repeated_blocks_of_layers_fold_too() -> None:
+    # Blocks of two layers (Tanh, then Relu), four of them: one node for the four blocks.
+    g = dense_chain(8, types=lambda i: ("Tanh", "Relu")[i % 2])
+    d = layout(g, results(g))
+    (run,) = [n for n in d.nodes if "repeat" in n.classes]
+    assert run.label.startswith("dense0 ... dense7\nx 4") and "4 repeated blocks of 2 layers" in run.tooltip

@@ -1,12 +1,7 @@
-"""Keeping the collapsed view small: fold repeated layers, then coarsen until it fits the budget.
+"""Keeping the collapsed view within the node budget (after :mod:`.fold` folded the repeats).
 
-Steps, each only on groups that hold no finding (no barrier, no blocked variable, no op of a
-blame path; those keep their op detail):
-
-1. *Fold repeats*: consecutive groups (one feeds the next) under the same parent scope, with the
-   same op types and the same verdicts, become one node ``first ... last x N`` once there are
-   :data:`~flowcheck.render.model.MIN_RUN` of them (a 10,000-layer Dense chain is one node).
-2. While the drawing is over :data:`~flowcheck.render.model.BUDGET` nodes: draw folded groups'
+Only groups that hold no finding (no barrier, no op where the tape raises, none of the first
+blocked variables) are touched; those keep their op detail. While the drawing is over :data:`~flowcheck.render.model.BUDGET` nodes: draw folded groups'
    variables inside their group (its stripes count them), then coarsen the deepest scopes into
    their parents, level by level, and finally cut what is left into consecutive segments.
 """
@@ -18,12 +13,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from flowcheck.render.context import Context
-from flowcheck.render.groups import group_edges, group_name, key_depth, ordered, parent_scope
-from flowcheck.render.model import BUDGET, MIN_RUN
+from flowcheck.render.groups import group_name, key_depth, ordered, parent_scope, positions
+from flowcheck.render.model import BUDGET
 
-__all__ = ["Plan", "fit_budget", "fold_repeats", "plan_size", "shows_variable"]
+__all__ = ["Plan", "Title", "fit_budget", "home_key", "plan_size", "shows_variable"]
 
 _STAY = ("fn:", "rest:")  # drawn inside their function's or layer's box: never cut into segments
+
+
+@dataclass(frozen=True)
+class Title:
+    """What a merged node stands for: its first and last layers' names, how many repeats (or
+    layers) it folds, and how many layers that is in all."""
+
+    first: str
+    last: str
+    count: int
+    layers: int
 
 
 @dataclass(frozen=True)
@@ -34,26 +40,25 @@ class Plan:
         group_of: Op node -> group key.
         expanded: Keys of groups drawn op by op.
         protected: Keys never folded or coarsened (expanded ones and those on a blame path).
-        titles: For merged keys (``run:``, ``coarse:``, ``seg:``): first name, last name, and how
-            many layers they stand for.
+        titles: For merged keys (``run:``, ``coarse:``, ``seg:``): what they stand for.
         hide_vars: Variables of folded groups are counted in their group instead of drawn.
     """
 
     group_of: Mapping[str, str]
     expanded: frozenset[str]
     protected: frozenset[str]
-    titles: Mapping[str, tuple[str, str, int]] = field(default_factory=dict)
+    titles: Mapping[str, Title] = field(default_factory=dict)
     hide_vars: bool = False
 
 
-def _home_key(ctx: Context, plan: Plan, v: str) -> str | None:
+def home_key(ctx: Context, plan: Plan, v: str) -> str | None:
     home = ctx.homes.get(v) or ()
     return plan.group_of.get(home[0]) if home else None
 
 
 def shows_variable(ctx: Context, plan: Plan, v: str) -> bool:
     """Whether variable ``v`` is drawn as its own node."""
-    key = _home_key(ctx, plan, v)
+    key = home_key(ctx, plan, v)
     if key is None:
         return not plan.hide_vars or v in ctx.blocked
     if key in plan.expanded:
@@ -69,60 +74,8 @@ def plan_size(ctx: Context, plan: Plan) -> int:
     return len(folded) + ops + shown + len(ctx.loss_nodes)
 
 
-def _positions(ctx: Context, group_of: Mapping[str, str]) -> dict[str, int]:
-    pos: dict[str, int] = {}
-    for op in ctx.ops:
-        key = group_of[op]
-        p = ctx.order.get(op, 0)
-        if p < pos.get(key, p + 1):
-            pos[key] = p
-    return pos
-
-
-def _signatures(ctx: Context, plan: Plan) -> dict[str, tuple[object, ...]]:
-    types: dict[str, Counter[str]] = {}
-    for op, key in plan.group_of.items():
-        types.setdefault(key, Counter())[str(ctx.g.nodes[op].get("op_type", ""))] += 1
-    verdicts: dict[str, list[str]] = {}
-    for v in ctx.var_nodes:
-        home = _home_key(ctx, plan, v)
-        if home is not None:
-            verdicts.setdefault(home, []).append(ctx.verdicts[v].value)
-    return {
-        k: (parent_scope(k), tuple(sorted(c.items())), tuple(sorted(verdicts.get(k, ()))))
-        for k, c in types.items()
-    }
-
-
-def fold_repeats(ctx: Context, plan: Plan) -> Plan:
-    """Fold runs of consecutive groups with the same structure and verdicts (step 1)."""
-    holding = {_home_key(ctx, plan, v) for v in ctx.blocked}  # a layer with a blocked variable never folds
-    candidates = {k for k in plan.group_of.values() if k.startswith("scope:") and k not in plan.protected | holding}
-    if len(candidates) < MIN_RUN:
-        return plan
-    succ = group_edges(ctx, plan.group_of)
-    sig = _signatures(ctx, plan)
-    runs: list[list[str]] = []
-    for key in ordered(candidates, _positions(ctx, plan.group_of)):
-        last = runs[-1][-1] if runs else None
-        if last is not None and sig[key] == sig[last] and key in succ.get(last, ()):
-            runs[-1].append(key)
-        else:
-            runs.append([key])
-    merged: dict[str, str] = {}
-    titles = dict(plan.titles)
-    for run in runs:
-        if len(run) >= MIN_RUN:
-            new = "run:" + run[0][6:]
-            merged.update(dict.fromkeys(run, new))
-            titles[new] = (group_name(ctx, run[0]), group_name(ctx, run[-1]), len(run))
-    if not merged:
-        return plan
-    return replace(plan, group_of={op: merged.get(k, k) for op, k in plan.group_of.items()}, titles=titles)
-
-
 def _layers(plan: Plan, key: str) -> int:
-    return plan.titles[key][2] if key in plan.titles else 1
+    return plan.titles[key].layers if key in plan.titles else 1
 
 
 def _coarsen(ctx: Context, plan: Plan) -> Plan | None:
@@ -134,7 +87,7 @@ def _coarsen(ctx: Context, plan: Plan) -> Plan | None:
     merged: dict[str, str] = {}
     layers: Counter[str] = Counter()
     first: dict[str, str] = {}
-    for key in ordered(movable, _positions(ctx, plan.group_of)):
+    for key in ordered(movable, positions(ctx, plan.group_of)):
         scope_key = _scope_key(key)
         if key_depth(scope_key) == depth:
             parent = "coarse:" + str(parent_scope(scope_key))
@@ -143,7 +96,7 @@ def _coarsen(ctx: Context, plan: Plan) -> Plan | None:
             first.setdefault(parent, key)
     titles = {k: v for k, v in plan.titles.items() if k not in merged}
     for parent, n in layers.items():
-        titles[parent] = (group_name(ctx, parent), group_name(ctx, parent), n)
+        titles[parent] = Title(group_name(ctx, parent), group_name(ctx, parent), n, n)
     return replace(plan, group_of={op: merged.get(k, k) for op, k in plan.group_of.items()}, titles=titles)
 
 
@@ -155,7 +108,7 @@ def _scope_key(key: str) -> str:
 def _segments(ctx: Context, plan: Plan, room: int) -> Plan:
     """Cut the unprotected groups, in data-flow order, into at most ``room`` consecutive segments."""
     keys = ordered({k for k in plan.group_of.values() if k not in plan.protected and not k.startswith(_STAY)},
-                   _positions(ctx, plan.group_of))
+                   positions(ctx, plan.group_of))
     size = max(2, -(-len(keys) // max(room, 1)))
     merged: dict[str, str] = {}
     titles = {k: v for k, v in plan.titles.items() if k not in keys}
@@ -163,9 +116,10 @@ def _segments(ctx: Context, plan: Plan, room: int) -> Plan:
         chunk = keys[i:i + size]
         new = f"seg:{i // size}"
         merged.update(dict.fromkeys(chunk, new))
-        first, last = plan.titles.get(chunk[0], (group_name(ctx, chunk[0]),) * 2)[0], \
-            plan.titles.get(chunk[-1], (group_name(ctx, chunk[-1]),) * 2)[1]
-        titles[new] = (first, last, sum(_layers(plan, k) for k in chunk))
+        first = plan.titles[chunk[0]].first if chunk[0] in plan.titles else group_name(ctx, chunk[0])
+        last = plan.titles[chunk[-1]].last if chunk[-1] in plan.titles else group_name(ctx, chunk[-1])
+        n = sum(_layers(plan, k) for k in chunk)
+        titles[new] = Title(first, last, n, n)
     return replace(plan, group_of={op: merged.get(k, k) for op, k in plan.group_of.items()}, titles=titles)
 
 

@@ -21,7 +21,7 @@ from flowcheck.render.context import Context
 from flowcheck.render.model import MAX_GROUP_OPS
 from flowcheck.render.names import match_layer
 
-__all__ = ["expanded_keys", "group_edges", "group_name", "initial_groups", "key_depth", "ordered", "parent_scope"]
+__all__ = ["expanded_keys", "group_edges", "group_name", "initial_groups", "key_depth", "ordered", "parent_scope", "positions"]
 
 
 def initial_groups(ctx: Context) -> dict[str, str]:
@@ -120,6 +120,16 @@ def group_name(ctx: Context, key: str) -> str:
     return rest
 
 
+def positions(ctx: Context, group_of: Mapping[str, str]) -> dict[str, int]:
+    """Each group's position in data-flow order: its last op's (a layer's first ops, the reads of its
+    variables and its constants, depend on nothing and come early whatever the layer's depth)."""
+    pos: dict[str, int] = {}
+    for op in ctx.ops:
+        key = group_of[op]
+        pos[key] = max(pos.get(key, -1), ctx.order.get(op, 0))
+    return pos
+
+
 def ordered(keys: Iterable[str], position: Mapping[str, int]) -> list[str]:
-    """``keys`` by their first op's position in data-flow order (then by key)."""
+    """``keys`` by their :func:`positions` (then by key)."""
     return sorted(keys, key=lambda k: (position.get(k, -1), k))

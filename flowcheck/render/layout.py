@@ -22,9 +22,10 @@ from typing import Any
 import networkx as nx
 
 from flowcheck.errors import RenderError
-from flowcheck.render.budget import Plan, fit_budget, fold_repeats
+from flowcheck.render.budget import Plan, fit_budget
 from flowcheck.render.context import Context, build_context
 from flowcheck.render.edges import build_edges
+from flowcheck.render.fold import fold_repeats
 from flowcheck.render.groups import expanded_keys, initial_groups
 from flowcheck.render.model import BUDGET, DETAILS, Drawing, VariableLike
 from flowcheck.render.nodes import build_nodes

@@ -131,9 +131,11 @@ def _describe(ctx: Context, plan: Plan, key: str, boxes: _Boxes) -> tuple[str, s
         outer = boxes.of_function(info["parent"]) if info.get("parent") is not None else None
         return group_name(ctx, key), what, outer, ""
     if key in plan.titles:
-        first, last, n = plan.titles[key]
+        title = plan.titles[key]
+        first, last, n = title.first, title.last, title.layers
         if kind == "run":
-            return (f"{_leaf(first)} ... {_leaf(last)}\nx {n:,}", f"{n:,} repeated layers {first} ... {last}",
+            block = "layers" if title.count == n else f"blocks of {n // title.count} layers"
+            return (f"{_leaf(first)} ... {_leaf(last)}\nx {title.count:,}", f"{title.count:,} repeated {block}: {first} ... {last}",
                     None, _common_path(first, last))
         if kind == "coarse":
             return f"{first}\n({n:,} layers)", f"scope {first}, {n:,} layers folded", None, first
