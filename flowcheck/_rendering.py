@@ -12,11 +12,11 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from flowcheck.errors import ExecutableNotFoundError, RenderError
 
-__all__ = ["DOT_BINARY", "INSTALL_HINT", "SUFFIXES", "dot_executable", "render_svg", "write_text"]
+__all__ = ["DOT_BINARY", "INSTALL_HINT", "SUFFIXES", "dot_executable", "render_svg", "save", "write_text"]
 
 DOT_BINARY: Final = "dot"
 INSTALL_HINT: Final = "install Graphviz: `apt-get install graphviz` (Debian/Ubuntu) or `brew install graphviz` (macOS)"
@@ -76,3 +76,24 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
     except OSError as exc:
         raise RenderError(f"could not write {target}: {exc.strerror or exc}") from exc
     return target
+
+
+def save(report: Any, path: str | os.PathLike[str], *, detail: str, focus: Any, written_by: str,
+         timeout: float | None) -> Path:
+    """Write ``report`` in the format its path's suffix names (see ``flowcheck.Report.save``)."""
+    name = Path(path).name.lower()
+    suffix = next((s for s in SUFFIXES if name.endswith(s)), None)
+    if suffix is None:
+        shown = Path(path).suffix.lower()
+        raise RenderError(f"cannot save a report as {shown or 'a file without suffix'!r} ({path}): use one of {', '.join(SUFFIXES)}")
+    if suffix == ".dot":
+        return write_text(path, report.to_dot(detail=detail, focus=focus))
+    if suffix == ".me.json":
+        from flowcheck.render.explorer import node_data_path, to_explorer
+
+        graph_json, node_data = to_explorer(report)
+        write_text(node_data_path(path), node_data)
+        return write_text(path, graph_json)
+    if suffix == ".svg":
+        return write_text(path, report.svg(detail=detail, focus=focus, timeout=timeout))
+    return write_text(path, report._html(detail, focus, fragment=False, written_by=written_by, timeout=timeout))  # noqa: SLF001

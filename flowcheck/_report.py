@@ -264,27 +264,9 @@ class Report:
                 failed or took too long.
             ExecutableNotFoundError: ``.svg`` or ``.html`` was asked and ``dot`` is not installed.
         """
-        from pathlib import Path
+        from flowcheck._rendering import save
 
-        from flowcheck._rendering import SUFFIXES, write_text
-        from flowcheck.errors import RenderError
-
-        name = Path(path).name.lower()
-        suffix = next((s for s in SUFFIXES if name.endswith(s)), None)
-        if suffix is None:
-            shown = Path(path).suffix.lower()
-            raise RenderError(f"cannot save a report as {shown or 'a file without suffix'!r} ({path}): use one of {', '.join(SUFFIXES)}")
-        if suffix == ".dot":
-            return write_text(path, self.to_dot(detail=detail, focus=focus))
-        if suffix == ".me.json":
-            from flowcheck.render.explorer import node_data_path, to_explorer
-
-            graph_json, node_data = to_explorer(self)
-            write_text(node_data_path(path), node_data)
-            return write_text(path, graph_json)
-        if suffix == ".svg":
-            return write_text(path, self.svg(detail=detail, focus=focus, timeout=timeout))
-        return write_text(path, self._html(detail, focus, fragment=False, written_by=written_by, timeout=timeout))
+        return save(self, path, detail=detail, focus=focus, written_by=written_by, timeout=timeout)
 
     def _html(self, detail: str, focus: Any, fragment: bool, written_by: str = "api", timeout: float | None = None) -> str:
         from flowcheck.render.html import to_html

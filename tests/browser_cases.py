@@ -3,9 +3,12 @@ MobileNetV2 training step with one barrier (a file ``flowcheck analyze`` loads a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
@@ -38,6 +41,15 @@ def keep(shot: Path) -> Path:
     return Path(shutil.copy(shot, SHOTS / shot.name))
 
 
-def launch_env() -> None:
-    """Never let Playwright download a browser."""
+@contextlib.contextmanager
+def chromium() -> Iterator[Any]:
+    """Debian's headless Chromium through Playwright (which never downloads a browser here)."""
     os.environ["PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD"] = "1"
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_cases import ARGS, CHROMIUM, MOBILENET_STEP, keep, launch_env
+from browser_cases import CHROMIUM, MOBILENET_STEP, chromium, keep
 
 ROOT = Path(__file__).resolve().parents[1]
 START_S = 240.0
@@ -76,15 +76,8 @@ class Served:
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    launch_env()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 def explore(browser: Any, served: Served, barrier: str, shot: Path) -> str:

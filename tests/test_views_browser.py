@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_cases import ARGS, CHROMIUM, MOBILENET_STEP, keep, launch_env
+from browser_cases import CHROMIUM, MOBILENET_STEP, chromium, keep
 
 pytestmark = [
     pytest.mark.browser,
@@ -54,15 +54,8 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    launch_env()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 def _page(browser: Any) -> Any:

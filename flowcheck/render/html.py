@@ -122,6 +122,15 @@ root.querySelectorAll('table.fc-sortable th').forEach(function(th,col){
 })();
 """
 
+_DIAGRAM_HEAD: Final = (
+    "<h2>Gradient flow</h2>\n"
+    '<p class="fc-hint">Drag to pan, scroll to zoom, "fit" for the whole graph (a big one opens on the first '
+    'barrier). Hover a node for its details; click a row of the table to find its variable.</p>\n'
+    '<div class="fc-diagram"><div class="fc-controls"><button type="button" class="fc-zoom-in" title="zoom in">+</button>'
+    '<button type="button" class="fc-zoom-out" title="zoom out">&#8722;</button>'
+    '<button type="button" class="fc-fit" title="fit the whole diagram">fit</button></div>'
+)
+
 _VERDICT_ORDER: Final = {Verdict.BLOCKED: "0", Verdict.RECEIVES: "1", Verdict.UNUSED: "2"}
 
 
@@ -156,26 +165,18 @@ def to_html(
         The HTML text; it loads nothing from the network.
     """
     inline_svg = _inline(svg)
-    hint = UNVERIFIED.get(written_by)
-    if hint is None:
+    if written_by not in UNVERIFIED:
         raise RenderError(f"written_by must be one of {', '.join(map(repr, UNVERIFIED))}, not {written_by!r}")
     table = _table(variables, verification)
     root = "fc-" + hashlib.sha1((inline_svg + table + title).encode("utf-8")).hexdigest()[:10]
-    counts = {v: sum(r.verdict is v for r in variables) for v in Verdict}
-    badges = "".join(f'<span class="fc-badge fc-{v.value}">{n} {escape(v.value)}</span>' for v, n in counts.items())
-    loss_text = ", ".join(f"<code>{escape(n)}</code>" for n in losses)
     body = [
         f'<div class="flowcheck-report" id="{root}">',
         f"<style>{_STYLE}</style>",
         f"<h1>{escape(title)}</h1>",
-        f'<p class="fc-summary">{badges} variables; loss: {loss_text or "-"}</p>',
+        _summary(variables, losses),
         _gradient_errors(gradient_errors),
-        _verification(verification, hint),
-        "<h2>Gradient flow</h2>",
-        '<p class="fc-hint">Drag to pan, scroll to zoom. Hover a node for its details; click a row of the table to find its variable.</p>',
-        '<div class="fc-diagram"><div class="fc-controls"><button type="button" class="fc-zoom-in" title="zoom in">+</button>'
-        '<button type="button" class="fc-zoom-out" title="zoom out">&#8722;</button>'
-        '<button type="button" class="fc-fit" title="fit the whole diagram">fit</button></div>',
+        _verification(verification, UNVERIFIED[written_by]),
+        _DIAGRAM_HEAD,
         inline_svg,
         "</div>",
         "<h2>Variables</h2>",
@@ -184,8 +185,7 @@ def to_html(
     ]
     if notes:
         body.append("<h2>Notes</h2><ul>" + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>")
-    body.append(f"<script>{_SCRIPT % {'root': repr(root)}}</script>")
-    body.append("</div>")
+    body += [f"<script>{_SCRIPT % {'root': repr(root)}}</script>", "</div>"]
     content = "\n".join(body)
     if fragment:
         return content
@@ -193,6 +193,13 @@ def to_html(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         f"<title>{escape(title)}</title>\n</head>\n<body>\n{content}\n</body>\n</html>\n"
     )
+
+
+def _summary(variables: Sequence[Any], losses: Sequence[str]) -> str:
+    counts = {v: sum(r.verdict is v for r in variables) for v in Verdict}
+    badges = "".join(f'<span class="fc-badge fc-{v.value}">{n} {escape(v.value)}</span>' for v, n in counts.items())
+    loss_text = ", ".join(f"<code>{escape(n)}</code>" for n in losses)
+    return f'<p class="fc-summary">{badges} variables; loss: {loss_text or "-"}</p>'
 
 
 def _inline(svg: str) -> str:
