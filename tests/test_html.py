@@ -13,7 +13,7 @@ SVG = '<svg viewBox="0 0 10 10" data-full-viewbox="0 0 10 10"><g id="graph0"></g
 @pytest.mark.parametrize(("written_by", "says"), [
     ("api", "report.verify()"),
     ("cli", "--no-verify"),
-    ("keras", "GradientFlowCallback(verify=True)"),
+    ("keras", "GradientFlowCheck(verify=True)"),
     ("pytest", "assertion failed before its real optimizer step"),
 ])
 def test_an_unverified_report_tells_its_reader_what_to_do(written_by: str, says: str) -> None:

@@ -25,7 +25,7 @@ UNVERIFIED: Final = {
     "api": "Not verified: call <code>report.verify()</code> before saving to check the prediction with one real optimizer step.",
     "cli": "Not verified (<code>--no-verify</code>): run <code>flowcheck analyze</code> without it to check the "
            "prediction with one real optimizer step.",
-    "keras": "Not verified: <code>GradientFlowCallback(verify=True)</code> also checks the prediction with one real "
+    "keras": "Not verified: <code>GradientFlowCheck(verify=True)</code> also checks the prediction with one real "
              "optimizer step on the sample batch.",
     "pytest": "Not verified: the gradient-flow assertion failed before its real optimizer step ran.",
 }
