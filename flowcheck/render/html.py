@@ -27,7 +27,7 @@ UNVERIFIED: Final = {
            "prediction with one real optimizer step.",
     "keras": "Not verified: <code>GradientFlowCheck(verify=True)</code> also checks the prediction with one real "
              "optimizer step on the sample batch.",
-    "pytest": "Not verified: the gradient-flow assertion failed before its real optimizer step ran.",
+    "pytest": "Not verified in this report: the test's failure message says what the gradient-flow assertion found.",
 }
 """What the page says when no real step was run, by who wrote it."""
 
