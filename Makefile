@@ -43,6 +43,7 @@ typecheck: setup
 
 bench: setup
 	$(PY) benchmarks/run.py
+	$(PY) benchmarks/render.py
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache .mypy_cache
