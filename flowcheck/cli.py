@@ -19,6 +19,7 @@ import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
+from flowcheck import _snapshot_cli
 from flowcheck.errors import FlowcheckError, TargetLoadError
 
 if TYPE_CHECKING:
@@ -52,9 +53,12 @@ examples:
   flowcheck analyze model.py:build --optimizer adam --learning-rate 1e-3
   flowcheck analyze dqn.py --expect-receives 'q/*' --expect-blocked 'target/*'
   flowcheck analyze model.py --json > report.json
+  flowcheck analyze model.py --snapshot flow.toml      (then commit flow.toml)
+  flowcheck analyze model.py --check flow.toml         (in CI: exit 1 with a diff when the flow changed)
 
 exit status: 0 every expectation holds and verification agrees; 1 an expectation fails,
-verification disagrees or finds a non-finite loss or gradient; 2 usage or input error.
+verification disagrees or finds a non-finite loss or gradient, or the --check snapshot
+differs; 2 usage or input error.
 """
 
 
@@ -117,6 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--expect-blocked", action="append", default=[], metavar="PATTERN",
                    help="fail unless every variable matching this glob gets no gradient (blocked or unused); "
                    "repeatable")
+    _snapshot_cli.add_options(p)
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return parser
 
@@ -138,6 +143,7 @@ def _analyze(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     for output in ns.output:  # before the slow part
         if not output.lower().endswith(SUFFIXES):
             raise TargetLoadError(f"cannot write {output!r}: the report formats are {', '.join(SUFFIXES)}")
+    _snapshot_cli.validate(ns)
     if ns.explore:
         from flowcheck._explore import check_installed
 
@@ -154,13 +160,15 @@ def _analyze(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 progress.say(f"flowcheck: analyzing {loaded.chosen_by}")
             progress.step(f"tracing and analyzing {loaded.name}")
             report = flowcheck.analyze(loaded.target, *loaded.args, **loaded.kwargs)
-            _check_differentiable(report)
+            if not ns.check:  # with --check, a loss cut off from everything is a change to show
+                _check_differentiable(report)
             verification = None
             if not ns.no_verify:
                 progress.step("verifying with one real optimizer step")
                 optimizer, learning_rate = _optimizer(ns, loaded.optimizer)
                 verification = report.verify(optimizer=optimizer, learning_rate=learning_rate)
-    code = _summary(ns, report, verification, loaded, path, out)
+            snapshot_check = _snapshot_cli.record(ns, report, err)
+    code = _summary(ns, report, verification, (loaded, path, snapshot_check), out)
     # Drawing comes after the summary and the JSON: a drawing that fails or takes too long loses nothing.
     from flowcheck._cli_outputs import draw_outputs, explore
 
@@ -171,14 +179,19 @@ def _analyze(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return code
 
 
-def _summary(ns: argparse.Namespace, report: Report, verification: Any, loaded: Any, path: str, out: TextIO) -> int:
+def _summary(ns: argparse.Namespace, report: Report, verification: Any, found: tuple[Any, str, Any], out: TextIO) -> int:
+    """Print the summary (or JSON, or the snapshot comparison); the exit status."""
     from flowcheck._format import RunInfo, failures, format_rich, format_summary, to_json
 
+    loaded, path, snapshot_check = found
     run = RunInfo(
         file=path, chosen_by=loaded.chosen_by, inputs=loaded.inputs_from,
         expectations=_expectations(report, ns.expect_receives, ns.expect_blocked),
-        outputs=tuple(ns.output) if ns.json else (),
+        # Text output says "wrote FILE" for each -o file after drawing it, below the summary.
+        outputs=(*(ns.output if ns.json else ()), *([ns.snapshot] if ns.snapshot else [])),
     )
+    if snapshot_check is not None:  # --check: the comparison is the output
+        return _snapshot_cli.check_output(snapshot_check, report.target, ns.check, failures(report, verification, run), out)
     if ns.json:
         out.write(json.dumps(to_json(report, verification, run), indent=2, allow_nan=False) + "\n")
     elif out.isatty():

@@ -13,8 +13,9 @@ line (``TypeName: message``) and exits with status 2::
     ├── VerificationError(FlowcheckError)               the real optimizer step could not run
     ├── RenderError(FlowcheckError)                     a report could not be drawn or written
     │   └── ExecutableNotFoundError(RenderError, RuntimeError)  Graphviz ``dot`` is missing
-    └── ExplorerError(FlowcheckError)                   Model Explorer could not show the report
-        └── ExplorerNotInstalledError(ExplorerError, ImportError)  the ``flowcheck[explore]`` extra is missing
+    ├── ExplorerError(FlowcheckError)                   Model Explorer could not show the report
+    │   └── ExplorerNotInstalledError(ExplorerError, ImportError)  the ``flowcheck[explore]`` extra is missing
+    └── SnapshotError(FlowcheckError, ValueError)       a gradient-flow snapshot cannot be read or written
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ __all__ = [
     "ExecutableNotFoundError",
     "ExplorerError",
     "ExplorerNotInstalledError",
+    "SnapshotError",
 ]
 
 
@@ -84,3 +86,7 @@ class ExplorerError(FlowcheckError):
 
 class ExplorerNotInstalledError(ExplorerError, ImportError):
     """``--explore`` needs the optional extra: ``pip install 'flowcheck[explore]'``."""
+
+
+class SnapshotError(FlowcheckError, ValueError):
+    """A gradient-flow snapshot file is missing, unreadable, or of another format version."""
