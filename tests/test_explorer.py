@@ -25,6 +25,7 @@ def nodes_of(graph: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def test_every_op_variable_and_loss_is_a_node_and_handles_are_their_variables() -> None:
     g = seed()
     graphs, _, _ = export(g)
+    assert graphs["label"] == "loss_fn"  # a graph collection: what Model Explorer's JSON loader reads from a file
     (main,) = graphs["graphs"]
     nodes = nodes_of(main)
     ops = {n for n, a in g.nodes(data=True) if a["kind"] == "op" and not n.endswith("/resource")}

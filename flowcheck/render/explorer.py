@@ -152,7 +152,7 @@ def _barriers(ctx: Context, results: Sequence[VariableLike], errors: Sequence[An
 
 
 def explorer_graphs(ctx: Context, results: Sequence[VariableLike], errors: Sequence[Any], title: str) -> dict[str, Any]:
-    """The ``{"graphs": [...]}`` JSON object Model Explorer loads (see the module docstring)."""
+    """The ``{"label": ..., "graphs": [...]}`` JSON object Model Explorer loads (see the module docstring)."""
     placed = _graph_of(ctx)
     edges = _edges(ctx, placed)
     by_node = {r.node: r for r in results if r.node}
@@ -186,7 +186,9 @@ def explorer_graphs(ctx: Context, results: Sequence[VariableLike], errors: Seque
                               "edgeWidth": 3, "edges": blame}],
             }]}
         out.append(graph)
-    return {"graphs": out}
+    # A graph collection: what Model Explorer's JSON loader reads from a file, and what its server
+    # hands the page for an in-memory graph.
+    return {"label": title, "graphs": out}
 
 
 def node_data(ctx: Context, graphs: Mapping[str, Any]) -> dict[str, Any]:
