@@ -478,3 +478,4 @@ def test_an_op_where_the_tape_raises_is_drawn_as_one_with_its_line() -> None:
     assert error.label.startswith("DenseBincount\nNO GRADIENT DEFINED:\nTensorFlow raises here\n")
     assert f"test_render.py:{line}" in error.label
     assert any(e.head == error.name and e.role == "barrier" and e.label == "no gradient defined" for e in d.edges)
+    assert d.focus[0] == error.svg_id  # with nothing blocked, the views open on where the tape raises
