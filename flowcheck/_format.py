@@ -21,7 +21,8 @@ JSON schema, version 1 (``to_json``; a field is only ever added within a version
           "per_loss": {loss name: verdict},
           "barriers": [{"op_name": str, "op_type": str, "kind": str (a BarrierKind value),
                         "detail": str, "tensor": str, "in_user_code": bool,
-                        "source": {"file": str, "line": int, "function": str, "code": str} | null}]
+                        "source": {"file": str, "line": int, "column": int | null (1-based, in
+                                   characters), "function": str, "code": str} | null}]
       }],
       "gradient_errors": [barrier, ...] (as in "barriers": ops with no gradient that a gradient
                         reaches; TensorFlow raises LookupError at each),
@@ -207,8 +208,9 @@ def _group(verdict: Verdict, group: Sequence[VariableResult], losses: Sequence[s
             out.append([("      called eagerly: ", "cyan"), (r.eager_difference, "")])
         # Variables cut by the same barriers (a whole layer, a whole network) share one explanation.
         if r.barriers and (i + 1 == len(listed) or listed[i + 1].barriers != r.barriers):
+            places = [str(b.source) for b in r.barriers]
             for b in r.barriers:
-                out.extend(_barrier(b))
+                out.extend(_barrier(b, exact=places.count(str(b.source)) > 1))
     if len(listed) < len(shown):
         out.append([(f"  ... and {len(shown) - len(listed)} more (--json lists every variable)", "dim")])
     if frozen:
@@ -234,10 +236,12 @@ def _shape(r: VariableResult) -> str:
     return f"{r.dtype}[{','.join('?' if d is None else str(d) for d in r.shape)}]"
 
 
-def _barrier(b: Barrier) -> list[_Line]:
+def _barrier(b: Barrier, exact: bool = False) -> list[_Line]:
     where = ""
     if b.source is not None:
-        where = f" at {b.source}" if b.in_user_code else f" inside library code called at {b.source}"
+        # Two barriers on one line are told apart by their columns.
+        place = b.source.location if exact else str(b.source)
+        where = f" at {place}" if b.in_user_code else f" inside library code called at {place}"
     out: list[_Line] = [[("      ", ""), (b.op_type, "magenta"), (f" {b.op_name!r} ({b.detail})", ""), (where, "cyan")]]
     if b.source is not None and b.source.code:
         out.append([(f"        {b.source.code}", "dim")])
@@ -339,7 +343,8 @@ def _barrier_json(b: Barrier) -> dict[str, Any]:
         "op_name": b.op_name, "op_type": b.op_type, "kind": b.kind.value, "detail": b.detail,
         "tensor": b.tensor, "in_user_code": b.in_user_code,
         "source": None if b.source is None else {
-            "file": b.source.short_file, "line": b.source.line, "function": b.source.function,
+            "file": b.source.short_file, "line": b.source.line, "column": b.source.column,
+            "function": b.source.function,
             "code": b.source.code,
         },
     }

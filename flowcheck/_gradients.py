@@ -39,6 +39,11 @@ IF_OPS: Final = frozenset({"If", "StatelessIf"})
 CASE_OPS: Final = frozenset({"Case", "StatelessCase"})
 WHILE_OPS: Final = frozenset({"While", "StatelessWhile"})
 FUNCTION_OPS: Final = CALL_OPS | IF_OPS | CASE_OPS | WHILE_OPS
+# Writes to a variable. They have no registered gradient, yet TensorFlow never raises at one: no
+# gradient reaches an op without outputs. A read after one is differentiated with respect to the
+# variable, not to the value written (flowcheck._graph links each to the reads that follow it).
+ASSIGN_OPS: Final = frozenset({"AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp"})
+ASSIGN_DETAIL: Final = "a value assigned to a variable carries no gradient to later reads of it"
 
 
 @dataclass(frozen=True)
@@ -135,6 +140,8 @@ class GradientOracle:
     def _ask(self, op: Any, signature: tuple[Any, ...]) -> tuple[InputGradient, ...]:
         n = len(op.inputs)
         grad_type = signature[0]
+        if op.type in ASSIGN_OPS:
+            return (InputGradient(False, BarrierKind.ASSIGN, ASSIGN_DETAIL),) * n
         try:
             grad_fn = ops.get_gradient_function(op)
         except LookupError:

@@ -43,6 +43,8 @@ from tensorflow.python.util import nest
 
 from flowcheck._analysis import BarrierKind
 from flowcheck._gradients import (
+    ASSIGN_DETAIL,
+    ASSIGN_OPS,
     CALL_OPS,
     CASE_OPS,
     FUNCTION_OPS,
@@ -57,7 +59,6 @@ from flowcheck._trace import Traced
 
 __all__ = ["build_graph", "endpoints_graph", "variable_node", "loss_node"]
 
-_ASSIGN_OPS = frozenset({"AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp"})
 _READ_OPS = frozenset({"ReadVariableOp", "ResourceGather", "ResourceGatherNd"})
 
 
@@ -152,9 +153,9 @@ class _Builder:
             if op.type in _READ_OPS and op.inputs[0].ref() in assigns:
                 self.add_edge(
                     assigns[op.inputs[0].ref()], node, op.inputs[0],
-                    InputGradient(False, BarrierKind.ASSIGN, "a value assigned to a variable carries no gradient"),
+                    InputGradient(False, BarrierKind.ASSIGN, ASSIGN_DETAIL),
                 )
-            if op.type in _ASSIGN_OPS:
+            if op.type in ASSIGN_OPS:
                 assigns[op.inputs[0].ref()] = node
 
     def add_function_op(self, op: Any, node: str, prefix: str, cluster: str | None) -> None:

@@ -23,6 +23,7 @@ from tensorflow.python.util import nest
 
 from flowcheck import _distributed
 from flowcheck._owners import is_keras_layer, owners_in, owners_of
+from flowcheck._positions import recording
 from flowcheck._source import SourceLine, user_frame
 from flowcheck.errors import InvalidTargetError, LossError, NoVariablesError, TraceError
 
@@ -102,7 +103,8 @@ def trace(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Traced:
     notes: list[str] = []
     function, kind, owners = _as_function(fn, notes)
     try:
-        concrete = function.get_concrete_function(*args, **kwargs)
+        with recording():  # where each op is made, read only for the barriers reported
+            concrete = function.get_concrete_function(*args, **kwargs)
     except Exception as exc:  # noqa: BLE001 -- any error of the user's code, re-raised as ours
         raise TraceError(_trace_failure(exc, _name(fn))) from exc
     losses = _losses(concrete, _name(fn), notes)

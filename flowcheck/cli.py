@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from flowcheck import _snapshot_cli
+from flowcheck._source import display_path
 from flowcheck.errors import FlowcheckError, TargetLoadError
 
 if TYPE_CHECKING:
@@ -155,7 +156,7 @@ def _analyze(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         with user_module(path) as module:
             import flowcheck
 
-            loaded = find_target(module, path, name, ns.seed)
+            loaded = find_target(module, display_path(path), name, ns.seed)
             if name is None and verbose:
                 progress.say(f"flowcheck: analyzing {loaded.chosen_by}")
             progress.step(f"tracing and analyzing {loaded.name}")
@@ -185,7 +186,7 @@ def _summary(ns: argparse.Namespace, report: Report, verification: Any, found: t
 
     loaded, path, snapshot_check = found
     run = RunInfo(
-        file=path, chosen_by=loaded.chosen_by, inputs=loaded.inputs_from,
+        file=display_path(path), chosen_by=loaded.chosen_by, inputs=loaded.inputs_from,
         expectations=_expectations(report, ns.expect_receives, ns.expect_blocked),
         # Text output says "wrote FILE" for each -o file after drawing it, below the summary.
         outputs=(*(ns.output if ns.json else ()), *([ns.snapshot] if ns.snapshot else [])),
