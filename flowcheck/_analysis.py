@@ -136,12 +136,12 @@ def blocking_barriers(
     Returns:
         ``{variable: ((u, w), ...)}`` for the blocked variables, edges sorted.
     """
-    feeding = feeding_nodes(graph, targets)
-    receiving = gradient_nodes(graph, targets)
     verdict = verdict or verdicts(graph, variables, targets)
     blocked = [v for v in variables if verdict.get(v) is Verdict.BLOCKED]
     if not blocked:
         return {}
+    feeding = feeding_nodes(graph, targets)
+    receiving = gradient_nodes(graph, targets)
     region = feeding - receiving  # nodes that feed a target but get no gradient
     edge_bits: dict[tuple[str, str], int] = {}
 

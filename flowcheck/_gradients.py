@@ -67,7 +67,7 @@ CARRIES: Final = InputGradient(True)
 def is_trainable(tensor: Any) -> bool:
     """Whether TensorFlow lets a gradient flow through ``tensor``'s dtype (float, complex, ...)."""
     dtype = tensor.dtype
-    if dtype == tf.resource:  # a handle: the answer is its variable's dtype's
+    if dtype is _RESOURCE:  # a handle: the answer is its variable's dtype's
         return bool(backprop_util.IsTrainable(tensor))
     found = _TRAINABLE_DTYPES.get(dtype)
     if found is None:
@@ -75,8 +75,10 @@ def is_trainable(tensor: Any) -> bool:
     return found
 
 
-# IsTrainable's answer for a dtype (every analysis asks it for every tensor).
+# IsTrainable's answer for a dtype (every analysis asks it for every tensor). DTypes are interned,
+# so identity compares them (``==`` is a Python call, once per tensor).
 _TRAINABLE_DTYPES: dict[Any, bool] = {}
+_RESOURCE: Final = tf.resource
 
 
 def dtype_barrier(tensor: Any) -> InputGradient:
@@ -132,7 +134,7 @@ class GradientOracle:
         untrainable_read = bool(outputs) and not any(is_trainable(out) for out in outputs)
         # An integer or boolean input is cut by its dtype whatever the op: say that, not "None".
         return tuple(
-            _read_barrier(op) if untrainable_read and tensor.dtype == tf.resource
+            _read_barrier(op) if untrainable_read and tensor.dtype is _RESOURCE
             else answer if is_trainable(tensor) else dtype_barrier(tensor)
             for answer, tensor in zip(found, inputs)
         )
@@ -290,4 +292,5 @@ def _signature(op: Any, inputs: Any, outputs: Any) -> tuple[Any, ...]:
 
 
 def _dtype_key(tensor: Any) -> Any:
-    return (tensor.dtype, is_trainable(tensor)) if tensor.dtype == tf.resource else tensor.dtype
+    dtype = tensor.dtype
+    return (dtype, is_trainable(tensor)) if dtype is _RESOURCE else dtype

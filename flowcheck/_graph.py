@@ -39,6 +39,7 @@ from typing import Any
 
 import networkx as nx
 import tensorflow as tf
+from tensorflow.python.framework import op_def_registry
 from tensorflow.python.util import nest
 
 from flowcheck._analysis import BarrierKind
@@ -253,12 +254,15 @@ def _while_trainable(body_output: Any) -> bool:
 
 def _calls_function(op: Any) -> bool:
     """Whether ``op``'s type is the name of a function in its graph's library (a direct call)."""
+    if op.type in op_def_registry._cache:  # noqa: SLF001 -- an op type seen before is no function's name
+        return False
     graph = op.graph
     while graph is not None:
         if graph._is_function(op.type):  # noqa: SLF001 -- the graph's function registry
             return True
         graph = getattr(graph, "outer_graph", None)
     return False
+
 
 
 def _function_graph(op: Any, name: str) -> Any:
@@ -292,6 +296,16 @@ def _pretty(function_name: str) -> str:
 
 
 def _describe(tensor: Any) -> str:
-    shape = tensor.shape
-    dims = "?" if shape.rank is None else ",".join("?" if d is None else str(d) for d in shape.as_list())
-    return f"{tensor.dtype.name}[{dims}]"
+    key = (tensor.dtype, tensor._shape_tuple())  # noqa: SLF001 -- a plain tuple, no TensorShape built
+    found = _DESCRIPTIONS.get(key)
+    if found is None:
+        dtype, dims = key
+        text = "?" if dims is None else ",".join("?" if d is None else str(d) for d in dims)
+        found = f"{dtype.name}[{text}]"
+        if len(_DESCRIPTIONS) < 65536:
+            _DESCRIPTIONS[key] = found
+    return found
+
+
+# "float32[2,3]" for each dtype and shape seen: most tensors of a model share a few.
+_DESCRIPTIONS: dict[tuple[Any, Any], str] = {}

@@ -298,7 +298,10 @@ def _report(traced: Any, graph: nx.DiGraph) -> Report:
     var_nodes: list[str] = graph.graph["variables"]
     loss_nodes: list[str] = graph.graph["losses"]
     total = verdicts(graph, var_nodes, loss_nodes)
-    per_loss = {name: verdicts(graph, var_nodes, [node]) for name, node in zip((l.name for l in traced.losses), loss_nodes)}
+    per_loss = {
+        name: verdicts(graph, var_nodes, [node]) if len(loss_nodes) > 1 else total
+        for name, node in zip((loss.name for loss in traced.losses), loss_nodes)
+    }
     cuts = blocking_barriers(graph, var_nodes, loss_nodes, verdict=total)
     barrier_cache: dict[tuple[str, str], Barrier] = {}
     results = []
