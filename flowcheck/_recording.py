@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import os
 import threading
 import traceback
 import weakref
@@ -37,6 +38,7 @@ _ORIGINAL: dict[str, Any] = {}
 _TAPE_METHODS: Final = ("_push_tape", "_pop_tape", "watch", "gradient", "jacobian", "batch_jacobian")
 # Keras 3's own training step (TensorFlow backend) asks for gradients here.
 _KERAS_TRAINER: Final = ("keras/src/backend/tensorflow/trainer.py",)
+_HERE: Final = os.path.dirname(os.path.abspath(__file__))
 
 
 @contextlib.contextmanager
@@ -136,7 +138,17 @@ def _caller() -> tuple[SourceLine | None, bool]:
     """The user's line on the Python stack, and whether Keras's own training step made the call."""
     frames = traceback.extract_stack()[:-2]
     keras_step = any(f.filename.endswith(_KERAS_TRAINER) for f in frames[-6:])
-    return user_frame(frames)[0], keras_step
+    return (None if keras_step else user_frame(frames)[0]), keras_step
+
+
+def _direct_caller() -> SourceLine | None:
+    """The library line that called TensorFlow's gradient method (Keras's), None for the user's code."""
+    for frame in reversed(traceback.extract_stack()[:-1]):
+        if not frame.filename.startswith(_HERE) and "/tensorflow/python/" not in frame.filename:
+            if not is_library_file(frame.filename) or "__autograph_generated" in frame.filename:
+                return None
+            return SourceLine(frame.filename, int(frame.lineno or 0), frame.name, (frame.line or "").strip())
+    return None
 
 
 def _recorded(kind: str, tape: Any, targets: Any, sources: Any, call: Callable[[], Any], zero: bool) -> Any:
@@ -148,6 +160,7 @@ def _recorded(kind: str, tape: Any, targets: Any, sources: Any, call: Callable[[
     entry = RecordedCall(
         kind=kind, source=line, targets=tuple(tf.nest.flatten(targets)), sources=tuple(tf.nest.flatten(sources)),
         results=None, tape=_record_of(tape) if tape is not None else None, graph=_graph(), unconnected_zero=zero,
+        caller=_direct_caller(),
     )
     _STATE.busy = True
     try:

@@ -12,20 +12,21 @@ generators when they exist) and afterwards assigned back bit for bit, also when 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any, Final
 
 import tensorflow as tf
 
 from flowcheck._sites import GradientSite, RecordedCall, record_sites
-from flowcheck._steps import built_state, optimizers_of, state_of, unbuild
+from flowcheck._step_state import NO_GRADIENTS, built_state, optimizers_of, state_of, unbuild
 from flowcheck._verify import GradientState, VariableCheck, Verification, _describe, _digest, _first_line, _save_components, _state
 from flowcheck.errors import VerificationError
 
 __all__ = ["verify_step"]
 
 # keras/src/optimizers/base_optimizer.py, _filter_empty_gradients: every gradient is None.
-_NO_GRADIENTS: Final = "No gradients provided for any variable"
+_NO_GRADIENTS: Final = NO_GRADIENTS
 
 
 def _global_state() -> list[Any]:
@@ -56,14 +57,15 @@ def verify_step(traced: Any, sites: Sequence[GradientSite]) -> Verification:
     before = [_maybe_digest(v) for v in sources]
     problems: list[str] = []
     try:
-        with record_sites() as recorder:
+        with record_sites() as recorder, warnings.catch_warnings():
+            # Keras's bare warning about None gradients: the report explains those sources.
+            warnings.filterwarnings("ignore", message="Gradients do not exist for variables", category=UserWarning)
             try:
                 step(*traced.args, **traced.kwargs)
             except ValueError as exc:
                 if _NO_GRADIENTS not in str(exc):
                     raise
-                problems_if_unpredicted = [s for s in sites if s.receiving]
-                if problems_if_unpredicted:
+                if any(site.receiving for site in sites):  # predicted a gradient somewhere: not expected
                     problems.append(f"the step raised {_first_line(exc)}")
         after = [_maybe_digest(v) for v in sources]
         calls = _match(sites, recorder.eager_calls)
