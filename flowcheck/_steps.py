@@ -26,7 +26,7 @@ from flowcheck._step_state import NO_GRADIENTS, all_none_tolerated, built_state,
 from flowcheck.errors import InvalidTargetError
 
 __all__ = [
-    "FailedTrace", "build_sites", "failed_trace", "is_training_step", "keras_loss_step", "keras_step",
+    "FailedTrace", "build_sites", "eager_site", "failed_trace", "is_training_step", "judged_at_sites", "keras_loss_step", "keras_step",
     "keras_train_step", "never_trained", "site_losses", "step_variables", "trace_recorded", "watch_text",
 ]
 
@@ -280,3 +280,67 @@ def step_variables(traced: Any, results: Sequence[Any]) -> list[Any]:
     listed = {i for call in traced.calls for obj in call.sources if (i := index(obj)) is not None}
     kept = [r for i, r in enumerate(results) if i in listed or (r.trainable and r.verdict is not Verdict.UNUSED)]
     return kept
+
+
+def judged_at_sites(report: Any) -> Any:
+    """A shallow copy of a step's report whose variables carry their verdicts at the gradient sites.
+
+    A source gets the verdict of the sites that list it (RECEIVES when any gives it a gradient,
+    else the first site's verdict and barriers); a variable no site lists gets UNUSED: no gradient
+    call asks for it. Contracts (``assert_gradient_flow``) are checked against this view.
+    """
+    import copy
+    import dataclasses
+
+    found: dict[int, tuple[Verdict, tuple[Any, ...]]] = {}
+    for site in report.gradient_sites:
+        for s in site.sources:
+            key = id(report.result(s.variable).variable)
+            if key not in found or (s.receives and found[key][0] is not Verdict.RECEIVES):
+                found[key] = (s.verdict, s.barriers)
+    view = copy.copy(report)
+
+    def judged(r: Any) -> Any:
+        verdict, barriers = found.get(id(r.variable), (Verdict.UNUSED, ()))
+        return dataclasses.replace(r, verdict=verdict, barriers=barriers)
+
+    view.variables = tuple(judged(r) for r in report.variables)
+    view._everything = tuple(judged(r) for r in report._everything)  # noqa: SLF001
+    return view
+
+
+def eager_site(call: RecordedCall) -> GradientSite:
+    """The site of a gradient call made eagerly (outside any ``tf.function``): TensorFlow's answer.
+
+    Without a graph nothing can be cut down to ops: a source is RECEIVES when the tape gave a
+    gradient and BLOCKED when it gave None, with no barriers. A call that raised because the
+    target left TensorFlow (a loss computed with NumPy: ``AttributeError ... '_id'``) gets that
+    reason in words as its ``error``.
+    """
+    from flowcheck._sites import SiteSource
+
+    names = unique([source_name(obj) for obj in call.sources])
+    answers = call.tensorflow_none
+    sources = tuple(
+        SiteSource(
+            name=name, variable=obj, verdict=Verdict.RECEIVES if answer is False else Verdict.BLOCKED, barriers=(),
+            tensorflow_none=answer, trainable=bool(getattr(obj, "trainable", False)),
+        )
+        for name, obj, answer in zip(names, call.sources, answers)
+    )
+    return GradientSite(
+        kind=call.kind, source=call.source, targets=target_names(call.caller or call.source, call.targets),
+        sources=sources, watch=watch_text(call, dict(zip((id(o) for o in call.sources), names))),
+        error=_error_in_words(call), notes=("called eagerly: TensorFlow's own answer, without a graph to explain it",),
+    )
+
+
+def _error_in_words(call: RecordedCall) -> str | None:
+    exc = call.exception
+    if exc is None:
+        return call.error
+    left = [type(t).__name__ for t in call.targets if not isinstance(t, (tf.Tensor, tf.Variable))]
+    if isinstance(exc, AttributeError) and "_id" in str(exc) and left:
+        return (f"the target is a {left[0]}, not a TensorFlow tensor: the loss left TensorFlow (computed with "
+                f"NumPy?), so the tape recorded nothing to differentiate ({call.error})")
+    return call.error

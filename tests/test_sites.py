@@ -384,3 +384,54 @@ def test_outputs_show_sites(fmt: str) -> None:
         text = format_summary(report, None)
         assert "GradientTape.gradient" in text and "2 of 4 sources receive" in text
         assert text.index("blocked") < text.index("receive a gradient")
+
+
+def test_assert_gradient_flow_judges_a_step_at_its_sites() -> None:
+    from flowcheck.testing import GradientFlowAssertionError
+
+    model, _, _, train_step = _quickstart()
+    x, y = _data()
+    report = flowcheck.assert_gradient_flow(
+        train_step, x, y, receives=list(model.d2.trainable_variables), blocked=list(model.d1.trainable_variables),
+    )
+    assert report.gradient_sites
+    with pytest.raises(GradientFlowAssertionError, match=r"expected receives, found blocked") as caught:
+        flowcheck.assert_gradient_flow(report, receives="all-trainable")
+    assert f"test_sites.py:{line_of(HERE, '# buried int cast')}" in str(caught.value)
+
+
+def test_a_variable_no_call_asks_for_counts_as_unused_in_a_contract() -> None:
+    from flowcheck.testing import GradientFlowAssertionError
+
+    layer = keras.layers.Dense(2, name="encoder")
+    codebook = tf.Variable(tf.ones((2, 2)), name="codebook")
+    optimizer = keras.optimizers.SGD(0.1)
+
+    @tf.function
+    def step(x: Any) -> None:
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.matmul(layer(x), codebook) ** 2)
+        grads = tape.gradient(loss, layer.trainable_variables)
+        optimizer.apply_gradients(zip(grads, layer.trainable_variables))
+
+    with pytest.raises(GradientFlowAssertionError, match="codebook"):
+        flowcheck.assert_gradient_flow(step, np.ones((2, 3), "float32"), receives=codebook, verify=False)
+
+
+def test_an_eager_gradient_call_gets_tensorflows_answer_and_a_numpy_loss_its_reason() -> None:
+    from flowcheck._sites import record_sites
+    from flowcheck._steps import eager_site
+
+    w, u = tf.Variable(1.0, name="w"), tf.Variable(2.0, name="u")
+    with record_sites() as recorder:
+        with tf.GradientTape() as tape:
+            loss = w * 3.0
+        truth = [g is None for g in tape.gradient(loss, [w, u])]
+        with tf.GradientTape() as tape:
+            numpy_loss = np.mean((w * 3.0).numpy() - 1.0)
+        with pytest.raises(AttributeError, match="_id"):
+            tape.gradient(numpy_loss, [w])
+    fine, broken = (eager_site(c) for c in recorder.eager_calls)
+    assert [s.tensorflow_none for s in fine.sources] == truth == [False, True] and fine.agrees
+    assert fine.targets == ("loss",)
+    assert broken.error is not None and "left TensorFlow" in broken.error and not broken.receiving
