@@ -321,6 +321,10 @@ def analyze(fn: Any, *args: Any, **kwargs: Any) -> Report:
 
 
 def _report(traced: Any, graph: nx.DiGraph) -> Report:
+    from flowcheck import _steps  # a training step's gradient sites (TensorFlow is loaded by now)
+
+    if traced.step:
+        _steps.attach_targets(graph, traced)
     var_nodes: list[str] = graph.graph["variables"]
     loss_nodes: list[str] = graph.graph["losses"]
     total = verdicts(graph, var_nodes, loss_nodes)
@@ -352,15 +356,7 @@ def _report(traced: Any, graph: nx.DiGraph) -> Report:
             "what a tape gives when that loss alone is differentiated inside the step; a tape around "
             "one call returning all of them gives zeros, not None, to variables only another loss uses"
         )
-    sites: tuple[GradientSite, ...] = ()
-    never: tuple[VariableResult, ...] = ()
-    listed = results
-    if traced.step:
-        from flowcheck._steps import build_sites, never_trained, step_variables
-
-        sites = build_sites(traced, graph, _barrier)
-        never = never_trained(traced, graph, results)
-        listed = step_variables(traced, results)
+    sites, never, listed = _steps.step_findings(traced, graph, results, _barrier) if traced.step else ((), (), results)
     report = Report(traced, graph, tuple(listed), tuple(notes), errors, gradient_sites=sites, never_trained=never)
     report.other_state, report._everything = len(results) - len(listed), tuple(results)
     return report

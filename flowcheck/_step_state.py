@@ -47,6 +47,10 @@ def _reachable(fn: Any, args: Sequence[Any]) -> Iterator[Any]:
     yield from args
     target = getattr(fn, "python_function", fn)
     target = inspect.unwrap(target) if callable(target) else target
+    method = getattr(target, "weakrefself_target__", None)  # a tf.function bound to an instance
+    if method is not None:
+        yield method()
+        target = target.weakrefself_func__()
     bound = getattr(target, "__self__", None)
     if bound is not None:
         yield bound

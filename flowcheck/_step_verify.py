@@ -11,9 +11,10 @@ generators when they exist) and afterwards assigned back bit for bit, also when 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
 import tensorflow as tf
@@ -57,7 +58,7 @@ def verify_step(traced: Any, sites: Sequence[GradientSite]) -> Verification:
     before = [_maybe_digest(v) for v in sources]
     problems: list[str] = []
     try:
-        with record_sites() as recorder, warnings.catch_warnings():
+        with record_sites() as recorder, warnings.catch_warnings(), _eagerly():
             # Keras's bare warning about None gradients: the report explains those sources.
             warnings.filterwarnings("ignore", message="Gradients do not exist for variables", category=UserWarning)
             try:
@@ -86,6 +87,17 @@ def verify_step(traced: Any, sites: Sequence[GradientSite]) -> Verification:
         variables=tuple(checks),
         problems=tuple(problems),
     )
+
+
+@contextlib.contextmanager
+def _eagerly() -> Iterator[None]:
+    """Nested ``tf.function`` s run eagerly too, so that every tape answers with values."""
+    before = tf.config.functions_run_eagerly()
+    tf.config.run_functions_eagerly(True)
+    try:
+        yield
+    finally:
+        tf.config.run_functions_eagerly(before)
 
 
 def _maybe_digest(value: Any) -> bytes | None:

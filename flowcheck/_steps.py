@@ -26,8 +26,8 @@ from flowcheck._step_state import NO_GRADIENTS, all_none_tolerated, built_state,
 from flowcheck.errors import InvalidTargetError
 
 __all__ = [
-    "FailedTrace", "build_sites", "eager_site", "failed_trace", "is_training_step", "judged_at_sites", "keras_loss_step", "keras_step",
-    "keras_train_step", "never_trained", "site_losses", "step_variables", "trace_recorded", "watch_text",
+    "FailedTrace", "attach_targets", "build_sites", "eager_site", "failed_trace", "is_training_step", "judged_at_sites", "keras_loss_step", "keras_step",
+    "keras_train_step", "never_trained", "site_losses", "step_findings", "step_variables", "trace_recorded", "watch_text",
 ]
 
 # Ops through which gradients change variables (Keras optimizers assign; TF1 ones apply).
@@ -344,3 +344,29 @@ def _error_in_words(call: RecordedCall) -> str | None:
         return (f"the target is a {left[0]}, not a TensorFlow tensor: the loss left TensorFlow (computed with "
                 f"NumPy?), so the tape recorded nothing to differentiate ({call.error})")
     return call.error
+
+
+def attach_targets(graph: nx.DiGraph, traced: Any) -> None:
+    """Connect each loss node to its target's op when the target lives in a nested function.
+
+    ``build_graph`` links a loss to the top graph's op of that name; a gradient call made inside
+    a nested ``tf.function`` has its target there, under the prefixed id of the inlined body.
+    """
+    from flowcheck._site_analysis import tensor_node
+
+    for loss, node in zip(traced.losses, graph.graph["losses"]):
+        for pred in list(graph.pred[node]):
+            if "kind" in graph.nodes[pred]:
+                continue  # a real op of the top graph
+            real = tensor_node(graph, loss.tensor)
+            data = dict(graph.edges[pred, node])
+            graph.remove_node(pred)
+            if real is not None:
+                graph.add_edge(real, node, **data)
+
+
+def step_findings(
+    traced: Any, graph: nx.DiGraph, results: list[Any], barrier_of: Any
+) -> tuple[tuple[GradientSite, ...], tuple[Any, ...], list[Any]]:
+    """A step's sites, its never-trained variables and the variables its report lists."""
+    return build_sites(traced, graph, barrier_of), never_trained(traced, graph, results), step_variables(traced, results)

@@ -435,3 +435,63 @@ def test_an_eager_gradient_call_gets_tensorflows_answer_and_a_numpy_loss_its_rea
     assert [s.tensorflow_none for s in fine.sources] == truth == [False, True] and fine.agrees
     assert fine.targets == ("loss",)
     assert broken.error is not None and "left TensorFlow" in broken.error and not broken.receiving
+
+
+def test_verify_restores_batchnorm_statistics_and_dropout_seeds() -> None:
+    keras.utils.set_random_seed(8)
+    model = keras.Sequential([
+        keras.Input((4,)), keras.layers.Dense(6), keras.layers.BatchNormalization(),
+        keras.layers.Dropout(0.5, seed=3), keras.layers.Dense(1),
+    ])
+    optimizer = keras.optimizers.RMSprop(1e-2)
+    optimizer.build(model.trainable_variables)
+
+    @tf.function
+    def step(x: Any, y: Any) -> None:
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean((model(x, training=True) - y) ** 2)
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+
+    x, y = np.ones((8, 4), "float32"), np.ones((8, 1), "float32")
+    state = [*model.variables, *optimizer.variables]
+    assert any("seed_generator" in v.path for v in model.variables)
+    saved = snapshot(state)
+    report = flowcheck.analyze(step, x, y)
+    check = report.verify()
+    assert check.agrees and any(c.changed for c in check.variables)
+    assert same(state, saved)
+    assert optimizer.built and len(optimizer.variables) == len(saved) - len(model.variables)
+    assert_sites_match(report, tape_truth(lambda: step.python_function(x, y), state))
+
+
+class Trainer:
+    """The class-based trainer pattern: the tape lives in a nested tf.function of a method."""
+
+    def __init__(self) -> None:
+        self.dense = keras.layers.Dense(2, name="trainer_dense")
+        self.optimizer = keras.optimizers.SGD(0.1)
+
+    @tf.function
+    def gradients(self, x: Any) -> Any:
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.round(self.dense(x)) + self.dense.bias)  # trainer round
+        return tape.gradient(loss, self.dense.trainable_variables)
+
+    @tf.function
+    def train_step(self, x: Any) -> None:
+        grads = self.gradients(x)
+        self.optimizer.apply_gradients(zip(grads, self.dense.trainable_variables))
+
+
+def test_a_bound_step_whose_tape_is_in_a_nested_tf_function() -> None:
+    trainer = Trainer()
+    x = np.ones((2, 3), "float32")
+    trainer.dense(x)
+    report = flowcheck.analyze(trainer.train_step, x)
+    (site,) = report.gradient_sites
+    assert [s.receives for s in site.sources] == [False, True]
+    assert site.cut[0].barriers[0].source.line == line_of(HERE, "# trainer round")
+    assert report.verify().agrees
+    state = [*trainer.dense.variables, *trainer.optimizer.variables]
+    assert_sites_match(report, tape_truth(lambda: trainer.train_step.python_function(x), state))
