@@ -285,9 +285,10 @@ def test_watch_accessed_variables_false_watches_only_what_it_is_told() -> None:
     assert_sites_match(report, tape_truth(step.python_function, [a, b]))
 
 
-def test_never_trained_variable_read_by_the_loss_but_asked_by_no_site() -> None:
+def _codebook_step() -> tuple[Any, Any]:
+    """A VQ-VAE-like step: its codebook is a plain tf.Variable, not among trainable_variables."""
     layer = keras.layers.Dense(2, name="encoder")
-    codebook = tf.Variable(tf.ones((2, 2)), name="codebook")  # a plain tf.Variable, not in trainable_variables
+    codebook = tf.Variable(tf.ones((2, 2)), name="codebook")
     optimizer = keras.optimizers.SGD(0.1)
 
     @tf.function
@@ -297,6 +298,11 @@ def test_never_trained_variable_read_by_the_loss_but_asked_by_no_site() -> None:
         grads = tape.gradient(loss, layer.trainable_variables)
         optimizer.apply_gradients(zip(grads, layer.trainable_variables))
 
+    return step, codebook
+
+
+def test_never_trained_variable_read_by_the_loss_but_asked_by_no_site() -> None:
+    step, _ = _codebook_step()
     report = flowcheck.analyze(step, np.ones((2, 3), "float32"))
     assert [r.name for r in report.never_trained] == ["codebook"]
     assert report.gradient_sites[0].agrees
@@ -403,17 +409,7 @@ def test_assert_gradient_flow_judges_a_step_at_its_sites() -> None:
 def test_a_variable_no_call_asks_for_counts_as_unused_in_a_contract() -> None:
     from flowcheck.testing import GradientFlowAssertionError
 
-    layer = keras.layers.Dense(2, name="encoder")
-    codebook = tf.Variable(tf.ones((2, 2)), name="codebook")
-    optimizer = keras.optimizers.SGD(0.1)
-
-    @tf.function
-    def step(x: Any) -> None:
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(tf.matmul(layer(x), codebook) ** 2)
-        grads = tape.gradient(loss, layer.trainable_variables)
-        optimizer.apply_gradients(zip(grads, layer.trainable_variables))
-
+    step, codebook = _codebook_step()
     with pytest.raises(GradientFlowAssertionError, match="codebook"):
         flowcheck.assert_gradient_flow(step, np.ones((2, 3), "float32"), receives=codebook, verify=False)
 
