@@ -61,7 +61,15 @@ def _reachable(fn: Any, args: Sequence[Any]) -> Iterator[Any]:
     code = getattr(target, "__code__", None)
     globals_ = getattr(target, "__globals__", {})
     if code is not None:
-        yield from (globals_[n] for n in code.co_names if n in globals_)
+        yield from (globals_[n] for n in _names(code) if n in globals_)
+
+
+def _names(code: Any) -> Iterator[str]:
+    """The global names a function's code uses, its nested functions' included."""
+    yield from code.co_names
+    for const in code.co_consts:
+        if inspect.iscode(const):
+            yield from _names(const)
 
 
 def state_of(fn: Any, args: Sequence[Any], traced_variables: Sequence[Any]) -> list[Any]:

@@ -491,3 +491,53 @@ def test_a_bound_step_whose_tape_is_in_a_nested_tf_function() -> None:
     assert report.verify().agrees
     state = [*trainer.dense.variables, *trainer.optimizer.variables]
     assert_sites_match(report, tape_truth(lambda: trainer.train_step.python_function(x), state))
+
+
+def test_tf_gradients_inside_a_step_is_a_site_and_is_verified_in_a_graph() -> None:
+    a, b = tf.Variable(1.0, name="a"), tf.Variable(2.0, name="b", trainable=False)
+
+    @tf.function
+    def step(x: Any) -> None:
+        loss = a * x + tf.stop_gradient(b * x)
+        grad_a, _ = tf.gradients(loss, [a, b])
+        a.assign_sub(0.1 * grad_a)
+
+    x = tf.constant(3.0)
+    report = flowcheck.analyze(step, x)
+    (site,) = report.gradient_sites
+    assert site.kind == "tf.gradients" and site.agrees
+    assert [(s.receives, s.tensorflow_none) for s in site.sources] == [(True, False), (False, True)]
+    saved = snapshot([a, b])
+    check = report.verify()
+    assert check.agrees and [c.changed for c in check.variables] == [True, False]
+    assert same([a, b], saved)
+
+
+def test_a_mirrored_strategy_step_has_its_replica_tape_as_a_site() -> None:
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        keras.utils.set_random_seed(9)
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2), keras.layers.Dense(1)])
+        optimizer = keras.optimizers.SGD(0.1)
+
+    @tf.function
+    def step(x: Any, y: Any) -> Any:
+        def replica(x: Any, y: Any) -> Any:
+            with tf.GradientTape() as tape:
+                hidden = tf.round(model.layers[0](x))  # replica round
+                loss = tf.reduce_mean((model.layers[1](hidden) - y) ** 2)
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            return loss
+
+        return strategy.run(replica, args=(x, y))
+
+    x, y = np.ones((4, 3), "float32"), np.ones((4, 1), "float32")
+    report = flowcheck.analyze(step, x, y)
+    (site,) = report.gradient_sites
+    assert [s.receives for s in site.sources] == [False, False, True, True] and site.agrees
+    assert site.cut[0].barriers[0].source.line == line_of(HERE, "# replica round")
+    state = [*model.variables, *optimizer.variables]
+    saved = snapshot(state)
+    assert report.verify().agrees
+    assert same(state, saved)
