@@ -26,8 +26,8 @@ from flowcheck._step_state import NO_GRADIENTS, applies_skipped, built_state, un
 from flowcheck.errors import InvalidTargetError
 
 __all__ = [
-    "FailedTrace", "attach_targets", "build_sites", "eager_site", "failed_trace", "is_training_step", "judged_at_sites", "keras_loss_step", "keras_step",
-    "keras_train_step", "never_trained", "site_losses", "step_findings", "step_variables", "trace_recorded", "watch_text",
+    "FailedTrace", "attach_targets", "build_sites", "failed_trace", "is_training_step", "judged_at_sites", "keras_loss_step", "keras_step",
+    "keras_train_step", "never_trained", "never_trained_across", "site_losses", "step_findings", "step_variables", "trace_recorded", "watch_text",
 ]
 
 # Ops through which gradients change variables (Keras optimizers assign; TF1 ones apply).
@@ -317,43 +317,6 @@ def judged_at_sites(report: Any) -> Any:
     return view
 
 
-def eager_site(call: RecordedCall) -> GradientSite:
-    """The site of a gradient call made eagerly (outside any ``tf.function``): TensorFlow's answer.
-
-    Without a graph nothing can be cut down to ops: a source is RECEIVES when the tape gave a
-    gradient and BLOCKED when it gave None, with no barriers. A call that raised because the
-    target left TensorFlow (a loss computed with NumPy: ``AttributeError ... '_id'``) gets that
-    reason in words as its ``error``.
-    """
-    from flowcheck._sites import SiteSource
-
-    names = unique([source_name(obj) for obj in call.sources])
-    answers = call.tensorflow_none
-    sources = tuple(
-        SiteSource(
-            name=name, variable=obj, verdict=Verdict.RECEIVES if answer is False else Verdict.BLOCKED, barriers=(),
-            tensorflow_none=answer, trainable=bool(getattr(obj, "trainable", False)),
-        )
-        for name, obj, answer in zip(names, call.sources, answers)
-    )
-    return GradientSite(
-        kind=call.kind, source=call.source, targets=target_names(call.caller or call.source, call.targets),
-        sources=sources, watch=watch_text(call, dict(zip((id(o) for o in call.sources), names))),
-        error=_error_in_words(call), notes=("called eagerly: TensorFlow's own answer, without a graph to explain it",),
-    )
-
-
-def _error_in_words(call: RecordedCall) -> str | None:
-    exc = call.exception
-    if exc is None:
-        return call.error
-    left = [type(t).__name__ for t in call.targets if not isinstance(t, (tf.Tensor, tf.Variable))]
-    if isinstance(exc, AttributeError) and "_id" in str(exc) and left:
-        return (f"the target is a {left[0]}, not a TensorFlow tensor: the loss left TensorFlow (computed with "
-                f"NumPy?), so the tape recorded nothing to differentiate ({call.error})")
-    return call.error
-
-
 def attach_targets(graph: nx.DiGraph, traced: Any) -> None:
     """Connect each loss node to its target's op when the target lives in a nested function.
 
@@ -378,3 +341,22 @@ def step_findings(
 ) -> tuple[tuple[GradientSite, ...], tuple[Any, ...], list[Any]]:
     """A step's sites, its never-trained variables and the variables its report lists."""
     return build_sites(traced, graph, barrier_of), never_trained(traced, graph, results), step_variables(traced, results)
+
+
+def never_trained_across(reports: Sequence[Any]) -> tuple[Any, ...]:
+    """The never-trained variables of several steps' reports (a GAN's two steps, a script's steps).
+
+    A variable one step never asks for (the discriminator, in the generator's step) is trained when
+    another step's site lists it: only those no site of any report lists remain, each once.
+    """
+    listed: set[int] = set()
+    for report in reports:
+        for site in report.gradient_sites:
+            for s in site.sources:
+                listed.update({id(s.variable), id(getattr(s.variable, "_value", None))})
+    found: dict[int, Any] = {}
+    for report in reports:
+        for r in report.never_trained:
+            if id(r.variable) not in listed and id(getattr(r.variable, "_value", None)) not in listed:
+                found.setdefault(id(r.variable), r)
+    return tuple(found.values())
