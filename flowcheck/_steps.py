@@ -22,7 +22,7 @@ import tensorflow as tf
 from flowcheck._analysis import Verdict, verdicts
 from flowcheck._site_analysis import judge_call, site_graph, source_name, target_names, unique
 from flowcheck._sites import GradientSite, RecordedCall, SiteRecorder
-from flowcheck._step_state import NO_GRADIENTS, applies_skipped, built_state, unbuild
+from flowcheck._step_state import NO_GRADIENTS, applies_skipped, built_state, metric_counts, metric_notes, unbuild
 from flowcheck.errors import InvalidTargetError
 
 __all__ = [
@@ -159,7 +159,7 @@ def trace_recorded(
     from flowcheck._sites import record_sites
     from flowcheck.errors import TraceError
 
-    built = built_state(fn, args)
+    built, metrics = built_state(fn, args), metric_counts(fn, args)
     applied: list[tuple[str, bool]] = []
     with record_sites() as recorder, applies_skipped(applied), warnings.catch_warnings():
         # Keras's warning about None gradients, provoked by this trace: the report explains it.
@@ -174,6 +174,7 @@ def trace_recorded(
                          + " (after asking for gradients: the gradient sites are reported)")
         finally:
             unbuild(built)  # an optimizer built by this trace is the user's to build
+    notes.extend(metric_notes(metrics))
     notes.extend(
         f"every gradient is None: {name}.apply_gradients raises ValueError: {NO_GRADIENTS}"
         for name, none in dict.fromkeys(applied) if none

@@ -571,3 +571,18 @@ def test_a_gan_alternating_two_steps_trains_everything_across_both() -> None:
     assert {r.name for r in d_report.never_trained} == {v.path for v in generator.trainable_variables}
     assert never_trained_across([g_report, d_report]) == ()
     assert_sites_match(g_report, tape_truth(lambda: generator_step.python_function(noise), [*generator.variables]))
+
+
+def test_compiled_metrics_built_by_the_trace_are_said_and_fit_still_trains() -> None:
+    keras.utils.set_random_seed(11)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    x, y = np.ones((4, 3), "float32"), np.zeros((4,), "int64")
+    report = flowcheck.analyze(model, x, y)
+    assert any("built the compiled metrics of" in note for note in report.notes)
+    state = [*model.variables, *model.metrics_variables, *model.optimizer.variables]
+    saved = snapshot(state)
+    assert report.verify().agrees and same(state, saved) and not model.optimizer.built
+    before = snapshot(model.trainable_variables)
+    model.fit(x, y, epochs=1, verbose=0)
+    assert not same(model.trainable_variables, before)
