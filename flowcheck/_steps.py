@@ -78,6 +78,10 @@ def is_training_step(concrete: Any, calls: Sequence[RecordedCall], kind: str, ap
         return True  # returns nothing, or no loss: the gradients are what it is about
     if applies:
         return True  # a Keras optimizer applies them
+    results = {r.ref() for call in calls for r in call.results or () if isinstance(r, tf.Tensor)}
+    returned = {t.ref() for t in outputs} | {t.op.inputs[0].ref() for t in outputs if t.op.type == "Identity"}
+    if results & returned:
+        return True  # it returns its gradients, for the caller to apply
     return any(_feeds_update(call) for call in calls)
 
 

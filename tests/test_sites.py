@@ -586,3 +586,20 @@ def test_compiled_metrics_built_by_the_trace_are_said_and_fit_still_trains() -> 
     before = snapshot(model.trainable_variables)
     model.fit(x, y, epochs=1, verbose=0)
     assert not same(model.trainable_variables, before)
+
+
+def test_a_step_returning_its_loss_and_gradients_is_judged_at_its_site() -> None:
+    w, frozen = tf.Variable(tf.ones((2, 1)), name="w"), tf.Variable(tf.ones((2, 1)), name="cut")
+
+    @tf.function
+    def compute(x: Any) -> Any:
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.matmul(x, w) + tf.stop_gradient(tf.matmul(x, frozen)))
+        return loss, tape.gradient(loss, [w, frozen])
+
+    report = flowcheck.analyze(compute, tf.ones((2, 2)))
+    (site,) = report.gradient_sites
+    assert [s.receives for s in site.sources] == [True, False]
+    assert site.cut[0].barriers[0].op_type == "StopGradient"
+    assert report.verify().agrees
+    assert_sites_match(report, tape_truth(lambda: compute.python_function(tf.ones((2, 2))), [w, frozen]))
