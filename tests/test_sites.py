@@ -603,3 +603,22 @@ def test_a_step_returning_its_loss_and_gradients_is_judged_at_its_site() -> None
     assert site.cut[0].barriers[0].op_type == "StopGradient"
     assert report.verify().agrees
     assert_sites_match(report, tape_truth(lambda: compute.python_function(tf.ones((2, 2))), [w, frozen]))
+
+
+def test_in_flowcheck_is_true_only_while_flowcheck_runs_the_step() -> None:
+    from flowcheck._sites import in_flowcheck
+
+    seen: list[bool] = []
+    w = tf.Variable(1.0, name="w")
+
+    @tf.function
+    def step() -> None:
+        seen.append(in_flowcheck())  # at trace time and in the eager verification run
+        with tf.GradientTape() as tape:
+            loss = w * w
+        w.assign_sub(0.1 * tape.gradient(loss, w))
+
+    report = flowcheck.analyze(step)
+    report.verify()
+    step()
+    assert seen == [True, True, False] and not in_flowcheck()
