@@ -622,3 +622,21 @@ def test_in_flowcheck_is_true_only_while_flowcheck_runs_the_step() -> None:
     report.verify()
     step()
     assert seen == [True, True, False] and not in_flowcheck()
+
+
+def test_batch_jacobian_of_a_tensor_source_is_a_site() -> None:
+    w = tf.Variable(tf.ones((2, 2)), name="w")
+
+    @tf.function
+    def step(x: Any) -> Any:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = tf.matmul(x, w)
+        return tape.batch_jacobian(y, x)
+
+    x = tf.ones((3, 2))
+    report = flowcheck.analyze(step, x)
+    (site,) = report.gradient_sites
+    assert site.kind == "GradientTape.batch_jacobian" and site.agrees
+    assert [s.receives for s in site.sources] == [True] and site.sources[0].trainable is False
+    assert_sites_match(report, tape_truth(lambda: step.python_function(x), [w]))
