@@ -76,7 +76,7 @@ def verify_step(traced: Any, sites: Sequence[GradientSite]) -> Verification:
         problems.append(f"the loss is {loss}: gradients and the step are not meaningful")
     return Verification(
         agrees=all(c.agrees for c in checks) and not problems,
-        optimizer="the step's own " + (", ".join(_describe(o) for o in optimizers) if optimizers else "optimizer"),
+        optimizer="the step's own " + (", ".join(_describe(o) for o in optimizers) if optimizers else "update"),
         loss=loss,
         variables=tuple(checks),
         problems=tuple(problems),

@@ -86,6 +86,9 @@ def test_quickstart_step_returning_nothing_is_judged_at_its_gradient_call() -> N
     assert report.never_trained == ()
     state = [*model.variables, *optimizer.variables, *metrics]
     assert_sites_match(report, tape_truth(lambda: train_step.python_function(x, y), state))
+    head = snapshot([model.d2.kernel])
+    train_step(x, y)  # the user's own step, after flowcheck: it trains as if flowcheck had not been there
+    assert optimizer.built and int(optimizer.iterations.numpy()) == 1 and not same([model.d2.kernel], head)
 
 
 def test_argmax_gate_cuts_the_gating_layer() -> None:
