@@ -162,12 +162,14 @@ def trace_recorded(
     A trace that raises after a gradient call is read as far as it got (:class:`FailedTrace`);
     one that raises before is a :class:`~flowcheck.errors.TraceError` saying ``failure(exc)``.
     """
+    from flowcheck._positions import recording as positions  # where each op is made, read for barriers
     from flowcheck._sites import record_sites, running_user_code
     from flowcheck.errors import TraceError
 
     built, metrics = built_state(fn, args), metric_counts(fn, args)
     applied: list[tuple[str, bool]] = []
-    with running_user_code(), record_sites() as recorder, applies_skipped(applied), warnings.catch_warnings():
+    with running_user_code(), record_sites() as recorder, applies_skipped(applied), positions(), \
+            warnings.catch_warnings():
         # Keras's warning about None gradients, provoked by this trace: the report explains it.
         warnings.filterwarnings("ignore", message="Gradients do not exist for variables", category=UserWarning)
         try:

@@ -19,6 +19,8 @@ import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
+from flowcheck import _snapshot_cli
+from flowcheck._source import display_path
 from flowcheck.errors import FlowcheckError, TargetLoadError
 
 if TYPE_CHECKING:
@@ -52,9 +54,12 @@ examples:
   flowcheck analyze model.py:build --optimizer adam --learning-rate 1e-3
   flowcheck analyze dqn.py --expect-receives 'q/*' --expect-blocked 'target/*'
   flowcheck analyze model.py --json > report.json
+  flowcheck analyze model.py --snapshot flow.toml      (then commit flow.toml)
+  flowcheck analyze model.py --check flow.toml         (in CI: exit 1 with a diff when the flow changed)
 
 exit status: 0 every expectation holds and verification agrees; 1 an expectation fails,
-verification disagrees or finds a non-finite loss or gradient; 2 usage or input error.
+verification disagrees or finds a non-finite loss or gradient, or the --check snapshot
+differs; 2 usage or input error.
 """
 
 
@@ -108,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--expect-blocked", action="append", default=[], metavar="PATTERN",
                    help="fail unless every variable matching this glob gets no gradient (blocked or unused); "
                    "repeatable")
+    _snapshot_cli.add_options(p)
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return parser
 
@@ -129,6 +135,7 @@ def _analyze(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     for output in ns.output:  # before the slow part
         if not output.lower().endswith(SUFFIXES):
             raise TargetLoadError(f"cannot write {output!r}: the report formats are {', '.join(SUFFIXES)}")
+    _snapshot_cli.validate(ns)
     path, name = split_spec(ns.target)
     verbose = not ns.json
     with _Progress(verbose and err.isatty(), err) as progress:
@@ -136,12 +143,13 @@ def _analyze(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         with user_module(path) as module:
             import flowcheck
 
-            loaded = find_target(module, path, name, ns.seed)
+            loaded = find_target(module, display_path(path), name, ns.seed)
             if name is None and verbose:
                 progress.say(f"flowcheck: analyzing {loaded.chosen_by}")
             progress.step(f"tracing and analyzing {loaded.name}")
             report = flowcheck.analyze(loaded.target, *loaded.args, **loaded.kwargs)
-            _check_differentiable(report)
+            if not ns.check:  # with --check, a loss cut off from everything is a change to show
+                _check_differentiable(report)
             verification = None
             if not ns.no_verify:
                 progress.step("verifying with one real optimizer step")
@@ -150,13 +158,17 @@ def _analyze(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             for output in ns.output:  # after verifying, so that the reports show its result
                 progress.step(f"rendering {output}")
                 report.save(output)
+            snapshot_check = _snapshot_cli.record(ns, report, err)
 
     from flowcheck._format import RunInfo, failures, format_rich, format_summary, to_json
 
     run = RunInfo(
-        file=path, chosen_by=loaded.chosen_by, inputs=loaded.inputs_from,
-        expectations=_expectations(report, ns.expect_receives, ns.expect_blocked), outputs=tuple(ns.output),
+        file=display_path(path), chosen_by=loaded.chosen_by, inputs=loaded.inputs_from,
+        expectations=_expectations(report, ns.expect_receives, ns.expect_blocked),
+        outputs=(*ns.output, *([ns.snapshot] if ns.snapshot else [])),
     )
+    if snapshot_check is not None:  # --check: the comparison is the output
+        return _snapshot_cli.check_output(snapshot_check, report.target, ns.check, failures(report, verification, run), out)
     if ns.json:
         out.write(json.dumps(to_json(report, verification, run), indent=2, allow_nan=False) + "\n")
     elif out.isatty():
