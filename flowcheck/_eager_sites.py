@@ -9,7 +9,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from flowcheck._analysis import Verdict
-from flowcheck._site_analysis import source_name, target_names, unique
+from flowcheck._site_analysis import source_name, target_names, tensor_labels, unique
 from flowcheck._sites import GradientSite, RecordedCall, SiteSource
 from flowcheck._steps import watch_text
 
@@ -24,7 +24,10 @@ def eager_site(call: RecordedCall) -> GradientSite:
     target left TensorFlow (a loss computed with NumPy: ``AttributeError ... '_id'``) gets that
     reason in words as its ``error``.
     """
-    names = unique([source_name(obj) for obj in call.sources])
+    written = tensor_labels(call.caller or call.source, len(call.sources))
+    names = unique([
+        label if label and not hasattr(obj, "trainable") else source_name(obj) for obj, label in zip(call.sources, written)
+    ])
     answers = call.tensorflow_none
     sources = tuple(
         SiteSource(

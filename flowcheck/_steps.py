@@ -21,7 +21,7 @@ import networkx as nx
 import tensorflow as tf
 
 from flowcheck._analysis import Verdict, verdicts
-from flowcheck._site_analysis import judge_call, site_graph, source_name, target_names, unique
+from flowcheck._site_analysis import judge_call, site_graph, source_name, target_names, tensor_labels, unique
 from flowcheck._sites import GradientSite, RecordedCall, SiteRecorder
 from flowcheck._step_state import NO_GRADIENTS, applies_skipped, built_state, metric_counts, metric_notes, unbuild
 from flowcheck.errors import InvalidTargetError, LossError
@@ -260,7 +260,11 @@ def build_sites(traced: Any, graph: nx.DiGraph, barrier_of: Any) -> tuple[Gradie
     sites = []
     for call in traced.calls:
         sub = site_graph(graph, call, traced.variables, functools.partial(index.watched, call), index)
-        raw = [traced.variables[i].name if (i := index(obj)) is not None else source_name(obj) for obj in call.sources]
+        written = tensor_labels(call.caller or call.source, len(call.sources))
+        raw = [
+            traced.variables[i].name if (i := index(obj)) is not None else label or source_name(obj)
+            for obj, label in zip(call.sources, written)
+        ]
         names = unique(raw)
         trainable = [
             bool(traced.variables[i].trainable) if (i := index(obj)) is not None else bool(getattr(obj, "trainable", False))

@@ -686,3 +686,56 @@ def test_the_cli_fails_a_step_with_a_cut_source_unless_it_is_expected(
     code = main(["analyze", f"{path}:train_step", "--expect-blocked", "*/hidden/*"])  # a second import names it sequential_1
     assert code == 0, capsys.readouterr()
     assert capsys.readouterr().out.rstrip().endswith("OK: 1 expectation holds, verification agrees")
+
+
+class WGAN(keras.Model):  # the Keras WGAN-GP example, small: a gradient penalty inside the critic's tape
+    def __init__(self):
+        super().__init__()
+        self.discriminator = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1)], name="disc")
+        self.generator = keras.Sequential([keras.Input((2,)), keras.layers.Dense(4)], name="gen")
+        self.latent_dim = 2
+    def compile(self, d_optimizer, g_optimizer):
+        super().compile()
+        self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
+    def gradient_penalty(self, batch_size, real, fake):
+        alpha = tf.random.uniform([batch_size, 1], 0.0, 1.0)
+        interpolated = real + alpha * (fake - real)
+        with tf.GradientTape() as gp_tape:
+            gp_tape.watch(interpolated)
+            pred = self.discriminator(interpolated, training=True)
+        grads = gp_tape.gradient(pred, [interpolated])[0]
+        norm = tf.sqrt(tf.reduce_sum(tf.square(grads), axis=[1]))
+        return tf.reduce_mean((norm - 1.0) ** 2)
+    def train_step(self, real):
+        if isinstance(real, tuple):
+            real = real[0]
+        batch_size = tf.shape(real)[0]
+        z = tf.random.normal((batch_size, self.latent_dim))
+        with tf.GradientTape() as tape:
+            fake = self.generator(z, training=True)
+            d_cost = tf.reduce_mean(self.discriminator(fake, training=True)) - tf.reduce_mean(self.discriminator(real, training=True))
+            d_loss = d_cost + 10.0 * self.gradient_penalty(batch_size, real, fake)
+        d_grad = tape.gradient(d_loss, self.discriminator.trainable_variables)
+        self.d_optimizer.apply_gradients(zip(d_grad, self.discriminator.trainable_variables))
+        z = tf.random.normal((batch_size, self.latent_dim))
+        with tf.GradientTape() as tape:
+            g_loss = -tf.reduce_mean(self.discriminator(self.generator(z, training=True), training=True))
+        g_grad = tape.gradient(g_loss, self.generator.trainable_variables)
+        self.g_optimizer.apply_gradients(zip(g_grad, self.generator.trainable_variables))
+        return {"d_loss": d_loss, "g_loss": g_loss}
+
+
+def test_wgan_gp_override_has_a_tensor_source_site_inside_the_critic_tape() -> None:
+    keras.utils.set_random_seed(12)
+    model = WGAN()
+    model.compile(keras.optimizers.Adam(1e-3), keras.optimizers.Adam(1e-3))
+    x = np.random.default_rng(0).random((8, 4)).astype("float32")
+    report = flowcheck.analyze(model, x)
+    penalty, critic, generator = report.gradient_sites
+    assert penalty.targets == ("pred",) and [s.name for s in penalty.sources] == ["interpolated"]
+    assert "watched: interpolated" in penalty.watch and penalty.sources[0].trainable is False
+    assert critic.targets == ("d_loss",) and generator.targets == ("g_loss",)
+    state = [*model.variables, *model.d_optimizer.variables, *model.g_optimizer.variables]
+    saved = snapshot(state)
+    assert report.verify().agrees and same(state, saved)
+    assert_sites_match(report, tape_truth(lambda: model.train_step((x,)), state))
