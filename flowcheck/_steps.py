@@ -254,12 +254,18 @@ class _Index:
         return tape.watch_accessed_variables and bool(self.variables[i].tf_variable.trainable)
 
 
-def build_sites(traced: Any, graph: nx.DiGraph, barrier_of: Any) -> tuple[GradientSite, ...]:
-    """The report's gradient sites, one per call in the final trace, in the order made."""
+def build_sites(traced: Any, graph: nx.DiGraph, barrier_of: Any) -> tuple[tuple[GradientSite, ...], set[int]]:
+    """The report's gradient sites, one per call in the final trace, in the order made, and the
+    variables (indices) a gradient would reach at some site if they were asked for."""
     index = _Index(traced.variables)
     sites = []
+    reached: set[int] = set()
+    var_nodes: list[str] = graph.graph["variables"]
     for call in traced.calls:
         sub = site_graph(graph, call, traced.variables, functools.partial(index.watched, call), index)
+        if sub.targets:
+            found = verdicts(sub.graph, var_nodes, sub.targets)
+            reached.update(i for i, node in enumerate(var_nodes) if found[node] is Verdict.RECEIVES)
         written = tensor_labels(call.caller or call.source, len(call.sources))
         raw = [
             traced.variables[i].name if (i := index(obj)) is not None else label or source_name(obj)
@@ -274,19 +280,18 @@ def build_sites(traced: Any, graph: nx.DiGraph, barrier_of: Any) -> tuple[Gradie
         sites.append(judge_call(
             call, sub, names, trainable, barrier_of, watch_text(call, labels), target_names(call.caller or call.source, call.targets),
         ))
-    return tuple(sites)
+    return tuple(sites), reached
 
 
-def never_trained(traced: Any, graph: nx.DiGraph, results: Sequence[Any]) -> tuple[Any, ...]:
-    """Trainable variables a gradient from the sites' targets reaches that no site lists."""
+def never_trained(traced: Any, results: Sequence[Any], reached: set[int]) -> tuple[Any, ...]:
+    """Trainable variables that some site's tape would give a gradient (``reached``) but no site lists.
+
+    Judged by each tape: a variable read inside its block and watched by it (a plain
+    ``tf.Variable`` codebook), not one read before the block (a distillation's teacher).
+    """
     index = _Index(traced.variables)
     listed = {i for call in traced.calls for obj in call.sources if (i := index(obj)) is not None}
-    var_nodes: list[str] = graph.graph["variables"]
-    total = verdicts(graph, var_nodes, graph.graph["losses"])
-    return tuple(
-        r for i, (r, node) in enumerate(zip(results, var_nodes))
-        if r.trainable and i not in listed and total[node] is Verdict.RECEIVES
-    )
+    return tuple(r for i, r in enumerate(results) if r.trainable and i not in listed and i in reached)
 
 
 def step_variables(traced: Any, results: Sequence[Any]) -> list[Any]:
@@ -349,7 +354,8 @@ def step_findings(
     traced: Any, graph: nx.DiGraph, results: list[Any], barrier_of: Any
 ) -> tuple[tuple[GradientSite, ...], tuple[Any, ...], list[Any]]:
     """A step's sites, its never-trained variables and the variables its report lists."""
-    return build_sites(traced, graph, barrier_of), never_trained(traced, graph, results), step_variables(traced, results)
+    sites, reached = build_sites(traced, graph, barrier_of)
+    return sites, never_trained(traced, results, reached), step_variables(traced, results)
 
 
 def never_trained_across(reports: Sequence[Any]) -> tuple[Any, ...]:

@@ -739,3 +739,22 @@ def test_wgan_gp_override_has_a_tensor_source_site_inside_the_critic_tape() -> N
     saved = snapshot(state)
     assert report.verify().agrees and same(state, saved)
     assert_sites_match(report, tape_truth(lambda: model.train_step((x,)), state))
+
+
+def test_a_teacher_read_before_the_tape_is_not_never_trained() -> None:
+    keras.utils.set_random_seed(13)
+    teacher = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="t")], name="teacher")
+    student = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="s")], name="student")
+    optimizer = keras.optimizers.SGD(0.1)
+
+    @tf.function
+    def distill(x: Any) -> None:
+        soft = tf.nn.softmax(teacher(x))  # knowledge distillation: the teacher is read outside the tape
+        with tf.GradientTape() as tape:
+            loss = keras.losses.KLDivergence()(soft, tf.nn.softmax(student(x)))
+        grads = tape.gradient(loss, student.trainable_variables)
+        optimizer.apply_gradients(zip(grads, student.trainable_variables))
+
+    report = flowcheck.analyze(distill, np.ones((2, 4), "float32"))
+    assert report.never_trained == () and report.gradient_sites[0].agrees
+    assert report.receives_gradient(teacher.layers[0].kernel)  # a watched tape around the whole step would reach it
