@@ -44,7 +44,7 @@ class Report:
             step fails; if the op's result is meant as a constant, wrap the result in ``tf.stop_gradient``).
         gradient_sites: For a training step (it asks for gradients itself, or a Keras model's
             ``train_step``), each gradient call judged by its own tape; ``losses`` are their targets.
-        never_trained: Trainable variables the sites' targets give a gradient that no site lists.
+        never_trained: Trainable variables a site's tape would give a gradient that no site lists.
         other_state: How many variables a step reads that ``variables`` leaves out (optimizer, metrics).
         graph: The gradient-annotated graph (see ``flowcheck._graph``).
     """
