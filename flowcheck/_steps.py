@@ -104,9 +104,11 @@ def _feeds_update(call: RecordedCall) -> bool:
 def keras_train_step(model: Any) -> Any:
     """A ``tf.function`` running the model's own ``train_step`` (Keras's or an override) on a batch."""
 
+    import keras
+
     def train_step(x: Any, y: Any = None, sample_weight: Any = None) -> Any:
-        data = (x,) if y is None and sample_weight is None else (x, y) if sample_weight is None else (x, y, sample_weight)
-        return model.train_step(data)
+        # As fit batches its data: x alone when there is no y (keras/src/trainers/data_adapters).
+        return model.train_step(keras.utils.pack_x_y_sample_weight(x, y, sample_weight))
 
     train_step.__name__ = f"{model.name}.train_step"
     return tf.function(train_step)
