@@ -758,3 +758,56 @@ def test_a_teacher_read_before_the_tape_is_not_never_trained() -> None:
     report = flowcheck.analyze(distill, np.ones((2, 4), "float32"))
     assert report.never_trained == () and report.gradient_sites[0].agrees
     assert report.receives_gradient(teacher.layers[0].kernel)  # a watched tape around the whole step would reach it
+
+
+
+class Sampling(keras.layers.Layer):
+    """The Keras VAE example's sampling layer, with its own SeedGenerator."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seed_generator = keras.random.SeedGenerator(1337)
+
+    def call(self, inputs: Any) -> Any:
+        z_mean, z_log_var = inputs
+        epsilon = keras.random.normal(shape=keras.ops.shape(z_mean), seed=self.seed_generator)
+        return z_mean + keras.ops.exp(0.5 * z_log_var) * epsilon
+
+
+class VAE(keras.Model):
+    """The Keras VAE example, small: its own train_step, fit on x alone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        inputs = keras.Input((4,))
+        hidden = keras.layers.Dense(8, activation="relu")(inputs)
+        z_mean, z_log_var = keras.layers.Dense(2, name="z_mean")(hidden), keras.layers.Dense(2, name="z_log_var")(hidden)
+        self.encoder = keras.Model(inputs, [z_mean, z_log_var, Sampling()([z_mean, z_log_var])], name="encoder")
+        latent = keras.Input((2,))
+        self.decoder = keras.Model(latent, keras.layers.Dense(4, activation="sigmoid")(latent), name="decoder")
+        self.total_loss_tracker = keras.metrics.Mean(name="total_loss")
+
+    def train_step(self, data: Any) -> dict[str, Any]:
+        with tf.GradientTape() as tape:
+            z_mean, z_log_var, z = self.encoder(data)
+            reconstruction = keras.ops.mean(keras.losses.binary_crossentropy(data, self.decoder(z)))
+            kl = keras.ops.mean(-0.5 * (1 + z_log_var - keras.ops.square(z_mean) - keras.ops.exp(z_log_var)))
+            total = reconstruction + kl
+        grads = tape.gradient(total, self.trainable_weights)
+        self.optimizer.apply_gradients(zip(grads, self.trainable_weights))
+        self.total_loss_tracker.update_state(total)
+        return {"loss": self.total_loss_tracker.result()}
+
+def test_vae_override_fit_on_x_alone_restores_its_seed_generator() -> None:
+    keras.utils.set_random_seed(14)
+    vae = VAE()
+    vae.compile(optimizer=keras.optimizers.Adam())
+    x = np.random.default_rng(0).random((8, 4)).astype("float32")
+    report = flowcheck.analyze(vae, x)
+    (site,) = report.gradient_sites
+    assert site.targets == ("total",) and len(site.receiving) == len(vae.trainable_weights)
+    state = [*vae.variables, *vae.optimizer.variables, *vae.metrics_variables]
+    assert any("seed_generator" in v.path for v in vae.variables)
+    saved = snapshot(state)
+    assert report.verify().agrees and same(state, saved)
+    assert_sites_match(report, tape_truth(lambda: vae.train_step(x), state))
