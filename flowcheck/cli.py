@@ -102,7 +102,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("target", metavar="PATH[:NAME]", help="the Python file, and optionally the target's name in it")
     p.add_argument("-o", "--output", action="append", default=[], metavar="FILE",
-                   help="write the report to FILE (.svg, .html or .dot); repeatable")
+                   help="write the report to FILE (.svg, .html, .dot, or .me.json for Model Explorer); repeatable; "
+                   "drawn after the summary, which a failed drawing never loses")
+    p.add_argument("--focus", action="append", default=None, metavar="PATTERN",
+                   help="draw only the variables matching this glob and their paths to the loss; repeatable")
+    p.add_argument("--detail", choices=("collapsed", "ops"), default="collapsed",
+                   help="collapsed (default): one node per layer, repeats folded, op detail only where a gradient "
+                   "is blocked; ops: every op")
+    p.add_argument("--explore", action="store_true",
+                   help="then browse the whole graph in Model Explorer on 127.0.0.1 (Ctrl-C stops it; needs "
+                   "pip install 'flowcheck[explore]')")
     p.add_argument("--json", action="store_true", help="print a machine-readable report (schema_version 1) instead")
     p.add_argument("--no-verify", action="store_true", help="skip the real optimizer step")
     p.add_argument("--optimizer", choices=("sgd", "adam"), help="optimizer of the real step (default: sgd)")
@@ -136,6 +145,10 @@ def _analyze(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if not output.lower().endswith(SUFFIXES):
             raise TargetLoadError(f"cannot write {output!r}: the report formats are {', '.join(SUFFIXES)}")
     _snapshot_cli.validate(ns)
+    if ns.explore:
+        from flowcheck._explore import check_installed
+
+        check_installed()
     path, name = split_spec(ns.target)
     verbose = not ns.json
     with _Progress(verbose and err.isatty(), err) as progress:
@@ -155,17 +168,28 @@ def _analyze(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 progress.step("verifying with one real optimizer step")
                 optimizer, learning_rate = _optimizer(ns, loaded.optimizer)
                 verification = report.verify(optimizer=optimizer, learning_rate=learning_rate)
-            for output in ns.output:  # after verifying, so that the reports show its result
-                progress.step(f"rendering {output}")
-                report.save(output)
             snapshot_check = _snapshot_cli.record(ns, report, err)
+    code = _summary(ns, report, verification, (loaded, path, snapshot_check), out)
+    # Drawing comes after the summary and the JSON: a drawing that fails or takes too long loses nothing.
+    from flowcheck._cli_outputs import draw_outputs, explore
 
+    with _Progress(verbose and err.isatty(), err) as progress:
+        draw_outputs(report, ns.output, ns.detail, ns.focus, err if ns.json else out, progress.step)
+    if ns.explore:
+        explore(report, err if ns.json else out)
+    return code
+
+
+def _summary(ns: argparse.Namespace, report: Report, verification: Any, found: tuple[Any, str, Any], out: TextIO) -> int:
+    """Print the summary (or JSON, or the snapshot comparison); the exit status."""
     from flowcheck._format import RunInfo, failures, format_rich, format_summary, to_json
 
+    loaded, path, snapshot_check = found
     run = RunInfo(
         file=display_path(path), chosen_by=loaded.chosen_by, inputs=loaded.inputs_from,
         expectations=_expectations(report, ns.expect_receives, ns.expect_blocked),
-        outputs=(*ns.output, *([ns.snapshot] if ns.snapshot else [])),
+        # Text output says "wrote FILE" for each -o file after drawing it, below the summary.
+        outputs=(*(ns.output if ns.json else ()), *([ns.snapshot] if ns.snapshot else [])),
     )
     if snapshot_check is not None:  # --check: the comparison is the output
         return _snapshot_cli.check_output(snapshot_check, report.target, ns.check, failures(report, verification, run), out)
@@ -177,6 +201,7 @@ def _analyze(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         Console(file=out, highlight=False).print(format_rich(report, verification, run), end="", soft_wrap=True)
     else:
         out.write(format_summary(report, verification, run))
+    out.flush()
     return 1 if failures(report, verification, run) else 0
 
 

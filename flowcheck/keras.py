@@ -114,7 +114,7 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
         if self.snapshot is not None:
             lines.extend(self._snapshot_lines(report))
         if self.report_path is not None:  # after verify, so that the report shows the real step
-            report.save(self.report_path)
+            report.save(self.report_path, written_by="keras")
         if lines:
             self._complain("\n".join(lines), report=report)
             if problems:  # explained: Keras's bare warning about the same weights adds nothing
