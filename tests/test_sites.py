@@ -598,3 +598,28 @@ def test_a_teacher_read_before_the_tape_is_not_never_trained() -> None:
     report = flowcheck.analyze(distill, np.ones((2, 4), "float32"))
     assert report.never_trained == () and report.gradient_sites[0].agrees
     assert report.receives_gradient(teacher.layers[0].kernel)  # a watched tape around the whole step would reach it
+
+
+def test_recording_leaves_tensorflow_and_keras_as_they_were_also_when_the_trace_fails() -> None:
+    from keras.src.optimizers import base_optimizer, loss_scale_optimizer
+
+    before = (
+        tf.GradientTape.gradient, tf.GradientTape.jacobian, tf.GradientTape._push_tape, tf.gradients,  # noqa: SLF001
+        base_optimizer.BaseOptimizer.apply, loss_scale_optimizer.LossScaleOptimizer.apply,
+    )
+    w = tf.Variable(1.0, name="w")
+
+    @tf.function
+    def broken() -> None:
+        with tf.GradientTape() as tape:
+            loss = w * 2.0
+        tape.gradient(loss, w)
+        raise RuntimeError("the user's bug")
+
+    with pytest.raises(flowcheck.FlowcheckError):
+        flowcheck.analyze(broken).verify()
+    after = (
+        tf.GradientTape.gradient, tf.GradientTape.jacobian, tf.GradientTape._push_tape, tf.gradients,  # noqa: SLF001
+        base_optimizer.BaseOptimizer.apply, loss_scale_optimizer.LossScaleOptimizer.apply,
+    )
+    assert after == before
