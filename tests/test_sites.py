@@ -623,3 +623,25 @@ def test_recording_leaves_tensorflow_and_keras_as_they_were_also_when_the_trace_
         base_optimizer.BaseOptimizer.apply, loss_scale_optimizer.LossScaleOptimizer.apply,
     )
     assert after == before
+
+
+def test_a_plain_python_step_is_judged_at_its_sites_and_verified_as_called() -> None:
+    keras.utils.set_random_seed(15)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2), keras.layers.Dense(1)])
+    optimizer = keras.optimizers.SGD(0.1)
+
+    def step(x: Any, y: Any) -> dict[str, Any]:  # no tf.function: the "custom training walkthrough" style
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean((model(x) - y) ** 2)
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return {"loss": loss}
+
+    x, y = np.ones((2, 3), "float32"), np.ones((2, 1), "float32")
+    report = flowcheck.analyze(step, x, y)
+    assert report.target_kind == "callable" and len(report.gradient_sites[0].receiving) == 4
+    assert "verify() runs it as you call it" in report.notes[0]
+    state = [*model.variables, *optimizer.variables]
+    saved = snapshot(state)
+    assert report.verify().agrees and same(state, saved) and not optimizer.built
+    assert_sites_match(report, tape_truth(lambda: step(x, y), state))
