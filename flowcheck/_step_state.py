@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import tensorflow as tf
 
-__all__ = ["NO_GRADIENTS", "all_none_tolerated", "applies_skipped", "built_state", "metric_counts", "metric_notes", "optimizers_of",
+__all__ = ["KERAS_NONE_WARNING", "NO_GRADIENTS", "all_none_tolerated", "applies_skipped", "built_state", "metric_counts", "metric_notes", "optimizers_of",
            "state_of", "unbuild"]
 
 
@@ -120,6 +120,9 @@ def unbuild(before: Sequence[tuple[Any, bool, int]]) -> None:
             opt._trainable_variables_indices = {}  # noqa: SLF001
             opt.built = False
 
+
+KERAS_NONE_WARNING: Final = "Gradients do not exist for variables"
+"""The start of Keras's warning about None gradients (``BaseOptimizer._filter_empty_gradients``)."""
 
 NO_GRADIENTS: Final = "No gradients provided for any variable"
 """Keras's error when every gradient given to ``apply_gradients`` is None."""

@@ -23,7 +23,7 @@ import tensorflow as tf
 from flowcheck._analysis import Verdict, verdicts
 from flowcheck._site_analysis import judge_call, site_graph, source_name, target_names, tensor_labels, unique
 from flowcheck._sites import GradientSite, RecordedCall, SiteRecorder
-from flowcheck._step_state import NO_GRADIENTS, applies_skipped, built_state, metric_counts, metric_notes, unbuild
+from flowcheck._step_state import KERAS_NONE_WARNING, NO_GRADIENTS, applies_skipped, built_state, metric_counts, metric_notes, unbuild
 from flowcheck.errors import InvalidTargetError, LossError
 
 __all__ = [
@@ -173,7 +173,7 @@ def trace_recorded(
     with running_user_code(), record_sites() as recorder, applies_skipped(applied), positions(), \
             warnings.catch_warnings():
         # Keras's warning about None gradients, provoked by this trace: the report explains it.
-        warnings.filterwarnings("ignore", message="Gradients do not exist for variables", category=UserWarning)
+        warnings.filterwarnings("ignore", message=KERAS_NONE_WARNING, category=UserWarning)
         try:
             concrete: Any = function.get_concrete_function(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 -- any error of the user's code, re-raised as ours
