@@ -19,6 +19,7 @@ import networkx as nx
 from flowcheck import _distributed
 from flowcheck._analysis import BarrierKind, Verdict, blocking_barriers, gradient_errors, verdicts
 from flowcheck._model import Barrier, VariableResult
+from flowcheck._sites import GradientSite
 from flowcheck._source import op_source
 from flowcheck.errors import NoVariablesError, TraceError, VariableNotFoundError
 
@@ -43,12 +44,17 @@ class Report:
         gradient_errors: Ops with no registered gradient that a gradient reaches: differentiating
             the loss raises ``LookupError: No gradient defined for operation ...`` at each (the
             step fails; if the op's result is meant as a constant, wrap the result in ``tf.stop_gradient``).
+        gradient_sites: For a training step (it asks for gradients itself, or a Keras model's
+            ``train_step``), each gradient call judged by its own tape; ``losses`` are their targets.
+        never_trained: Trainable variables a site's tape would give a gradient that no site lists.
+        other_state: How many variables a step reads that ``variables`` leaves out (optimizer, metrics).
         graph: The gradient-annotated graph (see ``flowcheck._graph``).
     """
 
     def __init__(
         self, traced: Any, graph: nx.DiGraph, variables: tuple[VariableResult, ...], notes: tuple[str, ...],
-        gradient_errors: tuple[Barrier, ...] = (),
+        gradient_errors: tuple[Barrier, ...] = (), gradient_sites: tuple[Any, ...] = (),
+        never_trained: tuple[VariableResult, ...] = (),
     ) -> None:
         self._traced = traced
         self.graph = graph
@@ -58,6 +64,10 @@ class Report:
         self.losses: tuple[str, ...] = tuple(loss.name for loss in traced.losses)
         self.notes = notes
         self.gradient_errors = gradient_errors
+        self.gradient_sites: tuple[GradientSite, ...] = gradient_sites
+        self.never_trained = never_trained
+        self.other_state = 0
+        self._everything = variables  # for a step: also the state left out of ``variables``
         self.verification: Any = None
 
     def __repr__(self) -> str:
@@ -87,7 +97,7 @@ class Report:
             raise VariableNotFoundError(f"no variable named {variable!r} in this report; it has: {names}")
         # The object itself, a Keras variable's backing tf.Variable, a replica's component's owner.
         for wanted in (variable, getattr(variable, "_value", None), _distributed.container(variable)):
-            for r in self.variables:
+            for r in self._everything:  # a step's state left out of variables included
                 if wanted is not None and (wanted is r.variable or wanted is self._traced.variables[_index(r)].tf_variable):
                     return r
         variable = _distributed.container(variable)
@@ -123,6 +133,8 @@ class Report:
     def verify(self, optimizer: Any = None, learning_rate: float | None = None) -> Any:
         """Run one real optimizer step, compare with the prediction, restore every variable.
 
+        A step with gradient sites is run itself, once, with its own optimizer (the arguments unused).
+
         Args:
             optimizer: ``"sgd"`` (default), ``"adam"``, a Keras optimizer class, or an instance
                 (copied from its config; the instance itself is never stepped).
@@ -132,6 +144,11 @@ class Report:
             A :class:`flowcheck.Verification`; its ``agrees`` is True when the tape confirms
             every verdict. It is also kept as ``report.verification``.
         """
+        if self.gradient_sites:
+            from flowcheck._step_verify import verify_step
+
+            self.verification = verify_step(self._traced, self.gradient_sites)
+            return self.verification
         from flowcheck._verify import run_step
 
         self.verification = run_step(
@@ -295,6 +312,10 @@ def _collector_paused() -> Iterator[None]:
 
 
 def _report(traced: Any, graph: nx.DiGraph) -> Report:
+    from flowcheck import _steps  # a training step's gradient sites (TensorFlow is loaded by now)
+
+    if traced.step:
+        _steps.attach_targets(graph, traced)
     var_nodes: list[str] = graph.graph["variables"]
     loss_nodes: list[str] = graph.graph["losses"]
     total = verdicts(graph, var_nodes, loss_nodes)
@@ -323,14 +344,17 @@ def _report(traced: Any, graph: nx.DiGraph) -> Report:
         fn = traced.python_function
         run = run_eagerly(fn, traced.args, traced.kwargs, traced.variables, str(getattr(fn, "__name__", "function")))
         judged = as_called(judged, graph, run)
-    if len(traced.losses) > 1:
+    if len(traced.losses) > 1 and not traced.step:
         # Users who check with a tape around the whole call see zeros and think the report is wrong.
         notes.append(
             f"{len(traced.losses)} losses ({', '.join(l.name for l in traced.losses)}): a per-loss verdict is "
             "what a tape gives when that loss alone is differentiated inside the step; a tape around "
             "one call returning all of them gives zeros, not None, to variables only another loss uses"
         )
-    return Report(traced, graph, judged, tuple(notes), errors)
+    sites, never, listed = _steps.step_findings(traced, graph, list(judged), _barrier) if traced.step else ((), (), judged)
+    report = Report(traced, graph, tuple(listed), tuple(notes), errors, gradient_sites=sites, never_trained=never)
+    report.other_state, report._everything = len(judged) - len(listed), judged
+    return report
 
 
 def _eager_only(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], failure: TraceError) -> Report:

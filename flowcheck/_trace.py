@@ -1,7 +1,9 @@
 """Stage 1: turn the user's target into a traced ``ConcreteFunction`` and name what is in it.
 
 The target may be a ``tf.function``, a plain callable (wrapped in ``tf.function``) or a compiled
-Keras model (its training step: the compiled loss on ``model(x, training=True)``). A
+Keras model (its ``train_step``, Keras's own or an override, as ``fit`` runs it). While tracing,
+every gradient call is recorded (``flowcheck._sites``): a trace whose gradients train (see
+``flowcheck._steps``) is a *step*, judged per gradient site, and its losses are the calls' targets. A
 ``tf.function`` is traced as a fresh copy so that its graph is the one TensorFlow would
 differentiate, never one already rewritten by an earlier gradient computation, and so that the
 user's own function and its trace cache are left untouched. (Nested ``tf.function``s keep their
@@ -24,7 +26,9 @@ from tensorflow.python.util import nest
 from flowcheck import _distributed
 from flowcheck._owners import is_keras_layer, owners_in, owners_of
 from flowcheck._positions import recording
+from flowcheck._sites import RecordedCall
 from flowcheck._source import SourceLine, user_frame
+from flowcheck._steps import FailedTrace, is_training_step, keras_loss_step, keras_step, site_losses, trace_recorded
 from flowcheck.errors import InvalidTargetError, LossError, NoVariablesError, TraceError
 
 __all__ = [
@@ -89,6 +93,8 @@ class Traced:
     losses: list[LossOutput]
     notes: list[str]
     python_function: Any = None  # a plain callable as the user calls it (eagerly); else None
+    calls: list[RecordedCall] = field(default_factory=list)  # a step's gradient calls
+    step: bool = False  # judged at its gradient sites (flowcheck._steps)
 
 
 def trace(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Traced:
@@ -102,14 +108,17 @@ def trace(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Traced:
     """
     notes: list[str] = []
     function, kind, owners = _as_function(fn, notes)
-    try:
+    concrete, calls, applies = trace_recorded(function, fn, args, kwargs, notes, lambda exc: _trace_failure(exc, _name(fn)))
+    if kind == "keras model" and not calls:
+        function = keras_loss_step(fn, notes)  # a model without trainable weights: its compiled loss
         with recording():  # where each op is made, read only for the barriers reported
             concrete = function.get_concrete_function(*args, **kwargs)
-    except Exception as exc:  # noqa: BLE001 -- any error of the user's code, re-raised as ours
-        raise TraceError(_trace_failure(exc, _name(fn))) from exc
-    losses = _losses(concrete, _name(fn), notes)
+    step = is_training_step(concrete, calls, kind, applies)
+    losses = site_losses(calls) if step else _losses(concrete, _name(fn), notes)
+    if step and not losses:
+        raise LossError(f"{_name(fn)} asks for gradients only of non-floating-point tensors: nothing can be trained")
     owners.extend(owners_in(args) + owners_in(tuple(kwargs.values())))
-    arguments = _variable_arguments(function, concrete, args, kwargs)
+    arguments = [] if isinstance(concrete, FailedTrace) else _variable_arguments(function, concrete, args, kwargs)
     owners.extend(variable for variable, _ in arguments)  # defaults included
     inputs = list(concrete.graph.captures) + [(_variable_handle(v), inner) for v, inner in arguments]
     variables, captured = _variables(concrete, owners, inputs)
@@ -118,8 +127,15 @@ def trace(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Traced:
             f"{_name(fn)} reads no variable: nothing can be trained "
             "(create the variables outside the function and use them inside)"
         )
-    python_function = fn if kind == "callable" else None
-    return Traced(function, concrete, tuple(args), dict(kwargs), kind, variables, captured, losses, notes, python_function)
+    if kind == "callable" and step:  # its gradient calls, as traced; verify runs it as called
+        notes[:] = [n for n in notes if not n.startswith(f"{_name(fn)} is a plain Python function")]
+        notes.insert(0, f"{_name(fn)} is a plain Python function: its gradient calls are judged as tf.function "
+                        "traces them; verify() runs it as you call it, eagerly")
+    python_function = fn if kind == "callable" and not step else None  # a step is run by verify, not here
+    return Traced(
+        function, concrete, tuple(args), dict(kwargs), kind, variables, captured, losses, notes, python_function,
+        calls=calls if step else [], step=step,
+    )
 
 
 def is_plain_callable(fn: Any) -> bool:
@@ -157,7 +173,7 @@ def _name(fn: Any) -> str:
 def _as_function(fn: Any, notes: list[str]) -> tuple[Any, str, list[Any]]:
     keras = _keras()
     if keras is not None and isinstance(fn, keras.Model):
-        return _keras_step(fn, notes), "keras model", [fn]
+        return keras_step(fn, notes), "keras model", [fn]
     if isinstance(fn, tf.types.experimental.PolymorphicFunction):
         python_function = fn.python_function
         return fn._clone(python_function), "tf.function", owners_of(python_function)  # noqa: SLF001
@@ -184,34 +200,6 @@ def _keras() -> Any:
     except ImportError:  # pragma: no cover - keras ships with tensorflow
         return None
     return keras
-
-
-def overrides_train_step(model: Any) -> bool:
-    """Whether ``fit`` runs the model's own ``train_step`` rather than Keras's (the compiled loss)."""
-    import keras
-
-    return type(model).train_step is not keras.Model.train_step
-
-
-def _keras_step(model: Any, notes: list[str]) -> Any:
-    if getattr(model, "loss", None) is None:
-        raise InvalidTargetError(
-            f"Keras model {model.name!r} is not compiled with a loss: call "
-            "model.compile(optimizer=..., loss=...) first, or pass a function returning the loss"
-        )
-    notes.append(f"Keras model {model.name!r}: analyzing its training step (compiled loss, training=True)")
-    if overrides_train_step(model):
-        notes.append(
-            f"{model.name!r} overrides train_step, so fit does not train on this compiled loss: to check "
-            "what fit trains, analyze the loss your train_step computes (a function of the batch)"
-        )
-
-    def training_step(x: Any, y: Any = None, sample_weight: Any = None) -> Any:
-        y_pred = model(x, training=True)
-        return model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
-
-    training_step.__name__ = f"{model.name}_training_step"
-    return tf.function(training_step)
 
 
 def _trace_failure(exc: BaseException, name: str) -> str:

@@ -234,6 +234,10 @@ def _expectations(report: Report, receives: Sequence[str], blocked: Sequence[str
     from flowcheck._analysis import Verdict
     from flowcheck._format import Expectation
 
+    if report.gradient_sites:  # a training step: each variable as its gradient calls judge it
+        from flowcheck._steps import judged_at_sites
+
+        report = judged_at_sites(report)
     found = []
     for expect, patterns in (("receives", receives), ("blocked", blocked)):
         for pattern in patterns:

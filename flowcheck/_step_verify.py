@@ -1,0 +1,178 @@
+"""Verifying a training step by running it: the user's own step, once, then every state restored.
+
+The step's Python function runs eagerly on the example inputs with its own tape and optimizer,
+as a training step would, while :func:`flowcheck._sites.record_sites` records what each
+``tape.gradient`` returned. Per source of each site: whether the gradient was None (and zero,
+non-zero or non-finite) and whether the variable changed. Before the run every variable the step
+can touch is saved (its captures; its models' weights, metric totals and seed-generator states;
+its optimizers' slots, iteration counters, learning rates and loss-scale state; the global random
+generators when they exist) and afterwards assigned back bit for bit, also when the step fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import tensorflow as tf
+
+from flowcheck._sites import GradientSite, RecordedCall, record_sites, running_user_code
+from flowcheck._step_state import KERAS_NONE_WARNING, NO_GRADIENTS, all_none_tolerated, built_state, optimizers_of, state_of, unbuild
+from flowcheck._verify import GradientState, VariableCheck, Verification, _describe, _digest, _first_line, _save_components, _state
+from flowcheck.errors import VerificationError
+
+__all__ = ["verify_step"]
+
+
+def _global_state() -> list[Any]:
+    from tensorflow.python.ops import stateful_random_ops
+
+    generator = getattr(stateful_random_ops, "global_generator", None)
+    return [generator.state] if generator is not None else []
+
+
+def _restore(variables: Sequence[Any], saved: Sequence[Any]) -> None:
+    for v, values in zip(variables, saved):
+        for component, value in zip(tuple(getattr(v, "_values", None) or (v,)), values):
+            component.assign(value)
+
+
+def verify_step(traced: Any, sites: Sequence[GradientSite]) -> Verification:
+    """Run the user's step once, compare each site's sources with the prediction, restore all state.
+
+    Raises:
+        VerificationError: the step failed for another reason than every gradient being None.
+    """
+    step = getattr(traced.function, "python_function", traced.function)
+    built = built_state(traced.function, traced.args)
+    optimizers = optimizers_of(traced.function, traced.args)
+    variables = state_of(traced.function, traced.args, traced.variables) + _global_state()
+    saved = [_save_components(v) for v in variables]
+    sources = [s.variable for site in sites for s in site.sources]
+    before = [_maybe_digest(v) for v in sources]
+    problems: list[str] = []
+    try:
+        with running_user_code(), warnings.catch_warnings():
+            # Keras's bare warning about None gradients: the report explains those sources.
+            warnings.filterwarnings("ignore", message=KERAS_NONE_WARNING, category=UserWarning)
+            if any(site.kind == "tf.gradients" for site in sites):
+                recorded = _run_traced(step, traced.args, traced.kwargs)
+            else:
+                recorded = _run_eagerly(step, traced.args, traced.kwargs, problems if any(s.receiving for s in sites) else [])
+        after = [_maybe_digest(v) for v in sources]
+        calls = _match(sites, recorded)
+    except VerificationError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- the user's step failed: say how, as one error
+        raise VerificationError(f"the real step failed: {_first_line(exc)}") from exc
+    finally:
+        _restore(variables, saved)
+        unbuild(built)
+    checks, loss = _checks(sites, calls, before, after, problems)
+    if not math.isfinite(loss):
+        problems.append(f"the loss is {loss}: gradients and the step are not meaningful")
+    return Verification(
+        agrees=all(c.agrees for c in checks) and not problems,
+        optimizer="the step's own " + (", ".join(_describe(o) for o in optimizers) if optimizers else "update"),
+        loss=loss,
+        variables=tuple(checks),
+        problems=tuple(problems),
+    )
+
+
+def _run_eagerly(step: Any, args: Any, kwargs: Any, problems: list[str]) -> list[RecordedCall]:
+    """Run the step eagerly, nested ``tf.function`` s too, so that every tape answers with values.
+
+    Keras's ``No gradients provided`` ends the step as it would end training; it is a problem
+    only when given a ``problems`` list (a gradient was predicted somewhere).
+    """
+    with record_sites() as recorder, _eagerly():
+        try:
+            step(*args, **kwargs)
+        except ValueError as exc:
+            if NO_GRADIENTS not in str(exc):
+                raise
+            problems.append(f"the step raised {_first_line(exc)}")
+    return recorder.eager_calls
+
+
+def _run_traced(step: Any, args: Any, kwargs: Any) -> list[RecordedCall]:
+    """Run the step as a new ``tf.function`` returning its gradients (``tf.gradients`` needs a graph)."""
+    last: list[list[RecordedCall]] = [[]]
+
+    def probe(*a: Any, **k: Any) -> list[tuple[list[Any], list[Any]]]:
+        with record_sites() as recorder, all_none_tolerated([]):
+            step(*a, **k)
+        last[0] = recorder.calls  # a trace that creates variables runs twice: keep the final one
+        return [([r for r in c.results or () if r is not None], list(c.targets)) for c in recorder.calls]
+
+    values = tf.function(probe)(*args, **kwargs)
+    for call, (grads, targets) in zip(last[0], values):
+        it = iter(grads)
+        call.targets = tuple(targets)
+        call.results = tuple(None if r is None else next(it) for r in call.results) if call.results is not None else None
+    return last[0]
+
+
+@contextlib.contextmanager
+def _eagerly() -> Iterator[None]:
+    """Nested ``tf.function`` s run eagerly too, so that every tape answers with values."""
+    before = tf.config.functions_run_eagerly()
+    tf.config.run_functions_eagerly(True)
+    try:
+        yield
+    finally:
+        tf.config.run_functions_eagerly(before)
+
+
+def _maybe_digest(value: Any) -> bytes | None:
+    backing = getattr(value, "_value", None)
+    var = backing if isinstance(backing, tf.Variable) else value
+    return _digest(var) if isinstance(var, tf.Variable) else None
+
+
+def _match(sites: Sequence[GradientSite], calls: Sequence[RecordedCall]) -> list[RecordedCall | None]:
+    """The eager call made at each site: in order, by kind and line when the counts differ."""
+    if len(calls) == len(sites):
+        return list(calls)
+    remaining = list(calls)
+    matched: list[RecordedCall | None] = []
+    for site in sites:
+        found = next((c for c in remaining if c.kind == site.kind and c.source == site.source), None)
+        if found is not None:
+            remaining.remove(found)
+        matched.append(found)
+    return matched
+
+
+def _checks(
+    sites: Sequence[GradientSite], calls: Sequence[RecordedCall | None], before: Sequence[bytes | None],
+    after: Sequence[bytes | None], problems: list[str],
+) -> tuple[list[VariableCheck], float]:
+    checks: list[VariableCheck] = []
+    loss = math.nan
+    k = 0
+    for site, call in zip(sites, calls):
+        prefix = f"{', '.join(site.targets)}: " if len(sites) > 1 else ""
+        if call is None:
+            problems.append(f"the real step made no {site.kind} call at {site.source or 'this site'}")
+        elif call.results is None:
+            problems.append(f"the real step's {site.kind} at {site.source or 'this site'} raised {call.error}")
+        elif math.isnan(loss) and call.targets:
+            loss = float(tf.reduce_sum(tf.math.real(tf.cast(call.targets[0], tf.float64))).numpy())
+        for j, source in enumerate(site.sources):
+            result = call.results[j] if call is not None and call.results is not None else None
+            state = _state(result) if call is not None and call.results is not None else GradientState.NONE
+            if state is GradientState.NONFINITE:
+                problems.append(f"the gradient of {prefix}{source.name} is not finite")
+            changed = before[k] is not None and before[k] != after[k]
+            known = call is not None and call.results is not None
+            checks.append(VariableCheck(
+                name=prefix + source.name, predicted=source.receives, gradient=state, changed=changed,
+                agrees=known and (state is not GradientState.NONE) == source.receives,
+            ))
+            k += 1
+    return checks, loss

@@ -1,0 +1,647 @@
+"""Gradient sites: training steps with their own tape, judged per call against TensorFlow's answer.
+
+Each test writes a step the way users do, analyzes it, and checks every site against the truth
+computed here by running the step's own tape (``site_helpers.tape_truth``) and against
+TensorFlow's answer recorded while tracing (``SiteSource.tensorflow_none``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from site_helpers import assert_sites_match, line_of, same, snapshot, tape_truth
+
+import flowcheck
+from flowcheck import Verdict
+
+HERE = __file__
+
+
+def _data(n: int = 8, d: int = 4, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(n, d)).astype("float32"), rng.integers(0, k, size=(n,)).astype("int64")
+
+
+class QuickstartModel(keras.Model):  # TensorFlow's "quickstart for experts", dense and small
+    def __init__(self) -> None:
+        super().__init__()
+        self.d1 = keras.layers.Dense(8, activation="relu")
+        self.d2 = keras.layers.Dense(3)
+
+    def call(self, x: Any) -> Any:
+        h = self.d1(x)
+        h = tf.cast(tf.cast(h * 10.0, tf.int32), tf.float32) / 10.0  # buried int cast
+        return self.d2(h)
+
+
+def _quickstart() -> tuple[Any, Any, list[Any], Any]:
+    keras.utils.set_random_seed(1)
+    model = QuickstartModel()
+    loss_object = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    optimizer = keras.optimizers.Adam()
+    train_loss = keras.metrics.Mean(name="train_loss")
+    train_accuracy = keras.metrics.SparseCategoricalAccuracy(name="train_accuracy")
+
+    @tf.function
+    def train_step(images: Any, labels: Any) -> None:
+        with tf.GradientTape() as tape:
+            predictions = model(images, training=True)
+            loss = loss_object(labels, predictions)
+        gradients = tape.gradient(loss, model.trainable_variables)  # quickstart gradient
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        train_loss(loss)
+        train_accuracy(labels, predictions)
+
+    model(tf.zeros((1, 4)))
+    metrics = [*train_loss.variables, *train_accuracy.variables]
+    return model, optimizer, metrics, train_step
+
+
+def test_quickstart_step_returning_nothing_is_judged_at_its_gradient_call() -> None:
+    model, optimizer, metrics, train_step = _quickstart()
+    x, y = _data()
+    before_vars = [*model.variables, *optimizer.variables, *metrics]
+    before = snapshot(before_vars)
+    report = flowcheck.analyze(train_step, x, y)
+    (site,) = report.gradient_sites
+    assert site.kind == "GradientTape.gradient"
+    assert site.source is not None and site.source.line == line_of(HERE, "# quickstart gradient")
+    assert site.targets == ("loss",)
+    assert [s.name for s in site.sources] == [v.path for v in model.trainable_variables]
+    assert site.watch == "watches accessed trainable variables"
+    cut = {s.name for s in site.cut}
+    assert cut == {model.d1.kernel.path, model.d1.bias.path}
+    barrier = site.cut[0].barriers[0]
+    assert barrier.op_type == "Cast" and barrier.source.line == line_of(HERE, "# buried int cast")
+    assert not optimizer.built  # the trace built Adam, and flowcheck unbuilt it
+    check = report.verify()
+    assert check.agrees, check
+    assert "Adam" in check.optimizer
+    assert {c.name: c.changed for c in check.variables}[model.d2.kernel.path]
+    assert same(before_vars, before)  # weights, Adam's iteration counter and slots, metric totals
+    assert report.never_trained == ()
+    state = [*model.variables, *optimizer.variables, *metrics]
+    assert_sites_match(report, tape_truth(lambda: train_step.python_function(x, y), state))
+    head = snapshot([model.d2.kernel])
+    train_step(x, y)  # the user's own step, after flowcheck: it trains as if flowcheck had not been there
+    assert optimizer.built and int(optimizer.iterations.numpy()) == 1 and not same([model.d2.kernel], head)
+
+
+def test_argmax_gate_cuts_the_gating_layer() -> None:
+    keras.utils.set_random_seed(2)
+    gate_layer, expert = keras.layers.Dense(2, name="gate"), keras.layers.Dense(2, name="expert")
+    optimizer = keras.optimizers.SGD(0.1)
+
+    @tf.function
+    def step(x: Any, y: Any) -> dict[str, Any]:
+        with tf.GradientTape() as tape:
+            gate = tf.one_hot(tf.argmax(gate_layer(x), axis=-1), 2)  # argmax gate
+            out = expert(x) * gate
+            loss = tf.reduce_mean((tf.reduce_sum(out, -1) - y) ** 2)
+        variables = gate_layer.trainable_variables + expert.trainable_variables
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return {"loss": loss}
+
+    x, y = _data()
+    y = y.astype("float32")
+    report = flowcheck.analyze(step, x, y)
+    (site,) = report.gradient_sites
+    assert [s.verdict for s in site.sources] == [Verdict.BLOCKED] * 2 + [Verdict.RECEIVES] * 2
+    assert {b.op_type for s in site.cut for b in s.barriers} == {"ArgMax"}
+    assert site.cut[0].barriers[0].source.line == line_of(HERE, "# argmax gate")
+    assert report.verify().agrees
+    state = [*gate_layer.variables, *expert.variables, *optimizer.variables]
+    assert_sites_match(report, tape_truth(lambda: step.python_function(x, y), state))
+
+
+def test_gan_with_two_tapes_in_one_step_has_two_sites() -> None:
+    keras.utils.set_random_seed(3)
+    generator = keras.Sequential([keras.Input((2,)), keras.layers.Dense(4, name="g")], name="generator")
+    discriminator = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, name="d")], name="discriminator")
+    g_opt, d_opt = keras.optimizers.Adam(1e-3), keras.optimizers.Adam(1e-3)
+    bce = keras.losses.BinaryCrossentropy(from_logits=True)
+
+    @tf.function
+    def train_step(real: Any, noise: Any) -> None:
+        with tf.GradientTape() as gen_tape, tf.GradientTape() as disc_tape:
+            fake = generator(noise, training=True)
+            real_out, fake_out = discriminator(real, training=True), discriminator(fake, training=True)
+            gen_loss = bce(tf.ones_like(fake_out), fake_out)
+            disc_loss = bce(tf.ones_like(real_out), real_out) + bce(tf.zeros_like(fake_out), fake_out)
+        g_grads = gen_tape.gradient(gen_loss, generator.trainable_variables)
+        d_grads = disc_tape.gradient(disc_loss, discriminator.trainable_variables)
+        g_opt.apply_gradients(zip(g_grads, generator.trainable_variables))
+        d_opt.apply_gradients(zip(d_grads, discriminator.trainable_variables))
+
+    real, noise = np.ones((4, 4), "float32"), np.ones((4, 2), "float32")
+    report = flowcheck.analyze(train_step, real, noise)
+    assert [s.targets for s in report.gradient_sites] == [("gen_loss",), ("disc_loss",)]
+    assert [s.name for s in report.gradient_sites[0].sources] == [v.path for v in generator.trainable_variables]
+    assert report.never_trained == ()  # the generator's loss reaches the discriminator: its own site trains it
+    assert report.verify().agrees
+    state = [*generator.variables, *discriminator.variables, *g_opt.variables, *d_opt.variables]
+    assert_sites_match(report, tape_truth(lambda: train_step.python_function(real, noise), state))
+
+
+def test_custom_step_cut_everywhere_reports_the_site() -> None:
+    keras.utils.set_random_seed(6)
+    dense = keras.layers.Dense(3, name="classifier")
+    optimizer = keras.optimizers.SGD(0.1)
+
+    @tf.function
+    def step(x: Any, y: Any) -> None:
+        with tf.GradientTape() as tape:
+            guess = tf.cast(tf.argmax(dense(x), axis=-1), tf.float32)  # cut everywhere
+            loss = tf.reduce_mean((guess - tf.cast(y, tf.float32)) ** 2)
+        grads = tape.gradient(loss, dense.trainable_variables)
+        optimizer.apply_gradients(zip(grads, dense.trainable_variables))
+
+    x, y = _data()
+    report = flowcheck.analyze(step, x, y)
+    (site,) = report.gradient_sites
+    assert not site.receiving and site.agrees
+    assert {b.source.line for s in site.sources for b in s.barriers} == {line_of(HERE, "# cut everywhere")}
+    assert report.verify().agrees
+    assert_sites_match(report, tape_truth(lambda: step.python_function(x, y), [*dense.variables, *optimizer.variables]))
+
+
+def test_persistent_tape_with_jacobian_stop_recording_and_a_read_before_the_block() -> None:
+    w_before = tf.Variable(tf.ones((2, 2)), name="w_before")
+    w_inside = tf.Variable(tf.ones((2, 2)), name="w_inside")
+    w_paused = tf.Variable(tf.ones((2, 2)), name="w_paused")
+    frozen = tf.Variable(tf.ones((2, 2)), name="frozen", trainable=False)
+    watched_frozen = tf.Variable(tf.ones((2, 2)), name="watched_frozen", trainable=False)
+
+    @tf.function
+    def step(x: Any) -> None:
+        early = tf.matmul(x, w_before)  # read before the block
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(watched_frozen)
+            inner = tf.matmul(early, w_inside)
+            h = inner + tf.matmul(x, frozen) + tf.matmul(x, watched_frozen)
+            with tape.stop_recording():
+                paused = tf.matmul(x, w_paused)
+            loss = tf.reduce_sum(h * h) + tf.reduce_sum(paused)
+        tape.jacobian(inner, w_inside)
+        sources = [w_before, w_inside, w_paused, frozen, watched_frozen]
+        for v, g in zip(sources, tape.gradient(loss, sources)):
+            if g is not None:
+                v.assign_sub(0.01 * g)
+
+    x = np.ones((2, 2), "float32")
+    report = flowcheck.analyze(step, x)
+    jac, grad = report.gradient_sites
+    assert jac.kind == "GradientTape.jacobian" and [s.receives for s in jac.sources] == [True]
+    assert "persistent" in grad.watch and "stop_recording" in grad.watch and "watched: watched_frozen" in grad.watch
+    verdicts = {s.name: s.receives for s in grad.sources}
+    assert verdicts == {"w_before": False, "w_inside": True, "w_paused": False, "frozen": False, "watched_frozen": True}
+    frozen_source = next(s for s in grad.sources if s.name == "frozen")
+    assert frozen_source.barriers[0].kind is flowcheck.BarrierKind.NOT_WATCHED
+    state = [w_before, w_inside, w_paused, frozen, watched_frozen]
+    saved = snapshot(state)
+    assert report.verify().agrees
+    assert same(state, saved)
+    assert_sites_match(report, tape_truth(lambda: step.python_function(x), state))
+
+
+def test_watch_accessed_variables_false_watches_only_what_it_is_told() -> None:
+    a, b = tf.Variable(1.0, name="a"), tf.Variable(2.0, name="b")
+
+    @tf.function
+    def step() -> None:
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(a)
+            loss = a * b
+        for v, g in zip([a, b], tape.gradient(loss, [a, b])):
+            if g is not None:
+                v.assign_sub(g)
+
+    report = flowcheck.analyze(step)
+    (site,) = report.gradient_sites
+    assert site.watch == "watch_accessed_variables=False; watched: a"
+    assert [s.receives for s in site.sources] == [True, False]
+    assert_sites_match(report, tape_truth(step.python_function, [a, b]))
+
+
+def _codebook_step() -> tuple[Any, Any]:
+    """A VQ-VAE-like step: its codebook is a plain tf.Variable, not among trainable_variables."""
+    layer = keras.layers.Dense(2, name="encoder")
+    codebook = tf.Variable(tf.ones((2, 2)), name="codebook")
+    optimizer = keras.optimizers.SGD(0.1)
+
+    @tf.function
+    def step(x: Any) -> None:
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.matmul(layer(x), codebook) ** 2)
+        grads = tape.gradient(loss, layer.trainable_variables)
+        optimizer.apply_gradients(zip(grads, layer.trainable_variables))
+
+    return step, codebook
+
+
+def test_never_trained_variable_read_by_the_loss_but_asked_by_no_site() -> None:
+    step, _ = _codebook_step()
+    report = flowcheck.analyze(step, np.ones((2, 3), "float32"))
+    assert [r.name for r in report.never_trained] == ["codebook"]
+    assert report.gradient_sites[0].agrees
+
+
+def test_a_loss_function_with_an_inner_tape_stays_a_loss_function() -> None:
+    w = tf.Variable(tf.ones((2, 1)), name="w")
+
+    @tf.function
+    def loss_fn(x: Any) -> Any:  # a gradient penalty: the inner gradient feeds the loss
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = tf.matmul(x, w)
+        penalty = tf.reduce_sum(tape.gradient(out, x) ** 2)
+        return tf.reduce_sum(out) + penalty
+
+    report = flowcheck.analyze(loss_fn, tf.ones((2, 2)))
+    assert report.gradient_sites == ()
+    assert report.receives_gradient(w)
+
+
+def test_step_has_gradient_site_reads_the_code() -> None:
+    _, _, _, train_step = _quickstart()
+
+    @tf.function
+    def plain(x: Any) -> Any:
+        return x * 2.0
+
+    assert flowcheck_sites().step_has_gradient_site(train_step)
+    assert not flowcheck_sites().step_has_gradient_site(plain)
+
+
+def flowcheck_sites() -> Any:
+    from flowcheck import _sites
+
+    return _sites
+
+
+@pytest.mark.parametrize("fmt", ["summary", "json"])
+def test_outputs_show_sites(fmt: str) -> None:
+    from flowcheck._format import SCHEMA_VERSION, format_summary, to_json
+
+    _, _, _, train_step = _quickstart()
+    x, y = _data()
+    report = flowcheck.analyze(train_step, x, y)
+    if fmt == "json":
+        data = to_json(report, None)
+        assert data["schema_version"] == SCHEMA_VERSION == 2
+        (site,) = data["gradient_sites"]
+        assert site["kind"] == "GradientTape.gradient" and site["agrees"]
+        assert [s["verdict"] for s in site["sources"]].count("blocked") == 2
+        assert data["never_trained"] == []
+    else:
+        text = format_summary(report, None)
+        assert "GradientTape.gradient" in text and "2 of 4 sources receive" in text
+        assert text.index("blocked") < text.index("receive a gradient")
+
+
+def test_assert_gradient_flow_judges_a_step_at_its_sites() -> None:
+    from flowcheck.testing import GradientFlowAssertionError
+
+    model, _, _, train_step = _quickstart()
+    x, y = _data()
+    report = flowcheck.assert_gradient_flow(
+        train_step, x, y, receives=list(model.d2.trainable_variables), blocked=list(model.d1.trainable_variables),
+    )
+    assert report.gradient_sites
+    with pytest.raises(GradientFlowAssertionError, match=r"expected receives, found blocked") as caught:
+        flowcheck.assert_gradient_flow(report, receives="all-trainable")
+    assert f"test_sites.py:{line_of(HERE, '# buried int cast')}" in str(caught.value)
+
+
+def test_a_variable_no_call_asks_for_counts_as_unused_in_a_contract() -> None:
+    from flowcheck.testing import GradientFlowAssertionError
+
+    step, codebook = _codebook_step()
+    with pytest.raises(GradientFlowAssertionError, match="codebook"):
+        flowcheck.assert_gradient_flow(step, np.ones((2, 3), "float32"), receives=codebook, verify=False)
+
+
+def test_an_eager_gradient_call_gets_tensorflows_answer_and_a_numpy_loss_its_reason() -> None:
+    from flowcheck._sites import record_sites
+    from flowcheck._eager_sites import eager_site
+
+    w, u = tf.Variable(1.0, name="w"), tf.Variable(2.0, name="u")
+    with record_sites() as recorder:
+        with tf.GradientTape() as tape:
+            loss = w * 3.0
+        truth = [g is None for g in tape.gradient(loss, [w, u])]
+        with tf.GradientTape() as tape:
+            numpy_loss = np.mean((w * 3.0).numpy() - 1.0)
+        with pytest.raises(AttributeError, match="_id"):
+            tape.gradient(numpy_loss, [w])
+    fine, broken = (eager_site(c) for c in recorder.eager_calls)
+    assert [s.tensorflow_none for s in fine.sources] == truth == [False, True] and fine.agrees
+    assert fine.targets == ("loss",)
+    assert broken.error is not None and "left TensorFlow" in broken.error and not broken.receiving
+
+
+def test_verify_restores_batchnorm_statistics_and_dropout_seeds() -> None:
+    keras.utils.set_random_seed(8)
+    model = keras.Sequential([
+        keras.Input((4,)), keras.layers.Dense(6), keras.layers.BatchNormalization(),
+        keras.layers.Dropout(0.5, seed=3), keras.layers.Dense(1),
+    ])
+    optimizer = keras.optimizers.RMSprop(1e-2)
+    optimizer.build(model.trainable_variables)
+
+    @tf.function
+    def step(x: Any, y: Any) -> None:
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean((model(x, training=True) - y) ** 2)
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+
+    x, y = np.ones((8, 4), "float32"), np.ones((8, 1), "float32")
+    state = [*model.variables, *optimizer.variables]
+    assert any("seed_generator" in v.path for v in model.variables)
+    saved = snapshot(state)
+    report = flowcheck.analyze(step, x, y)
+    check = report.verify()
+    assert check.agrees and any(c.changed for c in check.variables)
+    assert same(state, saved)
+    assert optimizer.built and len(optimizer.variables) == len(saved) - len(model.variables)
+    assert_sites_match(report, tape_truth(lambda: step.python_function(x, y), state))
+
+
+class Trainer:
+    """The class-based trainer pattern: the tape lives in a nested tf.function of a method."""
+
+    def __init__(self) -> None:
+        self.dense = keras.layers.Dense(2, name="trainer_dense")
+        self.optimizer = keras.optimizers.SGD(0.1)
+
+    @tf.function
+    def gradients(self, x: Any) -> Any:
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.round(self.dense(x)) + self.dense.bias)  # trainer round
+        return tape.gradient(loss, self.dense.trainable_variables)
+
+    @tf.function
+    def train_step(self, x: Any) -> None:
+        grads = self.gradients(x)
+        self.optimizer.apply_gradients(zip(grads, self.dense.trainable_variables))
+
+
+def test_a_bound_step_whose_tape_is_in_a_nested_tf_function() -> None:
+    trainer = Trainer()
+    x = np.ones((2, 3), "float32")
+    trainer.dense(x)
+    report = flowcheck.analyze(trainer.train_step, x)
+    (site,) = report.gradient_sites
+    assert [s.receives for s in site.sources] == [False, True]
+    assert site.cut[0].barriers[0].source.line == line_of(HERE, "# trainer round")
+    assert report.verify().agrees
+    state = [*trainer.dense.variables, *trainer.optimizer.variables]
+    assert_sites_match(report, tape_truth(lambda: trainer.train_step.python_function(x), state))
+
+
+def test_tf_gradients_inside_a_step_is_a_site_and_is_verified_in_a_graph() -> None:
+    a, b = tf.Variable(1.0, name="a"), tf.Variable(2.0, name="b", trainable=False)
+
+    @tf.function
+    def step(x: Any) -> None:
+        loss = a * x + tf.stop_gradient(b * x)
+        grad_a, _ = tf.gradients(loss, [a, b])
+        a.assign_sub(0.1 * grad_a)
+
+    x = tf.constant(3.0)
+    report = flowcheck.analyze(step, x)
+    (site,) = report.gradient_sites
+    assert site.kind == "tf.gradients" and site.agrees
+    assert [(s.receives, s.tensorflow_none) for s in site.sources] == [(True, False), (False, True)]
+    saved = snapshot([a, b])
+    check = report.verify()
+    assert check.agrees and [c.changed for c in check.variables] == [True, False]
+    assert same([a, b], saved)
+
+
+def test_a_mirrored_strategy_step_has_its_replica_tape_as_a_site() -> None:
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        keras.utils.set_random_seed(9)
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2), keras.layers.Dense(1)])
+        optimizer = keras.optimizers.SGD(0.1)
+
+    @tf.function
+    def step(x: Any, y: Any) -> Any:
+        def replica(x: Any, y: Any) -> Any:
+            with tf.GradientTape() as tape:
+                hidden = tf.round(model.layers[0](x))  # replica round
+                loss = tf.reduce_mean((model.layers[1](hidden) - y) ** 2)
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            return loss
+
+        return strategy.run(replica, args=(x, y))
+
+    x, y = np.ones((4, 3), "float32"), np.ones((4, 1), "float32")
+    report = flowcheck.analyze(step, x, y)
+    (site,) = report.gradient_sites
+    assert [s.receives for s in site.sources] == [False, False, True, True] and site.agrees
+    assert site.cut[0].barriers[0].source.line == line_of(HERE, "# replica round")
+    state = [*model.variables, *optimizer.variables]
+    saved = snapshot(state)
+    assert report.verify().agrees
+    assert same(state, saved)
+
+
+def test_a_gan_alternating_two_steps_trains_everything_across_both() -> None:
+    from flowcheck._steps import never_trained_across
+
+    keras.utils.set_random_seed(10)
+    generator = keras.Sequential([keras.Input((2,)), keras.layers.Dense(4, name="g")], name="gen")
+    discriminator = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, name="d")], name="disc")
+    g_opt, d_opt = keras.optimizers.SGD(0.1), keras.optimizers.SGD(0.1)
+
+    @tf.function
+    def generator_step(noise: Any) -> None:
+        with tf.GradientTape() as tape:
+            g_loss = -tf.reduce_mean(discriminator(generator(noise)))
+        grads = tape.gradient(g_loss, generator.trainable_variables)
+        g_opt.apply_gradients(zip(grads, generator.trainable_variables))
+
+    @tf.function
+    def discriminator_step(real: Any, noise: Any) -> None:
+        with tf.GradientTape() as tape:
+            d_loss = tf.reduce_mean(discriminator(generator(noise))) - tf.reduce_mean(discriminator(real))
+        grads = tape.gradient(d_loss, discriminator.trainable_variables)
+        d_opt.apply_gradients(zip(grads, discriminator.trainable_variables))
+
+    noise, real = np.ones((4, 2), "float32"), np.ones((4, 4), "float32")
+    g_report, d_report = flowcheck.analyze(generator_step, noise), flowcheck.analyze(discriminator_step, real, noise)
+    assert {r.name for r in g_report.never_trained} == {v.path for v in discriminator.trainable_variables}
+    assert {r.name for r in d_report.never_trained} == {v.path for v in generator.trainable_variables}
+    assert never_trained_across([g_report, d_report]) == ()
+    assert_sites_match(g_report, tape_truth(lambda: generator_step.python_function(noise), [*generator.variables]))
+
+
+def test_a_step_returning_its_loss_and_gradients_is_judged_at_its_site() -> None:
+    w, frozen = tf.Variable(tf.ones((2, 1)), name="w"), tf.Variable(tf.ones((2, 1)), name="cut")
+
+    @tf.function
+    def compute(x: Any) -> Any:
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.matmul(x, w) + tf.stop_gradient(tf.matmul(x, frozen)))
+        return loss, tape.gradient(loss, [w, frozen])
+
+    report = flowcheck.analyze(compute, tf.ones((2, 2)))
+    (site,) = report.gradient_sites
+    assert [s.receives for s in site.sources] == [True, False]
+    assert site.cut[0].barriers[0].op_type == "StopGradient"
+    assert report.verify().agrees
+    assert_sites_match(report, tape_truth(lambda: compute.python_function(tf.ones((2, 2))), [w, frozen]))
+
+
+def test_in_flowcheck_is_true_only_while_flowcheck_runs_the_step() -> None:
+    from flowcheck._sites import in_flowcheck
+
+    seen: list[bool] = []
+    w = tf.Variable(1.0, name="w")
+
+    @tf.function
+    def step() -> None:
+        seen.append(in_flowcheck())  # at trace time and in the eager verification run
+        with tf.GradientTape() as tape:
+            loss = w * w
+        w.assign_sub(0.1 * tape.gradient(loss, w))
+
+    report = flowcheck.analyze(step)
+    report.verify()
+    step()
+    assert seen == [True, True, False] and not in_flowcheck()
+
+
+def test_batch_jacobian_of_a_tensor_source_is_a_site() -> None:
+    w = tf.Variable(tf.ones((2, 2)), name="w")
+
+    @tf.function
+    def step(x: Any) -> Any:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = tf.matmul(x, w)
+        return tape.batch_jacobian(y, x)
+
+    x = tf.ones((3, 2))
+    report = flowcheck.analyze(step, x)
+    (site,) = report.gradient_sites
+    assert site.kind == "GradientTape.batch_jacobian" and site.agrees
+    assert [s.receives for s in site.sources] == [True] and site.sources[0].trainable is False
+    assert_sites_match(report, tape_truth(lambda: step.python_function(x), [w]))
+
+
+STEP_FILE = '''\
+import numpy as np
+import tensorflow as tf
+import keras
+
+model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="hidden"), keras.layers.Dense(3, name="out")])
+loss_object = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+optimizer = keras.optimizers.Adam()
+
+
+@tf.function
+def train_step(images, labels):
+    with tf.GradientTape() as tape:
+        hidden = tf.cast(tf.cast(model.layers[0](images) * 10, tf.int32), tf.float32)
+        loss = loss_object(labels, model.layers[1](hidden))
+    gradients = tape.gradient(loss, model.trainable_variables)
+    optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+
+
+example_inputs = (np.ones((4, 4), "float32"), np.zeros((4,), "int64"))
+'''
+
+
+def test_the_cli_fails_a_step_with_a_cut_source_unless_it_is_expected(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+
+    from flowcheck.cli import main
+
+    path = tmp_path / "qs.py"
+    path.write_text(STEP_FILE)
+    assert main(["analyze", f"{path}:train_step", "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    (site,) = data["gradient_sites"]
+    assert site["source"]["line"] == 15 and site["counts"] == {"receives": 2, "blocked": 2, "unused": 0}
+    assert [b["source"]["line"] for s in site["sources"] for b in s["barriers"]] == [13, 13]
+    assert data["verification"]["agrees"] and not data["ok"]
+    code = main(["analyze", f"{path}:train_step", "--expect-blocked", "*/hidden/*"])  # a second import names it sequential_1
+    assert code == 0, capsys.readouterr()
+    assert capsys.readouterr().out.rstrip().endswith("OK: 1 expectation holds, verification agrees")
+
+
+def test_a_teacher_read_before_the_tape_is_not_never_trained() -> None:
+    keras.utils.set_random_seed(13)
+    teacher = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="t")], name="teacher")
+    student = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="s")], name="student")
+    optimizer = keras.optimizers.SGD(0.1)
+
+    @tf.function
+    def distill(x: Any) -> None:
+        soft = tf.nn.softmax(teacher(x))  # knowledge distillation: the teacher is read outside the tape
+        with tf.GradientTape() as tape:
+            loss = keras.losses.KLDivergence()(soft, tf.nn.softmax(student(x)))
+        grads = tape.gradient(loss, student.trainable_variables)
+        optimizer.apply_gradients(zip(grads, student.trainable_variables))
+
+    report = flowcheck.analyze(distill, np.ones((2, 4), "float32"))
+    assert report.never_trained == () and report.gradient_sites[0].agrees
+    assert report.receives_gradient(teacher.layers[0].kernel)  # a watched tape around the whole step would reach it
+
+
+def test_recording_leaves_tensorflow_and_keras_as_they_were_also_when_the_trace_fails() -> None:
+    from keras.src.optimizers import base_optimizer, loss_scale_optimizer
+
+    before = (
+        tf.GradientTape.gradient, tf.GradientTape.jacobian, tf.GradientTape._push_tape, tf.gradients,  # noqa: SLF001
+        base_optimizer.BaseOptimizer.apply, loss_scale_optimizer.LossScaleOptimizer.apply,
+    )
+    w = tf.Variable(1.0, name="w")
+
+    @tf.function
+    def broken() -> None:
+        with tf.GradientTape() as tape:
+            loss = w * 2.0
+        tape.gradient(loss, w)
+        raise RuntimeError("the user's bug")
+
+    with pytest.raises(flowcheck.FlowcheckError):
+        flowcheck.analyze(broken).verify()
+    after = (
+        tf.GradientTape.gradient, tf.GradientTape.jacobian, tf.GradientTape._push_tape, tf.gradients,  # noqa: SLF001
+        base_optimizer.BaseOptimizer.apply, loss_scale_optimizer.LossScaleOptimizer.apply,
+    )
+    assert after == before
+
+
+def test_a_plain_python_step_is_judged_at_its_sites_and_verified_as_called() -> None:
+    keras.utils.set_random_seed(15)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2), keras.layers.Dense(1)])
+    optimizer = keras.optimizers.SGD(0.1)
+
+    def step(x: Any, y: Any) -> dict[str, Any]:  # no tf.function: the "custom training walkthrough" style
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean((model(x) - y) ** 2)
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return {"loss": loss}
+
+    x, y = np.ones((2, 3), "float32"), np.ones((2, 1), "float32")
+    report = flowcheck.analyze(step, x, y)
+    assert report.target_kind == "callable" and len(report.gradient_sites[0].receiving) == 4
+    assert "verify() runs it as you call it" in report.notes[0]
+    state = [*model.variables, *optimizer.variables]
+    saved = snapshot(state)
+    assert report.verify().agrees and same(state, saved) and not optimizer.built
+    assert_sites_match(report, tape_truth(lambda: step(x, y), state))
