@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -36,7 +37,9 @@ from flowcheck._source import SourceLine, is_library_file, op_source, user_frame
 from flowcheck._trace import LossOutput, TracedVariable, describe_variable
 from flowcheck.errors import LossError, TraceError
 
-__all__ = ["EagerRun", "Exit", "as_called", "eager_difference", "eager_only", "own_random_seeds", "run_eagerly"]
+__all__ = [
+    "EagerRun", "Exit", "as_called", "eager_difference", "eager_only", "own_random_seeds", "record_exits", "run_eagerly",
+]
 
 # The conversions by which a value leaves TensorFlow, as the user wrote them.
 _EXITS = {"__float__": "float()", "__int__": "int()", "__index__": "int()", "numpy": ".numpy()",
@@ -92,7 +95,7 @@ def run_eagerly(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
     exits: list[Exit] = []
     tape = tf.GradientTape(watch_accessed_variables=False, persistent=True)
     try:
-        with own_random_seeds(), tape, _watch_on_read(tape, variables, index, saved, read), _record_exits(exits):
+        with own_random_seeds(), tape, _watch_on_read(tape, variables, index, saved, read), record_exits(exits):
             for v in variables:
                 if _is_float(v.tf_variable):
                     tape.watch(v.tf_variable)
@@ -190,18 +193,18 @@ def _watch_on_read(tape: Any, variables: list[TracedVariable], index: dict[int, 
 
 
 @contextlib.contextmanager
-def _record_exits(exits: list[Exit]) -> Iterator[None]:
+def record_exits(exits: list[Exit]) -> Iterator[None]:
     """Record the user's lines that convert an eager tensor to a Python or NumPy value."""
     base = ops._EagerTensorBase  # noqa: SLF001 -- the Python class behind every eager tensor
     originals = {name: base.__dict__[name] for name in _EXITS if name in base.__dict__}
 
     def wrap(name: str, method: Any) -> Any:
         def recorded(self: Any, *a: Any, **k: Any) -> Any:
-            caller = traceback.extract_stack(limit=2)[0]
-            if not is_library_file(caller.filename):
-                where, _ = user_frame([caller])
+            caller, asked = _converting_caller(sys._getframe(1), name)  # noqa: SLF001
+            if caller is not None and not is_library_file(caller.f_code.co_filename):
+                where, _ = user_frame(traceback.extract_stack(caller, limit=1))
                 if where is not None:
-                    exits.append(Exit(_EXITS[name], where))
+                    exits.append(Exit(_EXITS.get(asked, _EXITS[name]), where))
             return method(self, *a, **k)
 
         return recorded
@@ -213,6 +216,22 @@ def _record_exits(exits: list[Exit]) -> Iterator[None]:
     finally:
         for name, method in originals.items():
             setattr(base, name, method)
+
+
+def _converting_caller(frame: Any, name: str) -> tuple[Any, str]:
+    """The frame that asked for the conversion, past a variable's own conversion methods, and what it asked.
+
+    ``float(variable)`` reaches the tensor's ``.numpy()`` through the variable's ``__float__``: the
+    user's frame is the one above, and it asked for ``float()``. Any other library frame
+    (``tf.cond`` reading its predicate) is not the user's.
+    """
+    while frame is not None and frame.f_code.co_name in _EXIT_NAMES and is_library_file(frame.f_code.co_filename):
+        name = frame.f_code.co_name if frame.f_code.co_name in _EXITS else name
+        frame = frame.f_back
+    return frame, name
+
+
+_EXIT_NAMES = frozenset(_EXITS) | {"__array__", "_dense_var_to_tensor", "value", "read_value"}
 
 
 def _loss_tensors(outputs: Any, name: str, exits: Sequence[Exit]) -> list[tuple[str, Any]]:
@@ -284,9 +303,10 @@ def eager_difference(graph: nx.DiGraph, node: str, eager_receives: bool, exits: 
         return "the eager call gives a gradient where the traced graph gives none"
     region = _region(graph, node)
     reasons = _control_flow(graph, node, region)
-    region_lines = _region_lines(graph, region)
     left = [e for e in exits if e.what != "a Python condition"]
-    reasons += [str(e) for e in left if (e.source.file, e.source.line) in region_lines]
+    if not reasons:  # no branch or loop explains it: a value that left TensorFlow on its path
+        region_lines = _region_lines(graph, region)
+        reasons = [str(e) for e in left if (e.source.file, e.source.line) in region_lines]
     if not reasons:
         reasons = [str(e) for e in left] or [str(e) for e in exits]
     reasons = list(dict.fromkeys(reasons))

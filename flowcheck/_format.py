@@ -33,7 +33,10 @@ added ``gradient_sites``, ``never_trained`` and ``other_state``)::
           "counts": {"receives": int, "blocked": int, "unused": int}, "notes": [str, ...],
           "sources": [{"name": str, "verdict": verdict, "trainable": bool,
                        "tensorflow_none": bool | null (TensorFlow's own answer at the call),
-                       "barriers": [barrier, ...]}] (in the order passed)
+                       "barriers": [barrier, ...],
+                       "eager_difference": str | null (a plain-function step: why its eager
+                                           call answers otherwise than its traced graph)}]
+                      (in the order passed)
       }],
       "never_trained": [str, ...] (trainable variables a site's tape would reach that no site asks for),
       "other_state": int (variables the step reads that no site lists: optimizer, metric state),

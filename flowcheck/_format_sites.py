@@ -80,6 +80,8 @@ def _site(i: int, site: GradientSite, barrier: Callable[[Barrier], list[_Line]],
         out.append([(f"  {title} ({len(group)})", "bold red" if verdict is Verdict.BLOCKED else "bold yellow")])
         for j, s in enumerate(group):
             out.append([("    ", ""), (s.name, "red" if verdict is Verdict.BLOCKED else "yellow")])
+            if s.eager_difference:
+                out.append([("      called eagerly: ", "cyan"), (s.eager_difference, "")])
             if s.barriers and (j + 1 == len(group) or group[j + 1].barriers != s.barriers):
                 for b in s.barriers:
                     out.extend(barrier(b))
@@ -126,5 +128,6 @@ def _source_json(s: Any, barrier_json: Callable[[Barrier], dict[str, Any]]) -> d
     return {
         "name": s.name, "verdict": s.verdict.value, "trainable": s.trainable,
         "tensorflow_none": s.tensorflow_none, "barriers": [barrier_json(b) for b in s.barriers],
+        "eager_difference": s.eager_difference,
     }
 

@@ -352,6 +352,10 @@ def _report(traced: Any, graph: nx.DiGraph) -> Report:
             "one call returning all of them gives zeros, not None, to variables only another loss uses"
         )
     sites, never, listed = _steps.step_findings(traced, graph, list(judged), _barrier) if traced.step else ((), (), judged)
+    if traced.step and traced.target_kind == "callable":  # a plain function: as its eager call answers
+        from flowcheck._eager_sites import as_called_sites
+
+        sites = as_called_sites(traced, graph, sites)
     report = Report(traced, graph, tuple(listed), tuple(notes), errors, gradient_sites=sites, never_trained=never)
     report.other_state, report._everything = len(judged) - len(listed), judged
     return report

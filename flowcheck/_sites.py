@@ -76,6 +76,8 @@ class SiteSource:
             it gave a gradient; None when it gave no usable answer (it raised, or the call asked
             for ``unconnected_gradients=ZERO``).
         trainable: The variable's trainable flag (False for a tensor source).
+        eager_difference: For a step that is a plain Python function (run eagerly): why its
+            eager call answers otherwise than its traced graph (the eager answer is the verdict).
     """
 
     name: str
@@ -84,6 +86,7 @@ class SiteSource:
     barriers: tuple[Barrier, ...]
     tensorflow_none: bool | None
     trainable: bool
+    eager_difference: str | None = None
 
     @property
     def receives(self) -> bool:

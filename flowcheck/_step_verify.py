@@ -19,12 +19,13 @@ from typing import Any
 
 import tensorflow as tf
 
+from flowcheck._eager import own_random_seeds
 from flowcheck._sites import GradientSite, RecordedCall, record_sites, running_user_code
 from flowcheck._step_state import KERAS_NONE_WARNING, NO_GRADIENTS, all_none_tolerated, built_state, optimizers_of, state_of, unbuild
 from flowcheck._verify import GradientState, VariableCheck, Verification, _describe, _digest, _first_line, _save_components, _state
 from flowcheck.errors import VerificationError
 
-__all__ = ["verify_step"]
+__all__ = ["eager_calls", "verify_step"]
 
 
 def _global_state() -> list[Any]:
@@ -40,37 +41,93 @@ def _restore(variables: Sequence[Any], saved: Sequence[Any]) -> None:
             component.assign(value)
 
 
+class _Saved:
+    """Every piece of state the step can touch, saved, to be assigned back bit for bit."""
+
+    def __init__(self, traced: Any) -> None:
+        self._built = built_state(traced.function, traced.args)
+        self._variables = state_of(traced.function, traced.args, traced.variables) + _global_state()
+        self._values = [_save_components(v) for v in self._variables]
+
+    def restore(self) -> None:
+        _restore(self._variables, self._values)
+        unbuild(self._built)
+
+
+@contextlib.contextmanager
+def _restoring(traced: Any) -> Iterator[None]:
+    """Save every piece of state the step can touch; assign it back afterwards, also on failure."""
+    saved = _Saved(traced)
+    try:
+        yield
+    finally:
+        saved.restore()
+
+
+def _runs_as_called(traced: Any, sites: Sequence[GradientSite]) -> list[RecordedCall]:
+    """Run the user's step once as training calls it: a plain function eagerly, else as traced."""
+    step = getattr(traced.function, "python_function", traced.function)
+    with running_user_code(), warnings.catch_warnings(), own_random_seeds():
+        # Keras's bare warning about None gradients: the report explains those sources.
+        warnings.filterwarnings("ignore", message=KERAS_NONE_WARNING, category=UserWarning)
+        if any(site.kind == "tf.gradients" for site in sites):
+            return _run_traced(step, traced.args, traced.kwargs)
+        if traced.target_kind != "callable":
+            saved = _Saved(traced)
+            recorded = _run_traced(step, traced.args, traced.kwargs)
+            if all(call is not None for call in _match(sites, recorded)):
+                return recorded
+            saved.restore()
+            # A tape inside a nested tf.function already traced is out of sight of a new trace:
+            # only an eager run sees it (as traced and eager answers differ only at control flow).
+        return _run_eagerly(step, traced.args, traced.kwargs)
+
+
+def eager_calls(traced: Any, sites: Sequence[GradientSite], exits: list[Any]) -> list[RecordedCall | None]:
+    """What each site's tape answers when a plain-function step runs eagerly, as its user calls it.
+
+    The step runs once (its own optimizer too) and every state it can touch is restored; the
+    places where the user's code took values out of TensorFlow are appended to ``exits``.
+    """
+    from flowcheck._eager import record_exits
+
+    with _restoring(traced), record_exits(exits):
+        try:
+            recorded = _runs_as_called(traced, sites)
+        except Exception:  # noqa: BLE001 -- the step cannot run here: its traced answers stand
+            return [None] * len(sites)
+    return _match(sites, recorded)
+
+
 def verify_step(traced: Any, sites: Sequence[GradientSite]) -> Verification:
     """Run the user's step once, compare each site's sources with the prediction, restore all state.
+
+    A plain Python step runs eagerly (as its user calls it); a ``tf.function`` or a Keras
+    ``train_step`` as traced, in a new function that returns what each gradient call gave.
 
     Raises:
         VerificationError: the step failed for another reason than every gradient being None.
     """
-    step = getattr(traced.function, "python_function", traced.function)
-    built = built_state(traced.function, traced.args)
     optimizers = optimizers_of(traced.function, traced.args)
-    variables = state_of(traced.function, traced.args, traced.variables) + _global_state()
-    saved = [_save_components(v) for v in variables]
     sources = [s.variable for site in sites for s in site.sources]
     before = [_maybe_digest(v) for v in sources]
     problems: list[str] = []
     try:
-        with running_user_code(), warnings.catch_warnings():
-            # Keras's bare warning about None gradients: the report explains those sources.
-            warnings.filterwarnings("ignore", message=KERAS_NONE_WARNING, category=UserWarning)
-            if any(site.kind == "tf.gradients" for site in sites):
-                recorded = _run_traced(step, traced.args, traced.kwargs)
-            else:
-                recorded = _run_eagerly(step, traced.args, traced.kwargs, problems if any(s.receiving for s in sites) else [])
-        after = [_maybe_digest(v) for v in sources]
+        with _restoring(traced):
+            try:
+                recorded = _runs_as_called(traced, sites)
+            except ValueError as exc:  # Keras's "No gradients provided" ends the step as in training
+                if NO_GRADIENTS not in str(exc):
+                    raise
+                if any(s.receiving for s in sites):
+                    problems.append(f"the step raised {_first_line(exc)}")
+                recorded = []
+            after = [_maybe_digest(v) for v in sources]
         calls = _match(sites, recorded)
     except VerificationError:
         raise
     except Exception as exc:  # noqa: BLE001 -- the user's step failed: say how, as one error
         raise VerificationError(f"the real step failed: {_first_line(exc)}") from exc
-    finally:
-        _restore(variables, saved)
-        unbuild(built)
     checks, loss = _checks(sites, calls, before, after, problems)
     if not math.isfinite(loss):
         problems.append(f"the loss is {loss}: gradients and the step are not meaningful")
@@ -83,19 +140,14 @@ def verify_step(traced: Any, sites: Sequence[GradientSite]) -> Verification:
     )
 
 
-def _run_eagerly(step: Any, args: Any, kwargs: Any, problems: list[str]) -> list[RecordedCall]:
-    """Run the step eagerly, nested ``tf.function`` s too, so that every tape answers with values.
+def _run_eagerly(step: Any, args: Any, kwargs: Any) -> list[RecordedCall]:
+    """Run a plain-function step eagerly, as its user calls it.
 
-    Keras's ``No gradients provided`` ends the step as it would end training; it is a problem
-    only when given a ``problems`` list (a gradient was predicted somewhere).
+    Its nested ``tf.function`` s run eagerly too, so that every tape answers with values (a tape
+    inside one would otherwise answer inside a graph, out of sight).
     """
     with record_sites() as recorder, _eagerly():
-        try:
-            step(*args, **kwargs)
-        except ValueError as exc:
-            if NO_GRADIENTS not in str(exc):
-                raise
-            problems.append(f"the step raised {_first_line(exc)}")
+        step(*args, **kwargs)
     return recorder.eager_calls
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import keras
 import tensorflow as tf
 
 import flowcheck
@@ -167,3 +168,33 @@ def test_per_loss_verdicts_of_a_callable_are_eager_too() -> None:
     for name in ("first", "second"):
         truth = watched_truth(lambda: losses()[name], (a, b))
         assert [report.receives_gradient(v, loss=name) for v in (a, b)] == truth
+
+
+def test_a_plain_function_step_is_judged_at_its_gradient_call_as_called_eagerly() -> None:
+    taken, untaken, floated = (tf.Variable(v, name=n) for v, n in ((1.0, "step_taken"), (2.0, "step_untaken"), (3.0, "step_floated")))
+    optimizer = keras.optimizers.SGD(0.1)
+    variables = [taken, untaken, floated]
+
+    def step(x: tf.Tensor) -> None:
+        with tf.GradientTape() as tape:
+            y = tf.cond(tf.reduce_sum(x) > 0, lambda: taken * x, lambda: untaken * x)  # step cond
+            loss = tf.reduce_sum(y) + float(floated) * tf.reduce_sum(x)  # step float
+        grads = tape.gradient(loss, variables)
+        optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
+
+    x = tf.constant([1.0])
+    before = [v.numpy() for v in variables]
+    report = flowcheck.analyze(step, x)
+    with tf.GradientTape() as tape:  # the user's own tape, as the user calls the step
+        y = tf.cond(tf.reduce_sum(x) > 0, lambda: taken * x, lambda: untaken * x)
+        loss = tf.reduce_sum(y) + float(floated) * tf.reduce_sum(x)
+    truth = [g is not None for g in tape.gradient(loss, variables)]
+    (site,) = report.gradient_sites
+    assert [s.receives for s in site.sources] == truth
+    assert site.agrees
+    why = {s.name: s.eager_difference for s in site.sources}
+    assert why["step_untaken"] == f"only the branch taken runs eagerly (line {line_of(step, '# step cond')})"
+    assert why["step_floated"] == f"`float()` at line {line_of(step, '# step float')} leaves TensorFlow"
+    assert [v.numpy() for v in variables] == before and not optimizer.built
+    assert report.verify().agrees
+    assert [v.numpy() for v in variables] == before

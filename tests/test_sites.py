@@ -640,7 +640,7 @@ def test_a_plain_python_step_is_judged_at_its_sites_and_verified_as_called() -> 
     x, y = np.ones((2, 3), "float32"), np.ones((2, 1), "float32")
     report = flowcheck.analyze(step, x, y)
     assert report.target_kind == "callable" and len(report.gradient_sites[0].receiving) == 4
-    assert "verify() runs it as you call it" in report.notes[0]
+    assert "judged as you call it, eagerly" in report.notes[0]
     state = [*model.variables, *optimizer.variables]
     saved = snapshot(state)
     assert report.verify().agrees and same(state, saved) and not optimizer.built
