@@ -140,9 +140,24 @@ def blocking_barriers(
     blocked = [v for v in variables if verdict.get(v) is Verdict.BLOCKED]
     if not blocked:
         return {}
-    feeding = feeding_nodes(graph, targets)
-    receiving = gradient_nodes(graph, targets)
-    region = feeding - receiving  # nodes that feed a target but get no gradient
+    near, far, by_bit = _cut_sets(graph, feeding_nodes(graph, targets), gradient_nodes(graph, targets))
+    result: dict[str, tuple[tuple[str, str], ...]] = {}
+    for v in blocked:
+        a, b = near.get(v, 0), far.get(v, 0)
+        mask = b if b.bit_count() < a.bit_count() else a
+        edges = []
+        while mask:
+            low = mask & -mask
+            edges.append(by_bit[low.bit_length() - 1])
+            mask ^= low
+        result[v] = tuple(sorted(edges))
+    return result
+
+
+def _cut_sets(
+    graph: nx.DiGraph, feeding: set[str], receiving: set[str]
+) -> tuple[dict[str, int], dict[str, int], dict[int, tuple[str, str]]]:
+    """Per node that feeds a target without a gradient: its near and far cuts as bitsets over edges."""
     edge_bits: dict[tuple[str, str], int] = {}
 
     def bit(edge: tuple[str, str]) -> int:
@@ -154,6 +169,7 @@ def blocking_barriers(
     near: dict[str, int] = {}
     far: dict[str, int] = {}
     succ = graph._succ  # noqa: SLF001 -- as in _reaching
+    region = feeding - receiving  # nodes that feed a target but get no gradient
     for node in reversed(list(nx.topological_sort(graph.subgraph(region)))):
         near_acc = far_acc = 0
         for s, data in succ[node].items():
@@ -166,18 +182,7 @@ def blocking_barriers(
             near_acc |= near[s] if data["grad"] else bit((node, s))
         near[node] = near_acc
         far[node] = far_acc
-    by_bit = {b.bit_length() - 1: edge for edge, b in edge_bits.items()}
-    result: dict[str, tuple[tuple[str, str], ...]] = {}
-    for v in blocked:
-        a, b = near.get(v, 0), far.get(v, 0)
-        mask = b if b.bit_count() < a.bit_count() else a
-        edges = []
-        while mask:
-            low = mask & -mask
-            edges.append(by_bit[low.bit_length() - 1])
-            mask ^= low
-        result[v] = tuple(sorted(edges))
-    return result
+    return near, far, {b.bit_length() - 1: edge for edge, b in edge_bits.items()}
 
 
 # Edges along which TensorFlow's gradient code looks for the ops between the inputs and the loss:

@@ -179,37 +179,7 @@ def find_target(module: ModuleType, path: str, name: str | None, seed: int) -> L
         TargetLoadError: no target, several candidates, NAME not found, no inputs.
         InvalidTargetError: the target is not callable, or a factory returned something unusable.
     """
-    if name is not None:
-        target = _lookup(module, path, name)
-        chosen_by = f"{name}, named on the command line"
-    elif hasattr(module, "flowcheck_target"):
-        target = module.flowcheck_target
-        name = _attribute_name(module, target) or "flowcheck_target"
-        chosen_by = f"{name}, the module's flowcheck_target"
-    else:
-        found = _candidates(module)
-        functions_found = [c for c in found if c[1] == "tf.function"]
-        compiled = [c for c in found if c[1] == "Keras model" and getattr(getattr(module, c[0]), "loss", None) is not None]
-        if functions_found:
-            found = functions_found  # the models are most likely what the function trains
-        elif compiled:
-            # An uncompiled model (a backbone) has no training step of its own.
-            found = [(n, "compiled Keras model") for n, _ in compiled]
-        if not found:
-            functions = _functions(module)
-            hint = f"; its functions: {', '.join(functions)}" if functions else ""
-            raise TargetLoadError(
-                f"no target found in {path}: name one ({path}:NAME), set flowcheck_target = ..., or "
-                f"define a tf.function or a Keras model at module level{hint}"
-            )
-        if len(found) > 1:
-            listed = ", ".join(f"{n} ({kind})" for n, kind in found)
-            raise TargetLoadError(
-                f"{path} has several candidate targets: {listed}; pick one with {path}:NAME or set flowcheck_target"
-            )
-        name, kind = found[0]
-        target = getattr(module, name)
-        chosen_by = f"{name}, the only {kind} in {path}"
+    target, name, chosen_by = _choose(module, path, name)
     optimizer = _module_optimizer(module, path)
     if not callable(target):
         raise InvalidTargetError(
@@ -234,6 +204,38 @@ def find_target(module: ModuleType, path: str, name: str | None, seed: int) -> L
         args, kwargs, inputs_from = example_inputs(module, path, name, target, seed)
     check_arity(target, name, args, kwargs, inputs_from)
     return LoadedTarget(target, name, chosen_by, args, kwargs, inputs_from, optimizer)
+
+
+def _choose(module: ModuleType, path: str, name: str | None) -> tuple[Any, str, str]:
+    """The target, its name and how it was chosen: NAME, ``flowcheck_target`` or the only candidate."""
+    if name is not None:
+        return _lookup(module, path, name), name, f"{name}, named on the command line"
+    if hasattr(module, "flowcheck_target"):
+        target = module.flowcheck_target
+        name = _attribute_name(module, target) or "flowcheck_target"
+        return target, name, f"{name}, the module's flowcheck_target"
+    found = _candidates(module)
+    functions_found = [c for c in found if c[1] == "tf.function"]
+    compiled = [c for c in found if c[1] == "Keras model" and getattr(getattr(module, c[0]), "loss", None) is not None]
+    if functions_found:
+        found = functions_found  # the models are most likely what the function trains
+    elif compiled:
+        # An uncompiled model (a backbone) has no training step of its own.
+        found = [(n, "compiled Keras model") for n, _ in compiled]
+    if not found:
+        functions = _functions(module)
+        hint = f"; its functions: {', '.join(functions)}" if functions else ""
+        raise TargetLoadError(
+            f"no target found in {path}: name one ({path}:NAME), set flowcheck_target = ..., or "
+            f"define a tf.function or a Keras model at module level{hint}"
+        )
+    if len(found) > 1:
+        listed = ", ".join(f"{n} ({kind})" for n, kind in found)
+        raise TargetLoadError(
+            f"{path} has several candidate targets: {listed}; pick one with {path}:NAME or set flowcheck_target"
+        )
+    name, kind = found[0]
+    return getattr(module, name), name, f"{name}, the only {kind} in {path}"
 
 
 def _lookup(module: ModuleType, path: str, name: str) -> Any:

@@ -118,53 +118,22 @@ def run_step(
     ``expect_error`` says that the analysis predicts the tape to raise ``LookupError`` (an op with
     no gradient is reached): that outcome is then a confirmed prediction, not a failure.
     """
-    import tensorflow as tf
-
     variables = [v.tf_variable for v in traced.variables]
     with _strategy_scope(variables):  # a distributed variable's optimizer must live in its strategy
         opt = make_optimizer(optimizer, learning_rate)
     saved = [_save_components(v) for v in variables]
     # The verdict's tape: every floating-point variable watched, whatever its trainable flag.
     differentiable = [i for i, v in enumerate(variables) if v.dtype.is_floating or v.dtype.is_complex]
-    problems: list[str] = []
     try:
         try:
-            # A tf.function called under a tape builds its gradient right away, so the forward
-            # call raises too when an op with no gradient is reached.
-            with tf.GradientTape(watch_accessed_variables=False) as tape:
-                for i in differentiable:
-                    tape.watch(variables[i])
-                outputs = _call(traced)
-                total = _total_loss(outputs, [loss.name for loss in traced.losses])
-            grads = tape.gradient(total, [variables[i] for i in differentiable],
-                                  unconnected_gradients=tf.UnconnectedGradients.NONE)
+            total, grads = _differentiate(traced, [variables[i] for i in differentiable])
         except LookupError as exc:
             if type(exc) is not LookupError:  # a KeyError or IndexError of the user's
                 raise
-            # "No gradient defined for operation ...": the tape gives no gradient at all.
-            error = _first_line(exc)
-            return Verification(
-                agrees=expect_error, optimizer=_describe(opt),
-                loss=_loss_without_tape(traced), variables=(),
-                problems=() if expect_error else (f"the tape raised {error}, which the analysis did not predict",),
-                error=error,
-            )
-        loss_value = float(tf.math.real(total).numpy())
-        if not math.isfinite(loss_value):
-            problems.append(f"the loss is {loss_value}: gradients and the step are not meaningful")
-        states: list[GradientState] = [GradientState.NONE] * len(variables)
-        for i, g in zip(differentiable, grads):
-            states[i] = _state(g)
-            if states[i] is GradientState.NONFINITE:
-                problems.append(f"the gradient of {traced.variables[i].name} is not finite")
+            return _raised(traced, exc, opt, expect_error)  # "No gradient defined for operation ..."
+        loss_value, states, problems = _outcome(traced, total, dict(zip(differentiable, grads)))
         before = [_digest(v) for v in variables]  # after the function's own assigns
-        pairs = [(g, traced.variables[i].variable) for i, g in zip(differentiable, grads) if g is not None]
-        if pairs:
-            with _strategy_scope(variables):
-                # Under a distribution strategy the slots must be made in its scope, while the
-                # update itself runs outside it (Keras merges it from the default replica context).
-                opt.build([v for _, v in pairs])
-            opt.apply_gradients(pairs)
+        _apply(opt, variables, [(g, traced.variables[i].variable) for i, g in zip(differentiable, grads) if g is not None])
         changed = [b != _digest(v) for b, v in zip(before, variables)]
     except VerificationError:
         raise
@@ -178,21 +147,64 @@ def run_step(
         problems.append("flowcheck predicted that the tape raises (an op with no gradient is reached), but it did not")
     checks = tuple(
         VariableCheck(
-            name=var.name,
-            predicted=bool(predicted[i]),
-            gradient=states[i],
-            changed=changed[i],
+            name=var.name, predicted=bool(predicted[i]), gradient=states[i], changed=changed[i],
             agrees=(states[i] is not GradientState.NONE) == bool(predicted[i]),
         )
         for i, var in enumerate(traced.variables)
     )
     return Verification(
-        agrees=all(c.agrees for c in checks) and not expect_error,
-        optimizer=_describe(opt),
-        loss=loss_value,
-        variables=checks,
-        problems=tuple(problems),
+        agrees=all(c.agrees for c in checks) and not expect_error, optimizer=_describe(opt), loss=loss_value,
+        variables=checks, problems=tuple(problems),
     )
+
+
+def _differentiate(traced: Traced, watched: Sequence[Any]) -> tuple[Any, list[Any]]:
+    """The summed losses and each watched variable's gradient, from a tape around one call."""
+    import tensorflow as tf
+
+    # A tf.function called under a tape builds its gradient right away, so the forward call
+    # raises too when an op with no gradient is reached.
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        for v in watched:
+            tape.watch(v)
+        total = _total_loss(_call(traced), [loss.name for loss in traced.losses])
+    grads = tape.gradient(total, list(watched), unconnected_gradients=tf.UnconnectedGradients.NONE)
+    return total, list(grads)
+
+
+def _raised(traced: Traced, exc: LookupError, opt: Any, expect_error: bool) -> Verification:
+    error = _first_line(exc)
+    return Verification(
+        agrees=expect_error, optimizer=_describe(opt), loss=_loss_without_tape(traced), variables=(),
+        problems=() if expect_error else (f"the tape raised {error}, which the analysis did not predict",),
+        error=error,
+    )
+
+
+def _outcome(traced: Traced, total: Any, grads: dict[int, Any]) -> tuple[float, list[GradientState], list[str]]:
+    """The loss, what the tape gave each variable, and the problems found (non-finite values)."""
+    import tensorflow as tf
+
+    problems: list[str] = []
+    loss_value = float(tf.math.real(total).numpy())
+    if not math.isfinite(loss_value):
+        problems.append(f"the loss is {loss_value}: gradients and the step are not meaningful")
+    states = [GradientState.NONE] * len(traced.variables)
+    for i, g in grads.items():
+        states[i] = _state(g)
+        if states[i] is GradientState.NONFINITE:
+            problems.append(f"the gradient of {traced.variables[i].name} is not finite")
+    return loss_value, states, problems
+
+
+def _apply(opt: Any, variables: Sequence[Any], pairs: list[tuple[Any, Any]]) -> None:
+    if not pairs:
+        return
+    with _strategy_scope(variables):
+        # Under a distribution strategy the slots must be made in its scope, while the update
+        # itself runs outside it (Keras merges it from the default replica context).
+        opt.build([v for _, v in pairs])
+    opt.apply_gradients(pairs)
 
 
 def _call(traced: Traced) -> Any:

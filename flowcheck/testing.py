@@ -116,16 +116,11 @@ def assert_gradient_flow(
             (:class:`flowcheck.VerificationError`).
     """
     __tracebackhide__ = True
-    if receives is None and blocked is None and unused is None:
-        raise TypeError("assert_gradient_flow needs at least one of receives=, blocked= or unused=")
-    if loss is not None and not isinstance(loss, str):
-        raise TypeError(f"loss must be the name of an output (a str), not {type(loss).__name__}")
+    _check_arguments(receives, blocked, unused, loss)
     report = _report_of(fn, *args, **kwargs)
     if loss is not None and loss not in report.losses:
-        raise GradientFlowAssertionError(
-            f"{report.target} has no output named {loss!r}; its losses are: {', '.join(report.losses)}",
-            report, loss,
-        )
+        losses = ", ".join(report.losses)
+        raise GradientFlowAssertionError(f"{report.target} has no output named {loss!r}; its losses are: {losses}", report, loss)
     if report.gradient_errors:
         raise GradientFlowAssertionError(_gradient_error_message(report), report, loss)
     judged = _judged_at_sites(report) if report.gradient_sites and loss is None else report  # a step: its sites
@@ -140,6 +135,13 @@ def assert_gradient_flow(
         if not check.agrees:
             raise GradientFlowAssertionError(_verification_message(report, loss, check), report, loss)
     return report
+
+
+def _check_arguments(receives: Any, blocked: Any, unused: Any, loss: Any) -> None:
+    if receives is None and blocked is None and unused is None:
+        raise TypeError("assert_gradient_flow needs at least one of receives=, blocked= or unused=")
+    if loss is not None and not isinstance(loss, str):
+        raise TypeError(f"loss must be the name of an output (a str), not {type(loss).__name__}")
 
 
 def _judged_at_sites(report: Report) -> Report:
