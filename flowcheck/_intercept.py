@@ -25,12 +25,20 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from flowcheck._sites import GradientSite, SiteSource
 from flowcheck._source import SourceLine, user_frame
 
-__all__ = ["EagerSite", "EagerSource", "Interceptor", "Step", "StopScript"]
+__all__ = ["EAGER_NOTE", "KERAS_WARNING", "Interceptor", "Step", "StopScript"]
 
 # Keras's warning for None gradients: flowcheck's report explains it instead.
-_KERAS_WARNING = r"Gradients do not exist for variables"
+KERAS_WARNING = r"Gradients do not exist for variables"
+
+EAGER_NOTE = (
+    "an eager tape keeps no graph, so this is TensorFlow's own answer and flowcheck cannot name the op "
+    "that cuts a source or say whether the loss uses it at all; put the step (the tape and its loss) in a "
+    "function decorated with @tf.function "
+    "to get the op and your line"
+)
 
 
 class StopScript(BaseException):
@@ -38,24 +46,6 @@ class StopScript(BaseException):
 
     A ``BaseException``, so that the script's own ``except Exception`` does not swallow it.
     """
-
-
-@dataclass(frozen=True)
-class EagerSource:
-    """One source of an eager ``tape.gradient`` call and TensorFlow's answer for it."""
-
-    name: str
-    got_none: bool
-    trainable: bool
-
-
-@dataclass(frozen=True)
-class EagerSite:
-    """An eager ``tape.gradient`` call (no graph): TensorFlow's answer, source by source."""
-
-    sources: tuple[EagerSource, ...]
-    watch: str
-    error: str | None = None
 
 
 @dataclass
@@ -68,7 +58,7 @@ class Step:
         call: The script's line that called it first.
         report: flowcheck's report on the step (None for an eager site or when analysis failed).
         verification: The report's verification, when it was run.
-        eager: For an eager ``tape.gradient``: TensorFlow's answer.
+        eager: For an eager ``tape.gradient``: the site, with TensorFlow's own answer as verdicts.
         error: Analysis failed: why, in one line.
         raised: The step itself raised when it ran (after being analyzed): the error in one line.
         owners: Names of the Keras models and layers that own each variable (for ``--expect-*``).
@@ -79,7 +69,7 @@ class Step:
     call: SourceLine | None
     report: Any = None
     verification: Any = None
-    eager: EagerSite | None = None
+    eager: GradientSite | None = None
     error: str | None = None
     raised: str | None = None
     owners: dict[int, tuple[str, ...]] = field(default_factory=dict)
@@ -135,7 +125,7 @@ class Interceptor:
         try:
             with warnings.catch_warnings():
                 if quiet and not self._keep_going:
-                    warnings.filterwarnings("ignore", message=_KERAS_WARNING)
+                    warnings.filterwarnings("ignore", message=KERAS_WARNING)
                 yield
         finally:
             self._busy -= 1
@@ -192,17 +182,22 @@ class Interceptor:
         flat = tf.nest.flatten(sources)
         step = Step("eager tape.gradient", call.function if call else "tape.gradient", call)
         self.steps.append(step)
-        watch = _watch_semantics(tape)
+
+        def site(answers: list[bool | None], error: str | None = None) -> GradientSite:
+            targets = tuple(str(getattr(t, "name", "loss")) for t in tf.nest.flatten(target))
+            return GradientSite("GradientTape.gradient", call, targets, _eager_sources(flat, answers),
+                                _watch_semantics(tape), error, (EAGER_NOTE,))
+
         try:
             result = original(tape, target, sources, *args, **kwargs)
         except Exception as exc:
-            step.eager = EagerSite(_eager_sources(flat, [None] * len(flat)), watch, _one_line(exc))
+            step.eager = site([None] * len(flat), _one_line(exc))
             if self._keep_going:
                 self._done = True
                 raise
             raise StopScript from exc
-        got = tf.nest.flatten(result, expand_composites=False) if result is not None else [None]
-        step.eager = EagerSite(_eager_sources(flat, got if len(got) == len(flat) else [None] * len(flat)), watch)
+        got = tf.nest.flatten(result)
+        step.eager = site([g is None for g in got] if len(got) == len(flat) else [None] * len(flat))
         return result
 
     # --- tf.function ------------------------------------------------------------------------------
@@ -252,7 +247,7 @@ class Interceptor:
     def _has_gradient_site(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bool, Exception | None]:
         """Trace the call (into the function's own cache) and see whether it asks for a gradient."""
         self._site_seen = False
-        with self._inside(quiet=False):
+        with self._inside():  # this trace is the one the real call reuses: Keras warns here
             try:
                 fn.get_concrete_function(*args, **kwargs)
             except Exception as exc:  # noqa: BLE001 -- the user's own error, raised again by the caller
@@ -374,13 +369,15 @@ def _watch_semantics(tape: Any) -> str:
     return ", ".join(parts)
 
 
-def _eager_sources(flat: list[Any], got: list[Any]) -> tuple[EagerSource, ...]:
+def _eager_sources(flat: list[Any], answers: list[bool | None]) -> tuple[SiteSource, ...]:
+    from flowcheck._analysis import Verdict
+
     names: dict[str, int] = {}
     found = []
-    for source, gradient in zip(flat, got):
+    for source, none in zip(flat, answers):
         name = str(getattr(source, "path", None) or getattr(source, "name", None) or "tensor").split(":")[0]
         names[name] = names.get(name, 0) + 1
-        unique = name if names[name] == 1 else f"{name}#{names[name]}"
-        found.append(EagerSource(unique, gradient is None, bool(getattr(source, "trainable", False))))
+        unique = name if names[name] == 1 else f"{name} ({names[name]})"
+        verdict = Verdict.BLOCKED if none is not False else Verdict.RECEIVES
+        found.append(SiteSource(unique, source, verdict, (), none, bool(getattr(source, "trainable", False))))
     return tuple(found)
-

@@ -15,15 +15,19 @@ import runpy
 import sys
 import tempfile
 import traceback
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowcheck._intercept import Interceptor, Step, StopScript
+from flowcheck._intercept import KERAS_WARNING, Interceptor, Step, StopScript
 from flowcheck._source import SourceLine, is_library_file, user_frame
 from flowcheck.errors import FlowcheckError
 
-__all__ = ["RunOptions", "RunResult", "describe_exception", "quiet_tensorflow_import", "run_script"]
+__all__ = [
+    "RunOptions", "RunResult", "describe_exception", "import_tensorflow", "quiet_tensorflow_import", "run_script",
+    "variable_owners",
+]
 
 # TensorFlow's start-up notices (absl and oneDNN, from C++, printed whatever TF_CPP_MIN_LOG_LEVEL says).
 _NOTICE = re.compile(
@@ -32,6 +36,7 @@ _NOTICE = re.compile(
     r"|Unable to register cu(DNN|FFT|BLAS) factory|computation placer already registered"
     r"|TF-TRT Warning|Could not find cuda drivers|cuda_executor\.cc"
 )
+_FUNCTION_NODE = re.compile(r"^\{\{function_node [^}]*\}\}\s*")  # TensorFlow's eager op errors
 _USER_CODE = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<function>\S+)')
 
 
@@ -126,7 +131,9 @@ def run_script(options: RunOptions) -> RunResult:
     sys.argv = [options.script, *options.arguments]
     sys.path.insert(0, os.path.dirname(full))
     try:
-        with interceptor.installed():
+        with interceptor.installed(), warnings.catch_warnings():
+            if not options.keep_going:  # the report explains each None gradient Keras warns about
+                warnings.filterwarnings("ignore", message=KERAS_WARNING)
             runpy.run_path(full, run_name="__main__")
     except StopScript:
         result.stopped = True
@@ -156,7 +163,7 @@ def describe_exception(exc: BaseException, script: str | None) -> str:
         else:
             where = user_frame(frames)[0]
     at = f" at {where}" + (f" ({where.code})" if where.code else "") if where else ""
-    message = " ".join(text.splitlines()[0].split()) if text else ""
+    message = _FUNCTION_NODE.sub("", " ".join(text.splitlines()[0].split())) if text else ""
     return f"{type(exc).__name__}{at}" + (f": {message}" if message else "")
 
 
@@ -184,7 +191,7 @@ def _analyzer(options: RunOptions) -> Any:
     def analyze_step(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any], step: Step) -> None:
         import flowcheck
 
-        step.owners = _owners(target, args)
+        step.owners = variable_owners(target, args)
         try:
             step.report = flowcheck.analyze(target, *args, **kwargs)
             if options.verify:
@@ -209,7 +216,7 @@ def _session_analyzer() -> Any:
     return getattr(_tf1, "analyze_session_run", None)
 
 
-def _owners(target: Any, args: Sequence[Any]) -> dict[int, tuple[str, ...]]:
+def variable_owners(target: Any, args: Sequence[Any]) -> dict[int, tuple[str, ...]]:
     """For each variable (by id of its backing tf.Variable): the Keras models and layers owning it."""
     import keras
 
