@@ -1,0 +1,255 @@
+"""Recording gradient calls: the patches behind :func:`flowcheck._sites.record_sites`.
+
+While a recorder is active, ``tf.GradientTape``'s ``_push_tape``/``_pop_tape`` (every start and
+end of a recording stretch: ``__enter__``, ``__exit__``, ``stop_recording``, ``gradient`` on a
+non-persistent tape, ``reset``), ``watch``, ``gradient``, ``jacobian`` and ``batch_jacobian``, and
+``tf.gradients``, are wrapped. A stretch is remembered as the range of op ids (``op._id``) the
+graph handed out while it lasted, so the ops a tape recorded can be told later: those created in
+its ``with`` block while it recorded. The wrappers call TensorFlow's own methods and hand back
+their results untouched; a call made while another is being recorded (``jacobian`` calls
+``gradient``) is not recorded again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import threading
+import traceback
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any, Final
+
+import tensorflow as tf
+from tensorflow.python.eager import backprop
+from tensorflow.python.framework import ops
+
+from flowcheck._sites import RecordedCall, SiteRecorder, TapeRecord
+from flowcheck._source import SourceLine, is_library_file, user_frame
+
+__all__ = ["names_gradient", "recording", "tape_record"]
+
+_LOCK = threading.RLock()
+_ACTIVE: list[SiteRecorder] = []
+_TAPES: weakref.WeakKeyDictionary[Any, TapeRecord] = weakref.WeakKeyDictionary()
+_STATE = threading.local()
+_ORIGINAL: dict[str, Any] = {}
+_TAPE_METHODS: Final = ("_push_tape", "_pop_tape", "watch", "gradient", "jacobian", "batch_jacobian")
+# Keras 3's own training step (TensorFlow backend) asks for gradients here.
+_KERAS_TRAINER: Final = ("keras/src/backend/tensorflow/trainer.py",)
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[SiteRecorder]:
+    """Install the patches (once for nested recorders) and collect calls into a new recorder."""
+    recorder = SiteRecorder()
+    with _LOCK:
+        if not _ACTIVE:
+            _install()
+        _ACTIVE.append(recorder)
+    try:
+        yield recorder
+    finally:
+        with _LOCK:
+            _ACTIVE.remove(recorder)
+            if not _ACTIVE:
+                _uninstall()
+
+
+def tape_record(tape: Any) -> TapeRecord | None:
+    """The record of a tape seen while recording, if any."""
+    return _TAPES.get(tape)
+
+
+def _install() -> None:
+    for name in _TAPE_METHODS:
+        _ORIGINAL[name] = getattr(backprop.GradientTape, name)
+    _ORIGINAL["tf.gradients"] = tf.gradients
+    wrappers: dict[str, Callable[..., Any]] = {
+        "_push_tape": _push_tape, "_pop_tape": _pop_tape, "watch": _watch, "gradient": _gradient,
+        "jacobian": _jacobian, "batch_jacobian": _batch_jacobian,
+    }
+    for name, wrapper in wrappers.items():
+        setattr(backprop.GradientTape, name, wrapper)
+    tf.gradients = _tf_gradients
+
+
+def _uninstall() -> None:
+    for name in _TAPE_METHODS:
+        setattr(backprop.GradientTape, name, _ORIGINAL[name])
+    tf.gradients = _ORIGINAL["tf.gradients"]
+    _ORIGINAL.clear()
+
+
+def _graph() -> Any:
+    return None if tf.executing_eagerly() else ops.get_default_graph()
+
+
+def _push_tape(self: Any) -> None:
+    fresh = self._tape is None  # noqa: SLF001 -- a new tape (first push or after reset)
+    _ORIGINAL["_push_tape"](self)
+    record = _TAPES.get(self)
+    graph = _graph()
+    if fresh or record is None or record.graph is not graph:
+        record = TapeRecord(
+            persistent=bool(self._persistent), watch_accessed_variables=bool(self._watch_accessed_variables),  # noqa: SLF001
+            graph=graph, entered=_caller()[0],
+        )
+        _TAPES[self] = record
+    record.open_since = graph.version if graph is not None else 0
+
+
+def _pop_tape(self: Any) -> None:
+    _ORIGINAL["_pop_tape"](self)
+    record = _TAPES.get(self)
+    if record is not None and record.open_since is not None:
+        if record.graph is not None:
+            record.spans.append((record.open_since, record.graph.version))
+        record.open_since = None
+
+
+def _watch(self: Any, tensor: Any) -> None:
+    _ORIGINAL["watch"](self, tensor)
+    record = _record_of(self)
+    record.watched.extend(tf.nest.flatten(tensor))
+
+
+def _record_of(tape: Any) -> TapeRecord:
+    record = _TAPES.get(tape)
+    if record is None:  # a tape pushed before recording began: assume it recorded everything so far
+        graph = _graph()
+        record = TapeRecord(
+            persistent=bool(tape._persistent), watch_accessed_variables=bool(tape._watch_accessed_variables),  # noqa: SLF001
+            graph=graph, spans=[(0, graph.version)] if graph is not None else [],
+        )
+        _TAPES[tape] = record
+    return record
+
+
+def _caller() -> tuple[SourceLine | None, bool]:
+    """The user's line on the Python stack, and whether Keras's own training step made the call."""
+    frames = traceback.extract_stack()[:-2]
+    keras_step = any(f.filename.endswith(_KERAS_TRAINER) for f in frames[-6:])
+    return user_frame(frames)[0], keras_step
+
+
+def _recorded(kind: str, tape: Any, targets: Any, sources: Any, call: Callable[[], Any], zero: bool) -> Any:
+    if getattr(_STATE, "busy", False) or not _ACTIVE:
+        return call()
+    line, keras_step = _caller()
+    if keras_step and kind == "GradientTape.gradient":
+        kind = "Keras train_step"
+    entry = RecordedCall(
+        kind=kind, source=line, targets=tuple(tf.nest.flatten(targets)), sources=tuple(tf.nest.flatten(sources)),
+        results=None, tape=_record_of(tape) if tape is not None else None, graph=_graph(), unconnected_zero=zero,
+    )
+    _STATE.busy = True
+    try:
+        result = call()
+    except Exception as exc:
+        entry.error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        entry.exception = exc
+        raise
+    else:
+        flat = tf.nest.flatten(result) if result is not None else [None]
+        entry.results = tuple(flat) if len(flat) == len(entry.sources) else None
+        return result
+    finally:
+        _STATE.busy = False
+        for recorder in list(_ACTIVE):
+            recorder.calls.append(entry)
+
+
+def _is_zero(unconnected: Any) -> bool:
+    return str(getattr(unconnected, "value", unconnected)).lower() == "zero"
+
+
+def _gradient(self: Any, target: Any, sources: Any, output_gradients: Any = None,
+              unconnected_gradients: Any = tf.UnconnectedGradients.NONE) -> Any:
+    return _recorded(
+        "GradientTape.gradient", self, target, sources,
+        lambda: _ORIGINAL["gradient"](self, target, sources, output_gradients, unconnected_gradients),
+        _is_zero(unconnected_gradients),
+    )
+
+
+def _jacobian(self: Any, target: Any, sources: Any, *args: Any, **kwargs: Any) -> Any:
+    unconnected = kwargs.get("unconnected_gradients", args[0] if args else tf.UnconnectedGradients.NONE)
+    return _recorded(
+        "GradientTape.jacobian", self, target, sources,
+        lambda: _ORIGINAL["jacobian"](self, target, sources, *args, **kwargs), _is_zero(unconnected),
+    )
+
+
+def _batch_jacobian(self: Any, target: Any, source: Any, *args: Any, **kwargs: Any) -> Any:
+    unconnected = kwargs.get("unconnected_gradients", args[0] if args else tf.UnconnectedGradients.NONE)
+    return _recorded(
+        "GradientTape.batch_jacobian", self, target, source,
+        lambda: _ORIGINAL["batch_jacobian"](self, target, source, *args, **kwargs), _is_zero(unconnected),
+    )
+
+
+def _tf_gradients(ys: Any, xs: Any, *args: Any, **kwargs: Any) -> Any:
+    original = _ORIGINAL.get("tf.gradients") or tf.gradients
+    unconnected = kwargs.get("unconnected_gradients", tf.UnconnectedGradients.NONE)
+    if tf.executing_eagerly():
+        return original(ys, xs, *args, **kwargs)
+    return _recorded("tf.gradients", None, ys, xs, lambda: original(ys, xs, *args, **kwargs), _is_zero(unconnected))
+
+
+# --- a cheap look at a step's code ---------------------------------------------------------------
+
+_DEPTH: Final = 3
+
+
+def names_gradient(fn: Any, names: frozenset[str]) -> bool:
+    """Whether the code of ``fn``, or of the functions it names (a few levels deep), uses ``names``."""
+    import keras
+
+    if isinstance(fn, keras.Model):
+        return True  # fit and train_on_batch run its train_step, Keras's own or an override
+    seen: set[int] = set()
+    stack: list[tuple[Any, int]] = [(fn, 0)]
+    while stack:
+        value, depth = stack.pop()
+        function = _python_function(value)
+        if function is None or id(function) in seen:
+            continue
+        seen.add(id(function))
+        code = getattr(function, "__code__", None)
+        if code is None or is_library_file(code.co_filename):
+            continue
+        used = set(_code_names(code))
+        if used & names:
+            return True
+        if depth < _DEPTH:
+            stack.extend((child, depth + 1) for child in _named_functions(function, value, used))
+    return False
+
+
+def _python_function(value: Any) -> Any:
+    if isinstance(value, tf.types.experimental.PolymorphicFunction):
+        value = value.python_function
+    value = inspect.unwrap(value) if callable(value) else value
+    if inspect.ismethod(value):
+        return value.__func__
+    return value if inspect.isfunction(value) else None
+
+
+def _code_names(code: Any) -> Iterator[str]:
+    yield from code.co_names
+    for const in code.co_consts:
+        if inspect.iscode(const):
+            yield from _code_names(const)
+
+
+def _named_functions(function: Any, value: Any, used: set[str]) -> Iterator[Any]:
+    globals_ = getattr(function, "__globals__", {})
+    yield from (globals_[n] for n in used if n in globals_ and callable(globals_[n]))
+    for cell in getattr(function, "__closure__", None) or ():
+        with contextlib.suppress(ValueError):
+            if callable(cell.cell_contents):
+                yield cell.cell_contents
+    bound = getattr(value, "__self__", None)
+    if bound is not None:
+        yield from (getattr(type(bound), n) for n in used if callable(getattr(type(bound), n, None)))
