@@ -23,7 +23,7 @@ from flowcheck._analysis import BarrierKind, Verdict, blocking_barriers, gradien
 from flowcheck._gradients import FUNCTION_OPS, GradientOracle, InputGradient
 from flowcheck._graph import CARRY_IF_TRAINABLE, _Builder, _calls_function, loss_node, variable_node
 from flowcheck._report import Barrier, _barrier, _one_per_replica
-from flowcheck._tf1_record import RecordedCall, is_default_name
+from flowcheck._tf1_record import GraphCall, is_default_name
 
 __all__ = ["CallAnalysis", "GraphSource", "SourceVerdict", "analyze_calls", "graph_variables"]
 
@@ -75,7 +75,7 @@ class CallAnalysis:
         watch: What the call differentiates with respect to, in words.
     """
 
-    call: RecordedCall
+    call: GraphCall
     targets: tuple[str, ...]
     sources: tuple[SourceVerdict, ...]
     errors: tuple[Barrier, ...]
@@ -118,7 +118,7 @@ def _variable_of(tensor: Any, variables: Sequence[Any]) -> Any:
 
 
 def resolve_sources(
-    calls: Sequence[RecordedCall], variables: Sequence[Any], names: dict[int, str]
+    calls: Sequence[GraphCall], variables: Sequence[Any], names: dict[int, str]
 ) -> dict[int, GraphSource]:
     """``id(object) -> GraphSource`` for every distinct source of the calls, numbered in order."""
     resolved: dict[int, GraphSource] = {}
@@ -152,7 +152,7 @@ def _display_name(obj: Any, *tables: dict[int, str]) -> str:
     return name
 
 
-def build_graph(calls: Sequence[RecordedCall], sources: dict[int, GraphSource], oracle: GradientOracle) -> nx.DiGraph:
+def build_graph(calls: Sequence[GraphCall], sources: dict[int, GraphSource], oracle: GradientOracle) -> nx.DiGraph:
     """The gradient-annotated graph of the ops that feed the calls' targets (module docstring)."""
     builder = _Builder(oracle)
     graph = builder.graph
@@ -200,7 +200,7 @@ def _shape(tensor: Any) -> tuple[int | None, ...]:
     return tuple(shape.as_list()) if shape.rank is not None else ()
 
 
-def _site_view(graph: nx.DiGraph, call: RecordedCall, sources: Sequence[GraphSource]) -> nx.DiGraph:
+def _site_view(graph: nx.DiGraph, call: GraphCall, sources: Sequence[GraphSource]) -> nx.DiGraph:
     """The graph as this call differentiates it: its ``stop_gradients`` ops pass nothing back."""
     view = graph
     if call.stop_gradients:
@@ -222,7 +222,7 @@ def _site_view(graph: nx.DiGraph, call: RecordedCall, sources: Sequence[GraphSou
 
 
 def analyze_calls(
-    calls: Sequence[RecordedCall], sources: dict[int, GraphSource], graph: nx.DiGraph
+    calls: Sequence[GraphCall], sources: dict[int, GraphSource], graph: nx.DiGraph
 ) -> tuple[CallAnalysis, ...]:
     """The static verdict of every source of every call, beside TensorFlow's recorded answer."""
     cache: dict[tuple[str, str], Barrier] = {}
@@ -249,7 +249,7 @@ def analyze_calls(
     return tuple(results)
 
 
-def _watch(call: RecordedCall, sources: Sequence[GraphSource]) -> str:
+def _watch(call: GraphCall, sources: Sequence[GraphSource]) -> str:
     names = ", ".join(s.name for s in sources)
     if call.kind == "tf1 tf.gradients":
         words = f"graph mode: differentiates with respect to the xs given: {names}"

@@ -5,7 +5,7 @@ A graph-mode gradient request passes through one of a few module attributes: the
 TensorFlow 2 ``tf.gradients`` outside any ``tf.function``, and ``tensorflow.python.ops.gradients.
 gradients``, which ``tf.compat.v1.train.Optimizer.compute_gradients`` (and so ``minimize``) calls
 (tensorflow/python/training/optimizer.py). :func:`install` wraps those attributes; each wrapper
-calls the function it replaced and keeps, per graph, a :class:`RecordedCall`: the kind, the user's
+calls the function it replaced and keeps, per graph, a :class:`GraphCall`: the kind, the user's
 line, the targets and the sources exactly as passed, and TensorFlow's own answer (the gradients it
 returned, ``None`` for a cut source) or the error it raised. Nothing is recorded inside a
 ``tf.function`` (a ``FuncGraph``) or eagerly: those sites are recorded elsewhere.
@@ -24,13 +24,13 @@ from typing import Any
 
 from flowcheck._source import SourceLine, is_library_file, user_frame
 
-__all__ = ["RecordedCall", "install", "python_names", "recorded_calls"]
+__all__ = ["GraphCall", "install", "is_default_name", "python_names", "recorded_calls", "uninstall", "user_frames"]
 
 _OPTIMIZER_FILE = "/training/optimizer.py"
 
 
 @dataclass
-class RecordedCall:
+class GraphCall:
     """One graph-mode gradient call, as the script made it.
 
     Attributes:
@@ -71,7 +71,7 @@ _LOCK = threading.Lock()
 _INSTALLED: list[tuple[Any, str, Any]] = []
 
 
-def recorded_calls(graph: Any) -> list[RecordedCall]:
+def recorded_calls(graph: Any) -> list[GraphCall]:
     """The gradient calls recorded so far on ``graph``, in the order they were made."""
     return list(getattr(graph, _CALLS_ATTR, ()))
 
@@ -155,10 +155,10 @@ def _recorded(original: Callable[..., Any], v1: bool, args: tuple[Any, ...], kwa
     unconnected = str(getattr(bound.get("unconnected_gradients"), "value", bound.get("unconnected_gradients") or "none"))
     kind, compute = _kind()
     source, _ = user_frame(traceback.extract_stack())
-    names, keep = python_names(_user_frames())
+    names, keep = python_names(user_frames())
     graph = ops.get_default_graph()
     sources = _as_sources(sources, compute)
-    call = RecordedCall(
+    call = GraphCall(
         kind=kind, source=source, graph=graph, targets=targets, sources=sources, grads=None,
         stop_gradients=stops, unconnected_zero=unconnected.lower() == "zero",
         var_list_given=compute is None or not _default_var_list(graph, sources), names=names, keep=keep,
@@ -175,7 +175,7 @@ def _recorded(original: Callable[..., Any], v1: bool, args: tuple[Any, ...], kwa
     return result
 
 
-def _remember(call: RecordedCall) -> None:
+def _remember(call: GraphCall) -> None:
     with _LOCK:
         calls = getattr(call.graph, _CALLS_ATTR, None)
         if calls is None:
@@ -223,7 +223,7 @@ def _default_var_list(graph: Any, sources: tuple[Any, ...]) -> bool:
     return [id(v) for v in default] == [id(v) for v in sources]
 
 
-def _user_frames() -> list[FrameType]:
+def user_frames() -> list[FrameType]:
     frames = []
     frame: FrameType | None = sys._getframe(1)  # noqa: SLF001
     while frame is not None:

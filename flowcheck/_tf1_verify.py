@@ -106,7 +106,7 @@ def _restore(run: Run, session: Any, variables: Sequence[Any], saved: dict[int, 
 
 def _same(a: Any, b: Any) -> bool:
     a, b = np.asarray(a), np.asarray(b)
-    return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    return bool(a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes())
 
 
 def _state(value: Any) -> GradientState:
