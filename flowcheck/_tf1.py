@@ -33,7 +33,7 @@ from flowcheck._tf1_record import GraphCall, install, python_names, recorded_cal
 from flowcheck._trace import TracedVariable
 from flowcheck.errors import VerificationError
 
-__all__ = ["SessionReport", "analyze_graph", "analyze_session_run", "depends_on_gradient_site", "install", "uninstall"]
+__all__ = ["SessionReport", "analyze_graph", "analyze_session_run", "dependent_calls", "depends_on_gradient_site", "install", "uninstall"]
 
 TARGET_KIND = "tf1 Session.run"
 
@@ -62,6 +62,7 @@ class SessionReport(Report):
         never_trained: Trainable variables a target depends on differentiably that no gradient
             call of the graph lists among its sources.
         after_step: One line per source variable saying what the verifying step did to it.
+        step_values: Each source variable's value before and after the verifying step, by name.
     """
 
     def __init__(
@@ -74,6 +75,7 @@ class SessionReport(Report):
         self.gradient_sites = sites
         self.never_trained = never_trained
         self.after_step: tuple[str, ...] = ()
+        self.step_values: dict[str, tuple[Any, Any]] = {}
         self._run = run
 
     def verify(self, optimizer: Any = None, learning_rate: float | None = None) -> Any:
@@ -90,7 +92,7 @@ class SessionReport(Report):
         from flowcheck._tf1_verify import verify_session_step
 
         session, ops, feed_dict, analyses = self._run
-        self.verification, self.after_step = verify_session_step(_run, session, ops, feed_dict, analyses)
+        self.verification, self.after_step, self.step_values = verify_session_step(_run, session, ops, feed_dict, analyses)
         return self.verification
 
 
@@ -101,7 +103,12 @@ def _run(session: Any, fetches: Any, feed_dict: Any) -> Any:
 
 def depends_on_gradient_site(session: Any, fetches: Any) -> bool:
     """Whether running ``fetches`` in ``session`` computes a recorded gradient call's gradients."""
-    return bool(_dependent(session.graph, _fetch_ops(session.graph, fetches))[0])
+    return bool(dependent_calls(session, fetches))
+
+
+def dependent_calls(session: Any, fetches: Any) -> list[GraphCall]:
+    """The recorded gradient calls whose gradients running ``fetches`` computes, in the order made."""
+    return _dependent(session.graph, _fetch_ops(session.graph, fetches))[0]
 
 
 def analyze_session_run(session: Any, fetches: Any, feed_dict: Any = None, *, verify: bool = True) -> SessionReport | None:

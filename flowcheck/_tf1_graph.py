@@ -257,6 +257,8 @@ def _watch(call: GraphCall, sources: Sequence[GraphSource]) -> str:
             words += "; stop_gradients: " + ", ".join(t.name for t in call.stop_gradients)
     elif call.var_list_given:
         words = f"graph mode: var_list={names}"
+    elif call.var_list_given is None:
+        words = f"graph mode: var_list (the graph's trainable variables): {names}"
     else:
         words = f"graph mode: no var_list, so the graph's trainable variables: {names}"
     if call.unconnected_zero:

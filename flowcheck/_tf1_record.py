@@ -43,7 +43,8 @@ class GraphCall:
         error: The exception TensorFlow raised, in one line, if it did.
         stop_gradients: The ``stop_gradients=`` tensors of ``tf.gradients``.
         unconnected_zero: ``unconnected_gradients="zero"`` was asked (no ``None`` then).
-        var_list_given: For an optimizer call, whether the user passed ``var_list``.
+        var_list_given: For an optimizer call, whether the user passed ``var_list`` (None: cannot
+            tell, the list is the default one).
         optimizer: For an optimizer call, the optimizer's class name.
         names: Python names the calling code binds graph objects to (``id(obj) -> name``).
     """
@@ -57,7 +58,7 @@ class GraphCall:
     error: str | None = None
     stop_gradients: tuple[Any, ...] = field(default=(), repr=False)
     unconnected_zero: bool = False
-    var_list_given: bool = True
+    var_list_given: bool | None = True
     optimizer: str | None = None
     names: dict[int, str] = field(default_factory=dict, repr=False)
     keep: list[Any] = field(default_factory=list, repr=False)  # keeps ``names``' objects alive
@@ -153,7 +154,7 @@ def _recorded(original: Callable[..., Any], v1: bool, args: tuple[Any, ...], kwa
     sources = tuple(nest.flatten(bound.get("xs")))
     stops = tuple(nest.flatten(bound.get("stop_gradients"))) if bound.get("stop_gradients") is not None else ()
     unconnected = str(getattr(bound.get("unconnected_gradients"), "value", bound.get("unconnected_gradients") or "none"))
-    kind, compute = _kind()
+    kind, compute, given = _kind()
     source, _ = user_frame(traceback.extract_stack())
     names, keep = python_names(user_frames())
     graph = ops.get_default_graph()
@@ -161,7 +162,9 @@ def _recorded(original: Callable[..., Any], v1: bool, args: tuple[Any, ...], kwa
     call = GraphCall(
         kind=kind, source=source, graph=graph, targets=targets, sources=sources, grads=None,
         stop_gradients=stops, unconnected_zero=unconnected.lower() == "zero",
-        var_list_given=compute is None or not _default_var_list(graph, sources), names=names, keep=keep,
+        var_list_given=given if given is not None else (
+            True if compute is None or not _default_var_list(graph, sources) else None
+        ), names=names, keep=keep,
         optimizer=type(compute.f_locals["self"]).__name__ if compute is not None and "self" in compute.f_locals else None,
     )
     try:
@@ -184,21 +187,22 @@ def _remember(call: GraphCall) -> None:
         calls.append(call)
 
 
-def _kind() -> tuple[str, FrameType | None]:
-    """The kind of call, and the optimizer's ``compute_gradients`` frame when an optimizer made it."""
+def _kind() -> tuple[str, FrameType | None, bool | None]:
+    """The kind of call, the optimizer's ``compute_gradients`` frame when an optimizer made it, and
+    whether ``minimize`` was given a ``var_list`` (None: not through ``minimize``)."""
     frame: FrameType | None = sys._getframe(2)  # noqa: SLF001 -- the caller of the wrapper
     kind, compute = "tf1 tf.gradients", None
     while frame is not None:
         code = frame.f_code
         if code.co_filename.replace("\\", "/").endswith(_OPTIMIZER_FILE):
             if code.co_name == "minimize":
-                return "tf1 Optimizer.minimize", compute
+                return "tf1 Optimizer.minimize", compute, frame.f_locals.get("var_list") is not None
             if code.co_name == "compute_gradients" and compute is None:
                 kind, compute = "tf1 compute_gradients", frame
         elif not is_library_file(code.co_filename):
             break
         frame = frame.f_back
-    return kind, compute
+    return kind, compute, None
 
 
 def _as_sources(xs: tuple[Any, ...], compute: FrameType | None) -> tuple[Any, ...]:

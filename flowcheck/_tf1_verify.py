@@ -67,11 +67,12 @@ class StepRun:
 
 def verify_session_step(
     run: Run, session: Any, train_ops: Sequence[Any], feed_dict: Any, analyses: Sequence[CallAnalysis],
-) -> tuple[Verification, tuple[str, ...]]:
+) -> tuple[Verification, tuple[str, ...], dict[str, tuple[Any, Any]]]:
     """Run ``train_ops`` once with ``feed_dict``, compare with the verdicts, restore every variable.
 
     Returns:
-        The verification and one line per source variable saying what the step did to it.
+        The verification, one line per source variable saying what the step did to it, and each
+        source variable's value before and after the step, by name.
     """
     state = graph_variables(session.graph)
     before = _read(run, session, state)
@@ -85,10 +86,14 @@ def verify_session_step(
     loss = float(sum(np.sum(np.asarray(v, dtype=np.float64)) for v in values[2]))
     step = StepRun(before, after, dict(zip(grads, values[1])), loss)
     checks, lines = _checks(analyses, step)
+    values = {
+        j.source.name: (before[id(j.source.variable)], after[id(j.source.variable)])
+        for a in analyses for j in a.sources if j.source.variable is not None and id(j.source.variable) in before
+    }
     optimizers = sorted({a.call.optimizer for a in analyses if a.call.optimizer})
     name = f"the script's own {', '.join(optimizers)}" if optimizers else "the script's own train op"
     agrees = all(c.agrees for c in checks) and not problems
-    return Verification(agrees, f"{name}, in its session", step.loss, tuple(checks), tuple(problems)), lines
+    return Verification(agrees, f"{name}, in its session", step.loss, tuple(checks), tuple(problems)), lines, values
 
 
 def _read(run: Run, session: Any, variables: Sequence[Any]) -> dict[int, Any]:
