@@ -85,6 +85,12 @@ def _graph() -> Any:
     return None if tf.executing_eagerly() else ops.get_default_graph()
 
 
+def _last_id(graph: Any) -> int:
+    """The id of the newest op of ``graph`` (ids grow with creation; ``Graph.version`` lags them)."""
+    operations = graph.get_operations()
+    return int(operations[-1]._id) if operations else 0  # noqa: SLF001
+
+
 def _push_tape(self: Any) -> None:
     fresh = self._tape is None  # noqa: SLF001 -- a new tape (first push or after reset)
     _ORIGINAL["_push_tape"](self)
@@ -96,7 +102,7 @@ def _push_tape(self: Any) -> None:
             graph=graph, entered=_caller()[0],
         )
         _TAPES[self] = record
-    record.open_since = graph.version if graph is not None else 0
+    record.open_since = _last_id(graph) if graph is not None else 0
 
 
 def _pop_tape(self: Any) -> None:
@@ -104,7 +110,7 @@ def _pop_tape(self: Any) -> None:
     record = _TAPES.get(self)
     if record is not None and record.open_since is not None:
         if record.graph is not None:
-            record.spans.append((record.open_since, record.graph.version))
+            record.spans.append((record.open_since, _last_id(record.graph)))
         record.open_since = None
 
 
@@ -120,7 +126,7 @@ def _record_of(tape: Any) -> TapeRecord:
         graph = _graph()
         record = TapeRecord(
             persistent=bool(tape._persistent), watch_accessed_variables=bool(tape._watch_accessed_variables),  # noqa: SLF001
-            graph=graph, spans=[(0, graph.version)] if graph is not None else [],
+            graph=graph, spans=[(0, _last_id(graph))] if graph is not None else [],
         )
         _TAPES[tape] = record
     return record

@@ -15,6 +15,7 @@ from typing import Any
 import networkx as nx
 
 from flowcheck._analysis import BarrierKind, Verdict, blocking_barriers, gradient_errors, verdicts
+from flowcheck._sites import GradientSite
 from flowcheck._source import SourceLine, op_source
 from flowcheck.errors import VariableNotFoundError
 
@@ -100,12 +101,17 @@ class Report:
         gradient_errors: Ops with no registered gradient that a gradient reaches: differentiating
             the loss raises ``LookupError: No gradient defined for operation ...`` at each (the
             step fails; if the op's result is meant as a constant, wrap the result in ``tf.stop_gradient``).
+        gradient_sites: For a training step (it asks for gradients itself; a Keras model's
+            ``train_step``): each gradient call with its sources' verdicts by that call's tape
+            (empty for a loss function). ``losses`` are then the calls' targets.
+        never_trained: Trainable variables the sites' targets give a gradient that no site lists.
         graph: The gradient-annotated graph (see ``flowcheck._graph``).
     """
 
     def __init__(
         self, traced: Any, graph: nx.DiGraph, variables: tuple[VariableResult, ...], notes: tuple[str, ...],
-        gradient_errors: tuple[Barrier, ...] = (),
+        gradient_errors: tuple[Barrier, ...] = (), gradient_sites: tuple[Any, ...] = (),
+        never_trained: tuple[VariableResult, ...] = (),
     ) -> None:
         self._traced = traced
         self.graph = graph
@@ -115,6 +121,8 @@ class Report:
         self.losses: tuple[str, ...] = tuple(loss.name for loss in traced.losses)
         self.notes = notes
         self.gradient_errors = gradient_errors
+        self.gradient_sites: tuple[GradientSite, ...] = gradient_sites
+        self.never_trained = never_trained
         self.verification: Any = None
 
     def __repr__(self) -> str:
@@ -174,6 +182,10 @@ class Report:
     def verify(self, optimizer: Any = None, learning_rate: float | None = None) -> Any:
         """Run one real optimizer step, compare with the prediction, restore every variable.
 
+        For a training step with gradient sites, the user's own step runs once on the example
+        inputs (its own tape and optimizer; ``optimizer`` and ``learning_rate`` are not used), and
+        every piece of state it touched is restored bit for bit.
+
         Args:
             optimizer: ``"sgd"`` (default), ``"adam"``, a Keras optimizer class, or an instance
                 (copied from its config; the instance itself is never stepped).
@@ -183,6 +195,12 @@ class Report:
             A :class:`flowcheck.Verification`; its ``agrees`` is True when the tape confirms
             every verdict. It is also kept as ``report.verification``.
         """
+        if self.gradient_sites:
+            from flowcheck._step_verify import verify_step
+
+            # The step applies its own optimizer: it is run as training would run it.
+            self.verification = verify_step(self._traced, self.gradient_sites)
+            return self.verification
         from flowcheck._verify import run_step
 
         self.verification = run_step(
@@ -328,14 +346,21 @@ def _report(traced: Any, graph: nx.DiGraph) -> Report:
             "called eagerly instead (no tf.function), its tf.cond, switch_case and while_loop run only the "
             "branch and iterations taken: a variable only an untaken branch uses gets None there, not zeros"
         )
-    if len(traced.losses) > 1:
+    if len(traced.losses) > 1 and not traced.step:
         # Users who check with a tape around the whole call see zeros and think the report is wrong.
         notes.append(
             f"{len(traced.losses)} losses ({', '.join(l.name for l in traced.losses)}): a per-loss verdict is "
             "what a tape gives when that loss alone is differentiated inside the step; a tape around "
             "one call returning all of them gives zeros, not None, to variables only another loss uses"
         )
-    return Report(traced, graph, tuple(results), tuple(notes), errors)
+    sites: tuple[GradientSite, ...] = ()
+    never: tuple[VariableResult, ...] = ()
+    if traced.step:
+        from flowcheck._steps import build_sites, never_trained
+
+        sites = build_sites(traced, graph, _barrier)
+        never = never_trained(traced, graph, results)
+    return Report(traced, graph, tuple(results), tuple(notes), errors, gradient_sites=sites, never_trained=never)
 
 
 def _one_per_replica(barriers: Iterable[Barrier]) -> tuple[Barrier, ...]:

@@ -29,6 +29,7 @@ from flowcheck._source import SourceLine
 
 __all__ = [
     "KINDS",
+    "NEVER_TRAINED",
     "GradientSite",
     "RecordedCall",
     "SiteRecorder",
@@ -37,6 +38,9 @@ __all__ = [
     "record_sites",
     "step_has_gradient_site",
 ]
+
+NEVER_TRAINED: Final = "receives a gradient, but no gradient call asks for it: it never trains"
+"""The finding of ``Report.never_trained``, said the same way by every output."""
 
 KINDS: Final = (
     "GradientTape.gradient",

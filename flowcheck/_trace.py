@@ -1,7 +1,9 @@
 """Stage 1: turn the user's target into a traced ``ConcreteFunction`` and name what is in it.
 
 The target may be a ``tf.function``, a plain callable (wrapped in ``tf.function``) or a compiled
-Keras model (its training step: the compiled loss on ``model(x, training=True)``). A
+Keras model (its ``train_step``, Keras's own or an override, as ``fit`` runs it). While tracing,
+every gradient call is recorded (``flowcheck._sites``): a trace whose gradients train (see
+``flowcheck._steps``) is a *step*, judged per gradient site, and its losses are the calls' targets. A
 ``tf.function`` is traced as a fresh copy so that its graph is the one TensorFlow would
 differentiate, never one already rewritten by an earlier gradient computation, and so that the
 user's own function and its trace cache are left untouched. (Nested ``tf.function``s keep their
@@ -14,6 +16,7 @@ from __future__ import annotations
 import inspect
 import re
 import traceback
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +25,9 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.util import nest
 
+from flowcheck._sites import RecordedCall, record_sites
 from flowcheck._source import SourceLine, user_frame
+from flowcheck._steps import FailedTrace, built_notes, built_state, failed_trace, is_training_step, keras_step, site_losses
 from flowcheck.errors import InvalidTargetError, LossError, NoVariablesError, TraceError
 
 __all__ = ["LossOutput", "Traced", "TracedVariable", "trace"]
@@ -79,6 +84,8 @@ class Traced:
     captured: dict[Any, int]
     losses: list[LossOutput]
     notes: list[str]
+    calls: list[RecordedCall] = field(default_factory=list)
+    step: bool = False
 
 
 def trace(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Traced:
@@ -92,13 +99,26 @@ def trace(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Traced:
     """
     notes: list[str] = []
     function, kind, owners = _as_function(fn, notes)
-    try:
-        concrete = function.get_concrete_function(*args, **kwargs)
-    except Exception as exc:  # noqa: BLE001 -- any error of the user's code, re-raised as ours
-        raise TraceError(_trace_failure(exc, _name(fn))) from exc
-    losses = _losses(concrete, _name(fn), notes)
+    built = built_state(fn, args)
+    with record_sites() as recorder, warnings.catch_warnings():
+        # Keras's warning about None gradients, provoked by this trace: the report explains it.
+        warnings.filterwarnings("ignore", message="Gradients do not exist for variables", category=UserWarning)
+        try:
+            concrete: Any = function.get_concrete_function(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 -- any error of the user's code, re-raised as ours
+            concrete = failed_trace(recorder, exc)
+            if concrete is None:
+                raise TraceError(_trace_failure(exc, _name(fn))) from exc
+            notes.append(_trace_failure(exc, _name(fn)).replace("tracing", "the trace of", 1)
+                         + " (after asking for gradients: the gradient sites are reported)")
+    notes.extend(built_notes(built))
+    calls = recorder.calls_in(concrete.graph)
+    step = is_training_step(concrete, calls, kind)
+    losses = site_losses(calls) if step else _losses(concrete, _name(fn), notes)
+    if step and not losses:
+        raise LossError(f"{_name(fn)} asks for gradients only of non-floating-point tensors: nothing can be trained")
     owners.extend(_owners_in(args) + _owners_in(tuple(kwargs.values())))
-    arguments = _variable_arguments(function, concrete, args, kwargs)
+    arguments = [] if isinstance(concrete, FailedTrace) else _variable_arguments(function, concrete, args, kwargs)
     owners.extend(variable for variable, _ in arguments)  # defaults included
     inputs = list(concrete.graph.captures) + [(_variable_handle(v), inner) for v, inner in arguments]
     variables, captured = _variables(concrete, owners, inputs)
@@ -107,7 +127,10 @@ def trace(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Traced:
             f"{_name(fn)} reads no variable: nothing can be trained "
             "(create the variables outside the function and use them inside)"
         )
-    return Traced(function, concrete, tuple(args), dict(kwargs), kind, variables, captured, losses, notes)
+    return Traced(
+        function, concrete, tuple(args), dict(kwargs), kind, variables, captured, losses, notes,
+        calls=calls if step else [], step=step,
+    )
 
 
 def _name(fn: Any) -> str:
@@ -118,7 +141,7 @@ def _name(fn: Any) -> str:
 def _as_function(fn: Any, notes: list[str]) -> tuple[Any, str, list[Any]]:
     keras = _keras()
     if keras is not None and isinstance(fn, keras.Model):
-        return _keras_step(fn, notes), "keras model", [fn]
+        return keras_step(fn, notes), "keras model", [fn]
     if isinstance(fn, tf.types.experimental.PolymorphicFunction):
         python_function = fn.python_function
         return fn._clone(python_function), "tf.function", _owners_of(python_function)  # noqa: SLF001
@@ -142,34 +165,6 @@ def _keras() -> Any:
     except ImportError:  # pragma: no cover - keras ships with tensorflow
         return None
     return keras
-
-
-def overrides_train_step(model: Any) -> bool:
-    """Whether ``fit`` runs the model's own ``train_step`` rather than Keras's (the compiled loss)."""
-    import keras
-
-    return type(model).train_step is not keras.Model.train_step
-
-
-def _keras_step(model: Any, notes: list[str]) -> Any:
-    if getattr(model, "loss", None) is None:
-        raise InvalidTargetError(
-            f"Keras model {model.name!r} is not compiled with a loss: call "
-            "model.compile(optimizer=..., loss=...) first, or pass a function returning the loss"
-        )
-    notes.append(f"Keras model {model.name!r}: analyzing its training step (compiled loss, training=True)")
-    if overrides_train_step(model):
-        notes.append(
-            f"{model.name!r} overrides train_step, so fit does not train on this compiled loss: to check "
-            "what fit trains, analyze the loss your train_step computes (a function of the batch)"
-        )
-
-    def training_step(x: Any, y: Any = None, sample_weight: Any = None) -> Any:
-        y_pred = model(x, training=True)
-        return model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
-
-    training_step.__name__ = f"{model.name}_training_step"
-    return tf.function(training_step)
 
 
 def _trace_failure(exc: BaseException, name: str) -> str:

@@ -2,9 +2,9 @@
 
 Keras only warns ``Gradients do not exist for variables [...] when minimizing the loss`` once
 training runs, without saying why. :class:`GradientFlowCheck` analyzes the model's training step
-(its compiled loss on ``model(x, training=True)``) at the start of ``fit`` and, for each trainable
-weight that will receive no gradient, names the ops that cut it off and the line of code that made
-them, in place of Keras's warning (silenced until the end of that ``fit`` once explained). Weights
+(its ``train_step``, Keras's own or an override, judged at each gradient call it makes) at the
+start of ``fit`` and, for each trainable weight that will receive no gradient, names the ops that
+cut it off and the line of code that made them, in place of Keras's warning (silenced until the end of that ``fit`` once explained). Weights
 that get no gradient by design are kept apart: BatchNormalization moving statistics (assigned in
 training, never differentiated) and non-trainable weights (frozen layers).
 
@@ -23,8 +23,8 @@ import keras
 
 from flowcheck._analysis import Verdict
 from flowcheck._report import Report, VariableResult, analyze
+from flowcheck._sites import NEVER_TRAINED
 from flowcheck._source import is_library_file
-from flowcheck._trace import overrides_train_step
 from flowcheck.errors import InvalidTargetError
 from flowcheck.testing import GradientFlowAssertionError, _format_results, _gradient_error_message
 
@@ -82,34 +82,16 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
         self.problems: tuple[VariableResult, ...] = ()
         self.harmless: tuple[tuple[VariableResult, str], ...] = ()
         self._silenced: Any = None  # the warnings filter hiding Keras's bare warning during fit
+        self._cut: dict[int, tuple[Verdict | None, tuple[Any, ...]]] = {}  # id -> (site verdict, barriers)
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         """Analyze the training step on the sample batch and report what will not train."""
         __tracebackhide__ = True
         model = self.model
-        if overrides_train_step(model):
-            self._complain(
-                f"{model.name} overrides train_step: fit's step is not the compiled loss, so "
-                "GradientFlowCheck cannot see it; check your step function with "
-                "flowcheck.assert_gradient_flow(step, *inputs, receives=...) instead",
-                error=InvalidTargetError,
-            )
-            return
         x, y, sample_weight = self._sample_batch()
         extra = {} if sample_weight is None else {"sample_weight": sample_weight}
         report = self.report = analyze(model, x, y, **extra)
-        statistics = _moving_statistics(model)
-        problems: list[VariableResult] = []
-        harmless: list[tuple[VariableResult, str]] = []
-        for r in report.variables:
-            if r.receives:
-                continue
-            if id(r.variable) in statistics:
-                harmless.append((r, "BatchNormalization moving statistic (assigned in training, never differentiated)"))
-            elif not r.trainable:
-                harmless.append((r, "non-trainable (a frozen layer or trainable=False)"))
-            else:
-                problems.append(r)
+        problems, harmless, self._cut = _judge(report, _moving_statistics(model))
         self.problems, self.harmless = tuple(problems), tuple(harmless)
         lines = self._problem_lines() if problems else []
         if report.gradient_errors:  # fit itself will fail: say why first
@@ -145,11 +127,15 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
             f"{n} trainable weight{'s' if n != 1 else ''} of model {self.model.name!r} will receive no "
             "gradient from its loss, so fit will not train them:"
         ]
-        barriers = {id(r.variable): r.barriers for r in self.problems}
+        barriers = {key: cut for key, (_, cut) in self._cut.items()}
         for verdict in (Verdict.BLOCKED, Verdict.UNUSED):
-            members = [r for r in self.problems if r.verdict is verdict]
+            members = [r for r in self.problems if self._cut[id(r.variable)][0] is verdict]
             if members:
                 lines.extend(_format_results(str(verdict), members, verdict, barriers))
+        never = [r for r in self.problems if self._cut[id(r.variable)][0] is None]
+        if never:
+            lines.append(f"  {NEVER_TRAINED}:")
+            lines.extend(f"    {r.name}" for r in never)
         if self.harmless:
             statistics = sum(reason.startswith("BatchNormalization") for _, reason in self.harmless)
             lines.append(
@@ -179,6 +165,38 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
                 "pass GradientFlowCheck(sample=(x, y))"
             )
         return _first_batch(*found)
+
+
+def _judge(
+    report: Report, statistics: set[int]
+) -> tuple[list[VariableResult], list[tuple[VariableResult, str]], dict[int, tuple[Verdict | None, tuple[Any, ...]]]]:
+    """Weights fit will not train (with their barriers), and those without a gradient by design.
+
+    Judged at the gradient sites of the model's ``train_step`` (Keras's or an override): a source a
+    site cuts is a problem, and so is a trainable weight the loss reaches that no site asks for.
+    """
+    problems: list[VariableResult] = []
+    barriers: dict[int, tuple[Verdict | None, tuple[Any, ...]]] = {}
+    for site in report.gradient_sites:
+        for source in site.cut:
+            r = report.result(source.variable)
+            if id(r.variable) not in barriers:
+                problems.append(r)
+                barriers[id(r.variable)] = (source.verdict, source.barriers)
+    for r in report.never_trained:
+        if id(r.variable) not in barriers:
+            problems.append(r)
+            barriers[id(r.variable)] = (None, ())
+    listed = {id(report.result(s.variable).variable) for site in report.gradient_sites for s in site.sources}
+    harmless: list[tuple[VariableResult, str]] = []
+    for r in report.variables:
+        if r.receives or id(r.variable) in barriers or id(r.variable) in listed:
+            continue
+        if id(r.variable) in statistics:
+            harmless.append((r, "BatchNormalization moving statistic (assigned in training, never differentiated)"))
+        elif not r.trainable:
+            harmless.append((r, "non-trainable (a frozen layer, optimizer or metric state)"))
+    return problems, harmless, barriers
 
 
 def _user_stacklevel() -> int:

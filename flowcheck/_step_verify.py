@@ -1,0 +1,134 @@
+"""Verifying a training step by running it: the user's own step, once, then every state restored.
+
+The step's Python function runs eagerly on the example inputs with its own tape and optimizer,
+as a training step would, while :func:`flowcheck._sites.record_sites` records what each
+``tape.gradient`` returned. Per source of each site: whether the gradient was None (and zero,
+non-zero or non-finite) and whether the variable changed. Before the run every variable the step
+can touch is saved (its captures; its models' weights, metric totals and seed-generator states;
+its optimizers' slots, iteration counters, learning rates and loss-scale state; the global random
+generators when they exist) and afterwards assigned back bit for bit, also when the step fails.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Final
+
+import tensorflow as tf
+
+from flowcheck._sites import GradientSite, RecordedCall, record_sites
+from flowcheck._steps import optimizers_of, state_of
+from flowcheck._verify import GradientState, VariableCheck, Verification, _describe, _digest, _first_line, _save_components, _state
+from flowcheck.errors import VerificationError
+
+__all__ = ["verify_step"]
+
+# keras/src/optimizers/base_optimizer.py, _filter_empty_gradients: every gradient is None.
+_NO_GRADIENTS: Final = "No gradients provided for any variable"
+
+
+def _global_state() -> list[Any]:
+    from tensorflow.python.ops import stateful_random_ops
+
+    generator = getattr(stateful_random_ops, "global_generator", None)
+    return [generator.state] if generator is not None else []
+
+
+def _restore(variables: Sequence[Any], saved: Sequence[Any]) -> None:
+    for v, values in zip(variables, saved):
+        for component, value in zip(tuple(getattr(v, "_values", None) or (v,)), values):
+            component.assign(value)
+
+
+def verify_step(traced: Any, sites: Sequence[GradientSite]) -> Verification:
+    """Run the user's step once, compare each site's sources with the prediction, restore all state.
+
+    Raises:
+        VerificationError: the step failed for another reason than every gradient being None.
+    """
+    step = getattr(traced.function, "python_function", traced.function)
+    optimizers = optimizers_of(traced.function, traced.args)
+    variables = state_of(traced.function, traced.args, traced.variables) + _global_state()
+    saved = [_save_components(v) for v in variables]
+    sources = [s.variable for site in sites for s in site.sources]
+    before = [_maybe_digest(v) for v in sources]
+    problems: list[str] = []
+    try:
+        with record_sites() as recorder:
+            try:
+                step(*traced.args, **traced.kwargs)
+            except ValueError as exc:
+                if _NO_GRADIENTS not in str(exc):
+                    raise
+                problems_if_unpredicted = [s for s in sites if s.receiving]
+                if problems_if_unpredicted:
+                    problems.append(f"the step raised {_first_line(exc)}")
+        after = [_maybe_digest(v) for v in sources]
+        calls = _match(sites, recorder.eager_calls)
+    except VerificationError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- the user's step failed: say how, as one error
+        raise VerificationError(f"the real step failed: {_first_line(exc)}") from exc
+    finally:
+        _restore(variables, saved)
+    checks, loss = _checks(sites, calls, before, after, problems)
+    if not math.isfinite(loss):
+        problems.append(f"the loss is {loss}: gradients and the step are not meaningful")
+    return Verification(
+        agrees=all(c.agrees for c in checks) and not problems,
+        optimizer="the step's own " + (", ".join(_describe(o) for o in optimizers) if optimizers else "optimizer"),
+        loss=loss,
+        variables=tuple(checks),
+        problems=tuple(problems),
+    )
+
+
+def _maybe_digest(value: Any) -> bytes | None:
+    backing = getattr(value, "_value", None)
+    var = backing if isinstance(backing, tf.Variable) else value
+    return _digest(var) if isinstance(var, tf.Variable) else None
+
+
+def _match(sites: Sequence[GradientSite], calls: Sequence[RecordedCall]) -> list[RecordedCall | None]:
+    """The eager call made at each site: in order, by kind and line when the counts differ."""
+    if len(calls) == len(sites):
+        return list(calls)
+    remaining = list(calls)
+    matched: list[RecordedCall | None] = []
+    for site in sites:
+        found = next((c for c in remaining if c.kind == site.kind and c.source == site.source), None)
+        if found is not None:
+            remaining.remove(found)
+        matched.append(found)
+    return matched
+
+
+def _checks(
+    sites: Sequence[GradientSite], calls: Sequence[RecordedCall | None], before: Sequence[bytes | None],
+    after: Sequence[bytes | None], problems: list[str],
+) -> tuple[list[VariableCheck], float]:
+    checks: list[VariableCheck] = []
+    loss = math.nan
+    k = 0
+    for site, call in zip(sites, calls):
+        prefix = f"{', '.join(site.targets)}: " if len(sites) > 1 else ""
+        if call is None:
+            problems.append(f"the real step made no {site.kind} call at {site.source or 'this site'}")
+        elif call.results is None:
+            problems.append(f"the real step's {site.kind} at {site.source or 'this site'} raised {call.error}")
+        elif math.isnan(loss) and call.targets:
+            loss = float(tf.reduce_sum(tf.math.real(tf.cast(call.targets[0], tf.float64))).numpy())
+        for j, source in enumerate(site.sources):
+            result = call.results[j] if call is not None and call.results is not None else None
+            state = _state(result) if call is not None and call.results is not None else GradientState.NONE
+            if state is GradientState.NONFINITE:
+                problems.append(f"the gradient of {prefix}{source.name} is not finite")
+            changed = before[k] is not None and before[k] != after[k]
+            known = call is not None and call.results is not None
+            checks.append(VariableCheck(
+                name=prefix + source.name, predicted=source.receives, gradient=state, changed=changed,
+                agrees=known and (state is not GradientState.NONE) == source.receives,
+            ))
+            k += 1
+    return checks, loss
