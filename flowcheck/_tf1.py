@@ -57,10 +57,10 @@ class _Loss:
 class SessionReport(Report):
     """The report on one TF1 ``Session.run`` step (or on a graph's gradient calls, without a session).
 
+    ``gradient_sites`` are the gradient calls the step depends on; ``never_trained`` the trainable
+    variables a target depends on differentiably that no gradient call of the graph lists.
+
     Attributes (beyond :class:`~flowcheck._report.Report`'s):
-        gradient_sites: The gradient calls the step depends on, judged.
-        never_trained: Trainable variables a target depends on differentiably that no gradient
-            call of the graph lists among its sources.
         after_step: One line per source variable saying what the verifying step did to it.
         step_values: Each source variable's value before and after the verifying step, by name.
     """
@@ -70,10 +70,8 @@ class SessionReport(Report):
         sites: tuple[GradientSite, ...], never_trained: tuple[VariableResult, ...], where: SourceLine | None,
         run: tuple[Any, Any, Any, tuple[CallAnalysis, ...]] | None,
     ) -> None:
-        super().__init__(step, graph, variables, tuple(step.notes))
+        super().__init__(step, graph, variables, tuple(step.notes), gradient_sites=sites, never_trained=never_trained)
         self.target = f"Session.run at {where}" if where else ("Session.run" if run else "graph-mode gradient calls")
-        self.gradient_sites = sites
-        self.never_trained = never_trained
         self.after_step: tuple[str, ...] = ()
         self.step_values: dict[str, tuple[Any, Any]] = {}
         self._run = run
@@ -81,12 +79,12 @@ class SessionReport(Report):
     def verify(self, optimizer: Any = None, learning_rate: float | None = None) -> Any:
         """Run the script's own train op once in its session with the step's feed, compare, restore.
 
+        ``optimizer`` and ``learning_rate`` are not used: the step applies its own optimizer.
+
         Raises:
-            VerificationError: an optimizer or learning rate was given (the step has its own), or
-                there is no session step to run.
+            VerificationError: there is no session step to run (the report judged a graph alone).
         """
-        if optimizer is not None or learning_rate is not None:
-            raise VerificationError("a TF1 step is verified with its own train op: no optimizer or learning rate applies")
+        del optimizer, learning_rate
         if self._run is None:
             raise VerificationError("no Session.run to verify: the graph's gradient calls were judged without a session")
         from flowcheck._tf1_verify import verify_session_step

@@ -159,13 +159,23 @@ def build_graph(calls: Sequence[GraphCall], sources: dict[int, GraphSource], ora
     targets = [t for call in calls for t in call.targets]
     distinct = {s.node: s for s in sources.values()}
     wanted = _upstream([t.op for t in targets] + [s.tensor.op for s in distinct.values()])
+    present = {op.name for op in wanted}
     for op in wanted:
         node = op.name
         builder.add_op_node(op, node, None)
         if op.type in FUNCTION_OPS or _calls_function(op):
             builder.add_function_op(op, node, "", None)
-        else:
-            for tensor, info in zip(op.inputs, oracle.inputs(op)):
+            continue
+        infos = (
+            _control_flow_inputs(op) if op.type in _CONTROL_FLOW
+            else _tensor_array_inputs(op) if op.type in _TENSOR_ARRAY else oracle.inputs(op)
+        )
+        for tensor, info in zip(op.inputs, infos):
+            if tensor.op.type in _NEXT_ITERATION and op.type in _MERGE:
+                for exit_op in _loop_exits(op, present):
+                    cut = _control_flow_inputs(exit_op)[0]  # a back_prop=False loop stays cut
+                    builder.add_edge(tensor.op.name, exit_op.name, tensor, info if cut.carries else cut)
+            else:
                 builder.add_edge(tensor.op.name, node, tensor, info)
     for node, src in distinct.items():
         graph.add_node(node, kind="variable", label=src.name, name=src.name, dtype=src.tensor.dtype.base_dtype.name,
@@ -180,6 +190,57 @@ def build_graph(calls: Sequence[GraphCall], sources: dict[int, GraphSource], ora
             graph.graph["losses"].append(node)
         builder.add_edge(tensor.op.name, node, tensor, CARRY_IF_TRAINABLE(tensor))
     return graph
+
+
+# A ``tf.while_loop`` of TensorFlow 1 (control flow v1) is a cycle: Enter -> Merge -> Switch ->
+# body -> NextIteration -> back to Merge. The graph must stay acyclic for the barrier search, and
+# what matters is what a body value can reach: the loop's outputs, through later iterations. So
+# the back edge into the Merge is replaced by edges from the NextIteration to every Exit of its loop.
+_NEXT_ITERATION = frozenset({"NextIteration", "RefNextIteration"})
+_MERGE = frozenset({"Merge", "RefMerge"})
+
+
+_CONTROL_FLOW = frozenset(
+    {"Enter", "RefEnter", "Exit", "RefExit", "Switch", "RefSwitch", "LoopCond"} | _NEXT_ITERATION | _MERGE
+)
+
+
+def _control_flow_inputs(op: Any) -> tuple[InputGradient, ...]:
+    """Control flow v1 passes a gradient to every data input (control_flow_grad.py), except out of a
+    ``while_loop(back_prop=False)``; the predicate is a bool, which carries nothing.
+
+    (Its gradient functions need the op's control flow context, which a probe in a scratch graph lacks.)
+    """
+    if op.type in ("Exit", "RefExit"):
+        context = op._get_control_flow_context()  # noqa: SLF001
+        if context is not None and getattr(context, "back_prop", True) is False:
+            detail = "tf.while_loop(back_prop=False) passes no gradient back"
+            return (InputGradient(False, BarrierKind.NOT_DIFFERENTIABLE, detail),) * len(op.inputs)
+    return tuple(CARRY_IF_TRAINABLE(t) for t in op.inputs)
+
+
+# TensorArray ops of TensorFlow 1 (dynamic_rnn's loops): their gradients (tensor_array_grad.py)
+# flow to the written value and the flow tensor only; they also need a gradient graph to probe in.
+_TENSOR_ARRAY = frozenset({
+    "TensorArrayV3", "TensorArrayReadV3", "TensorArrayWriteV3", "TensorArrayGatherV3", "TensorArrayScatterV3",
+    "TensorArrayConcatV3", "TensorArraySplitV3", "TensorArraySizeV3",
+})
+
+
+def _tensor_array_inputs(op: Any) -> tuple[InputGradient, ...]:
+    names = [arg.name for arg in op.op_def.input_arg]
+    carries = ("value", "flow_in") if op.type != "TensorArraySizeV3" else ()
+    return tuple(
+        CARRY_IF_TRAINABLE(t) if name in carries
+        else InputGradient(False, BarrierKind.NONE_GRADIENT, f"the gradient of {op.type} returns None for its {name}")
+        for name, t in zip(names, op.inputs)
+    )
+
+
+def _loop_exits(merge: Any, present: set[str]) -> list[Any]:
+    context = merge._get_control_flow_context()  # noqa: SLF001 -- the op's WhileContext
+    exits = getattr(context, "loop_exits", None) or []
+    return [t.op for t in exits if t.op.name in present]
 
 
 def _upstream(ops: Sequence[Any]) -> list[Any]:

@@ -20,7 +20,7 @@ import pytest
 _HERE = Path(__file__).parent
 _CHILD = _HERE / "tf1_child.py"
 _SEED = _HERE.parent / "examples" / "seed_tf1.py"
-_CASES = ("dqn", "int_cast", "momentum", "adam", "compute_apply", "not_in_var_list", "direct_gradients")
+_CASES = ("control_flow_v1", "dqn", "int_cast", "momentum", "adam", "compute_apply", "not_in_var_list", "direct_gradients")
 
 
 def _line_of(marker: str, path: Path = _CHILD) -> int:
@@ -137,3 +137,16 @@ def test_tf_gradients_directly(results: dict[str, Any]) -> None:
     assert site["kind"] == "tf1 tf.gradients"
     assert site["names"] == ["w", "v", "x"]
     assert site["barriers"][0] == [["stop_gradient", _line_of("# CUT stop_gradients")]]
+
+
+def test_control_flow_v1_loops_and_cond(results: dict[str, Any]) -> None:
+    case = results["control_flow_v1"]
+    _site_checks(case)
+    site = case["sites"][0]
+    verdicts = dict(zip(site["names"], site["verdicts"]))
+    assert verdicts == {"w": "receives", "u": "receives", "skip": "blocked", "emb": "receives",
+                        "scale": "receives", "never": "blocked"}
+    barriers = dict(zip(site["names"], site["barriers"]))
+    assert barriers["skip"] == [["stop_gradient", _line_of("# CUT loop")]]
+    assert barriers["never"] == [["not_differentiable", _line_of("# CUT back_prop")]]
+    assert not [n for n in case["notes"] if n.startswith("could not ask")]

@@ -214,7 +214,37 @@ def direct_gradients():
             report_json("direct_gradients", sess, update, feed_for(x))
 
 
-CASES = {"dqn": dqn, "int_cast": int_cast, "momentum": lambda: slots("momentum"), "adam": lambda: slots("adam"),
+def control_flow_v1():
+    """A while_loop (control flow v1: a cycle in the graph) writing a TensorArray, and a tf.cond."""
+    with tf.Graph().as_default():
+        x = tf.placeholder(tf.float32, [2, 4])
+        ids = tf.placeholder(tf.int32, [2])
+        w = tf.Variable(tf.ones([1, 3]), name="w")
+        u = tf.Variable(tf.ones([3, 3]) * 0.1, name="u")
+        skip = tf.Variable(tf.ones([3, 3]), name="skip")
+        emb = tf.Variable(tf.ones([10, 3]), name="emb")
+        scale = tf.Variable(2.0, name="scale")
+        never = tf.Variable(tf.ones([3]), name="never")
+
+        def body(t, h, written):
+            h = tf.tanh(tf.matmul(x[:, t:t + 1], w) + tf.matmul(h, u)) + tf.stop_gradient(tf.matmul(h, skip))  # CUT loop
+            return t + 1, h, written.write(t, h)
+
+        _, h, written = tf.while_loop(lambda t, h, written: t < 4, body,
+                                      [0, tf.zeros([2, 3]), tf.TensorArray(tf.float32, size=4)])
+        seq = tf.reduce_sum(written.stack()) + tf.reduce_sum(tf.nn.embedding_lookup(emb, ids))
+        picked = tf.cond(x[0, 0] > 0, lambda: seq * scale, lambda: seq + 1.0)
+        frozen = tf.while_loop(lambda i, v: i < 2, lambda i, v: (i + 1, v * never), [0, tf.ones([3])], back_prop=False)  # CUT back_prop
+        loss = picked + tf.reduce_sum(frozen[1])
+        train = tf.train.AdamOptimizer(0.01).minimize(loss)
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            feed = feed_for(x)
+            feed[ids] = np.array([1, 2], np.int32)
+            report_json("control_flow_v1", sess, train, feed)
+
+
+CASES = {"control_flow_v1": control_flow_v1, "dqn": dqn, "int_cast": int_cast, "momentum": lambda: slots("momentum"), "adam": lambda: slots("adam"),
          "compute_apply": compute_apply, "not_in_var_list": not_in_var_list, "direct_gradients": direct_gradients}
 
 if __name__ == "__main__":
