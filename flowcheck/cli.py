@@ -10,7 +10,7 @@ errors; TensorFlow is imported only once a file is to be analyzed.
 from __future__ import annotations
 
 import argparse
-import fnmatch
+import contextlib
 import json
 import math
 import sys
@@ -67,9 +67,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     if ns.command is None:
         parser.print_usage(sys.stderr)
-        print("flowcheck: error: give a command: flowcheck analyze PATH[:NAME]", file=sys.stderr)
+        print("flowcheck: error: give a command: flowcheck run SCRIPT.py or flowcheck analyze PATH[:NAME]", file=sys.stderr)
         return 2
     try:
+        if ns.command == "run":
+            from flowcheck._runcli import run_command
+
+            return run_command(ns, sys.stdout, sys.stderr)
         return _analyze(ns, sys.stdout, sys.stderr)
     except FlowcheckError as exc:
         if ns.debug:
@@ -91,13 +95,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"flowcheck {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from flowcheck._runcli import add_run_command
+
+    add_run_command(commands, _common_options)  # first: it is what most users need
     p = commands.add_parser(
         "analyze", help="analyze a target in a Python file", description=_DESCRIPTION, epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("target", metavar="PATH[:NAME]", help="the Python file, and optionally the target's name in it")
+    _common_options(p)
+    return parser
+
+
+def _common_options(p: argparse.ArgumentParser) -> None:
+    """The options ``analyze`` and ``run`` share."""
     p.add_argument("-o", "--output", action="append", default=[], metavar="FILE",
-                   help="write the report to FILE (.svg, .html or .dot); repeatable")
+                   help="write the report to FILE (.svg, .html, .dot or .json); repeatable")
     p.add_argument("--json", action="store_true", help="print a machine-readable report (schema_version 1) instead")
     p.add_argument("--no-verify", action="store_true", help="skip the real optimizer step")
     p.add_argument("--optimizer", choices=("sgd", "adam"), help="optimizer of the real step (default: sgd)")
@@ -109,7 +122,6 @@ def _parser() -> argparse.ArgumentParser:
                    help="fail unless every variable matching this glob gets no gradient (blocked or unused); "
                    "repeatable")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    return parser
 
 
 def _positive_float(text: str) -> float:
@@ -124,14 +136,15 @@ def _positive_float(text: str) -> float:
 
 def _analyze(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from flowcheck._load import find_target, split_spec, user_module
-    from flowcheck._rendering import SUFFIXES
+    from flowcheck._run import variable_owners
+    from flowcheck._runcli import check_outputs, write_json
 
-    for output in ns.output:  # before the slow part
-        if not output.lower().endswith(SUFFIXES):
-            raise TargetLoadError(f"cannot write {output!r}: the report formats are {', '.join(SUFFIXES)}")
+    check_outputs(ns.output)  # before the slow part
     path, name = split_spec(ns.target)
     verbose = not ns.json
-    with _Progress(verbose and err.isatty(), err) as progress:
+    # --json: stdout is the JSON document's alone; what the user's file prints goes to stderr.
+    user_out = contextlib.redirect_stdout(err) if ns.json else contextlib.nullcontext()
+    with _Progress(verbose and err.isatty(), err) as progress, user_out:
         progress.step(f"importing {path}")
         with user_module(path) as module:
             import flowcheck
@@ -141,6 +154,7 @@ def _analyze(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 progress.say(f"flowcheck: analyzing {loaded.chosen_by}")
             progress.step(f"tracing and analyzing {loaded.name}")
             report = flowcheck.analyze(loaded.target, *loaded.args, **loaded.kwargs)
+            owners = variable_owners(loaded.target, loaded.args) if ns.expect_receives or ns.expect_blocked else {}
             _check_differentiable(report)
             verification = None
             if not ns.no_verify:
@@ -149,14 +163,18 @@ def _analyze(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 verification = report.verify(optimizer=optimizer, learning_rate=learning_rate)
             for output in ns.output:  # after verifying, so that the reports show its result
                 progress.step(f"rendering {output}")
-                report.save(output)
+                if not output.lower().endswith(".json"):
+                    report.save(output)
 
     from flowcheck._format import RunInfo, failures, format_rich, format_summary, to_json
 
     run = RunInfo(
         file=path, chosen_by=loaded.chosen_by, inputs=loaded.inputs_from,
-        expectations=_expectations(report, ns.expect_receives, ns.expect_blocked), outputs=tuple(ns.output),
+        expectations=_expectations(report, ns.expect_receives, ns.expect_blocked, owners), outputs=tuple(ns.output),
     )
+    for output in ns.output:
+        if output.lower().endswith(".json"):
+            write_json(output, to_json(report, verification, run))
     if ns.json:
         out.write(json.dumps(to_json(report, verification, run), indent=2, allow_nan=False) + "\n")
     elif out.isatty():
@@ -193,16 +211,20 @@ def _optimizer(ns: argparse.Namespace, from_module: tuple[Any, float | None] | N
     return optimizer, ns.learning_rate if ns.learning_rate is not None else learning_rate
 
 
-def _expectations(report: Report, receives: Sequence[str], blocked: Sequence[str]) -> tuple[Expectation, ...]:
+def _expectations(
+    report: Report, receives: Sequence[str], blocked: Sequence[str], owners: dict[int, tuple[str, ...]],
+) -> tuple[Expectation, ...]:
     from flowcheck._analysis import Verdict
     from flowcheck._format import Expectation
+
+    from flowcheck._expect import Candidate
 
     found = []
     for expect, patterns in (("receives", receives), ("blocked", blocked)):
         for pattern in patterns:
             matched = [
                 r for r in report.variables
-                if fnmatch.fnmatchcase(r.name, pattern) or fnmatch.fnmatchcase(r.name.split(":")[0], pattern)
+                if Candidate(r.name, r.receives, owners.get(id(getattr(r.variable, "value", r.variable)), ())).matches(pattern)
             ]
             wrong = [r for r in matched if (r.verdict is Verdict.RECEIVES) != (expect == "receives")]
             found.append(Expectation(expect, pattern, tuple(r.name for r in matched),

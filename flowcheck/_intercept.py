@@ -1,0 +1,383 @@
+"""The hooks ``flowcheck run`` installs before the user's script runs, and what they find.
+
+Four kinds of training step are caught at their first call, with that call's real inputs:
+
+* Keras ``Model.fit`` / ``train_on_batch``: the model's ``train_function`` (built by
+  ``make_train_function``) is wrapped; its first batch is taken from the iterator, analyzed through
+  the model's ``train_step``, then handed back to the real step.
+* a ``tf.function`` whose trace asks for a gradient: the function is traced (into its own cache,
+  where the real call finds it), and when a ``tape.gradient`` or ``tf.gradients`` ran inside, the
+  call is analyzed before it runs.
+* TF1 ``Session.run`` (the ``tf1`` stage decides whether the fetches depend on a gradient).
+* an eager ``tape.gradient`` outside any ``tf.function``: TensorFlow's own answer, per source.
+
+A step analyzed once that is about to run again ends the script (:class:`StopScript`), unless
+``--continue`` asked to let it go on; then every hook only passes the calls through.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import traceback
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from flowcheck._sites import GradientSite, SiteSource
+from flowcheck._source import SourceLine, user_frame
+
+__all__ = ["EAGER_NOTE", "KERAS_WARNING", "Interceptor", "Step", "StopScript"]
+
+# Keras's warning for None gradients: flowcheck's report explains it instead.
+KERAS_WARNING = r"Gradients do not exist for variables"
+
+EAGER_NOTE = (
+    "an eager tape keeps no graph, so this is TensorFlow's own answer and flowcheck cannot name the op "
+    "that cuts a source or say whether the loss uses it at all; put the step (the tape and its loss) in a "
+    "function decorated with @tf.function "
+    "to get the op and your line"
+)
+
+
+class StopScript(BaseException):
+    """Raised into the script to end it: its first round of training steps has been analyzed.
+
+    A ``BaseException``, so that the script's own ``except Exception`` does not swallow it.
+    """
+
+
+@dataclass
+class Step:
+    """One analyzed training step of the script.
+
+    Attributes:
+        kind: ``"keras train_step"``, ``"tf.function"``, ``"tf1 Session.run"`` or ``"eager tape.gradient"``.
+        name: The step's name (the function's, or the model's and how it was called).
+        call: The script's line that called it first.
+        report: flowcheck's report on the step (None for an eager site or when analysis failed).
+        verification: The report's verification, when it was run.
+        eager: For an eager ``tape.gradient``: the site, with TensorFlow's own answer as verdicts.
+        error: Analysis failed: why, in one line.
+        raised: The step itself raised when it ran (after being analyzed): the error in one line.
+        owners: Names of the Keras models and layers that own each variable (for ``--expect-*``).
+    """
+
+    kind: str
+    name: str
+    call: SourceLine | None
+    report: Any = None
+    verification: Any = None
+    eager: GradientSite | None = None
+    error: str | None = None
+    raised: str | None = None
+    owners: dict[int, tuple[str, ...]] = field(default_factory=dict)
+
+
+# (target, args, kwargs, step) -> None: analyzes and verifies, filling step.report / .verification / .error
+Analyzer = Callable[[Any, tuple[Any, ...], dict[str, Any], Step], None]
+# (session, fetches, feed_dict) -> report or None, from the tf1 stage
+SessionAnalyzer = Callable[[Any, Any, Any], Any]
+
+
+class Interceptor:
+    """Installs the hooks for the duration of :meth:`installed` and collects the analyzed steps."""
+
+    def __init__(self, analyzer: Analyzer, keep_going: bool, session_analyzer: SessionAnalyzer | None = None) -> None:
+        self.steps: list[Step] = []
+        self._analyzer = analyzer
+        self._session_analyzer = session_analyzer
+        self._keep_going = keep_going
+        self._done = False  # --continue, after the first round: pass everything through
+        self._busy = 0  # inside a hooked call: nested hooks pass through
+        self._seen: dict[Any, Any] = {}  # step key -> the object it is about (kept alive) or None: no gradient
+        self._site_seen = False
+        self._restore: list[Callable[[], None]] = []
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[Interceptor]:
+        """Patch TensorFlow and Keras; undo every patch on exit."""
+        try:
+            self._patch_tape()
+            self._patch_function()
+            self._patch_keras()
+            self._patch_session()
+            yield self
+        finally:
+            for undo in reversed(self._restore):
+                undo()
+            self._restore.clear()
+
+    # --- shared machinery ---------------------------------------------------------------------
+
+    def _patch(self, owner: Any, name: str, make: Callable[[Any], Any]) -> None:
+        original = owner.__dict__[name]
+        setattr(owner, name, make(original))
+        self._restore.append(lambda: setattr(owner, name, original))
+
+    def _active(self) -> bool:
+        return not self._done and self._busy == 0
+
+    @contextlib.contextmanager
+    def _inside(self, quiet: bool = True) -> Iterator[None]:
+        self._busy += 1
+        try:
+            with warnings.catch_warnings():
+                if quiet and not self._keep_going:
+                    warnings.filterwarnings("ignore", message=KERAS_WARNING)
+                yield
+        finally:
+            self._busy -= 1
+
+    def _again(self) -> None:
+        """An analyzed step is about to run again: the first round is over."""
+        if self._keep_going:
+            self._done = True
+            return
+        raise StopScript
+
+    def _analyze(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any], step: Step) -> None:
+        self.steps.append(step)
+        with self._inside():
+            self._analyzer(target, args, kwargs, step)
+
+    # --- eager tape.gradient, and gradient calls seen while a tf.function traces ----------------
+
+    def _patch_tape(self) -> None:
+        import tensorflow as tf
+        from tensorflow.python.eager import backprop
+        from tensorflow.python.ops import gradients_util
+
+        def make(original: Any) -> Any:
+            def gradient(tape: Any, target: Any, sources: Any, *args: Any, **kwargs: Any) -> Any:
+                if not tf.executing_eagerly():
+                    self._site_seen = True
+                    return original(tape, target, sources, *args, **kwargs)
+                if not self._active():
+                    return original(tape, target, sources, *args, **kwargs)
+                return self._eager_gradient(original, tape, target, sources, args, kwargs)
+
+            return gradient
+
+        def make_helper(original: Any) -> Any:
+            def helper(*args: Any, **kwargs: Any) -> Any:
+                self._site_seen = True
+                return original(*args, **kwargs)
+
+            return helper
+
+        self._patch(backprop.GradientTape, "gradient", make)
+        self._patch(gradients_util, "_GradientsHelper", make_helper)
+
+    def _eager_gradient(self, original: Any, tape: Any, target: Any, sources: Any, args: Any, kwargs: Any) -> Any:
+        import tensorflow as tf
+
+        call = _call_site()
+        key = ("eager", call.file, call.line) if call else ("eager", id(tape))
+        if key in self._seen:
+            self._again()
+            return original(tape, target, sources, *args, **kwargs)
+        self._seen[key] = tape
+        flat = tf.nest.flatten(sources)
+        step = Step("eager tape.gradient", call.function if call else "tape.gradient", call)
+        self.steps.append(step)
+
+        def site(answers: list[bool | None], error: str | None = None) -> GradientSite:
+            targets = tuple(str(getattr(t, "name", "loss")) for t in tf.nest.flatten(target))
+            return GradientSite("GradientTape.gradient", call, targets, _eager_sources(flat, answers),
+                                _watch_semantics(tape), error, (EAGER_NOTE,))
+
+        try:
+            result = original(tape, target, sources, *args, **kwargs)
+        except Exception as exc:
+            step.eager = site([None] * len(flat), _one_line(exc))
+            if self._keep_going:
+                self._done = True
+                raise
+            raise StopScript from exc
+        got = tf.nest.flatten(result)
+        step.eager = site([g is None for g in got] if len(got) == len(flat) else [None] * len(flat))
+        return result
+
+    # --- tf.function ------------------------------------------------------------------------------
+
+    def _patch_function(self) -> None:
+        from tensorflow.python.eager.polymorphic_function import polymorphic_function
+
+        def make(original: Any) -> Any:
+            def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+                import tensorflow as tf
+
+                if not self._active() or not tf.executing_eagerly():
+                    return original(fn, *args, **kwargs)
+                return self._function_call(original, fn, args, kwargs)
+
+            return call
+
+        self._patch(polymorphic_function.Function, "__call__", make)
+
+    def _function_call(self, original: Any, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        key = ("function", id(fn))
+        if key in self._seen:
+            if self._seen[key] is None:  # no gradient in it: not a training step
+                with self._inside(quiet=False):
+                    return original(fn, *args, **kwargs)
+            self._again()
+            return original(fn, *args, **kwargs)
+        has_site, trace_error = self._has_gradient_site(fn, args, kwargs)
+        self._seen[key] = fn if has_site else None
+        if not has_site:
+            if trace_error is not None:
+                raise trace_error  # what the real call raises
+            with self._inside(quiet=False):
+                return original(fn, *args, **kwargs)
+        name = str(getattr(fn.python_function, "__qualname__", None) or fn.__name__)
+        step = Step("tf.function", name, _call_site())
+        self._analyze(fn, args, kwargs, step)
+        if trace_error is not None:
+            # The step cannot run (e.g. "No gradients provided for any variable"): the report explains it.
+            step.raised = _one_line(trace_error)
+            if self._keep_going:
+                self._done = True
+                raise trace_error
+            raise StopScript from trace_error
+        return self._real_call(step, lambda: original(fn, *args, **kwargs))
+
+    def _has_gradient_site(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bool, Exception | None]:
+        """Trace the call (into the function's own cache) and see whether it asks for a gradient."""
+        self._site_seen = False
+        with self._inside():  # this trace is the one the real call reuses: Keras warns here
+            try:
+                fn.get_concrete_function(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 -- the user's own error, raised again by the caller
+                return self._site_seen, exc
+        return self._site_seen, None
+
+    def _real_call(self, step: Step, call: Callable[[], Any]) -> Any:
+        """Run the analyzed step for real; its failure is part of the finding."""
+        with self._inside():
+            try:
+                return call()
+            except Exception as exc:
+                step.raised = _one_line(exc)
+                if self._keep_going:
+                    self._done = True
+                    raise
+                raise StopScript from exc
+
+    # --- Keras fit / train_on_batch -----------------------------------------------------------
+
+    def _patch_keras(self) -> None:
+        from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
+
+        def make(original: Any) -> Any:
+            def make_train_function(model: Any, force: bool = False) -> Any:
+                result = original(model, force)
+                function = model.train_function
+                if function is not None and not getattr(function, "_flowcheck_wrapped", False):
+                    model.train_function = self._train_function(model, function)
+                    self._restore.append(lambda: _unwrap(model, function))
+                return result if result is None else model.train_function
+
+            return make_train_function
+
+        self._patch(TensorFlowTrainer, "make_train_function", make)
+
+    def _train_function(self, model: Any, function: Any) -> Any:
+        from keras.src.trainers.data_adapters import data_adapter_utils
+
+        def train_function(iterator: Any) -> Any:
+            if not self._active():
+                return function(iterator)
+            key = ("keras", id(model))
+            if key in self._seen:
+                self._again()
+                return function(iterator)
+            self._seen[key] = model
+            data = next(iterator)
+            x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+            how = _keras_caller()
+            step = Step("keras train_step", f"{model.name}.{how}", _call_site())
+            args = (x, y) if sample_weight is None else (x, y, sample_weight)
+            self._analyze(model, args, {}, step)
+            return self._real_call(step, lambda: function(itertools.chain([data], iterator)))
+
+        train_function._flowcheck_wrapped = True  # type: ignore[attr-defined]
+        return train_function
+
+    # --- TF1 Session.run ------------------------------------------------------------------------
+
+    def _patch_session(self) -> None:
+        if self._session_analyzer is None:
+            return  # the tf1 stage provides it
+        from tensorflow.python.client import session as session_lib
+
+        analyzer = self._session_analyzer
+
+        def make(original: Any) -> Any:
+            def run(session: Any, fetches: Any, feed_dict: Any = None, *args: Any, **kwargs: Any) -> Any:
+                if not self._active():
+                    return original(session, fetches, feed_dict, *args, **kwargs)
+                key = ("session", id(session), repr(fetches))
+                if key in self._seen:
+                    self._again()
+                    return original(session, fetches, feed_dict, *args, **kwargs)
+                with self._inside():
+                    report = analyzer(session, fetches, feed_dict)
+                if report is None:
+                    return original(session, fetches, feed_dict, *args, **kwargs)
+                self._seen[key] = session
+                self.steps.append(Step("tf1 Session.run", "Session.run", _call_site(), report=report,
+                                       verification=getattr(report, "verification", None)))
+                with self._inside():
+                    return original(session, fetches, feed_dict, *args, **kwargs)
+
+            return run
+
+        self._patch(session_lib.BaseSession, "run", make)
+
+
+def _unwrap(model: Any, function: Any) -> None:
+    if getattr(model.train_function, "_flowcheck_wrapped", False):
+        model.train_function = function
+
+
+def _call_site() -> SourceLine | None:
+    """The user's innermost line on the current stack (the call of the step)."""
+    return user_frame(traceback.extract_stack()[:-1])[0]
+
+
+def _keras_caller() -> str:
+    for frame in traceback.extract_stack():
+        if frame.name in ("fit", "train_on_batch") and "/keras/" in frame.filename:
+            return frame.name
+    return "fit"
+
+
+def _one_line(exc: BaseException) -> str:
+    from flowcheck._run import describe_exception
+
+    return describe_exception(exc, None)
+
+
+def _watch_semantics(tape: Any) -> str:
+    parts = ["watches accessed trainable variables" if getattr(tape, "_watch_accessed_variables", True)
+             else "watch_accessed_variables=False"]
+    if getattr(tape, "_persistent", False):
+        parts.append("persistent")
+    return ", ".join(parts)
+
+
+def _eager_sources(flat: list[Any], answers: list[bool | None]) -> tuple[SiteSource, ...]:
+    from flowcheck._analysis import Verdict
+
+    names: dict[str, int] = {}
+    found = []
+    for source, none in zip(flat, answers):
+        name = str(getattr(source, "path", None) or getattr(source, "name", None) or "tensor").split(":")[0]
+        names[name] = names.get(name, 0) + 1
+        unique = name if names[name] == 1 else f"{name} ({names[name]})"
+        verdict = Verdict.BLOCKED if none is not False else Verdict.RECEIVES
+        found.append(SiteSource(unique, source, verdict, (), none, bool(getattr(source, "trainable", False))))
+    return tuple(found)

@@ -1,0 +1,194 @@
+"""``flowcheck run``, in-process through ``main([...])``: how the script is run and stopped, exit codes,
+output discipline. Each script is a tiny file in ``tmp_path``; the truth is a tape in the test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from flowcheck._run import describe_exception
+from flowcheck._source import SourceLine
+from flowcheck.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# An eager custom loop over two layers, the second cut by a NumPy round trip; STEPS rounds.
+EAGER = """\
+import sys
+import numpy as np
+import tensorflow as tf
+import keras
+
+print("script starts", sys.argv[1:])
+a = keras.layers.Dense(2, name="a")
+b = keras.layers.Dense(1, name="b")
+x = tf.ones((3, 2))
+opt = keras.optimizers.SGD(0.1)
+for step in range(3):
+    with tf.GradientTape() as tape:
+        h = tf.constant(a(x).numpy()) if CUT else a(x)
+        loss = tf.reduce_mean(b(h))
+    variables = a.trainable_variables + b.trainable_variables
+    grads = tape.gradient(loss, variables)
+    opt.apply_gradients(zip(grads, variables))
+    print("step", step, "done")
+"""
+
+
+def script(tmp_path: Path, text: str, name: str = "train.py") -> str:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return str(path)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(["run", *argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_eager_step_is_tensorflows_own_answer_and_the_script_stops(tmp_path: Path, capsys: Any) -> None:
+    path = script(tmp_path, "CUT = True\n" + EAGER)
+    code, out, err = run(capsys, path, "--", "--flag", "7")
+    assert code == 1
+    lines = out.splitlines()
+    assert lines[0] == "script starts ['--flag', '7']"  # the script's own output comes first
+    assert "step 0 done" in lines and "step 1 done" not in lines  # ended before its second round
+    # TensorFlow's answer, computed here: a's variables get None, b's a gradient.
+    a, b = keras.layers.Dense(2), keras.layers.Dense(1)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(b(tf.constant(a(tf.ones((3, 2))).numpy())))
+    none = [g is None for g in tape.gradient(loss, a.trainable_variables + b.trainable_variables)]
+    assert none == [True, True, False, False]
+    assert "  no gradient (2): TensorFlow gave None" in lines
+    assert lines[lines.index("  no gradient (2): TensorFlow gave None") + 1:][:2] == ["    a/kernel", "    a/bias"]
+    assert any("@tf.function" in line for line in lines)
+    assert lines[-1].startswith("FAILED: GradientTape.gradient at ")
+
+
+def test_json_keeps_stdout_for_the_document(tmp_path: Path, capsys: Any) -> None:
+    path = script(tmp_path, "CUT = False\n" + EAGER)
+    out_file = tmp_path / "report.json"
+    code, out, err = run(capsys, path, "--json", "-o", str(out_file))
+    assert code == 0
+    document = json.loads(out)
+    assert document == json.loads(out_file.read_text())
+    assert "script starts []" in err and "step 0 done" in err
+    (step,) = document["steps"]
+    assert step["kind"] == "eager tape.gradient"
+    assert [s["tensorflow_none"] for s in step["site"]["sources"]] == [False] * 4
+    assert document["ok"] is True and document["stopped"] is True
+
+
+def test_continue_trains_exactly_as_without_flowcheck(tmp_path: Path, capsys: Any) -> None:
+    text = """\
+        import numpy as np
+        import tensorflow as tf
+        import keras
+
+        keras.utils.set_random_seed(1)
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), keras.layers.Dropout(0.5),
+                                  keras.layers.Dense(1)])
+        opt = keras.optimizers.Adam(0.01)
+        x = tf.constant(np.random.default_rng(0).normal(size=(8, 3)), tf.float32)
+
+        @tf.function
+        def train_step(x):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.square(model(x, training=True)))
+            grads = tape.gradient(loss, model.trainable_variables)
+            opt.apply_gradients(zip(grads, model.trainable_variables))
+            return loss
+
+        for _ in range(4):
+            train_step(x)
+        np.save(OUT, np.concatenate([v.numpy().ravel() for v in model.weights]))
+        """
+    plain = tmp_path / "plain.npy"
+    subprocess.run([sys.executable, script(tmp_path, f"OUT = {str(plain)!r}\n" + textwrap.dedent(text), "a.py")],
+                   check=True, capture_output=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    watched = tmp_path / "watched.npy"
+    code, out, err = run(capsys, script(tmp_path, f"OUT = {str(watched)!r}\n" + textwrap.dedent(text), "b.py"),
+                         "--continue")
+    assert code in (0, 1, 2)  # the verdict is another test's business; here: the weights
+    np.testing.assert_array_equal(np.load(plain), np.load(watched))
+
+
+def test_script_without_a_training_step(tmp_path: Path, capsys: Any) -> None:
+    code, out, err = run(capsys, script(tmp_path, "print('hello')\n"))
+    assert code == 2
+    assert out == "hello\n"
+    assert err.strip().endswith("ended without a training step (no fit, train_on_batch, tf.function asking "
+                                "for a gradient, Session.run or tape.gradient was called)")
+
+
+def test_script_error_is_one_line_at_its_line(tmp_path: Path, capsys: Any) -> None:
+    path = script(tmp_path, "import tensorflow as tf\n\nx = tf.ones((2, 3))\ny = tf.matmul(x, x)\n")
+    code, out, err = run(capsys, path)
+    assert code == 2
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"flowcheck: error: {path} failed before its first training step: InvalidArgumentError at ")
+    assert f"{SourceLine(path, 4, '')} (y = tf.matmul(x, x)): Matrix size-incompatible: In[0]: [2,3]" in line
+
+
+def test_in_user_code_wrapper_is_unwrapped(tmp_path: Path) -> None:
+    path = script(tmp_path, """\
+        import tensorflow as tf
+
+        @tf.function
+        def f(x):
+            return tf.reshape(x, (5,))
+        """)
+    namespace: dict[str, Any] = {}
+    exec(compile(Path(path).read_text(), path, "exec"), namespace)  # noqa: S102
+    with pytest.raises(Exception) as info:
+        namespace["f"](tf.ones((2, 2)))
+    assert str(info.value).startswith("in user code:")
+    line = describe_exception(info.value, path)
+    assert line.startswith(f"ValueError at {SourceLine(path, 5, '')} (return tf.reshape(x, (5,))): ")
+    assert "in user code" not in line and "File " not in line
+
+
+def test_argparse_errors_are_the_scripts_own(tmp_path: Path, capsys: Any) -> None:
+    path = script(tmp_path, """\
+        import argparse
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--steps", type=int, required=True)
+        parser.parse_args()
+        """, "mytrain.py")
+    code, out, err = run(capsys, path, "--", "--steps", "many")
+    assert code == 2
+    assert err.splitlines()[-1] == "mytrain.py: error: argument --steps: invalid int value: 'many'"
+    assert "flowcheck" not in err
+
+
+def test_usage_errors(tmp_path: Path, capsys: Any) -> None:
+    path = script(tmp_path, "print('never')\n")
+    assert run(capsys, path, "--steps", "3")[0] == 2  # the script's arguments go after --
+    code, out, err = run(capsys, path, "-o", "x.png")
+    assert code == 2 and "the report formats are .svg, .html, .dot, .json" in err
+    code, out, err = run(capsys, str(tmp_path / "missing.py"))
+    assert code == 2 and err.strip() == f"flowcheck: error: no such file: {tmp_path / 'missing.py'}"
+
+
+def test_tensorflow_start_up_notices_are_filtered_but_not_the_scripts_stderr(tmp_path: Path) -> None:
+    path = script(tmp_path, "import sys\nprint('my own warning', file=sys.stderr)\n")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    flowcheck = [sys.executable, "-m", "flowcheck.cli", "run", path]
+    quiet = subprocess.run(flowcheck, capture_output=True, text=True, env=env, cwd=ROOT)
+    assert quiet.returncode == 2
+    assert "my own warning" in quiet.stderr
+    assert "absl::InitializeLog" not in quiet.stderr and "oneDNN" not in quiet.stderr
+    verbose = subprocess.run([*flowcheck, "--verbose"], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert "oneDNN custom operations are on" in verbose.stderr
