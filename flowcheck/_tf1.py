@@ -13,8 +13,9 @@ raised "No gradients provided for any variable" never reaches ``Session.run``).
 
 from __future__ import annotations
 
+import contextlib
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -33,7 +34,8 @@ from flowcheck._tf1_record import GraphCall, install, python_names, recorded_cal
 from flowcheck._trace import TracedVariable
 from flowcheck.errors import VerificationError
 
-__all__ = ["SessionReport", "analyze_graph", "analyze_session_run", "dependent_calls", "depends_on_gradient_site", "install", "uninstall"]
+__all__ = ["SessionReport", "analyze_failed_call", "analyze_graph", "analyze_session_run", "dependent_calls", "depends_on_gradient_site",
+           "graph_mode_recording", "install", "uninstall"]
 
 TARGET_KIND = "tf1 Session.run"
 
@@ -71,7 +73,7 @@ class SessionReport(Report):
         run: tuple[Any, Any, Any, tuple[CallAnalysis, ...]] | None,
     ) -> None:
         super().__init__(step, graph, variables, tuple(step.notes), gradient_sites=sites, never_trained=never_trained)
-        self.target = f"Session.run at {where}" if where else ("Session.run" if run else "graph-mode gradient calls")
+        self.target = f"Session.run at {where}" if where else "Session.run" if run else "the graph's gradient calls"
         self.after_step: tuple[str, ...] = ()
         self.step_values: dict[str, tuple[Any, Any]] = {}
         self._run = run
@@ -92,6 +94,16 @@ class SessionReport(Report):
         session, ops, feed_dict, analyses = self._run
         self.verification, self.after_step, self.step_values = verify_session_step(_run, session, ops, feed_dict, analyses)
         return self.verification
+
+
+@contextlib.contextmanager
+def graph_mode_recording() -> Iterator[None]:
+    """Record graph-mode gradient calls while active (``flowcheck run`` wraps the script in it)."""
+    undo = install()
+    try:
+        yield
+    finally:
+        undo()
 
 
 def _run(session: Any, fetches: Any, feed_dict: Any) -> Any:
@@ -140,6 +152,33 @@ def analyze_graph(graph: Any = None) -> SessionReport | None:
         graph = ops.get_default_graph()
     calls = recorded_calls(graph)
     return _report(graph, calls, None, None) if calls else None
+
+
+_NO_GRADIENTS = "No gradients provided for any variable"
+
+
+def analyze_failed_call(exc: BaseException) -> SessionReport | None:
+    """The report on the graph-mode gradient call that made the script raise ``exc``, if one did.
+
+    A TF1 ``minimize`` whose loss cuts every variable raises ``ValueError: No gradients provided
+    for any variable`` while the graph is built, before any ``Session.run``; a gradient that
+    reaches an op with none raises ``LookupError`` in ``tf.gradients`` itself. Either way the
+    call was recorded, with TensorFlow's answer: the report judges it (nothing is run).
+    """
+    from tensorflow.python.framework import ops
+
+    calls = recorded_calls(ops.get_default_graph())
+    message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    for call in reversed(calls):
+        found = call.error is not None and call.error == message
+        if not found and call.grads is not None and _NO_GRADIENTS in str(exc) and all(g is None for g in call.grads):
+            call.error = message  # the user's call (minimize, apply_gradients) raised after it
+            found = True
+        if found:
+            report = _report(call.graph, [call], None, None)
+            report.notes += ("not verified: the script raised while it built its graph, before any Session.run",)
+            return report
+    return None
 
 
 def _verify(report: SessionReport, train_ops: Sequence[Any]) -> None:

@@ -304,7 +304,7 @@ def analyze_calls(
         if "inputs" in view.graph and view is not graph:
             errors = _one_per_replica(_barrier(view, edge, cache) for edge in gradient_errors(view, targets))
         results.append(CallAnalysis(
-            call=call, targets=tuple(_display_name(t, call.names) for t in call.targets),
+            call=call, targets=tuple(call.names.get(id(t)) or _display_name(t) for t in call.targets),
             sources=tuple(judged), errors=errors, watch=_watch(call, site_sources),
         ))
     return tuple(results)

@@ -150,3 +150,59 @@ def test_control_flow_v1_loops_and_cond(results: dict[str, Any]) -> None:
     assert barriers["skip"] == [["stop_gradient", _line_of("# CUT loop")]]
     assert barriers["never"] == [["not_differentiable", _line_of("# CUT back_prop")]]
     assert not [n for n in case["notes"] if n.startswith("could not ask")]
+
+
+def _flowcheck_run(*args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    code = "import sys; from flowcheck.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, "run", *args], capture_output=True, text=True, env=env,
+                          timeout=300, cwd=_HERE.parent)
+
+
+@pytest.fixture(scope="module")
+def seed_run() -> subprocess.CompletedProcess[str]:
+    return _flowcheck_run("examples/seed_tf1.py")
+
+
+def test_flowcheck_run_on_the_seed(seed_run: subprocess.CompletedProcess[str]) -> None:
+    assert seed_run.returncode == 1, seed_run.stderr[-2000:]  # w1 gets None at a gradient site: a finding
+    out = seed_run.stdout
+    line = _line_of("hidden = tf.stop_gradient(tf.matmul(x, w1))", _SEED)
+    assert "step 1: Session.run (tf1 Session.run)" in out
+    blocked = out.index("blocked (1)")
+    receives = out.index("receives (1)")
+    assert out.index("w1  float32[2,3]", blocked) < receives < out.index("w2  float32[3,4]", receives)
+    assert f"StopGradient 'StopGradient' (tf.stop_gradient) at examples/seed_tf1.py:{line}" in out
+    assert "verification: agrees" in out
+    assert "w1 unchanged: every entry 1" in out
+    # The script's own output comes first and its w2 (every entry the same) is flowcheck's too.
+    printed = out[out.index("*** after:"):out.index("flowcheck run")].split()
+    value = float(printed[-1].rstrip("]"))
+    assert f"w2 changed: every entry 1 -> every entry {value:.6g}" in out
+    assert f"tf1 Optimizer.minimize at examples/seed_tf1.py:{_line_of('minimize(loss)', _SEED)}: no gradient for w1" in out
+
+
+def test_flowcheck_run_on_a_minimize_cut_everywhere(tmp_path: Path) -> None:
+    script = tmp_path / "cut_everywhere.py"
+    script.write_text(
+        "import numpy as np\n"
+        "import tensorflow.compat.v1 as tf\n"
+        "tf.disable_v2_behavior()\n"
+        "x = tf.placeholder(tf.float32, [3, 2])\n"
+        "w = tf.Variable(tf.ones([2, 1]))\n"
+        "loss = tf.reduce_sum(tf.round(tf.matmul(x, w)))\n"
+        "train = tf.train.GradientDescentOptimizer(0.1).minimize(loss)\n"
+        "with tf.Session() as sess:\n"
+        "    sess.run(tf.global_variables_initializer())\n"
+        "    sess.run(train, {x: np.ones((3, 2))})\n"
+    )
+    done = _flowcheck_run(str(script), "--json")
+    assert done.returncode == 1, done.stderr[-2000:]
+    document = json.loads(done.stdout)
+    [step] = document["steps"]
+    assert step["kind"] == "tf1 Session.run"
+    [variable] = step["report"]["variables"]
+    assert (variable["name"], variable["verdict"]) == ("w", "blocked")
+    [barrier] = variable["barriers"]
+    assert (barrier["op_type"], barrier["source"]["line"]) == ("Round", 6)
+    assert any("No gradients provided for any variable" in f for f in step["failures"])
