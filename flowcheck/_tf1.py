@@ -292,10 +292,9 @@ def _loss_names(analyses: Sequence[CallAnalysis]) -> list[str]:
 
 
 def _traced(src: GraphSource) -> TracedVariable:
-    shape = src.tensor.shape
     return TracedVariable(
         variable=src.user, tf_variable=src.variable if src.variable is not None else src.user, name=src.name,
-        shape=tuple(shape.as_list()) if shape.rank is not None else (), dtype=src.tensor.dtype.base_dtype.name,
+        shape=src.shape, dtype=src.dtype,
         trainable=src.trainable, handles=(src.tensor,),
     )
 

@@ -48,6 +48,21 @@ class GraphSource:
     node: str
 
     @property
+    def value(self) -> Any:
+        """What has the source's dtype and shape: the variable (a handle is a scalar resource), else the tensor."""
+        return self.variable if self.variable is not None else self.tensor
+
+    @property
+    def dtype(self) -> str:
+        """The dtype's name (a ``float32_ref`` is ``float32``)."""
+        return str(self.value.dtype.base_dtype.name)
+
+    @property
+    def shape(self) -> tuple[int | None, ...]:
+        """The shape (``()`` when unknown)."""
+        return _shape(self.value)
+
+    @property
     def trainable(self) -> bool:
         """Whether training updates it: the variable's own flag (a plain tensor is not trainable)."""
         return bool(getattr(self.variable, "trainable", False))
@@ -178,8 +193,8 @@ def build_graph(calls: Sequence[GraphCall], sources: dict[int, GraphSource], ora
             else:
                 builder.add_edge(tensor.op.name, node, tensor, info)
     for node, src in distinct.items():
-        graph.add_node(node, kind="variable", label=src.name, name=src.name, dtype=src.tensor.dtype.base_dtype.name,
-                       shape=_shape(src.tensor), trainable=src.trainable, index=int(node.split(":")[1]))
+        graph.add_node(node, kind="variable", label=src.name, name=src.name, dtype=src.dtype,
+                       shape=src.shape, trainable=src.trainable, index=int(node.split(":")[1]))
         graph.graph["variables"].append(node)
         builder.add_edge(node, src.tensor.op.name, src.tensor, CARRY_IF_TRAINABLE(src.tensor))
     for tensor in targets:
