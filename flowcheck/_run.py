@@ -125,13 +125,15 @@ def run_script(options: RunOptions) -> RunResult:
 
     full = _check_file(options.script)
     import_tensorflow(options.verbose)
+    from flowcheck._tf1 import graph_mode_recording  # TF1 gradient calls, recorded as the graph is built
+
     result = RunResult()
     interceptor = Interceptor(_analyzer(options), options.keep_going, _session_analyzer())
     saved_argv, saved_path = list(sys.argv), list(sys.path)
     sys.argv = [options.script, *options.arguments]
     sys.path.insert(0, os.path.dirname(full))
     try:
-        with interceptor.installed(), warnings.catch_warnings():
+        with interceptor.installed(), graph_mode_recording(), warnings.catch_warnings():
             if not options.keep_going:  # the report explains each None gradient Keras warns about
                 warnings.filterwarnings("ignore", message=KERAS_WARNING)
             runpy.run_path(full, run_name="__main__")
@@ -140,7 +142,11 @@ def run_script(options: RunOptions) -> RunResult:
     except SystemExit as exc:
         result.exit_code = exc.code
     except Exception as exc:  # noqa: BLE001 -- the script's own error, told in one line
-        result.error = describe_exception(exc, full)
+        failed = graph_mode_failure(exc)  # a TF1 minimize whose loss cuts everything is a finding
+        if failed is not None:
+            interceptor.steps.append(failed)
+        else:
+            result.error = describe_exception(exc, full)
     finally:
         sys.argv[:] = saved_argv
         sys.path[:] = saved_path
@@ -212,12 +218,21 @@ def _verify(report: Any, options: RunOptions) -> Any:
     return report.verify(optimizer=options.optimizer, learning_rate=options.learning_rate)
 
 
-def _session_analyzer() -> Any:
-    try:
-        from flowcheck import _tf1  # type: ignore[attr-defined]  # the tf1 stage, once merged
-    except ImportError:
+def graph_mode_failure(exc: BaseException) -> Step | None:
+    """The step a TF1 script's graph-mode gradient call failed in, as a finding (None: not one)."""
+    from flowcheck import _tf1
+
+    report = _tf1.analyze_failed_call(exc)
+    if report is None:
         return None
-    return getattr(_tf1, "analyze_session_run", None)
+    site = report.gradient_sites[0]
+    return Step("tf1 Session.run", f"{site.kind} (raised while the graph was built)", site.source, report=report)
+
+
+def _session_analyzer() -> Any:
+    from flowcheck import _tf1
+
+    return _tf1.analyze_session_run
 
 
 def variable_owners(target: Any, args: Sequence[Any]) -> dict[int, tuple[str, ...]]:
