@@ -225,16 +225,22 @@ class Interceptor:
                     return original(fn, *args, **kwargs)
             self._again()
             return original(fn, *args, **kwargs)
-        has_site, trace_error = self._has_gradient_site(fn, args, kwargs)
-        self._seen[key] = fn if has_site else None
-        if not has_site:
+        recorder, trace_error = self._has_gradient_site(fn, args, kwargs)
+        self._seen[key] = fn if recorder is not None else None
+        if recorder is None:
             if trace_error is not None:
                 raise trace_error  # what the real call raises
             with self._inside(quiet=False):
                 return original(fn, *args, **kwargs)
         name = str(getattr(fn.python_function, "__qualname__", None) or fn.__name__)
         step = Step("tf.function", name, _call_site())
-        self._analyze(fn, args, kwargs, step)
+        if trace_error is None:
+            from flowcheck._trace import reusing_trace
+
+            with reusing_trace(recorder):  # analyze the trace just made, not a fresh copy's
+                self._analyze(fn, args, kwargs, step)
+        else:
+            self._analyze(fn, args, kwargs, step)
         if trace_error is not None:
             # The step cannot run (e.g. "No gradients provided for any variable"): the report explains it.
             step.raised = _one_line(trace_error)
@@ -244,15 +250,18 @@ class Interceptor:
             raise StopScript from trace_error
         return self._real_call(step, lambda: original(fn, *args, **kwargs))
 
-    def _has_gradient_site(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bool, Exception | None]:
-        """Trace the call (into the function's own cache) and see whether it asks for a gradient."""
+    def _has_gradient_site(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Exception | None]:
+        """Trace the call (into the function's own cache, as its first call would) with the gradient
+        calls recorded: the recorder when it asks for a gradient (else None), and what the trace raised."""
+        from flowcheck._sites import record_sites
+
         self._site_seen = False
-        with self._inside():  # this trace is the one the real call reuses: Keras warns here
+        with self._inside(), record_sites() as recorder:  # the trace the real call reuses: Keras warns here
             try:
                 fn.get_concrete_function(*args, **kwargs)
             except Exception as exc:  # noqa: BLE001 -- the user's own error, raised again by the caller
-                return self._site_seen, exc
-        return self._site_seen, None
+                return (recorder if self._site_seen or recorder.calls else None), exc
+        return (recorder if self._site_seen or recorder.calls else None), None
 
     def _real_call(self, step: Step, call: Callable[[], Any]) -> Any:
         """Run the analyzed step for real; its failure is part of the finding."""

@@ -13,6 +13,8 @@ the graph as captures or as arguments; both are mapped back to the variable obje
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import inspect
 import re
 import traceback
@@ -30,7 +32,21 @@ from flowcheck._source import SourceLine, user_frame
 from flowcheck._steps import NO_GRADIENTS, FailedTrace, all_none_tolerated, built_state, failed_trace, is_training_step, keras_step, site_losses, unbuild
 from flowcheck.errors import InvalidTargetError, LossError, NoVariablesError, TraceError
 
-__all__ = ["LossOutput", "Traced", "TracedVariable", "trace"]
+__all__ = ["LossOutput", "Traced", "TracedVariable", "reusing_trace", "trace"]
+
+# `flowcheck run`: the script's own tf.function has just been traced for its first call, with this
+# recorder on; that trace (a hit in the function's cache) is analyzed instead of a fresh copy's.
+_REUSED: contextvars.ContextVar[Any] = contextvars.ContextVar("flowcheck_reused_trace", default=None)
+
+
+@contextlib.contextmanager
+def reusing_trace(recorder: Any) -> Iterator[None]:
+    """Within the block, :func:`trace` reads a ``tf.function``'s own cached trace, recorded by ``recorder``."""
+    token = _REUSED.set(recorder)
+    try:
+        yield
+    finally:
+        _REUSED.reset(token)
 
 
 @dataclass(frozen=True)
@@ -113,6 +129,7 @@ def trace(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Traced:
             notes.append(_trace_failure(exc, _name(fn)).replace("tracing", "the trace of", 1)
                          + " (after asking for gradients: the gradient sites are reported)")
     unbuild(built)  # an optimizer built by this trace is the user's to build
+    recorder = _REUSED.get() or recorder
     notes.extend(f"every gradient is None: {where} raises ValueError: {NO_GRADIENTS}" for where in raised)
     calls = recorder.calls_in(concrete.graph)
     step = is_training_step(concrete, calls, kind)
@@ -146,7 +163,8 @@ def _as_function(fn: Any, notes: list[str]) -> tuple[Any, str, list[Any]]:
         return keras_step(fn, notes), "keras model", [fn]
     if isinstance(fn, tf.types.experimental.PolymorphicFunction):
         python_function = fn.python_function
-        return fn._clone(python_function), "tf.function", _owners_of(python_function)  # noqa: SLF001
+        own = fn if _REUSED.get() is not None else fn._clone(python_function)  # noqa: SLF001
+        return own, "tf.function", _owners_of(python_function)
     if isinstance(fn, tf.types.experimental.ConcreteFunction):
         raise InvalidTargetError(
             "got a ConcreteFunction; pass the tf.function itself (or the Python function) so that "
