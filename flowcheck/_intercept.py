@@ -270,7 +270,7 @@ class Interceptor:
         """Trace the call (into the function's own cache, as its first call would) with the gradient
         calls recorded: the recorder when it asks for a gradient (else None), and what the trace raised."""
         from flowcheck._sites import record_sites
-        from flowcheck._steps import built_state, unbuild
+        from flowcheck._step_state import built_state, unbuild
 
         self._site_seen = False
         built = built_state(fn, args)
