@@ -20,7 +20,7 @@ import pytest
 _HERE = Path(__file__).parent
 _CHILD = _HERE / "tf1_child.py"
 _SEED = _HERE.parent / "examples" / "seed_tf1.py"
-_CASES = ("control_flow_v1", "dqn", "int_cast", "momentum", "adam", "compute_apply", "not_in_var_list", "direct_gradients")
+_CASES = ("control_flow_v1", "monitored_session", "v2_api", "input_pipeline", "dqn", "int_cast", "momentum", "adam", "compute_apply", "not_in_var_list", "direct_gradients")
 
 
 def _line_of(marker: str, path: Path = _CHILD) -> int:
@@ -150,6 +150,34 @@ def test_control_flow_v1_loops_and_cond(results: dict[str, Any]) -> None:
     assert barriers["skip"] == [["stop_gradient", _line_of("# CUT loop")]]
     assert barriers["never"] == [["not_differentiable", _line_of("# CUT back_prop")]]
     assert not [n for n in case["notes"] if n.startswith("could not ask")]
+
+
+def test_monitored_training_session(results: dict[str, Any]) -> None:
+    case = results["monitored_session"]
+    _site_checks(case)
+    site = case["sites"][0]
+    assert site["names"] == ["w", "bucket"]
+    assert site["barriers"][1] == [["none_gradient", _line_of("# CUT mts")]]
+
+
+def test_tensorflow_2_api_in_graph_mode(results: dict[str, Any]) -> None:
+    case = results["v2_api"]
+    _site_checks(case)
+    site = case["sites"][0]
+    assert site["kind"] == "tf1 tf.gradients"
+    assert site["verdicts"] == ["receives", "blocked"]
+    assert site["barriers"][1] == [["stop_gradient", _line_of("# CUT v2")]]
+    assert case["shapes"] == [[2, 1], [2, 1]]  # the variables' shapes, not their handles'
+
+
+def test_input_pipeline_step_is_not_rerun(results: dict[str, Any]) -> None:
+    case = results["input_pipeline"]
+    assert case["verification"] is None
+    [note] = [n for n in case["notes"] if n.startswith("not verified:")]
+    assert "IteratorGetNext" in note and "RandomUniform" in note
+    assert case["first_batch"] == [[1.0, 1.0]] * 4  # the script's next batch is still its first
+    assert case["restored"] and case["ops_added"] == 0
+    assert case["sites"][0]["verdicts"] == ["receives"] and case["sites"][0]["agrees"]
 
 
 def _flowcheck_run(*args: str) -> subprocess.CompletedProcess[str]:
