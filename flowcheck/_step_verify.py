@@ -18,7 +18,7 @@ from typing import Any, Final
 import tensorflow as tf
 
 from flowcheck._sites import GradientSite, RecordedCall, record_sites
-from flowcheck._steps import optimizers_of, state_of
+from flowcheck._steps import built_state, optimizers_of, state_of, unbuild
 from flowcheck._verify import GradientState, VariableCheck, Verification, _describe, _digest, _first_line, _save_components, _state
 from flowcheck.errors import VerificationError
 
@@ -48,6 +48,7 @@ def verify_step(traced: Any, sites: Sequence[GradientSite]) -> Verification:
         VerificationError: the step failed for another reason than every gradient being None.
     """
     step = getattr(traced.function, "python_function", traced.function)
+    built = built_state(traced.function, traced.args)
     optimizers = optimizers_of(traced.function, traced.args)
     variables = state_of(traced.function, traced.args, traced.variables) + _global_state()
     saved = [_save_components(v) for v in variables]
@@ -72,6 +73,7 @@ def verify_step(traced: Any, sites: Sequence[GradientSite]) -> Verification:
         raise VerificationError(f"the real step failed: {_first_line(exc)}") from exc
     finally:
         _restore(variables, saved)
+        unbuild(built)
     checks, loss = _checks(sites, calls, before, after, problems)
     if not math.isfinite(loss):
         problems.append(f"the loss is {loss}: gradients and the step are not meaningful")

@@ -26,8 +26,8 @@ from flowcheck._sites import GradientSite, RecordedCall, SiteRecorder
 from flowcheck.errors import InvalidTargetError
 
 __all__ = [
-    "FailedTrace", "build_sites", "built_notes", "built_state", "failed_trace", "is_training_step", "keras_step",
-    "keras_train_step", "never_trained", "site_losses", "state_of", "watch_text",
+    "FailedTrace", "build_sites", "built_state", "failed_trace", "is_training_step", "keras_step",
+    "keras_train_step", "never_trained", "site_losses", "state_of", "unbuild", "watch_text",
 ]
 
 # Ops through which gradients change variables (Keras optimizers assign; TF1 ones apply).
@@ -293,18 +293,51 @@ def state_of(fn: Any, args: Sequence[Any], traced_variables: Sequence[Any]) -> l
 
 
 def built_state(fn: Any, args: Sequence[Any]) -> list[tuple[Any, bool, int]]:
-    """Each optimizer the step can reach, whether it is built, and how many variables it has."""
-    return [(opt, bool(opt.built), len(opt.variables)) for opt in optimizers_of(fn, args)]
+    """Each optimizer the step can reach, whether it is built, and how many variables it owns."""
+    return [(opt, bool(opt.built), len(opt._variables)) for opt in optimizers_of(fn, args)]  # noqa: SLF001
 
 
-def built_notes(before: Sequence[tuple[Any, bool, int]]) -> list[str]:
-    """What the trace created in the user's optimizers (an optimizer builds its slots on first use)."""
-    notes = []
+def unbuild(before: Sequence[tuple[Any, bool, int]]) -> None:
+    """Put optimizers that flowcheck's trace or run built back to unbuilt, as the user had them.
+
+    A Keras optimizer builds its slots on first use (``BaseOptimizer.build``); inside a trace
+    that fails they stay uninitialized. Undone here to what ``BaseOptimizer.__init__`` leaves, so
+    that the user's first real step builds them itself.
+    """
     for opt, built, count in before:
-        added = len(opt.variables) - count
-        if added > 0 or (opt.built and not built):
-            notes.append(
-                f"flowcheck's trace built optimizer {opt.name!r} as its first training step would have "
-                f"({added} variables: slots at their initial values, iteration counter 0); nothing was applied"
-            )
-    return notes
+        if not built and opt.built:
+            del opt._variables[count:]  # noqa: SLF001 -- the optimizer's own variable store
+            opt._trainable_variables = []  # noqa: SLF001
+            opt._trainable_variables_indices = {}  # noqa: SLF001
+            opt.built = False
+
+
+NO_GRADIENTS: Final = "No gradients provided for any variable"
+"""Keras's error when every gradient given to ``apply_gradients`` is None."""
+
+
+@contextlib.contextmanager
+def all_none_tolerated(seen: list[str]) -> Iterator[None]:
+    """While tracing, let a Keras optimizer given only None gradients apply nothing instead of raising.
+
+    Keras raises ``No gradients provided for any variable`` inside ``apply_gradients``
+    (``BaseOptimizer._filter_empty_gradients``), which would end the trace; the step is then still
+    traced to its end, so that variables it creates are initialized as usual, and ``seen`` gets one
+    entry per such call.
+    """
+    from keras.src.optimizers import base_optimizer
+
+    cls = base_optimizer.BaseOptimizer
+    original = cls._filter_empty_gradients  # noqa: SLF001
+
+    def tolerant(self: Any, grads: Any, variables: Any) -> Any:
+        if list(grads) and all(g is None for g in grads):
+            seen.append(f"{self.name}.apply_gradients")
+            return [], []
+        return original(self, grads, variables)
+
+    cls._filter_empty_gradients = tolerant  # noqa: SLF001
+    try:
+        yield
+    finally:
+        cls._filter_empty_gradients = original  # noqa: SLF001

@@ -27,7 +27,7 @@ from tensorflow.python.util import nest
 
 from flowcheck._sites import RecordedCall, record_sites
 from flowcheck._source import SourceLine, user_frame
-from flowcheck._steps import FailedTrace, built_notes, built_state, failed_trace, is_training_step, keras_step, site_losses
+from flowcheck._steps import NO_GRADIENTS, FailedTrace, all_none_tolerated, built_state, failed_trace, is_training_step, keras_step, site_losses, unbuild
 from flowcheck.errors import InvalidTargetError, LossError, NoVariablesError, TraceError
 
 __all__ = ["LossOutput", "Traced", "TracedVariable", "trace"]
@@ -100,7 +100,8 @@ def trace(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Traced:
     notes: list[str] = []
     function, kind, owners = _as_function(fn, notes)
     built = built_state(fn, args)
-    with record_sites() as recorder, warnings.catch_warnings():
+    raised: list[str] = []
+    with record_sites() as recorder, all_none_tolerated(raised), warnings.catch_warnings():
         # Keras's warning about None gradients, provoked by this trace: the report explains it.
         warnings.filterwarnings("ignore", message="Gradients do not exist for variables", category=UserWarning)
         try:
@@ -111,7 +112,8 @@ def trace(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Traced:
                 raise TraceError(_trace_failure(exc, _name(fn))) from exc
             notes.append(_trace_failure(exc, _name(fn)).replace("tracing", "the trace of", 1)
                          + " (after asking for gradients: the gradient sites are reported)")
-    notes.extend(built_notes(built))
+    unbuild(built)  # an optimizer built by this trace is the user's to build
+    notes.extend(f"every gradient is None: {where} raises ValueError: {NO_GRADIENTS}" for where in raised)
     calls = recorder.calls_in(concrete.graph)
     step = is_training_step(concrete, calls, kind)
     losses = site_losses(calls) if step else _losses(concrete, _name(fn), notes)

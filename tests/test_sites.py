@@ -1,0 +1,386 @@
+"""Gradient sites: training steps with their own tape, judged per call against TensorFlow's answer.
+
+Each test writes a step the way users do, analyzes it, and checks every site against the truth
+computed here by running the step's own tape (``site_helpers.tape_truth``) and against
+TensorFlow's answer recorded while tracing (``SiteSource.tensorflow_none``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from site_helpers import assert_sites_match, line_of, same, snapshot, tape_truth
+
+import flowcheck
+from flowcheck import Verdict
+
+HERE = __file__
+
+
+def _data(n: int = 8, d: int = 4, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(n, d)).astype("float32"), rng.integers(0, k, size=(n,)).astype("int64")
+
+
+class QuickstartModel(keras.Model):  # TensorFlow's "quickstart for experts", dense and small
+    def __init__(self) -> None:
+        super().__init__()
+        self.d1 = keras.layers.Dense(8, activation="relu")
+        self.d2 = keras.layers.Dense(3)
+
+    def call(self, x: Any) -> Any:
+        h = self.d1(x)
+        h = tf.cast(tf.cast(h * 10.0, tf.int32), tf.float32) / 10.0  # buried int cast
+        return self.d2(h)
+
+
+def _quickstart() -> tuple[Any, Any, list[Any], Any]:
+    keras.utils.set_random_seed(1)
+    model = QuickstartModel()
+    loss_object = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    optimizer = keras.optimizers.Adam()
+    train_loss = keras.metrics.Mean(name="train_loss")
+    train_accuracy = keras.metrics.SparseCategoricalAccuracy(name="train_accuracy")
+
+    @tf.function
+    def train_step(images: Any, labels: Any) -> None:
+        with tf.GradientTape() as tape:
+            predictions = model(images, training=True)
+            loss = loss_object(labels, predictions)
+        gradients = tape.gradient(loss, model.trainable_variables)  # quickstart gradient
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        train_loss(loss)
+        train_accuracy(labels, predictions)
+
+    model(tf.zeros((1, 4)))
+    metrics = [*train_loss.variables, *train_accuracy.variables]
+    return model, optimizer, metrics, train_step
+
+
+def test_quickstart_step_returning_nothing_is_judged_at_its_gradient_call() -> None:
+    model, optimizer, metrics, train_step = _quickstart()
+    x, y = _data()
+    before_vars = [*model.variables, *optimizer.variables, *metrics]
+    before = snapshot(before_vars)
+    report = flowcheck.analyze(train_step, x, y)
+    (site,) = report.gradient_sites
+    assert site.kind == "GradientTape.gradient"
+    assert site.source is not None and site.source.line == line_of(HERE, "# quickstart gradient")
+    assert site.targets == ("loss",)
+    assert [s.name for s in site.sources] == [v.path for v in model.trainable_variables]
+    assert site.watch == "watches accessed trainable variables"
+    cut = {s.name for s in site.cut}
+    assert cut == {model.d1.kernel.path, model.d1.bias.path}
+    barrier = site.cut[0].barriers[0]
+    assert barrier.op_type == "Cast" and barrier.source.line == line_of(HERE, "# buried int cast")
+    assert not optimizer.built  # the trace built Adam, and flowcheck unbuilt it
+    check = report.verify()
+    assert check.agrees, check
+    assert "Adam" in check.optimizer
+    assert {c.name: c.changed for c in check.variables}[model.d2.kernel.path]
+    assert same(before_vars, before)  # weights, Adam's iteration counter and slots, metric totals
+    assert report.never_trained == ()
+    state = [*model.variables, *optimizer.variables, *metrics]
+    assert_sites_match(report, tape_truth(lambda: train_step.python_function(x, y), state))
+
+
+def test_argmax_gate_cuts_the_gating_layer() -> None:
+    keras.utils.set_random_seed(2)
+    gate_layer, expert = keras.layers.Dense(2, name="gate"), keras.layers.Dense(2, name="expert")
+    optimizer = keras.optimizers.SGD(0.1)
+
+    @tf.function
+    def step(x: Any, y: Any) -> dict[str, Any]:
+        with tf.GradientTape() as tape:
+            gate = tf.one_hot(tf.argmax(gate_layer(x), axis=-1), 2)  # argmax gate
+            out = expert(x) * gate
+            loss = tf.reduce_mean((tf.reduce_sum(out, -1) - y) ** 2)
+        variables = gate_layer.trainable_variables + expert.trainable_variables
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return {"loss": loss}
+
+    x, y = _data()
+    y = y.astype("float32")
+    report = flowcheck.analyze(step, x, y)
+    (site,) = report.gradient_sites
+    assert [s.verdict for s in site.sources] == [Verdict.BLOCKED] * 2 + [Verdict.RECEIVES] * 2
+    assert {b.op_type for s in site.cut for b in s.barriers} == {"ArgMax"}
+    assert site.cut[0].barriers[0].source.line == line_of(HERE, "# argmax gate")
+    assert report.verify().agrees
+    state = [*gate_layer.variables, *expert.variables, *optimizer.variables]
+    assert_sites_match(report, tape_truth(lambda: step.python_function(x, y), state))
+
+
+def test_gan_with_two_tapes_in_one_step_has_two_sites() -> None:
+    keras.utils.set_random_seed(3)
+    generator = keras.Sequential([keras.Input((2,)), keras.layers.Dense(4, name="g")], name="generator")
+    discriminator = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, name="d")], name="discriminator")
+    g_opt, d_opt = keras.optimizers.Adam(1e-3), keras.optimizers.Adam(1e-3)
+    bce = keras.losses.BinaryCrossentropy(from_logits=True)
+
+    @tf.function
+    def train_step(real: Any, noise: Any) -> None:
+        with tf.GradientTape() as gen_tape, tf.GradientTape() as disc_tape:
+            fake = generator(noise, training=True)
+            real_out, fake_out = discriminator(real, training=True), discriminator(fake, training=True)
+            gen_loss = bce(tf.ones_like(fake_out), fake_out)
+            disc_loss = bce(tf.ones_like(real_out), real_out) + bce(tf.zeros_like(fake_out), fake_out)
+        g_grads = gen_tape.gradient(gen_loss, generator.trainable_variables)
+        d_grads = disc_tape.gradient(disc_loss, discriminator.trainable_variables)
+        g_opt.apply_gradients(zip(g_grads, generator.trainable_variables))
+        d_opt.apply_gradients(zip(d_grads, discriminator.trainable_variables))
+
+    real, noise = np.ones((4, 4), "float32"), np.ones((4, 2), "float32")
+    report = flowcheck.analyze(train_step, real, noise)
+    assert [s.targets for s in report.gradient_sites] == [("gen_loss",), ("disc_loss",)]
+    assert [s.name for s in report.gradient_sites[0].sources] == [v.path for v in generator.trainable_variables]
+    assert report.never_trained == ()  # the generator's loss reaches the discriminator: its own site trains it
+    assert report.verify().agrees
+    state = [*generator.variables, *discriminator.variables, *g_opt.variables, *d_opt.variables]
+    assert_sites_match(report, tape_truth(lambda: train_step.python_function(real, noise), state))
+
+
+class RoundingTrainer(keras.Model):
+    """A subclassed model whose own train_step rounds the hidden layer (cuts the first layer)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = keras.layers.Dense(4, name="first")
+        self.second = keras.layers.Dense(1, name="second")
+        self.tracker = keras.metrics.Mean(name="loss")
+
+    def call(self, x: Any) -> Any:
+        return self.second(tf.round(self.first(x)))  # round in call
+
+    def train_step(self, data: Any) -> dict[str, Any]:
+        x, y = data
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean((self(x, training=True) - y) ** 2)
+        grads = tape.gradient(loss, self.trainable_variables)  # override gradient
+        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        self.tracker.update_state(loss)
+        return {"loss": self.tracker.result()}
+
+
+def test_analyze_model_runs_its_train_step_override() -> None:
+    keras.utils.set_random_seed(4)
+    model = RoundingTrainer()
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    x, y = np.ones((4, 3), "float32"), np.ones((4, 1), "float32")
+    model(x)
+    report = flowcheck.analyze(model, x, y)
+    (site,) = report.gradient_sites
+    assert site.source is not None and site.source.line == line_of(HERE, "# override gradient")
+    assert {s.name for s in site.cut} == {model.first.kernel.path, model.first.bias.path}
+    assert site.cut[0].barriers[0].source.line == line_of(HERE, "# round in call")
+    state = [*model.variables, *model.optimizer.variables, *model.tracker.variables]
+    saved = snapshot(state)
+    assert report.verify().agrees
+    assert same(state, saved)
+    assert_sites_match(report, tape_truth(lambda: model.train_step((x, y)), state))
+
+
+def test_fit_style_model_with_round_in_its_loss_is_cut_everywhere_not_a_crash() -> None:
+    keras.utils.set_random_seed(5)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2), keras.layers.Dense(1)])
+
+    def rounded_mse(y_true: Any, y_pred: Any) -> Any:
+        return tf.reduce_mean((tf.round(y_pred) - y_true) ** 2)  # round in loss
+
+    model.compile(optimizer="adam", loss=rounded_mse)
+    x, y = np.ones((4, 3), "float32"), np.ones((4, 1), "float32")
+    report = flowcheck.analyze(model, x, y)
+    (site,) = report.gradient_sites
+    assert site.kind == "Keras train_step"
+    assert [s.name for s in site.sources] == [v.path for v in model.trainable_weights]
+    assert all(s.verdict is Verdict.BLOCKED for s in site.sources)
+    assert {b.source.line for s in site.sources for b in s.barriers} == {line_of(HERE, "# round in loss")}
+    assert any("No gradients provided" in n for n in report.notes)
+    assert report.verify().agrees
+    state = [*model.variables, *model.optimizer.variables, *model.metrics_variables]
+    assert_sites_match(report, tape_truth(lambda: model.train_step((x, y)), state))
+
+
+def test_custom_step_cut_everywhere_reports_the_site() -> None:
+    keras.utils.set_random_seed(6)
+    dense = keras.layers.Dense(3, name="classifier")
+    optimizer = keras.optimizers.SGD(0.1)
+
+    @tf.function
+    def step(x: Any, y: Any) -> None:
+        with tf.GradientTape() as tape:
+            guess = tf.cast(tf.argmax(dense(x), axis=-1), tf.float32)  # cut everywhere
+            loss = tf.reduce_mean((guess - tf.cast(y, tf.float32)) ** 2)
+        grads = tape.gradient(loss, dense.trainable_variables)
+        optimizer.apply_gradients(zip(grads, dense.trainable_variables))
+
+    x, y = _data()
+    report = flowcheck.analyze(step, x, y)
+    (site,) = report.gradient_sites
+    assert not site.receiving and site.agrees
+    assert {b.source.line for s in site.sources for b in s.barriers} == {line_of(HERE, "# cut everywhere")}
+    assert report.verify().agrees
+    assert_sites_match(report, tape_truth(lambda: step.python_function(x, y), [*dense.variables, *optimizer.variables]))
+
+
+def test_persistent_tape_with_jacobian_stop_recording_and_a_read_before_the_block() -> None:
+    w_before = tf.Variable(tf.ones((2, 2)), name="w_before")
+    w_inside = tf.Variable(tf.ones((2, 2)), name="w_inside")
+    w_paused = tf.Variable(tf.ones((2, 2)), name="w_paused")
+    frozen = tf.Variable(tf.ones((2, 2)), name="frozen", trainable=False)
+    watched_frozen = tf.Variable(tf.ones((2, 2)), name="watched_frozen", trainable=False)
+
+    @tf.function
+    def step(x: Any) -> None:
+        early = tf.matmul(x, w_before)  # read before the block
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(watched_frozen)
+            inner = tf.matmul(early, w_inside)
+            h = inner + tf.matmul(x, frozen) + tf.matmul(x, watched_frozen)
+            with tape.stop_recording():
+                paused = tf.matmul(x, w_paused)
+            loss = tf.reduce_sum(h * h) + tf.reduce_sum(paused)
+        tape.jacobian(inner, w_inside)
+        sources = [w_before, w_inside, w_paused, frozen, watched_frozen]
+        for v, g in zip(sources, tape.gradient(loss, sources)):
+            if g is not None:
+                v.assign_sub(0.01 * g)
+
+    x = np.ones((2, 2), "float32")
+    report = flowcheck.analyze(step, x)
+    jac, grad = report.gradient_sites
+    assert jac.kind == "GradientTape.jacobian" and [s.receives for s in jac.sources] == [True]
+    assert "persistent" in grad.watch and "stop_recording" in grad.watch and "watched: watched_frozen" in grad.watch
+    verdicts = {s.name: s.receives for s in grad.sources}
+    assert verdicts == {"w_before": False, "w_inside": True, "w_paused": False, "frozen": False, "watched_frozen": True}
+    frozen_source = next(s for s in grad.sources if s.name == "frozen")
+    assert frozen_source.barriers[0].kind is flowcheck.BarrierKind.NOT_WATCHED
+    state = [w_before, w_inside, w_paused, frozen, watched_frozen]
+    saved = snapshot(state)
+    assert report.verify().agrees
+    assert same(state, saved)
+    assert_sites_match(report, tape_truth(lambda: step.python_function(x), state))
+
+
+def test_watch_accessed_variables_false_watches_only_what_it_is_told() -> None:
+    a, b = tf.Variable(1.0, name="a"), tf.Variable(2.0, name="b")
+
+    @tf.function
+    def step() -> None:
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(a)
+            loss = a * b
+        for v, g in zip([a, b], tape.gradient(loss, [a, b])):
+            if g is not None:
+                v.assign_sub(g)
+
+    report = flowcheck.analyze(step)
+    (site,) = report.gradient_sites
+    assert site.watch == "watch_accessed_variables=False; watched: a"
+    assert [s.receives for s in site.sources] == [True, False]
+    assert_sites_match(report, tape_truth(step.python_function, [a, b]))
+
+
+def test_never_trained_variable_read_by_the_loss_but_asked_by_no_site() -> None:
+    layer = keras.layers.Dense(2, name="encoder")
+    codebook = tf.Variable(tf.ones((2, 2)), name="codebook")  # a plain tf.Variable, not in trainable_variables
+    optimizer = keras.optimizers.SGD(0.1)
+
+    @tf.function
+    def step(x: Any) -> None:
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.matmul(layer(x), codebook) ** 2)
+        grads = tape.gradient(loss, layer.trainable_variables)
+        optimizer.apply_gradients(zip(grads, layer.trainable_variables))
+
+    report = flowcheck.analyze(step, np.ones((2, 3), "float32"))
+    assert [r.name for r in report.never_trained] == ["codebook"]
+    assert report.gradient_sites[0].agrees
+
+
+def test_mixed_precision_loss_scale_optimizer_state_is_restored() -> None:
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        keras.utils.set_random_seed(7)
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), keras.layers.Dense(1, dtype="float32")])
+        optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(1e-2))
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+
+    @tf.function
+    def step(x: Any, y: Any) -> None:
+        with tf.GradientTape() as tape:
+            pred = model(x, training=True)
+            loss = tf.reduce_mean((tf.cast(tf.cast(pred, tf.int32), tf.float32) - y) ** 2) + tf.reduce_mean(pred)
+            scaled = optimizer.scale_loss(loss)
+        grads = tape.gradient(scaled, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+
+    x, y = np.ones((4, 3), "float32"), np.ones((4, 1), "float32")
+    report = flowcheck.analyze(step, x, y)
+    (site,) = report.gradient_sites
+    assert site.targets == ("scaled",)
+    state = [*model.variables, *optimizer.variables]
+    saved = snapshot(state)
+    check = report.verify()
+    assert check.agrees, check
+    assert same(state, saved)  # dynamic scale, its step counter, the inner Adam's slots
+    assert_sites_match(report, tape_truth(lambda: step.python_function(x, y), state))
+
+
+def test_a_loss_function_with_an_inner_tape_stays_a_loss_function() -> None:
+    w = tf.Variable(tf.ones((2, 1)), name="w")
+
+    @tf.function
+    def loss_fn(x: Any) -> Any:  # a gradient penalty: the inner gradient feeds the loss
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = tf.matmul(x, w)
+        penalty = tf.reduce_sum(tape.gradient(out, x) ** 2)
+        return tf.reduce_sum(out) + penalty
+
+    report = flowcheck.analyze(loss_fn, tf.ones((2, 2)))
+    assert report.gradient_sites == ()
+    assert report.receives_gradient(w)
+
+
+def test_step_has_gradient_site_reads_the_code() -> None:
+    _, _, _, train_step = _quickstart()
+
+    @tf.function
+    def plain(x: Any) -> Any:
+        return x * 2.0
+
+    assert flowcheck_sites().step_has_gradient_site(train_step)
+    assert not flowcheck_sites().step_has_gradient_site(plain)
+
+
+def flowcheck_sites() -> Any:
+    from flowcheck import _sites
+
+    return _sites
+
+
+@pytest.mark.parametrize("fmt", ["summary", "json"])
+def test_outputs_show_sites(fmt: str) -> None:
+    from flowcheck._format import SCHEMA_VERSION, format_summary, to_json
+
+    _, _, _, train_step = _quickstart()
+    x, y = _data()
+    report = flowcheck.analyze(train_step, x, y)
+    if fmt == "json":
+        data = to_json(report, None)
+        assert data["schema_version"] == SCHEMA_VERSION == 2
+        (site,) = data["gradient_sites"]
+        assert site["kind"] == "GradientTape.gradient" and site["agrees"]
+        assert [s["verdict"] for s in site["sources"]].count("blocked") == 2
+        assert data["never_trained"] == []
+    else:
+        text = format_summary(report, None)
+        assert "GradientTape.gradient" in text and "2 of 4 sources receive" in text
+        assert text.index("blocked") < text.index("receive a gradient")
