@@ -204,6 +204,10 @@ def _analyzer(options: RunOptions) -> Any:
                 step.verification = _verify(step.report, options)
         except FlowcheckError as exc:
             step.error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        except Exception as exc:  # noqa: BLE001 -- not the script's failure: flowcheck's, said as such
+            if step.report is None:
+                raise
+            step.error = f"verification failed: {describe_exception(exc, None)}"
 
     return analyze_step
 

@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 from flowcheck.errors import RenderError, TargetLoadError
 
-__all__ = ["add_run_command", "check_outputs", "run_command", "write_json"]
+__all__ = ["add_run_command", "check_outputs", "run_command", "split_script_arguments", "write_json"]
 
 _DESCRIPTION = """\
 Run a training script exactly as `python SCRIPT.py ARGS...` would (as __main__, with sys.argv
@@ -56,11 +56,18 @@ def add_run_command(commands: Any, common: Callable[[argparse.ArgumentParser], N
         usage="flowcheck run SCRIPT.py [flowcheck options] [-- script arguments...]",
     )
     p.add_argument("script", metavar="SCRIPT.py", help="the training script")
-    p.add_argument("arguments", nargs="*", metavar="ARG", help="the script's own arguments (after --)")
     common(p)
     p.add_argument("--continue", dest="keep_going", action="store_true",
                    help="let the script go on training after its first round, as if flowcheck were not there")
     p.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up notices")
+
+
+def split_script_arguments(argv: list[str]) -> tuple[list[str], list[str]]:
+    """flowcheck's own arguments, and the script's: everything after the first ``--``."""
+    if "--" not in argv:
+        return argv, []
+    at = argv.index("--")
+    return argv[:at], argv[at + 1:]
 
 
 def check_outputs(outputs: Sequence[str]) -> None:

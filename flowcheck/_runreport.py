@@ -14,7 +14,11 @@ JSON document of ``flowcheck run --json`` / ``-o run.json`` (``run_schema_versio
           "kind": "keras train_step" | "tf.function" | "tf1 Session.run" | "eager tape.gradient",
           "name": str, "call": {"file", "line", "function", "code"} | null,
           "report": the report of ``flowcheck analyze --json`` (its schema) | null,
-          "site": a gradient site (eager steps) | null,
+          "sites": [{"kind", "source": {...} | null, "targets": [str], "watch": str, "error": str | null,
+                     "notes": [str], "agrees": bool,
+                     "sources": [{"name", "verdict", "tensorflow_none": bool | null, "trainable": bool,
+                                  "barriers": [barrier, as in the report]}]}, ...]
+                   (the step's gradient sites; an eager step's verdicts are TensorFlow's answer),
           "error": str | null (flowcheck could not analyze it), "raised": str | null (the step
           raised when it ran), "failures": [str, ...]
       }],
@@ -52,9 +56,9 @@ def step_failures(step: Step) -> list[str]:
     """Why this step fails (exit status 1), in words; empty when it passes."""
     from flowcheck._format import failures
 
-    if step.error is not None:
+    if step.error is not None and step.report is None:
         return [f"{step.name} could not be analyzed: {step.error}"]
-    reasons: list[str] = []
+    reasons = [f"{step.name}: {step.error}"] if step.error is not None else []
     if step.report is not None:
         reasons.extend(failures(step.report, step.verification))
     sites = sites_of(step)
@@ -91,7 +95,7 @@ def exit_status(result: RunResult, expectations: Sequence[Expectation]) -> int:
     """0 every source receives and verification agrees; 1 a finding; 2 nothing was analyzed."""
     if not result.steps:
         return 2
-    if all(step.error is not None for step in result.steps):
+    if all(step.error is not None and step.report is None for step in result.steps):
         return 2
     failed = any(step_failures(s) for s in result.steps) or any(not e.holds for e in expectations)
     return 1 if failed or result.error is not None else 0
@@ -110,7 +114,7 @@ def format_run(result: RunResult, script: str, expectations: Sequence[Expectatio
         out.append("")
         call = f", first called at {step.call}" if step.call else ""
         out.append(f"step {i}: {step.name} ({step.kind}){call}")
-        if step.error is not None:
+        if step.error is not None and step.report is None:
             out.append(f"  could not analyze it: {step.error}")
         elif step.eager is not None:
             out.extend(_site_lines(step.eager))
@@ -118,6 +122,8 @@ def format_run(result: RunResult, script: str, expectations: Sequence[Expectatio
             inputs = _INPUTS.get(step.kind, "the arguments of its first call")
             info = RunInfo(file=script, inputs=inputs)
             out.extend("  " + line if line else "" for line in format_summary(step.report, step.verification, info).splitlines())
+        if step.error is not None and step.report is not None:
+            out.append(f"  {step.error}")
         if step.raised is not None:
             out.append(f"  then the step raised {step.raised}")
     if result.error is not None:
@@ -183,7 +189,7 @@ def _step_json(step: Step, script: str) -> dict[str, Any]:
         report = to_json(step.report, step.verification, RunInfo(file=script))
     return {
         "kind": step.kind, "name": step.name, "call": _source_json(step.call), "report": report,
-        "site": _site_json(step.eager) if step.eager is not None else None,
+        "sites": [_site_json(site) for site in sites_of(step)],
         "error": step.error, "raised": step.raised, "failures": step_failures(step),
     }
 
@@ -195,9 +201,12 @@ def _source_json(source: SourceLine | None) -> dict[str, Any] | None:
 
 
 def _site_json(site: Any) -> dict[str, Any]:
+    from flowcheck._format import _barrier_json  # noqa: PLC2701 -- one JSON shape for a barrier
+
     return {
         "kind": site.kind, "source": _source_json(site.source), "targets": list(site.targets),
         "watch": site.watch, "error": site.error, "notes": list(site.notes), "agrees": site.agrees,
         "sources": [{"name": s.name, "verdict": s.verdict.value, "tensorflow_none": s.tensorflow_none,
-                     "trainable": s.trainable, "barriers": []} for s in site.sources],
+                     "trainable": s.trainable, "barriers": [_barrier_json(b) for b in s.barriers]}
+                    for s in site.sources],
     }

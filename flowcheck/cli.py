@@ -61,8 +61,14 @@ verification disagrees or finds a non-finite loss or gradient; 2 usage or input 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = _parser()
+    from flowcheck._runcli import split_script_arguments
+
+    argv, script_arguments = split_script_arguments(list(sys.argv[1:] if argv is None else argv))
     try:
         ns = parser.parse_args(argv)
+        if script_arguments and ns.command != "run":
+            parser.error("arguments after -- are for `flowcheck run SCRIPT.py -- ARGS...`")
+        ns.arguments = script_arguments
     except SystemExit as exc:  # argparse exits on --help, --version and usage errors
         return exc.code if isinstance(exc.code, int) else 2
     if ns.command is None:

@@ -87,7 +87,7 @@ def test_json_keeps_stdout_for_the_document(tmp_path: Path, capsys: Any) -> None
     assert "script starts []" in err and "step 0 done" in err
     (step,) = document["steps"]
     assert step["kind"] == "eager tape.gradient"
-    assert [s["tensorflow_none"] for s in step["site"]["sources"]] == [False] * 4
+    assert [s["tensorflow_none"] for s in step["sites"][0]["sources"]] == [False] * 4
     assert document["ok"] is True and document["stopped"] is True
 
 
@@ -192,3 +192,50 @@ def test_tensorflow_start_up_notices_are_filtered_but_not_the_scripts_stderr(tmp
     assert "absl::InitializeLog" not in quiet.stderr and "oneDNN" not in quiet.stderr
     verbose = subprocess.run([*flowcheck, "--verbose"], capture_output=True, text=True, env=env, cwd=ROOT)
     assert "oneDNN custom operations are on" in verbose.stderr
+
+
+def test_analyze_writes_json_and_keeps_stdout_for_it(tmp_path: Path, capsys: Any) -> None:
+    path = script(tmp_path, """\
+        import tensorflow as tf
+
+        print("imported, with a progress bar")
+        w = tf.Variable(tf.ones((2, 1)), name="w")
+        example_inputs = (tf.ones((3, 2)),)
+
+        @tf.function
+        def loss_fn(x):
+            return tf.reduce_sum(tf.matmul(x, w))
+        """)
+    out_file = tmp_path / "report.json"
+    code = main(["analyze", path, "--json", "-o", str(out_file)])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert json.loads(captured.out) == json.loads(out_file.read_text())
+    assert "imported, with a progress bar" in captured.err
+
+
+def test_expect_patterns_match_the_owning_model(tmp_path: Path, capsys: Any) -> None:
+    path = script(tmp_path, """\
+        import tensorflow as tf
+        import keras
+
+        disc = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)], name="discriminator")
+        gen = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)], name="generator")
+        opt = keras.optimizers.SGD(0.1)
+
+        @tf.function
+        def d_step(x):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(disc(tf.stop_gradient(gen(x))))
+            grads = tape.gradient(loss, disc.trainable_variables)
+            opt.apply_gradients(zip(grads, disc.trainable_variables))
+
+        for _ in range(3):
+            d_step(tf.ones((4, 2)))
+        """)
+    code, out, err = run(capsys, path, "--expect-receives", "discriminator/*", "--expect-blocked", "generator/*")
+    lines = out.splitlines()
+    assert code == 1  # generator/* matches no source of the step
+    receives = next(line for line in lines if "receives discriminator/*" in line)
+    assert receives.startswith("  ok  ")
+    assert "  FAIL  blocked generator/*: matched no variable" in lines
