@@ -234,3 +234,34 @@ def test_flowcheck_run_on_a_minimize_cut_everywhere(tmp_path: Path) -> None:
     [barrier] = variable["barriers"]
     assert (barrier["op_type"], barrier["source"]["line"]) == ("Round", 6)
     assert any("No gradients provided for any variable" in f for f in step["failures"])
+    [site] = step["sites"]
+    assert site["kind"] == "tf1 Optimizer.minimize" and site["agrees"]
+    assert [s["tensorflow_none"] for s in site["sources"]] == [True]
+
+
+def test_flowcheck_run_continue_trains_as_python_does(tmp_path: Path) -> None:
+    script = tmp_path / "train_tf1.py"
+    script.write_text(
+        "import numpy as np\n"
+        "import tensorflow.compat.v1 as tf\n"
+        "tf.disable_v2_behavior()\n"
+        "x = tf.placeholder(tf.float32, [4, 2])\n"
+        "y = tf.placeholder(tf.float32, [4, 1])\n"
+        "w = tf.Variable(tf.ones([2, 1]))\n"
+        "loss = tf.reduce_mean(tf.square(tf.matmul(x, w) - y))\n"
+        "step = tf.train.get_or_create_global_step()\n"
+        "train = tf.train.AdamOptimizer(0.1).minimize(loss, global_step=step)\n"
+        "rng = np.random.default_rng(0)\n"
+        "with tf.Session() as sess:\n"
+        "    sess.run(tf.global_variables_initializer())\n"
+        "    for _ in range(3):\n"
+        "        sess.run(train, {x: rng.normal(size=(4, 2)), y: rng.normal(size=(4, 1))})\n"
+        "    print('final', sess.run(step), sess.run(w).ravel().tolist())\n"
+    )
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    plain = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
+    checked = _flowcheck_run(str(script), "--continue")
+    assert checked.returncode == 0, checked.stdout + checked.stderr[-2000:]
+    final = [line for line in plain.stdout.splitlines() if line.startswith("final")]
+    assert final and final == [line for line in checked.stdout.splitlines() if line.startswith("final")]
+    assert "verification: agrees" in checked.stdout
