@@ -75,6 +75,12 @@ def verify_session_step(
         source variable's value before and after the step, by name.
     """
     state = graph_variables(session.graph)
+    known = {id(v) for v in state}
+    for a in analyses:  # a variable made with collections=[] is in no collection: its own source
+        for j in a.sources:
+            if j.source.variable is not None and id(j.source.variable) not in known:
+                known.add(id(j.source.variable))
+                state.append(j.source.variable)
     before = _read(run, session, state)
     grads = {id(g): g for a in analyses for g in (a.call.grads or ()) if g is not None}
     targets = {id(t): t for a in analyses for t in a.call.targets}
@@ -104,9 +110,11 @@ def _read(run: Run, session: Any, variables: Sequence[Any]) -> dict[int, Any]:
 def _restore(run: Run, session: Any, variables: Sequence[Any], saved: dict[int, Any]) -> list[str]:
     changed = [v for v, now in zip(variables, _read(run, session, variables).values()) if not _same(saved[id(v)], now)]
     for v in changed:
-        run(session, v.initializer, {v.initializer.inputs[1]: saved[id(v)]})
+        initializer = getattr(v, "initializer", None)
+        if initializer is not None and len(initializer.inputs) > 1:
+            run(session, initializer, {initializer.inputs[1]: saved[id(v)]})
     still = [v for v, now in zip(changed, _read(run, session, changed).values()) if not _same(saved[id(v)], now)]
-    return [f"could not restore {v.name}" for v in still]
+    return [f"could not restore {v.name}: it has no initializer to feed the saved value through" for v in still]
 
 
 def _same(a: Any, b: Any) -> bool:

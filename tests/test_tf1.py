@@ -20,7 +20,7 @@ import pytest
 _HERE = Path(__file__).parent
 _CHILD = _HERE / "tf1_child.py"
 _SEED = _HERE.parent / "examples" / "seed_tf1.py"
-_CASES = ("control_flow_v1", "monitored_session", "v2_api", "input_pipeline", "dqn", "int_cast", "momentum", "adam", "compute_apply", "not_in_var_list", "direct_gradients")
+_CASES = ("gan_one_run", "control_flow_v1", "monitored_session", "v2_api", "input_pipeline", "dqn", "int_cast", "momentum", "adam", "compute_apply", "not_in_var_list", "direct_gradients")
 
 
 def _line_of(marker: str, path: Path = _CHILD) -> int:
@@ -178,6 +178,16 @@ def test_input_pipeline_step_is_not_rerun(results: dict[str, Any]) -> None:
     assert case["first_batch"] == [[1.0, 1.0]] * 4  # the script's next batch is still its first
     assert case["restored"] and case["ops_added"] == 0
     assert case["sites"][0]["verdicts"] == ["receives"] and case["sites"][0]["agrees"]
+
+
+def test_two_optimizers_in_one_run(results: dict[str, Any]) -> None:
+    case = results["gan_one_run"]
+    _site_checks(case)
+    d_site, g_site = case["sites"]
+    assert (d_site["names"], d_site["verdicts"]) == (["disc/w", "gen/w"], ["receives", "blocked"])
+    assert d_site["barriers"][1] == [["stop_gradient", _line_of("# CUT gan")]]
+    assert (g_site["names"], g_site["verdicts"]) == (["gen/w", "scale"], ["receives", "receives"])
+    assert case["scale_restored"]
 
 
 def _flowcheck_run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -314,7 +314,29 @@ def input_pipeline():
             report_json("input_pipeline", sess, train, None, first_batch=np.asarray(sess.run(x)).tolist())
 
 
-CASES = {"control_flow_v1": control_flow_v1, "monitored_session": monitored_session, "v2_api": v2_api_in_graph_mode,
+def gan_one_run():
+    """Two minimize calls fetched in one run; a variable made with collections=[] (in no collection)."""
+    with tf.Graph().as_default():
+        z = tf.placeholder(tf.float32, [4, 2])
+        real = tf.placeholder(tf.float32, [4, 3])
+        with tf.variable_scope("gen"):
+            g_w = tf.get_variable("w", [2, 3])
+        with tf.variable_scope("disc"):
+            d_w = tf.get_variable("w", [3, 1])
+        scale = tf.Variable(tf.ones([3]), collections=[], name="scale")
+        fake = tf.matmul(z, g_w) * scale
+        d_loss = tf.reduce_mean(tf.nn.softplus(tf.matmul(tf.stop_gradient(fake), d_w)) + tf.nn.softplus(-tf.matmul(real, d_w)))  # CUT gan
+        g_loss = tf.reduce_mean(tf.nn.softplus(-tf.matmul(fake, d_w)))
+        d_train = tf.train.AdamOptimizer(0.1).minimize(d_loss, var_list=[d_w, g_w])
+        g_train = tf.train.AdamOptimizer(0.1).minimize(g_loss, var_list=[g_w, scale])
+        with tf.Session() as sess:
+            sess.run([tf.global_variables_initializer(), scale.initializer])
+            before = sess.run(scale)
+            report_json("gan_one_run", sess, [d_train, g_train], feed_for(z, real),
+                        scale_restored=bool(np.array_equal(before, sess.run(scale))))
+
+
+CASES = {"gan_one_run": gan_one_run, "control_flow_v1": control_flow_v1, "monitored_session": monitored_session, "v2_api": v2_api_in_graph_mode,
          "input_pipeline": input_pipeline, "dqn": dqn, "int_cast": int_cast, "momentum": lambda: slots("momentum"), "adam": lambda: slots("adam"),
          "compute_apply": compute_apply, "not_in_var_list": not_in_var_list, "direct_gradients": direct_gradients}
 
