@@ -3,10 +3,11 @@
 Nothing here prints, imports TensorFlow or touches disk. The summary is laid out once, as lines
 of styled segments; :func:`format_summary` joins their text and :func:`format_rich` styles them.
 
-JSON schema, version 1 (``to_json``; a field is only ever added within a version)::
+JSON schema, version 2 (``to_json``; a field is only ever added within a version; version 2
+added ``gradient_sites``, ``never_trained`` and ``other_state``)::
 
     {
-      "schema_version": 1,
+      "schema_version": 2,
       "flowcheck_version": "0.1.0",
       "target": {"name": str, "kind": "tf.function" | "callable" | "keras model",
                  "file": str | null, "chosen_by": str | null, "inputs": str | null},
@@ -22,6 +23,16 @@ JSON schema, version 1 (``to_json``; a field is only ever added within a version
       }],
       "gradient_errors": [barrier, ...] (as in "barriers": ops with no gradient that a gradient
                         reaches; TensorFlow raises LookupError at each),
+      "gradient_sites": [{ (a training step's gradient calls, in order; [] for a loss function)
+          "kind": str (flowcheck._sites.KINDS), "source": source | null (the call's line),
+          "targets": [str, ...], "watch": str, "error": str | null, "agrees": bool,
+          "counts": {"receives": int, "blocked": int, "unused": int}, "notes": [str, ...],
+          "sources": [{"name": str, "verdict": verdict, "trainable": bool,
+                       "tensorflow_none": bool | null (TensorFlow's own answer at the call),
+                       "barriers": [barrier, ...]}] (in the order passed)
+      }],
+      "never_trained": [str, ...] (trainable variables a gradient reaches that no site asks for),
+      "other_state": int (variables the step reads that no site lists: optimizer, metric state),
       "notes": [str, ...],
       "verification": null | {
           "agrees": bool, "optimizer": str, "loss": float | null (null when not finite),
@@ -36,8 +47,9 @@ JSON schema, version 1 (``to_json``; a field is only ever added within a version
       "ok": bool
     }
 
-``ok`` is true when no gradient error is predicted, every expectation holds and verification (if
-run) agrees and found no problem; the command's exit status is then 0, else 1.
+``ok`` is true when no gradient error is predicted, every source of every gradient site receives a
+gradient (and the sites raised nothing), no variable is never trained, every expectation holds and
+verification (if run) agrees and found no problem; the command's exit status is then 0, else 1.
 """
 
 from __future__ import annotations
@@ -48,6 +60,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flowcheck._analysis import BarrierKind, Verdict
+from flowcheck._format_sites import site_failures, site_lines, sites_json
 from flowcheck._report import GRADIENT_ERROR_ADVICE
 
 if TYPE_CHECKING:
@@ -58,7 +71,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Expectation", "RunInfo", "failures", "format_rich", "format_summary", "to_json", "SCHEMA_VERSION"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _RECEIVING_SHOWN = 12  # a summary of a 260-variable model should stay readable; --json lists all
 
 
@@ -93,11 +106,13 @@ class RunInfo:
     inputs: str | None = None
     expectations: tuple[Expectation, ...] = ()
     outputs: tuple[str, ...] = field(default=())
+    all_sources: bool = False  # list every receiving source of a gradient site, not a count
 
 
 def failures(report: Report, verification: Verification | None, run: RunInfo | None = None) -> list[str]:
     """Why the run fails (exit status 1), in words; empty when it passes."""
     reasons = [f"differentiating the loss raises at {b.op_type} {b.op_name!r} (no gradient defined)" for b in report.gradient_errors]
+    reasons.extend(site_failures(report))
     for e in run.expectations if run else ():
         if not e.matched:
             reasons.append(f"--expect-{e.expect} {e.pattern!r} matched no variable")
@@ -133,7 +148,9 @@ def _lines(report: Report, verification: Verification | None, run: RunInfo | Non
         for b in report.gradient_errors:
             out.extend(_barrier(b))
         out.append([(f"      {GRADIENT_ERROR_ADVICE}", "dim")])
-    for verdict in (Verdict.BLOCKED, Verdict.UNUSED, Verdict.RECEIVES):
+    if report.gradient_sites:  # a training step: its gradient calls are the findings
+        out.extend(site_lines(report, _barrier, all_sources=bool(run and run.all_sources)))
+    for verdict in (Verdict.BLOCKED, Verdict.UNUSED, Verdict.RECEIVES) if not report.gradient_sites else ():
         group = report.by_verdict(verdict)
         if group:
             out.append([])
@@ -312,6 +329,7 @@ def to_json(report: Report, verification: Verification | None, run: RunInfo | No
         "counts": {v.value: len(report.by_verdict(v)) for v in Verdict},
         "variables": [_variable_json(r) for r in report.variables],
         "gradient_errors": [_barrier_json(b) for b in report.gradient_errors],
+        **sites_json(report, _barrier_json),
         "notes": list(report.notes),
         "verification": _verification_json(verification) if verification is not None else None,
         "expectations": [

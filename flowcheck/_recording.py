@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import os
 import threading
 import traceback
 import weakref
 from collections.abc import Callable, Iterator
-from typing import Any, Final
+from typing import Any, Final, TypeVar, cast
 
 import tensorflow as tf
 from tensorflow.python.eager import backprop
@@ -37,6 +38,13 @@ _ORIGINAL: dict[str, Any] = {}
 _TAPE_METHODS: Final = ("_push_tape", "_pop_tape", "watch", "gradient", "jacobian", "batch_jacobian")
 # Keras 3's own training step (TensorFlow backend) asks for gradients here.
 _KERAS_TRAINER: Final = ("keras/src/backend/tensorflow/trainer.py",)
+_HERE: Final = os.path.dirname(os.path.abspath(__file__))
+# AutoGraph would convert the wrappers when the user's converted code calls them: keep them Python.
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _PLAIN_PYTHON(fn: _F) -> _F:  # noqa: N802 -- reads as the decorator it wraps
+    return cast(_F, tf.autograph.experimental.do_not_convert(fn))
 
 
 @contextlib.contextmanager
@@ -91,6 +99,7 @@ def _last_id(graph: Any) -> int:
     return int(operations[-1]._id) if operations else 0  # noqa: SLF001
 
 
+@_PLAIN_PYTHON
 def _push_tape(self: Any) -> None:
     fresh = self._tape is None  # noqa: SLF001 -- a new tape (first push or after reset)
     _ORIGINAL["_push_tape"](self)
@@ -105,6 +114,7 @@ def _push_tape(self: Any) -> None:
     record.open_since = _last_id(graph) if graph is not None else 0
 
 
+@_PLAIN_PYTHON
 def _pop_tape(self: Any) -> None:
     _ORIGINAL["_pop_tape"](self)
     record = _TAPES.get(self)
@@ -114,6 +124,7 @@ def _pop_tape(self: Any) -> None:
         record.open_since = None
 
 
+@_PLAIN_PYTHON
 def _watch(self: Any, tensor: Any) -> None:
     _ORIGINAL["watch"](self, tensor)
     record = _record_of(self)
@@ -136,7 +147,17 @@ def _caller() -> tuple[SourceLine | None, bool]:
     """The user's line on the Python stack, and whether Keras's own training step made the call."""
     frames = traceback.extract_stack()[:-2]
     keras_step = any(f.filename.endswith(_KERAS_TRAINER) for f in frames[-6:])
-    return user_frame(frames)[0], keras_step
+    return (None if keras_step else user_frame(frames)[0]), keras_step
+
+
+def _direct_caller() -> SourceLine | None:
+    """The library line that called TensorFlow's gradient method (Keras's), None for the user's code."""
+    for frame in reversed(traceback.extract_stack()[:-1]):
+        if not frame.filename.startswith(_HERE) and "/tensorflow/python/" not in frame.filename:
+            if not is_library_file(frame.filename) or "__autograph_generated" in frame.filename:
+                return None
+            return SourceLine(frame.filename, int(frame.lineno or 0), frame.name, (frame.line or "").strip())
+    return None
 
 
 def _recorded(kind: str, tape: Any, targets: Any, sources: Any, call: Callable[[], Any], zero: bool) -> Any:
@@ -148,6 +169,7 @@ def _recorded(kind: str, tape: Any, targets: Any, sources: Any, call: Callable[[
     entry = RecordedCall(
         kind=kind, source=line, targets=tuple(tf.nest.flatten(targets)), sources=tuple(tf.nest.flatten(sources)),
         results=None, tape=_record_of(tape) if tape is not None else None, graph=_graph(), unconnected_zero=zero,
+        caller=_direct_caller(),
     )
     _STATE.busy = True
     try:
@@ -170,6 +192,7 @@ def _is_zero(unconnected: Any) -> bool:
     return str(getattr(unconnected, "value", unconnected)).lower() == "zero"
 
 
+@_PLAIN_PYTHON
 def _gradient(self: Any, target: Any, sources: Any, output_gradients: Any = None,
               unconnected_gradients: Any = tf.UnconnectedGradients.NONE) -> Any:
     return _recorded(
@@ -179,6 +202,7 @@ def _gradient(self: Any, target: Any, sources: Any, output_gradients: Any = None
     )
 
 
+@_PLAIN_PYTHON
 def _jacobian(self: Any, target: Any, sources: Any, *args: Any, **kwargs: Any) -> Any:
     unconnected = kwargs.get("unconnected_gradients", args[0] if args else tf.UnconnectedGradients.NONE)
     return _recorded(
@@ -187,6 +211,7 @@ def _jacobian(self: Any, target: Any, sources: Any, *args: Any, **kwargs: Any) -
     )
 
 
+@_PLAIN_PYTHON
 def _batch_jacobian(self: Any, target: Any, source: Any, *args: Any, **kwargs: Any) -> Any:
     unconnected = kwargs.get("unconnected_gradients", args[0] if args else tf.UnconnectedGradients.NONE)
     return _recorded(
@@ -195,6 +220,7 @@ def _batch_jacobian(self: Any, target: Any, source: Any, *args: Any, **kwargs: A
     )
 
 
+@_PLAIN_PYTHON
 def _tf_gradients(ys: Any, xs: Any, *args: Any, **kwargs: Any) -> Any:
     original = _ORIGINAL.get("tf.gradients") or tf.gradients
     unconnected = kwargs.get("unconnected_gradients", tf.UnconnectedGradients.NONE)

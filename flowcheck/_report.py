@@ -101,10 +101,10 @@ class Report:
         gradient_errors: Ops with no registered gradient that a gradient reaches: differentiating
             the loss raises ``LookupError: No gradient defined for operation ...`` at each (the
             step fails; if the op's result is meant as a constant, wrap the result in ``tf.stop_gradient``).
-        gradient_sites: For a training step (it asks for gradients itself; a Keras model's
-            ``train_step``): each gradient call with its sources' verdicts by that call's tape
-            (empty for a loss function). ``losses`` are then the calls' targets.
+        gradient_sites: For a training step (it asks for gradients itself, or a Keras model's
+            ``train_step``), each gradient call judged by its own tape; ``losses`` are their targets.
         never_trained: Trainable variables the sites' targets give a gradient that no site lists.
+        other_state: How many variables a step reads that ``variables`` leaves out (optimizer, metrics).
         graph: The gradient-annotated graph (see ``flowcheck._graph``).
     """
 
@@ -123,6 +123,8 @@ class Report:
         self.gradient_errors = gradient_errors
         self.gradient_sites: tuple[GradientSite, ...] = gradient_sites
         self.never_trained = never_trained
+        self.other_state = 0
+        self._everything = variables  # for a step: also the state left out of ``variables``
         self.verification: Any = None
 
     def __repr__(self) -> str:
@@ -147,11 +149,11 @@ class Report:
                 raise VariableNotFoundError(f"{len(matches)} variables are named {variable!r}; pass the variable itself")
             names = ", ".join(r.name for r in self.variables)
             raise VariableNotFoundError(f"no variable named {variable!r} in this report; it has: {names}")
-        for r in self.variables:
+        for r in self._everything:
             if r.variable is variable or self._traced.variables[_index(r)].tf_variable is variable:
                 return r
         backing = getattr(variable, "_value", None)
-        for r in self.variables:
+        for r in self._everything:
             if backing is not None and self._traced.variables[_index(r)].tf_variable is backing:
                 return r
         if _is_variable(variable):
@@ -182,9 +184,7 @@ class Report:
     def verify(self, optimizer: Any = None, learning_rate: float | None = None) -> Any:
         """Run one real optimizer step, compare with the prediction, restore every variable.
 
-        For a training step with gradient sites, the user's own step runs once on the example
-        inputs (its own tape and optimizer; ``optimizer`` and ``learning_rate`` are not used), and
-        every piece of state it touched is restored bit for bit.
+        A step with gradient sites is run itself, once, with its own optimizer (the arguments unused).
 
         Args:
             optimizer: ``"sgd"`` (default), ``"adam"``, a Keras optimizer class, or an instance
@@ -198,7 +198,6 @@ class Report:
         if self.gradient_sites:
             from flowcheck._step_verify import verify_step
 
-            # The step applies its own optimizer: it is run as training would run it.
             self.verification = verify_step(self._traced, self.gradient_sites)
             return self.verification
         from flowcheck._verify import run_step
@@ -322,6 +321,10 @@ def analyze(fn: Any, *args: Any, **kwargs: Any) -> Report:
 
 
 def _report(traced: Any, graph: nx.DiGraph) -> Report:
+    from flowcheck import _steps  # a training step's gradient sites (TensorFlow is loaded by now)
+
+    if traced.step:
+        _steps.attach_targets(graph, traced)
     var_nodes: list[str] = graph.graph["variables"]
     loss_nodes: list[str] = graph.graph["losses"]
     total = verdicts(graph, var_nodes, loss_nodes)
@@ -353,14 +356,10 @@ def _report(traced: Any, graph: nx.DiGraph) -> Report:
             "what a tape gives when that loss alone is differentiated inside the step; a tape around "
             "one call returning all of them gives zeros, not None, to variables only another loss uses"
         )
-    sites: tuple[GradientSite, ...] = ()
-    never: tuple[VariableResult, ...] = ()
-    if traced.step:
-        from flowcheck._steps import build_sites, never_trained
-
-        sites = build_sites(traced, graph, _barrier)
-        never = never_trained(traced, graph, results)
-    return Report(traced, graph, tuple(results), tuple(notes), errors, gradient_sites=sites, never_trained=never)
+    sites, never, listed = _steps.step_findings(traced, graph, results, _barrier) if traced.step else ((), (), results)
+    report = Report(traced, graph, tuple(listed), tuple(notes), errors, gradient_sites=sites, never_trained=never)
+    report.other_state, report._everything = len(results) - len(listed), tuple(results)
+    return report
 
 
 def _one_per_replica(barriers: Iterable[Barrier]) -> tuple[Barrier, ...]:

@@ -23,7 +23,7 @@ from flowcheck._analysis import BarrierKind, Verdict, blocking_barriers, verdict
 from flowcheck._sites import GradientSite, RecordedCall, SiteSource
 from flowcheck._source import SourceLine
 
-__all__ = ["SiteGraph", "site_graph", "judge_call", "target_names", "source_name"]
+__all__ = ["SiteGraph", "judge_call", "site_graph", "source_name", "target_names", "tensor_node", "unique"]
 
 BarrierOf = Callable[[nx.DiGraph, tuple[str, str], dict[tuple[str, str], Any]], Any]
 
@@ -115,12 +115,13 @@ def site_graph(
     sources: list[str | None] = []
     for obj in call.sources:
         index = variable_index(obj)
-        sources.append(var_nodes[index] if index is not None else _tensor_node(sub, obj))
-    targets = [n for n in (_tensor_node(sub, t) for t in call.targets) if n is not None]
+        sources.append(var_nodes[index] if index is not None else tensor_node(sub, obj))
+    targets = [n for n in (tensor_node(sub, t) for t in call.targets) if n is not None]
     return SiteGraph(sub, sources, targets)
 
 
-def _tensor_node(graph: nx.DiGraph, tensor: Any) -> str | None:
+def tensor_node(graph: nx.DiGraph, tensor: Any) -> str | None:
+    """The node of the op that makes ``tensor`` (searched in inlined bodies too), if any."""
     op = getattr(tensor, "op", None)
     if op is None:
         return None

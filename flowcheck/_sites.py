@@ -179,6 +179,7 @@ class RecordedCall:
         unconnected_zero: The call asked for ``unconnected_gradients=ZERO``.
         error: What TensorFlow raised, as one line, if it did.
         exception: The exception itself, if it raised.
+        caller: The library line that made the call (Keras's ``train_step``); None when user code did.
     """
 
     kind: str
@@ -191,6 +192,7 @@ class RecordedCall:
     unconnected_zero: bool = False
     error: str | None = None
     exception: BaseException | None = field(default=None, repr=False)
+    caller: SourceLine | None = None
 
     @property
     def tensorflow_none(self) -> tuple[bool | None, ...]:

@@ -11,21 +11,20 @@ generators when they exist) and afterwards assigned back bit for bit, also when 
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
-from typing import Any, Final
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import tensorflow as tf
 
 from flowcheck._sites import GradientSite, RecordedCall, record_sites
-from flowcheck._steps import built_state, optimizers_of, state_of, unbuild
+from flowcheck._step_state import NO_GRADIENTS, all_none_tolerated, built_state, optimizers_of, state_of, unbuild
 from flowcheck._verify import GradientState, VariableCheck, Verification, _describe, _digest, _first_line, _save_components, _state
 from flowcheck.errors import VerificationError
 
 __all__ = ["verify_step"]
-
-# keras/src/optimizers/base_optimizer.py, _filter_empty_gradients: every gradient is None.
-_NO_GRADIENTS: Final = "No gradients provided for any variable"
 
 
 def _global_state() -> list[Any]:
@@ -56,17 +55,15 @@ def verify_step(traced: Any, sites: Sequence[GradientSite]) -> Verification:
     before = [_maybe_digest(v) for v in sources]
     problems: list[str] = []
     try:
-        with record_sites() as recorder:
-            try:
-                step(*traced.args, **traced.kwargs)
-            except ValueError as exc:
-                if _NO_GRADIENTS not in str(exc):
-                    raise
-                problems_if_unpredicted = [s for s in sites if s.receiving]
-                if problems_if_unpredicted:
-                    problems.append(f"the step raised {_first_line(exc)}")
+        with warnings.catch_warnings():
+            # Keras's bare warning about None gradients: the report explains those sources.
+            warnings.filterwarnings("ignore", message="Gradients do not exist for variables", category=UserWarning)
+            if any(site.kind == "tf.gradients" for site in sites):
+                recorded = _run_traced(step, traced.args, traced.kwargs)
+            else:
+                recorded = _run_eagerly(step, traced.args, traced.kwargs, problems if any(s.receiving for s in sites) else [])
         after = [_maybe_digest(v) for v in sources]
-        calls = _match(sites, recorder.eager_calls)
+        calls = _match(sites, recorded)
     except VerificationError:
         raise
     except Exception as exc:  # noqa: BLE001 -- the user's step failed: say how, as one error
@@ -84,6 +81,51 @@ def verify_step(traced: Any, sites: Sequence[GradientSite]) -> Verification:
         variables=tuple(checks),
         problems=tuple(problems),
     )
+
+
+def _run_eagerly(step: Any, args: Any, kwargs: Any, problems: list[str]) -> list[RecordedCall]:
+    """Run the step eagerly, nested ``tf.function`` s too, so that every tape answers with values.
+
+    Keras's ``No gradients provided`` ends the step as it would end training; it is a problem
+    only when given a ``problems`` list (a gradient was predicted somewhere).
+    """
+    with record_sites() as recorder, _eagerly():
+        try:
+            step(*args, **kwargs)
+        except ValueError as exc:
+            if NO_GRADIENTS not in str(exc):
+                raise
+            problems.append(f"the step raised {_first_line(exc)}")
+    return recorder.eager_calls
+
+
+def _run_traced(step: Any, args: Any, kwargs: Any) -> list[RecordedCall]:
+    """Run the step as a new ``tf.function`` returning its gradients (``tf.gradients`` needs a graph)."""
+    last: list[list[RecordedCall]] = [[]]
+
+    def probe(*a: Any, **k: Any) -> list[tuple[list[Any], list[Any]]]:
+        with record_sites() as recorder, all_none_tolerated([]):
+            step(*a, **k)
+        last[0] = recorder.calls  # a trace that creates variables runs twice: keep the final one
+        return [([r for r in c.results or () if r is not None], list(c.targets)) for c in recorder.calls]
+
+    values = tf.function(probe)(*args, **kwargs)
+    for call, (grads, targets) in zip(last[0], values):
+        it = iter(grads)
+        call.targets = tuple(targets)
+        call.results = tuple(None if r is None else next(it) for r in call.results) if call.results is not None else None
+    return last[0]
+
+
+@contextlib.contextmanager
+def _eagerly() -> Iterator[None]:
+    """Nested ``tf.function`` s run eagerly too, so that every tape answers with values."""
+    before = tf.config.functions_run_eagerly()
+    tf.config.run_functions_eagerly(True)
+    try:
+        yield
+    finally:
+        tf.config.run_functions_eagerly(before)
 
 
 def _maybe_digest(value: Any) -> bytes | None:

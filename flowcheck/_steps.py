@@ -5,16 +5,15 @@ a variable update, or the function returns no loss), or a Keras model's ``train_
 findings are its :class:`~flowcheck._sites.GradientSite` s, not the function's outputs. This
 module decides whether a trace is a step, turns a trace that failed after asking for gradients
 (Keras's ``No gradients provided for any variable`` while tracing) into one that can be read,
-finds the optimizers and the state a step touches, and builds the sites and the never-trained
-variables of a report.
+and builds the sites and the never-trained variables of a report (the state a step touches is
+``flowcheck._step_state``'s).
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import inspect
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import networkx as nx
@@ -23,11 +22,12 @@ import tensorflow as tf
 from flowcheck._analysis import Verdict, verdicts
 from flowcheck._site_analysis import judge_call, site_graph, source_name, target_names, unique
 from flowcheck._sites import GradientSite, RecordedCall, SiteRecorder
+from flowcheck._step_state import NO_GRADIENTS, all_none_tolerated, built_state, unbuild
 from flowcheck.errors import InvalidTargetError
 
 __all__ = [
-    "FailedTrace", "build_sites", "built_state", "failed_trace", "is_training_step", "keras_step",
-    "keras_train_step", "never_trained", "site_losses", "state_of", "unbuild", "watch_text",
+    "FailedTrace", "attach_targets", "build_sites", "eager_site", "failed_trace", "is_training_step", "judged_at_sites", "keras_loss_step", "keras_step",
+    "keras_train_step", "never_trained", "site_losses", "step_findings", "step_variables", "trace_recorded", "watch_text",
 ]
 
 # Ops through which gradients change variables (Keras optimizers assign; TF1 ones apply).
@@ -69,10 +69,10 @@ def failed_trace(recorder: SiteRecorder, error: BaseException) -> FailedTrace | 
 
 def is_training_step(concrete: Any, calls: Sequence[RecordedCall], kind: str) -> bool:
     """Whether the trace is judged by its gradient sites rather than by its outputs."""
-    if kind == "keras model" or isinstance(concrete, FailedTrace):
-        return True
     if not calls:
         return False
+    if kind == "keras model" or isinstance(concrete, FailedTrace):
+        return True
     outputs = [t for t in tf.nest.flatten(concrete.structured_outputs) if isinstance(t, tf.Tensor)]
     if not any(t.dtype.is_floating or t.dtype.is_complex for t in outputs):
         return True  # returns nothing, or no loss: the gradients are what it is about
@@ -130,7 +130,7 @@ def site_losses(calls: list[RecordedCall]) -> list[Any]:
     found: list[tuple[str, Any]] = []
     seen: set[Any] = set()
     for call in calls:
-        for label, tensor in zip(target_names(call.source, call.targets), call.targets):
+        for label, tensor in zip(target_names(call.caller or call.source, call.targets), call.targets):
             if isinstance(tensor, tf.Tensor) and (tensor.dtype.is_floating or tensor.dtype.is_complex) \
                     and tensor.ref() not in seen:
                 seen.add(tensor.ref())
@@ -140,6 +140,59 @@ def site_losses(calls: list[RecordedCall]) -> list[Any]:
         LossOutput(name, tensor, tuple(tensor.shape.as_list()) if tensor.shape.rank is not None else (), tensor.dtype.name)
         for name, (_, tensor) in zip(names, found)
     ]
+
+
+def trace_recorded(
+    function: Any, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], notes: list[str],
+    failure: Callable[[BaseException], str],
+) -> tuple[Any, list[RecordedCall]]:
+    """Trace ``function`` while recording its gradient calls; the calls of the final trace only.
+
+    A trace that raises after a gradient call is read as far as it got (:class:`FailedTrace`);
+    one that raises before is a :class:`~flowcheck.errors.TraceError` saying ``failure(exc)``.
+    """
+    from flowcheck._sites import record_sites
+    from flowcheck.errors import TraceError
+
+    built = built_state(fn, args)
+    raised: list[str] = []
+    with record_sites() as recorder, all_none_tolerated(raised), warnings.catch_warnings():
+        # Keras's warning about None gradients, provoked by this trace: the report explains it.
+        warnings.filterwarnings("ignore", message="Gradients do not exist for variables", category=UserWarning)
+        try:
+            concrete: Any = function.get_concrete_function(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 -- any error of the user's code, re-raised as ours
+            concrete = failed_trace(recorder, exc)
+            if concrete is None:
+                raise TraceError(failure(exc)) from exc
+            notes.append(failure(exc).replace("tracing", "the trace of", 1)
+                         + " (after asking for gradients: the gradient sites are reported)")
+        finally:
+            unbuild(built)  # an optimizer built by this trace is the user's to build
+    notes.extend(f"every gradient is None: {where} raises ValueError: {NO_GRADIENTS}" for where in raised)
+    return concrete, recorder.calls_in(concrete.graph)
+
+
+def keras_loss_step(model: Any, notes: list[str]) -> Any:
+    """The compiled loss of a model whose ``train_step`` asks for no gradient (no trainable weights)."""
+    import keras
+
+    from flowcheck.errors import LossError
+
+    if type(model).train_step is not keras.Model.train_step:
+        raise LossError(
+            f"the train_step of Keras model {model.name!r} asks for no gradient (no tape.gradient call): "
+            "fit would train nothing"
+        )
+    notes.append(f"{model.name!r} has no trainable weights, so its train_step asks for no gradient: "
+                 "its compiled loss is analyzed instead")
+
+    def training_step(x: Any, y: Any = None, sample_weight: Any = None) -> Any:
+        y_pred = model(x, training=True)
+        return model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+
+    training_step.__name__ = f"{model.name}_training_step"
+    return tf.function(training_step)
 
 
 def watch_text(call: RecordedCall, names: dict[int, str]) -> str:
@@ -202,7 +255,7 @@ def build_sites(traced: Any, graph: nx.DiGraph, barrier_of: Any) -> tuple[Gradie
         ]
         labels = {id(obj): n for obj, n in zip(call.sources, names)}
         sites.append(judge_call(
-            call, sub, names, trainable, barrier_of, watch_text(call, labels), target_names(call.source, call.targets),
+            call, sub, names, trainable, barrier_of, watch_text(call, labels), target_names(call.caller or call.source, call.targets),
         ))
     return tuple(sites)
 
@@ -219,125 +272,101 @@ def never_trained(traced: Any, graph: nx.DiGraph, results: Sequence[Any]) -> tup
     )
 
 
-# --- the state a step touches --------------------------------------------------------------------
+def step_variables(traced: Any, results: Sequence[Any]) -> list[Any]:
+    """The variables a step's report lists: every site's sources and the trainable ones its targets
+    reach; the rest (optimizer slots and counters, metric totals, seeds, BatchNorm statistics) is
+    counted, not listed."""
+    index = _Index(traced.variables)
+    listed = {i for call in traced.calls for obj in call.sources if (i := index(obj)) is not None}
+    kept = [r for i, r in enumerate(results) if i in listed or (r.trainable and r.verdict is not Verdict.UNUSED)]
+    return kept
 
 
-def optimizers_of(fn: Any, args: Sequence[Any] = ()) -> list[Any]:
-    """The Keras optimizers a step can reach: a model's, or named by its code, closures or ``self``."""
-    import keras
+def judged_at_sites(report: Any) -> Any:
+    """A shallow copy of a step's report whose variables carry their verdicts at the gradient sites.
 
-    found: list[Any] = []
-
-    def add(value: Any) -> None:
-        if isinstance(value, keras.optimizers.Optimizer) and all(value is not o for o in found):
-            found.append(value)
-        if isinstance(value, keras.Model):
-            add(getattr(value, "optimizer", None))
-        inner = getattr(value, "inner_optimizer", None)  # LossScaleOptimizer
-        if inner is not None:
-            add(inner)
-
-    for value in _reachable(fn, args):
-        add(value)
-        if not isinstance(value, (int, float, str, bytes, type(None))) and hasattr(value, "__dict__"):
-            with contextlib.suppress(Exception):
-                for attr in list(vars(value).values()):
-                    add(attr)
-    return found
-
-
-def _reachable(fn: Any, args: Sequence[Any]) -> Iterator[Any]:
-    yield fn
-    yield from args
-    target = getattr(fn, "python_function", fn)
-    target = inspect.unwrap(target) if callable(target) else target
-    bound = getattr(target, "__self__", None)
-    if bound is not None:
-        yield bound
-        target = getattr(target, "__func__", target)
-    for cell in getattr(target, "__closure__", None) or ():
-        with contextlib.suppress(ValueError):
-            yield cell.cell_contents
-    code = getattr(target, "__code__", None)
-    globals_ = getattr(target, "__globals__", {})
-    if code is not None:
-        yield from (globals_[n] for n in code.co_names if n in globals_)
-
-
-def state_of(fn: Any, args: Sequence[Any], traced_variables: Sequence[Any]) -> list[Any]:
-    """Every variable a step may change: its captures, its models' (metrics and seeds too), its optimizers'."""
-    import keras
-
-    found: list[Any] = [v.tf_variable for v in traced_variables]
-    for opt in optimizers_of(fn, args):
-        found.extend(opt.variables)
-    for value in _reachable(fn, args):
-        for model in [value, *[a for a in (vars(value).values() if hasattr(value, "__dict__") else ())]]:
-            if isinstance(model, keras.Layer):
-                found.extend(model.variables)
-                found.extend(getattr(model, "metrics_variables", []))
-    from keras.src.backend.common import global_state
-
-    shared = global_state.get_global_attribute("global_seed_generator")  # never create one
-    if shared is not None:
-        found.append(shared.state)
-    unique_vars: list[Any] = []
-    seen: set[int] = set()
-    for v in found:
-        backing = getattr(v, "_value", None)
-        real = backing if isinstance(backing, tf.Variable) else v
-        if isinstance(real, tf.Variable) and id(real) not in seen:
-            seen.add(id(real))
-            unique_vars.append(real)
-    return unique_vars
-
-
-def built_state(fn: Any, args: Sequence[Any]) -> list[tuple[Any, bool, int]]:
-    """Each optimizer the step can reach, whether it is built, and how many variables it owns."""
-    return [(opt, bool(opt.built), len(opt._variables)) for opt in optimizers_of(fn, args)]  # noqa: SLF001
-
-
-def unbuild(before: Sequence[tuple[Any, bool, int]]) -> None:
-    """Put optimizers that flowcheck's trace or run built back to unbuilt, as the user had them.
-
-    A Keras optimizer builds its slots on first use (``BaseOptimizer.build``); inside a trace
-    that fails they stay uninitialized. Undone here to what ``BaseOptimizer.__init__`` leaves, so
-    that the user's first real step builds them itself.
+    A source gets the verdict of the sites that list it (RECEIVES when any gives it a gradient,
+    else the first site's verdict and barriers); a variable no site lists gets UNUSED: no gradient
+    call asks for it. Contracts (``assert_gradient_flow``) are checked against this view.
     """
-    for opt, built, count in before:
-        if not built and opt.built:
-            del opt._variables[count:]  # noqa: SLF001 -- the optimizer's own variable store
-            opt._trainable_variables = []  # noqa: SLF001
-            opt._trainable_variables_indices = {}  # noqa: SLF001
-            opt.built = False
+    import copy
+    import dataclasses
+
+    found: dict[int, tuple[Verdict, tuple[Any, ...]]] = {}
+    for site in report.gradient_sites:
+        for s in site.sources:
+            key = id(report.result(s.variable).variable)
+            if key not in found or (s.receives and found[key][0] is not Verdict.RECEIVES):
+                found[key] = (s.verdict, s.barriers)
+    view = copy.copy(report)
+
+    def judged(r: Any) -> Any:
+        verdict, barriers = found.get(id(r.variable), (Verdict.UNUSED, ()))
+        return dataclasses.replace(r, verdict=verdict, barriers=barriers)
+
+    view.variables = tuple(judged(r) for r in report.variables)
+    view._everything = tuple(judged(r) for r in report._everything)  # noqa: SLF001
+    return view
 
 
-NO_GRADIENTS: Final = "No gradients provided for any variable"
-"""Keras's error when every gradient given to ``apply_gradients`` is None."""
+def eager_site(call: RecordedCall) -> GradientSite:
+    """The site of a gradient call made eagerly (outside any ``tf.function``): TensorFlow's answer.
 
-
-@contextlib.contextmanager
-def all_none_tolerated(seen: list[str]) -> Iterator[None]:
-    """While tracing, let a Keras optimizer given only None gradients apply nothing instead of raising.
-
-    Keras raises ``No gradients provided for any variable`` inside ``apply_gradients``
-    (``BaseOptimizer._filter_empty_gradients``), which would end the trace; the step is then still
-    traced to its end, so that variables it creates are initialized as usual, and ``seen`` gets one
-    entry per such call.
+    Without a graph nothing can be cut down to ops: a source is RECEIVES when the tape gave a
+    gradient and BLOCKED when it gave None, with no barriers. A call that raised because the
+    target left TensorFlow (a loss computed with NumPy: ``AttributeError ... '_id'``) gets that
+    reason in words as its ``error``.
     """
-    from keras.src.optimizers import base_optimizer
+    from flowcheck._sites import SiteSource
 
-    cls = base_optimizer.BaseOptimizer
-    original = cls._filter_empty_gradients  # noqa: SLF001
+    names = unique([source_name(obj) for obj in call.sources])
+    answers = call.tensorflow_none
+    sources = tuple(
+        SiteSource(
+            name=name, variable=obj, verdict=Verdict.RECEIVES if answer is False else Verdict.BLOCKED, barriers=(),
+            tensorflow_none=answer, trainable=bool(getattr(obj, "trainable", False)),
+        )
+        for name, obj, answer in zip(names, call.sources, answers)
+    )
+    return GradientSite(
+        kind=call.kind, source=call.source, targets=target_names(call.caller or call.source, call.targets),
+        sources=sources, watch=watch_text(call, dict(zip((id(o) for o in call.sources), names))),
+        error=_error_in_words(call), notes=("called eagerly: TensorFlow's own answer, without a graph to explain it",),
+    )
 
-    def tolerant(self: Any, grads: Any, variables: Any) -> Any:
-        if list(grads) and all(g is None for g in grads):
-            seen.append(f"{self.name}.apply_gradients")
-            return [], []
-        return original(self, grads, variables)
 
-    cls._filter_empty_gradients = tolerant  # noqa: SLF001
-    try:
-        yield
-    finally:
-        cls._filter_empty_gradients = original  # noqa: SLF001
+def _error_in_words(call: RecordedCall) -> str | None:
+    exc = call.exception
+    if exc is None:
+        return call.error
+    left = [type(t).__name__ for t in call.targets if not isinstance(t, (tf.Tensor, tf.Variable))]
+    if isinstance(exc, AttributeError) and "_id" in str(exc) and left:
+        return (f"the target is a {left[0]}, not a TensorFlow tensor: the loss left TensorFlow (computed with "
+                f"NumPy?), so the tape recorded nothing to differentiate ({call.error})")
+    return call.error
+
+
+def attach_targets(graph: nx.DiGraph, traced: Any) -> None:
+    """Connect each loss node to its target's op when the target lives in a nested function.
+
+    ``build_graph`` links a loss to the top graph's op of that name; a gradient call made inside
+    a nested ``tf.function`` has its target there, under the prefixed id of the inlined body.
+    """
+    from flowcheck._site_analysis import tensor_node
+
+    for loss, node in zip(traced.losses, graph.graph["losses"]):
+        for pred in list(graph.pred[node]):
+            if "kind" in graph.nodes[pred]:
+                continue  # a real op of the top graph
+            real = tensor_node(graph, loss.tensor)
+            data = dict(graph.edges[pred, node])
+            graph.remove_node(pred)
+            if real is not None:
+                graph.add_edge(real, node, **data)
+
+
+def step_findings(
+    traced: Any, graph: nx.DiGraph, results: list[Any], barrier_of: Any
+) -> tuple[tuple[GradientSite, ...], tuple[Any, ...], list[Any]]:
+    """A step's sites, its never-trained variables and the variables its report lists."""
+    return build_sites(traced, graph, barrier_of), never_trained(traced, graph, results), step_variables(traced, results)

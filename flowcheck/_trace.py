@@ -16,7 +16,6 @@ from __future__ import annotations
 import inspect
 import re
 import traceback
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +26,7 @@ from tensorflow.python.util import nest
 
 from flowcheck._sites import RecordedCall, record_sites
 from flowcheck._source import SourceLine, user_frame
-from flowcheck._steps import NO_GRADIENTS, FailedTrace, all_none_tolerated, built_state, failed_trace, is_training_step, keras_step, site_losses, unbuild
+from flowcheck._steps import FailedTrace, is_training_step, keras_loss_step, keras_step, site_losses, trace_recorded
 from flowcheck.errors import InvalidTargetError, LossError, NoVariablesError, TraceError
 
 __all__ = ["LossOutput", "Traced", "TracedVariable", "trace"]
@@ -99,22 +98,10 @@ def trace(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Traced:
     """
     notes: list[str] = []
     function, kind, owners = _as_function(fn, notes)
-    built = built_state(fn, args)
-    raised: list[str] = []
-    with record_sites() as recorder, all_none_tolerated(raised), warnings.catch_warnings():
-        # Keras's warning about None gradients, provoked by this trace: the report explains it.
-        warnings.filterwarnings("ignore", message="Gradients do not exist for variables", category=UserWarning)
-        try:
-            concrete: Any = function.get_concrete_function(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 -- any error of the user's code, re-raised as ours
-            concrete = failed_trace(recorder, exc)
-            if concrete is None:
-                raise TraceError(_trace_failure(exc, _name(fn))) from exc
-            notes.append(_trace_failure(exc, _name(fn)).replace("tracing", "the trace of", 1)
-                         + " (after asking for gradients: the gradient sites are reported)")
-    unbuild(built)  # an optimizer built by this trace is the user's to build
-    notes.extend(f"every gradient is None: {where} raises ValueError: {NO_GRADIENTS}" for where in raised)
-    calls = recorder.calls_in(concrete.graph)
+    concrete, calls = trace_recorded(function, fn, args, kwargs, notes, lambda exc: _trace_failure(exc, _name(fn)))
+    if kind == "keras model" and not calls:
+        function = keras_loss_step(fn, notes)  # a model without trainable weights: its compiled loss
+        concrete = function.get_concrete_function(*args, **kwargs)
     step = is_training_step(concrete, calls, kind)
     losses = site_losses(calls) if step else _losses(concrete, _name(fn), notes)
     if step and not losses:

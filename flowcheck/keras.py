@@ -91,7 +91,7 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
         x, y, sample_weight = self._sample_batch()
         extra = {} if sample_weight is None else {"sample_weight": sample_weight}
         report = self.report = analyze(model, x, y, **extra)
-        problems, harmless, self._cut = _judge(report, _moving_statistics(model))
+        problems, harmless, self._cut = _judge(report, _moving_statistics(model), {id(w) for w in model.weights})
         self.problems, self.harmless = tuple(problems), tuple(harmless)
         lines = self._problem_lines() if problems else []
         if report.gradient_errors:  # fit itself will fail: say why first
@@ -168,12 +168,13 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
 
 
 def _judge(
-    report: Report, statistics: set[int]
+    report: Report, statistics: set[int], weights: set[int]
 ) -> tuple[list[VariableResult], list[tuple[VariableResult, str]], dict[int, tuple[Verdict | None, tuple[Any, ...]]]]:
     """Weights fit will not train (with their barriers), and those without a gradient by design.
 
     Judged at the gradient sites of the model's ``train_step`` (Keras's or an override): a source a
     site cuts is a problem, and so is a trainable weight the loss reaches that no site asks for.
+    Only the model's own ``weights`` can be harmless; optimizer and metric state is no finding.
     """
     problems: list[VariableResult] = []
     barriers: dict[int, tuple[Verdict | None, tuple[Any, ...]]] = {}
@@ -189,8 +190,8 @@ def _judge(
             barriers[id(r.variable)] = (None, ())
     listed = {id(report.result(s.variable).variable) for site in report.gradient_sites for s in site.sources}
     harmless: list[tuple[VariableResult, str]] = []
-    for r in report.variables:
-        if r.receives or id(r.variable) in barriers or id(r.variable) in listed:
+    for r in report._everything:  # noqa: SLF001 -- the state a step's report leaves out of variables
+        if r.receives or id(r.variable) in barriers or id(r.variable) in listed or id(r.variable) not in weights:
             continue
         if id(r.variable) in statistics:
             harmless.append((r, "BatchNormalization moving statistic (assigned in training, never differentiated)"))

@@ -133,17 +133,24 @@ def assert_gradient_flow(
         )
     if report.gradient_errors:
         raise GradientFlowAssertionError(_gradient_error_message(report), report, loss)
+    judged = _judged_at_sites(report) if report.gradient_sites and loss is None else report  # a step: its sites
     expected, unmatched = _expectations(
-        report, ((Verdict.RECEIVES, receives), (Verdict.BLOCKED, blocked), (Verdict.UNUSED, unused))
+        judged, ((Verdict.RECEIVES, receives), (Verdict.BLOCKED, blocked), (Verdict.UNUSED, unused))
     )
     wrong = [(r, e) for r, e in expected if _found(r, loss) is not e.verdict]
     if wrong or unmatched:
-        raise GradientFlowAssertionError(_contract_message(report, loss, wrong, unmatched), report, loss)
+        raise GradientFlowAssertionError(_contract_message(judged, loss, wrong, unmatched), report, loss)
     if verify:
         check = _verify(report, loss)
         if not check.agrees:
             raise GradientFlowAssertionError(_verification_message(report, loss, check), report, loss)
     return report
+
+
+def _judged_at_sites(report: Report) -> Report:
+    from flowcheck._steps import judged_at_sites
+
+    return judged_at_sites(report)  # type: ignore[no-any-return]
 
 
 def assert_all_trainable_receive(

@@ -1,7 +1,8 @@
 """Truth for gradient-site tests: what the user's own tape returns, computed by running the step.
 
 ``tape_truth`` runs a step's Python function eagerly with ``tf.GradientTape.gradient`` and
-``jacobian`` spied on (not flowcheck's recorder: an independent patch), records per call whether
+``jacobian`` spied on (not flowcheck's recorder: an independent patch) and nested
+``tf.function`` s run eagerly, records per call whether
 TensorFlow gave None for each source, and restores every variable it was given.
 """
 
@@ -37,12 +38,15 @@ def tape_truth(step: Callable[[], Any], state: Sequence[Any]) -> list[list[bool]
     saved = snapshot(state)
     for name in originals:
         setattr(tf.GradientTape, name, spy(name))
+    eager = tf.config.functions_run_eagerly()
+    tf.config.run_functions_eagerly(True)  # nested tf.functions too: every tape answers with values
     try:
         step()
     except ValueError as exc:  # Keras: every gradient None; the answers are recorded already
         if "No gradients provided" not in str(exc):
             raise
     finally:
+        tf.config.run_functions_eagerly(eager)
         for name, original in originals.items():
             setattr(tf.GradientTape, name, original)
         restore(state, saved)

@@ -104,12 +104,13 @@ def test_seed_example_prints_w1_blocked_at_the_stop_gradient_and_w2_receiving(ca
 
 
 @pytest.mark.usefixtures("in_root")
-def test_json_report_follows_schema_version_1_and_the_tape(capsys: pytest.CaptureFixture[str]) -> None:
+def test_json_report_follows_schema_version_2_and_the_tape(capsys: pytest.CaptureFixture[str]) -> None:
     truth = _seed_truth()
     code, out, err = run(capsys, SEED, "--json")
     assert code == 0 and err == ""  # quiet under --json
     data = json.loads(out)
-    assert data["schema_version"] == 1
+    assert data["schema_version"] == 2
+    assert data["gradient_sites"] == [] and data["never_trained"] == []  # a loss function has no site
     assert data["flowcheck_version"] == flowcheck.__version__
     assert data["target"] == {
         "name": "loss_fn", "kind": "tf.function", "file": SEED,

@@ -173,17 +173,30 @@ def test_sample_argument_is_used_for_a_generator() -> None:
     assert check.report is not None and check.report.target_kind == "keras model"
 
 
-def test_a_custom_train_step_is_refused_with_what_to_do_instead() -> None:
+def test_a_custom_train_step_is_judged_at_its_own_gradient_call() -> None:
     class OwnStep(Classifier):
         def train_step(self, data: Any) -> Any:
-            return super().train_step(data)
+            x, y = data
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean((self(x, training=True) - y) ** 2)
+            variables = self.head.trainable_variables  # forgets the skip layer
+            self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+            return {"loss": loss}
 
     keras.utils.set_random_seed(0)
-    model = OwnStep()
+    model = OwnStep(detach_head=True)
     model.compile(optimizer="sgd", loss="mse")
     x, y = data()
-    with pytest.raises(flowcheck.InvalidTargetError, match="overrides train_step.*assert_gradient_flow"):
-        fit_quietly(model, x, y, epochs=1, callbacks=[GradientFlowCheck(on_blocked="raise")])
+    with tf.GradientTape() as tape:  # the truth: the override's own tape
+        loss = tf.reduce_mean((model(x, training=True) - y) ** 2)
+    truth = [g is None for g in tape.gradient(loss, model.head.trainable_variables)]
+    check = GradientFlowCheck(on_blocked="raise")
+    with pytest.raises(GradientFlowAssertionError, match="classifier/head/kernel") as caught:
+        fit_quietly(model, x, y, epochs=1, callbacks=[check])
+    assert check.report is not None
+    (site,) = check.report.gradient_sites
+    assert [s.tensorflow_none for s in site.sources] == truth == [True, True] and site.agrees
+    assert "never trains" in str(caught.value) and "classifier/skip/kernel" in str(caught.value)
 
 
 def test_bad_options_are_refused() -> None:

@@ -285,9 +285,10 @@ def test_watch_accessed_variables_false_watches_only_what_it_is_told() -> None:
     assert_sites_match(report, tape_truth(step.python_function, [a, b]))
 
 
-def test_never_trained_variable_read_by_the_loss_but_asked_by_no_site() -> None:
+def _codebook_step() -> tuple[Any, Any]:
+    """A VQ-VAE-like step: its codebook is a plain tf.Variable, not among trainable_variables."""
     layer = keras.layers.Dense(2, name="encoder")
-    codebook = tf.Variable(tf.ones((2, 2)), name="codebook")  # a plain tf.Variable, not in trainable_variables
+    codebook = tf.Variable(tf.ones((2, 2)), name="codebook")
     optimizer = keras.optimizers.SGD(0.1)
 
     @tf.function
@@ -297,6 +298,11 @@ def test_never_trained_variable_read_by_the_loss_but_asked_by_no_site() -> None:
         grads = tape.gradient(loss, layer.trainable_variables)
         optimizer.apply_gradients(zip(grads, layer.trainable_variables))
 
+    return step, codebook
+
+
+def test_never_trained_variable_read_by_the_loss_but_asked_by_no_site() -> None:
+    step, _ = _codebook_step()
     report = flowcheck.analyze(step, np.ones((2, 3), "float32"))
     assert [r.name for r in report.never_trained] == ["codebook"]
     assert report.gradient_sites[0].agrees
@@ -384,3 +390,154 @@ def test_outputs_show_sites(fmt: str) -> None:
         text = format_summary(report, None)
         assert "GradientTape.gradient" in text and "2 of 4 sources receive" in text
         assert text.index("blocked") < text.index("receive a gradient")
+
+
+def test_assert_gradient_flow_judges_a_step_at_its_sites() -> None:
+    from flowcheck.testing import GradientFlowAssertionError
+
+    model, _, _, train_step = _quickstart()
+    x, y = _data()
+    report = flowcheck.assert_gradient_flow(
+        train_step, x, y, receives=list(model.d2.trainable_variables), blocked=list(model.d1.trainable_variables),
+    )
+    assert report.gradient_sites
+    with pytest.raises(GradientFlowAssertionError, match=r"expected receives, found blocked") as caught:
+        flowcheck.assert_gradient_flow(report, receives="all-trainable")
+    assert f"test_sites.py:{line_of(HERE, '# buried int cast')}" in str(caught.value)
+
+
+def test_a_variable_no_call_asks_for_counts_as_unused_in_a_contract() -> None:
+    from flowcheck.testing import GradientFlowAssertionError
+
+    step, codebook = _codebook_step()
+    with pytest.raises(GradientFlowAssertionError, match="codebook"):
+        flowcheck.assert_gradient_flow(step, np.ones((2, 3), "float32"), receives=codebook, verify=False)
+
+
+def test_an_eager_gradient_call_gets_tensorflows_answer_and_a_numpy_loss_its_reason() -> None:
+    from flowcheck._sites import record_sites
+    from flowcheck._steps import eager_site
+
+    w, u = tf.Variable(1.0, name="w"), tf.Variable(2.0, name="u")
+    with record_sites() as recorder:
+        with tf.GradientTape() as tape:
+            loss = w * 3.0
+        truth = [g is None for g in tape.gradient(loss, [w, u])]
+        with tf.GradientTape() as tape:
+            numpy_loss = np.mean((w * 3.0).numpy() - 1.0)
+        with pytest.raises(AttributeError, match="_id"):
+            tape.gradient(numpy_loss, [w])
+    fine, broken = (eager_site(c) for c in recorder.eager_calls)
+    assert [s.tensorflow_none for s in fine.sources] == truth == [False, True] and fine.agrees
+    assert fine.targets == ("loss",)
+    assert broken.error is not None and "left TensorFlow" in broken.error and not broken.receiving
+
+
+def test_verify_restores_batchnorm_statistics_and_dropout_seeds() -> None:
+    keras.utils.set_random_seed(8)
+    model = keras.Sequential([
+        keras.Input((4,)), keras.layers.Dense(6), keras.layers.BatchNormalization(),
+        keras.layers.Dropout(0.5, seed=3), keras.layers.Dense(1),
+    ])
+    optimizer = keras.optimizers.RMSprop(1e-2)
+    optimizer.build(model.trainable_variables)
+
+    @tf.function
+    def step(x: Any, y: Any) -> None:
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean((model(x, training=True) - y) ** 2)
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+
+    x, y = np.ones((8, 4), "float32"), np.ones((8, 1), "float32")
+    state = [*model.variables, *optimizer.variables]
+    assert any("seed_generator" in v.path for v in model.variables)
+    saved = snapshot(state)
+    report = flowcheck.analyze(step, x, y)
+    check = report.verify()
+    assert check.agrees and any(c.changed for c in check.variables)
+    assert same(state, saved)
+    assert optimizer.built and len(optimizer.variables) == len(saved) - len(model.variables)
+    assert_sites_match(report, tape_truth(lambda: step.python_function(x, y), state))
+
+
+class Trainer:
+    """The class-based trainer pattern: the tape lives in a nested tf.function of a method."""
+
+    def __init__(self) -> None:
+        self.dense = keras.layers.Dense(2, name="trainer_dense")
+        self.optimizer = keras.optimizers.SGD(0.1)
+
+    @tf.function
+    def gradients(self, x: Any) -> Any:
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.round(self.dense(x)) + self.dense.bias)  # trainer round
+        return tape.gradient(loss, self.dense.trainable_variables)
+
+    @tf.function
+    def train_step(self, x: Any) -> None:
+        grads = self.gradients(x)
+        self.optimizer.apply_gradients(zip(grads, self.dense.trainable_variables))
+
+
+def test_a_bound_step_whose_tape_is_in_a_nested_tf_function() -> None:
+    trainer = Trainer()
+    x = np.ones((2, 3), "float32")
+    trainer.dense(x)
+    report = flowcheck.analyze(trainer.train_step, x)
+    (site,) = report.gradient_sites
+    assert [s.receives for s in site.sources] == [False, True]
+    assert site.cut[0].barriers[0].source.line == line_of(HERE, "# trainer round")
+    assert report.verify().agrees
+    state = [*trainer.dense.variables, *trainer.optimizer.variables]
+    assert_sites_match(report, tape_truth(lambda: trainer.train_step.python_function(x), state))
+
+
+def test_tf_gradients_inside_a_step_is_a_site_and_is_verified_in_a_graph() -> None:
+    a, b = tf.Variable(1.0, name="a"), tf.Variable(2.0, name="b", trainable=False)
+
+    @tf.function
+    def step(x: Any) -> None:
+        loss = a * x + tf.stop_gradient(b * x)
+        grad_a, _ = tf.gradients(loss, [a, b])
+        a.assign_sub(0.1 * grad_a)
+
+    x = tf.constant(3.0)
+    report = flowcheck.analyze(step, x)
+    (site,) = report.gradient_sites
+    assert site.kind == "tf.gradients" and site.agrees
+    assert [(s.receives, s.tensorflow_none) for s in site.sources] == [(True, False), (False, True)]
+    saved = snapshot([a, b])
+    check = report.verify()
+    assert check.agrees and [c.changed for c in check.variables] == [True, False]
+    assert same([a, b], saved)
+
+
+def test_a_mirrored_strategy_step_has_its_replica_tape_as_a_site() -> None:
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        keras.utils.set_random_seed(9)
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2), keras.layers.Dense(1)])
+        optimizer = keras.optimizers.SGD(0.1)
+
+    @tf.function
+    def step(x: Any, y: Any) -> Any:
+        def replica(x: Any, y: Any) -> Any:
+            with tf.GradientTape() as tape:
+                hidden = tf.round(model.layers[0](x))  # replica round
+                loss = tf.reduce_mean((model.layers[1](hidden) - y) ** 2)
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            return loss
+
+        return strategy.run(replica, args=(x, y))
+
+    x, y = np.ones((4, 3), "float32"), np.ones((4, 1), "float32")
+    report = flowcheck.analyze(step, x, y)
+    (site,) = report.gradient_sites
+    assert [s.receives for s in site.sources] == [False, False, True, True] and site.agrees
+    assert site.cut[0].barriers[0].source.line == line_of(HERE, "# replica round")
+    state = [*model.variables, *optimizer.variables]
+    saved = snapshot(state)
+    assert report.verify().agrees
+    assert same(state, saved)

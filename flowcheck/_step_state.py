@@ -1,0 +1,151 @@
+"""The state a training step touches: its optimizers, their lazy build, every variable it can change.
+
+Keras optimizers build their slots on first use; a trace of the step (and a verification run of
+it) would build them for the user, so flowcheck records which were built before and puts the
+others back (:func:`unbuild`). :func:`state_of` lists every variable a step can change, for
+verification to save and restore.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Iterator, Sequence
+from typing import Any, Final
+
+import tensorflow as tf
+
+__all__ = ["NO_GRADIENTS", "all_none_tolerated", "built_state", "optimizers_of", "state_of", "unbuild"]
+
+
+def optimizers_of(fn: Any, args: Sequence[Any] = ()) -> list[Any]:
+    """The Keras optimizers a step can reach: a model's, or named by its code, closures or ``self``."""
+    import keras
+
+    found: list[Any] = []
+
+    def add(value: Any) -> None:
+        if isinstance(value, keras.optimizers.Optimizer) and all(value is not o for o in found):
+            found.append(value)
+        if isinstance(value, keras.Model):
+            add(getattr(value, "optimizer", None))
+        inner = getattr(value, "inner_optimizer", None)  # LossScaleOptimizer
+        if inner is not None:
+            add(inner)
+
+    for value in _reachable(fn, args):
+        add(value)
+        if not isinstance(value, (int, float, str, bytes, type(None))) and hasattr(value, "__dict__"):
+            with contextlib.suppress(Exception):
+                for attr in list(vars(value).values()):
+                    add(attr)
+    return found
+
+
+def _reachable(fn: Any, args: Sequence[Any]) -> Iterator[Any]:
+    yield fn
+    yield from args
+    target = getattr(fn, "python_function", fn)
+    target = inspect.unwrap(target) if callable(target) else target
+    method = getattr(target, "weakrefself_target__", None)  # a tf.function bound to an instance
+    if method is not None:
+        yield method()
+        target = target.weakrefself_func__()
+    bound = getattr(target, "__self__", None)
+    if bound is not None:
+        yield bound
+        target = getattr(target, "__func__", target)
+    for cell in getattr(target, "__closure__", None) or ():
+        with contextlib.suppress(ValueError):
+            yield cell.cell_contents
+    code = getattr(target, "__code__", None)
+    globals_ = getattr(target, "__globals__", {})
+    if code is not None:
+        yield from (globals_[n] for n in _names(code) if n in globals_)
+
+
+def _names(code: Any) -> Iterator[str]:
+    """The global names a function's code uses, its nested functions' included."""
+    yield from code.co_names
+    for const in code.co_consts:
+        if inspect.iscode(const):
+            yield from _names(const)
+
+
+def state_of(fn: Any, args: Sequence[Any], traced_variables: Sequence[Any]) -> list[Any]:
+    """Every variable a step may change: its captures, its models' (metrics and seeds too), its optimizers'."""
+    import keras
+
+    found: list[Any] = [v.tf_variable for v in traced_variables]
+    for opt in optimizers_of(fn, args):
+        found.extend(opt.variables)
+    for value in _reachable(fn, args):
+        for model in [value, *[a for a in (vars(value).values() if hasattr(value, "__dict__") else ())]]:
+            if isinstance(model, keras.Layer):
+                found.extend(model.variables)
+                found.extend(getattr(model, "metrics_variables", []))
+    from keras.src.backend.common import global_state
+
+    shared = global_state.get_global_attribute("global_seed_generator")  # never create one
+    if shared is not None:
+        found.append(shared.state)
+    unique_vars: list[Any] = []
+    seen: set[int] = set()
+    for v in found:
+        backing = getattr(v, "_value", None)
+        real = backing if isinstance(backing, tf.Variable) else v
+        if isinstance(real, tf.Variable) and id(real) not in seen:
+            seen.add(id(real))
+            unique_vars.append(real)
+    return unique_vars
+
+
+def built_state(fn: Any, args: Sequence[Any]) -> list[tuple[Any, bool, int]]:
+    """Each optimizer the step can reach, whether it is built, and how many variables it owns."""
+    return [(opt, bool(opt.built), len(opt._variables)) for opt in optimizers_of(fn, args)]  # noqa: SLF001
+
+
+def unbuild(before: Sequence[tuple[Any, bool, int]]) -> None:
+    """Put optimizers that flowcheck's trace or run built back to unbuilt, as the user had them.
+
+    A Keras optimizer builds its slots on first use (``BaseOptimizer.build``); inside a trace
+    that fails they stay uninitialized. Undone here to what ``BaseOptimizer.__init__`` leaves, so
+    that the user's first real step builds them itself.
+    """
+    for opt, built, count in before:
+        if not built and opt.built:
+            del opt._variables[count:]  # noqa: SLF001 -- the optimizer's own variable store
+            opt._trainable_variables = []  # noqa: SLF001
+            opt._trainable_variables_indices = {}  # noqa: SLF001
+            opt.built = False
+
+
+NO_GRADIENTS: Final = "No gradients provided for any variable"
+"""Keras's error when every gradient given to ``apply_gradients`` is None."""
+
+
+@contextlib.contextmanager
+def all_none_tolerated(seen: list[str]) -> Iterator[None]:
+    """While tracing, let a Keras optimizer given only None gradients apply nothing instead of raising.
+
+    Keras raises ``No gradients provided for any variable`` inside ``apply_gradients``
+    (``BaseOptimizer._filter_empty_gradients``), which would end the trace; the step is then still
+    traced to its end, so that variables it creates are initialized as usual, and ``seen`` gets one
+    entry per such call.
+    """
+    from keras.src.optimizers import base_optimizer
+
+    cls = base_optimizer.BaseOptimizer
+    original = cls._filter_empty_gradients  # noqa: SLF001
+
+    def tolerant(self: Any, grads: Any, variables: Any) -> Any:
+        if list(grads) and all(g is None for g in grads):
+            seen.append(f"{self.name}.apply_gradients")
+            return [], []
+        return original(self, grads, variables)
+
+    cls._filter_empty_gradients = tolerant  # noqa: SLF001
+    try:
+        yield
+    finally:
+        cls._filter_empty_gradients = original  # noqa: SLF001
