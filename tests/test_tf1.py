@@ -198,26 +198,34 @@ def _flowcheck_run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def seed_run() -> subprocess.CompletedProcess[str]:
-    return _flowcheck_run("examples/seed_tf1.py")
+def seed_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    document = tmp_path_factory.mktemp("seed") / "seed_tf1.json"
+    done = _flowcheck_run("examples/seed_tf1.py", "-o", str(document))
+    return done, json.loads(document.read_text()) if document.exists() else {}
 
 
-def test_flowcheck_run_on_the_seed(seed_run: subprocess.CompletedProcess[str]) -> None:
-    assert seed_run.returncode == 1, seed_run.stderr[-2000:]  # w1 gets None at a gradient site: a finding
-    out = seed_run.stdout
+def test_flowcheck_run_on_the_seed(seed_run: tuple[subprocess.CompletedProcess[str], dict[str, Any]]) -> None:
+    done, document = seed_run
+    assert done.returncode == 1, done.stderr[-2000:]  # w1 gets None at a gradient site: a finding
+    out = done.stdout
     line = _line_of("hidden = tf.stop_gradient(tf.matmul(x, w1))", _SEED)
+    minimize = _line_of("minimize(loss)", _SEED)
     assert "step 1: Session.run (tf1 Session.run)" in out
-    blocked = out.index("blocked (1)")
-    receives = out.index("receives (1)")
-    assert out.index("w1  float32[2,3]", blocked) < receives < out.index("w2  float32[3,4]", receives)
-    assert f"StopGradient 'StopGradient' (tf.stop_gradient) at examples/seed_tf1.py:{line}" in out
+    assert f"tf1 Optimizer.minimize at examples/seed_tf1.py:{minimize}" in out
+    blocked = out.index("w1", out.index("blocked"))
+    assert out.index(f"StopGradient 'StopGradient' (tf.stop_gradient) at examples/seed_tf1.py:{line}") > blocked
     assert "verification: agrees" in out
     assert "w1 unchanged: every entry 1" in out
     # The script's own output comes first and its w2 (every entry the same) is flowcheck's too.
     printed = out[out.index("*** after:"):out.index("flowcheck run")].split()
     value = float(printed[-1].rstrip("]"))
     assert f"w2 changed: every entry 1 -> every entry {value:.6g}" in out
-    assert f"tf1 Optimizer.minimize at examples/seed_tf1.py:{_line_of('minimize(loss)', _SEED)}: no gradient for w1" in out
+    [step] = document["steps"]
+    [site] = step["sites"]
+    assert [(s["name"], s["verdict"], s["tensorflow_none"]) for s in site["sources"]] == [
+        ("w1", "blocked", True), ("w2", "receives", False)
+    ]
+    assert [b["source"]["line"] for b in site["sources"][0]["barriers"]] == [line]
 
 
 def test_flowcheck_run_on_a_minimize_cut_everywhere(tmp_path: Path) -> None:
