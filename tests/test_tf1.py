@@ -67,6 +67,7 @@ def test_seed_blocks_w1_at_stop_gradient(results: dict[str, Any]) -> None:
     assert seed["names"] == ["w1", "w2"]  # the script's names, not Variable / Variable_1
     assert seed["verdicts"] == ["blocked", "receives"]
     assert seed["tensorflow_none"] == [True, False]
+    assert seed["truth"] == [[False, True]]  # tf.gradients(loss, w1) is None, (loss, w2) is not
     assert seed["agrees"] and seed["verification_agrees"]
     [(kind, line, code)] = seed["barriers"][0]
     assert kind == "stop_gradient"

@@ -99,6 +99,7 @@ def seed(path):
                 state = _tf1.graph_variables(self.graph)
                 before = values(self, state)
                 seen["report"] = _tf1.analyze_session_run(self, fetches, feed_dict)
+                seen["truth"] = [truth(call) for call in _tf1.dependent_calls(self, fetches)]
                 seen["restored"] = all(a.tobytes() == b.tobytes() for a, b in zip(before, values(self, state)))
                 result = original(self, fetches, feed_dict, *args, **kwargs)
                 seen["session_after"] = [np.asarray(a).tolist() for a in values(self, state)]
@@ -123,6 +124,7 @@ def seed(path):
         "tensorflow_none": [s.tensorflow_none for s in site.sources],
         "barriers": [[[b.kind.value, b.source.line, b.source.code] for b in s.barriers] for s in site.sources],
         "agrees": site.agrees,
+        "truth": seen["truth"],
         "verification_agrees": report.verification.agrees,
         "checks": [[c.name, c.gradient.value, c.changed] for c in report.verification.variables],
         "after_step": list(report.after_step),
