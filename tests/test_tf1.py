@@ -284,3 +284,25 @@ def test_flowcheck_run_continue_trains_as_python_does(tmp_path: Path) -> None:
     final = [line for line in plain.stdout.splitlines() if line.startswith("final")]
     assert final and final == [line for line in checked.stdout.splitlines() if line.startswith("final")]
     assert "verification: agrees" in checked.stdout
+
+
+def test_recording_is_undone_and_leaves_tf_function_gradients_alone() -> None:
+    import tensorflow as tf
+    from tensorflow.python.ops import gradients as gradients_module
+
+    from flowcheck._tf1 import graph_mode_recording
+    from flowcheck._tf1_record import recorded_calls
+
+    before = (tf.gradients, tf.compat.v1.gradients, gradients_module.gradients)
+    w = tf.Variable(2.0)
+
+    @tf.function
+    def step() -> Any:
+        return tf.compat.v1.gradients(w * w, [w])[0]
+
+    with graph_mode_recording():
+        assert tf.compat.v1.gradients is not before[1]
+        assert float(step()) == 4.0
+        graph = step.get_concrete_function().graph
+    assert (tf.gradients, tf.compat.v1.gradients, gradients_module.gradients) == before
+    assert recorded_calls(graph) == []  # inside a tf.function: the sites recorder's business
