@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import tensorflow as tf
 
-__all__ = ["NO_GRADIENTS", "all_none_tolerated", "built_state", "optimizers_of", "state_of", "unbuild"]
+__all__ = ["NO_GRADIENTS", "all_none_tolerated", "applies_skipped", "built_state", "optimizers_of", "state_of", "unbuild"]
 
 
 def optimizers_of(fn: Any, args: Sequence[Any] = ()) -> list[Any]:
@@ -149,3 +149,35 @@ def all_none_tolerated(seen: list[str]) -> Iterator[None]:
         yield
     finally:
         cls._filter_empty_gradients = original  # noqa: SLF001
+
+
+@contextlib.contextmanager
+def applies_skipped(seen: list[tuple[str, bool]]) -> Iterator[None]:
+    """While flowcheck traces a step, Keras optimizers apply nothing and build nothing.
+
+    The gradient calls come before the update, and the update is what makes a trace of a training
+    step slow (slot variables created inside the function, so that it is traced twice, and an
+    update per variable). ``apply`` of every Keras optimizer class that defines it is replaced;
+    ``seen`` gets ``(optimizer name, every gradient was None)`` per call, the latter being where
+    Keras would raise ``No gradients provided for any variable``.
+    """
+    from keras.src.optimizers import base_optimizer
+
+    classes, stack = [], [base_optimizer.BaseOptimizer]
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        if "apply" in vars(cls):
+            classes.append((cls, vars(cls)["apply"]))
+
+    def skipped(self: Any, grads: Any, trainable_variables: Any = None) -> None:
+        grads = list(grads)
+        seen.append((str(self.name), bool(grads) and all(g is None for g in grads)))
+
+    for cls, _ in classes:
+        cls.apply = skipped
+    try:
+        yield
+    finally:
+        for cls, original in classes:
+            cls.apply = original

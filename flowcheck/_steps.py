@@ -22,7 +22,7 @@ import tensorflow as tf
 from flowcheck._analysis import Verdict, verdicts
 from flowcheck._site_analysis import judge_call, site_graph, source_name, target_names, unique
 from flowcheck._sites import GradientSite, RecordedCall, SiteRecorder
-from flowcheck._step_state import NO_GRADIENTS, all_none_tolerated, built_state, unbuild
+from flowcheck._step_state import NO_GRADIENTS, applies_skipped, built_state, unbuild
 from flowcheck.errors import InvalidTargetError
 
 __all__ = [
@@ -67,7 +67,7 @@ def failed_trace(recorder: SiteRecorder, error: BaseException) -> FailedTrace | 
     return FailedTrace(graph, error)
 
 
-def is_training_step(concrete: Any, calls: Sequence[RecordedCall], kind: str) -> bool:
+def is_training_step(concrete: Any, calls: Sequence[RecordedCall], kind: str, applies: bool = False) -> bool:
     """Whether the trace is judged by its gradient sites rather than by its outputs."""
     if not calls:
         return False
@@ -76,6 +76,8 @@ def is_training_step(concrete: Any, calls: Sequence[RecordedCall], kind: str) ->
     outputs = [t for t in tf.nest.flatten(concrete.structured_outputs) if isinstance(t, tf.Tensor)]
     if not any(t.dtype.is_floating or t.dtype.is_complex for t in outputs):
         return True  # returns nothing, or no loss: the gradients are what it is about
+    if applies:
+        return True  # a Keras optimizer applies them
     return any(_feeds_update(call) for call in calls)
 
 
@@ -145,8 +147,11 @@ def site_losses(calls: list[RecordedCall]) -> list[Any]:
 def trace_recorded(
     function: Any, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], notes: list[str],
     failure: Callable[[BaseException], str],
-) -> tuple[Any, list[RecordedCall]]:
+) -> tuple[Any, list[RecordedCall], bool]:
     """Trace ``function`` while recording its gradient calls; the calls of the final trace only.
+
+    Keras optimizers apply nothing meanwhile (:func:`~flowcheck._step_state.applies_skipped`);
+    the third value says whether the step called one.
 
     A trace that raises after a gradient call is read as far as it got (:class:`FailedTrace`);
     one that raises before is a :class:`~flowcheck.errors.TraceError` saying ``failure(exc)``.
@@ -155,8 +160,8 @@ def trace_recorded(
     from flowcheck.errors import TraceError
 
     built = built_state(fn, args)
-    raised: list[str] = []
-    with record_sites() as recorder, all_none_tolerated(raised), warnings.catch_warnings():
+    applied: list[tuple[str, bool]] = []
+    with record_sites() as recorder, applies_skipped(applied), warnings.catch_warnings():
         # Keras's warning about None gradients, provoked by this trace: the report explains it.
         warnings.filterwarnings("ignore", message="Gradients do not exist for variables", category=UserWarning)
         try:
@@ -169,8 +174,11 @@ def trace_recorded(
                          + " (after asking for gradients: the gradient sites are reported)")
         finally:
             unbuild(built)  # an optimizer built by this trace is the user's to build
-    notes.extend(f"every gradient is None: {where} raises ValueError: {NO_GRADIENTS}" for where in raised)
-    return concrete, recorder.calls_in(concrete.graph)
+    notes.extend(
+        f"every gradient is None: {name}.apply_gradients raises ValueError: {NO_GRADIENTS}"
+        for name, none in dict.fromkeys(applied) if none
+    )
+    return concrete, recorder.calls_in(concrete.graph), bool(applied)
 
 
 def keras_loss_step(model: Any, notes: list[str]) -> Any:

@@ -98,11 +98,11 @@ def trace(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Traced:
     """
     notes: list[str] = []
     function, kind, owners = _as_function(fn, notes)
-    concrete, calls = trace_recorded(function, fn, args, kwargs, notes, lambda exc: _trace_failure(exc, _name(fn)))
+    concrete, calls, applies = trace_recorded(function, fn, args, kwargs, notes, lambda exc: _trace_failure(exc, _name(fn)))
     if kind == "keras model" and not calls:
         function = keras_loss_step(fn, notes)  # a model without trainable weights: its compiled loss
         concrete = function.get_concrete_function(*args, **kwargs)
-    step = is_training_step(concrete, calls, kind)
+    step = is_training_step(concrete, calls, kind, applies)
     losses = site_losses(calls) if step else _losses(concrete, _name(fn), notes)
     if step and not losses:
         raise LossError(f"{_name(fn)} asks for gradients only of non-floating-point tensors: nothing can be trained")
