@@ -5,12 +5,15 @@
 True
 >>> report.verify().agrees
 True
+
+A training step with its own tape is judged at each gradient call (``report.gradient_sites``).
 """
 
 from __future__ import annotations
 
 from flowcheck._analysis import BarrierKind, Verdict
 from flowcheck._report import Barrier, Report, VariableResult, analyze
+from flowcheck._sites import GradientSite, SiteSource
 from flowcheck._source import SourceLine
 from flowcheck._verify import GradientState, VariableCheck, Verification
 from flowcheck.errors import (
@@ -33,12 +36,14 @@ __all__ = [
     "BarrierKind",
     "ExecutableNotFoundError",
     "FlowcheckError",
+    "GradientSite",
     "GradientState",
     "InvalidTargetError",
     "LossError",
     "NoVariablesError",
     "RenderError",
     "Report",
+    "SiteSource",
     "SourceLine",
     "TraceError",
     "VariableCheck",

@@ -128,7 +128,7 @@ def run_script(options: RunOptions) -> RunResult:
     from flowcheck._tf1 import graph_mode_recording  # TF1 gradient calls, recorded as the graph is built
 
     result = RunResult()
-    interceptor = Interceptor(_analyzer(options), options.keep_going, _session_analyzer())
+    interceptor = Interceptor(_analyzer(options), options.keep_going, _session_analyzer(options))
     saved_argv, saved_path = list(sys.argv), list(sys.path)
     sys.argv = [options.script, *options.arguments]
     sys.path.insert(0, os.path.dirname(full))
@@ -229,10 +229,13 @@ def graph_mode_failure(exc: BaseException) -> Step | None:
     return Step("tf1 Session.run", f"{site.kind} (raised while the graph was built)", site.source, report=report)
 
 
-def _session_analyzer() -> Any:
+def _session_analyzer(options: RunOptions) -> Any:
     from flowcheck import _tf1
 
-    return _tf1.analyze_session_run
+    def analyze_session_run(session: Any, fetches: Any, feed_dict: Any) -> Any:
+        return _tf1.analyze_session_run(session, fetches, feed_dict, verify=options.verify)
+
+    return analyze_session_run
 
 
 def variable_owners(target: Any, args: Sequence[Any]) -> dict[int, tuple[str, ...]]:

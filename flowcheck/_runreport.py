@@ -101,6 +101,9 @@ def exit_status(result: RunResult, expectations: Sequence[Expectation]) -> int:
     return 1 if failed or result.error is not None else 0
 
 
+_INPUTS = {"keras train_step": "its first batch", "tf1 Session.run": "the feed_dict of its first run"}
+
+
 def format_run(result: RunResult, script: str, expectations: Sequence[Expectation]) -> str:
     """The run's summary as plain text: each step, then the overall verdict."""
     from flowcheck._format import RunInfo, format_summary
@@ -116,7 +119,7 @@ def format_run(result: RunResult, script: str, expectations: Sequence[Expectatio
         elif step.eager is not None:
             out.extend(_site_lines(step.eager))
         elif step.report is not None:
-            inputs = "its first batch" if step.kind == "keras train_step" else "the arguments of its first call"
+            inputs = _INPUTS.get(step.kind, "the arguments of its first call")
             info = RunInfo(file=script, inputs=inputs)
             out.extend("  " + line if line else "" for line in format_summary(step.report, step.verification, info).splitlines())
         if step.error is not None and step.report is not None:

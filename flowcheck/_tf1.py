@@ -38,6 +38,7 @@ __all__ = ["SessionReport", "analyze_failed_call", "analyze_graph", "analyze_ses
            "graph_mode_recording", "install", "uninstall"]
 
 TARGET_KIND = "tf1 Session.run"
+_FREE_ATTR = "_flowcheck_gradient_free_ops"  # kept on the graph, whose ops the ids name
 
 
 @dataclass
@@ -218,13 +219,23 @@ def _dependent(graph: Any, fetch_ops: Sequence[Any]) -> tuple[list[GraphCall], l
     grad_ops = {id(_op(g)): c for c in calls for g in c.grads or () if g is not None}
     if not grad_ops:
         return [], []
+    # An op never comes to depend on gradients built after it: a fetch found free of them stays so,
+    # and an evaluation run repeated every step is not walked again.
+    free: set[int] | None = getattr(graph, _FREE_ATTR, None)
+    if free is None:
+        free = set()
+        setattr(graph, _FREE_ATTR, free)
     hit: dict[int, GraphCall] = {}
     train_ops = []
     for op in fetch_ops:
+        if id(op) in free:
+            continue
         reached = _reached(op, grad_ops)
         if reached:
             train_ops.append(op)
             hit.update((id(c), c) for c in reached)
+        else:
+            free.add(id(op))
     return [c for c in calls if id(c) in hit], train_ops
 
 

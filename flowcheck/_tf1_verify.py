@@ -75,14 +75,21 @@ def verify_session_step(
         source variable's value before and after the step, by name.
     """
     state = graph_variables(session.graph)
+    known = {id(v) for v in state}
+    for a in analyses:  # a variable made with collections=[] is in no collection: its own source
+        for j in a.sources:
+            if j.source.variable is not None and id(j.source.variable) not in known:
+                known.add(id(j.source.variable))
+                state.append(j.source.variable)
     before = _read(run, session, state)
     grads = {id(g): g for a in analyses for g in (a.call.grads or ()) if g is not None}
     targets = {id(t): t for a in analyses for t in a.call.targets}
+    after: dict[int, Any] | None = None
     try:
         values = run(session, [list(train_ops), list(grads.values()), list(targets.values())], feed_dict)
         after = _read(run, session, state)
     finally:
-        problems = _restore(run, session, state, before)
+        problems = _restore(run, session, state, before, after)
     loss = float(sum(np.sum(np.asarray(v, dtype=np.float64)) for v in values[2]))
     step = StepRun(before, after, dict(zip(grads, values[1])), loss)
     checks, lines = _checks(analyses, step)
@@ -101,12 +108,18 @@ def _read(run: Run, session: Any, variables: Sequence[Any]) -> dict[int, Any]:
     return {id(v): np.array(value, copy=True) for v, value in zip(variables, values)}
 
 
-def _restore(run: Run, session: Any, variables: Sequence[Any], saved: dict[int, Any]) -> list[str]:
-    changed = [v for v, now in zip(variables, _read(run, session, variables).values()) if not _same(saved[id(v)], now)]
-    for v in changed:
-        run(session, v.initializer, {v.initializer.inputs[1]: saved[id(v)]})
-    still = [v for v, now in zip(changed, _read(run, session, changed).values()) if not _same(saved[id(v)], now)]
-    return [f"could not restore {v.name}" for v in still]
+def _restore(
+    run: Run, session: Any, variables: Sequence[Any], saved: dict[int, Any], now: dict[int, Any] | None,
+) -> list[str]:
+    current = now if now is not None else _read(run, session, variables)
+    changed = [v for v in variables if not _same(saved[id(v)], current[id(v)])]
+    # One run for all: each distinct set of fetches and feeds costs the session a new executor.
+    feedable = [v for v in changed if getattr(v, "initializer", None) is not None and len(v.initializer.inputs) > 1]
+    if feedable:
+        run(session, [v.initializer for v in feedable], {v.initializer.inputs[1]: saved[id(v)] for v in feedable})
+    # Read back everything (the same fetches as before: the session reuses that executor).
+    still = [v for v, now in zip(variables, _read(run, session, variables).values()) if not _same(saved[id(v)], now)]
+    return [f"could not restore {v.name}: it has no initializer to feed the saved value through" for v in still]
 
 
 def _same(a: Any, b: Any) -> bool:

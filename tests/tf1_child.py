@@ -28,8 +28,16 @@ def values(sess, variables):
 
 def truth(call):
     # TensorFlow's own answer, one source at a time, with the call's own stop_gradients.
+    # (MonitoredTrainingSession finalizes the graph; flowcheck itself added nothing to it.)
     stops = list(call.stop_gradients) or None
-    return [tf.gradients(list(call.targets), [s], stop_gradients=stops)[0] is not None for s in call.sources]
+    finalized = call.graph.finalized
+    if finalized:
+        call.graph._unsafe_unfinalize()
+    try:
+        return [tf.gradients(list(call.targets), [s], stop_gradients=stops)[0] is not None for s in call.sources]
+    finally:
+        if finalized:
+            call.graph.finalize()
 
 
 def report_json(name, sess, fetches, feed, **extra):
@@ -91,6 +99,7 @@ def seed(path):
                 state = _tf1.graph_variables(self.graph)
                 before = values(self, state)
                 seen["report"] = _tf1.analyze_session_run(self, fetches, feed_dict)
+                seen["truth"] = [truth(call) for call in _tf1.dependent_calls(self, fetches)]
                 seen["restored"] = all(a.tobytes() == b.tobytes() for a, b in zip(before, values(self, state)))
                 result = original(self, fetches, feed_dict, *args, **kwargs)
                 seen["session_after"] = [np.asarray(a).tolist() for a in values(self, state)]
@@ -115,6 +124,7 @@ def seed(path):
         "tensorflow_none": [s.tensorflow_none for s in site.sources],
         "barriers": [[[b.kind.value, b.source.line, b.source.code] for b in s.barriers] for s in site.sources],
         "agrees": site.agrees,
+        "truth": seen["truth"],
         "verification_agrees": report.verification.agrees,
         "checks": [[c.name, c.gradient.value, c.changed] for c in report.verification.variables],
         "after_step": list(report.after_step),
@@ -244,7 +254,92 @@ def control_flow_v1():
             report_json("control_flow_v1", sess, train, feed)
 
 
-CASES = {"control_flow_v1": control_flow_v1, "dqn": dqn, "int_cast": int_cast, "momentum": lambda: slots("momentum"), "adam": lambda: slots("adam"),
+def monitored_session():
+    """MonitoredTrainingSession: the raw session under its wrappers runs the step (as flowcheck run sees it)."""
+    original = session_lib.BaseSession.run
+    with tf.Graph().as_default():
+        x = tf.placeholder(tf.float32, [4, 2])
+        w = tf.get_variable("w", [2, 1])
+        bucket = tf.get_variable("bucket", [1])
+        step = tf.train.get_or_create_global_step()
+        loss = tf.reduce_sum(tf.matmul(x, w)) + tf.cast(tf.argmax(bucket), tf.float32)  # CUT mts
+        train = tf.train.AdamOptimizer(0.1).minimize(loss, global_step=step)
+
+        def run(self, fetches, feed_dict=None, *args, **kwargs):
+            if feed_dict and _tf1.depends_on_gradient_site(self, fetches):
+                session_lib.BaseSession.run = original
+                try:
+                    report_json("monitored_session", self, fetches, feed_dict)
+                finally:
+                    session_lib.BaseSession.run = run
+            return original(self, fetches, feed_dict, *args, **kwargs)
+
+        with tf.train.MonitoredTrainingSession() as sess:
+            session_lib.BaseSession.run = run
+            try:
+                sess.run(train, feed_dict=feed_for(x))
+            finally:
+                session_lib.BaseSession.run = original
+
+
+def v2_api_in_graph_mode():
+    """TensorFlow 2's tf.gradients and resource variables in a graph (no tf.function)."""
+    import tensorflow as tf2
+
+    with tf.Graph().as_default():
+        x = tf.placeholder(tf.float32, [4, 2])
+        w = tf2.Variable(tf2.ones([2, 1]))
+        v = tf2.Variable(tf2.ones([2, 1]))
+        loss = tf2.reduce_sum(tf2.matmul(x, w)) + tf2.reduce_sum(tf2.stop_gradient(tf2.matmul(x, v)))  # CUT v2
+        gw, gv = tf2.gradients(loss, [w, v])
+        train = tf.assign_sub(w, 0.1 * gw)
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            report_json("v2_api", sess, train, feed_for(x), shapes=[list(r.shape) for r in _tf1_report_variables(sess, train)])
+
+
+def _tf1_report_variables(sess, fetches):
+    return _tf1.analyze_session_run(sess, fetches, feed_for(*[op.outputs[0] for op in sess.graph.get_operations()
+                                                               if op.type == "Placeholder"]), verify=False).variables
+
+
+def input_pipeline():
+    """A step that reads a tf.data iterator and draws dropout masks: not re-run, and said so."""
+    with tf.Graph().as_default():
+        data = tf.data.Dataset.from_tensor_slices(np.ones((8, 2), np.float32)).batch(4)
+        x = tf.data.make_one_shot_iterator(data).get_next()
+        w = tf.Variable(tf.ones([2, 1]), name="w")
+        loss = tf.reduce_sum(tf.nn.dropout(tf.matmul(x, w), rate=0.5))
+        train = tf.train.AdamOptimizer().minimize(loss)
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            report_json("input_pipeline", sess, train, None, first_batch=np.asarray(sess.run(x)).tolist())
+
+
+def gan_one_run():
+    """Two minimize calls fetched in one run; a variable made with collections=[] (in no collection)."""
+    with tf.Graph().as_default():
+        z = tf.placeholder(tf.float32, [4, 2])
+        real = tf.placeholder(tf.float32, [4, 3])
+        with tf.variable_scope("gen"):
+            g_w = tf.get_variable("w", [2, 3])
+        with tf.variable_scope("disc"):
+            d_w = tf.get_variable("w", [3, 1])
+        scale = tf.Variable(tf.ones([3]), collections=[], name="scale")
+        fake = tf.matmul(z, g_w) * scale
+        d_loss = tf.reduce_mean(tf.nn.softplus(tf.matmul(tf.stop_gradient(fake), d_w)) + tf.nn.softplus(-tf.matmul(real, d_w)))  # CUT gan
+        g_loss = tf.reduce_mean(tf.nn.softplus(-tf.matmul(fake, d_w)))
+        d_train = tf.train.AdamOptimizer(0.1).minimize(d_loss, var_list=[d_w, g_w])
+        g_train = tf.train.AdamOptimizer(0.1).minimize(g_loss, var_list=[g_w, scale])
+        with tf.Session() as sess:
+            sess.run([tf.global_variables_initializer(), scale.initializer])
+            before = sess.run(scale)
+            report_json("gan_one_run", sess, [d_train, g_train], feed_for(z, real),
+                        scale_restored=bool(np.array_equal(before, sess.run(scale))))
+
+
+CASES = {"gan_one_run": gan_one_run, "control_flow_v1": control_flow_v1, "monitored_session": monitored_session, "v2_api": v2_api_in_graph_mode,
+         "input_pipeline": input_pipeline, "dqn": dqn, "int_cast": int_cast, "momentum": lambda: slots("momentum"), "adam": lambda: slots("adam"),
          "compute_apply": compute_apply, "not_in_var_list": not_in_var_list, "direct_gradients": direct_gradients}
 
 if __name__ == "__main__":
