@@ -33,7 +33,7 @@ from flowcheck._analysis import Verdict
 from flowcheck._expect import Candidate, Expectation, match_expectations
 
 if TYPE_CHECKING:
-    from flowcheck._intercept import Step
+    from flowcheck._runstep import Step
     from flowcheck._run import RunResult
     from flowcheck._source import SourceLine
 
