@@ -98,7 +98,7 @@ def exit_status(result: RunResult, expectations: Sequence[Expectation]) -> int:
 _INPUTS = {"keras train_step": "its first batch", "tf1 Session.run": "the feed_dict of its first run"}
 
 
-def format_run(result: RunResult, script: str, expectations: Sequence[Expectation]) -> str:
+def format_run(result: RunResult, script: str, expectations: Sequence[Expectation], all_sources: bool = False) -> str:
     """The run's summary as plain text: each step, then the overall verdict."""
     from flowcheck._format import RunInfo, format_summary
 
@@ -114,7 +114,7 @@ def format_run(result: RunResult, script: str, expectations: Sequence[Expectatio
             out.extend(_site_lines(step.eager))
         elif step.report is not None:
             inputs = _INPUTS.get(step.kind, "the arguments of its first call")
-            info = RunInfo(file=script, inputs=inputs)
+            info = RunInfo(file=script, inputs=inputs, all_sources=all_sources)
             summary = format_summary(step.report, step.verification, info)
             out.extend("  " + line if line else "" for line in _without_verdict(summary))
         if step.error is not None and step.report is not None:
