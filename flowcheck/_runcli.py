@@ -137,14 +137,14 @@ def run_command(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     expectations = match_expectations(candidates(result.steps), ns.expect_receives, ns.expect_blocked)
     document = run_json(result, ns.script, ns.arguments, expectations)
-    _write_outputs(ns.output, result, document)
+    written = _write_outputs(ns.output, result, document)
     if ns.json:
         out.write(json.dumps(document, indent=2, allow_nan=False) + "\n")
     else:
         out.flush()
         out.write(format_run(result, ns.script, expectations, ns.all_sources))
-        if ns.output:
-            out.write(f"wrote {', '.join(ns.output)}\n")
+        if written:
+            out.write(f"wrote {', '.join(written)}\n")
     return exit_status(result, expectations)
 
 
@@ -160,18 +160,23 @@ def _nothing_analyzed(result: Any, script: str, err: TextIO) -> int:
     return 2
 
 
-def _write_outputs(outputs: Sequence[str], result: Any, document: dict[str, Any]) -> None:
-    """``.json``: the whole run; a diagram or HTML report: one file per analyzed step."""
+def _write_outputs(outputs: Sequence[str], result: Any, document: dict[str, Any]) -> list[str]:
+    """``.json``: the whole run; a diagram or HTML report: one file per analyzed step. Returns the paths."""
     reports = [(s.name, s.report) for s in result.steps if s.report is not None]
+    written = []
     for output in outputs:
         if output.lower().endswith(".json"):
             write_json(output, document)
+            written.append(output)
             continue
         if not reports:
             raise RenderError(f"cannot write {output}: no step has a graph to draw (eager steps have none)")
         stem, suffix = os.path.splitext(output)
         for name, report in reports:
-            report.save(output if len(reports) == 1 else f"{stem}.{_safe(name)}{suffix}")
+            path = output if len(reports) == 1 else f"{stem}.{_safe(name)}{suffix}"
+            report.save(path)
+            written.append(path)
+    return written
 
 
 def _safe(name: str) -> str:

@@ -308,3 +308,35 @@ def test_train_on_batch_is_a_step(tmp_path: Path, capsys: Any) -> None:
     assert "batch 0" in lines and "batch 1" not in lines
     assert any(line.startswith("step 1: sequential") and "train_on_batch" in line for line in lines)
     assert lines[-1] == "OK: every source of every gradient call receives a gradient"
+
+
+@pytest.mark.dot
+def test_diagrams_are_written_per_step(tmp_path: Path, capsys: Any) -> None:
+    path = script(tmp_path, """\
+        import tensorflow as tf
+
+        w = tf.Variable(tf.ones((2, 1)), name="w")
+        v = tf.Variable(tf.ones((2, 1)), name="v")
+        opt, opt_v = tf.keras.optimizers.SGD(0.1), tf.keras.optimizers.SGD(0.1)
+
+        @tf.function
+        def step_w(x):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(tf.matmul(x, w))
+            opt.apply_gradients(zip(tape.gradient(loss, [w]), [w]))
+
+        @tf.function
+        def step_v(x):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(tf.matmul(x, v))
+            opt_v.apply_gradients(zip(tape.gradient(loss, [v]), [v]))
+
+        for _ in range(2):
+            step_w(tf.ones((1, 2)))
+            step_v(tf.ones((1, 2)))
+        """)
+    code, out, err = run(capsys, path, "-o", str(tmp_path / "flow.svg"))
+    assert code == 0
+    written = [str(tmp_path / "flow.step_w.svg"), str(tmp_path / "flow.step_v.svg")]
+    assert out.splitlines()[-1] == f"wrote {', '.join(written)}"
+    assert all(Path(p).read_text().lstrip().startswith("<?xml") for p in written)
