@@ -140,7 +140,8 @@ class Interceptor:
             return original(tape, target, sources, *args, **kwargs)
         self._seen[key] = tape
         flat = tf.nest.flatten(sources)
-        step = Step("eager tape.gradient", call.function if call else "tape.gradient", call)
+        in_function = call is not None and not call.function.startswith("<")
+        step = Step("eager tape.gradient", call.function if call and in_function else "tape.gradient", call)
         self.steps.append(step)
 
         def site(answers: list[bool | None], error: str | None = None) -> GradientSite:

@@ -220,10 +220,9 @@ def _analyzer(options: RunOptions) -> Any:
                 step.verification = _verify(step.report, options)
         except FlowcheckError as exc:
             step.error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
-        except Exception as exc:  # noqa: BLE001 -- not the script's failure: flowcheck's, said as such
-            if step.report is None:
-                raise
-            step.error = f"verification failed: {describe_exception(exc, None)}"
+        except Exception as exc:  # noqa: BLE001 -- not the script's failure but flowcheck's: said as such
+            what = "verification failed" if step.report is not None else "flowcheck failed while analyzing it"
+            step.error = f"{what}: {describe_exception(exc, None)}"
 
     return analyze_step
 

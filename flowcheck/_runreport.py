@@ -61,6 +61,8 @@ def step_failures(step: Step) -> list[str]:
         if not getattr(step.report, "gradient_sites", ()):  # a report without sites: its trainable variables
             cut = [r.name for r in step.report.variables if r.trainable and r.verdict is not Verdict.RECEIVES]
             reasons.extend(["no gradient for " + ", ".join(cut)] if cut else [])
+    if step.raised is not None and not reasons:
+        reasons.append(f"{step.name} raised {step.raised}")
     site = step.eager
     if site is not None:
         where = f" at {site.source}" if site.source else ""
