@@ -75,18 +75,14 @@ _KIND_LABELS = {
 }
 
 
-def _carries(graph: nx.DiGraph) -> Any:
-    return nx.subgraph_view(graph, filter_edge=lambda u, v: bool(graph.edges[u, v]["grad"]))
-
-
-def _reaching(graph: Any, targets: Iterable[str]) -> set[str]:
+def _reaching(graph: nx.DiGraph, targets: Iterable[str], carrying_only: bool) -> set[str]:
     seen = {t for t in targets if t in graph}
     stack = list(seen)
-    pred = graph.pred
+    pred = graph.pred  # plain dicts: a subgraph view would filter every edge through a call
     while stack:
         node = stack.pop()
-        for p in pred[node]:
-            if p not in seen:
+        for p, data in pred[node].items():
+            if p not in seen and (not carrying_only or data["grad"]):
                 seen.add(p)
                 stack.append(p)
     return seen
@@ -94,12 +90,12 @@ def _reaching(graph: Any, targets: Iterable[str]) -> set[str]:
 
 def feeding_nodes(graph: nx.DiGraph, targets: Iterable[str]) -> set[str]:
     """Nodes with a forward path to any of ``targets`` (the targets included)."""
-    return _reaching(graph, targets)
+    return _reaching(graph, targets, carrying_only=False)
 
 
 def gradient_nodes(graph: nx.DiGraph, targets: Iterable[str]) -> set[str]:
     """Nodes a gradient from ``targets`` reaches: a path of gradient-carrying edges exists."""
-    return _reaching(_carries(graph), targets)
+    return _reaching(graph, targets, carrying_only=True)
 
 
 def verdicts(

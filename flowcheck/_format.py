@@ -16,10 +16,14 @@ added ``gradient_sites``, ``never_trained`` and ``other_state``)::
       "variables": [{
           "name": str, "verdict": "receives" | "blocked" | "unused",
           "shape": [int | null, ...], "dtype": str, "trainable": bool,
+          "watched_by_default": bool (a default GradientTape would watch it),
+          "eager_difference": str | null (a plain callable: why its eager call's answer, which is
+                              the verdict, differs from its traced graph's),
           "per_loss": {loss name: verdict},
           "barriers": [{"op_name": str, "op_type": str, "kind": str (a BarrierKind value),
                         "detail": str, "tensor": str, "in_user_code": bool,
-                        "source": {"file": str, "line": int, "function": str, "code": str} | null}]
+                        "source": {"file": str, "line": int, "column": int | null (1-based, in
+                                   characters), "function": str, "code": str} | null}]
       }],
       "gradient_errors": [barrier, ...] (as in "barriers": ops with no gradient that a gradient
                         reaches; TensorFlow raises LookupError at each),
@@ -59,7 +63,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from flowcheck._analysis import BarrierKind, Verdict
+from flowcheck._analysis import Verdict
 from flowcheck._format_sites import site_failures, site_lines, sites_json
 from flowcheck._report import GRADIENT_ERROR_ADVICE
 
@@ -112,7 +116,8 @@ class RunInfo:
 def failures(report: Report, verification: Verification | None, run: RunInfo | None = None) -> list[str]:
     """Why the run fails (exit status 1), in words; empty when it passes."""
     reasons = [f"differentiating the loss raises at {b.op_type} {b.op_name!r} (no gradient defined)" for b in report.gradient_errors]
-    reasons.extend(site_failures(report))
+    on_purpose = frozenset(n for e in (run.expectations if run else ()) if e.expect == "blocked" for n in e.matched)
+    reasons.extend(site_failures(report, on_purpose))
     for e in run.expectations if run else ():
         if not e.matched:
             reasons.append(f"--expect-{e.expect} {e.pattern!r} matched no variable")
@@ -208,17 +213,9 @@ def _group(verdict: Verdict, group: Sequence[VariableResult], losses: Sequence[s
     frozen: Sequence[VariableResult] = ()
     shown = group
     if verdict is Verdict.RECEIVES:
-        # What training will update comes first; a frozen backbone's hundreds of weights get one line.
+        # What training will update comes first; a frozen backbone's statistics get one count line.
         shown = [r for r in group if r.trainable]
         frozen = [r for r in group if not r.trainable]
-        if len(frozen) <= 3:
-            shown, frozen = list(group), ()
-    if verdict is Verdict.BLOCKED:
-        # BatchNormalization statistics and other trainable=False variables read by the step are cut
-        # only because the tape does not watch them: one line for all, the real problems first.
-        unwatched = [r for r in group if r.barriers and all(b.kind is BarrierKind.NOT_WATCHED for b in r.barriers)]
-        if len(unwatched) > 3:
-            shown = [r for r in group if r not in unwatched]
     listed = shown if verdict is not Verdict.RECEIVES or len(shown) <= _RECEIVING_SHOWN else shown[: _RECEIVING_SHOWN - 2]
     width = max((len(r.name) for r in listed), default=0)
     shape_width = max((len(_shape(r)) for r in listed), default=0)
@@ -229,36 +226,44 @@ def _group(verdict: Verdict, group: Sequence[VariableResult], losses: Sequence[s
         if len(losses) > 1:
             line.append(("  " + ", ".join(f"{loss}: {v.value}" for loss, v in r.per_loss.items()), "dim"))
         out.append(line)
+        if r.eager_difference:
+            out.append([("      called eagerly: ", "cyan"), (r.eager_difference, "")])
         # Variables cut by the same barriers (a whole layer, a whole network) share one explanation.
         if r.barriers and (i + 1 == len(listed) or listed[i + 1].barriers != r.barriers):
+            places = [str(b.source) for b in r.barriers]
             for b in r.barriers:
-                out.extend(_barrier(b))
+                out.extend(_barrier(b, exact=places.count(str(b.source)) > 1))
     if len(listed) < len(shown):
         out.append([(f"  ... and {len(shown) - len(listed)} more (--json lists every variable)", "dim")])
     if frozen:
-        names = ", ".join(r.name for r in frozen[:3])
-        out.append([(f"  + {len(frozen)} not trainable (frozen): ", "yellow"), (f"{names}, ...", "dim")])
-    if verdict is Verdict.BLOCKED and len(shown) < len(group):
-        out.extend(_unwatched([r for r in group if r not in shown]))
+        out.append(_non_trainable_receivers(frozen))
     return out
 
 
-def _unwatched(group: Sequence[VariableResult]) -> list[_Line]:
-    names = ", ".join(r.name for r in group[:3])
-    return [
-        [(f"  + {len(group)} created with trainable=False (GradientTape does not watch them): ", "yellow"),
-         (f"{names}, ...", "dim")]
-    ]
+def _non_trainable_receivers(group: Sequence[VariableResult]) -> _Line:
+    statistics = sum(r.name.rsplit("/", 1)[-1] in _BATCHNORM_STATISTICS for r in group)
+    what = " (BatchNorm statistics in inference mode)" if statistics == len(group) else (
+        f" ({statistics} BatchNorm statistics in inference mode)" if statistics else ""
+    )
+    names = ", ".join(r.name for r in group[:3]) + (", ..." if len(group) > 3 else "")
+    plural = "s receive" if len(group) != 1 else " receives"
+    return [(f"  + {len(group)} non-trainable variable{plural}{what}; no optimizer updates them: ", "yellow"),
+            (names, "dim")]
+
+
+_BATCHNORM_STATISTICS = frozenset({"moving_mean", "moving_variance"})
 
 
 def _shape(r: VariableResult) -> str:
     return f"{r.dtype}[{','.join('?' if d is None else str(d) for d in r.shape)}]"
 
 
-def _barrier(b: Barrier) -> list[_Line]:
+def _barrier(b: Barrier, exact: bool = False) -> list[_Line]:
     where = ""
     if b.source is not None:
-        where = f" at {b.source}" if b.in_user_code else f" inside library code called at {b.source}"
+        # Two barriers on one line are told apart by their columns.
+        place = b.source.location if exact else str(b.source)
+        where = f" at {place}" if b.in_user_code else f" inside library code called at {place}"
     out: list[_Line] = [[("      ", ""), (b.op_type, "magenta"), (f" {b.op_name!r} ({b.detail})", ""), (where, "cyan")]]
     if b.source is not None and b.source.code:
         out.append([(f"        {b.source.code}", "dim")])
@@ -349,6 +354,8 @@ def _variable_json(r: VariableResult) -> dict[str, Any]:
         "shape": list(r.shape),
         "dtype": r.dtype,
         "trainable": r.trainable,
+        "watched_by_default": r.watched_by_default,
+        "eager_difference": r.eager_difference,
         "per_loss": {loss: v.value for loss, v in r.per_loss.items()},
         "barriers": [_barrier_json(b) for b in r.barriers],
     }
@@ -359,7 +366,8 @@ def _barrier_json(b: Barrier) -> dict[str, Any]:
         "op_name": b.op_name, "op_type": b.op_type, "kind": b.kind.value, "detail": b.detail,
         "tensor": b.tensor, "in_user_code": b.in_user_code,
         "source": None if b.source is None else {
-            "file": b.source.short_file, "line": b.source.line, "function": b.source.function,
+            "file": b.source.short_file, "line": b.source.line, "column": b.source.column,
+            "function": b.source.function,
             "code": b.source.code,
         },
     }

@@ -39,6 +39,11 @@ IF_OPS: Final = frozenset({"If", "StatelessIf"})
 CASE_OPS: Final = frozenset({"Case", "StatelessCase"})
 WHILE_OPS: Final = frozenset({"While", "StatelessWhile"})
 FUNCTION_OPS: Final = CALL_OPS | IF_OPS | CASE_OPS | WHILE_OPS
+# Writes to a variable. They have no registered gradient, yet TensorFlow never raises at one: no
+# gradient reaches an op without outputs. A read after one is differentiated with respect to the
+# variable, not to the value written (flowcheck._graph links each to the reads that follow it).
+ASSIGN_OPS: Final = frozenset({"AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp"})
+ASSIGN_DETAIL: Final = "a value assigned to a variable carries no gradient to later reads of it"
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,17 @@ CARRIES: Final = InputGradient(True)
 
 def is_trainable(tensor: Any) -> bool:
     """Whether TensorFlow lets a gradient flow through ``tensor``'s dtype (float, complex, ...)."""
-    return bool(backprop_util.IsTrainable(tensor))
+    dtype = tensor.dtype
+    if dtype == tf.resource:  # a handle: the answer is its variable's dtype's
+        return bool(backprop_util.IsTrainable(tensor))
+    found = _TRAINABLE_DTYPES.get(dtype)
+    if found is None:
+        found = _TRAINABLE_DTYPES[dtype] = bool(backprop_util.IsTrainable(dtype))
+    return found
+
+
+# IsTrainable's answer for a dtype (every analysis asks it for every tensor).
+_TRAINABLE_DTYPES: dict[Any, bool] = {}
 
 
 def dtype_barrier(tensor: Any) -> InputGradient:
@@ -104,21 +119,29 @@ class GradientOracle:
 
     def inputs(self, op: Any) -> tuple[InputGradient, ...]:
         """Per input of ``op`` (not a function op), whether a gradient reaches it."""
-        key = _signature(op)
+        inputs, outputs = op.inputs, op.outputs
+        if not inputs:
+            return ()
+        key = _signature(op, inputs, outputs)
         found = self._cache.get(key)
         if found is None:
             found = self._ask(op, key)
             self._cache[key] = found
+        # TensorFlow counts every resource handle as trainable; an integer variable is cut where it
+        # is read, because its values (the read's outputs) carry no gradient.
+        untrainable_read = bool(outputs) and not any(is_trainable(out) for out in outputs)
         # An integer or boolean input is cut by its dtype whatever the op: say that, not "None".
         return tuple(
-            _read_barrier(op) if _reads_untrainable(tensor, op)
+            _read_barrier(op) if untrainable_read and tensor.dtype == tf.resource
             else answer if is_trainable(tensor) else dtype_barrier(tensor)
-            for answer, tensor in zip(found, op.inputs)
+            for answer, tensor in zip(found, inputs)
         )
 
     def _ask(self, op: Any, signature: tuple[Any, ...]) -> tuple[InputGradient, ...]:
         n = len(op.inputs)
         grad_type = signature[0]
+        if op.type in ASSIGN_OPS:
+            return (InputGradient(False, BarrierKind.ASSIGN, ASSIGN_DETAIL),) * n
         try:
             grad_fn = ops.get_gradient_function(op)
         except LookupError:
@@ -221,15 +244,6 @@ def _installed(filename: str) -> bool:
     return ("/site-packages/" in filename or "/dist-packages/" in filename) and "__autograph_generated" not in filename
 
 
-def _reads_untrainable(tensor: Any, op: Any) -> bool:
-    # TensorFlow counts every resource handle as trainable; an integer variable is cut where it is
-    # read, because its values (the read's outputs) carry no gradient.
-    return (
-        tensor.dtype == tf.resource and bool(op.outputs)
-        and not any(is_trainable(out) for out in op.outputs)
-    )
-
-
 def _read_barrier(op: Any) -> InputGradient:
     dtype = op.outputs[0].dtype.name
     return InputGradient(False, BarrierKind.DTYPE, f"{dtype} variables carry no gradient")
@@ -264,13 +278,14 @@ def _gradient_type(op: Any) -> str:
     return found.decode() if isinstance(found, bytes) else str(found)
 
 
-def _signature(op: Any) -> tuple[Any, ...]:
+def _signature(op: Any, inputs: Any, outputs: Any) -> tuple[Any, ...]:
+    op_type = op.type
     return (
         _gradient_type(op),
-        op.type,
-        tuple(_dtype_key(t) for t in op.inputs),
-        tuple(_dtype_key(t) for t in op.outputs),
-        tuple(bool(t.consumers()) for t in op.outputs) if op.type == "IdentityN" else (),
+        op_type,
+        tuple(_dtype_key(t) for t in inputs),
+        tuple(_dtype_key(t) for t in outputs),
+        tuple(bool(t.consumers()) for t in outputs) if op_type == "IdentityN" else (),
     )
 
 

@@ -43,6 +43,8 @@ from tensorflow.python.util import nest
 
 from flowcheck._analysis import BarrierKind
 from flowcheck._gradients import (
+    ASSIGN_DETAIL,
+    ASSIGN_OPS,
     CALL_OPS,
     CASE_OPS,
     FUNCTION_OPS,
@@ -55,9 +57,8 @@ from flowcheck._gradients import (
 )
 from flowcheck._trace import Traced
 
-__all__ = ["build_graph", "variable_node", "loss_node"]
+__all__ = ["build_graph", "endpoints_graph", "variable_node", "loss_node"]
 
-_ASSIGN_OPS = frozenset({"AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp"})
 _READ_OPS = frozenset({"ReadVariableOp", "ResourceGather", "ResourceGatherNd"})
 
 
@@ -78,6 +79,24 @@ def build_graph(traced: Traced, oracle: GradientOracle | None = None) -> nx.DiGr
     top = traced.concrete.graph
     builder.add_function_graph(top, prefix="", cluster=None)
     graph.graph["inputs"] = [t.op.name for t in top.inputs if is_trainable(t)]
+    _add_endpoints(graph, traced)
+    for inner_ref, i in traced.captured.items():
+        placeholder = inner_ref.deref()
+        # The verdict is a watched tape's answer, whatever the variable's trainable flag.
+        builder.add_edge(variable_node(i), placeholder.op.name, placeholder, CARRY_IF_TRAINABLE(placeholder))
+    for loss in traced.losses:
+        builder.add_edge(builder.node_of(loss.tensor, ""), loss_node(loss.name), loss.tensor, InputGradient(True))
+    return graph
+
+
+def endpoints_graph(traced: Traced) -> nx.DiGraph:
+    """The variable and loss nodes alone, for a function that could not be traced (no ops to read)."""
+    graph = nx.DiGraph(clusters={}, variables=[], losses=[], inputs=[])
+    _add_endpoints(graph, traced)
+    return graph
+
+
+def _add_endpoints(graph: nx.DiGraph, traced: Traced) -> None:
     for i, var in enumerate(traced.variables):
         node = variable_node(i)
         graph.add_node(
@@ -85,23 +104,10 @@ def build_graph(traced: Traced, oracle: GradientOracle | None = None) -> nx.DiGr
             shape=var.shape, trainable=var.trainable, index=i,
         )
         graph.graph["variables"].append(node)
-    for inner_ref, i in traced.captured.items():
-        placeholder = inner_ref.deref()
-        info = CARRY_IF_TRAINABLE(placeholder) if traced.variables[i].tf_variable.trainable else NOT_WATCHED
-        builder.add_edge(variable_node(i), placeholder.op.name, placeholder, info)
     for loss in traced.losses:
         node = loss_node(loss.name)
         graph.add_node(node, kind="loss", label=loss.name, name=loss.name, dtype=loss.dtype, shape=loss.shape)
         graph.graph["losses"].append(node)
-        builder.add_edge(builder.node_of(loss.tensor, ""), node, loss.tensor, InputGradient(True))
-    return graph
-
-
-# GradientTape watches the trainable variables a step reads; a tf.Variable(trainable=False)
-# (BatchNormalization's moving statistics among them) gets None unless watched by hand.
-NOT_WATCHED = InputGradient(
-    False, BarrierKind.NOT_WATCHED, "created with trainable=False: GradientTape does not watch it"
-)
 
 
 def CARRY_IF_TRAINABLE(tensor: Any) -> InputGradient:  # noqa: N802 -- reads as a constant rule
@@ -147,9 +153,9 @@ class _Builder:
             if op.type in _READ_OPS and op.inputs[0].ref() in assigns:
                 self.add_edge(
                     assigns[op.inputs[0].ref()], node, op.inputs[0],
-                    InputGradient(False, BarrierKind.ASSIGN, "a value assigned to a variable carries no gradient"),
+                    InputGradient(False, BarrierKind.ASSIGN, ASSIGN_DETAIL),
                 )
-            if op.type in _ASSIGN_OPS:
+            if op.type in ASSIGN_OPS:
                 assigns[op.inputs[0].ref()] = node
 
     def add_function_op(self, op: Any, node: str, prefix: str, cluster: str | None) -> None:

@@ -239,6 +239,8 @@ def _table(variables: Sequence[Any], check: Any) -> str:
     for i, r in enumerate(variables):
         shape = "(" + ", ".join("?" if d is None else str(d) for d in r.shape) + ("," if len(r.shape) == 1 else "") + ")"
         barriers = "<br>".join(_barrier(b) for b in r.barriers)
+        if r.eager_difference:
+            barriers += ("<br>" if barriers else "") + f"called eagerly: {escape(r.eager_difference)}"
         cells = [
             f"<td><code>{escape(r.name)}</code></td>",
             f'<td data-sort="{_size(r.shape):020d}">{escape(shape)}</td>',

@@ -77,7 +77,9 @@ class Interceptor:
         self._restore.append(lambda: setattr(owner, name, original))
 
     def _active(self) -> bool:
-        return not self._done and self._busy == 0
+        from flowcheck._sites import in_flowcheck
+
+        return not self._done and self._busy == 0 and not in_flowcheck()
 
     @contextlib.contextmanager
     def _inside(self, quiet: bool = True) -> Iterator[None]:
@@ -230,12 +232,14 @@ class Interceptor:
     def _has_gradient_site(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Exception | None]:
         """Trace the call (into the function's own cache, as its first call would) with the gradient
         calls recorded: the recorder when it asks for a gradient (else None), and what the trace raised."""
-        from flowcheck._sites import record_sites
+        from flowcheck._positions import recording as positions
+        from flowcheck._sites import record_sites, running_user_code
         from flowcheck._step_state import built_state, unbuild
 
         self._site_seen = False
         built = built_state(fn, args)
-        with self._inside(), record_sites() as recorder:  # the trace the real call reuses: Keras warns here
+        # The trace the real call reuses: Keras's None-gradient warning is provoked here, and silenced.
+        with self._inside(), running_user_code(), record_sites() as recorder, positions():
             try:
                 fn.get_concrete_function(*args, **kwargs)
             except Exception as exc:  # noqa: BLE001 -- the user's own error, raised again by the caller

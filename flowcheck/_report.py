@@ -14,10 +14,12 @@ from typing import Any
 
 import networkx as nx
 
+from flowcheck import _distributed
 from flowcheck._analysis import BarrierKind, Verdict, blocking_barriers, gradient_errors, verdicts
+from flowcheck._model import Barrier, VariableResult
 from flowcheck._sites import GradientSite
-from flowcheck._source import SourceLine, op_source
-from flowcheck.errors import VariableNotFoundError
+from flowcheck._source import op_source
+from flowcheck.errors import NoVariablesError, TraceError, VariableNotFoundError
 
 __all__ = ["Barrier", "Report", "VariableResult", "analyze"]
 
@@ -26,67 +28,6 @@ GRADIENT_ERROR_ADVICE = (
     "a gradient reaches these ops and they have none; if a result is meant as a constant, wrap the "
     "result in tf.stop_gradient (not the input: a gradient still reaches the op)"
 )
-
-
-@dataclass(frozen=True)
-class Barrier:
-    """An op at which a gradient stops.
-
-    Attributes:
-        op_name: The TensorFlow op's name.
-        op_type: Its type (``StopGradient``, ``Cast``, ...).
-        kind: Why the gradient stops.
-        detail: The same, in words, for this op.
-        tensor: The tensor whose gradient is cut (an input of the op).
-        source: The user's line that created the op, when it can be found.
-        in_user_code: False when the op was made inside library code (a Keras layer).
-        node: The op's node id in :attr:`Report.graph`.
-    """
-
-    op_name: str
-    op_type: str
-    kind: BarrierKind
-    detail: str
-    tensor: str
-    source: SourceLine | None
-    in_user_code: bool
-    node: str
-
-    def __str__(self) -> str:
-        where = f" at {self.source}" if self.source else ""
-        return f"{self.op_type} {self.op_name!r} ({self.detail}){where}"
-
-
-@dataclass(frozen=True)
-class VariableResult:
-    """flowcheck's verdict on one variable.
-
-    Attributes:
-        name: The variable's name (the Keras path for Keras variables).
-        verdict: Whether a gradient reaches it from the loss (all losses, summed).
-        barriers: For a blocked variable, the ops that cut every path to the loss.
-        shape: Its shape.
-        dtype: Its dtype's name.
-        trainable: Whether training would update it.
-        per_loss: The verdict for each loss output alone.
-        variable: The variable object itself.
-        node: Its node id in :attr:`Report.graph`.
-    """
-
-    name: str
-    verdict: Verdict
-    barriers: tuple[Barrier, ...]
-    shape: tuple[int | None, ...]
-    dtype: str
-    trainable: bool
-    per_loss: Mapping[str, Verdict] = field(compare=False)
-    variable: Any = field(repr=False, compare=False)
-    node: str = field(repr=False)
-
-    @property
-    def receives(self) -> bool:
-        """True when a gradient reaches the variable."""
-        return self.verdict is Verdict.RECEIVES
 
 
 class Report:
@@ -134,6 +75,9 @@ class Report:
     def result(self, variable: Any) -> VariableResult:
         """The result for a variable given as the object (tf or Keras) or its name.
 
+        A variable made under a ``tf.distribute`` strategy may also be given as any of its
+        per-replica components or their names (``head/replica_1``).
+
         A variable object the traced function never reads is *unused*, even when flowcheck could
         not list it in advance.
 
@@ -142,20 +86,19 @@ class Report:
                 argument is not a variable.
         """
         if isinstance(variable, str):
-            matches = [r for r in self.variables if r.name == variable or r.name.split(":")[0] == variable]
+            matches = [r for r in self.variables if variable in (r.name, r.name.split(":")[0], *self._replicas(r))]
             if len(matches) == 1:
                 return matches[0]
             if matches:
                 raise VariableNotFoundError(f"{len(matches)} variables are named {variable!r}; pass the variable itself")
             names = ", ".join(r.name for r in self.variables)
             raise VariableNotFoundError(f"no variable named {variable!r} in this report; it has: {names}")
-        for r in self._everything:
-            if r.variable is variable or self._traced.variables[_index(r)].tf_variable is variable:
-                return r
-        backing = getattr(variable, "_value", None)
-        for r in self._everything:
-            if backing is not None and self._traced.variables[_index(r)].tf_variable is backing:
-                return r
+        # The object itself, a Keras variable's backing tf.Variable, a replica's component's owner.
+        for wanted in (variable, getattr(variable, "_value", None), _distributed.container(variable)):
+            for r in self._everything:  # a step's state left out of variables included
+                if wanted is not None and (wanted is r.variable or wanted is self._traced.variables[_index(r)].tf_variable):
+                    return r
+        variable = _distributed.container(variable)
         if _is_variable(variable):
             # Never read by the traced function: no gradient can reach it.
             name = str(getattr(variable, "path", None) or getattr(variable, "name", "variable")).split(":")[0]
@@ -166,6 +109,10 @@ class Report:
                 node="",
             )
         raise VariableNotFoundError(f"{variable!r} is not a variable or a variable's name")
+
+    def _replicas(self, result: VariableResult) -> tuple[str, ...]:
+        # A distributed variable's other replicas' names (``head/replica_1``) name it too.
+        return _distributed.names(self._traced.variables[_index(result)].tf_variable)[1:]
 
     def receives_gradient(self, variable: Any, loss: str | None = None) -> bool:
         """Whether a gradient reaches ``variable`` from the loss (or from the output ``loss`` alone)."""
@@ -306,12 +253,16 @@ def analyze(fn: Any, *args: Any, **kwargs: Any) -> Report:
     Raises:
         FlowcheckError: a subclass saying what is wrong with ``fn`` or its result.
     """
-    from flowcheck._graph import build_graph
-    from flowcheck._trace import trace
-
     from flowcheck._gradients import GradientOracle
+    from flowcheck._graph import build_graph
+    from flowcheck._trace import is_plain_callable, trace
 
-    traced = trace(fn, args, kwargs)
+    try:
+        traced = trace(fn, args, kwargs)
+    except TraceError as exc:
+        if not is_plain_callable(fn):
+            raise
+        return _eager_only(fn, args, kwargs, exc)  # a NumPy round trip: judged from its eager call alone
     oracle = GradientOracle()
     graph = build_graph(traced, oracle)
     traced.notes.extend(
@@ -338,17 +289,18 @@ def _report(traced: Any, graph: nx.DiGraph) -> Report:
             VariableResult(
                 name=var.name, verdict=total[node], barriers=barriers, shape=var.shape, dtype=var.dtype,
                 trainable=var.trainable, per_loss=MappingProxyType({n: v[node] for n, v in per_loss.items()}),
-                variable=var.variable, node=node,
+                variable=var.variable, node=node, watched_by_default=var.watched_by_default,
             )
         )
     errors = _one_per_replica(_barrier(graph, edge, barrier_cache) for edge in gradient_errors(graph, loss_nodes))
     notes = list(traced.notes)
-    if traced.target_kind == "callable" and any(c["kind"] != "function" for c in graph.graph["clusters"].values()):
-        # The verdicts are the traced function's; an eager call of the same Python differs here.
-        notes.append(
-            "called eagerly instead (no tf.function), its tf.cond, switch_case and while_loop run only the "
-            "branch and iterations taken: a variable only an untaken branch uses gets None there, not zeros"
-        )
+    judged: tuple[VariableResult, ...] = tuple(results)
+    if traced.python_function is not None:  # a plain callable: the tape's answer as the user calls it
+        from flowcheck._eager import as_called, run_eagerly
+
+        fn = traced.python_function
+        run = run_eagerly(fn, traced.args, traced.kwargs, traced.variables, str(getattr(fn, "__name__", "function")))
+        judged = as_called(judged, graph, run)
     if len(traced.losses) > 1 and not traced.step:
         # Users who check with a tape around the whole call see zeros and think the report is wrong.
         notes.append(
@@ -356,10 +308,25 @@ def _report(traced: Any, graph: nx.DiGraph) -> Report:
             "what a tape gives when that loss alone is differentiated inside the step; a tape around "
             "one call returning all of them gives zeros, not None, to variables only another loss uses"
         )
-    sites, never, listed = _steps.step_findings(traced, graph, results, _barrier) if traced.step else ((), (), results)
+    sites, never, listed = _steps.step_findings(traced, graph, list(judged), _barrier) if traced.step else ((), (), judged)
     report = Report(traced, graph, tuple(listed), tuple(notes), errors, gradient_sites=sites, never_trained=never)
-    report.other_state, report._everything = len(results) - len(listed), tuple(results)
+    report.other_state, report._everything = len(judged) - len(listed), judged
     return report
+
+
+def _eager_only(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], failure: TraceError) -> Report:
+    from flowcheck._eager import eager_only, run_eagerly
+    from flowcheck._graph import endpoints_graph
+    from flowcheck._trace import Traced, owned_variables
+
+    name = str(getattr(fn, "__name__", type(fn).__name__))
+    run = run_eagerly(fn, args, kwargs, owned_variables(fn, args, kwargs), name)
+    if not run.variables:
+        raise NoVariablesError(f"{name} reads no variable: nothing can be trained") from failure
+    notes = [f"{failure}: no static analysis was possible, so the verdicts are the eager tape's alone "
+             "(no barriers, lines or diagram); wrap the NumPy part in tf.numpy_function or keep it in TensorFlow"]
+    traced = Traced(fn, None, tuple(args), dict(kwargs), "callable", run.variables, {}, run.losses, notes, fn)
+    return Report(traced, endpoints_graph(traced), eager_only(run, str(failure)), tuple(notes), ())
 
 
 def _one_per_replica(barriers: Iterable[Barrier]) -> tuple[Barrier, ...]:
@@ -367,7 +334,9 @@ def _one_per_replica(barriers: Iterable[Barrier]) -> tuple[Barrier, ...]:
     seen: set[tuple[Any, ...]] = set()
     kept = []
     for b in barriers:
-        key = (b.kind, b.op_type, _REPLICA.sub("", b.op_name), b.source)
+        # A variable read in cross-replica context is read once per component, each its own op.
+        name = "" if b.kind is BarrierKind.NOT_WATCHED else _REPLICA.sub("", b.op_name)
+        key = (b.kind, b.op_type, name, b.source)
         if key not in seen:
             seen.add(key)
             kept.append(b)

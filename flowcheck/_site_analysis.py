@@ -23,7 +23,9 @@ from flowcheck._analysis import BarrierKind, Verdict, blocking_barriers, verdict
 from flowcheck._sites import GradientSite, RecordedCall, SiteSource
 from flowcheck._source import SourceLine
 
-__all__ = ["SiteGraph", "judge_call", "site_graph", "source_name", "target_names", "tensor_node", "unique"]
+__all__ = [
+    "SiteGraph", "judge_call", "site_graph", "source_name", "target_names", "tensor_labels", "tensor_node", "unique",
+]
 
 BarrierOf = Callable[[nx.DiGraph, tuple[str, str], dict[tuple[str, str], Any]], Any]
 
@@ -99,6 +101,8 @@ def site_graph(
     keep = _recorded_nodes(graph, call)
     var_nodes: list[str] = graph.graph["variables"]
     keep.update(var_nodes)
+    # A tensor source (``tape.watch(x)``) may be made before the block: it is where gradients end.
+    keep.update(n for obj in call.sources if variable_index(obj) is None and (n := tensor_node(graph, obj)))
     sub = graph.subgraph(keep).copy()
     for i, node in enumerate(var_nodes):
         watched = watched_ids(i)
@@ -189,9 +193,7 @@ _CALLS = frozenset({"gradient", "jacobian", "batch_jacobian", "gradients"})
 def target_names(source: SourceLine | None, targets: Sequence[Any]) -> tuple[str, ...]:
     """How the user wrote the targets in the call (``"loss"``), else the tensors' names."""
     fallback = tuple(source_name(t) for t in targets)
-    if source is None:
-        return fallback
-    expression = _first_argument(source)
+    expression = _argument(source, 0, ("target", "ys")) if source is not None else None
     if expression is None:
         return fallback
     if len(targets) == 1:
@@ -201,7 +203,17 @@ def target_names(source: SourceLine | None, targets: Sequence[Any]) -> tuple[str
     return tuple(f"{ast.unparse(expression)}[{i}]" for i in range(len(targets)))
 
 
-def _first_argument(source: SourceLine) -> ast.expr | None:
+def tensor_labels(source: SourceLine | None, count: int) -> list[str | None]:
+    """How the user wrote each source in the call, where it is a plain list of names (``[x, z]``)."""
+    expression = _argument(source, 1, ("sources", "source", "xs")) if source is not None else None
+    if isinstance(expression, (ast.List, ast.Tuple)) and len(expression.elts) == count:
+        return [ast.unparse(e) for e in expression.elts]
+    if expression is not None and count == 1 and isinstance(expression, ast.Name):
+        return [expression.id]
+    return [None] * count
+
+
+def _argument(source: SourceLine, index: int, keywords: tuple[str, ...]) -> ast.expr | None:
     text = ""
     for offset in range(6):  # a call spread over a few lines
         line = linecache.getline(source.file, source.line + offset)
@@ -214,6 +226,8 @@ def _first_argument(source: SourceLine) -> ast.expr | None:
             continue
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in _CALLS:
-                return node.args[0] if node.args else next((k.value for k in node.keywords if k.arg in ("target", "ys")), None)
+                if len(node.args) > index:
+                    return node.args[index]
+                return next((k.value for k in node.keywords if k.arg in keywords), None)
         return None
     return None

@@ -22,10 +22,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from flowcheck._analysis import Verdict
 from flowcheck._source import SourceLine
+
+if TYPE_CHECKING:
+    from flowcheck._report import Barrier
 
 __all__ = [
     "KINDS",
@@ -35,7 +38,9 @@ __all__ = [
     "SiteRecorder",
     "SiteSource",
     "TapeRecord",
+    "in_flowcheck",
     "record_sites",
+    "running_user_code",
     "step_has_gradient_site",
 ]
 
@@ -76,7 +81,7 @@ class SiteSource:
     name: str
     variable: Any = field(compare=False, repr=False)
     verdict: Verdict
-    barriers: tuple[Any, ...]  # tuple[flowcheck.Barrier, ...] (kept loose: no import cycle)
+    barriers: tuple[Barrier, ...]
     tensorflow_none: bool | None
     trainable: bool
 
@@ -247,6 +252,27 @@ def record_sites() -> Iterator[SiteRecorder]:
 
     with recording() as recorder:
         yield recorder
+
+
+_BUSY: list[int] = [0]  # how many of flowcheck's own traces and runs of user code are under way
+
+
+@contextlib.contextmanager
+def running_user_code() -> Iterator[None]:
+    """Mark that flowcheck itself is tracing or running the user's step (see :func:`in_flowcheck`)."""
+    _BUSY[0] += 1
+    try:
+        yield
+    finally:
+        _BUSY[0] -= 1
+
+
+def in_flowcheck() -> bool:
+    """True while flowcheck traces or runs a user's step itself (its analysis or verification).
+
+    An interception of the user's calls (``flowcheck run``) should let these calls through.
+    """
+    return _BUSY[0] > 0
 
 
 # Names in a step's code that mean it may ask for gradients.

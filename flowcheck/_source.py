@@ -8,11 +8,11 @@ import sysconfig
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, Final
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-_AUTOGRAPH = "__autograph_generated_file"
-_LIBRARY_PARTS = ("/site-packages/", "/dist-packages/", "<frozen ", _AUTOGRAPH)
+AUTOGRAPH_FILE: Final = "__autograph_generated_file"  # in the name of every file AutoGraph generates
+_LIBRARY_PARTS = ("/site-packages/", "/dist-packages/", "<frozen ", AUTOGRAPH_FILE)
 _KERAS_PARTS = ("/keras/", "/tf_keras/")
 
 
@@ -25,24 +25,42 @@ class SourceLine:
         line: 1-based line number.
         function: The function the line is in.
         code: The line's text, stripped ("" when the file cannot be read).
+        column: 1-based column (in characters) where the call or expression that made the op
+            starts, when Python's code positions tell it (``None`` otherwise). ``str()`` leaves
+            it out; :attr:`location` includes it.
     """
 
     file: str
     line: int
     function: str
     code: str = ""
+    column: int | None = None
 
     def __str__(self) -> str:
         return f"{self.short_file}:{self.line}"
 
     @property
     def short_file(self) -> str:
-        """The file relative to the working directory when it lies below it."""
-        try:
-            rel = os.path.relpath(self.file)
-        except ValueError:
-            return self.file
-        return self.file if rel.startswith("..") else rel
+        """The file as :func:`display_path` shows it."""
+        return display_path(self.file)
+
+    @property
+    def location(self) -> str:
+        """``file:line:column`` (``file:line`` when the column is unknown)."""
+        return f"{self}:{self.column}" if self.column is not None else str(self)
+
+
+def display_path(path: str) -> str:
+    """A path as flowcheck shows it: normalised, relative to the working directory when it lies
+    below it, else absolute (``run/../model.py`` is ``model.py``)."""
+    if path.startswith("<"):
+        return path  # "<stdin>", "<string>": not a file
+    full = os.path.normpath(os.path.abspath(path))
+    try:
+        rel = os.path.relpath(full)
+    except ValueError:  # another drive (Windows)
+        return full
+    return full if rel == ".." or rel.startswith(".." + os.sep) else rel
 
 
 @lru_cache(maxsize=4096)
@@ -72,16 +90,20 @@ def user_frame(frames: Sequence[Any]) -> tuple[SourceLine | None, bool]:
         ``(line, via_library)``: ``via_library`` is True when a Keras frame lies between the user's
         line and the op (the op was made inside a Keras layer, not written by the user).
     """
+    line, inner = _user_frame(frames)
+    return line, line is None or any(any(p in f.filename for p in _KERAS_PARTS) for f in inner)
+
+
+def _user_frame(frames: Sequence[Any]) -> tuple[SourceLine | None, Sequence[Any]]:
+    """The innermost frame of user code and the (library) frames inside it."""
     for i in range(len(frames) - 1, -1, -1):
         frame = frames[i]
         line = _line(frame) if not is_library_file(frame.filename) else None
-        if line is None and _AUTOGRAPH in frame.filename:
+        if line is None and AUTOGRAPH_FILE in frame.filename:
             line = _autograph_line(frame)
         if line is not None:
-            inner = frames[i + 1 :]
-            via_library = any(any(p in f.filename for p in _KERAS_PARTS) for f in inner)
-            return line, via_library
-    return None, True
+            return line, frames[i + 1 :]
+    return None, ()
 
 
 def _autograph_line(frame: Any) -> SourceLine | None:
@@ -90,22 +112,52 @@ def _autograph_line(frame: Any) -> SourceLine | None:
     TensorFlow maps these frames itself for ops made on the tracing thread; ops made on the
     replica threads of a distribution strategy (``strategy.run``) keep them.
     """
+    origin = _autograph_origin_info(frame.filename, frame.lineno)
+    if origin is None:
+        return None
+    code = origin.source_code_line or linecache.getline(origin.loc.filename, origin.loc.lineno)
+    return SourceLine(origin.loc.filename, int(origin.loc.lineno), str(origin.function_name), str(code).strip())
+
+
+def autograph_origin(generated: str, line: int) -> tuple[str, int] | None:
+    """The user's file and line that AutoGraph's source map gives for a line of generated code."""
+    origin = _autograph_origin_info(generated, line)
+    return None if origin is None else (str(origin.loc.filename), int(origin.loc.lineno))
+
+
+def _autograph_origin_info(generated: str, line: int) -> Any:
+    try:
+        from tensorflow.python.autograph.pyct import origin_info
+
+        key = origin_info.LineLocation(generated, line)
+    except Exception:  # noqa: BLE001 -- another TensorFlow: no line rather than a wrong one
+        return None
+    for source_map in _source_maps():
+        origin = source_map.get(key)
+        if origin is not None and not is_library_file(origin.loc.filename):
+            return origin
+    return None
+
+
+def autograph_converted(line: SourceLine) -> bool:
+    """Whether AutoGraph's source maps point at ``line`` (its function ran converted)."""
+    for source_map in _source_maps():
+        for origin in list(source_map.values()):
+            loc = origin.loc
+            if loc.lineno == line.line and origin.function_name == line.function and loc.filename == line.file:
+                return True
+    return False
+
+
+def _source_maps() -> list[Any]:
     try:
         from tensorflow.python.autograph.impl import api
-        from tensorflow.python.autograph.pyct import origin_info
 
         # The transpiler's cache of converted functions (pyct/transpiler.py, PyToPy._cache).
         buckets = list(api._TRANSPILER._cache._cache.values())  # noqa: SLF001
-        key = origin_info.LineLocation(frame.filename, frame.lineno)
     except Exception:  # noqa: BLE001 -- another TensorFlow: no line rather than a wrong one
-        return None
-    for bucket in buckets:
-        for factory in list(bucket.values()):
-            origin = (getattr(factory, "source_map", None) or {}).get(key)
-            if origin is not None and not is_library_file(origin.loc.filename):
-                code = origin.source_code_line or linecache.getline(origin.loc.filename, origin.loc.lineno)
-                return SourceLine(origin.loc.filename, int(origin.loc.lineno), str(origin.function_name), str(code).strip())
-    return None
+        return []
+    return [f.source_map for b in buckets for f in list(b.values()) if getattr(f, "source_map", None)]
 
 
 def _line(frame: Any) -> SourceLine:
@@ -114,9 +166,29 @@ def _line(frame: Any) -> SourceLine:
 
 
 def op_source(op: Any) -> tuple[SourceLine | None, bool]:
-    """The user's line that created ``op`` (a ``tf.Operation``), read from its traceback."""
+    """The user's line that created ``op`` (a ``tf.Operation``), read from its traceback.
+
+    Where flowcheck recorded the instruction that made the op (``flowcheck._positions``), the
+    line is that of the op's own call and the column is known, also inside a multi-line
+    statement under AutoGraph (whose traceback gives the statement's line).
+    """
     try:
         frames = list(op.traceback)
     except Exception:  # noqa: BLE001 -- ops rebuilt from a FunctionDef have no traceback
         return None, True
-    return user_frame(frames)
+    line, inner = _user_frame(frames)
+    if line is None:
+        return None, True
+    via_library = any(any(p in f.filename for p in _KERAS_PARTS) for f in inner)
+    from flowcheck._positions import op_position
+
+    exact = op_position(op)
+    if exact is None and not via_library:
+        from flowcheck._callsite import guess_call
+
+        exact = guess_call(line, [str(f.name) for f in inner])
+    if exact is None or os.path.abspath(exact[0]) != os.path.abspath(line.file):
+        return line, via_library  # not known, or recorded for another frame
+    file, number, column = exact
+    code = line.code if number == line.line else linecache.getline(file, number).strip()
+    return SourceLine(line.file, number, line.function, code, column), via_library

@@ -13,10 +13,9 @@ the graph as captures or as arguments; both are mapped back to the variable obje
 
 from __future__ import annotations
 
-import inspect
 import re
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,13 +23,18 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.util import nest
 
+from flowcheck import _distributed
+from flowcheck._owners import is_keras_layer, owners_in, owners_of
+from flowcheck._positions import recording
 from flowcheck._reuse import reused_recorder
-from flowcheck._sites import RecordedCall, record_sites
+from flowcheck._sites import RecordedCall
 from flowcheck._source import SourceLine, user_frame
 from flowcheck._steps import FailedTrace, is_training_step, keras_loss_step, keras_step, site_losses, trace_recorded
 from flowcheck.errors import InvalidTargetError, LossError, NoVariablesError, TraceError
 
-__all__ = ["LossOutput", "Traced", "TracedVariable", "trace"]
+__all__ = [
+    "LossOutput", "Traced", "TracedVariable", "describe_variable", "is_plain_callable", "owned_variables", "trace",
+]
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,11 @@ class TracedVariable:
     dtype: str
     trainable: bool
     handles: tuple[Any, ...] = field(repr=False, compare=False)
+
+    @property
+    def watched_by_default(self) -> bool:
+        """Whether a default ``tf.GradientTape`` watches it when read: its ``tf.Variable`` is trainable."""
+        return bool(self.tf_variable.trainable)
 
 
 @dataclass(frozen=True)
@@ -84,8 +93,9 @@ class Traced:
     captured: dict[Any, int]
     losses: list[LossOutput]
     notes: list[str]
-    calls: list[RecordedCall] = field(default_factory=list)
-    step: bool = False
+    python_function: Any = None  # a plain callable as the user calls it (eagerly); else None
+    calls: list[RecordedCall] = field(default_factory=list)  # a step's gradient calls
+    step: bool = False  # judged at its gradient sites (flowcheck._steps)
 
 
 def trace(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Traced:
@@ -107,12 +117,13 @@ def trace(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Traced:
         concrete, calls, applies = trace_recorded(function, fn, args, kwargs, notes, lambda exc: _trace_failure(exc, _name(fn)))
     if kind == "keras model" and not calls:
         function = keras_loss_step(fn, notes)  # a model without trainable weights: its compiled loss
-        concrete = function.get_concrete_function(*args, **kwargs)
+        with recording():  # where each op is made, read only for the barriers reported
+            concrete = function.get_concrete_function(*args, **kwargs)
     step = is_training_step(concrete, calls, kind, applies)
     losses = site_losses(calls) if step else _losses(concrete, _name(fn), notes)
     if step and not losses:
         raise LossError(f"{_name(fn)} asks for gradients only of non-floating-point tensors: nothing can be trained")
-    owners.extend(_owners_in(args) + _owners_in(tuple(kwargs.values())))
+    owners.extend(owners_in(args) + owners_in(tuple(kwargs.values())))
     arguments = [] if isinstance(concrete, FailedTrace) else _variable_arguments(function, concrete, args, kwargs)
     owners.extend(variable for variable, _ in arguments)  # defaults included
     inputs = list(concrete.graph.captures) + [(_variable_handle(v), inner) for v, inner in arguments]
@@ -122,10 +133,38 @@ def trace(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Traced:
             f"{_name(fn)} reads no variable: nothing can be trained "
             "(create the variables outside the function and use them inside)"
         )
+    python_function = fn if kind == "callable" and not step else None  # a step is run by verify, not here
     return Traced(
-        function, concrete, tuple(args), dict(kwargs), kind, variables, captured, losses, notes,
+        function, concrete, tuple(args), dict(kwargs), kind, variables, captured, losses, notes, python_function,
         calls=calls if step else [], step=step,
     )
+
+
+def is_plain_callable(fn: Any) -> bool:
+    """Whether ``fn`` is analyzed as a plain Python callable (run eagerly by its user)."""
+    keras = _keras()
+    return (
+        callable(fn)
+        and not isinstance(fn, (tf.types.experimental.PolymorphicFunction, tf.types.experimental.ConcreteFunction))
+        and not (keras is not None and isinstance(fn, keras.Model))
+    )
+
+
+def owned_variables(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[TracedVariable]:
+    """The variables reachable from a callable and its arguments (closures, globals, ``self``, modules)."""
+    found: list[TracedVariable] = []
+    seen: set[int] = set()
+    for owner in owners_of(fn) + owners_in(args) + owners_in(tuple(kwargs.values())):
+        for var in _owned_variables(owner):
+            if id(var.tf_variable) not in seen:
+                seen.add(id(var.tf_variable))
+                found.append(var)
+    return found
+
+
+def describe_variable(variable: Any) -> TracedVariable:
+    """A variable found without an owner, named by its own name."""
+    return _describe_tf(variable, variable, None)
 
 
 def _name(fn: Any) -> str:
@@ -140,15 +179,18 @@ def _as_function(fn: Any, notes: list[str]) -> tuple[Any, str, list[Any]]:
     if isinstance(fn, tf.types.experimental.PolymorphicFunction):
         python_function = fn.python_function
         own = fn if reused_recorder() is not None else fn._clone(python_function)  # noqa: SLF001
-        return own, "tf.function", _owners_of(python_function)
+        return own, "tf.function", owners_of(python_function)
     if isinstance(fn, tf.types.experimental.ConcreteFunction):
         raise InvalidTargetError(
             "got a ConcreteFunction; pass the tf.function itself (or the Python function) so that "
             "flowcheck can trace a fresh copy"
         )
     if callable(fn):
-        notes.append(f"{_name(fn)} is a plain Python function: it was wrapped in tf.function")
-        return tf.function(fn), "callable", _owners_of(fn)
+        notes.append(
+            f"{_name(fn)} is a plain Python function: judged as you call it, eagerly (its graph, traced "
+            "by tf.function, gives the barriers and lines)"
+        )
+        return tf.function(fn), "callable", owners_of(fn)
     raise InvalidTargetError(
         f"cannot analyze {type(fn).__name__!r}: expected a tf.function, a Python callable "
         "returning a loss, or a compiled Keras model"
@@ -216,50 +258,6 @@ def _named_leaves(structured: Any) -> Iterator[tuple[str, Any]]:
             yield str(path), leaf
     else:
         yield "loss", structured
-
-
-def _owners_of(fn: Callable[..., Any]) -> list[Any]:
-    """Objects reachable from a function that may own variables (closures, globals, self)."""
-    found: list[Any] = []
-    target = inspect.unwrap(fn) if callable(fn) else fn
-    bound = getattr(target, "__self__", None)
-    if bound is not None:
-        found.append(bound)
-        target = getattr(target, "__func__", target)
-    code = getattr(target, "__code__", None)
-    for cell in getattr(target, "__closure__", None) or ():
-        try:
-            found.append(cell.cell_contents)
-        except ValueError:
-            continue
-    globals_ = getattr(target, "__globals__", {})
-    if code is not None:
-        found.extend(globals_[n] for n in _names(code) if n in globals_)
-    if not callable(fn) or (not inspect.isfunction(target) and not inspect.ismethod(fn)):
-        found.append(fn)
-    return _owners_in(tuple(found))
-
-
-def _names(code: Any) -> Iterator[str]:
-    yield from code.co_names
-    for const in code.co_consts:
-        if inspect.iscode(const):
-            yield from _names(const)
-
-
-def _owners_in(values: tuple[Any, ...]) -> list[Any]:
-    owners: list[Any] = []
-    for value in values:
-        items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else (value,)
-        for item in items:
-            if isinstance(item, tf.Module) or _is_keras_layer(item) or isinstance(item, tf.Variable):
-                owners.append(item)
-    return owners
-
-
-def _is_keras_layer(value: Any) -> bool:
-    keras = _keras()
-    return keras is not None and isinstance(value, keras.layers.Layer)
 
 
 def _variable_arguments(function: Any, concrete: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[Any, Any]]:
@@ -334,8 +332,10 @@ def _variables(
     for owner in owners:
         for var in _owned_variables(owner):
             add(var)
-    for v in concrete.graph.variables:
-        add(_describe_tf(v, v, None))
+    # In capture order: FuncGraph.variables' order changes from run to run (workers must agree).
+    position = {id(outer): i for i, (outer, _) in enumerate(inputs)}
+    for v in sorted(concrete.graph.variables, key=lambda v: position.get(id(v.handle), len(position))):
+        add(_describe_tf(_distributed.container(v), _distributed.container(v), None))  # replicas: one
     captured: dict[Any, int] = {}
     index = {id(v): i for i, v in enumerate(order)}
     used: set[int] = set()
@@ -359,7 +359,7 @@ def _owned_variables(owner: Any) -> Iterator[TracedVariable]:
         backing = backing if isinstance(backing, tf.Variable) else owner.value
         yield _describe_tf(owner, backing, bool(owner.trainable), name=str(owner.path))
         return
-    if _is_keras_layer(owner):
+    if is_keras_layer(owner):
         trainable_ids = {id(v) for v in owner.trainable_variables}
         for kv in owner.variables:
             backing = getattr(kv, "_value", None)
@@ -374,8 +374,6 @@ def _owned_variables(owner: Any) -> Iterator[TracedVariable]:
 
 
 def _describe_tf(user: Any, var: Any, trainable: bool | None, name: str | None = None) -> TracedVariable:
-    components = getattr(var, "_values", None) or (var,)  # distributed variables: one per replica
-    handles = tuple(c.handle for c in components)
     shape = tuple(var.shape.as_list()) if var.shape.rank is not None else ()
     return TracedVariable(
         variable=user,
@@ -384,5 +382,5 @@ def _describe_tf(user: Any, var: Any, trainable: bool | None, name: str | None =
         shape=shape,
         dtype=var.dtype.name,
         trainable=bool(var.trainable) if trainable is None else trainable,
-        handles=handles,
+        handles=_distributed.handles(var),
     )

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from flowcheck._distributed import components
 from flowcheck.errors import VerificationError
 
 if TYPE_CHECKING:
@@ -123,10 +124,8 @@ def run_step(
     with _strategy_scope(variables):  # a distributed variable's optimizer must live in its strategy
         opt = make_optimizer(optimizer, learning_rate)
     saved = [_save_components(v) for v in variables]
-    # As GradientTape does by default: watch the trainable float variables the step reads.
-    differentiable = [
-        i for i, v in enumerate(variables) if (v.dtype.is_floating or v.dtype.is_complex) and v.trainable
-    ]
+    # The verdict's tape: every floating-point variable watched, whatever its trainable flag.
+    differentiable = [i for i, v in enumerate(variables) if v.dtype.is_floating or v.dtype.is_complex]
     problems: list[str] = []
     try:
         try:
@@ -135,7 +134,7 @@ def run_step(
             with tf.GradientTape(watch_accessed_variables=False) as tape:
                 for i in differentiable:
                     tape.watch(variables[i])
-                outputs = traced.function(*traced.args, **traced.kwargs)
+                outputs = _call(traced)
                 total = _total_loss(outputs, [loss.name for loss in traced.losses])
             grads = tape.gradient(total, [variables[i] for i in differentiable],
                                   unconnected_gradients=tf.UnconnectedGradients.NONE)
@@ -173,7 +172,7 @@ def run_step(
         raise VerificationError(f"the real step failed: {_first_line(exc)}") from exc
     finally:
         for v, values in zip(variables, saved):
-            for component, value in zip(_components(v), values):
+            for component, value in zip(components(v), values):
                 component.assign(value)
     if expect_error:
         problems.append("flowcheck predicted that the tape raises (an op with no gradient is reached), but it did not")
@@ -196,11 +195,22 @@ def run_step(
     )
 
 
+def _call(traced: Traced) -> Any:
+    # A plain callable runs as its user calls it, eagerly (on random seeds of its own); anything
+    # else as traced, where random ops hold their own state.
+    from flowcheck._eager import own_random_seeds
+
+    if traced.python_function is None:
+        return traced.function(*traced.args, **traced.kwargs)
+    with own_random_seeds():
+        return traced.python_function(*traced.args, **traced.kwargs)
+
+
 def _loss_without_tape(traced: Traced) -> float:
     import tensorflow as tf
 
     try:
-        total = _total_loss(traced.function(*traced.args, **traced.kwargs), [loss.name for loss in traced.losses])
+        total = _total_loss(_call(traced), [loss.name for loss in traced.losses])
         return float(tf.math.real(total).numpy())
     except Exception:  # noqa: BLE001 -- only for the record: the error is what matters
         return math.nan
@@ -237,14 +247,10 @@ def _strategy_scope(variables: Sequence[Any]) -> contextlib.AbstractContextManag
     return contextlib.nullcontext()
 
 
-def _components(v: Any) -> tuple[Any, ...]:
-    # A distributed variable holds one variable per replica; restore each one bit for bit
-    # (sync-on-read components, e.g. BatchNormalization statistics, may differ per replica).
-    return tuple(getattr(v, "_values", None) or (v,))
-
-
 def _save_components(v: Any) -> tuple[np.ndarray, ...]:
-    return tuple(_save(c) for c in _components(v))
+    # A distributed variable holds one variable per replica; each is restored bit for bit
+    # (sync-on-read components, e.g. BatchNormalization statistics or metrics, differ per replica).
+    return tuple(_save(c) for c in components(v))
 
 
 def _save(v: Any) -> np.ndarray:
@@ -253,9 +259,12 @@ def _save(v: Any) -> np.ndarray:
 
 def _digest(v: Any) -> bytes:
     # A digest, not a copy: a second copy of every variable would add a model's size to the peak.
-    value = np.ascontiguousarray(v.read_value().numpy())
-    digest = hashlib.blake2b(value.tobytes(), digest_size=32)
-    digest.update(f"{value.dtype.str}{value.shape}".encode())
+    # Per component: reading a sync-on-read variable whole would sum its replicas.
+    digest = hashlib.blake2b(digest_size=32)
+    for component in components(v):
+        value = np.ascontiguousarray(component.read_value().numpy())
+        digest.update(value.tobytes())
+        digest.update(f"{value.dtype.str}{value.shape}".encode())
     return digest.digest()
 
 

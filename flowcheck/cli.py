@@ -19,6 +19,8 @@ import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
+from flowcheck import _snapshot_cli
+from flowcheck._source import display_path
 from flowcheck.errors import FlowcheckError, TargetLoadError
 
 if TYPE_CHECKING:
@@ -52,9 +54,12 @@ examples:
   flowcheck analyze model.py:build --optimizer adam --learning-rate 1e-3
   flowcheck analyze dqn.py --expect-receives 'q/*' --expect-blocked 'target/*'
   flowcheck analyze model.py --json > report.json
+  flowcheck analyze model.py --snapshot flow.toml      (then commit flow.toml)
+  flowcheck analyze model.py --check flow.toml         (in CI: exit 1 with a diff when the flow changed)
 
 exit status: 0 every expectation holds and verification agrees; 1 an expectation fails,
-verification disagrees or finds a non-finite loss or gradient; 2 usage or input error.
+verification disagrees or finds a non-finite loss or gradient, or the --check snapshot
+differs; 2 usage or input error.
 """
 
 
@@ -110,6 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("target", metavar="PATH[:NAME]", help="the Python file, and optionally the target's name in it")
     _common_options(p)
+    _snapshot_cli.add_options(p)
     return parser
 
 
@@ -149,6 +155,7 @@ def _analyze(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from flowcheck._runcli import check_outputs, script_hint, write_json
 
     check_outputs(ns.output)  # before the slow part
+    _snapshot_cli.validate(ns)
     path, name = split_spec(ns.target)
     verbose = not ns.json
     # --json: stdout is the JSON document's alone; what the user's file prints goes to stderr.
@@ -159,13 +166,14 @@ def _analyze(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         with script_hint(path), user_module(path) as module:
             import flowcheck
 
-            loaded = find_target(module, path, name, ns.seed)
+            loaded = find_target(module, display_path(path), name, ns.seed)
             if name is None and verbose:
                 progress.say(f"flowcheck: analyzing {loaded.chosen_by}")
             progress.step(f"tracing and analyzing {loaded.name}")
             report = flowcheck.analyze(loaded.target, *loaded.args, **loaded.kwargs)
             owners = variable_owners(loaded.target, loaded.args) if ns.expect_receives or ns.expect_blocked else {}
-            _check_differentiable(report)
+            if not ns.check:  # with --check, a loss cut off from everything is a change to show
+                _check_differentiable(report)
             verification = None
             if not ns.no_verify:
                 progress.step("verifying with one real optimizer step")
@@ -175,14 +183,17 @@ def _analyze(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 progress.step(f"rendering {output}")
                 if not output.lower().endswith(".json"):
                     report.save(output)
+            snapshot_check = _snapshot_cli.record(ns, report, err)
 
     from flowcheck._format import RunInfo, failures, format_rich, format_summary, to_json
 
     run = RunInfo(
-        file=path, chosen_by=loaded.chosen_by, inputs=loaded.inputs_from,
-        expectations=_expectations(report, ns.expect_receives, ns.expect_blocked, owners), outputs=tuple(ns.output),
-        all_sources=ns.all_sources,
+        file=display_path(path), chosen_by=loaded.chosen_by, inputs=loaded.inputs_from,
+        expectations=_expectations(report, ns.expect_receives, ns.expect_blocked, owners),
+        outputs=(*ns.output, *([ns.snapshot] if ns.snapshot else [])), all_sources=ns.all_sources,
     )
+    if snapshot_check is not None:  # --check: the comparison is the output
+        return _snapshot_cli.check_output(snapshot_check, report.target, ns.check, failures(report, verification, run), out)
     for output in ns.output:
         if output.lower().endswith(".json"):
             write_json(output, to_json(report, verification, run))
@@ -228,6 +239,10 @@ def _expectations(
     from flowcheck._analysis import Verdict
     from flowcheck._format import Expectation
 
+    if report.gradient_sites:  # a training step: each variable as its gradient calls judge it
+        from flowcheck._steps import judged_at_sites
+
+        report = judged_at_sites(report)
     from flowcheck._expect import Candidate
 
     found = []

@@ -11,8 +11,9 @@ line (``TypeName: message``) and exits with status 2::
     ├── NoVariablesError(FlowcheckError)                nothing in it can be trained
     ├── VariableNotFoundError(FlowcheckError, KeyError) a variable asked about is not in the report
     ├── VerificationError(FlowcheckError)               the real optimizer step could not run
-    └── RenderError(FlowcheckError)                     a report could not be drawn or written
-        └── ExecutableNotFoundError(RenderError, RuntimeError)  Graphviz ``dot`` is missing
+    ├── RenderError(FlowcheckError)                     a report could not be drawn or written
+    │   └── ExecutableNotFoundError(RenderError, RuntimeError)  Graphviz ``dot`` is missing
+    └── SnapshotError(FlowcheckError, ValueError)       a gradient-flow snapshot cannot be read or written
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ __all__ = [
     "VerificationError",
     "RenderError",
     "ExecutableNotFoundError",
+    "SnapshotError",
 ]
 
 
@@ -72,3 +74,7 @@ class RenderError(FlowcheckError):
 
 class ExecutableNotFoundError(RenderError, RuntimeError):
     """The Graphviz ``dot`` binary is not installed."""
+
+
+class SnapshotError(FlowcheckError, ValueError):
+    """A gradient-flow snapshot file is missing, unreadable, or of another format version."""

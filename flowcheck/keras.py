@@ -59,6 +59,9 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
         report_path: Also save the report there (``.html``, ``.svg`` or ``.dot``).
         verify: Also run one real optimizer step on the sample (every variable restored
             afterwards) and treat a disagreement with the prediction as a problem.
+        snapshot: A gradient-flow snapshot file to check the training step against before the
+            first batch: a change is a problem (told as a diff); a missing file is written
+            (under ``CI=true`` it is a problem instead).
 
     Attributes:
         report: The analysis, once ``fit`` has started.
@@ -67,7 +70,8 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
     """
 
     def __init__(
-        self, sample: Any = None, *, on_blocked: str = "warn", report_path: Any = None, verify: bool = False
+        self, sample: Any = None, *, on_blocked: str = "warn", report_path: Any = None, verify: bool = False,
+        snapshot: Any = None,
     ) -> None:
         super().__init__()
         if on_blocked not in ON_BLOCKED:
@@ -78,6 +82,8 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
         self.on_blocked = on_blocked
         self.report_path = report_path
         self.verify = verify
+        self.snapshot = snapshot
+        self.snapshot_check: Any = None
         self.report: Report | None = None
         self.problems: tuple[VariableResult, ...] = ()
         self.harmless: tuple[tuple[VariableResult, str], ...] = ()
@@ -105,6 +111,8 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
                     f"  {c.name}: predicted {'a gradient' if c.predicted else 'none'}, the tape gave {c.gradient}"
                     for c in check.disagreements
                 )
+        if self.snapshot is not None:
+            lines.extend(self._snapshot_lines(report))
         if self.report_path is not None:  # after verify, so that the report shows the real step
             report.save(self.report_path)
         if lines:
@@ -120,6 +128,25 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
             if self._silenced in filters:
                 filters.remove(self._silenced)
             self._silenced = None
+
+    def _snapshot_lines(self, report: Report) -> list[str]:
+        """What is wrong with the flow against ``snapshot`` (nothing when it matches or was written)."""
+        from pathlib import Path
+
+        from flowcheck._snapshot import snapshot_of
+        from flowcheck._snapshot_diff import check_snapshot, format_check, in_ci
+
+        path = Path(self.snapshot)
+        check = self.snapshot_check = check_snapshot(snapshot_of(report, path.parent), path, create=not in_ci())
+        if check.status == "written":
+            print(f"flowcheck: {format_check(check, report.target, str(path))[0]}; commit it", file=sys.stderr)
+        elif check.status == "missing":
+            return [f"no gradient-flow snapshot {path} for model {self.model.name!r}, and CI is set: "
+                    "snapshots are not written in CI; run fit once without CI and commit the file"]
+        elif check.status == "changed":
+            return [*format_check(check, report.target, str(path)),
+                    f"  if the change is intended, delete {path} and run fit again to record the new flow"]
+        return []
 
     def _problem_lines(self) -> list[str]:
         n = len(self.problems)

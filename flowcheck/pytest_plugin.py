@@ -4,6 +4,11 @@
 (:func:`flowcheck.assert_gradient_flow`, :func:`flowcheck.assert_all_trainable_receive`, the Keras
 callback with ``on_blocked="raise"``) as ``DIR/<test id>.html`` and adds its path to the failure
 message. Without the option the plugin does nothing, and it never imports TensorFlow.
+
+The fixture ``gradient_flow_snapshot`` pins a function's whole gradient flow:
+``gradient_flow_snapshot.assert_match(fn, *args)`` compares it with the snapshot stored in
+``__snapshots__/`` next to the test (see :mod:`flowcheck._snapshot_fixture`);
+``--flowcheck-update-snapshots`` rewrites the snapshots that differ.
 """
 
 from __future__ import annotations
@@ -12,13 +17,17 @@ import re
 import sys
 from collections.abc import Generator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-__all__ = ["pytest_addoption", "pytest_runtest_makereport", "pytest_terminal_summary"]
+if TYPE_CHECKING:
+    from flowcheck._snapshot_fixture import GradientFlowSnapshot
+
+__all__ = ["gradient_flow_snapshot", "pytest_addoption", "pytest_runtest_makereport", "pytest_terminal_summary"]
 
 _SAVED = pytest.StashKey[list[Path]]()
+_SNAPSHOTS = pytest.StashKey[list[tuple[str, Path]]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -30,6 +39,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="save the HTML report of every failed flowcheck assertion in DIR (created if missing)",
     )
+    group.addoption(
+        "--flowcheck-update-snapshots",
+        action="store_true",
+        default=False,
+        help="rewrite the gradient-flow snapshots (gradient_flow_snapshot) that differ from the current flow",
+    )
+
+
+@pytest.fixture
+def gradient_flow_snapshot(request: pytest.FixtureRequest) -> Generator[GradientFlowSnapshot, None, None]:
+    """Compare a function's gradient flow with the snapshot stored next to the test:
+    ``gradient_flow_snapshot.assert_match(fn, *args)``."""
+    from flowcheck._snapshot_diff import in_ci
+    from flowcheck._snapshot_fixture import GradientFlowSnapshot
+
+    config = request.config
+    test_name = _slug(request.node.nodeid.split("::", 1)[-1])
+    snapshot = GradientFlowSnapshot(
+        request.path, test_name, update=bool(config.getoption("flowcheck_update_snapshots")), ci=in_ci(),
+        shown_from=Path(config.invocation_params.dir),
+    )
+    yield snapshot
+    config.stash.setdefault(_SNAPSHOTS, []).extend(snapshot.written)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -49,12 +81,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """List where the reports went, once, at the end of the run."""
+    """List where the reports went, and which snapshots were written, once, at the end of the run."""
     saved = terminalreporter.config.stash.get(_SAVED, [])
     if saved:
         terminalreporter.write_sep("-", f"flowcheck: {len(saved)} report{'s' if len(saved) != 1 else ''} saved")
         for path in saved:
             terminalreporter.write_line(str(path))
+    snapshots = terminalreporter.config.stash.get(_SNAPSHOTS, [])
+    if snapshots:
+        counts = [f"{sum(s == status for s, _ in snapshots)} {status}" for status in ("written", "updated")]
+        terminalreporter.write_sep("-", "flowcheck: gradient-flow snapshots " + ", ".join(
+            c for c in counts if not c.startswith("0 ")))
+        root = Path(terminalreporter.config.invocation_params.dir)
+        for status, path in snapshots:
+            terminalreporter.write_line(f"{status} {_relative(path, root)}")
 
 
 def _save(report: Any, path: Path) -> tuple[Path | None, str]:
@@ -67,6 +107,13 @@ def _save(report: Any, path: Path) -> tuple[Path | None, str]:
     except (FlowcheckError, OSError) as exc:  # the test already failed: say why there is no report
         return None, f"not saved ({type(exc).__name__}: {exc})"
     return saved, str(saved)
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
 
 
 def _slug(nodeid: str) -> str:

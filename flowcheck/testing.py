@@ -120,12 +120,7 @@ def assert_gradient_flow(
         raise TypeError("assert_gradient_flow needs at least one of receives=, blocked= or unused=")
     if loss is not None and not isinstance(loss, str):
         raise TypeError(f"loss must be the name of an output (a str), not {type(loss).__name__}")
-    if isinstance(fn, Report):
-        if args or kwargs:
-            raise TypeError("a Report was given: pass no inputs (they were fixed when it was analyzed)")
-        report = fn
-    else:
-        report = analyze(fn, *args, **kwargs)
+    report = _report_of(fn, *args, **kwargs)
     if loss is not None and loss not in report.losses:
         raise GradientFlowAssertionError(
             f"{report.target} has no output named {loss!r}; its losses are: {', '.join(report.losses)}",
@@ -151,6 +146,15 @@ def _judged_at_sites(report: Report) -> Report:
     from flowcheck._steps import judged_at_sites
 
     return judged_at_sites(report)  # type: ignore[no-any-return]
+
+
+def _report_of(fn: Any, *args: Any, **kwargs: Any) -> Report:
+    """``fn`` itself when it is a :class:`Report` (then no inputs are allowed), else its analysis."""
+    if isinstance(fn, Report):
+        if args or kwargs:
+            raise TypeError("a Report was given: pass no inputs (they were fixed when it was analyzed)")
+        return fn
+    return analyze(fn, *args, **kwargs)
 
 
 def assert_all_trainable_receive(

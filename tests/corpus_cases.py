@@ -1989,3 +1989,65 @@ def clip_family() -> Case:
         return tf.reduce_sum(bounded) + tf.reduce_sum(clipped[0]) + tf.reduce_sum(clipped[1])
 
     return Case(clip_loss, [a, lo, hi, g1, g2])
+
+
+# Under tf.distribute on the one device this process has (two devices: tests/test_distribute.py).
+def _strategy_var(strategy: Any, *shape: int, name: str, seed: int) -> tf.Variable:
+    with strategy.scope():
+        return var(*shape, name=name, seed=seed)
+
+
+@case("mirrored_one_device_captured_dict_never_read")
+def mirrored_captured() -> Case:
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    params = {n: _strategy_var(strategy, 3, 1, name=f"mirrored_{n}", seed=i) for i, n in enumerate(("head", "frozen", "never"))}
+
+    @tf.function
+    def mirrored_loss(x: tf.Tensor) -> tf.Tensor:
+        def replica(x: tf.Tensor) -> tf.Tensor:
+            return tf.reduce_sum(tf.matmul(x, params["head"]) * tf.stop_gradient(tf.matmul(x, params["frozen"])))
+
+        per_replica = strategy.run(replica, args=(x,))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    return Case(mirrored_loss, list(params.values()), (const(2, 3),))
+
+
+@case("one_device_strategy_module_method_and_argument")
+def one_device_module() -> Case:
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+
+    class Scorer(tf.Module):
+        def __init__(self) -> None:
+            super().__init__(name="scorer")
+            self.w = _strategy_var(strategy, 3, 1, name="scorer_w", seed=1)
+            self.rounded = _strategy_var(strategy, 1, name="scorer_rounded", seed=2)
+            self.spare = _strategy_var(strategy, 1, name="scorer_spare", seed=3)
+
+        @tf.function
+        def score(self, x: tf.Tensor, scale: tf.Variable) -> tf.Tensor:
+            per_replica = strategy.run(lambda x: tf.reduce_sum(tf.matmul(x, self.w) * scale + tf.round(self.rounded)), args=(x,))
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    scorer = Scorer()
+    scale = _strategy_var(strategy, 1, name="scorer_scale", seed=4)
+    return Case(scorer.score, [scorer.w, scorer.rounded, scorer.spare, scale], (const(2, 3), scale), owner=scorer)
+
+
+@case("mirrored_one_device_keras_model")
+def mirrored_keras() -> Case:
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="mirrored_dense"), keras.layers.Dense(1, name="mirrored_out")])
+        detached = keras.layers.Dense(1, name="mirrored_detached")
+        detached.build((None, 3))
+
+    @tf.function
+    def keras_mirrored_loss(x: tf.Tensor) -> tf.Tensor:
+        def replica(x: tf.Tensor) -> tf.Tensor:
+            return tf.reduce_mean(model(x, training=True) + tf.stop_gradient(detached(x)))
+
+        per_replica = strategy.run(replica, args=(x,))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    return Case(keras_mirrored_loss, model.variables + detached.variables, (const(2, 3),))

@@ -17,48 +17,18 @@ import tensorflow as tf
 
 import flowcheck
 import corpus_cases
+import corpus_eager  # noqa: F401 -- registers its cases in CASES
+import corpus_watched  # noqa: F401 -- registers its cases in CASES
 from corpus_cases import CASES, Case, load_seed
-
-
-def _tf_variable(v: Any) -> tf.Variable:
-    """The ``tf.Variable`` behind a tf or Keras 3 variable."""
-    if isinstance(v, tf.Variable):
-        return v
-    backing = getattr(v, "_value", None)
-    return backing if isinstance(backing, tf.Variable) else v.value
+from truth import tf_variable, watched_gradients, watched_truth as tape_truth
 
 
 def _name(v: Any) -> str:
     return str(getattr(v, "path", None) or v.name).split(":")[0]
 
 
-def _is_float(v: Any) -> bool:
-    dtype = tf.as_dtype(_tf_variable(v).dtype)
-    return bool(dtype.is_floating or dtype.is_complex)
-
-
 def _snapshot(variables: Sequence[Any]) -> list[bytes]:
-    return [np.asarray(_tf_variable(v).numpy()).tobytes() for v in variables]
-
-
-def tape_gradients(fn: Callable[..., Any], variables: Sequence[Any], *args: Any, **kwargs: Any) -> list[Any]:
-    """What a default ``tf.GradientTape`` gives each variable (None for non-float variables)."""
-    floats = [i for i, v in enumerate(variables) if _is_float(v)]
-    with tf.GradientTape() as tape:
-        out = fn(*args, **kwargs)
-    targets = [t for t in tf.nest.flatten(out) if isinstance(t, tf.Tensor) and (t.dtype.is_floating or t.dtype.is_complex)]
-    grads = tape.gradient(
-        targets, [_tf_variable(variables[i]) for i in floats], unconnected_gradients=tf.UnconnectedGradients.NONE
-    )
-    result: list[Any] = [None] * len(variables)
-    for i, g in zip(floats, grads):
-        result[i] = g
-    return result
-
-
-def tape_truth(fn: Callable[..., Any], variables: Sequence[Any], *args: Any, **kwargs: Any) -> list[bool]:
-    """Per variable: does the tape give it a gradient (zeros included)?"""
-    return [g is not None for g in tape_gradients(fn, variables, *args, **kwargs)]
+    return [np.asarray(tf_variable(v).numpy()).tobytes() for v in variables]
 
 
 def _diff(report: flowcheck.Report, variables: Sequence[Any], truth: Sequence[bool], when: str) -> str | None:
@@ -142,7 +112,7 @@ def test_seed_post_claim_after_one_sgd_step() -> None:
     check = flowcheck.analyze(seed.loss_fn, *seed.example_inputs).verify(optimizer="sgd", learning_rate=1.0)
     assert check.agrees
     np.testing.assert_array_equal(seed.w1.numpy(), before[0])  # verify restored it
-    grads = tape_gradients(seed.loss_fn, [seed.w1, seed.w2], *seed.example_inputs)
+    grads = watched_gradients(seed.loss_fn, [seed.w1, seed.w2], *seed.example_inputs)
     assert grads[0] is None
     # One SGD step with learning rate 1, computed from the tape: the post's claim.
     keras_sgd = __import__("keras").optimizers.SGD(learning_rate=1.0)

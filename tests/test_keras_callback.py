@@ -65,9 +65,10 @@ def compiled(**options: bool) -> Classifier:
 
 
 def tape_receives(model: keras.Model, x: Any, y: Any) -> dict[str, bool]:
-    """For every weight, whether the tape gives it a gradient from the training step's loss."""
+    """For every weight, whether a tape watching it gives it a gradient from the training step's loss."""
     weights = model.weights
-    with tf.GradientTape() as tape:  # a default tape, as a training step uses
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch([w.value for w in weights])
         loss = model.compute_loss(x=x, y=y, y_pred=model(x, training=True), training=True)
     grads = tape.gradient(loss, [w.value for w in weights])
     return {w.path: g is not None for w, g in zip(weights, grads)}

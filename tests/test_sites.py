@@ -86,6 +86,9 @@ def test_quickstart_step_returning_nothing_is_judged_at_its_gradient_call() -> N
     assert report.never_trained == ()
     state = [*model.variables, *optimizer.variables, *metrics]
     assert_sites_match(report, tape_truth(lambda: train_step.python_function(x, y), state))
+    head = snapshot([model.d2.kernel])
+    train_step(x, y)  # the user's own step, after flowcheck: it trains as if flowcheck had not been there
+    assert optimizer.built and int(optimizer.iterations.numpy()) == 1 and not same([model.d2.kernel], head)
 
 
 def test_argmax_gate_cuts_the_gating_layer() -> None:
@@ -416,7 +419,7 @@ def test_a_variable_no_call_asks_for_counts_as_unused_in_a_contract() -> None:
 
 def test_an_eager_gradient_call_gets_tensorflows_answer_and_a_numpy_loss_its_reason() -> None:
     from flowcheck._sites import record_sites
-    from flowcheck._steps import eager_site
+    from flowcheck._eager_sites import eager_site
 
     w, u = tf.Variable(1.0, name="w"), tf.Variable(2.0, name="u")
     with record_sites() as recorder:
@@ -541,3 +544,198 @@ def test_a_mirrored_strategy_step_has_its_replica_tape_as_a_site() -> None:
     saved = snapshot(state)
     assert report.verify().agrees
     assert same(state, saved)
+
+
+def test_a_gan_alternating_two_steps_trains_everything_across_both() -> None:
+    from flowcheck._steps import never_trained_across
+
+    keras.utils.set_random_seed(10)
+    generator = keras.Sequential([keras.Input((2,)), keras.layers.Dense(4, name="g")], name="gen")
+    discriminator = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, name="d")], name="disc")
+    g_opt, d_opt = keras.optimizers.SGD(0.1), keras.optimizers.SGD(0.1)
+
+    @tf.function
+    def generator_step(noise: Any) -> None:
+        with tf.GradientTape() as tape:
+            g_loss = -tf.reduce_mean(discriminator(generator(noise)))
+        grads = tape.gradient(g_loss, generator.trainable_variables)
+        g_opt.apply_gradients(zip(grads, generator.trainable_variables))
+
+    @tf.function
+    def discriminator_step(real: Any, noise: Any) -> None:
+        with tf.GradientTape() as tape:
+            d_loss = tf.reduce_mean(discriminator(generator(noise))) - tf.reduce_mean(discriminator(real))
+        grads = tape.gradient(d_loss, discriminator.trainable_variables)
+        d_opt.apply_gradients(zip(grads, discriminator.trainable_variables))
+
+    noise, real = np.ones((4, 2), "float32"), np.ones((4, 4), "float32")
+    g_report, d_report = flowcheck.analyze(generator_step, noise), flowcheck.analyze(discriminator_step, real, noise)
+    assert {r.name for r in g_report.never_trained} == {v.path for v in discriminator.trainable_variables}
+    assert {r.name for r in d_report.never_trained} == {v.path for v in generator.trainable_variables}
+    assert never_trained_across([g_report, d_report]) == ()
+    assert_sites_match(g_report, tape_truth(lambda: generator_step.python_function(noise), [*generator.variables]))
+
+
+def test_compiled_metrics_built_by_the_trace_are_said_and_fit_still_trains() -> None:
+    keras.utils.set_random_seed(11)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    x, y = np.ones((4, 3), "float32"), np.zeros((4,), "int64")
+    report = flowcheck.analyze(model, x, y)
+    assert any("built the compiled metrics of" in note for note in report.notes)
+    state = [*model.variables, *model.metrics_variables, *model.optimizer.variables]
+    saved = snapshot(state)
+    assert report.verify().agrees and same(state, saved) and not model.optimizer.built
+    before = snapshot(model.trainable_variables)
+    model.fit(x, y, epochs=1, verbose=0)
+    assert not same(model.trainable_variables, before)
+
+
+def test_a_step_returning_its_loss_and_gradients_is_judged_at_its_site() -> None:
+    w, frozen = tf.Variable(tf.ones((2, 1)), name="w"), tf.Variable(tf.ones((2, 1)), name="cut")
+
+    @tf.function
+    def compute(x: Any) -> Any:
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.matmul(x, w) + tf.stop_gradient(tf.matmul(x, frozen)))
+        return loss, tape.gradient(loss, [w, frozen])
+
+    report = flowcheck.analyze(compute, tf.ones((2, 2)))
+    (site,) = report.gradient_sites
+    assert [s.receives for s in site.sources] == [True, False]
+    assert site.cut[0].barriers[0].op_type == "StopGradient"
+    assert report.verify().agrees
+    assert_sites_match(report, tape_truth(lambda: compute.python_function(tf.ones((2, 2))), [w, frozen]))
+
+
+def test_in_flowcheck_is_true_only_while_flowcheck_runs_the_step() -> None:
+    from flowcheck._sites import in_flowcheck
+
+    seen: list[bool] = []
+    w = tf.Variable(1.0, name="w")
+
+    @tf.function
+    def step() -> None:
+        seen.append(in_flowcheck())  # at trace time and in the eager verification run
+        with tf.GradientTape() as tape:
+            loss = w * w
+        w.assign_sub(0.1 * tape.gradient(loss, w))
+
+    report = flowcheck.analyze(step)
+    report.verify()
+    step()
+    assert seen == [True, True, False] and not in_flowcheck()
+
+
+def test_batch_jacobian_of_a_tensor_source_is_a_site() -> None:
+    w = tf.Variable(tf.ones((2, 2)), name="w")
+
+    @tf.function
+    def step(x: Any) -> Any:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = tf.matmul(x, w)
+        return tape.batch_jacobian(y, x)
+
+    x = tf.ones((3, 2))
+    report = flowcheck.analyze(step, x)
+    (site,) = report.gradient_sites
+    assert site.kind == "GradientTape.batch_jacobian" and site.agrees
+    assert [s.receives for s in site.sources] == [True] and site.sources[0].trainable is False
+    assert_sites_match(report, tape_truth(lambda: step.python_function(x), [w]))
+
+
+STEP_FILE = '''\
+import numpy as np
+import tensorflow as tf
+import keras
+
+model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="hidden"), keras.layers.Dense(3, name="out")])
+loss_object = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+optimizer = keras.optimizers.Adam()
+
+
+@tf.function
+def train_step(images, labels):
+    with tf.GradientTape() as tape:
+        hidden = tf.cast(tf.cast(model.layers[0](images) * 10, tf.int32), tf.float32)
+        loss = loss_object(labels, model.layers[1](hidden))
+    gradients = tape.gradient(loss, model.trainable_variables)
+    optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+
+
+example_inputs = (np.ones((4, 4), "float32"), np.zeros((4,), "int64"))
+'''
+
+
+def test_the_cli_fails_a_step_with_a_cut_source_unless_it_is_expected(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+
+    from flowcheck.cli import main
+
+    path = tmp_path / "qs.py"
+    path.write_text(STEP_FILE)
+    assert main(["analyze", f"{path}:train_step", "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    (site,) = data["gradient_sites"]
+    assert site["source"]["line"] == 15 and site["counts"] == {"receives": 2, "blocked": 2, "unused": 0}
+    assert [b["source"]["line"] for s in site["sources"] for b in s["barriers"]] == [13, 13]
+    assert data["verification"]["agrees"] and not data["ok"]
+    code = main(["analyze", f"{path}:train_step", "--expect-blocked", "*/hidden/*"])  # a second import names it sequential_1
+    assert code == 0, capsys.readouterr()
+    assert capsys.readouterr().out.rstrip().endswith("OK: 1 expectation holds, verification agrees")
+
+
+class WGAN(keras.Model):  # the Keras WGAN-GP example, small: a gradient penalty inside the critic's tape
+    def __init__(self):
+        super().__init__()
+        self.discriminator = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1)], name="disc")
+        self.generator = keras.Sequential([keras.Input((2,)), keras.layers.Dense(4)], name="gen")
+        self.latent_dim = 2
+    def compile(self, d_optimizer, g_optimizer):
+        super().compile()
+        self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
+    def gradient_penalty(self, batch_size, real, fake):
+        alpha = tf.random.uniform([batch_size, 1], 0.0, 1.0)
+        interpolated = real + alpha * (fake - real)
+        with tf.GradientTape() as gp_tape:
+            gp_tape.watch(interpolated)
+            pred = self.discriminator(interpolated, training=True)
+        grads = gp_tape.gradient(pred, [interpolated])[0]
+        norm = tf.sqrt(tf.reduce_sum(tf.square(grads), axis=[1]))
+        return tf.reduce_mean((norm - 1.0) ** 2)
+    def train_step(self, real):
+        if isinstance(real, tuple):
+            real = real[0]
+        batch_size = tf.shape(real)[0]
+        z = tf.random.normal((batch_size, self.latent_dim))
+        with tf.GradientTape() as tape:
+            fake = self.generator(z, training=True)
+            d_cost = tf.reduce_mean(self.discriminator(fake, training=True)) - tf.reduce_mean(self.discriminator(real, training=True))
+            d_loss = d_cost + 10.0 * self.gradient_penalty(batch_size, real, fake)
+        d_grad = tape.gradient(d_loss, self.discriminator.trainable_variables)
+        self.d_optimizer.apply_gradients(zip(d_grad, self.discriminator.trainable_variables))
+        z = tf.random.normal((batch_size, self.latent_dim))
+        with tf.GradientTape() as tape:
+            g_loss = -tf.reduce_mean(self.discriminator(self.generator(z, training=True), training=True))
+        g_grad = tape.gradient(g_loss, self.generator.trainable_variables)
+        self.g_optimizer.apply_gradients(zip(g_grad, self.generator.trainable_variables))
+        return {"d_loss": d_loss, "g_loss": g_loss}
+
+
+def test_wgan_gp_override_has_a_tensor_source_site_inside_the_critic_tape() -> None:
+    keras.utils.set_random_seed(12)
+    model = WGAN()
+    model.compile(keras.optimizers.Adam(1e-3), keras.optimizers.Adam(1e-3))
+    x = np.random.default_rng(0).random((8, 4)).astype("float32")
+    report = flowcheck.analyze(model, x)
+    penalty, critic, generator = report.gradient_sites
+    assert penalty.targets == ("pred",) and [s.name for s in penalty.sources] == ["interpolated"]
+    assert "watched: interpolated" in penalty.watch and penalty.sources[0].trainable is False
+    assert critic.targets == ("d_loss",) and generator.targets == ("g_loss",)
+    state = [*model.variables, *model.d_optimizer.variables, *model.g_optimizer.variables]
+    saved = snapshot(state)
+    assert report.verify().agrees and same(state, saved)
+    assert_sites_match(report, tape_truth(lambda: model.train_step((x,)), state))

@@ -1,0 +1,58 @@
+"""Corpus cases of plain callables, judged as called eagerly (the truth is the tape on that call)."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from corpus_cases import Case, case, const, var
+
+
+@case("eager_callable_cond_with_an_untaken_branch")
+def eager_cond() -> Case:
+    a, b = var(3, name="eager_taken"), var(3, name="eager_untaken", seed=2)
+    x = const(3)
+
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(tf.cond(tf.reduce_sum(x) < 100.0, lambda: a * x, lambda: b * x))
+
+    return Case(loss, [a, b], (x,))
+
+
+@case("eager_callable_while_condition_and_body")
+def eager_while() -> Case:
+    limit, step = tf.Variable(2.5, name="eager_limit"), var(name="eager_step", seed=3)
+
+    def loss() -> tf.Tensor:
+        return tf.while_loop(lambda i, t: i < limit, lambda i, t: (i + 1.0, t + step * i), (0.0, 0.0))[1]
+
+    return Case(loss, [limit, step])
+
+
+@case("eager_callable_float_and_int_of_tensors")
+def eager_float_int() -> Case:
+    w, v, b = var(2, name="eager_float_w"), var(2, name="eager_int_v", seed=4), var(name="eager_bias", seed=5)
+    x = const(2)
+
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        scale = float(tf.reduce_sum(w * x))
+        count = int(tf.reduce_sum(tf.abs(v)) * 10.0)
+        return tf.reduce_sum(x) * scale + float(count) * b
+
+    return Case(loss, [w, v, b], (x,))
+
+
+@case("eager_callable_numpy_round_trip_in_a_keras_model")
+def eager_numpy_keras() -> Case:
+    keras.utils.set_random_seed(6)
+    encoder = keras.layers.Dense(3, name="eager_encoder")
+    head = keras.layers.Dense(1, name="eager_head")
+    x = const(4, 2)
+    head(encoder(x))
+
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        features = tf.convert_to_tensor(np.tanh(encoder(x).numpy()))
+        return tf.reduce_mean(tf.square(head(features)))
+
+    return Case(loss, list(encoder.weights) + list(head.weights), (x,))

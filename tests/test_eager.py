@@ -1,0 +1,169 @@
+"""Plain callables are judged as the user calls them: eagerly, under a tape that watches every variable.
+
+The truth is the tape run here on the user's own call; the traced function's answer (a
+``tf.function`` of the same Python) is computed too, where the test is about the difference.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import flowcheck
+from flowcheck._format import to_json
+from truth import watched_truth
+
+
+def line_of(fn: Callable[..., Any], marker: str) -> int:
+    lines, start = inspect.getsourcelines(fn)
+    return next(start + i for i, line in enumerate(lines) if marker in line)
+
+
+def verdicts(report: flowcheck.Report, variables: tuple[Any, ...]) -> list[bool]:
+    return [report.receives_gradient(v) for v in variables]
+
+
+def test_an_untaken_cond_branch_gets_none_eagerly_and_the_report_says_why() -> None:
+    taken, untaken = tf.Variable([1.0], name="taken"), tf.Variable([2.0], name="untaken")
+
+    def loss() -> tf.Tensor:
+        return tf.reduce_sum(tf.cond(tf.constant(True), lambda: taken * 2.0, lambda: untaken * 3.0))  # cond
+
+    variables = (taken, untaken)
+    report = flowcheck.analyze(loss)
+    eager, traced = watched_truth(loss, variables), watched_truth(tf.function(loss), variables)
+    assert eager != traced  # the case is about the difference
+    assert verdicts(report, variables) == eager
+    assert report.result(untaken).eager_difference == f"only the branch taken runs eagerly (line {line_of(loss, '# cond')})"
+    assert report.result(taken).eager_difference is None
+    # The same Python as a tf.function is judged as traced, with no eager note.
+    as_function = flowcheck.analyze(tf.function(loss))
+    assert verdicts(as_function, variables) == traced
+    assert all(r.eager_difference is None for r in as_function.variables)
+    assert report.verify().agrees
+
+
+def test_a_python_if_on_a_tensor_runs_one_branch_eagerly() -> None:
+    w, v = tf.Variable([1.0, 2.0], name="w_if"), tf.Variable([3.0, 4.0], name="v_if")
+
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        if tf.reduce_sum(x) > 100.0:  # python if
+            return tf.reduce_sum(v * x)
+        return tf.reduce_sum(w * x)
+
+    x = tf.constant([1.0, 1.0])
+    report = flowcheck.analyze(loss, x)
+    assert verdicts(report, (w, v)) == watched_truth(loss, (w, v), x)
+    assert report.result(v).eager_difference == f"only the branch taken runs eagerly (line {line_of(loss, '# python if')})"
+
+
+def test_a_variable_only_the_while_condition_reads_gets_none_eagerly() -> None:
+    limit, step = tf.Variable(3.0, name="limit"), tf.Variable(0.5, name="step")
+
+    def loss() -> tf.Tensor:
+        i, total = tf.constant(0.0), tf.constant(0.0)
+        while i < limit:  # loop
+            i += 1.0
+            total += step * i
+        return total
+
+    variables = (limit, step)
+    report = flowcheck.analyze(loss)
+    eager, traced = watched_truth(loss, variables), watched_truth(tf.function(loss), variables)
+    assert eager != traced
+    assert verdicts(report, variables) == eager
+    assert report.result(limit).eager_difference == (
+        f"the while condition is not differentiated eagerly (line {line_of(loss, '# loop')})"
+    )
+    assert report.verify().agrees
+
+
+def test_float_leaves_tensorflow_eagerly_but_not_when_traced() -> None:
+    w, b = tf.Variable([1.0, 2.0], name="w_float"), tf.Variable(0.5, name="b_float")
+
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        scale = float(tf.reduce_sum(w * x))  # float
+        return scale * tf.reduce_sum(x) + b
+
+    x = tf.constant([1.0, 3.0])
+    report = flowcheck.analyze(loss, x)
+    eager, traced = watched_truth(loss, (w, b), x), watched_truth(tf.function(loss), (w, b), x)
+    assert eager != traced
+    assert verdicts(report, (w, b)) == eager
+    assert report.result(w).eager_difference == f"`float()` at line {line_of(loss, '# float')} leaves TensorFlow"
+    assert report.result(w).verdict is flowcheck.Verdict.BLOCKED
+    assert report.verify().agrees
+
+
+def test_a_numpy_round_trip_cannot_be_traced_and_is_judged_from_its_eager_call() -> None:
+    encoder, head, unused = (tf.Variable(np.full((2, 2), 0.5, np.float32), name=n) for n in ("enc", "head", "idle"))
+
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        features = tf.constant((x @ encoder).numpy())  # numpy
+        return tf.reduce_sum(features @ head)
+
+    x = tf.ones((3, 2))
+    with pytest.raises(Exception):  # noqa: B017 -- whatever TensorFlow raises: it cannot be traced
+        tf.function(loss).get_concrete_function(x)
+    report = flowcheck.analyze(loss, x)
+    truth = watched_truth(loss, (encoder, head), x)
+    assert verdicts(report, (encoder, head)) == truth
+    assert report.result(encoder).verdict is flowcheck.Verdict.BLOCKED
+    assert report.result(encoder).eager_difference == (
+        f"`.numpy()` at line {line_of(loss, '# numpy')} leaves TensorFlow; no static analysis was possible"
+    )
+    assert report.result(unused).verdict is flowcheck.Verdict.UNUSED
+    assert any("no static analysis was possible" in note for note in report.notes)
+    assert report.verify().agrees
+    data = json.loads(json.dumps(to_json(report, None)))
+    assert {v["name"]: v["eager_difference"] for v in data["variables"]}["enc"].startswith("`.numpy()`")
+    assert "digraph" in report.to_dot()
+
+
+def test_a_loss_that_left_tensorflow_is_a_loss_error_naming_the_line() -> None:
+    w = tf.Variable([1.0, 2.0], name="w_np_loss")
+
+    def loss(x: tf.Tensor) -> Any:
+        return np.mean((w * x).numpy())  # left
+
+    with pytest.raises(flowcheck.LossError, match=rf"not a floating-point tensor \(the loss left TensorFlow: `.numpy\(\)` at line {line_of(loss, '# left')}"):
+        flowcheck.analyze(loss, tf.ones(2))
+
+
+def test_the_eager_call_leaves_every_variable_and_the_seed_state_as_it_was() -> None:
+    w = tf.Variable([1.0, 2.0], name="w_state")
+    ema = tf.Variable([0.0, 0.0], name="ema_state", trainable=False)
+    counter = tf.Variable(0, name="counter_state")
+    tf.random.set_seed(7)
+
+    def loss() -> tf.Tensor:
+        ema.assign(0.9 * ema + 0.1 * w)
+        counter.assign_add(1)
+        return tf.reduce_sum(w * tf.random.normal((2,))) + tf.reduce_sum(ema)
+
+    before = [v.numpy().copy() for v in (w, ema, counter)]
+    report = flowcheck.analyze(loss)
+    report.verify()
+    assert all(np.array_equal(a, v.numpy()) for a, v in zip(before, (w, ema, counter)))
+    first = tf.random.normal((2,)).numpy()
+    tf.random.set_seed(7)
+    assert np.array_equal(first, tf.random.normal((2,)).numpy())  # the eager call drew no seed
+    assert verdicts(report, (w, ema, counter)) == watched_truth(loss, (w, ema, counter))
+
+
+def test_per_loss_verdicts_of_a_callable_are_eager_too() -> None:
+    a, b = tf.Variable(1.0, name="a_loss"), tf.Variable(2.0, name="b_loss")
+
+    def losses() -> dict[str, tf.Tensor]:
+        return {"first": tf.cond(tf.constant(False), lambda: a * 2.0, lambda: tf.constant(0.0)), "second": b * 3.0}
+
+    report = flowcheck.analyze(losses)
+    for name in ("first", "second"):
+        truth = watched_truth(lambda: losses()[name], (a, b))
+        assert [report.receives_gradient(v, loss=name) for v in (a, b)] == truth
