@@ -193,8 +193,9 @@ def _verify(report: SessionReport, train_ops: Sequence[Any]) -> None:
         return
     try:
         report.verify()
-    except tf.errors.OpError as exc:
-        first = (exc.message or str(exc)).strip().splitlines()[0]
+    except (tf.errors.OpError, ValueError, TypeError) as exc:  # the script's own run fails the same way
+        text = str(getattr(exc, "message", None) or exc).strip()
+        first = text.splitlines()[0] if text else ""
         report.notes += (f"not verified: running the step raised {type(exc).__name__}: {first}",)
         return
     report.notes += report.after_step
