@@ -20,7 +20,7 @@ import pytest
 _HERE = Path(__file__).parent
 _CHILD = _HERE / "tf1_child.py"
 _SEED = _HERE.parent / "examples" / "seed_tf1.py"
-_CASES = ("gan_one_run", "control_flow_v1", "monitored_session", "v2_api", "input_pipeline", "dqn", "int_cast", "momentum", "adam", "compute_apply", "not_in_var_list", "direct_gradients")
+_CASES = ("function_and_custom_gradient", "gan_one_run", "control_flow_v1", "monitored_session", "v2_api", "input_pipeline", "dqn", "int_cast", "momentum", "adam", "compute_apply", "not_in_var_list", "direct_gradients")
 
 
 def _line_of(marker: str, path: Path = _CHILD) -> int:
@@ -189,6 +189,14 @@ def test_two_optimizers_in_one_run(results: dict[str, Any]) -> None:
     assert d_site["barriers"][1] == [["stop_gradient", _line_of("# CUT gan")]]
     assert (g_site["names"], g_site["verdicts"]) == (["gen/w", "scale"], ["receives", "receives"])
     assert case["scale_restored"]
+
+
+def test_tf_function_and_custom_gradient_in_a_graph(results: dict[str, Any]) -> None:
+    case = results["function_and_custom_gradient"]
+    _site_checks(case)
+    site = case["sites"][0]
+    assert site["verdicts"] == ["receives", "blocked", "receives"]
+    assert [line for _, line in site["barriers"][1]] == [_line_of("# CUT custom")]
 
 
 def _flowcheck_run(*args: str) -> subprocess.CompletedProcess[str]:
