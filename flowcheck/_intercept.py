@@ -225,34 +225,62 @@ class Interceptor:
                     return original(fn, *args, **kwargs)
             self._again()
             return original(fn, *args, **kwargs)
-        has_site, trace_error = self._has_gradient_site(fn, args, kwargs)
-        self._seen[key] = fn if has_site else None
-        if not has_site:
-            if trace_error is not None:
-                raise trace_error  # what the real call raises
-            with self._inside(quiet=False):
-                return original(fn, *args, **kwargs)
         name = str(getattr(fn.python_function, "__qualname__", None) or fn.__name__)
         step = Step("tf.function", name, _call_site())
-        self._analyze(fn, args, kwargs, step)
-        if trace_error is not None:
-            # The step cannot run (e.g. "No gradients provided for any variable"): the report explains it.
-            step.raised = _one_line(trace_error)
-            if self._keep_going:
-                self._done = True
-                raise trace_error
-            raise StopScript from trace_error
+        if not self._traced_step(fn, args, step, kwargs):
+            self._seen[key] = None
+            with self._inside(quiet=False):
+                return original(fn, *args, **kwargs)
+        self._seen[key] = fn
         return self._real_call(step, lambda: original(fn, *args, **kwargs))
 
-    def _has_gradient_site(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bool, Exception | None]:
-        """Trace the call (into the function's own cache) and see whether it asks for a gradient."""
+    def _traced_step(
+        self, fn: Any, args: tuple[Any, ...], step: Step, kwargs: dict[str, Any] | None = None,
+        fallback: tuple[Any, tuple[Any, ...]] | None = None,
+    ) -> bool:
+        """Trace ``fn`` into its own cache; when it asks for a gradient, analyze that trace (True).
+
+        ``fallback`` (target, args) is analyzed instead when the trace fails.
+
+        Raises:
+            StopScript: the trace raised after asking for gradients (e.g. "No gradients provided
+                for any variable"): the step cannot run, and the report explains why.
+        """
+        from flowcheck._trace import reusing_trace
+
+        kwargs = kwargs or {}
+        recorder, trace_error = self._has_gradient_site(fn, args, kwargs)
+        if recorder is None:
+            if trace_error is not None:
+                raise trace_error  # what the real call raises
+            return False
+        if trace_error is None:
+            with reusing_trace(recorder):  # analyze the trace just made, not a fresh copy's
+                self._analyze(fn, args, kwargs, step)
+            return True
+        target, target_args = fallback or (fn, args)
+        self._analyze(target, target_args, kwargs, step)
+        step.raised = _one_line(trace_error)
+        if self._keep_going:
+            self._done = True
+            raise trace_error
+        raise StopScript from trace_error
+
+    def _has_gradient_site(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Exception | None]:
+        """Trace the call (into the function's own cache, as its first call would) with the gradient
+        calls recorded: the recorder when it asks for a gradient (else None), and what the trace raised."""
+        from flowcheck._sites import record_sites
+        from flowcheck._step_state import built_state, unbuild
+
         self._site_seen = False
-        with self._inside():  # this trace is the one the real call reuses: Keras warns here
+        built = built_state(fn, args)
+        with self._inside(), record_sites() as recorder:  # the trace the real call reuses: Keras warns here
             try:
                 fn.get_concrete_function(*args, **kwargs)
             except Exception as exc:  # noqa: BLE001 -- the user's own error, raised again by the caller
-                return self._site_seen, exc
-        return self._site_seen, None
+                unbuild(built)  # slots built inside a failed trace are unusable: the next build makes them again
+                return (recorder if self._site_seen or recorder.calls else None), exc
+        return (recorder if self._site_seen or recorder.calls else None), None
 
     def _real_call(self, step: Step, call: Callable[[], Any]) -> Any:
         """Run the analyzed step for real; its failure is part of the finding."""
@@ -296,11 +324,14 @@ class Interceptor:
                 return function(iterator)
             self._seen[key] = model
             data = next(iterator)
+            step = Step("keras train_step", f"{model.name}.{_keras_caller()}", _call_site())
             x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
-            how = _keras_caller()
-            step = Step("keras train_step", f"{model.name}.{how}", _call_site())
-            args = (x, y) if sample_weight is None else (x, y, sample_weight)
-            self._analyze(model, args, {}, step)
+            through_model = (model, (x, y) if sample_weight is None else (x, y, sample_weight))
+            one_step = _keras_one_step(function)
+            if one_step is not None:  # analyze the trace fit itself makes of one step on this batch
+                self._traced_step(one_step, (data,), step, fallback=through_model)
+            else:  # run_eagerly: through the model's train_step
+                self._analyze(*through_model, {}, step)
             return self._real_call(step, lambda: function(itertools.chain([data], iterator)))
 
         train_function._flowcheck_wrapped = True  # type: ignore[attr-defined]
@@ -336,6 +367,17 @@ class Interceptor:
             return run
 
         self._patch(session_lib.BaseSession, "run", make)
+
+
+def _keras_one_step(function: Any) -> Any:
+    """The ``tf.function`` running one step of ``fit`` (Keras's ``one_step_on_data``), if any."""
+    import tensorflow as tf
+
+    for cell in getattr(function, "__closure__", None) or ():
+        value = getattr(cell.cell_contents, "__wrapped__", None)  # inside _autoconvert_optionals
+        if isinstance(value, tf.types.experimental.PolymorphicFunction) and value.__name__ == "one_step_on_data":
+            return value
+    return None
 
 
 def _unwrap(model: Any, function: Any) -> None:

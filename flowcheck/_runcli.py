@@ -12,12 +12,14 @@ import argparse
 import contextlib
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TextIO
 
 from flowcheck.errors import RenderError, TargetLoadError
 
-__all__ = ["add_run_command", "check_outputs", "run_command", "split_script_arguments", "write_json"]
+__all__ = [
+    "add_run_command", "check_outputs", "run_command", "script_hint", "split_script_arguments", "write_json",
+]
 
 _DESCRIPTION = """\
 Run a training script exactly as `python SCRIPT.py ARGS...` would (as __main__, with sys.argv
@@ -59,7 +61,26 @@ def add_run_command(commands: Any, common: Callable[[argparse.ArgumentParser], N
     common(p)
     p.add_argument("--continue", dest="keep_going", action="store_true",
                    help="let the script go on training after its first round, as if flowcheck were not there")
-    p.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up notices")
+
+
+@contextlib.contextmanager
+def script_hint(path: str) -> Iterator[None]:
+    """``flowcheck analyze`` on a training script: its load errors point to ``flowcheck run``."""
+    try:
+        yield
+    except TargetLoadError as exc:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                text = f.read()
+        except OSError:
+            raise exc from None
+        if not any(mark in text for mark in _SCRIPT_MARKS):
+            raise
+        raise TargetLoadError(f"{exc}; {path} looks like a training script: `flowcheck run {path}` runs it "
+                              "as python does and analyzes its training steps") from exc
+
+
+_SCRIPT_MARKS = ("__main__", ".fit(", "train_on_batch(", "GradientTape(", "Session(", "argparse")
 
 
 def split_script_arguments(argv: list[str]) -> tuple[list[str], list[str]]:

@@ -13,6 +13,8 @@ the graph as captures or as arguments; both are mapped back to the variable obje
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import inspect
 import re
 import traceback
@@ -29,7 +31,21 @@ from flowcheck._source import SourceLine, user_frame
 from flowcheck._steps import FailedTrace, is_training_step, keras_loss_step, keras_step, site_losses, trace_recorded
 from flowcheck.errors import InvalidTargetError, LossError, NoVariablesError, TraceError
 
-__all__ = ["LossOutput", "Traced", "TracedVariable", "trace"]
+__all__ = ["LossOutput", "Traced", "TracedVariable", "reusing_trace", "trace"]
+
+# `flowcheck run`: the script's own tf.function has just been traced for its first call, with this
+# recorder on; that trace (a hit in the function's cache) is analyzed instead of a fresh copy's.
+_REUSED: contextvars.ContextVar[Any] = contextvars.ContextVar("flowcheck_reused_trace", default=None)
+
+
+@contextlib.contextmanager
+def reusing_trace(recorder: Any) -> Iterator[None]:
+    """Within the block, :func:`trace` reads a ``tf.function``'s own cached trace, recorded by ``recorder``."""
+    token = _REUSED.set(recorder)
+    try:
+        yield
+    finally:
+        _REUSED.reset(token)
 
 
 @dataclass(frozen=True)
@@ -98,7 +114,12 @@ def trace(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Traced:
     """
     notes: list[str] = []
     function, kind, owners = _as_function(fn, notes)
-    concrete, calls, applies = trace_recorded(function, fn, args, kwargs, notes, lambda exc: _trace_failure(exc, _name(fn)))
+    reused = _REUSED.get()
+    if reused is not None:  # `flowcheck run`: the trace the script's first call has just made
+        concrete: Any = function.get_concrete_function(*args, **kwargs)
+        calls, applies = reused.calls_in(concrete.graph), False
+    else:
+        concrete, calls, applies = trace_recorded(function, fn, args, kwargs, notes, lambda exc: _trace_failure(exc, _name(fn)))
     if kind == "keras model" and not calls:
         function = keras_loss_step(fn, notes)  # a model without trainable weights: its compiled loss
         concrete = function.get_concrete_function(*args, **kwargs)
@@ -133,7 +154,8 @@ def _as_function(fn: Any, notes: list[str]) -> tuple[Any, str, list[Any]]:
         return keras_step(fn, notes), "keras model", [fn]
     if isinstance(fn, tf.types.experimental.PolymorphicFunction):
         python_function = fn.python_function
-        return fn._clone(python_function), "tf.function", _owners_of(python_function)  # noqa: SLF001
+        own = fn if _REUSED.get() is not None else fn._clone(python_function)  # noqa: SLF001
+        return own, "tf.function", _owners_of(python_function)
     if isinstance(fn, tf.types.experimental.ConcreteFunction):
         raise InvalidTargetError(
             "got a ConcreteFunction; pass the tf.function itself (or the Python function) so that "

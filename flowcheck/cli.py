@@ -127,6 +127,7 @@ def _common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--expect-blocked", action="append", default=[], metavar="PATTERN",
                    help="fail unless every variable matching this glob gets no gradient (blocked or unused); "
                    "repeatable")
+    p.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up notices")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
 
 
@@ -142,8 +143,8 @@ def _positive_float(text: str) -> float:
 
 def _analyze(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from flowcheck._load import find_target, split_spec, user_module
-    from flowcheck._run import variable_owners
-    from flowcheck._runcli import check_outputs, write_json
+    from flowcheck._run import import_tensorflow, variable_owners
+    from flowcheck._runcli import check_outputs, script_hint, write_json
 
     check_outputs(ns.output)  # before the slow part
     path, name = split_spec(ns.target)
@@ -152,7 +153,8 @@ def _analyze(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     user_out = contextlib.redirect_stdout(err) if ns.json else contextlib.nullcontext()
     with _Progress(verbose and err.isatty(), err) as progress, user_out:
         progress.step(f"importing {path}")
-        with user_module(path) as module:
+        import_tensorflow(ns.verbose)
+        with script_hint(path), user_module(path) as module:
             import flowcheck
 
             loaded = find_target(module, path, name, ns.seed)

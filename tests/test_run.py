@@ -239,3 +239,62 @@ def test_expect_patterns_match_the_owning_model(tmp_path: Path, capsys: Any) -> 
     receives = next(line for line in lines if "receives discriminator/*" in line)
     assert receives.startswith("  ok  ")
     assert "  FAIL  blocked generator/*: matched no variable" in lines
+
+
+def test_every_distinct_step_of_the_first_round_is_analyzed(tmp_path: Path, capsys: Any) -> None:
+    path = script(tmp_path, """\
+        import tensorflow as tf
+        import keras
+
+        disc = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)], name="discriminator")
+        gen = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)], name="generator")
+        d_opt, g_opt = keras.optimizers.SGD(0.1), keras.optimizers.SGD(0.1)
+
+        @tf.function
+        def d_step(x):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(disc(gen(x)))
+            grads = tape.gradient(loss, disc.trainable_variables)
+            d_opt.apply_gradients(zip(grads, disc.trainable_variables))
+
+        @tf.function
+        def g_step(x):
+            with tf.GradientTape() as tape:
+                loss = -tf.reduce_mean(disc(gen(x)))
+            grads = tape.gradient(loss, gen.trainable_variables)
+            g_opt.apply_gradients(zip(grads, gen.trainable_variables))
+
+        for i in range(3):
+            d_step(tf.ones((4, 2)))
+            g_step(tf.ones((4, 2)))
+            print("round", i)
+        """)
+    code, out, err = run(capsys, path, "--json")
+    document = json.loads(out)
+    assert code == 0 and document["stopped"]
+    assert [s["name"] for s in document["steps"]] == ["d_step", "g_step"]
+    assert "round 0" in err and "round 1" not in err  # ended as d_step was about to run again
+    # TensorFlow's answer, computed here: each tape gives every source of its own model a gradient.
+    for step, model in zip(document["steps"], ("discriminator", "generator")):
+        (site,) = step["sites"]
+        assert all(s["verdict"] == "receives" and s["tensorflow_none"] is False for s in site["sources"])
+        assert len(site["sources"]) == 2
+
+
+def test_train_on_batch_is_a_step(tmp_path: Path, capsys: Any) -> None:
+    path = script(tmp_path, """\
+        import numpy as np
+        import keras
+
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2), keras.layers.Dense(1)])
+        model.compile(optimizer="sgd", loss="mse")
+        for i in range(3):
+            model.train_on_batch(np.ones((4, 3), "float32"), np.zeros((4, 1), "float32"))
+            print("batch", i)
+        """)
+    code, out, err = run(capsys, path)
+    lines = out.splitlines()
+    assert code == 0
+    assert "batch 0" in lines and "batch 1" not in lines
+    assert any(line.startswith("step 1: sequential") and "train_on_batch" in line for line in lines)
+    assert lines[-1] == "OK: every source of every gradient call receives a gradient"
