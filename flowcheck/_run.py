@@ -151,7 +151,22 @@ def run_script(options: RunOptions) -> RunResult:
         sys.argv[:] = saved_argv
         sys.path[:] = saved_path
         result.steps = interceptor.steps
+    _never_trained_across(result.steps)
     return result
+
+
+def _never_trained_across(steps: Sequence[Step]) -> None:
+    """A variable another step's site asks for does train: "never trained" is judged over all steps."""
+    from flowcheck._runreport import sites_of
+
+    def key(variable: Any) -> int:
+        return id(getattr(variable, "value", variable))
+
+    asked = {key(s.variable) for step in steps for site in sites_of(step) for s in site.sources}
+    for step in steps:
+        never = getattr(step.report, "never_trained", ())
+        if never:
+            step.report.never_trained = tuple(r for r in never if key(r.variable) not in asked)
 
 
 def describe_exception(exc: BaseException, script: str | None) -> str:

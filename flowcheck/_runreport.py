@@ -14,11 +14,8 @@ JSON document of ``flowcheck run --json`` / ``-o run.json`` (``run_schema_versio
           "kind": "keras train_step" | "tf.function" | "tf1 Session.run" | "eager tape.gradient",
           "name": str, "call": {"file", "line", "function", "code"} | null,
           "report": the report of ``flowcheck analyze --json`` (its schema) | null,
-          "sites": [{"kind", "source": {...} | null, "targets": [str], "watch": str, "error": str | null,
-                     "notes": [str], "agrees": bool,
-                     "sources": [{"name", "verdict", "tensorflow_none": bool | null, "trainable": bool,
-                                  "barriers": [barrier, as in the report]}]}, ...]
-                   (the step's gradient sites; an eager step's verdicts are TensorFlow's answer),
+          "site": an eager step's gradient site, as in the report's "gradient_sites" (its verdicts
+                  are TensorFlow's own answer) | null,
           "error": str | null (flowcheck could not analyze it), "raised": str | null (the step
           raised when it ran), "failures": [str, ...]
       }],
@@ -60,20 +57,17 @@ def step_failures(step: Step) -> list[str]:
         return [f"{step.name} could not be analyzed: {step.error}"]
     reasons = [f"{step.name}: {step.error}"] if step.error is not None else []
     if step.report is not None:
-        reasons.extend(failures(step.report, step.verification))
-    sites = sites_of(step)
-    for site in sites:
+        reasons.extend(failures(step.report, step.verification))  # the sites' findings included
+        if not getattr(step.report, "gradient_sites", ()):  # a report without sites: its trainable variables
+            cut = [r.name for r in step.report.variables if r.trainable and r.verdict is not Verdict.RECEIVES]
+            reasons.extend(["no gradient for " + ", ".join(cut)] if cut else [])
+    site = step.eager
+    if site is not None:
         where = f" at {site.source}" if site.source else ""
         if site.error:
             reasons.append(f"{site.kind}{where} raised: {site.error}")
         elif site.cut:
-            reasons.append(f"{site.kind}{where}: no gradient for " + ", ".join(s.name for s in site.cut))
-        if not site.agrees:
-            reasons.append(f"{site.kind}{where}: flowcheck's verdict differs from TensorFlow's answer")
-    if not sites and step.report is not None:  # a report without sites: judge its trainable variables
-        cut = [r.name for r in step.report.variables if r.trainable and r.verdict is not Verdict.RECEIVES]
-        if cut:
-            reasons.append("no gradient for " + ", ".join(cut))
+            reasons.append(f"{site.kind}{where}: TensorFlow gives no gradient to " + ", ".join(s.name for s in site.cut))
     return reasons
 
 
@@ -182,14 +176,15 @@ def run_json(result: RunResult, script: str, arguments: Sequence[str], expectati
 
 
 def _step_json(step: Step, script: str) -> dict[str, Any]:
-    from flowcheck._format import RunInfo, to_json
+    from flowcheck._format import RunInfo, _barrier_json, to_json  # noqa: PLC2701 -- one JSON shape
+    from flowcheck._format_sites import _site_json  # noqa: PLC2701 -- for a site, too
 
     report = None
     if step.report is not None:
         report = to_json(step.report, step.verification, RunInfo(file=script))
     return {
         "kind": step.kind, "name": step.name, "call": _source_json(step.call), "report": report,
-        "sites": [_site_json(site) for site in sites_of(step)],
+        "site": _site_json(step.eager, _barrier_json) if step.eager is not None else None,
         "error": step.error, "raised": step.raised, "failures": step_failures(step),
     }
 
@@ -198,15 +193,3 @@ def _source_json(source: SourceLine | None) -> dict[str, Any] | None:
     if source is None:
         return None
     return {"file": source.short_file, "line": source.line, "function": source.function, "code": source.code}
-
-
-def _site_json(site: Any) -> dict[str, Any]:
-    from flowcheck._format import _barrier_json  # noqa: PLC2701 -- one JSON shape for a barrier
-
-    return {
-        "kind": site.kind, "source": _source_json(site.source), "targets": list(site.targets),
-        "watch": site.watch, "error": site.error, "notes": list(site.notes), "agrees": site.agrees,
-        "sources": [{"name": s.name, "verdict": s.verdict.value, "tensorflow_none": s.tensorflow_none,
-                     "trainable": s.trainable, "barriers": [_barrier_json(b) for b in s.barriers]}
-                    for s in site.sources],
-    }

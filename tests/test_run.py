@@ -87,7 +87,7 @@ def test_json_keeps_stdout_for_the_document(tmp_path: Path, capsys: Any) -> None
     assert "script starts []" in err and "step 0 done" in err
     (step,) = document["steps"]
     assert step["kind"] == "eager tape.gradient"
-    assert [s["tensorflow_none"] for s in step["sites"][0]["sources"]] == [False] * 4
+    assert [s["tensorflow_none"] for s in step["site"]["sources"]] == [False] * 4
     assert document["ok"] is True and document["stopped"] is True
 
 
@@ -276,7 +276,7 @@ def test_every_distinct_step_of_the_first_round_is_analyzed(tmp_path: Path, caps
     assert "round 0" in err and "round 1" not in err  # ended as d_step was about to run again
     # TensorFlow's answer, computed here: each tape gives every source of its own model a gradient.
     for step, model in zip(document["steps"], ("discriminator", "generator")):
-        (site,) = step["sites"]
+        (site,) = step["report"]["gradient_sites"]
         assert all(s["verdict"] == "receives" and s["tensorflow_none"] is False for s in site["sources"])
         assert len(site["sources"]) == 2
 

@@ -90,7 +90,7 @@ def verdicts(document: dict[str, Any]) -> dict[tuple[str, ...], tuple[list[bool]
     """Per site (or, for a report without sites, per step): source names -> (receives, barrier lines)."""
     found = {}
     for step in document["steps"]:
-        sites = step["sites"]
+        sites = [step["site"]] if step["site"] else step["report"]["gradient_sites"]
         groups = [site["sources"] for site in sites]
         if not sites:
             groups = [[v for v in step["report"]["variables"] if v["trainable"]]]
