@@ -230,7 +230,7 @@ def test_flowcheck_run_on_the_seed(seed_run: tuple[subprocess.CompletedProcess[s
     value = float(printed[-1].rstrip("]"))
     assert f"w2 changed: every entry 1 -> every entry {value:.6g}" in out
     [step] = document["steps"]
-    [site] = step["sites"]
+    [site] = step["report"]["gradient_sites"]
     assert [(s["name"], s["verdict"], s["tensorflow_none"]) for s in site["sources"]] == [
         ("w1", "blocked", True), ("w2", "receives", False)
     ]
@@ -261,7 +261,7 @@ def test_flowcheck_run_on_a_minimize_cut_everywhere(tmp_path: Path) -> None:
     [barrier] = variable["barriers"]
     assert (barrier["op_type"], barrier["source"]["line"]) == ("Round", 6)
     assert any("No gradients provided for any variable" in f for f in step["failures"])
-    [site] = step["sites"]
+    [site] = step["report"]["gradient_sites"]
     assert site["kind"] == "tf1 Optimizer.minimize" and site["agrees"]
     assert [s["tensorflow_none"] for s in site["sources"]] == [True]
 
