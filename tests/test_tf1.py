@@ -223,6 +223,7 @@ def test_flowcheck_run_on_the_seed(seed_run: tuple[subprocess.CompletedProcess[s
     assert f"tf1 Optimizer.minimize at examples/seed_tf1.py:{minimize}" in out
     blocked = out.index("w1", out.index("blocked"))
     assert out.index(f"StopGradient 'StopGradient' (tf.stop_gradient) at examples/seed_tf1.py:{line}") > blocked
+    assert "1 source receives a gradient: w2" in out
     assert "verification: agrees" in out
     assert "w1 unchanged: every entry 1" in out
     # The script's own output comes first and its w2 (every entry the same) is flowcheck's too.
