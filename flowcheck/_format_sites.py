@@ -49,6 +49,7 @@ def site_lines(report: Report, barrier: Callable[[Barrier], list[_Line]], all_so
         out.append([])
         out.append([(f"never trained ({len(report.never_trained)})", "bold red"), (f": {NEVER_TRAINED}", "dim")])
         out.extend([[("  ", ""), (r.name, "red")] for r in report.never_trained])
+        out.append([("  (another training step may train them: analyze it too; flowcheck run analyzes every step)", "dim")])
     others = report.other_state
     if others:
         out.append([])

@@ -22,10 +22,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from flowcheck._analysis import Verdict
 from flowcheck._source import SourceLine
+
+if TYPE_CHECKING:
+    from flowcheck._report import Barrier
 
 __all__ = [
     "KINDS",
@@ -76,7 +79,7 @@ class SiteSource:
     name: str
     variable: Any = field(compare=False, repr=False)
     verdict: Verdict
-    barriers: tuple[Any, ...]  # tuple[flowcheck.Barrier, ...] (kept loose: no import cycle)
+    barriers: tuple[Barrier, ...]
     tensorflow_none: bool | None
     trainable: bool
 

@@ -15,7 +15,8 @@ from typing import Any, Final
 
 import tensorflow as tf
 
-__all__ = ["NO_GRADIENTS", "all_none_tolerated", "applies_skipped", "built_state", "optimizers_of", "state_of", "unbuild"]
+__all__ = ["NO_GRADIENTS", "all_none_tolerated", "applies_skipped", "built_state", "metric_counts", "metric_notes", "optimizers_of",
+           "state_of", "unbuild"]
 
 
 def optimizers_of(fn: Any, args: Sequence[Any] = ()) -> list[Any]:
@@ -181,3 +182,20 @@ def applies_skipped(seen: list[tuple[str, bool]]) -> Iterator[None]:
     finally:
         for cls, original in classes:
             cls.apply = original
+
+
+def metric_counts(fn: Any, args: Sequence[Any]) -> list[tuple[Any, int]]:
+    """Each Keras model the step can reach, with how many metric variables it has."""
+    import keras
+
+    models = [v for v in _reachable(fn, args) if isinstance(v, keras.Model)]
+    return [(m, len(m.metrics_variables)) for m in dict.fromkeys(models)]
+
+
+def metric_notes(before: Sequence[tuple[Any, int]]) -> list[str]:
+    """What a trace built in the models' compiled metrics (Keras builds them on the first step)."""
+    return [
+        f"flowcheck's trace built the compiled metrics of {model.name!r} ({len(model.metrics_variables) - count} "
+        "variables, at their initial values), as fit's first step would"
+        for model, count in before if len(model.metrics_variables) > count
+    ]

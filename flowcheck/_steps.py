@@ -22,12 +22,12 @@ import tensorflow as tf
 from flowcheck._analysis import Verdict, verdicts
 from flowcheck._site_analysis import judge_call, site_graph, source_name, target_names, unique
 from flowcheck._sites import GradientSite, RecordedCall, SiteRecorder
-from flowcheck._step_state import NO_GRADIENTS, applies_skipped, built_state, unbuild
+from flowcheck._step_state import NO_GRADIENTS, applies_skipped, built_state, metric_counts, metric_notes, unbuild
 from flowcheck.errors import InvalidTargetError
 
 __all__ = [
-    "FailedTrace", "attach_targets", "build_sites", "eager_site", "failed_trace", "is_training_step", "judged_at_sites", "keras_loss_step", "keras_step",
-    "keras_train_step", "never_trained", "site_losses", "step_findings", "step_variables", "trace_recorded", "watch_text",
+    "FailedTrace", "attach_targets", "build_sites", "failed_trace", "is_training_step", "judged_at_sites", "keras_loss_step", "keras_step",
+    "keras_train_step", "never_trained", "never_trained_across", "site_losses", "step_findings", "step_variables", "trace_recorded", "watch_text",
 ]
 
 # Ops through which gradients change variables (Keras optimizers assign; TF1 ones apply).
@@ -78,6 +78,10 @@ def is_training_step(concrete: Any, calls: Sequence[RecordedCall], kind: str, ap
         return True  # returns nothing, or no loss: the gradients are what it is about
     if applies:
         return True  # a Keras optimizer applies them
+    results = {r.ref() for call in calls for r in call.results or () if isinstance(r, tf.Tensor)}
+    returned = {t.ref() for t in outputs} | {t.op.inputs[0].ref() for t in outputs if t.op.type == "Identity"}
+    if results & returned:
+        return True  # it returns its gradients, for the caller to apply
     return any(_feeds_update(call) for call in calls)
 
 
@@ -159,7 +163,7 @@ def trace_recorded(
     from flowcheck._sites import record_sites
     from flowcheck.errors import TraceError
 
-    built = built_state(fn, args)
+    built, metrics = built_state(fn, args), metric_counts(fn, args)
     applied: list[tuple[str, bool]] = []
     with record_sites() as recorder, applies_skipped(applied), warnings.catch_warnings():
         # Keras's warning about None gradients, provoked by this trace: the report explains it.
@@ -174,6 +178,7 @@ def trace_recorded(
                          + " (after asking for gradients: the gradient sites are reported)")
         finally:
             unbuild(built)  # an optimizer built by this trace is the user's to build
+    notes.extend(metric_notes(metrics))
     notes.extend(
         f"every gradient is None: {name}.apply_gradients raises ValueError: {NO_GRADIENTS}"
         for name, none in dict.fromkeys(applied) if none
@@ -317,43 +322,6 @@ def judged_at_sites(report: Any) -> Any:
     return view
 
 
-def eager_site(call: RecordedCall) -> GradientSite:
-    """The site of a gradient call made eagerly (outside any ``tf.function``): TensorFlow's answer.
-
-    Without a graph nothing can be cut down to ops: a source is RECEIVES when the tape gave a
-    gradient and BLOCKED when it gave None, with no barriers. A call that raised because the
-    target left TensorFlow (a loss computed with NumPy: ``AttributeError ... '_id'``) gets that
-    reason in words as its ``error``.
-    """
-    from flowcheck._sites import SiteSource
-
-    names = unique([source_name(obj) for obj in call.sources])
-    answers = call.tensorflow_none
-    sources = tuple(
-        SiteSource(
-            name=name, variable=obj, verdict=Verdict.RECEIVES if answer is False else Verdict.BLOCKED, barriers=(),
-            tensorflow_none=answer, trainable=bool(getattr(obj, "trainable", False)),
-        )
-        for name, obj, answer in zip(names, call.sources, answers)
-    )
-    return GradientSite(
-        kind=call.kind, source=call.source, targets=target_names(call.caller or call.source, call.targets),
-        sources=sources, watch=watch_text(call, dict(zip((id(o) for o in call.sources), names))),
-        error=_error_in_words(call), notes=("called eagerly: TensorFlow's own answer, without a graph to explain it",),
-    )
-
-
-def _error_in_words(call: RecordedCall) -> str | None:
-    exc = call.exception
-    if exc is None:
-        return call.error
-    left = [type(t).__name__ for t in call.targets if not isinstance(t, (tf.Tensor, tf.Variable))]
-    if isinstance(exc, AttributeError) and "_id" in str(exc) and left:
-        return (f"the target is a {left[0]}, not a TensorFlow tensor: the loss left TensorFlow (computed with "
-                f"NumPy?), so the tape recorded nothing to differentiate ({call.error})")
-    return call.error
-
-
 def attach_targets(graph: nx.DiGraph, traced: Any) -> None:
     """Connect each loss node to its target's op when the target lives in a nested function.
 
@@ -378,3 +346,22 @@ def step_findings(
 ) -> tuple[tuple[GradientSite, ...], tuple[Any, ...], list[Any]]:
     """A step's sites, its never-trained variables and the variables its report lists."""
     return build_sites(traced, graph, barrier_of), never_trained(traced, graph, results), step_variables(traced, results)
+
+
+def never_trained_across(reports: Sequence[Any]) -> tuple[Any, ...]:
+    """The never-trained variables of several steps' reports (a GAN's two steps, a script's steps).
+
+    A variable one step never asks for (the discriminator, in the generator's step) is trained when
+    another step's site lists it: only those no site of any report lists remain, each once.
+    """
+    listed: set[int] = set()
+    for report in reports:
+        for site in report.gradient_sites:
+            for s in site.sources:
+                listed.update({id(s.variable), id(getattr(s.variable, "_value", None))})
+    found: dict[int, Any] = {}
+    for report in reports:
+        for r in report.never_trained:
+            if id(r.variable) not in listed and id(getattr(r.variable, "_value", None)) not in listed:
+                found.setdefault(id(r.variable), r)
+    return tuple(found.values())

@@ -416,7 +416,7 @@ def test_a_variable_no_call_asks_for_counts_as_unused_in_a_contract() -> None:
 
 def test_an_eager_gradient_call_gets_tensorflows_answer_and_a_numpy_loss_its_reason() -> None:
     from flowcheck._sites import record_sites
-    from flowcheck._steps import eager_site
+    from flowcheck._eager_sites import eager_site
 
     w, u = tf.Variable(1.0, name="w"), tf.Variable(2.0, name="u")
     with record_sites() as recorder:
@@ -541,3 +541,65 @@ def test_a_mirrored_strategy_step_has_its_replica_tape_as_a_site() -> None:
     saved = snapshot(state)
     assert report.verify().agrees
     assert same(state, saved)
+
+
+def test_a_gan_alternating_two_steps_trains_everything_across_both() -> None:
+    from flowcheck._steps import never_trained_across
+
+    keras.utils.set_random_seed(10)
+    generator = keras.Sequential([keras.Input((2,)), keras.layers.Dense(4, name="g")], name="gen")
+    discriminator = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, name="d")], name="disc")
+    g_opt, d_opt = keras.optimizers.SGD(0.1), keras.optimizers.SGD(0.1)
+
+    @tf.function
+    def generator_step(noise: Any) -> None:
+        with tf.GradientTape() as tape:
+            g_loss = -tf.reduce_mean(discriminator(generator(noise)))
+        grads = tape.gradient(g_loss, generator.trainable_variables)
+        g_opt.apply_gradients(zip(grads, generator.trainable_variables))
+
+    @tf.function
+    def discriminator_step(real: Any, noise: Any) -> None:
+        with tf.GradientTape() as tape:
+            d_loss = tf.reduce_mean(discriminator(generator(noise))) - tf.reduce_mean(discriminator(real))
+        grads = tape.gradient(d_loss, discriminator.trainable_variables)
+        d_opt.apply_gradients(zip(grads, discriminator.trainable_variables))
+
+    noise, real = np.ones((4, 2), "float32"), np.ones((4, 4), "float32")
+    g_report, d_report = flowcheck.analyze(generator_step, noise), flowcheck.analyze(discriminator_step, real, noise)
+    assert {r.name for r in g_report.never_trained} == {v.path for v in discriminator.trainable_variables}
+    assert {r.name for r in d_report.never_trained} == {v.path for v in generator.trainable_variables}
+    assert never_trained_across([g_report, d_report]) == ()
+    assert_sites_match(g_report, tape_truth(lambda: generator_step.python_function(noise), [*generator.variables]))
+
+
+def test_compiled_metrics_built_by_the_trace_are_said_and_fit_still_trains() -> None:
+    keras.utils.set_random_seed(11)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    x, y = np.ones((4, 3), "float32"), np.zeros((4,), "int64")
+    report = flowcheck.analyze(model, x, y)
+    assert any("built the compiled metrics of" in note for note in report.notes)
+    state = [*model.variables, *model.metrics_variables, *model.optimizer.variables]
+    saved = snapshot(state)
+    assert report.verify().agrees and same(state, saved) and not model.optimizer.built
+    before = snapshot(model.trainable_variables)
+    model.fit(x, y, epochs=1, verbose=0)
+    assert not same(model.trainable_variables, before)
+
+
+def test_a_step_returning_its_loss_and_gradients_is_judged_at_its_site() -> None:
+    w, frozen = tf.Variable(tf.ones((2, 1)), name="w"), tf.Variable(tf.ones((2, 1)), name="cut")
+
+    @tf.function
+    def compute(x: Any) -> Any:
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.matmul(x, w) + tf.stop_gradient(tf.matmul(x, frozen)))
+        return loss, tape.gradient(loss, [w, frozen])
+
+    report = flowcheck.analyze(compute, tf.ones((2, 2)))
+    (site,) = report.gradient_sites
+    assert [s.receives for s in site.sources] == [True, False]
+    assert site.cut[0].barriers[0].op_type == "StopGradient"
+    assert report.verify().agrees
+    assert_sites_match(report, tape_truth(lambda: compute.python_function(tf.ones((2, 2))), [w, frozen]))

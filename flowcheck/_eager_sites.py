@@ -1,0 +1,51 @@
+"""Gradient calls made eagerly (outside any ``tf.function``): TensorFlow's answer, as a site.
+
+The "custom training walkthrough" style runs ``tape.gradient`` eagerly: there is no graph to cut
+down, so a site is TensorFlow's own answer at the call, told as such.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from flowcheck._analysis import Verdict
+from flowcheck._site_analysis import source_name, target_names, unique
+from flowcheck._sites import GradientSite, RecordedCall, SiteSource
+from flowcheck._steps import watch_text
+
+__all__ = ["eager_site"]
+
+
+def eager_site(call: RecordedCall) -> GradientSite:
+    """The site of a gradient call made eagerly (outside any ``tf.function``): TensorFlow's answer.
+
+    Without a graph nothing can be cut down to ops: a source is RECEIVES when the tape gave a
+    gradient and BLOCKED when it gave None, with no barriers. A call that raised because the
+    target left TensorFlow (a loss computed with NumPy: ``AttributeError ... '_id'``) gets that
+    reason in words as its ``error``.
+    """
+    names = unique([source_name(obj) for obj in call.sources])
+    answers = call.tensorflow_none
+    sources = tuple(
+        SiteSource(
+            name=name, variable=obj, verdict=Verdict.RECEIVES if answer is False else Verdict.BLOCKED, barriers=(),
+            tensorflow_none=answer, trainable=bool(getattr(obj, "trainable", False)),
+        )
+        for name, obj, answer in zip(names, call.sources, answers)
+    )
+    return GradientSite(
+        kind=call.kind, source=call.source, targets=target_names(call.caller or call.source, call.targets),
+        sources=sources, watch=watch_text(call, dict(zip((id(o) for o in call.sources), names))),
+        error=_error_in_words(call), notes=("called eagerly: TensorFlow's own answer, without a graph to explain it",),
+    )
+
+
+def _error_in_words(call: RecordedCall) -> str | None:
+    exc = call.exception
+    if exc is None:
+        return call.error
+    left = [type(t).__name__ for t in call.targets if not isinstance(t, (tf.Tensor, tf.Variable))]
+    if isinstance(exc, AttributeError) and "_id" in str(exc) and left:
+        return (f"the target is a {left[0]}, not a TensorFlow tensor: the loss left TensorFlow (computed with "
+                f"NumPy?), so the tape recorded nothing to differentiate ({call.error})")
+    return call.error
