@@ -22,57 +22,17 @@ import itertools
 import traceback
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
-from flowcheck._sites import GradientSite, SiteSource
+from flowcheck._runstep import EAGER_NOTE, Step, StopScript, eager_sources, watch_semantics
+from flowcheck._sites import GradientSite
 from flowcheck._source import SourceLine, user_frame
 
-__all__ = ["EAGER_NOTE", "KERAS_WARNING", "Interceptor", "Step", "StopScript"]
+__all__ = ["KERAS_WARNING", "Interceptor"]
 
 # Keras's warning for None gradients: flowcheck's report explains it instead.
 KERAS_WARNING = r"Gradients do not exist for variables"
 
-EAGER_NOTE = (
-    "an eager tape keeps no graph, so this is TensorFlow's own answer and flowcheck cannot name the op "
-    "that cuts a source or say whether the loss uses it at all; put the step (the tape and its loss) in a "
-    "function decorated with @tf.function "
-    "to get the op and your line"
-)
-
-
-class StopScript(BaseException):
-    """Raised into the script to end it: its first round of training steps has been analyzed.
-
-    A ``BaseException``, so that the script's own ``except Exception`` does not swallow it.
-    """
-
-
-@dataclass
-class Step:
-    """One analyzed training step of the script.
-
-    Attributes:
-        kind: ``"keras train_step"``, ``"tf.function"``, ``"tf1 Session.run"`` or ``"eager tape.gradient"``.
-        name: The step's name (the function's, or the model's and how it was called).
-        call: The script's line that called it first.
-        report: flowcheck's report on the step (None for an eager site or when analysis failed).
-        verification: The report's verification, when it was run.
-        eager: For an eager ``tape.gradient``: the site, with TensorFlow's own answer as verdicts.
-        error: Analysis failed: why, in one line.
-        raised: The step itself raised when it ran (after being analyzed): the error in one line.
-        owners: Names of the Keras models and layers that own each variable (for ``--expect-*``).
-    """
-
-    kind: str
-    name: str
-    call: SourceLine | None
-    report: Any = None
-    verification: Any = None
-    eager: GradientSite | None = None
-    error: str | None = None
-    raised: str | None = None
-    owners: dict[int, tuple[str, ...]] = field(default_factory=dict)
 
 
 # (target, args, kwargs, step) -> None: analyzes and verifies, filling step.report / .verification / .error
@@ -185,8 +145,8 @@ class Interceptor:
 
         def site(answers: list[bool | None], error: str | None = None) -> GradientSite:
             targets = tuple(str(getattr(t, "name", "loss")) for t in tf.nest.flatten(target))
-            return GradientSite("GradientTape.gradient", call, targets, _eager_sources(flat, answers),
-                                _watch_semantics(tape), error, (EAGER_NOTE,))
+            return GradientSite("GradientTape.gradient", call, targets, eager_sources(flat, answers),
+                                watch_semantics(tape), error, (EAGER_NOTE,))
 
         try:
             result = original(tape, target, sources, *args, **kwargs)
@@ -246,7 +206,7 @@ class Interceptor:
             StopScript: the trace raised after asking for gradients (e.g. "No gradients provided
                 for any variable"): the step cannot run, and the report explains why.
         """
-        from flowcheck._trace import reusing_trace
+        from flowcheck._reuse import reusing_trace
 
         kwargs = kwargs or {}
         recorder, trace_error = self._has_gradient_site(fn, args, kwargs)
@@ -401,25 +361,3 @@ def _one_line(exc: BaseException) -> str:
     from flowcheck._run import describe_exception
 
     return describe_exception(exc, None)
-
-
-def _watch_semantics(tape: Any) -> str:
-    parts = ["watches accessed trainable variables" if getattr(tape, "_watch_accessed_variables", True)
-             else "watch_accessed_variables=False"]
-    if getattr(tape, "_persistent", False):
-        parts.append("persistent")
-    return ", ".join(parts)
-
-
-def _eager_sources(flat: list[Any], answers: list[bool | None]) -> tuple[SiteSource, ...]:
-    from flowcheck._analysis import Verdict
-
-    names: dict[str, int] = {}
-    found = []
-    for source, none in zip(flat, answers):
-        name = str(getattr(source, "path", None) or getattr(source, "name", None) or "tensor").split(":")[0]
-        names[name] = names.get(name, 0) + 1
-        unique = name if names[name] == 1 else f"{name} ({names[name]})"
-        verdict = Verdict.BLOCKED if none is not False else Verdict.RECEIVES
-        found.append(SiteSource(unique, source, verdict, (), none, bool(getattr(source, "trainable", False))))
-    return tuple(found)

@@ -20,7 +20,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowcheck._intercept import KERAS_WARNING, Interceptor, Step, StopScript
+from flowcheck._intercept import KERAS_WARNING, Interceptor
+from flowcheck._runstep import Step, StopScript
 from flowcheck._source import SourceLine, is_library_file, user_frame
 from flowcheck.errors import FlowcheckError
 

@@ -142,7 +142,7 @@ def run_command(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         out.write(json.dumps(document, indent=2, allow_nan=False) + "\n")
     else:
         out.flush()
-        out.write(format_run(result, ns.script, expectations))
+        out.write(format_run(result, ns.script, expectations, ns.all_sources))
         if ns.output:
             out.write(f"wrote {', '.join(ns.output)}\n")
     return exit_status(result, expectations)

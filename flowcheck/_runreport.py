@@ -33,7 +33,7 @@ from flowcheck._analysis import Verdict
 from flowcheck._expect import Candidate, Expectation, match_expectations
 
 if TYPE_CHECKING:
-    from flowcheck._intercept import Step
+    from flowcheck._runstep import Step
     from flowcheck._run import RunResult
     from flowcheck._source import SourceLine
 
@@ -98,7 +98,7 @@ def exit_status(result: RunResult, expectations: Sequence[Expectation]) -> int:
 _INPUTS = {"keras train_step": "its first batch", "tf1 Session.run": "the feed_dict of its first run"}
 
 
-def format_run(result: RunResult, script: str, expectations: Sequence[Expectation]) -> str:
+def format_run(result: RunResult, script: str, expectations: Sequence[Expectation], all_sources: bool = False) -> str:
     """The run's summary as plain text: each step, then the overall verdict."""
     from flowcheck._format import RunInfo, format_summary
 
@@ -114,8 +114,9 @@ def format_run(result: RunResult, script: str, expectations: Sequence[Expectatio
             out.extend(_site_lines(step.eager))
         elif step.report is not None:
             inputs = _INPUTS.get(step.kind, "the arguments of its first call")
-            info = RunInfo(file=script, inputs=inputs)
-            out.extend("  " + line if line else "" for line in format_summary(step.report, step.verification, info).splitlines())
+            info = RunInfo(file=script, inputs=inputs, all_sources=all_sources)
+            summary = format_summary(step.report, step.verification, info)
+            out.extend("  " + line if line else "" for line in _without_verdict(summary))
         if step.error is not None and step.report is not None:
             out.append(f"  {step.error}")
         if step.raised is not None:
@@ -139,19 +140,30 @@ def format_run(result: RunResult, script: str, expectations: Sequence[Expectatio
 
 
 def _site_lines(site: Any) -> list[str]:
+    """An eager site, laid out like the sites of a traced step."""
     where = f" at {site.source}" if site.source else ""
-    out = [f"  {site.kind}{where}  ({site.watch})"]
+    out = [f"  site 1: {site.kind}{where} (eager): {len(site.receiving)} of {len(site.sources)} sources receive"]
     if site.source is not None and site.source.code:
-        out.append(f"    {site.source.code}")
+        out.append(f"      {site.source.code}")
+    out.append(f"    targets: {', '.join(site.targets)}; {site.watch}")
     if site.error:
-        out.append(f"  raised: {site.error}")
-    cut = [s.name for s in site.cut]
-    if cut and not site.error:
-        out.append(f"  no gradient ({len(cut)}): TensorFlow gave None")
-        out.extend(f"    {name}" for name in cut)
-    out.append(f"  receives ({len(site.receiving)}) of {len(site.sources)} sources")
-    out.extend(f"  note: {note}" for note in site.notes)
+        out.append(f"    raised: {site.error}")
+    elif site.cut:
+        out.append(f"    TensorFlow gave None ({len(site.cut)})")
+        out.extend(f"      {s.name}" for s in site.cut)
+    out.append(f"    {len(site.receiving)} sources receive a gradient")
+    out.extend(f"    note: {note}" for note in site.notes)
     return out
+
+
+def _without_verdict(summary: str) -> list[str]:
+    """A step's summary without its last OK/FAILED line: the run's own verdict comes last."""
+    lines = summary.rstrip("\n").splitlines()
+    if lines and lines[-1].startswith(("OK", "FAILED")):
+        lines = lines[:-1]
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return lines
 
 
 def run_json(result: RunResult, script: str, arguments: Sequence[str], expectations: Sequence[Expectation]) -> dict[str, Any]:

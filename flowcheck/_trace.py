@@ -13,8 +13,6 @@ the graph as captures or as arguments; both are mapped back to the variable obje
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import inspect
 import re
 import traceback
@@ -26,26 +24,13 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.util import nest
 
+from flowcheck._reuse import reused_recorder
 from flowcheck._sites import RecordedCall, record_sites
 from flowcheck._source import SourceLine, user_frame
 from flowcheck._steps import FailedTrace, is_training_step, keras_loss_step, keras_step, site_losses, trace_recorded
 from flowcheck.errors import InvalidTargetError, LossError, NoVariablesError, TraceError
 
-__all__ = ["LossOutput", "Traced", "TracedVariable", "reusing_trace", "trace"]
-
-# `flowcheck run`: the script's own tf.function has just been traced for its first call, with this
-# recorder on; that trace (a hit in the function's cache) is analyzed instead of a fresh copy's.
-_REUSED: contextvars.ContextVar[Any] = contextvars.ContextVar("flowcheck_reused_trace", default=None)
-
-
-@contextlib.contextmanager
-def reusing_trace(recorder: Any) -> Iterator[None]:
-    """Within the block, :func:`trace` reads a ``tf.function``'s own cached trace, recorded by ``recorder``."""
-    token = _REUSED.set(recorder)
-    try:
-        yield
-    finally:
-        _REUSED.reset(token)
+__all__ = ["LossOutput", "Traced", "TracedVariable", "trace"]
 
 
 @dataclass(frozen=True)
@@ -114,7 +99,7 @@ def trace(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Traced:
     """
     notes: list[str] = []
     function, kind, owners = _as_function(fn, notes)
-    reused = _REUSED.get()
+    reused = reused_recorder()
     if reused is not None:  # `flowcheck run`: the trace the script's first call has just made
         concrete: Any = function.get_concrete_function(*args, **kwargs)
         calls, applies = reused.calls_in(concrete.graph), False
@@ -154,7 +139,7 @@ def _as_function(fn: Any, notes: list[str]) -> tuple[Any, str, list[Any]]:
         return keras_step(fn, notes), "keras model", [fn]
     if isinstance(fn, tf.types.experimental.PolymorphicFunction):
         python_function = fn.python_function
-        own = fn if _REUSED.get() is not None else fn._clone(python_function)  # noqa: SLF001
+        own = fn if reused_recorder() is not None else fn._clone(python_function)  # noqa: SLF001
         return own, "tf.function", _owners_of(python_function)
     if isinstance(fn, tf.types.experimental.ConcreteFunction):
         raise InvalidTargetError(

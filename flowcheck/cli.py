@@ -127,6 +127,8 @@ def _common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--expect-blocked", action="append", default=[], metavar="PATTERN",
                    help="fail unless every variable matching this glob gets no gradient (blocked or unused); "
                    "repeatable")
+    p.add_argument("--all", dest="all_sources", action="store_true",
+                   help="list every source of a gradient site that receives a gradient, not their count")
     p.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up notices")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
 
@@ -179,6 +181,7 @@ def _analyze(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     run = RunInfo(
         file=path, chosen_by=loaded.chosen_by, inputs=loaded.inputs_from,
         expectations=_expectations(report, ns.expect_receives, ns.expect_blocked, owners), outputs=tuple(ns.output),
+        all_sources=ns.all_sources,
     )
     for output in ns.output:
         if output.lower().endswith(".json"):
