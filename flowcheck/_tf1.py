@@ -187,7 +187,8 @@ def _verify(report: SessionReport, train_ops: Sequence[Any]) -> None:
 
     from flowcheck._tf1_verify import unrepeatable_ops
 
-    reasons = unrepeatable_ops(train_ops)
+    graph = train_ops[0].graph
+    reasons = unrepeatable_ops(train_ops, graph_variables(graph) + [r.variable for r in report.variables])
     if reasons:
         report.notes += (f"not verified: {'; '.join(reasons)}; running it once more would change what the script sees next",)
         return

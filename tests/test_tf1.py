@@ -20,7 +20,7 @@ import pytest
 _HERE = Path(__file__).parent
 _CHILD = _HERE / "tf1_child.py"
 _SEED = _HERE.parent / "examples" / "seed_tf1.py"
-_CASES = ("function_and_custom_gradient", "gan_one_run", "control_flow_v1", "monitored_session", "v2_api", "input_pipeline", "dqn", "int_cast", "momentum", "adam", "compute_apply", "not_in_var_list", "direct_gradients")
+_CASES = ("hidden_counter", "function_and_custom_gradient", "gan_one_run", "control_flow_v1", "monitored_session", "v2_api", "input_pipeline", "dqn", "int_cast", "momentum", "adam", "compute_apply", "not_in_var_list", "direct_gradients")
 
 
 def _line_of(marker: str, path: Path = _CHILD) -> int:
@@ -197,6 +197,13 @@ def test_tf_function_and_custom_gradient_in_a_graph(results: dict[str, Any]) -> 
     site = case["sites"][0]
     assert site["verdicts"] == ["receives", "blocked", "receives"]
     assert [line for _, line in site["barriers"][1]] == [_line_of("# CUT custom")]
+
+
+def test_a_variable_flowcheck_cannot_restore_is_never_stepped(results: dict[str, Any]) -> None:
+    case = results["hidden_counter"]
+    assert case["verification"] is None and case["count_after"] == 0.0
+    [note] = [n for n in case["notes"] if n.startswith("not verified:")]
+    assert "writes a variable in no collection" in note and "'count'" in note
 
 
 def _flowcheck_run(*args: str) -> subprocess.CompletedProcess[str]:
