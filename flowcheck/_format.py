@@ -112,7 +112,8 @@ class RunInfo:
 def failures(report: Report, verification: Verification | None, run: RunInfo | None = None) -> list[str]:
     """Why the run fails (exit status 1), in words; empty when it passes."""
     reasons = [f"differentiating the loss raises at {b.op_type} {b.op_name!r} (no gradient defined)" for b in report.gradient_errors]
-    reasons.extend(site_failures(report))
+    on_purpose = frozenset(n for e in (run.expectations if run else ()) if e.expect == "blocked" for n in e.matched)
+    reasons.extend(site_failures(report, on_purpose))
     for e in run.expectations if run else ():
         if not e.matched:
             reasons.append(f"--expect-{e.expect} {e.pattern!r} matched no variable")

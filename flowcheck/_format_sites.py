@@ -23,15 +23,19 @@ __all__ = ["site_failures", "site_lines", "sites_json"]
 _Line = list[tuple[str, str]]
 
 
-def site_failures(report: Report) -> list[str]:
-    """Why a step fails (exit status 1), in words: sources cut, never trained, errors, disagreements."""
+def site_failures(report: Report, expected_cut: frozenset[str] = frozenset()) -> list[str]:
+    """Why a step fails (exit status 1), in words: sources cut, never trained, errors, disagreements.
+
+    Sources named in ``expected_cut`` (matched by ``--expect-blocked``) are cut on purpose.
+    """
     reasons = []
     for i, site in enumerate(report.gradient_sites, start=1):
         where = f"site {i} ({site.kind}{f' at {site.source}' if site.source else ''})"
         if site.error:
             reasons.append(f"{where} raised {site.error}")
-        if site.cut:
-            reasons.append(f"{where}: {len(site.cut)} of {len(site.sources)} sources get no gradient")
+        cut = [s for s in site.cut if s.name not in expected_cut]
+        if cut:
+            reasons.append(f"{where}: {len(cut)} of {len(site.sources)} sources get no gradient")
         if not site.agrees:
             reasons.append(f"{where}: flowcheck disagrees with TensorFlow's answer (a flowcheck bug)")
     if report.never_trained:

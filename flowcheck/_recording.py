@@ -202,22 +202,22 @@ def _gradient(self: Any, target: Any, sources: Any, output_gradients: Any = None
     )
 
 
-@_PLAIN_PYTHON
-def _jacobian(self: Any, target: Any, sources: Any, *args: Any, **kwargs: Any) -> Any:
-    unconnected = kwargs.get("unconnected_gradients", args[0] if args else tf.UnconnectedGradients.NONE)
-    return _recorded(
-        "GradientTape.jacobian", self, target, sources,
-        lambda: _ORIGINAL["jacobian"](self, target, sources, *args, **kwargs), _is_zero(unconnected),
-    )
+def _jacobian_like(name: str) -> Callable[..., Any]:
+    """The wrapper of ``jacobian`` or ``batch_jacobian`` (same leading parameters)."""
+
+    @_PLAIN_PYTHON
+    def wrapper(self: Any, target: Any, sources: Any, *args: Any, **kwargs: Any) -> Any:
+        unconnected = kwargs.get("unconnected_gradients", args[0] if args else tf.UnconnectedGradients.NONE)
+        return _recorded(
+            f"GradientTape.{name}", self, target, sources,
+            lambda: _ORIGINAL[name](self, target, sources, *args, **kwargs), _is_zero(unconnected),
+        )
+
+    return wrapper
 
 
-@_PLAIN_PYTHON
-def _batch_jacobian(self: Any, target: Any, source: Any, *args: Any, **kwargs: Any) -> Any:
-    unconnected = kwargs.get("unconnected_gradients", args[0] if args else tf.UnconnectedGradients.NONE)
-    return _recorded(
-        "GradientTape.batch_jacobian", self, target, source,
-        lambda: _ORIGINAL["batch_jacobian"](self, target, source, *args, **kwargs), _is_zero(unconnected),
-    )
+_jacobian = _jacobian_like("jacobian")
+_batch_jacobian = _jacobian_like("batch_jacobian")
 
 
 @_PLAIN_PYTHON

@@ -38,7 +38,9 @@ __all__ = [
     "SiteRecorder",
     "SiteSource",
     "TapeRecord",
+    "in_flowcheck",
     "record_sites",
+    "running_user_code",
     "step_has_gradient_site",
 ]
 
@@ -250,6 +252,27 @@ def record_sites() -> Iterator[SiteRecorder]:
 
     with recording() as recorder:
         yield recorder
+
+
+_BUSY: list[int] = [0]  # how many of flowcheck's own traces and runs of user code are under way
+
+
+@contextlib.contextmanager
+def running_user_code() -> Iterator[None]:
+    """Mark that flowcheck itself is tracing or running the user's step (see :func:`in_flowcheck`)."""
+    _BUSY[0] += 1
+    try:
+        yield
+    finally:
+        _BUSY[0] -= 1
+
+
+def in_flowcheck() -> bool:
+    """True while flowcheck traces or runs a user's step itself (its analysis or verification).
+
+    An interception of the user's calls (``flowcheck run``) should let these calls through.
+    """
+    return _BUSY[0] > 0
 
 
 # Names in a step's code that mean it may ask for gradients.

@@ -1,11 +1,12 @@
 """Training steps: a traced function that asks for gradients itself, judged per gradient site.
 
-A *step* is a traced function whose trace holds a gradient call that trains (its gradients feed
-a variable update, or the function returns no loss), or a Keras model's ``train_step``. Its
-findings are its :class:`~flowcheck._sites.GradientSite` s, not the function's outputs. This
-module decides whether a trace is a step, turns a trace that failed after asking for gradients
-(Keras's ``No gradients provided for any variable`` while tracing) into one that can be read,
-and builds the sites and the never-trained variables of a report (the state a step touches is
+A *step* is a traced function whose trace holds a gradient call that trains (a Keras optimizer
+applies the gradients, they feed a variable update or are returned, or the function returns no
+loss), or a Keras model's ``train_step``. Its findings are its
+:class:`~flowcheck._sites.GradientSite` s, not the function's outputs. This module traces a step
+while recording its gradient calls (Keras optimizers apply nothing meanwhile), decides whether a
+trace is a step, reads a trace that raised after asking for gradients as far as it got, and
+builds the sites and the never-trained variables of a report (the state a step touches is
 ``flowcheck._step_state``'s).
 """
 
@@ -23,11 +24,12 @@ from flowcheck._analysis import Verdict, verdicts
 from flowcheck._site_analysis import judge_call, site_graph, source_name, target_names, unique
 from flowcheck._sites import GradientSite, RecordedCall, SiteRecorder
 from flowcheck._step_state import NO_GRADIENTS, applies_skipped, built_state, metric_counts, metric_notes, unbuild
-from flowcheck.errors import InvalidTargetError
+from flowcheck.errors import InvalidTargetError, LossError
 
 __all__ = [
-    "FailedTrace", "attach_targets", "build_sites", "failed_trace", "is_training_step", "judged_at_sites", "keras_loss_step", "keras_step",
-    "keras_train_step", "never_trained", "never_trained_across", "site_losses", "step_findings", "step_variables", "trace_recorded", "watch_text",
+    "FailedTrace", "attach_targets", "build_sites", "failed_trace", "is_training_step", "judged_at_sites",
+    "keras_loss_step", "keras_step", "keras_train_step", "never_trained", "never_trained_across", "site_losses",
+    "step_findings", "step_variables", "trace_recorded", "watch_text",
 ]
 
 # Ops through which gradients change variables (Keras optimizers assign; TF1 ones apply).
@@ -160,12 +162,12 @@ def trace_recorded(
     A trace that raises after a gradient call is read as far as it got (:class:`FailedTrace`);
     one that raises before is a :class:`~flowcheck.errors.TraceError` saying ``failure(exc)``.
     """
-    from flowcheck._sites import record_sites
+    from flowcheck._sites import record_sites, running_user_code
     from flowcheck.errors import TraceError
 
     built, metrics = built_state(fn, args), metric_counts(fn, args)
     applied: list[tuple[str, bool]] = []
-    with record_sites() as recorder, applies_skipped(applied), warnings.catch_warnings():
+    with running_user_code(), record_sites() as recorder, applies_skipped(applied), warnings.catch_warnings():
         # Keras's warning about None gradients, provoked by this trace: the report explains it.
         warnings.filterwarnings("ignore", message="Gradients do not exist for variables", category=UserWarning)
         try:
@@ -188,11 +190,7 @@ def trace_recorded(
 
 def keras_loss_step(model: Any, notes: list[str]) -> Any:
     """The compiled loss of a model whose ``train_step`` asks for no gradient (no trainable weights)."""
-    import keras
-
-    from flowcheck.errors import LossError
-
-    if type(model).train_step is not keras.Model.train_step:
+    if _overrides(model):
         raise LossError(
             f"the train_step of Keras model {model.name!r} asks for no gradient (no tape.gradient call): "
             "fit would train nothing"

@@ -1,9 +1,9 @@
 """Truth for gradient-site tests: what the user's own tape returns, computed by running the step.
 
-``tape_truth`` runs a step's Python function eagerly with ``tf.GradientTape.gradient`` and
-``jacobian`` spied on (not flowcheck's recorder: an independent patch) and nested
-``tf.function`` s run eagerly, records per call whether
-TensorFlow gave None for each source, and restores every variable it was given.
+``tape_truth`` runs a step's Python function eagerly, nested ``tf.function`` s too, with
+``tf.GradientTape``'s ``gradient``, ``jacobian`` and ``batch_jacobian`` spied on (an independent
+patch, not flowcheck's recorder), records per call whether TensorFlow gave None for each source,
+and restores every variable it was given.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def tape_truth(step: Callable[[], Any], state: Sequence[Any]) -> list[list[bool]
     """Per gradient call made by ``step()``: for each source, True when the tape gave None."""
     answers: list[list[bool]] = []
     busy = [False]
-    originals = {name: getattr(tf.GradientTape, name) for name in ("gradient", "jacobian")}
+    originals = {name: getattr(tf.GradientTape, name) for name in ("gradient", "jacobian", "batch_jacobian")}
 
     def spy(name: str) -> Callable[..., Any]:
         def wrapper(self: Any, target: Any, sources: Any, *args: Any, **kwargs: Any) -> Any:

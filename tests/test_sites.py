@@ -603,3 +603,83 @@ def test_a_step_returning_its_loss_and_gradients_is_judged_at_its_site() -> None
     assert site.cut[0].barriers[0].op_type == "StopGradient"
     assert report.verify().agrees
     assert_sites_match(report, tape_truth(lambda: compute.python_function(tf.ones((2, 2))), [w, frozen]))
+
+
+def test_in_flowcheck_is_true_only_while_flowcheck_runs_the_step() -> None:
+    from flowcheck._sites import in_flowcheck
+
+    seen: list[bool] = []
+    w = tf.Variable(1.0, name="w")
+
+    @tf.function
+    def step() -> None:
+        seen.append(in_flowcheck())  # at trace time and in the eager verification run
+        with tf.GradientTape() as tape:
+            loss = w * w
+        w.assign_sub(0.1 * tape.gradient(loss, w))
+
+    report = flowcheck.analyze(step)
+    report.verify()
+    step()
+    assert seen == [True, True, False] and not in_flowcheck()
+
+
+def test_batch_jacobian_of_a_tensor_source_is_a_site() -> None:
+    w = tf.Variable(tf.ones((2, 2)), name="w")
+
+    @tf.function
+    def step(x: Any) -> Any:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = tf.matmul(x, w)
+        return tape.batch_jacobian(y, x)
+
+    x = tf.ones((3, 2))
+    report = flowcheck.analyze(step, x)
+    (site,) = report.gradient_sites
+    assert site.kind == "GradientTape.batch_jacobian" and site.agrees
+    assert [s.receives for s in site.sources] == [True] and site.sources[0].trainable is False
+    assert_sites_match(report, tape_truth(lambda: step.python_function(x), [w]))
+
+
+STEP_FILE = '''\
+import numpy as np
+import tensorflow as tf
+import keras
+
+model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="hidden"), keras.layers.Dense(3, name="out")])
+loss_object = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+optimizer = keras.optimizers.Adam()
+
+
+@tf.function
+def train_step(images, labels):
+    with tf.GradientTape() as tape:
+        hidden = tf.cast(tf.cast(model.layers[0](images) * 10, tf.int32), tf.float32)
+        loss = loss_object(labels, model.layers[1](hidden))
+    gradients = tape.gradient(loss, model.trainable_variables)
+    optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+
+
+example_inputs = (np.ones((4, 4), "float32"), np.zeros((4,), "int64"))
+'''
+
+
+def test_the_cli_fails_a_step_with_a_cut_source_unless_it_is_expected(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+
+    from flowcheck.cli import main
+
+    path = tmp_path / "qs.py"
+    path.write_text(STEP_FILE)
+    assert main(["analyze", f"{path}:train_step", "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    (site,) = data["gradient_sites"]
+    assert site["source"]["line"] == 15 and site["counts"] == {"receives": 2, "blocked": 2, "unused": 0}
+    assert [b["source"]["line"] for s in site["sources"] for b in s["barriers"]] == [13, 13]
+    assert data["verification"]["agrees"] and not data["ok"]
+    code = main(["analyze", f"{path}:train_step", "--expect-blocked", "*/hidden/*"])  # a second import names it sequential_1
+    assert code == 0, capsys.readouterr()
+    assert capsys.readouterr().out.rstrip().endswith("OK: 1 expectation holds, verification agrees")
