@@ -187,14 +187,16 @@ def _verify(report: SessionReport, train_ops: Sequence[Any]) -> None:
 
     from flowcheck._tf1_verify import unrepeatable_ops
 
-    reasons = unrepeatable_ops(train_ops)
+    graph = train_ops[0].graph
+    reasons = unrepeatable_ops(train_ops, graph_variables(graph) + [r.variable for r in report.variables])
     if reasons:
         report.notes += (f"not verified: {'; '.join(reasons)}; running it once more would change what the script sees next",)
         return
     try:
         report.verify()
-    except tf.errors.OpError as exc:
-        first = (exc.message or str(exc)).strip().splitlines()[0]
+    except (tf.errors.OpError, ValueError, TypeError) as exc:  # the script's own run fails the same way
+        text = str(getattr(exc, "message", None) or exc).strip()
+        first = text.splitlines()[0] if text else ""
         report.notes += (f"not verified: running the step raised {type(exc).__name__}: {first}",)
         return
     report.notes += report.after_step

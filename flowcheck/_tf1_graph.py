@@ -138,6 +138,7 @@ def resolve_sources(
     """``id(object) -> GraphSource`` for every distinct source of the calls, numbered in order."""
     resolved: dict[int, GraphSource] = {}
     by_tensor: dict[int, GraphSource] = {}
+    used: set[str] = set()
     for call in calls:
         for obj in call.sources:
             if id(obj) in resolved:
@@ -147,11 +148,12 @@ def resolve_sources(
                 resolved[id(obj)] = by_tensor[id(tensor)]
                 continue
             variable = obj if _is_variable(obj) else _variable_of(tensor, variables)
-            src = GraphSource(
-                user=obj, tensor=tensor, variable=variable,
-                name=_display_name(variable if variable is not None else obj, names, call.names),
-                node=variable_node(len(by_tensor)),
-            )
+            shown = variable if variable is not None else obj
+            name = _display_name(shown, names, call.names)
+            if name in used:  # one Python name bound to two variables (in two functions): TensorFlow's names
+                name = _display_name(shown)
+            used.add(name)
+            src = GraphSource(user=obj, tensor=tensor, variable=variable, name=name, node=variable_node(len(by_tensor)))
             resolved[id(obj)] = by_tensor[id(tensor)] = src
     return resolved
 

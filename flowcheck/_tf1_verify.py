@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from flowcheck._source import op_source
-from flowcheck._tf1_graph import CallAnalysis, graph_variables
+from flowcheck._tf1_graph import CallAnalysis, differentiated_tensor, graph_variables
 from flowcheck._verify import GradientState, Verification, VariableCheck
 
 __all__ = ["StepRun", "unrepeatable_ops", "verify_session_step"]
@@ -30,13 +30,27 @@ _CONSUMING = ("IteratorGetNext", "QueueDequeue", "ReaderRead", "Iterator")
 _RANDOM = ("Random", "Multinomial", "TruncatedNormal")
 
 
-def unrepeatable_ops(ops: Sequence[Any]) -> list[str]:
-    """Why running ``ops`` once more would change what the script sees next (empty when it would not)."""
+_VARIABLE_OPS = frozenset({"VariableV2", "Variable", "VarHandleOp"})
+_READS = frozenset({"Identity", "ReadVariableOp", "ResourceGather", "ResourceGatherNd", "VarIsInitializedOp",
+                    "IsVariableInitialized", "Gather", "GatherV2"})
+
+
+def unrepeatable_ops(ops: Sequence[Any], variables: Sequence[Any]) -> list[str]:
+    """Why running ``ops`` once more would change what the script sees next (empty when it would not).
+
+    ``variables`` are the ones that can be restored; a variable the step writes that is not among
+    them (made with ``collections=[]`` and not a source) could not be.
+    """
+    closure = _closure(ops)
+    restorable = {id(differentiated_tensor(v)) for v in variables}
+    written = {id(op.inputs[0]) for op in closure if op.inputs and op.type not in _READS}
     reasons = []
-    for op in _closure(ops):
+    for op in closure:
         kind = "reads the input pipeline" if op.type.startswith(_CONSUMING) else (
             "draws random numbers" if any(r in op.type for r in _RANDOM) and not op.type.startswith("Stateless") else ""
         )
+        if op.type in _VARIABLE_OPS and id(op.outputs[0]) in written and id(op.outputs[0]) not in restorable:
+            kind = "writes a variable in no collection, which flowcheck cannot restore"
         if kind:
             line, _ = op_source(op)
             reasons.append(f"the step {kind} ({op.type} {op.name!r}{f' at {line}' if line else ''})")

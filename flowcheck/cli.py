@@ -239,12 +239,12 @@ def _expectations(
     from flowcheck._analysis import Verdict
     from flowcheck._format import Expectation
 
+    from flowcheck._expect import Candidate
+
     if report.gradient_sites:  # a training step: each variable as its gradient calls judge it
         from flowcheck._steps import judged_at_sites
 
         report = judged_at_sites(report)
-    from flowcheck._expect import Candidate
-
     found = []
     for expect, patterns in (("receives", receives), ("blocked", blocked)):
         for pattern in patterns:

@@ -20,7 +20,7 @@ import pytest
 _HERE = Path(__file__).parent
 _CHILD = _HERE / "tf1_child.py"
 _SEED = _HERE.parent / "examples" / "seed_tf1.py"
-_CASES = ("gan_one_run", "control_flow_v1", "monitored_session", "v2_api", "input_pipeline", "dqn", "int_cast", "momentum", "adam", "compute_apply", "not_in_var_list", "direct_gradients")
+_CASES = ("hidden_counter", "function_and_custom_gradient", "gan_one_run", "control_flow_v1", "monitored_session", "v2_api", "input_pipeline", "dqn", "int_cast", "momentum", "adam", "compute_apply", "not_in_var_list", "direct_gradients")
 
 
 def _line_of(marker: str, path: Path = _CHILD) -> int:
@@ -191,6 +191,21 @@ def test_two_optimizers_in_one_run(results: dict[str, Any]) -> None:
     assert case["scale_restored"]
 
 
+def test_tf_function_and_custom_gradient_in_a_graph(results: dict[str, Any]) -> None:
+    case = results["function_and_custom_gradient"]
+    _site_checks(case)
+    site = case["sites"][0]
+    assert site["verdicts"] == ["receives", "blocked", "receives"]
+    assert [line for _, line in site["barriers"][1]] == [_line_of("# CUT custom")]
+
+
+def test_a_variable_flowcheck_cannot_restore_is_never_stepped(results: dict[str, Any]) -> None:
+    case = results["hidden_counter"]
+    assert case["verification"] is None and case["count_after"] == 0.0
+    [note] = [n for n in case["notes"] if n.startswith("not verified:")]
+    assert "writes a variable in no collection" in note and "'count'" in note
+
+
 def _flowcheck_run(*args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     code = "import sys; from flowcheck.cli import main; sys.exit(main(sys.argv[1:]))"
@@ -215,6 +230,7 @@ def test_flowcheck_run_on_the_seed(seed_run: tuple[subprocess.CompletedProcess[s
     assert f"tf1 Optimizer.minimize at examples/seed_tf1.py:{minimize}" in out
     blocked = out.index("w1", out.index("blocked"))
     assert out.index(f"StopGradient 'StopGradient' (tf.stop_gradient) at examples/seed_tf1.py:{line}") > blocked
+    assert "1 source receives a gradient: w2" in out
     assert "verification: agrees" in out
     assert "w1 unchanged: every entry 1" in out
     # The script's own output comes first and its w2 (every entry the same) is flowcheck's too.
@@ -222,7 +238,7 @@ def test_flowcheck_run_on_the_seed(seed_run: tuple[subprocess.CompletedProcess[s
     value = float(printed[-1].rstrip("]"))
     assert f"w2 changed: every entry 1 -> every entry {value:.6g}" in out
     [step] = document["steps"]
-    [site] = step["sites"]
+    [site] = step["report"]["gradient_sites"]
     assert [(s["name"], s["verdict"], s["tensorflow_none"]) for s in site["sources"]] == [
         ("w1", "blocked", True), ("w2", "receives", False)
     ]
@@ -253,7 +269,7 @@ def test_flowcheck_run_on_a_minimize_cut_everywhere(tmp_path: Path) -> None:
     [barrier] = variable["barriers"]
     assert (barrier["op_type"], barrier["source"]["line"]) == ("Round", 6)
     assert any("No gradients provided for any variable" in f for f in step["failures"])
-    [site] = step["sites"]
+    [site] = step["report"]["gradient_sites"]
     assert site["kind"] == "tf1 Optimizer.minimize" and site["agrees"]
     assert [s["tensorflow_none"] for s in site["sources"]] == [True]
 

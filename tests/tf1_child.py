@@ -338,7 +338,43 @@ def gan_one_run():
                         scale_restored=bool(np.array_equal(before, sess.run(scale))))
 
 
-CASES = {"gan_one_run": gan_one_run, "control_flow_v1": control_flow_v1, "monitored_session": monitored_session, "v2_api": v2_api_in_graph_mode,
+def function_and_custom_gradient():
+    """A tf.function called in a TF1 graph (a call op, its body followed) and a tf.custom_gradient."""
+    with tf.Graph().as_default():
+        x = tf.placeholder(tf.float32, [3, 2])
+        a = tf.Variable(tf.ones([2, 2]), name="a")
+        b = tf.Variable(tf.ones([2, 2]), name="b")
+        c = tf.Variable(tf.ones([2, 2]), name="c")
+
+        @tf.custom_gradient
+        def no_gradient(v):
+            return tf.identity(v), lambda dy: None
+
+        @tf.function
+        def head(h):
+            return tf.matmul(h, c)
+
+        loss = tf.reduce_sum(head(tf.matmul(x, a))) + tf.reduce_sum(no_gradient(tf.matmul(x, b)))  # CUT custom
+        train = tf.train.GradientDescentOptimizer(0.1).minimize(loss)
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            report_json("function_and_custom_gradient", sess, train, feed_for(x))
+
+
+def hidden_counter():
+    """The step writes a variable in no collection: flowcheck could not restore it, so it does not run it."""
+    with tf.Graph().as_default():
+        x = tf.placeholder(tf.float32, [3, 2])
+        w = tf.Variable(tf.ones([2, 1]), name="w")
+        count = tf.Variable(0.0, collections=[], trainable=False, name="count")
+        with tf.control_dependencies([tf.assign_add(count, 1.0)]):
+            train = tf.train.GradientDescentOptimizer(0.1).minimize(tf.reduce_sum(tf.matmul(x, w)))
+        with tf.Session() as sess:
+            sess.run([tf.global_variables_initializer(), count.initializer])
+            report_json("hidden_counter", sess, train, feed_for(x), count_after=float(sess.run(count)))
+
+
+CASES = {"hidden_counter": hidden_counter, "function_and_custom_gradient": function_and_custom_gradient, "gan_one_run": gan_one_run, "control_flow_v1": control_flow_v1, "monitored_session": monitored_session, "v2_api": v2_api_in_graph_mode,
          "input_pipeline": input_pipeline, "dqn": dqn, "int_cast": int_cast, "momentum": lambda: slots("momentum"), "adam": lambda: slots("adam"),
          "compute_apply": compute_apply, "not_in_var_list": not_in_var_list, "direct_gradients": direct_gradients}
 
