@@ -18,14 +18,14 @@ A step analyzed once that is about to run again ends the script (:class:`StopScr
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from flowcheck._runstep import EAGER_NOTE, Step, StopScript, eager_sources, watch_semantics
-from flowcheck._sites import GradientSite
+from flowcheck._runstep import EAGER_NOTE, Step, StopScript
 from flowcheck._source import SourceLine, user_frame
 
 __all__ = ["KERAS_WARNING", "Interceptor"]
@@ -133,7 +133,10 @@ class Interceptor:
         self._patch(gradients_util, "_GradientsHelper", make_helper)
 
     def _eager_gradient(self, original: Any, tape: Any, target: Any, sources: Any, args: Any, kwargs: Any) -> Any:
-        import tensorflow as tf
+        from tensorflow.python.eager import backprop
+
+        from flowcheck._eager_sites import eager_site
+        from flowcheck._sites import SiteRecorder, record_sites
 
         call = _call_site()
         key = ("eager", call.file, call.line) if call else ("eager", id(tape))
@@ -141,27 +144,22 @@ class Interceptor:
             self._again()
             return original(tape, target, sources, *args, **kwargs)
         self._seen[key] = tape
-        flat = tf.nest.flatten(sources)
         in_function = call is not None and not call.function.startswith("<")
         step = Step("eager tape.gradient", call.function if call and in_function else "tape.gradient", call)
         self.steps.append(step)
-
-        def site(answers: list[bool | None], error: str | None = None) -> GradientSite:
-            targets = tuple(str(getattr(t, "name", "loss")) for t in tf.nest.flatten(target))
-            return GradientSite("GradientTape.gradient", call, targets, eager_sources(flat, answers),
-                                watch_semantics(tape), error, (EAGER_NOTE,))
-
+        recorder = SiteRecorder()
         try:
-            result = original(tape, target, sources, *args, **kwargs)
-        except Exception as exc:
-            step.eager = site([None] * len(flat), _one_line(exc))
+            with self._inside(), record_sites() as recorder:  # through the recorder's own wrapper
+                return backprop.GradientTape.gradient(tape, target, sources, *args, **kwargs)
+        except Exception:
             if self._keep_going:
                 self._done = True
                 raise
-            raise StopScript from exc
-        got = tf.nest.flatten(result)
-        step.eager = site([g is None for g in got] if len(got) == len(flat) else [None] * len(flat))
-        return result
+            raise StopScript from None
+        finally:
+            if recorder.eager_calls:
+                site = eager_site(recorder.eager_calls[-1])
+                step.eager = dataclasses.replace(site, notes=(*site.notes, EAGER_NOTE))
 
     # --- tf.function ------------------------------------------------------------------------------
 

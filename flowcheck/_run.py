@@ -158,17 +158,15 @@ def run_script(options: RunOptions) -> RunResult:
 
 def _never_trained_across(steps: Sequence[Step]) -> None:
     """A variable another step's site asks for does train: "never trained" is judged over all steps."""
-    from flowcheck._runreport import sites_of
+    from types import SimpleNamespace
 
-    def key(variable: Any) -> int:
-        return id(getattr(variable, "value", variable))
+    from flowcheck._steps import never_trained_across
 
-    asked = {key(s.variable) for step in steps for site in sites_of(step) for s in site.sources}
-    for step in steps:
-        never = getattr(step.report, "never_trained", ())
-        if never:
-            step.report.never_trained = tuple(r for r in never if key(r.variable) not in asked)
-
+    reports = [s.report for s in steps if getattr(s.report, "gradient_sites", None) is not None]
+    eager = [SimpleNamespace(gradient_sites=(s.eager,), never_trained=()) for s in steps if s.eager is not None]
+    remaining = {id(r.variable) for r in never_trained_across([*reports, *eager])}
+    for report in reports:
+        report.never_trained = tuple(r for r in report.never_trained if id(r.variable) in remaining)
 
 def describe_exception(exc: BaseException, script: str | None) -> str:
     """``"<Type> at <file:line> (<code>): <message>"``, TensorFlow's "in user code:" unwrapped."""

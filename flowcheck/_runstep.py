@@ -10,16 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowcheck._sites import GradientSite, SiteSource
+from flowcheck._sites import GradientSite
 from flowcheck._source import SourceLine
 
-__all__ = ["EAGER_NOTE", "Step", "StopScript", "eager_sources", "watch_semantics"]
+__all__ = ["EAGER_NOTE", "Step", "StopScript"]
 
 EAGER_NOTE = (
-    "an eager tape keeps no graph, so this is TensorFlow's own answer and flowcheck cannot name the op "
-    "that cuts a source or say whether the loss uses it at all; put the step (the tape and its loss) in a "
-    "function decorated with @tf.function "
-    "to get the op and your line"
+    "without a graph flowcheck cannot name the op that cuts a source; put the step (the tape and its loss) "
+    "in a function decorated with @tf.function to get the op and your line"
 )
 
 
@@ -55,25 +53,3 @@ class Step:
     error: str | None = None
     raised: str | None = None
     owners: dict[int, tuple[str, ...]] = field(default_factory=dict)
-
-
-def watch_semantics(tape: Any) -> str:
-    parts = ["watches accessed trainable variables" if getattr(tape, "_watch_accessed_variables", True)
-             else "watch_accessed_variables=False"]
-    if getattr(tape, "_persistent", False):
-        parts.append("persistent")
-    return ", ".join(parts)
-
-
-def eager_sources(flat: list[Any], answers: list[bool | None]) -> tuple[SiteSource, ...]:
-    from flowcheck._analysis import Verdict
-
-    names: dict[str, int] = {}
-    found = []
-    for source, none in zip(flat, answers):
-        name = str(getattr(source, "path", None) or getattr(source, "name", None) or "tensor").split(":")[0]
-        names[name] = names.get(name, 0) + 1
-        unique = name if names[name] == 1 else f"{name} ({names[name]})"
-        verdict = Verdict.BLOCKED if none is not False else Verdict.RECEIVES
-        found.append(SiteSource(unique, source, verdict, (), none, bool(getattr(source, "trainable", False))))
-    return tuple(found)

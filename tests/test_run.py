@@ -340,3 +340,28 @@ def test_diagrams_are_written_per_step(tmp_path: Path, capsys: Any) -> None:
     written = [str(tmp_path / "flow.step_w.svg"), str(tmp_path / "flow.step_v.svg")]
     assert out.splitlines()[-1] == f"wrote {', '.join(written)}"
     assert all(Path(p).read_text().lstrip().startswith("<?xml") for p in written)
+
+
+def test_an_eager_loss_that_left_tensorflow_is_a_finding(tmp_path: Path, capsys: Any) -> None:
+    path = script(tmp_path, """\
+        import numpy as np
+        import tensorflow as tf
+
+        w = tf.Variable(tf.ones((2, 1)), name="w")
+        for _ in range(2):
+            with tf.GradientTape() as tape:
+                loss = np.mean(tf.matmul(tf.ones((3, 2)), w).numpy())
+            grads = tape.gradient(loss, [w])
+        """)
+    # TensorFlow's answer, computed here: the tape raises instead of returning None.
+    w = tf.Variable(tf.ones((2, 1)))
+    with tf.GradientTape() as tape:
+        loss = np.mean(tf.matmul(tf.ones((3, 2)), w).numpy())
+    with pytest.raises(AttributeError, match="_id"):
+        tape.gradient(loss, [w])
+    code, out, err = run(capsys, path, "--json")
+    assert code == 1
+    (step,) = json.loads(out)["steps"]
+    assert step["site"]["error"].startswith("the target is a float")
+    assert [s["name"] for s in step["site"]["sources"]] == ["w"]
+    assert "failed" not in err
