@@ -12,15 +12,16 @@ import contextvars
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["reused_recorder", "reusing_trace"]
+__all__ = ["applies_seen", "reused_applies", "reused_recorder", "reusing_trace"]
 
 _REUSED: contextvars.ContextVar[Any] = contextvars.ContextVar("flowcheck_reused_trace", default=None)
 
 
 @contextlib.contextmanager
-def reusing_trace(recorder: Any) -> Iterator[None]:
-    """Within the block, a ``tf.function`` is analyzed on its own cached trace, recorded by ``recorder``."""
-    token = _REUSED.set(recorder)
+def reusing_trace(recorder: Any, applies: bool) -> Iterator[None]:
+    """Within the block, a ``tf.function`` is analyzed on its own cached trace, recorded by ``recorder``
+    (``applies``: a Keras optimizer applied gradients in it)."""
+    token = _REUSED.set((recorder, applies))
     try:
         yield
     finally:
@@ -29,4 +30,39 @@ def reusing_trace(recorder: Any) -> Iterator[None]:
 
 def reused_recorder() -> Any:
     """The recorder of the trace to reuse (a ``flowcheck._sites.SiteRecorder``), or None."""
-    return _REUSED.get()
+    reused = _REUSED.get()
+    return None if reused is None else reused[0]
+
+
+def reused_applies() -> bool:
+    """Whether a Keras optimizer applied gradients in the trace to reuse."""
+    reused = _REUSED.get()
+    return bool(reused and reused[1])
+
+
+@contextlib.contextmanager
+def applies_seen(seen: list[str]) -> Iterator[None]:
+    """Within the block, each Keras optimizer ``apply`` call adds the optimizer's name to ``seen``."""
+    from keras.src.optimizers import base_optimizer
+
+    classes, stack = [], [base_optimizer.BaseOptimizer]
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        if "apply" in vars(cls):
+            classes.append((cls, vars(cls)["apply"]))
+
+    def wrap(original: Any) -> Any:
+        def apply(self: Any, *args: Any, **kwargs: Any) -> Any:
+            seen.append(str(self.name))
+            return original(self, *args, **kwargs)
+
+        return apply
+
+    for cls, original in classes:
+        cls.apply = wrap(original)
+    try:
+        yield
+    finally:
+        for cls, original in classes:
+            cls.apply = original

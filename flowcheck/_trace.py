@@ -26,7 +26,7 @@ from tensorflow.python.util import nest
 from flowcheck import _distributed
 from flowcheck._owners import is_keras_layer, owners_in, owners_of
 from flowcheck._positions import recording
-from flowcheck._reuse import reused_recorder
+from flowcheck._reuse import reused_applies, reused_recorder
 from flowcheck._sites import RecordedCall
 from flowcheck._source import SourceLine, user_frame
 from flowcheck._steps import FailedTrace, is_training_step, keras_loss_step, keras_step, site_losses, trace_recorded
@@ -112,7 +112,7 @@ def trace(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Traced:
     reused = reused_recorder()
     if reused is not None:  # `flowcheck run`: the trace the script's first call has just made
         concrete: Any = function.get_concrete_function(*args, **kwargs)
-        calls, applies = reused.calls_in(concrete.graph), False
+        calls, applies = reused.calls_in(concrete.graph), reused_applies()
     else:
         concrete, calls, applies = trace_recorded(function, fn, args, kwargs, notes, lambda exc: _trace_failure(exc, _name(fn)))
     if kind == "keras model" and not calls:
