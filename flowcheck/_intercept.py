@@ -298,6 +298,8 @@ class Interceptor:
             one_step = _keras_one_step(function)
             if one_step is not None:  # analyze the trace fit itself makes of one step on this batch
                 self._traced_step(one_step, (data,), step, fallback=through_model)
+                if step.report is not None and step.report.target == "one_step_on_data":
+                    _as_keras_step(step.report, model)
             else:  # run_eagerly: through the model's train_step
                 self._analyze(*through_model, {}, step)
             return self._real_call(step, lambda: function(itertools.chain([data], iterator)))
@@ -346,6 +348,18 @@ def _keras_one_step(function: Any) -> Any:
         if isinstance(value, tf.types.experimental.PolymorphicFunction) and value.__name__ == "one_step_on_data":
             return value
     return None
+
+
+def _as_keras_step(report: Any, model: Any) -> None:
+    """A report on fit's one-step function, told as the model's train_step.
+
+    The update ops of the model's optimizer are in that trace (Keras's own trace of the step
+    skips them); they come after every gradient, so a gradient function of theirs that could not
+    be asked about changes no verdict and is no note.
+    """
+    report.target, report.target_kind = f"{model.name}.train_step", "keras model"
+    scope = f"({getattr(model.optimizer, 'name', None)}/"
+    report.notes = tuple(n for n in report.notes if not (n.startswith("could not ask the gradient of") and scope in n))
 
 
 def _unwrap(model: Any, function: Any) -> None:
