@@ -52,6 +52,7 @@ class Interceptor:
         self._done = False  # --continue, after the first round: pass everything through
         self._busy = 0  # inside a hooked call: nested hooks pass through
         self._seen: dict[Any, Any] = {}  # step key -> the object it is about (kept alive) or None: no gradient
+        self._kept: list[Any] = []  # functions without a gradient, kept alive so that their ids stay unique
         self._site_seen = False
         self._restore: list[Callable[[], None]] = []
 
@@ -190,6 +191,7 @@ class Interceptor:
         step = Step("tf.function", name, _call_site())
         if not self._traced_step(fn, args, step, kwargs):
             self._seen[key] = None
+            self._kept.append(fn)  # its id stays its own while the script runs
             with self._inside(quiet=False):
                 return original(fn, *args, **kwargs)
         self._seen[key] = fn
