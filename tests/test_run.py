@@ -365,3 +365,21 @@ def test_an_eager_loss_that_left_tensorflow_is_a_finding(tmp_path: Path, capsys:
     assert step["site"]["error"].startswith("the target is a float")
     assert [s["name"] for s in step["site"]["sources"]] == ["w"]
     assert "failed" not in err
+
+
+def test_analyze_points_a_training_script_to_run(tmp_path: Path, capsys: Any) -> None:
+    path = script(tmp_path, """\
+        import argparse
+
+        def main():
+            parser = argparse.ArgumentParser()
+            parser.parse_args()
+
+        if __name__ == "__main__":
+            main()
+        """)
+    assert main(["analyze", path]) == 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith(f"flowcheck: error: no target found in {path}")
+    assert line.endswith(f"{path} looks like a training script: `flowcheck run {path}` runs it as python does "
+                         "and analyzes its training steps")
