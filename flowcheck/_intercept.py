@@ -220,6 +220,8 @@ class Interceptor:
         if trace_error is None:
             with reusing_trace(recorder, applies):  # analyze the trace just made, not a fresh copy's
                 self._analyze(fn, args, kwargs, step)
+            if step.report is not None:
+                _without_update_notes(step.report, fn, args)
             return True
         target, target_args = fallback or (fn, args)
         self._analyze(target, target_args, kwargs, step)
@@ -353,15 +355,24 @@ def _keras_one_step(function: Any) -> Any:
 
 
 def _as_keras_step(report: Any, model: Any) -> None:
-    """A report on fit's one-step function, told as the model's train_step.
-
-    The update ops of the model's optimizer are in that trace (Keras's own trace of the step
-    skips them); they come after every gradient, so a gradient function of theirs that could not
-    be asked about changes no verdict and is no note.
-    """
+    """A report on fit's one-step function, told as the model's train_step."""
     report.target, report.target_kind = f"{model.name}.train_step", "keras model"
-    scope = f"({getattr(model.optimizer, 'name', None)}/"
-    report.notes = tuple(n for n in report.notes if not (n.startswith("could not ask the gradient of") and scope in n))
+
+
+def _without_update_notes(report: Any, fn: Any, args: tuple[Any, ...]) -> None:
+    """No note about the update ops of the step's optimizers.
+
+    They are in the step's own trace (flowcheck's own trace of a step skips them) and come after
+    every gradient, so a gradient function of theirs that could not be asked about changes no verdict.
+    """
+    from flowcheck._step_state import optimizers_of
+
+    scopes = tuple(f"({o.name}/" for o in optimizers_of(fn, args)) + tuple(
+        f"({o.name}_" for o in optimizers_of(fn, args)  # under a distribution strategy: sgd_1/...
+    )
+    report.notes = tuple(
+        n for n in report.notes if not (n.startswith("could not ask the gradient of") and any(s in n for s in scopes))
+    )
 
 
 def _unwrap(model: Any, function: Any) -> None:
