@@ -45,6 +45,7 @@ typecheck: setup
 
 bench: setup
 	$(PY) benchmarks/run.py
+	$(PY) benchmarks/run_command.py
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache .mypy_cache
