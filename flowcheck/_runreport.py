@@ -159,8 +159,13 @@ def _site_lines(site: Any) -> list[str]:
 
 
 def _without_verdict(summary: str) -> list[str]:
-    """A step's summary without its last OK/FAILED line: the run's own verdict comes last."""
+    """A step's summary without its title (the step's heading says it) and its last OK/FAILED
+    line (the run's own verdict comes last)."""
     lines = summary.rstrip("\n").splitlines()
+    if lines and lines[0].startswith("flowcheck: "):
+        lines = lines[1:]
+        head = next((i for i, line in enumerate(lines) if not line.strip()), len(lines))
+        lines[:head] = [line.removeprefix("  ") for line in lines[:head]]  # were under the title
     if lines and lines[-1].startswith(("OK", "FAILED")):
         lines = lines[:-1]
     while lines and not lines[-1].strip():
