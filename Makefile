@@ -14,7 +14,7 @@ export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,explore]'
 	touch $@
 
 # Graphviz's dot (reports) and Chromium (the HTML report's browser test), from Debian, when missing.
@@ -45,6 +45,7 @@ typecheck: setup
 
 bench: setup
 	$(PY) benchmarks/run.py
+	$(PY) benchmarks/render.py
 	$(PY) benchmarks/run_command.py
 
 clean:

@@ -78,7 +78,7 @@ _KIND_LABELS = {
 def _reaching(graph: nx.DiGraph, targets: Iterable[str], carrying_only: bool) -> set[str]:
     seen = {t for t in targets if t in graph}
     stack = list(seen)
-    pred = graph.pred  # plain dicts: a subgraph view would filter every edge through a call
+    pred = graph._pred  # noqa: SLF001 -- the adjacency dicts themselves: a view per node costs more than the walk
     while stack:
         node = stack.pop()
         for p, data in pred[node].items():
@@ -153,7 +153,7 @@ def blocking_barriers(
 
     near: dict[str, int] = {}
     far: dict[str, int] = {}
-    succ = graph.succ
+    succ = graph._succ  # noqa: SLF001 -- as in _reaching
     for node in reversed(list(nx.topological_sort(graph.subgraph(region)))):
         near_acc = far_acc = 0
         for s, data in succ[node].items():

@@ -35,7 +35,7 @@ added ``gradient_sites``, ``never_trained`` and ``other_state``)::
                        "tensorflow_none": bool | null (TensorFlow's own answer at the call),
                        "barriers": [barrier, ...]}] (in the order passed)
       }],
-      "never_trained": [str, ...] (trainable variables a gradient reaches that no site asks for),
+      "never_trained": [str, ...] (trainable variables a site's tape would reach that no site asks for),
       "other_state": int (variables the step reads that no site lists: optimizer, metric state),
       "notes": [str, ...],
       "verification": null | {

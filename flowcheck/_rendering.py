@@ -1,7 +1,7 @@
 """The thin layer that runs Graphviz ``dot`` and writes report files.
 
-Every subprocess call of flowcheck lives here. Building the DOT source is :mod:`flowcheck._render`'s
-job and building the HTML page is :mod:`flowcheck._html`'s; this module only turns DOT into SVG
+Every Graphviz call of flowcheck lives here. Building the DOT source is :mod:`flowcheck.render`'s
+job and building the HTML page is :mod:`flowcheck.render.html`'s; this module only turns DOT into SVG
 and puts text on disk.
 """
 
@@ -12,15 +12,15 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from flowcheck.errors import ExecutableNotFoundError, RenderError
 
-__all__ = ["DOT_BINARY", "INSTALL_HINT", "SUFFIXES", "dot_executable", "render_svg", "write_text"]
+__all__ = ["DOT_BINARY", "INSTALL_HINT", "SUFFIXES", "dot_executable", "render_svg", "save", "write_text"]
 
 DOT_BINARY: Final = "dot"
 INSTALL_HINT: Final = "install Graphviz: `apt-get install graphviz` (Debian/Ubuntu) or `brew install graphviz` (macOS)"
-SUFFIXES: Final = (".svg", ".html", ".dot")
+SUFFIXES: Final = (".svg", ".html", ".dot", ".me.json")
 """The report formats ``Report.save`` writes, chosen by the path's suffix."""
 
 _TIMEOUT_S: Final = 120.0
@@ -56,7 +56,10 @@ def render_svg(dot_source: str, timeout: float = _TIMEOUT_S) -> str:
     except FileNotFoundError as exc:  # removed between the lookup and the call
         raise ExecutableNotFoundError(f"the Graphviz executable {DOT_BINARY!r} could not be run; {INSTALL_HINT}") from exc
     except subprocess.TimeoutExpired as exc:
-        raise RenderError(f"Graphviz dot did not finish within {timeout:g} s; try detail='collapsed' or focus=[...]") from exc
+        raise RenderError(
+            f"Graphviz dot did not finish within {timeout:g} s; draw less with focus=[...] (--focus), "
+            "or browse every op in Model Explorer (a .me.json report, --explore)"
+        ) from exc
     if proc.returncode != 0:
         message = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         raise RenderError(f"Graphviz dot failed (exit status {proc.returncode}): {message[0] if message else 'no message'}")
@@ -73,3 +76,24 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
     except OSError as exc:
         raise RenderError(f"could not write {target}: {exc.strerror or exc}") from exc
     return target
+
+
+def save(report: Any, path: str | os.PathLike[str], *, detail: str, focus: Any, written_by: str,
+         timeout: float | None) -> Path:
+    """Write ``report`` in the format its path's suffix names (see ``flowcheck.Report.save``)."""
+    name = Path(path).name.lower()
+    suffix = next((s for s in SUFFIXES if name.endswith(s)), None)
+    if suffix is None:
+        shown = Path(path).suffix.lower()
+        raise RenderError(f"cannot save a report as {shown or 'a file without suffix'!r} ({path}): use one of {', '.join(SUFFIXES)}")
+    if suffix == ".dot":
+        return write_text(path, report.to_dot(detail=detail, focus=focus))
+    if suffix == ".me.json":
+        from flowcheck.render.explorer import node_data_path, to_explorer
+
+        graph_json, node_data = to_explorer(report)
+        write_text(node_data_path(path), node_data)
+        return write_text(path, graph_json)
+    if suffix == ".svg":
+        return write_text(path, report.svg(detail=detail, focus=focus, timeout=timeout))
+    return write_text(path, report._html(detail, focus, fragment=False, written_by=written_by, timeout=timeout))  # noqa: SLF001

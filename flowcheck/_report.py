@@ -6,8 +6,10 @@ rendering need. Only the barriers that are reported have their tracebacks read.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -44,7 +46,7 @@ class Report:
             step fails; if the op's result is meant as a constant, wrap the result in ``tf.stop_gradient``).
         gradient_sites: For a training step (it asks for gradients itself, or a Keras model's
             ``train_step``), each gradient call judged by its own tape; ``losses`` are their targets.
-        never_trained: Trainable variables the sites' targets give a gradient that no site lists.
+        never_trained: Trainable variables a site's tape would give a gradient that no site lists.
         other_state: How many variables a step reads that ``variables`` leaves out (optimizer, metrics).
         graph: The gradient-annotated graph (see ``flowcheck._graph``).
     """
@@ -159,66 +161,86 @@ class Report:
         """The gradient-flow diagram as Graphviz DOT source (needs no Graphviz).
 
         Args:
-            detail: ``"collapsed"`` (default) draws one node per Keras layer or name scope and
-                op-level detail only where a gradient is blocked; ``"ops"`` draws every op.
+            detail: ``"collapsed"`` (default) draws one node per Keras layer or name scope, folds
+                repeated layers, keeps within a node budget, and draws single ops only on the
+                paths that explain a blocked variable; ``"ops"`` draws every op.
             focus: Variables (objects or names): draw only the ops between them and the loss.
 
         Raises:
             RenderError: ``detail`` is unknown.
             VariableNotFoundError: a ``focus`` entry is not a variable of this report.
         """
-        from flowcheck._render import op_sources, to_dot
+        from flowcheck.render import format_dot
+
+        return format_dot(self._drawing(detail, focus))
+
+    def _drawing(self, detail: str, focus: Any) -> Any:
+        from flowcheck.render import layout, op_sources
 
         nodes = None if focus is None else [
             r.node for r in (self.result(v) for v in ([focus] if isinstance(focus, str) else focus)) if r.node
         ]
         counts = ", ".join(f"{sum(r.verdict is v for r in self.variables)} {v.value}" for v in Verdict)
-        return to_dot(
+        return layout(
             self.graph, self.variables, detail=detail, focus=nodes, verification=self.verification,
             sources=op_sources(self.graph), title=f"{self.target} ({self.target_kind}): {counts}",
         )
 
-    def svg(self, detail: str = "collapsed", focus: Any = None) -> str:
+    def svg(self, detail: str = "collapsed", focus: Any = None, timeout: float | None = None) -> str:
         """The diagram as SVG text, drawn by Graphviz ``dot`` (arguments as for :meth:`to_dot`).
+
+        A diagram bigger than a screen opens on the first barrier and its blame path; the whole
+        graph is its ``#whole`` view (and the HTML report's "fit" button).
 
         Raises:
             ExecutableNotFoundError: Graphviz ``dot`` is not installed.
+            RenderError: ``dot`` failed or took longer than ``timeout`` seconds (default 120).
         """
         from flowcheck._rendering import render_svg
+        from flowcheck.render import format_dot
+        from flowcheck.render.svg import open_on
 
-        return render_svg(self.to_dot(detail=detail, focus=focus))
+        drawing = self._drawing(detail, focus)
+        text = render_svg(format_dot(drawing)) if timeout is None else render_svg(format_dot(drawing), timeout)
+        return open_on(text, drawing.focus)
 
-    def save(self, path: Any, detail: str = "collapsed", focus: Any = None) -> Any:
-        """Write the report as ``.svg``, ``.html`` (self-contained) or ``.dot``, by the path's suffix.
+    def save(
+        self, path: Any, detail: str = "collapsed", focus: Any = None, *, written_by: str = "api",
+        timeout: float | None = None,
+    ) -> Any:
+        """Write the report as ``.svg``, ``.html`` (self-contained), ``.dot`` or ``.me.json``, by the suffix.
+
+        ``.me.json`` is Google Model Explorer's graph JSON (every op, namespaces from the Keras
+        layer paths, the blame paths as an edge overlay); its node-data overlay (verdicts and
+        barriers) goes beside it, in ``NAME.nodedata.json``.
+
+        Args:
+            path: Where to write.
+            detail: As for :meth:`to_dot`.
+            focus: As for :meth:`to_dot`.
+            written_by: Who writes it, for the texts that tell the reader what to do:
+                ``"api"``, ``"cli"``, ``"keras"`` (the Keras callback) or ``"pytest"`` (the plugin).
+            timeout: Give up on Graphviz ``dot`` after this many seconds (default 120).
 
         Returns:
             The written file's ``pathlib.Path``.
 
         Raises:
-            RenderError: the suffix is not one of those, or the file cannot be written.
+            RenderError: the suffix is not one of those, the file cannot be written, or ``dot``
+                failed or took too long.
             ExecutableNotFoundError: ``.svg`` or ``.html`` was asked and ``dot`` is not installed.
         """
-        from pathlib import Path
+        from flowcheck._rendering import save
 
-        from flowcheck._rendering import SUFFIXES, write_text
-        from flowcheck.errors import RenderError
+        return save(self, path, detail=detail, focus=focus, written_by=written_by, timeout=timeout)
 
-        suffix = Path(path).suffix.lower()
-        if suffix not in SUFFIXES:
-            raise RenderError(f"cannot save a report as {suffix or 'a file without suffix'!r} ({path}): use one of {', '.join(SUFFIXES)}")
-        if suffix == ".dot":
-            return write_text(path, self.to_dot(detail=detail, focus=focus))
-        if suffix == ".svg":
-            return write_text(path, self.svg(detail=detail, focus=focus))
-        return write_text(path, self._html(detail, focus, fragment=False))
-
-    def _html(self, detail: str, focus: Any, fragment: bool) -> str:
-        from flowcheck._html import to_html
+    def _html(self, detail: str, focus: Any, fragment: bool, written_by: str = "api", timeout: float | None = None) -> str:
+        from flowcheck.render.html import to_html
 
         return to_html(
-            self.svg(detail=detail, focus=focus), self.variables, title=f"flowcheck: {self.target} ({self.target_kind})",
-            verification=self.verification, notes=self.notes, losses=self.losses, fragment=fragment,
-            gradient_errors=self.gradient_errors,
+            self.svg(detail=detail, focus=focus, timeout=timeout), self.variables,
+            title=f"flowcheck: {self.target} ({self.target_kind})", verification=self.verification, notes=self.notes,
+            losses=self.losses, fragment=fragment, gradient_errors=self.gradient_errors, written_by=written_by,
         )
 
     def _repr_svg_(self) -> str:
@@ -264,11 +286,29 @@ def analyze(fn: Any, *args: Any, **kwargs: Any) -> Report:
             raise
         return _eager_only(fn, args, kwargs, exc)  # a NumPy round trip: judged from its eager call alone
     oracle = GradientOracle()
-    graph = build_graph(traced, oracle)
-    traced.notes.extend(
-        f"could not ask the gradient of {what}; assumed it passes the gradient" for what in oracle.uncertain
-    )
-    return _report(traced, graph)
+    with _collector_paused():
+        graph = build_graph(traced, oracle)
+        traced.notes.extend(
+            f"could not ask the gradient of {what}; assumed it passes the gradient" for what in oracle.uncertain
+        )
+        return _report(traced, graph)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while the graph is built and analyzed.
+
+    The analysis makes a few small objects per op and frees none; each full pass of the collector
+    walks every live object, so on a 70,000-op graph its passes made the analysis grow faster than
+    the graph. Nothing it makes is cyclic garbage, and the collector runs again afterwards.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _report(traced: Any, graph: nx.DiGraph) -> Report:

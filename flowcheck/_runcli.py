@@ -18,7 +18,7 @@ from typing import Any, TextIO
 from flowcheck.errors import RenderError, TargetLoadError
 
 __all__ = [
-    "add_run_command", "check_outputs", "run_command", "script_hint", "split_script_arguments", "write_json",
+    "add_run_command", "check_outputs", "is_json_report", "run_command", "script_hint", "split_script_arguments", "write_json",
 ]
 
 _DESCRIPTION = """\
@@ -89,6 +89,12 @@ def split_script_arguments(argv: list[str]) -> tuple[list[str], list[str]]:
         return argv, []
     at = argv.index("--")
     return argv[:at], argv[at + 1:]
+
+
+def is_json_report(path: str) -> bool:
+    """``-o report.json``: the JSON report (``.me.json`` is a Model Explorer graph, drawn)."""
+    name = path.lower()
+    return name.endswith(".json") and not name.endswith(".me.json")
 
 
 def check_outputs(outputs: Sequence[str]) -> None:
@@ -165,7 +171,7 @@ def _write_outputs(outputs: Sequence[str], result: Any, document: dict[str, Any]
     reports = [(s.name, s.report) for s in result.steps if s.report is not None]
     written = []
     for output in outputs:
-        if output.lower().endswith(".json"):
+        if is_json_report(output):
             write_json(output, document)
             written.append(output)
             continue

@@ -1,9 +1,9 @@
 """The state a training step touches: its optimizers, their lazy build, every variable it can change.
 
-Keras optimizers build their slots on first use; a trace of the step (and a verification run of
-it) would build them for the user, so flowcheck records which were built before and puts the
-others back (:func:`unbuild`). :func:`state_of` lists every variable a step can change, for
-verification to save and restore.
+Keras optimizers build their slots on first use. While flowcheck traces a step they apply (and
+build) nothing (:func:`applies_skipped`); a verification run of the step would build them for the
+user, so flowcheck records which were built before and puts the others back (:func:`unbuild`).
+:func:`state_of` lists every variable a step can change, for verification to save and restore.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ from typing import Any, Final
 
 import tensorflow as tf
 
-__all__ = ["NO_GRADIENTS", "all_none_tolerated", "applies_skipped", "built_state", "metric_counts", "metric_notes", "optimizers_of",
-           "state_of", "unbuild"]
+__all__ = [
+    "KERAS_NONE_WARNING", "NO_GRADIENTS", "all_none_tolerated", "applies_skipped", "built_state", "metric_counts",
+    "metric_notes", "optimizers_of", "state_of", "unbuild",
+]
 
 
 def optimizers_of(fn: Any, args: Sequence[Any] = ()) -> list[Any]:
@@ -36,10 +38,9 @@ def optimizers_of(fn: Any, args: Sequence[Any] = ()) -> list[Any]:
 
     for value in _reachable(fn, args):
         add(value)
-        if not isinstance(value, (int, float, str, bytes, type(None))) and hasattr(value, "__dict__"):
-            with contextlib.suppress(Exception):
-                for attr in list(vars(value).values()):
-                    add(attr)
+        if hasattr(value, "__dict__") and not isinstance(value, type):
+            for attr in list(vars(value).values()):
+                add(attr)
     return found
 
 
@@ -120,6 +121,9 @@ def unbuild(before: Sequence[tuple[Any, bool, int]]) -> None:
             opt._trainable_variables_indices = {}  # noqa: SLF001
             opt.built = False
 
+
+KERAS_NONE_WARNING: Final = "Gradients do not exist for variables"
+"""The start of Keras's warning about None gradients (``BaseOptimizer._filter_empty_gradients``)."""
 
 NO_GRADIENTS: Final = "No gradients provided for any variable"
 """Keras's error when every gradient given to ``apply_gradients`` is None."""

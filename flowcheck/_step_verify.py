@@ -20,7 +20,7 @@ from typing import Any
 import tensorflow as tf
 
 from flowcheck._sites import GradientSite, RecordedCall, record_sites, running_user_code
-from flowcheck._step_state import NO_GRADIENTS, all_none_tolerated, built_state, optimizers_of, state_of, unbuild
+from flowcheck._step_state import KERAS_NONE_WARNING, NO_GRADIENTS, all_none_tolerated, built_state, optimizers_of, state_of, unbuild
 from flowcheck._verify import GradientState, VariableCheck, Verification, _describe, _digest, _first_line, _save_components, _state
 from flowcheck.errors import VerificationError
 
@@ -57,7 +57,7 @@ def verify_step(traced: Any, sites: Sequence[GradientSite]) -> Verification:
     try:
         with running_user_code(), warnings.catch_warnings():
             # Keras's bare warning about None gradients: the report explains those sources.
-            warnings.filterwarnings("ignore", message="Gradients do not exist for variables", category=UserWarning)
+            warnings.filterwarnings("ignore", message=KERAS_NONE_WARNING, category=UserWarning)
             if any(site.kind == "tf.gradients" for site in sites):
                 recorded = _run_traced(step, traced.args, traced.kwargs)
             else:

@@ -23,7 +23,7 @@ import tensorflow as tf
 from flowcheck._analysis import Verdict, verdicts
 from flowcheck._site_analysis import judge_call, site_graph, source_name, target_names, tensor_labels, unique
 from flowcheck._sites import GradientSite, RecordedCall, SiteRecorder
-from flowcheck._step_state import NO_GRADIENTS, applies_skipped, built_state, metric_counts, metric_notes, unbuild
+from flowcheck._step_state import KERAS_NONE_WARNING, NO_GRADIENTS, applies_skipped, built_state, metric_counts, metric_notes, unbuild
 from flowcheck.errors import InvalidTargetError, LossError
 
 __all__ = [
@@ -104,9 +104,11 @@ def _feeds_update(call: RecordedCall) -> bool:
 def keras_train_step(model: Any) -> Any:
     """A ``tf.function`` running the model's own ``train_step`` (Keras's or an override) on a batch."""
 
+    import keras
+
     def train_step(x: Any, y: Any = None, sample_weight: Any = None) -> Any:
-        data = (x,) if y is None and sample_weight is None else (x, y) if sample_weight is None else (x, y, sample_weight)
-        return model.train_step(data)
+        # As fit batches its data: x alone when there is no y (keras/src/trainers/data_adapters).
+        return model.train_step(keras.utils.pack_x_y_sample_weight(x, y, sample_weight))
 
     train_step.__name__ = f"{model.name}.train_step"
     return tf.function(train_step)
@@ -171,7 +173,7 @@ def trace_recorded(
     with running_user_code(), record_sites() as recorder, applies_skipped(applied), positions(), \
             warnings.catch_warnings():
         # Keras's warning about None gradients, provoked by this trace: the report explains it.
-        warnings.filterwarnings("ignore", message="Gradients do not exist for variables", category=UserWarning)
+        warnings.filterwarnings("ignore", message=KERAS_NONE_WARNING, category=UserWarning)
         try:
             concrete: Any = function.get_concrete_function(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 -- any error of the user's code, re-raised as ours
@@ -254,12 +256,18 @@ class _Index:
         return tape.watch_accessed_variables and bool(self.variables[i].tf_variable.trainable)
 
 
-def build_sites(traced: Any, graph: nx.DiGraph, barrier_of: Any) -> tuple[GradientSite, ...]:
-    """The report's gradient sites, one per call in the final trace, in the order made."""
+def build_sites(traced: Any, graph: nx.DiGraph, barrier_of: Any) -> tuple[tuple[GradientSite, ...], set[int]]:
+    """The report's gradient sites, one per call in the final trace, in the order made, and the
+    variables (indices) a gradient would reach at some site if they were asked for."""
     index = _Index(traced.variables)
     sites = []
+    reached: set[int] = set()
+    var_nodes: list[str] = graph.graph["variables"]
     for call in traced.calls:
         sub = site_graph(graph, call, traced.variables, functools.partial(index.watched, call), index)
+        if sub.targets:
+            found = verdicts(sub.graph, var_nodes, sub.targets)
+            reached.update(i for i, node in enumerate(var_nodes) if found[node] is Verdict.RECEIVES)
         written = tensor_labels(call.caller or call.source, len(call.sources))
         raw = [
             traced.variables[i].name if (i := index(obj)) is not None else label or source_name(obj)
@@ -274,19 +282,18 @@ def build_sites(traced: Any, graph: nx.DiGraph, barrier_of: Any) -> tuple[Gradie
         sites.append(judge_call(
             call, sub, names, trainable, barrier_of, watch_text(call, labels), target_names(call.caller or call.source, call.targets),
         ))
-    return tuple(sites)
+    return tuple(sites), reached
 
 
-def never_trained(traced: Any, graph: nx.DiGraph, results: Sequence[Any]) -> tuple[Any, ...]:
-    """Trainable variables a gradient from the sites' targets reaches that no site lists."""
+def never_trained(traced: Any, results: Sequence[Any], reached: set[int]) -> tuple[Any, ...]:
+    """Trainable variables that some site's tape would give a gradient (``reached``) but no site lists.
+
+    Judged by each tape: a variable read inside its block and watched by it (a plain
+    ``tf.Variable`` codebook), not one read before the block (a distillation's teacher).
+    """
     index = _Index(traced.variables)
     listed = {i for call in traced.calls for obj in call.sources if (i := index(obj)) is not None}
-    var_nodes: list[str] = graph.graph["variables"]
-    total = verdicts(graph, var_nodes, graph.graph["losses"])
-    return tuple(
-        r for i, (r, node) in enumerate(zip(results, var_nodes))
-        if r.trainable and i not in listed and total[node] is Verdict.RECEIVES
-    )
+    return tuple(r for i, r in enumerate(results) if r.trainable and i not in listed and i in reached)
 
 
 def step_variables(traced: Any, results: Sequence[Any]) -> list[Any]:
@@ -349,7 +356,8 @@ def step_findings(
     traced: Any, graph: nx.DiGraph, results: list[Any], barrier_of: Any
 ) -> tuple[tuple[GradientSite, ...], tuple[Any, ...], list[Any]]:
     """A step's sites, its never-trained variables and the variables its report lists."""
-    return build_sites(traced, graph, barrier_of), never_trained(traced, graph, results), step_variables(traced, results)
+    sites, reached = build_sites(traced, graph, barrier_of)
+    return sites, never_trained(traced, results, reached), step_variables(traced, results)
 
 
 def never_trained_across(reports: Sequence[Any]) -> tuple[Any, ...]:

@@ -133,6 +133,10 @@ def trace(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Traced:
             f"{_name(fn)} reads no variable: nothing can be trained "
             "(create the variables outside the function and use them inside)"
         )
+    if kind == "callable" and step:  # its gradient calls, as traced; verify runs it as called
+        notes[:] = [n for n in notes if not n.startswith(f"{_name(fn)} is a plain Python function")]
+        notes.insert(0, f"{_name(fn)} is a plain Python function: its gradient calls are judged as tf.function "
+                        "traces them; verify() runs it as you call it, eagerly")
     python_function = fn if kind == "callable" and not step else None  # a step is run by verify, not here
     return Traced(
         function, concrete, tuple(args), dict(kwargs), kind, variables, captured, losses, notes, python_function,

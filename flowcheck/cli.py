@@ -1,4 +1,5 @@
-"""The command line: ``flowcheck analyze PATH[:NAME] [options]``.
+"""The command line: ``flowcheck run SCRIPT.py [options] [-- args]`` (:mod:`flowcheck._runcli`) and
+``flowcheck analyze PATH[:NAME] [options]``.
 
 Thin on purpose: it loads the target (:mod:`flowcheck._load`), calls the public API, formats with
 :mod:`flowcheck._format`, and chooses the exit status: 0 when every expectation holds and the real
@@ -115,6 +116,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("target", metavar="PATH[:NAME]", help="the Python file, and optionally the target's name in it")
     _common_options(p)
+    p.add_argument("--focus", action="append", default=None, metavar="PATTERN",
+                   help="draw only the variables matching this glob and their paths to the loss; repeatable")
+    p.add_argument("--detail", choices=("collapsed", "ops"), default="collapsed",
+                   help="collapsed (default): one node per layer, repeats folded, op detail only where a gradient "
+                   "is blocked; ops: every op")
+    p.add_argument("--explore", action="store_true",
+                   help="then browse the whole graph in Model Explorer on 127.0.0.1 (Ctrl-C stops it; needs "
+                   "pip install 'flowcheck[explore]')")
     _snapshot_cli.add_options(p)
     return parser
 
@@ -122,7 +131,8 @@ def _parser() -> argparse.ArgumentParser:
 def _common_options(p: argparse.ArgumentParser) -> None:
     """The options ``analyze`` and ``run`` share."""
     p.add_argument("-o", "--output", action="append", default=[], metavar="FILE",
-                   help="write the report to FILE (.svg, .html, .dot or .json); repeatable")
+                   help="write the report to FILE (.svg, .html, .dot, .json, or .me.json for Model Explorer); "
+                   "repeatable; drawn after the summary, which a failed drawing never loses")
     p.add_argument("--json", action="store_true", help="print a machine-readable report (schema_version 1) instead")
     p.add_argument("--no-verify", action="store_true", help="skip the real optimizer step")
     p.add_argument("--optimizer", choices=("sgd", "adam"), help="optimizer of the real step (default: sgd)")
@@ -152,10 +162,14 @@ def _positive_float(text: str) -> float:
 def _analyze(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from flowcheck._load import find_target, split_spec, user_module
     from flowcheck._run import import_tensorflow, variable_owners
-    from flowcheck._runcli import check_outputs, script_hint, write_json
+    from flowcheck._runcli import check_outputs, script_hint
 
     check_outputs(ns.output)  # before the slow part
     _snapshot_cli.validate(ns)
+    if ns.explore:
+        from flowcheck._explore import check_installed
+
+        check_installed()
     path, name = split_spec(ns.target)
     verbose = not ns.json
     # --json: stdout is the JSON document's alone; what the user's file prints goes to stderr.
@@ -179,24 +193,38 @@ def _analyze(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 progress.step("verifying with one real optimizer step")
                 optimizer, learning_rate = _optimizer(ns, loaded.optimizer)
                 verification = report.verify(optimizer=optimizer, learning_rate=learning_rate)
-            for output in ns.output:  # after verifying, so that the reports show its result
-                progress.step(f"rendering {output}")
-                if not output.lower().endswith(".json"):
-                    report.save(output)
             snapshot_check = _snapshot_cli.record(ns, report, err)
+    code = _summary(ns, report, verification, (loaded, path, snapshot_check, owners), out)
+    # Drawing comes after the summary and the JSON: a drawing that fails or takes too long loses nothing.
+    from flowcheck._cli_outputs import draw_outputs, explore
+    from flowcheck._runcli import is_json_report
 
+    with _Progress(verbose and err.isatty(), err) as progress:
+        drawn = [o for o in ns.output if not is_json_report(o)]  # -o report.json: written with the summary
+        draw_outputs(report, drawn, ns.detail, ns.focus, err if ns.json else out, progress.step)
+    if ns.explore:
+        explore(report, err if ns.json else out)
+    return code
+
+
+def _summary(ns: argparse.Namespace, report: Report, verification: Any, found: tuple[Any, str, Any, Any], out: TextIO) -> int:
+    """Print the summary (or JSON, or the snapshot comparison); the exit status."""
     from flowcheck._format import RunInfo, failures, format_rich, format_summary, to_json
 
+    from flowcheck._runcli import is_json_report, write_json
+
+    loaded, path, snapshot_check, owners = found
     run = RunInfo(
         file=display_path(path), chosen_by=loaded.chosen_by, inputs=loaded.inputs_from,
         expectations=_expectations(report, ns.expect_receives, ns.expect_blocked, owners),
-        outputs=(*ns.output, *([ns.snapshot] if ns.snapshot else [])), all_sources=ns.all_sources,
+        # Text output says "wrote FILE" for each -o file after drawing it, below the summary.
+        outputs=(*(ns.output if ns.json else ()), *([ns.snapshot] if ns.snapshot else [])),
+        all_sources=ns.all_sources,
     )
     if snapshot_check is not None:  # --check: the comparison is the output
         return _snapshot_cli.check_output(snapshot_check, report.target, ns.check, failures(report, verification, run), out)
-    for output in ns.output:
-        if output.lower().endswith(".json"):
-            write_json(output, to_json(report, verification, run))
+    for output in (o for o in ns.output if is_json_report(o)):
+        write_json(output, to_json(report, verification, run))
     if ns.json:
         out.write(json.dumps(to_json(report, verification, run), indent=2, allow_nan=False) + "\n")
     elif out.isatty():
@@ -205,6 +233,7 @@ def _analyze(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         Console(file=out, highlight=False).print(format_rich(report, verification, run), end="", soft_wrap=True)
     else:
         out.write(format_summary(report, verification, run))
+    out.flush()
     return 1 if failures(report, verification, run) else 0
 
 
@@ -237,9 +266,8 @@ def _expectations(
     report: Report, receives: Sequence[str], blocked: Sequence[str], owners: dict[int, tuple[str, ...]],
 ) -> tuple[Expectation, ...]:
     from flowcheck._analysis import Verdict
-    from flowcheck._format import Expectation
-
     from flowcheck._expect import Candidate
+    from flowcheck._format import Expectation
 
     if report.gradient_sites:  # a training step: each variable as its gradient calls judge it
         from flowcheck._steps import judged_at_sites

@@ -13,6 +13,8 @@ line (``TypeName: message``) and exits with status 2::
     ├── VerificationError(FlowcheckError)               the real optimizer step could not run
     ├── RenderError(FlowcheckError)                     a report could not be drawn or written
     │   └── ExecutableNotFoundError(RenderError, RuntimeError)  Graphviz ``dot`` is missing
+    ├── ExplorerError(FlowcheckError)                   Model Explorer could not show the report
+    │   └── ExplorerNotInstalledError(ExplorerError, ImportError)  the ``flowcheck[explore]`` extra is missing
     └── SnapshotError(FlowcheckError, ValueError)       a gradient-flow snapshot cannot be read or written
 """
 
@@ -29,6 +31,8 @@ __all__ = [
     "VerificationError",
     "RenderError",
     "ExecutableNotFoundError",
+    "ExplorerError",
+    "ExplorerNotInstalledError",
     "SnapshotError",
 ]
 
@@ -74,6 +78,14 @@ class RenderError(FlowcheckError):
 
 class ExecutableNotFoundError(RenderError, RuntimeError):
     """The Graphviz ``dot`` binary is not installed."""
+
+
+class ExplorerError(FlowcheckError):
+    """Model Explorer could not be started for a report."""
+
+
+class ExplorerNotInstalledError(ExplorerError, ImportError):
+    """``--explore`` needs the optional extra: ``pip install 'flowcheck[explore]'``."""
 
 
 class SnapshotError(FlowcheckError, ValueError):

@@ -24,6 +24,7 @@ import keras
 from flowcheck._analysis import Verdict
 from flowcheck._report import Report, VariableResult, analyze
 from flowcheck._sites import NEVER_TRAINED
+from flowcheck._step_state import KERAS_NONE_WARNING
 from flowcheck._source import is_library_file
 from flowcheck.errors import InvalidTargetError
 from flowcheck.testing import GradientFlowAssertionError, _format_results, _gradient_error_message
@@ -35,7 +36,7 @@ ON_BLOCKED: Final = ("warn", "raise")
 _DEFAULT_BATCH: Final = 32
 _MAX_FRAMES: Final = 64
 # keras/src/optimizers/base_optimizer.py and backend/tensorflow/optimizer.py (_filter_grads)
-_KERAS_WARNING: Final = r"Gradients do not exist for variables"
+_KERAS_WARNING: Final = KERAS_NONE_WARNING
 
 
 class GradientFlowWarning(UserWarning):
@@ -114,7 +115,7 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
         if self.snapshot is not None:
             lines.extend(self._snapshot_lines(report))
         if self.report_path is not None:  # after verify, so that the report shows the real step
-            report.save(self.report_path)
+            report.save(self.report_path, written_by="keras")
         if lines:
             self._complain("\n".join(lines), report=report)
             if problems:  # explained: Keras's bare warning about the same weights adds nothing

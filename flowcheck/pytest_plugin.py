@@ -103,7 +103,7 @@ def _save(report: Any, path: Path) -> tuple[Path | None, str]:
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        saved = Path(report.save(path)).resolve()
+        saved = Path(report.save(path, written_by="pytest")).resolve()
     except (FlowcheckError, OSError) as exc:  # the test already failed: say why there is no report
         return None, f"not saved ({type(exc).__name__}: {exc})"
     return saved, str(saved)

@@ -316,7 +316,7 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]
 def test_an_unknown_output_format_is_refused_before_any_work(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, SEED, "-o", "seed.png")
     assert (code, out) == (2, "")
-    assert error_line(err) == "flowcheck: error: cannot write 'seed.png': the report formats are .svg, .html, .dot, .json"
+    assert error_line(err) == "flowcheck: error: cannot write 'seed.png': the report formats are .svg, .html, .dot, .me.json, .json"
 
 
 def test_split_spec() -> None:
@@ -867,3 +867,81 @@ def test_the_spinner_waits_before_showing() -> None:
         progress.step("tracing")
         time.sleep(0.1)
     assert quiet.getvalue() == ""
+
+
+# --- drawing after the summary, --focus, --detail, --explore ----------------------------------
+
+
+@pytest.mark.usefixtures("in_root")
+def test_a_drawing_that_fails_comes_after_the_summary_and_keeps_the_exit_status(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from flowcheck.errors import RenderError
+
+    def too_slow(*args: object, **kwargs: object) -> str:
+        raise RenderError("Graphviz dot did not finish within 60 s; draw less with focus=[...] (--focus)")
+
+    monkeypatch.setattr("flowcheck._rendering.render_svg", too_slow)
+    svg, dot = tmp_path / "seed.svg", tmp_path / "seed.dot"
+    code, out, _ = run(capsys, SEED, "--no-verify", "-o", str(svg), "-o", str(dot))
+    lines = out.splitlines()
+    assert code == 0 and not svg.exists() and dot.exists()
+    summary_end = lines.index("OK: not verified (--no-verify)")
+    assert lines[summary_end + 1:] == [
+        f"not drawn: {svg}: RenderError: Graphviz dot did not finish within 60 s; draw less with focus=[...] (--focus)",
+        f"wrote {dot}",
+    ]
+
+
+@pytest.mark.usefixtures("in_root")
+def test_json_comes_first_and_drawing_lines_go_to_stderr(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    target = tmp_path / "seed.dot"
+    code, out, err = run(capsys, SEED, "--no-verify", "--json", "-o", str(target))
+    assert code == 0 and json.loads(out)["outputs"] == [str(target)]
+    assert f"wrote {target}" in err.splitlines()
+
+
+@pytest.mark.usefixtures("in_root")
+def test_focus_and_detail_shape_the_drawing(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    focused, ops = tmp_path / "w2.dot", tmp_path / "ops.dot"
+    code, _, _ = run(capsys, SEED, "--no-verify", "--focus", "w2*", "-o", str(focused))
+    assert code == 0
+    text = focused.read_text()
+    assert 'id="var-1"' in text and 'id="var-0"' not in text
+    code, _, _ = run(capsys, SEED, "--no-verify", "--detail", "ops", "-o", str(ops))
+    assert code == 0 and '"NoOp"' in ops.read_text()
+    code, out, _ = run(capsys, SEED, "--no-verify", "--focus", "nothing*", "-o", str(focused))
+    assert code == 0 and out.splitlines()[-1].startswith(f"not drawn: {focused}: VariableNotFoundError: --focus 'nothing*' matches no variable")
+
+
+@pytest.mark.usefixtures("in_root")
+def test_model_explorer_json_is_written_with_its_node_data(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    target = tmp_path / "seed.me.json"
+    code, out, _ = run(capsys, SEED, "--no-verify", "-o", str(target))
+    assert code == 0 and f"wrote {target}" in out
+    graphs = json.loads(target.read_text())["graphs"]
+    assert any(n["label"] == "StopGradient" for n in graphs[0]["nodes"])
+    data = json.loads((tmp_path / "seed.nodedata.json").read_text())
+    assert data[graphs[0]["id"]]["results"]["op:StopGradient"]["value"] == 3
+
+
+@pytest.mark.usefixtures("in_root")
+def test_explore_without_the_extra_says_how_to_install_it_before_any_work(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_model_explorer(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "model_explorer" or name.startswith("model_explorer."):
+            raise ImportError("No module named 'model_explorer'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_model_explorer)
+    code, out, err = run(capsys, SEED, "--explore")
+    assert (code, out) == (2, "")
+    assert error_line(err) == (
+        "flowcheck: error: ExplorerNotInstalledError: Model Explorer is not installed; "
+        "install it with: pip install 'flowcheck[explore]'"
+    )

@@ -10,7 +10,7 @@ import flowcheck
 def test_all_names_exist_and_nothing_else_public_is_exported() -> None:
     for name in flowcheck.__all__:
         assert hasattr(flowcheck, name), name
-    public_modules = {"errors", "cli", "testing", "keras", "pytest_plugin"}
+    public_modules = {"errors", "cli", "testing", "keras", "pytest_plugin", "render"}
     exported = {
         name for name, value in vars(flowcheck).items()
         if not name.startswith("_") and not inspect.ismodule(value) and name != "annotations"

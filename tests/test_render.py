@@ -19,7 +19,7 @@ import pytest
 import flowcheck
 from flowcheck import Barrier, BarrierKind, SourceLine, Verdict, VariableResult
 from flowcheck._analysis import blocking_barriers, verdicts
-from flowcheck._render import layout, svg_id, to_dot
+from flowcheck.render import layout, svg_id, to_dot
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 SVG_NS = "{http://www.w3.org/2000/svg}"
@@ -433,7 +433,7 @@ def test_real_control_flow_draws_nested_clusters_around_the_barrier() -> None:
     report = flowcheck.analyze(loss_fn, *args)
     assert (report.receives_gradient(a), report.receives_gradient(b)) == (ga is not None, gb is not None) == (False, True)
 
-    from flowcheck._render import op_sources
+    from flowcheck.render import op_sources
 
     d = layout(report.graph, report.variables, sources=op_sources(report.graph))
     clusters = {c.name: c for c in d.clusters}
@@ -469,7 +469,7 @@ def test_an_op_where_the_tape_raises_is_drawn_as_one_with_its_line() -> None:
     report = flowcheck.analyze(loss_fn, x)
     assert [b.op_type for b in report.gradient_errors] == ["DenseBincount"]
 
-    from flowcheck._render import op_sources
+    from flowcheck.render import op_sources
 
     d = layout(report.graph, report.variables, sources=op_sources(report.graph))
     (error,) = [n for n in d.nodes if "error" in n.classes]
@@ -478,3 +478,4 @@ def test_an_op_where_the_tape_raises_is_drawn_as_one_with_its_line() -> None:
     assert error.label.startswith("DenseBincount\nNO GRADIENT DEFINED:\nTensorFlow raises here\n")
     assert f"test_render.py:{line}" in error.label
     assert any(e.head == error.name and e.role == "barrier" and e.label == "no gradient defined" for e in d.edges)
+    assert d.focus[0] == error.svg_id  # with nothing blocked, the views open on where the tape raises

@@ -187,7 +187,7 @@ def test_usage_errors(tmp_path: Path, capsys: Any) -> None:
     path = script(tmp_path, "print('never')\n")
     assert run(capsys, path, "--steps", "3")[0] == 2  # the script's arguments go after --
     code, out, err = run(capsys, path, "-o", "x.png")
-    assert code == 2 and "the report formats are .svg, .html, .dot, .json" in err
+    assert code == 2 and "the report formats are .svg, .html, .dot, .me.json, .json" in err
     code, out, err = run(capsys, str(tmp_path / "missing.py"))
     assert code == 2 and err.strip() == f"flowcheck: error: no such file: {tmp_path / 'missing.py'}"
 

@@ -3,7 +3,7 @@
 Pure string work: the SVG comes in as text (from :mod:`flowcheck._rendering`), the page goes out
 as text. The page loads nothing from the network: its style and script are inline. Clicking a row
 of the table highlights that variable in the diagram, whose node has the SVG id ``var-<index>``
-(see :func:`flowcheck._render.svg_id`); clicking a variable in the diagram selects its row.
+(see :func:`flowcheck.render.model.svg_id`); clicking a variable in the diagram selects its row.
 """
 
 from __future__ import annotations
@@ -15,10 +15,21 @@ from html import escape
 from typing import Any, Final
 
 from flowcheck._analysis import Verdict
-from flowcheck._render import svg_id
+from flowcheck.render.model import svg_id
 from flowcheck._report import GRADIENT_ERROR_ADVICE
+from flowcheck.errors import RenderError
 
-__all__ = ["to_html"]
+__all__ = ["UNVERIFIED", "to_html"]
+
+UNVERIFIED: Final = {
+    "api": "Not verified: call <code>report.verify()</code> before saving to check the prediction with one real optimizer step.",
+    "cli": "Not verified (<code>--no-verify</code>): run <code>flowcheck analyze</code> without it to check the "
+           "prediction with one real optimizer step.",
+    "keras": "Not verified: <code>GradientFlowCheck(verify=True)</code> also checks the prediction with one real "
+             "optimizer step on the sample batch.",
+    "pytest": "Not verified in this report: the test's failure message says what the gradient-flow assertion found.",
+}
+"""What the page says when no real step was run, by who wrote it."""
 
 _STYLE: Final = """
 .flowcheck-report{font-family:Helvetica,Arial,sans-serif;color:#1a1a1a;max-width:100%}
@@ -57,12 +68,16 @@ var root=document.getElementById(%(root)s);if(!root)return;
 var box=root.querySelector('.fc-diagram'),svg=box&&box.querySelector('svg');
 var vb=null,full=null;
 if(svg){
- var b=svg.viewBox.baseVal;full={x:b.x,y:b.y,w:b.width,h:b.height};
+ function parse(a){var v=svg.getAttribute(a);if(!v)return null;var p=v.trim().split(/\s+/).map(Number);
+  return {x:p[0],y:p[1],w:p[2],h:p[3]};}
+ var b=svg.viewBox.baseVal;full=parse('data-full-viewbox')||{x:b.x,y:b.y,w:b.width,h:b.height};
+ var focus=parse('data-focus-viewbox');
  svg.removeAttribute('width');svg.removeAttribute('height');
  svg.setAttribute('preserveAspectRatio','xMidYMid meet');
  function set(v){vb=v;svg.setAttribute('viewBox',v.x+' '+v.y+' '+v.w+' '+v.h);}
- function fit(){var r=box.getBoundingClientRect(),s=Math.max(full.w/r.width,full.h/r.height,1e-9);
-  var w=r.width*s,h=r.height*s;set({x:full.x-(w-full.w)/2,y:full.y-(h-full.h)/2,w:w,h:h});}
+ function show(t){var r=box.getBoundingClientRect(),s=Math.max(t.w/r.width,t.h/r.height,1e-9);
+  var w=r.width*s,h=r.height*s;set({x:t.x-(w-t.w)/2,y:t.y-(h-t.h)/2,w:w,h:h});}
+ function fit(){show(full);}
  function scale(){var r=box.getBoundingClientRect();return vb.w/r.width;}
  function zoom(f,cx,cy){var r=box.getBoundingClientRect();if(cx===undefined){cx=r.width/2;cy=r.height/2;}
   var s=scale(),px=vb.x+cx*s,py=vb.y+cy*s,w=vb.w*f,h=vb.h*f;
@@ -80,10 +95,8 @@ if(svg){
  root.querySelector('.fc-zoom-in').onclick=function(){zoom(0.8);};
  root.querySelector('.fc-zoom-out').onclick=function(){zoom(1.25);};
  root.querySelector('.fc-fit').onclick=fit;
- fit();
- // A big diagram fits only as specks: open it on the first blocked variable instead.
- var first=svg.querySelector('g.node.variable.blocked');
- if(first&&scale()>3)root.fcCenter(first);
+ // A diagram bigger than the screen opens on the finding (the first barrier and its blame path).
+ if(focus)show(focus);else fit();
 }
 function select(id,center){
  root.querySelectorAll('.fc-hl').forEach(function(n){n.classList.remove('fc-hl');});
@@ -109,6 +122,15 @@ root.querySelectorAll('table.fc-sortable th').forEach(function(th,col){
 })();
 """
 
+_DIAGRAM_HEAD: Final = (
+    "<h2>Gradient flow</h2>\n"
+    '<p class="fc-hint">Drag to pan, scroll to zoom, "fit" for the whole graph (a big one opens on the first '
+    'barrier). Hover a node for its details; click a row of the table to find its variable.</p>\n'
+    '<div class="fc-diagram"><div class="fc-controls"><button type="button" class="fc-zoom-in" title="zoom in">+</button>'
+    '<button type="button" class="fc-zoom-out" title="zoom out">&#8722;</button>'
+    '<button type="button" class="fc-fit" title="fit the whole diagram">fit</button></div>'
+)
+
 _VERDICT_ORDER: Final = {Verdict.BLOCKED: "0", Verdict.RECEIVES: "1", Verdict.UNUSED: "2"}
 
 
@@ -122,6 +144,7 @@ def to_html(
     losses: Sequence[str] = (),
     fragment: bool = False,
     gradient_errors: Sequence[Any] = (),
+    written_by: str = "api",
 ) -> str:
     """The HTML report.
 
@@ -135,28 +158,25 @@ def to_html(
         fragment: Return a ``<div>`` for embedding (Jupyter) instead of a whole page.
         gradient_errors: The report's :class:`flowcheck.Barrier` records of ops at which
             differentiating the loss raises.
+        written_by: ``api``, ``cli``, ``keras`` or ``pytest``: who writes the page, so that its
+            texts tell that reader what to do (:data:`UNVERIFIED`).
 
     Returns:
         The HTML text; it loads nothing from the network.
     """
     inline_svg = _inline(svg)
+    if written_by not in UNVERIFIED:
+        raise RenderError(f"written_by must be one of {', '.join(map(repr, UNVERIFIED))}, not {written_by!r}")
     table = _table(variables, verification)
     root = "fc-" + hashlib.sha1((inline_svg + table + title).encode("utf-8")).hexdigest()[:10]
-    counts = {v: sum(r.verdict is v for r in variables) for v in Verdict}
-    badges = "".join(f'<span class="fc-badge fc-{v.value}">{n} {escape(v.value)}</span>' for v, n in counts.items())
-    loss_text = ", ".join(f"<code>{escape(n)}</code>" for n in losses)
     body = [
         f'<div class="flowcheck-report" id="{root}">',
         f"<style>{_STYLE}</style>",
         f"<h1>{escape(title)}</h1>",
-        f'<p class="fc-summary">{badges} variables; loss: {loss_text or "-"}</p>',
+        _summary(variables, losses),
         _gradient_errors(gradient_errors),
-        _verification(verification),
-        "<h2>Gradient flow</h2>",
-        '<p class="fc-hint">Drag to pan, scroll to zoom. Hover a node for its details; click a row of the table to find its variable.</p>',
-        '<div class="fc-diagram"><div class="fc-controls"><button type="button" class="fc-zoom-in" title="zoom in">+</button>'
-        '<button type="button" class="fc-zoom-out" title="zoom out">&#8722;</button>'
-        '<button type="button" class="fc-fit" title="fit the whole diagram">fit</button></div>',
+        _verification(verification, UNVERIFIED[written_by]),
+        _DIAGRAM_HEAD,
         inline_svg,
         "</div>",
         "<h2>Variables</h2>",
@@ -165,8 +185,7 @@ def to_html(
     ]
     if notes:
         body.append("<h2>Notes</h2><ul>" + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>")
-    body.append(f"<script>{_SCRIPT % {'root': repr(root)}}</script>")
-    body.append("</div>")
+    body += [f"<script>{_SCRIPT % {'root': repr(root)}}</script>", "</div>"]
     content = "\n".join(body)
     if fragment:
         return content
@@ -176,12 +195,19 @@ def to_html(
     )
 
 
+def _summary(variables: Sequence[Any], losses: Sequence[str]) -> str:
+    counts = {v: sum(r.verdict is v for r in variables) for v in Verdict}
+    badges = "".join(f'<span class="fc-badge fc-{v.value}">{n} {escape(v.value)}</span>' for v, n in counts.items())
+    loss_text = ", ".join(f"<code>{escape(n)}</code>" for n in losses)
+    return f'<p class="fc-summary">{badges} variables; loss: {loss_text or "-"}</p>'
+
+
 def _inline(svg: str) -> str:
     """The ``<svg>`` element alone, fit for inlining in HTML."""
     start = svg.find("<svg")
     if start < 0:
         return svg
-    text = svg[start:]
+    text = re.sub(r'<a class="fc-svg-only".*?</a>\n?', "", svg[start:], flags=re.S)  # the page has its own "fit"
     return re.sub(r"<!--.*?-->", "", text, flags=re.S).strip()
 
 
@@ -204,9 +230,9 @@ def _barrier(b: Any) -> str:
     )
 
 
-def _verification(check: Any) -> str:
+def _verification(check: Any, unverified: str) -> str:
     if check is None:
-        return '<p class="fc-verification">Not verified: call <code>report.verify()</code> to check the prediction with one real optimizer step.</p>'
+        return f'<p class="fc-verification">{unverified}</p>'
     verdict = '<span class="fc-ok">agrees</span>' if check.agrees else '<span class="fc-bad">DISAGREES</span>'
     if check.error is not None:
         said = "as predicted" if check.agrees else "which the analysis did not predict"

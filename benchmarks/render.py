@@ -1,0 +1,129 @@
+"""How long ``dot`` takes on the collapsed view of every benchmark model and example (target: < 2 s).
+
+For each case: the graph's op count, the drawn node and edge counts of the collapsed view, the time
+to build the DOT text (``Report.to_dot()``), and the time ``dot -Tsvg`` takes on it
+(``flowcheck._rendering.render_svg``, which gives up after 120 s). Cases:
+
+* every model of ``benchmarks/models.py`` (its ``training=True`` loss; the 10,000-layer chain last);
+* ``MobileNetV2 train step``: ``flowcheck.analyze(compiled_model, x, y)`` on
+  ``keras.applications.MobileNetV2(weights=None)`` compiled with SGD (its Keras training step);
+* every file in ``examples/``, loaded as ``flowcheck analyze`` loads it.
+
+Usage: ``python benchmarks/render.py [CASE ...]`` (default: all; ``--list`` names them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+TARGET_S = 2.0
+MODEL_ORDER = ("chain10", "chain100", "transformer", "mobilenetv2", "resnet50", "efficientnetb0", "chain1000", "chain10000")
+
+
+def _model_case(key: str) -> Callable[[], tuple[str, Any]]:
+    def run() -> tuple[str, Any]:
+        import models
+
+        import flowcheck
+
+        case = models.build(key)
+        return case.name, flowcheck.analyze(case.loss_fn, *case.args)
+
+    return run
+
+
+def _mobilenet_step() -> tuple[str, Any]:
+    import keras
+    import numpy as np
+
+    import flowcheck
+
+    keras.utils.set_random_seed(0)
+    model = keras.applications.MobileNetV2(weights=None, input_shape=(96, 96, 3), classes=10)
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).random((2, 96, 96, 3), dtype=np.float32)
+    return "MobileNetV2 train step", flowcheck.analyze(model, x, np.array([1, 2]))
+
+
+def _example_case(path: Path) -> Callable[[], tuple[str, Any]]:
+    def run() -> tuple[str, Any]:
+        import flowcheck
+        from flowcheck._load import find_target, user_module
+
+        with user_module(str(path)) as module:
+            loaded = find_target(module, str(path), None, 0)
+            return f"examples/{path.name}", flowcheck.analyze(loaded.target, *loaded.args, **loaded.kwargs)
+
+    return run
+
+
+def cases() -> dict[str, Callable[[], tuple[str, Any]]]:
+    """Every case, by key, in the order they run."""
+    found: dict[str, Callable[[], tuple[str, Any]]] = {}
+    for path in sorted((ROOT / "examples").glob("*.py")):
+        found[path.stem] = _example_case(path)
+    found["mobilenetv2_step"] = _mobilenet_step
+    for key in MODEL_ORDER:
+        found[key] = _model_case(key)
+    return found
+
+
+def measure(name: str, report: Any) -> tuple[str, bool]:
+    """One line of figures for ``report``, and whether dot met the target."""
+    from flowcheck._rendering import render_svg
+    from flowcheck.errors import RenderError
+
+    ops = sum(1 for _, kind in report.graph.nodes(data="kind") if kind == "op")
+    t0 = time.perf_counter()
+    source = report.to_dot()
+    t1 = time.perf_counter()
+    nodes, edges = source.count(" [id="), source.count(" -> ")
+    try:
+        render_svg(source)
+        dot_s = time.perf_counter() - t1
+        shown, ok = f"{dot_s:6.2f} s", dot_s < TARGET_S
+    except RenderError as exc:
+        shown, ok = f"failed: {exc}", False
+    return (f"{name:<42} {ops:>7,} ops {len(report.variables):>6,} vars | drawn {nodes:>4} nodes {edges:>4} edges"
+            f" | DOT text {t1 - t0:5.2f} s | dot {shown}"), ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("cases", nargs="*", help="case keys (default: all)")
+    parser.add_argument("--list", action="store_true", help="list the case keys")
+    args = parser.parse_args(argv)
+    available = cases()
+    if args.list:
+        print("\n".join(available))
+        return 0
+    chosen = args.cases or list(available)
+    unknown = [c for c in chosen if c not in available]
+    if unknown:
+        parser.error(f"unknown cases: {', '.join(unknown)}; known: {', '.join(available)}")
+    failed = []
+    for key in chosen:
+        t0 = time.perf_counter()
+        name, report = available[key]()
+        line, ok = measure(name, report)
+        print(f"{line} | total {time.perf_counter() - t0:6.1f} s", flush=True)
+        if not ok:
+            failed.append(name)
+    print(f"dot under {TARGET_S:g} s: {len(chosen) - len(failed)} of {len(chosen)}"
+          + (f"; over: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
