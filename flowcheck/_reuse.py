@@ -45,12 +45,7 @@ def applies_seen(seen: list[str]) -> Iterator[None]:
     """Within the block, each Keras optimizer ``apply`` call adds the optimizer's name to ``seen``."""
     from keras.src.optimizers import base_optimizer
 
-    classes, stack = [], [base_optimizer.BaseOptimizer]
-    while stack:
-        cls = stack.pop()
-        stack.extend(cls.__subclasses__())
-        if "apply" in vars(cls):
-            classes.append((cls, vars(cls)["apply"]))
+    classes = [(cls, vars(cls)["apply"]) for cls in _defining_apply(base_optimizer.BaseOptimizer)]
 
     def wrap(original: Any) -> Any:
         def apply(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -60,9 +55,17 @@ def applies_seen(seen: list[str]) -> Iterator[None]:
         return apply
 
     for cls, original in classes:
-        cls.apply = wrap(original)
+        setattr(cls, "apply", wrap(original))
     try:
         yield
     finally:
         for cls, original in classes:
-            cls.apply = original
+            setattr(cls, "apply", original)
+
+
+def _defining_apply(cls: Any) -> Iterator[Any]:
+    """``cls`` and its subclasses, those that define ``apply`` themselves."""
+    if "apply" in vars(cls):
+        yield cls
+    for sub in cls.__subclasses__():
+        yield from _defining_apply(sub)
