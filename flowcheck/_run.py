@@ -130,7 +130,7 @@ def run_script(options: RunOptions) -> RunResult:
 
     result = RunResult()
     interceptor = Interceptor(_analyzer(options), options.keep_going, _session_analyzer(options))
-    saved_argv, saved_path = list(sys.argv), list(sys.path)
+    saved_argv, saved_path, saved_globals = list(sys.argv), list(sys.path), _global_settings()
     sys.argv = [options.script, *options.arguments]
     sys.path.insert(0, os.path.dirname(full))
     try:
@@ -151,9 +151,25 @@ def run_script(options: RunOptions) -> RunResult:
     finally:
         sys.argv[:] = saved_argv
         sys.path[:] = saved_path
+        _restore_global_settings(saved_globals)  # the script may have been ended before it undid them
         result.steps = interceptor.steps
     _never_trained_across(result.steps)
     return result
+
+
+def _global_settings() -> tuple[Any, bool]:
+    import keras
+    import tensorflow as tf
+
+    return keras.mixed_precision.global_policy(), tf.config.functions_run_eagerly()
+
+
+def _restore_global_settings(saved: tuple[Any, bool]) -> None:
+    import keras
+    import tensorflow as tf
+
+    keras.mixed_precision.set_global_policy(saved[0])
+    tf.config.run_functions_eagerly(saved[1])
 
 
 def _never_trained_across(steps: Sequence[Step]) -> None:
