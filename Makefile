@@ -31,6 +31,8 @@ setup: $(STAMP) system-deps
 
 demo: setup
 	$(VENV)/bin/flowcheck analyze examples/seed_stop_gradient.py --optimizer sgd --learning-rate 1 -o reports/seed.svg -o reports/seed.html
+	@echo; echo "--- the same post in its own TensorFlow 1 form (exit status 1: w1 gets no gradient, as the post means it to)"
+	$(VENV)/bin/flowcheck run examples/seed_tf1.py || test $$? -eq 1
 
 test: setup
 	$(VENV)/bin/python -m pytest
@@ -44,6 +46,7 @@ typecheck: setup
 bench: setup
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/render.py
+	$(PY) benchmarks/run_command.py
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache .mypy_cache

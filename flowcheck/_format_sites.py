@@ -62,6 +62,9 @@ def site_lines(report: Report, barrier: Callable[[Barrier], list[_Line]], all_so
     return out
 
 
+_NAMED = 3
+
+
 def _site(i: int, site: GradientSite, barrier: Callable[[Barrier], list[_Line]], all_sources: bool) -> list[_Line]:
     where = f" at {site.source}" if site.source else ""
     n, got = len(site.sources), len(site.receiving)
@@ -89,6 +92,10 @@ def _site(i: int, site: GradientSite, barrier: Callable[[Barrier], list[_Line]],
         if all_sources:
             out.append([(f"  receive a gradient ({got})", "bold green")])
             out.extend([[("    ", ""), (s.name, "green")] for s in site.receiving])
+        elif got <= _NAMED:  # a few receiving sources are named where they are counted
+            names = ", ".join(s.name for s in site.receiving)
+            out.append([(f"  {got} source{'s' if got != 1 else ''} receive{'' if got != 1 else 's'} a gradient: ", "green"),
+                        (names, "green")])
         else:
             out.append([(f"  {got} sources receive a gradient", "green"), (" (--all lists them)", "dim")])
     if not site.agrees:

@@ -26,6 +26,7 @@ from tensorflow.python.util import nest
 from flowcheck import _distributed
 from flowcheck._owners import is_keras_layer, owners_in, owners_of
 from flowcheck._positions import recording
+from flowcheck._reuse import reused_applies, reused_recorder
 from flowcheck._sites import RecordedCall
 from flowcheck._source import SourceLine, user_frame
 from flowcheck._steps import FailedTrace, is_training_step, keras_loss_step, keras_step, site_losses, trace_recorded
@@ -108,7 +109,12 @@ def trace(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Traced:
     """
     notes: list[str] = []
     function, kind, owners = _as_function(fn, notes)
-    concrete, calls, applies = trace_recorded(function, fn, args, kwargs, notes, lambda exc: _trace_failure(exc, _name(fn)))
+    reused = reused_recorder()
+    if reused is not None:  # `flowcheck run`: the trace the script's first call has just made
+        concrete: Any = function.get_concrete_function(*args, **kwargs)
+        calls, applies = reused.calls_in(concrete.graph), reused_applies()
+    else:
+        concrete, calls, applies = trace_recorded(function, fn, args, kwargs, notes, lambda exc: _trace_failure(exc, _name(fn)))
     if kind == "keras model" and not calls:
         function = keras_loss_step(fn, notes)  # a model without trainable weights: its compiled loss
         with recording():  # where each op is made, read only for the barriers reported
@@ -176,7 +182,8 @@ def _as_function(fn: Any, notes: list[str]) -> tuple[Any, str, list[Any]]:
         return keras_step(fn, notes), "keras model", [fn]
     if isinstance(fn, tf.types.experimental.PolymorphicFunction):
         python_function = fn.python_function
-        return fn._clone(python_function), "tf.function", owners_of(python_function)  # noqa: SLF001
+        own = fn if reused_recorder() is not None else fn._clone(python_function)  # noqa: SLF001
+        return own, "tf.function", owners_of(python_function)
     if isinstance(fn, tf.types.experimental.ConcreteFunction):
         raise InvalidTargetError(
             "got a ConcreteFunction; pass the tf.function itself (or the Python function) so that "

@@ -1,4 +1,5 @@
-"""The command line: ``flowcheck analyze PATH[:NAME] [options]``.
+"""The command line: ``flowcheck run SCRIPT.py [options] [-- args]`` (:mod:`flowcheck._runcli`) and
+``flowcheck analyze PATH[:NAME] [options]``.
 
 Thin on purpose: it loads the target (:mod:`flowcheck._load`), calls the public API, formats with
 :mod:`flowcheck._format`, and chooses the exit status: 0 when every expectation holds and the real
@@ -10,7 +11,7 @@ errors; TensorFlow is imported only once a file is to be analyzed.
 from __future__ import annotations
 
 import argparse
-import fnmatch
+import contextlib
 import json
 import math
 import sys
@@ -66,15 +67,25 @@ differs; 2 usage or input error.
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = _parser()
+    from flowcheck._runcli import split_script_arguments
+
+    argv, script_arguments = split_script_arguments(list(sys.argv[1:] if argv is None else argv))
     try:
         ns = parser.parse_args(argv)
+        if script_arguments and ns.command != "run":
+            parser.error("arguments after -- are for `flowcheck run SCRIPT.py -- ARGS...`")
+        ns.arguments = script_arguments
     except SystemExit as exc:  # argparse exits on --help, --version and usage errors
         return exc.code if isinstance(exc.code, int) else 2
     if ns.command is None:
         parser.print_usage(sys.stderr)
-        print("flowcheck: error: give a command: flowcheck analyze PATH[:NAME]", file=sys.stderr)
+        print("flowcheck: error: give a command: flowcheck run SCRIPT.py or flowcheck analyze PATH[:NAME]", file=sys.stderr)
         return 2
     try:
+        if ns.command == "run":
+            from flowcheck._runcli import run_command
+
+            return run_command(ns, sys.stdout, sys.stderr)
         return _analyze(ns, sys.stdout, sys.stderr)
     except FlowcheckError as exc:
         if ns.debug:
@@ -96,14 +107,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"flowcheck {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from flowcheck._runcli import add_run_command
+
+    add_run_command(commands, _common_options)  # first: it is what most users need
     p = commands.add_parser(
         "analyze", help="analyze a target in a Python file", description=_DESCRIPTION, epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("target", metavar="PATH[:NAME]", help="the Python file, and optionally the target's name in it")
-    p.add_argument("-o", "--output", action="append", default=[], metavar="FILE",
-                   help="write the report to FILE (.svg, .html, .dot, or .me.json for Model Explorer); repeatable; "
-                   "drawn after the summary, which a failed drawing never loses")
+    _common_options(p)
     p.add_argument("--focus", action="append", default=None, metavar="PATTERN",
                    help="draw only the variables matching this glob and their paths to the loss; repeatable")
     p.add_argument("--detail", choices=("collapsed", "ops"), default="collapsed",
@@ -112,6 +124,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--explore", action="store_true",
                    help="then browse the whole graph in Model Explorer on 127.0.0.1 (Ctrl-C stops it; needs "
                    "pip install 'flowcheck[explore]')")
+    _snapshot_cli.add_options(p)
+    return parser
+
+
+def _common_options(p: argparse.ArgumentParser) -> None:
+    """The options ``analyze`` and ``run`` share."""
+    p.add_argument("-o", "--output", action="append", default=[], metavar="FILE",
+                   help="write the report to FILE (.svg, .html, .dot, .json, or .me.json for Model Explorer); "
+                   "repeatable; drawn after the summary, which a failed drawing never loses")
     p.add_argument("--json", action="store_true", help="print a machine-readable report (schema_version 1) instead")
     p.add_argument("--no-verify", action="store_true", help="skip the real optimizer step")
     p.add_argument("--optimizer", choices=("sgd", "adam"), help="optimizer of the real step (default: sgd)")
@@ -122,9 +143,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--expect-blocked", action="append", default=[], metavar="PATTERN",
                    help="fail unless every variable matching this glob gets no gradient (blocked or unused); "
                    "repeatable")
-    _snapshot_cli.add_options(p)
+    p.add_argument("--all", dest="all_sources", action="store_true",
+                   help="list every source of a gradient site that receives a gradient, not their count")
+    p.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up notices")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    return parser
 
 
 def _positive_float(text: str) -> float:
@@ -139,11 +161,10 @@ def _positive_float(text: str) -> float:
 
 def _analyze(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from flowcheck._load import find_target, split_spec, user_module
-    from flowcheck._rendering import SUFFIXES
+    from flowcheck._run import import_tensorflow, variable_owners
+    from flowcheck._runcli import check_outputs, script_hint
 
-    for output in ns.output:  # before the slow part
-        if not output.lower().endswith(SUFFIXES):
-            raise TargetLoadError(f"cannot write {output!r}: the report formats are {', '.join(SUFFIXES)}")
+    check_outputs(ns.output)  # before the slow part
     _snapshot_cli.validate(ns)
     if ns.explore:
         from flowcheck._explore import check_installed
@@ -151,9 +172,12 @@ def _analyze(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         check_installed()
     path, name = split_spec(ns.target)
     verbose = not ns.json
-    with _Progress(verbose and err.isatty(), err) as progress:
+    # --json: stdout is the JSON document's alone; what the user's file prints goes to stderr.
+    user_out = contextlib.redirect_stdout(err) if ns.json else contextlib.nullcontext()
+    with _Progress(verbose and err.isatty(), err) as progress, user_out:
         progress.step(f"importing {path}")
-        with user_module(path) as module:
+        import_tensorflow(ns.verbose)
+        with script_hint(path), user_module(path) as module:
             import flowcheck
 
             loaded = find_target(module, display_path(path), name, ns.seed)
@@ -161,6 +185,7 @@ def _analyze(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 progress.say(f"flowcheck: analyzing {loaded.chosen_by}")
             progress.step(f"tracing and analyzing {loaded.name}")
             report = flowcheck.analyze(loaded.target, *loaded.args, **loaded.kwargs)
+            owners = variable_owners(loaded.target, loaded.args) if ns.expect_receives or ns.expect_blocked else {}
             if not ns.check:  # with --check, a loss cut off from everything is a change to show
                 _check_differentiable(report)
             verification = None
@@ -169,30 +194,37 @@ def _analyze(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 optimizer, learning_rate = _optimizer(ns, loaded.optimizer)
                 verification = report.verify(optimizer=optimizer, learning_rate=learning_rate)
             snapshot_check = _snapshot_cli.record(ns, report, err)
-    code = _summary(ns, report, verification, (loaded, path, snapshot_check), out)
+    code = _summary(ns, report, verification, (loaded, path, snapshot_check, owners), out)
     # Drawing comes after the summary and the JSON: a drawing that fails or takes too long loses nothing.
     from flowcheck._cli_outputs import draw_outputs, explore
+    from flowcheck._runcli import is_json_report
 
     with _Progress(verbose and err.isatty(), err) as progress:
-        draw_outputs(report, ns.output, ns.detail, ns.focus, err if ns.json else out, progress.step)
+        drawn = [o for o in ns.output if not is_json_report(o)]  # -o report.json: written with the summary
+        draw_outputs(report, drawn, ns.detail, ns.focus, err if ns.json else out, progress.step)
     if ns.explore:
         explore(report, err if ns.json else out)
     return code
 
 
-def _summary(ns: argparse.Namespace, report: Report, verification: Any, found: tuple[Any, str, Any], out: TextIO) -> int:
+def _summary(ns: argparse.Namespace, report: Report, verification: Any, found: tuple[Any, str, Any, Any], out: TextIO) -> int:
     """Print the summary (or JSON, or the snapshot comparison); the exit status."""
     from flowcheck._format import RunInfo, failures, format_rich, format_summary, to_json
 
-    loaded, path, snapshot_check = found
+    from flowcheck._runcli import is_json_report, write_json
+
+    loaded, path, snapshot_check, owners = found
     run = RunInfo(
         file=display_path(path), chosen_by=loaded.chosen_by, inputs=loaded.inputs_from,
-        expectations=_expectations(report, ns.expect_receives, ns.expect_blocked),
+        expectations=_expectations(report, ns.expect_receives, ns.expect_blocked, owners),
         # Text output says "wrote FILE" for each -o file after drawing it, below the summary.
         outputs=(*(ns.output if ns.json else ()), *([ns.snapshot] if ns.snapshot else [])),
+        all_sources=ns.all_sources,
     )
     if snapshot_check is not None:  # --check: the comparison is the output
         return _snapshot_cli.check_output(snapshot_check, report.target, ns.check, failures(report, verification, run), out)
+    for output in (o for o in ns.output if is_json_report(o)):
+        write_json(output, to_json(report, verification, run))
     if ns.json:
         out.write(json.dumps(to_json(report, verification, run), indent=2, allow_nan=False) + "\n")
     elif out.isatty():
@@ -230,8 +262,11 @@ def _optimizer(ns: argparse.Namespace, from_module: tuple[Any, float | None] | N
     return optimizer, ns.learning_rate if ns.learning_rate is not None else learning_rate
 
 
-def _expectations(report: Report, receives: Sequence[str], blocked: Sequence[str]) -> tuple[Expectation, ...]:
+def _expectations(
+    report: Report, receives: Sequence[str], blocked: Sequence[str], owners: dict[int, tuple[str, ...]],
+) -> tuple[Expectation, ...]:
     from flowcheck._analysis import Verdict
+    from flowcheck._expect import Candidate
     from flowcheck._format import Expectation
 
     if report.gradient_sites:  # a training step: each variable as its gradient calls judge it
@@ -243,7 +278,7 @@ def _expectations(report: Report, receives: Sequence[str], blocked: Sequence[str
         for pattern in patterns:
             matched = [
                 r for r in report.variables
-                if fnmatch.fnmatchcase(r.name, pattern) or fnmatch.fnmatchcase(r.name.split(":")[0], pattern)
+                if Candidate(r.name, r.receives, owners.get(id(getattr(r.variable, "value", r.variable)), ())).matches(pattern)
             ]
             wrong = [r for r in matched if (r.verdict is Verdict.RECEIVES) != (expect == "receives")]
             found.append(Expectation(expect, pattern, tuple(r.name for r in matched),

@@ -300,7 +300,7 @@ def test_analyze_help_has_examples_and_exit_status(capsys: pytest.CaptureFixture
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        ([], "flowcheck: error: give a command: flowcheck analyze PATH[:NAME]"),
+        ([], "flowcheck: error: give a command: flowcheck run SCRIPT.py or flowcheck analyze PATH[:NAME]"),
         (["analyze"], "the following arguments are required: PATH[:NAME]"),
         (["analyze", SEED, "--optimizer", "rmsprop"], "argument --optimizer: invalid choice: 'rmsprop'"),
         (["analyze", SEED, "--learning-rate", "-1"], "argument --learning-rate: must be a positive number, not -1"),
@@ -316,7 +316,7 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]
 def test_an_unknown_output_format_is_refused_before_any_work(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, SEED, "-o", "seed.png")
     assert (code, out) == (2, "")
-    assert error_line(err) == "flowcheck: error: cannot write 'seed.png': the report formats are .svg, .html, .dot, .me.json"
+    assert error_line(err) == "flowcheck: error: cannot write 'seed.png': the report formats are .svg, .html, .dot, .me.json, .json"
 
 
 def test_split_spec() -> None:

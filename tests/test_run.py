@@ -1,0 +1,385 @@
+"""``flowcheck run``, in-process through ``main([...])``: how the script is run and stopped, exit codes,
+output discipline. Each script is a tiny file in ``tmp_path``; the truth is a tape in the test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from flowcheck._run import describe_exception
+from flowcheck._source import SourceLine
+from flowcheck.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# An eager custom loop over two layers, the second cut by a NumPy round trip; STEPS rounds.
+EAGER = """\
+import sys
+import numpy as np
+import tensorflow as tf
+import keras
+
+print("script starts", sys.argv[1:])
+a = keras.layers.Dense(2, name="a")
+b = keras.layers.Dense(1, name="b")
+x = tf.ones((3, 2))
+opt = keras.optimizers.SGD(0.1)
+for step in range(3):
+    with tf.GradientTape() as tape:
+        h = tf.constant(a(x).numpy()) if CUT else a(x)
+        loss = tf.reduce_mean(b(h))
+    variables = a.trainable_variables + b.trainable_variables
+    grads = tape.gradient(loss, variables)
+    opt.apply_gradients(zip(grads, variables))
+    print("step", step, "done")
+"""
+
+
+def script(tmp_path: Path, text: str, name: str = "train.py") -> str:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return str(path)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(["run", *argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_eager_step_is_tensorflows_own_answer_and_the_script_stops(tmp_path: Path, capsys: Any) -> None:
+    path = script(tmp_path, "CUT = True\n" + EAGER)
+    code, out, err = run(capsys, path, "--", "--flag", "7")
+    assert code == 1
+    lines = out.splitlines()
+    assert lines[0] == "script starts ['--flag', '7']"  # the script's own output comes first
+    assert "step 0 done" in lines and "step 1 done" not in lines  # ended before its second round
+    # TensorFlow's answer, computed here: a's variables get None, b's a gradient.
+    a, b = keras.layers.Dense(2), keras.layers.Dense(1)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(b(tf.constant(a(tf.ones((3, 2))).numpy())))
+    none = [g is None for g in tape.gradient(loss, a.trainable_variables + b.trainable_variables)]
+    assert none == [True, True, False, False]
+    assert "    TensorFlow gave None (2)" in lines
+    assert lines[lines.index("    TensorFlow gave None (2)") + 1:][:2] == ["      a/kernel", "      a/bias"]
+    assert any("@tf.function" in line for line in lines)
+    assert lines[-1].startswith("FAILED: GradientTape.gradient at ")
+
+
+def test_json_keeps_stdout_for_the_document(tmp_path: Path, capsys: Any) -> None:
+    path = script(tmp_path, "CUT = False\n" + EAGER)
+    out_file = tmp_path / "report.json"
+    code, out, err = run(capsys, path, "--json", "-o", str(out_file))
+    assert code == 0
+    document = json.loads(out)
+    assert document == json.loads(out_file.read_text())
+    assert "script starts []" in err and "step 0 done" in err
+    (step,) = document["steps"]
+    assert step["kind"] == "eager tape.gradient"
+    assert [s["tensorflow_none"] for s in step["site"]["sources"]] == [False] * 4
+    assert document["ok"] is True and document["stopped"] is True
+
+
+# Seeded training of N steps that saves every weight (model and optimizer) to OUT at the end.
+CUSTOM_STEP = """\
+    @tf.function
+    def train_step(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(x, training=True)))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    for _ in range(4):
+        train_step(x)
+    """
+FIT = """\
+    model.compile(optimizer=opt, loss="mse")
+    model.fit(x, tf.zeros((8, 1)), batch_size=2, epochs=2, shuffle=True, verbose=0)
+    """
+
+
+@pytest.mark.parametrize("training", [CUSTOM_STEP, FIT], ids=["custom step", "fit"])
+def test_continue_trains_exactly_as_without_flowcheck(tmp_path: Path, capsys: Any, training: str) -> None:
+    text = textwrap.dedent("""\
+        import numpy as np
+        import tensorflow as tf
+        import keras
+
+        keras.utils.set_random_seed(1)
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), keras.layers.Dropout(0.5),
+                                  keras.layers.Dense(1)])
+        opt = keras.optimizers.Adam(0.01)
+        x = tf.constant(np.random.default_rng(0).normal(size=(8, 3)), tf.float32)
+        """) + textwrap.dedent(training) + (
+        "np.save(OUT, np.concatenate([v.numpy().ravel() for v in model.weights + opt.variables]))\n"
+    )
+    plain = tmp_path / "plain.npy"
+    subprocess.run([sys.executable, script(tmp_path, f"OUT = {str(plain)!r}\n" + text, "a.py")],
+                   check=True, capture_output=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    watched = tmp_path / "watched.npy"
+    code, out, err = run(capsys, script(tmp_path, f"OUT = {str(watched)!r}\n" + text, "b.py"), "--continue")
+    assert code == 0
+    assert out.splitlines()[0].endswith("1 training step analyzed at its first call")
+    np.testing.assert_array_equal(np.load(plain), np.load(watched))
+
+
+def test_script_without_a_training_step(tmp_path: Path, capsys: Any) -> None:
+    code, out, err = run(capsys, script(tmp_path, "print('hello')\n"))
+    assert code == 2
+    assert out == "hello\n"
+    assert err.strip().endswith("ended without a training step (no fit, train_on_batch, tf.function asking "
+                                "for a gradient, Session.run or tape.gradient was called)")
+
+
+def test_script_error_is_one_line_at_its_line(tmp_path: Path, capsys: Any) -> None:
+    path = script(tmp_path, "import tensorflow as tf\n\nx = tf.ones((2, 3))\ny = tf.matmul(x, x)\n")
+    code, out, err = run(capsys, path)
+    assert code == 2
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"flowcheck: error: {path} failed before its first training step: InvalidArgumentError at ")
+    assert f"{SourceLine(path, 4, '')} (y = tf.matmul(x, x)): Matrix size-incompatible: In[0]: [2,3]" in line
+
+
+def test_in_user_code_wrapper_is_unwrapped(tmp_path: Path) -> None:
+    path = script(tmp_path, """\
+        import tensorflow as tf
+
+        @tf.function
+        def f(x):
+            return tf.reshape(x, (5,))
+        """)
+    namespace: dict[str, Any] = {}
+    exec(compile(Path(path).read_text(), path, "exec"), namespace)  # noqa: S102
+    with pytest.raises(Exception) as info:
+        namespace["f"](tf.ones((2, 2)))
+    assert str(info.value).startswith("in user code:")
+    line = describe_exception(info.value, path)
+    assert line.startswith(f"ValueError at {SourceLine(path, 5, '')} (return tf.reshape(x, (5,))): ")
+    assert "in user code" not in line and "File " not in line
+
+
+def test_argparse_errors_are_the_scripts_own(tmp_path: Path, capsys: Any) -> None:
+    path = script(tmp_path, """\
+        import argparse
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--steps", type=int, required=True)
+        parser.parse_args()
+        """, "mytrain.py")
+    code, out, err = run(capsys, path, "--", "--steps", "many")
+    assert code == 2
+    assert err.splitlines()[-1] == "mytrain.py: error: argument --steps: invalid int value: 'many'"
+    assert "flowcheck" not in err
+
+
+def test_usage_errors(tmp_path: Path, capsys: Any) -> None:
+    path = script(tmp_path, "print('never')\n")
+    assert run(capsys, path, "--steps", "3")[0] == 2  # the script's arguments go after --
+    code, out, err = run(capsys, path, "-o", "x.png")
+    assert code == 2 and "the report formats are .svg, .html, .dot, .me.json, .json" in err
+    code, out, err = run(capsys, str(tmp_path / "missing.py"))
+    assert code == 2 and err.strip() == f"flowcheck: error: no such file: {tmp_path / 'missing.py'}"
+
+
+def test_tensorflow_start_up_notices_are_filtered_but_not_the_scripts_stderr(tmp_path: Path) -> None:
+    path = script(tmp_path, "import sys\nprint('my own warning', file=sys.stderr)\n")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    flowcheck = [sys.executable, "-m", "flowcheck.cli", "run", path]
+    quiet = subprocess.run(flowcheck, capture_output=True, text=True, env=env, cwd=ROOT)
+    assert quiet.returncode == 2
+    assert "my own warning" in quiet.stderr
+    assert "absl::InitializeLog" not in quiet.stderr and "oneDNN" not in quiet.stderr
+    verbose = subprocess.run([*flowcheck, "--verbose"], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert "oneDNN custom operations are on" in verbose.stderr
+
+
+def test_analyze_writes_json_and_keeps_stdout_for_it(tmp_path: Path, capsys: Any) -> None:
+    path = script(tmp_path, """\
+        import tensorflow as tf
+
+        print("imported, with a progress bar")
+        w = tf.Variable(tf.ones((2, 1)), name="w")
+        example_inputs = (tf.ones((3, 2)),)
+
+        @tf.function
+        def loss_fn(x):
+            return tf.reduce_sum(tf.matmul(x, w))
+        """)
+    out_file = tmp_path / "report.json"
+    code = main(["analyze", path, "--json", "-o", str(out_file)])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert json.loads(captured.out) == json.loads(out_file.read_text())
+    assert "imported, with a progress bar" in captured.err
+
+
+def test_expect_patterns_match_the_owning_model(tmp_path: Path, capsys: Any) -> None:
+    path = script(tmp_path, """\
+        import tensorflow as tf
+        import keras
+
+        disc = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)], name="discriminator")
+        gen = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)], name="generator")
+        opt = keras.optimizers.SGD(0.1)
+
+        @tf.function
+        def d_step(x):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(disc(tf.stop_gradient(gen(x))))
+            grads = tape.gradient(loss, disc.trainable_variables)
+            opt.apply_gradients(zip(grads, disc.trainable_variables))
+
+        for _ in range(3):
+            d_step(tf.ones((4, 2)))
+        """)
+    code, out, err = run(capsys, path, "--expect-receives", "discriminator/*", "--expect-blocked", "generator/*")
+    lines = out.splitlines()
+    assert code == 1  # generator/* matches no source of the step
+    receives = next(line for line in lines if "receives discriminator/*" in line)
+    assert receives.startswith("  ok  ")
+    assert "  FAIL  blocked generator/*: matched no variable" in lines
+
+
+def test_every_distinct_step_of_the_first_round_is_analyzed(tmp_path: Path, capsys: Any) -> None:
+    path = script(tmp_path, """\
+        import tensorflow as tf
+        import keras
+
+        disc = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)], name="discriminator")
+        gen = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)], name="generator")
+        d_opt, g_opt = keras.optimizers.SGD(0.1), keras.optimizers.SGD(0.1)
+
+        @tf.function
+        def d_step(x):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(disc(gen(x)))
+            grads = tape.gradient(loss, disc.trainable_variables)
+            d_opt.apply_gradients(zip(grads, disc.trainable_variables))
+
+        @tf.function
+        def g_step(x):
+            with tf.GradientTape() as tape:
+                loss = -tf.reduce_mean(disc(gen(x)))
+            grads = tape.gradient(loss, gen.trainable_variables)
+            g_opt.apply_gradients(zip(grads, gen.trainable_variables))
+
+        for i in range(3):
+            d_step(tf.ones((4, 2)))
+            g_step(tf.ones((4, 2)))
+            print("round", i)
+        """)
+    code, out, err = run(capsys, path, "--json")
+    document = json.loads(out)
+    assert code == 0 and document["stopped"]
+    assert [s["name"] for s in document["steps"]] == ["d_step", "g_step"]
+    assert "round 0" in err and "round 1" not in err  # ended as d_step was about to run again
+    # TensorFlow's answer, computed here: each tape gives every source of its own model a gradient.
+    for step, model in zip(document["steps"], ("discriminator", "generator")):
+        (site,) = step["report"]["gradient_sites"]
+        assert all(s["verdict"] == "receives" and s["tensorflow_none"] is False for s in site["sources"])
+        assert len(site["sources"]) == 2
+
+
+def test_train_on_batch_is_a_step(tmp_path: Path, capsys: Any) -> None:
+    path = script(tmp_path, """\
+        import numpy as np
+        import keras
+
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2), keras.layers.Dense(1)])
+        model.compile(optimizer="sgd", loss="mse")
+        for i in range(3):
+            model.train_on_batch(np.ones((4, 3), "float32"), np.zeros((4, 1), "float32"))
+            print("batch", i)
+        """)
+    code, out, err = run(capsys, path)
+    lines = out.splitlines()
+    assert code == 0
+    assert "batch 0" in lines and "batch 1" not in lines
+    assert any(line.startswith("step 1: sequential") and "train_on_batch" in line for line in lines)
+    assert lines[-1] == "OK: every source of every gradient call receives a gradient"
+
+
+@pytest.mark.dot
+def test_diagrams_are_written_per_step(tmp_path: Path, capsys: Any) -> None:
+    path = script(tmp_path, """\
+        import tensorflow as tf
+
+        w = tf.Variable(tf.ones((2, 1)), name="w")
+        v = tf.Variable(tf.ones((2, 1)), name="v")
+        opt, opt_v = tf.keras.optimizers.SGD(0.1), tf.keras.optimizers.SGD(0.1)
+
+        @tf.function
+        def step_w(x):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(tf.matmul(x, w))
+            opt.apply_gradients(zip(tape.gradient(loss, [w]), [w]))
+
+        @tf.function
+        def step_v(x):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(tf.matmul(x, v))
+            opt_v.apply_gradients(zip(tape.gradient(loss, [v]), [v]))
+
+        for _ in range(2):
+            step_w(tf.ones((1, 2)))
+            step_v(tf.ones((1, 2)))
+        """)
+    code, out, err = run(capsys, path, "-o", str(tmp_path / "flow.svg"))
+    assert code == 0
+    written = [str(tmp_path / "flow.step_w.svg"), str(tmp_path / "flow.step_v.svg")]
+    assert out.splitlines()[-1] == f"wrote {', '.join(written)}"
+    assert all(Path(p).read_text().lstrip().startswith("<?xml") for p in written)
+
+
+def test_an_eager_loss_that_left_tensorflow_is_a_finding(tmp_path: Path, capsys: Any) -> None:
+    path = script(tmp_path, """\
+        import numpy as np
+        import tensorflow as tf
+
+        w = tf.Variable(tf.ones((2, 1)), name="w")
+        for _ in range(2):
+            with tf.GradientTape() as tape:
+                loss = np.mean(tf.matmul(tf.ones((3, 2)), w).numpy())
+            grads = tape.gradient(loss, [w])
+        """)
+    # TensorFlow's answer, computed here: the tape raises instead of returning None.
+    w = tf.Variable(tf.ones((2, 1)))
+    with tf.GradientTape() as tape:
+        loss = np.mean(tf.matmul(tf.ones((3, 2)), w).numpy())
+    with pytest.raises(AttributeError, match="_id"):
+        tape.gradient(loss, [w])
+    code, out, err = run(capsys, path, "--json")
+    assert code == 1
+    (step,) = json.loads(out)["steps"]
+    assert step["site"]["error"].startswith("the target is a float")
+    assert [s["name"] for s in step["site"]["sources"]] == ["w"]
+    assert "failed" not in err
+
+
+def test_analyze_points_a_training_script_to_run(tmp_path: Path, capsys: Any) -> None:
+    path = script(tmp_path, """\
+        import argparse
+
+        def main():
+            parser = argparse.ArgumentParser()
+            parser.parse_args()
+
+        if __name__ == "__main__":
+            main()
+        """)
+    assert main(["analyze", path]) == 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith(f"flowcheck: error: no target found in {path}")
+    assert line.endswith(f"{path} looks like a training script: `flowcheck run {path}` runs it as python does "
+                         "and analyzes its training steps")
