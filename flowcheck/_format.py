@@ -289,7 +289,7 @@ def _verification(v: Verification) -> list[_Line]:
     if v.error is not None:
         out.append([(f"  the tape raised {v.error}" + (", as predicted" if v.agrees else ""), "")])
         return out + [[("  problem: ", "bold red"), (p, "red")] for p in v.problems]
-    out.append([(f"  the tape gave a gradient to {gave} of {len(v.variables)} variables, "
+    out.append([(f"  TensorFlow gave a gradient to {gave} of {len(v.variables)} variables, "
                  f"as predicted" if v.agrees else "  the tape contradicts the prediction:", "")])
     for c in v.disagreements:
         predicted = "a gradient" if c.predicted else "no gradient"

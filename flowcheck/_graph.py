@@ -22,7 +22,9 @@ Graph attributes: ``graph.graph["clusters"]`` maps cluster id to ``{"label", "pa
 of the op holding the body; ``inputs`` its input placeholders of a differentiable dtype);
 ``graph.graph["variables"]`` and ``graph.graph["losses"]`` list the variable and loss node ids in
 order; ``graph.graph["inputs"]`` lists the top function's inputs of a differentiable dtype
-(arguments and captures), which TensorFlow differentiates the function with respect to.
+(arguments and captures), which TensorFlow differentiates the function with respect to;
+``graph.graph["step"]`` is True for a training step (its losses are its gradient calls' targets, and
+its graph also holds the backward pass, which no target depends on).
 
 Function bodies are inlined. An op holding functions becomes a *gate* node: its inputs feed the
 bodies' input placeholders and the bodies' outputs feed the gate, whose consumers are the op's

@@ -316,6 +316,7 @@ def _report(traced: Any, graph: nx.DiGraph) -> Report:
 
     if traced.step:
         _steps.attach_targets(graph, traced)
+        graph.graph["step"] = True
     var_nodes: list[str] = graph.graph["variables"]
     loss_nodes: list[str] = graph.graph["losses"]
     total = verdicts(graph, var_nodes, loss_nodes)

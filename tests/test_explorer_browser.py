@@ -139,4 +139,4 @@ def test_mobilenet_train_step_in_model_explorer(browser: Any, tmp_path: Path) ->
         code = served.stop()
     assert "GRADIENT STOPS HERE: blocks calibration/kernel calibration/bias" in text
     assert "flowcheck verdicts" in text
-    assert code == 0, "".join(served.output)
+    assert code == 1, "".join(served.output)  # a finding: the step's site has cut sources

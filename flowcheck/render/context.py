@@ -117,6 +117,10 @@ def _kept(
     g: nx.DiGraph, var_nodes: tuple[str, ...], loss_nodes: tuple[str, ...], feeding: frozenset[str],
     focus: Iterable[str] | None,
 ) -> frozenset[str]:
+    if focus is None and g.graph.get("step"):
+        # A training step's graph also holds its backward pass, metric updates and the like:
+        # only what feeds a gradient call's targets is part of the gradient flow.
+        return frozenset(feeding | set(var_nodes) | set(loss_nodes))
     if focus is None:
         return frozenset(g)
     wanted = list(dict.fromkeys(focus))

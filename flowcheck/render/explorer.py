@@ -57,8 +57,9 @@ def to_explorer(report: Any) -> tuple[str, str]:
 def _graph_of(ctx: Context) -> dict[str, str]:
     """Which Model Explorer graph each drawn node goes into: ``flowcheck`` or a cluster id."""
     placed: dict[str, str] = {}
+    step = bool(ctx.g.graph.get("step"))  # a step's backward pass feeds none of its targets: left out
     for n in ctx.g:
-        if n in ctx.handles:
+        if n in ctx.handles or (step and n not in ctx.kept):
             continue
         cluster = ctx.g.nodes[n].get("cluster")
         placed[n] = _MAIN if cluster is None else str(cluster)
