@@ -64,15 +64,19 @@ def _restoring(traced: Any) -> Iterator[None]:
         saved.restore()
 
 
-def _runs_as_called(traced: Any, sites: Sequence[GradientSite]) -> list[RecordedCall]:
-    """Run the user's step once as training calls it: a plain function eagerly, else as traced."""
+def _runs_as_called(traced: Any, sites: Sequence[GradientSite], control_flow: bool = True) -> list[RecordedCall]:
+    """Run the user's step once as training calls it: a plain function eagerly, else as traced.
+
+    A traced step without control flow (``tf.cond``, ``while_loop``) answers as an eager run of
+    the same Python does, which costs no new trace: then it runs eagerly.
+    """
     step = getattr(traced.function, "python_function", traced.function)
     with running_user_code(), warnings.catch_warnings(), own_random_seeds():
         # Keras's bare warning about None gradients: the report explains those sources.
         warnings.filterwarnings("ignore", message=KERAS_NONE_WARNING, category=UserWarning)
         if any(site.kind == "tf.gradients" for site in sites):
             return _run_traced(step, traced.args, traced.kwargs)
-        if traced.target_kind != "callable":
+        if traced.target_kind != "callable" and control_flow:
             saved = _Saved(traced)
             recorded = _run_traced(step, traced.args, traced.kwargs)
             if all(call is not None for call in _match(sites, recorded)):
@@ -99,11 +103,12 @@ def eager_calls(traced: Any, sites: Sequence[GradientSite], exits: list[Any]) ->
     return _match(sites, recorded)
 
 
-def verify_step(traced: Any, sites: Sequence[GradientSite]) -> Verification:
+def verify_step(traced: Any, sites: Sequence[GradientSite], *, control_flow: bool = True) -> Verification:
     """Run the user's step once, compare each site's sources with the prediction, restore all state.
 
     A plain Python step runs eagerly (as its user calls it); a ``tf.function`` or a Keras
-    ``train_step`` as traced, in a new function that returns what each gradient call gave.
+    ``train_step`` with ``control_flow`` as traced, in a new function that returns what each
+    gradient call gave (without control flow an eager run answers the same, for less).
 
     Raises:
         VerificationError: the step failed for another reason than every gradient being None.
@@ -115,7 +120,7 @@ def verify_step(traced: Any, sites: Sequence[GradientSite]) -> Verification:
     try:
         with _restoring(traced):
             try:
-                recorded = _runs_as_called(traced, sites)
+                recorded = _runs_as_called(traced, sites, control_flow)
             except ValueError as exc:  # Keras's "No gradients provided" ends the step as in training
                 if NO_GRADIENTS not in str(exc):
                     raise

@@ -198,3 +198,27 @@ def test_a_plain_function_step_is_judged_at_its_gradient_call_as_called_eagerly(
     assert [v.numpy() for v in variables] == before and not optimizer.built
     assert report.verify().agrees
     assert [v.numpy() for v in variables] == before
+
+
+def test_a_tf_function_step_with_an_untaken_branch_is_verified_as_traced() -> None:
+    taken, untaken = tf.Variable(1.0, name="traced_taken"), tf.Variable(2.0, name="traced_untaken")
+    optimizer = keras.optimizers.SGD(0.1)
+    variables = [taken, untaken]
+    answers: list[list[bool]] = []
+
+    def body(x: tf.Tensor) -> list[Any]:
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.cond(tf.reduce_sum(x) > 0, lambda: taken * x, lambda: untaken * x))
+        grads = tape.gradient(loss, variables)
+        answers.append([g is not None for g in grads])  # TensorFlow's answer, as traced
+        optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
+        return grads
+
+    step = tf.function(body)
+    x = tf.constant([1.0])
+    report = flowcheck.analyze(step, x)
+    tf.function(body).get_concrete_function(x)  # the truth: a trace of the same step
+    (site,) = report.gradient_sites
+    assert [s.receives for s in site.sources] == answers[-1] == [True, True]  # zeros for the untaken branch
+    check = report.verify()
+    assert check.agrees, check
