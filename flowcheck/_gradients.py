@@ -124,19 +124,22 @@ class GradientOracle:
         inputs, outputs = op.inputs, op.outputs
         if not inputs:
             return ()
-        key = _signature(op, inputs, outputs)
+        in_dtypes = [t.dtype for t in inputs]
+        in_trainable = [is_trainable(t) for t in inputs]  # each asked once: a handle's answer is not cheap
+        out_trainable = [is_trainable(t) for t in outputs]
+        key = _signature(op, in_dtypes, in_trainable, outputs, out_trainable)
         found = self._cache.get(key)
         if found is None:
             found = self._ask(op, key)
             self._cache[key] = found
         # TensorFlow counts every resource handle as trainable; an integer variable is cut where it
         # is read, because its values (the read's outputs) carry no gradient.
-        untrainable_read = bool(outputs) and not any(is_trainable(out) for out in outputs)
+        untrainable_read = bool(outputs) and not any(out_trainable)
         # An integer or boolean input is cut by its dtype whatever the op: say that, not "None".
         return tuple(
-            _read_barrier(op) if untrainable_read and tensor.dtype is _RESOURCE
-            else answer if is_trainable(tensor) else dtype_barrier(tensor)
-            for answer, tensor in zip(found, inputs)
+            _read_barrier(op) if untrainable_read and dtype is _RESOURCE
+            else answer if trainable else dtype_barrier(tensor)
+            for answer, tensor, dtype, trainable in zip(found, inputs, in_dtypes, in_trainable)
         )
 
     def _ask(self, op: Any, signature: tuple[Any, ...]) -> tuple[InputGradient, ...]:
@@ -272,6 +275,11 @@ def _describe(op: Any) -> str:
 
 
 def _gradient_type(op: Any) -> str:
+    # Most ops lack the attribute; asking get_attr for it costs a raised and caught C++ error, while
+    # the op's NodeDef (its attributes, never tensor contents: Const ops have no inputs and are not
+    # asked) tells it in a few microseconds.
+    if "_gradient_op_type" not in op.node_def.attr:
+        return str(op.type)
     try:
         found = op.get_attr("_gradient_op_type")
     except (ValueError, TypeError):
@@ -280,17 +288,14 @@ def _gradient_type(op: Any) -> str:
     return found.decode() if isinstance(found, bytes) else str(found)
 
 
-def _signature(op: Any, inputs: Any, outputs: Any) -> tuple[Any, ...]:
+def _signature(
+    op: Any, in_dtypes: list[Any], in_trainable: list[bool], outputs: Any, out_trainable: list[bool]
+) -> tuple[Any, ...]:
     op_type = op.type
     return (
         _gradient_type(op),
         op_type,
-        tuple(_dtype_key(t) for t in inputs),
-        tuple(_dtype_key(t) for t in outputs),
+        tuple((d, t) if d is _RESOURCE else d for d, t in zip(in_dtypes, in_trainable)),
+        tuple((o.dtype, t) if o.dtype is _RESOURCE else o.dtype for o, t in zip(outputs, out_trainable)),
         tuple(bool(t.consumers()) for t in outputs) if op_type == "IdentityN" else (),
     )
-
-
-def _dtype_key(tensor: Any) -> Any:
-    dtype = tensor.dtype
-    return (dtype, is_trainable(tensor)) if dtype is _RESOURCE else dtype

@@ -137,9 +137,10 @@ class _Builder:
             tensor=tensor.name, dtype=tensor.dtype.name,
         )
 
-    def add_op_node(self, op: Any, node: str, cluster: str | None) -> None:
+    def add_op_node(self, op: Any, node: str, cluster: str | None, op_type: str | None = None) -> None:
+        op_type = op_type or op.type
         self.graph.add_node(
-            node, kind="op", label=op.type, name=op.name, op_type=op.type, cluster=cluster,
+            node, kind="op", label=op_type, name=op.name, op_type=op_type, cluster=cluster,
             outputs=tuple(_describe(t) for t in op.outputs), op=op,
         )
 
@@ -147,18 +148,19 @@ class _Builder:
         assigns: dict[Any, str] = {}  # handle tensor -> last assign node seen
         for op in fgraph.get_operations():
             node = prefix + op.name
-            self.add_op_node(op, node, cluster)
-            if op.type in FUNCTION_OPS or _calls_function(op):
+            op_type = op.type
+            self.add_op_node(op, node, cluster, op_type)
+            if op_type in FUNCTION_OPS or _calls_function(op):
                 self.add_function_op(op, node, prefix, cluster)
             else:
                 for tensor, info in zip(op.inputs, self.oracle.inputs(op)):
-                    self.add_edge(self.node_of(tensor, prefix), node, tensor, info)
-            if op.type in _READ_OPS and op.inputs[0].ref() in assigns:
+                    self.add_edge(prefix + tensor.op.name, node, tensor, info)
+            if op_type in _READ_OPS and op.inputs[0].ref() in assigns:
                 self.add_edge(
                     assigns[op.inputs[0].ref()], node, op.inputs[0],
                     InputGradient(False, BarrierKind.ASSIGN, ASSIGN_DETAIL),
                 )
-            if op.type in ASSIGN_OPS:
+            if op_type in ASSIGN_OPS:
                 assigns[op.inputs[0].ref()] = node
 
     def add_function_op(self, op: Any, node: str, prefix: str, cluster: str | None) -> None:
@@ -298,7 +300,8 @@ def _pretty(function_name: str) -> str:
 
 
 def _describe(tensor: Any) -> str:
-    key = (tensor.dtype, tensor._shape_tuple())  # noqa: SLF001 -- a plain tuple, no TensorShape built
+    dims, unknown = tensor._shape  # noqa: SLF001 -- the C API's answer, without building a TensorShape
+    key = (tensor.dtype, None if unknown else tuple(dims))
     found = _DESCRIPTIONS.get(key)
     if found is None:
         dtype, dims = key
