@@ -64,7 +64,9 @@ def _restoring(traced: Any) -> Iterator[None]:
         saved.restore()
 
 
-def _runs_as_called(traced: Any, sites: Sequence[GradientSite], control_flow: bool = True) -> list[RecordedCall]:
+def _runs_as_called(
+    traced: Any, sites: Sequence[GradientSite], control_flow: bool = True, raised: list[str] | None = None,
+) -> list[RecordedCall]:
     """Run the user's step once as training calls it: a plain function eagerly, else as traced.
 
     A traced step without control flow (``tf.cond``, ``while_loop``) answers as an eager run of
@@ -84,7 +86,7 @@ def _runs_as_called(traced: Any, sites: Sequence[GradientSite], control_flow: bo
             saved.restore()
             # A tape inside a nested tf.function already traced is out of sight of a new trace:
             # only an eager run sees it (as traced and eager answers differ only at control flow).
-        return _run_eagerly(step, traced.args, traced.kwargs)
+        return _run_eagerly(step, traced.args, traced.kwargs, [] if raised is None else raised)
 
 
 def eager_calls(traced: Any, sites: Sequence[GradientSite], exits: list[Any]) -> list[RecordedCall | None]:
@@ -119,14 +121,10 @@ def verify_step(traced: Any, sites: Sequence[GradientSite], *, control_flow: boo
     problems: list[str] = []
     try:
         with _restoring(traced):
-            try:
-                recorded = _runs_as_called(traced, sites, control_flow)
-            except ValueError as exc:  # Keras's "No gradients provided" ends the step as in training
-                if NO_GRADIENTS not in str(exc):
-                    raise
-                if any(s.receiving for s in sites):
-                    problems.append(f"the step raised {_first_line(exc)}")
-                recorded = []
+            raised: list[str] = []
+            recorded = _runs_as_called(traced, sites, control_flow, raised)
+            if raised and any(s.receiving for s in sites):
+                problems.extend(f"the step raised {r}" for r in raised)
             after = [_maybe_digest(v) for v in sources]
         calls = _match(sites, recorded)
     except VerificationError:
@@ -145,14 +143,20 @@ def verify_step(traced: Any, sites: Sequence[GradientSite], *, control_flow: boo
     )
 
 
-def _run_eagerly(step: Any, args: Any, kwargs: Any) -> list[RecordedCall]:
+def _run_eagerly(step: Any, args: Any, kwargs: Any, raised: list[str]) -> list[RecordedCall]:
     """Run a plain-function step eagerly, as its user calls it.
 
     Its nested ``tf.function`` s run eagerly too, so that every tape answers with values (a tape
-    inside one would otherwise answer inside a graph, out of sight).
+    inside one would otherwise answer inside a graph, out of sight). Keras's ``No gradients
+    provided`` ends the step as it would end training: it goes to ``raised``.
     """
     with record_sites() as recorder, _eagerly():
-        step(*args, **kwargs)
+        try:
+            step(*args, **kwargs)
+        except ValueError as exc:
+            if NO_GRADIENTS not in str(exc):
+                raise
+            raised.append(_first_line(exc))
     return recorder.eager_calls
 
 
