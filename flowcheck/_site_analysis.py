@@ -177,13 +177,13 @@ def source_name(obj: Any) -> str:
     return type(obj).__name__
 
 
-def unique(names: Sequence[str]) -> list[str]:
-    """The names with repeats told apart: ``kernel``, ``kernel (2)``, ..."""
+def unique(names: Sequence[str], repeat: str = "{name} ({n})") -> list[str]:
+    """The names with repeats told apart, in order: ``kernel``, ``kernel (2)``, ... (``repeat`` formats them)."""
     seen: dict[str, int] = {}
     out = []
     for name in names:
         seen[name] = seen.get(name, 0) + 1
-        out.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
+        out.append(name if seen[name] == 1 else repeat.format(name=name, n=seen[name]))
     return out
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from flowcheck._analysis import Verdict
+from flowcheck._site_analysis import unique
 
 if TYPE_CHECKING:
     from flowcheck._report import Barrier, Report
@@ -217,12 +218,7 @@ def site_section(
 
 def _unique_names(names: list[str]) -> list[str]:
     """Names as keys: a name given to several variables gets ``#2``, ``#3`` in the report's order."""
-    seen: dict[str, int] = {}
-    unique = []
-    for name in names:
-        seen[name] = seen.get(name, 0) + 1
-        unique.append(name if seen[name] == 1 else f"{name} #{seen[name]}")
-    return unique
+    return unique(names, "{name} #{n}")
 
 
 def _cuts(barriers: tuple[Barrier, ...], base: str) -> tuple[Cut, ...]:
