@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TextIO
 
+from flowcheck import _snapshot_cli
 from flowcheck.errors import RenderError, TargetLoadError
 
 __all__ = [
@@ -59,6 +60,7 @@ def add_run_command(commands: Any, common: Callable[[argparse.ArgumentParser], N
     )
     p.add_argument("script", metavar="SCRIPT.py", help="the training script")
     common(p)
+    _snapshot_cli.add_options(p)
     p.add_argument("--continue", dest="keep_going", action="store_true",
                    help="let the script go on training after its first round, as if flowcheck were not there")
 
@@ -130,6 +132,7 @@ def run_command(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from flowcheck._runreport import candidates, exit_status, format_run, run_json
 
     check_outputs(ns.output)
+    _snapshot_cli.validate(ns)
     options = RunOptions(
         script=ns.script, arguments=tuple(ns.arguments), keep_going=ns.keep_going, verify=not ns.no_verify,
         optimizer=ns.optimizer, learning_rate=ns.learning_rate, verbose=ns.verbose,
@@ -144,6 +147,11 @@ def run_command(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     expectations = match_expectations(candidates(result.steps), ns.expect_receives, ns.expect_blocked)
     document = run_json(result, ns.script, ns.arguments, expectations)
     written = _write_outputs(ns.output, result, document)
+    check = _snapshot_cli.record_snapshot(ns, lambda root: _run_snapshot(result, ns.script, root), ns.script, err)
+    if check is not None:  # --check: the comparison is the output
+        reasons = [f"step {s.name}: verification disagrees" for s in result.steps
+                   if s.verification is not None and not s.verification.agrees]
+        return _snapshot_cli.check_output(check, ns.script, ns.check, reasons, out)
     if ns.json:
         out.write(json.dumps(document, indent=2, allow_nan=False) + "\n")
     else:
@@ -152,6 +160,16 @@ def run_command(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if written:
             out.write(f"wrote {', '.join(written)}\n")
     return exit_status(result, expectations)
+
+
+def _run_snapshot(result: Any, script: str, root: Any) -> Any:
+    """Every analyzed step's gradient sites in one snapshot (the first round of the script)."""
+    from flowcheck._snapshot import sites_snapshot
+
+    sites = [site for step in result.steps for site in (
+        step.report.gradient_sites if step.report is not None else (step.eager,) if step.eager is not None else ()
+    )]
+    return sites_snapshot(script, sites, root)
 
 
 def _nothing_analyzed(result: Any, script: str, err: TextIO) -> int:

@@ -28,7 +28,7 @@ touches disk.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -38,6 +38,7 @@ from flowcheck._site_analysis import unique
 
 if TYPE_CHECKING:
     from flowcheck._report import Barrier, Report
+    from flowcheck._sites import GradientSite
 
 __all__ = [
     "FORMAT_VERSION",
@@ -49,6 +50,7 @@ __all__ = [
     "format_snapshot",
     "parse_snapshot",
     "site_section",
+    "sites_snapshot",
     "snapshot_of",
 ]
 
@@ -176,7 +178,9 @@ def snapshot_of(report: Report, root: str | os.PathLike[str] | None = None) -> S
     """
     from flowcheck.testing import _loss_barriers
 
-    base = os.path.abspath(root if root is not None else os.curdir)
+    if report.gradient_sites:  # a training step: its findings are its gradient calls
+        return sites_snapshot(report.target, report.gradient_sites, root, _cuts(report.gradient_errors, _base(root)))
+    base = _base(root)
     names = _unique_names([r.name for r in report.variables])
     sections = []
     for loss in report.losses:
@@ -190,6 +194,29 @@ def snapshot_of(report: Report, root: str | os.PathLike[str] | None = None) -> S
     return Snapshot(
         target=report.target, sections=tuple(sections), raises=_cuts(report.gradient_errors, base),
     )
+
+
+def sites_snapshot(
+    target: str, sites: Sequence[GradientSite], root: str | os.PathLike[str] | None = None, raises: tuple[Cut, ...] = (),
+) -> Snapshot:
+    """The gradient flow at gradient sites: one section per call, each source's verdict and cuts.
+
+    ``flowcheck run`` puts every analyzed step's sites in one snapshot (a GAN's two steps).
+    """
+    base = _base(root)
+    sections = []
+    for site in sites:
+        flows = [
+            (name, Flow(src.verdict, _cuts(src.barriers, base) if src.verdict is Verdict.BLOCKED else ()))
+            for name, src in zip(_unique_names([src.name for src in site.sources]), site.sources)
+        ]
+        file, line = (_relative(site.source.file, base), site.source.line) if site.source is not None else ("", 0)
+        sections.append(Section("site", site.kind, tuple(sorted(flows)), file, line))
+    return Snapshot(target=target, sections=tuple(sections), raises=raises)
+
+
+def _base(root: str | os.PathLike[str] | None) -> str:
+    return os.path.abspath(root if root is not None else os.curdir)
 
 
 def site_section(

@@ -1,7 +1,7 @@
 """``--snapshot FILE``, ``--check FILE`` and ``--update`` of the command line.
 
 Kept apart from :mod:`flowcheck.cli` so that any command that produces a :class:`Report`
-(``flowcheck analyze`` today, ``flowcheck run`` later) wires them the same way: :func:`add_options`
+(``flowcheck analyze``, ``flowcheck run``) wires them the same way: :func:`add_options`
 on its parser, :func:`validate` before the slow part, :func:`record` once the report exists, and
 :func:`check_output` for the exit status of ``--check``.
 """
@@ -9,7 +9,7 @@ on its parser, :func:`validate` before the slow part, :func:`record` once the re
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -17,9 +17,10 @@ from flowcheck.errors import TargetLoadError
 
 if TYPE_CHECKING:
     from flowcheck._report import Report
+    from flowcheck._snapshot import Snapshot
     from flowcheck._snapshot_diff import SnapshotCheck
 
-__all__ = ["add_options", "check_output", "record", "validate"]
+__all__ = ["add_options", "check_output", "record", "record_snapshot", "validate"]
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
@@ -60,16 +61,24 @@ def record(ns: argparse.Namespace, report: Report, err: TextIO) -> SnapshotCheck
         The ``--check`` comparison, or None without ``--check``.
     """
     from flowcheck._snapshot import snapshot_of
+
+    return record_snapshot(ns, lambda root: snapshot_of(report, root), report.target, err)
+
+
+def record_snapshot(
+    ns: argparse.Namespace, snapshot: Callable[[Path], Snapshot], target: str, err: TextIO
+) -> SnapshotCheck | None:
+    """:func:`record` for any flow: ``snapshot(folder)`` makes it with files relative to ``folder``."""
     from flowcheck._snapshot_diff import check_snapshot, format_check
 
     if ns.snapshot:
-        written = check_snapshot(snapshot_of(report, Path(ns.snapshot).parent), ns.snapshot, update=True)
+        written = check_snapshot(snapshot(Path(ns.snapshot).parent), ns.snapshot, update=True)
         if not ns.json:
-            head, *rest = format_check(written, report.target, ns.snapshot)
+            head, *rest = format_check(written, target, ns.snapshot)
             err.write("\n".join([f"flowcheck: {head}", *rest]) + "\n")
     if not ns.check:
         return None
-    return check_snapshot(snapshot_of(report, Path(ns.check).parent), ns.check, update=ns.update, create=False)
+    return check_snapshot(snapshot(Path(ns.check).parent), ns.check, update=ns.update, create=False)
 
 
 def check_output(check: SnapshotCheck, target: str, shown: str, reasons: Sequence[str], out: TextIO) -> int:

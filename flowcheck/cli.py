@@ -222,7 +222,8 @@ def _summary(ns: argparse.Namespace, report: Report, verification: Any, found: t
         all_sources=ns.all_sources,
     )
     if snapshot_check is not None:  # --check: the comparison is the output
-        return _snapshot_cli.check_output(snapshot_check, report.target, ns.check, failures(report, verification, run), out)
+        reasons = failures(report, verification, run, pinned=True)
+        return _snapshot_cli.check_output(snapshot_check, report.target, ns.check, reasons, out)
     for output in (o for o in ns.output if is_json_report(o)):
         write_json(output, to_json(report, verification, run))
     if ns.json:

@@ -383,3 +383,23 @@ def test_analyze_points_a_training_script_to_run(tmp_path: Path, capsys: Any) ->
     assert line.startswith(f"flowcheck: error: no target found in {path}")
     assert line.endswith(f"{path} looks like a training script: `flowcheck run {path}` runs it as python does "
                          "and analyzes its training steps")
+
+
+def test_snapshot_pins_the_flow_of_every_step(tmp_path: Path, capsys: Any) -> None:
+    """``flowcheck run --snapshot`` records each gradient site; ``--check`` fails the edit that cuts one more."""
+    source = (ROOT / "examples" / "argmax_gate.py").read_text()
+    train = tmp_path / "train.py"
+    train.write_text(source)
+    lock = tmp_path / "flow.toml"
+    code, _, _ = run(capsys, str(train), "--snapshot", str(lock), "--no-verify")
+    assert code == 1 and lock.exists()  # the gate's cut is a finding of the run itself
+    assert 'verdict = "blocked"' in lock.read_text() and "ArgMax" in lock.read_text()
+    code, out, _ = run(capsys, str(train), "--check", str(lock), "--no-verify")
+    assert code == 0, out  # the cut the snapshot records is no change
+    marker = "outputs = tf.concat([e(x) for e in experts], axis=1)"
+    assert marker in source
+    train.write_text(source.replace(marker, "outputs = tf.stop_gradient(tf.concat([e(x) for e in experts], axis=1))"))
+    code, out, _ = run(capsys, str(train), "--check", str(lock), "--no-verify")
+    line = next(i for i, text in enumerate(train.read_text().splitlines(), 1) if "tf.stop_gradient(tf.concat" in text)
+    assert code == 1
+    assert f"expert_0/kernel: receives -> blocked (StopGradient at {train.name}:{line})" in out
