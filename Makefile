@@ -47,6 +47,7 @@ bench: setup
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/render.py
 	$(PY) benchmarks/run_command.py
+	$(PY) benchmarks/growth.py
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache .mypy_cache

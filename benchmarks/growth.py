@@ -36,7 +36,8 @@ def stages(key: str) -> dict[str, float]:
 
     from flowcheck._gradients import GradientOracle
     from flowcheck._graph import build_graph
-    from flowcheck._report import _collector_paused, _report
+    from flowcheck._graph import collector_paused as _collector_paused
+    from flowcheck._report import _report
     from flowcheck._trace import trace
 
     case = models.build(key)

@@ -6,11 +6,8 @@ rendering need. Only the barriers that are reported have their tracebacks read.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import re
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from types import MappingProxyType
 from typing import Any
 
@@ -278,7 +275,7 @@ def analyze(fn: Any, *args: Any, **kwargs: Any) -> Report:
         FlowcheckError: a subclass saying what is wrong with ``fn`` or its result.
     """
     from flowcheck._gradients import GradientOracle
-    from flowcheck._graph import build_graph
+    from flowcheck._graph import build_graph, collector_paused
     from flowcheck._trace import is_plain_callable, trace
 
     try:
@@ -288,29 +285,12 @@ def analyze(fn: Any, *args: Any, **kwargs: Any) -> Report:
             raise
         return _eager_only(fn, args, kwargs, exc)  # a NumPy round trip: judged from its eager call alone
     oracle = GradientOracle()
-    with _collector_paused():
+    with collector_paused():
         graph = build_graph(traced, oracle)
         traced.notes.extend(
             f"could not ask the gradient of {what}; assumed it passes the gradient" for what in oracle.uncertain
         )
         return _report(traced, graph)
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector while the graph is built and analyzed.
-
-    The analysis makes a few small objects per op and frees none; each full pass of the collector
-    walks every live object, so on a 70,000-op graph its passes made the analysis grow faster than
-    the graph. Nothing it makes is cyclic garbage, and the collector runs again afterwards.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _report(traced: Any, graph: nx.DiGraph) -> Report:

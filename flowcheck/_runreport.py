@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from flowcheck._analysis import Verdict
-from flowcheck._expect import Candidate, Expectation, match_expectations
+from flowcheck._expect import Candidate, Expectation
 
 if TYPE_CHECKING:
     from flowcheck._runstep import Step

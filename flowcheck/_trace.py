@@ -30,7 +30,7 @@ from flowcheck._reuse import reused_applies, reused_recorder
 from flowcheck._sites import RecordedCall
 from flowcheck._source import SourceLine, user_frame
 from flowcheck._steps import FailedTrace, is_training_step, keras_loss_step, keras_step, site_losses, trace_recorded
-from flowcheck.errors import InvalidTargetError, LossError, NoVariablesError, TraceError
+from flowcheck.errors import InvalidTargetError, LossError, NoVariablesError
 
 __all__ = [
     "LossOutput", "Traced", "TracedVariable", "describe_variable", "is_plain_callable", "owned_variables", "trace",
