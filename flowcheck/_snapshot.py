@@ -210,7 +210,8 @@ def sites_snapshot(
             (name, Flow(src.verdict, _cuts(src.barriers, base) if src.verdict is Verdict.BLOCKED else ()))
             for name, src in zip(_unique_names([src.name for src in site.sources]), site.sources)
         ]
-        file, line = (_relative(site.source.file, base), site.source.line) if site.source is not None else ("", 0)
+        # A call made by library code (Keras's own train_step) has no line of the user's.
+        file, line = (_relative(site.source.file, base), site.source.line) if site.source is not None else ("(library)", 0)
         sections.append(Section("site", site.kind, tuple(sorted(flows)), file, line))
     return Snapshot(target=target, sections=tuple(sections), raises=raises)
 

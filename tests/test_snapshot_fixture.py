@@ -167,7 +167,7 @@ def test_the_keras_callback_writes_then_checks_its_snapshot(tmp_path: Path, caps
     with warnings.catch_warnings():
         warnings.simplefilter("error", GradientFlowWarning)
         fit(compiled(detach=False), GradientFlowCheck(snapshot=path))
-    assert f"flowcheck: wrote a new snapshot {path} (1 loss, 4 variables); commit it" in capsys.readouterr().err
+    assert f"flowcheck: wrote a new snapshot {path} (1 gradient site, 4 variables); commit it" in capsys.readouterr().err
     assert set(verdicts(path).values()) == {"receives"}
 
     callback = GradientFlowCheck(snapshot=path)
