@@ -65,7 +65,7 @@ def _no_new_version(print_msg: bool = True) -> dict[str, str]:
 
 
 def start(report: Any, host: str = "127.0.0.1", port: int | None = None) -> Explorer:
-    """Serve ``report`` in Model Explorer on ``host``; return once the page answers.
+    """Serve ``report`` (or a list of reports: a run's steps) in Model Explorer on ``host``; return once the page answers.
 
     Raises:
         ExplorerNotInstalledError: the extra is not installed.
@@ -77,11 +77,12 @@ def start(report: Any, host: str = "127.0.0.1", port: int | None = None) -> Expl
 
     from flowcheck.render.explorer import to_explorer
 
-    graphs, node_data = to_explorer(report)
     config = model_explorer.config()
-    config.graphs_list.append(graphs)
-    config.model_sources.append({"url": f"graphs://{report.target}/0"})
-    config.add_node_data("flowcheck verdicts", node_data)
+    for i, one in enumerate(report if isinstance(report, (list, tuple)) else [report]):
+        graphs, node_data = to_explorer(one)
+        config.graphs_list.append(graphs)
+        config.model_sources.append({"url": f"graphs://{one.target}/{i}"})
+        config.add_node_data("flowcheck verdicts" if i == 0 else f"flowcheck verdicts ({one.target})", node_data)
     chosen = port or free_port(host)
     # Model Explorer asks the internet for a newer release (on start and from the page); flowcheck's
     # page stays local: the answer "no newer version" in Model Explorer's own format.

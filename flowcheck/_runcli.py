@@ -61,6 +61,9 @@ def add_run_command(commands: Any, common: Callable[[argparse.ArgumentParser], N
     p.add_argument("script", metavar="SCRIPT.py", help="the training script")
     common(p)
     _snapshot_cli.add_options(p)
+    p.add_argument("--explore", action="store_true",
+                   help="then browse every analyzed step's whole graph in Model Explorer on 127.0.0.1 (Ctrl-C stops "
+                   "it; needs pip install 'flowcheck[explore]')")
     p.add_argument("--continue", dest="keep_going", action="store_true",
                    help="let the script go on training after its first round, as if flowcheck were not there")
 
@@ -133,6 +136,10 @@ def run_command(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     check_outputs(ns.output)
     _snapshot_cli.validate(ns)
+    if ns.explore:
+        from flowcheck._explore import check_installed
+
+        check_installed()
     options = RunOptions(
         script=ns.script, arguments=tuple(ns.arguments), keep_going=ns.keep_going, verify=not ns.no_verify,
         optimizer=ns.optimizer, learning_rate=ns.learning_rate, verbose=ns.verbose,
@@ -159,6 +166,11 @@ def run_command(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         out.write(format_run(result, ns.script, expectations, ns.all_sources))
         if written:
             out.write(f"wrote {', '.join(written)}\n")
+    reports = [s.report for s in result.steps if s.report is not None]
+    if ns.explore and reports:
+        from flowcheck._cli_outputs import explore
+
+        explore(reports, err if ns.json else out)
     return exit_status(result, expectations)
 
 
