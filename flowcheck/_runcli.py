@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TextIO
 
 from flowcheck import _snapshot_cli
-from flowcheck.errors import RenderError, TargetLoadError
+from flowcheck.errors import FlowcheckError, RenderError, TargetLoadError
 
 __all__ = [
     "add_run_command", "check_outputs", "is_json_report", "run_command", "script_hint", "split_script_arguments", "write_json",
@@ -153,7 +153,9 @@ def run_command(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     expectations = match_expectations(candidates(result.steps), ns.expect_receives, ns.expect_blocked)
     document = run_json(result, ns.script, ns.arguments, expectations)
-    written = _write_outputs(ns.output, result, document)
+    written = [output for output in ns.output if is_json_report(output)]
+    for output in written:  # the analysis itself: written before any drawing
+        write_json(output, document)
     check = _snapshot_cli.record_snapshot(ns, lambda root: _run_snapshot(result, ns.script, root), ns.script, err)
     if check is not None:  # --check: the comparison is the output
         reasons = [f"step {s.name}: verification disagrees" for s in result.steps
@@ -166,6 +168,7 @@ def run_command(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         out.write(format_run(result, ns.script, expectations, ns.all_sources))
         if written:
             out.write(f"wrote {', '.join(written)}\n")
+    _draw([o for o in ns.output if not is_json_report(o)], result, err if ns.json else out)
     reports = [s.report for s in result.steps if s.report is not None]
     if ns.explore and reports:
         from flowcheck._cli_outputs import explore
@@ -196,23 +199,25 @@ def _nothing_analyzed(result: Any, script: str, err: TextIO) -> int:
     return 2
 
 
-def _write_outputs(outputs: Sequence[str], result: Any, document: dict[str, Any]) -> list[str]:
-    """``.json``: the whole run; a diagram or HTML report: one file per analyzed step. Returns the paths."""
+def _draw(outputs: Sequence[str], result: Any, out: TextIO) -> None:
+    """A diagram or HTML report per analyzed step, after the summary: ``wrote FILE``, or in one line why not."""
+    from flowcheck._cli_outputs import DRAW_TIMEOUT_S
+
     reports = [(s.name, s.report) for s in result.steps if s.report is not None]
-    written = []
     for output in outputs:
-        if is_json_report(output):
-            write_json(output, document)
-            written.append(output)
-            continue
         if not reports:
-            raise RenderError(f"cannot write {output}: no step has a graph to draw (eager steps have none)")
+            out.write(f"not drawn: {output}: no step has a graph to draw (eager steps have none)\n")
+            continue
         stem, suffix = os.path.splitext(output)
         for name, report in reports:
             path = output if len(reports) == 1 else f"{stem}.{_safe(name)}{suffix}"
-            report.save(path)
-            written.append(path)
-    return written
+            try:
+                report.save(path, written_by="cli", timeout=DRAW_TIMEOUT_S)
+            except FlowcheckError as exc:
+                out.write(f"not drawn: {path}: {type(exc).__name__}: {' '.join(str(exc).split())}\n")
+            else:
+                out.write(f"wrote {path}\n")
+            out.flush()
 
 
 def _safe(name: str) -> str:

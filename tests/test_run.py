@@ -338,7 +338,8 @@ def test_diagrams_are_written_per_step(tmp_path: Path, capsys: Any) -> None:
     code, out, err = run(capsys, path, "-o", str(tmp_path / "flow.svg"))
     assert code == 0
     written = [str(tmp_path / "flow.step_w.svg"), str(tmp_path / "flow.step_v.svg")]
-    assert out.splitlines()[-1] == f"wrote {', '.join(written)}"
+    assert out.splitlines()[-2:] == [f"wrote {p}" for p in written]  # after the summary, one line each
+    assert out.index("step 2:") < out.index("wrote ")
     assert all(Path(p).read_text().lstrip().startswith("<?xml") for p in written)
 
 
