@@ -141,20 +141,25 @@ class Report:
             A :class:`flowcheck.Verification`; its ``agrees`` is True when the tape confirms
             every verdict. It is also kept as ``report.verification``.
         """
+        from flowcheck._step_state import global_seed_generator_kept
+
+        with global_seed_generator_kept():
+            self.verification = self._verify(optimizer, learning_rate)
+        return self.verification
+
+    def _verify(self, optimizer: Any, learning_rate: float | None) -> Any:
         if self.gradient_sites:
             from flowcheck._step_verify import verify_step
 
             # Traced and eager answers differ only at control flow: without it the cheaper eager run serves.
             control_flow = any(c["kind"] != "function" for c in self.graph.graph["clusters"].values())
-            self.verification = verify_step(self._traced, self.gradient_sites, control_flow=control_flow)
-            return self.verification
+            return verify_step(self._traced, self.gradient_sites, control_flow=control_flow)
         from flowcheck._verify import run_step
 
-        self.verification = run_step(
+        return run_step(
             self._traced, [r.receives for r in self.variables], optimizer, learning_rate,
             expect_error=bool(self.gradient_errors),
         )
-        return self.verification
 
     def to_dot(self, detail: str = "collapsed", focus: Any = None) -> str:
         """The gradient-flow diagram as Graphviz DOT source (needs no Graphviz).
@@ -274,6 +279,13 @@ def analyze(fn: Any, *args: Any, **kwargs: Any) -> Report:
     Raises:
         FlowcheckError: a subclass saying what is wrong with ``fn`` or its result.
     """
+    from flowcheck._step_state import global_seed_generator_kept
+
+    with global_seed_generator_kept():
+        return _analyze(fn, args, kwargs)
+
+
+def _analyze(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Report:
     from flowcheck._gradients import GradientOracle
     from flowcheck._graph import build_graph, collector_paused
     from flowcheck._trace import is_plain_callable, trace

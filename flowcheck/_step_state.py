@@ -16,9 +16,27 @@ from typing import Any, Final
 import tensorflow as tf
 
 __all__ = [
-    "KERAS_NONE_WARNING", "NO_GRADIENTS", "all_none_tolerated", "applies_skipped", "built_state", "metric_counts",
-    "metric_notes", "optimizers_of", "state_of", "unbuild",
+    "KERAS_NONE_WARNING", "NO_GRADIENTS", "all_none_tolerated", "applies_skipped", "built_state",
+    "global_seed_generator_kept", "metric_counts", "metric_notes", "optimizers_of", "state_of", "unbuild",
 ]
+
+
+@contextlib.contextmanager
+def global_seed_generator_kept() -> Iterator[None]:
+    """Keras's global ``SeedGenerator`` as it was: one made while flowcheck traces or runs is removed.
+
+    ``keras.random.normal(seed=None)`` makes it on first use. Made inside flowcheck's trace it would
+    hold a variable of that graph (its value unreadable outside it); made by flowcheck at all, the
+    user's own first call would find it instead of making it.
+    """
+    from keras.src.backend.common import global_state
+
+    before = global_state.get_global_attribute("global_seed_generator")
+    try:
+        yield
+    finally:
+        if before is None and global_state.get_global_attribute("global_seed_generator") is not None:
+            global_state.set_global_attribute("global_seed_generator", None)
 
 
 def optimizers_of(fn: Any, args: Sequence[Any] = ()) -> list[Any]:

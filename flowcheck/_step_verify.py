@@ -38,6 +38,10 @@ def _global_state() -> list[Any]:
 def _restore(variables: Sequence[Any], saved: Sequence[Any]) -> None:
     for v, values in zip(variables, saved):
         for component, value in zip(tuple(getattr(v, "_values", None) or (v,)), values):
+            if not component.shape.is_compatible_with(value.shape):
+                # Made in a trace the user's first call has not run yet (Keras's global seed
+                # generator inside fit's step): it had no value to save, its initializer gives it one.
+                continue
             component.assign(value)
 
 

@@ -222,3 +222,19 @@ def test_a_tf_function_step_with_an_untaken_branch_is_verified_as_traced() -> No
     assert [s.receives for s in site.sources] == answers[-1] == [True, True]  # zeros for the untaken branch
     check = report.verify()
     assert check.agrees, check
+
+
+def test_keras_global_seed_generator_made_by_flowcheck_is_removed() -> None:
+    from keras.src.backend.common import global_state
+
+    global_state.set_global_attribute("global_seed_generator", None)
+    w = tf.Variable([1.0, 2.0], name="w_noise")
+
+    @tf.function
+    def loss() -> tf.Tensor:
+        return tf.reduce_sum(w * keras.random.normal((2,)))  # seed=None: Keras's global generator
+
+    report = flowcheck.analyze(loss)
+    report.verify()
+    assert global_state.get_global_attribute("global_seed_generator") is None  # the user's first call makes it
+    assert report.receives_gradient(w) == watched_truth(loss, (w,))[0]
