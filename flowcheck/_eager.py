@@ -20,7 +20,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 import numpy as np
@@ -35,10 +35,14 @@ from flowcheck._distributed import components, container, replica_threads
 from flowcheck._model import VariableResult
 from flowcheck._source import SourceLine, is_library_file, op_source, user_frame
 from flowcheck._trace import LossOutput, TracedVariable, describe_variable
-from flowcheck.errors import LossError, TraceError
+from flowcheck.errors import LossError, NoVariablesError, TraceError
+
+if TYPE_CHECKING:
+    from flowcheck._report import Report
 
 __all__ = [
-    "EagerRun", "Exit", "as_called", "eager_difference", "eager_only", "own_random_seeds", "record_exits", "run_eagerly",
+    "EagerRun", "Exit", "as_called", "eager_difference", "eager_only", "eager_only_report", "own_random_seeds",
+    "record_exits", "run_eagerly",
 ]
 
 # The conversions by which a value leaves TensorFlow, as the user wrote them.
@@ -272,6 +276,26 @@ def as_called(results: Sequence[VariableResult], graph: nx.DiGraph, run: EagerRu
             per_loss=MappingProxyType(per_loss), eager_difference=reason,
         ))
     return tuple(judged)
+
+
+def eager_only_report(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], failure: TraceError) -> Report:
+    """The report of a callable that cannot be traced, judged from its eager call alone.
+
+    Raises:
+        NoVariablesError: the call reads no variable.
+    """
+    from flowcheck._graph import endpoints_graph
+    from flowcheck._report import Report
+    from flowcheck._trace import Traced, owned_variables
+
+    name = str(getattr(fn, "__name__", type(fn).__name__))
+    run = run_eagerly(fn, args, kwargs, owned_variables(fn, args, kwargs), name)
+    if not run.variables:
+        raise NoVariablesError(f"{name} reads no variable: nothing can be trained") from failure
+    notes = [f"{failure}: no static analysis was possible, so the verdicts are the eager tape's alone "
+             "(no barriers, lines or diagram); wrap the NumPy part in tf.numpy_function or keep it in TensorFlow"]
+    traced = Traced(fn, None, tuple(args), dict(kwargs), "callable", run.variables, {}, run.losses, notes, fn)
+    return Report(traced, endpoints_graph(traced), eager_only(run, str(failure)), tuple(notes), ())
 
 
 def eager_only(run: EagerRun, failure: str) -> tuple[VariableResult, ...]:

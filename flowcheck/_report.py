@@ -18,7 +18,7 @@ from flowcheck._analysis import BarrierKind, Verdict, blocking_barriers, gradien
 from flowcheck._model import Barrier, VariableResult
 from flowcheck._sites import GradientSite
 from flowcheck._source import op_source
-from flowcheck.errors import NoVariablesError, TraceError, VariableNotFoundError
+from flowcheck.errors import TraceError, VariableNotFoundError
 
 __all__ = ["Barrier", "Report", "VariableResult", "analyze"]
 
@@ -295,7 +295,9 @@ def _analyze(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Report:
     except TraceError as exc:
         if not is_plain_callable(fn):
             raise
-        return _eager_only(fn, args, kwargs, exc)  # a NumPy round trip: judged from its eager call alone
+        from flowcheck._eager import eager_only_report
+
+        return eager_only_report(fn, args, kwargs, exc)  # a NumPy round trip: judged from its eager call alone
     oracle = GradientOracle()
     with collector_paused():
         graph = build_graph(traced, oracle)
@@ -354,21 +356,6 @@ def _report(traced: Any, graph: nx.DiGraph) -> Report:
     report = Report(traced, graph, tuple(listed), tuple(notes), errors, gradient_sites=sites, never_trained=never)
     report.other_state, report._everything = len(judged) - len(listed), judged
     return report
-
-
-def _eager_only(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], failure: TraceError) -> Report:
-    from flowcheck._eager import eager_only, run_eagerly
-    from flowcheck._graph import endpoints_graph
-    from flowcheck._trace import Traced, owned_variables
-
-    name = str(getattr(fn, "__name__", type(fn).__name__))
-    run = run_eagerly(fn, args, kwargs, owned_variables(fn, args, kwargs), name)
-    if not run.variables:
-        raise NoVariablesError(f"{name} reads no variable: nothing can be trained") from failure
-    notes = [f"{failure}: no static analysis was possible, so the verdicts are the eager tape's alone "
-             "(no barriers, lines or diagram); wrap the NumPy part in tf.numpy_function or keep it in TensorFlow"]
-    traced = Traced(fn, None, tuple(args), dict(kwargs), "callable", run.variables, {}, run.losses, notes, fn)
-    return Report(traced, endpoints_graph(traced), eager_only(run, str(failure)), tuple(notes), ())
 
 
 def _one_per_replica(barriers: Iterable[Barrier]) -> tuple[Barrier, ...]:

@@ -201,23 +201,21 @@ def _nothing_analyzed(result: Any, script: str, err: TextIO) -> int:
 
 def _draw(outputs: Sequence[str], result: Any, out: TextIO) -> None:
     """A diagram or HTML report per analyzed step, after the summary: ``wrote FILE``, or in one line why not."""
-    from flowcheck._cli_outputs import DRAW_TIMEOUT_S
+    from flowcheck._cli_outputs import draw_outputs
 
     reports = [(s.name, s.report) for s in result.steps if s.report is not None]
-    for output in outputs:
-        if not reports:
+    if not reports:
+        for output in outputs:
             out.write(f"not drawn: {output}: no step has a graph to draw (eager steps have none)\n")
-            continue
-        stem, suffix = os.path.splitext(output)
-        for name, report in reports:
-            path = output if len(reports) == 1 else f"{stem}.{_safe(name)}{suffix}"
-            try:
-                report.save(path, written_by="cli", timeout=DRAW_TIMEOUT_S)
-            except FlowcheckError as exc:
-                out.write(f"not drawn: {path}: {type(exc).__name__}: {' '.join(str(exc).split())}\n")
-            else:
-                out.write(f"wrote {path}\n")
-            out.flush()
+        return
+    for name, report in reports:
+        paths = [output if len(reports) == 1 else _per_step(output, name) for output in outputs]
+        draw_outputs(report, paths, "collapsed", None, out, lambda _: None)
+
+
+def _per_step(output: str, step: str) -> str:
+    stem, suffix = os.path.splitext(output)
+    return f"{stem}.{_safe(step)}{suffix}"
 
 
 def _safe(name: str) -> str:
