@@ -34,11 +34,11 @@ def stages(key: str) -> dict[str, float]:
     """CPU seconds of each stage of one analysis of model ``key`` (its own process, oracle as it is)."""
     import models
 
-    from flowcheck._gradients import GradientOracle
-    from flowcheck._graph import build_graph
-    from flowcheck._graph import collector_paused as _collector_paused
-    from flowcheck._report import _report
-    from flowcheck._trace import trace
+    from flowcheck.graph.ops import GradientOracle
+    from flowcheck.graph.build import build_graph
+    from flowcheck.graph.build import collector_paused as _collector_paused
+    from flowcheck._api import build_report as _report
+    from flowcheck.trace.target import trace
 
     case = models.build(key)
     t0 = time.process_time()

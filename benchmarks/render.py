@@ -2,7 +2,7 @@
 
 For each case: the graph's op count, the drawn node and edge counts of the collapsed view, the time
 to build the DOT text (``Report.to_dot()``), and the time ``dot -Tsvg`` takes on it
-(``flowcheck._rendering.render_svg``, which gives up after 120 s). Cases:
+(``flowcheck.render.graphviz.render_svg``, which gives up after 120 s). Cases:
 
 * every model of ``benchmarks/models.py`` (its ``training=True`` loss; the 10,000-layer chain last);
 * ``MobileNetV2 train step``: ``flowcheck.analyze(compiled_model, x, y)`` on
@@ -61,7 +61,7 @@ def _mobilenet_step() -> tuple[str, Any]:
 def _example_case(path: Path) -> Callable[[], tuple[str, Any]]:
     def run() -> tuple[str, Any]:
         import flowcheck
-        from flowcheck._load import find_target, user_module
+        from flowcheck.cli.load import find_target, user_module
 
         with user_module(str(path)) as module:
             loaded = find_target(module, str(path), None, 0)
@@ -118,7 +118,7 @@ def cases() -> dict[str, Callable[[], Any]]:
 
 def measure(name: str, report: Any) -> tuple[str, bool]:
     """One line of figures for ``report``, and whether dot met the target."""
-    from flowcheck._rendering import render_svg
+    from flowcheck.render.graphviz import render_svg
     from flowcheck.errors import RenderError
 
     ops = report.ops if isinstance(report, _Drawn) else sum(1 for _, kind in report.graph.nodes(data="kind") if kind == "op")

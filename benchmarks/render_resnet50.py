@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     import flowcheck
-    from flowcheck._rendering import render_svg
+    from flowcheck.render.graphviz import render_svg
 
     model = keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3), classes=10)
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")

@@ -3,8 +3,8 @@
 Every model runs in fresh child processes, so that each peak RSS belongs to one model and one
 activity, and TensorFlow's import is timed cold:
 
-* a *timing* child: the median of 3 runs of each stage -- trace (``flowcheck._trace.trace``),
-  graph build (``flowcheck._graph.build_graph``), analysis (``flowcheck._report._report``:
+* a *timing* child: the median of 3 runs of each stage -- trace (``flowcheck.trace.target.trace``),
+  graph build (``flowcheck.graph.build.build_graph``), analysis (``flowcheck._api.build_report``:
   verdicts and barrier explanations), render collapsed (``Report.svg()``), verify
   (``Report.verify()``) -- with wall-clock and process CPU times;
 * a *flowcheck* child: what ``flowcheck analyze`` does once, cold (analyze, verify, collapsed SVG);
@@ -94,9 +94,9 @@ def child_timing(key: str, runs: int, verify: bool) -> dict[str, Any]:
     import_s, _ = _import_tensorflow()
     import models
 
-    from flowcheck._graph import build_graph
-    from flowcheck._report import _report
-    from flowcheck._trace import trace
+    from flowcheck.graph.build import build_graph
+    from flowcheck._api import build_report as _report
+    from flowcheck.trace.target import trace
 
     case, build_s, _ = _timed(lambda: models.build(key))
     wall: dict[str, list[float]] = {s: [] for s in STAGES}

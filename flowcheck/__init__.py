@@ -11,11 +11,12 @@ A training step with its own tape is judged at each gradient call (``report.grad
 
 from __future__ import annotations
 
-from flowcheck._analysis import BarrierKind, Verdict
-from flowcheck._report import Barrier, Report, VariableResult, analyze
-from flowcheck._sites import GradientSite, SiteSource
-from flowcheck._source import SourceLine
-from flowcheck._verify import GradientState, VariableCheck, Verification
+from flowcheck._model import BarrierKind, Verdict
+from flowcheck._api import analyze
+from flowcheck._report import Barrier, Report, VariableResult
+from flowcheck.trace.sites import GradientSite, SiteSource
+from flowcheck.source.lines import SourceLine
+from flowcheck.verify.loss import GradientState, VariableCheck, Verification
 from flowcheck.errors import (
     ExecutableNotFoundError,
     FlowcheckError,

@@ -1,15 +1,66 @@
-"""Plain frozen results that every stage after the analysis hands on: barriers and verdicts."""
+"""Plain frozen results that every stage hands on: verdicts, barrier kinds, barriers, variable results."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
-from flowcheck._analysis import BarrierKind, Verdict
-from flowcheck._source import SourceLine
+from flowcheck.source.lines import SourceLine
 
-__all__ = ["Barrier", "VariableResult"]
+__all__ = ["Barrier", "BarrierKind", "VariableResult", "Verdict"]
+
+
+class Verdict(str, Enum):
+    """What happens to a variable's gradient."""
+
+    RECEIVES = "receives"
+    """A gradient path from the loss reaches it (TensorFlow gives a tensor, possibly zeros)."""
+    BLOCKED = "blocked"
+    """It feeds the loss, but every path is cut: TensorFlow gives ``None``."""
+    UNUSED = "unused"
+    """It does not feed the loss at all: TensorFlow gives ``None``."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class BarrierKind(str, Enum):
+    """Why a gradient stops at an edge."""
+
+    STOP_GRADIENT = "stop_gradient"
+    NOT_DIFFERENTIABLE = "not_differentiable"
+    NO_GRADIENT = "no_gradient"
+    NONE_GRADIENT = "none_gradient"
+    DTYPE = "dtype"
+    CUSTOM_GRADIENT = "custom_gradient"
+    CUSTOM_GRADIENT_NONE = "custom_gradient_none"
+    PREDICATE = "predicate"
+    ASSIGN = "assign"
+    NOT_WATCHED = "not_watched"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def label(self) -> str:
+        """A short human label."""
+        return _KIND_LABELS[self]
+
+
+_KIND_LABELS = {
+    BarrierKind.STOP_GRADIENT: "stop_gradient",
+    BarrierKind.NOT_DIFFERENTIABLE: "not differentiable",
+    BarrierKind.NO_GRADIENT: "no gradient defined",
+    BarrierKind.NONE_GRADIENT: "gradient is None",
+    BarrierKind.DTYPE: "non-float dtype",
+    BarrierKind.CUSTOM_GRADIENT: "custom_gradient forward pass",
+    BarrierKind.CUSTOM_GRADIENT_NONE: "custom gradient returned None",
+    BarrierKind.PREDICATE: "control-flow predicate",
+    BarrierKind.ASSIGN: "variable assignment",
+    BarrierKind.NOT_WATCHED: "not watched by the tape (trainable=False)",
+}
 
 
 @dataclass(frozen=True)

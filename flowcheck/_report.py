@@ -1,32 +1,25 @@
-"""The result users hold: ``flowcheck.analyze(...)`` returns a :class:`Report`.
+"""The result users hold: ``flowcheck.analyze(...)`` (:mod:`flowcheck._api`) returns a :class:`Report`.
 
-It ties the stages together (trace -> graph -> analysis) and keeps what verification and
-rendering need. Only the barriers that are reported have their tracebacks read.
+Queries over the analysis (``result``, ``receives_gradient``, ``by_verdict``), and the doors to
+the later stages: :meth:`Report.verify` (stage 5) and the drawings (stage 4, :mod:`flowcheck.render`),
+imported when asked for.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
 from types import MappingProxyType
 from typing import Any
 
 import networkx as nx
 
-from flowcheck import _distributed
-from flowcheck._analysis import BarrierKind, Verdict, blocking_barriers, gradient_errors, verdicts
+from flowcheck.trace import distributed as _distributed
+from flowcheck._model import Verdict
 from flowcheck._model import Barrier, VariableResult
-from flowcheck._sites import GradientSite
-from flowcheck._source import op_source
-from flowcheck.errors import TraceError, VariableNotFoundError
+from flowcheck.trace.sites import GradientSite
+from flowcheck.errors import VariableNotFoundError
 
-__all__ = ["Barrier", "Report", "VariableResult", "analyze"]
+__all__ = ["Barrier", "Report", "VariableResult"]
 
-# What to do about ``Report.gradient_errors``, said the same way by every output.
-GRADIENT_ERROR_ADVICE = (
-    "a gradient reaches these ops and they have none; if a result is meant as a constant, wrap the "
-    "result in tf.stop_gradient (not the input: a gradient still reaches the op)"
-)
 
 
 class Report:
@@ -45,7 +38,7 @@ class Report:
             ``train_step``), each gradient call judged by its own tape; ``losses`` are their targets.
         never_trained: Trainable variables a site's tape would give a gradient that no site lists.
         other_state: How many variables a step reads that ``variables`` leaves out (optimizer, metrics).
-        graph: The gradient-annotated graph (see ``flowcheck._graph``).
+        graph: The gradient-annotated graph (see ``flowcheck.graph.build``).
     """
 
     def __init__(
@@ -141,7 +134,7 @@ class Report:
             A :class:`flowcheck.Verification`; its ``agrees`` is True when the tape confirms
             every verdict. It is also kept as ``report.verification``.
         """
-        from flowcheck._step_state import global_seed_generator_kept
+        from flowcheck.trace.state import global_seed_generator_kept
 
         with global_seed_generator_kept():
             self.verification = self._verify(optimizer, learning_rate)
@@ -149,12 +142,12 @@ class Report:
 
     def _verify(self, optimizer: Any, learning_rate: float | None) -> Any:
         if self.gradient_sites:
-            from flowcheck._step_verify import verify_step
+            from flowcheck.verify.step import verify_step
 
             # Traced and eager answers differ only at control flow: without it the cheaper eager run serves.
             control_flow = any(c["kind"] != "function" for c in self.graph.graph["clusters"].values())
             return verify_step(self._traced, self.gradient_sites, control_flow=control_flow)
-        from flowcheck._verify import run_step
+        from flowcheck.verify.loss import run_step
 
         return run_step(
             self._traced, [r.receives for r in self.variables], optimizer, learning_rate,
@@ -200,7 +193,7 @@ class Report:
             ExecutableNotFoundError: Graphviz ``dot`` is not installed.
             RenderError: ``dot`` failed or took longer than ``timeout`` seconds (default 120).
         """
-        from flowcheck._rendering import render_svg
+        from flowcheck.render.graphviz import render_svg
         from flowcheck.render import format_dot
         from flowcheck.render.svg import open_on
 
@@ -234,7 +227,7 @@ class Report:
                 failed or took too long.
             ExecutableNotFoundError: ``.svg`` or ``.html`` was asked and ``dot`` is not installed.
         """
-        from flowcheck._rendering import save
+        from flowcheck.render.graphviz import save
 
         return save(self, path, detail=detail, focus=focus, written_by=written_by, timeout=timeout)
 
@@ -262,133 +255,3 @@ def _is_variable(value: Any) -> bool:
 
 def _index(result: VariableResult) -> int:
     return int(result.node.split(":", 1)[1])
-
-
-def analyze(fn: Any, *args: Any, **kwargs: Any) -> Report:
-    """Trace ``fn(*args, **kwargs)`` and predict which variables receive a gradient from it.
-
-    Args:
-        fn: A ``tf.function``, a plain callable (wrapped in ``tf.function``) or a compiled Keras
-            model (then ``args`` are ``x, y``: its training step is analyzed).
-        *args: Example inputs, as for calling ``fn``.
-        **kwargs: Keyword inputs, as for calling ``fn``.
-
-    Returns:
-        A :class:`Report`.
-
-    Raises:
-        FlowcheckError: a subclass saying what is wrong with ``fn`` or its result.
-    """
-    from flowcheck._step_state import global_seed_generator_kept
-
-    with global_seed_generator_kept():
-        return _analyze(fn, args, kwargs)
-
-
-def _analyze(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Report:
-    from flowcheck._gradients import GradientOracle
-    from flowcheck._graph import build_graph, collector_paused
-    from flowcheck._trace import is_plain_callable, trace
-
-    try:
-        traced = trace(fn, args, kwargs)
-    except TraceError as exc:
-        if not is_plain_callable(fn):
-            raise
-        from flowcheck._eager import eager_only_report
-
-        return eager_only_report(fn, args, kwargs, exc)  # a NumPy round trip: judged from its eager call alone
-    oracle = GradientOracle()
-    with collector_paused():
-        graph = build_graph(traced, oracle)
-        traced.notes.extend(
-            f"could not ask the gradient of {what}; assumed it passes the gradient" for what in oracle.uncertain
-        )
-        return _report(traced, graph)
-
-
-def _report(traced: Any, graph: nx.DiGraph) -> Report:
-    from flowcheck import _steps  # a training step's gradient sites (TensorFlow is loaded by now)
-
-    if traced.step:
-        _steps.attach_targets(graph, traced)
-        graph.graph["step"] = True
-    var_nodes: list[str] = graph.graph["variables"]
-    loss_nodes: list[str] = graph.graph["losses"]
-    total = verdicts(graph, var_nodes, loss_nodes)
-    per_loss = {
-        name: verdicts(graph, var_nodes, [node]) if len(loss_nodes) > 1 else total
-        for name, node in zip((loss.name for loss in traced.losses), loss_nodes)
-    }
-    cuts = blocking_barriers(graph, var_nodes, loss_nodes, verdict=total)
-    barrier_cache: dict[tuple[str, str], Barrier] = {}
-    results = []
-    for node, var in zip(var_nodes, traced.variables):
-        barriers = _one_per_replica(_barrier(graph, edge, barrier_cache) for edge in cuts.get(node, ()))
-        results.append(
-            VariableResult(
-                name=var.name, verdict=total[node], barriers=barriers, shape=var.shape, dtype=var.dtype,
-                trainable=var.trainable, per_loss=MappingProxyType({n: v[node] for n, v in per_loss.items()}),
-                variable=var.variable, node=node, watched_by_default=var.watched_by_default,
-            )
-        )
-    errors = _one_per_replica(_barrier(graph, edge, barrier_cache) for edge in gradient_errors(graph, loss_nodes))
-    notes = list(traced.notes)
-    judged: tuple[VariableResult, ...] = tuple(results)
-    if traced.python_function is not None:  # a plain callable: the tape's answer as the user calls it
-        from flowcheck._eager import as_called, run_eagerly
-
-        fn = traced.python_function
-        run = run_eagerly(fn, traced.args, traced.kwargs, traced.variables, str(getattr(fn, "__name__", "function")))
-        judged = as_called(judged, graph, run)
-    if len(traced.losses) > 1 and not traced.step:
-        # Users who check with a tape around the whole call see zeros and think the report is wrong.
-        notes.append(
-            f"{len(traced.losses)} losses ({', '.join(l.name for l in traced.losses)}): a per-loss verdict is "
-            "what a tape gives when that loss alone is differentiated inside the step; a tape around "
-            "one call returning all of them gives zeros, not None, to variables only another loss uses"
-        )
-    sites, never, listed = _steps.step_findings(traced, graph, list(judged), _barrier) if traced.step else ((), (), judged)
-    if traced.step and traced.target_kind == "callable":  # a plain function: as its eager call answers
-        from flowcheck._eager_sites import as_called_sites
-
-        sites = as_called_sites(traced, graph, sites)
-    report = Report(traced, graph, tuple(listed), tuple(notes), errors, gradient_sites=sites, never_trained=never)
-    report.other_state, report._everything = len(judged) - len(listed), judged
-    return report
-
-
-def _one_per_replica(barriers: Iterable[Barrier]) -> tuple[Barrier, ...]:
-    # Under a distribution strategy each replica has its own copy of an op ("replica_1/...").
-    seen: set[tuple[Any, ...]] = set()
-    kept = []
-    for b in barriers:
-        # A variable read in cross-replica context is read once per component, each its own op.
-        name = "" if b.kind is BarrierKind.NOT_WATCHED else _REPLICA.sub("", b.op_name)
-        key = (b.kind, b.op_type, name, b.source)
-        if key not in seen:
-            seen.add(key)
-            kept.append(b)
-    return tuple(kept)
-
-
-_REPLICA = re.compile(r"^replica_\d+/")
-
-
-def _barrier(graph: nx.DiGraph, edge: tuple[str, str], cache: dict[tuple[str, str], Barrier]) -> Barrier:
-    found = cache.get(edge)
-    if found is not None:
-        return found
-    u, w = edge
-    data = graph.edges[u, w]
-    attrs = graph.nodes[w]
-    op = attrs.get("op")
-    source, via_library = op_source(op) if op is not None else (None, True)
-    barrier = Barrier(
-        op_name=str(attrs.get("name", w)), op_type=str(attrs.get("op_type", attrs.get("kind", ""))),
-        kind=BarrierKind(data["kind"]), detail=str(data.get("detail") or BarrierKind(data["kind"]).label),
-        tensor=str(data.get("tensor", "")), source=source, in_user_code=source is not None and not via_library,
-        node=w,
-    )
-    cache[edge] = barrier
-    return barrier

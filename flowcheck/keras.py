@@ -21,11 +21,12 @@ from typing import Any, Final, cast
 
 import keras
 
-from flowcheck._analysis import Verdict
-from flowcheck._report import Report, VariableResult, analyze
-from flowcheck._sites import NEVER_TRAINED
-from flowcheck._step_state import KERAS_NONE_WARNING
-from flowcheck._source import is_library_file
+from flowcheck._model import Verdict
+from flowcheck._api import analyze
+from flowcheck._report import Report, VariableResult
+from flowcheck._phrases import NEVER_TRAINED
+from flowcheck.trace.state import KERAS_NONE_WARNING
+from flowcheck.source.lines import is_library_file
 from flowcheck.errors import InvalidTargetError
 from flowcheck.testing import GradientFlowAssertionError, _format_results, _gradient_error_message
 
@@ -134,8 +135,8 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
         """What is wrong with the flow against ``snapshot`` (nothing when it matches or was written)."""
         from pathlib import Path
 
-        from flowcheck._snapshot import snapshot_of
-        from flowcheck._snapshot_diff import check_snapshot, format_check, in_ci
+        from flowcheck.snapshot.build import snapshot_of
+        from flowcheck.snapshot.diff import check_snapshot, format_check, in_ci
 
         path = Path(self.snapshot)
         check = self.snapshot_check = check_snapshot(snapshot_of(report, path.parent), path, create=not in_ci())

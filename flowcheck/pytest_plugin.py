@@ -7,7 +7,7 @@ message. Without the option the plugin does nothing, and it never imports Tensor
 
 The fixture ``gradient_flow_snapshot`` pins a function's whole gradient flow:
 ``gradient_flow_snapshot.assert_match(fn, *args)`` compares it with the snapshot stored in
-``__snapshots__/`` next to the test (see :mod:`flowcheck._snapshot_fixture`);
+``__snapshots__/`` next to the test (see :mod:`flowcheck.snapshot.fixture`);
 ``--flowcheck-update-snapshots`` rewrites the snapshots that differ.
 """
 
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from flowcheck._snapshot_fixture import GradientFlowSnapshot
+    from flowcheck.snapshot.fixture import GradientFlowSnapshot
 
 __all__ = ["gradient_flow_snapshot", "pytest_addoption", "pytest_runtest_makereport", "pytest_terminal_summary"]
 
@@ -51,8 +51,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def gradient_flow_snapshot(request: pytest.FixtureRequest) -> Generator[GradientFlowSnapshot, None, None]:
     """Compare a function's gradient flow with the snapshot stored next to the test:
     ``gradient_flow_snapshot.assert_match(fn, *args)``."""
-    from flowcheck._snapshot_diff import in_ci
-    from flowcheck._snapshot_fixture import GradientFlowSnapshot
+    from flowcheck.snapshot.diff import in_ci
+    from flowcheck.snapshot.fixture import GradientFlowSnapshot
 
     config = request.config
     test_name = _slug(request.node.nodeid.split("::", 1)[-1])

@@ -23,8 +23,13 @@ import fnmatch
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
-from flowcheck._analysis import Verdict, blocking_barriers
-from flowcheck._report import GRADIENT_ERROR_ADVICE, Barrier, Report, VariableResult, _barrier, _is_variable, analyze
+from flowcheck._model import Verdict
+
+from flowcheck.analysis.verdicts import blocking_barriers
+from flowcheck._api import analyze
+from flowcheck._report import Barrier, Report, VariableResult, _is_variable
+from flowcheck.analysis.barriers import barrier as _barrier
+from flowcheck._phrases import GRADIENT_ERROR_ADVICE
 
 __all__ = [
     "ALL_TRAINABLE",
@@ -145,7 +150,7 @@ def _check_arguments(receives: Any, blocked: Any, unused: Any, loss: Any) -> Non
 
 
 def _judged_at_sites(report: Report) -> Report:
-    from flowcheck._steps import judged_at_sites
+    from flowcheck.trace.steps import judged_at_sites
 
     return judged_at_sites(report)  # type: ignore[no-any-return]
 
@@ -339,7 +344,7 @@ def _per_loss_note(loss: str) -> str:
 def _verify(report: Report, loss: str | None) -> Any:
     if loss is None or len(report.losses) == 1:
         return report.verify()
-    from flowcheck._verify import run_step
+    from flowcheck.verify.loss import run_step
 
     traced = report._traced  # noqa: SLF001 -- the traced target the report was made from
     one = dataclasses.replace(traced, function=_only_output(traced.function, loss),

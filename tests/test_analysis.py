@@ -5,9 +5,8 @@ from __future__ import annotations
 import networkx as nx
 import pytest
 
-from flowcheck._analysis import (
-    BarrierKind,
-    Verdict,
+from flowcheck._model import BarrierKind, Verdict
+from flowcheck.analysis.verdicts import (
     blocking_barriers,
     feeding_nodes,
     gradient_errors,

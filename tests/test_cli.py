@@ -20,9 +20,9 @@ import tensorflow as tf
 
 import flowcheck
 from flowcheck import GradientState, VariableCheck, Verification
-from flowcheck._format import RunInfo, format_summary, to_json
-from flowcheck._load import split_spec
-from flowcheck.cli import main
+from flowcheck.outputs.text import RunInfo, format_summary, to_json
+from flowcheck.cli.load import split_spec
+from flowcheck.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = "examples/seed_stop_gradient.py"
@@ -850,7 +850,7 @@ def test_a_factory_calling_sys_exit(capsys: pytest.CaptureFixture[str], tmp_path
 
 
 def test_the_spinner_waits_before_showing() -> None:
-    from flowcheck.cli import _Progress
+    from flowcheck.cli.main import _Progress
 
     err = _Terminal()
     with _Progress(True, err, delay=60.0) as progress:
@@ -881,7 +881,7 @@ def test_a_drawing_that_fails_comes_after_the_summary_and_keeps_the_exit_status(
     def too_slow(*args: object, **kwargs: object) -> str:
         raise RenderError("Graphviz dot did not finish within 60 s; draw less with focus=[...] (--focus)")
 
-    monkeypatch.setattr("flowcheck._rendering.render_svg", too_slow)
+    monkeypatch.setattr("flowcheck.render.graphviz.render_svg", too_slow)
     svg, dot = tmp_path / "seed.svg", tmp_path / "seed.dot"
     code, out, _ = run(capsys, SEED, "--no-verify", "-o", str(svg), "-o", str(dot))
     lines = out.splitlines()

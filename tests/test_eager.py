@@ -17,7 +17,7 @@ import keras
 import tensorflow as tf
 
 import flowcheck
-from flowcheck._format import to_json
+from flowcheck.outputs.text import to_json
 from truth import watched_truth
 
 

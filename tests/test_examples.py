@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import tensorflow as tf
 
-from flowcheck.cli import main
+from flowcheck.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 # seed_tf1.py switches the whole process to TensorFlow 1 graph mode: tests/test_tf1.py runs it in a

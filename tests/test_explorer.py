@@ -63,7 +63,7 @@ def test_namespaces_are_keras_layer_paths() -> None:
 def test_nested_function_bodies_are_subgraphs_of_their_op() -> None:
     g = with_cond()
     for body in ("cond/then", "cond/else"):
-        g.graph["clusters"][body]["gate"] = "cond"  # as flowcheck._graph records the op holding a body
+        g.graph["clusters"][body]["gate"] = "cond"  # as flowcheck.graph.build records the op holding a body
     graphs, data, _ = export(g)
     by_id = {graph["id"]: graph for graph in graphs["graphs"]}
     assert set(by_id) == {"loss_fn", "cond/then", "cond/else"}

@@ -7,7 +7,7 @@ import types
 import tensorflow as tf
 
 import flowcheck
-from flowcheck import _gradients
+from flowcheck.graph import ops as _gradients
 
 
 def _library_keys() -> list[tuple[object, ...]]:

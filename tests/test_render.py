@@ -1,6 +1,6 @@
 """The diagram: DOT built from literal graphs (snapshots, layout rules), SVG via dot, Report.save.
 
-Most tests build small graphs with the schema of ``flowcheck._graph`` by hand and need neither
+Most tests build small graphs with the schema of ``flowcheck.graph.build`` by hand and need neither
 TensorFlow nor Graphviz. Set ``FLOWCHECK_UPDATE_SNAPSHOTS=1`` to rewrite the golden DOT files.
 """
 
@@ -18,7 +18,7 @@ import pytest
 
 import flowcheck
 from flowcheck import Barrier, BarrierKind, SourceLine, Verdict, VariableResult
-from flowcheck._analysis import blocking_barriers, verdicts
+from flowcheck.analysis.verdicts import blocking_barriers, verdicts
 from flowcheck.render import layout, svg_id, to_dot
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
@@ -30,7 +30,7 @@ needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz dot
 
 
 class G:
-    """A small graph in ``flowcheck._graph``'s schema, built edge by edge."""
+    """A small graph in ``flowcheck.graph.build``'s schema, built edge by edge."""
 
     def __init__(self) -> None:
         self.g = nx.DiGraph(clusters={}, variables=[], losses=[])
@@ -321,7 +321,7 @@ def _svg_nodes(svg: str) -> dict[str, ET.Element]:
 @needs_dot
 @pytest.mark.parametrize("make", [seed, keras_like, with_cond])
 def test_svg_is_xml_with_ids_classes_and_tooltips(make: Any) -> None:
-    from flowcheck._rendering import render_svg
+    from flowcheck.render.graphviz import render_svg
 
     g = make()
     res = results(g, SEED_SOURCE)

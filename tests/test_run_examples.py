@@ -19,7 +19,7 @@ import keras
 import pytest
 import tensorflow as tf
 
-from flowcheck.cli import main
+from flowcheck.cli.main import main
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -266,26 +266,9 @@ def test_a_loss_function_with_an_inner_tape_stays_a_loss_function() -> None:
     assert report.receives_gradient(w)
 
 
-def test_step_has_gradient_site_reads_the_code() -> None:
-    _, _, _, train_step = _quickstart()
-
-    @tf.function
-    def plain(x: Any) -> Any:
-        return x * 2.0
-
-    assert flowcheck_sites().step_has_gradient_site(train_step)
-    assert not flowcheck_sites().step_has_gradient_site(plain)
-
-
-def flowcheck_sites() -> Any:
-    from flowcheck import _sites
-
-    return _sites
-
-
 @pytest.mark.parametrize("fmt", ["summary", "json"])
 def test_outputs_show_sites(fmt: str) -> None:
-    from flowcheck._format import SCHEMA_VERSION, format_summary, to_json
+    from flowcheck.outputs.text import SCHEMA_VERSION, format_summary, to_json
 
     _, _, _, train_step = _quickstart()
     x, y = _data()
@@ -326,8 +309,8 @@ def test_a_variable_no_call_asks_for_counts_as_unused_in_a_contract() -> None:
 
 
 def test_an_eager_gradient_call_gets_tensorflows_answer_and_a_numpy_loss_its_reason() -> None:
-    from flowcheck._sites import record_sites
-    from flowcheck._eager_sites import eager_site
+    from flowcheck.trace.recording import record_sites
+    from flowcheck.trace.eager_sites import eager_site
 
     w, u = tf.Variable(1.0, name="w"), tf.Variable(2.0, name="u")
     with record_sites() as recorder:
@@ -455,7 +438,7 @@ def test_a_mirrored_strategy_step_has_its_replica_tape_as_a_site() -> None:
 
 
 def test_a_gan_alternating_two_steps_trains_everything_across_both() -> None:
-    from flowcheck._steps import never_trained_across
+    from flowcheck.trace.steps import never_trained_across
 
     keras.utils.set_random_seed(10)
     generator = keras.Sequential([keras.Input((2,)), keras.layers.Dense(4, name="g")], name="gen")
@@ -502,7 +485,7 @@ def test_a_step_returning_its_loss_and_gradients_is_judged_at_its_site() -> None
 
 
 def test_in_flowcheck_is_true_only_while_flowcheck_runs_the_step() -> None:
-    from flowcheck._sites import in_flowcheck
+    from flowcheck.trace.sites import in_flowcheck
 
     seen: list[bool] = []
     w = tf.Variable(1.0, name="w")
@@ -566,7 +549,7 @@ def test_the_cli_fails_a_step_with_a_cut_source_unless_it_is_expected(
 ) -> None:
     import json
 
-    from flowcheck.cli import main
+    from flowcheck.cli.main import main
 
     path = tmp_path / "qs.py"
     path.write_text(STEP_FILE)

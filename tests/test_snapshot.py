@@ -9,9 +9,10 @@ import tomllib
 
 import pytest
 
-from flowcheck._analysis import Verdict
-from flowcheck._snapshot import FORMAT_VERSION, Cut, Flow, Section, Snapshot, format_snapshot, parse_snapshot
-from flowcheck._snapshot_diff import diff_snapshots, format_diff
+from flowcheck._model import Verdict
+from flowcheck.snapshot.model import FORMAT_VERSION, Cut, Flow, Section, Snapshot
+from flowcheck.snapshot.text import format_snapshot, parse_snapshot
+from flowcheck.snapshot.diff import diff_snapshots, format_diff
 from flowcheck.errors import SnapshotError
 
 RECEIVES = Flow(Verdict.RECEIVES)

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import tensorflow as tf
 
-from flowcheck._load import user_module
-from flowcheck._snapshot_diff import read_snapshot
-from flowcheck.cli import main
+from flowcheck.cli.load import user_module
+from flowcheck.snapshot.diff import read_snapshot
+from flowcheck.cli.main import main
 
 MODEL = '''\
 import keras
@@ -204,7 +204,9 @@ def test_a_snapshot_of_another_format_is_a_usage_error(tmp_path: Path, capsys: p
 
 def test_a_gradient_site_section_round_trips_next_to_the_loss_sections(tmp_path: Path) -> None:
     import flowcheck
-    from flowcheck._snapshot import Snapshot, format_snapshot, parse_snapshot, site_section, snapshot_of
+    from flowcheck.snapshot.build import site_section, snapshot_of
+    from flowcheck.snapshot.model import Snapshot
+    from flowcheck.snapshot.text import format_snapshot, parse_snapshot
 
     path = model(tmp_path, CUT)
     with user_module(path) as module:

@@ -16,7 +16,7 @@ import pytest
 # imported twice in one process.
 import flowcheck.testing  # noqa: F401
 import tensorflow as tf
-from flowcheck._snapshot_diff import read_snapshot
+from flowcheck.snapshot.diff import read_snapshot
 from flowcheck.keras import GradientFlowCheck, GradientFlowWarning
 from flowcheck.testing import GradientFlowAssertionError
 

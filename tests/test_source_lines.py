@@ -17,8 +17,8 @@ import pytest
 import tensorflow as tf
 
 import flowcheck
-from flowcheck._format import to_json
-from flowcheck._source import SourceLine, display_path
+from flowcheck.outputs.text import to_json
+from flowcheck.source.lines import SourceLine, display_path
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -228,7 +228,7 @@ def test_paths_are_shown_normalised(tmp_path: Any, monkeypatch: pytest.MonkeyPat
 def test_the_command_line_shows_paths_normalised(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from flowcheck.cli import main
+    from flowcheck.cli.main import main
 
     (tmp_path / "run").mkdir()
     model = tmp_path / "model.py"
@@ -377,7 +377,7 @@ def test_the_same_call_twice_as_keyword_arguments_and_in_a_comprehension(autogra
 
 
 def test_the_summary_gives_columns_only_to_barriers_sharing_a_line() -> None:
-    from flowcheck._format import format_summary
+    from flowcheck.outputs.text import format_summary
 
     a, b, c = _variables()
 
@@ -434,7 +434,7 @@ def test_an_edited_copy_of_a_file_gets_its_own_lines(tmp_path: Any) -> None:
 def test_undoing_autographs_rewrites_gives_the_users_expression(generated: str, user: str) -> None:
     import ast
 
-    from flowcheck._positions import _undo
+    from flowcheck.source.positions import _undo
 
     node = ast.parse(generated, mode="eval").body
     found: list[ast.AST] = []

@@ -310,7 +310,7 @@ def test_expected_blocked_but_receives_says_so() -> None:
 
 
 def test_a_real_step_that_disagrees_fails(monkeypatch: pytest.MonkeyPatch) -> None:
-    from flowcheck._verify import run_step
+    from flowcheck.verify.loss import run_step
 
     td_loss, online, target, _, s = dqn()
 

@@ -208,7 +208,7 @@ def test_a_variable_flowcheck_cannot_restore_is_never_stepped(results: dict[str,
 
 def _flowcheck_run(*args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    code = "import sys; from flowcheck.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from flowcheck.cli.main import main; sys.exit(main(sys.argv[1:]))"
     return subprocess.run([sys.executable, "-c", code, "run", *args], capture_output=True, text=True, env=env,
                           timeout=300, cwd=_HERE.parent)
 
@@ -306,8 +306,8 @@ def test_recording_is_undone_and_leaves_tf_function_gradients_alone() -> None:
     import tensorflow as tf
     from tensorflow.python.ops import gradients as gradients_module
 
-    from flowcheck._tf1 import graph_mode_recording
-    from flowcheck._tf1_record import recorded_calls
+    from flowcheck.run.tf1 import graph_mode_recording
+    from flowcheck.trace.tf1 import recorded_calls
 
     before = (tf.gradients, tf.compat.v1.gradients, gradients_module.gradients)
     w = tf.Variable(2.0)

@@ -1,6 +1,6 @@
 """TensorFlow 1 cases, run by tests/test_tf1.py in a fresh interpreter (v2 behaviour is disabled
 for the whole process). Each case builds its graph, hands its training ``Session.run`` to
-``flowcheck._tf1.analyze_session_run`` and prints one JSON line: flowcheck's answer, and the truth,
+``flowcheck.run.tf1.analyze_session_run`` and prints one JSON line: flowcheck's answer, and the truth,
 computed here with TensorFlow's own ``tf.gradients`` on the same graph. Lines marked ``# CUT`` are
 where a barrier is expected; the test reads their numbers from this file.
 """
@@ -16,7 +16,7 @@ tf.disable_v2_behavior()
 
 from tensorflow.python.client import session as session_lib  # noqa: E402
 
-from flowcheck import _tf1  # noqa: E402
+from flowcheck.run import tf1 as _tf1  # noqa: E402
 
 _tf1.install()
 rng = np.random.default_rng(0)

@@ -11,8 +11,8 @@ The data flow, one module per step:
 * :mod:`.dot` -- the Drawing as DOT text; :mod:`.svg` -- the SVG opened on the finding;
   :mod:`.html` -- the self-contained HTML report; :mod:`.explorer` -- Model Explorer's graph JSON.
 
-Running Graphviz is :mod:`flowcheck._rendering`'s job, serving Model Explorer
-:mod:`flowcheck._explore`'s; nothing in this package starts a process or imports TensorFlow.
+Running Graphviz is :mod:`flowcheck.render.graphviz`'s job, serving Model Explorer
+:mod:`flowcheck.render.server`'s; nothing in this package starts a process or imports TensorFlow.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What every later step of the layout reads: the analysis results, computed once per drawing.
 
-:func:`build_context` asks :mod:`flowcheck._analysis` which nodes a gradient reaches, which edges
+:func:`build_context` asks :mod:`flowcheck.analysis.verdicts` which nodes a gradient reaches, which edges
 cut a blocked variable off (and the blame paths through them), and where the tape would raise;
 nothing downstream recomputes any of it.
 """
@@ -13,7 +13,9 @@ from typing import Any
 
 import networkx as nx
 
-from flowcheck._analysis import Verdict, blocking_barriers, feeding_nodes, gradient_errors, gradient_nodes
+from flowcheck._model import Verdict
+
+from flowcheck.analysis.verdicts import blocking_barriers, feeding_nodes, gradient_errors, gradient_nodes
 from flowcheck.errors import RenderError
 from flowcheck.render.model import VariableLike
 from flowcheck.render.names import ScopeNames, scope_names

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Final
 
-from flowcheck._analysis import Verdict
+from flowcheck._model import Verdict
 from flowcheck.render.model import VERDICT_COLORS, Cluster, Drawing, Edge, Node
 
 __all__ = ["format_dot", "quote"]

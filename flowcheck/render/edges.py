@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
-from flowcheck._analysis import BarrierKind
+from flowcheck._model import BarrierKind
 from flowcheck.render.context import Context
 from flowcheck.render.model import EDGE_ROLES, Edge
 

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from flowcheck._analysis import Verdict
+from flowcheck._model import Verdict
 from flowcheck.render.context import Context, build_context
 from flowcheck.render.model import VERDICT_COLORS, VariableLike
 

@@ -1,6 +1,6 @@
 """The self-contained HTML report: the diagram inline, pan and zoom, a sortable variable table.
 
-Pure string work: the SVG comes in as text (from :mod:`flowcheck._rendering`), the page goes out
+Pure string work: the SVG comes in as text (from :mod:`flowcheck.render.graphviz`), the page goes out
 as text. The page loads nothing from the network: its style and script are inline. Clicking a row
 of the table highlights that variable in the diagram, whose node has the SVG id ``var-<index>``
 (see :func:`flowcheck.render.model.svg_id`); clicking a variable in the diagram selects its row.
@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from html import escape
 from typing import Any, Final
 
-from flowcheck._analysis import Verdict
+from flowcheck._model import Verdict
 from flowcheck.render.model import svg_id
-from flowcheck._report import GRADIENT_ERROR_ADVICE
+from flowcheck._phrases import GRADIENT_ERROR_ADVICE
 from flowcheck.errors import RenderError
 
 __all__ = ["UNVERIFIED", "to_html"]

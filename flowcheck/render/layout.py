@@ -3,7 +3,7 @@
 Pure and deterministic (the same graph gives the same drawing): the analysis (:mod:`.context`),
 the groups (:mod:`.groups`), folding and the node budget (:mod:`.budget`), then nodes
 (:mod:`.nodes`) and edges (:mod:`.edges`). Nothing here imports TensorFlow: the input is the
-``networkx.DiGraph`` documented in ``flowcheck._graph`` and the report's
+``networkx.DiGraph`` documented in ``flowcheck.graph.build`` and the report's
 :class:`~flowcheck.VariableResult` records.
 
 Keeping ``dot`` fast. Each variable is drawn in its own layer's box, never in a shared hub, an
@@ -46,7 +46,7 @@ def layout(
     """Decide what the diagram shows.
 
     Args:
-        graph: The gradient-annotated graph (``flowcheck._graph``).
+        graph: The gradient-annotated graph (``flowcheck.graph.build``).
         results: One result per variable node (``flowcheck.VariableResult`` or alike).
         detail: ``"collapsed"`` folds each layer or scope into one node (and repeated layers into
             one), except those holding a barrier or a blocked variable, within a node budget;

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from flowcheck._analysis import Verdict
+from flowcheck._model import Verdict
 
 __all__ = [
     "BUDGET",

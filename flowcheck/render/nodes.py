@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from flowcheck._analysis import Verdict
+from flowcheck._model import Verdict
 from flowcheck.render.budget import Plan, shows_variable
 from flowcheck.render.context import Context
 from flowcheck.render.groups import group_name

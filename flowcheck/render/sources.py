@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 import networkx as nx
 
-from flowcheck._source import SourceLine, op_source
+from flowcheck.source.lines import SourceLine
+from flowcheck.source.op import op_source
 
 __all__ = ["op_sources"]
 

@@ -1,0 +1,130 @@
+"""``flowcheck.analyze``: validate -> trace -> graph -> analysis -> :class:`~flowcheck._report.Report`."""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Any
+
+import networkx as nx
+
+from flowcheck._model import Barrier, VariableResult
+from flowcheck._report import Report
+from flowcheck.analysis.barriers import barrier, one_per_replica
+from flowcheck.analysis.verdicts import blocking_barriers, gradient_errors, verdicts
+from flowcheck.errors import NoVariablesError, TraceError
+
+__all__ = ["analyze", "build_report", "eager_only_report"]
+
+
+def analyze(fn: Any, *args: Any, **kwargs: Any) -> Report:
+    """Trace ``fn(*args, **kwargs)`` and predict which variables receive a gradient from it.
+
+    Args:
+        fn: A ``tf.function``, a plain callable (wrapped in ``tf.function``) or a compiled Keras
+            model (then ``args`` are ``x, y``: its training step is analyzed).
+        *args: Example inputs, as for calling ``fn``.
+        **kwargs: Keyword inputs, as for calling ``fn``.
+
+    Returns:
+        A :class:`Report`.
+
+    Raises:
+        FlowcheckError: a subclass saying what is wrong with ``fn`` or its result.
+    """
+    from flowcheck.trace.state import global_seed_generator_kept
+
+    with global_seed_generator_kept():
+        return _analyze(fn, args, kwargs)
+
+
+def _analyze(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Report:
+    from flowcheck.graph.ops import GradientOracle
+    from flowcheck.graph.build import build_graph, collector_paused
+    from flowcheck.trace.target import is_plain_callable, trace
+
+    try:
+        traced = trace(fn, args, kwargs)
+    except TraceError as exc:
+        if not is_plain_callable(fn):
+            raise
+        return eager_only_report(fn, args, kwargs, exc)  # a NumPy round trip: judged from its eager call alone
+    oracle = GradientOracle()
+    with collector_paused():
+        graph = build_graph(traced, oracle)
+        traced.notes.extend(
+            f"could not ask the gradient of {what}; assumed it passes the gradient" for what in oracle.uncertain
+        )
+        return build_report(traced, graph)
+
+
+def build_report(traced: Any, graph: nx.DiGraph) -> Report:
+    """The report of a traced target over its graph: verdicts, barriers, sites, the eager answers of a plain callable."""
+    from flowcheck.trace import steps as _steps  # a training step's gradient sites (TensorFlow is loaded by now)
+
+    if traced.step:
+        _steps.attach_targets(graph, traced)
+        graph.graph["step"] = True
+    var_nodes: list[str] = graph.graph["variables"]
+    loss_nodes: list[str] = graph.graph["losses"]
+    total = verdicts(graph, var_nodes, loss_nodes)
+    per_loss = {
+        name: verdicts(graph, var_nodes, [node]) if len(loss_nodes) > 1 else total
+        for name, node in zip((loss.name for loss in traced.losses), loss_nodes)
+    }
+    cuts = blocking_barriers(graph, var_nodes, loss_nodes, verdict=total)
+    barrier_cache: dict[tuple[str, str], Barrier] = {}
+    results = []
+    for node, var in zip(var_nodes, traced.variables):
+        barriers = one_per_replica(barrier(graph, edge, barrier_cache) for edge in cuts.get(node, ()))
+        results.append(
+            VariableResult(
+                name=var.name, verdict=total[node], barriers=barriers, shape=var.shape, dtype=var.dtype,
+                trainable=var.trainable, per_loss=MappingProxyType({n: v[node] for n, v in per_loss.items()}),
+                variable=var.variable, node=node, watched_by_default=var.watched_by_default,
+            )
+        )
+    errors = one_per_replica(barrier(graph, edge, barrier_cache) for edge in gradient_errors(graph, loss_nodes))
+    notes = list(traced.notes)
+    judged: tuple[VariableResult, ...] = tuple(results)
+    if traced.python_function is not None:  # a plain callable: the tape's answer as the user calls it
+        from flowcheck.trace.eager import as_called, run_eagerly
+
+        fn = traced.python_function
+        run = run_eagerly(fn, traced.args, traced.kwargs, traced.variables, str(getattr(fn, "__name__", "function")))
+        judged = as_called(judged, graph, run)
+    if len(traced.losses) > 1 and not traced.step:
+        # Users who check with a tape around the whole call see zeros and think the report is wrong.
+        notes.append(
+            f"{len(traced.losses)} losses ({', '.join(l.name for l in traced.losses)}): a per-loss verdict is "
+            "what a tape gives when that loss alone is differentiated inside the step; a tape around "
+            "one call returning all of them gives zeros, not None, to variables only another loss uses"
+        )
+    sites, never, listed = _steps.step_findings(traced, graph, list(judged), barrier) if traced.step else ((), (), judged)
+    if traced.step and traced.target_kind == "callable":  # a plain function: as its eager call answers
+        from flowcheck.trace.eager_sites import as_called_sites
+
+        sites = as_called_sites(traced, graph, sites)
+    report = Report(traced, graph, tuple(listed), tuple(notes), errors, gradient_sites=sites, never_trained=never)
+    report.other_state, report._everything = len(judged) - len(listed), judged
+    return report
+
+
+def eager_only_report(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], failure: TraceError) -> Report:
+    """The report of a callable that cannot be traced, judged from its eager call alone.
+
+    Raises:
+        NoVariablesError: the call reads no variable.
+    """
+    from flowcheck.graph.build import endpoints_graph
+    from flowcheck.trace.eager import eager_only, run_eagerly
+    from flowcheck.trace.target import owned_variables
+    from flowcheck.trace.traced import Traced
+
+    name = str(getattr(fn, "__name__", type(fn).__name__))
+    run = run_eagerly(fn, args, kwargs, owned_variables(fn, args, kwargs), name)
+    if not run.variables:
+        raise NoVariablesError(f"{name} reads no variable: nothing can be trained") from failure
+    notes = [f"{failure}: no static analysis was possible, so the verdicts are the eager tape's alone "
+             "(no barriers, lines or diagram); wrap the NumPy part in tf.numpy_function or keep it in TensorFlow"]
+    traced = Traced(fn, None, tuple(args), dict(kwargs), "callable", run.variables, {}, run.losses, notes, fn)
+    return Report(traced, endpoints_graph(traced), eager_only(run, str(failure)), tuple(notes), ())

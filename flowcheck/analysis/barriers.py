@@ -1,0 +1,54 @@
+"""The cuts as users read them: a :class:`~flowcheck._model.Barrier` per cut edge, at the user's line.
+
+Only the barriers that are reported have their op's traceback read (:func:`flowcheck.source.op.op_source`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import networkx as nx
+
+from flowcheck._model import Barrier
+from flowcheck._model import BarrierKind
+from flowcheck.source.op import op_source
+
+__all__ = ["barrier", "one_per_replica"]
+
+
+def one_per_replica(barriers: Iterable[Barrier]) -> tuple[Barrier, ...]:
+    # Under a distribution strategy each replica has its own copy of an op ("replica_1/...").
+    seen: set[tuple[Any, ...]] = set()
+    kept = []
+    for b in barriers:
+        # A variable read in cross-replica context is read once per component, each its own op.
+        name = "" if b.kind is BarrierKind.NOT_WATCHED else _REPLICA.sub("", b.op_name)
+        key = (b.kind, b.op_type, name, b.source)
+        if key not in seen:
+            seen.add(key)
+            kept.append(b)
+    return tuple(kept)
+
+
+_REPLICA = re.compile(r"^replica_\d+/")
+
+
+def barrier(graph: nx.DiGraph, edge: tuple[str, str], cache: dict[tuple[str, str], Barrier]) -> Barrier:
+    found = cache.get(edge)
+    if found is not None:
+        return found
+    u, w = edge
+    data = graph.edges[u, w]
+    attrs = graph.nodes[w]
+    op = attrs.get("op")
+    source, via_library = op_source(op) if op is not None else (None, True)
+    barrier = Barrier(
+        op_name=str(attrs.get("name", w)), op_type=str(attrs.get("op_type", attrs.get("kind", ""))),
+        kind=BarrierKind(data["kind"]), detail=str(data.get("detail") or BarrierKind(data["kind"]).label),
+        tensor=str(data.get("tensor", "")), source=source, in_user_code=source is not None and not via_library,
+        node=w,
+    )
+    cache[edge] = barrier
+    return barrier

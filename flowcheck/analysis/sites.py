@@ -1,0 +1,235 @@
+"""Per-site verdicts: each gradient call judged on the ops *its* tape recorded, with its watch rules.
+
+A tape differentiates only what it recorded: the ops created inside its ``with`` block while it
+was recording (``stop_recording`` stretches excluded), and among the variables read there only
+those it watches (every trainable one it accesses by default; only those passed to ``watch`` with
+``watch_accessed_variables=False``). So for each recorded call the graph of the whole step is cut
+down to those ops (plus the input placeholders through which variables enter), the edges out of
+the variable nodes carry a gradient exactly for watched variables, and the usual analysis of
+:mod:`flowcheck.analysis.verdicts` runs on that, from the tensors passed as targets. ``tf.gradients``
+differentiates the whole graph and watches nothing.
+"""
+
+from __future__ import annotations
+
+import ast
+import linecache
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import networkx as nx
+
+from flowcheck._model import BarrierKind, Verdict
+
+from flowcheck.analysis.verdicts import blocking_barriers, verdicts
+from flowcheck.trace.sites import GradientSite, RecordedCall, SiteSource
+from flowcheck.source.lines import SourceLine
+
+__all__ = [
+    "SiteGraph", "judge_call", "site_graph", "source_name", "target_names", "tensor_labels", "tensor_node", "unique",
+]
+
+BarrierOf = Callable[[nx.DiGraph, tuple[str, str], dict[tuple[str, str], Any]], Any]
+
+_NOT_WATCHED_TRAINABLE = "created with trainable=False: GradientTape does not watch it"
+_NOT_WATCHED_EXPLICIT = "the tape has watch_accessed_variables=False and was not asked to watch it"
+
+
+class SiteGraph:
+    """The step's graph as one call's tape saw it, and the ids of its sources and targets.
+
+    Attributes:
+        graph: A copy of the step's graph holding only what the tape recorded.
+        sources: Per source of the call, its node in :attr:`graph` (None: not in it at all).
+        targets: The nodes of the call's targets present in :attr:`graph`.
+    """
+
+    def __init__(self, graph: nx.DiGraph, sources: list[str | None], targets: list[str]) -> None:
+        self.graph = graph
+        self.sources = sources
+        self.targets = targets
+
+
+def _op_id(attrs: dict[str, Any]) -> int | None:
+    op = attrs.get("op")
+    try:
+        return int(op._id) if op is not None else None  # noqa: SLF001 -- creation order in its graph
+    except Exception:  # noqa: BLE001 -- an op rebuilt from a FunctionDef
+        return None
+
+
+def _recorded_nodes(graph: nx.DiGraph, call: RecordedCall) -> set[str]:
+    """Op nodes the call's tape recorded (every op for ``tf.gradients``), placeholders included."""
+    tape = call.tape
+    clusters = graph.graph["clusters"]
+    verdict_of: dict[str, bool] = {}
+
+    def own(node: str) -> bool:
+        found = verdict_of.get(node)
+        if found is not None:
+            return found
+        attrs = graph.nodes[node]
+        op = attrs.get("op")
+        if op is not None and op.type == "Placeholder":
+            result = True  # arguments and captures: how variables and inputs enter, not computation
+        elif tape is None:
+            result = True
+        elif op is not None and op.graph is tape.graph:
+            op_id = _op_id(attrs)
+            result = op_id is not None and tape.recorded(op_id)
+        elif attrs.get("cluster") is not None:
+            result = own(clusters[attrs["cluster"]]["gate"])  # inside a body: as the op holding it
+        else:
+            result = False
+        verdict_of[node] = result
+        return result
+
+    return {n for n, kind in graph.nodes(data="kind") if kind == "op" and own(n)}
+
+
+def site_graph(
+    graph: nx.DiGraph, call: RecordedCall, variables: Sequence[Any], watched_ids: Callable[[int], bool],
+    variable_index: Callable[[Any], int | None],
+) -> SiteGraph:
+    """Cut the step's graph down to what ``call`` differentiates.
+
+    Args:
+        graph: The step's graph (:func:`flowcheck.graph.build.build_graph`).
+        call: The recorded call.
+        variables: ``Traced.variables``.
+        watched_ids: Whether the tape watches variable ``i`` (called per variable node).
+        variable_index: The index in ``variables`` of a source object, or None.
+    """
+    keep = _recorded_nodes(graph, call)
+    var_nodes: list[str] = graph.graph["variables"]
+    keep.update(var_nodes)
+    # A tensor source (``tape.watch(x)``) may be made before the block: it is where gradients end.
+    keep.update(n for obj in call.sources if variable_index(obj) is None and (n := tensor_node(graph, obj)))
+    sub = graph.subgraph(keep).copy()
+    for i, node in enumerate(var_nodes):
+        watched = watched_ids(i)
+        for succ in list(sub.succ[node]):
+            data = sub.edges[node, succ]
+            if data["kind"] is BarrierKind.DTYPE:
+                continue  # an integer variable carries nothing, watched or not
+            if watched:
+                data.update(grad=True, kind=None, detail="")
+            else:
+                detail = _NOT_WATCHED_EXPLICIT if call.tape is not None and not call.tape.watch_accessed_variables \
+                    else _NOT_WATCHED_TRAINABLE
+                data.update(grad=False, kind=BarrierKind.NOT_WATCHED, detail=detail)
+    sources: list[str | None] = []
+    for obj in call.sources:
+        index = variable_index(obj)
+        sources.append(var_nodes[index] if index is not None else tensor_node(sub, obj))
+    targets = [n for n in (tensor_node(sub, t) for t in call.targets) if n is not None]
+    return SiteGraph(sub, sources, targets)
+
+
+def tensor_node(graph: nx.DiGraph, tensor: Any) -> str | None:
+    """The node of the op that makes ``tensor`` (searched in inlined bodies too), if any."""
+    op = getattr(tensor, "op", None)
+    if op is None:
+        return None
+    name = str(op.name)
+    if name in graph and graph.nodes[name].get("op") is op:
+        return name
+    for node, attrs in graph.nodes(data=True):  # a tensor of a nested function's graph
+        if attrs.get("op") is op:
+            return str(node)
+    return None
+
+
+def judge_call(
+    call: RecordedCall, sub: SiteGraph, names: Sequence[str], trainable: Sequence[bool],
+    barrier_of: BarrierOf, watch: str, target_labels: tuple[str, ...],
+) -> GradientSite:
+    """The :class:`GradientSite` of one call from its cut-down graph."""
+    present = [n for n in sub.sources if n is not None]
+    verdict = verdicts(sub.graph, present, sub.targets) if sub.targets else dict.fromkeys(present, Verdict.UNUSED)
+    cuts = blocking_barriers(sub.graph, present, sub.targets, verdict=verdict) if sub.targets else {}
+    cache: dict[tuple[str, str], Any] = {}
+    answers = call.tensorflow_none
+    sources = []
+    for i, node in enumerate(sub.sources):
+        found = verdict.get(node, Verdict.UNUSED) if node is not None else Verdict.UNUSED
+        barriers = tuple(barrier_of(sub.graph, edge, cache) for edge in cuts.get(node, ())) if node else ()
+        sources.append(SiteSource(
+            name=names[i], variable=call.sources[i], verdict=found, barriers=barriers,
+            tensorflow_none=answers[i], trainable=trainable[i],
+        ))
+    notes: tuple[str, ...] = ()
+    if not sub.targets:
+        notes = ("the targets were not computed while the tape recorded (outside its with block): "
+                 "nothing is differentiated",)
+    return GradientSite(
+        kind=call.kind, source=call.source, targets=target_labels, sources=tuple(sources), watch=watch,
+        error=call.error, notes=notes,
+    )
+
+
+def source_name(obj: Any) -> str:
+    """A source's display name: Keras path, ``tf.Variable`` name without ``:0``, or tensor name."""
+    path = getattr(obj, "path", None)
+    if isinstance(path, str) and path:
+        return path
+    name = getattr(obj, "name", None)
+    if isinstance(name, str) and name:
+        return name[:-2] if name.endswith(":0") else name
+    return type(obj).__name__
+
+
+def unique(names: Sequence[str], repeat: str = "{name} ({n})") -> list[str]:
+    """The names with repeats told apart, in order: ``kernel``, ``kernel (2)``, ... (``repeat`` formats them)."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else repeat.format(name=name, n=seen[name]))
+    return out
+
+
+_CALLS = frozenset({"gradient", "jacobian", "batch_jacobian", "gradients"})
+
+
+def target_names(source: SourceLine | None, targets: Sequence[Any]) -> tuple[str, ...]:
+    """How the user wrote the targets in the call (``"loss"``), else the tensors' names."""
+    fallback = tuple(source_name(t) for t in targets)
+    expression = _argument(source, 0, ("target", "ys")) if source is not None else None
+    if expression is None:
+        return fallback
+    if len(targets) == 1:
+        return (ast.unparse(expression),)
+    if isinstance(expression, (ast.List, ast.Tuple)) and len(expression.elts) == len(targets):
+        return tuple(ast.unparse(e) for e in expression.elts)
+    return tuple(f"{ast.unparse(expression)}[{i}]" for i in range(len(targets)))
+
+
+def tensor_labels(source: SourceLine | None, count: int) -> list[str | None]:
+    """How the user wrote each source in the call, where it is a plain list of names (``[x, z]``)."""
+    expression = _argument(source, 1, ("sources", "source", "xs")) if source is not None else None
+    if isinstance(expression, (ast.List, ast.Tuple)) and len(expression.elts) == count:
+        return [ast.unparse(e) for e in expression.elts]
+    if expression is not None and count == 1 and isinstance(expression, ast.Name):
+        return [expression.id]
+    return [None] * count
+
+
+def _argument(source: SourceLine, index: int, keywords: tuple[str, ...]) -> ast.expr | None:
+    text = ""
+    for offset in range(6):  # a call spread over a few lines
+        line = linecache.getline(source.file, source.line + offset)
+        if not line:
+            break
+        text += line
+        try:
+            tree = ast.parse(text.strip())
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in _CALLS:
+                if len(node.args) > index:
+                    return node.args[index]
+                return next((k.value for k in node.keywords if k.arg in keywords), None)
+        return None
+    return None

@@ -1,0 +1,183 @@
+"""Stage 3: which variables a gradient reaches, and what cuts the others off.
+
+Pure functions over the graph built by :mod:`flowcheck.graph.build` (its docstring documents the node
+and edge attributes). Nothing here imports TensorFlow or changes the graph; every function is
+linear in the size of the graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+
+import networkx as nx
+
+from flowcheck._model import BarrierKind, Verdict
+
+__all__ = [
+    "blocking_barriers",
+    "feeding_nodes",
+    "gradient_errors",
+    "gradient_nodes",
+    "verdicts",
+]
+
+
+def _reaching(graph: nx.DiGraph, targets: Iterable[str], carrying_only: bool) -> set[str]:
+    seen = {t for t in targets if t in graph}
+    stack = list(seen)
+    pred = graph._pred  # noqa: SLF001 -- the adjacency dicts themselves: a view per node costs more than the walk
+    while stack:
+        node = stack.pop()
+        for p, data in pred[node].items():
+            if p not in seen and (not carrying_only or data["grad"]):
+                seen.add(p)
+                stack.append(p)
+    return seen
+
+
+def feeding_nodes(graph: nx.DiGraph, targets: Iterable[str]) -> set[str]:
+    """Nodes with a forward path to any of ``targets`` (the targets included)."""
+    return _reaching(graph, targets, carrying_only=False)
+
+
+def gradient_nodes(graph: nx.DiGraph, targets: Iterable[str]) -> set[str]:
+    """Nodes a gradient from ``targets`` reaches: a path of gradient-carrying edges exists."""
+    return _reaching(graph, targets, carrying_only=True)
+
+
+def verdicts(
+    graph: nx.DiGraph, variables: Iterable[str], targets: Collection[str]
+) -> dict[str, Verdict]:
+    """The verdict of each variable node with respect to the loss nodes ``targets``."""
+    feeding = feeding_nodes(graph, targets)
+    receiving = gradient_nodes(graph, targets)
+    return {
+        v: Verdict.RECEIVES if v in receiving else Verdict.BLOCKED if v in feeding else Verdict.UNUSED
+        for v in variables
+    }
+
+
+def blocking_barriers(
+    graph: nx.DiGraph,
+    variables: Iterable[str],
+    targets: Collection[str],
+    *,
+    verdict: Mapping[str, Verdict] | None = None,
+) -> dict[str, tuple[tuple[str, str], ...]]:
+    """For each blocked variable, a small set of barrier edges that cut all its paths to ``targets``.
+
+    Two cuts are true for every blocked variable, and the smaller one is reported (the first on a
+    tie):
+
+    * *nearest the variable*: the first edge that carries no gradient on each forward path from the
+      variable, i.e. an edge ``(u, w)`` where ``w`` feeds a target and ``u`` is reached from the
+      variable along gradient-carrying edges (the ``Cast`` to an integer, not the later cast back);
+    * *nearest the loss*: the edge on each path where the gradient from the targets stops, i.e. an
+      edge ``(u, w)`` where a gradient reaches ``w`` but not ``u`` (the user's ``stop_gradient``,
+      not the one inside ``tf.nn.moments`` whose path runs into it anyway).
+
+    Every forward path crosses an edge of each cut, and each reported edge lies on such a path.
+    One pass in reverse topological order serves every variable at once: each node holds its two
+    sets as bitsets over the barrier edges, so the whole is linear in the size of the graph.
+
+    Returns:
+        ``{variable: ((u, w), ...)}`` for the blocked variables, edges sorted.
+    """
+    verdict = verdict or verdicts(graph, variables, targets)
+    blocked = [v for v in variables if verdict.get(v) is Verdict.BLOCKED]
+    if not blocked:
+        return {}
+    near, far, by_bit = _cut_sets(graph, feeding_nodes(graph, targets), gradient_nodes(graph, targets))
+    result: dict[str, tuple[tuple[str, str], ...]] = {}
+    for v in blocked:
+        a, b = near.get(v, 0), far.get(v, 0)
+        mask = b if b.bit_count() < a.bit_count() else a
+        edges = []
+        while mask:
+            low = mask & -mask
+            edges.append(by_bit[low.bit_length() - 1])
+            mask ^= low
+        result[v] = tuple(sorted(edges))
+    return result
+
+
+def _cut_sets(
+    graph: nx.DiGraph, feeding: set[str], receiving: set[str]
+) -> tuple[dict[str, int], dict[str, int], dict[int, tuple[str, str]]]:
+    """Per node that feeds a target without a gradient: its near and far cuts as bitsets over edges."""
+    edge_bits: dict[tuple[str, str], int] = {}
+
+    def bit(edge: tuple[str, str]) -> int:
+        found = edge_bits.get(edge)
+        if found is None:
+            found = edge_bits[edge] = 1 << len(edge_bits)
+        return found
+
+    near: dict[str, int] = {}
+    far: dict[str, int] = {}
+    succ = graph._succ  # noqa: SLF001 -- as in _reaching
+    region = feeding - receiving  # nodes that feed a target but get no gradient
+    for node in reversed(list(nx.topological_sort(graph.subgraph(region)))):
+        near_acc = far_acc = 0
+        for s, data in succ[node].items():
+            if s not in feeding:
+                continue
+            if s in receiving:  # never a carrying edge: ``node`` would receive too
+                far_acc |= bit((node, s))
+            else:
+                far_acc |= far[s]
+            near_acc |= near[s] if data["grad"] else bit((node, s))
+        near[node] = near_acc
+        far[node] = far_acc
+    return near, far, {b.bit_length() - 1: edge for edge, b in edge_bits.items()}
+
+
+# Edges along which TensorFlow's gradient code looks for the ops between the inputs and the loss:
+# tensors of a differentiable dtype (gradients_util._MarkReachedOps skips the others).
+_UNREACHING = frozenset({BarrierKind.DTYPE, BarrierKind.PREDICATE, BarrierKind.ASSIGN})
+
+
+def gradient_errors(graph: nx.DiGraph, targets: Collection[str]) -> tuple[tuple[str, str], ...]:
+    """The edges into ops at which differentiating ``targets`` raises instead of giving None.
+
+    TensorFlow differentiates a function with respect to all its inputs of a differentiable dtype
+    (and each nested body with respect to its own inputs, once the op holding it is reached). An op
+    with no registered gradient (``NO_GRADIENT`` edges) that lies downstream of such an input and
+    that a gradient reaches makes ``gradients_util._GradientsHelper`` raise ``LookupError: No
+    gradient defined for operation ...``: the tape then answers nothing at all.
+
+    Returns:
+        ``((u, w), ...)`` sorted: the ``NO_GRADIENT`` edges into each such op ``w`` from a reached ``u``.
+    """
+    succ = graph.succ
+    # Every assign has no gradient, but no gradient reaches it either: it passes nothing on.
+    candidates = [
+        (u, w) for u, w, kind in graph.edges(data="kind")
+        if kind is BarrierKind.NO_GRADIENT and any(data["grad"] for data in succ[w].values())
+    ]
+    if candidates:
+        receiving = gradient_nodes(graph, targets)
+        candidates = [(u, w) for u, w in candidates if w in receiving]
+    if not candidates:
+        return ()
+    bodies: dict[str, list[str]] = {}  # gate -> the input placeholders of all its bodies
+    body_of: dict[str, str] = {}  # input placeholder -> its gate
+    for info in graph.graph["clusters"].values():
+        bodies.setdefault(info["gate"], []).extend(info["inputs"])
+        body_of.update((p, info["gate"]) for p in info["inputs"])
+    reached = set(graph.graph["inputs"])
+    stack = list(reached)
+    opened: set[str] = set()
+    while stack:
+        node = stack.pop()
+        gate = body_of.get(node)
+        if gate is not None and gate not in opened:
+            opened.add(gate)  # the op holding the body is reached: all its bodies' inputs are xs
+            fresh = [p for p in bodies[gate] if p not in reached]
+            reached.update(fresh)
+            stack.extend(fresh)
+        for s, data in succ[node].items():
+            if s not in reached and data["kind"] not in _UNREACHING:
+                reached.add(s)
+                stack.append(s)
+    return tuple(sorted((u, w) for u, w in candidates if u in reached))

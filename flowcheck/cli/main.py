@@ -1,0 +1,342 @@
+"""The command line: ``flowcheck run SCRIPT.py [options] [-- args]`` (:mod:`flowcheck.cli.run`) and
+``flowcheck analyze PATH[:NAME] [options]``.
+
+Thin on purpose: it loads the target (:mod:`flowcheck.cli.load`), calls the public API, formats with
+:mod:`flowcheck.outputs.text`, and chooses the exit status: 0 when every expectation holds and the real
+step agrees, 1 when not (or the step found a non-finite loss or gradient), 2 for a usage or input
+error, printed as one line (its traceback only under ``--debug``). It catches only flowcheck's own
+errors; TensorFlow is imported only once a file is to be analyzed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import sys
+import threading
+import traceback
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TextIO
+
+from flowcheck.cli import snapshot as _snapshot_cli
+from flowcheck.source.lines import display_path
+from flowcheck.errors import FlowcheckError, TargetLoadError
+
+if TYPE_CHECKING:
+    from flowcheck.outputs.text import Expectation
+    from flowcheck._report import Report
+
+__all__ = ["main"]
+
+_DESCRIPTION = """\
+Import a Python file, analyze a target in it and say which variables receive a gradient from
+its loss, which cannot and why (the op and your line), then check with one real optimizer step.
+
+target (PATH[:NAME]): NAME, else the module's `flowcheck_target`, else the only tf.function
+defined in the file (if it defines none, the only compiled Keras model). It may be a
+tf.function or a function returning the loss, a compiled Keras model (its training step), or a
+function taking no argument that returns `target`, `(target, args)` or `(target, args, kwargs)`.
+
+example inputs: what that function returned, else the module's `NAME_inputs` or `example_inputs`
+(a tuple of positional arguments; for a Keras model `(x, y)`), else random tensors from the
+tf.function's input_signature or the model's input shapes (seeded by --seed, batch 2).
+
+optimizer: --optimizer/--learning-rate, else the module's `flowcheck_optimizer` (e.g.
+`("sgd", 1.0)`), else SGD with its default learning rate. --learning-rate alone keeps the
+module's optimizer.
+"""
+
+_EPILOG = """\
+examples:
+  flowcheck analyze examples/seed_stop_gradient.py
+  flowcheck analyze train.py:train_step -o flow.svg -o flow.html
+  flowcheck analyze model.py:build --optimizer adam --learning-rate 1e-3
+  flowcheck analyze dqn.py --expect-receives 'q/*' --expect-blocked 'target/*'
+  flowcheck analyze model.py --json > report.json
+  flowcheck analyze model.py --snapshot flow.toml      (then commit flow.toml)
+  flowcheck analyze model.py --check flow.toml         (in CI: exit 1 with a diff when the flow changed)
+
+exit status: 0 every expectation holds and verification agrees; 1 an expectation fails,
+verification disagrees or finds a non-finite loss or gradient, or the --check snapshot
+differs; 2 usage or input error.
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = _parser()
+    from flowcheck.cli.run import split_script_arguments
+
+    argv, script_arguments = split_script_arguments(list(sys.argv[1:] if argv is None else argv))
+    try:
+        ns = parser.parse_args(argv)
+        if script_arguments and ns.command != "run":
+            parser.error("arguments after -- are for `flowcheck run SCRIPT.py -- ARGS...`")
+        ns.arguments = script_arguments
+    except SystemExit as exc:  # argparse exits on --help, --version and usage errors
+        return exc.code if isinstance(exc.code, int) else 2
+    if ns.command is None:
+        parser.print_usage(sys.stderr)
+        print("flowcheck: error: give a command: flowcheck run SCRIPT.py or flowcheck analyze PATH[:NAME]", file=sys.stderr)
+        return 2
+    try:
+        if ns.command == "run":
+            from flowcheck.cli.run import run_command
+
+            return run_command(ns, sys.stdout, sys.stderr)
+        return _analyze(ns, sys.stdout, sys.stderr)
+    except FlowcheckError as exc:
+        if ns.debug:
+            traceback.print_exception(exc, file=sys.stderr)
+        print(f"flowcheck: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+
+
+def _one_line(exc: FlowcheckError) -> str:
+    message = " ".join(str(exc).split())
+    return message if isinstance(exc, TargetLoadError) else f"{type(exc).__name__}: {message}"
+
+
+def _parser() -> argparse.ArgumentParser:
+    from flowcheck import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="flowcheck", description="Which TensorFlow variables receive a gradient from your loss, and why not."
+    )
+    parser.add_argument("--version", action="version", version=f"flowcheck {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from flowcheck.cli.run import add_run_command
+
+    add_run_command(commands, _common_options)  # first: it is what most users need
+    p = commands.add_parser(
+        "analyze", help="analyze a target in a Python file", description=_DESCRIPTION, epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("target", metavar="PATH[:NAME]", help="the Python file, and optionally the target's name in it")
+    _common_options(p)
+    p.add_argument("--focus", action="append", default=None, metavar="PATTERN",
+                   help="draw only the variables matching this glob and their paths to the loss; repeatable")
+    p.add_argument("--detail", choices=("collapsed", "ops"), default="collapsed",
+                   help="collapsed (default): one node per layer, repeats folded, op detail only where a gradient "
+                   "is blocked; ops: every op")
+    p.add_argument("--explore", action="store_true",
+                   help="then browse the whole graph in Model Explorer on 127.0.0.1 (Ctrl-C stops it; needs "
+                   "pip install 'flowcheck[explore]')")
+    _snapshot_cli.add_options(p)
+    return parser
+
+
+def _common_options(p: argparse.ArgumentParser) -> None:
+    """The options ``analyze`` and ``run`` share."""
+    p.add_argument("-o", "--output", action="append", default=[], metavar="FILE",
+                   help="write the report to FILE (.svg, .html, .dot, .json, or .me.json for Model Explorer); "
+                   "repeatable; drawn after the summary, which a failed drawing never loses")
+    p.add_argument("--json", action="store_true", help="print a machine-readable report (schema_version 1) instead")
+    p.add_argument("--no-verify", action="store_true", help="skip the real optimizer step")
+    p.add_argument("--optimizer", choices=("sgd", "adam"), help="optimizer of the real step (default: sgd)")
+    p.add_argument("--learning-rate", type=_positive_float, metavar="LR", help="its learning rate")
+    p.add_argument("--seed", type=int, default=0, help="seed of random example inputs (default: 0)")
+    p.add_argument("--expect-receives", action="append", default=[], metavar="PATTERN",
+                   help="fail unless every variable matching this glob receives a gradient; repeatable")
+    p.add_argument("--expect-blocked", action="append", default=[], metavar="PATTERN",
+                   help="fail unless every variable matching this glob gets no gradient (blocked or unused); "
+                   "repeatable")
+    p.add_argument("--all", dest="all_sources", action="store_true",
+                   help="list every source of a gradient site that receives a gradient, not their count")
+    p.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up notices")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return value
+
+
+def _analyze(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from flowcheck.cli.load import find_target, split_spec, user_module
+    from flowcheck.run.script import import_tensorflow, variable_owners
+    from flowcheck.cli.run import check_outputs, script_hint
+
+    check_outputs(ns.output)  # before the slow part
+    _snapshot_cli.validate(ns)
+    if ns.explore:
+        from flowcheck.render.server import check_installed
+
+        check_installed()
+    path, name = split_spec(ns.target)
+    verbose = not ns.json
+    # --json: stdout is the JSON document's alone; what the user's file prints goes to stderr.
+    user_out = contextlib.redirect_stdout(err) if ns.json else contextlib.nullcontext()
+    with _Progress(verbose and err.isatty(), err) as progress, user_out:
+        progress.step(f"importing {path}")
+        import_tensorflow(ns.verbose)
+        with script_hint(path), user_module(path) as module:
+            import flowcheck
+
+            loaded = find_target(module, display_path(path), name, ns.seed)
+            if name is None and verbose:
+                progress.say(f"flowcheck: analyzing {loaded.chosen_by}")
+            progress.step(f"tracing and analyzing {loaded.name}")
+            report = flowcheck.analyze(loaded.target, *loaded.args, **loaded.kwargs)
+            owners = variable_owners(loaded.target, loaded.args) if ns.expect_receives or ns.expect_blocked else {}
+            if not ns.check:  # with --check, a loss cut off from everything is a change to show
+                _check_differentiable(report)
+            verification = None
+            if not ns.no_verify:
+                progress.step("verifying with one real optimizer step")
+                optimizer, learning_rate = _optimizer(ns, loaded.optimizer)
+                verification = report.verify(optimizer=optimizer, learning_rate=learning_rate)
+            snapshot_check = _snapshot_cli.record(ns, report, err)
+    code = _summary(ns, report, verification, (loaded, path, snapshot_check, owners), out)
+    # Drawing comes after the summary and the JSON: a drawing that fails or takes too long loses nothing.
+    from flowcheck.cli.outputs import draw_outputs, explore
+    from flowcheck.cli.run import is_json_report
+
+    with _Progress(verbose and err.isatty(), err) as progress:
+        drawn = [o for o in ns.output if not is_json_report(o)]  # -o report.json: written with the summary
+        draw_outputs(report, drawn, ns.detail, ns.focus, err if ns.json else out, progress.step)
+    if ns.explore:
+        explore(report, err if ns.json else out)
+    return code
+
+
+def _summary(ns: argparse.Namespace, report: Report, verification: Any, found: tuple[Any, str, Any, Any], out: TextIO) -> int:
+    """Print the summary (or JSON, or the snapshot comparison); the exit status."""
+    from flowcheck.outputs.text import RunInfo, failures, format_rich, format_summary, to_json
+
+    from flowcheck.cli.run import is_json_report, write_json
+
+    loaded, path, snapshot_check, owners = found
+    run = RunInfo(
+        file=display_path(path), chosen_by=loaded.chosen_by, inputs=loaded.inputs_from,
+        expectations=_expectations(report, ns.expect_receives, ns.expect_blocked, owners),
+        # Text output says "wrote FILE" for each -o file after drawing it, below the summary.
+        outputs=(*(ns.output if ns.json else ()), *([ns.snapshot] if ns.snapshot else [])),
+        all_sources=ns.all_sources,
+    )
+    if snapshot_check is not None:  # --check: the comparison is the output
+        reasons = failures(report, verification, run, pinned=True)
+        return _snapshot_cli.check_output(snapshot_check, report.target, ns.check, reasons, out)
+    for output in (o for o in ns.output if is_json_report(o)):
+        write_json(output, to_json(report, verification, run))
+    if ns.json:
+        out.write(json.dumps(to_json(report, verification, run), indent=2, allow_nan=False) + "\n")
+    elif out.isatty():
+        from rich.console import Console
+
+        Console(file=out, highlight=False).print(format_rich(report, verification, run), end="", soft_wrap=True)
+    else:
+        out.write(format_summary(report, verification, run))
+    out.flush()
+    return 1 if failures(report, verification, run) else 0
+
+
+def _check_differentiable(report: Report) -> None:
+    """A loss no variable gets a gradient from is not a loss to train on: say where it is cut."""
+    from flowcheck._model import Verdict
+    from flowcheck.errors import LossError
+
+    if any(r.verdict is Verdict.RECEIVES for r in report.variables):
+        return
+    cuts = list(dict.fromkeys(
+        f"{b.op_type} at {b.source}" if b.source else b.op_type for r in report.variables for b in r.barriers
+    ))
+    where = f": every path is cut ({', '.join(cuts[:3])}{', ...' if len(cuts) > 3 else ''})" if cuts else ""
+    raise LossError(
+        f"the loss of {report.target} is not differentiable with respect to any of its "
+        f"{len(report.variables)} variable(s){where}; nothing would train"
+    )
+
+
+def _optimizer(ns: argparse.Namespace, from_module: tuple[Any, float | None] | None) -> tuple[Any, float | None]:
+    """--optimizer replaces the module's choice; --learning-rate alone keeps the module's optimizer."""
+    if ns.optimizer is not None:
+        return ns.optimizer, ns.learning_rate
+    optimizer, learning_rate = from_module or (None, None)
+    return optimizer, ns.learning_rate if ns.learning_rate is not None else learning_rate
+
+
+def _expectations(
+    report: Report, receives: Sequence[str], blocked: Sequence[str], owners: dict[int, tuple[str, ...]],
+) -> tuple[Expectation, ...]:
+    from flowcheck._model import Verdict
+    from flowcheck.outputs.expect import Candidate
+    from flowcheck.outputs.text import Expectation
+
+    if report.gradient_sites:  # a training step: each variable as its gradient calls judge it
+        from flowcheck.trace.steps import judged_at_sites
+
+        report = judged_at_sites(report)
+    found = []
+    for expect, patterns in (("receives", receives), ("blocked", blocked)):
+        for pattern in patterns:
+            matched = [
+                r for r in report.variables
+                if Candidate(r.name, r.receives, owners.get(id(getattr(r.variable, "value", r.variable)), ())).matches(pattern)
+            ]
+            wrong = [r for r in matched if (r.verdict is Verdict.RECEIVES) != (expect == "receives")]
+            found.append(Expectation(expect, pattern, tuple(r.name for r in matched),
+                                     tuple(f"{r.name} {r.verdict.value}" for r in wrong)))
+    return tuple(found)
+
+
+class _Progress:
+    """A spinner on stderr naming the current stage, shown once the work takes more than ``delay``.
+
+    Drawn only when enabled (stderr is a terminal and not ``--json``); messages printed through
+    :meth:`say` go above the spinner instead of through it.
+    """
+
+    def __init__(self, enabled: bool, err: TextIO, delay: float = 0.5) -> None:
+        self._err = err
+        self._status: Any = None
+        self._lock = threading.Lock()
+        self._done = False
+        self._timer: threading.Timer | None = None
+        if enabled:
+            from rich.console import Console
+
+            self._status = Console(file=err, highlight=False).status("starting ...")
+            self._timer = threading.Timer(delay, self._show)
+            self._timer.daemon = True
+
+    def _show(self) -> None:
+        with self._lock:
+            if not self._done:
+                self._status.start()
+
+    def __enter__(self) -> _Progress:
+        if self._timer is not None:
+            self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        with self._lock:
+            self._done = True
+            if self._status is not None:
+                self._status.stop()
+
+    def step(self, message: str) -> None:
+        """Name the stage now running."""
+        if self._status is not None:
+            self._status.update(f"{message} ...")
+
+    def say(self, message: str) -> None:
+        """Print a line on stderr (above the spinner when it is drawn)."""
+        if self._status is not None:
+            self._status.console.print(message, markup=False, soft_wrap=True)
+        else:
+            print(message, file=self._err)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

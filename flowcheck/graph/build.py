@@ -1,0 +1,336 @@
+"""Stage 2: the traced graph as a ``networkx.DiGraph`` whose edges know if a gradient flows.
+
+Nodes (``graph.nodes[n]``) -- every node has ``kind`` and ``label``:
+
+* ``kind="op"``: one TensorFlow op. Id: the op's name, prefixed by the id of the op that holds
+  the function it lives in (``"cond/then:mul"``). Attributes: ``name`` (the op's own name),
+  ``op_type``, ``cluster`` (id of the innermost function cluster or ``None``), ``outputs``
+  (tuple of ``"float32[2,3]"`` strings), ``op`` (the ``tf.Operation``; opaque to the analysis).
+* ``kind="variable"``: one variable. Id ``"variable:<i>"`` where ``i`` indexes
+  ``Traced.variables``. Attributes: ``name``, ``dtype``, ``shape``, ``trainable``, ``index``.
+* ``kind="loss"``: one differentiated output. Id ``"loss:<name>"``. Attributes: ``name``,
+  ``dtype``, ``shape``.
+
+Edges (``graph.edges[u, w]``) run from producer to consumer, one per pair of nodes:
+
+* ``grad``: True when TensorFlow's autodiff carries a gradient from ``w`` back to ``u`` along it.
+* ``kind``: a :class:`~flowcheck._model.BarrierKind` when ``grad`` is False, else ``None``.
+* ``detail``: a human explanation of ``kind``; ``tensor``: the tensor's name; ``dtype``.
+
+Graph attributes: ``graph.graph["clusters"]`` maps cluster id to ``{"label", "parent", "kind",
+"gate", "inputs"}`` (``kind`` is ``function``, ``cond``, ``case`` or ``while``; ``gate`` is the node
+of the op holding the body; ``inputs`` its input placeholders of a differentiable dtype);
+``graph.graph["variables"]`` and ``graph.graph["losses"]`` list the variable and loss node ids in
+order; ``graph.graph["inputs"]`` lists the top function's inputs of a differentiable dtype
+(arguments and captures), which TensorFlow differentiates the function with respect to;
+``graph.graph["step"]`` is True for a training step (its losses are its gradient calls' targets, and
+its graph also holds the backward pass, which no target depends on).
+
+Function bodies are inlined. An op holding functions becomes a *gate* node: its inputs feed the
+bodies' input placeholders and the bodies' outputs feed the gate, whose consumers are the op's
+consumers. TensorFlow differentiates a called function, an ``If`` or ``Case`` with respect to all
+its outputs at once (concrete_function.py, cond_v2.py), which the gate reproduces: once any output
+is reached, every output is. A ``While`` gives every trainable loop variable a gradient, zeros
+when its path is cut (while_v2.py ``_grad_fn`` uses ``unconnected_gradients="zero"``): each body
+input placeholder of a trainable loop variable has an edge straight to the gate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+
+from collections.abc import Iterator
+from typing import Any
+
+import networkx as nx
+import tensorflow as tf
+from tensorflow.python.framework import op_def_registry
+from tensorflow.python.util import nest
+
+from flowcheck._model import BarrierKind
+from flowcheck.graph.ops import (
+    ASSIGN_DETAIL,
+    ASSIGN_OPS,
+    CALL_OPS,
+    CASE_OPS,
+    FUNCTION_OPS,
+    IF_OPS,
+    GradientOracle,
+    InputGradient,
+    dtype_barrier,
+    is_trainable,
+)
+from flowcheck.trace.traced import Traced
+
+__all__ = ["build_graph", "collector_paused", "endpoints_graph", "variable_node", "loss_node"]
+
+_READ_OPS = frozenset({"ReadVariableOp", "ResourceGather", "ResourceGatherNd"})
+
+
+def variable_node(index: int) -> str:
+    """The node id of variable ``index``."""
+    return f"variable:{index}"
+
+
+def loss_node(name: str) -> str:
+    """The node id of the loss output ``name``."""
+    return f"loss:{name}"
+
+
+def build_graph(traced: Traced, oracle: GradientOracle | None = None) -> nx.DiGraph:
+    """Build the gradient-annotated graph of a traced function (see the module docstring)."""
+    builder = _Builder(oracle or GradientOracle())
+    graph = builder.graph
+    top = traced.concrete.graph
+    builder.add_function_graph(top, prefix="", cluster=None)
+    graph.graph["inputs"] = [t.op.name for t in top.inputs if is_trainable(t)]
+    _add_endpoints(graph, traced)
+    for inner_ref, i in traced.captured.items():
+        placeholder = inner_ref.deref()
+        # The verdict is a watched tape's answer, whatever the variable's trainable flag.
+        builder.add_edge(variable_node(i), placeholder.op.name, placeholder, CARRY_IF_TRAINABLE(placeholder))
+    for loss in traced.losses:
+        builder.add_edge(builder.node_of(loss.tensor, ""), loss_node(loss.name), loss.tensor, InputGradient(True))
+    return graph
+
+
+def endpoints_graph(traced: Traced) -> nx.DiGraph:
+    """The variable and loss nodes alone, for a function that could not be traced (no ops to read)."""
+    graph = nx.DiGraph(clusters={}, variables=[], losses=[], inputs=[])
+    _add_endpoints(graph, traced)
+    return graph
+
+
+def _add_endpoints(graph: nx.DiGraph, traced: Traced) -> None:
+    for i, var in enumerate(traced.variables):
+        node = variable_node(i)
+        graph.add_node(
+            node, kind="variable", label=var.name, name=var.name, dtype=var.dtype,
+            shape=var.shape, trainable=var.trainable, index=i,
+        )
+        graph.graph["variables"].append(node)
+    for loss in traced.losses:
+        node = loss_node(loss.name)
+        graph.add_node(node, kind="loss", label=loss.name, name=loss.name, dtype=loss.dtype, shape=loss.shape)
+        graph.graph["losses"].append(node)
+
+
+def CARRY_IF_TRAINABLE(tensor: Any) -> InputGradient:  # noqa: N802 -- reads as a constant rule
+    """A plain data edge: it carries a gradient exactly when its dtype can."""
+    return InputGradient(True) if is_trainable(tensor) else dtype_barrier(tensor)
+
+
+class _Builder:
+    def __init__(self, oracle: GradientOracle) -> None:
+        self.oracle = oracle
+        self.graph = nx.DiGraph(clusters={}, variables=[], losses=[], inputs=[])
+
+    @staticmethod
+    def node_of(tensor: Any, prefix: str) -> str:
+        return prefix + str(tensor.op.name)
+
+    def add_edge(self, u: str, w: str, tensor: Any, info: InputGradient) -> None:
+        data = self.graph.get_edge_data(u, w)
+        if data is not None:
+            if data["grad"] or not info.carries:
+                return  # a carrying edge stays carrying; the first barrier found is kept
+        self.graph.add_edge(
+            u, w, grad=info.carries, kind=info.kind, detail=info.detail,
+            tensor=tensor.name, dtype=tensor.dtype.name,
+        )
+
+    def add_op_node(self, op: Any, node: str, cluster: str | None, op_type: str | None = None) -> None:
+        op_type = op_type or op.type
+        self.graph.add_node(
+            node, kind="op", label=op_type, name=op.name, op_type=op_type, cluster=cluster,
+            outputs=tuple(_describe(t) for t in op.outputs), op=op,
+        )
+
+    def add_function_graph(self, fgraph: Any, prefix: str, cluster: str | None) -> None:
+        assigns: dict[Any, str] = {}  # handle tensor -> last assign node seen
+        for op in fgraph.get_operations():
+            node = prefix + op.name
+            op_type = op.type
+            self.add_op_node(op, node, cluster, op_type)
+            if op_type in FUNCTION_OPS or _calls_function(op):
+                self.add_function_op(op, node, prefix, cluster)
+            else:
+                for tensor, info in zip(op.inputs, self.oracle.inputs(op)):
+                    self.add_edge(prefix + tensor.op.name, node, tensor, info)
+            if op_type in _READ_OPS and op.inputs[0].ref() in assigns:
+                self.add_edge(
+                    assigns[op.inputs[0].ref()], node, op.inputs[0],
+                    InputGradient(False, BarrierKind.ASSIGN, ASSIGN_DETAIL),
+                )
+            if op_type in ASSIGN_OPS:
+                assigns[op.inputs[0].ref()] = node
+
+    def add_function_op(self, op: Any, node: str, prefix: str, cluster: str | None) -> None:
+        if op.type not in FUNCTION_OPS or op.type in CALL_OPS:
+            # A direct call has the function's name as its op type (legacy Defun bodies, such as
+            # the loops of tf.nn.ctc_loss); gradients_util differentiates it like a call op.
+            fname = op.get_attr("f").name if op.type in CALL_OPS else op.type
+            body = _function_graph(op, fname)
+            label = f"{_pretty(fname)} (tf.function)" if op.type in CALL_OPS else f"{fname} (function)"
+            self.add_body(op, node, prefix, cluster, body, op.inputs, "f", label, "function")
+        elif op.type in IF_OPS or op.type in CASE_OPS:
+            self.add_edge(
+                self.node_of(op.inputs[0], prefix), node, op.inputs[0],
+                InputGradient(False, BarrierKind.PREDICATE, f"the {'condition' if op.type in IF_OPS else 'branch index'} of {op.name} has no gradient"),
+            )
+            if op.type in IF_OPS:
+                branches = [("then", op.get_attr("then_branch").name), ("else", op.get_attr("else_branch").name)]
+            else:
+                branches = [(f"branch{i}", f.name) for i, f in enumerate(op.get_attr("branches"))]
+            kind = "cond" if op.type in IF_OPS else "case"
+            for tag, fname in branches:
+                body = _function_graph(op, fname)
+                self.add_body(op, node, prefix, cluster, body, op.inputs[1:], tag, f"{op.name}: {tag}", kind)
+        else:
+            self.add_while(op, node, prefix, cluster)
+
+    def add_body(
+        self, op: Any, node: str, prefix: str, cluster: str | None, body: Any,
+        inputs: Any, tag: str, label: str, kind: str, outputs_to_gate: bool = True,
+    ) -> str:
+        inner_prefix = f"{node}/{tag}:"
+        inner_cluster = f"{node}/{tag}"
+        self.graph.graph["clusters"][inner_cluster] = {
+            "label": label, "parent": cluster, "kind": kind, "gate": node,
+            "inputs": [inner_prefix + t.op.name for t in body.inputs if is_trainable(t)],
+        }
+        self.add_function_graph(body, inner_prefix, inner_cluster)
+        for outer, placeholder in zip(inputs, body.inputs):
+            self.add_edge(self.node_of(outer, prefix), inner_prefix + placeholder.op.name, outer, CARRY_IF_TRAINABLE(outer))
+        if outputs_to_gate:
+            outputs = body.outputs if kind == "while" else _returned_outputs(body)
+            for out in outputs:
+                self.add_edge(inner_prefix + out.op.name, node, out, CARRY_IF_TRAINABLE(out))
+        return inner_prefix
+
+    def add_while(self, op: Any, node: str, prefix: str, cluster: str | None) -> None:
+        body = _function_graph(op, op.get_attr("body").name)
+        cond = _function_graph(op, op.get_attr("cond").name)
+        try:
+            original = int(op.get_attr("_num_original_outputs"))
+        except (ValueError, TypeError):
+            original = len(op.outputs)
+        self.add_body(op, node, prefix, cluster, cond, op.inputs, "cond", f"{op.name}: condition", "while", False)
+        cond_prefix = f"{node}/cond:"
+        for out in cond.outputs:
+            self.add_edge(
+                cond_prefix + out.op.name, node, out,
+                InputGradient(False, BarrierKind.PREDICATE, f"the loop condition of {op.name} has no gradient"),
+            )
+        inner_prefix = self.add_body(op, node, prefix, cluster, body, op.inputs, "body", f"{op.name}: body", "while")
+        for i, (placeholder, out) in enumerate(zip(body.inputs, body.outputs)):
+            if i < original and _while_trainable(out):
+                self.add_edge(inner_prefix + placeholder.op.name, node, placeholder, InputGradient(True))
+
+
+def _returned_outputs(body: Any) -> list[Any]:
+    """The outputs a function or branch body returns in the user's program.
+
+    Differentiating a function rewrites it in place for the gradient's sake: ``cond_v2._IfGrad``
+    appends the intermediates the gradient needs to each branch's ``outputs``, and
+    ``concrete_function._rewrite_forward_and_call_backward`` points a call op at a forward function
+    whose outputs end with them. Neither changes ``structured_outputs``, whose tensors are the leading
+    ``outputs``; the appended ones are never differentiated. A nested ``tf.function`` keeps its
+    rewritten graph in its cache, so a fresh trace of the caller meets it after a first gradient.
+    (A ``While`` is exempt: its appended accumulators lead only to loop variables, each of which
+    already reaches the gate.)
+    """
+    structured = getattr(body, "structured_outputs", None)
+    if structured is None:
+        return list(body.outputs)
+    # A restored SavedModel function lists TensorSpecs where a traced one has tensors.
+    leaves = nest.flatten(structured, expand_composites=True)
+    count = sum(isinstance(leaf, (tf.Tensor, tf.TypeSpec)) for leaf in leaves)
+    return list(body.outputs[:count]) if 0 < count <= len(body.outputs) else list(body.outputs)
+
+
+def _while_trainable(body_output: Any) -> bool:
+    # Mirrors while_v2._is_trainable: an accumulator of non-trainable elements is not trainable.
+    if not is_trainable(body_output):
+        return False
+    if body_output.op.type == "TensorListPopBack" and body_output.value_index == 0:
+        return bool(is_trainable(tf.dtypes.as_dtype(body_output.op.get_attr("element_dtype"))))
+    return True
+
+
+def _calls_function(op: Any) -> bool:
+    """Whether ``op``'s type is the name of a function in its graph's library (a direct call)."""
+    if op.type in op_def_registry._cache:  # noqa: SLF001 -- an op type seen before is no function's name
+        return False
+    graph = op.graph
+    while graph is not None:
+        if graph._is_function(op.type):  # noqa: SLF001 -- the graph's function registry
+            return True
+        graph = getattr(graph, "outer_graph", None)
+    return False
+
+
+
+def _function_graph(op: Any, name: str) -> Any:
+    """The FuncGraph of function ``name`` called by ``op``, looked up through the outer graphs."""
+    graph = op.graph
+    while graph is not None:
+        fn = graph._get_function(name)  # noqa: SLF001 -- the graph's function registry
+        if fn is not None:
+            body = getattr(fn, "graph", None)
+            if body is not None:
+                return body
+            from tensorflow.python.framework import function_def_to_graph
+
+            # A function known only as a FunctionDef (legacy Defun, restored SavedModel): build it
+            # where its library is visible, and copy the functions it calls into the new graph so
+            # that they can be looked up from it in turn.
+            with graph.as_default():
+                return function_def_to_graph.function_def_to_graph(fn.cached_definition, include_library_functions=True)
+        graph = getattr(graph, "outer_graph", None)
+    raise LookupError(f"function {name!r} called by {op.name} is not in the graph's library")
+
+
+def _pretty(function_name: str) -> str:
+    # Traced functions are named like "__inference_inner_119"; show "inner".
+    name = function_name
+    for head in ("__inference_", "__forward_", "__backward_"):
+        if name.startswith(head):
+            name = name[len(head):]
+    base, _, tail = name.rpartition("_")
+    return base if tail.isdigit() and base else name
+
+
+def _describe(tensor: Any) -> str:
+    dims, unknown = tensor._shape  # noqa: SLF001 -- the C API's answer, without building a TensorShape
+    key = (tensor.dtype, None if unknown else tuple(dims))
+    found = _DESCRIPTIONS.get(key)
+    if found is None:
+        dtype, dims = key
+        text = "?" if dims is None else ",".join("?" if d is None else str(d) for d in dims)
+        found = f"{dtype.name}[{text}]"
+        if len(_DESCRIPTIONS) < 65536:
+            _DESCRIPTIONS[key] = found
+    return found
+
+
+# "float32[2,3]" for each dtype and shape seen: most tensors of a model share a few.
+_DESCRIPTIONS: dict[tuple[Any, Any], str] = {}
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while the graph is built and analyzed.
+
+    The analysis makes a few small objects per op and frees none; each full pass of the collector
+    walks every live object, so on a 70,000-op graph its passes made the analysis grow faster than
+    the graph. Nothing it makes is cyclic garbage, and the collector runs again afterwards.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()

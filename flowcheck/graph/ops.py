@@ -1,0 +1,301 @@
+"""What TensorFlow's autodiff does at one op: the single place that knows about ops.
+
+Every answer is asked of TensorFlow itself where it can answer:
+
+* whether a tensor's dtype can carry a gradient is ``backprop_util.IsTrainable`` (the check
+  TensorFlow's own gradient code uses; for a resource handle it reads the variable's dtype);
+* whether an op passes a gradient to input ``j`` is found by calling the op's registered gradient
+  function (``ops.get_gradient_function``, which honours ``tf.custom_gradient`` and
+  ``gradient_override_map``) in a scratch ``FuncGraph`` on placeholder output gradients and seeing
+  which input gradients come back ``None`` -- exactly how ``gradients_util._GradientsHelper``
+  (tensorflow/python/ops/gradients_util.py) calls it, with the output gradients it would pass.
+
+Only the ops that hold functions (calls, ``If``/``Case`` branches, ``While`` bodies) are not asked:
+their gradient functions rewrite the op they are called on, so ``flowcheck.graph.build`` follows their
+bodies instead. The op types are listed in :data:`FUNCTION_OPS`; an op whose type is itself the name
+of a library function (a direct call, as in legacy ``Defun`` bodies) is followed the same way.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import tensorflow as tf
+from tensorflow.python.eager import backprop_util
+from tensorflow.python.framework import func_graph as func_graph_module
+from tensorflow.python.framework import ops
+from tensorflow.python.ops import array_ops
+
+from flowcheck._model import BarrierKind
+
+# Op types whose gradient is the gradient of function bodies held in their attributes. Mirrors
+# tensorflow/python/ops/cond_v2.py (_IfGrad, _CaseGrad), while_v2.py (_WhileGrad) and
+# eager/polymorphic_function/concrete_function.py (_rewrite_forward_and_call_backward).
+CALL_OPS: Final = frozenset({"PartitionedCall", "StatefulPartitionedCall"})
+IF_OPS: Final = frozenset({"If", "StatelessIf"})
+CASE_OPS: Final = frozenset({"Case", "StatelessCase"})
+WHILE_OPS: Final = frozenset({"While", "StatelessWhile"})
+FUNCTION_OPS: Final = CALL_OPS | IF_OPS | CASE_OPS | WHILE_OPS
+# Writes to a variable. They have no registered gradient, yet TensorFlow never raises at one: no
+# gradient reaches an op without outputs. A read after one is differentiated with respect to the
+# variable, not to the value written (flowcheck.graph.build links each to the reads that follow it).
+ASSIGN_OPS: Final = frozenset({"AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp"})
+ASSIGN_DETAIL: Final = "a value assigned to a variable carries no gradient to later reads of it"
+
+
+@dataclass(frozen=True)
+class InputGradient:
+    """Whether the gradient of one op reaches one of its inputs.
+
+    Attributes:
+        carries: True when TensorFlow's autodiff gives this input a gradient (zeros count).
+        kind: Why it does not, when ``carries`` is False.
+        detail: A short human explanation of ``kind`` for this op.
+    """
+
+    carries: bool
+    kind: BarrierKind | None = None
+    detail: str = ""
+
+
+CARRIES: Final = InputGradient(True)
+
+
+def is_trainable(tensor: Any) -> bool:
+    """Whether TensorFlow lets a gradient flow through ``tensor``'s dtype (float, complex, ...)."""
+    dtype = tensor.dtype
+    if dtype is _RESOURCE:  # a handle: the answer is its variable's dtype's
+        return bool(backprop_util.IsTrainable(tensor))
+    found = _TRAINABLE_DTYPES.get(dtype)
+    if found is None:
+        found = _TRAINABLE_DTYPES[dtype] = bool(backprop_util.IsTrainable(dtype))
+    return found
+
+
+# IsTrainable's answer for a dtype (every analysis asks it for every tensor). DTypes are interned,
+# so identity compares them (``==`` is a Python call, once per tensor).
+_TRAINABLE_DTYPES: dict[Any, bool] = {}
+_RESOURCE: Final = tf.resource
+
+
+def dtype_barrier(tensor: Any) -> InputGradient:
+    """The barrier a non-differentiable dtype makes."""
+    name = _dtype_name(tensor)
+    return InputGradient(False, BarrierKind.DTYPE, f"{name} tensors carry no gradient")
+
+
+def _dtype_name(tensor: Any) -> str:
+    dtype = tensor.dtype
+    if dtype == tf.resource:
+        try:
+            handle = tensor._handle_data  # noqa: SLF001 -- the variable's own dtype
+            if handle is not None and handle.shape_and_type:
+                return f"a {tf.dtypes.as_dtype(handle.shape_and_type[0].dtype).name} variable's"
+        except AttributeError:
+            pass
+    return str(dtype.name)
+
+
+# Probing a gradient function builds ops in a scratch graph (milliseconds each): for small models
+# that is most of the analysis. Bounded, so that a long session cannot grow it without end.
+_SHARED: dict[tuple[Any, ...], tuple[InputGradient, ...]] = {}
+_SHARED_MAX: Final = 4096
+
+
+class GradientOracle:
+    """Answers, per op, which inputs its registered gradient function reaches.
+
+    Answers are cached per op signature (gradient type, input and output dtypes) for the life of
+    the oracle; create one per analysis so that a changed registry is seen next time. The answers
+    of TensorFlow's registered gradient functions are also shared between oracles, keyed by the
+    function object itself, so a gradient registered later is still probed afresh.
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[Any, ...], tuple[InputGradient, ...]] = {}
+        self._scratch: Any = None
+        self.uncertain: list[str] = []
+
+    def inputs(self, op: Any) -> tuple[InputGradient, ...]:
+        """Per input of ``op`` (not a function op), whether a gradient reaches it."""
+        inputs, outputs = op.inputs, op.outputs
+        if not inputs:
+            return ()
+        in_dtypes = [t.dtype for t in inputs]
+        in_trainable = [is_trainable(t) for t in inputs]  # each asked once: a handle's answer is not cheap
+        out_trainable = [is_trainable(t) for t in outputs]
+        key = _signature(op, in_dtypes, in_trainable, outputs, out_trainable)
+        found = self._cache.get(key)
+        if found is None:
+            found = self._ask(op, key)
+            self._cache[key] = found
+        # TensorFlow counts every resource handle as trainable; an integer variable is cut where it
+        # is read, because its values (the read's outputs) carry no gradient.
+        untrainable_read = bool(outputs) and not any(out_trainable)
+        # An integer or boolean input is cut by its dtype whatever the op: say that, not "None".
+        return tuple(
+            _read_barrier(op) if untrainable_read and dtype is _RESOURCE
+            else answer if trainable else dtype_barrier(tensor)
+            for answer, tensor, dtype, trainable in zip(found, inputs, in_dtypes, in_trainable)
+        )
+
+    def _ask(self, op: Any, signature: tuple[Any, ...]) -> tuple[InputGradient, ...]:
+        n = len(op.inputs)
+        grad_type = signature[0]
+        if op.type in ASSIGN_OPS:
+            return (InputGradient(False, BarrierKind.ASSIGN, ASSIGN_DETAIL),) * n
+        try:
+            grad_fn = ops.get_gradient_function(op)
+        except LookupError:
+            detail = f"{op.type} has no registered gradient; TensorFlow raises if it is reached"
+            return (InputGradient(False, BarrierKind.NO_GRADIENT, detail),) * n
+        if grad_fn is None:
+            if op.type == "StopGradient":
+                return (InputGradient(False, BarrierKind.STOP_GRADIENT, "tf.stop_gradient"),) * n
+            detail = f"{op.type} is registered as not differentiable"
+            return (InputGradient(False, BarrierKind.NOT_DIFFERENTIABLE, detail),) * n
+        # Custom gradients live under one-off names: a user's are never shared (nor kept alive);
+        # TensorFlow's and Keras's own (swish, ...) are shared by their code and plain settings.
+        shared_key = (signature, grad_fn) if grad_type == op.type else _library_key(signature, grad_fn)
+        if shared_key is not None and shared_key in _SHARED:
+            return _SHARED[shared_key]
+        try:
+            grads = self._call(grad_fn, op)
+        except LookupError as exc:  # e.g. PreventGradient's explicit refusal
+            detail = f"{op.type}: {exc}".strip()
+            return (InputGradient(False, BarrierKind.NO_GRADIENT, detail),) * n
+        except Exception as exc:  # noqa: BLE001 -- a gradient function we cannot probe
+            if op.outputs and not any(is_trainable(out) for out in op.outputs):
+                # No gradient can reach an op whose outputs are all integers: nothing to ask.
+                dtypes = "/".join(sorted({out.dtype.name for out in op.outputs}))
+                return (InputGradient(False, BarrierKind.DTYPE, f"its {dtypes} outputs carry no gradient"),) * n
+            # Assume the gradient flows (the cautious answer for "does it train") and say so.
+            self.uncertain.append(f"{op.type} ({op.name}): {type(exc).__name__}: {exc}")
+            return (CARRIES,) * n
+        if len(grads) < n:
+            grads = grads + [None] * (n - len(grads))
+        custom = grad_type != op.type and str(grad_type).startswith("CustomGradient")
+        answer = tuple(
+            CARRIES if g is not None else _none_barrier(op, j, custom) for j, g in enumerate(grads[:n])
+        )
+        if shared_key is not None and len(_SHARED) < _SHARED_MAX:
+            _SHARED[shared_key] = answer
+        return answer
+
+    def _call(self, grad_fn: Callable[..., Any], op: Any) -> list[Any]:
+        if self._scratch is None:
+            self._scratch = func_graph_module.FuncGraph("flowcheck_gradient_probe")
+        with self._scratch.as_default(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # _GradientsHelper passes zeros for trainable outputs nobody used, None for the rest.
+            # An op with no trainable output (a Cast to int32) is reached only by a gradient of its
+            # own dtype, so it is asked with one: its answer names the real culprit.
+            any_trainable = any(is_trainable(out) for out in op.outputs)
+            out_grads = [
+                array_ops.placeholder(out.dtype, out.shape)
+                if is_trainable(out) or (not any_trainable and out.dtype != tf.resource) else None
+                for out in op.outputs
+            ]
+            result = grad_fn(op, *out_grads)
+        if not isinstance(result, (list, tuple)):
+            result = [result]
+        return list(result)
+
+
+_PLAIN = (type(None), bool, int, float, str, bytes)
+
+
+def _library_key(signature: tuple[Any, ...], grad_fn: Any) -> tuple[Any, ...] | None:
+    """A key for a custom gradient written inside TensorFlow or Keras, else None (not shared).
+
+    The key holds the code of every function in the gradient's closures and every plain value
+    they capture; captured tensors count by dtype and shape. Anything else (a user's function, an object)
+    makes the gradient unshareable, so a shared answer is always the answer of the same code.
+    """
+    parts: list[Any] = [signature[1:]]  # not the one-off gradient name
+    stack, seen = [grad_fn], 0
+    while stack:
+        value = stack.pop()
+        seen += 1
+        if seen > 64:
+            return None
+        if isinstance(value, _PLAIN):
+            parts.append(value)
+        elif isinstance(value, (list, tuple)):
+            parts.append((type(value).__name__, len(value)))
+            stack.extend(value)
+        elif isinstance(value, tf.Tensor):
+            parts.append(("tensor", value.dtype.name, str(value.shape)))
+        elif callable(value) and hasattr(value, "__code__"):
+            code = value.__code__
+            if not _installed(code.co_filename):
+                return None
+            parts.append(code)
+            for cell in value.__closure__ or ():
+                try:
+                    stack.append(cell.cell_contents)
+                except ValueError:  # an empty cell
+                    parts.append("<empty>")
+        else:
+            return None
+    return ("library custom gradient", *parts)
+
+
+def _installed(filename: str) -> bool:
+    # An installed package's own file (TensorFlow, Keras, ...), never the user's nor AutoGraph's copy.
+    return ("/site-packages/" in filename or "/dist-packages/" in filename) and "__autograph_generated" not in filename
+
+
+def _read_barrier(op: Any) -> InputGradient:
+    dtype = op.outputs[0].dtype.name
+    return InputGradient(False, BarrierKind.DTYPE, f"{dtype} variables carry no gradient")
+
+
+def _none_barrier(op: Any, index: int, custom: bool) -> InputGradient:
+    if custom:
+        if index < len(op.outputs) and op.outputs[index].consumers():
+            return InputGradient(
+                False,
+                BarrierKind.CUSTOM_GRADIENT,
+                "inside a tf.custom_gradient function: only its grad_fn's results flow back",
+            )
+        return InputGradient(False, BarrierKind.CUSTOM_GRADIENT_NONE, "the custom gradient returned None")
+    return InputGradient(
+        False, BarrierKind.NONE_GRADIENT, f"the registered gradient of {_describe(op)} returns None here"
+    )
+
+
+def _describe(op: Any) -> str:
+    if op.type == "Cast":
+        return f"Cast to {op.outputs[0].dtype.name}"
+    return str(op.type)
+
+
+def _gradient_type(op: Any) -> str:
+    # Most ops lack the attribute; asking get_attr for it costs a raised and caught C++ error, while
+    # the op's NodeDef (its attributes, never tensor contents: Const ops have no inputs and are not
+    # asked) tells it in a few microseconds.
+    if "_gradient_op_type" not in op.node_def.attr:
+        return str(op.type)
+    try:
+        found = op.get_attr("_gradient_op_type")
+    except (ValueError, TypeError):
+        return str(op.type)
+    # The attribute is a bytes string (b"CustomGradient-16"); the registry key is its text.
+    return found.decode() if isinstance(found, bytes) else str(found)
+
+
+def _signature(
+    op: Any, in_dtypes: list[Any], in_trainable: list[bool], outputs: Any, out_trainable: list[bool]
+) -> tuple[Any, ...]:
+    op_type = op.type
+    return (
+        _gradient_type(op),
+        op_type,
+        tuple((d, t) if d is _RESOURCE else d for d, t in zip(in_dtypes, in_trainable)),
+        tuple((o.dtype, t) if o.dtype is _RESOURCE else o.dtype for o, t in zip(outputs, out_trainable)),
+        tuple(bool(t.consumers()) for t in outputs) if op_type == "IdentityN" else (),
+    )

@@ -1,0 +1,347 @@
+"""TensorFlow 1 graph mode, stages 2-3: the graph of a ``tf.Graph`` and the verdicts of its gradient calls.
+
+The graph holds the ops that feed the recorded calls' targets (their data inputs, transitively:
+what ``tf.gradients`` walks), built with :mod:`flowcheck.graph.build`'s builder and oracle, so nodes and
+edges mean what its docstring says. Variables of TensorFlow 1 are ``RefVariable``s (a
+``VariableV2`` op whose ``float32_ref`` output is read through ``Identity`` ``.../read``) or
+resource variables (a ``VarHandleOp`` read by ``ReadVariableOp``). Each source of a call, as
+TensorFlow differentiates it (the ref tensor, the handle, or a plain tensor), gets a
+``variable:<i>`` node with an edge into the op that makes it; each target a ``loss:<name>`` node.
+Initializers, the optimizer's update ops and the gradient ops themselves never feed a target, so
+they are not in the graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+
+from flowcheck._model import BarrierKind, Verdict
+
+from flowcheck.analysis.verdicts import blocking_barriers, gradient_errors, verdicts
+from flowcheck.graph.ops import FUNCTION_OPS, GradientOracle, InputGradient
+from flowcheck.graph.build import CARRY_IF_TRAINABLE, _Builder, _calls_function, loss_node, variable_node
+from flowcheck._model import Barrier
+from flowcheck.analysis.barriers import barrier as _barrier, one_per_replica as _one_per_replica
+from flowcheck.trace.tf1 import GraphCall, is_default_name
+
+__all__ = ["CallAnalysis", "GraphSource", "SourceVerdict", "analyze_calls", "graph_variables"]
+
+
+@dataclass(frozen=True)
+class GraphSource:
+    """One object a gradient call differentiates with respect to, as the graph knows it.
+
+    Attributes:
+        user: The object the user passed (a variable or a tensor).
+        tensor: What TensorFlow differentiates: a ``RefVariable``'s ref tensor, a resource
+            variable's handle, or the tensor itself.
+        variable: The ``tf.Variable`` when it is one (else None).
+        name: How reports show it (see :func:`display_names`).
+        node: Its node id in the graph.
+    """
+
+    user: Any = field(repr=False, compare=False)
+    tensor: Any = field(repr=False, compare=False)
+    variable: Any = field(repr=False, compare=False)
+    name: str
+    node: str
+
+    @property
+    def value(self) -> Any:
+        """What has the source's dtype and shape: the variable (a handle is a scalar resource), else the tensor."""
+        return self.variable if self.variable is not None else self.tensor
+
+    @property
+    def dtype(self) -> str:
+        """The dtype's name (a ``float32_ref`` is ``float32``)."""
+        return str(self.value.dtype.base_dtype.name)
+
+    @property
+    def shape(self) -> tuple[int | None, ...]:
+        """The shape (``()`` when unknown)."""
+        return _shape(self.value)
+
+    @property
+    def trainable(self) -> bool:
+        """Whether training updates it: the variable's own flag (a plain tensor is not trainable)."""
+        return bool(getattr(self.variable, "trainable", False))
+
+
+@dataclass(frozen=True)
+class SourceVerdict:
+    """The static verdict on one source of one call, with TensorFlow's recorded answer."""
+
+    source: GraphSource
+    verdict: Verdict
+    barriers: tuple[Barrier, ...]
+    tensorflow_none: bool | None
+
+
+@dataclass(frozen=True)
+class CallAnalysis:
+    """One recorded call, judged.
+
+    Attributes:
+        call: The call as recorded.
+        targets: The targets' display names.
+        sources: One verdict per source, in the call's order.
+        errors: Ops with no gradient that TensorFlow raises at (when the call raised LookupError).
+        watch: What the call differentiates with respect to, in words.
+    """
+
+    call: GraphCall
+    targets: tuple[str, ...]
+    sources: tuple[SourceVerdict, ...]
+    errors: tuple[Barrier, ...]
+    watch: str
+
+
+def graph_variables(graph: Any) -> list[Any]:
+    """Every variable the graph's collections hold (global, local, trainable, model, ...), once each."""
+    found: dict[int, Any] = {}
+    for key in graph.get_all_collection_keys():
+        for item in graph.get_collection(key):
+            if _is_variable(item) and id(item) not in found:
+                found[id(item)] = item
+    return list(found.values())
+
+
+def _is_variable(value: Any) -> bool:
+    import tensorflow as tf
+
+    return isinstance(value, tf.Variable)
+
+
+def differentiated_tensor(obj: Any) -> Any:
+    """The tensor TensorFlow differentiates for ``obj`` (gradients_util converts ``xs`` the same way)."""
+    from tensorflow.python.ops import resource_variable_ops
+
+    if resource_variable_ops.is_resource_variable(obj):
+        return obj.handle
+    ref = getattr(obj, "_ref", None)
+    if callable(ref) and _is_variable(obj):
+        return ref()
+    return obj
+
+
+def _variable_of(tensor: Any, variables: Sequence[Any]) -> Any:
+    for v in variables:
+        if differentiated_tensor(v) is tensor:
+            return v
+    return None
+
+
+def resolve_sources(
+    calls: Sequence[GraphCall], variables: Sequence[Any], names: dict[int, str]
+) -> dict[int, GraphSource]:
+    """``id(object) -> GraphSource`` for every distinct source of the calls, numbered in order."""
+    resolved: dict[int, GraphSource] = {}
+    by_tensor: dict[int, GraphSource] = {}
+    used: set[str] = set()
+    for call in calls:
+        for obj in call.sources:
+            if id(obj) in resolved:
+                continue
+            tensor = differentiated_tensor(obj)
+            if id(tensor) in by_tensor:  # the variable and its ref tensor: one source
+                resolved[id(obj)] = by_tensor[id(tensor)]
+                continue
+            variable = obj if _is_variable(obj) else _variable_of(tensor, variables)
+            shown = variable if variable is not None else obj
+            name = _display_name(shown, names, call.names)
+            if name in used:  # one Python name bound to two variables (in two functions): TensorFlow's names
+                name = _display_name(shown)
+            used.add(name)
+            src = GraphSource(user=obj, tensor=tensor, variable=variable, name=name, node=variable_node(len(by_tensor)))
+            resolved[id(obj)] = by_tensor[id(tensor)] = src
+    return resolved
+
+
+def _display_name(obj: Any, *tables: dict[int, str]) -> str:
+    """TensorFlow's name, or the script's Python name for it when TensorFlow's is a default one."""
+    raw = str(getattr(obj, "name", None) or obj)
+    name = raw[:-2] if raw.endswith(":0") else raw
+    if is_default_name(name):
+        for table in tables:
+            if id(obj) in table:
+                return table[id(obj)]
+    return name
+
+
+def build_graph(calls: Sequence[GraphCall], sources: dict[int, GraphSource], oracle: GradientOracle) -> nx.DiGraph:
+    """The gradient-annotated graph of the ops that feed the calls' targets (module docstring)."""
+    builder = _Builder(oracle)
+    graph = builder.graph
+    targets = [t for call in calls for t in call.targets]
+    distinct = {s.node: s for s in sources.values()}
+    wanted = _upstream([t.op for t in targets] + [s.tensor.op for s in distinct.values()])
+    present = {op.name for op in wanted}
+    for op in wanted:
+        node = op.name
+        builder.add_op_node(op, node, None)
+        if op.type in FUNCTION_OPS or _calls_function(op):
+            builder.add_function_op(op, node, "", None)
+            continue
+        infos = (
+            _control_flow_inputs(op) if op.type in _CONTROL_FLOW
+            else _tensor_array_inputs(op) if op.type in _TENSOR_ARRAY else oracle.inputs(op)
+        )
+        for tensor, info in zip(op.inputs, infos):
+            if tensor.op.type in _NEXT_ITERATION and op.type in _MERGE:
+                for exit_op in _loop_exits(op, present):
+                    cut = _control_flow_inputs(exit_op)[0]  # a back_prop=False loop stays cut
+                    builder.add_edge(tensor.op.name, exit_op.name, tensor, info if cut.carries else cut)
+            else:
+                builder.add_edge(tensor.op.name, node, tensor, info)
+    for node, src in distinct.items():
+        graph.add_node(node, kind="variable", label=src.name, name=src.name, dtype=src.dtype,
+                       shape=src.shape, trainable=src.trainable, index=int(node.split(":")[1]))
+        graph.graph["variables"].append(node)
+        builder.add_edge(node, src.tensor.op.name, src.tensor, CARRY_IF_TRAINABLE(src.tensor))
+    for tensor in targets:
+        node = loss_node(tensor.name)
+        if node not in graph:
+            graph.add_node(node, kind="loss", label=tensor.name, name=tensor.name, dtype=tensor.dtype.name,
+                           shape=_shape(tensor))
+            graph.graph["losses"].append(node)
+        builder.add_edge(tensor.op.name, node, tensor, CARRY_IF_TRAINABLE(tensor))
+    return graph
+
+
+# A ``tf.while_loop`` of TensorFlow 1 (control flow v1) is a cycle: Enter -> Merge -> Switch ->
+# body -> NextIteration -> back to Merge. The graph must stay acyclic for the barrier search, and
+# what matters is what a body value can reach: the loop's outputs, through later iterations. So
+# the back edge into the Merge is replaced by edges from the NextIteration to every Exit of its loop.
+_NEXT_ITERATION = frozenset({"NextIteration", "RefNextIteration"})
+_MERGE = frozenset({"Merge", "RefMerge"})
+
+
+_CONTROL_FLOW = frozenset(
+    {"Enter", "RefEnter", "Exit", "RefExit", "Switch", "RefSwitch", "LoopCond"} | _NEXT_ITERATION | _MERGE
+)
+
+
+def _control_flow_inputs(op: Any) -> tuple[InputGradient, ...]:
+    """Control flow v1 passes a gradient to every data input (control_flow_grad.py), except out of a
+    ``while_loop(back_prop=False)``; the predicate is a bool, which carries nothing.
+
+    (Its gradient functions need the op's control flow context, which a probe in a scratch graph lacks.)
+    """
+    if op.type in ("Exit", "RefExit"):
+        context = op._get_control_flow_context()  # noqa: SLF001
+        if context is not None and getattr(context, "back_prop", True) is False:
+            detail = "tf.while_loop(back_prop=False) passes no gradient back"
+            return (InputGradient(False, BarrierKind.NOT_DIFFERENTIABLE, detail),) * len(op.inputs)
+    return tuple(CARRY_IF_TRAINABLE(t) for t in op.inputs)
+
+
+# TensorArray ops of TensorFlow 1 (dynamic_rnn's loops): their gradients (tensor_array_grad.py)
+# flow to the written value and the flow tensor only; they also need a gradient graph to probe in.
+_TENSOR_ARRAY = frozenset({
+    "TensorArrayV3", "TensorArrayReadV3", "TensorArrayWriteV3", "TensorArrayGatherV3", "TensorArrayScatterV3",
+    "TensorArrayConcatV3", "TensorArraySplitV3", "TensorArraySizeV3",
+})
+
+
+def _tensor_array_inputs(op: Any) -> tuple[InputGradient, ...]:
+    names = [arg.name for arg in op.op_def.input_arg]
+    carries = ("value", "flow_in") if op.type != "TensorArraySizeV3" else ()
+    return tuple(
+        CARRY_IF_TRAINABLE(t) if name in carries
+        else InputGradient(False, BarrierKind.NONE_GRADIENT, f"the gradient of {op.type} returns None for its {name}")
+        for name, t in zip(names, op.inputs)
+    )
+
+
+def _loop_exits(merge: Any, present: set[str]) -> list[Any]:
+    context = merge._get_control_flow_context()  # noqa: SLF001 -- the op's WhileContext
+    exits = getattr(context, "loop_exits", None) or []
+    return [t.op for t in exits if t.op.name in present]
+
+
+def _upstream(ops: Sequence[Any]) -> list[Any]:
+    """The ops the given ones depend on through data inputs (themselves included), in graph order."""
+    seen: dict[int, Any] = {}
+    stack = list(ops)
+    while stack:
+        op = stack.pop()
+        if id(op) in seen:
+            continue
+        seen[id(op)] = op
+        stack.extend(t.op for t in op.inputs)
+    return sorted(seen.values(), key=lambda op: op._id)  # noqa: SLF001 -- creation order
+
+
+def _shape(tensor: Any) -> tuple[int | None, ...]:
+    shape = tensor.shape
+    return tuple(shape.as_list()) if shape.rank is not None else ()
+
+
+def _site_view(graph: nx.DiGraph, call: GraphCall, sources: Sequence[GraphSource]) -> nx.DiGraph:
+    """The graph as this call differentiates it: its ``stop_gradients`` ops pass nothing back."""
+    view = graph
+    if call.stop_gradients:
+        view = graph.copy()
+        for tensor in call.stop_gradients:
+            op_node = tensor.op.name
+            if op_node not in view:
+                continue
+            for u in list(view.pred[op_node]):
+                if view.nodes[u].get("kind") != "variable":
+                    view.edges[u, op_node].update(
+                        grad=False, kind=BarrierKind.STOP_GRADIENT,
+                        detail=f"listed in tf.gradients(stop_gradients=...): {tensor.name}",
+                    )
+    if call.error is not None and call.error.startswith("LookupError"):
+        view = view.copy() if view is graph else view
+        view.graph["inputs"] = [s.tensor.op.name for s in sources]
+    return view
+
+
+def analyze_calls(
+    calls: Sequence[GraphCall], sources: dict[int, GraphSource], graph: nx.DiGraph
+) -> tuple[CallAnalysis, ...]:
+    """The static verdict of every source of every call, beside TensorFlow's recorded answer."""
+    cache: dict[tuple[str, str], Barrier] = {}
+    results = []
+    for call in calls:
+        site_sources = [sources[id(obj)] for obj in call.sources]
+        view = _site_view(graph, call, site_sources)
+        targets = [loss_node(t.name) for t in call.targets]
+        nodes = [s.node for s in site_sources]
+        verdict = verdicts(view, nodes, targets)
+        cuts = blocking_barriers(view, nodes, targets, verdict=verdict)
+        judged = []
+        for i, src in enumerate(site_sources):
+            barriers = _one_per_replica(_barrier(view, edge, cache) for edge in cuts.get(src.node, ()))
+            answer = None if call.grads is None else call.grads[i] is None
+            judged.append(SourceVerdict(src, verdict[src.node], barriers, answer))
+        errors: tuple[Barrier, ...] = ()
+        if "inputs" in view.graph and view is not graph:
+            errors = _one_per_replica(_barrier(view, edge, cache) for edge in gradient_errors(view, targets))
+        results.append(CallAnalysis(
+            call=call, targets=tuple(call.names.get(id(t)) or _display_name(t) for t in call.targets),
+            sources=tuple(judged), errors=errors, watch=_watch(call, site_sources),
+        ))
+    return tuple(results)
+
+
+def _watch(call: GraphCall, sources: Sequence[GraphSource]) -> str:
+    names = ", ".join(s.name for s in sources)
+    if call.kind == "tf1 tf.gradients":
+        words = f"graph mode: differentiates with respect to the xs given: {names}"
+        if call.stop_gradients:
+            words += "; stop_gradients: " + ", ".join(t.name for t in call.stop_gradients)
+    elif call.var_list_given:
+        words = f"graph mode: var_list={names}"
+    elif call.var_list_given is None:
+        words = f"graph mode: var_list (the graph's trainable variables): {names}"
+    else:
+        words = f"graph mode: no var_list, so the graph's trainable variables: {names}"
+    if call.unconnected_zero:
+        words += "; unconnected_gradients='zero' (TensorFlow gives zeros, not None, to cut sources)"
+    return words

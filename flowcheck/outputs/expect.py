@@ -1,0 +1,49 @@
+"""``--expect-receives`` / ``--expect-blocked``: glob patterns over variable names and their owners.
+
+A pattern matches a variable by its name (with or without ``:0``) or by ``OWNER/NAME`` for each
+Keras model or layer that owns it, so that ``discriminator/*`` finds a functional model's
+variables, whose Keras paths carry no model prefix.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from flowcheck.outputs.text import Expectation
+
+__all__ = ["Candidate", "Expectation", "match_expectations"]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A variable a pattern may match.
+
+    Attributes:
+        name: Its name in the report.
+        receives: Whether it receives a gradient.
+        owners: Names of the Keras models and layers that own it.
+    """
+
+    name: str
+    receives: bool
+    owners: tuple[str, ...] = ()
+
+    def matches(self, pattern: str) -> bool:
+        """Whether ``pattern`` matches the name or an ``OWNER/NAME`` form of it."""
+        names = [self.name, self.name.split(":")[0]]
+        names += [f"{owner}/{name}" for owner in self.owners for name in names[:2]]
+        return any(fnmatch.fnmatchcase(n, pattern) for n in names)
+
+
+def match_expectations(found: Sequence[Candidate], receives: Sequence[str], blocked: Sequence[str]) -> tuple[Expectation, ...]:
+    """One :class:`Expectation` per pattern, in the order given (receives first)."""
+    out = []
+    for expect, patterns in (("receives", receives), ("blocked", blocked)):
+        for pattern in patterns:
+            matched = list(dict.fromkeys(c.name for c in found if c.matches(pattern)))
+            wrong = [c for c in found if c.matches(pattern) and c.receives != (expect == "receives")]
+            failures = tuple(dict.fromkeys(f"{c.name} {'receives' if c.receives else 'gets no gradient'}" for c in wrong))
+            out.append(Expectation(expect, pattern, tuple(matched), failures))
+    return tuple(out)

@@ -1,0 +1,395 @@
+"""The hooks ``flowcheck run`` installs before the user's script runs, and what they find.
+
+Four kinds of training step are caught at their first call, with that call's real inputs:
+
+* Keras ``Model.fit`` / ``train_on_batch``: the model's ``train_function`` (built by
+  ``make_train_function``) is wrapped; its first batch is taken from the iterator, analyzed through
+  the model's ``train_step``, then handed back to the real step.
+* a ``tf.function`` whose trace asks for a gradient: the function is traced (into its own cache,
+  where the real call finds it), and when a ``tape.gradient`` or ``tf.gradients`` ran inside, the
+  call is analyzed before it runs.
+* TF1 ``Session.run`` (the ``tf1`` stage decides whether the fetches depend on a gradient).
+* an eager ``tape.gradient`` outside any ``tf.function``: TensorFlow's own answer, per source.
+
+A step analyzed once that is about to run again ends the script (:class:`StopScript`), unless
+``--continue`` asked to let it go on; then every hook only passes the calls through.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import traceback
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from flowcheck.run.failure import describe_exception
+from flowcheck.run.step import EAGER_NOTE, Step, StopScript
+from flowcheck.source.lines import SourceLine, user_frame
+
+__all__ = ["KERAS_WARNING", "Interceptor"]
+
+# Keras's warning for None gradients: flowcheck's report explains it instead.
+KERAS_WARNING = r"Gradients do not exist for variables"
+
+
+
+# (target, args, kwargs, step) -> None: analyzes and verifies, filling step.report / .verification / .error
+Analyzer = Callable[[Any, tuple[Any, ...], dict[str, Any], Step], None]
+# (session, fetches, feed_dict) -> report or None, from the tf1 stage
+SessionAnalyzer = Callable[[Any, Any, Any], Any]
+
+
+class Interceptor:
+    """Installs the hooks for the duration of :meth:`installed` and collects the analyzed steps."""
+
+    def __init__(self, analyzer: Analyzer, keep_going: bool, session_analyzer: SessionAnalyzer | None = None) -> None:
+        self.steps: list[Step] = []
+        self._analyzer = analyzer
+        self._session_analyzer = session_analyzer
+        self._keep_going = keep_going
+        self._done = False  # --continue, after the first round: pass everything through
+        self._busy = 0  # inside a hooked call: nested hooks pass through
+        self._seen: dict[Any, Any] = {}  # step key -> the object it is about (kept alive) or None: no gradient
+        self._kept: list[Any] = []  # functions without a gradient, kept alive so that their ids stay unique
+        self._site_seen = False
+        self._restore: list[Callable[[], None]] = []
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[Interceptor]:
+        """Patch TensorFlow and Keras; undo every patch on exit."""
+        try:
+            self._patch_tape()
+            self._patch_function()
+            self._patch_keras()
+            self._patch_session()
+            yield self
+        finally:
+            for undo in reversed(self._restore):
+                undo()
+            self._restore.clear()
+
+    # --- shared machinery ---------------------------------------------------------------------
+
+    def _patch(self, owner: Any, name: str, make: Callable[[Any], Any]) -> None:
+        original = owner.__dict__[name]
+        setattr(owner, name, make(original))
+        self._restore.append(lambda: setattr(owner, name, original))
+
+    def _active(self) -> bool:
+        from flowcheck.trace.sites import in_flowcheck
+
+        return not self._done and self._busy == 0 and not in_flowcheck()
+
+    @contextlib.contextmanager
+    def _inside(self, quiet: bool = True) -> Iterator[None]:
+        self._busy += 1
+        try:
+            with warnings.catch_warnings():
+                if quiet and not self._keep_going:
+                    warnings.filterwarnings("ignore", message=KERAS_WARNING)
+                yield
+        finally:
+            self._busy -= 1
+
+    def _again(self) -> None:
+        """An analyzed step is about to run again: the first round is over."""
+        if self._keep_going:
+            self._done = True
+            return
+        raise StopScript
+
+    def _analyze(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any], step: Step) -> None:
+        self.steps.append(step)
+        with self._inside():
+            self._analyzer(target, args, kwargs, step)
+
+    # --- eager tape.gradient, and gradient calls seen while a tf.function traces ----------------
+
+    def _patch_tape(self) -> None:
+        import tensorflow as tf
+        from tensorflow.python.eager import backprop
+        from tensorflow.python.ops import gradients_util
+
+        def make(original: Any) -> Any:
+            def gradient(tape: Any, target: Any, sources: Any, *args: Any, **kwargs: Any) -> Any:
+                if not tf.executing_eagerly():
+                    self._site_seen = True
+                    return original(tape, target, sources, *args, **kwargs)
+                if not self._active():
+                    return original(tape, target, sources, *args, **kwargs)
+                return self._eager_gradient(original, tape, target, sources, args, kwargs)
+
+            return gradient
+
+        def make_helper(original: Any) -> Any:
+            def helper(*args: Any, **kwargs: Any) -> Any:
+                self._site_seen = True
+                return original(*args, **kwargs)
+
+            return helper
+
+        self._patch(backprop.GradientTape, "gradient", make)
+        self._patch(gradients_util, "_GradientsHelper", make_helper)
+
+    def _eager_gradient(self, original: Any, tape: Any, target: Any, sources: Any, args: Any, kwargs: Any) -> Any:
+        from tensorflow.python.eager import backprop
+
+        from flowcheck.trace.eager_sites import eager_site
+        from flowcheck.trace.recording import record_sites
+        from flowcheck.trace.sites import SiteRecorder
+
+        call = _call_site()
+        key = ("eager", call.file, call.line) if call else ("eager", id(tape))
+        if key in self._seen:
+            self._again()
+            return original(tape, target, sources, *args, **kwargs)
+        self._seen[key] = tape
+        in_function = call is not None and not call.function.startswith("<")
+        step = Step("eager tape.gradient", call.function if call and in_function else "tape.gradient", call)
+        self.steps.append(step)
+        recorder = SiteRecorder()
+        try:
+            with self._inside(), record_sites() as recorder:  # through the recorder's own wrapper
+                return backprop.GradientTape.gradient(tape, target, sources, *args, **kwargs)
+        except Exception:
+            if self._keep_going:
+                self._done = True
+                raise
+            raise StopScript from None
+        finally:
+            if recorder.eager_calls:
+                site = eager_site(recorder.eager_calls[-1])
+                step.eager = dataclasses.replace(site, notes=(*site.notes, EAGER_NOTE))
+
+    # --- tf.function ------------------------------------------------------------------------------
+
+    def _patch_function(self) -> None:
+        from tensorflow.python.eager.polymorphic_function import polymorphic_function
+
+        def make(original: Any) -> Any:
+            def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+                import tensorflow as tf
+
+                if not self._active() or not tf.executing_eagerly():
+                    return original(fn, *args, **kwargs)
+                return self._function_call(original, fn, args, kwargs)
+
+            return call
+
+        self._patch(polymorphic_function.Function, "__call__", make)
+
+    def _function_call(self, original: Any, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        key = ("function", id(fn))
+        if key in self._seen:
+            if self._seen[key] is None:  # no gradient in it: not a training step
+                with self._inside(quiet=False):
+                    return original(fn, *args, **kwargs)
+            self._again()
+            return original(fn, *args, **kwargs)
+        name = str(getattr(fn.python_function, "__qualname__", None) or fn.__name__)
+        step = Step("tf.function", name, _call_site())
+        if not self._traced_step(fn, args, step, kwargs):
+            self._seen[key] = None
+            self._kept.append(fn)  # its id stays its own while the script runs
+            with self._inside(quiet=False):
+                return original(fn, *args, **kwargs)
+        self._seen[key] = fn
+        return self._real_call(step, lambda: original(fn, *args, **kwargs))
+
+    def _traced_step(
+        self, fn: Any, args: tuple[Any, ...], step: Step, kwargs: dict[str, Any] | None = None,
+        fallback: tuple[Any, tuple[Any, ...]] | None = None,
+    ) -> bool:
+        """Trace ``fn`` into its own cache; when it asks for a gradient, analyze that trace (True).
+
+        ``fallback`` (target, args) is analyzed instead when the trace fails.
+
+        Raises:
+            StopScript: the trace raised after asking for gradients (e.g. "No gradients provided
+                for any variable"): the step cannot run, and the report explains why.
+        """
+        from flowcheck.trace.reuse import reusing_trace
+
+        kwargs = kwargs or {}
+        recorder, applies, trace_error = self._has_gradient_site(fn, args, kwargs)
+        if recorder is None:
+            if trace_error is not None:
+                raise trace_error  # what the real call raises
+            return False
+        if trace_error is None:
+            with reusing_trace(recorder, applies):  # analyze the trace just made, not a fresh copy's
+                self._analyze(fn, args, kwargs, step)
+            if step.report is not None:
+                _without_update_notes(step.report, fn, args)
+            return True
+        target, target_args = fallback or (fn, args)
+        self._analyze(target, target_args, kwargs, step)
+        step.raised = describe_exception(trace_error, None)
+        if self._keep_going:
+            self._done = True
+            raise trace_error
+        raise StopScript from trace_error
+
+    def _has_gradient_site(
+        self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+    ) -> tuple[Any, bool, Exception | None]:
+        """Trace the call (into the function's own cache, as its first call would) with the gradient
+        calls recorded: the recorder when it asks for a gradient (else None), whether a Keras optimizer
+        applied gradients in it, and what the trace raised."""
+        from flowcheck.source.positions import recording as positions
+        from flowcheck.trace.reuse import applies_seen
+        from flowcheck.trace.recording import record_sites
+        from flowcheck.trace.sites import running_user_code
+        from flowcheck.trace.state import built_state, unbuild
+
+        self._site_seen = False
+        built = built_state(fn, args)
+        # The trace the real call reuses: Keras's None-gradient warning is provoked here, and silenced.
+        applied: list[str] = []
+        with self._inside(), running_user_code(), record_sites() as recorder, positions(), applies_seen(applied):
+            try:
+                fn.get_concrete_function(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 -- the user's own error, raised again by the caller
+                unbuild(built)  # slots built inside a failed trace are unusable: the next build makes them again
+                return (recorder if self._site_seen or recorder.calls else None), bool(applied), exc
+        return (recorder if self._site_seen or recorder.calls else None), bool(applied), None
+
+    def _real_call(self, step: Step, call: Callable[[], Any]) -> Any:
+        """Run the analyzed step for real; its failure is part of the finding."""
+        with self._inside():
+            try:
+                return call()
+            except Exception as exc:
+                step.raised = describe_exception(exc, None)
+                if self._keep_going:
+                    self._done = True
+                    raise
+                raise StopScript from exc
+
+    # --- Keras fit / train_on_batch -----------------------------------------------------------
+
+    def _patch_keras(self) -> None:
+        from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
+
+        def make(original: Any) -> Any:
+            def make_train_function(model: Any, force: bool = False) -> Any:
+                result = original(model, force)
+                function = model.train_function
+                if function is not None and not getattr(function, "_flowcheck_wrapped", False):
+                    model.train_function = self._train_function(model, function)
+                    self._restore.append(lambda: _unwrap(model, function))
+                return result if result is None else model.train_function
+
+            return make_train_function
+
+        self._patch(TensorFlowTrainer, "make_train_function", make)
+
+    def _train_function(self, model: Any, function: Any) -> Any:
+        from keras.src.trainers.data_adapters import data_adapter_utils
+
+        def train_function(iterator: Any) -> Any:
+            if not self._active():
+                return function(iterator)
+            key = ("keras", id(model))
+            if key in self._seen:
+                self._again()
+                return function(iterator)
+            self._seen[key] = model
+            data = next(iterator)
+            step = Step("keras train_step", f"{model.name}.{_keras_caller()}", _call_site())
+            x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+            through_model = (model, (x, y) if sample_weight is None else (x, y, sample_weight))
+            one_step = _keras_one_step(function)
+            if one_step is not None:  # analyze the trace fit itself makes of one step on this batch
+                self._traced_step(one_step, (data,), step, fallback=through_model)
+                if step.report is not None and step.report.target == "one_step_on_data":
+                    _as_keras_step(step.report, model)
+            else:  # run_eagerly: through the model's train_step
+                self._analyze(*through_model, {}, step)
+            return self._real_call(step, lambda: function(itertools.chain([data], iterator)))
+
+        train_function._flowcheck_wrapped = True  # type: ignore[attr-defined]
+        return train_function
+
+    # --- TF1 Session.run ------------------------------------------------------------------------
+
+    def _patch_session(self) -> None:
+        if self._session_analyzer is None:
+            return  # the tf1 stage provides it
+        from tensorflow.python.client import session as session_lib
+
+        analyzer = self._session_analyzer
+
+        def make(original: Any) -> Any:
+            def run(session: Any, fetches: Any, feed_dict: Any = None, *args: Any, **kwargs: Any) -> Any:
+                if not self._active():
+                    return original(session, fetches, feed_dict, *args, **kwargs)
+                key = ("session", id(session), repr(fetches))
+                if key in self._seen:
+                    self._again()
+                    return original(session, fetches, feed_dict, *args, **kwargs)
+                with self._inside():
+                    report = analyzer(session, fetches, feed_dict)
+                if report is None:
+                    return original(session, fetches, feed_dict, *args, **kwargs)
+                self._seen[key] = session
+                self.steps.append(Step("tf1 Session.run", "Session.run", _call_site(), report=report,
+                                       verification=getattr(report, "verification", None)))
+                with self._inside():
+                    return original(session, fetches, feed_dict, *args, **kwargs)
+
+            return run
+
+        self._patch(session_lib.BaseSession, "run", make)
+
+
+def _keras_one_step(function: Any) -> Any:
+    """The ``tf.function`` running one step of ``fit`` (Keras's ``one_step_on_data``), if any."""
+    import tensorflow as tf
+
+    for cell in getattr(function, "__closure__", None) or ():
+        value = getattr(cell.cell_contents, "__wrapped__", None)  # inside _autoconvert_optionals
+        if isinstance(value, tf.types.experimental.PolymorphicFunction) and value.__name__ == "one_step_on_data":
+            return value
+    return None
+
+
+def _as_keras_step(report: Any, model: Any) -> None:
+    """A report on fit's one-step function, told as the model's train_step."""
+    report.target, report.target_kind = f"{model.name}.train_step", "keras model"
+
+
+def _without_update_notes(report: Any, fn: Any, args: tuple[Any, ...]) -> None:
+    """No note about the update ops of the step's optimizers.
+
+    They are in the step's own trace (flowcheck's own trace of a step skips them) and come after
+    every gradient, so a gradient function of theirs that could not be asked about changes no verdict.
+    """
+    from flowcheck.trace.state import optimizers_of
+
+    scopes = tuple(f"({o.name}/" for o in optimizers_of(fn, args)) + tuple(
+        f"({o.name}_" for o in optimizers_of(fn, args)  # under a distribution strategy: sgd_1/...
+    )
+    report.notes = tuple(
+        n for n in report.notes if not (n.startswith("could not ask the gradient of") and any(s in n for s in scopes))
+    )
+
+
+def _unwrap(model: Any, function: Any) -> None:
+    if getattr(model.train_function, "_flowcheck_wrapped", False):
+        model.train_function = function
+
+
+def _call_site() -> SourceLine | None:
+    """The user's innermost line on the current stack (the call of the step)."""
+    return user_frame(traceback.extract_stack()[:-1])[0]
+
+
+def _keras_caller() -> str:
+    for frame in traceback.extract_stack():
+        if frame.name in ("fit", "train_on_batch") and "/keras/" in frame.filename:
+            return frame.name
+    return "fit"

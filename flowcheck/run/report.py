@@ -1,0 +1,214 @@
+"""What ``flowcheck run`` prints and writes: the text summary, the JSON document, the exit status.
+
+Pure formatting over :class:`flowcheck.run.script.RunResult` (each step's own report is formatted by
+:mod:`flowcheck.outputs.text`); nothing here prints or imports TensorFlow.
+
+JSON document of ``flowcheck run --json`` / ``-o run.json`` (``run_schema_version`` 1)::
+
+    {
+      "run_schema_version": 1, "flowcheck_version": str,
+      "script": str, "arguments": [str, ...],
+      "stopped": bool (flowcheck ended the script after its first round),
+      "script_error": str | null (the script raised outside an analyzed step),
+      "steps": [{
+          "kind": "keras train_step" | "tf.function" | "tf1 Session.run" | "eager tape.gradient",
+          "name": str, "call": {"file", "line", "function", "code"} | null,
+          "report": the report of ``flowcheck analyze --json`` (its schema) | null,
+          "site": an eager step's gradient site, as in the report's "gradient_sites" (its verdicts
+                  are TensorFlow's own answer) | null,
+          "error": str | null (flowcheck could not analyze it), "raised": str | null (the step
+          raised when it ran), "failures": [str, ...]
+      }],
+      "expectations": [{"expect", "pattern", "matched", "holds", "failures"}],
+      "ok": bool
+    }
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from flowcheck._model import Verdict
+from flowcheck.outputs.expect import Candidate, Expectation
+
+if TYPE_CHECKING:
+    from flowcheck.run.step import Step
+    from flowcheck.run.script import RunResult
+    from flowcheck.source.lines import SourceLine
+
+__all__ = ["RUN_SCHEMA_VERSION", "candidates", "exit_status", "format_run", "run_json", "step_failures"]
+
+RUN_SCHEMA_VERSION = 1
+
+
+def sites_of(step: Step) -> tuple[Any, ...]:
+    """The gradient sites of a step: the report's, or the eager site."""
+    if step.eager is not None:
+        return (step.eager,)
+    return tuple(getattr(step.report, "gradient_sites", ()) or ())
+
+
+def step_failures(step: Step) -> list[str]:
+    """Why this step fails (exit status 1), in words; empty when it passes."""
+    from flowcheck.outputs.text import failures
+
+    if step.error is not None and step.report is None:
+        return [f"{step.name} could not be analyzed: {step.error}"]
+    reasons = [f"{step.name}: {step.error}"] if step.error is not None else []
+    if step.report is not None:
+        reasons.extend(failures(step.report, step.verification))  # the sites' findings included
+        if not getattr(step.report, "gradient_sites", ()):  # a report without sites: its trainable variables
+            cut = [r.name for r in step.report.variables if r.trainable and r.verdict is not Verdict.RECEIVES]
+            reasons.extend(["no gradient for " + ", ".join(cut)] if cut else [])
+    if step.raised is not None and not reasons:
+        reasons.append(f"{step.name} raised {step.raised}")
+    site = step.eager
+    if site is not None:
+        where = f" at {site.source}" if site.source else ""
+        if site.error:
+            reasons.append(f"{site.kind}{where} raised: {site.error}")
+        elif site.cut:
+            reasons.append(f"{site.kind}{where}: TensorFlow gives no gradient to " + ", ".join(s.name for s in site.cut))
+    return reasons
+
+
+def candidates(steps: Sequence[Step]) -> list[Candidate]:
+    """Every source (or, without sites, every variable) of every step, for ``--expect-*``."""
+    found: list[Candidate] = []
+    for step in steps:
+        sites = sites_of(step)
+        items: list[tuple[str, Any, bool]] = [(s.name, s.variable, s.receives) for site in sites for s in site.sources]
+        if not sites and step.report is not None:
+            items = [(r.name, r.variable, r.receives) for r in step.report.variables]
+        for name, variable, receives in items:
+            owners = step.owners.get(id(getattr(variable, "value", variable)), ())
+            found.append(Candidate(name, receives, owners))
+    return found
+
+
+def exit_status(result: RunResult, expectations: Sequence[Expectation]) -> int:
+    """0 every source receives and verification agrees; 1 a finding; 2 nothing was analyzed."""
+    if not result.steps:
+        return 2
+    if all(step.error is not None and step.report is None for step in result.steps):
+        return 2
+    failed = any(step_failures(s) for s in result.steps) or any(not e.holds for e in expectations)
+    return 1 if failed or result.error is not None else 0
+
+
+_INPUTS = {"keras train_step": "its first batch", "tf1 Session.run": "the feed_dict of its first run"}
+
+
+def format_run(result: RunResult, script: str, expectations: Sequence[Expectation], all_sources: bool = False) -> str:
+    """The run's summary as plain text: each step, then the overall verdict."""
+    from flowcheck.outputs.text import RunInfo, format_summary
+
+    n = len(result.steps)
+    out = [f"flowcheck run {script}: {n} training step{'s' if n != 1 else ''} analyzed at {'their' if n != 1 else 'its'} first call"]
+    for i, step in enumerate(result.steps, 1):
+        out.append("")
+        call = f", first called at {step.call}" if step.call else ""
+        out.append(f"step {i}: {step.name} ({step.kind}){call}")
+        if step.error is not None and step.report is None:
+            out.append(f"  could not analyze it: {step.error}")
+        elif step.eager is not None:
+            out.extend(_site_lines(step.eager))
+        elif step.report is not None:
+            inputs = _INPUTS.get(step.kind, "the arguments of its first call")
+            info = RunInfo(file=script, inputs=inputs, all_sources=all_sources)
+            summary = format_summary(step.report, step.verification, info)
+            out.extend("  " + line if line else "" for line in _without_verdict(summary))
+        if step.error is not None and step.report is not None:
+            out.append(f"  {step.error}")
+        if step.raised is not None:
+            out.append(f"  then the step raised {step.raised}")
+    if result.error is not None:
+        out += ["", f"the script then failed: {result.error}"]
+    if expectations:
+        out += ["", "expectations"]
+        for e in expectations:
+            detail = ", ".join(e.failures) if e.failures else ", ".join(e.matched) if e.matched else "matched no variable"
+            out.append(f"  {'ok  ' if e.holds else 'FAIL'}  {e.expect} {e.pattern}: {detail}")
+    reasons = [r for s in result.steps for r in step_failures(s)] + [
+        f"--expect-{e.expect} {e.pattern!r}: " + (", ".join(e.failures) or "matched no variable")
+        for e in expectations if not e.holds
+    ]
+    if result.error is not None:
+        reasons.append("the script failed after its first step")
+    out.append("")
+    out.append(("FAILED: " + "; ".join(reasons)) if reasons else "OK: every source of every gradient call receives a gradient")
+    return "\n".join(out) + "\n"
+
+
+def _site_lines(site: Any) -> list[str]:
+    """An eager site, laid out like the sites of a traced step."""
+    where = f" at {site.source}" if site.source else ""
+    out = [f"  site 1: {site.kind}{where} (eager): {len(site.receiving)} of {len(site.sources)} sources receive"]
+    if site.source is not None and site.source.code:
+        out.append(f"      {site.source.code}")
+    out.append(f"    targets: {', '.join(site.targets)}; {site.watch}")
+    if site.error:
+        out.append(f"    raised: {site.error}")
+    elif site.cut:
+        out.append(f"    TensorFlow gave None ({len(site.cut)})")
+        out.extend(f"      {s.name}" for s in site.cut)
+    out.append(f"    {len(site.receiving)} sources receive a gradient")
+    out.extend(f"    note: {note}" for note in site.notes)
+    return out
+
+
+def _without_verdict(summary: str) -> list[str]:
+    """A step's summary without its title (the step's heading says it) and its last OK/FAILED
+    line (the run's own verdict comes last)."""
+    lines = summary.rstrip("\n").splitlines()
+    if lines and lines[0].startswith("flowcheck: "):
+        lines = lines[1:]
+        head = next((i for i, line in enumerate(lines) if not line.strip()), len(lines))
+        lines[:head] = [line.removeprefix("  ") for line in lines[:head]]  # were under the title
+    if lines and lines[-1].startswith(("OK", "FAILED")):
+        lines = lines[:-1]
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return lines
+
+
+def run_json(result: RunResult, script: str, arguments: Sequence[str], expectations: Sequence[Expectation]) -> dict[str, Any]:
+    """The run as JSON-ready data (the schema is in this module's docstring)."""
+    from flowcheck import __version__
+
+    return {
+        "run_schema_version": RUN_SCHEMA_VERSION,
+        "flowcheck_version": __version__,
+        "script": script,
+        "arguments": list(arguments),
+        "stopped": result.stopped,
+        "script_error": result.error,
+        "steps": [_step_json(s, script) for s in result.steps],
+        "expectations": [
+            {"expect": e.expect, "pattern": e.pattern, "matched": list(e.matched), "holds": e.holds,
+             "failures": list(e.failures)}
+            for e in expectations
+        ],
+        "ok": exit_status(result, expectations) == 0,
+    }
+
+
+def _step_json(step: Step, script: str) -> dict[str, Any]:
+    from flowcheck.outputs.text import RunInfo, _barrier_json, to_json  # noqa: PLC2701 -- one JSON shape
+    from flowcheck.outputs.sites import _site_json  # noqa: PLC2701 -- for a site, too
+
+    report = None
+    if step.report is not None:
+        report = to_json(step.report, step.verification, RunInfo(file=script))
+    return {
+        "kind": step.kind, "name": step.name, "call": _source_json(step.call), "report": report,
+        "site": _site_json(step.eager, _barrier_json) if step.eager is not None else None,
+        "error": step.error, "raised": step.raised, "failures": step_failures(step),
+    }
+
+
+def _source_json(source: SourceLine | None) -> dict[str, Any] | None:
+    if source is None:
+        return None
+    return {"file": source.short_file, "line": source.line, "function": source.function, "code": source.code}

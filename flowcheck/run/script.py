@@ -1,0 +1,264 @@
+"""``flowcheck run``: execute the user's script as ``python`` would, with the hooks installed.
+
+The script runs as ``__main__`` (``runpy``), with ``sys.argv`` = ``[script, *arguments]`` and its
+directory first on ``sys.path``; every training step of its first round is analyzed at its first
+call (:mod:`flowcheck.run.intercept`), and the script ends when one of them is about to run again,
+or goes on (``--continue``) exactly as it would have without flowcheck.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import runpy
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from flowcheck.run.failure import describe_exception
+from flowcheck.source.files import check_file
+from flowcheck.run.intercept import KERAS_WARNING, Interceptor
+from flowcheck.run.step import Step, StopScript
+from flowcheck.errors import FlowcheckError
+
+__all__ = [
+    "RunOptions", "RunResult", "import_tensorflow", "quiet_tensorflow_import", "run_script",
+    "variable_owners",
+]
+
+# TensorFlow's start-up notices (absl and oneDNN, from C++, printed whatever TF_CPP_MIN_LOG_LEVEL says).
+_NOTICE = re.compile(
+    r"All log messages before absl::InitializeLog\(\) is called|oneDNN custom operations are on"
+    r"|cpu_feature_guard\.cc|^To enable the following instructions: .*rebuild TensorFlow"
+    r"|Unable to register cu(DNN|FFT|BLAS) factory|computation placer already registered"
+    r"|TF-TRT Warning|Could not find cuda drivers|cuda_executor\.cc"
+)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What ``flowcheck run`` was asked.
+
+    Attributes:
+        script: The script's path.
+        arguments: Its own arguments (``sys.argv[1:]`` while it runs).
+        keep_going: ``--continue``: let the script train on once its first round is analyzed.
+        verify: Run the step once for real and compare (``--no-verify`` clears it).
+        optimizer: ``--optimizer``, where flowcheck supplies the optimizer.
+        learning_rate: ``--learning-rate``.
+        verbose: Show TensorFlow's start-up notices.
+    """
+
+    script: str
+    arguments: tuple[str, ...] = ()
+    keep_going: bool = False
+    verify: bool = True
+    optimizer: str | None = None
+    learning_rate: float | None = None
+    verbose: bool = False
+
+
+@dataclass
+class RunResult:
+    """What the run found.
+
+    Attributes:
+        steps: The analyzed training steps, in the order of their first call.
+        exit_code: The script's own ``sys.exit`` code, when it called it.
+        error: The script raised (outside an analyzed step): one line with its file:line.
+        stopped: flowcheck ended the script after its first round.
+    """
+
+    steps: list[Step] = field(default_factory=list)
+    exit_code: int | str | None = None
+    error: str | None = None
+    stopped: bool = False
+
+
+@contextlib.contextmanager
+def quiet_tensorflow_import(verbose: bool) -> Iterator[None]:
+    """Import TensorFlow and Keras with their start-up notices filtered out at the file descriptor.
+
+    Everything else written to stderr meanwhile is written again once the import is done.
+    """
+    if verbose or "tensorflow" in sys.modules:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as captured:
+            os.dup2(captured.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+                captured.seek(0)
+                kept = [line for line in captured.read().splitlines(keepends=True)
+                        if not _NOTICE.search(line.decode(errors="replace"))]
+                if kept:
+                    os.write(2, b"".join(kept))
+    finally:
+        os.close(saved)
+
+
+def import_tensorflow(verbose: bool) -> None:
+    """Import TensorFlow and Keras quietly (see :func:`quiet_tensorflow_import`)."""
+    with quiet_tensorflow_import(verbose):
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
+
+
+def run_script(options: RunOptions) -> RunResult:
+    """Run the script with the hooks installed; analyze, verify and restore each first step.
+
+    Raises:
+        TargetLoadError: the script is not a readable Python file.
+    """
+    full = check_file(options.script)  # the same checks as analyze
+    import_tensorflow(options.verbose)
+    from flowcheck.run.tf1 import graph_mode_recording  # TF1 gradient calls, recorded as the graph is built
+
+    result = RunResult()
+    interceptor = Interceptor(_analyzer(options), options.keep_going, _session_analyzer(options))
+    saved_argv, saved_path, saved_globals = list(sys.argv), list(sys.path), _global_settings()
+    sys.argv = [options.script, *options.arguments]
+    sys.path.insert(0, os.path.dirname(full))
+    try:
+        with interceptor.installed(), graph_mode_recording(), warnings.catch_warnings():
+            if not options.keep_going:  # the report explains each None gradient Keras warns about
+                warnings.filterwarnings("ignore", message=KERAS_WARNING)
+            runpy.run_path(full, run_name="__main__")
+    except StopScript:
+        result.stopped = True
+    except SystemExit as exc:
+        result.exit_code = exc.code
+    except Exception as exc:  # noqa: BLE001 -- the script's own error, told in one line
+        failed = graph_mode_failure(exc)  # a TF1 minimize whose loss cuts everything is a finding
+        if failed is not None:
+            interceptor.steps.append(failed)
+        else:
+            result.error = describe_exception(exc, full)
+    finally:
+        sys.argv[:] = saved_argv
+        sys.path[:] = saved_path
+        _restore_global_settings(saved_globals)  # the script may have been ended before it undid them
+        result.steps = interceptor.steps
+    _never_trained_across(result.steps)
+    return result
+
+
+def _global_settings() -> tuple[Any, bool]:
+    import keras
+    import tensorflow as tf
+
+    return keras.mixed_precision.global_policy(), tf.config.functions_run_eagerly()
+
+
+def _restore_global_settings(saved: tuple[Any, bool]) -> None:
+    import keras
+    import tensorflow as tf
+
+    keras.mixed_precision.set_global_policy(saved[0])
+    tf.config.run_functions_eagerly(saved[1])
+
+
+def _never_trained_across(steps: Sequence[Step]) -> None:
+    """A variable another step's site asks for does train: "never trained" is judged over all steps."""
+    from types import SimpleNamespace
+
+    from flowcheck.trace.steps import never_trained_across
+
+    reports = [s.report for s in steps if getattr(s.report, "gradient_sites", None) is not None]
+    eager = [SimpleNamespace(gradient_sites=(s.eager,), never_trained=()) for s in steps if s.eager is not None]
+    remaining = {id(r.variable) for r in never_trained_across([*reports, *eager])}
+    for report in reports:
+        report.never_trained = tuple(r for r in report.never_trained if id(r.variable) in remaining)
+
+def _analyzer(options: RunOptions) -> Any:
+    def analyze_step(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any], step: Step) -> None:
+        import flowcheck
+
+        step.owners = variable_owners(target, args)
+        try:
+            step.report = flowcheck.analyze(target, *args, **kwargs)
+            if options.verify:
+                step.verification = _verify(step.report, options)
+        except FlowcheckError as exc:
+            step.error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        except Exception as exc:  # noqa: BLE001 -- not the script's failure but flowcheck's: said as such
+            what = "verification failed" if step.report is not None else "flowcheck failed while analyzing it"
+            step.error = f"{what}: {describe_exception(exc, None)}"
+
+    return analyze_step
+
+
+def _verify(report: Any, options: RunOptions) -> Any:
+    if options.optimizer is None and options.learning_rate is None:
+        return report.verify()
+    return report.verify(optimizer=options.optimizer, learning_rate=options.learning_rate)
+
+
+def graph_mode_failure(exc: BaseException) -> Step | None:
+    """The step a TF1 script's graph-mode gradient call failed in, as a finding (None: not one)."""
+    from flowcheck.run import tf1 as _tf1
+
+    report = _tf1.analyze_failed_call(exc)
+    if report is None:
+        return None
+    site = report.gradient_sites[0]
+    return Step("tf1 Session.run", f"{site.kind} (raised while the graph was built)", site.source, report=report)
+
+
+def _session_analyzer(options: RunOptions) -> Any:
+    from flowcheck.run import tf1 as _tf1
+
+    def analyze_session_run(session: Any, fetches: Any, feed_dict: Any) -> Any:
+        return _tf1.analyze_session_run(session, fetches, feed_dict, verify=options.verify)
+
+    return analyze_session_run
+
+
+def variable_owners(target: Any, args: Sequence[Any]) -> dict[int, tuple[str, ...]]:
+    """For each variable (by id of its backing tf.Variable): the Keras models and layers owning it."""
+    import keras
+
+    layers: list[Any] = []
+    seen: set[int] = set()
+
+    def visit(value: Any, depth: int) -> None:
+        if isinstance(value, keras.layers.Layer) and id(value) not in seen:
+            seen.add(id(value))
+            layers.append(value)
+            for sub in value._flatten_layers(include_self=False):  # noqa: SLF001
+                visit(sub, depth)
+        elif depth > 0 and hasattr(value, "__dict__") and not isinstance(value, type):
+            for attr in list(vars(value).values()):
+                visit(attr, depth - 1)
+
+    for value in (target, *args, *_closure(target)):
+        visit(value, 1)
+    owners: dict[int, list[str]] = {}
+    for layer in layers:
+        for v in layer.variables:
+            owners.setdefault(id(getattr(v, "value", v)), []).append(layer.name)
+    return {k: tuple(dict.fromkeys(v)) for k, v in owners.items()}
+
+
+def _closure(target: Any) -> list[Any]:
+    function = getattr(target, "python_function", target)
+    found: list[Any] = [getattr(function, "__self__", None)]
+    function = getattr(function, "__func__", function)
+    for cell in getattr(function, "__closure__", None) or ():
+        with contextlib.suppress(ValueError):
+            found.append(cell.cell_contents)
+    code = getattr(function, "__code__", None)
+    globals_ = getattr(function, "__globals__", {})
+    if code is not None:
+        found.extend(globals_[n] for n in code.co_names if n in globals_)
+    return [f for f in found if f is not None]

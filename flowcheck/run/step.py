@@ -1,0 +1,55 @@
+"""What ``flowcheck run`` finds: one :class:`Step` per analyzed training step, and the eager-site helpers.
+
+Plain data and small pure helpers (no TensorFlow import), shared by the hooks
+(:mod:`flowcheck.run.intercept`), the runner (:mod:`flowcheck.run.script`) and the output
+(:mod:`flowcheck.run.report`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from flowcheck.trace.sites import GradientSite
+from flowcheck.source.lines import SourceLine
+
+__all__ = ["EAGER_NOTE", "Step", "StopScript"]
+
+EAGER_NOTE = (
+    "without a graph flowcheck cannot name the op that cuts a source; put the step (the tape and its loss) "
+    "in a function decorated with @tf.function to get the op and your line"
+)
+
+
+class StopScript(BaseException):
+    """Raised into the script to end it: its first round of training steps has been analyzed.
+
+    A ``BaseException``, so that the script's own ``except Exception`` does not swallow it.
+    """
+
+
+@dataclass
+class Step:
+    """One analyzed training step of the script.
+
+    Attributes:
+        kind: ``"keras train_step"``, ``"tf.function"``, ``"tf1 Session.run"`` or ``"eager tape.gradient"``.
+        name: The step's name (the function's, or the model's and how it was called).
+        call: The script's line that called it first.
+        report: flowcheck's report on the step (None for an eager site or when analysis failed).
+        verification: The report's verification, when it was run.
+        eager: For an eager ``tape.gradient``: the site, with TensorFlow's own answer as verdicts.
+        error: Analysis failed: why, in one line.
+        raised: The step itself raised when it ran (after being analyzed): the error in one line.
+        owners: Names of the Keras models and layers that own each variable (for ``--expect-*``).
+    """
+
+    kind: str
+    name: str
+    call: SourceLine | None
+    report: Any = None
+    verification: Any = None
+    eager: GradientSite | None = None
+    error: str | None = None
+    raised: str | None = None
+    owners: dict[int, tuple[str, ...]] = field(default_factory=dict)

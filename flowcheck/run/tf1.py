@@ -1,0 +1,369 @@
+"""TensorFlow 1 graph mode (``tf.compat.v1``, v2 behaviour disabled): a ``Session.run`` as a training step.
+
+The pipeline for a TF1 script: :func:`install` records every graph-mode gradient call while the
+script builds its graph (:mod:`flowcheck.trace.tf1`); the first ``Session.run`` whose fetches
+depend on one is the step. :func:`analyze_session_run` then builds the graph of the ops that feed
+those calls' targets and judges each source (:mod:`flowcheck.graph.tf1`), runs the fetched train
+op once with the run's ``feed_dict`` in the user's own session, compares, and restores every
+variable (:mod:`flowcheck.verify.tf1`). The result is a :class:`SessionReport`: a
+:class:`~flowcheck._report.Report` whose ``gradient_sites`` are the calls the fetches depend on.
+:func:`analyze_graph` judges the calls recorded on a graph without a session (a ``minimize`` that
+raised "No gradients provided for any variable" never reaches ``Session.run``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import traceback
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import networkx as nx
+
+from flowcheck._model import Verdict
+
+from flowcheck.analysis.verdicts import verdicts
+from flowcheck.graph.ops import GradientOracle
+from flowcheck._report import Report, VariableResult
+from flowcheck.trace.sites import GradientSite, SiteSource
+from flowcheck.source.lines import SourceLine, user_frame
+from flowcheck.graph.tf1 import (
+    CallAnalysis, GraphSource, analyze_calls, build_graph, graph_variables, resolve_sources,
+)
+from flowcheck.trace.tf1 import GraphCall, install, python_names, recorded_calls, uninstall, user_frames
+from flowcheck.trace.traced import TracedVariable
+from flowcheck.errors import VerificationError
+
+__all__ = ["SessionReport", "analyze_failed_call", "analyze_graph", "analyze_session_run", "dependent_calls", "depends_on_gradient_site",
+           "graph_mode_recording", "install", "uninstall"]
+
+TARGET_KIND = "tf1 Session.run"
+_FREE_ATTR = "_flowcheck_gradient_free_ops"  # kept on the graph, whose ops the ids name
+
+
+@dataclass
+class _SessionStep:
+    """What :class:`~flowcheck._report.Report` reads of a traced target, for a session step."""
+
+    function: Any
+    target_kind: str
+    variables: list[TracedVariable]
+    losses: list[Any]
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Loss:
+    name: str
+
+
+class SessionReport(Report):
+    """The report on one TF1 ``Session.run`` step (or on a graph's gradient calls, without a session).
+
+    ``gradient_sites`` are the gradient calls the step depends on; ``never_trained`` the trainable
+    variables a target depends on differentiably that no gradient call of the graph lists.
+
+    Attributes (beyond :class:`~flowcheck._report.Report`'s):
+        after_step: One line per source variable saying what the verifying step did to it.
+        step_values: Each source variable's value before and after the verifying step, by name.
+    """
+
+    def __init__(
+        self, step: _SessionStep, graph: nx.DiGraph, variables: tuple[VariableResult, ...],
+        sites: tuple[GradientSite, ...], never_trained: tuple[VariableResult, ...], where: SourceLine | None,
+        run: tuple[Any, Any, Any, tuple[CallAnalysis, ...]] | None,
+    ) -> None:
+        super().__init__(step, graph, variables, tuple(step.notes), gradient_sites=sites, never_trained=never_trained)
+        self.target = f"Session.run at {where}" if where else "Session.run" if run else "the graph's gradient calls"
+        self.after_step: tuple[str, ...] = ()
+        self.step_values: dict[str, tuple[Any, Any]] = {}
+        self._run = run
+
+    def verify(self, optimizer: Any = None, learning_rate: float | None = None) -> Any:
+        """Run the script's own train op once in its session with the step's feed, compare, restore.
+
+        ``optimizer`` and ``learning_rate`` are not used: the step applies its own optimizer.
+
+        Raises:
+            VerificationError: there is no session step to run (the report judged a graph alone).
+        """
+        del optimizer, learning_rate
+        if self._run is None:
+            raise VerificationError("no Session.run to verify: the graph's gradient calls were judged without a session")
+        from flowcheck.verify.tf1 import verify_session_step
+
+        session, ops, feed_dict, analyses = self._run
+        self.verification, self.after_step, self.step_values = verify_session_step(_run, session, ops, feed_dict, analyses)
+        return self.verification
+
+
+@contextlib.contextmanager
+def graph_mode_recording() -> Iterator[None]:
+    """Record graph-mode gradient calls while active (``flowcheck run`` wraps the script in it)."""
+    undo = install()
+    try:
+        yield
+    finally:
+        undo()
+
+
+def _run(session: Any, fetches: Any, feed_dict: Any) -> Any:
+    # Inside ``flowcheck run`` the interception passes flowcheck's own calls through.
+    return session.run(fetches, feed_dict)
+
+
+def depends_on_gradient_site(session: Any, fetches: Any) -> bool:
+    """Whether running ``fetches`` in ``session`` computes a recorded gradient call's gradients."""
+    return bool(dependent_calls(session, fetches))
+
+
+def dependent_calls(session: Any, fetches: Any) -> list[GraphCall]:
+    """The recorded gradient calls whose gradients running ``fetches`` computes, in the order made."""
+    return _dependent(session.graph, _fetch_ops(session.graph, fetches))[0]
+
+
+def analyze_session_run(session: Any, fetches: Any, feed_dict: Any = None, *, verify: bool = True) -> SessionReport | None:
+    """Judge the gradient calls a ``Session.run`` depends on; verify with the user's session.
+
+    Args:
+        session: The user's ``tf.compat.v1.Session``.
+        fetches: The run's fetches, as passed to ``Session.run``.
+        feed_dict: The run's feeds: the step's inputs.
+        verify: Run the fetched train op once with ``feed_dict``, compare, restore every variable.
+
+    Returns:
+        The report, or None when the fetches depend on no recorded gradient call.
+    """
+    graph = session.graph
+    calls, train_ops = _dependent(graph, _fetch_ops(graph, fetches))
+    if not calls:
+        return None
+    where, _ = user_frame(traceback.extract_stack())
+    report = _report(graph, calls, where, (session, tuple(train_ops), feed_dict))
+    if verify:
+        _verify(report, train_ops)
+    return report
+
+
+def analyze_graph(graph: Any = None) -> SessionReport | None:
+    """Judge every gradient call recorded on ``graph`` (the default graph), without running anything."""
+    if graph is None:
+        from tensorflow.python.framework import ops
+
+        graph = ops.get_default_graph()
+    calls = recorded_calls(graph)
+    return _report(graph, calls, None, None) if calls else None
+
+
+_NO_GRADIENTS = "No gradients provided for any variable"
+
+
+def analyze_failed_call(exc: BaseException) -> SessionReport | None:
+    """The report on the graph-mode gradient call that made the script raise ``exc``, if one did.
+
+    A TF1 ``minimize`` whose loss cuts every variable raises ``ValueError: No gradients provided
+    for any variable`` while the graph is built, before any ``Session.run``; a gradient that
+    reaches an op with none raises ``LookupError`` in ``tf.gradients`` itself. Either way the
+    call was recorded, with TensorFlow's answer: the report judges it (nothing is run).
+    """
+    from tensorflow.python.framework import ops
+
+    calls = recorded_calls(ops.get_default_graph())
+    message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    for call in reversed(calls):
+        found = call.error is not None and call.error == message
+        if not found and call.grads is not None and _NO_GRADIENTS in str(exc) and all(g is None for g in call.grads):
+            call.error = message  # the user's call (minimize, apply_gradients) raised after it
+            found = True
+        if found:
+            report = _report(call.graph, [call], None, None)
+            report.notes += ("not verified: the script raised while it built its graph, before any Session.run",)
+            return report
+    return None
+
+
+def _verify(report: SessionReport, train_ops: Sequence[Any]) -> None:
+    import tensorflow as tf
+
+    from flowcheck.verify.tf1 import unrepeatable_ops
+
+    graph = train_ops[0].graph
+    reasons = unrepeatable_ops(train_ops, graph_variables(graph) + [r.variable for r in report.variables])
+    if reasons:
+        report.notes += (f"not verified: {'; '.join(reasons)}; running it once more would change what the script sees next",)
+        return
+    try:
+        report.verify()
+    except (tf.errors.OpError, ValueError, TypeError) as exc:  # the script's own run fails the same way
+        text = str(getattr(exc, "message", None) or exc).strip()
+        first = text.splitlines()[0] if text else ""
+        report.notes += (f"not verified: running the step raised {type(exc).__name__}: {first}",)
+        return
+    report.notes += report.after_step
+
+
+def _fetch_ops(graph: Any, fetches: Any) -> list[Any]:
+    import tensorflow as tf
+
+    found = []
+    for element in tf.nest.flatten(fetches):
+        try:
+            item = graph.as_graph_element(element, allow_tensor=True, allow_operation=True)
+        except (TypeError, ValueError, KeyError):
+            continue
+        found.append(item if isinstance(item, tf.Operation) else item.op)
+    return found
+
+
+def _dependent(graph: Any, fetch_ops: Sequence[Any]) -> tuple[list[GraphCall], list[Any]]:
+    """The recorded calls whose gradients the fetches compute, and the fetched ops that do."""
+    calls = [c for c in recorded_calls(graph) if c.grads is not None]
+    grad_ops = {id(_op(g)): c for c in calls for g in c.grads or () if g is not None}
+    if not grad_ops:
+        return [], []
+    # An op never comes to depend on gradients built after it: a fetch found free of them stays so,
+    # and an evaluation run repeated every step is not walked again.
+    free: set[int] | None = getattr(graph, _FREE_ATTR, None)
+    if free is None:
+        free = set()
+        setattr(graph, _FREE_ATTR, free)
+    hit: dict[int, GraphCall] = {}
+    train_ops = []
+    for op in fetch_ops:
+        if id(op) in free:
+            continue
+        reached = _reached(op, grad_ops)
+        if reached:
+            train_ops.append(op)
+            hit.update((id(c), c) for c in reached)
+        else:
+            free.add(id(op))
+    return [c for c in calls if id(c) in hit], train_ops
+
+
+def _op(grad: Any) -> Any:
+    return grad.op if hasattr(grad, "op") else grad.values.op
+
+
+def _reached(start: Any, targets: dict[int, GraphCall]) -> list[GraphCall]:
+    seen: set[int] = set()
+    found: dict[int, GraphCall] = {}
+    stack = [start]
+    while stack:
+        op = stack.pop()
+        if id(op) in seen:
+            continue
+        seen.add(id(op))
+        if id(op) in targets:
+            found[id(targets[id(op)])] = targets[id(op)]
+        stack.extend(t.op for t in op.inputs)
+        stack.extend(op.control_inputs)
+    return list(found.values())
+
+
+def _report(
+    graph: Any, calls: Sequence[GraphCall], where: SourceLine | None, run: tuple[Any, Any, Any] | None,
+) -> SessionReport:
+    names, _keep = python_names(user_frames())
+    variables = graph_variables(graph)
+    everything = recorded_calls(graph)
+    listed = {id(obj) for c in everything for obj in c.sources}
+    trainable = [v for v in _trainable(graph) if id(v) not in listed]
+    sources = resolve_sources(list(calls) + [_extra_call(calls, trainable)], variables, names)
+    oracle = GradientOracle()
+    nxgraph = build_graph(calls, sources, oracle)
+    analyses = analyze_calls(calls, sources, nxgraph)
+    distinct = sorted({s.node: s for s in sources.values()}.values(), key=lambda s: int(s.node.split(":")[1]))
+    step = _SessionStep(None, TARGET_KIND, [_traced(s) for s in distinct], [_Loss(n) for n in _loss_names(analyses)])
+    step.notes.extend(f"could not ask the gradient of {what}; assumed it passes the gradient" for what in oracle.uncertain)
+    results = _results(analyses, distinct)
+    extra = [s for s in distinct if s.variable is not None and id(s.variable) in {id(v) for v in trainable}]
+    never = _never_trained(nxgraph, analyses, extra)
+    sites = tuple(_site(a) for a in analyses)
+    return SessionReport(step, nxgraph, results, sites, never, where,
+                         None if run is None else (*run, analyses))
+
+
+def _trainable(graph: Any) -> list[Any]:
+    from tensorflow.python.framework import ops
+
+    found = graph.get_collection(ops.GraphKeys.TRAINABLE_VARIABLES) + graph.get_collection(
+        ops.GraphKeys.TRAINABLE_RESOURCE_VARIABLES
+    )
+    return list({id(v): v for v in found}.values())
+
+
+def _extra_call(calls: Sequence[GraphCall], extra: list[Any]) -> GraphCall:
+    # Not a call: it numbers the trainable variables no call lists, after the sources.
+    first = calls[0]
+    return GraphCall(kind="", source=None, graph=first.graph, targets=(), sources=tuple(extra), grads=None,
+                     names=first.names)
+
+
+def _loss_names(analyses: Sequence[CallAnalysis]) -> list[str]:
+    return list(dict.fromkeys(t for a in analyses for t in a.targets))
+
+
+def _traced(src: GraphSource) -> TracedVariable:
+    return TracedVariable(
+        variable=src.user, tf_variable=src.variable if src.variable is not None else src.user, name=src.name,
+        shape=src.shape, dtype=src.dtype,
+        trainable=src.trainable, handles=(src.tensor,),
+    )
+
+
+def _results(analyses: Sequence[CallAnalysis], distinct: Sequence[GraphSource]) -> tuple[VariableResult, ...]:
+    """One result per distinct source: it receives if some call gives it a gradient."""
+    by_node: dict[str, list[tuple[str, Any]]] = {}
+    for a in analyses:
+        for judged in a.sources:
+            by_node.setdefault(judged.source.node, []).append((", ".join(a.targets), judged))
+    results = []
+    for src in distinct:
+        seen = by_node.get(src.node)
+        if not seen:
+            continue
+        order = (Verdict.RECEIVES, Verdict.BLOCKED, Verdict.UNUSED)
+        verdict = min((j.verdict for _, j in seen), key=order.index)
+        barriers = tuple(b for _, j in seen if j.verdict is Verdict.BLOCKED for b in j.barriers)
+        t = _traced(src)
+        results.append(VariableResult(
+            name=src.name, verdict=verdict, barriers=tuple(dict.fromkeys(barriers)), shape=t.shape, dtype=t.dtype,
+            trainable=t.trainable, per_loss=MappingProxyType({loss: j.verdict for loss, j in seen}),
+            variable=src.user, node=src.node,
+        ))
+    return tuple(results)
+
+
+def _never_trained(graph: nx.DiGraph, analyses: Sequence[CallAnalysis], extra: Sequence[GraphSource]) -> tuple[VariableResult, ...]:
+    if not extra:
+        return ()
+    from flowcheck.graph.build import loss_node
+
+    targets = [loss_node(t.name) for a in analyses for t in a.call.targets]
+    verdict = verdicts(graph, [s.node for s in extra], targets)
+    return tuple(
+        VariableResult(
+            name=s.name, verdict=Verdict.RECEIVES, barriers=(), shape=_traced(s).shape, dtype=_traced(s).dtype,
+            trainable=True, per_loss=MappingProxyType({}), variable=s.user, node=s.node,
+        )
+        for s in extra if verdict[s.node] is Verdict.RECEIVES
+    )
+
+
+def _site(a: CallAnalysis) -> GradientSite:
+    counts: dict[str, int] = {}
+    sources = []
+    for judged in a.sources:
+        counts[judged.source.name] = counts.get(judged.source.name, 0) + 1
+        n = counts[judged.source.name]
+        sources.append(SiteSource(
+            name=judged.source.name if n == 1 else f"{judged.source.name} ({n})", variable=judged.source.user,
+            verdict=judged.verdict, barriers=judged.barriers,
+            tensorflow_none=None if a.call.unconnected_zero else judged.tensorflow_none,
+            trainable=judged.source.trainable,
+        ))
+    return GradientSite(kind=a.call.kind, source=a.call.source, targets=a.targets, sources=tuple(sources),
+                        watch=a.watch, error=a.call.error, notes=tuple(f"{e}" for e in a.errors))

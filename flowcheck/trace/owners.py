@@ -1,0 +1,96 @@
+"""Which objects a traced function can reach that own variables.
+
+A step reaches variables through what its code names: its closure cells, the globals named by its
+code (and by the code of functions defined inside it), the object of a method (a ``tf.function``
+method too: TensorFlow binds it through a ``TfMethodTarget``) and that object's attributes, and
+the user's own helper functions it names (a ``strategy.run`` replica function defined at module
+level, a model-building helper), followed a few calls deep, never into library code. Those that
+own variables (``tf.Module``s, Keras layers and models, ``tf.Variable``s) are the owners: their
+variables are listed even when the step never reads them (*unused*).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+from typing import Any
+
+import tensorflow as tf
+from tensorflow.python.eager.polymorphic_function.tf_method_target import TfMethodTarget
+
+from flowcheck.source.lines import is_library_file
+
+__all__ = ["is_keras_layer", "owners_in", "owners_of"]
+
+_HELPER_DEPTH = 3  # step -> replica function -> model function -> layer helper
+
+
+def owners_of(fn: Any) -> list[Any]:
+    """Objects reachable from a function that may own variables (closures, globals, self, helpers)."""
+    found: list[Any] = []
+    _collect(fn, found, set(), _HELPER_DEPTH)
+    return owners_in(tuple(found))
+
+
+def _collect(fn: Any, found: list[Any], seen: set[int], depth: int) -> None:
+    target = inspect.unwrap(fn) if callable(fn) else fn
+    if id(target) in seen:
+        return
+    seen.add(id(target))
+    bound = getattr(target, "__self__", None)
+    bound = bound.target if isinstance(bound, TfMethodTarget) else bound
+    if bound is not None:  # a method's object, and the variables and models among its attributes
+        found.extend((bound, getattr(bound, "__dict__", {})))
+        target = getattr(target, "__func__", target)
+    reached: list[Any] = []
+    for cell in getattr(target, "__closure__", None) or ():
+        try:
+            reached.append(cell.cell_contents)
+        except ValueError:
+            continue
+    code = getattr(target, "__code__", None)
+    globals_ = getattr(target, "__globals__", {})
+    if code is not None:
+        reached.extend(globals_[n] for n in _names(code) if n in globals_)
+    found.extend(reached)
+    if not callable(fn) or (not inspect.isfunction(target) and not inspect.ismethod(fn)):
+        found.append(fn)
+    if depth > 0:
+        for value in reached:
+            helper = _user_function(value)
+            if helper is not None:
+                _collect(helper, found, seen, depth - 1)
+
+
+def _user_function(value: Any) -> Any:
+    """The Python function behind ``value`` when it is one the user wrote; else None."""
+    if isinstance(value, tf.types.experimental.PolymorphicFunction):
+        value = value.python_function
+    if not inspect.isfunction(value) or is_library_file(value.__code__.co_filename):
+        return None
+    return value
+
+
+def _names(code: Any) -> Iterator[str]:
+    yield from code.co_names
+    for const in code.co_consts:
+        if inspect.iscode(const):
+            yield from _names(const)
+
+
+def owners_in(values: tuple[Any, ...]) -> list[Any]:
+    """The values (or the items of list, tuple and dict values) that may own variables."""
+    owners: list[Any] = []
+    for value in values:
+        items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else (value,)
+        for item in items:
+            if isinstance(item, tf.Module) or is_keras_layer(item) or isinstance(item, tf.Variable):
+                owners.append(item)
+    return owners
+
+
+def is_keras_layer(value: Any) -> bool:
+    """Whether ``value`` is a Keras 3 layer (a model included)."""
+    import keras
+
+    return isinstance(value, keras.layers.Layer)

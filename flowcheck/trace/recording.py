@@ -1,0 +1,243 @@
+"""Recording gradient calls: the patches behind :func:`flowcheck.trace.recording.record_sites`.
+
+While a recorder is active, ``tf.GradientTape``'s ``_push_tape``/``_pop_tape`` (every start and
+end of a recording stretch: ``__enter__``, ``__exit__``, ``stop_recording``, ``gradient`` on a
+non-persistent tape, ``reset``), ``watch``, ``gradient``, ``jacobian`` and ``batch_jacobian``, and
+``tf.gradients``, are wrapped. A stretch is remembered as the range of op ids (``op._id``) the
+graph handed out while it lasted, so the ops a tape recorded can be told later: those created in
+its ``with`` block while it recorded. The wrappers call TensorFlow's own methods and hand back
+their results untouched; a call made while another is being recorded (``jacobian`` calls
+``gradient``) is not recorded again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import traceback
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any, Final, TypeVar, cast
+
+import tensorflow as tf
+from tensorflow.python.eager import backprop
+from tensorflow.python.framework import ops
+
+from flowcheck.trace.sites import RecordedCall, SiteRecorder, TapeRecord
+from flowcheck.source.lines import SourceLine, is_library_file, user_frame
+
+__all__ = ["record_sites", "recording", "tape_record"]
+
+_LOCK = threading.RLock()
+_ACTIVE: list[SiteRecorder] = []
+_TAPES: weakref.WeakKeyDictionary[Any, TapeRecord] = weakref.WeakKeyDictionary()
+_STATE = threading.local()
+_ORIGINAL: dict[str, Any] = {}
+_TAPE_METHODS: Final = ("_push_tape", "_pop_tape", "watch", "gradient", "jacobian", "batch_jacobian")
+# Keras 3's own training step (TensorFlow backend) asks for gradients here.
+_KERAS_TRAINER: Final = ("keras/src/backend/tensorflow/trainer.py",)
+_HERE: Final = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the flowcheck package
+# AutoGraph would convert the wrappers when the user's converted code calls them: keep them Python.
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _PLAIN_PYTHON(fn: _F) -> _F:  # noqa: N802 -- reads as the decorator it wraps
+    return cast(_F, tf.autograph.experimental.do_not_convert(fn))
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[SiteRecorder]:
+    """Install the patches (once for nested recorders) and collect calls into a new recorder."""
+    recorder = SiteRecorder()
+    with _LOCK:
+        if not _ACTIVE:
+            _install()
+        _ACTIVE.append(recorder)
+    try:
+        yield recorder
+    finally:
+        with _LOCK:
+            _ACTIVE.remove(recorder)
+            if not _ACTIVE:
+                _uninstall()
+
+
+def tape_record(tape: Any) -> TapeRecord | None:
+    """The record of a tape seen while recording, if any."""
+    return _TAPES.get(tape)
+
+
+def _install() -> None:
+    for name in _TAPE_METHODS:
+        _ORIGINAL[name] = getattr(backprop.GradientTape, name)
+    _ORIGINAL["tf.gradients"] = tf.gradients
+    wrappers: dict[str, Callable[..., Any]] = {
+        "_push_tape": _push_tape, "_pop_tape": _pop_tape, "watch": _watch, "gradient": _gradient,
+        "jacobian": _jacobian, "batch_jacobian": _batch_jacobian,
+    }
+    for name, wrapper in wrappers.items():
+        setattr(backprop.GradientTape, name, wrapper)
+    tf.gradients = _tf_gradients
+
+
+def _uninstall() -> None:
+    for name in _TAPE_METHODS:
+        setattr(backprop.GradientTape, name, _ORIGINAL[name])
+    tf.gradients = _ORIGINAL["tf.gradients"]
+    _ORIGINAL.clear()
+
+
+def _graph() -> Any:
+    return None if tf.executing_eagerly() else ops.get_default_graph()
+
+
+def _last_id(graph: Any) -> int:
+    """The id of the newest op of ``graph`` (ids grow with creation; ``Graph.version`` lags them)."""
+    operations = graph.get_operations()
+    return int(operations[-1]._id) if operations else 0  # noqa: SLF001
+
+
+@_PLAIN_PYTHON
+def _push_tape(self: Any) -> None:
+    fresh = self._tape is None  # noqa: SLF001 -- a new tape (first push or after reset)
+    _ORIGINAL["_push_tape"](self)
+    record = _TAPES.get(self)
+    graph = _graph()
+    if fresh or record is None or record.graph is not graph:
+        record = TapeRecord(
+            persistent=bool(self._persistent), watch_accessed_variables=bool(self._watch_accessed_variables),  # noqa: SLF001
+            graph=graph, entered=_caller()[0],
+        )
+        _TAPES[self] = record
+    record.open_since = _last_id(graph) if graph is not None else 0
+
+
+@_PLAIN_PYTHON
+def _pop_tape(self: Any) -> None:
+    _ORIGINAL["_pop_tape"](self)
+    record = _TAPES.get(self)
+    if record is not None and record.open_since is not None:
+        if record.graph is not None:
+            record.spans.append((record.open_since, _last_id(record.graph)))
+        record.open_since = None
+
+
+@_PLAIN_PYTHON
+def _watch(self: Any, tensor: Any) -> None:
+    _ORIGINAL["watch"](self, tensor)
+    record = _record_of(self)
+    record.watched.extend(tf.nest.flatten(tensor))
+
+
+def _record_of(tape: Any) -> TapeRecord:
+    record = _TAPES.get(tape)
+    if record is None:  # a tape pushed before recording began: assume it recorded everything so far
+        graph = _graph()
+        record = TapeRecord(
+            persistent=bool(tape._persistent), watch_accessed_variables=bool(tape._watch_accessed_variables),  # noqa: SLF001
+            graph=graph, spans=[(0, _last_id(graph))] if graph is not None else [],
+        )
+        _TAPES[tape] = record
+    return record
+
+
+def _caller() -> tuple[SourceLine | None, bool]:
+    """The user's line on the Python stack, and whether Keras's own training step made the call."""
+    frames = traceback.extract_stack()[:-2]
+    keras_step = any(f.filename.endswith(_KERAS_TRAINER) for f in frames[-6:])
+    return (None if keras_step else user_frame(frames)[0]), keras_step
+
+
+def _direct_caller() -> SourceLine | None:
+    """The library line that called TensorFlow's gradient method (Keras's), None for the user's code."""
+    for frame in reversed(traceback.extract_stack()[:-1]):
+        if not frame.filename.startswith(_HERE) and "/tensorflow/python/" not in frame.filename:
+            if not is_library_file(frame.filename) or "__autograph_generated" in frame.filename:
+                return None
+            return SourceLine(frame.filename, int(frame.lineno or 0), frame.name, (frame.line or "").strip())
+    return None
+
+
+def _recorded(kind: str, tape: Any, targets: Any, sources: Any, call: Callable[[], Any], zero: bool) -> Any:
+    if getattr(_STATE, "busy", False) or not _ACTIVE:
+        return call()
+    line, keras_step = _caller()
+    if keras_step and kind == "GradientTape.gradient":
+        kind = "Keras train_step"
+    entry = RecordedCall(
+        kind=kind, source=line, targets=tuple(tf.nest.flatten(targets)), sources=tuple(tf.nest.flatten(sources)),
+        results=None, tape=_record_of(tape) if tape is not None else None, graph=_graph(), unconnected_zero=zero,
+        caller=_direct_caller(),
+    )
+    _STATE.busy = True
+    try:
+        result = call()
+    except Exception as exc:
+        entry.error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        entry.exception = exc
+        raise
+    else:
+        flat = tf.nest.flatten(result) if result is not None else [None]
+        entry.results = tuple(flat) if len(flat) == len(entry.sources) else None
+        return result
+    finally:
+        _STATE.busy = False
+        for recorder in list(_ACTIVE):
+            recorder.calls.append(entry)
+
+
+def _is_zero(unconnected: Any) -> bool:
+    return str(getattr(unconnected, "value", unconnected)).lower() == "zero"
+
+
+@_PLAIN_PYTHON
+def _gradient(self: Any, target: Any, sources: Any, output_gradients: Any = None,
+              unconnected_gradients: Any = tf.UnconnectedGradients.NONE) -> Any:
+    return _recorded(
+        "GradientTape.gradient", self, target, sources,
+        lambda: _ORIGINAL["gradient"](self, target, sources, output_gradients, unconnected_gradients),
+        _is_zero(unconnected_gradients),
+    )
+
+
+def _jacobian_like(name: str) -> Callable[..., Any]:
+    """The wrapper of ``jacobian`` or ``batch_jacobian`` (same leading parameters)."""
+
+    @_PLAIN_PYTHON
+    def wrapper(self: Any, target: Any, sources: Any, *args: Any, **kwargs: Any) -> Any:
+        unconnected = kwargs.get("unconnected_gradients", args[0] if args else tf.UnconnectedGradients.NONE)
+        return _recorded(
+            f"GradientTape.{name}", self, target, sources,
+            lambda: _ORIGINAL[name](self, target, sources, *args, **kwargs), _is_zero(unconnected),
+        )
+
+    return wrapper
+
+
+_jacobian = _jacobian_like("jacobian")
+_batch_jacobian = _jacobian_like("batch_jacobian")
+
+
+@_PLAIN_PYTHON
+def _tf_gradients(ys: Any, xs: Any, *args: Any, **kwargs: Any) -> Any:
+    original = _ORIGINAL.get("tf.gradients") or tf.gradients
+    unconnected = kwargs.get("unconnected_gradients", tf.UnconnectedGradients.NONE)
+    if tf.executing_eagerly():
+        return original(ys, xs, *args, **kwargs)
+    return _recorded("tf.gradients", None, ys, xs, lambda: original(ys, xs, *args, **kwargs), _is_zero(unconnected))
+
+
+@contextlib.contextmanager
+def record_sites() -> Iterator[SiteRecorder]:
+    """Record every gradient call (tape ``gradient``/``jacobian``/``batch_jacobian``,
+    ``tf.gradients`` inside a ``tf.function``) made while active, eager or traced.
+
+    The patches are installed on entry and removed on exit; recorders nest (each sees every
+    call). A call made by flowcheck's own code is not recorded.
+
+    Yields:
+        The :class:`SiteRecorder` collecting the calls.
+    """
+    with recording() as recorder:
+        yield recorder

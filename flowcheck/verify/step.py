@@ -1,0 +1,244 @@
+"""Verifying a training step by running it: the user's own step, once, then every state restored.
+
+The step's Python function runs eagerly on the example inputs with its own tape and optimizer,
+as a training step would, while :func:`flowcheck.trace.recording.record_sites` records what each
+``tape.gradient`` returned. Per source of each site: whether the gradient was None (and zero,
+non-zero or non-finite) and whether the variable changed. Before the run every variable the step
+can touch is saved (its captures; its models' weights, metric totals and seed-generator states;
+its optimizers' slots, iteration counters, learning rates and loss-scale state; the global random
+generators when they exist) and afterwards assigned back bit for bit, also when the step fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import tensorflow as tf
+
+from flowcheck.trace.eager import own_random_seeds
+from flowcheck.trace.recording import record_sites
+from flowcheck.trace.sites import GradientSite, RecordedCall, running_user_code
+from flowcheck.trace.state import KERAS_NONE_WARNING, NO_GRADIENTS, all_none_tolerated, built_state, optimizers_of, state_of, unbuild
+from flowcheck.verify.loss import GradientState, VariableCheck, Verification, _describe, _digest, _first_line, _save_components, _state
+from flowcheck.errors import VerificationError
+
+__all__ = ["eager_calls", "verify_step"]
+
+
+def _global_state() -> list[Any]:
+    from tensorflow.python.ops import stateful_random_ops
+
+    generator = getattr(stateful_random_ops, "global_generator", None)
+    return [generator.state] if generator is not None else []
+
+
+def _restore(variables: Sequence[Any], saved: Sequence[Any]) -> None:
+    for v, values in zip(variables, saved):
+        for component, value in zip(tuple(getattr(v, "_values", None) or (v,)), values):
+            if not component.shape.is_compatible_with(value.shape):
+                # Made in a trace the user's first call has not run yet (Keras's global seed
+                # generator inside fit's step): it had no value to save, its initializer gives it one.
+                continue
+            component.assign(value)
+
+
+class _Saved:
+    """Every piece of state the step can touch, saved, to be assigned back bit for bit."""
+
+    def __init__(self, traced: Any) -> None:
+        self._built = built_state(traced.function, traced.args)
+        self._variables = state_of(traced.function, traced.args, traced.variables) + _global_state()
+        self._values = [_save_components(v) for v in self._variables]
+
+    def restore(self) -> None:
+        _restore(self._variables, self._values)
+        unbuild(self._built)
+
+
+@contextlib.contextmanager
+def _restoring(traced: Any) -> Iterator[None]:
+    """Save every piece of state the step can touch; assign it back afterwards, also on failure."""
+    saved = _Saved(traced)
+    try:
+        yield
+    finally:
+        saved.restore()
+
+
+def _runs_as_called(
+    traced: Any, sites: Sequence[GradientSite], control_flow: bool = True, raised: list[str] | None = None,
+) -> list[RecordedCall]:
+    """Run the user's step once as training calls it: a plain function eagerly, else as traced.
+
+    A traced step without control flow (``tf.cond``, ``while_loop``) answers as an eager run of
+    the same Python does, which costs no new trace: then it runs eagerly.
+    """
+    step = getattr(traced.function, "python_function", traced.function)
+    with running_user_code(), warnings.catch_warnings(), own_random_seeds():
+        # Keras's bare warning about None gradients: the report explains those sources.
+        warnings.filterwarnings("ignore", message=KERAS_NONE_WARNING, category=UserWarning)
+        if any(site.kind == "tf.gradients" for site in sites):
+            return _run_traced(step, traced.args, traced.kwargs)
+        if traced.target_kind != "callable" and control_flow:
+            saved = _Saved(traced)
+            recorded = _run_traced(step, traced.args, traced.kwargs)
+            if all(call is not None for call in _match(sites, recorded)):
+                return recorded
+            saved.restore()
+            # A tape inside a nested tf.function already traced is out of sight of a new trace:
+            # only an eager run sees it (as traced and eager answers differ only at control flow).
+        return _run_eagerly(step, traced.args, traced.kwargs, [] if raised is None else raised)
+
+
+def eager_calls(traced: Any, sites: Sequence[GradientSite], exits: list[Any]) -> list[RecordedCall | None]:
+    """What each site's tape answers when a plain-function step runs eagerly, as its user calls it.
+
+    The step runs once (its own optimizer too) and every state it can touch is restored; the
+    places where the user's code took values out of TensorFlow are appended to ``exits``.
+    """
+    from flowcheck.trace.eager import record_exits
+
+    with _restoring(traced), record_exits(exits):
+        try:
+            recorded = _runs_as_called(traced, sites)
+        except Exception:  # noqa: BLE001 -- the step cannot run here: its traced answers stand
+            return [None] * len(sites)
+    return _match(sites, recorded)
+
+
+def verify_step(traced: Any, sites: Sequence[GradientSite], *, control_flow: bool = True) -> Verification:
+    """Run the user's step once, compare each site's sources with the prediction, restore all state.
+
+    A plain Python step runs eagerly (as its user calls it); a ``tf.function`` or a Keras
+    ``train_step`` with ``control_flow`` as traced, in a new function that returns what each
+    gradient call gave (without control flow an eager run answers the same, for less).
+
+    Raises:
+        VerificationError: the step failed for another reason than every gradient being None.
+    """
+    optimizers = optimizers_of(traced.function, traced.args)
+    sources = [s.variable for site in sites for s in site.sources]
+    before = [_maybe_digest(v) for v in sources]
+    problems: list[str] = []
+    try:
+        with _restoring(traced):
+            raised: list[str] = []
+            recorded = _runs_as_called(traced, sites, control_flow, raised)
+            if raised and any(s.receiving for s in sites):
+                problems.extend(f"the step raised {r}" for r in raised)
+            after = [_maybe_digest(v) for v in sources]
+        calls = _match(sites, recorded)
+    except VerificationError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- the user's step failed: say how, as one error
+        raise VerificationError(f"the real step failed: {_first_line(exc)}") from exc
+    checks, loss = _checks(sites, calls, before, after, problems)
+    if not math.isfinite(loss):
+        problems.append(f"the loss is {loss}: gradients and the step are not meaningful")
+    return Verification(
+        agrees=all(c.agrees for c in checks) and not problems,
+        optimizer="the step's own " + (", ".join(_describe(o) for o in optimizers) if optimizers else "update"),
+        loss=loss,
+        variables=tuple(checks),
+        problems=tuple(problems),
+    )
+
+
+def _run_eagerly(step: Any, args: Any, kwargs: Any, raised: list[str]) -> list[RecordedCall]:
+    """Run a plain-function step eagerly, as its user calls it.
+
+    Its nested ``tf.function`` s run eagerly too, so that every tape answers with values (a tape
+    inside one would otherwise answer inside a graph, out of sight). Keras's ``No gradients
+    provided`` ends the step as it would end training: it goes to ``raised``.
+    """
+    with record_sites() as recorder, _eagerly():
+        try:
+            step(*args, **kwargs)
+        except ValueError as exc:
+            if NO_GRADIENTS not in str(exc):
+                raise
+            raised.append(_first_line(exc))
+    return recorder.eager_calls
+
+
+def _run_traced(step: Any, args: Any, kwargs: Any) -> list[RecordedCall]:
+    """Run the step as a new ``tf.function`` returning its gradients (``tf.gradients`` needs a graph)."""
+    last: list[list[RecordedCall]] = [[]]
+
+    def probe(*a: Any, **k: Any) -> list[tuple[list[Any], list[Any]]]:
+        with record_sites() as recorder, all_none_tolerated([]):
+            step(*a, **k)
+        last[0] = recorder.calls  # a trace that creates variables runs twice: keep the final one
+        return [([r for r in c.results or () if r is not None], list(c.targets)) for c in recorder.calls]
+
+    values = tf.function(probe)(*args, **kwargs)
+    for call, (grads, targets) in zip(last[0], values):
+        it = iter(grads)
+        call.targets = tuple(targets)
+        call.results = tuple(None if r is None else next(it) for r in call.results) if call.results is not None else None
+    return last[0]
+
+
+@contextlib.contextmanager
+def _eagerly() -> Iterator[None]:
+    """Nested ``tf.function`` s run eagerly too, so that every tape answers with values."""
+    before = tf.config.functions_run_eagerly()
+    tf.config.run_functions_eagerly(True)
+    try:
+        yield
+    finally:
+        tf.config.run_functions_eagerly(before)
+
+
+def _maybe_digest(value: Any) -> bytes | None:
+    backing = getattr(value, "_value", None)
+    var = backing if isinstance(backing, tf.Variable) else value
+    return _digest(var) if isinstance(var, tf.Variable) else None
+
+
+def _match(sites: Sequence[GradientSite], calls: Sequence[RecordedCall]) -> list[RecordedCall | None]:
+    """The eager call made at each site: in order, by kind and line when the counts differ."""
+    if len(calls) == len(sites):
+        return list(calls)
+    remaining = list(calls)
+    matched: list[RecordedCall | None] = []
+    for site in sites:
+        found = next((c for c in remaining if c.kind == site.kind and c.source == site.source), None)
+        if found is not None:
+            remaining.remove(found)
+        matched.append(found)
+    return matched
+
+
+def _checks(
+    sites: Sequence[GradientSite], calls: Sequence[RecordedCall | None], before: Sequence[bytes | None],
+    after: Sequence[bytes | None], problems: list[str],
+) -> tuple[list[VariableCheck], float]:
+    checks: list[VariableCheck] = []
+    loss = math.nan
+    k = 0
+    for site, call in zip(sites, calls):
+        prefix = f"{', '.join(site.targets)}: " if len(sites) > 1 else ""
+        if call is None:
+            problems.append(f"the real step made no {site.kind} call at {site.source or 'this site'}")
+        elif call.results is None:
+            problems.append(f"the real step's {site.kind} at {site.source or 'this site'} raised {call.error}")
+        elif math.isnan(loss) and call.targets:
+            loss = float(tf.reduce_sum(tf.math.real(tf.cast(call.targets[0], tf.float64))).numpy())
+        for j, source in enumerate(site.sources):
+            result = call.results[j] if call is not None and call.results is not None else None
+            state = _state(result) if call is not None and call.results is not None else GradientState.NONE
+            if state is GradientState.NONFINITE:
+                problems.append(f"the gradient of {prefix}{source.name} is not finite")
+            changed = before[k] is not None and before[k] != after[k]
+            known = call is not None and call.results is not None
+            checks.append(VariableCheck(
+                name=prefix + source.name, predicted=source.receives, gradient=state, changed=changed,
+                agrees=known and (state is not GradientState.NONE) == source.receives,
+            ))
+            k += 1
+    return checks, loss

@@ -1,0 +1,187 @@
+"""TensorFlow 1 graph mode, stage 5: the user's own train op, run once in the user's session, then undone.
+
+The fetched ops that depend on a gradient call are run once with the script's ``feed_dict``,
+fetching the gradients TensorFlow built at the call too. Before, every variable of the graph is
+read (model variables, optimizer slots, ``beta1_power``, ``global_step``: all live in the graph's
+collections); afterwards each one whose value changed is written back, bit for bit, through its
+own initializer fed with the saved value (``Variable.load`` does the same): no op is added to the
+user's graph. A step that reads an input pipeline (a queue, a ``tf.data`` iterator) or draws
+random numbers cannot be undone that way; such a step is not run, and the report says why.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from flowcheck.source.op import op_source
+from flowcheck.graph.tf1 import CallAnalysis, differentiated_tensor, graph_variables
+from flowcheck.verify.loss import GradientState, Verification, VariableCheck
+
+__all__ = ["StepRun", "unrepeatable_ops", "verify_session_step"]
+
+Run = Callable[..., Any]  # BaseSession.run, unwrapped: (session, fetches, feed_dict) -> values
+
+# Ops whose effect a second run cannot take back: they consume input or advance a generator.
+_CONSUMING = ("IteratorGetNext", "QueueDequeue", "ReaderRead", "Iterator")
+_RANDOM = ("Random", "Multinomial", "TruncatedNormal")
+
+
+_VARIABLE_OPS = frozenset({"VariableV2", "Variable", "VarHandleOp"})
+_READS = frozenset({"Identity", "ReadVariableOp", "ResourceGather", "ResourceGatherNd", "VarIsInitializedOp",
+                    "IsVariableInitialized", "Gather", "GatherV2"})
+
+
+def unrepeatable_ops(ops: Sequence[Any], variables: Sequence[Any]) -> list[str]:
+    """Why running ``ops`` once more would change what the script sees next (empty when it would not).
+
+    ``variables`` are the ones that can be restored; a variable the step writes that is not among
+    them (made with ``collections=[]`` and not a source) could not be.
+    """
+    closure = _closure(ops)
+    restorable = {id(differentiated_tensor(v)) for v in variables}
+    written = {id(op.inputs[0]) for op in closure if op.inputs and op.type not in _READS}
+    reasons = []
+    for op in closure:
+        kind = "reads the input pipeline" if op.type.startswith(_CONSUMING) else (
+            "draws random numbers" if any(r in op.type for r in _RANDOM) and not op.type.startswith("Stateless") else ""
+        )
+        if op.type in _VARIABLE_OPS and id(op.outputs[0]) in written and id(op.outputs[0]) not in restorable:
+            kind = "writes a variable in no collection, which flowcheck cannot restore"
+        if kind:
+            line, _ = op_source(op)
+            reasons.append(f"the step {kind} ({op.type} {op.name!r}{f' at {line}' if line else ''})")
+    return reasons[:3]
+
+
+def _closure(ops: Sequence[Any]) -> list[Any]:
+    seen: dict[int, Any] = {}
+    stack = list(ops)
+    while stack:
+        op = stack.pop()
+        if id(op) not in seen:
+            seen[id(op)] = op
+            stack.extend(t.op for t in op.inputs)
+            stack.extend(op.control_inputs)
+    return list(seen.values())
+
+
+class StepRun:
+    """What one run of the train op did: values before and after, gradients, the loss."""
+
+    def __init__(self, before: dict[int, Any], after: dict[int, Any], grads: dict[int, Any], loss: float) -> None:
+        self.before = before
+        self.after = after
+        self.grads = grads
+        self.loss = loss
+
+
+def verify_session_step(
+    run: Run, session: Any, train_ops: Sequence[Any], feed_dict: Any, analyses: Sequence[CallAnalysis],
+) -> tuple[Verification, tuple[str, ...], dict[str, tuple[Any, Any]]]:
+    """Run ``train_ops`` once with ``feed_dict``, compare with the verdicts, restore every variable.
+
+    Returns:
+        The verification, one line per source variable saying what the step did to it, and each
+        source variable's value before and after the step, by name.
+    """
+    state = graph_variables(session.graph)
+    known = {id(v) for v in state}
+    for a in analyses:  # a variable made with collections=[] is in no collection: its own source
+        for j in a.sources:
+            if j.source.variable is not None and id(j.source.variable) not in known:
+                known.add(id(j.source.variable))
+                state.append(j.source.variable)
+    before = _read(run, session, state)
+    grads = {id(g): g for a in analyses for g in (a.call.grads or ()) if g is not None}
+    targets = {id(t): t for a in analyses for t in a.call.targets}
+    after: dict[int, Any] | None = None
+    try:
+        values = run(session, [list(train_ops), list(grads.values()), list(targets.values())], feed_dict)
+        after = _read(run, session, state)
+    finally:
+        problems = _restore(run, session, state, before, after)
+    loss = float(sum(np.sum(np.asarray(v, dtype=np.float64)) for v in values[2]))
+    step = StepRun(before, after, dict(zip(grads, values[1])), loss)
+    checks, lines = _checks(analyses, step)
+    values = {
+        j.source.name: (before[id(j.source.variable)], after[id(j.source.variable)])
+        for a in analyses for j in a.sources if j.source.variable is not None and id(j.source.variable) in before
+    }
+    optimizers = sorted({a.call.optimizer for a in analyses if a.call.optimizer})
+    name = f"the script's own {', '.join(optimizers)}" if optimizers else "the script's own train op"
+    agrees = all(c.agrees for c in checks) and not problems
+    return Verification(agrees, f"{name}, in its session", step.loss, tuple(checks), tuple(problems)), lines, values
+
+
+def _read(run: Run, session: Any, variables: Sequence[Any]) -> dict[int, Any]:
+    values = run(session, list(variables), None)
+    return {id(v): np.array(value, copy=True) for v, value in zip(variables, values)}
+
+
+def _restore(
+    run: Run, session: Any, variables: Sequence[Any], saved: dict[int, Any], now: dict[int, Any] | None,
+) -> list[str]:
+    current = now if now is not None else _read(run, session, variables)
+    changed = [v for v in variables if not _same(saved[id(v)], current[id(v)])]
+    # One run for all: each distinct set of fetches and feeds costs the session a new executor.
+    feedable = [v for v in changed if getattr(v, "initializer", None) is not None and len(v.initializer.inputs) > 1]
+    if feedable:
+        run(session, [v.initializer for v in feedable], {v.initializer.inputs[1]: saved[id(v)] for v in feedable})
+    # Read back everything (the same fetches as before: the session reuses that executor).
+    still = [v for v, now in zip(variables, _read(run, session, variables).values()) if not _same(saved[id(v)], now)]
+    return [f"could not restore {v.name}: it has no initializer to feed the saved value through" for v in still]
+
+
+def _same(a: Any, b: Any) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    return bool(a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes())
+
+
+def _state(value: Any) -> GradientState:
+    values = getattr(value, "values", value)  # IndexedSlicesValue
+    array = np.asarray(values)
+    if array.dtype.kind in "fc" and not np.all(np.isfinite(array)):
+        return GradientState.NONFINITE
+    return GradientState.ZERO if not np.any(array) else GradientState.NONZERO
+
+
+def _checks(analyses: Sequence[CallAnalysis], step: StepRun) -> tuple[list[VariableCheck], tuple[str, ...]]:
+    checks: list[VariableCheck] = []
+    described: dict[str, str] = {}
+    for a in analyses:
+        for i, judged in enumerate(a.sources):
+            grad = a.call.grads[i] if a.call.grads is not None else None
+            gradient = GradientState.NONE if grad is None else _state(step.grads[id(grad)])
+            variable = judged.source.variable
+            changed = False
+            if variable is not None and id(variable) in step.before:
+                old, new = step.before[id(variable)], step.after[id(variable)]
+                changed = not _same(old, new)
+                described.setdefault(judged.source.name, _describe(judged.source.name, old, new))
+            predicted = judged.verdict.value == "receives"
+            checks.append(VariableCheck(judged.source.name, predicted, gradient, changed, predicted == (grad is not None)))
+    return checks, tuple(described.values())
+
+
+def _describe(name: str, old: Any, new: Any) -> str:
+    if _same(old, new):
+        return f"{name} unchanged: {_values(old)}"
+    return f"{name} changed: {_values(old)} -> {_values(new)}"
+
+
+def _values(array: Any) -> str:
+    flat = np.asarray(array).ravel()
+    if flat.size == 0:
+        return "empty"
+    if np.all(flat == flat[0]):
+        return f"every entry {_number(flat[0])}"
+    return f"entries from {_number(flat.min())} to {_number(flat.max())}"
+
+
+def _number(value: Any) -> str:
+    number = float(value)
+    return f"{number:.6g}" if math.isfinite(number) else str(number)
