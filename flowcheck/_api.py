@@ -10,7 +10,7 @@ import networkx as nx
 from flowcheck._model import Barrier, VariableResult
 from flowcheck._report import Report
 from flowcheck.analysis.barriers import barrier, one_per_replica
-from flowcheck.analysis.verdicts import blocking_barriers, gradient_errors, verdicts
+from flowcheck.analysis.verdicts import Analysis, analyze_graph
 from flowcheck.errors import NoVariablesError, TraceError
 
 __all__ = ["analyze", "build_report", "eager_only_report"]
@@ -64,28 +64,12 @@ def build_report(traced: Any, graph: nx.DiGraph) -> Report:
     if traced.step:
         _steps.attach_targets(graph, traced)
         graph.graph["step"] = True
-    var_nodes: list[str] = graph.graph["variables"]
-    loss_nodes: list[str] = graph.graph["losses"]
-    total = verdicts(graph, var_nodes, loss_nodes)
-    per_loss = {
-        name: verdicts(graph, var_nodes, [node]) if len(loss_nodes) > 1 else total
-        for name, node in zip((loss.name for loss in traced.losses), loss_nodes)
-    }
-    cuts = blocking_barriers(graph, var_nodes, loss_nodes, verdict=total)
-    barrier_cache: dict[tuple[str, str], Barrier] = {}
-    results = []
-    for node, var in zip(var_nodes, traced.variables):
-        barriers = one_per_replica(barrier(graph, edge, barrier_cache) for edge in cuts.get(node, ()))
-        results.append(
-            VariableResult(
-                name=var.name, verdict=total[node], barriers=barriers, shape=var.shape, dtype=var.dtype,
-                trainable=var.trainable, per_loss=MappingProxyType({n: v[node] for n, v in per_loss.items()}),
-                variable=var.variable, node=node, watched_by_default=var.watched_by_default,
-            )
-        )
-    errors = one_per_replica(barrier(graph, edge, barrier_cache) for edge in gradient_errors(graph, loss_nodes))
+    analysis = analyze_graph(graph)
+    cache: dict[tuple[str, str], Barrier] = {}
+    results = _results(traced, analysis, cache)
+    errors = one_per_replica(barrier(graph, edge, cache) for edge in analysis.errors)
     notes = list(traced.notes)
-    judged: tuple[VariableResult, ...] = tuple(results)
+    judged = results
     if traced.python_function is not None:  # a plain callable: the tape's answer as the user calls it
         from flowcheck.trace.eager import as_called, run_eagerly
 
@@ -104,9 +88,28 @@ def build_report(traced: Any, graph: nx.DiGraph) -> Report:
         from flowcheck.trace.eager_sites import as_called_sites
 
         sites = as_called_sites(traced, graph, sites)
-    report = Report(traced, graph, tuple(listed), tuple(notes), errors, gradient_sites=sites, never_trained=never)
+    report = Report(
+        traced, graph, tuple(listed), tuple(notes), errors, gradient_sites=sites, never_trained=never,
+        analysis=analysis, barriers=cache,
+    )
     report.other_state, report._everything = len(judged) - len(listed), judged
     return report
+
+
+def _results(traced: Any, analysis: Analysis, cache: dict[tuple[str, str], Barrier]) -> tuple[VariableResult, ...]:
+    """One result per traced variable: its verdicts (total and per loss) and the barriers of its cut."""
+    graph = analysis.graph
+    loss_names = [loss.name for loss in traced.losses]
+    results = []
+    for node, var in zip(analysis.variables, traced.variables):
+        results.append(VariableResult(
+            name=var.name, verdict=analysis.verdicts[node],
+            barriers=one_per_replica(barrier(graph, edge, cache) for edge in analysis.cuts.get(node, ())),
+            shape=var.shape, dtype=var.dtype, trainable=var.trainable,
+            per_loss=MappingProxyType({n: analysis.per_loss[l][node] for n, l in zip(loss_names, analysis.losses)}),
+            variable=var.variable, node=node, watched_by_default=var.watched_by_default,
+        ))
+    return tuple(results)
 
 
 def eager_only_report(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], failure: TraceError) -> Report:

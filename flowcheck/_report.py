@@ -7,16 +7,18 @@ imported when asked for.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from types import MappingProxyType
 from typing import Any
 
 import networkx as nx
 
-from flowcheck.trace import distributed as _distributed
-from flowcheck._model import Verdict
-from flowcheck._model import Barrier, VariableResult
-from flowcheck.trace.sites import GradientSite
+from flowcheck._model import Barrier, VariableResult, Verdict
+from flowcheck.analysis.barriers import barrier, one_per_replica
+from flowcheck.analysis.verdicts import Analysis, analyze_graph
 from flowcheck.errors import VariableNotFoundError
+from flowcheck.trace import distributed as _distributed
+from flowcheck.trace.sites import GradientSite
 
 __all__ = ["Barrier", "Report", "VariableResult"]
 
@@ -44,7 +46,8 @@ class Report:
     def __init__(
         self, traced: Any, graph: nx.DiGraph, variables: tuple[VariableResult, ...], notes: tuple[str, ...],
         gradient_errors: tuple[Barrier, ...] = (), gradient_sites: tuple[Any, ...] = (),
-        never_trained: tuple[VariableResult, ...] = (),
+        never_trained: tuple[VariableResult, ...] = (), analysis: Analysis | None = None,
+        barriers: dict[tuple[str, str], Barrier] | None = None,
     ) -> None:
         self._traced = traced
         self.graph = graph
@@ -59,6 +62,25 @@ class Report:
         self.other_state = 0
         self._everything = variables  # for a step: also the state left out of ``variables``
         self.verification: Any = None
+        self._analysis = analysis
+        self._barriers = {} if barriers is None else barriers  # one Barrier per cut edge, its line read once
+
+    @property
+    def analysis(self) -> Analysis:
+        """The graph's analysis (verdicts, cuts, gradient errors): computed once, read by every output."""
+        if self._analysis is None:
+            self._analysis = analyze_graph(self.graph)
+        return self._analysis
+
+    def barriers_for(self, results: Sequence[VariableResult], loss: str | None = None) -> dict[int, tuple[Barrier, ...]]:
+        """The barriers of ``results`` (keyed by ``id`` of each user's variable), with respect to ``loss`` alone when given."""
+        if loss is None or len(self.losses) == 1:
+            return {id(r.variable): r.barriers for r in results}
+        cuts = self.analysis.cuts_for(self.graph.graph["losses"][self.losses.index(loss)])
+        return {
+            id(r.variable): one_per_replica(barrier(self.graph, e, self._barriers) for e in cuts.get(r.node, ()))
+            for r in results
+        }
 
     def __repr__(self) -> str:
         counts = {v: sum(r.verdict is v for r in self.variables) for v in Verdict}
@@ -181,6 +203,7 @@ class Report:
         return layout(
             self.graph, self.variables, detail=detail, focus=nodes, verification=self.verification,
             sources=op_sources(self.graph), title=f"{self.target} ({self.target_kind}): {counts}",
+            analysis=self.analysis,
         )
 
     def svg(self, detail: str = "collapsed", focus: Any = None, timeout: float | None = None) -> str:

@@ -23,13 +23,10 @@ import fnmatch
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
-from flowcheck._model import Verdict
-
-from flowcheck.analysis.verdicts import blocking_barriers
 from flowcheck._api import analyze
-from flowcheck._report import Barrier, Report, VariableResult, _is_variable
-from flowcheck.analysis.barriers import barrier as _barrier
+from flowcheck._model import Verdict
 from flowcheck._phrases import GRADIENT_ERROR_ADVICE
+from flowcheck._report import Barrier, Report, VariableResult, _is_variable
 
 __all__ = [
     "ALL_TRAINABLE",
@@ -269,18 +266,6 @@ def _no_match(report: Report, verdict: Verdict, item: Any) -> str:
     return f"{verdict.value}={_spec_text(item)} matches no variable{hint}; the variables are: {shown}"
 
 
-def _loss_barriers(report: Report, results: Sequence[VariableResult], loss: str | None) -> dict[int, tuple[Barrier, ...]]:
-    """The barriers of blocked results, with respect to ``loss`` alone when given."""
-    if loss is None or len(report.losses) == 1:
-        return {id(r.variable): r.barriers for r in results}
-    graph = report.graph
-    loss_node = graph.graph["losses"][report.losses.index(loss)]
-    nodes = [r.node for r in results if r.node]
-    cuts = blocking_barriers(graph, nodes, [loss_node])
-    cache: dict[tuple[str, str], Barrier] = {}
-    return {id(r.variable): tuple(_barrier(graph, e, cache) for e in cuts.get(r.node, ())) for r in results}
-
-
 def _format_barrier(barrier: Barrier) -> str:
     """One barrier: where it was made, what it is, and the user's code there (as a traceback does)."""
     what = f"{barrier.op_type} {barrier.op_name!r} ({barrier.detail})"
@@ -327,7 +312,7 @@ def _contract_message(
     pairs: dict[tuple[Verdict, Verdict], list[VariableResult]] = {}
     for r, e in wrong:
         pairs.setdefault((e.verdict, _found(r, loss)), []).append(r)
-    barriers = _loss_barriers(report, [r for r, _ in wrong], loss)
+    barriers = report.barriers_for([r for r, _ in wrong], loss)
     for (expected, found), results in pairs.items():
         lines.extend(_format_results(f"expected {expected}, found {found}", results, found, barriers))
     lines.extend(f"  {u}" for u in unmatched)

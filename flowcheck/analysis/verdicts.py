@@ -2,18 +2,22 @@
 
 Pure functions over the graph built by :mod:`flowcheck.graph.build` (its docstring documents the node
 and edge attributes). Nothing here imports TensorFlow or changes the graph; every function is
-linear in the size of the graph.
+linear in the size of the graph. :func:`analyze_graph` computes them once for a report: the
+:class:`Analysis` that every later stage reads.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
 
 import networkx as nx
 
 from flowcheck._model import BarrierKind, Verdict
 
 __all__ = [
+    "Analysis",
+    "analyze_graph",
     "blocking_barriers",
     "feeding_nodes",
     "gradient_errors",
@@ -63,6 +67,7 @@ def blocking_barriers(
     targets: Collection[str],
     *,
     verdict: Mapping[str, Verdict] | None = None,
+    reach: tuple[Collection[str], Collection[str]] | None = None,
 ) -> dict[str, tuple[tuple[str, str], ...]]:
     """For each blocked variable, a small set of barrier edges that cut all its paths to ``targets``.
 
@@ -80,6 +85,9 @@ def blocking_barriers(
     One pass in reverse topological order serves every variable at once: each node holds its two
     sets as bitsets over the barrier edges, so the whole is linear in the size of the graph.
 
+    ``verdict`` and ``reach`` (the nodes feeding ``targets`` and those a gradient from them
+    reaches), when the caller has them, are not computed again.
+
     Returns:
         ``{variable: ((u, w), ...)}`` for the blocked variables, edges sorted.
     """
@@ -87,7 +95,8 @@ def blocking_barriers(
     blocked = [v for v in variables if verdict.get(v) is Verdict.BLOCKED]
     if not blocked:
         return {}
-    near, far, by_bit = _cut_sets(graph, feeding_nodes(graph, targets), gradient_nodes(graph, targets))
+    feeding, receiving = reach or (feeding_nodes(graph, targets), gradient_nodes(graph, targets))
+    near, far, by_bit = _cut_sets(graph, feeding, receiving)
     result: dict[str, tuple[tuple[str, str], ...]] = {}
     for v in blocked:
         a, b = near.get(v, 0), far.get(v, 0)
@@ -102,7 +111,7 @@ def blocking_barriers(
 
 
 def _cut_sets(
-    graph: nx.DiGraph, feeding: set[str], receiving: set[str]
+    graph: nx.DiGraph, feeding: Collection[str], receiving: Collection[str]
 ) -> tuple[dict[str, int], dict[str, int], dict[int, tuple[str, str]]]:
     """Per node that feeds a target without a gradient: its near and far cuts as bitsets over edges."""
     edge_bits: dict[tuple[str, str], int] = {}
@@ -116,7 +125,7 @@ def _cut_sets(
     near: dict[str, int] = {}
     far: dict[str, int] = {}
     succ = graph._succ  # noqa: SLF001 -- as in _reaching
-    region = feeding - receiving  # nodes that feed a target but get no gradient
+    region = [n for n in feeding if n not in receiving]  # nodes that feed a target but get no gradient
     for node in reversed(list(nx.topological_sort(graph.subgraph(region)))):
         near_acc = far_acc = 0
         for s, data in succ[node].items():
@@ -137,7 +146,9 @@ def _cut_sets(
 _UNREACHING = frozenset({BarrierKind.DTYPE, BarrierKind.PREDICATE, BarrierKind.ASSIGN})
 
 
-def gradient_errors(graph: nx.DiGraph, targets: Collection[str]) -> tuple[tuple[str, str], ...]:
+def gradient_errors(
+    graph: nx.DiGraph, targets: Collection[str], receiving: Collection[str] | None = None,
+) -> tuple[tuple[str, str], ...]:
     """The edges into ops at which differentiating ``targets`` raises instead of giving None.
 
     TensorFlow differentiates a function with respect to all its inputs of a differentiable dtype
@@ -156,8 +167,8 @@ def gradient_errors(graph: nx.DiGraph, targets: Collection[str]) -> tuple[tuple[
         if kind is BarrierKind.NO_GRADIENT and any(data["grad"] for data in succ[w].values())
     ]
     if candidates:
-        receiving = gradient_nodes(graph, targets)
-        candidates = [(u, w) for u, w in candidates if w in receiving]
+        reached_by_gradient = gradient_nodes(graph, targets) if receiving is None else receiving
+        candidates = [(u, w) for u, w in candidates if w in reached_by_gradient]
     if not candidates:
         return ()
     bodies: dict[str, list[str]] = {}  # gate -> the input placeholders of all its bodies
@@ -181,3 +192,58 @@ def gradient_errors(graph: nx.DiGraph, targets: Collection[str]) -> tuple[tuple[
                 reached.add(s)
                 stack.append(s)
     return tuple(sorted((u, w) for u, w in candidates if u in reached))
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """The analysis of one graph, computed once (:func:`analyze_graph`) and read by every output.
+
+    Attributes:
+        graph: The gradient-annotated graph.
+        variables: Its variable nodes; ``losses``: its loss nodes.
+        feeding: Nodes with a forward path to a loss; ``receiving``: nodes a gradient reaches.
+        verdicts: Each variable node's verdict with respect to all losses.
+        per_loss: Loss node -> each variable node's verdict with respect to that loss alone.
+        cuts: For each blocked variable node, the barrier edges that cut all its paths.
+        errors: The edges into ops where differentiating the losses raises (:func:`gradient_errors`).
+    """
+
+    graph: nx.DiGraph = field(repr=False)
+    variables: tuple[str, ...]
+    losses: tuple[str, ...]
+    feeding: frozenset[str] = field(repr=False)
+    receiving: frozenset[str] = field(repr=False)
+    verdicts: Mapping[str, Verdict]
+    per_loss: Mapping[str, Mapping[str, Verdict]]
+    cuts: Mapping[str, tuple[tuple[str, str], ...]]
+    errors: tuple[tuple[str, str], ...]
+    _loss_cuts: dict[str, Mapping[str, tuple[tuple[str, str], ...]]] = field(default_factory=dict, repr=False, compare=False)
+
+    def cuts_for(self, loss: str) -> Mapping[str, tuple[tuple[str, str], ...]]:
+        """The cuts with respect to loss node ``loss`` alone (computed on first use, then kept)."""
+        if len(self.losses) == 1:
+            return self.cuts
+        found = self._loss_cuts.get(loss)
+        if found is None:
+            found = self._loss_cuts[loss] = blocking_barriers(
+                self.graph, self.variables, [loss], verdict=self.per_loss[loss],
+            )
+        return found
+
+
+def analyze_graph(graph: nx.DiGraph) -> Analysis:
+    """Verdicts (total and per loss), cuts and gradient errors of ``graph``'s variables and losses."""
+    variables = tuple(graph.graph["variables"])
+    losses = tuple(graph.graph["losses"])
+    feeding = frozenset(feeding_nodes(graph, losses))
+    receiving = frozenset(gradient_nodes(graph, losses))
+    total = {
+        v: Verdict.RECEIVES if v in receiving else Verdict.BLOCKED if v in feeding else Verdict.UNUSED
+        for v in variables
+    }
+    per_loss = {loss: verdicts(graph, variables, [loss]) for loss in losses} if len(losses) > 1 else dict.fromkeys(losses, total)
+    return Analysis(
+        graph=graph, variables=variables, losses=losses, feeding=feeding, receiving=receiving, verdicts=total,
+        per_loss=per_loss, cuts=blocking_barriers(graph, variables, losses, verdict=total, reach=(feeding, receiving)),
+        errors=gradient_errors(graph, losses, receiving),
+    )

@@ -1,8 +1,8 @@
 """What every later step of the layout reads: the analysis results, computed once per drawing.
 
-:func:`build_context` asks :mod:`flowcheck.analysis.verdicts` which nodes a gradient reaches, which edges
-cut a blocked variable off (and the blame paths through them), and where the tape would raise;
-nothing downstream recomputes any of it.
+:func:`build_context` reads the report's :class:`~flowcheck.analysis.verdicts.Analysis` (which nodes a
+gradient reaches, which edges cut a blocked variable off, where the tape would raise), adds the
+blame paths through the cuts, and nothing downstream recomputes any of it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import networkx as nx
 
 from flowcheck._model import Verdict
 
-from flowcheck.analysis.verdicts import blocking_barriers, feeding_nodes, gradient_errors, gradient_nodes
+from flowcheck.analysis.verdicts import Analysis, analyze_graph
 from flowcheck.errors import RenderError
 from flowcheck.render.model import VariableLike
 from flowcheck.render.names import ScopeNames, scope_names
@@ -67,21 +67,21 @@ class Context:
 
 def build_context(
     graph: nx.DiGraph, results: Sequence[VariableLike], detail: str, focus: Iterable[str] | None,
-    verification: Any, sources: Callable[[str], Any] | None,
+    verification: Any, sources: Callable[[str], Any] | None, analysis: Analysis | None = None,
 ) -> Context:
-    """Compute everything the layout reads (see :class:`Context`)."""
-    var_nodes = tuple(graph.graph.get("variables", ()))
-    loss_nodes = tuple(graph.graph.get("losses", ()))
+    """Compute everything the layout reads (see :class:`Context`), from the graph's ``analysis``."""
+    analysis = analysis or analyze_graph(graph)
+    var_nodes, loss_nodes = analysis.variables, analysis.losses
     by_node = {r.node: r for r in results if r.node}
-    receiving = frozenset(gradient_nodes(graph, list(loss_nodes)))
-    feeding = frozenset(feeding_nodes(graph, list(loss_nodes)))
+    receiving, feeding = analysis.receiving, analysis.feeding
     kept = _kept(graph, var_nodes, loss_nodes, feeding, focus)
     handles = _handles(graph, var_nodes)
     verdicts = {v: _verdict(by_node.get(v), v, receiving, feeding) for v in var_nodes}
     blocked = tuple(v for v in var_nodes if verdicts[v] is Verdict.BLOCKED and v in kept)
-    cuts = blocking_barriers(graph, list(var_nodes), list(loss_nodes), verdict=verdicts) if blocked else {}
+    # A variable the eager call blocks where the graph lets a gradient through has no cut: it gets none.
+    cuts = analysis.cuts
     paths = _blame_paths(graph, blocked, cuts, set(loss_nodes))
-    errors = frozenset(gradient_errors(graph, list(loss_nodes)))
+    errors = frozenset(analysis.errors)
     finding = paths[0] if paths else _error_finding(graph, errors, kept, set(loss_nodes))
     ops = tuple(
         n for n in graph

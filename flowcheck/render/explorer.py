@@ -49,7 +49,7 @@ def node_data_path(path: str | os.PathLike[str]) -> Path:
 
 def to_explorer(report: Any) -> tuple[str, str]:
     """The graph JSON and the node-data JSON of a :class:`flowcheck.Report`, as text."""
-    ctx = build_context(report.graph, report.variables, "ops", None, report.verification, None)
+    ctx = build_context(report.graph, report.variables, "ops", None, report.verification, None, report.analysis)
     graphs = explorer_graphs(ctx, report.variables, report.gradient_errors, str(report.target))
     return json.dumps(graphs, indent=1), json.dumps(node_data(ctx, graphs), indent=1)
 

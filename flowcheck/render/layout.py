@@ -21,6 +21,7 @@ from typing import Any
 
 import networkx as nx
 
+from flowcheck.analysis.verdicts import Analysis
 from flowcheck.errors import RenderError
 from flowcheck.render.budget import Plan, fit_budget
 from flowcheck.render.context import Context, build_context
@@ -42,6 +43,7 @@ def layout(
     verification: Any = None,
     sources: Callable[[str], Any] | None = None,
     title: str = "",
+    analysis: Analysis | None = None,
 ) -> Drawing:
     """Decide what the diagram shows.
 
@@ -56,6 +58,7 @@ def layout(
         sources: Maps an op node id to its source line (anything with ``str()``), or ``None``;
             called only for op nodes that are drawn.
         title: The diagram's caption.
+        analysis: The graph's :class:`~flowcheck.analysis.verdicts.Analysis` (a report's), else computed here.
 
     Raises:
         RenderError: ``detail`` is not one of :data:`DETAILS`, or ``focus`` names a node that is
@@ -63,7 +66,7 @@ def layout(
     """
     if detail not in DETAILS:
         raise RenderError(f"detail must be one of {', '.join(map(repr, DETAILS))}, not {detail!r}")
-    ctx = build_context(graph, results, detail, focus, verification, sources)
+    ctx = build_context(graph, results, detail, focus, verification, sources, analysis)
     chosen = plan(ctx)
     built = build_nodes(ctx, chosen)
     edges = build_edges(ctx, built.drawn_as)

@@ -35,15 +35,13 @@ def snapshot_of(report: Report, root: str | os.PathLike[str] | None = None) -> S
     Returns:
         A :class:`Snapshot`; the same report always gives the same snapshot.
     """
-    from flowcheck.testing import _loss_barriers
-
     if report.gradient_sites:  # a training step: its findings are its gradient calls
         return sites_snapshot(report.target, report.gradient_sites, root, _cuts(report.gradient_errors, _base(root)))
     base = _base(root)
     names = _unique_names([r.name for r in report.variables])
     sections = []
     for loss in report.losses:
-        barriers = _loss_barriers(report, report.variables, loss)
+        barriers = report.barriers_for(report.variables, loss)
         flows = []
         for name, r in zip(names, report.variables):
             verdict = r.per_loss.get(loss, r.verdict)
