@@ -34,10 +34,10 @@ def stages(key: str) -> dict[str, float]:
     """CPU seconds of each stage of one analysis of model ``key`` (its own process, oracle as it is)."""
     import models
 
-    from flowcheck.graph.ops import GradientOracle
+    from flowcheck._api import build_report as _report
     from flowcheck.graph.build import build_graph
     from flowcheck.graph.build import collector_paused as _collector_paused
-    from flowcheck._api import build_report as _report
+    from flowcheck.graph.ops import GradientOracle
     from flowcheck.trace.target import trace
 
     case = models.build(key)

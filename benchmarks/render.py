@@ -118,8 +118,8 @@ def cases() -> dict[str, Callable[[], Any]]:
 
 def measure(name: str, report: Any) -> tuple[str, bool]:
     """One line of figures for ``report``, and whether dot met the target."""
-    from flowcheck.render.graphviz import render_svg
     from flowcheck.errors import RenderError
+    from flowcheck.render.graphviz import render_svg
 
     ops = report.ops if isinstance(report, _Drawn) else sum(1 for _, kind in report.graph.nodes(data="kind") if kind == "op")
     t0 = time.perf_counter()

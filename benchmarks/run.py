@@ -94,8 +94,8 @@ def child_timing(key: str, runs: int, verify: bool) -> dict[str, Any]:
     import_s, _ = _import_tensorflow()
     import models
 
-    from flowcheck.graph.build import build_graph
     from flowcheck._api import build_report as _report
+    from flowcheck.graph.build import build_graph
     from flowcheck.trace.target import trace
 
     case, build_s, _ = _timed(lambda: models.build(key))

@@ -11,11 +11,11 @@ A training step with its own tape is judged at each gradient call (``report.grad
 
 from __future__ import annotations
 
-from flowcheck._model import BarrierKind, Verdict
 from flowcheck._api import analyze
+from flowcheck._model import BarrierKind, Verdict
 from flowcheck._report import Barrier, Report, VariableResult
-from flowcheck.trace.sites import GradientSite, SiteSource
 from flowcheck.source.lines import SourceLine
+from flowcheck.trace.sites import GradientSite, SiteSource
 from flowcheck.verify.loss import GradientState, VariableCheck, Verification
 from flowcheck.errors import (
     ExecutableNotFoundError,

@@ -38,8 +38,8 @@ def analyze(fn: Any, *args: Any, **kwargs: Any) -> Report:
 
 
 def _analyze(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Report:
-    from flowcheck.graph.ops import GradientOracle
     from flowcheck.graph.build import build_graph, collector_paused
+    from flowcheck.graph.ops import GradientOracle
     from flowcheck.trace.target import is_plain_callable, trace
 
     try:
@@ -59,7 +59,7 @@ def _analyze(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Report:
 
 def build_report(traced: Any, graph: nx.DiGraph) -> Report:
     """The report of a traced target over its graph: verdicts, barriers, sites, the eager answers of a plain callable."""
-    from flowcheck.trace import steps as _steps  # a training step's gradient sites (TensorFlow is loaded by now)
+    from flowcheck.analysis import steps as _steps  # a training step's gradient sites
 
     if traced.step:
         _steps.attach_targets(graph, traced)
@@ -71,7 +71,8 @@ def build_report(traced: Any, graph: nx.DiGraph) -> Report:
     notes = list(traced.notes)
     judged = results
     if traced.python_function is not None:  # a plain callable: the tape's answer as the user calls it
-        from flowcheck.trace.eager import as_called, run_eagerly
+        from flowcheck.analysis.eager import as_called
+        from flowcheck.trace.eager import run_eagerly
 
         fn = traced.python_function
         run = run_eagerly(fn, traced.args, traced.kwargs, traced.variables, str(getattr(fn, "__name__", "function")))
@@ -85,9 +86,11 @@ def build_report(traced: Any, graph: nx.DiGraph) -> Report:
         )
     sites, never, listed = _steps.step_findings(traced, graph, list(judged), barrier) if traced.step else ((), (), judged)
     if traced.step and traced.target_kind == "callable":  # a plain function: as its eager call answers
-        from flowcheck.trace.eager_sites import as_called_sites
+        from flowcheck.analysis.eager import as_called_sites
+        from flowcheck.verify.step import eager_calls
 
-        sites = as_called_sites(traced, graph, sites)
+        exits: list[Any] = []  # the step runs once eagerly, every state it touches restored
+        sites = as_called_sites(traced, graph, sites, eager_calls(traced, sites, exits), exits)
     report = Report(
         traced, graph, tuple(listed), tuple(notes), errors, gradient_sites=sites, never_trained=never,
         analysis=analysis, barriers=cache,
@@ -118,8 +121,9 @@ def eager_only_report(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], fa
     Raises:
         NoVariablesError: the call reads no variable.
     """
+    from flowcheck.analysis.eager import eager_only
     from flowcheck.graph.build import endpoints_graph
-    from flowcheck.trace.eager import eager_only, run_eagerly
+    from flowcheck.trace.eager import run_eagerly
     from flowcheck.trace.target import owned_variables
     from flowcheck.trace.traced import Traced
 

@@ -7,9 +7,11 @@ imported when asked for.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
@@ -19,6 +21,10 @@ from flowcheck.analysis.verdicts import Analysis, analyze_graph
 from flowcheck.errors import VariableNotFoundError
 from flowcheck.trace import distributed as _distributed
 from flowcheck.trace.sites import GradientSite
+
+if TYPE_CHECKING:
+    from flowcheck.render.model import Drawing
+    from flowcheck.verify.loss import Verification
 
 __all__ = ["Barrier", "Report", "VariableResult"]
 
@@ -61,7 +67,7 @@ class Report:
         self.never_trained = never_trained
         self.other_state = 0
         self._everything = variables  # for a step: also the state left out of ``variables``
-        self.verification: Any = None
+        self.verification: Verification | None = None
         self._analysis = analysis
         self._barriers = {} if barriers is None else barriers  # one Barrier per cut edge, its line read once
 
@@ -142,7 +148,7 @@ class Report:
         wanted = Verdict(verdict)
         return tuple(r for r in self.variables if r.verdict is wanted)
 
-    def verify(self, optimizer: Any = None, learning_rate: float | None = None) -> Any:
+    def verify(self, optimizer: Any = None, learning_rate: float | None = None) -> Verification:
         """Run one real optimizer step, compare with the prediction, restore every variable.
 
         A step with gradient sites is run itself, once, with its own optimizer (the arguments unused).
@@ -162,7 +168,7 @@ class Report:
             self.verification = self._verify(optimizer, learning_rate)
         return self.verification
 
-    def _verify(self, optimizer: Any, learning_rate: float | None) -> Any:
+    def _verify(self, optimizer: Any, learning_rate: float | None) -> Verification:
         if self.gradient_sites:
             from flowcheck.verify.step import verify_step
 
@@ -193,7 +199,7 @@ class Report:
 
         return format_dot(self._drawing(detail, focus))
 
-    def _drawing(self, detail: str, focus: Any) -> Any:
+    def _drawing(self, detail: str, focus: Any) -> Drawing:
         from flowcheck.render import layout, op_sources
 
         nodes = None if focus is None else [
@@ -216,8 +222,8 @@ class Report:
             ExecutableNotFoundError: Graphviz ``dot`` is not installed.
             RenderError: ``dot`` failed or took longer than ``timeout`` seconds (default 120).
         """
-        from flowcheck.render.graphviz import render_svg
         from flowcheck.render import format_dot
+        from flowcheck.render.graphviz import render_svg
         from flowcheck.render.svg import open_on
 
         drawing = self._drawing(detail, focus)
@@ -225,9 +231,9 @@ class Report:
         return open_on(text, drawing.focus)
 
     def save(
-        self, path: Any, detail: str = "collapsed", focus: Any = None, *, written_by: str = "api",
+        self, path: str | os.PathLike[str], detail: str = "collapsed", focus: Any = None, *, written_by: str = "api",
         timeout: float | None = None,
-    ) -> Any:
+    ) -> Path:
         """Write the report as ``.svg``, ``.html`` (self-contained), ``.dot`` or ``.me.json``, by the suffix.
 
         ``.me.json`` is Google Model Explorer's graph JSON (every op, namespaces from the Keras

@@ -21,14 +21,14 @@ from typing import Any, Final, cast
 
 import keras
 
-from flowcheck._model import Verdict
 from flowcheck._api import analyze
-from flowcheck._report import Report, VariableResult
+from flowcheck._model import Verdict
 from flowcheck._phrases import NEVER_TRAINED
-from flowcheck.trace.state import KERAS_NONE_WARNING
-from flowcheck.source.lines import is_library_file
+from flowcheck._report import Report, VariableResult
 from flowcheck.errors import InvalidTargetError
+from flowcheck.source.lines import is_library_file
 from flowcheck.testing import GradientFlowAssertionError, _format_results, _gradient_error_message
+from flowcheck.trace.state import KERAS_NONE_WARNING
 
 __all__ = ["GradientFlowCheck", "GradientFlowWarning"]
 

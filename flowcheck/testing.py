@@ -147,7 +147,7 @@ def _check_arguments(receives: Any, blocked: Any, unused: Any, loss: Any) -> Non
 
 
 def _judged_at_sites(report: Report) -> Report:
-    from flowcheck.trace.steps import judged_at_sites
+    from flowcheck.analysis.steps import judged_at_sites
 
     return judged_at_sites(report)  # type: ignore[no-any-return]
 

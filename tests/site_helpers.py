@@ -8,7 +8,6 @@ and restores every variable it was given.
 
 from __future__ import annotations
 
-import linecache
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -73,14 +72,6 @@ def same(state: Sequence[Any], saved: Sequence[np.ndarray]) -> bool:
         a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
         for a, b in zip((np.asarray(backing(v).numpy()) for v in state), saved)
     )
-
-
-def line_of(path: str, marker: str) -> int:
-    """The 1-based line of ``path`` holding ``marker``."""
-    for i, text in enumerate(linecache.getlines(path), start=1):
-        if marker in text and "line_of(" not in text:
-            return i
-    raise AssertionError(f"no line with {marker!r} in {path}")
 
 
 def assert_sites_match(report: Any, truth: list[list[bool]]) -> None:

@@ -20,9 +20,10 @@ import tensorflow as tf
 
 import flowcheck
 from flowcheck import GradientState, VariableCheck, Verification
-from flowcheck.outputs.text import RunInfo, format_summary, to_json
 from flowcheck.cli.load import split_spec
 from flowcheck.cli.main import main
+from flowcheck.outputs.text import RunInfo, format_summary, to_json
+from truth import line_of, watched_truth
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = "examples/seed_stop_gradient.py"
@@ -48,14 +49,6 @@ def write(tmp_path: Path, body: str, name: str = "model.py", header: bool = True
     return str(path)
 
 
-def line_of(path: str | Path, text: str) -> int:
-    """The 1-based number of the first line of ``path`` containing ``text``."""
-    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if text in line:
-            return number
-    raise AssertionError(f"{text!r} not in {path}")
-
-
 def error_line(err: str) -> str:
     lines = [line for line in err.splitlines() if line.startswith("flowcheck: error:")]
     assert len(lines) == 1, err
@@ -64,10 +57,8 @@ def error_line(err: str) -> str:
 
 
 def tape_receives(fn: Any, args: tuple[Any, ...], variables: list[tf.Variable]) -> dict[str, bool]:
-    with tf.GradientTape() as tape:
-        loss = fn(*args)
-    grads = tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.NONE)
-    return {v.name.split(":")[0]: g is not None for v, g in zip(variables, grads)}
+    """The watched tape's answer (:func:`truth.watched_truth`) by variable name."""
+    return dict(zip((v.name.split(":")[0] for v in variables), watched_truth(fn, variables, *args)))
 
 
 @pytest.fixture

@@ -6,9 +6,7 @@ The truth is the tape run here on the user's own call; the traced function's ans
 
 from __future__ import annotations
 
-import inspect
 import json
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -18,12 +16,7 @@ import tensorflow as tf
 
 import flowcheck
 from flowcheck.outputs.text import to_json
-from truth import watched_truth
-
-
-def line_of(fn: Callable[..., Any], marker: str) -> int:
-    lines, start = inspect.getsourcelines(fn)
-    return next(start + i for i, line in enumerate(lines) if marker in line)
+from truth import line_of, watched_truth
 
 
 def verdicts(report: flowcheck.Report, variables: tuple[Any, ...]) -> list[bool]:

@@ -20,14 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_cases import CHROMIUM, MOBILENET_STEP, chromium, keep
+from browser_cases import MOBILENET_STEP, chromium, keep
 
 ROOT = Path(__file__).resolve().parents[1]
 START_S = 240.0
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"headless Chromium is not installed at {CHROMIUM}"),
 ]
 model_explorer = pytest.importorskip("model_explorer", reason="the flowcheck[explore] extra is not installed")
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import runpy
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,6 @@ SEED = Path(__file__).resolve().parents[1] / "examples" / "seed_stop_gradient.py
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.dot,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"headless Chromium is not installed at {CHROMIUM} (apt-get install chromium)"),
-    pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz dot is not installed (apt-get install graphviz)"),
 ]
 
 

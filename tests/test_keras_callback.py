@@ -5,7 +5,6 @@ The truth is the tape's, computed in each test on the model's own training step 
 
 from __future__ import annotations
 
-import inspect
 import os
 import warnings
 from typing import Any
@@ -18,6 +17,7 @@ import tensorflow as tf
 import flowcheck
 from flowcheck.keras import GradientFlowCheck, GradientFlowWarning
 from flowcheck.testing import GradientFlowAssertionError
+from truth import line_of
 
 HERE = os.path.basename(__file__)
 
@@ -75,8 +75,7 @@ def tape_receives(model: keras.Model, x: Any, y: Any) -> dict[str, bool]:
 
 
 def call_line(text: str) -> int:
-    lines, start = inspect.getsourcelines(Classifier.call)
-    return next(start + i for i, line in enumerate(lines) if text in line)
+    return line_of(Classifier.call, text)
 
 
 def fit_quietly(model: keras.Model, *args: Any, **kwargs: Any) -> list[warnings.WarningMessage]:

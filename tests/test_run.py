@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from flowcheck.cli.main import main
 from flowcheck.run.failure import describe_exception
 from flowcheck.source.lines import SourceLine
-from flowcheck.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 

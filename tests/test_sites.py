@@ -13,7 +13,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from site_helpers import assert_sites_match, line_of, same, snapshot, tape_truth
+from site_helpers import assert_sites_match, same, snapshot, tape_truth
+from truth import line_of
 
 import flowcheck
 from flowcheck import Verdict
@@ -309,8 +310,8 @@ def test_a_variable_no_call_asks_for_counts_as_unused_in_a_contract() -> None:
 
 
 def test_an_eager_gradient_call_gets_tensorflows_answer_and_a_numpy_loss_its_reason() -> None:
-    from flowcheck.trace.recording import record_sites
     from flowcheck.trace.eager_sites import eager_site
+    from flowcheck.trace.recording import record_sites
 
     w, u = tf.Variable(1.0, name="w"), tf.Variable(2.0, name="u")
     with record_sites() as recorder:
@@ -438,7 +439,7 @@ def test_a_mirrored_strategy_step_has_its_replica_tape_as_a_site() -> None:
 
 
 def test_a_gan_alternating_two_steps_trains_everything_across_both() -> None:
-    from flowcheck.trace.steps import never_trained_across
+    from flowcheck.analysis.steps import never_trained_across
 
     keras.utils.set_random_seed(10)
     generator = keras.Sequential([keras.Input((2,)), keras.layers.Dense(4, name="g")], name="gen")

@@ -12,7 +12,8 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
-from site_helpers import assert_sites_match, line_of, same, snapshot, tape_truth
+from site_helpers import assert_sites_match, same, snapshot, tape_truth
+from truth import line_of
 
 import flowcheck
 from flowcheck import Verdict

@@ -10,10 +10,10 @@ import tomllib
 import pytest
 
 from flowcheck._model import Verdict
+from flowcheck.errors import SnapshotError
+from flowcheck.snapshot.diff import diff_snapshots, format_diff
 from flowcheck.snapshot.model import FORMAT_VERSION, Cut, Flow, Section, Snapshot
 from flowcheck.snapshot.text import format_snapshot, parse_snapshot
-from flowcheck.snapshot.diff import diff_snapshots, format_diff
-from flowcheck.errors import SnapshotError
 
 RECEIVES = Flow(Verdict.RECEIVES)
 STOP = Cut("stop_gradient", "StopGradient", "model.py", 42)

@@ -14,8 +14,9 @@ import pytest
 import tensorflow as tf
 
 from flowcheck.cli.load import user_module
-from flowcheck.snapshot.diff import read_snapshot
 from flowcheck.cli.main import main
+from flowcheck.snapshot.diff import read_snapshot
+from truth import line_of
 
 MODEL = '''\
 import keras
@@ -59,10 +60,6 @@ def model(tmp_path: Path, *edits: tuple[str, str]) -> str:
     path = tmp_path / "model.py"
     path.write_text(text)
     return str(path)
-
-
-def line_of(path: str, text: str) -> int:
-    return next(i for i, line in enumerate(Path(path).read_text().splitlines(), 1) if text in line)
 
 
 def watched_tape(path: str) -> dict[str, bool]:

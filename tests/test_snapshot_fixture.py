@@ -16,8 +16,8 @@ import pytest
 # imported twice in one process.
 import flowcheck.testing  # noqa: F401
 import tensorflow as tf
-from flowcheck.snapshot.diff import read_snapshot
 from flowcheck.keras import GradientFlowCheck, GradientFlowWarning
+from flowcheck.snapshot.diff import read_snapshot
 from flowcheck.testing import GradientFlowAssertionError
 
 pytest_plugins = ["pytester"]

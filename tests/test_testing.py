@@ -6,7 +6,6 @@ The truth is always the tape's, computed in the test: a variable receives a grad
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,6 +17,7 @@ import tensorflow as tf
 
 import flowcheck
 from flowcheck.testing import GradientFlowAssertionError, _verify
+from truth import line_of
 
 HERE = os.path.basename(__file__)
 bce = keras.losses.BinaryCrossentropy(from_logits=True)
@@ -46,14 +46,6 @@ def tape_receives(fn: Callable[..., Any], args: Sequence[Any], variables: Sequen
 
     step()
     return found
-
-
-def line_of(fn: Callable[..., Any], text: str) -> int:
-    """The line of ``fn``'s source that contains ``text`` (where a barrier is made)."""
-    lines, start = inspect.getsourcelines(inspect.unwrap(getattr(fn, "python_function", fn)))
-    hits = [start + i for i, line in enumerate(lines) if text in line]
-    assert len(hits) == 1, hits
-    return hits[0]
 
 
 def gan() -> tuple[keras.Model, keras.Model, tf.Tensor, tf.Tensor]:

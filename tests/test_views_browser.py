@@ -8,8 +8,6 @@ a tmp dir and to /tmp/flowcheck-shots/.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,14 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_cases import CHROMIUM, MOBILENET_STEP, chromium, keep
+from browser_cases import MOBILENET_STEP, chromium, keep
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.dot,
     pytest.mark.slow,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"headless Chromium is not installed at {CHROMIUM}"),
-    pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz dot is not installed"),
 ]
 
 

@@ -7,7 +7,10 @@ variable), whatever its trainable flag. Whether a *default* tape watches it is a
 
 from __future__ import annotations
 
+import inspect
+import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import tensorflow as tf
@@ -58,3 +61,19 @@ def default_tape_watches(fn: Callable[..., Any], variables: Sequence[Any], *args
     watched = {id(v) for v in tape.watched_variables()}
     return [id(tf_variable(v)) in watched or any(id(c) in watched for c in getattr(tf_variable(v), "_values", ()))
             for v in variables]
+
+
+def line_of(where: str | os.PathLike[str] | Callable[..., Any], marker: str) -> int:
+    """The 1-based line holding ``marker`` in a file (a path) or in a function's source (a function).
+
+    The marker must be on exactly one line (a line calling ``line_of`` does not count): that is
+    where the test expects a barrier, a site or a call to be reported.
+    """
+    if callable(where):
+        fn = inspect.unwrap(getattr(where, "python_function", where))
+        lines, start = inspect.getsourcelines(fn)
+    else:
+        lines, start = Path(where).read_text(encoding="utf-8").splitlines(), 1
+    hits = [start + i for i, line in enumerate(lines) if marker in line and "line_of(" not in line]
+    assert len(hits) == 1, f"{marker!r} is on lines {hits} of {where}"
+    return hits[0]

@@ -40,9 +40,9 @@ from types import ModuleType
 from typing import Any
 
 from flowcheck.cli.inputs import check_arity, example_inputs, is_keras_model, is_tf_function
+from flowcheck.errors import InvalidTargetError, TargetLoadError
 from flowcheck.source.files import check_file, read_python
 from flowcheck.source.lines import SourceLine, user_frame
-from flowcheck.errors import InvalidTargetError, TargetLoadError
 
 __all__ = ["LoadedTarget", "find_target", "split_spec", "user_module"]
 

@@ -21,12 +21,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from flowcheck.cli import snapshot as _snapshot_cli
-from flowcheck.source.lines import display_path
 from flowcheck.errors import FlowcheckError, TargetLoadError
+from flowcheck.source.lines import display_path
 
 if TYPE_CHECKING:
-    from flowcheck.outputs.text import Expectation
     from flowcheck._report import Report
+    from flowcheck.outputs.text import Expectation
 
 __all__ = ["main"]
 
@@ -161,8 +161,8 @@ def _positive_float(text: str) -> float:
 
 def _analyze(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from flowcheck.cli.load import find_target, split_spec, user_module
-    from flowcheck.run.script import import_tensorflow, variable_owners
     from flowcheck.cli.run import check_outputs, script_hint
+    from flowcheck.run.script import import_tensorflow, variable_owners
 
     check_outputs(ns.output)  # before the slow part
     _snapshot_cli.validate(ns)
@@ -271,7 +271,7 @@ def _expectations(
     from flowcheck.outputs.text import Expectation
 
     if report.gradient_sites:  # a training step: each variable as its gradient calls judge it
-        from flowcheck.trace.steps import judged_at_sites
+        from flowcheck.analysis.steps import judged_at_sites
 
         report = judged_at_sites(report)
     found = []

@@ -6,6 +6,8 @@ the exit status stays the analysis's.
 
 from __future__ import annotations
 
+import contextlib
+
 import fnmatch
 from collections.abc import Callable, Sequence
 from typing import Any, Final, TextIO
@@ -71,6 +73,7 @@ def explore(report: Any, out: TextIO) -> None:
     except FlowcheckError as exc:
         out.write(f"not explored: {type(exc).__name__}: {exc}\n")
         return
-    out.write(f"Model Explorer: {server.url}\n(Ctrl-C stops it)\n")
-    out.flush()
-    server.wait()
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C may come as soon as the address is shown
+        out.write(f"Model Explorer: {server.url}\n(Ctrl-C stops it)\n")
+        out.flush()
+        server.wait()

@@ -131,8 +131,8 @@ def write_json(path: str, document: dict[str, Any]) -> None:
 
 def run_command(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """``flowcheck run``: run the script, print the report, return the exit status."""
-    from flowcheck.run.script import RunOptions, run_script
     from flowcheck.run.report import candidates, exit_status, format_run, run_json
+    from flowcheck.run.script import RunOptions, run_script
 
     check_outputs(ns.output)
     _snapshot_cli.validate(ns)

@@ -17,8 +17,8 @@ from flowcheck.errors import TargetLoadError
 
 if TYPE_CHECKING:
     from flowcheck._report import Report
-    from flowcheck.snapshot.model import Snapshot
     from flowcheck.snapshot.diff import SnapshotCheck
+    from flowcheck.snapshot.model import Snapshot
 
 __all__ = ["add_options", "check_output", "record", "record_snapshot", "validate"]
 

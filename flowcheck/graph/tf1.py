@@ -1,4 +1,4 @@
-"""TensorFlow 1 graph mode, stages 2-3: the graph of a ``tf.Graph`` and the verdicts of its gradient calls.
+"""TensorFlow 1 graph mode, stage 2: the graph of a ``tf.Graph`` (its calls judged in :mod:`flowcheck.analysis.tf1`).
 
 The graph holds the ops that feed the recorded calls' targets (their data inputs, transitively:
 what ``tf.gradients`` walks), built with :mod:`flowcheck.graph.build`'s builder and oracle, so nodes and
@@ -19,16 +19,12 @@ from typing import Any
 
 import networkx as nx
 
-from flowcheck._model import BarrierKind, Verdict
-
-from flowcheck.analysis.verdicts import blocking_barriers, gradient_errors, verdicts
-from flowcheck.graph.ops import FUNCTION_OPS, GradientOracle, InputGradient
+from flowcheck._model import BarrierKind
 from flowcheck.graph.build import CARRY_IF_TRAINABLE, _Builder, _calls_function, loss_node, variable_node
-from flowcheck._model import Barrier
-from flowcheck.analysis.barriers import barrier as _barrier, one_per_replica as _one_per_replica
+from flowcheck.graph.ops import FUNCTION_OPS, GradientOracle, InputGradient
 from flowcheck.trace.tf1 import GraphCall, is_default_name
 
-__all__ = ["CallAnalysis", "GraphSource", "SourceVerdict", "analyze_calls", "graph_variables"]
+__all__ = ["GraphSource", "build_graph", "differentiated_tensor", "display_name", "graph_variables", "resolve_sources"]
 
 
 @dataclass(frozen=True)
@@ -40,7 +36,7 @@ class GraphSource:
         tensor: What TensorFlow differentiates: a ``RefVariable``'s ref tensor, a resource
             variable's handle, or the tensor itself.
         variable: The ``tf.Variable`` when it is one (else None).
-        name: How reports show it (see :func:`display_names`).
+        name: How reports show it (see :func:`display_name`).
         node: Its node id in the graph.
     """
 
@@ -69,35 +65,6 @@ class GraphSource:
     def trainable(self) -> bool:
         """Whether training updates it: the variable's own flag (a plain tensor is not trainable)."""
         return bool(getattr(self.variable, "trainable", False))
-
-
-@dataclass(frozen=True)
-class SourceVerdict:
-    """The static verdict on one source of one call, with TensorFlow's recorded answer."""
-
-    source: GraphSource
-    verdict: Verdict
-    barriers: tuple[Barrier, ...]
-    tensorflow_none: bool | None
-
-
-@dataclass(frozen=True)
-class CallAnalysis:
-    """One recorded call, judged.
-
-    Attributes:
-        call: The call as recorded.
-        targets: The targets' display names.
-        sources: One verdict per source, in the call's order.
-        errors: Ops with no gradient that TensorFlow raises at (when the call raised LookupError).
-        watch: What the call differentiates with respect to, in words.
-    """
-
-    call: GraphCall
-    targets: tuple[str, ...]
-    sources: tuple[SourceVerdict, ...]
-    errors: tuple[Barrier, ...]
-    watch: str
 
 
 def graph_variables(graph: Any) -> list[Any]:
@@ -152,16 +119,16 @@ def resolve_sources(
                 continue
             variable = obj if _is_variable(obj) else _variable_of(tensor, variables)
             shown = variable if variable is not None else obj
-            name = _display_name(shown, names, call.names)
+            name = display_name(shown, names, call.names)
             if name in used:  # one Python name bound to two variables (in two functions): TensorFlow's names
-                name = _display_name(shown)
+                name = display_name(shown)
             used.add(name)
             src = GraphSource(user=obj, tensor=tensor, variable=variable, name=name, node=variable_node(len(by_tensor)))
             resolved[id(obj)] = by_tensor[id(tensor)] = src
     return resolved
 
 
-def _display_name(obj: Any, *tables: dict[int, str]) -> str:
+def display_name(obj: Any, *tables: dict[int, str]) -> str:
     """TensorFlow's name, or the script's Python name for it when TensorFlow's is a default one."""
     raw = str(getattr(obj, "name", None) or obj)
     name = raw[:-2] if raw.endswith(":0") else raw
@@ -279,69 +246,3 @@ def _upstream(ops: Sequence[Any]) -> list[Any]:
 def _shape(tensor: Any) -> tuple[int | None, ...]:
     shape = tensor.shape
     return tuple(shape.as_list()) if shape.rank is not None else ()
-
-
-def _site_view(graph: nx.DiGraph, call: GraphCall, sources: Sequence[GraphSource]) -> nx.DiGraph:
-    """The graph as this call differentiates it: its ``stop_gradients`` ops pass nothing back."""
-    view = graph
-    if call.stop_gradients:
-        view = graph.copy()
-        for tensor in call.stop_gradients:
-            op_node = tensor.op.name
-            if op_node not in view:
-                continue
-            for u in list(view.pred[op_node]):
-                if view.nodes[u].get("kind") != "variable":
-                    view.edges[u, op_node].update(
-                        grad=False, kind=BarrierKind.STOP_GRADIENT,
-                        detail=f"listed in tf.gradients(stop_gradients=...): {tensor.name}",
-                    )
-    if call.error is not None and call.error.startswith("LookupError"):
-        view = view.copy() if view is graph else view
-        view.graph["inputs"] = [s.tensor.op.name for s in sources]
-    return view
-
-
-def analyze_calls(
-    calls: Sequence[GraphCall], sources: dict[int, GraphSource], graph: nx.DiGraph
-) -> tuple[CallAnalysis, ...]:
-    """The static verdict of every source of every call, beside TensorFlow's recorded answer."""
-    cache: dict[tuple[str, str], Barrier] = {}
-    results = []
-    for call in calls:
-        site_sources = [sources[id(obj)] for obj in call.sources]
-        view = _site_view(graph, call, site_sources)
-        targets = [loss_node(t.name) for t in call.targets]
-        nodes = [s.node for s in site_sources]
-        verdict = verdicts(view, nodes, targets)
-        cuts = blocking_barriers(view, nodes, targets, verdict=verdict)
-        judged = []
-        for i, src in enumerate(site_sources):
-            barriers = _one_per_replica(_barrier(view, edge, cache) for edge in cuts.get(src.node, ()))
-            answer = None if call.grads is None else call.grads[i] is None
-            judged.append(SourceVerdict(src, verdict[src.node], barriers, answer))
-        errors: tuple[Barrier, ...] = ()
-        if "inputs" in view.graph and view is not graph:
-            errors = _one_per_replica(_barrier(view, edge, cache) for edge in gradient_errors(view, targets))
-        results.append(CallAnalysis(
-            call=call, targets=tuple(call.names.get(id(t)) or _display_name(t) for t in call.targets),
-            sources=tuple(judged), errors=errors, watch=_watch(call, site_sources),
-        ))
-    return tuple(results)
-
-
-def _watch(call: GraphCall, sources: Sequence[GraphSource]) -> str:
-    names = ", ".join(s.name for s in sources)
-    if call.kind == "tf1 tf.gradients":
-        words = f"graph mode: differentiates with respect to the xs given: {names}"
-        if call.stop_gradients:
-            words += "; stop_gradients: " + ", ".join(t.name for t in call.stop_gradients)
-    elif call.var_list_given:
-        words = f"graph mode: var_list={names}"
-    elif call.var_list_given is None:
-        words = f"graph mode: var_list (the graph's trainable variables): {names}"
-    else:
-        words = f"graph mode: no var_list, so the graph's trainable variables: {names}"
-    if call.unconnected_zero:
-        words += "; unconnected_gradients='zero' (TensorFlow gives zeros, not None, to cut sources)"
-    return words

@@ -15,9 +15,9 @@ from html import escape
 from typing import Any, Final
 
 from flowcheck._model import Verdict
-from flowcheck.render.model import svg_id
 from flowcheck._phrases import GRADIENT_ERROR_ADVICE
 from flowcheck.errors import RenderError
+from flowcheck.render.model import svg_id
 
 __all__ = ["UNVERIFIED", "to_html"]
 

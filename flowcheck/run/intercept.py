@@ -240,8 +240,8 @@ class Interceptor:
         calls recorded: the recorder when it asks for a gradient (else None), whether a Keras optimizer
         applied gradients in it, and what the trace raised."""
         from flowcheck.source.positions import recording as positions
-        from flowcheck.trace.reuse import applies_seen
         from flowcheck.trace.recording import record_sites
+        from flowcheck.trace.reuse import applies_seen
         from flowcheck.trace.sites import running_user_code
         from flowcheck.trace.state import built_state, unbuild
 

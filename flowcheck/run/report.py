@@ -33,8 +33,8 @@ from flowcheck._model import Verdict
 from flowcheck.outputs.expect import Candidate, Expectation
 
 if TYPE_CHECKING:
-    from flowcheck.run.step import Step
     from flowcheck.run.script import RunResult
+    from flowcheck.run.step import Step
     from flowcheck.source.lines import SourceLine
 
 __all__ = ["RUN_SCHEMA_VERSION", "candidates", "exit_status", "format_run", "run_json", "step_failures"]
@@ -195,8 +195,8 @@ def run_json(result: RunResult, script: str, arguments: Sequence[str], expectati
 
 
 def _step_json(step: Step, script: str) -> dict[str, Any]:
-    from flowcheck.outputs.text import RunInfo, _barrier_json, to_json  # noqa: PLC2701 -- one JSON shape
     from flowcheck.outputs.sites import _site_json  # noqa: PLC2701 -- for a site, too
+    from flowcheck.outputs.text import RunInfo, _barrier_json, to_json  # noqa: PLC2701 -- one JSON shape
 
     report = None
     if step.report is not None:

@@ -19,11 +19,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from flowcheck.errors import FlowcheckError
 from flowcheck.run.failure import describe_exception
-from flowcheck.source.files import check_file
 from flowcheck.run.intercept import KERAS_WARNING, Interceptor
 from flowcheck.run.step import Step, StopScript
-from flowcheck.errors import FlowcheckError
+from flowcheck.source.files import check_file
 
 __all__ = [
     "RunOptions", "RunResult", "import_tensorflow", "quiet_tensorflow_import", "run_script",
@@ -172,7 +172,7 @@ def _never_trained_across(steps: Sequence[Step]) -> None:
     """A variable another step's site asks for does train: "never trained" is judged over all steps."""
     from types import SimpleNamespace
 
-    from flowcheck.trace.steps import never_trained_across
+    from flowcheck.analysis.steps import never_trained_across
 
     reports = [s.report for s in steps if getattr(s.report, "gradient_sites", None) is not None]
     eager = [SimpleNamespace(gradient_sites=(s.eager,), never_trained=()) for s in steps if s.eager is not None]

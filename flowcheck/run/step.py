@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowcheck.trace.sites import GradientSite
 from flowcheck.source.lines import SourceLine
+from flowcheck.trace.sites import GradientSite
 
 __all__ = ["EAGER_NOTE", "Step", "StopScript"]
 

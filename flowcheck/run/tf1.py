@@ -18,23 +18,27 @@ import traceback
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
 from flowcheck._model import Verdict
 
+from flowcheck._report import Report, VariableResult
+from flowcheck.analysis.tf1 import CallAnalysis, analyze_calls
 from flowcheck.analysis.verdicts import verdicts
 from flowcheck.graph.ops import GradientOracle
-from flowcheck._report import Report, VariableResult
-from flowcheck.trace.sites import GradientSite, SiteSource
 from flowcheck.source.lines import SourceLine, user_frame
+from flowcheck.trace.sites import GradientSite, SiteSource
 from flowcheck.graph.tf1 import (
-    CallAnalysis, GraphSource, analyze_calls, build_graph, graph_variables, resolve_sources,
+    GraphSource, build_graph, graph_variables, resolve_sources,
 )
+from flowcheck.errors import VerificationError
 from flowcheck.trace.tf1 import GraphCall, install, python_names, recorded_calls, uninstall, user_frames
 from flowcheck.trace.traced import TracedVariable
-from flowcheck.errors import VerificationError
+
+if TYPE_CHECKING:
+    from flowcheck.verify.loss import Verification
 
 __all__ = ["SessionReport", "analyze_failed_call", "analyze_graph", "analyze_session_run", "dependent_calls", "depends_on_gradient_site",
            "graph_mode_recording", "install", "uninstall"]
@@ -81,7 +85,7 @@ class SessionReport(Report):
         self.step_values: dict[str, tuple[Any, Any]] = {}
         self._run = run
 
-    def verify(self, optimizer: Any = None, learning_rate: float | None = None) -> Any:
+    def verify(self, optimizer: Any = None, learning_rate: float | None = None) -> Verification:
         """Run the script's own train op once in its session with the step's feed, compare, restore.
 
         ``optimizer`` and ``learning_rate`` are not used: the step applies its own optimizer.

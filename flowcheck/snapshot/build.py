@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flowcheck.analysis.sites import unique
 from flowcheck._model import Verdict
 from flowcheck.snapshot.model import Cut, Flow, Section, Snapshot
+from flowcheck.source.names import unique
 
 if TYPE_CHECKING:
     from flowcheck._report import Barrier, Report

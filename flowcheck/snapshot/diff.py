@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from flowcheck.errors import SnapshotError
 from flowcheck.snapshot.model import Cut, Flow, Section, Snapshot
 from flowcheck.snapshot.text import format_snapshot, parse_snapshot
-from flowcheck.errors import SnapshotError
 
 __all__ = [
     "STATUSES",

@@ -33,8 +33,8 @@ from pathlib import PurePosixPath
 from typing import Final
 
 from flowcheck._model import Verdict
-from flowcheck.snapshot.model import FORMAT_VERSION, SECTION_KINDS, Cut, Flow, Section, Snapshot
 from flowcheck.errors import SnapshotError
+from flowcheck.snapshot.model import FORMAT_VERSION, SECTION_KINDS, Cut, Flow, Section, Snapshot
 
 __all__ = ["format_snapshot", "parse_snapshot"]
 

@@ -16,8 +16,8 @@ import ast
 from collections.abc import Iterator, Sequence
 from functools import lru_cache
 
-from flowcheck.source.positions import Position, column_of, parsed, statements_at
 from flowcheck.source.lines import SourceLine, autograph_converted
+from flowcheck.source.positions import Position, column_of, parsed, statements_at
 
 __all__ = ["guess_call"]
 

@@ -18,11 +18,9 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
-from types import MappingProxyType
+from dataclasses import dataclass, field
 from typing import Any
 
-import networkx as nx
 import numpy as np
 import tensorflow as tf
 from tensorflow.python.eager import context
@@ -30,20 +28,16 @@ from tensorflow.python.framework import ops
 from tensorflow.python.ops import resource_variable_ops
 from tensorflow.python.util import nest
 
-from flowcheck._model import Verdict
 
-from flowcheck.analysis.verdicts import gradient_nodes
-from flowcheck.trace.distributed import components, container, replica_threads
-from flowcheck._model import VariableResult
+from flowcheck.errors import LossError, TraceError
 from flowcheck.source.lines import SourceLine, is_library_file, user_frame
-from flowcheck.source.op import op_source
+from flowcheck.trace.distributed import components, container
 from flowcheck.trace.target import describe_variable
 from flowcheck.trace.traced import LossOutput, TracedVariable
-from flowcheck.errors import LossError, TraceError
 
 
 __all__ = [
-    "EagerRun", "Exit", "as_called", "eager_difference", "eager_only", "own_random_seeds",
+    "EagerRun", "Exit", "own_random_seeds",
     "record_exits", "run_eagerly",
 ]
 
@@ -257,119 +251,3 @@ def _failure(exc: BaseException, name: str) -> str:
     at = f" at {where}" + (f" ({where.code})" if where and where.code else "") if where else ""
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"calling {name} eagerly raised {type(exc).__name__}{at}: {message}"
-
-
-# --- why the eager answer differs ---------------------------------------------------------------
-
-
-def as_called(results: Sequence[VariableResult], graph: nx.DiGraph, run: EagerRun) -> tuple[VariableResult, ...]:
-    """The static results with the eager call's answers as verdicts, and why they differ."""
-    judged = []
-    for i, r in enumerate(results):
-        per_loss = {n: _verdict(answers[i], r.per_loss.get(n, r.verdict)) for n, answers in run.per_loss.items()}
-        verdict = _verdict(run.total[i], r.verdict)
-        if verdict is r.verdict and all(r.per_loss.get(n) is v for n, v in per_loss.items()):
-            judged.append(r)
-            continue
-        reason = (replica_threads(run.variables[i].tf_variable, run.total[i])
-                  or eager_difference(graph, r.node, run.total[i], run.exits)) if verdict is not r.verdict else None
-        judged.append(replace(
-            r, verdict=verdict, barriers=r.barriers if verdict is not Verdict.RECEIVES else (),
-            per_loss=MappingProxyType(per_loss), eager_difference=reason,
-        ))
-    return tuple(judged)
-
-
-def eager_only(run: EagerRun, failure: str) -> tuple[VariableResult, ...]:
-    """Results from the eager call alone, for a callable that cannot be traced."""
-    left = "; ".join(dict.fromkeys(str(e) for e in run.exits if e.what != "a Python condition"))
-    why = f"{left or failure}; no static analysis was possible"
-    results = []
-    for i, v in enumerate(run.variables):
-        unread = Verdict.BLOCKED if i in run.read else Verdict.UNUSED
-        results.append(VariableResult(
-            name=v.name, verdict=Verdict.RECEIVES if run.total[i] else unread, barriers=(), shape=v.shape,
-            dtype=v.dtype, trainable=v.trainable,
-            per_loss=MappingProxyType({n: Verdict.RECEIVES if a[i] else unread for n, a in run.per_loss.items()}),
-            variable=v.variable, node=f"variable:{i}", watched_by_default=v.watched_by_default,
-            eager_difference=why if unread is Verdict.BLOCKED and not run.total[i] else None,
-        ))
-    return tuple(results)
-
-
-def _verdict(receives: bool, static: Verdict) -> Verdict:
-    if receives:
-        return Verdict.RECEIVES
-    return Verdict.UNUSED if static is Verdict.UNUSED else Verdict.BLOCKED
-
-
-def eager_difference(graph: nx.DiGraph, node: str, eager_receives: bool, exits: Sequence[Exit]) -> str:
-    """Why the eager call answers ``eager_receives`` for variable ``node`` when the traced graph does not."""
-    if eager_receives:
-        return "the eager call gives a gradient where the traced graph gives none"
-    region = _region(graph, node)
-    reasons = _control_flow(graph, node, region)
-    left = [e for e in exits if e.what != "a Python condition"]
-    if not reasons:  # no branch or loop explains it: a value that left TensorFlow on its path
-        region_lines = _region_lines(graph, region)
-        reasons = [str(e) for e in left if (e.source.file, e.source.line) in region_lines]
-    if not reasons:
-        reasons = [str(e) for e in left] or [str(e) for e in exits]
-    reasons = list(dict.fromkeys(reasons))
-    return "; ".join(reasons) if reasons else "the eager call gives no gradient where the traced graph does"
-
-
-def _region(graph: nx.DiGraph, node: str) -> set[str]:
-    """Nodes on the traced graph's gradient paths between the variable and the losses."""
-    carrying = nx.subgraph_view(graph, filter_edge=lambda u, w: bool(graph.edges[u, w]["grad"]))
-    reached: set[str] = nx.descendants(carrying, node) | {node}
-    return reached & gradient_nodes(graph, graph.graph["losses"])
-
-
-def _control_flow(graph: nx.DiGraph, node: str, region: set[str]) -> list[str]:
-    clusters = graph.graph["clusters"]
-    found: dict[str, str] = {}
-    carried: set[str] = set()  # loops the variable passes through unchanged
-    for n in region:
-        cluster = graph.nodes[n].get("cluster")
-        passing = graph.nodes[n].get("op_type") in _PASS_THROUGH
-        while cluster is not None:
-            info = clusters[cluster]
-            if info["kind"] in ("cond", "case"):
-                found[info["gate"]] = info["kind"]
-            elif info["kind"] == "while" and passing:
-                carried.add(info["gate"])
-            elif info["kind"] == "while":
-                found[info["gate"]] = "while"
-            cluster = info["parent"]
-            passing = False
-    if carried - found.keys():
-        # Traced, every loop variable gets a gradient; eagerly, one read only by the condition gets None.
-        feeds = {graph.nodes[d].get("cluster") for d in nx.descendants(graph, node)}
-        for gate in carried - found.keys():
-            found[gate] = "condition" if f"{gate}/cond" in feeds else "while"
-    reasons = []
-    for gate, kind in sorted(found.items()):
-        source, _ = op_source(graph.nodes[gate].get("op"))
-        line = f" (line {source.line})" if source is not None else ""
-        reasons.append({
-            "cond": f"only the branch taken runs eagerly{line}",
-            "case": f"only the branch taken runs eagerly{line}",
-            "while": f"a while_loop runs only the iterations taken eagerly{line}",
-            "condition": f"the while condition is not differentiated eagerly{line}",
-        }[kind])
-    return reasons
-
-
-_PASS_THROUGH = frozenset({"Placeholder", "Identity"})
-
-
-def _region_lines(graph: nx.DiGraph, region: set[str]) -> set[tuple[str, int]]:
-    lines = set()
-    for n in region:
-        op = graph.nodes[n].get("op")
-        if op is not None:
-            source, _ = op_source(op)
-            if source is not None:
-                lines.add((source.file, source.line))
-    return lines

@@ -6,19 +6,15 @@ down, so a site is TensorFlow's own answer at the call, told as such.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import replace
-from typing import Any
 
-import networkx as nx
 import tensorflow as tf
 
 from flowcheck._model import Verdict
-from flowcheck.analysis.sites import source_name, target_names, tensor_labels, unique
+from flowcheck.source.names import source_name, target_names, tensor_labels, unique
 from flowcheck.trace.sites import GradientSite, RecordedCall, SiteSource
-from flowcheck.trace.steps import watch_text
+from flowcheck.trace.sites import watch_text
 
-__all__ = ["as_called_sites", "eager_site"]
+__all__ = ["eager_site"]
 
 
 def eager_site(call: RecordedCall) -> GradientSite:
@@ -57,39 +53,3 @@ def _error_in_words(call: RecordedCall) -> str | None:
         return (f"the target is a {left[0]}, not a TensorFlow tensor: the loss left TensorFlow (computed with "
                 f"NumPy?), so the tape recorded nothing to differentiate ({call.error})")
     return call.error
-
-
-def as_called_sites(traced: Any, graph: nx.DiGraph, sites: Sequence[GradientSite]) -> tuple[GradientSite, ...]:
-    """A plain-function step's sites with the answers of its eager call, and why they differ.
-
-    The step runs once eagerly (every state it touches restored); where a tape answers otherwise
-    than the traced graph (an untaken branch, a ``float()``), its answer is the verdict.
-    """
-    from flowcheck.trace.eager import eager_difference
-    from flowcheck.graph.build import variable_node
-    from flowcheck.verify.step import eager_calls
-
-    exits: list[Any] = []
-    calls = eager_calls(traced, sites, exits)
-    index = {id(v.variable): i for i, v in enumerate(traced.variables)}
-    index.update((id(v.tf_variable), i) for i, v in enumerate(traced.variables))
-    judged = []
-    for site, call in zip(sites, calls):
-        answers = call.tensorflow_none if call is not None and call.results is not None else ()
-        sources = []
-        for source, none in zip(site.sources, answers or (None,) * len(site.sources)):
-            if none is None or source.receives == (not none):
-                sources.append(source)
-                continue
-            verdict = Verdict.RECEIVES if not none else (
-                Verdict.UNUSED if source.verdict is Verdict.UNUSED else Verdict.BLOCKED
-            )
-            i = index.get(id(source.variable))
-            why = (eager_difference(graph, variable_node(i), not none, exits) if i is not None
-                   else "the eager call answers otherwise than the traced graph")
-            sources.append(replace(
-                source, verdict=verdict, tensorflow_none=none, eager_difference=why,
-                barriers=() if verdict is Verdict.RECEIVES else source.barriers,
-            ))
-        judged.append(replace(site, sources=tuple(sources)))
-    return tuple(judged)

@@ -24,8 +24,8 @@ import tensorflow as tf
 from tensorflow.python.eager import backprop
 from tensorflow.python.framework import ops
 
-from flowcheck.trace.sites import RecordedCall, SiteRecorder, TapeRecord
 from flowcheck.source.lines import SourceLine, is_library_file, user_frame
+from flowcheck.trace.sites import RecordedCall, SiteRecorder, TapeRecord
 
 __all__ = ["record_sites", "recording", "tape_record"]
 

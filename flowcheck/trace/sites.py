@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from flowcheck._model import Verdict
 from flowcheck.source.lines import SourceLine
+from flowcheck.source.names import source_name
 
 if TYPE_CHECKING:
     from flowcheck._model import Barrier
@@ -37,6 +38,7 @@ __all__ = [
     "TapeRecord",
     "in_flowcheck",
     "running_user_code",
+    "watch_text",
 ]
 
 KINDS: Final = (
@@ -251,3 +253,21 @@ def in_flowcheck() -> bool:
     An interception of the user's calls (``flowcheck run``) should let these calls through.
     """
     return _BUSY[0] > 0
+
+
+def watch_text(call: RecordedCall, names: dict[int, str]) -> str:
+    """The call's watch semantics in words."""
+    tape = call.tape
+    if tape is None:
+        return "tf.gradients: every op of the graph, nothing to watch"
+    parts = ["watches accessed trainable variables" if tape.watch_accessed_variables else "watch_accessed_variables=False"]
+    if tape.watched:
+        shown = [names.get(id(w)) or source_name(w) for w in tape.watched]
+        parts.append("watched: " + ", ".join(shown[:6]) + (", ..." if len(shown) > 6 else ""))
+    if tape.persistent:
+        parts.append("persistent")
+    if len(tape.spans) > 1:
+        parts.append(f"recorded in {len(tape.spans)} stretches (stop_recording)")
+    if call.unconnected_zero:
+        parts.append("unconnected_gradients=ZERO (TensorFlow gives zeros, not None)")
+    return "; ".join(parts)

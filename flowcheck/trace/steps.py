@@ -5,33 +5,27 @@ applies the gradients, they feed a variable update or are returned, or the funct
 loss), or a Keras model's ``train_step``. Its findings are its
 :class:`~flowcheck.trace.sites.GradientSite` s, not the function's outputs. This module traces a step
 while recording its gradient calls (Keras optimizers apply nothing meanwhile), decides whether a
-trace is a step, reads a trace that raised after asking for gradients as far as it got, and
-builds the sites and the never-trained variables of a report (the state a step touches is
-``flowcheck.trace.state``'s).
+trace is a step, and reads a trace that raised after asking for gradients as far as it got (the
+state a step touches is :mod:`flowcheck.trace.state`'s; the sites are judged in
+:mod:`flowcheck.analysis.steps`).
 """
 
 from __future__ import annotations
 
-import functools
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-import networkx as nx
 import tensorflow as tf
 
-from flowcheck._model import Verdict
-
-from flowcheck.analysis.verdicts import verdicts
-from flowcheck.analysis.sites import judge_call, site_graph, source_name, target_names, tensor_labels, unique
-from flowcheck.trace.sites import GradientSite, RecordedCall, SiteRecorder
-from flowcheck.trace.state import KERAS_NONE_WARNING, NO_GRADIENTS, applies_skipped, built_state, metric_counts, metric_notes, unbuild
 from flowcheck.errors import InvalidTargetError, LossError
+from flowcheck.source.names import target_names, unique
+from flowcheck.trace.sites import RecordedCall, SiteRecorder
+from flowcheck.trace.state import KERAS_NONE_WARNING, NO_GRADIENTS, applies_skipped, built_state, metric_counts, metric_notes, unbuild
 
 __all__ = [
-    "FailedTrace", "attach_targets", "build_sites", "failed_trace", "is_training_step", "judged_at_sites",
-    "keras_loss_step", "keras_step", "keras_train_step", "never_trained", "never_trained_across", "site_losses",
-    "step_findings", "step_variables", "trace_recorded", "watch_text",
+    "FailedTrace", "failed_trace", "is_training_step", "keras_loss_step", "keras_step", "keras_train_step",
+    "site_losses", "trace_recorded",
 ]
 
 # Ops through which gradients change variables (Keras optimizers assign; TF1 ones apply).
@@ -166,10 +160,10 @@ def trace_recorded(
     A trace that raises after a gradient call is read as far as it got (:class:`FailedTrace`);
     one that raises before is a :class:`~flowcheck.errors.TraceError` saying ``failure(exc)``.
     """
+    from flowcheck.errors import TraceError
     from flowcheck.source.positions import recording as positions  # where each op is made, read for barriers
     from flowcheck.trace.recording import record_sites
     from flowcheck.trace.sites import running_user_code
-    from flowcheck.errors import TraceError
 
     built, metrics = built_state(fn, args), metric_counts(fn, args)
     applied: list[tuple[str, bool]] = []
@@ -211,172 +205,3 @@ def keras_loss_step(model: Any, notes: list[str]) -> Any:
 
     training_step.__name__ = f"{model.name}_training_step"
     return tf.function(training_step)
-
-
-def watch_text(call: RecordedCall, names: dict[int, str]) -> str:
-    """The call's watch semantics in words."""
-    tape = call.tape
-    if tape is None:
-        return "tf.gradients: every op of the graph, nothing to watch"
-    parts = ["watches accessed trainable variables" if tape.watch_accessed_variables else "watch_accessed_variables=False"]
-    if tape.watched:
-        shown = [names.get(id(w)) or source_name(w) for w in tape.watched]
-        parts.append("watched: " + ", ".join(shown[:6]) + (", ..." if len(shown) > 6 else ""))
-    if tape.persistent:
-        parts.append("persistent")
-    if len(tape.spans) > 1:
-        parts.append(f"recorded in {len(tape.spans)} stretches (stop_recording)")
-    if call.unconnected_zero:
-        parts.append("unconnected_gradients=ZERO (TensorFlow gives zeros, not None)")
-    return "; ".join(parts)
-
-
-class _Index:
-    """Maps the objects a call names (tf or Keras variables) to ``Traced.variables``."""
-
-    def __init__(self, variables: Sequence[Any]) -> None:
-        self.variables = variables
-        self.by_id: dict[int, int] = {}
-        for i, var in enumerate(variables):
-            for obj in (var.variable, var.tf_variable, getattr(var.variable, "_value", None)):
-                if obj is not None:
-                    self.by_id.setdefault(id(obj), i)
-            for handle in var.handles:
-                self.by_id.setdefault(id(handle), i)
-
-    def __call__(self, obj: Any) -> int | None:
-        found = self.by_id.get(id(obj))
-        if found is None and getattr(obj, "_value", None) is not None:
-            found = self.by_id.get(id(obj._value))  # noqa: SLF001 -- a Keras variable's backing
-        return found
-
-    def watched(self, call: RecordedCall, i: int) -> bool:
-        tape = call.tape
-        if tape is None:
-            return True
-        if any(self(w) == i for w in tape.watched):
-            return True
-        return tape.watch_accessed_variables and bool(self.variables[i].tf_variable.trainable)
-
-
-def build_sites(traced: Any, graph: nx.DiGraph, barrier_of: Any) -> tuple[tuple[GradientSite, ...], set[int]]:
-    """The report's gradient sites, one per call in the final trace, in the order made, and the
-    variables (indices) a gradient would reach at some site if they were asked for."""
-    index = _Index(traced.variables)
-    sites = []
-    reached: set[int] = set()
-    var_nodes: list[str] = graph.graph["variables"]
-    for call in traced.calls:
-        sub = site_graph(graph, call, traced.variables, functools.partial(index.watched, call), index)
-        if sub.targets:
-            found = verdicts(sub.graph, var_nodes, sub.targets)
-            reached.update(i for i, node in enumerate(var_nodes) if found[node] is Verdict.RECEIVES)
-        written = tensor_labels(call.caller or call.source, len(call.sources))
-        raw = [
-            traced.variables[i].name if (i := index(obj)) is not None else label or source_name(obj)
-            for obj, label in zip(call.sources, written)
-        ]
-        names = unique(raw)
-        trainable = [
-            bool(traced.variables[i].trainable) if (i := index(obj)) is not None else bool(getattr(obj, "trainable", False))
-            for obj in call.sources
-        ]
-        labels = {id(obj): n for obj, n in zip(call.sources, names)}
-        sites.append(judge_call(
-            call, sub, names, trainable, barrier_of, watch_text(call, labels), target_names(call.caller or call.source, call.targets),
-        ))
-    return tuple(sites), reached
-
-
-def never_trained(traced: Any, results: Sequence[Any], reached: set[int]) -> tuple[Any, ...]:
-    """Trainable variables that some site's tape would give a gradient (``reached``) but no site lists.
-
-    Judged by each tape: a variable read inside its block and watched by it (a plain
-    ``tf.Variable`` codebook), not one read before the block (a distillation's teacher).
-    """
-    index = _Index(traced.variables)
-    listed = {i for call in traced.calls for obj in call.sources if (i := index(obj)) is not None}
-    return tuple(r for i, r in enumerate(results) if r.trainable and i not in listed and i in reached)
-
-
-def step_variables(traced: Any, results: Sequence[Any]) -> list[Any]:
-    """The variables a step's report lists: every site's sources and the trainable ones its targets
-    reach; the rest (optimizer slots and counters, metric totals, seeds, BatchNorm statistics) is
-    counted, not listed."""
-    index = _Index(traced.variables)
-    listed = {i for call in traced.calls for obj in call.sources if (i := index(obj)) is not None}
-    kept = [r for i, r in enumerate(results) if i in listed or (r.trainable and r.verdict is not Verdict.UNUSED)]
-    return kept
-
-
-def judged_at_sites(report: Any) -> Any:
-    """A shallow copy of a step's report whose variables carry their verdicts at the gradient sites.
-
-    A source gets the verdict of the sites that list it (RECEIVES when any gives it a gradient,
-    else the first site's verdict and barriers); a variable no site lists gets UNUSED: no gradient
-    call asks for it. Contracts (``assert_gradient_flow``) are checked against this view.
-    """
-    import copy
-    import dataclasses
-
-    found: dict[int, tuple[Verdict, tuple[Any, ...]]] = {}
-    for site in report.gradient_sites:
-        for s in site.sources:
-            key = id(report.result(s.variable).variable)
-            if key not in found or (s.receives and found[key][0] is not Verdict.RECEIVES):
-                found[key] = (s.verdict, s.barriers)
-    view = copy.copy(report)
-
-    def judged(r: Any) -> Any:
-        verdict, barriers = found.get(id(r.variable), (Verdict.UNUSED, ()))
-        return dataclasses.replace(r, verdict=verdict, barriers=barriers)
-
-    view.variables = tuple(judged(r) for r in report.variables)
-    view._everything = tuple(judged(r) for r in report._everything)  # noqa: SLF001
-    return view
-
-
-def attach_targets(graph: nx.DiGraph, traced: Any) -> None:
-    """Connect each loss node to its target's op when the target lives in a nested function.
-
-    ``build_graph`` links a loss to the top graph's op of that name; a gradient call made inside
-    a nested ``tf.function`` has its target there, under the prefixed id of the inlined body.
-    """
-    from flowcheck.analysis.sites import tensor_node
-
-    for loss, node in zip(traced.losses, graph.graph["losses"]):
-        for pred in list(graph.pred[node]):
-            if "kind" in graph.nodes[pred]:
-                continue  # a real op of the top graph
-            real = tensor_node(graph, loss.tensor)
-            data = dict(graph.edges[pred, node])
-            graph.remove_node(pred)
-            if real is not None:
-                graph.add_edge(real, node, **data)
-
-
-def step_findings(
-    traced: Any, graph: nx.DiGraph, results: list[Any], barrier_of: Any
-) -> tuple[tuple[GradientSite, ...], tuple[Any, ...], list[Any]]:
-    """A step's sites, its never-trained variables and the variables its report lists."""
-    sites, reached = build_sites(traced, graph, barrier_of)
-    return sites, never_trained(traced, results, reached), step_variables(traced, results)
-
-
-def never_trained_across(reports: Sequence[Any]) -> tuple[Any, ...]:
-    """The never-trained variables of several steps' reports (a GAN's two steps, a script's steps).
-
-    A variable one step never asks for (the discriminator, in the generator's step) is trained when
-    another step's site lists it: only those no site of any report lists remain, each once.
-    """
-    listed: set[int] = set()
-    for report in reports:
-        for site in report.gradient_sites:
-            for s in site.sources:
-                listed.update({id(s.variable), id(getattr(s.variable, "_value", None))})
-    found: dict[int, Any] = {}
-    for report in reports:
-        for r in report.never_trained:
-            if id(r.variable) not in listed and id(getattr(r.variable, "_value", None)) not in listed:
-                found.setdefault(id(r.variable), r)
-    return tuple(found.values())

@@ -22,14 +22,14 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.util import nest
 
+from flowcheck.errors import InvalidTargetError, LossError, NoVariablesError
+from flowcheck.source.lines import SourceLine, user_frame
+from flowcheck.source.positions import recording
 from flowcheck.trace import distributed as _distributed
 from flowcheck.trace.owners import is_keras_layer, owners_in, owners_of
-from flowcheck.source.positions import recording
 from flowcheck.trace.reuse import reused_applies, reused_recorder
-from flowcheck.source.lines import SourceLine, user_frame
-from flowcheck.trace.traced import LossOutput, Traced, TracedVariable
 from flowcheck.trace.steps import FailedTrace, is_training_step, keras_loss_step, keras_step, site_losses, trace_recorded
-from flowcheck.errors import InvalidTargetError, LossError, NoVariablesError
+from flowcheck.trace.traced import LossOutput, Traced, TracedVariable
 
 __all__ = [
     "LossOutput", "Traced", "TracedVariable", "describe_variable", "is_plain_callable", "owned_variables", "trace",
@@ -62,7 +62,7 @@ def trace(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Traced:
     if step and not losses:
         raise LossError(f"{_name(fn)} asks for gradients only of non-floating-point tensors: nothing can be trained")
     owners.extend(owners_in(args) + owners_in(tuple(kwargs.values())))
-    arguments = [] if isinstance(concrete, FailedTrace) else _variable_arguments(function, concrete, args, kwargs)
+    arguments = [] if isinstance(concrete, FailedTrace) else _variable_arguments(function, concrete, args, kwargs, notes)
     owners.extend(variable for variable, _ in arguments)  # defaults included
     inputs = list(concrete.graph.captures) + [(_variable_handle(v), inner) for v, inner in arguments]
     variables, captured = _variables(concrete, owners, inputs)
@@ -202,7 +202,9 @@ def _named_leaves(structured: Any) -> Iterator[tuple[str, Any]]:
         yield "loss", structured
 
 
-def _variable_arguments(function: Any, concrete: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[Any, Any]]:
+def _variable_arguments(
+    function: Any, concrete: Any, args: tuple[Any, ...], kwargs: dict[str, Any], notes: list[str],
+) -> list[tuple[Any, Any]]:
     """(variable, graph input) for each variable passed as an argument (or default) rather than captured.
 
     Mirrors how a ``tf.function`` feeds its concrete function (``Function._call`` and
@@ -225,7 +227,13 @@ def _variable_arguments(function: Any, concrete: Any, args: tuple[Any, ...], kwa
             count = len(param.type_constraint.to_tensors(value))
             leaves = [leaf for leaf in nest.flatten(value) if _is_tensor_like(leaf)]
             sources.extend(leaves if len(leaves) == count else [None] * count)
-    except Exception:  # noqa: BLE001 -- binding failed: only captured variables are mapped
+    except Exception as exc:  # noqa: BLE001 -- another TensorFlow's private API: said in a note, not dropped silently
+        passed = [leaf for leaf in nest.flatten((args, kwargs)) if isinstance(leaf, tf.Variable) or _is_keras_variable(leaf)]
+        if passed:
+            notes.append(
+                f"could not match the arguments to the trace ({type(exc).__name__}: {exc}): the {len(passed)} "
+                "variables passed as arguments are not analyzed; capture them (a closure or an attribute) instead"
+            )
         return []
     pairs = []
     aliases: set[int] = set()

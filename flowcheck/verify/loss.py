@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from flowcheck.trace.distributed import components
 from flowcheck.errors import VerificationError
+from flowcheck.trace.distributed import components
 
 if TYPE_CHECKING:
     from flowcheck.trace.traced import Traced

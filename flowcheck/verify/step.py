@@ -19,12 +19,12 @@ from typing import Any
 
 import tensorflow as tf
 
+from flowcheck.errors import VerificationError
 from flowcheck.trace.eager import own_random_seeds
 from flowcheck.trace.recording import record_sites
 from flowcheck.trace.sites import GradientSite, RecordedCall, running_user_code
 from flowcheck.trace.state import KERAS_NONE_WARNING, NO_GRADIENTS, all_none_tolerated, built_state, optimizers_of, state_of, unbuild
 from flowcheck.verify.loss import GradientState, VariableCheck, Verification, _describe, _digest, _first_line, _save_components, _state
-from flowcheck.errors import VerificationError
 
 __all__ = ["eager_calls", "verify_step"]
 

@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from flowcheck.analysis.tf1 import CallAnalysis
+from flowcheck.graph.tf1 import differentiated_tensor, graph_variables
 from flowcheck.source.op import op_source
-from flowcheck.graph.tf1 import CallAnalysis, differentiated_tensor, graph_variables
 from flowcheck.verify.loss import GradientState, Verification, VariableCheck
 
 __all__ = ["StepRun", "unrepeatable_ops", "verify_session_step"]

@@ -1,0 +1,171 @@
+"""A plain callable as the user calls it, eagerly: the eager tape's answers as verdicts, and why they differ.
+
+:func:`flowcheck.trace.eager.run_eagerly` runs the callable once under a watching tape; here its
+answers replace the traced graph's where they differ (only the branch taken runs eagerly; a
+``float()`` leaves TensorFlow), each with the reason in words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from types import MappingProxyType
+from typing import Any
+
+import networkx as nx
+
+from flowcheck._model import VariableResult, Verdict
+from flowcheck.analysis.verdicts import gradient_nodes
+from flowcheck.graph.build import variable_node
+from flowcheck.source.op import op_source
+from flowcheck.trace.distributed import replica_threads
+from flowcheck.trace.eager import EagerRun, Exit
+from flowcheck.trace.sites import GradientSite, RecordedCall
+
+__all__ = ["as_called", "as_called_sites", "eager_difference", "eager_only"]
+
+
+def as_called(results: Sequence[VariableResult], graph: nx.DiGraph, run: EagerRun) -> tuple[VariableResult, ...]:
+    """The static results with the eager call's answers as verdicts, and why they differ."""
+    judged = []
+    for i, r in enumerate(results):
+        per_loss = {n: _verdict(answers[i], r.per_loss.get(n, r.verdict)) for n, answers in run.per_loss.items()}
+        verdict = _verdict(run.total[i], r.verdict)
+        if verdict is r.verdict and all(r.per_loss.get(n) is v for n, v in per_loss.items()):
+            judged.append(r)
+            continue
+        reason = (replica_threads(run.variables[i].tf_variable, run.total[i])
+                  or eager_difference(graph, r.node, run.total[i], run.exits)) if verdict is not r.verdict else None
+        judged.append(replace(
+            r, verdict=verdict, barriers=r.barriers if verdict is not Verdict.RECEIVES else (),
+            per_loss=MappingProxyType(per_loss), eager_difference=reason,
+        ))
+    return tuple(judged)
+
+
+def eager_only(run: EagerRun, failure: str) -> tuple[VariableResult, ...]:
+    """Results from the eager call alone, for a callable that cannot be traced."""
+    left = "; ".join(dict.fromkeys(str(e) for e in run.exits if e.what != "a Python condition"))
+    why = f"{left or failure}; no static analysis was possible"
+    results = []
+    for i, v in enumerate(run.variables):
+        unread = Verdict.BLOCKED if i in run.read else Verdict.UNUSED
+        results.append(VariableResult(
+            name=v.name, verdict=Verdict.RECEIVES if run.total[i] else unread, barriers=(), shape=v.shape,
+            dtype=v.dtype, trainable=v.trainable,
+            per_loss=MappingProxyType({n: Verdict.RECEIVES if a[i] else unread for n, a in run.per_loss.items()}),
+            variable=v.variable, node=f"variable:{i}", watched_by_default=v.watched_by_default,
+            eager_difference=why if unread is Verdict.BLOCKED and not run.total[i] else None,
+        ))
+    return tuple(results)
+
+
+def _verdict(receives: bool, static: Verdict) -> Verdict:
+    if receives:
+        return Verdict.RECEIVES
+    return Verdict.UNUSED if static is Verdict.UNUSED else Verdict.BLOCKED
+
+
+def eager_difference(graph: nx.DiGraph, node: str, eager_receives: bool, exits: Sequence[Exit]) -> str:
+    """Why the eager call answers ``eager_receives`` for variable ``node`` when the traced graph does not."""
+    if eager_receives:
+        return "the eager call gives a gradient where the traced graph gives none"
+    region = _region(graph, node)
+    reasons = _control_flow(graph, node, region)
+    left = [e for e in exits if e.what != "a Python condition"]
+    if not reasons:  # no branch or loop explains it: a value that left TensorFlow on its path
+        region_lines = _region_lines(graph, region)
+        reasons = [str(e) for e in left if (e.source.file, e.source.line) in region_lines]
+    if not reasons:
+        reasons = [str(e) for e in left] or [str(e) for e in exits]
+    reasons = list(dict.fromkeys(reasons))
+    return "; ".join(reasons) if reasons else "the eager call gives no gradient where the traced graph does"
+
+
+def _region(graph: nx.DiGraph, node: str) -> set[str]:
+    """Nodes on the traced graph's gradient paths between the variable and the losses."""
+    carrying = nx.subgraph_view(graph, filter_edge=lambda u, w: bool(graph.edges[u, w]["grad"]))
+    reached: set[str] = nx.descendants(carrying, node) | {node}
+    return reached & gradient_nodes(graph, graph.graph["losses"])
+
+
+def _control_flow(graph: nx.DiGraph, node: str, region: set[str]) -> list[str]:
+    clusters = graph.graph["clusters"]
+    found: dict[str, str] = {}
+    carried: set[str] = set()  # loops the variable passes through unchanged
+    for n in region:
+        cluster = graph.nodes[n].get("cluster")
+        passing = graph.nodes[n].get("op_type") in _PASS_THROUGH
+        while cluster is not None:
+            info = clusters[cluster]
+            if info["kind"] in ("cond", "case"):
+                found[info["gate"]] = info["kind"]
+            elif info["kind"] == "while" and passing:
+                carried.add(info["gate"])
+            elif info["kind"] == "while":
+                found[info["gate"]] = "while"
+            cluster = info["parent"]
+            passing = False
+    if carried - found.keys():
+        # Traced, every loop variable gets a gradient; eagerly, one read only by the condition gets None.
+        feeds = {graph.nodes[d].get("cluster") for d in nx.descendants(graph, node)}
+        for gate in carried - found.keys():
+            found[gate] = "condition" if f"{gate}/cond" in feeds else "while"
+    reasons = []
+    for gate, kind in sorted(found.items()):
+        source, _ = op_source(graph.nodes[gate].get("op"))
+        line = f" (line {source.line})" if source is not None else ""
+        reasons.append({
+            "cond": f"only the branch taken runs eagerly{line}",
+            "case": f"only the branch taken runs eagerly{line}",
+            "while": f"a while_loop runs only the iterations taken eagerly{line}",
+            "condition": f"the while condition is not differentiated eagerly{line}",
+        }[kind])
+    return reasons
+
+
+_PASS_THROUGH = frozenset({"Placeholder", "Identity"})
+
+
+def _region_lines(graph: nx.DiGraph, region: set[str]) -> set[tuple[str, int]]:
+    lines = set()
+    for n in region:
+        op = graph.nodes[n].get("op")
+        if op is not None:
+            source, _ = op_source(op)
+            if source is not None:
+                lines.add((source.file, source.line))
+    return lines
+
+
+def as_called_sites(
+    traced: Any, graph: nx.DiGraph, sites: Sequence[GradientSite], calls: Sequence[RecordedCall | None],
+    exits: Sequence[Exit],
+) -> tuple[GradientSite, ...]:
+    """A plain-function step's sites with the answers of its eager call (``calls``, one per site), and why they differ.
+
+    Where a tape answers otherwise than the traced graph (an untaken branch, a ``float()``), its
+    answer is the verdict.
+    """
+    index = {id(v.variable): i for i, v in enumerate(traced.variables)}
+    index.update((id(v.tf_variable), i) for i, v in enumerate(traced.variables))
+    judged = []
+    for site, call in zip(sites, calls):
+        answers = call.tensorflow_none if call is not None and call.results is not None else ()
+        sources = []
+        for source, none in zip(site.sources, answers or (None,) * len(site.sources)):
+            if none is None or source.receives == (not none):
+                sources.append(source)
+                continue
+            verdict = Verdict.RECEIVES if not none else (
+                Verdict.UNUSED if source.verdict is Verdict.UNUSED else Verdict.BLOCKED
+            )
+            i = index.get(id(source.variable))
+            why = (eager_difference(graph, variable_node(i), not none, exits) if i is not None
+                   else "the eager call answers otherwise than the traced graph")
+            sources.append(replace(
+                source, verdict=verdict, tensorflow_none=none, eager_difference=why,
+                barriers=() if verdict is Verdict.RECEIVES else source.barriers,
+            ))
+        judged.append(replace(site, sources=tuple(sources)))
+    return tuple(judged)

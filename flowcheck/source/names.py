@@ -1,0 +1,83 @@
+"""Names as the user's code writes them: a gradient call's targets and sources read from the call's text.
+
+``tape.gradient(loss, [x, z])`` names its target ``loss`` and its sources ``x`` and ``z``; a
+Keras variable is named by its path, a ``tf.Variable`` by its name without ``:0``.
+"""
+
+from __future__ import annotations
+
+import ast
+import linecache
+from collections.abc import Sequence
+from typing import Any
+
+from flowcheck.source.lines import SourceLine
+
+__all__ = ["source_name", "target_names", "tensor_labels", "unique"]
+
+
+def source_name(obj: Any) -> str:
+    """A source's display name: Keras path, ``tf.Variable`` name without ``:0``, or tensor name."""
+    path = getattr(obj, "path", None)
+    if isinstance(path, str) and path:
+        return path
+    name = getattr(obj, "name", None)
+    if isinstance(name, str) and name:
+        return name[:-2] if name.endswith(":0") else name
+    return type(obj).__name__
+
+
+def unique(names: Sequence[str], repeat: str = "{name} ({n})") -> list[str]:
+    """The names with repeats told apart, in order: ``kernel``, ``kernel (2)``, ... (``repeat`` formats them)."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else repeat.format(name=name, n=seen[name]))
+    return out
+
+
+_CALLS = frozenset({"gradient", "jacobian", "batch_jacobian", "gradients"})
+
+
+def target_names(source: SourceLine | None, targets: Sequence[Any]) -> tuple[str, ...]:
+    """How the user wrote the targets in the call (``"loss"``), else the tensors' names."""
+    fallback = tuple(source_name(t) for t in targets)
+    expression = _argument(source, 0, ("target", "ys")) if source is not None else None
+    if expression is None:
+        return fallback
+    if len(targets) == 1:
+        return (ast.unparse(expression),)
+    if isinstance(expression, (ast.List, ast.Tuple)) and len(expression.elts) == len(targets):
+        return tuple(ast.unparse(e) for e in expression.elts)
+    return tuple(f"{ast.unparse(expression)}[{i}]" for i in range(len(targets)))
+
+
+def tensor_labels(source: SourceLine | None, count: int) -> list[str | None]:
+    """How the user wrote each source in the call, where it is a plain list of names (``[x, z]``)."""
+    expression = _argument(source, 1, ("sources", "source", "xs")) if source is not None else None
+    if isinstance(expression, (ast.List, ast.Tuple)) and len(expression.elts) == count:
+        return [ast.unparse(e) for e in expression.elts]
+    if expression is not None and count == 1 and isinstance(expression, ast.Name):
+        return [expression.id]
+    return [None] * count
+
+
+def _argument(source: SourceLine, index: int, keywords: tuple[str, ...]) -> ast.expr | None:
+    text = ""
+    for offset in range(6):  # a call spread over a few lines
+        line = linecache.getline(source.file, source.line + offset)
+        if not line:
+            break
+        text += line
+        try:
+            tree = ast.parse(text.strip())
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in _CALLS:
+                if len(node.args) > index:
+                    return node.args[index]
+                return next((k.value for k in node.keywords if k.arg in keywords), None)
+        return None
+    return None

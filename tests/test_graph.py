@@ -1,0 +1,64 @@
+"""Stage 2: the graph's nodes, edges and attributes are what ``flowcheck/graph/build.py`` documents."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import networkx as nx
+import tensorflow as tf
+
+import flowcheck
+from flowcheck._model import BarrierKind
+from truth import watched_truth
+
+
+def _seed_graph() -> tuple[nx.DiGraph, list[tf.Variable], Any]:
+    w1, w2 = tf.Variable(tf.ones((2, 3)), name="w1"), tf.Variable(tf.ones((3, 1)), name="w2")
+    gate = tf.Variable(0.5, name="gate")
+    x = tf.ones((4, 2))
+
+    @tf.function
+    def loss_fn(x: Any) -> Any:
+        hidden = tf.stop_gradient(x @ w1)
+        out = tf.cond(gate > 0.0, lambda: hidden @ w2, lambda: hidden @ w2 * 2.0)
+        return tf.reduce_sum(out)
+
+    return flowcheck.analyze(loss_fn, x).graph, [w1, w2, gate], lambda: loss_fn(x)
+
+
+def test_every_node_and_edge_has_the_documented_attributes() -> None:
+    graph, _, _ = _seed_graph()
+    kinds = {"op": {"name", "op_type", "cluster", "outputs", "op"}, "variable": {"name", "dtype", "shape", "trainable", "index"},
+             "loss": {"name", "dtype", "shape"}}
+    for node, attrs in graph.nodes(data=True):
+        assert attrs["kind"] in kinds and "label" in attrs, node
+        assert kinds[attrs["kind"]] <= attrs.keys(), node
+    for u, w, attrs in graph.edges(data=True):
+        assert {"grad", "kind", "detail", "tensor", "dtype"} <= attrs.keys(), (u, w)
+        assert (attrs["kind"] is None) == attrs["grad"], (u, w)
+        assert attrs["kind"] is None or isinstance(attrs["kind"], BarrierKind)
+    assert graph.graph["variables"] == [f"variable:{i}" for i in range(3)]
+    assert sorted(graph.nodes[v]["name"] for v in graph.graph["variables"]) == ["gate", "w1", "w2"]
+    assert [graph.nodes[v]["index"] for v in graph.graph["variables"]] == [0, 1, 2]
+    assert all(graph.nodes[loss]["kind"] == "loss" for loss in graph.graph["losses"])
+    assert nx.is_directed_acyclic_graph(graph)
+
+
+def test_a_cond_is_a_cluster_whose_gate_holds_both_branches() -> None:
+    graph, _, _ = _seed_graph()
+    branches = [c for c in graph.graph["clusters"].values() if c["kind"] == "cond"]
+    assert len(branches) == 2 and len({c["gate"] for c in branches}) == 1
+    gate = branches[0]["gate"]
+    assert graph.nodes[gate]["op_type"] in {"If", "StatelessIf"}
+    for cluster in branches:
+        assert all(p in graph for p in cluster["inputs"])
+
+
+def test_the_stop_gradient_edge_is_the_only_cut_between_w1_and_the_loss() -> None:
+    graph, variables, call = _seed_graph()
+    stops = [(u, w) for u, w, kind in graph.edges(data="kind") if kind is BarrierKind.STOP_GRADIENT]
+    assert len(stops) == 1 and graph.nodes[stops[0][1]]["op_type"] == "StopGradient"
+    carrying = nx.subgraph_view(graph, filter_edge=lambda u, w: graph.edges[u, w]["grad"])
+    reached = {v for v in graph.graph["variables"] if any(nx.has_path(carrying, v, loss) for loss in graph.graph["losses"])}
+    truth = dict(zip((v.name.split(":")[0] for v in variables), watched_truth(call, variables)))
+    assert {graph.nodes[v]["name"]: v in reached for v in graph.graph["variables"]} == truth

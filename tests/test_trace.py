@@ -1,0 +1,46 @@
+"""Stage 1: what the trace maps to the user's variables, and what it says when it cannot."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import pytest
+import tensorflow as tf
+
+import flowcheck
+from truth import watched_truth
+
+
+def test_a_variable_passed_as_an_argument_is_analyzed_like_a_captured_one() -> None:
+    w, c = tf.Variable(1.0, name="w"), tf.Variable(2.0, name="c")
+
+    @tf.function
+    def loss(v: Any) -> Any:
+        return tf.stop_gradient(v) * c
+
+    report = flowcheck.analyze(loss, w)
+    truth = watched_truth(lambda: loss(w), [w, c])
+    assert [report.receives_gradient(v) for v in (w, c)] == truth
+
+
+def test_arguments_that_cannot_be_matched_to_the_trace_are_said_not_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tensorflow.python.eager.polymorphic_function import function_type_utils
+
+    w, c = tf.Variable(1.0, name="w"), tf.Variable(2.0, name="c")
+
+    @tf.function
+    def loss(v: Any) -> Any:
+        return v * c
+
+    original = function_type_utils.canonicalize_function_inputs
+
+    def changed_api(*args: Any, **kwargs: Any) -> Any:
+        if sys._getframe(1).f_code.co_name == "_variable_arguments":  # noqa: SLF001 -- only flowcheck's call
+            raise TypeError("this TensorFlow binds arguments differently")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(function_type_utils, "canonicalize_function_inputs", changed_api)
+    report = flowcheck.analyze(loss, w)
+    assert any("1 variables passed as arguments are not analyzed" in note for note in report.notes)
+    assert report.receives_gradient(c)
