@@ -26,10 +26,11 @@ from flowcheck.errors import (
     RenderError,
     SnapshotError,
     TraceError,
+    UsageError,
     VariableNotFoundError,
     VerificationError,
 )
-from flowcheck.testing import assert_all_trainable_receive, assert_gradient_flow
+from flowcheck.testing import GradientFlowAssertionError, assert_all_trainable_receive, assert_gradient_flow
 
 __version__ = "0.1.0"
 
@@ -38,6 +39,7 @@ __all__ = [
     "BarrierKind",
     "ExecutableNotFoundError",
     "FlowcheckError",
+    "GradientFlowAssertionError",
     "GradientSite",
     "GradientState",
     "InvalidTargetError",
@@ -49,6 +51,7 @@ __all__ = [
     "SnapshotError",
     "SourceLine",
     "TraceError",
+    "UsageError",
     "VariableCheck",
     "VariableNotFoundError",
     "VariableResult",

@@ -5,6 +5,7 @@ line (``TypeName: message``) and exits with status 2::
 
     FlowcheckError
     ├── TargetLoadError(FlowcheckError)                 the CLI could not load a target and inputs from a file
+    ├── UsageError(FlowcheckError, TypeError, ValueError)  an argument of flowcheck's own API is wrong
     ├── InvalidTargetError(FlowcheckError, TypeError)   the thing to analyze is not usable
     ├── TraceError(FlowcheckError)                      TensorFlow failed while tracing it
     ├── LossError(FlowcheckError, TypeError)            its result is not a differentiable loss
@@ -15,14 +16,18 @@ line (``TypeName: message``) and exits with status 2::
     │   └── ExecutableNotFoundError(RenderError, RuntimeError)  Graphviz ``dot`` is missing
     ├── ExplorerError(FlowcheckError)                   Model Explorer could not show the report
     │   └── ExplorerNotInstalledError(ExplorerError, ImportError)  the ``flowcheck[explore]`` extra is missing
-    └── SnapshotError(FlowcheckError, ValueError)       a gradient-flow snapshot cannot be read or written
+    ├── SnapshotError(FlowcheckError, ValueError)       a gradient-flow snapshot cannot be read or written
+    └── GradientFlowAssertionError(FlowcheckError, AssertionError)  a gradient contract does not hold (in a test)
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "FlowcheckError",
     "TargetLoadError",
+    "UsageError",
     "InvalidTargetError",
     "TraceError",
     "LossError",
@@ -34,6 +39,7 @@ __all__ = [
     "ExplorerError",
     "ExplorerNotInstalledError",
     "SnapshotError",
+    "GradientFlowAssertionError",
 ]
 
 
@@ -43,6 +49,13 @@ class FlowcheckError(Exception):
 
 class TargetLoadError(FlowcheckError):
     """``flowcheck analyze PATH[:NAME]`` could not import the file, pick its target or find inputs."""
+
+
+class UsageError(FlowcheckError, TypeError, ValueError):
+    """An argument of flowcheck's own API is wrong (``assert_gradient_flow``, the Keras callback).
+
+    A ``TypeError`` and a ``ValueError`` both, so that code catching either keeps working.
+    """
 
 
 class InvalidTargetError(FlowcheckError, TypeError):
@@ -90,3 +103,25 @@ class ExplorerNotInstalledError(ExplorerError, ImportError):
 
 class SnapshotError(FlowcheckError, ValueError):
     """A gradient-flow snapshot file is missing, unreadable, or of another format version."""
+
+
+class GradientFlowAssertionError(FlowcheckError, AssertionError):
+    """A gradient contract does not hold.
+
+    Attributes:
+        report: The analysis the contract was checked against (the pytest plugin saves it).
+        loss: The loss the contract was about, or None for the total.
+        report_path: Where the pytest plugin saved the report (None when not saved).
+    """
+
+    def __init__(self, message: str, report: Any, loss: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.report = report
+        self.loss = loss
+        self.report_path: str | None = None
+
+    def __str__(self) -> str:
+        if self.report_path:
+            return f"{self.message}\n\nflowcheck report: {self.report_path}"
+        return self.message

@@ -25,7 +25,7 @@ from flowcheck._api import analyze
 from flowcheck._model import Verdict
 from flowcheck._phrases import NEVER_TRAINED
 from flowcheck._report import Report, VariableResult
-from flowcheck.errors import InvalidTargetError
+from flowcheck.errors import InvalidTargetError, UsageError
 from flowcheck.source.lines import is_library_file
 from flowcheck.testing import GradientFlowAssertionError, _format_results, _gradient_error_message
 from flowcheck.trace.state import KERAS_NONE_WARNING
@@ -77,9 +77,9 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
     ) -> None:
         super().__init__()
         if on_blocked not in ON_BLOCKED:
-            raise ValueError(f"on_blocked must be one of {', '.join(map(repr, ON_BLOCKED))}, not {on_blocked!r}")
+            raise UsageError(f"on_blocked must be one of {', '.join(map(repr, ON_BLOCKED))}, not {on_blocked!r}")
         if sample is not None and not (isinstance(sample, (tuple, list)) and 1 <= len(sample) <= 3):
-            raise TypeError("sample must be (x, y) or (x, y, sample_weight)")
+            raise UsageError("sample must be (x, y) or (x, y, sample_weight)")
         self.sample = sample
         self.on_blocked = on_blocked
         self.report_path = report_path

@@ -27,6 +27,7 @@ from flowcheck._api import analyze
 from flowcheck._model import Verdict
 from flowcheck._phrases import GRADIENT_ERROR_ADVICE
 from flowcheck._report import Barrier, Report, VariableResult, _is_variable
+from flowcheck.errors import GradientFlowAssertionError, UsageError
 
 __all__ = [
     "ALL_TRAINABLE",
@@ -46,28 +47,6 @@ _MAX_BARRIERS: Final = 5
 # Specificity of an expectation: a variable named exactly overrides a pattern, which overrides
 # "all-trainable" (receives="all-trainable", blocked="target/*" is a DQN's contract).
 _EXACT, _PATTERN, _ALL = 0, 1, 2
-
-
-class GradientFlowAssertionError(AssertionError):
-    """A gradient contract does not hold.
-
-    Attributes:
-        report: The analysis the contract was checked against (the pytest plugin saves it).
-        loss: The loss the contract was about, or None for the total.
-        report_path: Where the pytest plugin saved the report (None when not saved).
-    """
-
-    def __init__(self, message: str, report: Report, loss: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.report = report
-        self.loss = loss
-        self.report_path: str | None = None
-
-    def __str__(self) -> str:
-        if self.report_path:
-            return f"{self.message}\n\nflowcheck report: {self.report_path}"
-        return self.message
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,9 +120,9 @@ def assert_gradient_flow(
 
 def _check_arguments(receives: Any, blocked: Any, unused: Any, loss: Any) -> None:
     if receives is None and blocked is None and unused is None:
-        raise TypeError("assert_gradient_flow needs at least one of receives=, blocked= or unused=")
+        raise UsageError("assert_gradient_flow needs at least one of receives=, blocked= or unused=")
     if loss is not None and not isinstance(loss, str):
-        raise TypeError(f"loss must be the name of an output (a str), not {type(loss).__name__}")
+        raise UsageError(f"loss must be the name of an output (a str), not {type(loss).__name__}")
 
 
 def _judged_at_sites(report: Report) -> Report:
@@ -156,7 +135,7 @@ def _report_of(fn: Any, *args: Any, **kwargs: Any) -> Report:
     """``fn`` itself when it is a :class:`Report` (then no inputs are allowed), else its analysis."""
     if isinstance(fn, Report):
         if args or kwargs:
-            raise TypeError("a Report was given: pass no inputs (they were fixed when it was analyzed)")
+            raise UsageError("a Report was given: pass no inputs (they were fixed when it was analyzed)")
         return fn
     return analyze(fn, *args, **kwargs)
 
@@ -209,7 +188,7 @@ def _expectations(
                 if old is None or level < old[1].level:
                     chosen[id(result.variable)] = (result, new)
                 elif level == old[1].level and verdict is not old[1].verdict:
-                    raise ValueError(
+                    raise UsageError(
                         f"{result.name} is expected both to be {old[1].verdict} ({old[1].spec}) "
                         f"and {verdict} ({new.spec})"
                     )
@@ -227,11 +206,11 @@ def _items(spec: Any, verdict: Verdict) -> list[Any]:
         items = list(spec)
         for item in items:
             if not (isinstance(item, str) or _is_variable(item)):
-                raise TypeError(
+                raise UsageError(
                     f"{verdict.value}= takes variables, names or glob patterns, not {type(item).__name__}"
                 )
         return items
-    raise TypeError(f"{verdict.value}= takes a variable, a name, a glob pattern or an iterable of those, "
+    raise UsageError(f"{verdict.value}= takes a variable, a name, a glob pattern or an iterable of those, "
                     f"not {type(spec).__name__}")
 
 

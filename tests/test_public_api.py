@@ -24,6 +24,8 @@ def test_all_names_exist_and_nothing_else_public_is_exported() -> None:
 
 def test_errors_share_one_root_and_subclass_builtins_where_meaning_matches() -> None:
     assert issubclass(flowcheck.InvalidTargetError, TypeError)
+    assert issubclass(flowcheck.UsageError, TypeError) and issubclass(flowcheck.UsageError, ValueError)
+    assert issubclass(flowcheck.GradientFlowAssertionError, AssertionError)
     assert issubclass(flowcheck.LossError, TypeError)
     assert issubclass(flowcheck.VariableNotFoundError, KeyError)
     assert issubclass(flowcheck.ExecutableNotFoundError, flowcheck.RenderError)

@@ -26,7 +26,7 @@ from flowcheck.source.lines import display_path
 
 if TYPE_CHECKING:
     from flowcheck._report import Report
-    from flowcheck.outputs.text import Expectation
+    from flowcheck.outputs.expect import Expectation
 
 __all__ = ["main"]
 
@@ -268,7 +268,7 @@ def _expectations(
 ) -> tuple[Expectation, ...]:
     from flowcheck._model import Verdict
     from flowcheck.outputs.expect import Candidate
-    from flowcheck.outputs.text import Expectation
+    from flowcheck.outputs.expect import Expectation
 
     if report.gradient_sites:  # a training step: each variable as its gradient calls judge it
         from flowcheck.analysis.steps import judged_at_sites

@@ -49,6 +49,7 @@ from tensorflow.python.framework import op_def_registry
 from tensorflow.python.util import nest
 
 from flowcheck._model import BarrierKind
+from flowcheck.errors import TraceError
 from flowcheck.graph.ops import (
     ASSIGN_DETAIL,
     ASSIGN_OPS,
@@ -289,7 +290,7 @@ def _function_graph(op: Any, name: str) -> Any:
             with graph.as_default():
                 return function_def_to_graph.function_def_to_graph(fn.cached_definition, include_library_functions=True)
         graph = getattr(graph, "outer_graph", None)
-    raise LookupError(f"function {name!r} called by {op.name} is not in the graph's library")
+    raise TraceError(f"function {name!r} called by {op.name} is not in the graph's library: flowcheck cannot follow the call")
 
 
 def _pretty(function_name: str) -> str:

@@ -11,9 +11,29 @@ import fnmatch
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from flowcheck.outputs.text import Expectation
-
 __all__ = ["Candidate", "Expectation", "match_expectations"]
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """One ``--expect-receives`` / ``--expect-blocked`` pattern and how it fared.
+
+    Attributes:
+        expect: ``"receives"`` or ``"blocked"`` (no gradient: blocked or unused).
+        pattern: The glob, as given.
+        matched: Names of the variables it matched.
+        failures: One ``"name verdict"`` string per matched variable that breaks it.
+    """
+
+    expect: str
+    pattern: str
+    matched: tuple[str, ...]
+    failures: tuple[str, ...]
+
+    @property
+    def holds(self) -> bool:
+        """True when the pattern matched something and every match has the expected verdict."""
+        return bool(self.matched) and not self.failures
 
 
 @dataclass(frozen=True)

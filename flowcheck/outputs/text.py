@@ -68,6 +68,7 @@ from typing import TYPE_CHECKING, Any
 
 from flowcheck._model import Verdict
 from flowcheck._phrases import GRADIENT_ERROR_ADVICE
+from flowcheck.outputs.expect import Expectation
 from flowcheck.outputs.sites import site_failures, site_lines, sites_json
 
 if TYPE_CHECKING:
@@ -77,33 +78,10 @@ if TYPE_CHECKING:
     from flowcheck.verify.loss import Verification
 
 
-__all__ = [
-    "Expectation", "RunInfo", "failures", "format_rich", "format_summary", "to_json", "SCHEMA_VERSION"]
+__all__ = ["SCHEMA_VERSION", "RunInfo", "failures", "format_rich", "format_summary", "to_json"]
 
 SCHEMA_VERSION = 2
 _RECEIVING_SHOWN = 12  # a summary of a 260-variable model should stay readable; --json lists all
-
-
-@dataclass(frozen=True)
-class Expectation:
-    """One ``--expect-receives`` / ``--expect-blocked`` pattern and how it fared.
-
-    Attributes:
-        expect: ``"receives"`` or ``"blocked"`` (no gradient: blocked or unused).
-        pattern: The glob, as given.
-        matched: Names of the variables it matched.
-        failures: One ``"name verdict"`` string per matched variable that breaks it.
-    """
-
-    expect: str
-    pattern: str
-    matched: tuple[str, ...]
-    failures: tuple[str, ...]
-
-    @property
-    def holds(self) -> bool:
-        """True when the pattern matched something and every match has the expected verdict."""
-        return bool(self.matched) and not self.failures
 
 
 @dataclass(frozen=True)
