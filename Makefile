@@ -37,8 +37,9 @@ demo: setup
 test: setup
 	$(VENV)/bin/python -m pytest
 
+# The quick loop: everything but the real models, on both cores (each test file in one worker).
 test-fast: setup
-	$(VENV)/bin/python -m pytest -m "not slow"
+	$(VENV)/bin/python -m pytest -m "not slow" -n 2 --dist loadfile
 
 typecheck: setup
 	$(VENV)/bin/mypy

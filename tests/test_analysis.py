@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+
 import networkx as nx
 import pytest
 
 from flowcheck._model import BarrierKind, Verdict
 from flowcheck.analysis.verdicts import (
+    analyze_graph,
     blocking_barriers,
     feeding_nodes,
     gradient_errors,
@@ -89,10 +92,13 @@ def test_several_targets_union() -> None:
 
 def test_analysis_does_not_change_the_graph() -> None:
     g = SEED.copy()
-    before = (list(g.nodes(data=True)), list(g.edges(data=True)))
+    g.graph.update(variables=["w1", "w2"], losses=["loss"], clusters={}, inputs=[])
+    before = copy.deepcopy((list(g.nodes(data=True)), list(g.edges(data=True)), g.graph))  # the attribute dicts too
     verdicts(g, ["w1", "w2"], ["loss"])
     blocking_barriers(g, ["w1", "w2"], ["loss"])
-    assert (list(g.nodes(data=True)), list(g.edges(data=True))) == before
+    gradient_errors(g, ["loss"])
+    analyze_graph(g).cuts_for("loss")
+    assert (list(g.nodes(data=True)), list(g.edges(data=True)), g.graph) == before
 
 
 @pytest.mark.parametrize("length", [10, 2000])

@@ -166,3 +166,26 @@ def test_a_keras_model_whose_own_train_step_asks_for_no_gradient_is_refused() ->
     model.compile(optimizer="sgd", loss="mse")
     with pytest.raises(flowcheck.LossError, match="train_step of Keras model 'own_step' asks for no gradient"):
         flowcheck.analyze(model, np.ones((2, 3), np.float32), np.ones((2, 1), np.float32))
+
+
+def test_the_analysis_is_computed_once_and_every_output_reads_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flowcheck.analysis import verdicts as analysis
+
+    a, b = tf.Variable(1.0, name="a"), tf.Variable(2.0, name="b")
+
+    @tf.function
+    def two_losses(x: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"first": a * x, "second": tf.stop_gradient(b) * x + a}
+
+    report = flowcheck.analyze(two_losses, tf.constant(3.0))
+    calls: list[str] = []
+    for name in ("analyze_graph", "blocking_barriers", "gradient_nodes", "feeding_nodes", "gradient_errors", "verdicts"):
+        original = getattr(analysis, name)
+        monkeypatch.setattr(analysis, name, lambda *args, _f=original, _n=name, **kw: calls.append(_n) or _f(*args, **kw))
+    report.to_dot()
+    report.to_dot(detail="ops")
+    first = report.barriers_for(report.variables, "second")
+    assert report.barriers_for(report.variables, "second") == first
+    # The drawings recompute nothing; the cut for "second" alone is computed once, when first asked for.
+    assert calls == ["blocking_barriers", "feeding_nodes", "gradient_nodes"]
+    assert [bool(first[id(r.variable)]) for r in report.variables] == [r.name == "b" for r in report.variables]

@@ -11,8 +11,10 @@ The data flow, one module per step:
 * :mod:`.dot` -- the Drawing as DOT text; :mod:`.svg` -- the SVG opened on the finding;
   :mod:`.html` -- the self-contained HTML report; :mod:`.explorer` -- Model Explorer's graph JSON.
 
-Running Graphviz is :mod:`flowcheck.render.graphviz`'s job, serving Model Explorer
-:mod:`flowcheck.render.server`'s; nothing in this package starts a process or imports TensorFlow.
+The two runners sit beside the builders: :mod:`.graphviz` is the only module that starts ``dot``
+(and writes a report's files), :mod:`.server` the only one that serves Model Explorer. Nothing
+else here starts a process, touches disk or imports TensorFlow. The words of a report (summary,
+JSON) are :mod:`flowcheck.outputs`'.
 """
 
 from __future__ import annotations
