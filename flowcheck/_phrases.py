@@ -1,13 +1,16 @@
-"""The sentences every output says the same way: the terminal, JSON, HTML, assertion messages, the Keras callback.
+"""The words every output says the same way: the terminal, JSON, HTML, diagrams, assertion messages, the Keras callback.
 
-Plain strings, no imports: any stage may use them.
+Sentences, and the small texts built from results (a shape, the verdict counts).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Final
 
-__all__ = ["GRADIENT_ERROR_ADVICE", "NEVER_TRAINED"]
+from flowcheck._model import Verdict
+
+__all__ = ["GRADIENT_ERROR_ADVICE", "NEVER_TRAINED", "counts_text", "disagreement", "shape_text", "verdict_counts"]
 
 GRADIENT_ERROR_ADVICE: Final = (
     "a gradient reaches these ops and they have none; if a result is meant as a constant, wrap the "
@@ -17,3 +20,26 @@ GRADIENT_ERROR_ADVICE: Final = (
 
 NEVER_TRAINED: Final = "receives a gradient, but no gradient call asks for it: it never trains"
 """The finding of ``Report.never_trained``."""
+
+
+def shape_text(shape: Sequence[int | None] | None) -> str:
+    """``[2,?]`` for a shape tuple, ``[?]`` for an unknown shape."""
+    if shape is None:
+        return "[?]"
+    return "[" + ",".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def verdict_counts(results: Iterable[object]) -> dict[Verdict, int]:
+    """How many of ``results`` (anything with a ``verdict``) have each verdict, in :class:`Verdict`'s order."""
+    verdicts = [getattr(r, "verdict") for r in results]
+    return {v: sum(found is v for found in verdicts) for v in Verdict}
+
+
+def counts_text(results: Iterable[object]) -> str:
+    """``"2 receives, 1 blocked, 0 unused"``."""
+    return ", ".join(f"{n} {v.value}" for v, n in verdict_counts(results).items())
+
+
+def disagreement(predicted: bool, gradient: object) -> str:
+    """``"predicted a gradient, the tape gave none"``: a verification check that went against the prediction."""
+    return f"predicted {'a gradient' if predicted else 'no gradient'}, the tape gave {gradient}"

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import networkx as nx
 
 from flowcheck._model import Barrier, VariableResult, Verdict
+from flowcheck._phrases import counts_text
 from flowcheck.analysis.barriers import barrier, one_per_replica
 from flowcheck.analysis.verdicts import Analysis, analyze_graph
 from flowcheck.errors import VariableNotFoundError
@@ -89,8 +90,7 @@ class Report:
         }
 
     def __repr__(self) -> str:
-        counts = {v: sum(r.verdict is v for r in self.variables) for v in Verdict}
-        return f"<flowcheck.Report {self.target}: " + ", ".join(f"{n} {v.value}" for v, n in counts.items()) + ">"
+        return f"<flowcheck.Report {self.target}: {counts_text(self.variables)}>"
 
     def result(self, variable: Any) -> VariableResult:
         """The result for a variable given as the object (tf or Keras) or its name.
@@ -205,10 +205,9 @@ class Report:
         nodes = None if focus is None else [
             r.node for r in (self.result(v) for v in ([focus] if isinstance(focus, str) else focus)) if r.node
         ]
-        counts = ", ".join(f"{sum(r.verdict is v for r in self.variables)} {v.value}" for v in Verdict)
         return layout(
             self.graph, self.variables, detail=detail, focus=nodes, verification=self.verification,
-            sources=op_sources(self.graph), title=f"{self.target} ({self.target_kind}): {counts}",
+            sources=op_sources(self.graph), title=f"{self.target} ({self.target_kind}): {counts_text(self.variables)}",
             analysis=self.analysis,
         )
 

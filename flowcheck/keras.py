@@ -23,7 +23,7 @@ import keras
 
 from flowcheck._api import analyze
 from flowcheck._model import Verdict
-from flowcheck._phrases import NEVER_TRAINED
+from flowcheck._phrases import NEVER_TRAINED, disagreement
 from flowcheck._report import Report, VariableResult
 from flowcheck.errors import InvalidTargetError, UsageError
 from flowcheck.source.lines import is_library_file
@@ -110,8 +110,7 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
                 lines.append("one real optimizer step disagrees with flowcheck's prediction "
                              "(a flowcheck bug: please report it with this model):")
                 lines.extend(
-                    f"  {c.name}: predicted {'a gradient' if c.predicted else 'none'}, the tape gave {c.gradient}"
-                    for c in check.disagreements
+                    f"  {c.name}: {disagreement(c.predicted, c.gradient)}" for c in check.disagreements
                 )
         if self.snapshot is not None:
             lines.extend(self._snapshot_lines(report))

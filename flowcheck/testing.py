@@ -25,7 +25,7 @@ from typing import Any, Final
 
 from flowcheck._api import analyze
 from flowcheck._model import Verdict
-from flowcheck._phrases import GRADIENT_ERROR_ADVICE
+from flowcheck._phrases import GRADIENT_ERROR_ADVICE, disagreement
 from flowcheck._report import Barrier, Report, VariableResult, _is_variable
 from flowcheck.errors import GradientFlowAssertionError, UsageError
 
@@ -351,7 +351,6 @@ def _verification_message(report: Report, loss: str | None, check: Any) -> str:
     lines = [f"one real optimizer step on {about} disagrees with flowcheck's prediction "
              "(a flowcheck bug: please report it with this function):"]
     for c in check.disagreements:
-        said = "receives" if c.predicted else "gets no gradient"
-        lines.append(f"    {c.name}: predicted {said}, the tape gave {c.gradient}")
+        lines.append(f"    {c.name}: {disagreement(c.predicted, c.gradient)}")
     lines.extend(f"  {p}" for p in check.problems)
     return "\n".join(lines)

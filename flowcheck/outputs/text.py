@@ -67,7 +67,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flowcheck._model import Verdict
-from flowcheck._phrases import GRADIENT_ERROR_ADVICE
+from flowcheck._phrases import GRADIENT_ERROR_ADVICE, disagreement, shape_text, verdict_counts
 from flowcheck.outputs.expect import Expectation
 from flowcheck.outputs.sites import site_failures, site_lines, sites_json
 
@@ -244,7 +244,7 @@ _BATCHNORM_STATISTICS = frozenset({"moving_mean", "moving_variance"})
 
 
 def _shape(r: VariableResult) -> str:
-    return f"{r.dtype}[{','.join('?' if d is None else str(d) for d in r.shape)}]"
+    return f"{r.dtype}{shape_text(r.shape)}"
 
 
 def _barrier(b: Barrier, exact: bool = False) -> list[_Line]:
@@ -278,8 +278,7 @@ def _verification(v: Verification) -> list[_Line]:
     out.append([(f"  TensorFlow gave a gradient to {gave} of {len(v.variables)} variables, "
                  f"as predicted" if v.agrees else "  the tape contradicts the prediction:", "")])
     for c in v.disagreements:
-        predicted = "a gradient" if c.predicted else "no gradient"
-        out.append([(f"    {c.name}: predicted {predicted}, the tape gave {c.gradient.value}", "red")])
+        out.append([(f"    {c.name}: {disagreement(c.predicted, c.gradient)}", "red")])
     for p in v.problems:
         out.append([("  problem: ", "bold red"), (p, "red")])
     return out
@@ -320,7 +319,7 @@ def to_json(report: Report, verification: Verification | None, run: RunInfo | No
             "inputs": run.inputs if run else None,
         },
         "losses": list(report.losses),
-        "counts": {v.value: len(report.by_verdict(v)) for v in Verdict},
+        "counts": {v.value: n for v, n in verdict_counts(report.variables).items()},
         "variables": [_variable_json(r) for r in report.variables],
         "gradient_errors": [_barrier_json(b) for b in report.gradient_errors],
         **sites_json(report, _barrier_json),

@@ -15,7 +15,7 @@ from html import escape
 from typing import Any, Final
 
 from flowcheck._model import Verdict
-from flowcheck._phrases import GRADIENT_ERROR_ADVICE
+from flowcheck._phrases import GRADIENT_ERROR_ADVICE, disagreement, verdict_counts
 from flowcheck.errors import RenderError
 from flowcheck.render.model import svg_id
 
@@ -196,8 +196,7 @@ def to_html(
 
 
 def _summary(variables: Sequence[Any], losses: Sequence[str]) -> str:
-    counts = {v: sum(r.verdict is v for r in variables) for v in Verdict}
-    badges = "".join(f'<span class="fc-badge fc-{v.value}">{n} {escape(v.value)}</span>' for v, n in counts.items())
+    badges = "".join(f'<span class="fc-badge fc-{v.value}">{n} {escape(v.value)}</span>' for v, n in verdict_counts(variables).items())
     loss_text = ", ".join(f"<code>{escape(n)}</code>" for n in losses)
     return f'<p class="fc-summary">{badges} variables; loss: {loss_text or "-"}</p>'
 
@@ -247,8 +246,8 @@ def _verification(check: Any, unverified: str) -> str:
     ]
     if check.disagreements:
         parts.append("<p>Disagreements:</p><ul>" + "".join(
-            f"<li><code>{escape(c.name)}</code>: predicted {'a gradient' if c.predicted else 'no gradient'}, "
-            f"the tape gave {escape(str(c.gradient))}</li>" for c in check.disagreements
+            f"<li><code>{escape(c.name)}</code>: {escape(disagreement(c.predicted, c.gradient))}</li>"
+            for c in check.disagreements
         ) + "</ul>")
     if check.problems:
         parts.append("<p>Problems:</p><ul>" + "".join(f"<li>{escape(p)}</li>" for p in check.problems) + "</ul>")

@@ -25,7 +25,6 @@ __all__ = [
     "Edge",
     "Node",
     "VariableLike",
-    "shape_text",
     "slug",
     "svg_id",
 ]
@@ -186,10 +185,3 @@ def svg_id(node: str) -> str:
 def slug(text: str) -> str:
     """``text`` with every character unsafe in an id replaced by ``_``."""
     return _UNSAFE.sub("_", text)
-
-
-def shape_text(shape: Any) -> str:
-    """``[2,?]`` for a shape tuple, ``[?]`` for an unknown shape."""
-    if shape is None:
-        return "[?]"
-    return "[" + ",".join("?" if d is None else str(d) for d in shape) + "]"

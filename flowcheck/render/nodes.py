@@ -12,7 +12,8 @@ from flowcheck._model import Verdict
 from flowcheck.render.budget import Plan, shows_variable
 from flowcheck.render.context import Context
 from flowcheck.render.groups import group_name
-from flowcheck.render.model import Cluster, Node, shape_text, slug, svg_id
+from flowcheck._phrases import shape_text
+from flowcheck.render.model import Cluster, Node, slug, svg_id
 from flowcheck.render.names import KERAS_SUFFIX, common_layer
 
 __all__ = ["KIND_WORDS", "Nodes", "build_nodes"]
