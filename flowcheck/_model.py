@@ -87,9 +87,20 @@ class Barrier:
     in_user_code: bool
     node: str
 
+    @property
+    def what(self) -> str:
+        """``StopGradient 'StopGradient' (stop_gradient)``: the op and why it stops the gradient."""
+        return f"{self.op_type} {self.op_name!r} ({self.detail})"
+
+    def where(self, exact: bool = False) -> str:
+        """`` at model.py:12`` (``exact``: with the column), `` inside library code called at ...``, or ``""``."""
+        if self.source is None:
+            return ""
+        place = self.source.location if exact else str(self.source)
+        return f" at {place}" if self.in_user_code else f" inside library code called at {place}"
+
     def __str__(self) -> str:
-        where = f" at {self.source}" if self.source else ""
-        return f"{self.op_type} {self.op_name!r} ({self.detail}){where}"
+        return self.what + self.where()
 
 
 @dataclass(frozen=True)

@@ -247,13 +247,12 @@ def _no_match(report: Report, verdict: Verdict, item: Any) -> str:
 
 def _format_barrier(barrier: Barrier) -> str:
     """One barrier: where it was made, what it is, and the user's code there (as a traceback does)."""
-    what = f"{barrier.op_type} {barrier.op_name!r} ({barrier.detail})"
     if barrier.source is None:
-        return f"{what}, made inside library code"
+        return f"{barrier.what}, made inside library code"
     if not barrier.in_user_code:
-        return f"{what}, made inside library code called from {barrier.source}"
+        return f"{barrier.what}, made{barrier.where()}"
     code = f"\n          {barrier.source.code}" if barrier.source.code else ""
-    return f"{barrier.source}: {what}{code}"
+    return f"{barrier.source}: {barrier.what}{code}"
 
 
 def _format_results(

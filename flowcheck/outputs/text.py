@@ -248,12 +248,8 @@ def _shape(r: VariableResult) -> str:
 
 
 def _barrier(b: Barrier, exact: bool = False) -> list[_Line]:
-    where = ""
-    if b.source is not None:
-        # Two barriers on one line are told apart by their columns.
-        place = b.source.location if exact else str(b.source)
-        where = f" at {place}" if b.in_user_code else f" inside library code called at {place}"
-    out: list[_Line] = [[("      ", ""), (b.op_type, "magenta"), (f" {b.op_name!r} ({b.detail})", ""), (where, "cyan")]]
+    # Two barriers on one line are told apart by their columns (exact).
+    out: list[_Line] = [[("      ", ""), (b.op_type, "magenta"), (b.what[len(b.op_type):], ""), (b.where(exact), "cyan")]]
     if b.source is not None and b.source.code:
         out.append([(f"        {b.source.code}", "dim")])
     return out
