@@ -629,3 +629,25 @@ def test_a_plain_python_step_is_judged_at_its_sites_and_verified_as_called() -> 
     saved = snapshot(state)
     assert report.verify().agrees and same(state, saved) and not optimizer.built
     assert_sites_match(report, tape_truth(lambda: step(x, y), state))
+
+
+@pytest.mark.parametrize("traced", [True, False], ids=["tf.function", "eager"])
+def test_a_tf1_optimizer_minimize_in_tf2_code_is_a_site_of_its_own_kind(traced: bool) -> None:
+    w1, w2 = tf.Variable(tf.ones((2, 3)), name="w1"), tf.Variable(tf.ones((3, 1)), name="w2")
+    optimizer = tf.compat.v1.train.GradientDescentOptimizer(0.1)
+    x = tf.ones((4, 2))
+
+    def loss() -> Any:
+        return tf.reduce_sum(tf.stop_gradient(x @ w1) @ w2)
+
+    def train_step() -> None:
+        optimizer.minimize(loss, var_list=[w1, w2])  # the site
+
+    step = tf.function(train_step) if traced else train_step
+    truth = tape_truth(step, [w1, w2])
+    report = flowcheck.analyze(step)
+    assert_sites_match(report, truth)
+    (site,) = report.gradient_sites
+    assert site.kind == "tf1 Optimizer.minimize"
+    assert site.source is not None and site.source.line == line_of(train_step, "# the site")
+    assert site.targets == ("loss",) and [s.name for s in site.sources] == ["w1", "w2"]

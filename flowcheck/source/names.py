@@ -9,7 +9,7 @@ from __future__ import annotations
 import ast
 import linecache
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 from flowcheck.source.lines import SourceLine
 
@@ -37,13 +37,14 @@ def unique(names: Sequence[str], repeat: str = "{name} ({n})") -> list[str]:
     return out
 
 
-_CALLS = frozenset({"gradient", "jacobian", "batch_jacobian", "gradients"})
+# The gradient calls, and where each takes its sources positionally (TF1's minimize takes global_step second).
+_CALLS: Final = {"gradient": 1, "jacobian": 1, "batch_jacobian": 1, "gradients": 1, "compute_gradients": 1, "minimize": None}
 
 
 def target_names(source: SourceLine | None, targets: Sequence[Any]) -> tuple[str, ...]:
     """How the user wrote the targets in the call (``"loss"``), else the tensors' names."""
     fallback = tuple(source_name(t) for t in targets)
-    expression = _argument(source, 0, ("target", "ys")) if source is not None else None
+    expression = _argument(source, 0, ("target", "ys", "loss")) if source is not None else None
     if expression is None:
         return fallback
     if len(targets) == 1:
@@ -55,7 +56,7 @@ def target_names(source: SourceLine | None, targets: Sequence[Any]) -> tuple[str
 
 def tensor_labels(source: SourceLine | None, count: int) -> list[str | None]:
     """How the user wrote each source in the call, where it is a plain list of names (``[x, z]``)."""
-    expression = _argument(source, 1, ("sources", "source", "xs")) if source is not None else None
+    expression = _argument(source, 1, ("sources", "source", "xs", "var_list")) if source is not None else None
     if isinstance(expression, (ast.List, ast.Tuple)) and len(expression.elts) == count:
         return [ast.unparse(e) for e in expression.elts]
     if expression is not None and count == 1 and isinstance(expression, ast.Name):
@@ -64,6 +65,7 @@ def tensor_labels(source: SourceLine | None, count: int) -> list[str | None]:
 
 
 def _argument(source: SourceLine, index: int, keywords: tuple[str, ...]) -> ast.expr | None:
+    """Argument ``index`` (0: the targets, 1: the sources) of the gradient call on the line, or its keyword."""
     text = ""
     for offset in range(6):  # a call spread over a few lines
         line = linecache.getline(source.file, source.line + offset)
@@ -76,8 +78,9 @@ def _argument(source: SourceLine, index: int, keywords: tuple[str, ...]) -> ast.
             continue
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in _CALLS:
-                if len(node.args) > index:
-                    return node.args[index]
+                position = index if index == 0 else _CALLS[node.func.attr]
+                if position is not None and len(node.args) > position:
+                    return node.args[position]
                 return next((k.value for k in node.keywords if k.arg in keywords), None)
         return None
     return None

@@ -37,6 +37,7 @@ _ORIGINAL: dict[str, Any] = {}
 _TAPE_METHODS: Final = ("_push_tape", "_pop_tape", "watch", "gradient", "jacobian", "batch_jacobian")
 # Keras 3's own training step (TensorFlow backend) asks for gradients here.
 _KERAS_TRAINER: Final = ("keras/src/backend/tensorflow/trainer.py",)
+_TF1_OPTIMIZER: Final = "tensorflow/python/training/optimizer.py"  # compute_gradients tapes eagerly
 _HERE: Final = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the flowcheck package
 # AutoGraph would convert the wrappers when the user's converted code calls them: keep them Python.
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -142,11 +143,15 @@ def _record_of(tape: Any) -> TapeRecord:
     return record
 
 
-def _caller() -> tuple[SourceLine | None, bool]:
-    """The user's line on the Python stack, and whether Keras's own training step made the call."""
+def _caller() -> tuple[SourceLine | None, str | None]:
+    """The user's line on the Python stack, and the kind of the call when library code made it for the user:
+    Keras's own training step, or a TensorFlow 1 optimizer's ``minimize`` / ``compute_gradients`` run eagerly."""
     frames = traceback.extract_stack()[:-2]
-    keras_step = any(f.filename.endswith(_KERAS_TRAINER) for f in frames[-6:])
-    return (None if keras_step else user_frame(frames)[0]), keras_step
+    if any(f.filename.endswith(_KERAS_TRAINER) for f in frames[-6:]):
+        return None, "Keras train_step"
+    optimizer = [f.name for f in frames[-6:] if f.filename.endswith(_TF1_OPTIMIZER)]
+    kind = None if not optimizer else "tf1 Optimizer.minimize" if "minimize" in optimizer else "tf1 compute_gradients"
+    return user_frame(frames)[0], kind
 
 
 def _direct_caller() -> SourceLine | None:
@@ -162,9 +167,9 @@ def _direct_caller() -> SourceLine | None:
 def _recorded(kind: str, tape: Any, targets: Any, sources: Any, call: Callable[[], Any], zero: bool) -> Any:
     if getattr(_STATE, "busy", False) or not _ACTIVE:
         return call()
-    line, keras_step = _caller()
-    if keras_step and kind == "GradientTape.gradient":
-        kind = "Keras train_step"
+    line, made_for_user = _caller()
+    if made_for_user is not None and kind == "GradientTape.gradient":
+        kind = made_for_user
     entry = RecordedCall(
         kind=kind, source=line, targets=tuple(tf.nest.flatten(targets)), sources=tuple(tf.nest.flatten(sources)),
         results=None, tape=_record_of(tape) if tape is not None else None, graph=_graph(), unconnected_zero=zero,
