@@ -59,6 +59,10 @@ def _error_in_words(call: RecordedCall) -> str | None:
     return call.error
 
 
+_NOT_RUN = ("the step raised when flowcheck ran it eagerly, as you call it ({}): this call is judged as traced "
+            "by tf.function instead")
+
+
 def as_called_sites(traced: Any, graph: nx.DiGraph, sites: Sequence[GradientSite]) -> tuple[GradientSite, ...]:
     """A plain-function step's sites with the answers of its eager call, and why they differ.
 
@@ -70,7 +74,10 @@ def as_called_sites(traced: Any, graph: nx.DiGraph, sites: Sequence[GradientSite
     from flowcheck._step_verify import eager_calls
 
     exits: list[Any] = []
-    calls = eager_calls(traced, sites, exits)
+    failed: list[str] = []
+    calls = eager_calls(traced, sites, exits, failed)
+    if failed:  # no eager answer: every site keeps the traced graph's, and says so
+        return tuple(replace(site, notes=(*site.notes, _NOT_RUN.format(failed[0]))) for site in sites)
     index = {id(v.variable): i for i, v in enumerate(traced.variables)}
     index.update((id(v.tf_variable), i) for i, v in enumerate(traced.variables))
     judged = []

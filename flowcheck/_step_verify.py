@@ -94,18 +94,23 @@ def _runs_as_called(
         return _run_eagerly(step, traced.args, traced.kwargs, [] if raised is None else raised)
 
 
-def eager_calls(traced: Any, sites: Sequence[GradientSite], exits: list[Any]) -> list[RecordedCall | None]:
+def eager_calls(
+    traced: Any, sites: Sequence[GradientSite], exits: list[Any], failed: list[str],
+) -> list[RecordedCall | None]:
     """What each site's tape answers when a plain-function step runs eagerly, as its user calls it.
 
     The step runs once (its own optimizer too) and every state it can touch is restored; the
-    places where the user's code took values out of TensorFlow are appended to ``exits``.
+    places where the user's code took values out of TensorFlow are appended to ``exits``. When the
+    eager run raises, there is no eager answer (None per site) and the error, in one line, goes
+    to ``failed``, for the report to say that the traced answers stand.
     """
     from flowcheck._eager import record_exits
 
     with _restoring(traced), record_exits(exits):
         try:
             recorded = _runs_as_called(traced, sites)
-        except Exception:  # noqa: BLE001 -- the step cannot run here: its traced answers stand
+        except Exception as exc:  # noqa: BLE001 -- the user's own code can raise anything: it is reported
+            failed.append(_first_line(exc))
             return [None] * len(sites)
     return _match(sites, recorded)
 
