@@ -7,6 +7,9 @@ non-zero or non-finite) and whether the variable changed. Before the run every v
 can touch is saved (its captures; its models' weights, metric totals and seed-generator states;
 its optimizers' slots, iteration counters, learning rates and loss-scale state; the global random
 generators when they exist) and afterwards assigned back bit for bit, also when the step fails.
+
+Under ``flowcheck run`` a traced step is verified by the script's own first call instead
+(:class:`FirstCall`): nothing to restore, since that run is the script's own first step.
 """
 
 from __future__ import annotations
