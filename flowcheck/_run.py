@@ -156,6 +156,7 @@ def run_script(options: RunOptions) -> RunResult:
     for step in result.steps:  # verified by the script's first call of the step, or not (it never came)
         if step.first_call is not None:
             step.verification, step.error = step.first_call.verification, step.error or step.first_call.error
+            step.report.verification = step.verification  # as Report.verify keeps it: diagrams show it
     _never_trained_across(result.steps)
     return result
 
