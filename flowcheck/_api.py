@@ -90,7 +90,9 @@ def build_report(traced: Any, graph: nx.DiGraph) -> Report:
         from flowcheck.verify.step import eager_calls
 
         exits: list[Any] = []  # the step runs once eagerly, every state it touches restored
-        sites = as_called_sites(traced, graph, sites, eager_calls(traced, sites, exits), exits)
+        failed: list[str] = []
+        calls = eager_calls(traced, sites, exits, failed)
+        sites = as_called_sites(traced, graph, sites, calls, exits, failed)
     report = Report(
         traced, graph, tuple(listed), tuple(notes), errors, gradient_sites=sites, never_trained=never,
         analysis=analysis, barriers=cache,

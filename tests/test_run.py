@@ -135,6 +135,137 @@ def test_continue_trains_exactly_as_without_flowcheck(tmp_path: Path, capsys: An
     np.testing.assert_array_equal(np.load(plain), np.load(watched))
 
 
+# A seeded custom step that saves, after each step, how often Python ran its body, its loss and every weight.
+FIRST_CALL = """\
+    import numpy as np
+    import tensorflow as tf
+    import keras
+
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), keras.layers.Dropout(0.5),
+                              keras.layers.Dense(1)])
+    opt = keras.optimizers.Adam(0.01)
+    x = tf.constant(np.random.default_rng(0).normal(size=(8, 3)), tf.float32)
+    runs = []
+
+    @tf.function
+    def train_step(x):
+        runs.append(1)  # a trace (two at the first call: Adam makes its slots) or an eager run
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(x, training=True)))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    for step in range(3):
+        loss = train_step(x)
+        np.save(f"{OUT}{step}.npy", np.concatenate([[len(runs), float(loss)]] + [
+            v.numpy().ravel() for v in model.weights + opt.variables]))
+    """
+
+
+def test_the_scripts_first_call_is_the_verification(tmp_path: Path, capsys: Any) -> None:
+    plain, watched = tmp_path / "plain", tmp_path / "watched"
+    text = textwrap.dedent(FIRST_CALL)
+    subprocess.run([sys.executable, script(tmp_path, f"OUT = {str(plain)!r}\n" + text, "a.py")],
+                   check=True, capture_output=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    code, out, err = run(capsys, script(tmp_path, f"OUT = {str(watched)!r}\n" + text, "b.py"), "--json")
+    assert code == 0
+    verification = json.loads(out)["steps"][0]["report"]["verification"]
+    assert verification["agrees"] and verification["restored"] is False
+    first = np.load(f"{plain}0.npy")
+    assert verification["loss"] == first[1]  # the loss of the script's own first step
+    assert all(v["changed"] and v["gradient"] == "nonzero" for v in verification["variables"])
+    # Its first step happened once, as without flowcheck: the same traces, no extra run, the same weights.
+    np.testing.assert_array_equal(np.load(f"{watched}0.npy"), first)
+    assert not Path(f"{watched}1.npy").exists()  # ended at its second call
+
+
+# Unseeded randomness inside the step: Keras's global SeedGenerator (made at the step's first call,
+# its seed drawn from Python's random), and layers' own generators.
+NOISY_TRAIN_STEP = """\
+    class Noisy(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(1)
+
+        def call(self, x):
+            return self.dense(x)
+
+        def train_step(self, data):
+            x, y = data
+            x = x + keras.random.normal(tf.shape(x), seed=None)  # Keras's global SeedGenerator
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.square(self(x, training=True) - y))
+            grads = tape.gradient(loss, self.trainable_variables)
+            self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+            return {"loss": loss}
+
+    model = Noisy()
+    model.compile(optimizer=keras.optimizers.SGD(0.1), run_eagerly=EAGERLY)
+    model.fit(x, y, batch_size=4, epochs=2, verbose=0)
+    """
+NOISY_FIT = """\
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), keras.layers.Dropout(0.5),
+                              keras.layers.GaussianNoise(0.3), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(x, y, batch_size=4, epochs=2, verbose=0)
+    """
+NOISY_CUSTOM_STEP = """\
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), keras.layers.Dropout(0.5),
+                              keras.layers.Dense(1)])
+    opt = keras.optimizers.Adam(0.01)
+
+    @tf.function
+    def train_step(x, y):
+        x = x + keras.random.normal(tf.shape(x))  # Keras's global SeedGenerator, made in this trace
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(x, training=True) - y))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+    for _ in range(4):
+        train_step(x, y)
+    """
+NOISY_END = """\
+from keras.src.backend.common import global_state
+seeds = global_state.get_global_attribute("global_seed_generator")
+state = [seeds.state.numpy().ravel()] if seeds is not None else []
+np.save(OUT, np.concatenate([v.numpy().ravel().astype("float64") for v in model.weights] + state))
+"""
+
+
+@pytest.mark.parametrize(("training", "eagerly"), [
+    (NOISY_TRAIN_STEP, False), (NOISY_TRAIN_STEP, True), (NOISY_FIT, False), (NOISY_CUSTOM_STEP, False),
+], ids=["train_step keras.random", "train_step keras.random, run_eagerly", "fit Dropout GaussianNoise",
+        "custom step keras.random Dropout"])
+def test_unseeded_random_ops_verify_and_continue_exactly(tmp_path: Path, capsys: Any, training: str, eagerly: bool) -> None:
+    text = textwrap.dedent(f"""\
+        import numpy as np
+        import tensorflow as tf
+        import keras
+
+        keras.utils.set_random_seed(1)
+        EAGERLY = {eagerly}
+        x = np.random.default_rng(0).normal(size=(8, 3)).astype("float32")
+        y = np.zeros((8, 1), "float32")
+        """) + textwrap.dedent(training) + NOISY_END
+    plain = tmp_path / "plain.npy"
+    subprocess.run([sys.executable, script(tmp_path, f"OUT = {str(plain)!r}\n" + text, "a.py")],
+                   check=True, capture_output=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    watched = tmp_path / "watched.npy"
+    path = script(tmp_path, f"OUT = {str(watched)!r}\n" + text, "b.py")
+    code, out, err = run(capsys, path, "--continue", "--json")
+    (step,) = json.loads(out)["steps"]
+    assert code == 0, step
+    assert step["error"] is None and step["report"]["verification"]["agrees"]
+    np.testing.assert_array_equal(np.load(plain), np.load(watched))  # weights and the global seed state
+    code, out, err = run(capsys, path, "--json")  # verified by the script's own first call
+    (step,) = json.loads(out)["steps"]
+    assert code == 0, step
+    assert step["error"] is None and step["report"]["verification"]["agrees"]
+
+
 def test_script_without_a_training_step(tmp_path: Path, capsys: Any) -> None:
     code, out, err = run(capsys, script(tmp_path, "print('hello')\n"))
     assert code == 2

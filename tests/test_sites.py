@@ -651,3 +651,27 @@ def test_a_tf1_optimizer_minimize_in_tf2_code_is_a_site_of_its_own_kind(traced: 
     assert site.kind == "tf1 Optimizer.minimize"
     assert site.source is not None and site.source.line == line_of(train_step, "# the site")
     assert site.targets == ("loss",) and [s.name for s in site.sources] == ["w1", "w2"]
+
+
+def test_a_plain_step_that_raises_eagerly_keeps_its_traced_answers_and_says_so() -> None:
+    w, cut = tf.Variable(tf.ones((2, 1)), name="w"), tf.Variable(tf.ones((2, 1)), name="cut")
+
+    def step(x: Any) -> None:  # a plain function: judged as its eager call answers, when it can run
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.matmul(x, w) + tf.stop_gradient(tf.matmul(x, cut)))
+        grads = tape.gradient(loss, [w, cut])
+        w.assign_sub(0.1 * grads[0])
+        tf.debugging.assert_equal(tf.reduce_sum(x), 0.0, message="no zero batch")  # raises when run, not when traced
+
+    x = tf.ones((2, 2))
+    report = flowcheck.analyze(step, x)
+    (site,) = report.gradient_sites
+    with tf.GradientTape(watch_accessed_variables=False) as tape:  # the truth, at the site's own tape
+        tape.watch([w, cut])
+        loss = tf.reduce_sum(tf.matmul(x, w) + tf.stop_gradient(tf.matmul(x, cut)))
+    truth = [g is not None for g in tape.gradient(loss, [w, cut])]
+    assert [s.receives for s in site.sources] == truth
+    assert [s.tensorflow_none for s in site.sources] == [not t for t in truth]  # TensorFlow's answer while tracing
+    (note,) = [n for n in site.notes if "raised when flowcheck ran it eagerly" in n]
+    assert "InvalidArgumentError" in note and "judged as traced" in note
+    assert w.numpy().tolist() == [[1.0], [1.0]]  # the eager run's update was undone

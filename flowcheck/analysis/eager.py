@@ -138,15 +138,22 @@ def _region_lines(graph: nx.DiGraph, region: set[str]) -> set[tuple[str, int]]:
     return lines
 
 
+_NOT_RUN = ("the step raised when flowcheck ran it eagerly, as you call it ({}): this call is judged as traced "
+            "by tf.function instead")
+
+
 def as_called_sites(
     traced: Any, graph: nx.DiGraph, sites: Sequence[GradientSite], calls: Sequence[RecordedCall | None],
-    exits: Sequence[Exit],
+    exits: Sequence[Exit], failed: Sequence[str] = (),
 ) -> tuple[GradientSite, ...]:
     """A plain-function step's sites with the answers of its eager call (``calls``, one per site), and why they differ.
 
     Where a tape answers otherwise than the traced graph (an untaken branch, a ``float()``), its
-    answer is the verdict.
+    answer is the verdict. When the eager run raised (``failed``), every site keeps the traced
+    graph's answers and says so.
     """
+    if failed:
+        return tuple(replace(site, notes=(*site.notes, _NOT_RUN.format(failed[0]))) for site in sites)
     index = {id(v.variable): i for i, v in enumerate(traced.variables)}
     index.update((id(v.tf_variable), i) for i, v in enumerate(traced.variables))
     judged = []

@@ -32,8 +32,9 @@ the script's first round is analyzed at its first call, with that call's real in
   * TF1 Session.run whose fetches depend on a gradient: its first run, with its feed_dict;
   * an eager tape.gradient outside any tf.function: TensorFlow's own answer.
 
-Each step is verified by running it once and every piece of state is restored; the script ends
-when a step already analyzed is about to run again (or when it ends), and the report follows
+Each step is verified by one real run: a traced step by the script's own first call of it, else
+(and under --continue) by a run of its own whose every piece of state is restored. The script
+ends when a step already analyzed is about to run again (or when it ends), and the report follows
 the script's own output. --continue lets the script train on as if flowcheck were not there.
 """
 

@@ -43,7 +43,8 @@ added ``gradient_sites``, ``never_trained`` and ``other_state``)::
       "notes": [str, ...],
       "verification": null | {
           "agrees": bool, "optimizer": str, "loss": float | null (null when not finite),
-          "loss_finite": bool, "problems": [str, ...], "error": str | null (the tape's LookupError),
+          "loss_finite": bool, "problems": [str, ...], "error": str | null (the tape's LookupError), "restored":
+          bool (false: the run was the script's own first call of the step, its update kept as training),
           "variables": [{"name": str, "predicted_receives": bool,
                          "gradient": "none" | "zero" | "nonzero" | "nonfinite",
                          "changed": bool, "agrees": bool}]
@@ -256,7 +257,7 @@ def _barrier(b: Barrier, exact: bool = False) -> list[_Line]:
 
 
 def _verification(v: Verification) -> list[_Line]:
-    loss = f"{v.loss:.6g}"
+    run = "one step, loss {}; every variable restored" if v.restored else "the script's own first call, loss {}"
     if v.error is not None and v.agrees:
         head: _Line = [("verification: ", "bold"), ("agrees: the tape raised, as predicted", "bold green")]
     elif v.agrees and v.problems:
@@ -265,7 +266,7 @@ def _verification(v: Verification) -> list[_Line]:
         head = [("verification: ", "bold"), ("agrees", "bold green")]
     else:
         head = [("verification: ", "bold"), ("DISAGREES", "bold red")]
-    head.append((f"  ({v.optimizer}, one step, loss {loss}; every variable restored)", "dim"))
+    head.append((f"  ({v.optimizer}, {run.format(f'{v.loss:.6g}')})", "dim"))
     out = [head]
     gave = sum(c.gradient.value != "none" for c in v.variables)
     if v.error is not None:
@@ -365,7 +366,7 @@ def _verification_json(v: Verification) -> dict[str, Any]:
         "loss": v.loss if finite else None,  # JSON has no NaN
         "loss_finite": finite,
         "problems": list(v.problems),
-        "error": v.error,
+        "error": v.error, "restored": v.restored,
         "variables": [
             {"name": c.name, "predicted_receives": c.predicted, "gradient": c.gradient.value, "changed": c.changed,
              "agrees": c.agrees}

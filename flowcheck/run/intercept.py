@@ -35,8 +35,7 @@ __all__ = ["KERAS_WARNING", "Interceptor"]
 KERAS_WARNING = r"Gradients do not exist for variables"
 
 
-
-# (target, args, kwargs, step) -> None: analyzes and verifies, filling step.report / .verification / .error
+# (target, args, kwargs, step) -> None: analyzes, verifies, fills step.report / .verification / .first_call / .error
 Analyzer = Callable[[Any, tuple[Any, ...], dict[str, Any], Step], None]
 # (session, fetches, feed_dict) -> report or None, from the tf1 stage
 SessionAnalyzer = Callable[[Any, Any, Any], Any]
@@ -56,6 +55,7 @@ class Interceptor:
         self._kept: list[Any] = []  # functions without a gradient, kept alive so that their ids stay unique
         self._site_seen = False
         self._restore: list[Callable[[], None]] = []
+        self._first_calls: dict[int, Any] = {}  # id of an analyzed tf.function -> its next call's FirstCall or None
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[Interceptor]:
@@ -172,7 +172,8 @@ class Interceptor:
         def make(original: Any) -> Any:
             def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
                 import tensorflow as tf
-
+                if self._first_calls.get(id(fn)) is not None:  # the call after its analysis verifies the step
+                    return self._first_calls.pop(id(fn)).call(original, fn, args, kwargs)
                 if not self._active() or not tf.executing_eagerly():
                     return original(fn, *args, **kwargs)
                 return self._function_call(original, fn, args, kwargs)
@@ -197,7 +198,7 @@ class Interceptor:
             with self._inside(quiet=False):
                 return original(fn, *args, **kwargs)
         self._seen[key] = fn
-        return self._real_call(step, lambda: original(fn, *args, **kwargs))
+        return self._real_call(step, lambda: fn(*args, **kwargs))  # through the hook: it may verify the step
 
     def _traced_step(
         self, fn: Any, args: tuple[Any, ...], step: Step, kwargs: dict[str, Any] | None = None,
@@ -222,6 +223,7 @@ class Interceptor:
         if trace_error is None:
             with reusing_trace(recorder, applies):  # analyze the trace just made, not a fresh copy's
                 self._analyze(fn, args, kwargs, step)
+            self._first_calls[id(fn)] = step.first_call
             if step.report is not None:
                 _without_update_notes(step.report, fn, args)
             return True

@@ -149,6 +149,10 @@ def run_script(options: RunOptions) -> RunResult:
         sys.path[:] = saved_path
         _restore_global_settings(saved_globals)  # the script may have been ended before it undid them
         result.steps = interceptor.steps
+    for step in result.steps:  # verified by the script's first call of the step, or not (it never came)
+        if step.first_call is not None:
+            step.verification, step.error = step.first_call.verification, step.error or step.first_call.error
+            step.report.verification = step.verification  # as Report.verify keeps it: diagrams show it
     _never_trained_across(result.steps)
     return result
 
@@ -187,7 +191,9 @@ def _analyzer(options: RunOptions) -> Any:
         step.owners = variable_owners(target, args)
         try:
             step.report = flowcheck.analyze(target, *args, **kwargs)
-            if options.verify:
+            if options.verify and not options.keep_going:
+                step.first_call = _first_call(step.report, target)  # the script's own call verifies it
+            if options.verify and step.first_call is None:
                 step.verification = _verify(step.report, options)
         except FlowcheckError as exc:
             step.error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
@@ -196,6 +202,21 @@ def _analyzer(options: RunOptions) -> Any:
             step.error = f"{what}: {describe_exception(exc, None)}"
 
     return analyze_step
+
+
+def _first_call(report: Any, target: Any) -> Any:
+    """The script's next call of ``target`` as the step's verification (None: verify it now).
+
+    Only when the script is ended after its first round: the step's first run is then this call,
+    as without flowcheck, and nothing needs restoring. Under ``--continue`` the step is run once
+    and restored instead, so that the script's own function makes its first call itself.
+    """
+    from flowcheck.verify.step import first_call
+
+    traced = getattr(report, "_traced", None)
+    if traced is None or traced.function is not target or not report.gradient_sites:
+        return None
+    return first_call(traced, report.gradient_sites)
 
 
 def _verify(report: Any, options: RunOptions) -> Any:

@@ -42,6 +42,8 @@ class Step:
         error: Analysis failed: why, in one line.
         raised: The step itself raised when it ran (after being analyzed): the error in one line.
         owners: Names of the Keras models and layers that own each variable (for ``--expect-*``).
+        first_call: The verification that the script's next call of the step will make
+            (``flowcheck.verify.step.FirstCall``), until it is made.
     """
 
     kind: str
@@ -53,3 +55,4 @@ class Step:
     error: str | None = None
     raised: str | None = None
     owners: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    first_call: Any = field(default=None, repr=False)

@@ -23,20 +23,29 @@ __all__ = [
 
 @contextlib.contextmanager
 def global_seed_generator_kept() -> Iterator[None]:
-    """Keras's global ``SeedGenerator`` as it was: one made while flowcheck traces or runs is removed.
+    """Keras's global ``SeedGenerator`` as it was (one made while flowcheck traces or runs is removed),
+    and Python's and NumPy's global random states too.
 
     ``keras.random.normal(seed=None)`` makes it on first use. Made inside flowcheck's trace it would
     hold a variable of that graph (its value unreadable outside it); made by flowcheck at all, the
-    user's own first call would find it instead of making it.
+    user's own first call would find it instead of making it. A ``SeedGenerator`` without a seed
+    (Keras's global one, a layer's made in the step) draws its seed from Python's ``random``: the
+    user's own, made later, must draw the number it would have drawn without flowcheck.
     """
+    import random
+
+    import numpy as np
     from keras.src.backend.common import global_state
 
     before = global_state.get_global_attribute("global_seed_generator")
+    python_state, numpy_state = random.getstate(), np.random.get_state()
     try:
         yield
     finally:
         if before is None and global_state.get_global_attribute("global_seed_generator") is not None:
             global_state.set_global_attribute("global_seed_generator", None)
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
 
 
 def optimizers_of(fn: Any, args: Sequence[Any] = ()) -> list[Any]:

@@ -72,6 +72,8 @@ class Verification:
         problems: Findings such as a non-finite loss or gradient, or an error of the tape's that
             the analysis did not predict.
         error: The tape's ``LookupError`` (no gradient defined for an op), as one line, if it raised.
+        restored: True when every variable was assigned back after the step; False when the step
+            run was the script's own first call of it (``flowcheck run``), whose update training keeps.
     """
 
     agrees: bool
@@ -80,6 +82,7 @@ class Verification:
     variables: tuple[VariableCheck, ...]
     problems: tuple[str, ...]
     error: str | None = None
+    restored: bool = True
 
     @property
     def disagreements(self) -> tuple[VariableCheck, ...]:
