@@ -1,7 +1,5 @@
 """``python -m flowcheck``: the ``flowcheck`` command."""
 
-import sys
+from flowcheck.cli.main import console
 
-from flowcheck.cli.main import main
-
-sys.exit(main())
+console()

@@ -535,3 +535,32 @@ def test_snapshot_pins_the_flow_of_every_step(tmp_path: Path, capsys: Any) -> No
     line = next(i for i, text in enumerate(train.read_text().splitlines(), 1) if "tf.stop_gradient(tf.concat" in text)
     assert code == 1
     assert f"expert_0/kernel: receives -> blocked (StopGradient at {train.name}:{line})" in out
+
+
+def test_the_command_leaves_right_after_the_report_with_the_scripts_files_written(tmp_path: Path) -> None:
+    log, ended = tmp_path / "log.txt", tmp_path / "atexit.txt"
+    path = script(tmp_path, f"""\
+        import atexit
+        import tensorflow as tf
+
+        log = open({str(log)!r}, "w")  # never closed, as scripts do
+        atexit.register(lambda: open({str(ended)!r}, "w").write("ran"))
+        w = tf.Variable(1.0)
+        opt = tf.keras.optimizers.SGD(0.1)
+
+        @tf.function
+        def train_step():
+            with tf.GradientTape() as tape:
+                loss = tf.square(w)
+            opt.apply_gradients(zip(tape.gradient(loss, [w]), [w]))
+
+        for i in range(3):
+            log.write(f"step {{i}}\\n")
+            train_step()
+        """)
+    done = subprocess.run([sys.executable, "-m", "flowcheck", "run", path], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "OK: every source of every gradient call receives a gradient" in done.stdout
+    assert log.read_text() == "step 0\nstep 1\n"  # flushed: the script ended at its second step
+    assert ended.read_text() == "ran"

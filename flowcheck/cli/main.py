@@ -11,14 +11,18 @@ errors; TensorFlow is imported only once a file is to be analyzed.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
+import gc
+import io
 import json
 import math
+import os
 import sys
 import threading
 import traceback
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from flowcheck.cli import snapshot as _snapshot_cli
 from flowcheck.errors import FlowcheckError, TargetLoadError
@@ -66,6 +70,30 @@ differs; 2 usage or input error.
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
+    return _command(argv)[0]
+
+
+def console() -> NoReturn:
+    """The ``flowcheck`` command itself: exit with :func:`main`'s status.
+
+    When ``flowcheck run`` ended the script after its first round of steps (no ``--continue``), the
+    process leaves right after the report: the script's ``atexit`` functions run and every open
+    Python file is flushed, but not TensorFlow's teardown of the training it interrupted (the
+    threads of a ``fit`` ended mid-epoch can take ten seconds and more to wind down).
+    """
+    code, ended_script = _command(None)
+    if not ended_script:
+        sys.exit(code)
+    atexit._run_exitfuncs()  # noqa: SLF001 -- what a normal exit runs first
+    for obj in gc.get_objects():
+        if isinstance(obj, io.IOBase) and not obj.closed and obj.writable():
+            with contextlib.suppress(Exception):
+                obj.flush()
+    os._exit(code)
+
+
+def _command(argv: Sequence[str] | None) -> tuple[int, bool]:
+    """The exit status, and whether ``flowcheck run`` ended the user's script itself."""
     parser = _parser()
     from flowcheck.cli.run import split_script_arguments
 
@@ -76,22 +104,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("arguments after -- are for `flowcheck run SCRIPT.py -- ARGS...`")
         ns.arguments = script_arguments
     except SystemExit as exc:  # argparse exits on --help, --version and usage errors
-        return exc.code if isinstance(exc.code, int) else 2
+        return (exc.code if isinstance(exc.code, int) else 2), False
     if ns.command is None:
         parser.print_usage(sys.stderr)
         print("flowcheck: error: give a command: flowcheck run SCRIPT.py or flowcheck analyze PATH[:NAME]", file=sys.stderr)
-        return 2
+        return 2, False
     try:
         if ns.command == "run":
             from flowcheck.cli.run import run_command
 
-            return run_command(ns, sys.stdout, sys.stderr)
-        return _analyze(ns, sys.stdout, sys.stderr)
+            return run_command(ns, sys.stdout, sys.stderr), bool(getattr(ns, "ended_script", False))
+        return _analyze(ns, sys.stdout, sys.stderr), False
     except FlowcheckError as exc:
         if ns.debug:
             traceback.print_exception(exc, file=sys.stderr)
         print(f"flowcheck: error: {_one_line(exc)}", file=sys.stderr)
-        return 2
+        return 2, bool(getattr(ns, "ended_script", False))
 
 
 def _one_line(exc: FlowcheckError) -> str:

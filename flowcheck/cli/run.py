@@ -148,6 +148,7 @@ def run_command(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     # --json: stdout is the JSON document's alone; what the script prints goes to stderr.
     with contextlib.redirect_stdout(err) if ns.json else contextlib.nullcontext():
         result = run_script(options)
+    ns.ended_script = result.stopped  # the console command may then exit without TensorFlow's teardown
     if not result.steps:
         return _nothing_analyzed(result, ns.script, err)
     from flowcheck.outputs.expect import match_expectations
