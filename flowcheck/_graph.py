@@ -125,30 +125,53 @@ class _Builder:
     def __init__(self, oracle: GradientOracle) -> None:
         self.oracle = oracle
         self.graph = nx.DiGraph(clusters={}, variables=[], losses=[], inputs=[])
+        # networkx's own dicts, written directly (as DiGraph.add_node and add_edge write them, in
+        # the same order): its methods cost more per call than the rest of an op's work. Nothing
+        # reads the graph while it is built, so networkx's cache of results has nothing to clear.
+        self._nodes = self.graph._node  # noqa: SLF001
+        self._succ = self.graph._succ  # noqa: SLF001
+        self._pred = self.graph._pred  # noqa: SLF001
 
     @staticmethod
     def node_of(tensor: Any, prefix: str) -> str:
         return prefix + str(tensor.op.name)
 
     def add_edge(self, u: str, w: str, tensor: Any, info: InputGradient) -> None:
-        data = self.graph.get_edge_data(u, w)
+        out = self._succ.get(u)
+        into = self._pred.get(w)
+        if out is None or into is None:  # a node not seen yet (so no edge either): networkx adds it
+            self.graph.add_edge(
+                u, w, grad=info.carries, kind=info.kind, detail=info.detail, tensor=tensor.name, dtype=tensor.dtype.name,
+            )
+            return
+        data = out.get(w)
         if data is not None:
             if data["grad"] or not info.carries:
                 return  # a carrying edge stays carrying; the first barrier found is kept
-        self.graph.add_edge(
-            u, w, grad=info.carries, kind=info.kind, detail=info.detail,
-            tensor=tensor.name, dtype=tensor.dtype.name,
-        )
+            data.update(grad=True, kind=info.kind, detail=info.detail, tensor=tensor.name, dtype=tensor.dtype.name)
+            return
+        out[w] = into[u] = {
+            "grad": info.carries, "kind": info.kind, "detail": info.detail,
+            "tensor": tensor.name, "dtype": tensor.dtype.name,
+        }
 
     def add_op_node(self, op: Any, node: str, cluster: str | None, op_type: str | None = None) -> None:
         op_type = op_type or op.type
-        self.graph.add_node(
-            node, kind="op", label=op_type, name=op.name, op_type=op_type, cluster=cluster,
-            outputs=tuple(_describe(t) for t in op.outputs), op=op,
-        )
+        attrs = {
+            "kind": "op", "label": op_type, "name": op.name, "op_type": op_type, "cluster": cluster,
+            "outputs": tuple([_describe(t) for t in op.outputs]), "op": op,
+        }
+        found = self._nodes.get(node)
+        if found is not None:  # made by an edge into it (a TensorFlow 1 loop's back edge)
+            found.update(attrs)
+            return
+        self._succ[node] = {}
+        self._pred[node] = {}
+        self._nodes[node] = attrs
 
     def add_function_graph(self, fgraph: Any, prefix: str, cluster: str | None) -> None:
         assigns: dict[Any, str] = {}  # handle tensor -> last assign node seen
+        add_edge, oracle_inputs = self.add_edge, self.oracle.inputs
         for op in fgraph.get_operations():
             node = prefix + op.name
             op_type = op.type
@@ -156,8 +179,8 @@ class _Builder:
             if op_type in FUNCTION_OPS or _calls_function(op):
                 self.add_function_op(op, node, prefix, cluster)
             else:
-                for tensor, info in zip(op.inputs, self.oracle.inputs(op)):
-                    self.add_edge(prefix + tensor.op.name, node, tensor, info)
+                for tensor, info in zip(op.inputs, oracle_inputs(op)):
+                    add_edge(prefix + tensor.op.name, node, tensor, info)
             if op_type in _READ_OPS and op.inputs[0].ref() in assigns:
                 self.add_edge(
                     assigns[op.inputs[0].ref()], node, op.inputs[0],

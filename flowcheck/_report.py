@@ -14,7 +14,7 @@ from typing import Any
 import networkx as nx
 
 from flowcheck import _distributed
-from flowcheck._analysis import BarrierKind, Verdict, blocking_barriers, gradient_errors, verdicts
+from flowcheck._analysis import BarrierKind, Verdict, blocking_barriers, gradient_errors, reach, verdicts
 from flowcheck._model import Barrier, VariableResult
 from flowcheck._sites import GradientSite
 from flowcheck._source import op_source
@@ -315,12 +315,13 @@ def _report(traced: Any, graph: nx.DiGraph) -> Report:
         graph.graph["step"] = True
     var_nodes: list[str] = graph.graph["variables"]
     loss_nodes: list[str] = graph.graph["losses"]
-    total = verdicts(graph, var_nodes, loss_nodes)
+    reached = reach(graph, loss_nodes)  # read once by the verdicts, barriers and errors
+    total = verdicts(graph, var_nodes, loss_nodes, reached=reached)
     per_loss = {
         name: verdicts(graph, var_nodes, [node]) if len(loss_nodes) > 1 else total
         for name, node in zip((loss.name for loss in traced.losses), loss_nodes)
     }
-    cuts = blocking_barriers(graph, var_nodes, loss_nodes, verdict=total)
+    cuts = blocking_barriers(graph, var_nodes, loss_nodes, verdict=total, reached=reached)
     barrier_cache: dict[tuple[str, str], Barrier] = {}
     results = []
     for node, var in zip(var_nodes, traced.variables):
@@ -332,7 +333,8 @@ def _report(traced: Any, graph: nx.DiGraph) -> Report:
                 variable=var.variable, node=node, watched_by_default=var.watched_by_default,
             )
         )
-    errors = _one_per_replica(_barrier(graph, edge, barrier_cache) for edge in gradient_errors(graph, loss_nodes))
+    erring = gradient_errors(graph, loss_nodes, receiving=reached[1])
+    errors = _one_per_replica(_barrier(graph, edge, barrier_cache) for edge in erring)
     notes = list(traced.notes)
     judged: tuple[VariableResult, ...] = tuple(results)
     if traced.python_function is not None:  # a plain callable: the tape's answer as the user calls it
