@@ -81,10 +81,16 @@ def _reaching(graph: nx.DiGraph, targets: Iterable[str], carrying_only: bool) ->
     pred = graph._pred  # noqa: SLF001 -- the adjacency dicts themselves: a view per node costs more than the walk
     while stack:
         node = stack.pop()
-        for p, data in pred[node].items():
-            if p not in seen and (not carrying_only or data["grad"]):
-                seen.add(p)
-                stack.append(p)
+        if carrying_only:
+            for p, data in pred[node].items():
+                if data["grad"] and p not in seen:
+                    seen.add(p)
+                    stack.append(p)
+        else:
+            for p in pred[node]:
+                if p not in seen:
+                    seen.add(p)
+                    stack.append(p)
     return seen
 
 

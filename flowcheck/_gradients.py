@@ -121,11 +121,13 @@ class GradientOracle:
 
     def inputs(self, op: Any) -> tuple[InputGradient, ...]:
         """Per input of ``op`` (not a function op), whether a gradient reaches it."""
-        inputs = op.inputs
+        return self.answers(op, op.type, op.inputs)
+
+    def answers(self, op: Any, op_type: str, inputs: Any) -> tuple[InputGradient, ...]:
+        """:meth:`inputs`, given the op's type and inputs (``op.type``, ``op.inputs``) read already."""
         if not inputs:
             return ()
         outputs = op.outputs
-        op_type = op.type
         # The answer is a function of this signature alone (each part is asked of TensorFlow once
         # per signature): ops of a model share a few hundred, so most ops cost a dict lookup.
         key = (
@@ -159,7 +161,7 @@ class GradientOracle:
         if op.type in ASSIGN_OPS:
             return (InputGradient(False, BarrierKind.ASSIGN, ASSIGN_DETAIL),) * n
         try:
-            grad_fn = ops.get_gradient_function(op)
+            grad_fn = _gradient_function(op, grad_type)
         except LookupError:
             detail = f"{op.type} has no registered gradient; TensorFlow raises if it is reached"
             return (InputGradient(False, BarrierKind.NO_GRADIENT, detail),) * n
@@ -283,6 +285,18 @@ def _describe(op: Any) -> str:
     if op.type == "Cast":
         return f"Cast to {op.outputs[0].dtype.name}"
     return str(op.type)
+
+
+def _gradient_function(op: Any, grad_type: str) -> Any:
+    """``ops.get_gradient_function(op)`` (for an op with inputs), its gradient type read already.
+
+    TensorFlow's own asks ``op.get_attr("_gradient_op_type")``, which raises and catches a C++ error
+    for most ops; the rest is the same: an override on the op, else the registry's entry.
+    """
+    found = op._gradient_function  # noqa: SLF001 -- as get_gradient_function reads it
+    if found:
+        return found
+    return ops.gradient_registry.lookup(grad_type)
 
 
 def _gradient_type(op: Any, op_type: str) -> str:

@@ -171,23 +171,23 @@ class _Builder:
 
     def add_function_graph(self, fgraph: Any, prefix: str, cluster: str | None) -> None:
         assigns: dict[Any, str] = {}  # handle tensor -> last assign node seen
-        add_edge, oracle_inputs = self.add_edge, self.oracle.inputs
+        add_edge, answers = self.add_edge, self.oracle.answers
         for op in fgraph.get_operations():
             node = prefix + op.name
             op_type = op.type
             self.add_op_node(op, node, cluster, op_type)
+            inputs = op.inputs
             if op_type in FUNCTION_OPS or _calls_function(op):
                 self.add_function_op(op, node, prefix, cluster)
-            else:
-                for tensor, info in zip(op.inputs, oracle_inputs(op)):
+            elif inputs:
+                for tensor, info in zip(inputs, answers(op, op_type, inputs)):
                     add_edge(prefix + tensor.op.name, node, tensor, info)
-            if op_type in _READ_OPS and op.inputs[0].ref() in assigns:
+            if op_type in _READ_OPS and inputs[0].ref() in assigns:
                 self.add_edge(
-                    assigns[op.inputs[0].ref()], node, op.inputs[0],
-                    InputGradient(False, BarrierKind.ASSIGN, ASSIGN_DETAIL),
+                    assigns[inputs[0].ref()], node, inputs[0], InputGradient(False, BarrierKind.ASSIGN, ASSIGN_DETAIL),
                 )
             if op_type in ASSIGN_OPS:
-                assigns[op.inputs[0].ref()] = node
+                assigns[inputs[0].ref()] = node
 
     def add_function_op(self, op: Any, node: str, prefix: str, cluster: str | None) -> None:
         if op.type not in FUNCTION_OPS or op.type in CALL_OPS:
