@@ -339,8 +339,10 @@ def _variables(
     # In capture order: FuncGraph.variables' order changes from run to run (workers must agree).
     position = {id(outer): i for i, (outer, _) in enumerate(inputs)}
     for v in sorted(concrete.graph.variables, key=lambda v: position.get(id(v.handle), len(position))):
+        if id(v.handle) in known:  # an owner's variable (or a replica of one): listed already
+            continue
         container = _distributed.container(v)  # replicas: one
-        if not any(id(h) in known for h in _distributed.handles(container)):  # else an owner's already
+        if not any(id(h) in known for h in _distributed.handles(container)):
             add(_describe_tf(container, container, None))
     captured: dict[Any, int] = {}
     index = {id(v): i for i, v in enumerate(order)}
