@@ -123,11 +123,14 @@ def trace(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Traced:
     losses = site_losses(calls) if step else _losses(concrete, _name(fn), notes)
     if step and not losses:
         raise LossError(f"{_name(fn)} asks for gradients only of non-floating-point tensors: nothing can be trained")
-    owners.extend(owners_in(args) + owners_in(tuple(kwargs.values())))
-    arguments = [] if isinstance(concrete, FailedTrace) else _variable_arguments(function, concrete, args, kwargs)
-    owners.extend(variable for variable, _ in arguments)  # defaults included
-    inputs = list(concrete.graph.captures) + [(_variable_handle(v), inner) for v, inner in arguments]
-    variables, captured = _variables(concrete, owners, inputs)
+    from flowcheck._graph import collector_paused  # as for the graph: objects per variable, none cyclic
+
+    with collector_paused():
+        owners.extend(owners_in(args) + owners_in(tuple(kwargs.values())))
+        arguments = [] if isinstance(concrete, FailedTrace) else _variable_arguments(function, concrete, args, kwargs)
+        owners.extend(variable for variable, _ in arguments)  # defaults included
+        inputs = list(concrete.graph.captures) + [(_variable_handle(v), inner) for v, inner in arguments]
+        variables, captured = _variables(concrete, owners, inputs)
     if not variables:
         raise NoVariablesError(
             f"{_name(fn)} reads no variable: nothing can be trained "
