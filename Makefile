@@ -49,6 +49,7 @@ bench: setup
 	$(PY) benchmarks/render.py
 	$(PY) benchmarks/run_command.py
 	$(PY) benchmarks/growth.py
+	$(PY) benchmarks/memory.py
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache .mypy_cache

@@ -3,6 +3,9 @@
 Every builder returns a :class:`Case`: a ``tf.function`` computing the training loss of a Keras
 model (``training=True``), example inputs, and the model. Inputs are seeded, so every process
 builds the same case. Batches are small (2): flowcheck's cost depends on the graph, not the batch.
+One case is a training step instead (``mobilenetv2_step``): a ``tf.function`` with its own tape and
+optimizer, as ``benchmarks/scripts/mobilenet_step.py`` writes it, which flowcheck judges at its
+gradient call.
 """
 
 from __future__ import annotations
@@ -28,12 +31,14 @@ class Case:
         loss_fn: A ``tf.function`` returning the training loss (what a user passes to flowcheck).
         args: Example inputs for ``loss_fn``.
         model: The Keras model inside ``loss_fn``.
+        step: ``loss_fn`` is a training step (its own tape and optimizer), not a loss.
     """
 
     name: str
     loss_fn: Any
     args: tuple[Any, ...]
     model: Any
+    step: bool = False
 
 
 def _loss_case(name: str, model: Any, x: Any, y: Any, loss: Any) -> Case:
@@ -84,6 +89,28 @@ def efficientnet_b0() -> Case:
     import keras
 
     return _classifier("EfficientNetB0", keras.applications.EfficientNetB0, (64, 64, 3))
+
+
+def mobilenet_v2_step() -> Case:
+    """The MobileNetV2 of :func:`mobilenet_v2` trained by a custom ``tf.function`` step with Adam."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(SEED)
+    model = keras.applications.MobileNetV2(weights=None, input_shape=(96, 96, 3), classes=10)
+    optimizer = keras.optimizers.Adam(1e-3)
+    loss = keras.losses.SparseCategoricalCrossentropy()
+    x, y = _images((96, 96, 3), 10)
+
+    @tf.function
+    def train_step(x: Any, y: Any) -> Any:
+        with tf.GradientTape() as tape:
+            value = loss(y, model(x, training=True))
+        grads = tape.gradient(value, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return value
+
+    return Case("MobileNetV2 train step", train_step, (x, y), model, step=True)
 
 
 def transformer(blocks: int = 4, d_model: int = 128, seq: int = 32, heads: int = 4, vocab: int = 1000) -> Case:
@@ -144,6 +171,7 @@ def dense_chain(layers: int, width: int = 8) -> Case:
 BUILDERS: dict[str, Callable[[], Case]] = {
     "resnet50": resnet50,
     "mobilenetv2": mobilenet_v2,
+    "mobilenetv2_step": mobilenet_v2_step,
     "efficientnetb0": efficientnet_b0,
     "transformer": transformer,
     "chain10": lambda: dense_chain(10),
@@ -159,9 +187,15 @@ def build(key: str) -> Case:
 
 
 def hand_written_check(case: Case) -> list[str]:
-    """What a user writes instead of flowcheck: one eager tape over every variable, list the None ones."""
+    """What a user writes instead of flowcheck: one eager tape over every variable, list the None ones.
+
+    A training step's user runs the step itself (its first call traces it): the names of the
+    variables its tape gives no gradient, as Keras's warning lists them.
+    """
     import tensorflow as tf
 
+    if case.step:
+        return _step_none(case)
     variables = case.model.variables
     floats = [v for v in variables if tf.as_dtype(v.dtype).is_floating]  # integers never get one
     with tf.GradientTape(watch_accessed_variables=False) as tape:
@@ -171,11 +205,24 @@ def hand_written_check(case: Case) -> list[str]:
     return [v.path for v in variables if grads.get(id(v)) is None]
 
 
+def _step_none(case: Case) -> list[str]:
+    import re
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        case.loss_fn(*case.args)
+    named = [re.findall(r"'([^']+)'", str(w.message)) for w in caught if "Gradients do not exist" in str(w.message)]
+    return sorted({name for names in named for name in names})
+
+
 def hand_written_step(case: Case) -> list[str]:
-    """The same check followed by one optimizer step, as a user would train."""
+    """The same check followed by one optimizer step, as a user would train (a training step: one call)."""
     import keras
     import tensorflow as tf
 
+    if case.step:
+        return _step_none(case)
     variables = case.model.trainable_variables
     with tf.GradientTape() as tape:
         loss = case.loss_fn(*case.args)

@@ -38,7 +38,8 @@ def analyze(fn: Any, *args: Any, **kwargs: Any) -> Report:
 
 
 def _analyze(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Report:
-    from flowcheck.graph.build import build_graph, collector_paused
+    from flowcheck._gc import collector_paused
+    from flowcheck.graph.build import build_graph
     from flowcheck.graph.ops import GradientOracle
     from flowcheck.trace.target import is_plain_callable, trace
 

@@ -13,13 +13,14 @@ differentiates the whole graph and watches nothing.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import networkx as nx
 
 from flowcheck._model import BarrierKind, Verdict
 
-from flowcheck.analysis.verdicts import blocking_barriers, verdicts
+from flowcheck.analysis.verdicts import blocking_barriers, reach, verdicts
 from flowcheck.trace.sites import GradientSite, RecordedCall, SiteSource
 
 __all__ = ["SiteGraph", "judge_call", "site_graph", "tensor_node"]
@@ -43,6 +44,13 @@ class SiteGraph:
         self.graph = graph
         self.sources = sources
         self.targets = targets
+        self._reached: tuple[AbstractSet[str], AbstractSet[str]] | None = None
+
+    def reached(self) -> tuple[AbstractSet[str], AbstractSet[str]]:
+        """:func:`flowcheck.analysis.verdicts.reach` of :attr:`targets`, computed once for every verdict read here."""
+        if self._reached is None:
+            self._reached = reach(self.graph, self.targets)
+        return self._reached
 
 
 def _op_id(attrs: dict[str, Any]) -> int | None:
@@ -59,11 +67,13 @@ def _recorded_nodes(graph: nx.DiGraph, call: RecordedCall) -> set[str]:
     clusters = graph.graph["clusters"]
     verdict_of: dict[str, bool] = {}
 
+    nodes = graph._node  # noqa: SLF001 -- the attribute dicts themselves: a view per node costs more
+
     def own(node: str) -> bool:
         found = verdict_of.get(node)
         if found is not None:
             return found
-        attrs = graph.nodes[node]
+        attrs = nodes[node]
         op = attrs.get("op")
         if op is not None and op.type == "Placeholder":
             result = True  # arguments and captures: how variables and inputs enter, not computation
@@ -79,7 +89,7 @@ def _recorded_nodes(graph: nx.DiGraph, call: RecordedCall) -> set[str]:
         verdict_of[node] = result
         return result
 
-    return {n for n, kind in graph.nodes(data="kind") if kind == "op" and own(n)}
+    return {n for n, attrs in nodes.items() if attrs.get("kind") == "op" and own(n)}
 
 
 def site_graph(
@@ -100,7 +110,7 @@ def site_graph(
     keep.update(var_nodes)
     # A tensor source (``tape.watch(x)``) may be made before the block: it is where gradients end.
     keep.update(n for obj in call.sources if variable_index(obj) is None and (n := tensor_node(graph, obj)))
-    sub = graph.subgraph(keep).copy()
+    sub = _induced_copy(graph, keep)
     for i, node in enumerate(var_nodes):
         watched = watched_ids(i)
         for succ in list(sub.succ[node]):
@@ -119,6 +129,29 @@ def site_graph(
         sources.append(var_nodes[index] if index is not None else tensor_node(sub, obj))
     targets = [n for n in (tensor_node(sub, t) for t in call.targets) if n is not None]
     return SiteGraph(sub, sources, targets)
+
+
+def _induced_copy(graph: nx.DiGraph, keep: set[str]) -> nx.DiGraph:
+    """``graph.subgraph(keep).copy()``, in the graph's order, without the views' filtering per read.
+
+    As that copy does, every node and edge gets its own attribute dict (a site changes the edges out
+    of variables) and the graph's attributes are shared.
+    """
+    sub = nx.DiGraph()
+    sub.graph.update(graph.graph)
+    nodes, succ = graph._node, graph._succ  # noqa: SLF001 -- as in flowcheck.analysis.verdicts
+    sub_nodes, sub_succ, sub_pred = sub._node, sub._succ, sub._pred  # noqa: SLF001
+    order = [n for n in nodes if n in keep]
+    for n in order:
+        sub_nodes[n] = nodes[n].copy()
+        sub_succ[n] = {}
+        sub_pred[n] = {}
+    for u in order:
+        out = sub_succ[u]
+        for w, data in succ[u].items():
+            if w in keep:
+                out[w] = sub_pred[w][u] = data.copy()
+    return sub
 
 
 def tensor_node(graph: nx.DiGraph, tensor: Any) -> str | None:
@@ -141,8 +174,9 @@ def judge_call(
 ) -> GradientSite:
     """The :class:`GradientSite` of one call from its cut-down graph."""
     present = [n for n in sub.sources if n is not None]
-    verdict = verdicts(sub.graph, present, sub.targets) if sub.targets else dict.fromkeys(present, Verdict.UNUSED)
-    cuts = blocking_barriers(sub.graph, present, sub.targets, verdict=verdict) if sub.targets else {}
+    verdict = verdicts(sub.graph, present, sub.targets, reached=sub.reached()) if sub.targets \
+        else dict.fromkeys(present, Verdict.UNUSED)
+    cuts = blocking_barriers(sub.graph, present, sub.targets, verdict=verdict, reached=sub.reached()) if sub.targets else {}
     cache: dict[tuple[str, str], Any] = {}
     answers = call.tensorflow_none
     sources = []

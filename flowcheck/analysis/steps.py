@@ -64,7 +64,7 @@ def build_sites(traced: Any, graph: nx.DiGraph, barrier_of: Any) -> tuple[tuple[
     for call in traced.calls:
         sub = site_graph(graph, call, traced.variables, functools.partial(index.watched, call), index)
         if sub.targets:
-            found = verdicts(sub.graph, var_nodes, sub.targets)
+            found = verdicts(sub.graph, var_nodes, sub.targets, reached=sub.reached())
             reached.update(i for i, node in enumerate(var_nodes) if found[node] is Verdict.RECEIVES)
         written = tensor_labels(call.caller or call.source, len(call.sources))
         raw = [

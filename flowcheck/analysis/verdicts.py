@@ -9,6 +9,7 @@ linear in the size of the graph. :func:`analyze_graph` computes them once for a 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 import networkx as nx
@@ -22,6 +23,7 @@ __all__ = [
     "feeding_nodes",
     "gradient_errors",
     "gradient_nodes",
+    "reach",
     "verdicts",
 ]
 
@@ -32,10 +34,16 @@ def _reaching(graph: nx.DiGraph, targets: Iterable[str], carrying_only: bool) ->
     pred = graph._pred  # noqa: SLF001 -- the adjacency dicts themselves: a view per node costs more than the walk
     while stack:
         node = stack.pop()
-        for p, data in pred[node].items():
-            if p not in seen and (not carrying_only or data["grad"]):
-                seen.add(p)
-                stack.append(p)
+        if carrying_only:
+            for p, data in pred[node].items():
+                if data["grad"] and p not in seen:
+                    seen.add(p)
+                    stack.append(p)
+        else:
+            for p in pred[node]:
+                if p not in seen:
+                    seen.add(p)
+                    stack.append(p)
     return seen
 
 
@@ -49,12 +57,20 @@ def gradient_nodes(graph: nx.DiGraph, targets: Iterable[str]) -> set[str]:
     return _reaching(graph, targets, carrying_only=True)
 
 
+def reach(graph: nx.DiGraph, targets: Collection[str]) -> tuple[AbstractSet[str], AbstractSet[str]]:
+    """``(feeding_nodes(graph, targets), gradient_nodes(graph, targets))``, which every verdict reads."""
+    return feeding_nodes(graph, targets), gradient_nodes(graph, targets)
+
+
 def verdicts(
-    graph: nx.DiGraph, variables: Iterable[str], targets: Collection[str]
+    graph: nx.DiGraph, variables: Iterable[str], targets: Collection[str],
+    *, reached: tuple[AbstractSet[str], AbstractSet[str]] | None = None,
 ) -> dict[str, Verdict]:
-    """The verdict of each variable node with respect to the loss nodes ``targets``."""
-    feeding = feeding_nodes(graph, targets)
-    receiving = gradient_nodes(graph, targets)
+    """The verdict of each variable node with respect to the loss nodes ``targets``.
+
+    ``reached`` is :func:`reach`'s answer for the same ``targets``, when the caller has it.
+    """
+    feeding, receiving = reached or reach(graph, targets)
     return {
         v: Verdict.RECEIVES if v in receiving else Verdict.BLOCKED if v in feeding else Verdict.UNUSED
         for v in variables
@@ -67,7 +83,7 @@ def blocking_barriers(
     targets: Collection[str],
     *,
     verdict: Mapping[str, Verdict] | None = None,
-    reach: tuple[Collection[str], Collection[str]] | None = None,
+    reached: tuple[AbstractSet[str], AbstractSet[str]] | None = None,
 ) -> dict[str, tuple[tuple[str, str], ...]]:
     """For each blocked variable, a small set of barrier edges that cut all its paths to ``targets``.
 
@@ -85,18 +101,17 @@ def blocking_barriers(
     One pass in reverse topological order serves every variable at once: each node holds its two
     sets as bitsets over the barrier edges, so the whole is linear in the size of the graph.
 
-    ``verdict`` and ``reach`` (the nodes feeding ``targets`` and those a gradient from them
-    reaches), when the caller has them, are not computed again.
+    ``verdict`` and ``reached`` (:func:`reach`) may be given when the caller has them for ``targets``.
 
     Returns:
         ``{variable: ((u, w), ...)}`` for the blocked variables, edges sorted.
     """
-    verdict = verdict or verdicts(graph, variables, targets)
+    reached = reached or reach(graph, targets)
+    verdict = verdict or verdicts(graph, variables, targets, reached=reached)
     blocked = [v for v in variables if verdict.get(v) is Verdict.BLOCKED]
     if not blocked:
         return {}
-    feeding, receiving = reach or (feeding_nodes(graph, targets), gradient_nodes(graph, targets))
-    near, far, by_bit = _cut_sets(graph, feeding, receiving)
+    near, far, by_bit = _cut_sets(graph, *reached)
     result: dict[str, tuple[tuple[str, str], ...]] = {}
     for v in blocked:
         a, b = near.get(v, 0), far.get(v, 0)
@@ -111,7 +126,7 @@ def blocking_barriers(
 
 
 def _cut_sets(
-    graph: nx.DiGraph, feeding: Collection[str], receiving: Collection[str]
+    graph: nx.DiGraph, feeding: AbstractSet[str], receiving: AbstractSet[str]
 ) -> tuple[dict[str, int], dict[str, int], dict[int, tuple[str, str]]]:
     """Per node that feeds a target without a gradient: its near and far cuts as bitsets over edges."""
     edge_bits: dict[tuple[str, str], int] = {}
@@ -125,8 +140,8 @@ def _cut_sets(
     near: dict[str, int] = {}
     far: dict[str, int] = {}
     succ = graph._succ  # noqa: SLF001 -- as in _reaching
-    region = [n for n in feeding if n not in receiving]  # nodes that feed a target but get no gradient
-    for node in reversed(list(nx.topological_sort(graph.subgraph(region)))):
+    region = feeding - receiving  # nodes that feed a target but get no gradient
+    for node in _reverse_topological(graph, region):
         near_acc = far_acc = 0
         for s, data in succ[node].items():
             if s not in feeding:
@@ -141,13 +156,38 @@ def _cut_sets(
     return near, far, {b.bit_length() - 1: edge for edge, b in edge_bits.items()}
 
 
+def _reverse_topological(graph: nx.DiGraph, region: AbstractSet[str]) -> list[str]:
+    """The nodes of ``region``, each after all its successors in ``region`` (Kahn's algorithm).
+
+    ``nx.topological_sort(graph.subgraph(region))`` gives such an order too, through a view that
+    filters every adjacency it reads: several times the cost of the whole barrier search.
+    """
+    pred, succ = graph._pred, graph._succ  # noqa: SLF001 -- as in _reaching
+    nodes = [n for n in graph._node if n in region]  # noqa: SLF001 -- in the graph's order: a stable answer
+    waiting = {n: sum(1 for p in pred[n] if p in region) for n in nodes}
+    ready = [n for n in nodes if not waiting[n]]
+    order: list[str] = []
+    while ready:
+        node = ready.pop()
+        order.append(node)
+        for s in succ[node]:
+            if s in waiting:
+                waiting[s] -= 1
+                if not waiting[s]:
+                    ready.append(s)
+    if len(order) != len(nodes):
+        raise nx.NetworkXUnfeasible("Graph contains a cycle or graph changed during iteration")
+    order.reverse()
+    return order
+
+
 # Edges along which TensorFlow's gradient code looks for the ops between the inputs and the loss:
 # tensors of a differentiable dtype (gradients_util._MarkReachedOps skips the others).
 _UNREACHING = frozenset({BarrierKind.DTYPE, BarrierKind.PREDICATE, BarrierKind.ASSIGN})
 
 
 def gradient_errors(
-    graph: nx.DiGraph, targets: Collection[str], receiving: Collection[str] | None = None,
+    graph: nx.DiGraph, targets: Collection[str], *, receiving: AbstractSet[str] | None = None,
 ) -> tuple[tuple[str, str], ...]:
     """The edges into ops at which differentiating ``targets`` raises instead of giving None.
 
@@ -157,18 +197,20 @@ def gradient_errors(
     that a gradient reaches makes ``gradients_util._GradientsHelper`` raise ``LookupError: No
     gradient defined for operation ...``: the tape then answers nothing at all.
 
+    ``receiving`` is ``gradient_nodes(graph, targets)``, when the caller has it.
+
     Returns:
         ``((u, w), ...)`` sorted: the ``NO_GRADIENT`` edges into each such op ``w`` from a reached ``u``.
     """
-    succ = graph.succ
+    succ = graph._succ  # noqa: SLF001 -- as in _reaching
     # Every assign has no gradient, but no gradient reaches it either: it passes nothing on.
     candidates = [
-        (u, w) for u, w, kind in graph.edges(data="kind")
-        if kind is BarrierKind.NO_GRADIENT and any(data["grad"] for data in succ[w].values())
+        (u, w) for u, out in succ.items() for w, edge in out.items()
+        if edge.get("kind") is BarrierKind.NO_GRADIENT and any(data["grad"] for data in succ[w].values())
     ]
     if candidates:
-        reached_by_gradient = gradient_nodes(graph, targets) if receiving is None else receiving
-        candidates = [(u, w) for u, w in candidates if w in reached_by_gradient]
+        receiving = gradient_nodes(graph, targets) if receiving is None else receiving
+        candidates = [(u, w) for u, w in candidates if w in receiving]
     if not candidates:
         return ()
     bodies: dict[str, list[str]] = {}  # gate -> the input placeholders of all its bodies
@@ -235,15 +277,11 @@ def analyze_graph(graph: nx.DiGraph) -> Analysis:
     """Verdicts (total and per loss), cuts and gradient errors of ``graph``'s variables and losses."""
     variables = tuple(graph.graph["variables"])
     losses = tuple(graph.graph["losses"])
-    feeding = frozenset(feeding_nodes(graph, losses))
-    receiving = frozenset(gradient_nodes(graph, losses))
-    total = {
-        v: Verdict.RECEIVES if v in receiving else Verdict.BLOCKED if v in feeding else Verdict.UNUSED
-        for v in variables
-    }
+    feeding, receiving = (frozenset(nodes) for nodes in reach(graph, losses))
+    total = verdicts(graph, variables, losses, reached=(feeding, receiving))
     per_loss = {loss: verdicts(graph, variables, [loss]) for loss in losses} if len(losses) > 1 else dict.fromkeys(losses, total)
     return Analysis(
         graph=graph, variables=variables, losses=losses, feeding=feeding, receiving=receiving, verdicts=total,
-        per_loss=per_loss, cuts=blocking_barriers(graph, variables, losses, verdict=total, reach=(feeding, receiving)),
-        errors=gradient_errors(graph, losses, receiving),
+        per_loss=per_loss, cuts=blocking_barriers(graph, variables, losses, verdict=total, reached=(feeding, receiving)),
+        errors=gradient_errors(graph, losses, receiving=receiving),
     )

@@ -37,10 +37,6 @@ input placeholder of a trainable loop variable has an edge straight to the gate.
 
 from __future__ import annotations
 
-import contextlib
-import gc
-
-from collections.abc import Iterator
 from typing import Any
 
 import networkx as nx
@@ -64,7 +60,7 @@ from flowcheck.graph.ops import (
 )
 from flowcheck.trace.traced import Traced
 
-__all__ = ["build_graph", "collector_paused", "endpoints_graph", "variable_node", "loss_node"]
+__all__ = ["build_graph", "endpoints_graph", "variable_node", "loss_node"]
 
 _READ_OPS = frozenset({"ReadVariableOp", "ResourceGather", "ResourceGatherNd"})
 
@@ -126,46 +122,69 @@ class _Builder:
     def __init__(self, oracle: GradientOracle) -> None:
         self.oracle = oracle
         self.graph = nx.DiGraph(clusters={}, variables=[], losses=[], inputs=[])
+        # networkx's own dicts, written directly (as DiGraph.add_node and add_edge write them, in
+        # the same order): its methods cost more per call than the rest of an op's work. Nothing
+        # reads the graph while it is built, so networkx's cache of results has nothing to clear.
+        self._nodes = self.graph._node  # noqa: SLF001
+        self._succ = self.graph._succ  # noqa: SLF001
+        self._pred = self.graph._pred  # noqa: SLF001
 
     @staticmethod
     def node_of(tensor: Any, prefix: str) -> str:
         return prefix + str(tensor.op.name)
 
     def add_edge(self, u: str, w: str, tensor: Any, info: InputGradient) -> None:
-        data = self.graph.get_edge_data(u, w)
+        out = self._succ.get(u)
+        into = self._pred.get(w)
+        if out is None or into is None:  # a node not seen yet (so no edge either): networkx adds it
+            self.graph.add_edge(
+                u, w, grad=info.carries, kind=info.kind, detail=info.detail, tensor=tensor.name, dtype=tensor.dtype.name,
+            )
+            return
+        data = out.get(w)
         if data is not None:
             if data["grad"] or not info.carries:
                 return  # a carrying edge stays carrying; the first barrier found is kept
-        self.graph.add_edge(
-            u, w, grad=info.carries, kind=info.kind, detail=info.detail,
-            tensor=tensor.name, dtype=tensor.dtype.name,
-        )
+            data.update(grad=True, kind=info.kind, detail=info.detail, tensor=tensor.name, dtype=tensor.dtype.name)
+            return
+        out[w] = into[u] = {
+            "grad": info.carries, "kind": info.kind, "detail": info.detail,
+            "tensor": tensor.name, "dtype": tensor.dtype.name,
+        }
 
     def add_op_node(self, op: Any, node: str, cluster: str | None, op_type: str | None = None) -> None:
         op_type = op_type or op.type
-        self.graph.add_node(
-            node, kind="op", label=op_type, name=op.name, op_type=op_type, cluster=cluster,
-            outputs=tuple(_describe(t) for t in op.outputs), op=op,
-        )
+        attrs = {
+            "kind": "op", "label": op_type, "name": op.name, "op_type": op_type, "cluster": cluster,
+            "outputs": tuple([_describe(t) for t in op.outputs]), "op": op,
+        }
+        found = self._nodes.get(node)
+        if found is not None:  # made by an edge into it (a TensorFlow 1 loop's back edge)
+            found.update(attrs)
+            return
+        self._succ[node] = {}
+        self._pred[node] = {}
+        self._nodes[node] = attrs
 
     def add_function_graph(self, fgraph: Any, prefix: str, cluster: str | None) -> None:
         assigns: dict[Any, str] = {}  # handle tensor -> last assign node seen
+        add_edge, answers = self.add_edge, self.oracle.answers
         for op in fgraph.get_operations():
             node = prefix + op.name
             op_type = op.type
             self.add_op_node(op, node, cluster, op_type)
+            inputs = op.inputs
             if op_type in FUNCTION_OPS or _calls_function(op):
                 self.add_function_op(op, node, prefix, cluster)
-            else:
-                for tensor, info in zip(op.inputs, self.oracle.inputs(op)):
-                    self.add_edge(prefix + tensor.op.name, node, tensor, info)
-            if op_type in _READ_OPS and op.inputs[0].ref() in assigns:
+            elif inputs:
+                for tensor, info in zip(inputs, answers(op, op_type, inputs)):
+                    add_edge(prefix + tensor.op.name, node, tensor, info)
+            if op_type in _READ_OPS and inputs[0].ref() in assigns:
                 self.add_edge(
-                    assigns[op.inputs[0].ref()], node, op.inputs[0],
-                    InputGradient(False, BarrierKind.ASSIGN, ASSIGN_DETAIL),
+                    assigns[inputs[0].ref()], node, inputs[0], InputGradient(False, BarrierKind.ASSIGN, ASSIGN_DETAIL),
                 )
             if op_type in ASSIGN_OPS:
-                assigns[op.inputs[0].ref()] = node
+                assigns[inputs[0].ref()] = node
 
     def add_function_op(self, op: Any, node: str, prefix: str, cluster: str | None) -> None:
         if op.type not in FUNCTION_OPS or op.type in CALL_OPS:
@@ -318,20 +337,3 @@ def _describe(tensor: Any) -> str:
 
 # "float32[2,3]" for each dtype and shape seen: most tensors of a model share a few.
 _DESCRIPTIONS: dict[tuple[Any, Any], str] = {}
-
-
-@contextlib.contextmanager
-def collector_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector while the graph is built and analyzed.
-
-    The analysis makes a few small objects per op and frees none; each full pass of the collector
-    walks every live object, so on a 70,000-op graph its passes made the analysis grow faster than
-    the graph. Nothing it makes is cyclic garbage, and the collector runs again afterwards.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()

@@ -67,8 +67,6 @@ CARRIES: Final = InputGradient(True)
 def is_trainable(tensor: Any) -> bool:
     """Whether TensorFlow lets a gradient flow through ``tensor``'s dtype (float, complex, ...)."""
     dtype = tensor.dtype
-    if dtype is _RESOURCE:  # a handle: the answer is its variable's dtype's
-        return bool(backprop_util.IsTrainable(tensor))
     found = _TRAINABLE_DTYPES.get(dtype)
     if found is None:
         found = _TRAINABLE_DTYPES[dtype] = bool(backprop_util.IsTrainable(dtype))
@@ -76,7 +74,9 @@ def is_trainable(tensor: Any) -> bool:
 
 
 # IsTrainable's answer for a dtype (every analysis asks it for every tensor). DTypes are interned,
-# so identity compares them (``==`` is a Python call, once per tensor).
+# so identity compares them (``==`` is a Python call, once per tensor). IsTrainable looks past the
+# dtype only for a variant (its handle data); a resource handle is trainable whatever its
+# variable's dtype (an integer variable is cut where it is read: ``_read_barrier``).
 _TRAINABLE_DTYPES: dict[Any, bool] = {}
 _RESOURCE: Final = tf.resource
 
@@ -115,31 +115,44 @@ class GradientOracle:
     """
 
     def __init__(self) -> None:
-        self._cache: dict[tuple[Any, ...], tuple[InputGradient, ...]] = {}
+        self._answers: dict[tuple[Any, ...], tuple[InputGradient, ...]] = {}
         self._scratch: Any = None
         self.uncertain: list[str] = []
 
     def inputs(self, op: Any) -> tuple[InputGradient, ...]:
         """Per input of ``op`` (not a function op), whether a gradient reaches it."""
-        inputs, outputs = op.inputs, op.outputs
+        return self.answers(op, op.type, op.inputs)
+
+    def answers(self, op: Any, op_type: str, inputs: Any) -> tuple[InputGradient, ...]:
+        """:meth:`inputs`, given the op's type and inputs (``op.type``, ``op.inputs``) read already."""
         if not inputs:
             return ()
-        in_dtypes = [t.dtype for t in inputs]
-        in_trainable = [is_trainable(t) for t in inputs]  # each asked once: a handle's answer is not cheap
-        out_trainable = [is_trainable(t) for t in outputs]
-        key = _signature(op, in_dtypes, in_trainable, outputs, out_trainable)
-        found = self._cache.get(key)
+        outputs = op.outputs
+        # The answer is a function of this signature alone (each part is asked of TensorFlow once
+        # per signature): ops of a model share a few hundred, so most ops cost a dict lookup.
+        key = (
+            _gradient_type(op, op_type),
+            op_type,
+            tuple([t.dtype for t in inputs]),
+            tuple([t.dtype for t in outputs]),
+            tuple([bool(t.consumers()) for t in outputs]) if op_type == "IdentityN" else (),
+        )
+        found = self._answers.get(key)
         if found is None:
-            found = self._ask(op, key)
-            self._cache[key] = found
+            found = self._answers[key] = self._answer(op, key)
+        return found
+
+    def _answer(self, op: Any, signature: tuple[Any, ...]) -> tuple[InputGradient, ...]:
+        found = self._ask(op, signature)
+        inputs, outputs = op.inputs, op.outputs
         # TensorFlow counts every resource handle as trainable; an integer variable is cut where it
         # is read, because its values (the read's outputs) carry no gradient.
-        untrainable_read = bool(outputs) and not any(out_trainable)
+        untrainable_read = bool(outputs) and not any(is_trainable(t) for t in outputs)
         # An integer or boolean input is cut by its dtype whatever the op: say that, not "None".
         return tuple(
-            _read_barrier(op) if untrainable_read and dtype is _RESOURCE
-            else answer if trainable else dtype_barrier(tensor)
-            for answer, tensor, dtype, trainable in zip(found, inputs, in_dtypes, in_trainable)
+            _read_barrier(op) if untrainable_read and tensor.dtype is _RESOURCE
+            else answer if is_trainable(tensor) else dtype_barrier(tensor)
+            for answer, tensor in zip(found, inputs)
         )
 
     def _ask(self, op: Any, signature: tuple[Any, ...]) -> tuple[InputGradient, ...]:
@@ -148,7 +161,7 @@ class GradientOracle:
         if op.type in ASSIGN_OPS:
             return (InputGradient(False, BarrierKind.ASSIGN, ASSIGN_DETAIL),) * n
         try:
-            grad_fn = ops.get_gradient_function(op)
+            grad_fn = _gradient_function(op, grad_type)
         except LookupError:
             detail = f"{op.type} has no registered gradient; TensorFlow raises if it is reached"
             return (InputGradient(False, BarrierKind.NO_GRADIENT, detail),) * n
@@ -274,28 +287,28 @@ def _describe(op: Any) -> str:
     return str(op.type)
 
 
-def _gradient_type(op: Any) -> str:
-    # Most ops lack the attribute; asking get_attr for it costs a raised and caught C++ error, while
-    # the op's NodeDef (its attributes, never tensor contents: Const ops have no inputs and are not
-    # asked) tells it in a few microseconds.
-    if "_gradient_op_type" not in op.node_def.attr:
-        return str(op.type)
+def _gradient_function(op: Any, grad_type: str) -> Any:
+    """``ops.get_gradient_function(op)`` (for an op with inputs), its gradient type read already.
+
+    TensorFlow's own asks ``op.get_attr("_gradient_op_type")``, which raises and catches a C++ error
+    for most ops; the rest is the same: an override on the op, else the registry's entry.
+    """
+    found = op._gradient_function  # noqa: SLF001 -- as get_gradient_function reads it
+    if found:
+        return found
+    return ops.gradient_registry.lookup(grad_type)
+
+
+def _gradient_type(op: Any, op_type: str) -> str:
+    # Most ops lack the attribute; asking get_attr for it costs a raised and caught C++ error, and
+    # parsing the op's NodeDef a few microseconds. Its serialized form holds the attribute's name
+    # verbatim when the attribute is there (a name or a value may hold those bytes too: then the
+    # attribute is asked for).
+    if b"_gradient_op_type" not in op._node_def:  # noqa: SLF001 -- the NodeDef's bytes, unparsed
+        return op_type
     try:
         found = op.get_attr("_gradient_op_type")
     except (ValueError, TypeError):
-        return str(op.type)
+        return op_type
     # The attribute is a bytes string (b"CustomGradient-16"); the registry key is its text.
     return found.decode() if isinstance(found, bytes) else str(found)
-
-
-def _signature(
-    op: Any, in_dtypes: list[Any], in_trainable: list[bool], outputs: Any, out_trainable: list[bool]
-) -> tuple[Any, ...]:
-    op_type = op.type
-    return (
-        _gradient_type(op),
-        op_type,
-        tuple((d, t) if d is _RESOURCE else d for d, t in zip(in_dtypes, in_trainable)),
-        tuple((o.dtype, t) if o.dtype is _RESOURCE else o.dtype for o, t in zip(outputs, out_trainable)),
-        tuple(bool(t.consumers()) for t in outputs) if op_type == "IdentityN" else (),
-    )

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from flowcheck._model import Verdict
+from flowcheck._phrases import shape_text
 from flowcheck.render.budget import Plan, shows_variable
 from flowcheck.render.context import Context
 from flowcheck.render.groups import group_name
-from flowcheck._phrases import shape_text
 from flowcheck.render.model import Cluster, Node, slug, svg_id
 from flowcheck.render.names import KERAS_SUFFIX, common_layer
 

@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.util import nest
 
+from flowcheck._gc import collector_paused
 from flowcheck.errors import InvalidTargetError, LossError, NoVariablesError
 from flowcheck.source.lines import SourceLine, user_frame
 from flowcheck.source.positions import recording
@@ -61,11 +62,12 @@ def trace(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Traced:
     losses = site_losses(calls) if step else _losses(concrete, _name(fn), notes)
     if step and not losses:
         raise LossError(f"{_name(fn)} asks for gradients only of non-floating-point tensors: nothing can be trained")
-    owners.extend(owners_in(args) + owners_in(tuple(kwargs.values())))
-    arguments = [] if isinstance(concrete, FailedTrace) else _variable_arguments(function, concrete, args, kwargs, notes)
-    owners.extend(variable for variable, _ in arguments)  # defaults included
-    inputs = list(concrete.graph.captures) + [(_variable_handle(v), inner) for v, inner in arguments]
-    variables, captured = _variables(concrete, owners, inputs)
+    with collector_paused():  # as for the graph: objects per variable, none cyclic
+        owners.extend(owners_in(args) + owners_in(tuple(kwargs.values())))
+        arguments = [] if isinstance(concrete, FailedTrace) else _variable_arguments(function, concrete, args, kwargs, notes)
+        owners.extend(variable for variable, _ in arguments)  # defaults included
+        inputs = list(concrete.graph.captures) + [(_variable_handle(v), inner) for v, inner in arguments]
+        variables, captured = _variables(concrete, owners, inputs)
     if not variables:
         raise NoVariablesError(
             f"{_name(fn)} reads no variable: nothing can be trained "
@@ -285,7 +287,11 @@ def _variables(
     # In capture order: FuncGraph.variables' order changes from run to run (workers must agree).
     position = {id(outer): i for i, (outer, _) in enumerate(inputs)}
     for v in sorted(concrete.graph.variables, key=lambda v: position.get(id(v.handle), len(position))):
-        add(_describe_tf(_distributed.container(v), _distributed.container(v), None))  # replicas: one
+        if id(v.handle) in known:  # an owner's variable (or a replica of one): listed already
+            continue
+        container = _distributed.container(v)  # replicas: one
+        if not any(id(h) in known for h in _distributed.handles(container)):
+            add(_describe_tf(container, container, None))
     captured: dict[Any, int] = {}
     index = {id(v): i for i, v in enumerate(order)}
     used: set[int] = set()
