@@ -40,6 +40,7 @@ def analyze(fn: Any, *args: Any, **kwargs: Any) -> Report:
 def _analyze(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Report:
     from flowcheck._gc import collector_paused
     from flowcheck.graph.build import build_graph
+    from flowcheck.graph.ops import save_kept
     from flowcheck.graph.ops import GradientOracle
     from flowcheck.trace.target import is_plain_callable, trace
 
@@ -52,6 +53,7 @@ def _analyze(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Report:
     oracle = GradientOracle()
     with collector_paused():
         graph = build_graph(traced, oracle)
+        save_kept()  # the answers probed for TensorFlow's and Keras's own gradients, for the next run
         traced.notes.extend(
             f"could not ask the gradient of {what}; assumed it passes the gradient" for what in oracle.uncertain
         )

@@ -18,6 +18,7 @@ of a library function (a direct call, as in legacy ``Defun`` bodies) is followed
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from tensorflow.python.framework import ops
 from tensorflow.python.ops import array_ops
 
 from flowcheck._model import BarrierKind
+from flowcheck.graph import kept
 
 # Op types whose gradient is the gradient of function bodies held in their attributes. Mirrors
 # tensorflow/python/ops/cond_v2.py (_IfGrad, _CaseGrad), while_v2.py (_WhileGrad) and
@@ -103,6 +105,9 @@ def _dtype_name(tensor: Any) -> str:
 # that is most of the analysis. Bounded, so that a long session cannot grow it without end.
 _SHARED: dict[tuple[Any, ...], tuple[InputGradient, ...]] = {}
 _SHARED_MAX: Final = 4096
+# The same answers kept between runs (flowcheck.graph.kept): read on the first probe, written by save_kept().
+_KEPT: dict[str, list[tuple[bool, str | None, str]]] | None = None
+_NEW: dict[str, list[tuple[bool, str | None, str]]] = {}
 
 
 class GradientOracle:
@@ -175,6 +180,11 @@ class GradientOracle:
         shared_key = (signature, grad_fn) if grad_type == op.type else _library_key(signature, grad_fn)
         if shared_key is not None and shared_key in _SHARED:
             return _SHARED[shared_key]
+        kept_key = _kept_key(shared_key, grad_fn, n)
+        if shared_key is not None and kept_key is not None and kept_key in _kept():
+            answer = tuple(InputGradient(c, None if k is None else BarrierKind(k), d) for c, k, d in _kept()[kept_key])
+            _SHARED[shared_key] = answer
+            return answer
         try:
             grads = self._call(grad_fn, op)
         except LookupError as exc:  # e.g. PreventGradient's explicit refusal
@@ -196,6 +206,8 @@ class GradientOracle:
         )
         if shared_key is not None and len(_SHARED) < _SHARED_MAX:
             _SHARED[shared_key] = answer
+            if kept_key is not None:
+                _NEW[kept_key] = [(a.carries, None if a.kind is None else a.kind.value, a.detail) for a in answer]
         return answer
 
     def _call(self, grad_fn: Callable[..., Any], op: Any) -> list[Any]:
@@ -219,6 +231,40 @@ class GradientOracle:
 
 
 _PLAIN = (type(None), bool, int, float, str, bytes)
+
+
+def _kept() -> dict[str, list[tuple[bool, str | None, str]]]:
+    global _KEPT  # noqa: PLW0603 -- read once per process
+    if _KEPT is None:
+        _KEPT = kept.load()
+    return _KEPT
+
+
+def _kept_key(shared_key: tuple[Any, ...] | None, grad_fn: Any, inputs: int) -> str | None:
+    """The key an answer is kept under between runs, or None when it must not be kept.
+
+    A registered gradient function is kept by its code when it is a plain function of an installed
+    package (no closure); a library custom gradient by its :func:`_library_key`, code included.
+    """
+    if shared_key is None:
+        return None
+    try:
+        if shared_key[0] == "library custom gradient":
+            return json.dumps([inputs, kept.describe(shared_key)])
+        code = getattr(grad_fn, "__code__", None)
+        if code is None or grad_fn.__closure__ or not _installed(code.co_filename):
+            return None
+        return json.dumps([inputs, "registered", kept.code_key(code), kept.describe(shared_key[0])])
+    except TypeError:  # a part that has no text of its own: not kept
+        return None
+
+
+def save_kept() -> None:
+    """Keep the answers probed since the last call for the next runs (:mod:`flowcheck.graph.kept`)."""
+    if _NEW:
+        kept.save(_NEW)
+        _kept().update(_NEW)
+        _NEW.clear()
 
 
 def _library_key(signature: tuple[Any, ...], grad_fn: Any) -> tuple[Any, ...] | None:

@@ -27,7 +27,7 @@ from flowcheck._model import Verdict
 from flowcheck._report import Report, VariableResult
 from flowcheck.analysis.tf1 import CallAnalysis, analyze_calls
 from flowcheck.analysis.verdicts import verdicts
-from flowcheck.graph.ops import GradientOracle
+from flowcheck.graph.ops import GradientOracle, save_kept
 from flowcheck.source.lines import SourceLine, user_frame
 from flowcheck.trace.sites import GradientSite, SiteSource
 from flowcheck.graph.tf1 import (
@@ -278,6 +278,7 @@ def _report(
     sources = resolve_sources(list(calls) + [_extra_call(calls, trainable)], variables, names)
     oracle = GradientOracle()
     nxgraph = build_graph(calls, sources, oracle)
+    save_kept()
     analyses = analyze_calls(calls, sources, nxgraph)
     distinct = sorted({s.node: s for s in sources.values()}.values(), key=lambda s: int(s.node.split(":")[1]))
     step = _SessionStep(None, TARGET_KIND, [_traced(s) for s in distinct], [_Loss(n) for n in _loss_names(analyses)])
