@@ -50,6 +50,7 @@ bench: setup
 	$(PY) benchmarks/run_command.py
 	$(PY) benchmarks/growth.py
 	$(PY) benchmarks/memory.py
+	$(PY) benchmarks/cold.py
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache .mypy_cache
