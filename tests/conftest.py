@@ -1,6 +1,7 @@
 """Shared test set-up: quiet TensorFlow, and the markers for what a machine may lack honoured everywhere.
 
-A test marked ``dot`` needs Graphviz's ``dot`` and a test marked ``browser`` headless Chromium: on a
+The gradient oracle's kept answers (``flowcheck/graph/kept.py``) go to a temporary folder of
+the session. A test marked ``dot`` needs Graphviz's ``dot`` and a test marked ``browser`` headless Chromium: on a
 machine without them they are skipped, saying what to install (as graphviz's own tests do).
 """
 
@@ -8,10 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The oracle's answers kept between runs go to a folder of this session, never the user's cache.
+os.environ.setdefault("FLOWCHECK_CACHE_DIR", tempfile.mkdtemp(prefix="flowcheck-tests-cache-"))
 
 CHROMIUM = "/usr/bin/chromium"
 
