@@ -54,10 +54,14 @@ def _analyze(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Report:
     with collector_paused():
         graph = build_graph(traced, oracle)
         save_kept()  # the answers probed for TensorFlow's and Keras's own gradients, for the next run
-        traced.notes.extend(
-            f"could not ask the gradient of {what}; assumed it passes the gradient" for what in oracle.uncertain
-        )
-        return build_report(traced, graph)
+        report = build_report(traced, graph)
+    # Only an op on a path to a loss can change a verdict (a step's optimizer update cannot).
+    feeding = {graph.nodes[n].get("name") for n in report.analysis.feeding}
+    report.notes += tuple(
+        f"could not ask the gradient of {what}; assumed it passes the gradient"
+        for name, what in oracle.uncertain if name in feeding
+    )
+    return report
 
 
 def build_report(traced: Any, graph: nx.DiGraph) -> Report:

@@ -122,7 +122,7 @@ class GradientOracle:
     def __init__(self) -> None:
         self._answers: dict[tuple[Any, ...], tuple[InputGradient, ...]] = {}
         self._scratch: Any = None
-        self.uncertain: list[str] = []
+        self.uncertain: list[tuple[str, str]] = []  # (op name, what could not be asked)
 
     def inputs(self, op: Any) -> tuple[InputGradient, ...]:
         """Per input of ``op`` (not a function op), whether a gradient reaches it."""
@@ -196,7 +196,7 @@ class GradientOracle:
                 dtypes = "/".join(sorted({out.dtype.name for out in op.outputs}))
                 return (InputGradient(False, BarrierKind.DTYPE, f"its {dtypes} outputs carry no gradient"),) * n
             # Assume the gradient flows (the cautious answer for "does it train") and say so.
-            self.uncertain.append(f"{op.type} ({op.name}): {type(exc).__name__}: {exc}")
+            self.uncertain.append((op.name, f"{op.type} ({op.name}): {type(exc).__name__}: {exc}"))
             return (CARRIES,) * n
         if len(grads) < n:
             grads = grads + [None] * (n - len(grads))

@@ -282,7 +282,7 @@ def _report(
     analyses = analyze_calls(calls, sources, nxgraph)
     distinct = sorted({s.node: s for s in sources.values()}.values(), key=lambda s: int(s.node.split(":")[1]))
     step = _SessionStep(None, TARGET_KIND, [_traced(s) for s in distinct], [_Loss(n) for n in _loss_names(analyses)])
-    step.notes.extend(f"could not ask the gradient of {what}; assumed it passes the gradient" for what in oracle.uncertain)
+    step.notes.extend(f"could not ask the gradient of {what}; assumed it passes the gradient" for _, what in oracle.uncertain)
     results = _results(analyses, distinct)
     extra = [s for s in distinct if s.variable is not None and id(s.variable) in {id(v) for v in trainable}]
     never = _never_trained(nxgraph, analyses, extra)
