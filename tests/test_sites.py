@@ -675,3 +675,26 @@ def test_a_plain_step_that_raises_eagerly_keeps_its_traced_answers_and_says_so()
     (note,) = [n for n in site.notes if "raised when flowcheck ran it eagerly" in n]
     assert "InvalidArgumentError" in note and "judged as traced" in note
     assert w.numpy().tolist() == [[1.0], [1.0]]  # the eager run's update was undone
+
+
+def test_a_custom_step_through_an_lstm_is_judged_at_its_site() -> None:
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((5, 3)), keras.layers.LSTM(4), keras.layers.Dense(1)])
+    optimizer = keras.optimizers.Adam()
+    x, y = tf.random.normal((2, 5, 3)), tf.zeros((2, 1))
+
+    @tf.function
+    def train_step(x: Any, y: Any) -> Any:
+        with tf.GradientTape() as tape:
+            # An integer TensorArray carried through the loop: TensorFlow's variant handle data says int32.
+            steps = tf.TensorArray(tf.int32, size=3).unstack(tf.range(3))
+            loss = tf.reduce_mean((model(x, training=True) - y) ** 2) * tf.cast(steps.read(1), tf.float32)
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    state = [*model.variables]
+    truth = tape_truth(lambda: train_step(x, y), state)
+    report = flowcheck.analyze(train_step, x, y)
+    assert_sites_match(report, truth)
+    assert report.verify().agrees

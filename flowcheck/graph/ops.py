@@ -67,8 +67,14 @@ CARRIES: Final = InputGradient(True)
 
 
 def is_trainable(tensor: Any) -> bool:
-    """Whether TensorFlow lets a gradient flow through ``tensor``'s dtype (float, complex, ...)."""
-    dtype = tensor.dtype
+    """Whether TensorFlow lets a gradient flow through ``tensor`` (float, complex, ...): a tensor or a dtype.
+
+    As ``backprop_util.IsTrainable``, which TensorFlow's gradient code asks of each tensor: a
+    variant (a TensorList) is trainable unless its handle data says its elements are not.
+    """
+    dtype = getattr(tensor, "dtype", tensor)
+    if dtype is _VARIANT and dtype is not tensor:
+        return bool(backprop_util.IsTrainable(tensor))
     found = _TRAINABLE_DTYPES.get(dtype)
     if found is None:
         found = _TRAINABLE_DTYPES[dtype] = bool(backprop_util.IsTrainable(dtype))
@@ -81,6 +87,7 @@ def is_trainable(tensor: Any) -> bool:
 # variable's dtype (an integer variable is cut where it is read: ``_read_barrier``).
 _TRAINABLE_DTYPES: dict[Any, bool] = {}
 _RESOURCE: Final = tf.resource
+_VARIANT: Final = tf.variant
 
 
 def dtype_barrier(tensor: Any) -> InputGradient:
