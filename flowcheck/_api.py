@@ -55,12 +55,12 @@ def _analyze(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Report:
         graph = build_graph(traced, oracle)
         save_kept()  # the answers probed for TensorFlow's and Keras's own gradients, for the next run
         report = build_report(traced, graph)
-    # Only an op on a path to a loss can change a verdict (a step's optimizer update cannot).
-    feeding = {graph.nodes[n].get("name") for n in report.analysis.feeding}
-    report.notes += tuple(
-        f"could not ask the gradient of {what}; assumed it passes the gradient"
-        for name, what in oracle.uncertain if name in feeding
-    )
+    if oracle.uncertain:  # only an op on a path to a loss can change a verdict (a step's optimizer update cannot)
+        feeding = {graph.nodes[n].get("name") for n in report.analysis.feeding}
+        report.notes += tuple(
+            f"could not ask the gradient of {what}; assumed it passes the gradient"
+            for name, what in oracle.uncertain if name in feeding
+        )
     return report
 
 
