@@ -564,3 +564,27 @@ def test_the_command_leaves_right_after_the_report_with_the_scripts_files_writte
     assert "OK: every source of every gradient call receives a gradient" in done.stdout
     assert log.read_text() == "step 0\nstep 1\n"  # flushed: the script ended at its second step
     assert ended.read_text() == "ran"
+
+
+def test_mixed_precision_fit_whose_first_scaled_gradients_overflow_still_agrees(tmp_path: Path) -> None:
+    path = script(tmp_path, """\
+        import numpy as np
+        import keras
+
+        keras.utils.set_random_seed(0)
+        keras.mixed_precision.set_global_policy("mixed_float16")
+        inputs = keras.Input((4,))
+        hidden = keras.layers.Dense(16, activation="relu", name="h")(inputs)
+        model = keras.Model(inputs, keras.layers.Dense(1, dtype="float32", name="out")(hidden))
+        model.compile(optimizer="adam", loss="mse")
+        x = (np.random.default_rng(0).random((8, 4)) * 50).astype("float32")
+        model.fit(x, x[:, :1] * 50, epochs=2, batch_size=4, verbose=0)  # float16 overflows at loss scale 2**15
+        """)
+    done = subprocess.run([sys.executable, "-m", "flowcheck", "run", path, "--json"], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (step,) = json.loads(done.stdout)["steps"]
+    verification = step["report"]["verification"]
+    assert "nonfinite" in {v["gradient"] for v in verification["variables"]}  # the overflow did happen
+    assert verification["agrees"] and verification["problems"] == []
+    assert "LossScaleOptimizer" in verification["optimizer"] and "scaled" in verification["optimizer"]
