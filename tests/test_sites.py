@@ -698,3 +698,31 @@ def test_a_custom_step_through_an_lstm_is_judged_at_its_site() -> None:
     report = flowcheck.analyze(train_step, x, y)
     assert_sites_match(report, truth)
     assert report.verify().agrees
+
+
+def test_a_step_whose_nested_function_has_run_before_still_has_its_site() -> None:
+    enc, head = keras.layers.Dense(3, name="enc"), keras.layers.Dense(1, name="head")
+    enc.build((None, 2))
+    head.build((None, 3))
+    optimizer = keras.optimizers.SGD(0.1)
+
+    @tf.function
+    def inner(x: Any, y: Any) -> Any:
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch([v.value for v in head.trainable_variables])  # enc forgotten
+            loss = tf.reduce_mean((head(enc(x)) - y) ** 2)
+        return loss, tape.gradient(loss, enc.trainable_variables + head.trainable_variables)
+
+    @tf.function
+    def train_step(x: Any, y: Any) -> Any:
+        loss, grads = inner(x, y)
+        pairs = zip(grads, enc.trainable_variables + head.trainable_variables)
+        optimizer.apply_gradients([(g, v) for g, v in pairs if g is not None])
+        return loss
+
+    x, y = tf.random.normal((4, 2)), tf.random.normal((4, 1))
+    train_step(x, y)  # inner is traced and cached: its Python code does not run again
+    state = [*enc.variables, *head.variables, *optimizer.variables]
+    truth = tape_truth(lambda: train_step(x, y), state)
+    report = flowcheck.analyze(train_step, x, y)
+    assert_sites_match(report, truth)

@@ -242,7 +242,7 @@ class Interceptor:
         calls recorded: the recorder when it asks for a gradient (else None), whether a Keras optimizer
         applied gradients in it, and what the trace raised."""
         from flowcheck.source.positions import recording as positions
-        from flowcheck.trace.recording import record_sites
+        from flowcheck.trace.recording import nested_functions_afresh, record_sites
         from flowcheck.trace.reuse import applies_seen
         from flowcheck.trace.sites import running_user_code
         from flowcheck.trace.state import built_state, unbuild
@@ -251,7 +251,8 @@ class Interceptor:
         built = built_state(fn, args)
         # The trace the real call reuses: Keras's None-gradient warning is provoked here, and silenced.
         applied: list[str] = []
-        with self._inside(), running_user_code(), record_sites() as recorder, positions(), applies_seen(applied):
+        with self._inside(), running_user_code(), record_sites() as recorder, positions(), applies_seen(applied), \
+                nested_functions_afresh():
             try:
                 fn.get_concrete_function(*args, **kwargs)
             except Exception as exc:  # noqa: BLE001 -- the user's own error, raised again by the caller

@@ -246,3 +246,35 @@ def record_sites() -> Iterator[SiteRecorder]:
     """
     with recording() as recorder:
         yield recorder
+
+
+@contextlib.contextmanager
+def nested_functions_afresh() -> Iterator[None]:
+    """While a step is traced, trace every ``tf.function`` it calls afresh, so that its gradient calls are seen.
+
+    A nested ``tf.function`` that has run before answers from its cache without running its Python
+    code again: its ``tape.gradient`` would go unrecorded and the step would look like no step. A
+    call made inside the trace (not eagerly) goes to a clone of the function instead (TensorFlow's
+    own ``Function._clone``: the same code and options), one clone per function for the trace.
+    """
+    from tensorflow.python.eager.polymorphic_function import polymorphic_function
+
+    function = polymorphic_function.Function
+    current = function.__call__
+    clones: dict[int, tuple[Any, Any]] = {}  # id -> (the function, kept alive; its clone)
+
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if tf.executing_eagerly() or getattr(self, "_flowcheck_clone", False):
+            return current(self, *args, **kwargs)
+        found = clones.get(id(self))
+        if found is None:
+            clone = self._clone(self.python_function)  # noqa: SLF001 -- as flowcheck's own trace copies a step
+            clone._flowcheck_clone = True  # noqa: SLF001
+            found = clones[id(self)] = (self, clone)
+        return current(found[1], *args, **kwargs)
+
+    function.__call__ = call
+    try:
+        yield
+    finally:
+        function.__call__ = current

@@ -162,13 +162,13 @@ def trace_recorded(
     """
     from flowcheck.errors import TraceError
     from flowcheck.source.positions import recording as positions  # where each op is made, read for barriers
-    from flowcheck.trace.recording import record_sites
+    from flowcheck.trace.recording import nested_functions_afresh, record_sites
     from flowcheck.trace.sites import running_user_code
 
     built, metrics = built_state(fn, args), metric_counts(fn, args)
     applied: list[tuple[str, bool]] = []
     with running_user_code(), record_sites() as recorder, applies_skipped(applied), positions(), \
-            warnings.catch_warnings():
+            nested_functions_afresh(), warnings.catch_warnings():
         # Keras's warning about None gradients, provoked by this trace: the report explains it.
         warnings.filterwarnings("ignore", message=KERAS_NONE_WARNING, category=UserWarning)
         try:

@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from flowcheck.errors import VerificationError
 from flowcheck.trace.eager import own_random_seeds
-from flowcheck.trace.recording import record_sites
+from flowcheck.trace.recording import nested_functions_afresh, record_sites
 from flowcheck.trace.sites import GradientSite, RecordedCall, running_user_code
 from flowcheck.trace.state import KERAS_NONE_WARNING, NO_GRADIENTS, all_none_tolerated, built_state, optimizers_of, state_of, unbuild
 from flowcheck.verify.loss import GradientState, VariableCheck, Verification, _describe, _digest, _first_line, _save_components, _state
@@ -200,7 +200,7 @@ def _run_traced(step: Any, args: Any, kwargs: Any) -> list[RecordedCall]:
     last: list[list[RecordedCall]] = [[]]
 
     def probe(*a: Any, **k: Any) -> list[tuple[list[Any], list[Any]]]:
-        with record_sites() as recorder, all_none_tolerated([]):
+        with record_sites() as recorder, all_none_tolerated([]), nested_functions_afresh():
             step(*a, **k)
         last[0] = recorder.calls  # a trace that creates variables runs twice: keep the final one
         return [([r for r in c.results or () if r is not None], list(c.targets)) for c in recorder.calls]
