@@ -588,3 +588,16 @@ def test_mixed_precision_fit_whose_first_scaled_gradients_overflow_still_agrees(
     assert "nonfinite" in {v["gradient"] for v in verification["variables"]}  # the overflow did happen
     assert verification["agrees"] and verification["problems"] == []
     assert "LossScaleOptimizer" in verification["optimizer"] and "scaled" in verification["optimizer"]
+
+
+@pytest.mark.parametrize("code", ["'no GPU found, aborting'", "3", "0"])
+def test_a_script_exiting_before_its_first_step_is_told_in_one_line(tmp_path: Path, capsys: Any, code: str) -> None:
+    path = script(tmp_path, f"import sys\nprint('starting')\nsys.exit({code})\n")
+    status, out, err = run(capsys, path)
+    assert status == 2 and out == "starting\n"
+    *before, line = err.strip().splitlines()
+    if code == "0":
+        assert line.startswith(f"flowcheck: error: {path} ended without a training step")
+    else:
+        assert line == f"flowcheck: error: {path} exited (sys.exit({eval(code)!r})) before its first training step"  # noqa: S307
+        assert before == (["no GPU found, aborting"] if code.startswith("'") else [])

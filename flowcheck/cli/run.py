@@ -194,8 +194,13 @@ def _nothing_analyzed(result: Any, script: str, err: TextIO) -> int:
         print(f"flowcheck: error: {script} failed before its first training step: {result.error}", file=err)
         return 2
     code = result.exit_code
+    if code == 2:
+        return 2  # the script's usage error: argparse has printed it under the script's own name
+    if isinstance(code, str):
+        print(code, file=err)  # what Python prints for sys.exit("message")
     if code not in (None, 0):
-        return code if isinstance(code, int) else 2  # the script's own error (argparse printed it)
+        print(f"flowcheck: error: {script} exited (sys.exit({code!r})) before its first training step", file=err)
+        return 2
     print(f"flowcheck: error: {script} ended without a training step (no fit, train_on_batch, tf.function "
           "asking for a gradient, Session.run or tape.gradient was called)", file=err)
     return 2
