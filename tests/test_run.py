@@ -110,8 +110,19 @@ FIT = """\
     """
 
 
-@pytest.mark.parametrize("training", [CUSTOM_STEP, FIT], ids=["custom step", "fit"])
-def test_continue_trains_exactly_as_without_flowcheck(tmp_path: Path, capsys: Any, training: str) -> None:
+# A layer drawing from a TensorFlow random op whose kernel keeps its own state (no SeedGenerator).
+NOISE = """\
+    class Noise(keras.layers.Layer):
+        def call(self, x):
+            return x + tf.random.normal(tf.shape(x))
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), Noise(), keras.layers.Dense(1)])
+    """
+
+
+@pytest.mark.parametrize(("training", "noise"), [(CUSTOM_STEP, False), (FIT, False), (CUSTOM_STEP, True), (FIT, True)],
+                         ids=["custom step", "fit", "custom step, tf.random.normal", "fit, tf.random.normal"])
+def test_continue_trains_exactly_as_without_flowcheck(tmp_path: Path, capsys: Any, training: str, noise: bool) -> None:
     text = textwrap.dedent("""\
         import numpy as np
         import tensorflow as tf
@@ -122,7 +133,7 @@ def test_continue_trains_exactly_as_without_flowcheck(tmp_path: Path, capsys: An
                                   keras.layers.Dense(1)])
         opt = keras.optimizers.Adam(0.01)
         x = tf.constant(np.random.default_rng(0).normal(size=(8, 3)), tf.float32)
-        """) + textwrap.dedent(training) + (
+        """) + (textwrap.dedent(NOISE) if noise else "") + textwrap.dedent(training) + (
         "np.save(OUT, np.concatenate([v.numpy().ravel() for v in model.weights + opt.variables]))\n"
     )
     plain = tmp_path / "plain.npy"

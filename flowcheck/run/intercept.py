@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import itertools
 import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from flowcheck.run.batches import first_batch
 from flowcheck.run.failure import describe_exception
 from flowcheck.run.step import EAGER_NOTE, Step, StopScript
 from flowcheck.source.lines import SourceLine, user_frame
@@ -301,7 +301,7 @@ class Interceptor:
                 self._again()
                 return function(iterator)
             self._seen[key] = model
-            data = next(iterator)
+            data, again = first_batch(iterator, exact=self._keep_going)
             step = Step("keras train_step", f"{model.name}.{_keras_caller()}", _call_site())
             x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
             through_model = (model, (x, y) if sample_weight is None else (x, y, sample_weight))
@@ -312,7 +312,7 @@ class Interceptor:
                     _as_keras_step(step.report, model)
             else:  # run_eagerly: through the model's train_step
                 self._analyze(*through_model, {}, step)
-            return self._real_call(step, lambda: function(itertools.chain([data], iterator)))
+            return self._real_call(step, lambda: function(again()))
 
         train_function._flowcheck_wrapped = True  # type: ignore[attr-defined]
         return train_function

@@ -1,0 +1,53 @@
+"""``fit``'s first batch, taken so that the step can be analyzed on it, and given back to ``fit``.
+
+Keras's train function takes an iterator. flowcheck takes the first batch out to analyze the step
+on it, then hands the batch back. Chained in front of the iterator, the batch makes Keras run that
+first step through ``one_step_on_data`` on its own, where ``fit`` would run it inside its
+``multi_step_on_iterator``: the same ops, but another instance of each kernel, so a random op that
+keeps its own state (``tf.random.normal``) draws its first numbers again at the second step. Under
+``--continue`` the training must be exactly the script's, so there the iterator itself is put back
+where it was, from a checkpoint of its state, when tf.data can save it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["first_batch"]
+
+
+def first_batch(iterator: Any, exact: bool) -> tuple[Any, Callable[[], Any]]:
+    """``iterator``'s next batch, and a function giving back an iterator that yields it again first.
+
+    With ``exact`` the iterator is rewound (its state saved and restored), so ``fit`` runs every
+    step as it would have; otherwise, or when its state cannot be saved, the batch is chained in
+    front of it.
+    """
+    if exact:
+        rewound = _rewound(iterator)
+        if rewound is not None:
+            return rewound, lambda: iterator
+    data = next(iterator)
+    return data, lambda: itertools.chain([data], iterator)
+
+
+def _rewound(iterator: Any) -> Any:
+    """The next batch, the iterator put back before it (None when tf.data cannot save its state)."""
+    import tensorflow as tf
+
+    try:
+        checkpoint = tf.train.Checkpoint(iterator=iterator)
+    except (TypeError, ValueError):
+        return None
+    with tempfile.TemporaryDirectory(prefix="flowcheck-iterator-") as folder:
+        try:
+            saved = checkpoint.write(os.path.join(folder, "iterator"))
+        except (tf.errors.OpError, TypeError, ValueError, NotImplementedError):
+            return None  # a generator or py_function dataset: no saved state
+        data = next(iterator)
+        checkpoint.read(saved).assert_consumed()
+    return data
