@@ -274,6 +274,28 @@ def test_flowcheck_run_on_a_minimize_cut_everywhere(tmp_path: Path) -> None:
     assert [s["tensorflow_none"] for s in site["sources"]] == [True]
 
 
+def test_flowcheck_run_on_a_graph_whose_builder_chokes_on_a_none_gradient(tmp_path: Path) -> None:
+    script = tmp_path / "clip_none.py"
+    script.write_text(
+        "import tensorflow.compat.v1 as tf\n"
+        "tf.disable_v2_behavior()\n"
+        "x = tf.placeholder(tf.float32, [3, 2])\n"
+        "w, b = tf.Variable(tf.ones([2, 1])), tf.Variable(tf.zeros([1]))\n"
+        "loss = tf.reduce_sum(tf.matmul(x, w) + tf.stop_gradient(b))\n"
+        "opt = tf.train.GradientDescentOptimizer(0.1)\n"
+        "gvs = opt.compute_gradients(loss)\n"
+        "train = opt.apply_gradients([(tf.clip_by_norm(g, 1.0), v) for g, v in gvs])  # raises at b's None\n"
+    )
+    done = _flowcheck_run(str(script), "--json")
+    assert done.returncode == 1, done.stderr[-2000:]
+    [step] = json.loads(done.stdout)["steps"]
+    [site] = step["report"]["gradient_sites"]
+    assert site["kind"] == "tf1 compute_gradients" and site["agrees"]
+    assert [s["verdict"] != "receives" for s in site["sources"]] == [s["tensorflow_none"] for s in site["sources"]]
+    assert any(s["tensorflow_none"] for s in site["sources"])
+    assert any("None values not supported" in note for note in step["report"]["notes"])
+
+
 def test_flowcheck_run_continue_trains_as_python_does(tmp_path: Path) -> None:
     script = tmp_path / "train_tf1.py"
     script.write_text(

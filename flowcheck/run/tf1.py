@@ -14,11 +14,12 @@ raised "No gradients provided for any variable" never reaches ``Session.run``).
 from __future__ import annotations
 
 import contextlib
+import re
 import traceback
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import networkx as nx
 
@@ -164,6 +165,9 @@ def analyze_graph(graph: Any = None) -> SessionReport | None:
 _NO_GRADIENTS = "No gradients provided for any variable"
 
 
+_ABOUT_NONE: Final = re.compile(r"None values not supported|convert a value \(None\)|NoneType")
+
+
 def analyze_failed_call(exc: BaseException) -> SessionReport | None:
     """The report on the graph-mode gradient call that made the script raise ``exc``, if one did.
 
@@ -181,9 +185,12 @@ def analyze_failed_call(exc: BaseException) -> SessionReport | None:
         if not found and call.grads is not None and _NO_GRADIENTS in str(exc) and all(g is None for g in call.grads):
             call.error = message  # the user's call (minimize, apply_gradients) raised after it
             found = True
-        if found:
+        # The user's own code choking on the None gradients this call gave (tf.clip_by_norm(None), ...).
+        took_none = call.grads is not None and any(g is None for g in call.grads) and _ABOUT_NONE.search(message)
+        if found or took_none:
             report = _report(call.graph, [call], None, None)
-            report.notes += ("not verified: the script raised while it built its graph, before any Session.run",)
+            said = "" if found else f" ({message}, after this call gave None gradients)"
+            report.notes += (f"not verified: the script raised while it built its graph{said}, before any Session.run",)
             return report
     return None
 
