@@ -228,8 +228,8 @@ class Interceptor:
                 _without_update_notes(step.report, fn, args)
             return True
         target, target_args = fallback or (fn, args)
+        step.raised = describe_exception(trace_error, None)  # before the analysis: no step to verify
         self._analyze(target, target_args, kwargs, step)
-        step.raised = describe_exception(trace_error, None)
         if self._keep_going:
             self._done = True
             raise trace_error

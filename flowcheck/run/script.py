@@ -191,9 +191,10 @@ def _analyzer(options: RunOptions) -> Any:
         step.owners = variable_owners(target, args)
         try:
             step.report = flowcheck.analyze(target, *args, **kwargs)
-            if options.verify and not options.keep_going:
+            verify = options.verify and step.raised is None  # a step whose own trace raised cannot run
+            if verify and not options.keep_going:
                 step.first_call = _first_call(step.report, target)  # the script's own call verifies it
-            if options.verify and step.first_call is None:
+            if verify and step.first_call is None:
                 step.verification = _verify(step.report, options)
         except FlowcheckError as exc:
             step.error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
