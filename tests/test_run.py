@@ -612,3 +612,35 @@ def test_a_script_exiting_before_its_first_step_is_told_in_one_line(tmp_path: Pa
     else:
         assert line == f"flowcheck: error: {path} exited (sys.exit({eval(code)!r})) before its first training step"  # noqa: S307
         assert before == (["no GPU found, aborting"] if code.startswith("'") else [])
+
+
+def test_a_script_that_swallows_the_stop_in_a_bare_except_still_ends(tmp_path: Path, capsys: Any) -> None:
+    path = script(tmp_path, """\
+        import tensorflow as tf
+
+        w = tf.Variable(1.0)
+        opt = tf.keras.optimizers.SGD(0.1)
+
+        @tf.function
+        def train_step():
+            with tf.GradientTape() as tape:
+                loss = tf.square(w)
+            opt.apply_gradients(zip(tape.gradient(loss, [w]), [w]))
+            return loss
+
+        step = retries = 0
+        while step < 3:
+            try:
+                train_step()
+                step += 1
+                print("step", step)
+            except:  # noqa: E722 -- retries a failed batch, as such loops do
+                retries += 1
+        print("done after", retries, "retries")
+        """)
+    tracing = sys.gettrace()
+    code, out, err = run(capsys, path)
+    assert sys.gettrace() is tracing  # the stop's line tracer is gone with the script
+    assert code == 0, err
+    assert "step 1" in out.splitlines() and "step 2" not in out and "done after" not in out
+    assert "OK: every source of every gradient call receives a gradient" in out

@@ -1,4 +1,4 @@
-"""``fit``'s first batch, taken so that the step can be analyzed on it, and given back to ``fit``.
+"""``fit``'s one-step function, and its first batch, taken so that the step can be analyzed on it and given back.
 
 Keras's train function takes an iterator. flowcheck takes the first batch out to analyze the step
 on it, then hands the batch back. Chained in front of the iterator, the batch makes Keras run that
@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["first_batch"]
+__all__ = ["first_batch", "one_step_function"]
 
 
 def first_batch(iterator: Any, exact: bool) -> tuple[Any, Callable[[], Any]]:
@@ -51,3 +51,14 @@ def _rewound(iterator: Any) -> Any:
         data = next(iterator)
         checkpoint.read(saved).assert_consumed()
     return data
+
+
+def one_step_function(function: Any) -> Any:
+    """The ``tf.function`` running one step of ``fit`` (Keras's ``one_step_on_data``), if any."""
+    import tensorflow as tf
+
+    for cell in getattr(function, "__closure__", None) or ():
+        value = getattr(cell.cell_contents, "__wrapped__", None)  # inside _autoconvert_optionals
+        if isinstance(value, tf.types.experimental.PolymorphicFunction) and value.__name__ == "one_step_on_data":
+            return value
+    return None

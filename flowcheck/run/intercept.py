@@ -24,9 +24,10 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from flowcheck.run.batches import first_batch
+from flowcheck.run.batches import first_batch, one_step_function
 from flowcheck.run.failure import describe_exception
 from flowcheck.run.step import EAGER_NOTE, Step, StopScript
+from flowcheck.run.stop import stop_for_good
 from flowcheck.source.lines import SourceLine, user_frame
 
 __all__ = ["KERAS_WARNING", "Interceptor"]
@@ -49,6 +50,7 @@ class Interceptor:
         self._analyzer = analyzer
         self._session_analyzer = session_analyzer
         self._keep_going = keep_going
+        self._stops = 0
         self._done = False  # --continue, after the first round: pass everything through
         self._busy = 0  # inside a hooked call: nested hooks pass through
         self._seen: dict[Any, Any] = {}  # step key -> the object it is about (kept alive) or None: no gradient
@@ -95,10 +97,13 @@ class Interceptor:
             self._busy -= 1
 
     def _again(self) -> None:
-        """An analyzed step is about to run again: the first round is over."""
+        """An analyzed step is about to run again: the first round is over (again: the script swallowed the stop)."""
         if self._keep_going:
             self._done = True
             return
+        self._stops += 1
+        if self._stops > 1:
+            stop_for_good()
         raise StopScript
 
     def _analyze(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any], step: Step) -> None:
@@ -305,7 +310,7 @@ class Interceptor:
             step = Step("keras train_step", f"{model.name}.{_keras_caller()}", _call_site())
             x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
             through_model = (model, (x, y) if sample_weight is None else (x, y, sample_weight))
-            one_step = _keras_one_step(function)
+            one_step = one_step_function(function)
             if one_step is not None:  # analyze the trace fit itself makes of one step on this batch
                 self._traced_step(one_step, (data,), step, fallback=through_model)
                 if step.report is not None and step.report.target == "one_step_on_data":
@@ -347,17 +352,6 @@ class Interceptor:
             return run
 
         self._patch(session_lib.BaseSession, "run", make)
-
-
-def _keras_one_step(function: Any) -> Any:
-    """The ``tf.function`` running one step of ``fit`` (Keras's ``one_step_on_data``), if any."""
-    import tensorflow as tf
-
-    for cell in getattr(function, "__closure__", None) or ():
-        value = getattr(cell.cell_contents, "__wrapped__", None)  # inside _autoconvert_optionals
-        if isinstance(value, tf.types.experimental.PolymorphicFunction) and value.__name__ == "one_step_on_data":
-            return value
-    return None
 
 
 def _as_keras_step(report: Any, model: Any) -> None:

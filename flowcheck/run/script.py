@@ -23,6 +23,7 @@ from flowcheck.errors import FlowcheckError
 from flowcheck.run.failure import describe_exception
 from flowcheck.run.intercept import KERAS_WARNING, Interceptor
 from flowcheck.run.step import Step, StopScript
+from flowcheck.run.stop import release
 from flowcheck.source.files import check_file
 
 __all__ = [
@@ -145,6 +146,7 @@ def run_script(options: RunOptions) -> RunResult:
         else:
             result.error = describe_exception(exc, full)
     finally:
+        release()  # the stop raised at every line of a script that swallowed it
         sys.argv[:] = saved_argv
         sys.path[:] = saved_path
         _restore_global_settings(saved_globals)  # the script may have been ended before it undid them
