@@ -267,7 +267,7 @@ def watch_text(call: RecordedCall, names: dict[int, str]) -> str:
     if tape.persistent:
         parts.append("persistent")
     if len(tape.spans) > 1:
-        parts.append(f"recorded in {len(tape.spans)} stretches (paused between them: stop_recording, or the tape's own jacobian)")
+        parts.append(f"recorded in {len(tape.spans)} stretches (paused in between: stop_recording or a jacobian)")
     if call.unconnected_zero:
         parts.append("unconnected_gradients=ZERO (TensorFlow gives zeros, not None)")
     return "; ".join(parts)
