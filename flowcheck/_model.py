@@ -39,6 +39,7 @@ class BarrierKind(str, Enum):
     PREDICATE = "predicate"
     ASSIGN = "assign"
     NOT_WATCHED = "not_watched"
+    NOT_RECORDED = "not_recorded"
 
     def __str__(self) -> str:
         return self.value
@@ -60,6 +61,7 @@ _KIND_LABELS = {
     BarrierKind.PREDICATE: "control-flow predicate",
     BarrierKind.ASSIGN: "variable assignment",
     BarrierKind.NOT_WATCHED: "not watched by the tape (trainable=False)",
+    BarrierKind.NOT_RECORDED: "computed where the tape was not recording",
 }
 
 

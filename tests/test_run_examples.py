@@ -27,7 +27,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 CASES = [
     ("quickstart_int_cast.py", [], 1, "tf.cast(tf.cast(h * 4.0, tf.int32)"),
     ("argmax_gate.py", ["--steps", "2"], 1, "choice = tf.argmax(gate(x), axis=1)"),
-    ("subclassed_train_step.py", [], 1, None),
+    ("subclassed_train_step.py", [], 1, "features = self.encoder(x)"),
     ("gan_two_tapes.py", ["--steps", "2"], 0, None),
     ("fit_round_loss.py", [], 1, "tf.round(y_pred)"),
     ("eager_loop.py", [], 1, None),

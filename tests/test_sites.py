@@ -726,3 +726,31 @@ def test_a_step_whose_nested_function_has_run_before_still_has_its_site() -> Non
     truth = tape_truth(lambda: train_step(x, y), state)
     report = flowcheck.analyze(train_step, x, y)
     assert_sites_match(report, truth)
+
+
+def test_a_forward_pass_made_before_the_tape_opens_is_cut_by_the_tape_at_its_line() -> None:
+    keras.utils.set_random_seed(0)
+    encoder, head = keras.layers.Dense(4, name="encoder"), keras.layers.Dense(1, name="head")
+    optimizer = keras.optimizers.SGD(0.1)
+    x, y = tf.random.normal((4, 3)), tf.random.normal((4, 1))
+
+    @tf.function
+    def train_step(x: Any, y: Any) -> Any:
+        features = encoder(x)  # before the tape
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean((head(features) - y) ** 2)
+        variables = encoder.trainable_variables + head.trainable_variables
+        grads = tape.gradient(loss, variables)
+        optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
+        return loss
+
+    train_step(x, y)
+    truth = tape_truth(lambda: train_step(x, y), [*encoder.variables, *head.variables, *optimizer.variables])
+    report = flowcheck.analyze(train_step, x, y)
+    assert_sites_match(report, truth)
+    (site,) = report.gradient_sites
+    cut = [s for s in site.sources if not s.receives]
+    assert cut and all(s.verdict is flowcheck.Verdict.BLOCKED for s in cut)
+    lines = {b.source.line for s in cut for b in s.barriers if b.source is not None}
+    assert lines == {line_of(train_step, "# before the tape")}
+    assert {b.kind for s in cut for b in s.barriers} == {flowcheck.BarrierKind.NOT_RECORDED}

@@ -15,7 +15,7 @@ from flowcheck._model import Barrier
 from flowcheck._model import BarrierKind
 from flowcheck.source.op import op_source
 
-__all__ = ["barrier", "one_per_replica"]
+__all__ = ["barrier", "one_per_replica", "outside_barrier"]
 
 
 def one_per_replica(barriers: Iterable[Barrier]) -> tuple[Barrier, ...]:
@@ -52,3 +52,19 @@ def barrier(graph: nx.DiGraph, edge: tuple[str, str], cache: dict[tuple[str, str
     )
     cache[edge] = barrier
     return barrier
+
+
+NOT_RECORDED_DETAIL = "computed outside the tape's with block (or while it was paused): the tape recorded none of it"
+
+
+def outside_barrier(graph: nx.DiGraph, edge: tuple[str, str]) -> Barrier:
+    """The barrier where a value computed without the tape recording (``u``) enters what it recorded (``w``)."""
+    u, w = edge
+    attrs = graph.nodes[u]
+    op = attrs.get("op")
+    source, via_library = op_source(op) if op is not None else (None, True)
+    return Barrier(
+        op_name=str(attrs.get("name", u)), op_type=str(attrs.get("op_type", "")), kind=BarrierKind.NOT_RECORDED,
+        detail=NOT_RECORDED_DETAIL, tensor=str(graph.edges[u, w].get("tensor", "")), source=source,
+        in_user_code=source is not None and not via_library, node=u,
+    )

@@ -20,6 +20,7 @@ import networkx as nx
 
 from flowcheck._model import BarrierKind, Verdict
 
+from flowcheck.analysis.barriers import outside_barrier
 from flowcheck.analysis.verdicts import blocking_barriers, reach, verdicts
 from flowcheck.trace.sites import GradientSite, RecordedCall, SiteSource
 
@@ -40,11 +41,40 @@ class SiteGraph:
         targets: The nodes of the call's targets present in :attr:`graph`.
     """
 
-    def __init__(self, graph: nx.DiGraph, sources: list[str | None], targets: list[str]) -> None:
+    def __init__(
+        self, graph: nx.DiGraph, sources: list[str | None], targets: list[str], full: nx.DiGraph | None = None,
+    ) -> None:
         self.graph = graph
         self.sources = sources
         self.targets = targets
+        self.full = full  # the step's whole graph, for what the tape did not record
         self._reached: tuple[AbstractSet[str], AbstractSet[str]] | None = None
+
+    def read_outside(self, node: str) -> list[tuple[str, str]]:
+        """Where variable ``node``'s values, computed while the tape was not recording, enter what it recorded.
+
+        The edges ``(u, w)``: ``u`` computed from the variable outside the recording (through edges that
+        carry a gradient), ``w`` recorded and on the way to a target. Empty when the variable is not read
+        that way (then it is simply not used by what the tape differentiates).
+        """
+        if self.full is None or not self.targets:
+            return []
+        kept, feeding = self.graph, self.reached()[0]
+        full, nodes = self.full._succ, self.full._node  # noqa: SLF001 -- the adjacency dicts, as in verdicts
+        seen, stack, crossing = {node}, [node], []
+        while stack:
+            u = stack.pop()
+            for w, data in full[u].items():
+                if not data["grad"] or w in seen:
+                    continue
+                entry = nodes[w].get("op_type") == "Placeholder"
+                if w in kept and not entry:
+                    if u not in kept and w in feeding:
+                        crossing.append((u, w))
+                    continue
+                seen.add(w)
+                stack.append(w)
+        return sorted(crossing)
 
     def reached(self) -> tuple[AbstractSet[str], AbstractSet[str]]:
         """:func:`flowcheck.analysis.verdicts.reach` of :attr:`targets`, computed once for every verdict read here."""
@@ -128,7 +158,7 @@ def site_graph(
         index = variable_index(obj)
         sources.append(var_nodes[index] if index is not None else tensor_node(sub, obj))
     targets = [n for n in (tensor_node(sub, t) for t in call.targets) if n is not None]
-    return SiteGraph(sub, sources, targets)
+    return SiteGraph(sub, sources, targets, full=graph)
 
 
 def _induced_copy(graph: nx.DiGraph, keep: set[str]) -> nx.DiGraph:
@@ -183,6 +213,9 @@ def judge_call(
     for i, node in enumerate(sub.sources):
         found = verdict.get(node, Verdict.UNUSED) if node is not None else Verdict.UNUSED
         barriers = tuple(barrier_of(sub.graph, edge, cache) for edge in cuts.get(node, ())) if node else ()
+        outside = sub.read_outside(node) if found is Verdict.UNUSED and node is not None and sub.full is not None else []
+        if outside:  # read before the tape's block: cut by the tape itself, at the ops computed outside it
+            found, barriers = Verdict.BLOCKED, tuple(dict.fromkeys(outside_barrier(sub.full, e) for e in outside))
         sources.append(SiteSource(
             name=names[i], variable=call.sources[i], verdict=found, barriers=barriers,
             tensorflow_none=answers[i], trainable=trainable[i],
