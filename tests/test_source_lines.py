@@ -316,8 +316,8 @@ def test_branches_and_boolean_operators_under_autograph() -> None:
 
 @pytest.mark.parametrize("autograph", AUTOGRAPH)
 def test_a_nested_tf_function_traced_before_flowcheck(autograph: bool) -> None:
-    # The user ran a step first: the inner function's graph is cached, and flowcheck never saw
-    # its ops made. The calls are told apart by name when their names differ...
+    # The user ran a step first: the inner function's graph is cached; flowcheck traces a clone
+    # of it, so it sees its ops made...
     a, b, c = _variables()
 
     @tf.function(autograph=autograph)
@@ -336,8 +336,9 @@ def test_a_nested_tf_function_traced_before_flowcheck(autograph: bool) -> None:
     assert _places(report, b) == [_where(inner, "cached second", needle="tf.round(")]
 
 
-def test_the_same_call_twice_in_a_cached_statement_gets_no_guessed_column() -> None:
-    # ... and when they do not, the traceback's line stays, with no column.
+def test_the_same_call_twice_in_a_cached_statement_gets_its_exact_column() -> None:
+    # ... and when they do not: flowcheck traces the cached function afresh, so its ops' own
+    # positions are recorded and each call gets its line and column.
     a, b, c = _variables()
 
     @tf.function
@@ -352,10 +353,8 @@ def test_the_same_call_twice_in_a_cached_statement_gets_no_guessed_column() -> N
     outer = tf.function(loss)
     outer(X)
     report = flowcheck.analyze(outer, X)
-    statement = {_where(inner, "same first")[0], _where(inner, "same second")[0]}
-    for variable in (a, b):
-        ((line, column),) = _places(report, variable)
-        assert column is None and line in statement | {min(statement) - 1, max(statement) + 1}
+    assert _places(report, a) == [_where(inner, "same first")]
+    assert _places(report, b) == [_where(inner, "same second")]
 
 
 @pytest.mark.parametrize("autograph", AUTOGRAPH)
