@@ -116,6 +116,7 @@ def explore(browser: Any, served: Served, barrier: str, shot: Path) -> str:
     return text
 
 
+@pytest.mark.slow
 def test_seed_in_model_explorer(browser: Any, tmp_path: Path) -> None:
     served = Served(["examples/seed_stop_gradient.py"], ROOT)
     try:

@@ -54,6 +54,7 @@ def _run(tmp_path: Path, store: str) -> dict[str, object]:
     return result
 
 
+@pytest.mark.slow
 def test_the_next_process_uses_the_kept_answers_and_the_users_gradient_is_probed_every_time(tmp_path: Path) -> None:
     store = tmp_path / "store"
     first, second = _run(tmp_path, str(store)), _run(tmp_path, str(store))
@@ -64,6 +65,7 @@ def test_the_next_process_uses_the_kept_answers_and_the_users_gradient_is_probed
     assert "Square" in first["probed"] and second["probed"] == ["Square"]  # only the user's gradient again
 
 
+@pytest.mark.slow
 def test_an_unreadable_store_is_passed_over_and_off_keeps_nothing(tmp_path: Path) -> None:
     store = tmp_path / "store"
     store.mkdir()

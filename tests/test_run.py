@@ -122,6 +122,7 @@ NOISE = """\
 
 @pytest.mark.parametrize(("training", "noise"), [(CUSTOM_STEP, False), (FIT, False), (CUSTOM_STEP, True), (FIT, True)],
                          ids=["custom step", "fit", "custom step, tf.random.normal", "fit, tf.random.normal"])
+@pytest.mark.slow
 def test_continue_trains_exactly_as_without_flowcheck(tmp_path: Path, capsys: Any, training: str, noise: bool) -> None:
     text = textwrap.dedent("""\
         import numpy as np
@@ -250,6 +251,7 @@ np.save(OUT, np.concatenate([v.numpy().ravel().astype("float64") for v in model.
     (NOISY_TRAIN_STEP, False), (NOISY_TRAIN_STEP, True), (NOISY_FIT, False), (NOISY_CUSTOM_STEP, False),
 ], ids=["train_step keras.random", "train_step keras.random, run_eagerly", "fit Dropout GaussianNoise",
         "custom step keras.random Dropout"])
+@pytest.mark.slow
 def test_unseeded_random_ops_verify_and_continue_exactly(tmp_path: Path, capsys: Any, training: str, eagerly: bool) -> None:
     text = textwrap.dedent(f"""\
         import numpy as np
@@ -334,6 +336,7 @@ def test_usage_errors(tmp_path: Path, capsys: Any) -> None:
     assert code == 2 and err.strip() == f"flowcheck: error: no such file: {tmp_path / 'missing.py'}"
 
 
+@pytest.mark.slow
 def test_tensorflow_start_up_notices_are_filtered_but_not_the_scripts_stderr(tmp_path: Path) -> None:
     path = script(tmp_path, "import sys\nprint('my own warning', file=sys.stderr)\n")
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
@@ -548,6 +551,7 @@ def test_snapshot_pins_the_flow_of_every_step(tmp_path: Path, capsys: Any) -> No
     assert f"expert_0/kernel: receives -> blocked (StopGradient at {train.name}:{line})" in out
 
 
+@pytest.mark.slow
 def test_the_command_leaves_right_after_the_report_with_the_scripts_files_written(tmp_path: Path) -> None:
     log, ended = tmp_path / "log.txt", tmp_path / "atexit.txt"
     path = script(tmp_path, f"""\
@@ -577,6 +581,7 @@ def test_the_command_leaves_right_after_the_report_with_the_scripts_files_writte
     assert ended.read_text() == "ran"
 
 
+@pytest.mark.slow
 def test_mixed_precision_fit_whose_first_scaled_gradients_overflow_still_agrees(tmp_path: Path) -> None:
     path = script(tmp_path, """\
         import numpy as np

@@ -296,6 +296,7 @@ def test_flowcheck_run_on_a_graph_whose_builder_chokes_on_a_none_gradient(tmp_pa
     assert any("None values not supported" in note for note in step["report"]["notes"])
 
 
+@pytest.mark.slow
 def test_flowcheck_run_continue_trains_as_python_does(tmp_path: Path) -> None:
     script = tmp_path / "train_tf1.py"
     script.write_text(
