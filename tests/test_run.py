@@ -551,6 +551,20 @@ def test_snapshot_pins_the_flow_of_every_step(tmp_path: Path, capsys: Any) -> No
     assert f"expert_0/kernel: receives -> blocked (StopGradient at {train.name}:{line})" in out
 
 
+# The smallest training step: one variable, its own tape and optimizer (indented as the scripts are).
+MINIMAL_STEP = """
+        w = tf.Variable(1.0)
+        opt = tf.keras.optimizers.SGD(0.1)
+
+        @tf.function
+        def train_step():
+            with tf.GradientTape() as tape:
+                loss = tf.square(w)
+            opt.apply_gradients(zip(tape.gradient(loss, [w]), [w]))
+            return loss
+"""
+
+
 @pytest.mark.slow
 def test_the_command_leaves_right_after_the_report_with_the_scripts_files_written(tmp_path: Path) -> None:
     log, ended = tmp_path / "log.txt", tmp_path / "atexit.txt"
@@ -560,15 +574,7 @@ def test_the_command_leaves_right_after_the_report_with_the_scripts_files_writte
 
         log = open({str(log)!r}, "w")  # never closed, as scripts do
         atexit.register(lambda: open({str(ended)!r}, "w").write("ran"))
-        w = tf.Variable(1.0)
-        opt = tf.keras.optimizers.SGD(0.1)
-
-        @tf.function
-        def train_step():
-            with tf.GradientTape() as tape:
-                loss = tf.square(w)
-            opt.apply_gradients(zip(tape.gradient(loss, [w]), [w]))
-
+        """ + MINIMAL_STEP + f"""
         for i in range(3):
             log.write(f"step {{i}}\\n")
             train_step()
@@ -622,16 +628,7 @@ def test_a_script_exiting_before_its_first_step_is_told_in_one_line(tmp_path: Pa
 def test_a_script_that_swallows_the_stop_in_a_bare_except_still_ends(tmp_path: Path, capsys: Any) -> None:
     path = script(tmp_path, """\
         import tensorflow as tf
-
-        w = tf.Variable(1.0)
-        opt = tf.keras.optimizers.SGD(0.1)
-
-        @tf.function
-        def train_step():
-            with tf.GradientTape() as tape:
-                loss = tf.square(w)
-            opt.apply_gradients(zip(tape.gradient(loss, [w]), [w]))
-            return loss
+        """ + MINIMAL_STEP + """
 
         step = retries = 0
         while step < 3:
