@@ -20,7 +20,7 @@ import corpus_cases
 import corpus_eager  # noqa: F401 -- registers its cases in CASES
 import corpus_watched  # noqa: F401 -- registers its cases in CASES
 from corpus_cases import CASES, Case, load_seed
-from truth import tf_variable, watched_gradients, watched_truth as tape_truth
+from truth import line_of, tf_variable, watched_gradients, watched_truth as tape_truth
 
 
 def _name(v: Any) -> str:
@@ -80,20 +80,6 @@ def test_corpus_is_large_enough() -> None:
     assert len(CASES) >= 40
 
 
-def _line_of(fn: Callable[..., Any], needle: str) -> int:
-    """The file line number of the first line of ``fn``'s source containing ``needle``."""
-    lines, start = inspect.getsourcelines(fn)
-    return next(start + i for i, line in enumerate(lines) if needle in line)
-
-
-def _unique_line(module: Any, needle: str) -> int:
-    """The line number of the one line of ``module`` containing ``needle``."""
-    lines, _ = inspect.getsourcelines(module)
-    found = [i for i, line in enumerate(lines, start=1) if needle in line]
-    assert len(found) == 1, f"{needle!r} is on lines {found}"
-    return found[0]
-
-
 def test_seed_barrier_is_the_stop_gradient_on_its_line() -> None:
     seed = load_seed()
     report = flowcheck.analyze(seed.loss_fn, *seed.example_inputs)
@@ -103,7 +89,7 @@ def test_seed_barrier_is_the_stop_gradient_on_its_line() -> None:
     assert barrier.in_user_code
     assert barrier.source is not None
     assert barrier.source.file.endswith("seed_stop_gradient.py")
-    assert barrier.source.line == _line_of(seed.loss_fn.python_function, "tf.stop_gradient(")
+    assert barrier.source.line == line_of(seed.loss_fn, "tf.stop_gradient(")
 
 
 def test_seed_post_claim_after_one_sgd_step() -> None:
@@ -133,7 +119,7 @@ def test_custom_gradient_none_barrier_is_named() -> None:
     # b reaches the custom op twice: as an argument (its grad_fn returned None) and through the
     # forward result (never differentiated). Both cuts are at the call of the custom function.
     assert {x.kind for x in barriers} == {flowcheck.BarrierKind.CUSTOM_GRADIENT_NONE, flowcheck.BarrierKind.CUSTOM_GRADIENT}
-    call_line = _line_of(c.fn.python_function, "product(a, b)")
+    call_line = line_of(c.fn, "product(a, b)")
     assert all(x.op_type == "IdentityN" and x.in_user_code and x.source is not None and x.source.line == call_line for x in barriers)
 
 
@@ -160,7 +146,7 @@ def test_barrier_names_the_op_and_the_user_line(case_id: str, position: int, op_
     (barrier,) = report.result(v).barriers
     assert (barrier.op_type, barrier.kind, barrier.in_user_code) == (op_type, kind, True)
     assert barrier.source is not None and barrier.source.file.endswith("corpus_cases.py")
-    assert barrier.source.line == _unique_line(corpus_cases, needle)
+    assert barrier.source.line == line_of(corpus_cases.__file__, needle)
 
 
 def test_keras_layers_built_during_flowchecks_own_trace() -> None:

@@ -18,6 +18,7 @@ import pytest
 import tensorflow as tf
 
 from flowcheck.cli.main import main
+from truth import line_of
 
 ROOT = Path(__file__).resolve().parent.parent
 # seed_tf1.py switches the whole process to TensorFlow 1 graph mode: tests/test_tf1.py runs it in a
@@ -99,7 +100,7 @@ def test_dqn_target_network_is_blocked_at_the_stop_gradient(capsys: pytest.Captu
     assert code == 0
     assert verdicts(data) == truth["total"]
     assert all(e["holds"] for e in data["expectations"])
-    stop_line = _line_of(name, "tf.stop_gradient(")
+    stop_line = line_of(ROOT / "examples" / name, "tf.stop_gradient(")
     for v in data["variables"]:
         if v["name"].startswith("target/"):
             assert [(b["op_type"], b["source"]["line"]) for b in v["barriers"]] == [("StopGradient", stop_line)]
@@ -189,10 +190,3 @@ def test_multi_worker_example_runs_two_workers_that_each_agree(capsys: pytest.Ca
         assert rows["entropy_weight"] == "unused" and rows["discount"] == "blocked"
         assert rows["online/q/kernel"] == "receives" and rows["target/q/kernel"] == "blocked"
         assert len(rows) == 10, "one row per variable made, not one per replica"
-
-
-def _line_of(name: str, text: str) -> int:
-    for number, line in enumerate((ROOT / "examples" / name).read_text().splitlines(), 1):
-        if text in line:
-            return number
-    raise AssertionError(text)
