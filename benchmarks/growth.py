@@ -63,7 +63,8 @@ def median(runs: list[dict[str, float]]) -> dict[str, float]:
 def line(key: str, med: dict[str, float], ops: str) -> str:
     """One model's stages, as printed."""
     ratio = med["own"] / med["trace"]
-    return (f"{key:<17} {ops:>7} ops | trace {med['trace']:7.3f} s | stage 1 {med['trace_rest']:6.3f} s"
+    size = f"{ops:>7} ops" if ops else " " * 11
+    return (f"{key:<17} {size} | trace {med['trace']:7.3f} s | stage 1 {med['trace_rest']:6.3f} s"
             f" | graph {med['graph']:6.3f} s | analysis {med['analysis']:6.3f} s | rest {med['other']:6.3f} s"
             f" | own / trace {ratio:5.3f} ({'met' if ratio <= OWN_TARGET else 'missed'}: {OWN_TARGET})")
 
