@@ -168,9 +168,12 @@ class _Builder:
 
     def add_function_graph(self, fgraph: Any, prefix: str, cluster: str | None) -> None:
         assigns: dict[Any, str] = {}  # handle tensor -> last assign node seen
+        # Op -> its node id: an input's producer is found by identity, and its id is the very string
+        # that keys networkx's dicts (asking TensorFlow for the name makes a new string to hash and compare).
+        ids: dict[Any, str] = {}
         add_edge, answers = self.add_edge, self.oracle.answers
         for op in fgraph.get_operations():
-            node = prefix + op.name
+            node = ids[op] = prefix + op.name
             op_type = op.type
             self.add_op_node(op, node, cluster, op_type)
             inputs = op.inputs
@@ -178,7 +181,8 @@ class _Builder:
                 self.add_function_op(op, node, prefix, cluster)
             elif inputs:
                 for tensor, info in zip(inputs, answers(op, op_type, inputs)):
-                    add_edge(prefix + tensor.op.name, node, tensor, info)
+                    producer = tensor.op
+                    add_edge(ids.get(producer) or prefix + producer.name, node, tensor, info)
             if op_type in _READ_OPS and inputs[0].ref() in assigns:
                 self.add_edge(
                     assigns[inputs[0].ref()], node, inputs[0], InputGradient(False, BarrierKind.ASSIGN, ASSIGN_DETAIL),
