@@ -14,6 +14,8 @@ from flowcheck.source.lines import SourceLine, is_library_file, user_frame
 __all__ = ["describe_exception"]
 
 _FUNCTION_NODE = re.compile(r"^\{\{function_node [^}]*\}\}\s*")  # TensorFlow's eager op errors
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Keras's bold and colours
+_KERAS_CALL = re.compile(r"^Exception encountered when calling [^\n]*\.$")  # Keras's layer-call wrapper
 _USER_CODE = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<function>\S+)')
 
 
@@ -32,8 +34,20 @@ def describe_exception(exc: BaseException, script: str | None) -> str:
         else:
             where = user_frame(frames)[0]
     at = f" at {where}" + (f" ({where.code})" if where.code else "") if where else ""
-    message = _FUNCTION_NODE.sub("", " ".join(text.splitlines()[0].split())) if text else ""
+    message = _message(text)
     return f"{type(exc).__name__}{at}" + (f": {message}" if message else "")
+
+
+def _message(text: str) -> str:
+    """The message's first paragraph in one line, past Keras's "Exception encountered when calling" wrapper.
+
+    A paragraph, not a line: Keras says which sizes disagree on the lines after its sentence. The
+    terminal's bold and colours Keras adds are left out.
+    """
+    paragraphs = [p for p in re.split(r"\n\s*\n", _ANSI.sub("", text)) if p.strip()]
+    while len(paragraphs) > 1 and _KERAS_CALL.match(paragraphs[0].strip()):
+        paragraphs = paragraphs[1:]
+    return _FUNCTION_NODE.sub("", " ".join(paragraphs[0].split())) if paragraphs else ""
 
 
 def _unwrap_user_code(text: str) -> tuple[SourceLine | None, str]:

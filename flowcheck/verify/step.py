@@ -129,7 +129,7 @@ def verify_step(traced: Any, sites: Sequence[GradientSite], *, control_flow: boo
     Raises:
         VerificationError: the step failed for another reason than every gradient being None.
     """
-    optimizers = optimizers_of(traced.function, traced.args)
+    optimizers = _applied_optimizers(traced)
     sources = [s.variable for site in sites for s in site.sources]
     before = [_maybe_digest(v) for v in sources]
     problems: list[str] = []
@@ -146,6 +146,26 @@ def verify_step(traced: Any, sites: Sequence[GradientSite], *, control_flow: boo
     except Exception as exc:  # noqa: BLE001 -- the user's step failed: say how, as one error
         raise VerificationError(f"the real step failed: {_first_line(exc)}") from exc
     return _verification(sites, calls, (before, after), problems, optimizers)
+
+
+def _applied_optimizers(traced: Any) -> list[Any]:
+    """The Keras optimizers the step can apply: those whose variables its trace reads.
+
+    A ``Model`` subclass whose ``train_step`` applies optimizers of its own still has the one its
+    ``compile()`` made by default (RMSprop): the step never reads it, so it is not named. Without a
+    trace of its own (a plain function), or when the trace reads none, every reachable one counts.
+    """
+    found = optimizers_of(traced.function, traced.args)
+    concrete = getattr(traced, "concrete", None)
+    if concrete is None or traced.python_function is not None:
+        return found
+    captured = {id(h) for h in concrete.captured_inputs}
+
+    def read(opt: Any) -> bool:
+        backings = (getattr(v, "value", v) for v in opt.variables)
+        return any(id(getattr(b, "handle", None)) in captured for b in backings)
+
+    return [o for o in found if read(o)] or found
 
 
 def _verification(
@@ -333,7 +353,7 @@ class FirstCall:
         result = concrete._inference_function.function_type.pack_output(values[:self._outputs])  # noqa: SLF001
         rest = iter(values[self._outputs:])
         calls = [_with_values(c, rest) for c in self._calls]
-        optimizers = optimizers_of(self._traced.function, self._traced.args)
+        optimizers = _applied_optimizers(self._traced)
         return result, _verification(self._sites, calls, (before, after), [], optimizers, restored=False)
 
 

@@ -1,0 +1,200 @@
+"""``flowcheck run`` on Keras scripts as their users write them: ``fit`` with an overridden
+``train_step`` (GANs, VQ-VAE), and the one line told when Keras raises before the first step.
+
+Each script is a tiny file in ``tmp_path``; the truth (which optimizers a step applies, which
+variables a tape would give a gradient, Keras's own error text) is computed by TensorFlow and
+Keras in the test.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from flowcheck.cli.main import main
+from truth import watched_gradients
+
+
+def script(tmp_path: Path, text: str, name: str = "train.py") -> str:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return str(path)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    keras.utils.clear_session()
+    code = main(["run", *argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def keras_error(fn: Any) -> str:
+    """Keras's own message of the exception ``fn()`` raises, its terminal colours left out."""
+    with pytest.raises(Exception) as info:
+        fn()
+    return re.sub(r"\x1b\[[0-9;]*m", "", str(info.value))
+
+
+def test_keras_sizes_on_the_lines_after_its_sentence_are_told(tmp_path: Path, capsys: Any) -> None:
+    body = """\
+        import numpy as np
+        import keras
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        model.compile(optimizer="adam", loss="mse")
+        model.fit(np.ones((10, 4), "float32"), np.ones((12, 1), "float32"), verbose=0)
+        """
+    namespace: dict[str, Any] = {}
+    message = keras_error(lambda: exec(textwrap.dedent(body), namespace))  # noqa: S102
+    assert len(message.strip().splitlines()) > 1  # Keras's sentence, then one line per size
+    code, out, err = run(capsys, script(tmp_path, body))
+    assert code == 2 and out == ""
+    (line,) = err.strip().splitlines()
+    assert line.endswith(": " + " ".join(message.split()))
+
+
+def test_keras_layer_call_wrapper_is_unwrapped_to_the_real_message(tmp_path: Path, capsys: Any) -> None:
+    body = """\
+        import numpy as np
+        import keras
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        model.compile(optimizer="adam", loss="mse")
+        model.fit(np.ones((8, 5), "float32"), np.ones((8, 1), "float32"), verbose=0)
+        """
+    keras.utils.clear_session()
+    namespace: dict[str, Any] = {}
+    message = keras_error(lambda: exec(textwrap.dedent(body), namespace))  # noqa: S102
+    wrapper, real = [p for p in re.split(r"\n\s*\n", message) if p.strip()][:2]
+    assert wrapper.startswith("Exception encountered when calling")
+    code, _, err = run(capsys, script(tmp_path, body))
+    assert code == 2
+    (line,) = err.strip().splitlines()
+    # The batch dimension may be told as None (Keras's symbolic build) or 8 (the first batch).
+    told = " ".join(real.split()).split("received input with shape")[0]
+    assert ": " + told in line and "\x1b" not in line
+    assert "Exception encountered" not in line
+
+
+GAN = """\
+import numpy as np
+import tensorflow as tf
+import keras
+
+
+class GAN(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.discriminator = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)], name="discriminator")
+        self.generator = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)], name="generator")
+        self.seed_generator = keras.random.SeedGenerator(7)
+
+    def compile(self, d_optimizer, g_optimizer):
+        super().compile()  # Keras's default optimizer (RMSprop) is made here and never applied
+        self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
+
+    def train_step(self, real):
+        z = keras.random.normal((tf.shape(real)[0], 2), seed=self.seed_generator)
+        with tf.GradientTape() as tape:
+            d_loss = tf.reduce_mean(self.discriminator(self.generator(z))) - tf.reduce_mean(self.discriminator(real))
+        grads = tape.gradient(d_loss, self.discriminator.trainable_weights)
+        self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_weights))
+        with tf.GradientTape() as tape:
+            g_loss = -tf.reduce_mean(self.discriminator(self.generator(z)))
+        grads = tape.gradient(g_loss, self.generator.trainable_weights)
+        self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_weights))
+        return {"d_loss": d_loss, "g_loss": g_loss}
+
+
+keras.utils.set_random_seed(0)
+gan = GAN()
+gan.compile(keras.optimizers.Adam(0.002), keras.optimizers.SGD(0.03))
+gan.fit(np.ones((16, 3), "float32"), batch_size=4, epochs=STEPS, verbose=0)
+"""
+
+
+def test_a_train_step_override_names_the_optimizers_it_applies(tmp_path: Path, capsys: Any) -> None:
+    namespace: dict[str, Any] = {"STEPS": 1}
+    keras.utils.clear_session()
+    exec(GAN.replace("batch_size=4", "batch_size=16"), namespace)  # noqa: S102 -- one real step, here
+    gan = namespace["gan"]
+    reachable = [gan.optimizer, gan.d_optimizer, gan.g_optimizer]
+    applied = [o for o in reachable if int(o.iterations.numpy()) == 1]
+    assert len(applied) == 2  # what Keras ran: the default optimizer is not among them
+    code, out, _ = run(capsys, script(tmp_path, GAN.replace("STEPS", "2")), "--json")
+    assert code == 0
+    (step,) = json.loads(out)["steps"]
+    verification = step["report"]["verification"]
+    described = ", ".join(f"{type(o).__name__}(learning_rate={float(o.learning_rate.numpy()):g})" for o in applied)
+    assert verification["agrees"] and verification["optimizer"] == f"the step's own {described}"
+
+
+VQ = """\
+import numpy as np
+import tensorflow as tf
+import keras
+
+
+class Quantizer(keras.layers.Layer):
+    def __init__(self):
+        super().__init__()
+        # a plain tf.Variable: Keras 3 does not track it, so it is not in trainable_variables
+        self.codebook = tf.Variable(tf.random.uniform((2, 4), seed=1), name="codebook")
+
+    def call(self, x):
+        codes = tf.one_hot(tf.argmin(tf.matmul(x, self.codebook), axis=1), 4)
+        quantized = tf.matmul(codes, self.codebook, transpose_b=True)
+        self.add_loss(tf.reduce_mean((quantized - tf.stop_gradient(x)) ** 2))
+        return x + tf.stop_gradient(quantized - x)
+
+
+class Trainer(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.encoder = keras.layers.Dense(2, name="encoder")
+        self.vq = Quantizer()
+        self.decoder = keras.layers.Dense(3, name="decoder")
+
+    def train_step(self, x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean((x - self.decoder(self.vq(self.encoder(x)))) ** 2) + sum(self.vq.losses)
+        grads = tape.gradient(loss, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        return {"loss": loss}
+
+
+keras.utils.set_random_seed(0)
+trainer = Trainer()
+trainer.compile(optimizer="adam")
+trainer.fit(np.random.rand(16, 3).astype("float32"), batch_size=4, epochs=2, verbose=0)
+"""
+
+
+def test_a_codebook_kept_out_of_trainable_variables_never_trains(tmp_path: Path, capsys: Any) -> None:
+    namespace: dict[str, Any] = {}
+    keras.utils.clear_session()
+    exec(VQ.split("trainer.compile")[0], namespace)  # noqa: S102
+    trainer, x = namespace["trainer"], tf.constant(np.random.rand(4, 3).astype("float32"))
+    trainer.decoder(trainer.vq(trainer.encoder(x)))  # builds the layers, as the first step does
+    codebook = trainer.vq.codebook
+    sources = [*trainer.trainable_variables, codebook]
+
+    def loss() -> Any:
+        return tf.reduce_mean((x - trainer.decoder(trainer.vq(trainer.encoder(x)))) ** 2) + sum(trainer.vq.losses)
+
+    grads = watched_gradients(loss, sources)
+    assert all(id(codebook) != id(v) for v in trainer.trainable_variables)
+    assert grads[-1] is not None  # the codebook would learn, but no gradient call asks for it
+    code, out, _ = run(capsys, script(tmp_path, VQ), "--json")
+    assert code == 1
+    (step,) = json.loads(out)["steps"]
+    assert step["report"]["never_trained"] == [codebook.name.split(":")[0]]
+    assert f"1 variable never trains: {codebook.name.split(':')[0]}" in step["failures"]
+    (site,) = step["report"]["gradient_sites"]
+    assert [s["verdict"] == "receives" for s in site["sources"]] == [g is not None for g in grads[:-1]]
