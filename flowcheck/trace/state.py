@@ -49,7 +49,7 @@ def global_seed_generator_kept() -> Iterator[None]:
 
 
 def optimizers_of(fn: Any, args: Sequence[Any] = ()) -> list[Any]:
-    """The Keras optimizers a step can reach: a model's, or named by its code, closures or ``self``."""
+    """The Keras optimizers a step can reach: a model's or its layers', or named by its code, closures or ``self``."""
     import keras
 
     found: list[Any] = []
@@ -65,10 +65,27 @@ def optimizers_of(fn: Any, args: Sequence[Any] = ()) -> list[Any]:
 
     for value in _reachable(fn, args):
         add(value)
-        if hasattr(value, "__dict__") and not isinstance(value, type):
-            for attr in list(vars(value).values()):
+        owners = value._flatten_layers() if isinstance(value, keras.Layer) else [value]  # noqa: SLF001
+        for owner in owners:
+            for attr in _attributes(owner):
                 add(attr)
     return found
+
+
+def _attributes(value: Any) -> Iterator[Any]:
+    """An object's attributes, and the items of those that are lists, tuples or dicts.
+
+    A layer that trains itself (forward-forward) keeps its own optimizer; a model keeps its
+    layers in a list.
+    """
+    if not hasattr(value, "__dict__") or isinstance(value, type):
+        return
+    for attr in list(vars(value).values()):
+        yield attr
+        if isinstance(attr, (list, tuple)):
+            yield from attr
+        elif isinstance(attr, dict):
+            yield from attr.values()
 
 
 def _reachable(fn: Any, args: Sequence[Any]) -> Iterator[Any]:
