@@ -242,3 +242,77 @@ def test_a_codebook_kept_out_of_trainable_variables_never_trains(tmp_path: Path,
     assert f"1 variable never trains: {codebook.name.split(':')[0]}" in step["failures"]
     (site,) = step["report"]["gradient_sites"]
     assert [s["verdict"] == "receives" for s in site["sources"]] == [g is not None for g in grads[:-1]]
+
+
+CLASSIC_GAN = """\
+import numpy as np
+import keras
+
+keras.utils.set_random_seed(0)
+generator = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)], name="generator")
+discriminator = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, activation="sigmoid")], name="discriminator")
+discriminator.compile(optimizer="adam", loss="binary_crossentropy")
+discriminator.trainable = False
+z = keras.Input((2,))
+combined = keras.Model(z, discriminator(generator(z)), name="combined")
+combined.compile(optimizer="adam", loss="binary_crossentropy")
+real = np.ones((4, 3), "float32")
+for epoch in range(3):
+    fake = generator.predict(np.ones((4, 2), "float32"), verbose=0)
+    discriminator.trainable = TOGGLE
+    discriminator.train_on_batch(real, np.ones((4, 1)))  # real
+    discriminator.train_on_batch(fake, np.zeros((4, 1)))  # fake
+    discriminator.trainable = False
+    combined.train_on_batch(np.ones((4, 2), "float32"), np.ones((4, 1)))
+    print("round", epoch)
+"""
+
+
+def _keras_step_truth(model: Any, x: Any, y: Any) -> tuple[list[str], list[bool]]:
+    """What Keras's train_step asks for: its trainable weights, and which the tape gives a gradient."""
+    sources = list(model.trainable_weights)
+    with tf.GradientTape() as tape:
+        loss = keras.losses.binary_crossentropy(y, model(x, training=True))
+    grads = tape.gradient(loss, sources)
+    return [v.path for v in sources], [g is not None for g in grads]
+
+
+def test_a_keras_step_called_again_from_another_line_is_still_the_first_round(tmp_path: Path, capsys: Any) -> None:
+    text = CLASSIC_GAN.replace("TOGGLE", "True")
+    namespace: dict[str, Any] = {}
+    keras.utils.clear_session()
+    exec(text.split("for epoch")[0], namespace)  # noqa: S102 -- the models, as the first round has them
+    discriminator, combined = namespace["discriminator"], namespace["combined"]
+    discriminator.trainable = True
+    truth = [_keras_step_truth(discriminator, tf.ones((4, 3)), tf.ones((4, 1)))]
+    discriminator.trainable = False
+    truth.append(_keras_step_truth(combined, tf.ones((4, 2)), tf.ones((4, 1))))
+    code, out, err = run(capsys, script(tmp_path, text), "--json")
+    document = json.loads(out)
+    assert code == 0 and document["stopped"] and document["untrained"] == []
+    assert "round 0" in err and "round 1" not in err  # ended as the discriminator's step came round again
+    assert [s["name"] for s in document["steps"]] == ["discriminator.train_on_batch", "combined.train_on_batch"]
+    for step, (names, receives) in zip(document["steps"], truth):
+        (site,) = step["report"]["gradient_sites"]
+        assert [s["name"] for s in site["sources"]] == names
+        assert [s["verdict"] == "receives" for s in site["sources"]] == receives
+
+
+def test_a_keras_step_of_a_model_with_nothing_trainable_is_a_finding(tmp_path: Path, capsys: Any) -> None:
+    text = CLASSIC_GAN.replace("TOGGLE", "False")  # Keras 2's idiom: in Keras 3 the discriminator never trains
+    namespace: dict[str, Any] = {}
+    keras.utils.clear_session()
+    exec(text.split("for epoch")[0], namespace)  # noqa: S102
+    discriminator = namespace["discriminator"]
+    assert discriminator.trainable_weights == []  # Keras's train_step asks for no gradient
+    path = script(tmp_path, text)
+    code, out, _ = run(capsys, path, "--json")
+    document = json.loads(out)
+    assert code == 1 and [s["name"] for s in document["steps"]] == ["combined.train_on_batch"]
+    (line,) = [i for i, t in enumerate(text.splitlines(), 1) if t.endswith("# real")]
+    (untrained,) = document["untrained"]
+    assert untrained.startswith(f"discriminator.train_on_batch at {path}:{line} trains nothing")
+    assert f"its {len(discriminator.weights)} weights are frozen" in untrained
+    alone = script(tmp_path, text.replace("    combined.train_on_batch", "    # combined.train_on_batch"), "alone.py")
+    code, out, err = run(capsys, alone)
+    assert code == 2 and err.strip().endswith(untrained.replace(path, alone))

@@ -201,6 +201,9 @@ def _nothing_analyzed(result: Any, script: str, err: TextIO) -> int:
     if code not in (None, 0):
         print(f"flowcheck: error: {script} exited (sys.exit({code!r})) before its first training step", file=err)
         return 2
+    if result.untrained:
+        print(f"flowcheck: error: {script} ended without a training step: " + "; ".join(result.untrained), file=err)
+        return 2
     print(f"flowcheck: error: {script} ended without a training step (no fit, train_on_batch, tf.function "
           "asking for a gradient, Session.run or tape.gradient was called)", file=err)
     return 2
