@@ -316,3 +316,32 @@ def test_a_keras_step_of_a_model_with_nothing_trainable_is_a_finding(tmp_path: P
     alone = script(tmp_path, text.replace("    combined.train_on_batch", "    # combined.train_on_batch"), "alone.py")
     code, out, err = run(capsys, alone)
     assert code == 2 and err.strip().endswith(untrained.replace(path, alone))
+
+
+def test_a_nan_loss_is_a_problem_not_a_contradiction(tmp_path: Path, capsys: Any) -> None:
+    body = """\
+        import numpy as np
+        import tensorflow as tf
+        import keras
+
+        def loss_fn(y_true, y_pred):
+            return tf.reduce_mean(tf.math.log(y_pred - 10.0))
+
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+        model.compile(optimizer="adam", loss=loss_fn)
+        model.fit(np.ones((8, 3), "float32"), np.ones((8, 1), "float32"), epochs=2, batch_size=4, verbose=0)
+        """
+    namespace: dict[str, Any] = {}
+    keras.utils.clear_session()
+    exec(textwrap.dedent(body).split("model.compile")[0], namespace)  # noqa: S102
+    model, loss_fn = namespace["model"], namespace["loss_fn"]
+    grads = watched_gradients(lambda: loss_fn(tf.ones((4, 1)), model(tf.ones((4, 3)))), model.trainable_variables)
+    loss = float(loss_fn(tf.ones((4, 1)), model(tf.ones((4, 3)))))
+    assert np.isnan(loss) and all(g is not None for g in grads)  # every variable gets a (NaN) gradient
+    code, out, _ = run(capsys, script(tmp_path, body))
+    assert code == 1
+    assert "  verification: agrees, but found problems  (" in out
+    assert f"    TensorFlow gave a gradient to {len(grads)} of {len(grads)} variables, as predicted\n" in out
+    assert "contradicts" not in out and "DISAGREES" not in out
+    assert out.splitlines()[-1] == "FAILED: the loss is nan: gradients and the step are not meaningful"

@@ -260,7 +260,7 @@ def _verification(v: Verification) -> list[_Line]:
     run = "one step, loss {}; every variable restored" if v.restored else "the script's own first call, loss {}"
     if v.error is not None and v.agrees:
         head: _Line = [("verification: ", "bold"), ("agrees: the tape raised, as predicted", "bold green")]
-    elif v.agrees and v.problems:
+    elif v.problems and not v.disagreements:  # a NaN loss: every verdict confirmed, the step meaningless
         head = [("verification: ", "bold"), ("agrees, but found problems", "bold red")]
     elif v.agrees:
         head = [("verification: ", "bold"), ("agrees", "bold green")]
@@ -273,7 +273,7 @@ def _verification(v: Verification) -> list[_Line]:
         out.append([(f"  the tape raised {v.error}" + (", as predicted" if v.agrees else ""), "")])
         return out + [[("  problem: ", "bold red"), (p, "red")] for p in v.problems]
     out.append([(f"  TensorFlow gave a gradient to {gave} of {len(v.variables)} variables, "
-                 f"as predicted" if v.agrees else "  the tape contradicts the prediction:", "")])
+                 f"as predicted" if not v.disagreements else "  the tape contradicts the prediction:", "")])
     for c in v.disagreements:
         out.append([(f"    {c.name}: {disagreement(c.predicted, c.gradient)}", "red")])
     for p in v.problems:
