@@ -345,3 +345,18 @@ def test_a_nan_loss_is_a_problem_not_a_contradiction(tmp_path: Path, capsys: Any
     assert f"    TensorFlow gave a gradient to {len(grads)} of {len(grads)} variables, as predicted\n" in out
     assert "contradicts" not in out and "DISAGREES" not in out
     assert out.splitlines()[-1] == "FAILED: the loss is nan: gradients and the step are not meaningful"
+
+
+def test_the_report_starts_on_its_own_line_after_a_progress_bar_cut_mid_epoch(tmp_path: Path, capsys: Any) -> None:
+    path = script(tmp_path, """\
+        import numpy as np
+        import keras
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        model.compile(optimizer="sgd", loss="mse")
+        model.fit(np.ones((16, 2), "float32"), np.ones((16, 1), "float32"), batch_size=4, epochs=2, verbose=1)
+        """)
+    code, out, _ = run(capsys, path)
+    assert code == 0
+    bar, header = out.split(f"flowcheck run {path}: ")
+    assert bar.rstrip("\n") and bar.endswith("\n")  # Keras's bar ends with no newline of its own; the report adds it
+    assert header.startswith("1 training step analyzed")

@@ -130,6 +130,21 @@ def write_json(path: str, document: dict[str, Any]) -> None:
         raise RenderError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
+class _LineEnds:
+    """The script's stdout, remembering whether what it wrote last left a line unfinished."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream, self.unfinished = stream, False
+
+    def write(self, text: str) -> int:
+        if text:
+            self.unfinished = not text.endswith("\n")
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:  # isatty, flush, fileno, encoding: the stream's own
+        return getattr(self._stream, name)
+
+
 def run_command(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """``flowcheck run``: run the script, print the report, return the exit status."""
     from flowcheck.run.report import candidates, exit_status, format_run, run_json
@@ -146,8 +161,11 @@ def run_command(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         optimizer=ns.optimizer, learning_rate=ns.learning_rate, verbose=ns.verbose,
     )
     # --json: stdout is the JSON document's alone; what the script prints goes to stderr.
-    with contextlib.redirect_stdout(err) if ns.json else contextlib.nullcontext():
+    script_out = _LineEnds(err if ns.json else out)
+    with contextlib.redirect_stdout(script_out):
         result = run_script(options)
+    if script_out.unfinished:  # a Keras progress bar ended mid-epoch: the report starts on a line of its own
+        script_out.write("\n")
     ns.ended_script = result.stopped  # the console command may then exit without TensorFlow's teardown
     if not result.steps:
         return _nothing_analyzed(result, ns.script, err)
