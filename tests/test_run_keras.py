@@ -360,3 +360,23 @@ def test_the_report_starts_on_its_own_line_after_a_progress_bar_cut_mid_epoch(tm
     bar, header = out.split(f"flowcheck run {path}: ")
     assert bar.rstrip("\n") and bar.endswith("\n")  # Keras's bar ends with no newline of its own; the report adds it
     assert header.startswith("1 training step analyzed")
+
+
+def test_a_graph_execution_error_is_told_by_the_kernels_message_at_the_users_line(tmp_path: Path, capsys: Any) -> None:
+    body = """\
+        import numpy as np
+        import keras
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.fit(np.ones((8, 4), "float32"), np.full((8,), 5), batch_size=4, verbose=0)  # labels out of range
+        """
+    namespace: dict[str, Any] = {}
+    keras.utils.clear_session()
+    text = keras_error(lambda: exec(textwrap.dedent(body), namespace))  # noqa: S102
+    assert text.startswith("Graph execution error:")
+    (kernel,) = [line for line in text.splitlines() if "valid range" in line]  # TensorFlow's own words
+    path = script(tmp_path, body)
+    code, out, _ = run(capsys, path)
+    assert code == 1
+    told = "sequential.fit raised InvalidArgumentError at " + f"{path}:5 (" + textwrap.dedent(body).splitlines()[4]
+    assert out.splitlines()[-1] == f"FAILED: {told}): {' '.join(kernel.split())}"
