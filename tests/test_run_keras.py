@@ -277,8 +277,20 @@ def _keras_step_truth(model: Any, x: Any, y: Any) -> tuple[list[str], list[bool]
     return [v.path for v in sources], [g is not None for g in grads]
 
 
-def test_a_keras_step_called_again_from_another_line_is_still_the_first_round(tmp_path: Path, capsys: Any) -> None:
+# The same round with each train_on_batch made through one helper function of the script's.
+THROUGH_A_HELPER = {
+    "for epoch": "def train(model, x, y):\n    return model.train_on_batch(x, y)\n\n\nfor epoch",
+    "discriminator.train_on_batch(": "train(discriminator, ", "combined.train_on_batch(": "train(combined, ",
+}
+
+
+@pytest.mark.parametrize("helper", [False, True], ids=["direct", "through_a_helper"])
+def test_a_keras_step_called_again_from_another_line_is_still_the_first_round(
+    helper: bool, tmp_path: Path, capsys: Any,
+) -> None:
     text = CLASSIC_GAN.replace("TOGGLE", "True")
+    for old, new in THROUGH_A_HELPER.items() if helper else ():
+        text = text.replace(old, new)
     namespace: dict[str, Any] = {}
     keras.utils.clear_session()
     exec(text.split("for epoch")[0], namespace)  # noqa: S102 -- the models, as the first round has them

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -30,7 +29,7 @@ from flowcheck.run.batches import first_batch, keras_caller, one_step_function
 from flowcheck.run.failure import describe_exception
 from flowcheck.run.step import EAGER_NOTE, Step, StopScript, untrained_text
 from flowcheck.run.stop import stop_for_good
-from flowcheck.source.lines import SourceLine, user_frame
+from flowcheck.source.lines import call_path, call_site
 
 __all__ = ["KERAS_WARNING", "Interceptor"]
 
@@ -60,7 +59,7 @@ class Interceptor:
         self._site_seen = False
         self._restore: list[Callable[[], None]] = []
         self._first_calls: dict[int, Any] = {}  # id of an analyzed tf.function -> its next call's FirstCall or None
-        self._keras_sites: set[tuple[Any, Any]] = set()  # (step key, the user's line calling it) seen this round
+        self._keras_sites: set[tuple[Any, Any]] = set()  # (step key, the user's lines calling it) seen this round
         self.untrained: list[str] = []  # Keras fit / train_on_batch calls that train nothing, told in one line
 
     @contextlib.contextmanager
@@ -150,7 +149,7 @@ class Interceptor:
         from flowcheck.trace.recording import record_sites
         from flowcheck.trace.sites import SiteRecorder
 
-        call = _call_site()
+        call = call_site()
         key = ("eager", call.file, call.line) if call else ("eager", id(tape))
         if key in self._seen:
             self._again()
@@ -200,7 +199,7 @@ class Interceptor:
             self._again()
             return original(fn, *args, **kwargs)
         name = str(getattr(fn.python_function, "__qualname__", None) or fn.__name__)
-        step = Step("tf.function", name, _call_site())
+        step = Step("tf.function", name, call_site())
         if not self._traced_step(fn, args, step, kwargs):
             self._seen[key] = None
             self._kept.append(fn)  # its id stays its own while the script runs
@@ -305,15 +304,15 @@ class Interceptor:
         def train_function(iterator: Any) -> Any:
             if not self._active():
                 return function(iterator)
-            key, site = ("keras", id(model)), _call_site()
+            key, site, path = ("keras", id(model)), call_site(), call_path()
             if key in self._seen:
-                if self._seen[key] is None or (key, site) not in self._keras_sites:
-                    self._keras_sites.add((key, site))  # no gradient, or a call of this round from another line
+                if self._seen[key] is None or (key, path) not in self._keras_sites:
+                    self._keras_sites.add((key, path))  # no gradient, or a call of this round from another line
                     with self._inside(quiet=self._seen[key] is not None):
                         return function(iterator)
                 self._again()
                 return function(iterator)
-            self._seen[key], self._keras_sites = model, self._keras_sites | {(key, site)}
+            self._seen[key], self._keras_sites = model, self._keras_sites | {(key, path)}
             data, again = first_batch(iterator, exact=self._keep_going)
             step = Step("keras train_step", f"{model.name}.{keras_caller()}", site)
             x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
@@ -356,7 +355,7 @@ class Interceptor:
                 if report is None:
                     return original(session, fetches, feed_dict, *args, **kwargs)
                 self._seen[key] = session
-                self.steps.append(Step("tf1 Session.run", "Session.run", _call_site(), report=report,
+                self.steps.append(Step("tf1 Session.run", "Session.run", call_site(), report=report,
                                        verification=getattr(report, "verification", None)))
                 with self._inside():
                     return original(session, fetches, feed_dict, *args, **kwargs)
@@ -390,8 +389,3 @@ def _without_update_notes(report: Any, fn: Any, args: tuple[Any, ...]) -> None:
 def _unwrap(model: Any, function: Any) -> None:
     if getattr(model.train_function, "_flowcheck_wrapped", False):
         model.train_function = function
-
-
-def _call_site() -> SourceLine | None:
-    """The user's innermost line on the current stack (the call of the step)."""
-    return user_frame(traceback.extract_stack()[:-1])[0]
