@@ -392,3 +392,69 @@ def test_a_graph_execution_error_is_told_by_the_kernels_message_at_the_users_lin
     assert code == 1
     told = "sequential.fit raised InvalidArgumentError at " + f"{path}:5 (" + textwrap.dedent(body).splitlines()[4]
     assert out.splitlines()[-1] == f"FAILED: {told}): {' '.join(kernel.split())}"
+
+
+ALTERNATING = """\
+import numpy as np
+import tensorflow as tf
+import keras
+
+
+class AlternatingGAN(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.d = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)], name="d")
+        self.g = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)], name="g")
+        self.counter = tf.Variable(0, trainable=False, dtype=tf.int64)
+
+    def compile(self, d_opt, g_opt):
+        super().compile()
+        self.d_opt, self.g_opt = d_opt, g_opt
+
+    def d_loss(self, real, z):
+        return tf.reduce_mean(self.d(self.g(z))) - tf.reduce_mean(self.d(real))
+
+    def g_loss(self, real, z):
+        return -tf.reduce_mean(self.d(self.g(z)))
+
+    def train_step(self, real):
+        z = tf.ones((tf.shape(real)[0], 2))
+
+        def update(loss_fn, model, opt):
+            with tf.GradientTape() as tape:
+                loss = loss_fn(real, z)
+            grads = tape.gradient(loss, model.trainable_weights)
+            opt.apply_gradients(zip(grads, model.trainable_weights))
+            return loss
+
+        loss = tf.cond(self.counter % 2 == 0, lambda: update(self.d_loss, self.d, self.d_opt),
+                       lambda: update(self.g_loss, self.g, self.g_opt))
+        self.counter.assign_add(1)
+        return {"loss": loss}
+
+
+keras.utils.set_random_seed(0)
+gan = AlternatingGAN()
+gan.compile(keras.optimizers.SGD(0.1), keras.optimizers.SGD(0.1))
+gan.fit(np.ones((8, 3), "float32"), batch_size=4, epochs=2, verbose=0)
+"""
+
+
+def test_gradient_calls_inside_a_cond_branch_of_a_train_step_are_verified(tmp_path: Path, capsys: Any) -> None:
+    namespace: dict[str, Any] = {}
+    keras.utils.clear_session()
+    exec(ALTERNATING.split("gan.compile")[0], namespace)  # noqa: S102
+    gan, real, z = namespace["gan"], tf.ones((4, 3)), tf.ones((4, 2))
+    gan.g_loss(real, z)  # builds both models
+    truth = [  # a tape in a branch answers for its own branch: each update's loss, by its own sources
+        [g is not None for g in watched_gradients(lambda: gan.d_loss(real, z), gan.d.trainable_weights)],
+        [g is not None for g in watched_gradients(lambda: gan.g_loss(real, z), gan.g.trainable_weights)],
+    ]
+    code, out, _ = run(capsys, script(tmp_path, ALTERNATING), "--json")
+    assert code == (0 if all(all(t) for t in truth) else 1)
+    (step,) = json.loads(out)["steps"]
+    sites = step["report"]["gradient_sites"]
+    assert [[s["verdict"] == "receives" for s in site["sources"]] for site in sites] == truth
+    verification = step["report"]["verification"]
+    assert verification["agrees"] and verification["problems"] == [] and not verification["loss_seen"]
+    assert [c["gradient"] for c in verification["variables"]] == ["unseen" if r else "none" for t in truth for r in t]

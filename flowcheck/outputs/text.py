@@ -43,10 +43,12 @@ added ``gradient_sites``, ``never_trained`` and ``other_state``)::
       "notes": [str, ...],
       "verification": null | {
           "agrees": bool, "optimizer": str, "loss": float | null (null when not finite),
-          "loss_finite": bool, "problems": [str, ...], "error": str | null (the tape's LookupError), "restored":
+          "loss_finite": bool, "loss_seen": bool (false: made inside a tf.cond branch or nested function,
+          where its value cannot be read), "problems": [str, ...], "error": str | null (the tape's LookupError), "restored":
           bool (false: the run was the script's own first call of the step, its update kept as training),
           "variables": [{"name": str, "predicted_receives": bool,
-                         "gradient": "none" | "zero" | "nonzero" | "nonfinite",
+                         "gradient": "none" | "zero" | "nonzero" | "nonfinite" | "unseen" (not None,
+                         made inside a tf.cond branch or nested function: its value cannot be read),
                          "changed": bool, "agrees": bool}]
       },
       "expectations": [{"expect": "receives" | "blocked", "pattern": str,
@@ -266,7 +268,8 @@ def _verification(v: Verification) -> list[_Line]:
         head = [("verification: ", "bold"), ("agrees", "bold green")]
     else:
         head = [("verification: ", "bold"), ("DISAGREES", "bold red")]
-    head.append((f"  ({v.optimizer}, {run.format(f'{v.loss:.6g}')})", "dim"))
+    loss = f"{v.loss:.6g}" if v.loss_seen else "unseen (made inside a tf.cond branch or nested function)"
+    head.append((f"  ({v.optimizer}, {run.format(loss)})", "dim"))
     out = [head]
     gave = sum(c.gradient.value != "none" for c in v.variables)
     if v.error is not None:
@@ -364,7 +367,7 @@ def _verification_json(v: Verification) -> dict[str, Any]:
         "agrees": v.agrees,
         "optimizer": v.optimizer,
         "loss": v.loss if finite else None,  # JSON has no NaN
-        "loss_finite": finite,
+        "loss_finite": finite, "loss_seen": v.loss_seen,
         "problems": list(v.problems),
         "error": v.error, "restored": v.restored,
         "variables": [
