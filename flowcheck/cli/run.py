@@ -47,7 +47,8 @@ examples:
   flowcheck run train.py --continue
 
 exit status: 0 every source of every gradient call receives a gradient and verification agrees;
-1 a source gets no gradient (None), or an expectation or the verification fails; 2 usage error,
+1 a source gets no gradient (None), a fit / train_on_batch trains nothing (no trainable weights),
+or an expectation or the verification fails; 2 usage error,
 or the script failed or ended before its first training step.
 """
 
