@@ -458,3 +458,47 @@ def test_gradient_calls_inside_a_cond_branch_of_a_train_step_are_verified(tmp_pa
     verification = step["report"]["verification"]
     assert verification["agrees"] and verification["problems"] == [] and not verification["loss_seen"]
     assert [c["gradient"] for c in verification["variables"]] == ["unseen" if r else "none" for t in truth for r in t]
+
+
+def test_a_watched_keras_variable_is_told_by_its_path(tmp_path: Path, capsys: Any) -> None:
+    body = """\
+        import numpy as np
+        import tensorflow as tf
+        import keras
+
+        class M(keras.Model):
+            def __init__(self):
+                super().__init__()
+                self.body, self.head = keras.layers.Dense(4, name="body"), keras.layers.Dense(1, name="head")
+
+            def call(self, x):
+                return self.head(self.body(x))
+
+            def train_step(self, data):
+                x, y = data
+                with tf.GradientTape(watch_accessed_variables=False) as tape:
+                    tape.watch([v.value for v in self.head.trainable_variables])  # the backing tf.Variables
+                    loss = tf.reduce_mean(tf.square(self(x) - y))
+                grads = tape.gradient(loss, self.trainable_variables)
+                self.optimizer.apply_gradients([(g, v) for g, v in zip(grads, self.trainable_variables) if g is not None])
+                return {"loss": loss}
+
+        m = M()
+        m(np.zeros((1, 3), "float32"))
+        m.compile(optimizer="sgd")
+        m.fit(np.ones((8, 3), "float32"), np.ones((8, 1), "float32"), batch_size=4, epochs=2, verbose=0)
+        """
+    namespace: dict[str, Any] = {}
+    keras.utils.clear_session()
+    exec(textwrap.dedent(body).split("m.compile")[0], namespace)  # noqa: S102
+    m, x = namespace["m"], tf.ones((4, 3))
+    with tf.GradientTape(watch_accessed_variables=False) as tape:  # the step's own tape semantics
+        tape.watch([v.value for v in m.head.trainable_variables])
+        loss = tf.reduce_mean(tf.square(m(x) - 1.0))
+    truth = [g is not None for g in tape.gradient(loss, m.trainable_variables)]
+    code, out, _ = run(capsys, script(tmp_path, body), "--json")
+    (step,) = json.loads(out)["steps"]
+    (site,) = step["report"]["gradient_sites"]
+    assert code == (0 if all(truth) else 1)
+    assert [s["verdict"] == "receives" for s in site["sources"]] == truth
+    assert "watched: " + ", ".join(v.path for v in m.head.trainable_variables) in site["watch"]
