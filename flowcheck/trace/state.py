@@ -16,7 +16,7 @@ from typing import Any, Final
 import tensorflow as tf
 
 __all__ = [
-    "KERAS_NONE_WARNING", "NO_GRADIENTS", "all_none_tolerated", "applies_skipped", "built_state",
+    "KERAS_NONE_WARNING", "NO_GRADIENTS", "all_none_tolerated", "applied_optimizers", "applies_skipped", "built_state",
     "global_seed_generator_kept", "metric_counts", "metric_notes", "optimizers_of", "state_of", "unbuild",
 ]
 
@@ -86,6 +86,26 @@ def _attributes(value: Any) -> Iterator[Any]:
             yield from attr
         elif isinstance(attr, dict):
             yield from attr.values()
+
+
+def applied_optimizers(traced: Any) -> list[Any]:
+    """The Keras optimizers the step can apply: those whose variables its trace reads.
+
+    A ``Model`` subclass whose ``train_step`` applies optimizers of its own still has the one its
+    ``compile()`` made by default (RMSprop): the step never reads it, so it is not named. Without a
+    trace of its own (a plain function), or when the trace reads none, every reachable one counts.
+    """
+    found = optimizers_of(traced.function, traced.args)
+    inputs = getattr(getattr(traced, "concrete", None), "captured_inputs", None)  # none from a failed trace
+    if inputs is None or traced.python_function is not None:
+        return found
+    captured = {id(h) for h in inputs}
+
+    def read(opt: Any) -> bool:
+        backings = (getattr(v, "value", v) for v in opt.variables)
+        return any(id(getattr(b, "handle", None)) in captured for b in backings)
+
+    return [o for o in found if read(o)] or found
 
 
 def _reachable(fn: Any, args: Sequence[Any]) -> Iterator[Any]:

@@ -27,7 +27,7 @@ from flowcheck.errors import VerificationError
 from flowcheck.trace.eager import own_random_seeds
 from flowcheck.trace.recording import nested_functions_afresh, record_sites
 from flowcheck.trace.sites import GradientSite, RecordedCall, running_user_code
-from flowcheck.trace.state import KERAS_NONE_WARNING, NO_GRADIENTS, all_none_tolerated, built_state, optimizers_of, state_of, unbuild
+from flowcheck.trace.state import KERAS_NONE_WARNING, NO_GRADIENTS, all_none_tolerated, applied_optimizers, built_state, state_of, unbuild
 from flowcheck.verify.loss import GradientState, VariableCheck, Verification, _describe, _digest, _first_line, _save_components, _state
 
 __all__ = ["FirstCall", "eager_calls", "first_call", "verify_step"]
@@ -129,7 +129,7 @@ def verify_step(traced: Any, sites: Sequence[GradientSite], *, control_flow: boo
     Raises:
         VerificationError: the step failed for another reason than every gradient being None.
     """
-    optimizers = _applied_optimizers(traced)
+    optimizers = applied_optimizers(traced)
     sources = [s.variable for site in sites for s in site.sources]
     before = [_maybe_digest(v) for v in sources]
     problems: list[str] = []
@@ -146,26 +146,6 @@ def verify_step(traced: Any, sites: Sequence[GradientSite], *, control_flow: boo
     except Exception as exc:  # noqa: BLE001 -- the user's step failed: say how, as one error
         raise VerificationError(f"the real step failed: {_first_line(exc)}") from exc
     return _verification(sites, calls, (before, after), problems, optimizers)
-
-
-def _applied_optimizers(traced: Any) -> list[Any]:
-    """The Keras optimizers the step can apply: those whose variables its trace reads.
-
-    A ``Model`` subclass whose ``train_step`` applies optimizers of its own still has the one its
-    ``compile()`` made by default (RMSprop): the step never reads it, so it is not named. Without a
-    trace of its own (a plain function), or when the trace reads none, every reachable one counts.
-    """
-    found = optimizers_of(traced.function, traced.args)
-    inputs = getattr(getattr(traced, "concrete", None), "captured_inputs", None)  # none from a failed trace
-    if inputs is None or traced.python_function is not None:
-        return found
-    captured = {id(h) for h in inputs}
-
-    def read(opt: Any) -> bool:
-        backings = (getattr(v, "value", v) for v in opt.variables)
-        return any(id(getattr(b, "handle", None)) in captured for b in backings)
-
-    return [o for o in found if read(o)] or found
 
 
 def _verification(
@@ -369,7 +349,7 @@ class FirstCall:
         result = concrete._inference_function.function_type.pack_output(values[:self._outputs])  # noqa: SLF001
         rest = iter(values[self._outputs:])
         calls = [_with_values(c, rest) for c in self._calls]
-        optimizers = _applied_optimizers(self._traced)
+        optimizers = applied_optimizers(self._traced)
         return result, _verification(self._sites, calls, (before, after), [], optimizers, restored=False)
 
 
