@@ -76,7 +76,9 @@ def build_sites(traced: Any, graph: nx.DiGraph, barrier_of: Any) -> tuple[tuple[
             bool(traced.variables[i].trainable) if (i := index(obj)) is not None else bool(getattr(obj, "trainable", False))
             for obj in call.sources
         ]
-        labels = {id(obj): n for obj, n in zip(call.sources, names)}
+        watched = call.tape.watched if call.tape else ()  # a watched tf.Variable is told by its Keras path
+        labels = {id(w): traced.variables[i].name for w in watched if (i := index(w)) is not None}
+        labels.update({id(obj): n for obj, n in zip(call.sources, names)})
         sites.append(judge_call(
             call, sub, names, trainable, barrier_of, watch_text(call, labels), target_names(call.caller or call.source, call.targets),
         ))

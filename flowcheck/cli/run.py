@@ -47,7 +47,8 @@ examples:
   flowcheck run train.py --continue
 
 exit status: 0 every source of every gradient call receives a gradient and verification agrees;
-1 a source gets no gradient (None), or an expectation or the verification fails; 2 usage error,
+1 a source gets no gradient (None), a fit / train_on_batch trains nothing (no trainable weights),
+or an expectation or the verification fails; 2 usage error,
 or the script failed or ended before its first training step.
 """
 
@@ -130,6 +131,21 @@ def write_json(path: str, document: dict[str, Any]) -> None:
         raise RenderError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
+class _LineEnds:
+    """The script's stdout, remembering whether what it wrote last left a line unfinished."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream, self.unfinished = stream, False
+
+    def write(self, text: str) -> int:
+        if text:
+            self.unfinished = not text.endswith("\n")
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:  # isatty, flush, fileno, encoding: the stream's own
+        return getattr(self._stream, name)
+
+
 def run_command(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """``flowcheck run``: run the script, print the report, return the exit status."""
     from flowcheck.run.report import candidates, exit_status, format_run, run_json
@@ -146,8 +162,11 @@ def run_command(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         optimizer=ns.optimizer, learning_rate=ns.learning_rate, verbose=ns.verbose,
     )
     # --json: stdout is the JSON document's alone; what the script prints goes to stderr.
-    with contextlib.redirect_stdout(err) if ns.json else contextlib.nullcontext():
+    script_out = _LineEnds(err if ns.json else out)
+    with contextlib.redirect_stdout(script_out):
         result = run_script(options)
+    if script_out.unfinished:  # a Keras progress bar ended mid-epoch: the report starts on a line of its own
+        script_out.write("\n")
     ns.ended_script = result.stopped  # the console command may then exit without TensorFlow's teardown
     if not result.steps:
         return _nothing_analyzed(result, ns.script, err)
@@ -200,6 +219,9 @@ def _nothing_analyzed(result: Any, script: str, err: TextIO) -> int:
         print(code, file=err)  # what Python prints for sys.exit("message")
     if code not in (None, 0):
         print(f"flowcheck: error: {script} exited (sys.exit({code!r})) before its first training step", file=err)
+        return 2
+    if result.untrained:
+        print(f"flowcheck: error: {script} ended without a training step: " + "; ".join(result.untrained), file=err)
         return 2
     print(f"flowcheck: error: {script} ended without a training step (no fit, train_on_batch, tf.function "
           "asking for a gradient, Session.run or tape.gradient was called)", file=err)

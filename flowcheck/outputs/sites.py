@@ -40,7 +40,9 @@ def site_failures(report: Report, expected_cut: frozenset[str] = frozenset()) ->
         if not site.agrees:
             reasons.append(f"{where}: flowcheck disagrees with TensorFlow's answer (a flowcheck bug)")
     if report.never_trained:
-        reasons.append(f"{len(report.never_trained)} variables never train: " + ", ".join(r.name for r in report.never_trained))
+        count = len(report.never_trained)
+        never = f"{count} variable{'s' if count != 1 else ''} never train{'s' if count == 1 else ''}: "
+        reasons.append(never + ", ".join(r.name for r in report.never_trained))
     return reasons
 
 

@@ -43,10 +43,12 @@ added ``gradient_sites``, ``never_trained`` and ``other_state``)::
       "notes": [str, ...],
       "verification": null | {
           "agrees": bool, "optimizer": str, "loss": float | null (null when not finite),
-          "loss_finite": bool, "problems": [str, ...], "error": str | null (the tape's LookupError), "restored":
+          "loss_finite": bool, "loss_seen": bool (false: made inside a tf.cond branch or nested function,
+          where its value cannot be read), "problems": [str, ...], "error": str | null (the tape's LookupError), "restored":
           bool (false: the run was the script's own first call of the step, its update kept as training),
           "variables": [{"name": str, "predicted_receives": bool,
-                         "gradient": "none" | "zero" | "nonzero" | "nonfinite",
+                         "gradient": "none" | "zero" | "nonzero" | "nonfinite" | "unseen" (not None,
+                         made inside a tf.cond branch or nested function: its value cannot be read),
                          "changed": bool, "agrees": bool}]
       },
       "expectations": [{"expect": "receives" | "blocked", "pattern": str,
@@ -260,20 +262,21 @@ def _verification(v: Verification) -> list[_Line]:
     run = "one step, loss {}; every variable restored" if v.restored else "the script's own first call, loss {}"
     if v.error is not None and v.agrees:
         head: _Line = [("verification: ", "bold"), ("agrees: the tape raised, as predicted", "bold green")]
-    elif v.agrees and v.problems:
+    elif v.problems and not v.disagreements:  # a NaN loss: every verdict confirmed, the step meaningless
         head = [("verification: ", "bold"), ("agrees, but found problems", "bold red")]
     elif v.agrees:
         head = [("verification: ", "bold"), ("agrees", "bold green")]
     else:
         head = [("verification: ", "bold"), ("DISAGREES", "bold red")]
-    head.append((f"  ({v.optimizer}, {run.format(f'{v.loss:.6g}')})", "dim"))
+    loss = f"{v.loss:.6g}" if v.loss_seen else "unseen (made inside a tf.cond branch or nested function)"
+    head.append((f"  ({v.optimizer}, {run.format(loss)})", "dim"))
     out = [head]
     gave = sum(c.gradient.value != "none" for c in v.variables)
     if v.error is not None:
         out.append([(f"  the tape raised {v.error}" + (", as predicted" if v.agrees else ""), "")])
         return out + [[("  problem: ", "bold red"), (p, "red")] for p in v.problems]
     out.append([(f"  TensorFlow gave a gradient to {gave} of {len(v.variables)} variables, "
-                 f"as predicted" if v.agrees else "  the tape contradicts the prediction:", "")])
+                 f"as predicted" if not v.disagreements else "  the tape contradicts the prediction:", "")])
     for c in v.disagreements:
         out.append([(f"    {c.name}: {disagreement(c.predicted, c.gradient)}", "red")])
     for p in v.problems:
@@ -364,7 +367,7 @@ def _verification_json(v: Verification) -> dict[str, Any]:
         "agrees": v.agrees,
         "optimizer": v.optimizer,
         "loss": v.loss if finite else None,  # JSON has no NaN
-        "loss_finite": finite,
+        "loss_finite": finite, "loss_seen": v.loss_seen,
         "problems": list(v.problems),
         "error": v.error, "restored": v.restored,
         "variables": [

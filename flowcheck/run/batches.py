@@ -14,10 +14,11 @@ from __future__ import annotations
 import itertools
 import os
 import tempfile
+import traceback
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["first_batch", "one_step_function"]
+__all__ = ["first_batch", "keras_caller", "one_step_function"]
 
 
 def first_batch(iterator: Any, exact: bool) -> tuple[Any, Callable[[], Any]]:
@@ -62,3 +63,11 @@ def one_step_function(function: Any) -> Any:
         if isinstance(value, tf.types.experimental.PolymorphicFunction) and value.__name__ == "one_step_on_data":
             return value
     return None
+
+
+def keras_caller() -> str:
+    """How the user's code called the step on the stack: ``"fit"`` or ``"train_on_batch"``."""
+    for frame in traceback.extract_stack():
+        if frame.name in ("fit", "train_on_batch") and "/keras/" in frame.filename:
+            return frame.name
+    return "fit"

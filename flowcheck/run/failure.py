@@ -5,6 +5,7 @@ TensorFlow's "in user code:" wrapper (a traced function that raised) is unwrappe
 
 from __future__ import annotations
 
+import linecache
 import os
 import re
 import traceback
@@ -14,15 +15,20 @@ from flowcheck.source.lines import SourceLine, is_library_file, user_frame
 __all__ = ["describe_exception"]
 
 _FUNCTION_NODE = re.compile(r"^\{\{function_node [^}]*\}\}\s*")  # TensorFlow's eager op errors
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Keras's bold and colours
+_KERAS_CALL = re.compile(r"^Exception encountered when calling [^\n]*\.$")  # Keras's layer-call wrapper
+_NODE = re.compile(r"\s*(\[\[\{\{node .*|\[Op:[^\]]*\]\s*)$", re.S)  # the node and function, said again
 _USER_CODE = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<function>\S+)')
 
 
 def describe_exception(exc: BaseException, script: str | None) -> str:
-    """``"<Type> at <file:line> (<code>): <message>"``, TensorFlow's "in user code:" unwrapped."""
+    """``"<Type> at <file:line> (<code>): <message>"``, TensorFlow's "in user code:" and "Graph execution error:" unwrapped."""
     text = str(exc).strip()
     where: SourceLine | None = None
     if text.startswith("in user code:"):
         where, text = _unwrap_user_code(text)
+    elif text.startswith("Graph execution error:"):
+        where, text = _unwrap_graph_error(text)
     if where is None:
         frames = traceback.extract_tb(exc.__traceback__)
         in_script = [f for f in frames if script is not None and os.path.abspath(f.filename) == script]
@@ -32,8 +38,42 @@ def describe_exception(exc: BaseException, script: str | None) -> str:
         else:
             where = user_frame(frames)[0]
     at = f" at {where}" + (f" ({where.code})" if where.code else "") if where else ""
-    message = _FUNCTION_NODE.sub("", " ".join(text.splitlines()[0].split())) if text else ""
+    message = _message(text)
     return f"{type(exc).__name__}{at}" + (f": {message}" if message else "")
+
+
+def _message(text: str) -> str:
+    """The message's first paragraph in one line, past Keras's "Exception encountered when calling" wrapper.
+
+    A paragraph, not a line: Keras says which sizes disagree on the lines after its sentence. The
+    terminal's bold and colours Keras adds are left out.
+    """
+    paragraphs = [p for p in re.split(r"\n\s*\n", _ANSI.sub("", text)) if p.strip()]
+    while len(paragraphs) > 1 and _KERAS_CALL.match(paragraphs[0].strip()):
+        paragraphs = paragraphs[1:]
+    return _FUNCTION_NODE.sub("", " ".join(paragraphs[0].split())) if paragraphs else ""
+
+
+def _unwrap_graph_error(text: str) -> tuple[SourceLine | None, str]:
+    """The user's line and the kernel's message inside TensorFlow's "Graph execution error:" text.
+
+    The text names the failing node, the stack that defined it (``File`` lines without code),
+    the kernel's message, then the node again (``[[{{node ...}}]]``) and the function (``[Op:...]``).
+    """
+    where: SourceLine | None = None
+    message: list[str] = []
+    frames = False
+    for line in text.splitlines()[1:]:
+        match = _USER_CODE.match(line)
+        if match is not None and not message:
+            frames, file, number = True, match["file"], int(match["line"])
+            if not is_library_file(file) and not file.startswith("<"):
+                where = SourceLine(file, number, match["function"], linecache.getline(file, number).strip())
+        elif frames and (line.strip() or message):
+            if not line.strip() or line.lstrip().startswith("[[{{node"):
+                break
+            message.append(line)
+    return where, _NODE.sub("", "\n".join(message)) if message else text
 
 
 def _unwrap_user_code(text: str) -> tuple[SourceLine | None, str]:

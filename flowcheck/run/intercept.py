@@ -12,23 +12,24 @@ Four kinds of training step are caught at their first call, with that call's rea
 * an eager ``tape.gradient`` outside any ``tf.function``: TensorFlow's own answer, per source.
 
 A step analyzed once that is about to run again ends the script (:class:`StopScript`), unless
-``--continue`` asked to let it go on; then every hook only passes the calls through.
+``--continue`` asked to let it go on; then every hook only passes the calls through. A Keras
+model's step called again from another line of the script (a GAN's discriminator on real, then
+on fake images) is still the first round: it passes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from flowcheck.run.batches import first_batch, one_step_function
+from flowcheck.run.batches import first_batch, keras_caller, one_step_function
 from flowcheck.run.failure import describe_exception
-from flowcheck.run.step import EAGER_NOTE, Step, StopScript
+from flowcheck.run.step import EAGER_NOTE, Step, StopScript, untrained_text
 from flowcheck.run.stop import stop_for_good
-from flowcheck.source.lines import SourceLine, user_frame
+from flowcheck.source.lines import call_path, call_site
 
 __all__ = ["KERAS_WARNING", "Interceptor"]
 
@@ -58,6 +59,8 @@ class Interceptor:
         self._site_seen = False
         self._restore: list[Callable[[], None]] = []
         self._first_calls: dict[int, Any] = {}  # id of an analyzed tf.function -> its next call's FirstCall or None
+        self._keras_sites: set[tuple[Any, Any]] = set()  # (step key, the user's lines calling it) seen this round
+        self.untrained: list[str] = []  # Keras fit / train_on_batch calls that train nothing, told in one line
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[Interceptor]:
@@ -146,7 +149,7 @@ class Interceptor:
         from flowcheck.trace.recording import record_sites
         from flowcheck.trace.sites import SiteRecorder
 
-        call = _call_site()
+        call = call_site()
         key = ("eager", call.file, call.line) if call else ("eager", id(tape))
         if key in self._seen:
             self._again()
@@ -196,7 +199,7 @@ class Interceptor:
             self._again()
             return original(fn, *args, **kwargs)
         name = str(getattr(fn.python_function, "__qualname__", None) or fn.__name__)
-        step = Step("tf.function", name, _call_site())
+        step = Step("tf.function", name, call_site())
         if not self._traced_step(fn, args, step, kwargs):
             self._seen[key] = None
             self._kept.append(fn)  # its id stays its own while the script runs
@@ -301,22 +304,30 @@ class Interceptor:
         def train_function(iterator: Any) -> Any:
             if not self._active():
                 return function(iterator)
-            key = ("keras", id(model))
+            key, site, path = ("keras", id(model)), call_site(), call_path()
             if key in self._seen:
+                if self._seen[key] is None or (key, path) not in self._keras_sites:
+                    self._keras_sites.add((key, path))  # no gradient, or a call of this round from another line
+                    with self._inside(quiet=self._seen[key] is not None):
+                        return function(iterator)
                 self._again()
                 return function(iterator)
-            self._seen[key] = model
+            self._seen[key], self._keras_sites = model, self._keras_sites | {(key, path)}
             data, again = first_batch(iterator, exact=self._keep_going)
-            step = Step("keras train_step", f"{model.name}.{_keras_caller()}", _call_site())
+            step = Step("keras train_step", f"{model.name}.{keras_caller()}", site)
             x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
             through_model = (model, (x, y) if sample_weight is None else (x, y, sample_weight))
             one_step = one_step_function(function)
-            if one_step is not None:  # analyze the trace fit itself makes of one step on this batch
-                self._traced_step(one_step, (data,), step, fallback=through_model)
-                if step.report is not None and step.report.target == "one_step_on_data":
-                    _as_keras_step(step.report, model)
-            else:  # run_eagerly: through the model's train_step
+            if one_step is None:  # run_eagerly: through the model's train_step
                 self._analyze(*through_model, {}, step)
+            elif not self._traced_step(one_step, (data,), step, fallback=through_model):
+                self._seen[key] = None  # Keras asks for no gradient: not a training step
+                if not model.trainable_weights:
+                    self.untrained.append(untrained_text(step, len(model.weights)))
+                with self._inside(quiet=False):
+                    return function(again())
+            elif step.report is not None and step.report.target == "one_step_on_data":
+                _as_keras_step(step.report, model)  # the trace fit itself makes of one step on this batch
             return self._real_call(step, lambda: function(again()))
 
         train_function._flowcheck_wrapped = True  # type: ignore[attr-defined]
@@ -344,7 +355,7 @@ class Interceptor:
                 if report is None:
                     return original(session, fetches, feed_dict, *args, **kwargs)
                 self._seen[key] = session
-                self.steps.append(Step("tf1 Session.run", "Session.run", _call_site(), report=report,
+                self.steps.append(Step("tf1 Session.run", "Session.run", call_site(), report=report,
                                        verification=getattr(report, "verification", None)))
                 with self._inside():
                     return original(session, fetches, feed_dict, *args, **kwargs)
@@ -378,15 +389,3 @@ def _without_update_notes(report: Any, fn: Any, args: tuple[Any, ...]) -> None:
 def _unwrap(model: Any, function: Any) -> None:
     if getattr(model.train_function, "_flowcheck_wrapped", False):
         model.train_function = function
-
-
-def _call_site() -> SourceLine | None:
-    """The user's innermost line on the current stack (the call of the step)."""
-    return user_frame(traceback.extract_stack()[:-1])[0]
-
-
-def _keras_caller() -> str:
-    for frame in traceback.extract_stack():
-        if frame.name in ("fit", "train_on_batch") and "/keras/" in frame.filename:
-            return frame.name
-    return "fit"

@@ -19,6 +19,8 @@ JSON document of ``flowcheck run --json`` / ``-o run.json`` (``run_schema_versio
           "error": str | null (flowcheck could not analyze it), "raised": str | null (the step
           raised when it ran), "failures": [str, ...]
       }],
+      "untrained": [str, ...] (Keras fit / train_on_batch calls of a model with no trainable
+                   weights: they train nothing, and fail the run),
       "expectations": [{"expect", "pattern", "matched", "holds", "failures"}],
       "ok": bool
     }
@@ -93,7 +95,7 @@ def exit_status(result: RunResult, expectations: Sequence[Expectation]) -> int:
         return 2
     if all(step.error is not None and step.report is None for step in result.steps):
         return 2
-    failed = any(step_failures(s) for s in result.steps) or any(not e.holds for e in expectations)
+    failed = any(step_failures(s) for s in result.steps) or any(not e.holds for e in expectations) or result.untrained
     return 1 if failed or result.error is not None else 0
 
 
@@ -125,6 +127,7 @@ def format_run(result: RunResult, script: str, expectations: Sequence[Expectatio
             out.append(f"  then the step raised {step.raised}")
     if result.error is not None:
         out += ["", f"the script then failed: {result.error}"]
+    out += [line for text in result.untrained for line in ("", text)]
     if expectations:
         out += ["", "expectations"]
         for e in expectations:
@@ -133,7 +136,7 @@ def format_run(result: RunResult, script: str, expectations: Sequence[Expectatio
     reasons = [r for s in result.steps for r in step_failures(s)] + [
         f"--expect-{e.expect} {e.pattern!r}: " + (", ".join(e.failures) or "matched no variable")
         for e in expectations if not e.holds
-    ]
+    ] + result.untrained
     if result.error is not None:
         reasons.append("the script failed after its first step")
     out.append("")
@@ -185,6 +188,7 @@ def run_json(result: RunResult, script: str, arguments: Sequence[str], expectati
         "stopped": result.stopped,
         "script_error": result.error,
         "steps": [_step_json(s, script) for s in result.steps],
+        "untrained": list(result.untrained),
         "expectations": [
             {"expect": e.expect, "pattern": e.pattern, "matched": list(e.matched), "holds": e.holds,
              "failures": list(e.failures)}

@@ -72,12 +72,14 @@ class RunResult:
         exit_code: The script's own ``sys.exit`` code, when it called it.
         error: The script raised (outside an analyzed step): one line with its file:line.
         stopped: flowcheck ended the script after its first round.
+        untrained: Keras ``fit`` / ``train_on_batch`` calls of the round that train nothing (one line each).
     """
 
     steps: list[Step] = field(default_factory=list)
     exit_code: int | str | None = None
     error: str | None = None
     stopped: bool = False
+    untrained: list[str] = field(default_factory=list)
 
 
 @contextlib.contextmanager
@@ -150,7 +152,7 @@ def run_script(options: RunOptions) -> RunResult:
         sys.argv[:] = saved_argv
         sys.path[:] = saved_path
         _restore_global_settings(saved_globals)  # the script may have been ended before it undid them
-        result.steps = interceptor.steps
+        result.steps, result.untrained = interceptor.steps, interceptor.untrained
     for step in result.steps:  # verified by the script's first call of the step, or not (it never came)
         if step.first_call is not None:
             step.verification, step.error = step.first_call.verification, step.error or step.first_call.error

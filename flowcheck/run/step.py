@@ -13,7 +13,7 @@ from typing import Any
 from flowcheck.source.lines import SourceLine
 from flowcheck.trace.sites import GradientSite
 
-__all__ = ["EAGER_NOTE", "Step", "StopScript"]
+__all__ = ["EAGER_NOTE", "Step", "StopScript", "untrained_text"]
 
 EAGER_NOTE = (
     "without a graph flowcheck cannot name the op that cuts a source; put the step (the tape and its loss) "
@@ -56,3 +56,15 @@ class Step:
     raised: str | None = None
     owners: dict[int, tuple[str, ...]] = field(default_factory=dict)
     first_call: Any = field(default=None, repr=False)
+
+
+def untrained_text(step: Step, weights: int) -> str:
+    """A Keras ``fit`` / ``train_on_batch`` of a model with no trainable weights, in one line.
+
+    Keras 3 reads ``trainable`` when the step runs (Keras 2 froze it at ``compile()``): a model
+    whose layers were all set ``trainable = False`` after compiling trains nothing, and Keras's
+    ``train_step`` asks for no gradient, silently.
+    """
+    at = f" at {step.call}" if step.call else ""
+    return (f"{step.name}{at} trains nothing: the model has no trainable weights (its {weights} weights are "
+            "frozen: trainable=False when the step runs), so Keras's train_step asks for no gradient")

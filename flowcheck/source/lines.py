@@ -5,6 +5,7 @@ from __future__ import annotations
 import linecache
 import os
 import sysconfig
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -168,3 +169,13 @@ def _source_maps() -> list[Any]:
 def _line(frame: Any) -> SourceLine:
     code = getattr(frame, "line", None) or linecache.getline(frame.filename, frame.lineno)
     return SourceLine(frame.filename, int(frame.lineno), str(frame.name), (code or "").strip())
+
+
+def call_site() -> SourceLine | None:
+    """The user's innermost line on the caller's stack (the call of a step)."""
+    return user_frame(traceback.extract_stack()[:-2])[0]
+
+
+def call_path() -> tuple[tuple[str, int], ...]:
+    """The user's lines on the caller's stack, outermost first: a step called through a helper from two lines differs."""
+    return tuple((f.filename, f.lineno or 0) for f in traceback.extract_stack()[:-2] if not is_library_file(f.filename))

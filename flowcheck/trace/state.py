@@ -16,7 +16,7 @@ from typing import Any, Final
 import tensorflow as tf
 
 __all__ = [
-    "KERAS_NONE_WARNING", "NO_GRADIENTS", "all_none_tolerated", "applies_skipped", "built_state",
+    "KERAS_NONE_WARNING", "NO_GRADIENTS", "all_none_tolerated", "applied_optimizers", "applies_skipped", "built_state",
     "global_seed_generator_kept", "metric_counts", "metric_notes", "optimizers_of", "state_of", "unbuild",
 ]
 
@@ -49,7 +49,7 @@ def global_seed_generator_kept() -> Iterator[None]:
 
 
 def optimizers_of(fn: Any, args: Sequence[Any] = ()) -> list[Any]:
-    """The Keras optimizers a step can reach: a model's, or named by its code, closures or ``self``."""
+    """The Keras optimizers a step can reach: a model's or its layers', or named by its code, closures or ``self``."""
     import keras
 
     found: list[Any] = []
@@ -65,10 +65,47 @@ def optimizers_of(fn: Any, args: Sequence[Any] = ()) -> list[Any]:
 
     for value in _reachable(fn, args):
         add(value)
-        if hasattr(value, "__dict__") and not isinstance(value, type):
-            for attr in list(vars(value).values()):
+        owners = value._flatten_layers() if isinstance(value, keras.Layer) else [value]  # noqa: SLF001
+        for owner in owners:
+            for attr in _attributes(owner):
                 add(attr)
     return found
+
+
+def _attributes(value: Any) -> Iterator[Any]:
+    """An object's attributes, and the items of those that are lists, tuples or dicts.
+
+    A layer that trains itself (forward-forward) keeps its own optimizer; a model keeps its
+    layers in a list.
+    """
+    if not hasattr(value, "__dict__") or isinstance(value, type):
+        return
+    for attr in list(vars(value).values()):
+        yield attr
+        if isinstance(attr, (list, tuple)):
+            yield from attr
+        elif isinstance(attr, dict):
+            yield from attr.values()
+
+
+def applied_optimizers(traced: Any) -> list[Any]:
+    """The Keras optimizers the step can apply: those whose variables its trace reads.
+
+    A ``Model`` subclass whose ``train_step`` applies optimizers of its own still has the one its
+    ``compile()`` made by default (RMSprop): the step never reads it, so it is not named. Without a
+    trace of its own (a plain function), or when the trace reads none, every reachable one counts.
+    """
+    found = optimizers_of(traced.function, traced.args)
+    inputs = getattr(getattr(traced, "concrete", None), "captured_inputs", None)  # none from a failed trace
+    if inputs is None or traced.python_function is not None:
+        return found
+    captured = {id(h) for h in inputs}
+
+    def read(opt: Any) -> bool:
+        backings = (getattr(v, "value", v) for v in opt.variables)
+        return any(id(getattr(b, "handle", None)) in captured for b in backings)
+
+    return [o for o in found if read(o)] or found
 
 
 def _reachable(fn: Any, args: Sequence[Any]) -> Iterator[Any]:

@@ -35,6 +35,7 @@ class GradientState(str, Enum):
     ZERO = "zero"
     NONZERO = "nonzero"
     NONFINITE = "nonfinite"
+    UNSEEN = "unseen"  # not None, but made inside a tf.cond branch or nested function: its value cannot be read
 
     def __str__(self) -> str:
         return self.value
@@ -74,6 +75,8 @@ class Verification:
         error: The tape's ``LookupError`` (no gradient defined for an op), as one line, if it raised.
         restored: True when every variable was assigned back after the step; False when the step
             run was the script's own first call of it (``flowcheck run``), whose update training keeps.
+        loss_seen: False when every loss was computed inside a ``tf.cond`` branch or a nested
+            function, where its value cannot be read (``loss`` is then NaN, and no problem).
     """
 
     agrees: bool
@@ -83,6 +86,7 @@ class Verification:
     problems: tuple[str, ...]
     error: str | None = None
     restored: bool = True
+    loss_seen: bool = True
 
     @property
     def disagreements(self) -> tuple[VariableCheck, ...]:

@@ -27,7 +27,7 @@ from flowcheck.errors import VerificationError
 from flowcheck.trace.eager import own_random_seeds
 from flowcheck.trace.recording import nested_functions_afresh, record_sites
 from flowcheck.trace.sites import GradientSite, RecordedCall, running_user_code
-from flowcheck.trace.state import KERAS_NONE_WARNING, NO_GRADIENTS, all_none_tolerated, built_state, optimizers_of, state_of, unbuild
+from flowcheck.trace.state import KERAS_NONE_WARNING, NO_GRADIENTS, all_none_tolerated, applied_optimizers, built_state, state_of, unbuild
 from flowcheck.verify.loss import GradientState, VariableCheck, Verification, _describe, _digest, _first_line, _save_components, _state
 
 __all__ = ["FirstCall", "eager_calls", "first_call", "verify_step"]
@@ -129,7 +129,7 @@ def verify_step(traced: Any, sites: Sequence[GradientSite], *, control_flow: boo
     Raises:
         VerificationError: the step failed for another reason than every gradient being None.
     """
-    optimizers = optimizers_of(traced.function, traced.args)
+    optimizers = applied_optimizers(traced)
     sources = [s.variable for site in sites for s in site.sources]
     before = [_maybe_digest(v) for v in sources]
     problems: list[str] = []
@@ -163,7 +163,9 @@ def _verification(
     found: list[str] = []
     checks, loss = _checks(sites, calls, digests[0], digests[1], found)
     problems.extend(p for p in found if not (scaled and p.endswith(_NOT_FINITE)))
-    if not math.isfinite(loss) and not scaled:
+    targets = [c.targets[0] for c in calls if c is not None and c.targets]
+    seen = not targets or any(t is not UNSEEN for t in targets)  # else every loss was made inside a branch
+    if not math.isfinite(loss) and not scaled and seen:
         problems.append(f"the loss is {loss}: gradients and the step are not meaningful")
     described = ", ".join(_describe(o) for o in optimizers) if optimizers else "update"
     if scaled:
@@ -175,6 +177,7 @@ def _verification(
         variables=tuple(checks),
         problems=tuple(problems),
         restored=restored,
+        loss_seen=seen,
     )
 
 
@@ -197,20 +200,32 @@ def _run_eagerly(step: Any, args: Any, kwargs: Any, raised: list[str]) -> list[R
 
 def _run_traced(step: Any, args: Any, kwargs: Any) -> list[RecordedCall]:
     """Run the step as a new ``tf.function`` returning its gradients (``tf.gradients`` needs a graph)."""
-    last: list[list[RecordedCall]] = [[]]
+    last: list[tuple[list[RecordedCall], Any]] = [([], None)]
 
     def probe(*a: Any, **k: Any) -> list[tuple[list[Any], list[Any]]]:
+        graph = tf.compat.v1.get_default_graph()  # a call in a branch or nested function answers in another
         with record_sites() as recorder, all_none_tolerated([]), nested_functions_afresh():
             step(*a, **k)
-        last[0] = recorder.calls  # a trace that creates variables runs twice: keep the final one
-        return [([r for r in c.results or () if r is not None], list(c.targets)) for c in recorder.calls]
+        last[0] = recorder.calls, graph  # a trace that creates variables runs twice: keep the final one
+        return [([r for r in c.results or () if _in(r, graph)], [t for t in c.targets if _in(t, graph)])
+                for c in recorder.calls]
 
     values = tf.function(probe)(*args, **kwargs)
-    for call, (grads, targets) in zip(last[0], values):
-        it = iter(grads)
-        call.targets = tuple(targets)
-        call.results = tuple(None if r is None else next(it) for r in call.results) if call.results is not None else None
-    return last[0]
+    calls, graph = last[0]
+    for call, (grads, targets) in zip(calls, values):
+        given, made = iter(grads), iter(targets)
+        call.targets = tuple(next(made) if _in(t, graph) else UNSEEN for t in call.targets)
+        if call.results is not None:
+            call.results = tuple(r if r is None else next(given) if _in(r, graph) else UNSEEN for r in call.results)
+    return calls
+
+
+UNSEEN: Any = object()
+"""A gradient or target made inside a ``tf.cond`` branch or nested function of the step: not None, value unread."""
+
+
+def _in(tensor: Any, graph: Any) -> bool:
+    return tensor is not None and getattr(tensor, "graph", None) is graph
 
 
 @contextlib.contextmanager
@@ -260,11 +275,12 @@ def _checks(
             problems.append(f"the real step made no {site.kind} call at {site.source or 'this site'}")
         elif call.results is None:
             problems.append(f"the real step's {site.kind} at {site.source or 'this site'} raised {call.error}")
-        elif math.isnan(loss) and call.targets and not call.kind.endswith("jacobian"):  # a jacobian's target is no loss
-            loss = float(tf.reduce_sum(tf.math.real(tf.cast(call.targets[0], tf.float64))).numpy())
+        elif math.isnan(loss) and call.targets and call.targets[0] is not UNSEEN and not call.kind.endswith("jacobian"):
+            loss = float(tf.reduce_sum(tf.math.real(tf.cast(call.targets[0], tf.float64))).numpy())  # a jacobian's is no loss
         for j, source in enumerate(site.sources):
             result = call.results[j] if call is not None and call.results is not None else None
-            state = _state(result) if call is not None and call.results is not None else GradientState.NONE
+            state = _state(result) if call is not None and call.results is not None and result is not UNSEEN else (
+                GradientState.UNSEEN if result is UNSEEN else GradientState.NONE)
             if state is GradientState.NONFINITE:
                 problems.append(f"the gradient of {prefix}{source.name}{_NOT_FINITE}")
             changed = before[k] is not None and before[k] != after[k]
@@ -333,7 +349,7 @@ class FirstCall:
         result = concrete._inference_function.function_type.pack_output(values[:self._outputs])  # noqa: SLF001
         rest = iter(values[self._outputs:])
         calls = [_with_values(c, rest) for c in self._calls]
-        optimizers = optimizers_of(self._traced.function, self._traced.args)
+        optimizers = applied_optimizers(self._traced)
         return result, _verification(self._sites, calls, (before, after), [], optimizers, restored=False)
 
 
