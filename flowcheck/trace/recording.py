@@ -255,23 +255,29 @@ def nested_functions_afresh() -> Iterator[None]:
     A nested ``tf.function`` that has run before answers from its cache without running its Python
     code again: its ``tape.gradient`` would go unrecorded and the step would look like no step. A
     call made inside the trace (not eagerly) goes to a clone of the function instead (TensorFlow's
-    own ``Function._clone``: the same code and options), one clone per function for the trace.
+    own ``Function._clone``: the same code and options), one clone per function for each trace of
+    the outermost function: a step traced twice on its first call (it creates variables, e.g. an
+    optimizer's slots) runs its nested functions' Python code again in its second, final trace.
     """
     from tensorflow.python.eager.polymorphic_function import polymorphic_function
+    from tensorflow.python.framework import func_graph, ops
 
     function = polymorphic_function.Function
     current = function.__call__
-    clones: dict[int, tuple[Any, Any]] = {}  # id -> (the function, kept alive; its clone)
+    clones: dict[tuple[int, int], tuple[Any, Any, Any]] = {}  # (id, outer trace) -> (function, graph, clone)
 
     def call(self: Any, *args: Any, **kwargs: Any) -> Any:
         if tf.executing_eagerly() or getattr(self, "_flowcheck_clone", False):
             return current(self, *args, **kwargs)
-        found = clones.get(id(self))
+        outermost = ops.get_default_graph()
+        while isinstance(getattr(outermost, "outer_graph", None), func_graph.FuncGraph):
+            outermost = outermost.outer_graph
+        found = clones.get((id(self), id(outermost)))
         if found is None:
             clone = self._clone(self.python_function)  # noqa: SLF001 -- as flowcheck's own trace copies a step
             clone._flowcheck_clone = True  # noqa: SLF001
-            found = clones[id(self)] = (self, clone)
-        return current(found[1], *args, **kwargs)
+            found = clones[(id(self), id(outermost))] = (self, outermost, clone)  # both kept alive: ids stay unique
+        return current(found[2], *args, **kwargs)
 
     function.__call__ = call
     try:
