@@ -15,6 +15,8 @@ __all__ = ["describe_exception"]
 
 _FUNCTION_NODE = re.compile(r"^\{\{function_node [^}]*\}\}\s*")  # TensorFlow's eager op errors
 _USER_CODE = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<function>\S+)')
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Keras bolds the real message
+_KERAS_CALL = re.compile(r"^(\w+(Error|Exception): )?Exception encountered when calling ")  # Keras's layer wrapper
 
 
 def describe_exception(exc: BaseException, script: str | None) -> str:
@@ -32,7 +34,7 @@ def describe_exception(exc: BaseException, script: str | None) -> str:
         else:
             where = user_frame(frames)[0]
     at = f" at {where}" + (f" ({where.code})" if where.code else "") if where else ""
-    message = _FUNCTION_NODE.sub("", " ".join(text.splitlines()[0].split())) if text else ""
+    message = _FUNCTION_NODE.sub("", " ".join(_first_message(text.splitlines()).split())) if text else ""
     return f"{type(exc).__name__}{at}" + (f": {message}" if message else "")
 
 
@@ -51,6 +53,16 @@ def _unwrap_user_code(text: str) -> tuple[SourceLine | None, str]:
             code = lines[i + 1].strip() if i + 1 < len(lines) else ""
             where = SourceLine(file, int(match["line"]), match["function"], code)
     rest = [line.strip() for line in lines[last + 1:] if line.strip()]
-    message = rest[0] if rest else text
+    message = _first_message(rest) if rest else text
     # "ValueError: msg": the wrapper's type is the real one; keep only the message.
     return where, message.split(": ", 1)[1] if re.match(r"^\w+(Error|Exception|Warning): ", message) else message
+
+
+def _first_message(lines: list[str]) -> str:
+    """The first line that says what went wrong: past Keras's "Exception encountered when calling
+    Layer.call()." wrapper, to the layer's own message under it, without its terminal colors."""
+    shown = [_ANSI.sub("", line).strip() for line in lines]
+    shown = [line for line in shown if line]
+    if len(shown) > 1 and _KERAS_CALL.match(shown[0]):
+        return shown[1]
+    return shown[0] if shown else ""

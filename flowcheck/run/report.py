@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from flowcheck._model import Verdict
+from flowcheck._phrases import receiving_text
 from flowcheck.outputs.expect import Candidate, Expectation
 
 if TYPE_CHECKING:
@@ -153,7 +154,7 @@ def _site_lines(site: Any) -> list[str]:
     elif site.cut:
         out.append(f"    TensorFlow gave None ({len(site.cut)})")
         out.extend(f"      {s.name}" for s in site.cut)
-    out.append(f"    {len(site.receiving)} sources receive a gradient")
+    out.append(f"    {receiving_text(len(site.receiving))}")
     out.extend(f"    note: {note}" for note in site.notes)
     return out
 

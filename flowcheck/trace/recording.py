@@ -164,7 +164,9 @@ def _direct_caller() -> SourceLine | None:
     return None
 
 
-def _recorded(kind: str, tape: Any, targets: Any, sources: Any, call: Callable[[], Any], zero: bool) -> Any:
+def _recorded(
+    kind: str, tape: Any, targets: Any, sources: Any, call: Callable[[], Any], zero: bool, answered: bool = False,
+) -> Any:
     if getattr(_STATE, "busy", False) or not _ACTIVE:
         return call()
     line, made_for_user = _caller()
@@ -173,7 +175,7 @@ def _recorded(kind: str, tape: Any, targets: Any, sources: Any, call: Callable[[
     entry = RecordedCall(
         kind=kind, source=line, targets=tuple(tf.nest.flatten(targets)), sources=tuple(tf.nest.flatten(sources)),
         results=None, tape=_record_of(tape) if tape is not None else None, graph=_graph(), unconnected_zero=zero,
-        caller=_direct_caller(),
+        caller=_direct_caller(), zero_answered=answered,
     )
     _STATE.busy = True
     try:
@@ -199,11 +201,34 @@ def _is_zero(unconnected: Any) -> bool:
 @_PLAIN_PYTHON
 def _gradient(self: Any, target: Any, sources: Any, output_gradients: Any = None,
               unconnected_gradients: Any = tf.UnconnectedGradients.NONE) -> Any:
+    if _is_zero(unconnected_gradients) and tf.executing_eagerly() and _ACTIVE and not getattr(_STATE, "busy", False):
+        # Eagerly there is no graph to judge: ask with NONE (TensorFlow's answer, recorded) and give the
+        # user what ZERO gives, the zeros TensorFlow's tape makes for a source it does not reach.
+        result = _recorded(
+            "GradientTape.gradient", self, target, sources,
+            lambda: _ORIGINAL["gradient"](self, target, sources, output_gradients, tf.UnconnectedGradients.NONE),
+            True, answered=True,
+        )
+        return _zeros_for_none(sources, result)
     return _recorded(
         "GradientTape.gradient", self, target, sources,
         lambda: _ORIGINAL["gradient"](self, target, sources, output_gradients, unconnected_gradients),
         _is_zero(unconnected_gradients),
     )
+
+
+def _zeros_for_none(sources: Any, result: Any) -> Any:
+    """``result`` with each None replaced as ``unconnected_gradients=ZERO`` does (``backprop.py``:
+    ``default_gradient.zeros_like`` of the source)."""
+    from tensorflow.python.ops import default_gradient
+
+    flat = tf.nest.flatten(result) if result is not None else [None]
+    flat_sources = tf.nest.flatten(sources)
+    if len(flat) != len(flat_sources):
+        return result
+    return tf.nest.pack_sequence_as(sources, [
+        default_gradient.zeros_like(s) if g is None else g for g, s in zip(flat, flat_sources)
+    ])
 
 
 def _jacobian_like(name: str) -> Callable[..., Any]:

@@ -281,10 +281,11 @@ def _as_predicted(receives: bool, state: GradientState, unconnected_zero: bool) 
     """Whether the tape's gradient is what the verdict says, under the call's own semantics.
 
     With ``unconnected_gradients=ZERO`` TensorFlow gives a source no path reaches zeros instead of
-    None: a blocked source must get exactly zeros, a receiving one anything but None.
+    None: a blocked source must get exactly zeros (or None, where flowcheck asked eagerly with NONE
+    for TensorFlow's own answer), a receiving one anything but None.
     """
     if unconnected_zero and not receives:
-        return state is GradientState.ZERO
+        return state in (GradientState.ZERO, GradientState.NONE)
     return (state is not GradientState.NONE) == receives
 
 
