@@ -769,3 +769,36 @@ def test_a_keras_layer_error_before_the_first_step_shows_the_layers_message(tmp_
     assert code == 2
     assert err.strip().splitlines()[-1].endswith(f"(loss = tf.reduce_mean(model(x))): {message}")
     assert describe_exception(raised.value, None).endswith(f": {message}")
+
+
+def test_an_eager_variable_rebound_to_a_tensor_is_caught_at_the_sites_next_call(tmp_path: Path, capsys: Any) -> None:
+    # The classic "gradient is None after the first iteration": `W = W - lr * dW` makes W a tensor.
+    path = script(tmp_path, """\
+        import tensorflow as tf
+
+        W = tf.Variable(tf.ones((3, 1)), name="W")
+        b = tf.Variable(tf.zeros((1,)), name="b")
+        x, y = tf.ones((4, 3)), tf.zeros((4, 1))
+        for epoch in range(3):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.square(x @ W + b - y))
+            dW, db = tape.gradient(loss, [W, b])
+            W = W - 0.1 * dW
+            b.assign_sub(0.1 * db)
+        """)
+    # TensorFlow's answers, computed here: the first round gives both a gradient, the second None to W.
+    W, b, x = tf.Variable(tf.ones((3, 1))), tf.Variable(tf.zeros((1,))), tf.ones((4, 3))
+    answers = []
+    for _ in range(2):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(x @ W + b))
+        dW, db = tape.gradient(loss, [W, b])
+        answers.append([dW is None, db is None])
+        W = W - 0.1 * dW if dW is not None else W
+    assert answers == [[False, False], [True, False]]
+    code, out, _ = run(capsys, path, "--json")
+    assert code == 1
+    (step,) = json.loads(out)["steps"]
+    assert [s["tensorflow_none"] for s in step["site"]["sources"]] == answers[0]
+    assert step["next_call"].startswith("at its next call TensorFlow gives no gradient to W: W is no longer a variable")
+    assert step["failures"] == [f"GradientTape.gradient at {step['site']['source']['file']}:9: {step['next_call']}"]

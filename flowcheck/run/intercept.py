@@ -149,11 +149,10 @@ class Interceptor:
         call = _call_site()
         key = ("eager", call.file, call.line) if call else ("eager", id(tape))
         if key in self._seen:
-            self._again()
-            return original(tape, target, sources, *args, **kwargs)
-        self._seen[key] = tape
+            return self._eager_again(self._seen[key], lambda: original(tape, target, sources, *args, **kwargs), sources)
         in_function = call is not None and not call.function.startswith("<")
         step = Step("eager tape.gradient", call.function if call and in_function else "tape.gradient", call)
+        self._seen[key] = step
         self.steps.append(step)
         recorder = SiteRecorder()
         try:
@@ -168,6 +167,20 @@ class Interceptor:
             if recorder.eager_calls:
                 site = eager_site(recorder.eager_calls[-1])
                 step.eager = dataclasses.replace(site, notes=(*site.notes, EAGER_NOTE))
+
+    def _eager_again(self, step: Step, call: Callable[[], Any], sources: Any) -> Any:
+        """An eager site's next call, compared with its first one's answer; then the first round is over."""
+        from flowcheck.trace.eager_sites import next_call_finding
+
+        try:
+            with self._inside():
+                result = call()
+        except Exception:
+            self._again()  # with --continue the script's own error, as without flowcheck
+            raise
+        step.next_call = next_call_finding(step.eager, sources, result)
+        self._again()
+        return result
 
     # --- tf.function ------------------------------------------------------------------------------
 
@@ -360,16 +373,10 @@ def _as_keras_step(report: Any, model: Any) -> None:
 
 
 def _without_update_notes(report: Any, fn: Any, args: tuple[Any, ...]) -> None:
-    """No note about the update ops of the step's optimizers.
+    """No note about the update ops of the step's optimizers (see :func:`~flowcheck.trace.state.update_scopes`)."""
+    from flowcheck.trace.state import update_scopes
 
-    They are in the step's own trace (flowcheck's own trace of a step skips them) and come after
-    every gradient, so a gradient function of theirs that could not be asked about changes no verdict.
-    """
-    from flowcheck.trace.state import optimizers_of
-
-    scopes = tuple(f"({o.name}/" for o in optimizers_of(fn, args)) + tuple(
-        f"({o.name}_" for o in optimizers_of(fn, args)  # under a distribution strategy: sgd_1/...
-    )
+    scopes = update_scopes(fn, args)
     report.notes = tuple(
         n for n in report.notes if not (n.startswith("could not ask the gradient of") and any(s in n for s in scopes))
     )

@@ -44,6 +44,8 @@ class Step:
         owners: Names of the Keras models and layers that own each variable (for ``--expect-*``).
         first_call: The verification that the script's next call of the step will make
             (``flowcheck.verify.step.FirstCall``), until it is made.
+        next_call: For an eager site: the sources TensorFlow gave a gradient at the first call and
+            None at the next (the next round's call, made as the script ended), in words.
     """
 
     kind: str
@@ -56,3 +58,5 @@ class Step:
     raised: str | None = None
     owners: dict[int, tuple[str, ...]] = field(default_factory=dict)
     first_call: Any = field(default=None, repr=False)
+    next_call: str | None = None
+

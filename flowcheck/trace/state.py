@@ -18,6 +18,7 @@ import tensorflow as tf
 __all__ = [
     "KERAS_NONE_WARNING", "NO_GRADIENTS", "all_none_tolerated", "applies_skipped", "built_state",
     "global_seed_generator_kept", "metric_counts", "metric_notes", "optimizers_of", "state_of", "unbuild",
+    "update_scopes",
 ]
 
 
@@ -230,3 +231,13 @@ def metric_notes(before: Sequence[tuple[Any, int]]) -> list[str]:
         "variables, at their initial values), as fit's first step would"
         for model, count in before if len(model.metrics_variables) > count
     ]
+
+
+def update_scopes(fn: Any, args: tuple[Any, ...]) -> tuple[str, ...]:
+    """The name scopes of the update ops of the step's optimizers, as an op's note shows them.
+
+    They are in the step's own trace (flowcheck's own trace of a step skips them) and come after
+    every gradient, so a gradient function of theirs that could not be asked about changes no verdict.
+    """
+    found = optimizers_of(fn, args)
+    return tuple(f"({o.name}/" for o in found) + tuple(f"({o.name}_" for o in found)  # under a strategy: sgd_1/...
