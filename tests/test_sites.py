@@ -884,3 +884,31 @@ def test_tf_module_variables_with_repeated_names_are_told_apart_by_their_path() 
         predicate=lambda v: isinstance(v, tf.Variable), with_path=True)}
     expected = [paths[id(v)] if v.name in ("w:0", "b:0") else v.name[:-2] for v in model.trainable_variables]
     assert names == expected and len(set(names)) == len(names)
+
+
+@pytest.mark.parametrize("returns", [True, False], ids=["returns its loss", "returns nothing"])
+def test_a_plain_step_that_cannot_be_traced_is_judged_at_its_own_gradient_call(returns: bool) -> None:
+    keras.utils.set_random_seed(21)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="a"), keras.layers.Dense(1, name="b")])
+    optimizer = keras.optimizers.Adam(0.1)
+
+    def step(x: Any, y: Any) -> Any:  # `.numpy()` in the middle: no graph can be traced
+        with tf.GradientTape() as tape:
+            h = tf.constant(model.layers[0](x).numpy())
+            loss = tf.reduce_mean(tf.square(model.layers[1](h) - y))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients([(g, v) for g, v in zip(grads, model.trainable_variables) if g is not None])
+        return loss if returns else None
+
+    x, y = np.ones((4, 3), "float32"), np.zeros((4, 1), "float32")
+    state = [*model.variables, *optimizer.variables]
+    saved = snapshot(state)
+    report = flowcheck.analyze(step, x, y)  # not the function's output judged by flowcheck's own tape
+    assert not optimizer.built and same(state, saved)  # the Adam slots the run built are the user's to build
+    truth = tape_truth(lambda: step(x, y), state)
+    optimizer = keras.optimizers.Adam(0.1)  # the truth's run built the other one
+    assert_sites_match(report, truth)
+    assert [r.name for r in report.variables] == [v.path for v in model.trainable_variables]
+    check = report.verify()
+    assert check.agrees and "the step's own Adam" in check.optimizer
+    assert same(state, saved) and not optimizer.built
