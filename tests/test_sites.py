@@ -912,3 +912,28 @@ def test_a_plain_step_that_cannot_be_traced_is_judged_at_its_own_gradient_call(r
     check = report.verify()
     assert check.agrees and "the step's own Adam" in check.optimizer
     assert same(state, saved) and not optimizer.built
+
+
+def test_verify_restores_an_optimizer_the_step_reaches_only_through_a_helper() -> None:
+    keras.utils.set_random_seed(22)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), keras.layers.Dense(1)])
+    optimizer = keras.optimizers.Adam(0.01)
+
+    def apply(grads: Any) -> None:  # the step names only this helper, not the optimizer
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+
+    @tf.function
+    def step(x: Any, y: Any) -> Any:
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(x) - y))
+        apply(tape.gradient(loss, model.trainable_variables))
+        return loss
+
+    x, y = np.ones((4, 3), "float32"), np.zeros((4, 1), "float32")
+    state = [*model.variables, *optimizer.variables]
+    saved = snapshot(state)
+    report = flowcheck.analyze(step, x, y)
+    check = report.verify()
+    assert check.agrees and check.optimizer == "the step's own Adam(learning_rate=0.01)"
+    assert same(state, saved) and not optimizer.built and int(optimizer.iterations.numpy()) == 0
+    assert_sites_match(report, tape_truth(lambda: step.python_function(x, y), state))

@@ -15,6 +15,8 @@ from typing import Any, Final
 
 import tensorflow as tf
 
+from flowcheck.trace.owners import user_function
+
 __all__ = [
     "KERAS_NONE_WARNING", "NO_GRADIENTS", "all_none_tolerated", "applies_skipped", "built_state",
     "global_seed_generator_kept", "metric_counts", "metric_notes", "optimizers_of", "state_of", "unbuild",
@@ -72,7 +74,19 @@ def optimizers_of(fn: Any, args: Sequence[Any] = ()) -> list[Any]:
     return found
 
 
-def _reachable(fn: Any, args: Sequence[Any]) -> Iterator[Any]:
+def _reachable(fn: Any, args: Sequence[Any], depth: int = 3, seen: set[int] | None = None) -> Iterator[Any]:
+    """What the step can reach, and what the user's own helper functions it names reach (an
+    ``apply(grads)`` that calls the optimizer), a few calls deep, as :mod:`flowcheck.trace.owners` does."""
+    seen = set() if seen is None else seen
+    seen.add(id(fn))
+    for value in _reached(fn, args):
+        yield value
+        helper = user_function(value) if depth > 0 else None
+        if helper is not None and id(helper) not in seen:
+            yield from _reachable(helper, (), depth - 1, seen)
+
+
+def _reached(fn: Any, args: Sequence[Any]) -> Iterator[Any]:
     yield fn
     yield from args
     target = getattr(fn, "python_function", fn)
