@@ -58,13 +58,14 @@ def optimizers_of(fn: Any, args: Sequence[Any] = ()) -> list[Any]:
     found: list[Any] = []
 
     def add(value: Any) -> None:
-        if isinstance(value, keras.optimizers.Optimizer) and all(value is not o for o in found):
-            found.append(value)
+        if isinstance(value, keras.optimizers.Optimizer):
+            if all(value is not o for o in found):
+                found.append(value)
+            inner = getattr(value, "inner_optimizer", None)  # LossScaleOptimizer
+            if inner is not None:
+                add(inner)
         if isinstance(value, keras.Model):
             add(getattr(value, "optimizer", None))
-        inner = getattr(value, "inner_optimizer", None)  # LossScaleOptimizer
-        if inner is not None:
-            add(inner)
 
     for value in _reachable(fn, args):
         add(value)
