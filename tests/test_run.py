@@ -802,3 +802,29 @@ def test_an_eager_variable_rebound_to_a_tensor_is_caught_at_the_sites_next_call(
     assert [s["tensorflow_none"] for s in step["site"]["sources"]] == answers[0]
     assert step["next_call"].startswith("at its next call TensorFlow gives no gradient to W: W is no longer a variable")
     assert step["failures"] == [f"GradientTape.gradient at {step['site']['source']['file']}:9: {step['next_call']}"]
+
+
+def test_an_eager_jacobian_is_a_site_not_tensorflows_own_pfor_function(tmp_path: Path, capsys: Any) -> None:
+    # Eagerly, tape.jacobian runs a tf.function of TensorFlow's (pfor's `f`) that asks for gradients.
+    path = script(tmp_path, """\
+        import tensorflow as tf
+
+        w = tf.Variable(tf.ones((3, 2)), name="w")
+        v = tf.Variable(tf.ones((3, 2)), name="v")
+        x = tf.ones((4, 3))
+        for step in range(2):
+            with tf.GradientTape() as tape:
+                out = x @ w + tf.round(x @ v)
+            j = tape.jacobian(out, [w, v])
+            w.assign_sub(0.01 * tf.reduce_sum(j[0], axis=[0, 1]))
+        """)
+    w, v, x = tf.Variable(tf.ones((3, 2))), tf.Variable(tf.ones((3, 2))), tf.ones((4, 3))
+    with tf.GradientTape() as tape:
+        out = x @ w + tf.round(x @ v)
+    none = [j is None for j in tape.jacobian(out, [w, v])]
+    assert none == [False, True]
+    code, out_, _ = run(capsys, path, "--json")
+    assert code == 1
+    (step,) = json.loads(out_)["steps"]  # one step: the script's jacobian, no "pfor.<locals>.f"
+    assert step["name"] == "tape.jacobian" and step["site"]["kind"] == "GradientTape.jacobian"
+    assert [s["tensorflow_none"] for s in step["site"]["sources"]] == none

@@ -19,16 +19,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from flowcheck.run.batches import first_batch, one_step_function
 from flowcheck.run.failure import describe_exception
-from flowcheck.run.step import EAGER_NOTE, Step, StopScript
+from flowcheck.run.step import EAGER_NOTE, Step, StopScript, call_site, code_file, keras_caller
 from flowcheck.run.stop import stop_for_good
-from flowcheck.source.lines import SourceLine, user_frame
 
 __all__ = ["KERAS_WARNING", "Interceptor"]
 
@@ -118,16 +116,18 @@ class Interceptor:
         from tensorflow.python.eager import backprop
         from tensorflow.python.ops import gradients_util
 
-        def make(original: Any) -> Any:
-            def gradient(tape: Any, target: Any, sources: Any, *args: Any, **kwargs: Any) -> Any:
-                if not tf.executing_eagerly():
-                    self._site_seen = True
-                    return original(tape, target, sources, *args, **kwargs)
-                if not self._active():
-                    return original(tape, target, sources, *args, **kwargs)
-                return self._eager_gradient(original, tape, target, sources, args, kwargs)
+        def make(name: str) -> Callable[[Any], Any]:  # gradient, jacobian, batch_jacobian
+            def wrap(original: Any) -> Any:
+                def method(tape: Any, target: Any, sources: Any, *args: Any, **kwargs: Any) -> Any:
+                    if not tf.executing_eagerly():
+                        self._site_seen = True
+                    if not tf.executing_eagerly() or not self._active():
+                        return original(tape, target, sources, *args, **kwargs)
+                    return self._eager_gradient(name, original, tape, target, sources, args, kwargs)
 
-            return gradient
+                return method
+
+            return wrap
 
         def make_helper(original: Any) -> Any:
             def helper(*args: Any, **kwargs: Any) -> Any:
@@ -136,28 +136,31 @@ class Interceptor:
 
             return helper
 
-        self._patch(backprop.GradientTape, "gradient", make)
+        for name in ("gradient", "jacobian", "batch_jacobian"):  # eagerly, a jacobian runs TensorFlow's own pfor function
+            self._patch(backprop.GradientTape, name, make(name))
         self._patch(gradients_util, "_GradientsHelper", make_helper)
 
-    def _eager_gradient(self, original: Any, tape: Any, target: Any, sources: Any, args: Any, kwargs: Any) -> Any:
+    def _eager_gradient(
+        self, name: str, original: Any, tape: Any, target: Any, sources: Any, args: Any, kwargs: Any,
+    ) -> Any:
         from tensorflow.python.eager import backprop
 
         from flowcheck.trace.eager_sites import eager_site
         from flowcheck.trace.recording import record_sites
         from flowcheck.trace.sites import SiteRecorder
 
-        call = _call_site()
+        call = call_site()
         key = ("eager", call.file, call.line) if call else ("eager", id(tape))
         if key in self._seen:
             return self._eager_again(self._seen[key], lambda: original(tape, target, sources, *args, **kwargs), sources)
         in_function = call is not None and not call.function.startswith("<")
-        step = Step("eager tape.gradient", call.function if call and in_function else "tape.gradient", call)
+        step = Step("eager tape.gradient", call.function if call and in_function else f"tape.{name}", call)
         self._seen[key] = step
         self.steps.append(step)
         recorder = SiteRecorder()
         try:
             with self._inside(), record_sites() as recorder:  # through the recorder's own wrapper
-                return backprop.GradientTape.gradient(tape, target, sources, *args, **kwargs)
+                return getattr(backprop.GradientTape, name)(tape, target, sources, *args, **kwargs)
         except Exception:
             if self._keep_going:
                 self._done = True
@@ -192,8 +195,8 @@ class Interceptor:
                 import tensorflow as tf
                 if self._first_calls.get(id(fn)) is not None:  # the call after its analysis verifies the step
                     return self._first_calls.pop(id(fn)).call(original, fn, args, kwargs)
-                if not self._active() or not tf.executing_eagerly():
-                    return original(fn, *args, **kwargs)
+                if not self._active() or not tf.executing_eagerly() or "/tensorflow/python/" in code_file(fn):
+                    return original(fn, *args, **kwargs)  # (TensorFlow's own functions are not the script's steps)
                 return self._function_call(original, fn, args, kwargs)
 
             return call
@@ -209,7 +212,7 @@ class Interceptor:
             self._again()
             return original(fn, *args, **kwargs)
         name = str(getattr(fn.python_function, "__qualname__", None) or fn.__name__)
-        step = Step("tf.function", name, _call_site())
+        step = Step("tf.function", name, call_site())
         if not self._traced_step(fn, args, step, kwargs):
             self._seen[key] = None
             self._kept.append(fn)  # its id stays its own while the script runs
@@ -320,7 +323,7 @@ class Interceptor:
                 return function(iterator)
             self._seen[key] = model
             data, again = first_batch(iterator, exact=self._keep_going)
-            step = Step("keras train_step", f"{model.name}.{_keras_caller()}", _call_site())
+            step = Step("keras train_step", f"{model.name}.{keras_caller()}", call_site())
             x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
             through_model = (model, (x, y) if sample_weight is None else (x, y, sample_weight))
             one_step = one_step_function(function)
@@ -357,7 +360,7 @@ class Interceptor:
                 if report is None:
                     return original(session, fetches, feed_dict, *args, **kwargs)
                 self._seen[key] = session
-                self.steps.append(Step("tf1 Session.run", "Session.run", _call_site(), report=report,
+                self.steps.append(Step("tf1 Session.run", "Session.run", call_site(), report=report,
                                        verification=getattr(report, "verification", None)))
                 with self._inside():
                     return original(session, fetches, feed_dict, *args, **kwargs)
@@ -385,15 +388,3 @@ def _without_update_notes(report: Any, fn: Any, args: tuple[Any, ...]) -> None:
 def _unwrap(model: Any, function: Any) -> None:
     if getattr(model.train_function, "_flowcheck_wrapped", False):
         model.train_function = function
-
-
-def _call_site() -> SourceLine | None:
-    """The user's innermost line on the current stack (the call of the step)."""
-    return user_frame(traceback.extract_stack()[:-1])[0]
-
-
-def _keras_caller() -> str:
-    for frame in traceback.extract_stack():
-        if frame.name in ("fit", "train_on_batch") and "/keras/" in frame.filename:
-            return frame.name
-    return "fit"

@@ -7,13 +7,14 @@ Plain data and small pure helpers (no TensorFlow import), shared by the hooks
 
 from __future__ import annotations
 
+import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowcheck.source.lines import SourceLine
+from flowcheck.source.lines import SourceLine, user_frame
 from flowcheck.trace.sites import GradientSite
 
-__all__ = ["EAGER_NOTE", "Step", "StopScript"]
+__all__ = ["EAGER_NOTE", "Step", "StopScript", "call_site", "code_file", "keras_caller"]
 
 EAGER_NOTE = (
     "without a graph flowcheck cannot name the op that cuts a source; put the step (the tape and its loss) "
@@ -60,3 +61,20 @@ class Step:
     first_call: Any = field(default=None, repr=False)
     next_call: str | None = None
 
+
+def code_file(fn: Any) -> str:
+    """The file that defines a ``tf.function``'s Python function ("" when it has none)."""
+    return str(getattr(getattr(getattr(fn, "python_function", None), "__code__", None), "co_filename", ""))
+
+
+def call_site() -> SourceLine | None:
+    """The user's innermost line on the current stack (the call of the step)."""
+    return user_frame(traceback.extract_stack()[:-1])[0]
+
+
+def keras_caller() -> str:
+    """Which Keras entry point (``fit`` or ``train_on_batch``) is on the stack."""
+    for frame in traceback.extract_stack():
+        if frame.name in ("fit", "train_on_batch") and "/keras/" in frame.filename:
+            return frame.name
+    return "fit"
