@@ -7,6 +7,7 @@ Plain data and small pure helpers (no TensorFlow import), shared by the hooks
 
 from __future__ import annotations
 
+import inspect
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,8 +64,13 @@ class Step:
 
 
 def code_file(fn: Any) -> str:
-    """The file that defines a ``tf.function``'s Python function ("" when it has none)."""
-    return str(getattr(getattr(getattr(fn, "python_function", None), "__code__", None), "co_filename", ""))
+    """The file that defines a ``tf.function``'s Python function ("" when it has none); for a method,
+    the method's own (TensorFlow binds it through a wrapper of its own)."""
+    target = getattr(fn, "python_function", None)
+    method = getattr(target, "weakrefself_func__", None)
+    target = inspect.unwrap(method() if callable(method) else target) if callable(target) else target
+    target = getattr(target, "__func__", target)
+    return str(getattr(getattr(target, "__code__", None), "co_filename", ""))
 
 
 def call_site() -> SourceLine | None:
