@@ -136,11 +136,23 @@ def eager_only_report(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], fa
     from flowcheck.trace.target import owned_variables
     from flowcheck.trace.traced import Traced
 
+    from flowcheck.trace.eager_sites import eager_site
+    from flowcheck.trace.state import built_state, unbuild
+
     name = str(getattr(fn, "__name__", type(fn).__name__))
-    run = run_eagerly(fn, args, kwargs, owned_variables(fn, args, kwargs), name)
+    built = built_state(fn, args)
+    try:
+        run = run_eagerly(fn, args, kwargs, owned_variables(fn, args, kwargs), name)
+    finally:
+        unbuild(built)  # an optimizer the step built is the user's to build
     if not run.variables:
         raise NoVariablesError(f"{name} reads no variable: nothing can be trained") from failure
     notes = [f"{failure}: no static analysis was possible, so the verdicts are the eager tape's alone "
              "(no barriers, lines or diagram); wrap the NumPy part in tf.numpy_function or keep it in TensorFlow"]
+    sites = tuple(eager_site(call) for call in run.calls)  # a training step's own calls: TensorFlow's answers
+    results = eager_only(run, str(failure))
+    if sites:  # a step lists its sources and the trainable variables it reads, not its optimizer's slots
+        sources = {id(s.variable) for site in sites for s in site.sources}
+        results = tuple(r for r in results if r.trainable or id(r.variable) in sources)
     traced = Traced(fn, None, tuple(args), dict(kwargs), "callable", run.variables, {}, run.losses, notes, fn)
-    return Report(traced, endpoints_graph(traced), eager_only(run, str(failure)), tuple(notes), ())
+    return Report(traced, endpoints_graph(traced), results, tuple(notes), (), sites)

@@ -10,7 +10,9 @@ from typing import Final
 
 from flowcheck._model import Verdict
 
-__all__ = ["GRADIENT_ERROR_ADVICE", "NEVER_TRAINED", "counts_text", "disagreement", "shape_text", "verdict_counts"]
+__all__ = [
+    "GRADIENT_ERROR_ADVICE", "NEVER_TRAINED", "counts_text", "disagreement", "receiving_text", "shape_text", "verdict_counts",
+]
 
 GRADIENT_ERROR_ADVICE: Final = (
     "a gradient reaches these ops and they have none; if a result is meant as a constant, wrap the "
@@ -43,3 +45,8 @@ def counts_text(results: Iterable[object]) -> str:
 def disagreement(predicted: bool, gradient: object) -> str:
     """``"predicted a gradient, the tape gave none"``: a verification check that went against the prediction."""
     return f"predicted {'a gradient' if predicted else 'no gradient'}, the tape gave {gradient}"
+
+
+def receiving_text(count: int) -> str:
+    """``"1 source receives a gradient"``, ``"3 sources receive a gradient"``: a site's receiving sources counted."""
+    return f"{count} source receives a gradient" if count == 1 else f"{count} sources receive a gradient"

@@ -646,3 +646,185 @@ def test_a_script_that_swallows_the_stop_in_a_bare_except_still_ends(tmp_path: P
     assert code == 0, err
     assert "step 1" in out.splitlines() and "step 2" not in out and "done after" not in out
     assert "OK: every source of every gradient call receives a gradient" in out
+
+
+def test_a_nested_tf_functions_tape_is_a_site_when_the_step_is_traced_twice(tmp_path: Path, capsys: Any) -> None:
+    from site_helpers import tape_truth
+
+    # FGSM: the adversarial input comes from a nested tf.function's tape; Adam builds its slots on the
+    # first call, so TensorFlow traces train_step twice and the second trace is the one that runs.
+    path = script(tmp_path, """\
+        import keras
+        import numpy as np
+        import tensorflow as tf
+
+        keras.utils.set_random_seed(3)
+        model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3)])
+        loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        opt = keras.optimizers.Adam()
+
+        @tf.function
+        def adversarial(x, y):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                loss = loss_fn(y, model(x))
+            return x + 0.1 * tf.sign(tape.gradient(loss, x))
+
+        @tf.function
+        def train_step(x, y):
+            x_adv = adversarial(x, y)
+            with tf.GradientTape() as tape:
+                loss = loss_fn(y, model(x)) + loss_fn(y, model(x_adv))
+            grads = tape.gradient(loss, model.trainable_variables)
+            opt.apply_gradients(zip(grads, model.trainable_variables))
+
+        x, y = tf.ones((4, 6)), tf.constant([0, 1, 2, 0])
+        if __name__ == "__main__":
+            for _ in range(3):
+                train_step(x, y)
+        """)
+    module: dict[str, Any] = {}
+    exec(compile(Path(path).read_text(), path, "exec"), module)
+    state = [*module["model"].variables, *module["opt"].variables]
+    truth = tape_truth(lambda: module["train_step"].python_function(module["x"], module["y"]), state)
+    assert len(truth) == 2
+    code, out, _ = run(capsys, path, "--json")
+    assert code == 0
+    (step,) = json.loads(out)["steps"]
+    sites = step["report"]["gradient_sites"]
+    assert [[s["tensorflow_none"] for s in site["sources"]] for site in sites] == truth
+    assert [[s["verdict"] == "receives" for s in site["sources"]] for site in sites] == [[not n for n in t] for t in truth]
+    assert step["report"]["verification"]["agrees"]
+
+
+ZERO_STEP = """\
+    import numpy as np
+    import tensorflow as tf
+
+    w = tf.Variable(tf.ones((3, 2)), name="w")
+    frozen = tf.Variable(tf.ones((3, 2)), name="frozen")
+    x = tf.ones((4, 3))
+
+    def step():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(x @ w + tf.stop_gradient(x @ frozen))
+        grads = tape.gradient(loss, [w, frozen], unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        assert grads[1] is not None and not np.any(grads[1].numpy()), "ZERO gives zeros"
+        w.assign_sub(0.1 * grads[0])
+        frozen.assign_sub(0.1 * grads[1])
+    """
+
+
+@pytest.mark.parametrize("traced", [False, True], ids=["eager", "tf.function"])
+def test_unconnected_gradients_zero_is_judged_by_tensorflows_none_and_verified_by_its_zeros(
+    tmp_path: Path, capsys: Any, traced: bool,
+) -> None:
+    text = textwrap.dedent(ZERO_STEP)
+    if traced:
+        text = text.replace("def step():", "@tf.function\ndef step():").replace(
+            "assert grads[1] is not None and not np.any(grads[1].numpy())", "tf.debugging.assert_equal(grads[1], 0.0)")
+    path = script(tmp_path, text + "for _ in range(2):\n    step()\n")
+    # TensorFlow's answer with NONE, the definition of receiving: frozen gets None.
+    w, frozen, x = tf.Variable(tf.ones((3, 2))), tf.Variable(tf.ones((3, 2))), tf.ones((4, 3))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(x @ w + tf.stop_gradient(x @ frozen))
+    none = [g is None for g in tape.gradient(loss, [w, frozen])]
+    assert none == [False, True]
+    code, out, err = run(capsys, path, "--json")
+    assert code == 1, err
+    (step,) = json.loads(out)["steps"]
+    site = step["report"]["gradient_sites"][0] if traced else step["site"]
+    assert [s["verdict"] != "receives" for s in site["sources"]] == none
+    if traced:  # the graph's verdict, verified: the zeros ZERO gives a blocked source agree with it
+        assert step["report"]["verification"]["agrees"] and not step["failures"][1:]
+    else:  # TensorFlow's own answer, asked with NONE; the script still got its zeros (its assert held)
+        assert [s["tensorflow_none"] for s in site["sources"]] == none
+    code, out, _ = run(capsys, path)
+    assert "no path reaches (unconnected_gradients=ZERO)" in out if traced else "1 source receives a gradient" in out
+
+
+def test_a_keras_layer_error_before_the_first_step_shows_the_layers_message(tmp_path: Path, capsys: Any) -> None:
+    path = script(tmp_path, """\
+        import numpy as np
+        import tensorflow as tf
+
+        model = tf.keras.Sequential([tf.keras.Input((3,)), tf.keras.layers.Dense(1, name="head")])
+
+        @tf.function
+        def train_step(x):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(model(x))
+            return tape.gradient(loss, model.trainable_variables)
+
+        train_step(np.zeros((8, 4), "float32"))
+        """)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, name="head")])
+    with pytest.raises(ValueError) as raised:
+        model(np.zeros((8, 4), "float32"))
+    # Keras's own text: a wrapper line, then the layer's message in bold.
+    lines = [line.strip() for line in str(raised.value).replace("\x1b[1m", "").replace("\x1b[0m", "").splitlines()]
+    assert lines[0].startswith("Exception encountered when calling")
+    message = next(line for line in lines[1:] if line)
+    code, out, err = run(capsys, path)
+    assert code == 2
+    assert err.strip().splitlines()[-1].endswith(f"(loss = tf.reduce_mean(model(x))): {message}")
+    assert describe_exception(raised.value, None).endswith(f": {message}")
+
+
+def test_an_eager_variable_rebound_to_a_tensor_is_caught_at_the_sites_next_call(tmp_path: Path, capsys: Any) -> None:
+    # The classic "gradient is None after the first iteration": `W = W - lr * dW` makes W a tensor.
+    path = script(tmp_path, """\
+        import tensorflow as tf
+
+        W = tf.Variable(tf.ones((3, 1)), name="W")
+        b = tf.Variable(tf.zeros((1,)), name="b")
+        x, y = tf.ones((4, 3)), tf.zeros((4, 1))
+        for epoch in range(3):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.square(x @ W + b - y))
+            dW, db = tape.gradient(loss, [W, b])
+            W = W - 0.1 * dW
+            b.assign_sub(0.1 * db)
+        """)
+    # TensorFlow's answers, computed here: the first round gives both a gradient, the second None to W.
+    W, b, x = tf.Variable(tf.ones((3, 1))), tf.Variable(tf.zeros((1,))), tf.ones((4, 3))
+    answers = []
+    for _ in range(2):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(x @ W + b))
+        dW, db = tape.gradient(loss, [W, b])
+        answers.append([dW is None, db is None])
+        W = W - 0.1 * dW if dW is not None else W
+    assert answers == [[False, False], [True, False]]
+    code, out, _ = run(capsys, path, "--json")
+    assert code == 1
+    (step,) = json.loads(out)["steps"]
+    assert [s["tensorflow_none"] for s in step["site"]["sources"]] == answers[0]
+    assert step["next_call"].startswith("at its next call TensorFlow gives no gradient to W: W is no longer a variable")
+    assert step["failures"] == [f"GradientTape.gradient at {step['site']['source']['file']}:9: {step['next_call']}"]
+
+
+def test_an_eager_jacobian_is_a_site_not_tensorflows_own_pfor_function(tmp_path: Path, capsys: Any) -> None:
+    # Eagerly, tape.jacobian runs a tf.function of TensorFlow's (pfor's `f`) that asks for gradients.
+    path = script(tmp_path, """\
+        import tensorflow as tf
+
+        w = tf.Variable(tf.ones((3, 2)), name="w")
+        v = tf.Variable(tf.ones((3, 2)), name="v")
+        x = tf.ones((4, 3))
+        for step in range(2):
+            with tf.GradientTape() as tape:
+                out = x @ w + tf.round(x @ v)
+            j = tape.jacobian(out, [w, v])
+            w.assign_sub(0.01 * tf.reduce_sum(j[0], axis=[0, 1]))
+        """)
+    w, v, x = tf.Variable(tf.ones((3, 2))), tf.Variable(tf.ones((3, 2))), tf.ones((4, 3))
+    with tf.GradientTape() as tape:
+        out = x @ w + tf.round(x @ v)
+    none = [j is None for j in tape.jacobian(out, [w, v])]
+    assert none == [False, True]
+    code, out_, _ = run(capsys, path, "--json")
+    assert code == 1
+    (step,) = json.loads(out_)["steps"]  # one step: the script's jacobian, no "pfor.<locals>.f"
+    assert step["name"] == "tape.jacobian" and step["site"]["kind"] == "GradientTape.jacobian"
+    assert [s["tensorflow_none"] for s in step["site"]["sources"]] == none

@@ -754,3 +754,186 @@ def test_a_forward_pass_made_before_the_tape_opens_is_cut_by_the_tape_at_its_lin
     lines = {b.source.line for s in cut for b in s.barriers if b.source is not None}
     assert lines == {line_of(train_step, "# before the tape")}
     assert {b.kind for s in cut for b in s.barriers} == {flowcheck.BarrierKind.NOT_RECORDED}
+
+
+# An FGSM adversarial step: a nested tf.function's tape watches an input tensor; the outer step's
+# first call builds Adam's slots, so TensorFlow traces it twice.
+FGSM_FILE = '''\
+import keras
+import numpy as np
+import tensorflow as tf
+
+keras.utils.set_random_seed(3)
+model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3)])
+loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+opt = keras.optimizers.Adam()
+
+
+@tf.function
+def adversarial(x, y):
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = loss_fn(y, model(x))
+    return x + 0.1 * tf.sign(tape.gradient(loss, x))
+
+
+@tf.function
+def train_step(x, y):
+    x_adv = adversarial(x, y)
+    with tf.GradientTape() as tape:
+        loss = loss_fn(y, model(x)) + loss_fn(y, model(tf.round(x_adv)))
+    grads = tape.gradient(loss, model.trainable_variables)
+    opt.apply_gradients(zip(grads, model.trainable_variables))
+
+
+example_inputs = (tf.ones((4, 6)), tf.constant([0, 1, 2, 0]))
+'''
+
+
+def test_an_fgsm_step_with_a_tensor_source_in_a_nested_function_is_judged_at_both_sites(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+
+    from flowcheck.cli.main import main
+
+    path = tmp_path / "fgsm.py"
+    path.write_text(FGSM_FILE)
+    module: dict[str, Any] = {}
+    exec(compile(FGSM_FILE, str(path), "exec"), module)
+    x, y = module["example_inputs"]
+    state = [*module["model"].variables, *module["opt"].variables]
+    truth = tape_truth(lambda: module["train_step"].python_function(x, y), state)
+    report = flowcheck.analyze(module["train_step"], x, y)
+    assert_sites_match(report, truth)
+    assert [s.name for s in report.gradient_sites[0].sources] == ["x"]
+    # The CLI's contracts are about variables: the tensor source is no crash (it was VariableNotFoundError).
+    assert main(["analyze", f"{path}:train_step", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [[s["tensorflow_none"] for s in site["sources"]] for site in data["gradient_sites"]] == truth
+
+
+def test_the_cli_reports_a_step_cut_everywhere_as_a_finding(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from flowcheck.cli.main import main
+
+    path = tmp_path / "signature.py"
+    path.write_text('''\
+import keras
+import tensorflow as tf
+
+model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+opt = keras.optimizers.Adam()
+
+
+@tf.function(input_signature=[tf.TensorSpec((None, 4), tf.float32), tf.TensorSpec((None,), tf.int64)])
+def train_step(x, y):
+    with tf.GradientTape() as tape:
+        pred = tf.cast(tf.argmax(model(x), axis=1), tf.float32)  # cut
+        loss = tf.reduce_mean(tf.square(pred - tf.cast(y, tf.float32)))
+    grads = tape.gradient(loss, model.trainable_variables)
+    opt.apply_gradients(zip(grads, model.trainable_variables))
+''')
+    module: dict[str, Any] = {}
+    exec(compile(path.read_text(), str(path), "exec"), module)
+    x, y = tf.ones((2, 4)), tf.zeros((2,), tf.int64)
+    truth = tape_truth(lambda: module["train_step"].python_function(x, y), module["model"].variables)
+    assert truth == [[True, True]]
+    # Not "LossError: ... nothing would train" (exit 2): the site, its barriers, exit 1, as `flowcheck run` says.
+    assert main(["analyze", str(path), "--json"]) == 1
+    (site,) = json.loads(capsys.readouterr().out)["gradient_sites"]
+    assert [s["tensorflow_none"] for s in site["sources"]] == truth[0]
+    assert {b["source"]["line"] for s in site["sources"] for b in s["barriers"]} == {line_of(str(path), "# cut")}
+
+
+def test_tf_module_variables_with_repeated_names_are_told_apart_by_their_path() -> None:
+    class Linear(tf.Module):
+        def __init__(self, n_in: int, n_out: int, name: str) -> None:
+            super().__init__(name=name)
+            self.w = tf.Variable(tf.ones((n_in, n_out)), name="w")
+            self.b = tf.Variable(tf.zeros((n_out,)), name="b")
+
+        def __call__(self, x: Any) -> Any:
+            return x @ self.w + self.b
+
+    class MLP(tf.Module):
+        def __init__(self) -> None:
+            super().__init__(name="mlp")
+            self.l1, self.l2 = Linear(3, 4, "l1"), Linear(4, 1, "l2")
+            self.temperature = tf.Variable(2.0, name="temperature")
+
+        def __call__(self, x: Any) -> Any:
+            return self.l2(tf.nn.relu(self.l1(x))) * tf.round(self.temperature)
+
+    model = MLP()
+
+    @tf.function
+    def step(x: Any) -> None:
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(model(x))
+        for g, v in zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables):
+            if g is not None:
+                v.assign_sub(0.1 * g)
+
+    x = tf.ones((2, 3))
+    report = flowcheck.analyze(step, x)
+    assert_sites_match(report, tape_truth(lambda: step.python_function(x), model.variables))
+    names = [s.name for s in report.gradient_sites[0].sources]
+    paths = {id(v): "/".join(["mlp", *map(str, p)]) for p, v in model._flatten(  # noqa: SLF001
+        predicate=lambda v: isinstance(v, tf.Variable), with_path=True)}
+    expected = [paths[id(v)] if v.name in ("w:0", "b:0") else v.name[:-2] for v in model.trainable_variables]
+    assert names == expected and len(set(names)) == len(names)
+
+
+@pytest.mark.parametrize("returns", [True, False], ids=["returns its loss", "returns nothing"])
+def test_a_plain_step_that_cannot_be_traced_is_judged_at_its_own_gradient_call(returns: bool) -> None:
+    keras.utils.set_random_seed(21)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="a"), keras.layers.Dense(1, name="b")])
+    optimizer = keras.optimizers.Adam(0.1)
+
+    def step(x: Any, y: Any) -> Any:  # `.numpy()` in the middle: no graph can be traced
+        with tf.GradientTape() as tape:
+            h = tf.constant(model.layers[0](x).numpy())
+            loss = tf.reduce_mean(tf.square(model.layers[1](h) - y))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients([(g, v) for g, v in zip(grads, model.trainable_variables) if g is not None])
+        return loss if returns else None
+
+    x, y = np.ones((4, 3), "float32"), np.zeros((4, 1), "float32")
+    state = [*model.variables, *optimizer.variables]
+    saved = snapshot(state)
+    report = flowcheck.analyze(step, x, y)  # not the function's output judged by flowcheck's own tape
+    assert not optimizer.built and same(state, saved)  # the Adam slots the run built are the user's to build
+    truth = tape_truth(lambda: step(x, y), state)
+    optimizer = keras.optimizers.Adam(0.1)  # the truth's run built the other one
+    assert_sites_match(report, truth)
+    assert [r.name for r in report.variables] == [v.path for v in model.trainable_variables]
+    check = report.verify()
+    assert check.agrees and "the step's own Adam" in check.optimizer
+    assert same(state, saved) and not optimizer.built
+
+
+def test_verify_restores_an_optimizer_the_step_reaches_only_through_a_helper() -> None:
+    keras.utils.set_random_seed(22)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), keras.layers.Dense(1)])
+    optimizer = keras.optimizers.Adam(0.01)
+
+    def apply(grads: Any) -> None:  # the step names only this helper, not the optimizer
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+
+    @tf.function
+    def step(x: Any, y: Any) -> Any:
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(x) - y))
+        apply(tape.gradient(loss, model.trainable_variables))
+        return loss
+
+    x, y = np.ones((4, 3), "float32"), np.zeros((4, 1), "float32")
+    state = [*model.variables, *optimizer.variables]
+    saved = snapshot(state)
+    report = flowcheck.analyze(step, x, y)
+    check = report.verify()
+    assert check.agrees and check.optimizer == "the step's own Adam(learning_rate=0.01)"
+    assert same(state, saved) and not optimizer.built and int(optimizer.iterations.numpy()) == 0
+    assert_sites_match(report, tape_truth(lambda: step.python_function(x, y), state))

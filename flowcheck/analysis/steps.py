@@ -17,6 +17,7 @@ import networkx as nx
 from flowcheck._model import Verdict
 from flowcheck.analysis.sites import judge_call, site_graph, tensor_node
 from flowcheck.analysis.verdicts import verdicts
+from flowcheck.errors import VariableNotFoundError
 from flowcheck.source.names import source_name, target_names, tensor_labels, unique
 from flowcheck.trace.sites import GradientSite, RecordedCall, watch_text
 
@@ -119,7 +120,10 @@ def judged_at_sites(report: Any) -> Any:
     found: dict[int, tuple[Verdict, tuple[Any, ...]]] = {}
     for site in report.gradient_sites:
         for s in site.sources:
-            key = id(report.result(s.variable).variable)
+            try:
+                key = id(report.result(s.variable).variable)
+            except VariableNotFoundError:
+                continue  # a tensor source (an FGSM input under tape.watch): contracts are about variables
             if key not in found or (s.receives and found[key][0] is not Verdict.RECEIVES):
                 found[key] = (s.verdict, s.barriers)
     view = copy.copy(report)

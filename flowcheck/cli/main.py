@@ -267,11 +267,15 @@ def _summary(ns: argparse.Namespace, report: Report, verification: Any, found: t
 
 
 def _check_differentiable(report: Report) -> None:
-    """A loss no variable gets a gradient from is not a loss to train on: say where it is cut."""
+    """A loss no variable gets a gradient from is not a loss to train on: say where it is cut.
+
+    A training step is judged at its own gradient calls instead: one whose every source is cut (Keras
+    raises "No gradients provided for any variable") is a finding reported in full, as ``run`` does.
+    """
     from flowcheck._model import Verdict
     from flowcheck.errors import LossError
 
-    if any(r.verdict is Verdict.RECEIVES for r in report.variables):
+    if report.gradient_sites or any(r.verdict is Verdict.RECEIVES for r in report.variables):
         return
     cuts = list(dict.fromkeys(
         f"{b.op_type} at {b.source}" if b.source else b.op_type for r in report.variables for b in r.barriers

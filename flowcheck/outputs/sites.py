@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from flowcheck._model import Verdict
-from flowcheck._phrases import NEVER_TRAINED
+from flowcheck._phrases import NEVER_TRAINED, receiving_text
 from flowcheck.trace.sites import GradientSite
 
 if TYPE_CHECKING:
@@ -97,10 +97,10 @@ def _site(i: int, site: GradientSite, barrier: Callable[[Barrier], list[_Line]],
             out.extend([[("    ", ""), (s.name, "green")] for s in site.receiving])
         elif got <= _NAMED:  # a few receiving sources are named where they are counted
             names = ", ".join(s.name for s in site.receiving)
-            out.append([(f"  {got} source{'s' if got != 1 else ''} receive{'' if got != 1 else 's'} a gradient: ", "green"),
+            out.append([(f"  {receiving_text(got)}: ", "green"),
                         (names, "green")])
         else:
-            out.append([(f"  {got} sources receive a gradient", "green"), (" (--all lists them)", "dim")])
+            out.append([(f"  {receiving_text(got)}", "green"), (" (--all lists them)", "dim")])
     if not site.agrees:
         wrong = ", ".join(s.name for s in site.sources if not s.agrees)
         out.append([("  flowcheck disagrees with TensorFlow's answer at this call for ", "bold red"), (wrong, "red")])

@@ -271,11 +271,13 @@ def _verification(v: Verification) -> list[_Line]:
     loss = f"{v.loss:.6g}" if v.loss_seen else "unseen (made inside a tf.cond branch or nested function)"
     head.append((f"  ({v.optimizer}, {run.format(loss)})", "dim"))
     out = [head]
-    gave = sum(c.gradient.value != "none" for c in v.variables)
+    zeroed = sum(not c.predicted and c.gradient.value == "zero" for c in v.variables)  # unconnected_gradients=ZERO
+    gave = sum(c.gradient.value != "none" for c in v.variables) - zeroed
     if v.error is not None:
         out.append([(f"  the tape raised {v.error}" + (", as predicted" if v.agrees else ""), "")])
         return out + [[("  problem: ", "bold red"), (p, "red")] for p in v.problems]
-    out.append([(f"  TensorFlow gave a gradient to {gave} of {len(v.variables)} variables, "
+    zeros = f" and zeros to {zeroed} no path reaches (unconnected_gradients=ZERO)" if zeroed else ""
+    out.append([(f"  TensorFlow gave a gradient to {gave} of {len(v.variables)} variables{zeros}, "
                  f"as predicted" if not v.disagreements else "  the tape contradicts the prediction:", "")])
     for c in v.disagreements:
         out.append([(f"    {c.name}: {disagreement(c.predicted, c.gradient)}", "red")])

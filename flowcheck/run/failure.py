@@ -16,7 +16,7 @@ __all__ = ["describe_exception"]
 
 _FUNCTION_NODE = re.compile(r"^\{\{function_node [^}]*\}\}\s*")  # TensorFlow's eager op errors
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Keras's bold and colours
-_KERAS_CALL = re.compile(r"^Exception encountered when calling [^\n]*\.$")  # Keras's layer-call wrapper
+_KERAS_CALL = re.compile(r"^(\w+(Error|Exception): )?Exception encountered when calling ")  # Keras's layer-call wrapper
 _NODE = re.compile(r"\s*(\[\[\{\{node .*|\[Op:[^\]]*\]\s*)$", re.S)  # the node and function, said again
 _USER_CODE = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<function>\S+)')
 
@@ -91,6 +91,16 @@ def _unwrap_user_code(text: str) -> tuple[SourceLine | None, str]:
             code = lines[i + 1].strip() if i + 1 < len(lines) else ""
             where = SourceLine(file, int(match["line"]), match["function"], code)
     rest = [line.strip() for line in lines[last + 1:] if line.strip()]
-    message = rest[0] if rest else text
+    message = _first_message(rest) if rest else text
     # "ValueError: msg": the wrapper's type is the real one; keep only the message.
     return where, message.split(": ", 1)[1] if re.match(r"^\w+(Error|Exception|Warning): ", message) else message
+
+
+def _first_message(lines: list[str]) -> str:
+    """The first line that says what went wrong: past Keras's "Exception encountered when calling
+    Layer.call()." wrapper, to the layer's own message under it, without its terminal colors."""
+    shown = [_ANSI.sub("", line).strip() for line in lines]
+    shown = [line for line in shown if line]
+    if len(shown) > 1 and _KERAS_CALL.match(shown[0]):
+        return shown[1]
+    return shown[0] if shown else ""

@@ -27,7 +27,7 @@ from typing import Any
 
 from flowcheck.run.batches import first_batch, keras_caller, one_step_function
 from flowcheck.run.failure import describe_exception
-from flowcheck.run.step import EAGER_NOTE, Step, StopScript, untrained_text
+from flowcheck.run.step import EAGER_NOTE, Step, StopScript, code_file, untrained_text
 from flowcheck.run.stop import stop_for_good
 from flowcheck.source.lines import call_path, call_site
 
@@ -121,16 +121,18 @@ class Interceptor:
         from tensorflow.python.eager import backprop
         from tensorflow.python.ops import gradients_util
 
-        def make(original: Any) -> Any:
-            def gradient(tape: Any, target: Any, sources: Any, *args: Any, **kwargs: Any) -> Any:
-                if not tf.executing_eagerly():
-                    self._site_seen = True
-                    return original(tape, target, sources, *args, **kwargs)
-                if not self._active():
-                    return original(tape, target, sources, *args, **kwargs)
-                return self._eager_gradient(original, tape, target, sources, args, kwargs)
+        def make(name: str) -> Callable[[Any], Any]:  # gradient, jacobian, batch_jacobian
+            def wrap(original: Any) -> Any:
+                def method(tape: Any, target: Any, sources: Any, *args: Any, **kwargs: Any) -> Any:
+                    if not tf.executing_eagerly():
+                        self._site_seen = True
+                    if not tf.executing_eagerly() or not self._active():
+                        return original(tape, target, sources, *args, **kwargs)
+                    return self._eager_gradient(name, original, tape, target, sources, args, kwargs)
 
-            return gradient
+                return method
+
+            return wrap
 
         def make_helper(original: Any) -> Any:
             def helper(*args: Any, **kwargs: Any) -> Any:
@@ -139,10 +141,13 @@ class Interceptor:
 
             return helper
 
-        self._patch(backprop.GradientTape, "gradient", make)
+        for name in ("gradient", "jacobian", "batch_jacobian"):  # eagerly, a jacobian runs TensorFlow's own pfor function
+            self._patch(backprop.GradientTape, name, make(name))
         self._patch(gradients_util, "_GradientsHelper", make_helper)
 
-    def _eager_gradient(self, original: Any, tape: Any, target: Any, sources: Any, args: Any, kwargs: Any) -> Any:
+    def _eager_gradient(
+        self, name: str, original: Any, tape: Any, target: Any, sources: Any, args: Any, kwargs: Any,
+    ) -> Any:
         from tensorflow.python.eager import backprop
 
         from flowcheck.trace.eager_sites import eager_site
@@ -152,16 +157,15 @@ class Interceptor:
         call = call_site()
         key = ("eager", call.file, call.line) if call else ("eager", id(tape))
         if key in self._seen:
-            self._again()
-            return original(tape, target, sources, *args, **kwargs)
-        self._seen[key] = tape
+            return self._eager_again(self._seen[key], lambda: original(tape, target, sources, *args, **kwargs), sources)
         in_function = call is not None and not call.function.startswith("<")
-        step = Step("eager tape.gradient", call.function if call and in_function else "tape.gradient", call)
+        step = Step("eager tape.gradient", call.function if call and in_function else f"tape.{name}", call)
+        self._seen[key] = step
         self.steps.append(step)
         recorder = SiteRecorder()
         try:
             with self._inside(), record_sites() as recorder:  # through the recorder's own wrapper
-                return backprop.GradientTape.gradient(tape, target, sources, *args, **kwargs)
+                return getattr(backprop.GradientTape, name)(tape, target, sources, *args, **kwargs)
         except Exception:
             if self._keep_going:
                 self._done = True
@@ -171,6 +175,20 @@ class Interceptor:
             if recorder.eager_calls:
                 site = eager_site(recorder.eager_calls[-1])
                 step.eager = dataclasses.replace(site, notes=(*site.notes, EAGER_NOTE))
+
+    def _eager_again(self, step: Step, call: Callable[[], Any], sources: Any) -> Any:
+        """An eager site's next call, compared with its first one's answer; then the first round is over."""
+        from flowcheck.trace.eager_sites import next_call_finding
+
+        try:
+            with self._inside():
+                result = call()
+        except Exception:
+            self._again()  # with --continue the script's own error, as without flowcheck
+            raise
+        step.next_call = next_call_finding(step.eager, sources, result)
+        self._again()
+        return result
 
     # --- tf.function ------------------------------------------------------------------------------
 
@@ -182,8 +200,8 @@ class Interceptor:
                 import tensorflow as tf
                 if self._first_calls.get(id(fn)) is not None:  # the call after its analysis verifies the step
                     return self._first_calls.pop(id(fn)).call(original, fn, args, kwargs)
-                if not self._active() or not tf.executing_eagerly():
-                    return original(fn, *args, **kwargs)
+                if not self._active() or not tf.executing_eagerly() or "/tensorflow/python/" in code_file(fn):
+                    return original(fn, *args, **kwargs)  # (TensorFlow's own functions are not the script's steps)
                 return self._function_call(original, fn, args, kwargs)
 
             return call
@@ -371,16 +389,10 @@ def _as_keras_step(report: Any, model: Any) -> None:
 
 
 def _without_update_notes(report: Any, fn: Any, args: tuple[Any, ...]) -> None:
-    """No note about the update ops of the step's optimizers.
+    """No note about the update ops of the step's optimizers (see :func:`~flowcheck.trace.state.update_scopes`)."""
+    from flowcheck.trace.state import update_scopes
 
-    They are in the step's own trace (flowcheck's own trace of a step skips them) and come after
-    every gradient, so a gradient function of theirs that could not be asked about changes no verdict.
-    """
-    from flowcheck.trace.state import optimizers_of
-
-    scopes = tuple(f"({o.name}/" for o in optimizers_of(fn, args)) + tuple(
-        f"({o.name}_" for o in optimizers_of(fn, args)  # under a distribution strategy: sgd_1/...
-    )
+    scopes = update_scopes(fn, args)
     report.notes = tuple(
         n for n in report.notes if not (n.startswith("could not ask the gradient of") and any(s in n for s in scopes))
     )

@@ -17,7 +17,8 @@ JSON document of ``flowcheck run --json`` / ``-o run.json`` (``run_schema_versio
           "site": an eager step's gradient site, as in the report's "gradient_sites" (its verdicts
                   are TensorFlow's own answer) | null,
           "error": str | null (flowcheck could not analyze it), "raised": str | null (the step
-          raised when it ran), "failures": [str, ...]
+          raised when it ran), "next_call": str | null (an eager site whose next call gives None
+          to a source its first call gave a gradient), "failures": [str, ...]
       }],
       "untrained": [str, ...] (Keras fit / train_on_batch calls of a model with no trainable
                    weights: they train nothing, and fail the run),
@@ -32,6 +33,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from flowcheck._model import Verdict
+from flowcheck._phrases import receiving_text
 from flowcheck.outputs.expect import Candidate, Expectation
 
 if TYPE_CHECKING:
@@ -72,6 +74,8 @@ def step_failures(step: Step) -> list[str]:
             reasons.append(f"{site.kind}{where} raised: {site.error}")
         elif site.cut:
             reasons.append(f"{site.kind}{where}: TensorFlow gives no gradient to " + ", ".join(s.name for s in site.cut))
+        if step.next_call is not None:
+            reasons.append(f"{site.kind}{where}: {step.next_call}")
     return reasons
 
 
@@ -116,6 +120,7 @@ def format_run(result: RunResult, script: str, expectations: Sequence[Expectatio
             out.append(f"  could not analyze it: {step.error}")
         elif step.eager is not None:
             out.extend(_site_lines(step.eager))
+            out.extend([f"  {step.next_call}"] if step.next_call else [])
         elif step.report is not None:
             inputs = _INPUTS.get(step.kind, "the arguments of its first call")
             info = RunInfo(file=script, inputs=inputs, all_sources=all_sources)
@@ -156,7 +161,7 @@ def _site_lines(site: Any) -> list[str]:
     elif site.cut:
         out.append(f"    TensorFlow gave None ({len(site.cut)})")
         out.extend(f"      {s.name}" for s in site.cut)
-    out.append(f"    {len(site.receiving)} sources receive a gradient")
+    out.append(f"    {receiving_text(len(site.receiving))}")
     out.extend(f"    note: {note}" for note in site.notes)
     return out
 
@@ -208,7 +213,7 @@ def _step_json(step: Step, script: str) -> dict[str, Any]:
     return {
         "kind": step.kind, "name": step.name, "call": _source_json(step.call), "report": report,
         "site": _site_json(step.eager, _barrier_json) if step.eager is not None else None,
-        "error": step.error, "raised": step.raised, "failures": step_failures(step),
+        "error": step.error, "raised": step.raised, "next_call": step.next_call, "failures": step_failures(step),
     }
 
 

@@ -7,13 +7,14 @@ Plain data and small pure helpers (no TensorFlow import), shared by the hooks
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
 from flowcheck.source.lines import SourceLine
 from flowcheck.trace.sites import GradientSite
 
-__all__ = ["EAGER_NOTE", "Step", "StopScript", "untrained_text"]
+__all__ = ["EAGER_NOTE", "Step", "StopScript", "code_file", "untrained_text"]
 
 EAGER_NOTE = (
     "without a graph flowcheck cannot name the op that cuts a source; put the step (the tape and its loss) "
@@ -44,6 +45,8 @@ class Step:
         owners: Names of the Keras models and layers that own each variable (for ``--expect-*``).
         first_call: The verification that the script's next call of the step will make
             (``flowcheck.verify.step.FirstCall``), until it is made.
+        next_call: For an eager site: the sources TensorFlow gave a gradient at the first call and
+            None at the next (the next round's call, made as the script ended), in words.
     """
 
     kind: str
@@ -56,6 +59,17 @@ class Step:
     raised: str | None = None
     owners: dict[int, tuple[str, ...]] = field(default_factory=dict)
     first_call: Any = field(default=None, repr=False)
+    next_call: str | None = None
+
+
+def code_file(fn: Any) -> str:
+    """The file that defines a ``tf.function``'s Python function ("" when it has none); for a method,
+    the method's own (TensorFlow binds it through a wrapper of its own)."""
+    target = getattr(fn, "python_function", None)
+    method = getattr(target, "weakrefself_func__", None)
+    target = inspect.unwrap(method() if callable(method) else target) if callable(target) else target
+    target = getattr(target, "__func__", target)
+    return str(getattr(getattr(target, "__code__", None), "co_filename", ""))
 
 
 def untrained_text(step: Step, weights: int) -> str:

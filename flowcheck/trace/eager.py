@@ -33,6 +33,7 @@ from flowcheck.errors import LossError, TraceError
 from flowcheck.source.lines import SourceLine, is_library_file, user_frame
 from flowcheck.trace.distributed import components, container
 from flowcheck.trace.target import describe_variable
+from flowcheck.trace.sites import RecordedCall
 from flowcheck.trace.traced import LossOutput, TracedVariable
 
 
@@ -70,6 +71,7 @@ class EagerRun:
         read: Indices of the variables the call read.
         losses: The floating-point outputs, named as in a traced function's report.
         exits: Where the user's code took values out of TensorFlow, in call order.
+        calls: The gradient calls the function made itself (a training step's), in order.
     """
 
     variables: list[TracedVariable]
@@ -78,16 +80,22 @@ class EagerRun:
     read: set[int]
     losses: list[LossOutput]
     exits: list[Exit] = field(default_factory=list)
+    calls: list[RecordedCall] = field(default_factory=list)
 
 
 def run_eagerly(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
                 known: Sequence[TracedVariable], name: str) -> EagerRun:
     """Call ``fn`` eagerly with every variable watched as it is read; restore what it changed.
 
+    The gradient calls the function makes itself are recorded (:attr:`EagerRun.calls`): a training
+    step may return no loss.
+
     Raises:
         TraceError: the eager call raised.
-        LossError: it returned no floating-point tensor.
+        LossError: it returned no floating-point tensor, and asked for no gradient itself.
     """
+    from flowcheck.trace.recording import record_sites
+
     variables = list(known)
     index = {id(c): i for i, v in enumerate(variables) for c in (v.tf_variable, *components(v.tf_variable))}
     saved = [_read(v.tf_variable) for v in variables]
@@ -100,10 +108,16 @@ def run_eagerly(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
                 if _is_float(v.tf_variable):
                     tape.watch(v.tf_variable)
             try:
-                outputs = fn(*args, **kwargs)
+                with record_sites() as recorder:
+                    outputs = fn(*args, **kwargs)
             except Exception as exc:  # noqa: BLE001 -- the user's call failed: one line, their frame
                 raise TraceError(_failure(exc, name)) from exc
-        losses = _loss_tensors(outputs, name, exits)
+        try:
+            losses = _loss_tensors(outputs, name, exits)
+        except LossError:
+            if not recorder.eager_calls:
+                raise
+            losses = []
         floats = [v.tf_variable for v in variables]
         per_loss = {n: _received(tape, t, floats) for n, t in losses}
         total = [any(answers[i] for answers in per_loss.values()) for i in range(len(variables))]
@@ -114,7 +128,7 @@ def run_eagerly(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
                 component.assign(value)
     outputs_ = [LossOutput(n, t, tuple(t.shape.as_list()) if t.shape.rank is not None else (), t.dtype.name)
                 for n, t in losses]
-    return EagerRun(variables, total, per_loss, read, outputs_, exits)
+    return EagerRun(variables, total, per_loss, read, outputs_, exits, recorder.eager_calls)
 
 
 @contextlib.contextmanager

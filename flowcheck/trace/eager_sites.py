@@ -6,6 +6,7 @@ down, so a site is TensorFlow's own answer at the call, told as such.
 
 from __future__ import annotations
 
+from typing import Any
 
 import tensorflow as tf
 
@@ -14,7 +15,7 @@ from flowcheck.source.names import source_name, target_names, tensor_labels, uni
 from flowcheck.trace.sites import GradientSite, RecordedCall, SiteSource
 from flowcheck.trace.sites import watch_text
 
-__all__ = ["eager_site"]
+__all__ = ["eager_site", "next_call_finding"]
 
 
 def eager_site(call: RecordedCall) -> GradientSite:
@@ -53,3 +54,24 @@ def _error_in_words(call: RecordedCall) -> str | None:
         return (f"the target is a {left[0]}, not a TensorFlow tensor: the loss left TensorFlow (computed with "
                 f"NumPy?), so the tape recorded nothing to differentiate ({call.error})")
     return call.error
+
+
+def next_call_finding(site: GradientSite | None, sources: Any, result: Any) -> str | None:
+    """What an eager site's next call answers otherwise than its first: the sources that got a
+    gradient then and None now, and why when the script replaced a variable by a tensor
+    (``w = w - lr * grad`` rebinds ``w``; the next tape does not watch a tensor)."""
+    if site is None or site.error or "unconnected_gradients=ZERO" in site.watch:  # ZERO: no None to compare
+        return None
+    sources, results = tf.nest.flatten(sources), tf.nest.flatten(result) if result is not None else [None]
+    if len(sources) != len(site.sources) or len(results) != len(sources):
+        return None
+    lost = [(first, now) for first, now, result in zip(site.sources, sources, results) if first.receives and result is None]
+    if not lost:
+        return None
+    found = f"at its next call TensorFlow gives no gradient to {', '.join(first.name for first, _ in lost)}"
+    rebound = [first.name for first, now in lost if now is not first.variable and not hasattr(now, "assign")]
+    if not rebound:
+        return found
+    now = "is no longer a variable but a tensor" if len(rebound) == 1 else "are no longer variables but tensors"
+    return (f"{found}: {', '.join(rebound)} {now} the tape does not watch (the script rebinds the name, as "
+            "`w = w - lr * grad` does; update a variable in place with `w.assign_sub(lr * grad)` or an optimizer)")

@@ -20,7 +20,7 @@ from tensorflow.python.eager.polymorphic_function.tf_method_target import TfMeth
 
 from flowcheck.source.lines import is_library_file
 
-__all__ = ["is_keras_layer", "owners_in", "owners_of"]
+__all__ = ["is_keras_layer", "owners_in", "owners_of", "user_function"]
 
 _HELPER_DEPTH = 3  # step -> replica function -> model function -> layer helper
 
@@ -57,12 +57,12 @@ def _collect(fn: Any, found: list[Any], seen: set[int], depth: int) -> None:
         found.append(fn)
     if depth > 0:
         for value in reached:
-            helper = _user_function(value)
+            helper = user_function(value)
             if helper is not None:
                 _collect(helper, found, seen, depth - 1)
 
 
-def _user_function(value: Any) -> Any:
+def user_function(value: Any) -> Any:
     """The Python function behind ``value`` when it is one the user wrote; else None."""
     if isinstance(value, tf.types.experimental.PolymorphicFunction):
         value = value.python_function

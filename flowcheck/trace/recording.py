@@ -164,7 +164,9 @@ def _direct_caller() -> SourceLine | None:
     return None
 
 
-def _recorded(kind: str, tape: Any, targets: Any, sources: Any, call: Callable[[], Any], zero: bool) -> Any:
+def _recorded(
+    kind: str, tape: Any, targets: Any, sources: Any, call: Callable[[], Any], zero: bool, answered: bool = False,
+) -> Any:
     if getattr(_STATE, "busy", False) or not _ACTIVE:
         return call()
     line, made_for_user = _caller()
@@ -173,7 +175,7 @@ def _recorded(kind: str, tape: Any, targets: Any, sources: Any, call: Callable[[
     entry = RecordedCall(
         kind=kind, source=line, targets=tuple(tf.nest.flatten(targets)), sources=tuple(tf.nest.flatten(sources)),
         results=None, tape=_record_of(tape) if tape is not None else None, graph=_graph(), unconnected_zero=zero,
-        caller=_direct_caller(),
+        caller=_direct_caller(), zero_answered=answered,
     )
     _STATE.busy = True
     try:
@@ -199,11 +201,34 @@ def _is_zero(unconnected: Any) -> bool:
 @_PLAIN_PYTHON
 def _gradient(self: Any, target: Any, sources: Any, output_gradients: Any = None,
               unconnected_gradients: Any = tf.UnconnectedGradients.NONE) -> Any:
+    if _is_zero(unconnected_gradients) and tf.executing_eagerly() and _ACTIVE and not getattr(_STATE, "busy", False):
+        # Eagerly there is no graph to judge: ask with NONE (TensorFlow's answer, recorded) and give the
+        # user what ZERO gives, the zeros TensorFlow's tape makes for a source it does not reach.
+        result = _recorded(
+            "GradientTape.gradient", self, target, sources,
+            lambda: _ORIGINAL["gradient"](self, target, sources, output_gradients, tf.UnconnectedGradients.NONE),
+            True, answered=True,
+        )
+        return _zeros_for_none(sources, result)
     return _recorded(
         "GradientTape.gradient", self, target, sources,
         lambda: _ORIGINAL["gradient"](self, target, sources, output_gradients, unconnected_gradients),
         _is_zero(unconnected_gradients),
     )
+
+
+def _zeros_for_none(sources: Any, result: Any) -> Any:
+    """``result`` with each None replaced as ``unconnected_gradients=ZERO`` does (``backprop.py``:
+    ``default_gradient.zeros_like`` of the source)."""
+    from tensorflow.python.ops import default_gradient
+
+    flat = tf.nest.flatten(result) if result is not None else [None]
+    flat_sources = tf.nest.flatten(sources)
+    if len(flat) != len(flat_sources):
+        return result
+    return tf.nest.pack_sequence_as(sources, [
+        default_gradient.zeros_like(s) if g is None else g for g, s in zip(flat, flat_sources)
+    ])
 
 
 def _jacobian_like(name: str) -> Callable[..., Any]:
@@ -255,23 +280,29 @@ def nested_functions_afresh() -> Iterator[None]:
     A nested ``tf.function`` that has run before answers from its cache without running its Python
     code again: its ``tape.gradient`` would go unrecorded and the step would look like no step. A
     call made inside the trace (not eagerly) goes to a clone of the function instead (TensorFlow's
-    own ``Function._clone``: the same code and options), one clone per function for the trace.
+    own ``Function._clone``: the same code and options), one clone per function for each trace of
+    the outermost function: a step traced twice on its first call (it creates variables, e.g. an
+    optimizer's slots) runs its nested functions' Python code again in its second, final trace.
     """
     from tensorflow.python.eager.polymorphic_function import polymorphic_function
+    from tensorflow.python.framework import func_graph, ops
 
     function = polymorphic_function.Function
     current = function.__call__
-    clones: dict[int, tuple[Any, Any]] = {}  # id -> (the function, kept alive; its clone)
+    clones: dict[tuple[int, int], tuple[Any, Any, Any]] = {}  # (id, outer trace) -> (function, graph, clone)
 
     def call(self: Any, *args: Any, **kwargs: Any) -> Any:
         if tf.executing_eagerly() or getattr(self, "_flowcheck_clone", False):
             return current(self, *args, **kwargs)
-        found = clones.get(id(self))
+        outermost = ops.get_default_graph()
+        while isinstance(getattr(outermost, "outer_graph", None), func_graph.FuncGraph):
+            outermost = outermost.outer_graph
+        found = clones.get((id(self), id(outermost)))
         if found is None:
             clone = self._clone(self.python_function)  # noqa: SLF001 -- as flowcheck's own trace copies a step
             clone._flowcheck_clone = True  # noqa: SLF001
-            found = clones[id(self)] = (self, clone)
-        return current(found[1], *args, **kwargs)
+            found = clones[(id(self), id(outermost))] = (self, outermost, clone)  # both kept alive: ids stay unique
+        return current(found[2], *args, **kwargs)
 
     function.__call__ = call
     try:

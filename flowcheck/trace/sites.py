@@ -182,6 +182,8 @@ class RecordedCall:
         error: What TensorFlow raised, as one line, if it did.
         exception: The exception itself, if it raised.
         caller: The library line that made the call (Keras's ``train_step``); None when user code did.
+        zero_answered: For ``unconnected_gradients=ZERO`` made eagerly: flowcheck asked with NONE
+            (``results`` hold TensorFlow's Nones) and handed the user the zeros ZERO gives.
     """
 
     kind: str
@@ -195,11 +197,12 @@ class RecordedCall:
     error: str | None = None
     exception: BaseException | None = field(default=None, repr=False)
     caller: SourceLine | None = None
+    zero_answered: bool = False
 
     @property
     def tensorflow_none(self) -> tuple[bool | None, ...]:
         """Per source: True when TensorFlow gave None (None when it gave no usable answer)."""
-        if self.results is None or self.unconnected_zero:
+        if self.results is None or (self.unconnected_zero and not self.zero_answered):
             return (None,) * len(self.sources)
         return tuple(r is None for r in self.results)
 

@@ -15,9 +15,12 @@ from typing import Any, Final
 
 import tensorflow as tf
 
+from flowcheck.trace.owners import user_function
+
 __all__ = [
     "KERAS_NONE_WARNING", "NO_GRADIENTS", "all_none_tolerated", "applied_optimizers", "applies_skipped", "built_state",
     "global_seed_generator_kept", "metric_counts", "metric_notes", "optimizers_of", "state_of", "unbuild",
+    "update_scopes",
 ]
 
 
@@ -55,13 +58,14 @@ def optimizers_of(fn: Any, args: Sequence[Any] = ()) -> list[Any]:
     found: list[Any] = []
 
     def add(value: Any) -> None:
-        if isinstance(value, keras.optimizers.Optimizer) and all(value is not o for o in found):
-            found.append(value)
+        if isinstance(value, keras.optimizers.Optimizer):
+            if all(value is not o for o in found):
+                found.append(value)
+            inner = getattr(value, "inner_optimizer", None)  # LossScaleOptimizer
+            if inner is not None:
+                add(inner)
         if isinstance(value, keras.Model):
             add(getattr(value, "optimizer", None))
-        inner = getattr(value, "inner_optimizer", None)  # LossScaleOptimizer
-        if inner is not None:
-            add(inner)
 
     for value in _reachable(fn, args):
         add(value)
@@ -108,7 +112,19 @@ def applied_optimizers(traced: Any) -> list[Any]:
     return [o for o in found if read(o)] or found
 
 
-def _reachable(fn: Any, args: Sequence[Any]) -> Iterator[Any]:
+def _reachable(fn: Any, args: Sequence[Any], depth: int = 3, seen: set[int] | None = None) -> Iterator[Any]:
+    """What the step can reach, and what the user's own helper functions it names reach (an
+    ``apply(grads)`` that calls the optimizer), a few calls deep, as :mod:`flowcheck.trace.owners` does."""
+    seen = set() if seen is None else seen
+    seen.add(id(fn))
+    for value in _reached(fn, args):
+        yield value
+        helper = user_function(value) if depth > 0 else None
+        if helper is not None and id(helper) not in seen:
+            yield from _reachable(helper, (), depth - 1, seen)
+
+
+def _reached(fn: Any, args: Sequence[Any]) -> Iterator[Any]:
     yield fn
     yield from args
     target = getattr(fn, "python_function", fn)
@@ -267,3 +283,13 @@ def metric_notes(before: Sequence[tuple[Any, int]]) -> list[str]:
         "variables, at their initial values), as fit's first step would"
         for model, count in before if len(model.metrics_variables) > count
     ]
+
+
+def update_scopes(fn: Any, args: tuple[Any, ...]) -> tuple[str, ...]:
+    """The name scopes of the update ops of the step's optimizers, as an op's note shows them.
+
+    They are in the step's own trace (flowcheck's own trace of a step skips them) and come after
+    every gradient, so a gradient function of theirs that could not be asked about changes no verdict.
+    """
+    found = optimizers_of(fn, args)
+    return tuple(f"({o.name}/" for o in found) + tuple(f"({o.name}_" for o in found)  # under a strategy: sgd_1/...

@@ -325,8 +325,22 @@ def _owned_variables(owner: Any) -> Iterator[TracedVariable]:
         return
     if isinstance(owner, tf.Module):
         trainable_ids = {id(v) for v in owner.trainable_variables}
+        paths = _module_paths(owner)
         for v in owner.variables:
-            yield _describe_tf(v, v, id(v) in trainable_ids)
+            yield _describe_tf(v, v, id(v) in trainable_ids, name=paths.get(id(v)))
+
+
+def _module_paths(owner: Any) -> dict[int, str]:
+    """Names for a ``tf.Module``'s variables whose own names repeat (``w`` in two ``Linear``s):
+    the module's name and the attributes that lead to each (``mlp/l1/w``)."""
+    found = list(owner._flatten(predicate=lambda v: isinstance(v, tf.Variable), with_path=True))  # noqa: SLF001
+    counts: dict[str, int] = {}
+    for _, v in found:
+        counts[v.name] = counts.get(v.name, 0) + 1
+    return {
+        id(v): "/".join([owner.name, *(str(p) for p in path)])
+        for path, v in found if counts[v.name] > 1
+    }
 
 
 def _describe_tf(user: Any, var: Any, trainable: bool | None, name: str | None = None) -> TracedVariable:

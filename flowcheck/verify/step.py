@@ -287,10 +287,22 @@ def _checks(
             known = call is not None and call.results is not None
             checks.append(VariableCheck(
                 name=prefix + source.name, predicted=source.receives, gradient=state, changed=changed,
-                agrees=known and (state is not GradientState.NONE) == source.receives,
+                agrees=known and _as_predicted(source.receives, state, call is not None and call.unconnected_zero),
             ))
             k += 1
     return checks, loss
+
+
+def _as_predicted(receives: bool, state: GradientState, unconnected_zero: bool) -> bool:
+    """Whether the tape's gradient is what the verdict says, under the call's own semantics.
+
+    With ``unconnected_gradients=ZERO`` TensorFlow gives a source no path reaches zeros instead of
+    None: a blocked source must get exactly zeros (or None, where flowcheck asked eagerly with NONE
+    for TensorFlow's own answer), a receiving one anything but None.
+    """
+    if unconnected_zero and not receives:
+        return state in (GradientState.ZERO, GradientState.NONE)
+    return (state is not GradientState.NONE) == receives
 
 
 class FirstCall:
