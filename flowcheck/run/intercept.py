@@ -251,7 +251,9 @@ class Interceptor:
                 self._analyze(fn, args, kwargs, step)
             self._first_calls[id(fn)] = step.first_call
             if step.report is not None:
-                _without_update_notes(step.report, fn, args)
+                from flowcheck.trace.state import without_update_notes
+
+                step.report.notes = without_update_notes(step.report.notes, fn, args)
             return True
         target, target_args = fallback or (fn, args)
         step.raised = describe_exception(trace_error, None)  # before the analysis: no step to verify
@@ -386,16 +388,6 @@ class Interceptor:
 def _as_keras_step(report: Any, model: Any) -> None:
     """A report on fit's one-step function, told as the model's train_step."""
     report.target, report.target_kind = f"{model.name}.train_step", "keras model"
-
-
-def _without_update_notes(report: Any, fn: Any, args: tuple[Any, ...]) -> None:
-    """No note about the update ops of the step's optimizers (see :func:`~flowcheck.trace.state.update_scopes`)."""
-    from flowcheck.trace.state import update_scopes
-
-    scopes = update_scopes(fn, args)
-    report.notes = tuple(
-        n for n in report.notes if not (n.startswith("could not ask the gradient of") and any(s in n for s in scopes))
-    )
 
 
 def _unwrap(model: Any, function: Any) -> None:

@@ -216,7 +216,7 @@ def _first_call(report: Any, target: Any) -> Any:
     as without flowcheck, and nothing needs restoring. Under ``--continue`` the step is run once
     and restored instead, so that the script's own function makes its first call itself.
     """
-    from flowcheck.verify.step import first_call
+    from flowcheck.verify.first_call import first_call
 
     traced = getattr(report, "_traced", None)
     if traced is None or traced.function is not target or not report.gradient_sites:

@@ -44,7 +44,7 @@ class Step:
         raised: The step itself raised when it ran (after being analyzed): the error in one line.
         owners: Names of the Keras models and layers that own each variable (for ``--expect-*``).
         first_call: The verification that the script's next call of the step will make
-            (``flowcheck.verify.step.FirstCall``), until it is made.
+            (``flowcheck.verify.first_call.FirstCall``), until it is made.
         next_call: For an eager site: the sources TensorFlow gave a gradient at the first call and
             None at the next (the next round's call, made as the script ended), in words.
     """

@@ -20,7 +20,7 @@ from flowcheck.trace.owners import user_function
 __all__ = [
     "KERAS_NONE_WARNING", "NO_GRADIENTS", "all_none_tolerated", "applied_optimizers", "applies_skipped", "built_state",
     "global_seed_generator_kept", "metric_counts", "metric_notes", "optimizers_of", "state_of", "unbuild",
-    "update_scopes",
+    "update_scopes", "without_update_notes",
 ]
 
 
@@ -293,3 +293,9 @@ def update_scopes(fn: Any, args: tuple[Any, ...]) -> tuple[str, ...]:
     """
     found = optimizers_of(fn, args)
     return tuple(f"({o.name}/" for o in found) + tuple(f"({o.name}_" for o in found)  # under a strategy: sgd_1/...
+
+
+def without_update_notes(notes: Sequence[str], fn: Any, args: tuple[Any, ...]) -> tuple[str, ...]:
+    """``notes`` without those about the update ops of the step's optimizers (see :func:`update_scopes`)."""
+    scopes = update_scopes(fn, args)
+    return tuple(n for n in notes if not (n.startswith("could not ask the gradient of") and any(s in n for s in scopes)))
