@@ -82,6 +82,8 @@ def install() -> Callable[[], None]:
 
     Installing twice is harmless (the second call wraps nothing and returns a no-op).
     """
+    import importlib
+
     import tensorflow as tf
     from tensorflow.python.ops import gradients as gradients_module
     from tensorflow.python.ops import gradients_impl
@@ -90,7 +92,11 @@ def install() -> Callable[[], None]:
         if _INSTALLED:
             return lambda: None
         v1, v2 = gradients_impl.gradients, gradients_impl.gradients_v2
-        modules = [gradients_module, tf, tf.compat.v1, tf.compat.v2]
+        # ``import tensorflow.compat.v1 as tf`` makes a new module when that name is not yet in
+        # sys.modules (the one ``tf.compat.v1`` held is ``tensorflow._api.v2.compat.v1``) and binds
+        # the unwrapped function again: import it under the user's name first, then wrap.
+        compat = [importlib.import_module(f"tensorflow.compat.{v}") for v in ("v1", "v2")]
+        modules = [gradients_module, tf, tf.compat.v1, tf.compat.v2, *compat]
         modules += [m for name, m in list(sys.modules.items()) if name.startswith("tensorflow._api.")]
         seen: set[int] = set()
         for module in modules:
