@@ -202,7 +202,7 @@ def _nothing_analyzed(result: Any, script: str, err: TextIO) -> int:
         print(f"flowcheck: error: {script} exited (sys.exit({code!r})) before its first training step", file=err)
         return 2
     print(f"flowcheck: error: {script} ended without a training step (no fit, train_on_batch, tf.function "
-          "asking for a gradient, Session.run or tape.gradient was called)", file=err)
+          "asking for a gradient, Session.run of a gradient or train op, or tape.gradient was called)", file=err)
     return 2
 
 

@@ -344,10 +344,17 @@ class Interceptor:
                 if report is None:
                     return original(session, fetches, feed_dict, *args, **kwargs)
                 self._seen[key] = session
-                self.steps.append(Step("tf1 Session.run", "Session.run", _call_site(), report=report,
-                                       verification=getattr(report, "verification", None)))
+                step = Step("tf1 Session.run", "Session.run", _call_site(), report=report,
+                            verification=getattr(report, "verification", None))
+                self.steps.append(step)
                 with self._inside():
-                    return original(session, fetches, feed_dict, *args, **kwargs)
+                    if not getattr(report, "unrepeatable", ()):
+                        return original(session, fetches, feed_dict, *args, **kwargs)
+                    # A step that cannot run twice: the script's own run of it is its verification.
+                    result = report.verify_in_script_run(
+                        lambda more: original(session, more, feed_dict, *args, **kwargs), fetches)
+                    step.verification = report.verification
+                    return result
 
             return run
 

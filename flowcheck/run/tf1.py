@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import re
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
@@ -24,17 +24,14 @@ from typing import TYPE_CHECKING, Any, Final
 import networkx as nx
 
 from flowcheck._model import Verdict
-
 from flowcheck._report import Report, VariableResult
 from flowcheck.analysis.tf1 import CallAnalysis, analyze_calls
 from flowcheck.analysis.verdicts import verdicts
+from flowcheck.errors import VerificationError
 from flowcheck.graph.ops import GradientOracle, save_kept
+from flowcheck.graph.tf1 import GraphSource, build_graph, graph_variables, resolve_sources
 from flowcheck.source.lines import SourceLine, user_frame
 from flowcheck.trace.sites import GradientSite, SiteSource
-from flowcheck.graph.tf1 import (
-    GraphSource, build_graph, graph_variables, resolve_sources,
-)
-from flowcheck.errors import VerificationError
 from flowcheck.trace.tf1 import GraphCall, install, python_names, recorded_calls, uninstall, user_frames
 from flowcheck.trace.traced import TracedVariable
 
@@ -84,6 +81,7 @@ class SessionReport(Report):
         self.target = f"Session.run at {where}" if where else "Session.run" if run else "the graph's gradient calls"
         self.after_step: tuple[str, ...] = ()
         self.step_values: dict[str, tuple[Any, Any]] = {}
+        self.unrepeatable: tuple[str, ...] = ()  # why the step cannot be run a second time, if it cannot
         self._run = run
 
     def verify(self, optimizer: Any = None, learning_rate: float | None = None) -> Verification:
@@ -102,6 +100,23 @@ class SessionReport(Report):
         session, ops, feed_dict, analyses = self._run
         self.verification, self.after_step, self.step_values = verify_session_step(_run, session, ops, feed_dict, analyses)
         return self.verification
+
+    def verify_in_script_run(self, script_run: Callable[[Any], Any], fetches: Any) -> Any:
+        """Verify a step that cannot run twice by the script's own run of ``fetches``; returns what it returns.
+
+        ``script_run`` makes the script's ``Session.run`` call with other fetches (feeds and options kept).
+        """
+        if self._run is None:
+            raise VerificationError("no Session.run to verify: the graph's gradient calls were judged without a session")
+        from flowcheck.verify.tf1 import verify_in_script_run
+
+        session, _ops, _feed_dict, analyses = self._run
+        result, outcome = verify_in_script_run(_run, session, script_run, fetches, analyses)
+        self.verification, self.after_step, self.step_values = outcome
+        kept = tuple(n for n in self.notes if not n.startswith("not verified: "))
+        self.notes = kept + (f"verified by the script's own run of the step, not a second one: {'; '.join(self.unrepeatable)}",
+                             *self.after_step)
+        return result
 
 
 @contextlib.contextmanager
@@ -202,7 +217,8 @@ def _verify(report: SessionReport, train_ops: Sequence[Any]) -> None:
 
     graph = train_ops[0].graph
     reasons = unrepeatable_ops(train_ops, graph_variables(graph) + [r.variable for r in report.variables])
-    if reasons:
+    if reasons:  # ``flowcheck run`` verifies it with the script's own run (verify_in_script_run)
+        report.unrepeatable = tuple(reasons)
         report.notes += (f"not verified: {'; '.join(reasons)}; running it once more would change what the script sees next",)
         return
     try:

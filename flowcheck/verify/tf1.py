@@ -6,7 +6,8 @@ read (model variables, optimizer slots, ``beta1_power``, ``global_step``: all li
 collections); afterwards each one whose value changed is written back, bit for bit, through its
 own initializer fed with the saved value (``Variable.load`` does the same): no op is added to the
 user's graph. A step that reads an input pipeline (a queue, a ``tf.data`` iterator) or draws
-random numbers cannot be undone that way; such a step is not run, and the report says why.
+random numbers (dropout) cannot be undone that way: it is verified by the script's own run of it
+instead (:func:`verify_in_script_run`), which fetches the gradients beside the script's fetches.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from flowcheck.graph.tf1 import differentiated_tensor, graph_variables
 from flowcheck.source.op import op_source
 from flowcheck.verify.loss import GradientState, Verification, VariableCheck
 
-__all__ = ["StepRun", "unrepeatable_ops", "verify_session_step"]
+__all__ = ["StepRun", "unrepeatable_ops", "verify_in_script_run", "verify_session_step"]
 
 Run = Callable[..., Any]  # BaseSession.run, unwrapped: (session, fetches, feed_dict) -> values
 
@@ -80,15 +81,58 @@ class StepRun:
         self.loss = loss
 
 
+Outcome = tuple[Verification, tuple[str, ...], dict[str, tuple[Any, Any]]]
+
+
 def verify_session_step(
     run: Run, session: Any, train_ops: Sequence[Any], feed_dict: Any, analyses: Sequence[CallAnalysis],
-) -> tuple[Verification, tuple[str, ...], dict[str, tuple[Any, Any]]]:
+) -> Outcome:
     """Run ``train_ops`` once with ``feed_dict``, compare with the verdicts, restore every variable.
 
     Returns:
         The verification, one line per source variable saying what the step did to it, and each
         source variable's value before and after the step, by name.
     """
+    state = _state_variables(session, analyses)
+    before = _read(run, session, state)
+    grads, targets = _extras(analyses)
+    after: dict[int, Any] | None = None
+    try:
+        values = run(session, [list(train_ops), list(grads.values()), list(targets.values())], feed_dict)
+        after = _read(run, session, state)
+    finally:
+        problems = _restore(run, session, state, before, after)
+    return _outcome(analyses, StepRun(before, after, dict(zip(grads, values[1])), _loss(values[2])), problems, True)
+
+
+def verify_in_script_run(
+    run: Run, session: Any, script_run: Callable[[Any], Any], fetches: Any, analyses: Sequence[CallAnalysis],
+) -> tuple[Any, Outcome]:
+    """The script's own ``Session.run(fetches)``, made once, fetching the gradients and targets beside.
+
+    For a step that cannot be run twice (it reads an input pipeline or draws random numbers): the
+    session runs the script's fetches and flowcheck's in one run, so the step happens exactly once,
+    as without flowcheck; the variables are only read before and after, and training keeps the update.
+
+    Args:
+        run: ``Session.run`` for flowcheck's own reads.
+        script_run: Runs the script's call with other fetches (its feeds and options kept).
+        fetches: The script's fetches, as it passed them.
+
+    Returns:
+        What ``Session.run(fetches)`` returns to the script, and the outcome as
+        :func:`verify_session_step` gives it.
+    """
+    state = _state_variables(session, analyses)
+    before = _read(run, session, state)
+    grads, targets = _extras(analyses)
+    values = script_run([fetches, list(grads.values()), list(targets.values())])
+    after = _read(run, session, state)
+    step = StepRun(before, after, dict(zip(grads, values[1])), _loss(values[2]))
+    return values[0], _outcome(analyses, step, [], False)
+
+
+def _state_variables(session: Any, analyses: Sequence[CallAnalysis]) -> list[Any]:
     state = graph_variables(session.graph)
     known = {id(v) for v in state}
     for a in analyses:  # a variable made with collections=[] is in no collection: its own source
@@ -96,26 +140,32 @@ def verify_session_step(
             if j.source.variable is not None and id(j.source.variable) not in known:
                 known.add(id(j.source.variable))
                 state.append(j.source.variable)
-    before = _read(run, session, state)
+    return state
+
+
+def _extras(analyses: Sequence[CallAnalysis]) -> tuple[dict[int, Any], dict[int, Any]]:
+    """The gradients the calls returned and their targets, each once (the fetches flowcheck adds)."""
     grads = {id(g): g for a in analyses for g in (a.call.grads or ()) if g is not None}
     targets = {id(t): t for a in analyses for t in a.call.targets}
-    after: dict[int, Any] | None = None
-    try:
-        values = run(session, [list(train_ops), list(grads.values()), list(targets.values())], feed_dict)
-        after = _read(run, session, state)
-    finally:
-        problems = _restore(run, session, state, before, after)
-    loss = float(sum(np.sum(np.asarray(v, dtype=np.float64)) for v in values[2]))
-    step = StepRun(before, after, dict(zip(grads, values[1])), loss)
+    return grads, targets
+
+
+def _loss(values: Sequence[Any]) -> float:
+    return float(sum(np.sum(np.asarray(v, dtype=np.float64)) for v in values))
+
+
+def _outcome(analyses: Sequence[CallAnalysis], step: StepRun, problems: list[str], restored: bool) -> Outcome:
     checks, lines = _checks(analyses, step)
     values = {
-        j.source.name: (before[id(j.source.variable)], after[id(j.source.variable)])
-        for a in analyses for j in a.sources if j.source.variable is not None and id(j.source.variable) in before
+        j.source.name: (step.before[id(j.source.variable)], step.after[id(j.source.variable)])
+        for a in analyses for j in a.sources if j.source.variable is not None and id(j.source.variable) in step.before
     }
     optimizers = sorted({a.call.optimizer for a in analyses if a.call.optimizer})
     name = f"the script's own {', '.join(optimizers)}" if optimizers else "the script's own train op"
     agrees = all(c.agrees for c in checks) and not problems
-    return Verification(agrees, f"{name}, in its session", step.loss, tuple(checks), tuple(problems)), lines, values
+    verification = Verification(agrees, f"{name}, in its session", step.loss, tuple(checks), tuple(problems),
+                                restored=restored)
+    return verification, lines, values
 
 
 def _read(run: Run, session: Any, variables: Sequence[Any]) -> dict[int, Any]:

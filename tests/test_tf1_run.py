@@ -1,0 +1,154 @@
+"""``flowcheck run`` on TensorFlow 1 scripts written the way tutorials wrote them, run unchanged.
+
+Each script runs in fresh interpreters (``tf.disable_v2_behavior()`` switches the whole process to
+graph mode): once under ``flowcheck run``, once under plain Python followed by an epilogue that asks
+TensorFlow itself, ``tf.gradients(target, [source])`` one source at a time in the script's graph,
+which sources get ``None``. The tests compare the two.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.slow  # every test starts TensorFlow in child interpreters
+
+_ROOT = Path(__file__).parent.parent
+_ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONHASHSEED="0")
+
+
+def _flowcheck_run(script: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    code = "import sys; from flowcheck.cli.main import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, "run", str(script), *args], capture_output=True, text=True,
+                          env=_ENV, timeout=300, cwd=_ROOT)
+
+
+def _python(script: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=_ENV, timeout=300)
+
+
+def _tensorflow_none(script: Path, target: str, sources: list[str]) -> list[bool]:
+    """TensorFlow's answer after the script ran: is ``tf.gradients(target, [source])[0]`` None, per source."""
+    truth = script.with_name(script.stem + "_truth.py")
+    truth.write_text(script.read_text() + (
+        "\nimport json as _json\nimport tensorflow as _tf\n"
+        f"with {target}.graph.as_default():\n"
+        f"    print('TRUTH', _json.dumps([_tf.compat.v1.gradients({target}, [s])[0] is None for s in [{', '.join(sources)}]]))\n"
+    ))
+    done = _python(truth)
+    assert done.returncode == 0, done.stderr[-2000:]
+    [line] = [line for line in done.stdout.splitlines() if line.startswith("TRUTH ")]
+    return [bool(none) for none in json.loads(line.removeprefix("TRUTH "))]
+
+
+def _line_of(script: Path, marker: str) -> int:
+    [n] = [n for n, line in enumerate(script.read_text().splitlines(), start=1) if line.rstrip().endswith(marker)]
+    return n
+
+
+def _one_site(document: dict[str, Any]) -> dict[str, Any]:
+    [step] = document["steps"]
+    assert step["kind"] == "tf1 Session.run"
+    [site] = step["report"]["gradient_sites"]
+    return dict(site)
+
+
+_DIRECT_GRADIENTS = """\
+import numpy as np
+import tensorflow.compat.v1 as tf
+tf.disable_v2_behavior()
+x = tf.placeholder(tf.float32, [None, 3])
+y = tf.placeholder(tf.float32, [None, 1])
+W = tf.Variable(tf.zeros([3, 1]), name="W")
+b = tf.Variable(tf.zeros([1]), name="b")
+y_pred = tf.cast(tf.matmul(x, W) > 0.5, tf.float32) + b  # CUT
+loss = tf.reduce_mean(tf.square(y_pred - y))
+grad_W, grad_b = tf.gradients(xs=[W, b], ys=loss)
+new_b = tf.assign_sub(b, 0.01 * grad_b)
+with tf.Session() as sess:
+    sess.run(tf.global_variables_initializer())
+    for i in range(3):
+        _, l = sess.run([new_b, loss], {x: np.random.rand(8, 3), y: np.random.rand(8, 1)})
+        print("step", i, l)
+"""
+
+
+def test_tf_gradients_of_tensorflow_compat_v1_imported_after_flowcheck(tmp_path: Path) -> None:
+    """``import tensorflow.compat.v1 as tf`` in the script, after flowcheck wrapped ``tf.gradients``."""
+    script = tmp_path / "manual_update.py"
+    script.write_text(_DIRECT_GRADIENTS)
+    done = _flowcheck_run(script, "--json")
+    truth = _tensorflow_none(script, "loss", ["W", "b"])
+    assert any(truth) and done.returncode == 1, done.stderr[-2000:]  # a source gets None: exit 1
+    site = _one_site(json.loads(done.stdout))
+    assert site["kind"] == "tf1 tf.gradients"
+    assert site["source"]["line"] == _line_of(script, "grad_W, grad_b = tf.gradients(xs=[W, b], ys=loss)")
+    assert [s["name"] for s in site["sources"]] == ["W", "b"]
+    assert [s["verdict"] != "receives" for s in site["sources"]] == truth
+    assert [s["tensorflow_none"] for s in site["sources"]] == truth
+    cut = [b["source"]["line"] for s in site["sources"] for b in s["barriers"]]
+    assert cut and set(cut) == {_line_of(script, "# CUT")}
+    assert "step 0" in done.stderr  # the script's own prints stay (on stderr under --json)
+
+
+_UNREPEATABLE = """\
+import numpy as np
+import tensorflow.compat.v1 as tf
+tf.disable_v2_behavior()
+tf.set_random_seed(0)
+rng = np.random.RandomState(0)
+X = rng.rand(64, 4).astype(np.float32)
+Y = X.sum(1, keepdims=True)
+ds = tf.data.Dataset.from_tensor_slices((X, Y)).shuffle(64, seed=1).repeat().batch(8)
+xb, yb = tf.data.make_one_shot_iterator(ds).get_next()
+keep_prob = tf.placeholder(tf.float32)
+w = tf.Variable(tf.random_normal([4, 8], seed=2), name="w")
+v = tf.Variable(tf.random_normal([8, 1], seed=3), name="v")
+frozen = tf.Variable(tf.ones([8, 1]), name="frozen")
+h = tf.nn.dropout(tf.nn.relu(tf.matmul(xb, w)), keep_prob=keep_prob)
+loss = tf.reduce_mean(tf.square(tf.matmul(h, v) + tf.stop_gradient(tf.matmul(h, frozen)) - yb))
+train = tf.train.AdamOptimizer(0.01).minimize(loss)
+with tf.Session() as sess:
+    sess.run(tf.global_variables_initializer())
+    for i in range(4):
+        _, l = sess.run([train, loss], feed_dict={keep_prob: 0.5})
+        print("loss", i, repr(l))
+    print("final", sess.run(w).ravel().tolist(), sess.run(v).ravel().tolist(), sess.run(frozen).ravel().tolist())
+"""
+
+
+def test_a_step_that_reads_a_dataset_and_draws_dropout_is_verified_by_the_scripts_own_run(tmp_path: Path) -> None:
+    """Such a step cannot be run a second time; its own run fetches the gradients beside the script's fetches."""
+    script = tmp_path / "dropout_dataset.py"
+    script.write_text(_UNREPEATABLE)
+    done = _flowcheck_run(script, "--json")
+    truth = _tensorflow_none(script, "loss", ["w", "v", "frozen"])
+    assert done.returncode == (1 if any(truth) else 0), done.stderr[-2000:]
+    document = json.loads(done.stdout)
+    site = _one_site(document)
+    assert [s["verdict"] != "receives" for s in site["sources"]] == truth
+    verification = document["steps"][0]["report"]["verification"]
+    assert verification is not None and verification["agrees"], document["steps"][0]["report"]["notes"]
+    assert verification["restored"] is False  # the script's own run: nothing to restore
+    assert [c["gradient"] == "none" for c in verification["variables"]] == truth
+    notes = document["steps"][0]["report"]["notes"]
+    assert any(n.startswith("verified by the script's own run") for n in notes)
+    assert not any(n.startswith("not verified") for n in notes)
+
+
+def test_continue_after_a_step_verified_by_its_own_run_trains_as_python_does(tmp_path: Path) -> None:
+    script = tmp_path / "dropout_dataset.py"
+    script.write_text(_UNREPEATABLE)
+    plain = _python(script)
+    checked = _flowcheck_run(script, "--continue")
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    assert checked.returncode == 1, checked.stderr[-2000:]  # frozen is cut by the stop_gradient
+    printed = [line for line in plain.stdout.splitlines() if line.startswith(("loss", "final"))]
+    assert printed and printed == [line for line in checked.stdout.splitlines() if line.startswith(("loss", "final"))]
+    assert "verification: agrees" in checked.stdout
