@@ -152,3 +152,62 @@ def test_continue_after_a_step_verified_by_its_own_run_trains_as_python_does(tmp
     printed = [line for line in plain.stdout.splitlines() if line.startswith(("loss", "final"))]
     assert printed and printed == [line for line in checked.stdout.splitlines() if line.startswith(("loss", "final"))]
     assert "verification: agrees" in checked.stdout
+
+
+_NUMPY_LOSS = """\
+import numpy as np
+import tensorflow.compat.v1 as tf
+tf.disable_v2_behavior()
+x = tf.placeholder(tf.float32, [None, 3])
+w = tf.Variable(tf.ones([3, 1]), name="weights")
+pred = tf.matmul(x, w)
+loss_value = tf.placeholder(tf.float32, name="loss_value")
+train_op = tf.train.AdamOptimizer(0.1).minimize(loss_value)
+with tf.Session() as sess:
+    sess.run(tf.global_variables_initializer())
+    p = sess.run(pred, {x: np.ones((2, 3))})
+    sess.run(train_op, {loss_value: np.mean((p - 1.0) ** 2)})
+"""
+
+
+def test_a_loss_fed_through_a_placeholder_raises_while_the_graph_is_built(tmp_path: Path) -> None:
+    """The StackOverflow "No gradients provided" of a loss computed with NumPy: a graph step, nothing run."""
+    script = tmp_path / "numpy_loss.py"
+    script.write_text(_NUMPY_LOSS)
+    plain = _python(script)
+    assert plain.returncode != 0 and "No gradients provided for any variable" in plain.stderr  # TensorFlow's answer
+    done = _flowcheck_run(script)
+    assert done.returncode == 1, done.stderr[-2000:]
+    line = _line_of(script, "minimize(loss_value)")
+    assert f"step 1: tf1 Optimizer.minimize, raised while the graph was built (tf1 graph), at {script.name}" in \
+        done.stdout.replace(str(tmp_path) + "/", "")
+    assert f":{line}\n" in done.stdout
+    assert "inputs: none: the call raised while the graph was built, so nothing was run" in done.stdout
+    assert "note: the target loss_value is a placeholder" in done.stdout
+    document = json.loads(_flowcheck_run(script, "--json").stdout)
+    [step] = document["steps"]
+    assert step["kind"] == "tf1 graph"
+    [site] = step["report"]["gradient_sites"]
+    assert [(s["name"], s["verdict"], s["tensorflow_none"]) for s in site["sources"]] == [("weights", "unused", True)]
+
+
+def test_a_train_op_built_and_never_run_is_named_in_the_exit_message(tmp_path: Path) -> None:
+    script = tmp_path / "never_trains.py"
+    script.write_text(
+        "import numpy as np\n"
+        "import tensorflow.compat.v1 as tf\n"
+        "tf.disable_v2_behavior()\n"
+        "x = tf.placeholder(tf.float32, [None, 3])\n"
+        "w = tf.Variable(tf.ones([3, 1]))\n"
+        "loss = tf.reduce_sum(tf.matmul(x, w))\n"
+        "train_op = tf.train.GradientDescentOptimizer(0.1).minimize(loss)\n"
+        "with tf.Session() as sess:\n"
+        "    sess.run(tf.global_variables_initializer())\n"
+        "    print('loss', sess.run(loss, {x: np.ones((2, 3))}))\n"
+    )
+    done = _flowcheck_run(script)
+    assert done.returncode == 2
+    assert done.stdout == _python(script).stdout  # the script's own output, unchanged
+    [message] = [line for line in done.stderr.splitlines() if line.startswith("flowcheck: error:")]
+    assert message.endswith(f"ended without a training step: it built graph-mode gradients (tf1 Optimizer.minimize at "
+                            f"{script}:7) but no Session.run fetched them or an op that depends on them"), message

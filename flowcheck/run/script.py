@@ -72,12 +72,14 @@ class RunResult:
         exit_code: The script's own ``sys.exit`` code, when it called it.
         error: The script raised (outside an analyzed step): one line with its file:line.
         stopped: flowcheck ended the script after its first round.
+        graph_calls: The TF1 graph-mode gradient calls the script made (``"kind at file:line"``).
     """
 
     steps: list[Step] = field(default_factory=list)
     exit_code: int | str | None = None
     error: str | None = None
     stopped: bool = False
+    graph_calls: list[str] = field(default_factory=list)
 
 
 @contextlib.contextmanager
@@ -123,7 +125,7 @@ def run_script(options: RunOptions) -> RunResult:
     """
     full = check_file(options.script)  # the same checks as analyze
     import_tensorflow(options.verbose)
-    from flowcheck.run.tf1 import graph_mode_recording  # TF1 gradient calls, recorded as the graph is built
+    from flowcheck.run.tf1 import graph_mode_recording, made_calls  # TF1 gradient calls, recorded as the graph is built
 
     result = RunResult()
     interceptor = Interceptor(_analyzer(options), options.keep_going, _session_analyzer(options))
@@ -150,7 +152,7 @@ def run_script(options: RunOptions) -> RunResult:
         sys.argv[:] = saved_argv
         sys.path[:] = saved_path
         _restore_global_settings(saved_globals)  # the script may have been ended before it undid them
-        result.steps = interceptor.steps
+        result.steps, result.graph_calls = interceptor.steps, made_calls()
     for step in result.steps:  # verified by the script's first call of the step, or not (it never came)
         if step.first_call is not None:
             step.verification, step.error = step.first_call.verification, step.error or step.first_call.error
@@ -236,7 +238,7 @@ def graph_mode_failure(exc: BaseException) -> Step | None:
     if report is None:
         return None
     site = report.gradient_sites[0]
-    return Step("tf1 Session.run", f"{site.kind} (raised while the graph was built)", site.source, report=report)
+    return Step("tf1 graph", f"{site.kind}, raised while the graph was built", site.source, report=report)
 
 
 def _session_analyzer(options: RunOptions) -> Any:

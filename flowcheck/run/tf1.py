@@ -32,14 +32,14 @@ from flowcheck.graph.ops import GradientOracle, save_kept
 from flowcheck.graph.tf1 import GraphSource, build_graph, graph_variables, resolve_sources
 from flowcheck.source.lines import SourceLine, user_frame
 from flowcheck.trace.sites import GradientSite, SiteSource
-from flowcheck.trace.tf1 import GraphCall, install, python_names, recorded_calls, uninstall, user_frames
+from flowcheck.trace.tf1 import GraphCall, install, made_calls, python_names, recorded_calls, uninstall, user_frames
 from flowcheck.trace.traced import TracedVariable
 
 if TYPE_CHECKING:
     from flowcheck.verify.loss import Verification
 
 __all__ = ["SessionReport", "analyze_failed_call", "analyze_graph", "analyze_session_run", "dependent_calls", "depends_on_gradient_site",
-           "graph_mode_recording", "install", "uninstall"]
+           "graph_mode_recording", "install", "made_calls", "uninstall"]
 
 TARGET_KIND = "tf1 Session.run"
 _FREE_ATTR = "_flowcheck_gradient_free_ops"  # kept on the graph, whose ops the ids name
@@ -394,4 +394,4 @@ def _site(a: CallAnalysis) -> GradientSite:
             trainable=judged.source.trainable,
         ))
     return GradientSite(kind=a.call.kind, source=a.call.source, targets=a.targets, sources=tuple(sources),
-                        watch=a.watch, error=a.call.error, notes=tuple(f"{e}" for e in a.errors))
+                        watch=a.watch, error=a.call.error, notes=(*a.hints, *(f"{e}" for e in a.errors)))

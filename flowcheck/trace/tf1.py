@@ -24,7 +24,8 @@ from typing import Any
 
 from flowcheck.source.lines import SourceLine, is_library_file, user_frame
 
-__all__ = ["GraphCall", "install", "is_default_name", "python_names", "recorded_calls", "uninstall", "user_frames"]
+__all__ = ["GraphCall", "install", "is_default_name", "made_calls", "python_names", "recorded_calls", "uninstall",
+           "user_frames"]
 
 _OPTIMIZER_FILE = "/training/optimizer.py"
 
@@ -70,6 +71,12 @@ _CALLS_ATTR = "_flowcheck_gradient_calls"
 _STATE = threading.local()
 _LOCK = threading.Lock()
 _INSTALLED: list[tuple[Any, str, Any]] = []
+_MADE: list[str] = []  # every call recorded since install, in words (no graph kept alive)
+
+
+def made_calls() -> list[str]:
+    """Every call recorded since :func:`install`, as ``"kind at file:line"``, in the order made."""
+    return list(_MADE)
 
 
 def recorded_calls(graph: Any) -> list[GraphCall]:
@@ -91,6 +98,7 @@ def install() -> Callable[[], None]:
     with _LOCK:
         if _INSTALLED:
             return lambda: None
+        _MADE.clear()
         v1, v2 = gradients_impl.gradients, gradients_impl.gradients_v2
         # ``import tensorflow.compat.v1 as tf`` makes a new module when that name is not yet in
         # sys.modules (the one ``tf.compat.v1`` held is ``tensorflow._api.v2.compat.v1``) and binds
@@ -191,6 +199,7 @@ def _remember(call: GraphCall) -> None:
             calls = []
             setattr(call.graph, _CALLS_ATTR, calls)
         calls.append(call)
+        _MADE.append(f"{call.kind} at {call.source}" if call.source else call.kind)
 
 
 def _kind() -> tuple[str, FrameType | None, bool | None]:
