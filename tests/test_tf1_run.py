@@ -211,3 +211,41 @@ def test_a_train_op_built_and_never_run_is_named_in_the_exit_message(tmp_path: P
     [message] = [line for line in done.stderr.splitlines() if line.startswith("flowcheck: error:")]
     assert message.endswith(f"ended without a training step: it built graph-mode gradients (tf1 Optimizer.minimize at "
                             f"{script}:7) but no Session.run fetched them or an op that depends on them"), message
+
+
+_SUMMARY_EVERY_N = """\
+import numpy as np
+import tensorflow.compat.v1 as tf
+tf.disable_v2_behavior()
+x = tf.placeholder(tf.float32, [None, 2])
+y = tf.placeholder(tf.float32, [None, 1])
+w = tf.Variable(tf.ones([2, 1]), name="weights")
+b = tf.Variable(tf.zeros([1]), name="bias")
+loss = tf.reduce_mean(tf.square(tf.matmul(x, w) + tf.round(b) - y))
+tf.summary.scalar("loss", loss)
+merged = tf.summary.merge_all()
+train_op = tf.train.GradientDescentOptimizer(0.01).minimize(loss)
+with tf.Session() as sess:
+    sess.run(tf.global_variables_initializer())
+    for i in range(12):
+        feed = {x: np.ones((4, 2)), y: np.ones((4, 1))}
+        if i % 10 == 0:
+            _, _, l = sess.run([merged, train_op, loss], feed_dict=feed)
+            print("step", i, "loss", l)
+        else:
+            sess.run(train_op, feed_dict=feed)
+"""
+
+
+def test_a_run_fetching_the_same_train_op_with_other_fetches_is_the_same_step(tmp_path: Path) -> None:
+    """A summary fetched every tenth step beside the train op: one step, ended at its second run."""
+    script = tmp_path / "summary_every_n.py"
+    script.write_text(_SUMMARY_EVERY_N)
+    done = _flowcheck_run(script, "--json")
+    truth = _tensorflow_none(script, "loss", ["w", "b"])
+    assert done.returncode == 1, done.stderr[-2000:]
+    document = json.loads(done.stdout)
+    assert document["stopped"]
+    site = _one_site(document)  # one step, not one per distinct fetch list
+    assert any(truth) and [s["verdict"] != "receives" for s in site["sources"]] == truth
+    assert done.stderr.count("step 0 loss") == 1 and "step 10" not in done.stderr

@@ -244,10 +244,7 @@ def graph_mode_failure(exc: BaseException) -> Step | None:
 def _session_analyzer(options: RunOptions) -> Any:
     from flowcheck.run import tf1 as _tf1
 
-    def analyze_session_run(session: Any, fetches: Any, feed_dict: Any) -> Any:
-        return _tf1.analyze_session_run(session, fetches, feed_dict, verify=options.verify)
-
-    return analyze_session_run
+    return _tf1.SessionSteps(verify=options.verify)
 
 
 def variable_owners(target: Any, args: Sequence[Any]) -> dict[int, tuple[str, ...]]:

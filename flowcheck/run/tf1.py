@@ -31,6 +31,7 @@ from flowcheck.errors import VerificationError
 from flowcheck.graph.ops import GradientOracle, save_kept
 from flowcheck.graph.tf1 import GraphSource, build_graph, graph_variables, resolve_sources
 from flowcheck.source.lines import SourceLine, user_frame
+from flowcheck.run.tf1_fetches import dependent, dependent_calls, depends_on_gradient_site, fetch_ops
 from flowcheck.trace.sites import GradientSite, SiteSource
 from flowcheck.trace.tf1 import GraphCall, install, made_calls, python_names, recorded_calls, uninstall, user_frames
 from flowcheck.trace.traced import TracedVariable
@@ -38,11 +39,10 @@ from flowcheck.trace.traced import TracedVariable
 if TYPE_CHECKING:
     from flowcheck.verify.loss import Verification
 
-__all__ = ["SessionReport", "analyze_failed_call", "analyze_graph", "analyze_session_run", "dependent_calls", "depends_on_gradient_site",
+__all__ = ["SessionReport", "SessionSteps", "analyze_failed_call", "analyze_graph", "analyze_session_run", "dependent_calls", "depends_on_gradient_site",
            "graph_mode_recording", "install", "made_calls", "uninstall"]
 
 TARGET_KIND = "tf1 Session.run"
-_FREE_ATTR = "_flowcheck_gradient_free_ops"  # kept on the graph, whose ops the ids name
 
 
 @dataclass
@@ -134,14 +134,22 @@ def _run(session: Any, fetches: Any, feed_dict: Any) -> Any:
     return session.run(fetches, feed_dict)
 
 
-def depends_on_gradient_site(session: Any, fetches: Any) -> bool:
-    """Whether running ``fetches`` in ``session`` computes a recorded gradient call's gradients."""
-    return bool(dependent_calls(session, fetches))
+class SessionSteps:
+    """``flowcheck run``'s questions about a ``Session.run``: which training step it makes, and its report."""
 
+    def __init__(self, verify: bool) -> None:
+        self.verify = verify
 
-def dependent_calls(session: Any, fetches: Any) -> list[GraphCall]:
-    """The recorded gradient calls whose gradients running ``fetches`` computes, in the order made."""
-    return _dependent(session.graph, _fetch_ops(session.graph, fetches))[0]
+    def key(self, session: Any, fetches: Any) -> tuple[Any, ...] | None:
+        """The step: the session and the gradient calls the run computes (None: it computes none).
+
+        A run that fetches a summary or the loss beside the same train op is the same step.
+        """
+        calls = dependent_calls(session, fetches)
+        return ("tf1 session", id(session), *sorted(id(c) for c in calls)) if calls else None
+
+    def __call__(self, session: Any, fetches: Any, feed_dict: Any) -> SessionReport | None:
+        return analyze_session_run(session, fetches, feed_dict, verify=self.verify)
 
 
 def analyze_session_run(session: Any, fetches: Any, feed_dict: Any = None, *, verify: bool = True) -> SessionReport | None:
@@ -157,7 +165,7 @@ def analyze_session_run(session: Any, fetches: Any, feed_dict: Any = None, *, ve
         The report, or None when the fetches depend on no recorded gradient call.
     """
     graph = session.graph
-    calls, train_ops = _dependent(graph, _fetch_ops(graph, fetches))
+    calls, train_ops = dependent(graph, fetch_ops(graph, fetches))
     if not calls:
         return None
     where, _ = user_frame(traceback.extract_stack())
@@ -229,65 +237,6 @@ def _verify(report: SessionReport, train_ops: Sequence[Any]) -> None:
         report.notes += (f"not verified: running the step raised {type(exc).__name__}: {first}",)
         return
     report.notes += report.after_step
-
-
-def _fetch_ops(graph: Any, fetches: Any) -> list[Any]:
-    import tensorflow as tf
-
-    found = []
-    for element in tf.nest.flatten(fetches):
-        try:
-            item = graph.as_graph_element(element, allow_tensor=True, allow_operation=True)
-        except (TypeError, ValueError, KeyError):
-            continue
-        found.append(item if isinstance(item, tf.Operation) else item.op)
-    return found
-
-
-def _dependent(graph: Any, fetch_ops: Sequence[Any]) -> tuple[list[GraphCall], list[Any]]:
-    """The recorded calls whose gradients the fetches compute, and the fetched ops that do."""
-    calls = [c for c in recorded_calls(graph) if c.grads is not None]
-    grad_ops = {id(_op(g)): c for c in calls for g in c.grads or () if g is not None}
-    if not grad_ops:
-        return [], []
-    # An op never comes to depend on gradients built after it: a fetch found free of them stays so,
-    # and an evaluation run repeated every step is not walked again.
-    free: set[int] | None = getattr(graph, _FREE_ATTR, None)
-    if free is None:
-        free = set()
-        setattr(graph, _FREE_ATTR, free)
-    hit: dict[int, GraphCall] = {}
-    train_ops = []
-    for op in fetch_ops:
-        if id(op) in free:
-            continue
-        reached = _reached(op, grad_ops)
-        if reached:
-            train_ops.append(op)
-            hit.update((id(c), c) for c in reached)
-        else:
-            free.add(id(op))
-    return [c for c in calls if id(c) in hit], train_ops
-
-
-def _op(grad: Any) -> Any:
-    return grad.op if hasattr(grad, "op") else grad.values.op
-
-
-def _reached(start: Any, targets: dict[int, GraphCall]) -> list[GraphCall]:
-    seen: set[int] = set()
-    found: dict[int, GraphCall] = {}
-    stack = [start]
-    while stack:
-        op = stack.pop()
-        if id(op) in seen:
-            continue
-        seen.add(id(op))
-        if id(op) in targets:
-            found[id(targets[id(op)])] = targets[id(op)]
-        stack.extend(t.op for t in op.inputs)
-        stack.extend(op.control_inputs)
-    return list(found.values())
 
 
 def _report(
