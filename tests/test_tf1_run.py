@@ -249,3 +249,43 @@ def test_a_run_fetching_the_same_train_op_with_other_fetches_is_the_same_step(tm
     site = _one_site(document)  # one step, not one per distinct fetch list
     assert any(truth) and [s["verdict"] != "receives" for s in site["sources"]] == truth
     assert done.stderr.count("step 0 loss") == 1 and "step 10" not in done.stderr
+
+
+_PY_FUNC = """\
+import numpy as np
+import tensorflow.compat.v1 as tf
+tf.disable_v2_behavior()
+batches = []
+def next_noise(shape):
+    batches.append(len(batches))  # the script's own Python state: one call per run of the step
+    return np.full(shape, 0.1 * len(batches), np.float32)
+x = tf.placeholder(tf.float32, [2, 3])
+w = tf.Variable(tf.ones([3, 1]), name="w")
+q = tf.Variable(tf.ones([3, 1]), name="q")
+noise = tf.py_func(next_noise, [tf.shape(x)], tf.float32)
+quantized = tf.py_func(lambda a: np.round(a), [tf.matmul(x, q)], tf.float32)
+loss = tf.reduce_sum(tf.matmul(x + noise, w)) + tf.reduce_sum(quantized)
+train = tf.train.MomentumOptimizer(0.1, 0.9).minimize(loss)
+with tf.Session() as sess:
+    sess.run(tf.global_variables_initializer())
+    for i in range(3):
+        print("loss", i, sess.run([train, loss], {x: np.ones((2, 3))})[1])
+    print("final", len(batches), sess.run(w).ravel().tolist(), sess.run(q).ravel().tolist())
+"""
+
+
+def test_a_step_that_calls_python_is_run_once_per_run_as_without_flowcheck(tmp_path: Path) -> None:
+    """``tf.py_func`` may change the script's Python state: the step is verified by its own run, not rerun."""
+    script = tmp_path / "py_func_step.py"
+    script.write_text(_PY_FUNC)
+    done = _flowcheck_run(script, "--json")
+    truth = _tensorflow_none(script, "loss", ["w", "q"])
+    assert done.returncode == (1 if any(truth) else 0), done.stderr[-2000:]
+    document = json.loads(done.stdout)
+    site = _one_site(document)
+    assert [s["verdict"] != "receives" for s in site["sources"]] == truth
+    assert document["steps"][0]["report"]["verification"]["agrees"]
+    plain = _python(script)
+    checked = _flowcheck_run(script, "--continue")
+    printed = [line for line in plain.stdout.splitlines() if line.startswith(("loss", "final"))]
+    assert printed and printed == [line for line in checked.stdout.splitlines() if line.startswith(("loss", "final"))]

@@ -6,7 +6,7 @@ read (model variables, optimizer slots, ``beta1_power``, ``global_step``: all li
 collections); afterwards each one whose value changed is written back, bit for bit, through its
 own initializer fed with the saved value (``Variable.load`` does the same): no op is added to the
 user's graph. A step that reads an input pipeline (a queue, a ``tf.data`` iterator) or draws
-random numbers (dropout) cannot be undone that way: it is verified by the script's own run of it
+random numbers (dropout) or calls Python (``tf.py_func``) cannot be undone that way: it is verified by the script's own run of it
 instead (:func:`verify_in_script_run`), which fetches the gradients beside the script's fetches.
 """
 
@@ -30,6 +30,7 @@ Run = Callable[..., Any]  # BaseSession.run, unwrapped: (session, fetches, feed_
 # Ops whose effect a second run cannot take back: they consume input or advance a generator.
 _CONSUMING = ("IteratorGetNext", "QueueDequeue", "ReaderRead", "Iterator")
 _RANDOM = ("Random", "Multinomial", "TruncatedNormal")
+_PYTHON = frozenset({"PyFunc", "EagerPyFunc"})  # tf.py_func / tf.numpy_function: the user's Python, effects unknown
 
 
 _VARIABLE_OPS = frozenset({"VariableV2", "Variable", "VarHandleOp"})
@@ -49,7 +50,8 @@ def unrepeatable_ops(ops: Sequence[Any], variables: Sequence[Any]) -> list[str]:
     reasons = []
     for op in closure:
         kind = "reads the input pipeline" if op.type.startswith(_CONSUMING) else (
-            "draws random numbers" if any(r in op.type for r in _RANDOM) and not op.type.startswith("Stateless") else ""
+            "draws random numbers" if any(r in op.type for r in _RANDOM) and not op.type.startswith("Stateless") else
+            "calls Python code (tf.py_func, tf.numpy_function)" if op.type in _PYTHON else ""
         )
         if op.type in _VARIABLE_OPS and id(op.outputs[0]) in written and id(op.outputs[0]) not in restorable:
             kind = "writes a variable in no collection, which flowcheck cannot restore"
