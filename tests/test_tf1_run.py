@@ -289,3 +289,31 @@ def test_a_step_that_calls_python_is_run_once_per_run_as_without_flowcheck(tmp_p
     checked = _flowcheck_run(script, "--continue")
     printed = [line for line in plain.stdout.splitlines() if line.startswith(("loss", "final"))]
     assert printed and printed == [line for line in checked.stdout.splitlines() if line.startswith(("loss", "final"))]
+
+
+def test_monitored_training_session_with_hooks(tmp_path: Path) -> None:
+    """Its hooks make the inner ``Session.run`` fetch a dict keyed by hook objects and ``"caller"``."""
+    script = tmp_path / "monitored.py"
+    script.write_text(
+        "import numpy as np\n"
+        "import tensorflow.compat.v1 as tf\n"
+        "tf.disable_v2_behavior()\n"
+        "x = tf.placeholder(tf.float32, [None, 3])\n"
+        "y = tf.placeholder(tf.float32, [None, 1])\n"
+        "w = tf.Variable(tf.zeros([3, 1]), name='w')\n"
+        "b = tf.Variable(tf.zeros([1]), name='b')\n"
+        "loss = tf.reduce_mean(tf.square(tf.matmul(x, w) + tf.floor(b) - y))\n"
+        "global_step = tf.train.get_or_create_global_step()\n"
+        "train_op = tf.train.AdamOptimizer(0.1).minimize(loss, global_step=global_step)\n"
+        "hooks = [tf.train.StopAtStepHook(last_step=4), tf.train.LoggingTensorHook({'loss': loss}, every_n_iter=2)]\n"
+        f"with tf.train.MonitoredTrainingSession(checkpoint_dir={str(tmp_path / 'ckpt')!r}, hooks=hooks) as sess:\n"
+        "    while not sess.should_stop():\n"
+        "        sess.run(train_op, {x: np.ones((4, 3)), y: np.ones((4, 1))})\n"
+    )
+    done = _flowcheck_run(script, "--json")
+    truth = _tensorflow_none(script, "loss", ["w", "b"])
+    assert done.returncode == (1 if any(truth) else 0), done.stderr[-2000:]
+    document = json.loads(done.stdout)
+    site = _one_site(document)
+    assert [s["verdict"] != "receives" for s in site["sources"]] == truth
+    assert document["steps"][0]["report"]["verification"]["agrees"]

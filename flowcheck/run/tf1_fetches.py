@@ -6,7 +6,7 @@ call's gradient ops are among what it depends on, through data inputs and contro
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from flowcheck.trace.tf1 import GraphCall, recorded_calls
@@ -31,13 +31,29 @@ def fetch_ops(graph: Any, fetches: Any) -> list[Any]:
     import tensorflow as tf
 
     found = []
-    for element in tf.nest.flatten(fetches):
+    for element in _leaves(fetches):
         try:
             item = graph.as_graph_element(element, allow_tensor=True, allow_operation=True)
         except (TypeError, ValueError, KeyError):
             continue
         found.append(item if isinstance(item, tf.Operation) else item.op)
     return found
+
+
+def _leaves(fetches: Any) -> Iterator[Any]:
+    """The fetches of a nested structure as ``Session.run`` reads them: a dict's values, in its order.
+
+    (``tf.nest.flatten`` sorts a dict's keys, and ``MonitoredSession`` fetches a dict keyed by its hooks
+    and ``"caller"``, which do not compare.)
+    """
+    if isinstance(fetches, Mapping):
+        for value in fetches.values():
+            yield from _leaves(value)
+    elif isinstance(fetches, (list, tuple)):
+        for value in fetches:
+            yield from _leaves(value)
+    else:
+        yield fetches
 
 
 def dependent(graph: Any, ops: Sequence[Any]) -> tuple[list[GraphCall], list[Any]]:
