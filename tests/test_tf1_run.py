@@ -317,3 +317,37 @@ def test_monitored_training_session_with_hooks(tmp_path: Path) -> None:
     site = _one_site(document)
     assert [s["verdict"] != "receives" for s in site["sources"]] == truth
     assert document["steps"][0]["report"]["verification"]["agrees"]
+
+
+def test_a_step_with_a_candidate_sampler_trains_as_python_does(tmp_path: Path) -> None:
+    """word2vec's ``nce_loss`` samples negatives in the step: a second run would draw the script's samples."""
+    script = tmp_path / "word2vec.py"
+    script.write_text(
+        "import numpy as np\n"
+        "import tensorflow.compat.v1 as tf\n"
+        "tf.disable_v2_behavior()\n"
+        "tf.set_random_seed(1)\n"
+        "rng = np.random.RandomState(0)\n"
+        "inputs = tf.placeholder(tf.int32, shape=[16])\n"
+        "labels = tf.placeholder(tf.int32, shape=[16, 1])\n"
+        "embeddings = tf.Variable(tf.random_uniform([50, 8], -1.0, 1.0, seed=2))\n"
+        "nce_weights = tf.Variable(tf.truncated_normal([50, 8], stddev=0.3, seed=3))\n"
+        "nce_biases = tf.Variable(tf.zeros([50]))\n"
+        "embed = tf.nn.embedding_lookup(embeddings, inputs)\n"
+        "loss = tf.reduce_mean(tf.nn.nce_loss(weights=nce_weights, biases=nce_biases, labels=labels, inputs=embed,\n"
+        "                                     num_sampled=4, num_classes=50))\n"
+        "optimizer = tf.train.GradientDescentOptimizer(1.0).minimize(loss)\n"
+        "with tf.Session() as session:\n"
+        "    tf.global_variables_initializer().run()\n"
+        "    for step in range(4):\n"
+        "        feed = {inputs: rng.randint(0, 50, 16), labels: rng.randint(0, 50, (16, 1))}\n"
+        "        print('loss', step, repr(session.run([optimizer, loss], feed_dict=feed)[1]))\n"
+    )
+    truth = _tensorflow_none(script, "loss", ["embeddings", "nce_weights", "nce_biases"])
+    plain = _python(script)
+    checked = _flowcheck_run(script, "--continue")
+    assert checked.returncode == (1 if any(truth) else 0), checked.stderr[-2000:]
+    printed = [line for line in plain.stdout.splitlines() if line.startswith("loss")]
+    assert printed and printed == [line for line in checked.stdout.splitlines() if line.startswith("loss")]
+    assert "verification: agrees" in checked.stdout
+    assert "draws random numbers (LogUniformCandidateSampler" in checked.stdout

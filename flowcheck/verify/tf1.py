@@ -29,8 +29,12 @@ Run = Callable[..., Any]  # BaseSession.run, unwrapped: (session, fetches, feed_
 
 # Ops whose effect a second run cannot take back: they consume input or advance a generator.
 _CONSUMING = ("IteratorGetNext", "QueueDequeue", "ReaderRead", "Iterator")
-_RANDOM = ("Random", "Multinomial", "TruncatedNormal")
+_RANDOM = ("Random", "Multinomial", "TruncatedNormal", "CandidateSampler")
 _PYTHON = frozenset({"PyFunc", "EagerPyFunc"})  # tf.py_func / tf.numpy_function: the user's Python, effects unknown
+# Stateful ops whose effect is on variables (restored) or lasts one run (stacks, tensor arrays, asserts).
+_UNDONE = ("Var", "ReadVariableOp", "Assign", "ResourceApply", "ResourceSparseApply", "ResourceScatter",
+           "ResourceGather", "ResourceStridedSliceAssign", "Stack", "TensorArray", "Assert", "LookupTableFind",
+           "LookupTableSize", "IsVariableInitialized", "DestroyResourceOp")
 
 
 _VARIABLE_OPS = frozenset({"VariableV2", "Variable", "VarHandleOp"})
@@ -51,7 +55,8 @@ def unrepeatable_ops(ops: Sequence[Any], variables: Sequence[Any]) -> list[str]:
     for op in closure:
         kind = "reads the input pipeline" if op.type.startswith(_CONSUMING) else (
             "draws random numbers" if any(r in op.type for r in _RANDOM) and not op.type.startswith("Stateless") else
-            "calls Python code (tf.py_func, tf.numpy_function)" if op.type in _PYTHON else ""
+            "calls Python code (tf.py_func, tf.numpy_function)" if op.type in _PYTHON else
+            "runs a stateful op whose effect flowcheck can neither tell nor undo" if _stateful(op) and not op.type.startswith(_UNDONE) else ""
         )
         if op.type in _VARIABLE_OPS and id(op.outputs[0]) in written and id(op.outputs[0]) not in restorable:
             kind = "writes a variable in no collection, which flowcheck cannot restore"
@@ -59,6 +64,11 @@ def unrepeatable_ops(ops: Sequence[Any], variables: Sequence[Any]) -> list[str]:
             line, _ = op_source(op)
             reasons.append(f"the step {kind} ({op.type} {op.name!r}{f' at {line}' if line else ''})")
     return reasons[:3]
+
+
+def _stateful(op: Any) -> bool:
+    op_def = op.op_def
+    return bool(op_def is not None and op_def.is_stateful)
 
 
 def _closure(ops: Sequence[Any]) -> list[Any]:
