@@ -351,3 +351,31 @@ def test_a_step_with_a_candidate_sampler_trains_as_python_does(tmp_path: Path) -
     assert printed and printed == [line for line in checked.stdout.splitlines() if line.startswith("loss")]
     assert "verification: agrees" in checked.stdout
     assert "draws random numbers (LogUniformCandidateSampler" in checked.stdout
+
+
+def test_unnamed_variables_of_a_model_built_twice_say_where_they_were_made(tmp_path: Path) -> None:
+    """The "my weights never change" bug: the model function called twice makes a second, untrained set."""
+    script = tmp_path / "two_models.py"
+    script.write_text(
+        "import numpy as np\n"
+        "import tensorflow.compat.v1 as tf\n"
+        "tf.disable_v2_behavior()\n"
+        "def model(x):\n"
+        "    w = tf.Variable(tf.ones([3, 1]))\n"
+        "    return tf.matmul(x, w)\n"
+        "x = tf.placeholder(tf.float32, [None, 3])\n"
+        "train_pred = model(x)\n"
+        "eval_pred = model(x)\n"
+        "loss = tf.reduce_mean(tf.square(train_pred - 1.0))\n"
+        "train_op = tf.train.GradientDescentOptimizer(0.1).minimize(loss)\n"
+        "with tf.Session() as sess:\n"
+        "    sess.run(tf.global_variables_initializer())\n"
+        "    sess.run(train_op, {x: np.ones((4, 3))})\n"
+    )
+    done = _flowcheck_run(script, "--json")
+    truth = _tensorflow_none(script, "loss", ["train_pred.op.inputs[1].op.inputs[0]", "eval_pred.op.inputs[1].op.inputs[0]"])
+    assert done.returncode == 1, done.stderr[-2000:]
+    site = _one_site(json.loads(done.stdout))
+    assert any(truth) and [s["verdict"] != "receives" for s in site["sources"]] == truth
+    made = f"made at {script}:5, called from line "
+    assert [s["name"] for s in site["sources"]] == [f"Variable ({made}8)", f"Variable_1 ({made}9)"]
