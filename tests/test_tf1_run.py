@@ -379,3 +379,40 @@ def test_unnamed_variables_of_a_model_built_twice_say_where_they_were_made(tmp_p
     assert any(truth) and [s["verdict"] != "receives" for s in site["sources"]] == truth
     made = f"made at {script}:5, called from line "
     assert [s["name"] for s in site["sources"]] == [f"Variable ({made}8)", f"Variable_1 ({made}9)"]
+
+
+def test_an_uninitialized_variable_the_step_never_touches_does_not_stop_the_verification(tmp_path: Path) -> None:
+    """``tf.metrics.accuracy`` makes local variables the script initializes only after training."""
+    script = tmp_path / "metrics_later.py"
+    script.write_text(
+        "import numpy as np\n"
+        "import tensorflow.compat.v1 as tf\n"
+        "tf.disable_v2_behavior()\n"
+        "x = tf.placeholder(tf.float32, [None, 3])\n"
+        "y = tf.placeholder(tf.int64, [None])\n"
+        "w = tf.Variable(tf.ones([3, 2]), name='w')\n"
+        "b = tf.Variable(tf.zeros([2]), name='b')\n"
+        "logits = tf.matmul(x, w) + tf.round(b)\n"
+        "loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))\n"
+        "acc, acc_op = tf.metrics.accuracy(labels=y, predictions=tf.argmax(logits, 1))\n"
+        "train = tf.train.MomentumOptimizer(0.1, 0.9).minimize(loss)\n"
+        "with tf.Session() as sess:\n"
+        "    sess.run(tf.global_variables_initializer())\n"
+        "    for i in range(3):\n"
+        "        sess.run(train, {x: np.ones((4, 3)), y: [0, 1, 0, 1]})\n"
+        "    sess.run(tf.local_variables_initializer())\n"
+        "    print('accuracy', sess.run(acc_op, {x: np.ones((4, 3)), y: [0, 1, 0, 1]}))\n"
+    )
+    done = _flowcheck_run(script, "--json")
+    truth = _tensorflow_none(script, "loss", ["w", "b"])
+    assert done.returncode == (1 if any(truth) else 0), done.stderr[-2000:]
+    document = json.loads(done.stdout)
+    site = _one_site(document)
+    assert [s["verdict"] != "receives" for s in site["sources"]] == truth
+    verification = document["steps"][0]["report"]["verification"]
+    assert verification is not None, document["steps"][0]["report"]["notes"]
+    assert verification["agrees"] and verification["restored"]
+    plain = _python(script)
+    checked = _flowcheck_run(script, "--continue")
+    assert [line for line in plain.stdout.splitlines() if line.startswith("accuracy")] == \
+        [line for line in checked.stdout.splitlines() if line.startswith("accuracy")]

@@ -1,9 +1,10 @@
 """TensorFlow 1 graph mode, stage 5: the user's own train op, run once in the user's session, then undone.
 
 The fetched ops that depend on a gradient call are run once with the script's ``feed_dict``,
-fetching the gradients TensorFlow built at the call too. Before, every variable of the graph is
-read (model variables, optimizer slots, ``beta1_power``, ``global_step``: all live in the graph's
-collections); afterwards each one whose value changed is written back, bit for bit, through its
+fetching the gradients TensorFlow built at the call too. Before, every variable of the graph's
+collections that the train op can reach is read (model variables, optimizer slots, ``beta1_power``,
+``global_step``; not a ``tf.metrics`` total the step never touches, which may not even be
+initialized yet); afterwards each one whose value changed is written back, bit for bit, through its
 own initializer fed with the saved value (``Variable.load`` does the same): no op is added to the
 user's graph. A step that reads an input pipeline (a queue, a ``tf.data`` iterator) or draws
 random numbers (dropout) or calls Python (``tf.py_func``) cannot be undone that way: it is verified by the script's own run of it
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from flowcheck.analysis.tf1 import CallAnalysis
+from flowcheck.errors import VerificationError
 from flowcheck.graph.tf1 import differentiated_tensor, graph_variables
 from flowcheck.source.op import op_source
 from flowcheck.verify.loss import GradientState, Verification, VariableCheck
@@ -105,7 +107,7 @@ def verify_session_step(
         The verification, one line per source variable saying what the step did to it, and each
         source variable's value before and after the step, by name.
     """
-    state = _state_variables(session, analyses)
+    state = _state_variables(analyses, session.graph, train_ops)
     before = _read(run, session, state)
     grads, targets = _extras(analyses)
     after: dict[int, Any] | None = None
@@ -134,9 +136,18 @@ def verify_in_script_run(
     Returns:
         What ``Session.run(fetches)`` returns to the script, and the outcome as
         :func:`verify_session_step` gives it.
+
+    Raises:
+        VerificationError: the variables could not be read before the step (nothing was run then).
     """
-    state = _state_variables(session, analyses)
-    before = _read(run, session, state)
+    import tensorflow as tf
+
+    state = _state_variables(analyses)  # only read: nothing to restore
+    try:
+        before = _read(run, session, state)
+    except tf.errors.OpError as exc:  # a variable not initialized yet: the script's run is its own business
+        raise VerificationError(f"reading the variables before the step raised {type(exc).__name__}: "
+                                f"{str(exc.message).strip().splitlines()[0] if exc.message else ''}") from exc
     grads, targets = _extras(analyses)
     values = script_run([fetches, list(grads.values()), list(targets.values())])
     after = _read(run, session, state)
@@ -144,8 +155,16 @@ def verify_in_script_run(
     return values[0], _outcome(analyses, step, [], False)
 
 
-def _state_variables(session: Any, analyses: Sequence[CallAnalysis]) -> list[Any]:
-    state = graph_variables(session.graph)
+def _state_variables(analyses: Sequence[CallAnalysis], graph: Any = None, ops: Sequence[Any] = ()) -> list[Any]:
+    """The sources' variables, and with ``ops``, every variable of ``graph`` that running them can read or write.
+
+    A variable outside the ops' closure cannot change (and may not even be initialized yet: a
+    ``tf.metrics`` total before ``local_variables_initializer``).
+    """
+    state: list[Any] = []
+    if ops:
+        reached = {id(op) for op in _closure(ops)}
+        state = [v for v in graph_variables(graph) if id(differentiated_tensor(v).op) in reached]
     known = {id(v) for v in state}
     for a in analyses:  # a variable made with collections=[] is in no collection: its own source
         for j in a.sources:
