@@ -416,3 +416,27 @@ def test_an_uninitialized_variable_the_step_never_touches_does_not_stop_the_veri
     checked = _flowcheck_run(script, "--continue")
     assert [line for line in plain.stdout.splitlines() if line.startswith("accuracy")] == \
         [line for line in checked.stdout.splitlines() if line.startswith("accuracy")]
+
+
+def test_a_session_error_is_told_by_its_message_not_by_graph_execution_error(tmp_path: Path) -> None:
+    """``Session.run`` errors start "Graph execution error:" and the op's stack; the message comes after."""
+    script = tmp_path / "missing_feed.py"
+    script.write_text(
+        "import numpy as np\n"
+        "import tensorflow.compat.v1 as tf\n"
+        "tf.disable_v2_behavior()\n"
+        "x = tf.placeholder(tf.float32, [None, 3])\n"
+        "y = tf.placeholder(tf.float32, [None, 1])\n"
+        "w = tf.Variable(tf.ones([3, 1]), name='w')\n"
+        "loss = tf.reduce_mean(tf.square(tf.matmul(x, w) - y))\n"
+        "train = tf.train.GradientDescentOptimizer(0.1).minimize(loss)\n"
+        "with tf.Session() as sess:\n"
+        "    sess.run(tf.global_variables_initializer())\n"
+        "    sess.run(train, {x: np.ones((2, 3))})  # y not fed\n"
+    )
+    plain = _python(script)
+    [real] = [line for line in plain.stderr.splitlines() if line.startswith("You must feed a value")]
+    done = _flowcheck_run(script)
+    assert f"not verified: running the step raised InvalidArgumentError: {real}" in done.stdout
+    assert f"the script then failed: InvalidArgumentError at {script}:11 " in done.stdout
+    assert done.stdout.rstrip().splitlines()[-3].endswith(f": {real}")

@@ -11,7 +11,7 @@ import traceback
 
 from flowcheck.source.lines import SourceLine, is_library_file, user_frame
 
-__all__ = ["describe_exception"]
+__all__ = ["describe_exception", "first_line"]
 
 _FUNCTION_NODE = re.compile(r"^\{\{function_node [^}]*\}\}\s*")  # TensorFlow's eager op errors
 _USER_CODE = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<function>\S+)')
@@ -32,8 +32,28 @@ def describe_exception(exc: BaseException, script: str | None) -> str:
         else:
             where = user_frame(frames)[0]
     at = f" at {where}" + (f" ({where.code})" if where.code else "") if where else ""
-    message = _FUNCTION_NODE.sub("", " ".join(text.splitlines()[0].split())) if text else ""
+    message = _FUNCTION_NODE.sub("", first_line(text))
     return f"{type(exc).__name__}{at}" + (f": {message}" if message else "")
+
+
+_GRAPH_ERROR = "Graph execution error:"
+_NOT_THE_MESSAGE = ("Detected at node", "File ", "Node:", "[[", "(most recent call last)")
+
+
+def first_line(text: str) -> str:
+    """The message of an error's text in one line; under a Session's "Graph execution error:", the real one.
+
+    TensorFlow puts the op's creation stack ("Detected at node ... File ... Node: 'x'") between the
+    header and the message ("You must feed a value for placeholder tensor ...").
+    """
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    if lines[0] == _GRAPH_ERROR:
+        nodes = [i for i, line in enumerate(lines) if line.startswith("Node:")]
+        rest = [line for line in lines[(nodes[-1] if nodes else 0) + 1:] if not line.startswith(_NOT_THE_MESSAGE)]
+        lines = rest or lines
+    return " ".join(lines[0].split())
 
 
 def _unwrap_user_code(text: str) -> tuple[SourceLine | None, str]:

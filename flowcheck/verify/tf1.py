@@ -146,8 +146,7 @@ def verify_in_script_run(
     try:
         before = _read(run, session, state)
     except tf.errors.OpError as exc:  # a variable not initialized yet: the script's run is its own business
-        raise VerificationError(f"reading the variables before the step raised {type(exc).__name__}: "
-                                f"{str(exc.message).strip().splitlines()[0] if exc.message else ''}") from exc
+        raise VerificationError("reading the variables before the step raised") from exc
     grads, targets = _extras(analyses)
     values = script_run([fetches, list(grads.values()), list(targets.values())])
     after = _read(run, session, state)
