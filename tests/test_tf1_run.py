@@ -182,7 +182,7 @@ def test_a_loss_fed_through_a_placeholder_raises_while_the_graph_is_built(tmp_pa
     assert f"step 1: tf1 Optimizer.minimize, raised while the graph was built (tf1 graph), at {script.name}" in \
         done.stdout.replace(str(tmp_path) + "/", "")
     assert f":{line}\n" in done.stdout
-    assert "inputs: none: the call raised while the graph was built, so nothing was run" in done.stdout
+    assert "inputs: none: judged on the graph, nothing was run" in done.stdout
     assert "note: the target loss_value is a placeholder" in done.stdout
     document = json.loads(_flowcheck_run(script, "--json").stdout)
     [step] = document["steps"]
@@ -440,3 +440,48 @@ def test_a_session_error_is_told_by_its_message_not_by_graph_execution_error(tmp
     assert f"not verified: running the step raised InvalidArgumentError: {real}" in done.stdout
     assert f"the script then failed: InvalidArgumentError at {script}:11 " in done.stdout
     assert done.stdout.rstrip().splitlines()[-3].endswith(f": {real}")
+
+
+_N_CRITIC = """\
+import numpy as np
+import tensorflow.compat.v1 as tf
+tf.disable_v2_behavior()
+z = tf.placeholder(tf.float32, [None, 2])
+real = tf.placeholder(tf.float32, [None, 2])
+with tf.variable_scope("generator"):
+    G = tf.matmul(z, tf.get_variable("w", [2, 2]))
+with tf.variable_scope("discriminator"):
+    dw = tf.get_variable("w", [2, 1])
+    d_real = tf.matmul(real, dw)
+    d_fake = tf.matmul(tf.stop_gradient(G), dw)  # CUT
+d_loss = tf.reduce_mean(d_fake) - tf.reduce_mean(d_real)
+g_loss = -tf.reduce_mean(d_fake)
+d_vars = tf.get_collection(tf.GraphKeys.TRAINABLE_VARIABLES, scope="discriminator")
+g_vars = tf.get_collection(tf.GraphKeys.TRAINABLE_VARIABLES, scope="generator")
+d_train = tf.train.RMSPropOptimizer(5e-5).minimize(d_loss, var_list=d_vars)
+g_gv = tf.train.RMSPropOptimizer(5e-5).compute_gradients(g_loss, var_list=g_vars)
+g_train = tf.no_op() if all(g is None for g, _ in g_gv) else tf.group(*[g for g, _ in g_gv if g is not None])
+with tf.Session() as sess:
+    sess.run(tf.global_variables_initializer())
+    for it in range(2):
+        for _ in range(5):  # n_critic
+            sess.run(d_train, {z: np.ones((4, 2)), real: np.ones((4, 2))})
+        sess.run(g_train, {z: np.ones((4, 2))})
+"""
+
+
+def test_a_gradient_call_no_step_of_the_first_round_ran_is_judged_on_the_graph(tmp_path: Path) -> None:
+    """WGAN's critic runs five times before the generator: the run ends first; the generator's call still counts."""
+    script = tmp_path / "wgan.py"
+    script.write_text(_N_CRITIC)
+    done = _flowcheck_run(script, "--json")
+    truth = _tensorflow_none(script, "g_loss", ["g_vars[0]"])
+    assert any(truth) and done.returncode == 1, done.stderr[-2000:]
+    document = json.loads(done.stdout)
+    first, second = document["steps"]
+    assert (first["kind"], second["kind"]) == ("tf1 Session.run", "tf1 graph")
+    [site] = second["report"]["gradient_sites"]
+    assert site["source"]["line"] == _line_of(script, "compute_gradients(g_loss, var_list=g_vars)")
+    assert [s["verdict"] != "receives" for s in site["sources"]] == truth
+    assert [s["tensorflow_none"] for s in site["sources"]] == truth
+    assert {b["source"]["line"] for s in site["sources"] for b in s["barriers"]} == {_line_of(script, "# CUT")}

@@ -98,7 +98,7 @@ def exit_status(result: RunResult, expectations: Sequence[Expectation]) -> int:
 
 
 _INPUTS = {"keras train_step": "its first batch", "tf1 Session.run": "the feed_dict of its first run",
-           "tf1 graph": "none: the call raised while the graph was built, so nothing was run"}
+           "tf1 graph": "none: judged on the graph, nothing was run"}
 
 
 def format_run(result: RunResult, script: str, expectations: Sequence[Expectation], all_sources: bool = False) -> str:

@@ -157,8 +157,18 @@ def run_script(options: RunOptions) -> RunResult:
         if step.first_call is not None:
             step.verification, step.error = step.first_call.verification, step.error or step.first_call.error
             step.report.verification = step.verification  # as Report.verify keeps it: diagrams show it
+    if result.steps:  # gradient calls the script built that no step of its first round ran
+        result.steps += _graph_calls_not_run(result.steps)
     _never_trained_across(result.steps)
     return result
+
+
+def _graph_calls_not_run(steps: Sequence[Step]) -> list[Step]:
+    from flowcheck.run import tf1 as _tf1
+
+    covered = {id(c) for s in steps for c in getattr(s.report, "calls", ())}
+    return [Step("tf1 graph", "gradient calls no Session.run computed", r.gradient_sites[0].source, report=r)
+            for r in _tf1.not_run_reports(covered)]
 
 
 def _global_settings() -> tuple[Any, bool]:

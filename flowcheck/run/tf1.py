@@ -34,14 +34,14 @@ from flowcheck.source.lines import SourceLine, user_frame
 from flowcheck.run.failure import first_line
 from flowcheck.run.tf1_fetches import dependent, dependent_calls, depends_on_gradient_site, fetch_ops
 from flowcheck.trace.sites import GradientSite, SiteSource
-from flowcheck.trace.tf1 import GraphCall, install, made_calls, python_names, recorded_calls, uninstall, user_frames
+from flowcheck.trace.tf1 import GraphCall, graphs_with_calls, install, made_calls, python_names, recorded_calls, uninstall, user_frames
 from flowcheck.trace.traced import TracedVariable
 
 if TYPE_CHECKING:
     from flowcheck.verify.loss import Verification
 
 __all__ = ["SessionReport", "SessionSteps", "analyze_failed_call", "analyze_graph", "analyze_session_run", "dependent_calls", "depends_on_gradient_site",
-           "graph_mode_recording", "install", "made_calls", "uninstall"]
+           "graph_mode_recording", "install", "made_calls", "not_run_reports", "uninstall"]
 
 TARGET_KIND = "tf1 Session.run"
 
@@ -83,6 +83,7 @@ class SessionReport(Report):
         self.after_step: tuple[str, ...] = ()
         self.step_values: dict[str, tuple[Any, Any]] = {}
         self.unrepeatable: tuple[str, ...] = ()  # why the step cannot be run a second time, if it cannot
+        self.calls: tuple[GraphCall, ...] = ()  # the recorded calls judged
         self._run = run
 
     def verify(self, optimizer: Any = None, learning_rate: float | None = None) -> Verification:
@@ -225,6 +226,23 @@ def analyze_failed_call(exc: BaseException) -> SessionReport | None:
     return None
 
 
+def not_run_reports(covered: set[int]) -> list[SessionReport]:
+    """Reports on the recorded gradient calls (ids not in ``covered``) that no analyzed step computed, one per graph.
+
+    TensorFlow answered each when the script built it (a generator's ``compute_gradients`` that
+    gave ``None`` everywhere, guarded by a ``tf.no_op``): judged on the graph, nothing run.
+    """
+    reports = []
+    for graph in graphs_with_calls():
+        calls = [c for c in recorded_calls(graph) if id(c) not in covered and c.grads is not None]
+        if calls:
+            report = _report(graph, calls, None, None)
+            report.notes += ("not verified: no Session.run of the script's first round (which ends when an analyzed "
+                             "step is about to run again) computed these gradients; judged as TensorFlow built them",)
+            reports.append(report)
+    return reports
+
+
 def _verify(report: SessionReport, train_ops: Sequence[Any]) -> None:
     import tensorflow as tf
 
@@ -265,8 +283,9 @@ def _report(
     extra = [s for s in distinct if s.variable is not None and id(s.variable) in {id(v) for v in trainable}]
     never = _never_trained(nxgraph, analyses, extra)
     sites = tuple(_site(a) for a in analyses)
-    return SessionReport(step, nxgraph, results, sites, never, where,
-                         None if run is None else (*run, analyses))
+    report = SessionReport(step, nxgraph, results, sites, never, where, None if run is None else (*run, analyses))
+    report.calls = tuple(calls)
+    return report
 
 
 def _trainable(graph: Any) -> list[Any]:

@@ -17,6 +17,7 @@ import re
 import sys
 import threading
 import traceback
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import FrameType
@@ -24,7 +25,7 @@ from typing import Any
 
 from flowcheck.source.lines import SourceLine, is_library_file, user_frame
 
-__all__ = ["GraphCall", "install", "is_default_name", "made_calls", "python_names", "recorded_calls", "uninstall",
+__all__ = ["GraphCall", "graphs_with_calls", "install", "is_default_name", "made_calls", "python_names", "recorded_calls", "uninstall",
            "user_frames"]
 
 _OPTIMIZER_FILE = "/training/optimizer.py"
@@ -72,6 +73,12 @@ _STATE = threading.local()
 _LOCK = threading.Lock()
 _INSTALLED: list[tuple[Any, str, Any]] = []
 _MADE: list[str] = []  # every call recorded since install, in words (no graph kept alive)
+_GRAPHS: weakref.WeakSet[Any] = weakref.WeakSet()  # the graphs holding calls recorded since install
+
+
+def graphs_with_calls() -> list[Any]:
+    """The graphs still alive that hold calls recorded since :func:`install`."""
+    return list(_GRAPHS)
 
 
 def made_calls() -> list[str]:
@@ -99,6 +106,7 @@ def install() -> Callable[[], None]:
         if _INSTALLED:
             return lambda: None
         _MADE.clear()
+        _GRAPHS.clear()
         v1, v2 = gradients_impl.gradients, gradients_impl.gradients_v2
         # ``import tensorflow.compat.v1 as tf`` makes a new module when that name is not yet in
         # sys.modules (the one ``tf.compat.v1`` held is ``tensorflow._api.v2.compat.v1``) and binds
@@ -200,6 +208,7 @@ def _remember(call: GraphCall) -> None:
             setattr(call.graph, _CALLS_ATTR, calls)
         calls.append(call)
         _MADE.append(f"{call.kind} at {call.source}" if call.source else call.kind)
+        _GRAPHS.add(call.graph)
 
 
 def _kind() -> tuple[str, FrameType | None, bool | None]:
