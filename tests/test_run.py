@@ -284,7 +284,7 @@ def test_script_without_a_training_step(tmp_path: Path, capsys: Any) -> None:
     assert code == 2
     assert out == "hello\n"
     assert err.strip().endswith("ended without a training step (no fit, train_on_batch, tf.function asking "
-                                "for a gradient, Session.run or tape.gradient was called)")
+                                "for a gradient, Session.run of a gradient or train op, or tape.gradient was called)")
 
 
 def test_script_error_is_one_line_at_its_line(tmp_path: Path, capsys: Any) -> None:

@@ -41,6 +41,7 @@ class CallAnalysis:
         sources: One verdict per source, in the call's order.
         errors: Ops with no gradient that TensorFlow raises at (when the call raised LookupError).
         watch: What the call differentiates with respect to, in words.
+        hints: Why no source can get a gradient, when a target says so by itself (a fed placeholder).
     """
 
     call: GraphCall
@@ -48,6 +49,7 @@ class CallAnalysis:
     sources: tuple[SourceVerdict, ...]
     errors: tuple[Barrier, ...]
     watch: str
+    hints: tuple[str, ...] = ()
 
 
 def _site_view(graph: nx.DiGraph, call: GraphCall, sources: Sequence[GraphSource]) -> nx.DiGraph:
@@ -92,11 +94,26 @@ def analyze_calls(
         errors: tuple[Barrier, ...] = ()
         if "inputs" in view.graph and view is not graph:
             errors = one_per_replica(barrier(view, edge, cache) for edge in gradient_errors(view, targets))
+        shown = tuple(call.names.get(id(t)) or display_name(t) for t in call.targets)
         results.append(CallAnalysis(
-            call=call, targets=tuple(call.names.get(id(t)) or display_name(t) for t in call.targets),
-            sources=tuple(judged), errors=errors, watch=_watch(call, site_sources),
+            call=call, targets=shown, sources=tuple(judged), errors=errors, watch=_watch(call, site_sources),
+            hints=_fed_targets(graph, dict(zip(targets, shown))),
         ))
     return tuple(results)
+
+
+_FED = frozenset({"Placeholder", "PlaceholderWithDefault", "PlaceholderV2"})
+
+
+def _fed_targets(graph: nx.DiGraph, targets: dict[str, str]) -> tuple[str, ...]:
+    """A target that is a placeholder is a value fed from outside the graph: no variable is upstream of it."""
+    hints = []
+    for node, shown in targets.items():
+        for op in graph.pred[node]:
+            if graph.nodes[op].get("op_type") in _FED:
+                hints.append(f"the target {shown} is a placeholder: a value fed from outside the "
+                             "graph (a loss computed with NumPy) depends on no variable; compute it with TensorFlow ops")
+    return tuple(hints)
 
 
 def _watch(call: GraphCall, sources: Sequence[GraphSource]) -> str:

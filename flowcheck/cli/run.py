@@ -223,8 +223,13 @@ def _nothing_analyzed(result: Any, script: str, err: TextIO) -> int:
     if result.untrained:
         print(f"flowcheck: error: {script} ended without a training step: " + "; ".join(result.untrained), file=err)
         return 2
+    if result.graph_calls:  # TF1: the train op was built but never run
+        made = "; ".join(result.graph_calls)
+        print(f"flowcheck: error: {script} ended without a training step: it built graph-mode gradients ({made}) "
+              "but no Session.run fetched them or an op that depends on them", file=err)
+        return 2
     print(f"flowcheck: error: {script} ended without a training step (no fit, train_on_batch, tf.function "
-          "asking for a gradient, Session.run or tape.gradient was called)", file=err)
+          "asking for a gradient, Session.run of a gradient or train op, or tape.gradient was called)", file=err)
     return 2
 
 

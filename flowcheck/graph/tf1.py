@@ -22,6 +22,7 @@ import networkx as nx
 from flowcheck._model import BarrierKind
 from flowcheck.graph.build import CARRY_IF_TRAINABLE, _Builder, _calls_function, loss_node, variable_node
 from flowcheck.graph.ops import FUNCTION_OPS, GradientOracle, InputGradient
+from flowcheck.source.lines import display_path, is_library_file
 from flowcheck.trace.tf1 import GraphCall, is_default_name
 
 __all__ = ["GraphSource", "build_graph", "differentiated_tensor", "display_name", "graph_variables", "resolve_sources"]
@@ -123,9 +124,27 @@ def resolve_sources(
             if name in used:  # one Python name bound to two variables (in two functions): TensorFlow's names
                 name = display_name(shown)
             used.add(name)
+            if variable is not None and is_default_name(name):  # Variable_2: say where the script made it
+                name = f"{name} (made at {_made_at(variable)})" if _made_at(variable) else name
             src = GraphSource(user=obj, tensor=tensor, variable=variable, name=name, node=variable_node(len(by_tensor)))
             resolved[id(obj)] = by_tensor[id(tensor)] = src
     return resolved
+
+
+def _made_at(variable: Any) -> str:
+    """The script's line that made ``variable``, and the outermost line that led there (a model function's call)."""
+    try:
+        frames = [f for f in variable.op.traceback if not is_library_file(f.filename) and not f.filename.startswith("<")]
+    except Exception:  # noqa: BLE001 -- no traceback kept: nothing to say
+        return ""
+    if not frames:
+        return ""
+    outer, inner = frames[0], frames[-1]
+    where = f"{display_path(inner.filename)}:{inner.lineno}"
+    if len(frames) > 1:
+        where += f", called from line {outer.lineno}" if outer.filename == inner.filename else \
+            f", called from {display_path(outer.filename)}:{outer.lineno}"
+    return where
 
 
 def display_name(obj: Any, *tables: dict[int, str]) -> str:

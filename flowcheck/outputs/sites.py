@@ -66,6 +66,8 @@ def site_lines(report: Report, barrier: Callable[[Barrier], list[_Line]], all_so
 
 
 _NAMED = 3
+_UNUSED_TAPE = "unused: not in what the tape differentiates"
+_UNUSED_GRAPH = "unused: no path from it to the targets in the graph"  # a TF1 graph has no tape
 
 
 def _site(i: int, site: GradientSite, barrier: Callable[[Barrier], list[_Line]], all_sources: bool) -> list[_Line]:
@@ -79,7 +81,8 @@ def _site(i: int, site: GradientSite, barrier: Callable[[Barrier], list[_Line]],
     out.append([(f"  targets: {', '.join(site.targets)}; {site.watch}", "dim")])
     if site.error:
         out.append([("  raised: ", "bold red"), (site.error, "red")])
-    for verdict, title in ((Verdict.BLOCKED, "blocked: every path is cut"), (Verdict.UNUSED, "unused: not in what the tape differentiates")):
+    unused = _UNUSED_GRAPH if site.kind.startswith("tf1 ") else _UNUSED_TAPE
+    for verdict, title in ((Verdict.BLOCKED, "blocked: every path is cut"), (Verdict.UNUSED, unused)):
         group = [s for s in site.sources if s.verdict is verdict]
         if not group:
             continue

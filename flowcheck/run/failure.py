@@ -12,12 +12,13 @@ import traceback
 
 from flowcheck.source.lines import SourceLine, is_library_file, user_frame
 
-__all__ = ["describe_exception"]
+__all__ = ["describe_exception", "first_line"]
 
 _FUNCTION_NODE = re.compile(r"^\{\{function_node [^}]*\}\}\s*")  # TensorFlow's eager op errors
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Keras's bold and colours
 _KERAS_CALL = re.compile(r"^(\w+(Error|Exception): )?Exception encountered when calling ")  # Keras's layer-call wrapper
 _NODE = re.compile(r"\s*(\[\[\{\{node .*|\[Op:[^\]]*\]\s*)$", re.S)  # the node and function, said again
+_GRAPH_ERROR = "Graph execution error:"  # a kernel failed in a graph (a Session's run, a tf.function's)
 _USER_CODE = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<function>\S+)')
 
 
@@ -27,7 +28,7 @@ def describe_exception(exc: BaseException, script: str | None) -> str:
     where: SourceLine | None = None
     if text.startswith("in user code:"):
         where, text = _unwrap_user_code(text)
-    elif text.startswith("Graph execution error:"):
+    elif text.startswith(_GRAPH_ERROR):
         where, text = _unwrap_graph_error(text)
     if where is None:
         frames = traceback.extract_tb(exc.__traceback__)
@@ -40,6 +41,12 @@ def describe_exception(exc: BaseException, script: str | None) -> str:
     at = f" at {where}" + (f" ({where.code})" if where.code else "") if where else ""
     message = _message(text)
     return f"{type(exc).__name__}{at}" + (f": {message}" if message else "")
+
+
+def first_line(text: str) -> str:
+    """An error's message in one line; under TensorFlow's "Graph execution error:", the kernel's own."""
+    text = text.strip()
+    return _message(_unwrap_graph_error(text)[1] if text.startswith(_GRAPH_ERROR) else text)
 
 
 def _message(text: str) -> str:
@@ -72,7 +79,8 @@ def _unwrap_graph_error(text: str) -> tuple[SourceLine | None, str]:
         elif frames and (line.strip() or message):
             if not line.strip() or line.lstrip().startswith("[[{{node"):
                 break
-            message.append(line)
+            if not line.lstrip().startswith("Node: "):  # a Session's error names the node before its message
+                message.append(line)
     return where, _NODE.sub("", "\n".join(message)) if message else text
 
 

@@ -8,7 +8,7 @@ Four kinds of training step are caught at their first call, with that call's rea
 * a ``tf.function`` whose trace asks for a gradient: the function is traced (into its own cache,
   where the real call finds it), and when a ``tape.gradient`` or ``tf.gradients`` ran inside, the
   call is analyzed before it runs.
-* TF1 ``Session.run`` (the ``tf1`` stage decides whether the fetches depend on a gradient).
+* TF1 ``Session.run`` (the ``tf1`` stage says which gradient calls the fetches compute: the step).
 * an eager ``tape.gradient`` outside any ``tf.function``: TensorFlow's own answer, per source.
 
 A step analyzed once that is about to run again ends the script (:class:`StopScript`), unless
@@ -22,8 +22,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import warnings
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Hashable, Iterator
+from typing import Any, Protocol
 
 from flowcheck.run.batches import first_batch, keras_caller, one_step_function
 from flowcheck.run.failure import describe_exception
@@ -39,8 +39,12 @@ KERAS_WARNING = r"Gradients do not exist for variables"
 
 # (target, args, kwargs, step) -> None: analyzes, verifies, fills step.report / .verification / .first_call / .error
 Analyzer = Callable[[Any, tuple[Any, ...], dict[str, Any], Step], None]
-# (session, fetches, feed_dict) -> report or None, from the tf1 stage
-SessionAnalyzer = Callable[[Any, Any, Any], Any]
+
+
+class SessionAnalyzer(Protocol):
+    """From the tf1 stage: ``key``, the step a ``Session.run`` makes (None: none); a call, its report."""
+    def key(self, session: Any, fetches: Any) -> Hashable | None: ...
+    def __call__(self, session: Any, fetches: Any, feed_dict: Any) -> Any: ...
 
 
 class Interceptor:
@@ -347,7 +351,8 @@ class Interceptor:
                 with self._inside(quiet=False):
                     return function(again())
             elif step.report is not None and step.report.target == "one_step_on_data":
-                _as_keras_step(step.report, model)  # the trace fit itself makes of one step on this batch
+                # the trace fit itself makes of one step on this batch, told as the model's train_step
+                step.report.target, step.report.target_kind = f"{model.name}.train_step", "keras model"
             return self._real_call(step, lambda: function(again()))
 
         train_function._flowcheck_wrapped = True  # type: ignore[attr-defined]
@@ -359,35 +364,34 @@ class Interceptor:
         if self._session_analyzer is None:
             return  # the tf1 stage provides it
         from tensorflow.python.client import session as session_lib
-
         analyzer = self._session_analyzer
 
         def make(original: Any) -> Any:
             def run(session: Any, fetches: Any, feed_dict: Any = None, *args: Any, **kwargs: Any) -> Any:
                 if not self._active():
                     return original(session, fetches, feed_dict, *args, **kwargs)
-                key = ("session", id(session), repr(fetches))
-                if key in self._seen:
+                with self._inside():  # the step is the gradient calls the run computes, whatever else it fetches
+                    key = analyzer.key(session, fetches)
+                    seen = key is not None and key in self._seen
+                    report = None if key is None or seen else analyzer(session, fetches, feed_dict)
+                if seen:
                     self._again()
-                    return original(session, fetches, feed_dict, *args, **kwargs)
-                with self._inside():
-                    report = analyzer(session, fetches, feed_dict)
                 if report is None:
                     return original(session, fetches, feed_dict, *args, **kwargs)
                 self._seen[key] = session
-                self.steps.append(Step("tf1 Session.run", "Session.run", call_site(), report=report,
-                                       verification=getattr(report, "verification", None)))
+                step = Step("tf1 Session.run", "Session.run", call_site(), report=report, verification=report.verification)
+                self.steps.append(step)
                 with self._inside():
-                    return original(session, fetches, feed_dict, *args, **kwargs)
+                    if not getattr(report, "unrepeatable", ()):
+                        return original(session, fetches, feed_dict, *args, **kwargs)
+                    # A step that cannot run twice: the script's own run of it is its verification.
+                    result = report.verify_in_script_run(lambda f: original(session, f, feed_dict, *args, **kwargs), fetches)
+                    step.verification = report.verification
+                    return result
 
             return run
 
         self._patch(session_lib.BaseSession, "run", make)
-
-
-def _as_keras_step(report: Any, model: Any) -> None:
-    """A report on fit's one-step function, told as the model's train_step."""
-    report.target, report.target_kind = f"{model.name}.train_step", "keras model"
 
 
 def _unwrap(model: Any, function: Any) -> None:

@@ -11,7 +11,7 @@ JSON document of ``flowcheck run --json`` / ``-o run.json`` (``run_schema_versio
       "stopped": bool (flowcheck ended the script after its first round),
       "script_error": str | null (the script raised outside an analyzed step),
       "steps": [{
-          "kind": "keras train_step" | "tf.function" | "tf1 Session.run" | "eager tape.gradient",
+          "kind": "keras train_step" | "tf.function" | "tf1 Session.run" | "tf1 graph" | "eager tape.gradient",
           "name": str, "call": {"file", "line", "function", "code"} | null,
           "report": the report of ``flowcheck analyze --json`` (its schema) | null,
           "site": an eager step's gradient site, as in the report's "gradient_sites" (its verdicts
@@ -103,7 +103,8 @@ def exit_status(result: RunResult, expectations: Sequence[Expectation]) -> int:
     return 1 if failed or result.error is not None else 0
 
 
-_INPUTS = {"keras train_step": "its first batch", "tf1 Session.run": "the feed_dict of its first run"}
+_INPUTS = {"keras train_step": "its first batch", "tf1 Session.run": "the feed_dict of its first run",
+           "tf1 graph": "none: judged on the graph, nothing was run"}
 
 
 def format_run(result: RunResult, script: str, expectations: Sequence[Expectation], all_sources: bool = False) -> str:
@@ -114,7 +115,7 @@ def format_run(result: RunResult, script: str, expectations: Sequence[Expectatio
     out = [f"flowcheck run {script}: {n} training step{'s' if n != 1 else ''} analyzed at {'their' if n != 1 else 'its'} first call"]
     for i, step in enumerate(result.steps, 1):
         out.append("")
-        call = f", first called at {step.call}" if step.call else ""
+        call = f", {'at' if step.kind == 'tf1 graph' else 'first called at'} {step.call}" if step.call else ""
         out.append(f"step {i}: {step.name} ({step.kind}){call}")
         if step.error is not None and step.report is None:
             out.append(f"  could not analyze it: {step.error}")

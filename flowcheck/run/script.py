@@ -73,6 +73,7 @@ class RunResult:
         error: The script raised (outside an analyzed step): one line with its file:line.
         stopped: flowcheck ended the script after its first round.
         untrained: Keras ``fit`` / ``train_on_batch`` calls of the round that train nothing (one line each).
+        graph_calls: The TF1 graph-mode gradient calls the script made (``"kind at file:line"``).
     """
 
     steps: list[Step] = field(default_factory=list)
@@ -80,6 +81,7 @@ class RunResult:
     error: str | None = None
     stopped: bool = False
     untrained: list[str] = field(default_factory=list)
+    graph_calls: list[str] = field(default_factory=list)
 
 
 @contextlib.contextmanager
@@ -125,7 +127,7 @@ def run_script(options: RunOptions) -> RunResult:
     """
     full = check_file(options.script)  # the same checks as analyze
     import_tensorflow(options.verbose)
-    from flowcheck.run.tf1 import graph_mode_recording  # TF1 gradient calls, recorded as the graph is built
+    from flowcheck.run.tf1 import graph_mode_recording, made_calls  # TF1 gradient calls, recorded as the graph is built
 
     result = RunResult()
     interceptor = Interceptor(_analyzer(options), options.keep_going, _session_analyzer(options))
@@ -152,13 +154,23 @@ def run_script(options: RunOptions) -> RunResult:
         sys.argv[:] = saved_argv
         sys.path[:] = saved_path
         _restore_global_settings(saved_globals)  # the script may have been ended before it undid them
-        result.steps, result.untrained = interceptor.steps, interceptor.untrained
+        result.steps, result.untrained, result.graph_calls = interceptor.steps, interceptor.untrained, made_calls()
     for step in result.steps:  # verified by the script's first call of the step, or not (it never came)
         if step.first_call is not None:
             step.verification, step.error = step.first_call.verification, step.error or step.first_call.error
             step.report.verification = step.verification  # as Report.verify keeps it: diagrams show it
+    if result.steps:  # gradient calls the script built that no step of its first round ran
+        result.steps += _graph_calls_not_run(result.steps)
     _never_trained_across(result.steps)
     return result
+
+
+def _graph_calls_not_run(steps: Sequence[Step]) -> list[Step]:
+    from flowcheck.run import tf1 as _tf1
+
+    covered = {id(c) for s in steps for c in getattr(s.report, "calls", ())}
+    return [Step("tf1 graph", "gradient calls no Session.run computed", r.gradient_sites[0].source, report=r)
+            for r in _tf1.not_run_reports(covered)]
 
 
 def _global_settings() -> tuple[Any, bool]:
@@ -238,16 +250,13 @@ def graph_mode_failure(exc: BaseException) -> Step | None:
     if report is None:
         return None
     site = report.gradient_sites[0]
-    return Step("tf1 Session.run", f"{site.kind} (raised while the graph was built)", site.source, report=report)
+    return Step("tf1 graph", f"{site.kind}, raised while the graph was built", site.source, report=report)
 
 
 def _session_analyzer(options: RunOptions) -> Any:
     from flowcheck.run import tf1 as _tf1
 
-    def analyze_session_run(session: Any, fetches: Any, feed_dict: Any) -> Any:
-        return _tf1.analyze_session_run(session, fetches, feed_dict, verify=options.verify)
-
-    return analyze_session_run
+    return _tf1.SessionSteps(verify=options.verify)
 
 
 def variable_owners(target: Any, args: Sequence[Any]) -> dict[int, tuple[str, ...]]:

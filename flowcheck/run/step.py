@@ -34,7 +34,8 @@ class Step:
     """One analyzed training step of the script.
 
     Attributes:
-        kind: ``"keras train_step"``, ``"tf.function"``, ``"tf1 Session.run"`` or ``"eager tape.gradient"``.
+        kind: ``"keras train_step"``, ``"tf.function"``, ``"tf1 Session.run"``, ``"tf1 graph"`` (a TF1
+            gradient call that raised while the graph was built) or ``"eager tape.gradient"``.
         name: The step's name (the function's, or the model's and how it was called).
         call: The script's line that called it first.
         report: flowcheck's report on the step (None for an eager site or when analysis failed).

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import re
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
@@ -24,28 +24,26 @@ from typing import TYPE_CHECKING, Any, Final
 import networkx as nx
 
 from flowcheck._model import Verdict
-
 from flowcheck._report import Report, VariableResult
 from flowcheck.analysis.tf1 import CallAnalysis, analyze_calls
 from flowcheck.analysis.verdicts import verdicts
-from flowcheck.graph.ops import GradientOracle, save_kept
-from flowcheck.source.lines import SourceLine, user_frame
-from flowcheck.trace.sites import GradientSite, SiteSource
-from flowcheck.graph.tf1 import (
-    GraphSource, build_graph, graph_variables, resolve_sources,
-)
 from flowcheck.errors import VerificationError
-from flowcheck.trace.tf1 import GraphCall, install, python_names, recorded_calls, uninstall, user_frames
+from flowcheck.graph.ops import GradientOracle, save_kept
+from flowcheck.graph.tf1 import GraphSource, build_graph, graph_variables, resolve_sources
+from flowcheck.source.lines import SourceLine, user_frame
+from flowcheck.run.failure import first_line
+from flowcheck.run.tf1_fetches import dependent, dependent_calls, depends_on_gradient_site, fetch_ops
+from flowcheck.trace.sites import GradientSite, SiteSource
+from flowcheck.trace.tf1 import GraphCall, graphs_with_calls, install, made_calls, python_names, recorded_calls, uninstall, user_frames
 from flowcheck.trace.traced import TracedVariable
 
 if TYPE_CHECKING:
     from flowcheck.verify.loss import Verification
 
-__all__ = ["SessionReport", "analyze_failed_call", "analyze_graph", "analyze_session_run", "dependent_calls", "depends_on_gradient_site",
-           "graph_mode_recording", "install", "uninstall"]
+__all__ = ["SessionReport", "SessionSteps", "analyze_failed_call", "analyze_graph", "analyze_session_run", "dependent_calls", "depends_on_gradient_site",
+           "graph_mode_recording", "install", "made_calls", "not_run_reports", "uninstall"]
 
 TARGET_KIND = "tf1 Session.run"
-_FREE_ATTR = "_flowcheck_gradient_free_ops"  # kept on the graph, whose ops the ids name
 
 
 @dataclass
@@ -84,6 +82,8 @@ class SessionReport(Report):
         self.target = f"Session.run at {where}" if where else "Session.run" if run else "the graph's gradient calls"
         self.after_step: tuple[str, ...] = ()
         self.step_values: dict[str, tuple[Any, Any]] = {}
+        self.unrepeatable: tuple[str, ...] = ()  # why the step cannot be run a second time, if it cannot
+        self.calls: tuple[GraphCall, ...] = ()  # the recorded calls judged
         self._run = run
 
     def verify(self, optimizer: Any = None, learning_rate: float | None = None) -> Verification:
@@ -103,6 +103,29 @@ class SessionReport(Report):
         self.verification, self.after_step, self.step_values = verify_session_step(_run, session, ops, feed_dict, analyses)
         return self.verification
 
+    def verify_in_script_run(self, script_run: Callable[[Any], Any], fetches: Any) -> Any:
+        """Verify a step that cannot run twice by the script's own run of ``fetches``; returns what it returns.
+
+        ``script_run`` makes the script's ``Session.run`` call with other fetches (feeds and options kept).
+        """
+        if self._run is None:
+            raise VerificationError("no Session.run to verify: the graph's gradient calls were judged without a session")
+        from flowcheck.verify.tf1 import verify_in_script_run
+
+        session, _ops, _feed_dict, analyses = self._run
+        try:
+            result, outcome = verify_in_script_run(_run, session, script_run, fetches, analyses)
+        except VerificationError as exc:
+            cause = exc.__cause__
+            why = f" {type(cause).__name__}: {first_line(str(getattr(cause, 'message', None) or cause))}" if cause else ""
+            self.notes += (f"not verified: {exc}{why}",)
+            return script_run(fetches)
+        self.verification, self.after_step, self.step_values = outcome
+        kept = tuple(n for n in self.notes if not n.startswith("not verified: "))
+        self.notes = kept + (f"verified by the script's own run of the step, not a second one: {'; '.join(self.unrepeatable)}",
+                             *self.after_step)
+        return result
+
 
 @contextlib.contextmanager
 def graph_mode_recording() -> Iterator[None]:
@@ -119,14 +142,22 @@ def _run(session: Any, fetches: Any, feed_dict: Any) -> Any:
     return session.run(fetches, feed_dict)
 
 
-def depends_on_gradient_site(session: Any, fetches: Any) -> bool:
-    """Whether running ``fetches`` in ``session`` computes a recorded gradient call's gradients."""
-    return bool(dependent_calls(session, fetches))
+class SessionSteps:
+    """``flowcheck run``'s questions about a ``Session.run``: which training step it makes, and its report."""
 
+    def __init__(self, verify: bool) -> None:
+        self.verify = verify
 
-def dependent_calls(session: Any, fetches: Any) -> list[GraphCall]:
-    """The recorded gradient calls whose gradients running ``fetches`` computes, in the order made."""
-    return _dependent(session.graph, _fetch_ops(session.graph, fetches))[0]
+    def key(self, session: Any, fetches: Any) -> tuple[Any, ...] | None:
+        """The step: the session and the gradient calls the run computes (None: it computes none).
+
+        A run that fetches a summary or the loss beside the same train op is the same step.
+        """
+        calls = dependent_calls(session, fetches)
+        return ("tf1 session", id(session), *sorted(id(c) for c in calls)) if calls else None
+
+    def __call__(self, session: Any, fetches: Any, feed_dict: Any) -> SessionReport | None:
+        return analyze_session_run(session, fetches, feed_dict, verify=self.verify)
 
 
 def analyze_session_run(session: Any, fetches: Any, feed_dict: Any = None, *, verify: bool = True) -> SessionReport | None:
@@ -142,7 +173,7 @@ def analyze_session_run(session: Any, fetches: Any, feed_dict: Any = None, *, ve
         The report, or None when the fetches depend on no recorded gradient call.
     """
     graph = session.graph
-    calls, train_ops = _dependent(graph, _fetch_ops(graph, fetches))
+    calls, train_ops = dependent(graph, fetch_ops(graph, fetches))
     if not calls:
         return None
     where, _ = user_frame(traceback.extract_stack())
@@ -195,6 +226,23 @@ def analyze_failed_call(exc: BaseException) -> SessionReport | None:
     return None
 
 
+def not_run_reports(covered: set[int]) -> list[SessionReport]:
+    """Reports on the recorded gradient calls (ids not in ``covered``) that no analyzed step computed, one per graph.
+
+    TensorFlow answered each when the script built it (a generator's ``compute_gradients`` that
+    gave ``None`` everywhere, guarded by a ``tf.no_op``): judged on the graph, nothing run.
+    """
+    reports = []
+    for graph in graphs_with_calls():
+        calls = [c for c in recorded_calls(graph) if id(c) not in covered and c.grads is not None]
+        if calls:
+            report = _report(graph, calls, None, None)
+            report.notes += ("not verified: no Session.run of the script's first round (which ends when an analyzed "
+                             "step is about to run again) computed these gradients; judged as TensorFlow built them",)
+            reports.append(report)
+    return reports
+
+
 def _verify(report: SessionReport, train_ops: Sequence[Any]) -> None:
     import tensorflow as tf
 
@@ -202,76 +250,17 @@ def _verify(report: SessionReport, train_ops: Sequence[Any]) -> None:
 
     graph = train_ops[0].graph
     reasons = unrepeatable_ops(train_ops, graph_variables(graph) + [r.variable for r in report.variables])
-    if reasons:
+    if reasons:  # ``flowcheck run`` verifies it with the script's own run (verify_in_script_run)
+        report.unrepeatable = tuple(reasons)
         report.notes += (f"not verified: {'; '.join(reasons)}; running it once more would change what the script sees next",)
         return
     try:
         report.verify()
     except (tf.errors.OpError, ValueError, TypeError) as exc:  # the script's own run fails the same way
-        text = str(getattr(exc, "message", None) or exc).strip()
-        first = text.splitlines()[0] if text else ""
+        first = first_line(str(getattr(exc, "message", None) or exc))
         report.notes += (f"not verified: running the step raised {type(exc).__name__}: {first}",)
         return
     report.notes += report.after_step
-
-
-def _fetch_ops(graph: Any, fetches: Any) -> list[Any]:
-    import tensorflow as tf
-
-    found = []
-    for element in tf.nest.flatten(fetches):
-        try:
-            item = graph.as_graph_element(element, allow_tensor=True, allow_operation=True)
-        except (TypeError, ValueError, KeyError):
-            continue
-        found.append(item if isinstance(item, tf.Operation) else item.op)
-    return found
-
-
-def _dependent(graph: Any, fetch_ops: Sequence[Any]) -> tuple[list[GraphCall], list[Any]]:
-    """The recorded calls whose gradients the fetches compute, and the fetched ops that do."""
-    calls = [c for c in recorded_calls(graph) if c.grads is not None]
-    grad_ops = {id(_op(g)): c for c in calls for g in c.grads or () if g is not None}
-    if not grad_ops:
-        return [], []
-    # An op never comes to depend on gradients built after it: a fetch found free of them stays so,
-    # and an evaluation run repeated every step is not walked again.
-    free: set[int] | None = getattr(graph, _FREE_ATTR, None)
-    if free is None:
-        free = set()
-        setattr(graph, _FREE_ATTR, free)
-    hit: dict[int, GraphCall] = {}
-    train_ops = []
-    for op in fetch_ops:
-        if id(op) in free:
-            continue
-        reached = _reached(op, grad_ops)
-        if reached:
-            train_ops.append(op)
-            hit.update((id(c), c) for c in reached)
-        else:
-            free.add(id(op))
-    return [c for c in calls if id(c) in hit], train_ops
-
-
-def _op(grad: Any) -> Any:
-    return grad.op if hasattr(grad, "op") else grad.values.op
-
-
-def _reached(start: Any, targets: dict[int, GraphCall]) -> list[GraphCall]:
-    seen: set[int] = set()
-    found: dict[int, GraphCall] = {}
-    stack = [start]
-    while stack:
-        op = stack.pop()
-        if id(op) in seen:
-            continue
-        seen.add(id(op))
-        if id(op) in targets:
-            found[id(targets[id(op)])] = targets[id(op)]
-        stack.extend(t.op for t in op.inputs)
-        stack.extend(op.control_inputs)
-    return list(found.values())
 
 
 def _report(
@@ -294,8 +283,9 @@ def _report(
     extra = [s for s in distinct if s.variable is not None and id(s.variable) in {id(v) for v in trainable}]
     never = _never_trained(nxgraph, analyses, extra)
     sites = tuple(_site(a) for a in analyses)
-    return SessionReport(step, nxgraph, results, sites, never, where,
-                         None if run is None else (*run, analyses))
+    report = SessionReport(step, nxgraph, results, sites, never, where, None if run is None else (*run, analyses))
+    report.calls = tuple(calls)
+    return report
 
 
 def _trainable(graph: Any) -> list[Any]:
@@ -378,4 +368,4 @@ def _site(a: CallAnalysis) -> GradientSite:
             trainable=judged.source.trainable,
         ))
     return GradientSite(kind=a.call.kind, source=a.call.source, targets=a.targets, sources=tuple(sources),
-                        watch=a.watch, error=a.call.error, notes=tuple(f"{e}" for e in a.errors))
+                        watch=a.watch, error=a.call.error, notes=(*a.hints, *(f"{e}" for e in a.errors)))

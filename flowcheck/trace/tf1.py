@@ -17,6 +17,7 @@ import re
 import sys
 import threading
 import traceback
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import FrameType
@@ -24,7 +25,8 @@ from typing import Any
 
 from flowcheck.source.lines import SourceLine, is_library_file, user_frame
 
-__all__ = ["GraphCall", "install", "is_default_name", "python_names", "recorded_calls", "uninstall", "user_frames"]
+__all__ = ["GraphCall", "graphs_with_calls", "install", "is_default_name", "made_calls", "python_names", "recorded_calls", "uninstall",
+           "user_frames"]
 
 _OPTIMIZER_FILE = "/training/optimizer.py"
 
@@ -70,6 +72,18 @@ _CALLS_ATTR = "_flowcheck_gradient_calls"
 _STATE = threading.local()
 _LOCK = threading.Lock()
 _INSTALLED: list[tuple[Any, str, Any]] = []
+_MADE: list[str] = []  # every call recorded since install, in words (no graph kept alive)
+_GRAPHS: weakref.WeakSet[Any] = weakref.WeakSet()  # the graphs holding calls recorded since install
+
+
+def graphs_with_calls() -> list[Any]:
+    """The graphs still alive that hold calls recorded since :func:`install`."""
+    return list(_GRAPHS)
+
+
+def made_calls() -> list[str]:
+    """Every call recorded since :func:`install`, as ``"kind at file:line"``, in the order made."""
+    return list(_MADE)
 
 
 def recorded_calls(graph: Any) -> list[GraphCall]:
@@ -82,6 +96,8 @@ def install() -> Callable[[], None]:
 
     Installing twice is harmless (the second call wraps nothing and returns a no-op).
     """
+    import importlib
+
     import tensorflow as tf
     from tensorflow.python.ops import gradients as gradients_module
     from tensorflow.python.ops import gradients_impl
@@ -89,8 +105,14 @@ def install() -> Callable[[], None]:
     with _LOCK:
         if _INSTALLED:
             return lambda: None
+        _MADE.clear()
+        _GRAPHS.clear()
         v1, v2 = gradients_impl.gradients, gradients_impl.gradients_v2
-        modules = [gradients_module, tf, tf.compat.v1, tf.compat.v2]
+        # ``import tensorflow.compat.v1 as tf`` makes a new module when that name is not yet in
+        # sys.modules (the one ``tf.compat.v1`` held is ``tensorflow._api.v2.compat.v1``) and binds
+        # the unwrapped function again: import it under the user's name first, then wrap.
+        compat = [importlib.import_module(f"tensorflow.compat.{v}") for v in ("v1", "v2")]
+        modules = [gradients_module, tf, tf.compat.v1, tf.compat.v2, *compat]
         modules += [m for name, m in list(sys.modules.items()) if name.startswith("tensorflow._api.")]
         seen: set[int] = set()
         for module in modules:
@@ -185,6 +207,8 @@ def _remember(call: GraphCall) -> None:
             calls = []
             setattr(call.graph, _CALLS_ATTR, calls)
         calls.append(call)
+        _MADE.append(f"{call.kind} at {call.source}" if call.source else call.kind)
+        _GRAPHS.add(call.graph)
 
 
 def _kind() -> tuple[str, FrameType | None, bool | None]:

@@ -1,12 +1,14 @@
 """TensorFlow 1 graph mode, stage 5: the user's own train op, run once in the user's session, then undone.
 
 The fetched ops that depend on a gradient call are run once with the script's ``feed_dict``,
-fetching the gradients TensorFlow built at the call too. Before, every variable of the graph is
-read (model variables, optimizer slots, ``beta1_power``, ``global_step``: all live in the graph's
-collections); afterwards each one whose value changed is written back, bit for bit, through its
+fetching the gradients TensorFlow built at the call too. Before, every variable of the graph's
+collections that the train op can reach is read (model variables, optimizer slots, ``beta1_power``,
+``global_step``; not a ``tf.metrics`` total the step never touches, which may not even be
+initialized yet); afterwards each one whose value changed is written back, bit for bit, through its
 own initializer fed with the saved value (``Variable.load`` does the same): no op is added to the
 user's graph. A step that reads an input pipeline (a queue, a ``tf.data`` iterator) or draws
-random numbers cannot be undone that way; such a step is not run, and the report says why.
+random numbers (dropout) or calls Python (``tf.py_func``) cannot be undone that way: it is verified by the script's own run of it
+instead (:func:`verify_in_script_run`), which fetches the gradients beside the script's fetches.
 """
 
 from __future__ import annotations
@@ -18,17 +20,23 @@ from typing import Any
 import numpy as np
 
 from flowcheck.analysis.tf1 import CallAnalysis
+from flowcheck.errors import VerificationError
 from flowcheck.graph.tf1 import differentiated_tensor, graph_variables
 from flowcheck.source.op import op_source
 from flowcheck.verify.loss import GradientState, Verification, VariableCheck
 
-__all__ = ["StepRun", "unrepeatable_ops", "verify_session_step"]
+__all__ = ["StepRun", "unrepeatable_ops", "verify_in_script_run", "verify_session_step"]
 
 Run = Callable[..., Any]  # BaseSession.run, unwrapped: (session, fetches, feed_dict) -> values
 
 # Ops whose effect a second run cannot take back: they consume input or advance a generator.
 _CONSUMING = ("IteratorGetNext", "QueueDequeue", "ReaderRead", "Iterator")
-_RANDOM = ("Random", "Multinomial", "TruncatedNormal")
+_RANDOM = ("Random", "Multinomial", "TruncatedNormal", "CandidateSampler")
+_PYTHON = frozenset({"PyFunc", "EagerPyFunc"})  # tf.py_func / tf.numpy_function: the user's Python, effects unknown
+# Stateful ops whose effect is on variables (restored) or lasts one run (stacks, tensor arrays, asserts).
+_UNDONE = ("Var", "ReadVariableOp", "Assign", "ResourceApply", "ResourceSparseApply", "ResourceScatter",
+           "ResourceGather", "ResourceStridedSliceAssign", "Stack", "TensorArray", "Assert", "LookupTableFind",
+           "LookupTableSize", "IsVariableInitialized", "DestroyResourceOp")
 
 
 _VARIABLE_OPS = frozenset({"VariableV2", "Variable", "VarHandleOp"})
@@ -48,7 +56,9 @@ def unrepeatable_ops(ops: Sequence[Any], variables: Sequence[Any]) -> list[str]:
     reasons = []
     for op in closure:
         kind = "reads the input pipeline" if op.type.startswith(_CONSUMING) else (
-            "draws random numbers" if any(r in op.type for r in _RANDOM) and not op.type.startswith("Stateless") else ""
+            "draws random numbers" if any(r in op.type for r in _RANDOM) and not op.type.startswith("Stateless") else
+            "calls Python code (tf.py_func, tf.numpy_function)" if op.type in _PYTHON else
+            "runs a stateful op whose effect flowcheck can neither tell nor undo" if _stateful(op) and not op.type.startswith(_UNDONE) else ""
         )
         if op.type in _VARIABLE_OPS and id(op.outputs[0]) in written and id(op.outputs[0]) not in restorable:
             kind = "writes a variable in no collection, which flowcheck cannot restore"
@@ -56,6 +66,11 @@ def unrepeatable_ops(ops: Sequence[Any], variables: Sequence[Any]) -> list[str]:
             line, _ = op_source(op)
             reasons.append(f"the step {kind} ({op.type} {op.name!r}{f' at {line}' if line else ''})")
     return reasons[:3]
+
+
+def _stateful(op: Any) -> bool:
+    op_def = op.op_def
+    return bool(op_def is not None and op_def.is_stateful)
 
 
 def _closure(ops: Sequence[Any]) -> list[Any]:
@@ -80,42 +95,107 @@ class StepRun:
         self.loss = loss
 
 
+Outcome = tuple[Verification, tuple[str, ...], dict[str, tuple[Any, Any]]]
+
+
 def verify_session_step(
     run: Run, session: Any, train_ops: Sequence[Any], feed_dict: Any, analyses: Sequence[CallAnalysis],
-) -> tuple[Verification, tuple[str, ...], dict[str, tuple[Any, Any]]]:
+) -> Outcome:
     """Run ``train_ops`` once with ``feed_dict``, compare with the verdicts, restore every variable.
 
     Returns:
         The verification, one line per source variable saying what the step did to it, and each
         source variable's value before and after the step, by name.
     """
-    state = graph_variables(session.graph)
-    known = {id(v) for v in state}
-    for a in analyses:  # a variable made with collections=[] is in no collection: its own source
-        for j in a.sources:
-            if j.source.variable is not None and id(j.source.variable) not in known:
-                known.add(id(j.source.variable))
-                state.append(j.source.variable)
+    state = _state_variables(analyses, session.graph, train_ops)
     before = _read(run, session, state)
-    grads = {id(g): g for a in analyses for g in (a.call.grads or ()) if g is not None}
-    targets = {id(t): t for a in analyses for t in a.call.targets}
+    grads, targets = _extras(analyses)
     after: dict[int, Any] | None = None
     try:
         values = run(session, [list(train_ops), list(grads.values()), list(targets.values())], feed_dict)
         after = _read(run, session, state)
     finally:
         problems = _restore(run, session, state, before, after)
-    loss = float(sum(np.sum(np.asarray(v, dtype=np.float64)) for v in values[2]))
-    step = StepRun(before, after, dict(zip(grads, values[1])), loss)
+    return _outcome(analyses, StepRun(before, after, dict(zip(grads, values[1])), _loss(values[2])), problems, True)
+
+
+def verify_in_script_run(
+    run: Run, session: Any, script_run: Callable[[Any], Any], fetches: Any, analyses: Sequence[CallAnalysis],
+) -> tuple[Any, Outcome]:
+    """The script's own ``Session.run(fetches)``, made once, fetching the gradients and targets beside.
+
+    For a step that cannot be run twice (it reads an input pipeline or draws random numbers): the
+    session runs the script's fetches and flowcheck's in one run, so the step happens exactly once,
+    as without flowcheck; the variables are only read before and after, and training keeps the update.
+
+    Args:
+        run: ``Session.run`` for flowcheck's own reads.
+        script_run: Runs the script's call with other fetches (its feeds and options kept).
+        fetches: The script's fetches, as it passed them.
+
+    Returns:
+        What ``Session.run(fetches)`` returns to the script, and the outcome as
+        :func:`verify_session_step` gives it.
+
+    Raises:
+        VerificationError: the variables could not be read before the step (nothing was run then).
+    """
+    import tensorflow as tf
+
+    state = _state_variables(analyses)  # only read: nothing to restore
+    try:
+        before = _read(run, session, state)
+    except tf.errors.OpError as exc:  # a variable not initialized yet: the script's run is its own business
+        raise VerificationError("reading the variables before the step raised") from exc
+    grads, targets = _extras(analyses)
+    values = script_run([fetches, list(grads.values()), list(targets.values())])
+    after = _read(run, session, state)
+    step = StepRun(before, after, dict(zip(grads, values[1])), _loss(values[2]))
+    return values[0], _outcome(analyses, step, [], False)
+
+
+def _state_variables(analyses: Sequence[CallAnalysis], graph: Any = None, ops: Sequence[Any] = ()) -> list[Any]:
+    """The sources' variables, and with ``ops``, every variable of ``graph`` that running them can read or write.
+
+    A variable outside the ops' closure cannot change (and may not even be initialized yet: a
+    ``tf.metrics`` total before ``local_variables_initializer``).
+    """
+    state: list[Any] = []
+    if ops:
+        reached = {id(op) for op in _closure(ops)}
+        state = [v for v in graph_variables(graph) if id(differentiated_tensor(v).op) in reached]
+    known = {id(v) for v in state}
+    for a in analyses:  # a variable made with collections=[] is in no collection: its own source
+        for j in a.sources:
+            if j.source.variable is not None and id(j.source.variable) not in known:
+                known.add(id(j.source.variable))
+                state.append(j.source.variable)
+    return state
+
+
+def _extras(analyses: Sequence[CallAnalysis]) -> tuple[dict[int, Any], dict[int, Any]]:
+    """The gradients the calls returned and their targets, each once (the fetches flowcheck adds)."""
+    grads = {id(g): g for a in analyses for g in (a.call.grads or ()) if g is not None}
+    targets = {id(t): t for a in analyses for t in a.call.targets}
+    return grads, targets
+
+
+def _loss(values: Sequence[Any]) -> float:
+    return float(sum(np.sum(np.asarray(v, dtype=np.float64)) for v in values))
+
+
+def _outcome(analyses: Sequence[CallAnalysis], step: StepRun, problems: list[str], restored: bool) -> Outcome:
     checks, lines = _checks(analyses, step)
     values = {
-        j.source.name: (before[id(j.source.variable)], after[id(j.source.variable)])
-        for a in analyses for j in a.sources if j.source.variable is not None and id(j.source.variable) in before
+        j.source.name: (step.before[id(j.source.variable)], step.after[id(j.source.variable)])
+        for a in analyses for j in a.sources if j.source.variable is not None and id(j.source.variable) in step.before
     }
     optimizers = sorted({a.call.optimizer for a in analyses if a.call.optimizer})
     name = f"the script's own {', '.join(optimizers)}" if optimizers else "the script's own train op"
     agrees = all(c.agrees for c in checks) and not problems
-    return Verification(agrees, f"{name}, in its session", step.loss, tuple(checks), tuple(problems)), lines, values
+    verification = Verification(agrees, f"{name}, in its session", step.loss, tuple(checks), tuple(problems),
+                                restored=restored)
+    return verification, lines, values
 
 
 def _read(run: Run, session: Any, variables: Sequence[Any]) -> dict[int, Any]:
