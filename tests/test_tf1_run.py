@@ -419,7 +419,9 @@ def test_an_uninitialized_variable_the_step_never_touches_does_not_stop_the_veri
 
 
 def test_a_session_error_is_told_by_its_message_not_by_graph_execution_error(tmp_path: Path) -> None:
-    """``Session.run`` errors start "Graph execution error:" and the op's stack; the message comes after."""
+    """``Session.run`` errors start "Graph execution error:" and the op's stack; the message comes after.
+
+    The line is the failing op's, as for any kernel error of a step (tests/test_run_keras.py)."""
     script = tmp_path / "missing_feed.py"
     script.write_text(
         "import numpy as np\n"
@@ -438,7 +440,8 @@ def test_a_session_error_is_told_by_its_message_not_by_graph_execution_error(tmp
     [real] = [line for line in plain.stderr.splitlines() if line.startswith("You must feed a value")]
     done = _flowcheck_run(script)
     assert f"not verified: running the step raised InvalidArgumentError: {real}" in done.stdout
-    assert f"the script then failed: InvalidArgumentError at {script}:11 " in done.stdout
+    # The failing op's own line (where the unfed placeholder was made), as a tf.function step's kernel error is told.
+    assert f"the script then failed: InvalidArgumentError at {script}:5 (y = tf.placeholder(" in done.stdout
     assert done.stdout.rstrip().splitlines()[-3].endswith(f": {real}")
 
 
