@@ -67,10 +67,15 @@ def optimizers_of(fn: Any, args: Sequence[Any] = ()) -> list[Any]:
         if isinstance(value, keras.Model):
             add(getattr(value, "optimizer", None))
 
+    scanned: set[int] = set()
     for value in _reachable(fn, args):
         add(value)
         owners = value._flatten_layers() if isinstance(value, keras.Layer) else [value]  # noqa: SLF001
         for owner in owners:
+            # Keras's own layers (a Dense, a BatchNormalization) keep no optimizer: only the user's are read.
+            if id(owner) in scanned or (owner is not value and type(owner).__module__.startswith("keras.")):
+                continue
+            scanned.add(id(owner))
             for attr in _attributes(owner):
                 add(attr)
     return found
