@@ -58,6 +58,16 @@ def _one_site(document: dict[str, Any]) -> dict[str, Any]:
     [site] = step["report"]["gradient_sites"]
     return dict(site)
 
+def _judged(script: Path, target: str, sources: list[str]) -> tuple[dict[str, Any], list[bool]]:
+    """``flowcheck run --json`` on ``script`` (its document), its exit code and its one site's verdicts held to
+    TensorFlow's own answer (per source: does it get None)."""
+    done = _flowcheck_run(script, "--json")
+    truth = _tensorflow_none(script, target, sources)
+    assert done.returncode == (1 if any(truth) else 0), done.stderr[-2000:]
+    document: dict[str, Any] = json.loads(done.stdout)
+    assert [s["verdict"] != "receives" for s in _one_site(document)["sources"]] == truth
+    return document, truth
+
 
 _DIRECT_GRADIENTS = """\
 import numpy as np
@@ -127,12 +137,7 @@ def test_a_step_that_reads_a_dataset_and_draws_dropout_is_verified_by_the_script
     """Such a step cannot be run a second time; its own run fetches the gradients beside the script's fetches."""
     script = tmp_path / "dropout_dataset.py"
     script.write_text(_UNREPEATABLE)
-    done = _flowcheck_run(script, "--json")
-    truth = _tensorflow_none(script, "loss", ["w", "v", "frozen"])
-    assert done.returncode == (1 if any(truth) else 0), done.stderr[-2000:]
-    document = json.loads(done.stdout)
-    site = _one_site(document)
-    assert [s["verdict"] != "receives" for s in site["sources"]] == truth
+    document, truth = _judged(script, "loss", ["w", "v", "frozen"])
     verification = document["steps"][0]["report"]["verification"]
     assert verification is not None and verification["agrees"], document["steps"][0]["report"]["notes"]
     assert verification["restored"] is False  # the script's own run: nothing to restore
@@ -278,12 +283,7 @@ def test_a_step_that_calls_python_is_run_once_per_run_as_without_flowcheck(tmp_p
     """``tf.py_func`` may change the script's Python state: the step is verified by its own run, not rerun."""
     script = tmp_path / "py_func_step.py"
     script.write_text(_PY_FUNC)
-    done = _flowcheck_run(script, "--json")
-    truth = _tensorflow_none(script, "loss", ["w", "q"])
-    assert done.returncode == (1 if any(truth) else 0), done.stderr[-2000:]
-    document = json.loads(done.stdout)
-    site = _one_site(document)
-    assert [s["verdict"] != "receives" for s in site["sources"]] == truth
+    document, _ = _judged(script, "loss", ["w", "q"])
     assert document["steps"][0]["report"]["verification"]["agrees"]
     plain = _python(script)
     checked = _flowcheck_run(script, "--continue")
@@ -310,12 +310,7 @@ def test_monitored_training_session_with_hooks(tmp_path: Path) -> None:
         "    while not sess.should_stop():\n"
         "        sess.run(train_op, {x: np.ones((4, 3)), y: np.ones((4, 1))})\n"
     )
-    done = _flowcheck_run(script, "--json")
-    truth = _tensorflow_none(script, "loss", ["w", "b"])
-    assert done.returncode == (1 if any(truth) else 0), done.stderr[-2000:]
-    document = json.loads(done.stdout)
-    site = _one_site(document)
-    assert [s["verdict"] != "receives" for s in site["sources"]] == truth
+    document, _ = _judged(script, "loss", ["w", "b"])
     assert document["steps"][0]["report"]["verification"]["agrees"]
 
 
@@ -403,12 +398,7 @@ def test_an_uninitialized_variable_the_step_never_touches_does_not_stop_the_veri
         "    sess.run(tf.local_variables_initializer())\n"
         "    print('accuracy', sess.run(acc_op, {x: np.ones((4, 3)), y: [0, 1, 0, 1]}))\n"
     )
-    done = _flowcheck_run(script, "--json")
-    truth = _tensorflow_none(script, "loss", ["w", "b"])
-    assert done.returncode == (1 if any(truth) else 0), done.stderr[-2000:]
-    document = json.loads(done.stdout)
-    site = _one_site(document)
-    assert [s["verdict"] != "receives" for s in site["sources"]] == truth
+    document, _ = _judged(script, "loss", ["w", "b"])
     verification = document["steps"][0]["report"]["verification"]
     assert verification is not None, document["steps"][0]["report"]["notes"]
     assert verification["agrees"] and verification["restored"]
