@@ -55,7 +55,9 @@ def test_the_users_frozen_objects_stay_frozen(collector: None) -> None:
         frozen = gc.get_freeze_count()
         with collector_paused():
             kept = [[i] for i in range(1000)]
-        assert gc.get_freeze_count() == frozen
+        # Neither unfrozen (0) nor frozen with the young ones (1,000 more); a frozen object that
+        # another thread lets go of meanwhile leaves the permanent generation, so not exactly equal.
+        assert 0 < gc.get_freeze_count() <= frozen
         assert not any(obj is kept[-1] for obj in gc.get_objects(generation=2))  # left young, as before
     finally:
         gc.unfreeze()
