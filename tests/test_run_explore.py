@@ -24,10 +24,16 @@ ROOT = Path(__file__).resolve().parent.parent
 START_S = 240.0
 
 
-def test_run_explore_serves_each_step_and_stops_on_ctrl_c() -> None:
+# A command started in the background by a non-interactive shell (nohup, `cmd &` in a CI script)
+# inherits SIGINT ignored: Ctrl-C must stop the server all the same.
+SIGINT_IGNORED = ["bash", "-c", 'trap "" INT; exec "$@"', "flowcheck"]
+
+
+@pytest.mark.parametrize("launcher", [[], SIGINT_IGNORED], ids=["sigint-default", "sigint-inherited-ignored"])
+def test_run_explore_serves_each_step_and_stops_on_ctrl_c(launcher: list[str]) -> None:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "flowcheck.cli", "run", "examples/gan_two_tapes.py", "--no-verify", "--explore"],
+        [*launcher, sys.executable, "-m", "flowcheck.cli", "run", "examples/gan_two_tapes.py", "--no-verify", "--explore"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     lines: queue.Queue[str] = queue.Queue()

@@ -8,6 +8,7 @@ does), so nothing is written to disk.
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
@@ -52,12 +53,23 @@ class Explorer:
     thread: threading.Thread
 
     def wait(self, sleep: Callable[[float], None] = time.sleep) -> None:
-        """Block until Ctrl-C (``KeyboardInterrupt``) or the server stops."""
+        """Block until Ctrl-C (``KeyboardInterrupt``) or the server stops.
+
+        A process started in the background by a non-interactive shell (``nohup``, ``cmd &`` in a
+        script or a CI runner) inherits SIGINT ignored, and Python then never raises
+        ``KeyboardInterrupt``: the server would outlive every Ctrl-C. Python's own handler is put
+        back for the wait, and the inherited one after it.
+        """
+        main = threading.current_thread() is threading.main_thread()
+        inherited = signal.signal(signal.SIGINT, signal.default_int_handler) if main else None
         try:
             while self.thread.is_alive():
                 sleep(0.5)
         except KeyboardInterrupt:
             return
+        finally:
+            if inherited is not None:
+                signal.signal(signal.SIGINT, inherited)
 
 
 def _no_new_version(print_msg: bool = True) -> dict[str, str]:
