@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("model_explorer", reason="the flowcheck[explore] extra is not installed")
+pytestmark = pytest.mark.slow  # a flowcheck run and a Model Explorer server per test, each a process of its own
 
 ROOT = Path(__file__).resolve().parent.parent
 START_S = 240.0
