@@ -12,7 +12,7 @@ import traceback
 
 from flowcheck.source.lines import SourceLine, is_library_file, user_frame
 
-__all__ = ["describe_exception", "first_line"]
+__all__ = ["describe_exception", "exception_line", "first_line"]
 
 _FUNCTION_NODE = re.compile(r"^\{\{function_node [^}]*\}\}\s*")  # TensorFlow's eager op errors
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Keras's bold and colours
@@ -41,6 +41,11 @@ def describe_exception(exc: BaseException, script: str | None) -> str:
     at = f" at {where}" + (f" ({where.code})" if where.code else "") if where else ""
     message = _message(text)
     return f"{type(exc).__name__}{at}" + (f": {message}" if message else "")
+
+
+def exception_line(exc: BaseException) -> str:
+    """``"<Type>: <message>"`` of a TensorFlow or Python exception, its message in one line (:func:`first_line`)."""
+    return f"{type(exc).__name__}: {first_line(str(getattr(exc, 'message', None) or exc))}"
 
 
 def first_line(text: str) -> str:

@@ -31,7 +31,7 @@ from flowcheck.errors import VerificationError
 from flowcheck.graph.ops import GradientOracle, save_kept
 from flowcheck.graph.tf1 import GraphSource, build_graph, graph_variables, resolve_sources
 from flowcheck.source.lines import SourceLine, user_frame
-from flowcheck.run.failure import first_line
+from flowcheck.run.failure import exception_line
 from flowcheck.run.tf1_fetches import dependent, dependent_calls, depends_on_gradient_site, fetch_ops
 from flowcheck.trace.sites import GradientSite, SiteSource
 from flowcheck.trace.tf1 import GraphCall, graphs_with_calls, install, made_calls, python_names, recorded_calls, uninstall, user_frames
@@ -117,7 +117,7 @@ class SessionReport(Report):
             result, outcome = verify_in_script_run(_run, session, script_run, fetches, analyses)
         except VerificationError as exc:
             cause = exc.__cause__
-            why = f" {type(cause).__name__}: {first_line(str(getattr(cause, 'message', None) or cause))}" if cause else ""
+            why = f" {exception_line(cause)}" if cause else ""
             self.notes += (f"not verified: {exc}{why}",)
             return script_run(fetches)
         self.verification, self.after_step, self.step_values = outcome
@@ -257,8 +257,7 @@ def _verify(report: SessionReport, train_ops: Sequence[Any]) -> None:
     try:
         report.verify()
     except (tf.errors.OpError, ValueError, TypeError) as exc:  # the script's own run fails the same way
-        first = first_line(str(getattr(exc, "message", None) or exc))
-        report.notes += (f"not verified: running the step raised {type(exc).__name__}: {first}",)
+        report.notes += (f"not verified: running the step raised {exception_line(exc)}",)
         return
     report.notes += report.after_step
 
