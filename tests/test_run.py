@@ -176,6 +176,7 @@ FIRST_CALL = """\
     """
 
 
+@pytest.mark.slow
 def test_the_scripts_first_call_is_the_verification(tmp_path: Path, capsys: Any) -> None:
     plain, watched = tmp_path / "plain", tmp_path / "watched"
     text = textwrap.dedent(FIRST_CALL)

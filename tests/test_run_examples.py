@@ -23,6 +23,10 @@ from flowcheck.cli.main import main
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
+# Each test runs a whole example training script twice (once eagerly for the truth): make test runs
+# them, the quick loop leaves them to test_run.py and test_run_keras.py, which run small scripts.
+pytestmark = pytest.mark.slow
+
 # script, its arguments, exit status, text of the line that cuts (None: no barrier expected)
 CASES = [
     ("quickstart_int_cast.py", [], 1, "tf.cast(tf.cast(h * 4.0, tf.int32)"),

@@ -220,6 +220,7 @@ def seed_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Compl
     return done, json.loads(document.read_text()) if document.exists() else {}
 
 
+@pytest.mark.slow
 def test_flowcheck_run_on_the_seed(seed_run: tuple[subprocess.CompletedProcess[str], dict[str, Any]]) -> None:
     done, document = seed_run
     assert done.returncode == 1, done.stderr[-2000:]  # w1 gets None at a gradient site: a finding
@@ -245,6 +246,7 @@ def test_flowcheck_run_on_the_seed(seed_run: tuple[subprocess.CompletedProcess[s
     assert [b["source"]["line"] for b in site["sources"][0]["barriers"]] == [line]
 
 
+@pytest.mark.slow
 def test_flowcheck_run_on_a_minimize_cut_everywhere(tmp_path: Path) -> None:
     script = tmp_path / "cut_everywhere.py"
     script.write_text(
@@ -274,6 +276,7 @@ def test_flowcheck_run_on_a_minimize_cut_everywhere(tmp_path: Path) -> None:
     assert [s["tensorflow_none"] for s in site["sources"]] == [True]
 
 
+@pytest.mark.slow
 def test_flowcheck_run_on_a_graph_whose_builder_chokes_on_a_none_gradient(tmp_path: Path) -> None:
     script = tmp_path / "clip_none.py"
     script.write_text(
