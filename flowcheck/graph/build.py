@@ -158,13 +158,12 @@ class _Builder:
             "kind": "op", "label": op_type, "name": op.name, "op_type": op_type, "cluster": cluster,
             "outputs": tuple([_describe(t) for t in op.outputs]), "op": op,
         }
-        found = self._nodes.get(node)
-        if found is not None:  # made by an edge into it (a TensorFlow 1 loop's back edge)
+        found = self._nodes.setdefault(node, attrs)  # one probe of the big dict, not a lookup then an insert
+        if found is not attrs:  # made by an edge into it (a TensorFlow 1 loop's back edge)
             found.update(attrs)
             return
         self._succ[node] = {}
         self._pred[node] = {}
-        self._nodes[node] = attrs
 
     def add_function_graph(self, fgraph: Any, prefix: str, cluster: str | None) -> None:
         assigns: dict[Any, str] = {}  # handle tensor -> last assign node seen
