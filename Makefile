@@ -34,13 +34,14 @@ demo: setup
 	@echo; echo "--- the same post in its own TensorFlow 1 form (exit status 1: w1 gets no gradient, as the post means it to)"
 	$(VENV)/bin/flowcheck run examples/seed_tf1.py || test $$? -eq 1
 
-# Both make the most of the two cores (pytest-xdist; each test file in one worker).
+# Both make the most of the two cores (pytest-xdist: each test to the free worker, the tests sharing a
+# module fixture together; tests/conftest.py).
 test: setup
-	$(VENV)/bin/python -m pytest -n 2 --dist loadfile
+	$(VENV)/bin/python -m pytest -n 2 --dist loadgroup
 
 # The quick loop: everything but the real models.
 test-fast: setup
-	$(VENV)/bin/python -m pytest -m "not slow" -n 2 --dist loadfile
+	$(VENV)/bin/python -m pytest -m "not slow" -n 2 --dist loadgroup
 
 typecheck: setup
 	$(VENV)/bin/mypy
