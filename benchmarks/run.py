@@ -1,6 +1,6 @@
 """``make bench``: how long each flowcheck stage takes on real models, and the targets of issues 5 and 15.
 
-Every model runs in fresh child processes, so that each peak RSS belongs to one model and one
+Every model runs in fresh child processes (``children.py``), so that each peak RSS belongs to one model and one
 activity, and TensorFlow's import is timed cold:
 
 * a *timing* child: the median of 3 runs of each stage of ``flowcheck.analyze`` as
@@ -24,7 +24,6 @@ Usage: ``python benchmarks/run.py [MODEL ...] [--budget SECONDS]`` (models: keys
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import resource
@@ -33,12 +32,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
+
+from children import STAGES  # this script's folder is first on sys.path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-STAGES = ("trace", "graph", "analysis", "own", "warm", "render", "verify")
 DEFAULT_ORDER = (
     "chain10", "chain100", "transformer", "mobilenetv2", "mobilenetv2_step", "resnet50", "efficientnetb0",
     "chain1000", "chain10000",
@@ -56,161 +56,12 @@ TARGET_END_TO_END = 1.5
 TARGET_MEMORY = 1.3
 
 
-# ---------------------------------------------------------------------------------------------
-# Children: each prints one line "RESULT {json}".
-
-
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
-
-
-def _import_tensorflow() -> tuple[float, float]:
-    wall, cpu = time.perf_counter(), time.process_time()
-    import tensorflow  # noqa: F401
-
-    return time.perf_counter() - wall, time.process_time() - cpu
-
-
-def _timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
-    wall, cpu = time.perf_counter(), time.process_time()
-    value = fn()
-    return value, time.perf_counter() - wall, time.process_time() - cpu
-
-
-def _render(report: Any) -> tuple[str | None, str]:
-    """The collapsed SVG, or why there is none (the renderer may not have landed yet)."""
-    svg = getattr(report, "svg", None)
-    if svg is None:
-        return None, "Report.svg() not available"
-    collapsed = {"detail": "collapsed"} if "detail" in inspect.signature(svg).parameters else {}
-    try:
-        return str(svg(**collapsed)), ""
-    except Exception as exc:  # noqa: BLE001 -- a benchmark reports a failing stage and goes on
-        return None, f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-
-
-def _op_count(graph: Any) -> int:
-    return sum(1 for _, kind in graph.nodes(data="kind") if kind == "op")
-
-
-def child_timing(key: str, runs: int, verify: bool) -> dict[str, Any]:
-    """Each stage ``runs`` times on a fresh trace (a fresh copy of the tf.function each time)."""
-    import_s, _ = _import_tensorflow()
-    import models
-    from stages import StageClock
-
-    from flowcheck._api import build_report as _report
-    from flowcheck._gc import collector_paused
-    from flowcheck.graph.build import build_graph
-    from flowcheck.graph.ops import GradientOracle
-
-    case, build_s, _ = _timed(lambda: models.build(key))
-    wall: dict[str, list[float]] = {s: [] for s in STAGES}
-    cpu: dict[str, list[float]] = {s: [] for s in STAGES}
-    result: dict[str, Any] = {
-        "import_s": import_s, "build_s": build_s, "wall": wall, "cpu": cpu, "size": {}, "verdicts": {},
-        "render_note": "", "agrees": None, "runs": runs, "peak_mb": _peak_mb(),
-    }
-
-    def stage(name: str, fn: Callable[[], Any]) -> Any:
-        value, w, c = _timed(fn)
-        wall[name].append(w)
-        cpu[name].append(c)
-        return value
-
-    def rebuilt(report: Any) -> None:  # the oracle warm: what a second analysis in one process pays
-        with collector_paused():
-            _report(report._traced, build_graph(report._traced, GradientOracle()))  # noqa: SLF001
-
-    def partial() -> None:
-        # What is measured so far, so that a child killed at the budget still reports it.
-        result["peak_mb"] = _peak_mb()
-        print("PARTIAL " + json.dumps(result), flush=True)
-
-    for _ in range(runs):
-        with StageClock() as clock:
-            report, figures = clock.analyze(case)
-        for clock_name, found in (("wall", wall), ("cpu", cpu)):
-            for name in ("trace", "graph", "analysis", "own"):
-                found[name].append(figures[clock_name][name])
-        stage("warm", lambda: rebuilt(report))
-        result["size"] = {"ops": _op_count(report.graph), "variables": len(report.variables),
-                          "edges": report.graph.number_of_edges()}
-        result["verdicts"] = {v: sum(1 for r in report.variables if r.verdict.value == v) for v in ("receives", "blocked", "unused")}
-        partial()
-        if verify:
-            check = stage("verify", report.verify)
-            result["agrees"] = bool(check.agrees) and (result["agrees"] is not False)
-            partial()
-        # Last: on the biggest graphs Graphviz may take longer than everything else together.
-        svg, result["render_note"] = stage("render", lambda: _render(report))
-        if svg is None:  # no renderer: not a measurement
-            wall["render"].pop()
-            cpu["render"].pop()
-        partial()
-        del report
-    result["peak_mb"] = _peak_mb()
-    return result
-
-
-class _Clocks:
-    """Wall-clock and process CPU seconds of named steps."""
-
-    def __init__(self) -> None:
-        self.wall: dict[str, float] = {}
-        self.cpu: dict[str, float] = {}
-
-    def __call__(self, name: str, fn: Callable[[], Any]) -> Any:
-        value, self.wall[name], self.cpu[name] = _timed(fn)
-        return value
-
-
-def child_flowcheck(key: str) -> dict[str, Any]:
-    """What ``flowcheck analyze`` does, once, in a fresh process: analyze, verify, then render."""
-    clocks = _Clocks()
-    clocks.wall["import"], clocks.cpu["import"] = _import_tensorflow()
-    import models
-    from stages import StageClock
-
-    case = clocks("build", lambda: models.build(key))
-    base_mb = _peak_mb()
-    with StageClock() as stage_clock:
-        report, stages = clocks("analyze", lambda: stage_clock.analyze(case))
-    check = clocks("verify", report.verify)
-    peak_mb = _peak_mb()  # analyze + verify
-    svg, render_note = clocks("render", lambda: _render(report))
-    if svg is None:
-        del clocks.wall["render"], clocks.cpu["render"]
-    return {
-        "wall": clocks.wall, "cpu": clocks.cpu, "stages": stages, "render_note": render_note, "agrees": bool(check.agrees),
-        "base_mb": base_mb, "peak_mb": peak_mb, "peak_after_render_mb": _peak_mb(),
-        "none": sorted(r.name for r in report.variables if not r.receives),
-    }
-
-
-def child_hand_written(key: str) -> dict[str, Any]:
-    """What a user does instead, once, in a fresh process: the tape check, then one optimizer step."""
-    clocks = _Clocks()
-    clocks.wall["import"], clocks.cpu["import"] = _import_tensorflow()
-    import models
-
-    case = clocks("build", lambda: models.build(key))
-    base_mb = _peak_mb()
-    none = clocks("check", lambda: models.hand_written_check(case))
-    clocks("step", lambda: models.hand_written_step(case))
-    return {"wall": clocks.wall, "cpu": clocks.cpu, "base_mb": base_mb, "peak_mb": _peak_mb(), "none": sorted(none)}
-
-
-# ---------------------------------------------------------------------------------------------
-# The parent: runs the children, prints the tables and the targets.
-
-
 def _run_child(args: Sequence[str], timeout: float) -> tuple[dict[str, Any] | None, str, float]:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=os.pathsep.join([HERE, ROOT, os.environ.get("PYTHONPATH", "")]))
     start = time.perf_counter()
     try:
         proc = subprocess.run(
-            [sys.executable, os.path.abspath(__file__), "--child", *args],
+            [sys.executable, os.path.join(HERE, "children.py"), *args],
             capture_output=True, text=True, env=env, timeout=max(timeout, 1.0), check=False,
         )
     except subprocess.TimeoutExpired as exc:
@@ -491,19 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("models", nargs="*", help="model keys (default: all)")
     parser.add_argument("--budget", type=float, default=20 * 60, help="seconds for the whole run (default 1200)")
-    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.child:
-        kind, key, *rest = args.child
-        sys.path.insert(0, HERE)
-        if kind == "timing":
-            result = child_timing(key, int(rest[0]), bool(int(rest[1])))
-        elif kind == "flowcheck":
-            result = child_flowcheck(key)
-        else:
-            result = child_hand_written(key)
-        print("RESULT " + json.dumps(result), flush=True)
-        return 0
     sys.path.insert(0, HERE)
     from models import BUILDERS
 
