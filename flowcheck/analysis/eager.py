@@ -15,18 +15,24 @@ from typing import Any
 import networkx as nx
 
 from flowcheck._model import VariableResult, Verdict
-from flowcheck.analysis.verdicts import gradient_nodes
+from flowcheck.analysis.verdicts import Analysis, gradient_errors, gradient_nodes
 from flowcheck.graph.build import variable_node
 from flowcheck.source.op import op_source
 from flowcheck.trace.distributed import replica_threads
 from flowcheck.trace.eager import EagerRun, Exit
 from flowcheck.trace.sites import GradientSite, RecordedCall
 
-__all__ = ["as_called", "as_called_sites", "eager_difference", "eager_only"]
+__all__ = ["as_called", "as_called_errors", "as_called_sites", "eager_difference", "eager_only"]
 
 
 def as_called(results: Sequence[VariableResult], graph: nx.DiGraph, run: EagerRun) -> tuple[VariableResult, ...]:
-    """The static results with the eager call's answers as verdicts, and why they differ."""
+    """The static results with the eager call's answers as verdicts, and why they differ.
+
+    When differentiating the call raised (``run.error``), the tape answered nothing: the static
+    results stand, as for a traced function whose gradient raises.
+    """
+    if run.error is not None:
+        return tuple(results)
     judged = []
     for i, r in enumerate(results):
         per_loss = {n: _verdict(answers[i], r.per_loss.get(n, r.verdict)) for n, answers in run.per_loss.items()}
@@ -41,6 +47,18 @@ def as_called(results: Sequence[VariableResult], graph: nx.DiGraph, run: EagerRu
             per_loss=MappingProxyType(per_loss), eager_difference=reason,
         ))
     return tuple(judged)
+
+
+def as_called_errors(analysis: Analysis, run: EagerRun) -> tuple[tuple[str, str], ...]:
+    """The edges into ops without a gradient at which the eager call's tape raises: none unless it raised.
+
+    Traced, TensorFlow differentiates a function with respect to all its inputs, arguments and
+    captured constants included; a tape around the eager call watches its variables alone.
+    """
+    if run.error is None:
+        return ()
+    graph = analysis.graph
+    return gradient_errors(graph, analysis.losses, receiving=analysis.receiving, sources=analysis.variables) or analysis.errors
 
 
 def eager_only(run: EagerRun, failure: str) -> tuple[VariableResult, ...]:

@@ -72,6 +72,9 @@ class EagerRun:
         losses: The floating-point outputs, named as in a traced function's report.
         exits: Where the user's code took values out of TensorFlow, in call order.
         calls: The gradient calls the function made itself (a training step's), in order.
+        error: The tape's ``LookupError`` (an op with no gradient reached), as one line, when
+            differentiating a loss raised; that loss then gives no answers (``total`` and
+            ``per_loss`` hold the other losses').
     """
 
     variables: list[TracedVariable]
@@ -81,6 +84,7 @@ class EagerRun:
     losses: list[LossOutput]
     exits: list[Exit] = field(default_factory=list)
     calls: list[RecordedCall] = field(default_factory=list)
+    error: str | None = None
 
 
 def run_eagerly(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -119,7 +123,7 @@ def run_eagerly(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
                 raise
             losses = []
         floats = [v.tf_variable for v in variables]
-        per_loss = {n: _received(tape, t, floats) for n, t in losses}
+        per_loss, error = _answers(tape, losses, floats)
         total = [any(answers[i] for answers in per_loss.values()) for i in range(len(variables))]
     finally:
         del tape
@@ -128,7 +132,7 @@ def run_eagerly(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
                 component.assign(value)
     outputs_ = [LossOutput(n, t, tuple(t.shape.as_list()) if t.shape.rank is not None else (), t.dtype.name)
                 for n, t in losses]
-    return EagerRun(variables, total, per_loss, read, outputs_, exits, recorder.eager_calls)
+    return EagerRun(variables, total, per_loss, read, outputs_, exits, recorder.eager_calls, error)
 
 
 @contextlib.contextmanager
@@ -152,6 +156,20 @@ def own_random_seeds() -> Iterator[None]:
 
 
 _OWN_SEED = 0x5EED_F10C
+
+
+def _answers(tape: Any, losses: Sequence[tuple[str, Any]], variables: Sequence[Any]) -> tuple[dict[str, list[bool]], str | None]:
+    """Per loss, which variables the tape gives a gradient; and its LookupError, when one raised."""
+    per_loss: dict[str, list[bool]] = {}
+    error = None
+    for name, target in losses:
+        try:
+            per_loss[name] = _received(tape, target, variables)
+        except LookupError as exc:  # "No gradient defined for operation ...": the user's call raises the same
+            if type(exc) is not LookupError:  # a KeyError or IndexError of the user's
+                raise
+            error = f"LookupError: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    return per_loss, error
 
 
 def _received(tape: Any, target: Any, variables: Sequence[Any]) -> list[bool]:
