@@ -163,6 +163,34 @@ def test_per_loss_verdicts_of_a_callable_are_eager_too() -> None:
         assert [report.receives_gradient(v, loss=name) for v in (a, b)] == truth
 
 
+def test_a_custom_gradients_none_in_a_nested_tf_function_stays_none_as_a_users_tape_gives_it() -> None:
+    # Under a persistent tape TensorFlow differentiates a nested tf.function through its
+    # higher-order path, where this None becomes zeros; the user's (non-persistent) tape gives None.
+    a, b, c = tf.Variable([1.0, 2.0], name="nested_a"), tf.Variable([3.0, 4.0], name="nested_b"), tf.Variable(5.0, name="nested_c")
+
+    @tf.custom_gradient
+    def first_only(u: tf.Tensor, v: tf.Tensor) -> Any:
+        return u * v, lambda dy: (dy * v, None)
+
+    @tf.function
+    def inner(x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(first_only(a * x, b))
+
+    def losses(x: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"custom": inner(x), "plain": c * 2.0 + inner(x) * 0.0}
+
+    x = tf.constant([1.0, -1.0])
+    variables = (a, b, c)
+    report = flowcheck.analyze(losses, x)
+    truth = watched_truth(losses, variables, x)
+    assert truth[1] is False  # flowcheck's own eager run left TensorFlow's answer as it was
+    assert verdicts(report, variables) == truth
+    for name in ("custom", "plain"):
+        truth = watched_truth(lambda x: losses(x)[name], variables, x)
+        assert [report.receives_gradient(v, loss=name) for v in variables] == truth
+    assert report.verify().agrees
+
+
 def test_a_plain_function_step_is_judged_at_its_gradient_call_as_called_eagerly() -> None:
     taken, untaken, floated = (tf.Variable(v, name=n) for v, n in ((1.0, "step_taken"), (2.0, "step_untaken"), (3.0, "step_floated")))
     optimizer = keras.optimizers.SGD(0.1)

@@ -91,8 +91,12 @@ def run_eagerly(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
                 known: Sequence[TracedVariable], name: str) -> EagerRun:
     """Call ``fn`` eagerly with every variable watched as it is read; restore what it changed.
 
-    The gradient calls the function makes itself are recorded (:attr:`EagerRun.calls`): a training
-    step may return no loss.
+    The tape is not persistent, as the truth's: under a persistent tape TensorFlow differentiates
+    a nested ``tf.function`` through its higher-order path, which turns a ``None`` a custom gradient
+    returns inside it into zeros. A non-persistent tape answers once, for the summed losses; with
+    several losses the call runs once more per loss, each time from the same state, for that loss's
+    answer (:func:`_answer_per_loss`). The gradient calls the function makes itself are recorded
+    (:attr:`EagerRun.calls`): a training step may return no loss.
 
     Raises:
         TraceError: the eager call raised.
@@ -105,12 +109,10 @@ def run_eagerly(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
     saved = [_read(v.tf_variable) for v in variables]
     read: set[int] = set()
     exits: list[Exit] = []
-    tape = tf.GradientTape(watch_accessed_variables=False, persistent=True)
+    tape = tf.GradientTape(watch_accessed_variables=False)
     try:
         with own_random_seeds(), tape, _watch_on_read(tape, variables, index, saved, read), record_exits(exits):
-            for v in variables:
-                if _is_float(v.tf_variable):
-                    tape.watch(v.tf_variable)
+            _watch(tape, variables)
             try:
                 with record_sites() as recorder:
                     outputs = fn(*args, **kwargs)
@@ -122,17 +124,55 @@ def run_eagerly(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
             if not recorder.eager_calls:
                 raise
             losses = []
-        floats = [v.tf_variable for v in variables]
-        per_loss, error = _answers(tape, losses, floats)
-        total = [any(answers[i] for answers in per_loss.values()) for i in range(len(variables))]
-    finally:
+        total, error = _answer(tape, [t for _, t in losses], variables)
         del tape
-        for v, values in zip(variables, saved):
-            for component, value in zip(components(v.tf_variable), values):
-                component.assign(value)
+        per_loss = {n: total for n, _ in losses[:1]}
+        if len(losses) > 1 and error is None:
+            per_loss = _answer_per_loss(fn, args, kwargs, variables, index, saved, [n for n, _ in losses], total)
+    finally:
+        _restore(variables, saved)
     outputs_ = [LossOutput(n, t, tuple(t.shape.as_list()) if t.shape.rank is not None else (), t.dtype.name)
                 for n, t in losses]
     return EagerRun(variables, total, per_loss, read, outputs_, exits, recorder.eager_calls, error)
+
+
+def _answer_per_loss(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                     variables: list[TracedVariable], index: dict[int, int], saved: list[tuple[np.ndarray, ...]],
+                     names: Sequence[str], total: list[bool]) -> dict[str, list[bool]]:
+    """Per loss, the answer of a non-persistent tape around one more call, from the state of the first.
+
+    A variable the repeated call does not read (one the function creates anew each call) keeps the
+    first call's total answer.
+    """
+    per_loss: dict[str, list[bool]] = {}
+    for name in names:
+        _restore(variables, saved)
+        tape = tf.GradientTape(watch_accessed_variables=False)
+        read: set[int] = set()
+        known, known_index, known_saved = list(variables), dict(index), list(saved)  # a new variable stays out
+        called = str(getattr(fn, "__name__", "function"))
+        with own_random_seeds(), tape, _watch_on_read(tape, known, known_index, known_saved, read):
+            _watch(tape, variables)
+            try:
+                outputs = fn(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 -- the user's call failed the second time: one line, their frame
+                raise TraceError(_failure(exc, called)) from exc
+        target = dict(_loss_tensors(outputs, called, ())).get(name)
+        answers, _ = _answer(tape, [] if target is None else [target], variables)
+        per_loss[name] = [a if i in read else t for i, (a, t) in enumerate(zip(answers, total))]
+    return per_loss
+
+
+def _watch(tape: Any, variables: Sequence[TracedVariable]) -> None:
+    for v in variables:
+        if _is_float(v.tf_variable):
+            tape.watch(v.tf_variable)
+
+
+def _restore(variables: Sequence[TracedVariable], saved: Sequence[tuple[np.ndarray, ...]]) -> None:
+    for v, values in zip(variables, saved):
+        for component, value in zip(components(v.tf_variable), values):
+            component.assign(value)
 
 
 @contextlib.contextmanager
@@ -158,23 +198,22 @@ def own_random_seeds() -> Iterator[None]:
 _OWN_SEED = 0x5EED_F10C
 
 
-def _answers(tape: Any, losses: Sequence[tuple[str, Any]], variables: Sequence[Any]) -> tuple[dict[str, list[bool]], str | None]:
-    """Per loss, which variables the tape gives a gradient; and its LookupError, when one raised."""
-    per_loss: dict[str, list[bool]] = {}
-    error = None
-    for name, target in losses:
-        try:
-            per_loss[name] = _received(tape, target, variables)
-        except LookupError as exc:  # "No gradient defined for operation ...": the user's call raises the same
-            if type(exc) is not LookupError:  # a KeyError or IndexError of the user's
-                raise
-            error = f"LookupError: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-    return per_loss, error
+def _answer(tape: Any, targets: Sequence[Any], variables: Sequence[TracedVariable]) -> tuple[list[bool], str | None]:
+    """Which variables the tape gives a gradient of the summed ``targets``; or its LookupError, when it raised.
 
-
-def _received(tape: Any, target: Any, variables: Sequence[Any]) -> list[bool]:
-    grads = tape.gradient(target, list(variables), unconnected_gradients=tf.UnconnectedGradients.NONE)
-    return [g is not None for g in grads]
+    With no target every answer is False (a step that returns no loss).
+    """
+    if not targets:
+        return [False] * len(variables), None
+    try:
+        grads = tape.gradient(list(targets), [v.tf_variable for v in variables],
+                              unconnected_gradients=tf.UnconnectedGradients.NONE)
+    except LookupError as exc:  # "No gradient defined for operation ...": the user's call raises the same
+        if type(exc) is not LookupError:  # a KeyError or IndexError of the user's
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return [False] * len(variables), f"LookupError: {first}"
+    return [g is not None for g in grads], None
 
 
 def _is_float(v: Any) -> bool:
