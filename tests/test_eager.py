@@ -191,6 +191,21 @@ def test_a_custom_gradients_none_in_a_nested_tf_function_stays_none_as_a_users_t
     assert report.verify().agrees
 
 
+def test_per_loss_verdicts_of_a_callable_when_another_loss_reads_the_variable() -> None:
+    a, b, c = tf.Variable([1.0, 2.0], name="a_both"), tf.Variable([3.0, 4.0], name="b_taken"), tf.Variable(5.0, name="c_second")
+
+    def losses(x: tf.Tensor) -> dict[str, tf.Tensor]:
+        branch = tf.cond(tf.reduce_sum(x) > 100.0, lambda: a * x, lambda: b * x)  # a: the untaken branch
+        return {"first": tf.reduce_sum(branch), "second": c * 2.0 + tf.reduce_sum(a)}
+
+    x = tf.constant([1.0, -1.0])
+    report = flowcheck.analyze(losses, x)
+    for name in ("first", "second"):
+        truth = watched_truth(lambda x: losses(x)[name], (a, b, c), x)
+        assert [report.receives_gradient(v, loss=name) for v in (a, b, c)] == truth
+    assert verdicts(report, (a, b, c)) == watched_truth(losses, (a, b, c), x)
+
+
 def test_a_plain_function_step_is_judged_at_its_gradient_call_as_called_eagerly() -> None:
     taken, untaken, floated = (tf.Variable(v, name=n) for v, n in ((1.0, "step_taken"), (2.0, "step_untaken"), (3.0, "step_floated")))
     optimizer = keras.optimizers.SGD(0.1)

@@ -128,7 +128,7 @@ def run_eagerly(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
         del tape
         per_loss = {n: total for n, _ in losses[:1]}
         if len(losses) > 1 and error is None:
-            per_loss = _answer_per_loss(fn, args, kwargs, variables, index, saved, [n for n, _ in losses], total)
+            per_loss = _answer_per_loss(fn, args, kwargs, variables, index, saved, [n for n, _ in losses], total, len(known))
     finally:
         _restore(variables, saved)
     outputs_ = [LossOutput(n, t, tuple(t.shape.as_list()) if t.shape.rank is not None else (), t.dtype.name)
@@ -138,17 +138,18 @@ def run_eagerly(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
 
 def _answer_per_loss(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
                      variables: list[TracedVariable], index: dict[int, int], saved: list[tuple[np.ndarray, ...]],
-                     names: Sequence[str], total: list[bool]) -> dict[str, list[bool]]:
+                     names: Sequence[str], total: list[bool], first_met: int) -> dict[str, list[bool]]:
     """Per loss, the answer of a non-persistent tape around one more call, from the state of the first.
 
-    A variable the repeated call does not read (one the function creates anew each call) keeps the
-    first call's total answer.
+    When the repeated call meets variables the first did not (the function creates them anew each
+    call), those the first call met (``variables[first_met:]``) keep its total answer: the
+    repeated call never read them.
     """
     per_loss: dict[str, list[bool]] = {}
     for name in names:
         _restore(variables, saved)
         tape = tf.GradientTape(watch_accessed_variables=False)
-        read: set[int] = set()
+        read: set[int] = set()  # not asked: the fast path of an eager op reads a variable unseen
         known, known_index, known_saved = list(variables), dict(index), list(saved)  # a new variable stays out
         called = str(getattr(fn, "__name__", "function"))
         with own_random_seeds(), tape, _watch_on_read(tape, known, known_index, known_saved, read):
@@ -159,7 +160,8 @@ def _answer_per_loss(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict
                 raise TraceError(_failure(exc, called)) from exc
         target = dict(_loss_tensors(outputs, called, ())).get(name)
         answers, _ = _answer(tape, [] if target is None else [target], variables)
-        per_loss[name] = [a if i in read else t for i, (a, t) in enumerate(zip(answers, total))]
+        renewed = first_met if len(known) > len(variables) else len(variables)
+        per_loss[name] = [a if i < renewed else t for i, (a, t) in enumerate(zip(answers, total))]
     return per_loss
 
 
