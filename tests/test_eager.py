@@ -7,6 +7,7 @@ The truth is the tape run here on the user's own call; the traced function's ans
 from __future__ import annotations
 
 import json
+import types
 from typing import Any
 
 import numpy as np
@@ -118,6 +119,25 @@ def test_a_numpy_round_trip_cannot_be_traced_and_is_judged_from_its_eager_call()
     data = json.loads(json.dumps(to_json(report, None)))
     assert {v["name"]: v["eager_difference"] for v in data["variables"]}["enc"].startswith("`.numpy()`")
     assert "digraph" in report.to_dot()
+
+
+def test_a_variable_an_eager_ops_fast_path_reads_is_found_by_a_callable_that_cannot_be_traced() -> None:
+    # tf.reduce_sum of a rank-1 variable reads it in C: no Python hook hears of it, the tape does.
+    # Attributes of another module (``import params; params.w``): flowcheck cannot list them before the call.
+    params: Any = types.ModuleType("params")
+    params.fast, params.numpy = tf.Variable([1.0, 2.0], name="read_in_c"), tf.Variable(2.0, name="through_numpy")
+
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        left = tf.convert_to_tensor(np.tanh((params.numpy * x).numpy()))
+        return tf.reduce_sum(left) + tf.reduce_sum(params.fast)
+
+    x = tf.constant([1.0, 2.0])
+    variables = (params.fast, params.numpy)
+    before = [v.numpy().tobytes() for v in variables]
+    report = flowcheck.analyze(loss, x)
+    assert verdicts(report, variables) == watched_truth(loss, variables, x) == [True, False]
+    assert report.verify().agrees
+    assert [v.numpy().tobytes() for v in variables] == before
 
 
 def test_a_loss_that_left_tensorflow_is_a_loss_error_naming_the_line() -> None:

@@ -109,7 +109,9 @@ def run_eagerly(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
     saved = [_read(v.tf_variable) for v in variables]
     read: set[int] = set()
     exits: list[Exit] = []
-    tape = tf.GradientTape(watch_accessed_variables=False)
+    # Watching accessed variables too: an eager op's fast path reads a trainable variable in C,
+    # where only the tape hears of it (_watch_on_read never does).
+    tape = tf.GradientTape(watch_accessed_variables=True)
     try:
         with own_random_seeds(), tape, _watch_on_read(tape, variables, index, saved, read), record_exits(exits):
             _watch(tape, variables)
@@ -118,6 +120,7 @@ def run_eagerly(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
                     outputs = fn(*args, **kwargs)
             except Exception as exc:  # noqa: BLE001 -- the user's call failed: one line, their frame
                 raise TraceError(_failure(exc, name)) from exc
+        _heard_by_the_tape(tape, variables, index, saved, read)
         try:
             losses = _loss_tensors(outputs, name, exits)
         except LossError:
@@ -163,6 +166,22 @@ def _answer_per_loss(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict
         renewed = first_met if len(known) > len(variables) else len(variables)
         per_loss[name] = [a if i < renewed else t for i, (a, t) in enumerate(zip(answers, total))]
     return per_loss
+
+
+def _heard_by_the_tape(tape: Any, variables: list[TracedVariable], index: dict[int, int],
+                       saved: list[tuple[np.ndarray, ...]], read: set[int]) -> None:
+    """Add the variables the tape watched as accessed and ``_watch_on_read`` never saw.
+
+    Such a read happened in an eager op's fast path, in C: the variable is trainable, and its value
+    is saved now, after the call (a read does not change it; an assign passes through Python).
+    """
+    for variable in tape.watched_variables():
+        variable = container(variable)
+        if index.get(id(variable)) is None:
+            index.update((id(c), len(variables)) for c in (variable, *components(variable)))
+            read.add(len(variables))
+            saved.append(_read(variable))
+            variables.append(describe_variable(variable))
 
 
 def _watch(tape: Any, variables: Sequence[TracedVariable]) -> None:
