@@ -126,16 +126,19 @@ def test_a_variable_an_eager_ops_fast_path_reads_is_found_by_a_callable_that_can
     # Attributes of another module (``import params; params.w``): flowcheck cannot list them before the call.
     params: Any = types.ModuleType("params")
     params.fast, params.numpy = tf.Variable([1.0, 2.0], name="read_in_c"), tf.Variable(2.0, name="through_numpy")
+    params.fast_numpy = tf.Variable([3.0, 4.0], name="read_in_c_through_numpy")
 
     def loss(x: tf.Tensor) -> tf.Tensor:
-        left = tf.convert_to_tensor(np.tanh((params.numpy * x).numpy()))
+        left = tf.convert_to_tensor(np.tanh((params.numpy * x).numpy()) + tf.reduce_sum(params.fast_numpy).numpy())
         return tf.reduce_sum(left) + tf.reduce_sum(params.fast)
 
     x = tf.constant([1.0, 2.0])
-    variables = (params.fast, params.numpy)
+    variables = (params.fast, params.numpy, params.fast_numpy)
     before = [v.numpy().tobytes() for v in variables]
     report = flowcheck.analyze(loss, x)
-    assert verdicts(report, variables) == watched_truth(loss, variables, x) == [True, False]
+    assert verdicts(report, variables) == watched_truth(loss, variables, x) == [True, False, False]
+    # Read (in C) on the way to the loss, then through NumPy: blocked, as the one read in Python.
+    assert report.result(params.fast_numpy).verdict is report.result(params.numpy).verdict is flowcheck.Verdict.BLOCKED
     assert report.verify().agrees
     assert [v.numpy().tobytes() for v in variables] == before
 

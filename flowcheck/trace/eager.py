@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.python.eager import context
+from tensorflow.python.eager import context, record
 from tensorflow.python.framework import ops
 from tensorflow.python.ops import resource_variable_ops
 from tensorflow.python.util import nest
@@ -116,11 +116,11 @@ def run_eagerly(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
         with own_random_seeds(), tape, _watch_on_read(tape, variables, index, saved, read), record_exits(exits):
             _watch(tape, variables)
             try:
-                with record_sites() as recorder:
+                with record_sites() as recorder, record.VariableWatcher() as reads:
                     outputs = fn(*args, **kwargs)
             except Exception as exc:  # noqa: BLE001 -- the user's call failed: one line, their frame
                 raise TraceError(_failure(exc, name)) from exc
-        _heard_by_the_tape(tape, variables, index, saved, read)
+        _heard_by_the_tape(tape, reads.watched_variables(), variables, index, saved, read)
         try:
             losses = _loss_tensors(outputs, name, exits)
         except LossError:
@@ -168,20 +168,21 @@ def _answer_per_loss(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict
     return per_loss
 
 
-def _heard_by_the_tape(tape: Any, variables: list[TracedVariable], index: dict[int, int],
+def _heard_by_the_tape(tape: Any, reads: Sequence[Any], variables: list[TracedVariable], index: dict[int, int],
                        saved: list[tuple[np.ndarray, ...]], read: set[int]) -> None:
-    """Add the variables the tape watched as accessed and ``_watch_on_read`` never saw.
+    """Add the variables the tape watched as accessed and ``_watch_on_read`` never saw; mark ``reads`` read.
 
-    Such a read happened in an eager op's fast path, in C: the variable is trainable, and its value
-    is saved now, after the call (a read does not change it; an assign passes through Python).
+    Such a read happened in an eager op's fast path, in C, which tells only the tapes and variable
+    watchers, and only of a trainable variable. Its value is saved now, after the call (a read does
+    not change it; an assign passes through Python).
     """
     for variable in tape.watched_variables():
         variable = container(variable)
         if index.get(id(variable)) is None:
             index.update((id(c), len(variables)) for c in (variable, *components(variable)))
-            read.add(len(variables))
             saved.append(_read(variable))
             variables.append(describe_variable(variable))
+    read.update(index[id(container(v))] for v in reads if id(container(v)) in index)
 
 
 def _watch(tape: Any, variables: Sequence[TracedVariable]) -> None:
