@@ -79,6 +79,26 @@ def test_a_variable_only_the_while_condition_reads_gets_none_eagerly() -> None:
     assert report.verify().agrees
 
 
+def test_a_value_a_loop_carries_and_its_body_cuts_is_not_blamed_on_the_condition() -> None:
+    w, u = tf.Variable([1.0, 2.0], name="written"), tf.Variable([3.0, 4.0], name="stopped_in_body")
+
+    def loss() -> tf.Tensor:
+        rows = tf.TensorArray(tf.float32, size=3)
+        for i in tf.range(3):  # loop
+            rows = rows.write(i, w * tf.cast(i, tf.float32) + tf.stop_gradient(u))
+        return tf.reduce_sum(rows.stack())
+
+    variables = (w, u)
+    report = flowcheck.analyze(loss)
+    eager, traced = watched_truth(loss, variables), watched_truth(tf.function(loss), variables)
+    assert eager != traced  # traced, the loop gives u zeros
+    assert verdicts(report, variables) == eager
+    assert report.result(u).eager_difference == (
+        f"traced, the while_loop (line {line_of(loss, '# loop')}) gives every value it carries a gradient, "
+        "zeros at least; eagerly only its iterations' ops count"
+    )
+
+
 def test_float_leaves_tensorflow_eagerly_but_not_when_traced() -> None:
     w, b = tf.Variable([1.0, 2.0], name="w_float"), tf.Variable(0.5, name="b_float")
 

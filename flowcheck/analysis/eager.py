@@ -125,10 +125,12 @@ def _control_flow(graph: nx.DiGraph, node: str, region: set[str]) -> list[str]:
             cluster = info["parent"]
             passing = False
     if carried - found.keys():
-        # Traced, every loop variable gets a gradient; eagerly, one read only by the condition gets None.
-        feeds = {graph.nodes[d].get("cluster") for d in nx.descendants(graph, node)}
+        # Traced, every loop variable gets a gradient; eagerly, one read only by the condition gets
+        # None, and so does one the iterations' ops cut (a stop_gradient in the body).
+        reads = {graph.nodes[d].get("cluster") for d in nx.descendants(graph, node)
+                 if graph.nodes[d].get("op_type") not in _PASS_THROUGH}
         for gate in carried - found.keys():
-            found[gate] = "condition" if f"{gate}/cond" in feeds else "while"
+            found[gate] = "condition" if f"{gate}/cond" in reads else "carried"
     reasons = []
     for gate, kind in sorted(found.items()):
         source, _ = op_source(graph.nodes[gate].get("op"))
@@ -138,6 +140,8 @@ def _control_flow(graph: nx.DiGraph, node: str, region: set[str]) -> list[str]:
             "case": f"only the branch taken runs eagerly{line}",
             "while": f"a while_loop runs only the iterations taken eagerly{line}",
             "condition": f"the while condition is not differentiated eagerly{line}",
+            "carried": f"traced, the while_loop{line} gives every value it carries a gradient, zeros at least; "
+                       "eagerly only its iterations' ops count",
         }[kind])
     return reasons
 
