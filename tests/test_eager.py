@@ -99,6 +99,24 @@ def test_a_value_a_loop_carries_and_its_body_cuts_is_not_blamed_on_the_condition
     )
 
 
+def test_a_gradient_override_map_applies_when_traced_only_and_the_report_says_so() -> None:
+    rounded, signed = tf.Variable([1.0, 2.0], name="rounded_st"), tf.Variable([1.0, 2.0], name="signed_st")
+
+    def loss() -> tf.Tensor:
+        with tf.compat.v1.get_default_graph().gradient_override_map({"Round": "Identity", "Sign": "Identity"}):
+            return tf.reduce_sum(tf.round(rounded)) + tf.reduce_sum(tf.sign(signed))  # straight through
+
+    variables = (rounded, signed)
+    report = flowcheck.analyze(loss)
+    eager, traced = watched_truth(loss, variables), watched_truth(tf.function(loss), variables)
+    assert eager != traced  # eagerly, Round's own gradient (None) applies
+    assert verdicts(report, variables) == eager
+    assert report.result(rounded).eager_difference == (
+        f"gradient_override_map gives Round the gradient of Identity when traced (line {line_of(loss, '# straight through')}); "
+        "eagerly Round's own gradient applies"
+    )
+
+
 def test_float_leaves_tensorflow_eagerly_but_not_when_traced() -> None:
     w, b = tf.Variable([1.0, 2.0], name="w_float"), tf.Variable(0.5, name="b_float")
 

@@ -95,9 +95,26 @@ def eager_difference(graph: nx.DiGraph, node: str, eager_receives: bool, exits: 
         region_lines = _region_lines(graph, region)
         reasons = [str(e) for e in left if (e.source.file, e.source.line) in region_lines]
     if not reasons:
-        reasons = [str(e) for e in left] or [str(e) for e in exits]
+        reasons = [str(e) for e in left] or [str(e) for e in exits] or _overridden(graph, region)
     reasons = list(dict.fromkeys(reasons))
     return "; ".join(reasons) if reasons else "the eager call gives no gradient where the traced graph does"
+
+
+def _overridden(graph: nx.DiGraph, region: set[str]) -> list[str]:
+    """The ops on the traced paths whose gradient ``gradient_override_map`` replaced: eagerly their own applies."""
+    reasons = []
+    for n in sorted(region):
+        op = graph.nodes[n].get("op")
+        try:
+            override = op.get_attr("_gradient_op_type").decode() if op is not None else None
+        except (ValueError, AttributeError):
+            continue
+        if override and not override.startswith("CustomGradient"):  # tf.custom_gradient applies eagerly too
+            source, _ = op_source(op)
+            line = f" (line {source.line})" if source is not None else ""
+            reasons.append(f"gradient_override_map gives {op.type} the gradient of {override} when traced{line}; "
+                           f"eagerly {op.type}'s own gradient applies")
+    return reasons
 
 
 def _region(graph: nx.DiGraph, node: str) -> set[str]:
