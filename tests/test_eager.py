@@ -117,6 +117,30 @@ def test_a_gradient_override_map_applies_when_traced_only_and_the_report_says_so
     )
 
 
+def test_a_custom_gradients_variables_come_in_another_order_eagerly_and_the_report_says_so() -> None:
+    w, v = tf.Variable([1.0, 2.0], name="custom_w"), tf.Variable([3.0, 4.0], name="custom_v")
+
+    @tf.custom_gradient
+    def scaled(x: tf.Tensor) -> Any:
+        def grad(g: tf.Tensor, variables: Any = None) -> Any:
+            return g * w * v, [g * x * v, None]
+
+        return x * w * v, grad
+
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(scaled(x))  # custom
+
+    x, variables = tf.constant([1.0, 2.0]), (w, v)
+    report = flowcheck.analyze(loss, x)
+    eager, traced = watched_truth(loss, variables, x), watched_truth(tf.function(loss), variables, x)
+    assert eager != traced
+    assert verdicts(report, variables) == eager
+    reason = (f"the custom gradient (line {line_of(loss, '# custom')}) answers otherwise eagerly than traced "
+              "(TensorFlow hands a tf.custom_gradient the variables it reads in another order eagerly)")
+    assert [report.result(u).eager_difference for u in variables] == [reason, reason]
+    assert report.verify().agrees
+
+
 def test_float_leaves_tensorflow_eagerly_but_not_when_traced() -> None:
     w, b = tf.Variable([1.0, 2.0], name="w_float"), tf.Variable(0.5, name="b_float")
 

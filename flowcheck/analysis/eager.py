@@ -86,8 +86,9 @@ def _verdict(receives: bool, static: Verdict) -> Verdict:
 
 def eager_difference(graph: nx.DiGraph, node: str, eager_receives: bool, exits: Sequence[Exit]) -> str:
     """Why the eager call answers ``eager_receives`` for variable ``node`` when the traced graph does not."""
-    if eager_receives:
-        return "the eager call gives a gradient where the traced graph gives none"
+    if eager_receives:  # a replaced gradient the traced graph follows and the eager call does not
+        found = list(dict.fromkeys(_overridden(graph, nx.descendants(graph, node))))
+        return "; ".join(found) if found else "the eager call gives a gradient where the traced graph gives none"
     region = _region(graph, node)
     reasons = _control_flow(graph, node, region)
     left = [e for e in exits if e.what != "a Python condition"]
@@ -101,7 +102,7 @@ def eager_difference(graph: nx.DiGraph, node: str, eager_receives: bool, exits: 
 
 
 def _overridden(graph: nx.DiGraph, region: set[str]) -> list[str]:
-    """The ops on the traced paths whose gradient ``gradient_override_map`` replaced: eagerly their own applies."""
+    """The ops on the traced paths whose gradient was replaced, by ``gradient_override_map`` or ``tf.custom_gradient``."""
     reasons = []
     for n in sorted(region):
         op = graph.nodes[n].get("op")
@@ -109,9 +110,14 @@ def _overridden(graph: nx.DiGraph, region: set[str]) -> list[str]:
             override = op.get_attr("_gradient_op_type").decode() if op is not None else None
         except (ValueError, AttributeError):
             continue
-        if override and not override.startswith("CustomGradient"):  # tf.custom_gradient applies eagerly too
-            source, _ = op_source(op)
-            line = f" (line {source.line})" if source is not None else ""
+        if not override:
+            continue
+        source, _ = op_source(op)
+        line = f" (line {source.line})" if source is not None else ""
+        if override.startswith("CustomGradient"):
+            reasons.append(f"the custom gradient{line} answers otherwise eagerly than traced (TensorFlow hands a "
+                           "tf.custom_gradient the variables it reads in another order eagerly)")
+        else:
             reasons.append(f"gradient_override_map gives {op.type} the gradient of {override} when traced{line}; "
                            f"eagerly {op.type}'s own gradient applies")
     return reasons
