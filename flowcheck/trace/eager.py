@@ -149,12 +149,12 @@ def _answer_per_loss(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict
     repeated call never read them.
     """
     per_loss: dict[str, list[bool]] = {}
+    called = str(getattr(fn, "__name__", "function"))
     for name in names:
         _restore(variables, saved)
         tape = tf.GradientTape(watch_accessed_variables=False)
         read: set[int] = set()  # not asked: the fast path of an eager op reads a variable unseen
         known, known_index, known_saved = list(variables), dict(index), list(saved)  # a new variable stays out
-        called = str(getattr(fn, "__name__", "function"))
         with own_random_seeds(), tape, _watch_on_read(tape, known, known_index, known_saved, read):
             _watch(tape, variables)
             try:
