@@ -205,6 +205,25 @@ def test_a_variable_an_eager_ops_fast_path_reads_is_found_by_a_callable_that_can
     assert [v.numpy().tobytes() for v in variables] == before
 
 
+def test_a_variable_first_met_by_a_write_is_restored_to_its_value_before_the_write() -> None:
+    # Attributes of another module: flowcheck meets them only during the eager call.
+    params: Any = types.ModuleType("params")
+    params.w, params.counter = tf.Variable([1.0, 2.0], name="numpy_w"), tf.Variable(0.0, name="written_first")
+
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        params.counter.assign_add(1.0)
+        left = tf.convert_to_tensor(np.tanh((params.w * x).numpy()))
+        return tf.reduce_sum(left) + params.counter * 2.0
+
+    x, variables = tf.constant([1.0, 2.0]), (params.w, params.counter)
+    before = [v.numpy().tobytes() for v in variables]
+    report = flowcheck.analyze(loss, x)
+    assert [v.numpy().tobytes() for v in variables] == before  # analyze undid the call's assign_add
+    assert report.verify().agrees
+    assert [v.numpy().tobytes() for v in variables] == before
+    assert verdicts(report, variables) == watched_truth(loss, variables, x)
+
+
 def test_a_loss_that_left_tensorflow_is_a_loss_error_naming_the_line() -> None:
     w = tf.Variable([1.0, 2.0], name="w_np_loss")
 

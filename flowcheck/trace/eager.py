@@ -250,39 +250,80 @@ def _read(v: Any) -> tuple[np.ndarray, ...]:
 @contextlib.contextmanager
 def _watch_on_read(tape: Any, variables: list[TracedVariable], index: dict[int, int],
                    saved: list[tuple[np.ndarray, ...]], read: set[int]) -> Iterator[None]:
-    """Watch each variable when it is first read (as a default tape does, whatever its trainable flag)."""
+    """Watch each variable when it is first read (as a default tape does, whatever its trainable flag).
+
+    A variable met first by a write (``counter.assign_add(1)``) is saved before the write runs,
+    so that restoring it undoes the write.
+    """
     original = resource_variable_ops.variable_accessed
     busy = False
     home = threading.get_ident()
 
-    def accessed(variable: Any) -> None:
+    def met(variable: Any) -> int | None:
         nonlocal busy
-        original(variable)
-        if busy:
-            return
         i = index.get(id(variable))
-        if i is None:
-            variable = container(variable)  # one replica's component: the variable the user made
-            busy = True
-            try:
-                with tape.stop_recording():
-                    saved.append(_read(variable))  # before the op that reads it runs
-            finally:
-                busy = False
-            i = len(variables)
-            index.update((id(c), i) for c in (variable, *components(variable)))
-            variables.append(describe_variable(variable))
-            # A user's tape watches on their own thread; strategy.run's replica threads read
-            # variables that such a tape, watching before the call, gets no gradient for.
-            if _is_float(variable) and threading.get_ident() == home:
-                tape.watch(variable)
-        read.add(i)
+        if i is not None or busy:
+            return i
+        variable = container(variable)  # one replica's component: the variable the user made
+        busy = True
+        try:
+            with tape.stop_recording():
+                saved.append(_read(variable))  # before the op that reads or writes it runs
+        finally:
+            busy = False
+        i = len(variables)
+        index.update((id(c), i) for c in (variable, *components(variable)))
+        variables.append(describe_variable(variable))
+        # A user's tape watches on their own thread; strategy.run's replica threads read
+        # variables that such a tape, watching before the call, gets no gradient for.
+        if _is_float(variable) and threading.get_ident() == home:
+            tape.watch(variable)
+        return i
+
+    def accessed(variable: Any) -> None:
+        original(variable)
+        i = met(variable)
+        if i is not None:
+            read.add(i)
 
     resource_variable_ops.variable_accessed = accessed
     try:
-        yield
+        with _before_writes(met):
+            yield
     finally:
         resource_variable_ops.variable_accessed = original
+
+
+# The methods by which a resource variable's value is written (BaseResourceVariable's own).
+_WRITES = ("assign", "assign_add", "assign_sub", "scatter_add", "scatter_sub", "scatter_max", "scatter_min",
+           "scatter_mul", "scatter_div", "scatter_update", "batch_scatter_update", "scatter_nd_add",
+           "scatter_nd_sub", "scatter_nd_update", "scatter_nd_max", "scatter_nd_min")
+
+
+@contextlib.contextmanager
+def _before_writes(hook: Callable[[Any], Any]) -> Iterator[None]:
+    """Call ``hook(variable)`` before each write to a resource variable.
+
+    ``ResourceVariable`` holds wrappers of its own (``weak_tensor_ops`` wraps ``assign_add``) around
+    ``BaseResourceVariable``'s methods: both classes' own are wrapped.
+    """
+    classes = (resource_variable_ops.ResourceVariable, resource_variable_ops.BaseResourceVariable)
+    originals = [(cls, name, cls.__dict__[name]) for cls in classes for name in _WRITES if name in cls.__dict__]
+
+    def wrap(method: Any) -> Any:
+        def write(self: Any, *args: Any, **kwargs: Any) -> Any:
+            hook(self)
+            return method(self, *args, **kwargs)
+
+        return write
+
+    for cls, name, method in originals:
+        setattr(cls, name, wrap(method))
+    try:
+        yield
+    finally:
+        for cls, name, method in originals:
+            setattr(cls, name, method)
 
 
 @contextlib.contextmanager
