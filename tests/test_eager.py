@@ -340,6 +340,32 @@ def test_a_plain_function_step_is_judged_at_its_gradient_call_as_called_eagerly(
     assert [v.numpy() for v in variables] == before
 
 
+@pytest.mark.xfail(strict=True, reason="a plain-function step runs its nested tf.functions eagerly (verify/step.py "
+                   "_eagerly), where the user's call runs them as traced: the untaken branch gets zeros, not None")
+def test_a_plain_function_step_calling_a_nested_tf_function_is_judged_as_the_user_calls_it() -> None:
+    taken, untaken = tf.Variable([1.0, 2.0], name="nested_taken"), tf.Variable([3.0, 4.0], name="nested_untaken")
+    optimizer = keras.optimizers.SGD(0.1)
+    optimizer.build([taken, untaken])
+
+    @tf.function
+    def model_fn(x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(tf.cond(tf.reduce_sum(x) < 100.0, lambda: taken * x, lambda: untaken * x))
+
+    def step(x: tf.Tensor) -> None:
+        with tf.GradientTape() as tape:
+            loss = model_fn(x)
+        grads = tape.gradient(loss, [taken, untaken])
+        optimizer.apply_gradients([(g, v) for g, v in zip(grads, [taken, untaken]) if g is not None])
+
+    x = tf.constant([1.0, 2.0])
+    report = flowcheck.analyze(step, x)
+    with tf.GradientTape() as tape:  # the user's own tape, as the user calls the step
+        loss = model_fn(x)
+    truth = [g is not None for g in tape.gradient(loss, [taken, untaken])]
+    (site,) = report.gradient_sites
+    assert [s.receives for s in site.sources] == truth
+
+
 def test_a_tf_function_step_with_an_untaken_branch_is_verified_as_traced() -> None:
     taken, untaken = tf.Variable(1.0, name="traced_taken"), tf.Variable(2.0, name="traced_untaken")
     optimizer = keras.optimizers.SGD(0.1)
