@@ -74,16 +74,18 @@ def build_report(traced: Any, graph: nx.DiGraph) -> Report:
     analysis = analyze_graph(graph)
     cache: dict[tuple[str, str], Barrier] = {}
     results = _results(traced, analysis, cache)
-    errors = one_per_replica(barrier(graph, edge, cache) for edge in analysis.errors)
+    error_edges = analysis.errors
     notes = list(traced.notes)
     judged = results
     if traced.python_function is not None:  # a plain callable: the tape's answer as the user calls it
-        from flowcheck.analysis.eager import as_called
+        from flowcheck.analysis.eager import as_called, as_called_errors
         from flowcheck.trace.eager import run_eagerly
 
         fn = traced.python_function
         run = run_eagerly(fn, traced.args, traced.kwargs, traced.variables, str(getattr(fn, "__name__", "function")))
         judged = as_called(judged, graph, run)
+        error_edges = as_called_errors(analysis, run)
+    errors = one_per_replica(barrier(graph, edge, cache) for edge in error_edges)
     if len(traced.losses) > 1 and not traced.step:
         # Users who check with a tape around the whole call see zeros and think the report is wrong.
         notes.append(
@@ -149,6 +151,8 @@ def eager_only_report(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], fa
         raise NoVariablesError(f"{name} reads no variable: nothing can be trained") from failure
     notes = [f"{failure}: no static analysis was possible, so the verdicts are the eager tape's alone "
              "(no barriers, lines or diagram); wrap the NumPy part in tf.numpy_function or keep it in TensorFlow"]
+    if run.error is not None:
+        notes.append(f"differentiating the loss raises {run.error}: no static analysis can say which op")
     sites = tuple(eager_site(call) for call in run.calls)  # a training step's own calls: TensorFlow's answers
     results = eager_only(run, str(failure))
     if sites:  # a step lists its sources and the trainable variables it reads, not its optimizer's slots

@@ -18,6 +18,8 @@ import tensorflow as tf
 import flowcheck
 import corpus_cases
 import corpus_eager  # noqa: F401 -- registers its cases in CASES
+import corpus_flow  # noqa: F401 -- registers its cases in CASES
+import corpus_ops  # noqa: F401 -- registers its cases in CASES
 import corpus_watched  # noqa: F401 -- registers its cases in CASES
 from corpus_cases import CASES, Case, load_seed
 from truth import line_of, tf_variable, watched_gradients, watched_truth as tape_truth
@@ -74,6 +76,22 @@ def assert_agrees_with_tape(fn: Callable[..., Any], variables: Sequence[Any], *a
 def test_corpus_case_agrees_with_tape(builder: Callable[[], Case]) -> None:
     c = builder()
     assert_agrees_with_tape(c.fn, c.variables, *c.args, **c.kwargs)
+
+
+@pytest.mark.slow  # about 40 s over the whole corpus: the quick loop keeps tests/test_eager.py's cases
+@pytest.mark.parametrize("builder", CASES)
+def test_corpus_case_called_eagerly_agrees_with_tape(builder: Callable[[], Case]) -> None:
+    """The Python of each ``tf.function`` case, called as a plain callable: judged as the user calls it, eagerly."""
+    fresh = builder()  # the tape's answer before flowcheck ever ran this case's functions
+    python_function = getattr(fresh.fn, "python_function", None)
+    if python_function is None:
+        pytest.skip("a plain callable already: the test above judges it as called")
+    untouched = tape_truth(python_function, fresh.variables, *fresh.args, **fresh.kwargs)
+    c = builder()
+    report = assert_agrees_with_tape(c.fn.python_function, c.variables, *c.args, **c.kwargs)
+    # A tape flowcheck ran must not change what TensorFlow answers afterwards (a nested
+    # tf.function keeps the gradient functions its first differentiation chose).
+    assert [report.receives_gradient(v) for v in c.variables] == untouched
 
 
 def test_corpus_is_large_enough() -> None:

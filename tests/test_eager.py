@@ -7,6 +7,7 @@ The truth is the tape run here on the user's own call; the traced function's ans
 from __future__ import annotations
 
 import json
+import types
 from typing import Any
 
 import numpy as np
@@ -78,6 +79,68 @@ def test_a_variable_only_the_while_condition_reads_gets_none_eagerly() -> None:
     assert report.verify().agrees
 
 
+def test_a_value_a_loop_carries_and_its_body_cuts_is_not_blamed_on_the_condition() -> None:
+    w, u = tf.Variable([1.0, 2.0], name="written"), tf.Variable([3.0, 4.0], name="stopped_in_body")
+
+    def loss() -> tf.Tensor:
+        rows = tf.TensorArray(tf.float32, size=3)
+        for i in tf.range(3):  # loop
+            rows = rows.write(i, w * tf.cast(i, tf.float32) + tf.stop_gradient(u))
+        return tf.reduce_sum(rows.stack())
+
+    variables = (w, u)
+    report = flowcheck.analyze(loss)
+    eager, traced = watched_truth(loss, variables), watched_truth(tf.function(loss), variables)
+    assert eager != traced  # traced, the loop gives u zeros
+    assert verdicts(report, variables) == eager
+    assert report.result(u).eager_difference == (
+        f"traced, the while_loop (line {line_of(loss, '# loop')}) gives every value it carries a gradient, "
+        "zeros at least; eagerly only its iterations' ops count"
+    )
+
+
+def test_a_gradient_override_map_applies_when_traced_only_and_the_report_says_so() -> None:
+    rounded, signed = tf.Variable([1.0, 2.0], name="rounded_st"), tf.Variable([1.0, 2.0], name="signed_st")
+
+    def loss() -> tf.Tensor:
+        with tf.compat.v1.get_default_graph().gradient_override_map({"Round": "Identity", "Sign": "Identity"}):
+            return tf.reduce_sum(tf.round(rounded)) + tf.reduce_sum(tf.sign(signed))  # straight through
+
+    variables = (rounded, signed)
+    report = flowcheck.analyze(loss)
+    eager, traced = watched_truth(loss, variables), watched_truth(tf.function(loss), variables)
+    assert eager != traced  # eagerly, Round's own gradient (None) applies
+    assert verdicts(report, variables) == eager
+    assert report.result(rounded).eager_difference == (
+        f"gradient_override_map gives Round the gradient of Identity when traced (line {line_of(loss, '# straight through')}); "
+        "eagerly Round's own gradient applies"
+    )
+
+
+def test_a_custom_gradients_variables_come_in_another_order_eagerly_and_the_report_says_so() -> None:
+    w, v = tf.Variable([1.0, 2.0], name="custom_w"), tf.Variable([3.0, 4.0], name="custom_v")
+
+    @tf.custom_gradient
+    def scaled(x: tf.Tensor) -> Any:
+        def grad(g: tf.Tensor, variables: Any = None) -> Any:
+            return g * w * v, [g * x * v, None]
+
+        return x * w * v, grad
+
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(scaled(x))  # custom
+
+    x, variables = tf.constant([1.0, 2.0]), (w, v)
+    report = flowcheck.analyze(loss, x)
+    eager, traced = watched_truth(loss, variables, x), watched_truth(tf.function(loss), variables, x)
+    assert eager != traced
+    assert verdicts(report, variables) == eager
+    reason = (f"the custom gradient (line {line_of(loss, '# custom')}) answers otherwise eagerly than traced "
+              "(TensorFlow hands a tf.custom_gradient the variables it reads in another order eagerly)")
+    assert [report.result(u).eager_difference for u in variables] == [reason, reason]
+    assert report.verify().agrees
+
+
 def test_float_leaves_tensorflow_eagerly_but_not_when_traced() -> None:
     w, b = tf.Variable([1.0, 2.0], name="w_float"), tf.Variable(0.5, name="b_float")
 
@@ -118,6 +181,47 @@ def test_a_numpy_round_trip_cannot_be_traced_and_is_judged_from_its_eager_call()
     data = json.loads(json.dumps(to_json(report, None)))
     assert {v["name"]: v["eager_difference"] for v in data["variables"]}["enc"].startswith("`.numpy()`")
     assert "digraph" in report.to_dot()
+
+
+def test_a_variable_an_eager_ops_fast_path_reads_is_found_by_a_callable_that_cannot_be_traced() -> None:
+    # tf.reduce_sum of a rank-1 variable reads it in C: no Python hook hears of it, the tape does.
+    # Attributes of another module (``import params; params.w``): flowcheck cannot list them before the call.
+    params: Any = types.ModuleType("params")
+    params.fast, params.numpy = tf.Variable([1.0, 2.0], name="read_in_c"), tf.Variable(2.0, name="through_numpy")
+    params.fast_numpy = tf.Variable([3.0, 4.0], name="read_in_c_through_numpy")
+
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        left = tf.convert_to_tensor(np.tanh((params.numpy * x).numpy()) + tf.reduce_sum(params.fast_numpy).numpy())
+        return tf.reduce_sum(left) + tf.reduce_sum(params.fast)
+
+    x = tf.constant([1.0, 2.0])
+    variables = (params.fast, params.numpy, params.fast_numpy)
+    before = [v.numpy().tobytes() for v in variables]
+    report = flowcheck.analyze(loss, x)
+    assert verdicts(report, variables) == watched_truth(loss, variables, x) == [True, False, False]
+    # Read (in C) on the way to the loss, then through NumPy: blocked, as the one read in Python.
+    assert report.result(params.fast_numpy).verdict is report.result(params.numpy).verdict is flowcheck.Verdict.BLOCKED
+    assert report.verify().agrees
+    assert [v.numpy().tobytes() for v in variables] == before
+
+
+def test_a_variable_first_met_by_a_write_is_restored_to_its_value_before_the_write() -> None:
+    # Attributes of another module: flowcheck meets them only during the eager call.
+    params: Any = types.ModuleType("params")
+    params.w, params.counter = tf.Variable([1.0, 2.0], name="numpy_w"), tf.Variable(0.0, name="written_first")
+
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        params.counter.assign_add(1.0)
+        left = tf.convert_to_tensor(np.tanh((params.w * x).numpy()))
+        return tf.reduce_sum(left) + params.counter * 2.0
+
+    x, variables = tf.constant([1.0, 2.0]), (params.w, params.counter)
+    before = [v.numpy().tobytes() for v in variables]
+    report = flowcheck.analyze(loss, x)
+    assert [v.numpy().tobytes() for v in variables] == before  # analyze undid the call's assign_add
+    assert report.verify().agrees
+    assert [v.numpy().tobytes() for v in variables] == before
+    assert verdicts(report, variables) == watched_truth(loss, variables, x)
 
 
 def test_a_loss_that_left_tensorflow_is_a_loss_error_naming_the_line() -> None:
@@ -163,6 +267,49 @@ def test_per_loss_verdicts_of_a_callable_are_eager_too() -> None:
         assert [report.receives_gradient(v, loss=name) for v in (a, b)] == truth
 
 
+def test_a_custom_gradients_none_in_a_nested_tf_function_stays_none_as_a_users_tape_gives_it() -> None:
+    # Under a persistent tape TensorFlow differentiates a nested tf.function through its
+    # higher-order path, where this None becomes zeros; the user's (non-persistent) tape gives None.
+    a, b, c = tf.Variable([1.0, 2.0], name="nested_a"), tf.Variable([3.0, 4.0], name="nested_b"), tf.Variable(5.0, name="nested_c")
+
+    @tf.custom_gradient
+    def first_only(u: tf.Tensor, v: tf.Tensor) -> Any:
+        return u * v, lambda dy: (dy * v, None)
+
+    @tf.function
+    def inner(x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(first_only(a * x, b))
+
+    def losses(x: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"custom": inner(x), "plain": c * 2.0 + inner(x) * 0.0}
+
+    x = tf.constant([1.0, -1.0])
+    variables = (a, b, c)
+    report = flowcheck.analyze(losses, x)
+    truth = watched_truth(losses, variables, x)
+    assert truth[1] is False  # flowcheck's own eager run left TensorFlow's answer as it was
+    assert verdicts(report, variables) == truth
+    for name in ("custom", "plain"):
+        truth = watched_truth(lambda x: losses(x)[name], variables, x)
+        assert [report.receives_gradient(v, loss=name) for v in variables] == truth
+    assert report.verify().agrees
+
+
+def test_per_loss_verdicts_of_a_callable_when_another_loss_reads_the_variable() -> None:
+    a, b, c = tf.Variable([1.0, 2.0], name="a_both"), tf.Variable([3.0, 4.0], name="b_taken"), tf.Variable(5.0, name="c_second")
+
+    def losses(x: tf.Tensor) -> dict[str, tf.Tensor]:
+        branch = tf.cond(tf.reduce_sum(x) > 100.0, lambda: a * x, lambda: b * x)  # a: the untaken branch
+        return {"first": tf.reduce_sum(branch), "second": c * 2.0 + tf.reduce_sum(a)}
+
+    x = tf.constant([1.0, -1.0])
+    report = flowcheck.analyze(losses, x)
+    for name in ("first", "second"):
+        truth = watched_truth(lambda x: losses(x)[name], (a, b, c), x)
+        assert [report.receives_gradient(v, loss=name) for v in (a, b, c)] == truth
+    assert verdicts(report, (a, b, c)) == watched_truth(losses, (a, b, c), x)
+
+
 def test_a_plain_function_step_is_judged_at_its_gradient_call_as_called_eagerly() -> None:
     taken, untaken, floated = (tf.Variable(v, name=n) for v, n in ((1.0, "step_taken"), (2.0, "step_untaken"), (3.0, "step_floated")))
     optimizer = keras.optimizers.SGD(0.1)
@@ -191,6 +338,32 @@ def test_a_plain_function_step_is_judged_at_its_gradient_call_as_called_eagerly(
     assert [v.numpy() for v in variables] == before and not optimizer.built
     assert report.verify().agrees
     assert [v.numpy() for v in variables] == before
+
+
+def test_a_plain_function_step_calling_a_nested_tf_function_is_judged_as_the_user_calls_it() -> None:
+    # The step's own tape differentiates the nested function as traced: the untaken branch gets zeros.
+    taken, untaken = tf.Variable([1.0, 2.0], name="nested_taken"), tf.Variable([3.0, 4.0], name="nested_untaken")
+    optimizer = keras.optimizers.SGD(0.1)
+    optimizer.build([taken, untaken])
+
+    @tf.function
+    def model_fn(x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(tf.cond(tf.reduce_sum(x) < 100.0, lambda: taken * x, lambda: untaken * x))
+
+    def step(x: tf.Tensor) -> None:
+        with tf.GradientTape() as tape:
+            loss = model_fn(x)
+        grads = tape.gradient(loss, [taken, untaken])
+        optimizer.apply_gradients([(g, v) for g, v in zip(grads, [taken, untaken]) if g is not None])
+
+    x = tf.constant([1.0, 2.0])
+    report = flowcheck.analyze(step, x)
+    with tf.GradientTape() as tape:  # the user's own tape, as the user calls the step
+        loss = model_fn(x)
+    truth = [g is not None for g in tape.gradient(loss, [taken, untaken])]
+    (site,) = report.gradient_sites
+    assert [s.receives for s in site.sources] == truth
+    assert report.verify().agrees
 
 
 def test_a_tf_function_step_with_an_untaken_branch_is_verified_as_traced() -> None:

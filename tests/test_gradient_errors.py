@@ -5,7 +5,9 @@ op without a gradient (``DenseBincount``, ``TruncateMod``, ``PreventGradient``) 
 raise ``LookupError: No gradient defined for operation ...`` whenever a gradient reaches it and it
 is downstream of such an input -- even of a constant argument, even behind a ``tf.stop_gradient``
 on its input -- and answers normally otherwise. Whether the tape raises is computed here, per case;
-when it does not, the verdicts are compared as in the main corpus.
+when it does not, the verdicts are compared as in the main corpus. Each case is judged twice: as a
+``tf.function`` (as traced) and as the plain callable the user calls eagerly, where the tape watches
+the variables alone, so an op reached only from an argument raises nothing.
 """
 
 from __future__ import annotations
@@ -74,9 +76,15 @@ def _tape_raises(c: Case) -> bool:
     return False
 
 
-@pytest.mark.parametrize("builder", CASES)
-def test_gradient_errors_are_predicted_exactly_when_the_tape_raises(builder: Callable[[], Case]) -> None:
+def _plain(builder: Callable[[], Case]) -> Case:
     c = builder()
+    return Case(c.fn.python_function, c.variables, c.args)
+
+
+@pytest.mark.parametrize("eager", [False, True], ids=["traced", "plain_callable"])
+@pytest.mark.parametrize("builder", CASES)
+def test_gradient_errors_are_predicted_exactly_when_the_tape_raises(builder: Callable[[], Case], eager: bool) -> None:
+    c = _plain(builder) if eager else builder()
     raises = _tape_raises(c)
     report = flowcheck.analyze(c.fn, *c.args)
     assert bool(report.gradient_errors) == raises, report.gradient_errors

@@ -15,18 +15,24 @@ from typing import Any
 import networkx as nx
 
 from flowcheck._model import VariableResult, Verdict
-from flowcheck.analysis.verdicts import gradient_nodes
+from flowcheck.analysis.verdicts import Analysis, gradient_errors, gradient_nodes
 from flowcheck.graph.build import variable_node
 from flowcheck.source.op import op_source
 from flowcheck.trace.distributed import replica_threads
 from flowcheck.trace.eager import EagerRun, Exit
 from flowcheck.trace.sites import GradientSite, RecordedCall
 
-__all__ = ["as_called", "as_called_sites", "eager_difference", "eager_only"]
+__all__ = ["as_called", "as_called_errors", "as_called_sites", "eager_difference", "eager_only"]
 
 
 def as_called(results: Sequence[VariableResult], graph: nx.DiGraph, run: EagerRun) -> tuple[VariableResult, ...]:
-    """The static results with the eager call's answers as verdicts, and why they differ."""
+    """The static results with the eager call's answers as verdicts, and why they differ.
+
+    When differentiating the call raised (``run.error``), the tape answered nothing: the static
+    results stand, as for a traced function whose gradient raises.
+    """
+    if run.error is not None:
+        return tuple(results)
     judged = []
     for i, r in enumerate(results):
         per_loss = {n: _verdict(answers[i], r.per_loss.get(n, r.verdict)) for n, answers in run.per_loss.items()}
@@ -41,6 +47,18 @@ def as_called(results: Sequence[VariableResult], graph: nx.DiGraph, run: EagerRu
             per_loss=MappingProxyType(per_loss), eager_difference=reason,
         ))
     return tuple(judged)
+
+
+def as_called_errors(analysis: Analysis, run: EagerRun) -> tuple[tuple[str, str], ...]:
+    """The edges into ops without a gradient at which the eager call's tape raises: none unless it raised.
+
+    Traced, TensorFlow differentiates a function with respect to all its inputs, arguments and
+    captured constants included; a tape around the eager call watches its variables alone.
+    """
+    if run.error is None:
+        return ()
+    graph = analysis.graph
+    return gradient_errors(graph, analysis.losses, receiving=analysis.receiving, sources=analysis.variables) or analysis.errors
 
 
 def eager_only(run: EagerRun, failure: str) -> tuple[VariableResult, ...]:
@@ -68,8 +86,9 @@ def _verdict(receives: bool, static: Verdict) -> Verdict:
 
 def eager_difference(graph: nx.DiGraph, node: str, eager_receives: bool, exits: Sequence[Exit]) -> str:
     """Why the eager call answers ``eager_receives`` for variable ``node`` when the traced graph does not."""
-    if eager_receives:
-        return "the eager call gives a gradient where the traced graph gives none"
+    if eager_receives:  # a replaced gradient the traced graph follows and the eager call does not
+        found = list(dict.fromkeys(_overridden(graph, nx.descendants(graph, node))))
+        return "; ".join(found) if found else "the eager call gives a gradient where the traced graph gives none"
     region = _region(graph, node)
     reasons = _control_flow(graph, node, region)
     left = [e for e in exits if e.what != "a Python condition"]
@@ -77,9 +96,31 @@ def eager_difference(graph: nx.DiGraph, node: str, eager_receives: bool, exits: 
         region_lines = _region_lines(graph, region)
         reasons = [str(e) for e in left if (e.source.file, e.source.line) in region_lines]
     if not reasons:
-        reasons = [str(e) for e in left] or [str(e) for e in exits]
+        reasons = [str(e) for e in left] or [str(e) for e in exits] or _overridden(graph, region)
     reasons = list(dict.fromkeys(reasons))
     return "; ".join(reasons) if reasons else "the eager call gives no gradient where the traced graph does"
+
+
+def _overridden(graph: nx.DiGraph, region: set[str]) -> list[str]:
+    """The ops on the traced paths whose gradient was replaced, by ``gradient_override_map`` or ``tf.custom_gradient``."""
+    reasons = []
+    for n in sorted(region):
+        op = graph.nodes[n].get("op")
+        try:
+            override = op.get_attr("_gradient_op_type").decode() if op is not None else None
+        except (ValueError, AttributeError):
+            continue
+        if not override:
+            continue
+        source, _ = op_source(op)
+        line = f" (line {source.line})" if source is not None else ""
+        if override.startswith("CustomGradient"):
+            reasons.append(f"the custom gradient{line} answers otherwise eagerly than traced (TensorFlow hands a "
+                           "tf.custom_gradient the variables it reads in another order eagerly)")
+        else:
+            reasons.append(f"gradient_override_map gives {op.type} the gradient of {override} when traced{line}; "
+                           f"eagerly {op.type}'s own gradient applies")
+    return reasons
 
 
 def _region(graph: nx.DiGraph, node: str) -> set[str]:
@@ -107,10 +148,12 @@ def _control_flow(graph: nx.DiGraph, node: str, region: set[str]) -> list[str]:
             cluster = info["parent"]
             passing = False
     if carried - found.keys():
-        # Traced, every loop variable gets a gradient; eagerly, one read only by the condition gets None.
-        feeds = {graph.nodes[d].get("cluster") for d in nx.descendants(graph, node)}
+        # Traced, every loop variable gets a gradient; eagerly, one read only by the condition gets
+        # None, and so does one the iterations' ops cut (a stop_gradient in the body).
+        reads = {graph.nodes[d].get("cluster") for d in nx.descendants(graph, node)
+                 if graph.nodes[d].get("op_type") not in _PASS_THROUGH}
         for gate in carried - found.keys():
-            found[gate] = "condition" if f"{gate}/cond" in feeds else "while"
+            found[gate] = "condition" if f"{gate}/cond" in reads else "carried"
     reasons = []
     for gate, kind in sorted(found.items()):
         source, _ = op_source(graph.nodes[gate].get("op"))
@@ -120,6 +163,8 @@ def _control_flow(graph: nx.DiGraph, node: str, region: set[str]) -> list[str]:
             "case": f"only the branch taken runs eagerly{line}",
             "while": f"a while_loop runs only the iterations taken eagerly{line}",
             "condition": f"the while condition is not differentiated eagerly{line}",
+            "carried": f"traced, the while_loop{line} gives every value it carries a gradient, zeros at least; "
+                       "eagerly only its iterations' ops count",
         }[kind])
     return reasons
 

@@ -188,6 +188,7 @@ _UNREACHING = frozenset({BarrierKind.DTYPE, BarrierKind.PREDICATE, BarrierKind.A
 
 def gradient_errors(
     graph: nx.DiGraph, targets: Collection[str], *, receiving: AbstractSet[str] | None = None,
+    sources: Collection[str] | None = None,
 ) -> tuple[tuple[str, str], ...]:
     """The edges into ops at which differentiating ``targets`` raises instead of giving None.
 
@@ -197,7 +198,9 @@ def gradient_errors(
     that a gradient reaches makes ``gradients_util._GradientsHelper`` raise ``LookupError: No
     gradient defined for operation ...``: the tape then answers nothing at all.
 
-    ``receiving`` is ``gradient_nodes(graph, targets)``, when the caller has it.
+    ``receiving`` is ``gradient_nodes(graph, targets)``, when the caller has it. ``sources`` are the
+    nodes differentiated with respect to, the top function's inputs unless given: an eager tape
+    around a plain callable watches only its variables (``graph.graph["variables"]``).
 
     Returns:
         ``((u, w), ...)`` sorted: the ``NO_GRADIENT`` edges into each such op ``w`` from a reached ``u``.
@@ -218,7 +221,7 @@ def gradient_errors(
     for info in graph.graph["clusters"].values():
         bodies.setdefault(info["gate"], []).extend(info["inputs"])
         body_of.update((p, info["gate"]) for p in info["inputs"])
-    reached = set(graph.graph["inputs"])
+    reached = set(graph.graph["inputs"] if sources is None else sources)
     stack = list(reached)
     opened: set[str] = set()
     while stack:

@@ -77,7 +77,7 @@ def loss_node(name: str) -> str:
 
 def build_graph(traced: Traced, oracle: GradientOracle | None = None) -> nx.DiGraph:
     """Build the gradient-annotated graph of a traced function (see the module docstring)."""
-    builder = _Builder(oracle or GradientOracle())
+    builder = _Builder(oracle or GradientOracle(), appended=not traced.step)
     graph = builder.graph
     top = traced.concrete.graph
     builder.add_function_graph(top, prefix="", cluster=None)
@@ -119,8 +119,9 @@ def CARRY_IF_TRAINABLE(tensor: Any) -> InputGradient:  # noqa: N802 -- reads as 
 
 
 class _Builder:
-    def __init__(self, oracle: GradientOracle) -> None:
+    def __init__(self, oracle: GradientOracle, appended: bool = True) -> None:
         self.oracle = oracle
+        self.appended = appended  # link consumed appended outputs (see _link_appended)
         self.graph = nx.DiGraph(clusters={}, variables=[], losses=[], inputs=[])
         # networkx's own dicts, written directly (as DiGraph.add_node and add_edge write them, in
         # the same order): its methods cost more per call than the rest of an op's work. Nothing
@@ -230,7 +231,25 @@ class _Builder:
             outputs = body.outputs if kind == "while" else _returned_outputs(body)
             for out in outputs:
                 self.add_edge(inner_prefix + out.op.name, node, out, CARRY_IF_TRAINABLE(out))
+            if kind != "while" and self.appended:
+                self._link_appended(op, node, inner_prefix, body, len(outputs))
         return inner_prefix
+
+    def _link_appended(self, op: Any, node: str, inner_prefix: str, body: Any, returned: int) -> None:
+        """Link the appended outputs (intermediates of a gradient of the op) that the caller's graph consumes.
+
+        A tape inside the function that differentiated the op pointed it at a forward function
+        whose outputs end with the intermediates its backward function reads (a custom gradient's
+        captured inputs, say). Differentiating the whole function again (a gradient penalty's second
+        order) differentiates the op with respect to those outputs too, zeros when they reach
+        nothing: what they come from gets a gradient. Unconsumed (a nested function's forward
+        graph met again after an earlier gradient), they are never differentiated; nor in a training
+        step, whose tapes differentiate the op before it is rewritten.
+        """
+        for i in range(returned, min(len(body.outputs), len(op.outputs))):
+            if op.outputs[i].consumers():
+                out = body.outputs[i]
+                self.add_edge(inner_prefix + out.op.name, node, out, CARRY_IF_TRAINABLE(out))
 
     def add_while(self, op: Any, node: str, prefix: str, cluster: str | None) -> None:
         body = _function_graph(op, op.get_attr("body").name)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.python.eager import context
+from tensorflow.python.eager import context, record
 from tensorflow.python.framework import ops
 from tensorflow.python.ops import resource_variable_ops
 from tensorflow.python.util import nest
@@ -72,6 +72,9 @@ class EagerRun:
         losses: The floating-point outputs, named as in a traced function's report.
         exits: Where the user's code took values out of TensorFlow, in call order.
         calls: The gradient calls the function made itself (a training step's), in order.
+        error: The tape's ``LookupError`` (an op with no gradient reached), as one line, when
+            differentiating a loss raised; that loss then gives no answers (``total`` and
+            ``per_loss`` hold the other losses').
     """
 
     variables: list[TracedVariable]
@@ -81,14 +84,19 @@ class EagerRun:
     losses: list[LossOutput]
     exits: list[Exit] = field(default_factory=list)
     calls: list[RecordedCall] = field(default_factory=list)
+    error: str | None = None
 
 
 def run_eagerly(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
                 known: Sequence[TracedVariable], name: str) -> EagerRun:
     """Call ``fn`` eagerly with every variable watched as it is read; restore what it changed.
 
-    The gradient calls the function makes itself are recorded (:attr:`EagerRun.calls`): a training
-    step may return no loss.
+    The tape is not persistent, as the truth's: under a persistent tape TensorFlow differentiates
+    a nested ``tf.function`` through its higher-order path, which turns a ``None`` a custom gradient
+    returns inside it into zeros. A non-persistent tape answers once, for the summed losses; with
+    several losses the call runs once more per loss, each time from the same state, for that loss's
+    answer (:func:`_answer_per_loss`). The gradient calls the function makes itself are recorded
+    (:attr:`EagerRun.calls`): a training step may return no loss.
 
     Raises:
         TraceError: the eager call raised.
@@ -101,34 +109,92 @@ def run_eagerly(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
     saved = [_read(v.tf_variable) for v in variables]
     read: set[int] = set()
     exits: list[Exit] = []
-    tape = tf.GradientTape(watch_accessed_variables=False, persistent=True)
+    # Watching accessed variables too: an eager op's fast path reads a trainable variable in C,
+    # where only the tape hears of it (_watch_on_read never does).
+    tape = tf.GradientTape(watch_accessed_variables=True)
     try:
         with own_random_seeds(), tape, _watch_on_read(tape, variables, index, saved, read), record_exits(exits):
-            for v in variables:
-                if _is_float(v.tf_variable):
-                    tape.watch(v.tf_variable)
+            _watch(tape, variables)
             try:
-                with record_sites() as recorder:
+                with record_sites() as recorder, record.VariableWatcher() as reads:
                     outputs = fn(*args, **kwargs)
             except Exception as exc:  # noqa: BLE001 -- the user's call failed: one line, their frame
                 raise TraceError(_failure(exc, name)) from exc
+        _heard_by_the_tape(tape, reads.watched_variables(), variables, index, saved, read)
         try:
             losses = _loss_tensors(outputs, name, exits)
         except LossError:
             if not recorder.eager_calls:
                 raise
             losses = []
-        floats = [v.tf_variable for v in variables]
-        per_loss = {n: _received(tape, t, floats) for n, t in losses}
-        total = [any(answers[i] for answers in per_loss.values()) for i in range(len(variables))]
-    finally:
+        total, error = _answer(tape, [t for _, t in losses], variables)
         del tape
-        for v, values in zip(variables, saved):
-            for component, value in zip(components(v.tf_variable), values):
-                component.assign(value)
+        per_loss = {n: total for n, _ in losses[:1]}
+        if len(losses) > 1 and error is None:
+            per_loss = _answer_per_loss(fn, args, kwargs, variables, index, saved, [n for n, _ in losses], total, len(known))
+    finally:
+        _restore(variables, saved)
     outputs_ = [LossOutput(n, t, tuple(t.shape.as_list()) if t.shape.rank is not None else (), t.dtype.name)
                 for n, t in losses]
-    return EagerRun(variables, total, per_loss, read, outputs_, exits, recorder.eager_calls)
+    return EagerRun(variables, total, per_loss, read, outputs_, exits, recorder.eager_calls, error)
+
+
+def _answer_per_loss(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                     variables: list[TracedVariable], index: dict[int, int], saved: list[tuple[np.ndarray, ...]],
+                     names: Sequence[str], total: list[bool], first_met: int) -> dict[str, list[bool]]:
+    """Per loss, the answer of a non-persistent tape around one more call, from the state of the first.
+
+    When the repeated call meets variables the first did not (the function creates them anew each
+    call), those the first call met (``variables[first_met:]``) keep its total answer: the
+    repeated call never read them.
+    """
+    per_loss: dict[str, list[bool]] = {}
+    called = str(getattr(fn, "__name__", "function"))
+    for name in names:
+        _restore(variables, saved)
+        tape = tf.GradientTape(watch_accessed_variables=False)
+        read: set[int] = set()  # not asked: the fast path of an eager op reads a variable unseen
+        known, known_index, known_saved = list(variables), dict(index), list(saved)  # a new variable stays out
+        with own_random_seeds(), tape, _watch_on_read(tape, known, known_index, known_saved, read):
+            _watch(tape, variables)
+            try:
+                outputs = fn(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 -- the user's call failed the second time: one line, their frame
+                raise TraceError(_failure(exc, called)) from exc
+        target = dict(_loss_tensors(outputs, called, ())).get(name)
+        answers, _ = _answer(tape, [] if target is None else [target], variables)
+        renewed = first_met if len(known) > len(variables) else len(variables)
+        per_loss[name] = [a if i < renewed else t for i, (a, t) in enumerate(zip(answers, total))]
+    return per_loss
+
+
+def _heard_by_the_tape(tape: Any, reads: Sequence[Any], variables: list[TracedVariable], index: dict[int, int],
+                       saved: list[tuple[np.ndarray, ...]], read: set[int]) -> None:
+    """Add the variables the tape watched as accessed and ``_watch_on_read`` never saw; mark ``reads`` read.
+
+    Such a read happened in an eager op's fast path, in C, which tells only the tapes and variable
+    watchers, and only of a trainable variable. Its value is saved now, after the call (a read does
+    not change it; an assign passes through Python).
+    """
+    for variable in tape.watched_variables():
+        variable = container(variable)
+        if index.get(id(variable)) is None:
+            index.update((id(c), len(variables)) for c in (variable, *components(variable)))
+            saved.append(_read(variable))
+            variables.append(describe_variable(variable))
+    read.update(index[id(container(v))] for v in reads if id(container(v)) in index)
+
+
+def _watch(tape: Any, variables: Sequence[TracedVariable]) -> None:
+    for v in variables:
+        if _is_float(v.tf_variable):
+            tape.watch(v.tf_variable)
+
+
+def _restore(variables: Sequence[TracedVariable], saved: Sequence[tuple[np.ndarray, ...]]) -> None:
+    for v, values in zip(variables, saved):
+        for component, value in zip(components(v.tf_variable), values):
+            component.assign(value)
 
 
 @contextlib.contextmanager
@@ -154,9 +220,22 @@ def own_random_seeds() -> Iterator[None]:
 _OWN_SEED = 0x5EED_F10C
 
 
-def _received(tape: Any, target: Any, variables: Sequence[Any]) -> list[bool]:
-    grads = tape.gradient(target, list(variables), unconnected_gradients=tf.UnconnectedGradients.NONE)
-    return [g is not None for g in grads]
+def _answer(tape: Any, targets: Sequence[Any], variables: Sequence[TracedVariable]) -> tuple[list[bool], str | None]:
+    """Which variables the tape gives a gradient of the summed ``targets``; or its LookupError, when it raised.
+
+    With no target every answer is False (a step that returns no loss).
+    """
+    if not targets:
+        return [False] * len(variables), None
+    try:
+        grads = tape.gradient(list(targets), [v.tf_variable for v in variables],
+                              unconnected_gradients=tf.UnconnectedGradients.NONE)
+    except LookupError as exc:  # "No gradient defined for operation ...": the user's call raises the same
+        if type(exc) is not LookupError:  # a KeyError or IndexError of the user's
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return [False] * len(variables), f"LookupError: {first}"
+    return [g is not None for g in grads], None
 
 
 def _is_float(v: Any) -> bool:
@@ -171,39 +250,80 @@ def _read(v: Any) -> tuple[np.ndarray, ...]:
 @contextlib.contextmanager
 def _watch_on_read(tape: Any, variables: list[TracedVariable], index: dict[int, int],
                    saved: list[tuple[np.ndarray, ...]], read: set[int]) -> Iterator[None]:
-    """Watch each variable when it is first read (as a default tape does, whatever its trainable flag)."""
+    """Watch each variable when it is first read (as a default tape does, whatever its trainable flag).
+
+    A variable met first by a write (``counter.assign_add(1)``) is saved before the write runs,
+    so that restoring it undoes the write.
+    """
     original = resource_variable_ops.variable_accessed
     busy = False
     home = threading.get_ident()
 
-    def accessed(variable: Any) -> None:
+    def met(variable: Any) -> int | None:
         nonlocal busy
-        original(variable)
-        if busy:
-            return
         i = index.get(id(variable))
-        if i is None:
-            variable = container(variable)  # one replica's component: the variable the user made
-            busy = True
-            try:
-                with tape.stop_recording():
-                    saved.append(_read(variable))  # before the op that reads it runs
-            finally:
-                busy = False
-            i = len(variables)
-            index.update((id(c), i) for c in (variable, *components(variable)))
-            variables.append(describe_variable(variable))
-            # A user's tape watches on their own thread; strategy.run's replica threads read
-            # variables that such a tape, watching before the call, gets no gradient for.
-            if _is_float(variable) and threading.get_ident() == home:
-                tape.watch(variable)
-        read.add(i)
+        if i is not None or busy:
+            return i
+        variable = container(variable)  # one replica's component: the variable the user made
+        busy = True
+        try:
+            with tape.stop_recording():
+                saved.append(_read(variable))  # before the op that reads or writes it runs
+        finally:
+            busy = False
+        i = len(variables)
+        index.update((id(c), i) for c in (variable, *components(variable)))
+        variables.append(describe_variable(variable))
+        # A user's tape watches on their own thread; strategy.run's replica threads read
+        # variables that such a tape, watching before the call, gets no gradient for.
+        if _is_float(variable) and threading.get_ident() == home:
+            tape.watch(variable)
+        return i
+
+    def accessed(variable: Any) -> None:
+        original(variable)
+        i = met(variable)
+        if i is not None:
+            read.add(i)
 
     resource_variable_ops.variable_accessed = accessed
     try:
-        yield
+        with _before_writes(met):
+            yield
     finally:
         resource_variable_ops.variable_accessed = original
+
+
+# The methods by which a resource variable's value is written (BaseResourceVariable's own).
+_WRITES = ("assign", "assign_add", "assign_sub", "scatter_add", "scatter_sub", "scatter_max", "scatter_min",
+           "scatter_mul", "scatter_div", "scatter_update", "batch_scatter_update", "scatter_nd_add",
+           "scatter_nd_sub", "scatter_nd_update", "scatter_nd_max", "scatter_nd_min")
+
+
+@contextlib.contextmanager
+def _before_writes(hook: Callable[[Any], Any]) -> Iterator[None]:
+    """Call ``hook(variable)`` before each write to a resource variable.
+
+    ``ResourceVariable`` holds wrappers of its own (``weak_tensor_ops`` wraps ``assign_add``) around
+    ``BaseResourceVariable``'s methods: both classes' own are wrapped.
+    """
+    classes = (resource_variable_ops.ResourceVariable, resource_variable_ops.BaseResourceVariable)
+    originals = [(cls, name, cls.__dict__[name]) for cls in classes for name in _WRITES if name in cls.__dict__]
+
+    def wrap(method: Any) -> Any:
+        def write(self: Any, *args: Any, **kwargs: Any) -> Any:
+            hook(self)
+            return method(self, *args, **kwargs)
+
+        return write
+
+    for cls, name, method in originals:
+        setattr(cls, name, wrap(method))
+    try:
+        yield
+    finally:
+        for cls, name, method in originals:
+            setattr(cls, name, method)
 
 
 @contextlib.contextmanager

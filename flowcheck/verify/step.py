@@ -95,7 +95,46 @@ def _runs_as_called(
             saved.restore()
             # A tape inside a nested tf.function already traced is out of sight of a new trace:
             # only an eager run sees it (as traced and eager answers differ only at control flow).
-        return _run_eagerly(step, traced.args, traced.kwargs, [] if raised is None else raised)
+        own = _own_tapes(traced, step) if traced.target_kind == "callable" and _calls_functions(traced) else []
+        return _as_written(_run_eagerly(step, traced.args, traced.kwargs, [] if raised is None else raised), own)
+
+
+def _calls_functions(traced: Any) -> bool:
+    """Whether the step calls a nested ``tf.function`` (its trace holds a call op; none when it has no trace)."""
+    graph = getattr(traced.concrete, "graph", None)
+    return graph is not None and any(op.type in ("PartitionedCall", "StatefulPartitionedCall") for op in graph.get_operations())
+
+
+def _own_tapes(traced: Any, step: Any) -> list[RecordedCall]:
+    """The answers of the step's own eager tapes when it runs as its user calls it; its state restored after.
+
+    :func:`_run_eagerly` runs the nested ``tf.function`` s eagerly too, to see the tapes inside them;
+    but a tape of the step itself differentiates a nested function as traced (an untaken ``tf.cond``
+    branch in it gets zeros, not None), so the step runs once more with them as they are.
+    """
+    saved = _Saved(traced)
+    try:
+        with record_sites() as recorder:
+            try:
+                step(*traced.args, **traced.kwargs)
+            except ValueError as exc:
+                if NO_GRADIENTS not in str(exc):
+                    raise
+    finally:
+        saved.restore()
+    return recorder.eager_calls
+
+
+def _as_written(recorded: list[RecordedCall], own: Sequence[RecordedCall]) -> list[RecordedCall]:
+    """``recorded``, each call of the step's own tapes replaced by its answer in ``own`` (same kind and line)."""
+    left = list(own)
+    calls = []
+    for call in recorded:
+        found = next((c for c in left if c.kind == call.kind and c.source == call.source), None)
+        if found is not None:
+            left.remove(found)
+        calls.append(found or call)
+    return calls
 
 
 def eager_calls(

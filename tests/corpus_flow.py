@@ -1,0 +1,176 @@
+"""Corpus cases of how values flow in real training code: Keras preprocessing and shared layers,
+``keras.ops`` control flow, custom gradients, ``tf.data`` inside a function, legacy gradient
+overrides, and a tape inside the function around a nested ``tf.function`` (a gradient penalty's
+second order). Each builder returns a :class:`corpus_cases.Case`; the tape computes the truth.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from corpus_cases import Case, case, const, keras_variables, var
+
+
+@case("keras_discretization_hashing_integer_lookup_and_adapted_normalization")
+def preprocessing() -> Case:
+    keras.utils.set_random_seed(1)
+    discretize, hashing = keras.layers.Discretization(bin_boundaries=[-0.5, 0.0, 0.5]), keras.layers.Hashing(num_bins=5)
+    lookup = keras.layers.IntegerLookup(vocabulary=[3, 7, 9])
+    norm = keras.layers.Normalization()
+    norm.adapt(np.random.default_rng(0).normal(size=(10, 2)).astype(np.float32))
+    proj, hashed_emb = keras.layers.Dense(2, name="projection"), keras.layers.Embedding(5, 2, name="hashed_embedding")
+    bucket_emb, lookup_emb = keras.layers.Embedding(4, 2, name="bucket_embedding"), keras.layers.Embedding(4, 2, name="lookup_embedding")
+    for layer, shape in ((proj, (None, 2)), (hashed_emb, (None,)), (bucket_emb, (None,)), (lookup_emb, (None,))):
+        layer.build(shape)
+    source = var(4, name="lookup_source")
+
+    @tf.function
+    def preprocessing_loss(x: tf.Tensor) -> tf.Tensor:
+        h = proj(norm(x))
+        total = tf.reduce_sum(bucket_emb(discretize(h))) + tf.reduce_sum(hashed_emb(hashing(tf.strings.as_string(h))))
+        return total + tf.reduce_sum(lookup_emb(lookup(tf.cast(tf.abs(source) * 10, tf.int64))))
+
+    return Case(preprocessing_loss, keras_variables(proj, hashed_emb, bucket_emb, lookup_emb, norm) + [source], (const(3, 2),))
+
+
+@case("keras_shared_layer_nested_model_and_frozen_layer_in_a_trained_model")
+def shared_and_nested() -> Case:
+    keras.utils.set_random_seed(6)
+    shared = keras.layers.Dense(3, name="shared")
+    inner = keras.Sequential([keras.layers.Dense(3, name="inner_a"), keras.layers.Dense(2, name="inner_b")], name="inner")
+    frozen = keras.layers.Dense(2, name="frozen_in_model")
+    a, b = keras.Input((4,)), keras.Input((4,))
+    h = shared(a) + shared(b)
+    model = keras.Model([a, b], inner(h) + frozen(h))
+    frozen.trainable = False
+
+    @tf.function
+    def shared_loss(x1: tf.Tensor, x2: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_mean(tf.square(model([x1, x2], training=True)))
+
+    return Case(shared_loss, list(model.weights), (const(2, 4), const(2, 4, seed=1)))
+
+
+@case("keras_ops_cond_fori_loop_scan_switch_top_k_digitize_searchsorted", pytest.mark.slow)
+def keras_ops_flow() -> Case:
+    names = ["cond_taken", "cond_untaken", "fori_w", "scan_w", "top_k_x", "digitize_x", "searchsorted_x", "switch_a", "switch_b"]
+    v = [var(3, name=n, seed=i) for i, n in enumerate(names)]
+
+    @tf.function
+    def ops_loss(x: tf.Tensor) -> tf.Tensor:
+        total = keras.ops.sum(keras.ops.cond(keras.ops.sum(x) > -100.0, lambda: v[0] * x, lambda: v[1] * x))
+        total += keras.ops.sum(keras.ops.fori_loop(0, 3, lambda i, t: t * v[2], keras.ops.ones(3)))
+        total += keras.ops.sum(keras.ops.scan(lambda carry, xi: (carry + xi * v[3][0], carry), 0.0, x)[1])
+        total += keras.ops.sum(keras.ops.top_k(v[4], 2)[0])
+        total += keras.ops.sum(keras.ops.cast(keras.ops.digitize(v[5], [0.0, 0.5]), "float32"))
+        total += keras.ops.sum(keras.ops.cast(keras.ops.searchsorted(keras.ops.sort(v[6]), [0.0]), "float32"))
+        return total + keras.ops.sum(keras.ops.switch(0, [lambda a: a * v[7], lambda a: a * v[8]], x))
+
+    return Case(ops_loss, v, (const(3),))
+
+
+@case("custom_gradient_none_and_zeros_for_inputs_and_none_for_a_variable")
+def custom_gradients() -> Case:
+    a, b, c = var(3, name="custom_a"), var(3, name="custom_none", seed=2), var(3, name="custom_zeros", seed=3)
+    w, v = var(3, name="custom_variable_w", seed=4), var(3, name="custom_variable_v", seed=5)
+
+    @tf.custom_gradient
+    def mixed(x: tf.Tensor, y: tf.Tensor, z: tf.Tensor) -> Any:
+        return x * y + z, lambda g: (g * y, None, tf.zeros_like(z))
+
+    @tf.custom_gradient
+    def scaled(x: tf.Tensor) -> Any:
+        def grad(g: tf.Tensor, variables: Any = None) -> Any:
+            return g * w * v, [g * x * v, None]  # the order TensorFlow lists the variables in decides
+
+        return x * w * v, grad
+
+    @tf.function
+    def custom_loss(x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(mixed(a, b, c)) + tf.reduce_sum(scaled(x))
+
+    return Case(custom_loss, [a, b, c, w, v], (const(3),))
+
+
+@case("tf_data_pipeline_inside_the_function_and_dataset_of_a_variable")
+def datasets() -> Case:
+    mapped, looped, sliced = var(3, name="dataset_map_w"), var(3, name="dataset_loop_u", seed=2), var(4, 3, name="sliced_variable", seed=3)
+
+    @tf.function
+    def dataset_loss() -> tf.Tensor:
+        total = tf.constant(0.0)
+        for batch in tf.data.Dataset.from_tensor_slices(tf.ones((4, 3))).map(lambda r: r * mapped).batch(2):
+            total += tf.reduce_sum(batch * looped)
+        for row in tf.data.Dataset.from_tensor_slices(sliced):
+            total += tf.reduce_sum(row)
+        return total
+
+    return Case(dataset_loss, [mapped, looped, sliced])
+
+
+@case("gradient_override_map_round_and_sign_as_identity")
+def override_map() -> Case:
+    rounded, signed = var(3, name="override_round"), var(3, name="override_sign", seed=2)
+
+    @tf.function
+    def override_loss() -> tf.Tensor:
+        with tf.compat.v1.get_default_graph().gradient_override_map({"Round": "Identity", "Sign": "Identity"}):
+            return tf.reduce_sum(tf.round(rounded)) + tf.reduce_sum(tf.sign(signed))
+
+    return Case(override_loss, [rounded, signed])
+
+
+@case("py_function_body_reads_a_variable_and_init_scope_lifts_a_read")
+def hidden_reads() -> Case:
+    inside, argument, lifted, plain = var(3, name="read_in_py_function"), var(3, name="py_function_arg", seed=2), var(3, name="init_scope_read", seed=3), var(3, name="plain_read", seed=4)
+
+    @tf.function
+    def hidden_loss(x: tf.Tensor) -> tf.Tensor:
+        out = tf.py_function(lambda t: t * inside, [argument], tf.float32)
+        with tf.init_scope():
+            value = tf.identity(lifted)
+        return tf.reduce_sum(out) + tf.reduce_sum(value * x) + tf.reduce_sum(plain * x)
+
+    return Case(hidden_loss, [inside, argument, lifted, plain], (const(3),))
+
+
+def _second_order(use: str) -> Case:
+    """A tape inside the function differentiates a nested tf.function whose custom gradient gives v None.
+
+    (Left out: the same tape never asked for a gradient. Then TensorFlow's answer for v depends on
+    whether the function was first traced under a tape watching the variables.)
+    """
+    w, v = var(2, name="outer_w"), var(2, name="custom_none_v", seed=2)
+
+    @tf.custom_gradient
+    def first_only(a: tf.Tensor, b: tf.Tensor) -> Any:
+        return a * b, lambda dy: (dy * b, None)
+
+    @tf.function
+    def inner(x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(first_only(w * x, v))
+
+    @tf.function
+    def penalized(x: tf.Tensor) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = inner(x)
+        g = tape.gradient(y, x)  # its backward function reads v, so v reaches g
+        return y if use == "unused" else y + tf.reduce_sum(g**2)
+
+    return Case(penalized, [w, v], (const(2),))
+
+
+@case("gradient_penalty_through_a_nested_function_with_a_custom_gradient")
+def second_order_used() -> Case:
+    return _second_order("used")
+
+
+@case("inner_gradient_of_a_nested_function_computed_and_left_unused")
+def second_order_unused() -> Case:
+    return _second_order("unused")
