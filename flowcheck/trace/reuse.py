@@ -12,16 +12,22 @@ import contextvars
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["applies_seen", "reused_applies", "reused_recorder", "reusing_trace"]
+__all__ = ["applies_seen", "reused_as_step", "reused_recorder", "reusing_trace"]
 
 _REUSED: contextvars.ContextVar[Any] = contextvars.ContextVar("flowcheck_reused_trace", default=None)
 
 
 @contextlib.contextmanager
 def reusing_trace(recorder: Any, applies: bool) -> Iterator[None]:
-    """Within the block, a ``tf.function`` is analyzed on its own cached trace, recorded by ``recorder``
-    (``applies``: a Keras optimizer applied gradients in it)."""
-    token = _REUSED.set((recorder, applies))
+    """Within the block, a ``tf.function`` is analyzed on its own cached trace, recorded by ``recorder``.
+
+    It is judged at its gradient calls whatever it returns when a Keras optimizer applied gradients
+    in it (``applies``), or when the script calls it with no tape recording around the call: then
+    nothing differentiates what it returns (DeepDream's ascent returning its loss and image).
+    """
+    from tensorflow.python.eager import record
+
+    token = _REUSED.set((recorder, applies or not record.could_possibly_record()))
     try:
         yield
     finally:
@@ -34,8 +40,8 @@ def reused_recorder() -> Any:
     return None if reused is None else reused[0]
 
 
-def reused_applies() -> bool:
-    """Whether a Keras optimizer applied gradients in the trace to reuse."""
+def reused_as_step() -> bool:
+    """Whether the trace to reuse is judged at its gradient calls whatever it returns."""
     reused = _REUSED.get()
     return bool(reused and reused[1])
 

@@ -22,12 +22,15 @@ from dataclasses import replace
 from typing import Any
 
 import tensorflow as tf
+from tensorflow.python.ops import gen_dataset_ops
 
 from flowcheck.errors import VerificationError
 from flowcheck.trace.eager import own_random_seeds
 from flowcheck.trace.recording import nested_functions_afresh, record_sites
 from flowcheck.trace.sites import GradientSite, RecordedCall, running_user_code
-from flowcheck.trace.state import KERAS_NONE_WARNING, NO_GRADIENTS, all_none_tolerated, applied_optimizers, built_state, state_of, unbuild
+from flowcheck.trace.state import (
+    KERAS_NONE_WARNING, NO_GRADIENTS, all_none_tolerated, applied_optimizers, built_state, iterators_of, state_of, unbuild,
+)
 from flowcheck.verify.loss import GradientState, VariableCheck, Verification, _describe, _digest, _first_line, _save_components, _state
 
 __all__ = ["eager_calls", "match_calls", "maybe_digest", "verification_of", "verify_step"]
@@ -57,10 +60,23 @@ class _Saved:
         self._built = built_state(traced.function, traced.args)
         self._variables = state_of(traced.function, traced.args, traced.variables) + _global_state()
         self._values = [_save_components(v) for v in self._variables]
+        self._iterators = [(it, _iterator_state(it)) for it in iterators_of(traced.function, traced.args)]
 
     def restore(self) -> None:
         _restore(self._variables, self._values)
+        for iterator, state in self._iterators:
+            if state is not None:
+                gen_dataset_ops.deserialize_iterator(iterator._iterator_resource, state)  # noqa: SLF001
         unbuild(self._built)
+
+
+def _iterator_state(iterator: Any) -> Any:
+    """A ``tf.data`` iterator's position (``OwnedIterator._save`` without its text encoding); None when
+    its dataset has state outside TensorFlow (a Python generator) that cannot be saved."""
+    try:
+        return gen_dataset_ops.serialize_iterator(iterator._iterator_resource)  # noqa: SLF001
+    except (tf.errors.OpError, AttributeError):
+        return None
 
 
 @contextlib.contextmanager
