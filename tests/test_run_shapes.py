@@ -140,3 +140,64 @@ def test_deepdream_ascent_returning_its_loss_is_judged_at_its_gradient_call(tmp_
     assert [(s["name"], s["verdict"] != "receives", s["tensorflow_none"]) for s in site["sources"]] == [("img", none, none)]
     assert step["report"]["never_trained"] == []  # it asks for an image only: it trains no weight
     assert code == 0, step["failures"]
+
+
+# WGAN-GP written eagerly: the gradient penalty is a tf.function with a tape of its own, called inside
+# the eager critic tape, which answers for what it returns.
+GP_EAGER = """\
+    import numpy as np
+    import tensorflow as tf
+    import keras
+
+    keras.utils.set_random_seed(0)
+    critic = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1)])
+    c_opt = keras.optimizers.Adam(1e-3)
+
+    @tf.function
+    def gradient_penalty(real, fake):
+        alpha = tf.random.uniform([tf.shape(real)[0], 1], 0.0, 1.0)
+        interpolated = real + alpha * (fake - real)
+        with tf.GradientTape() as gp_tape:
+            gp_tape.watch(interpolated)
+            pred = critic(interpolated, training=True)
+        grads = gp_tape.gradient(pred, [interpolated])[0]
+        return tf.reduce_mean((tf.norm(grads, axis=1) - 1.0) ** 2)
+
+    real = tf.constant(np.random.default_rng(0).normal(size=(8, 4)), tf.float32)
+    for step in range(3):
+        fake = tf.random.normal((8, 4))
+        with tf.GradientTape() as tape:
+            c_loss = tf.reduce_mean(critic(fake)) - tf.reduce_mean(critic(real)) + 10.0 * gradient_penalty(real, fake)
+        c_grads = tape.gradient(c_loss, critic.trainable_variables)
+        c_opt.apply_gradients(zip(c_grads, critic.trainable_variables))
+        np.save(f"{OUT}{step}.npy", np.concatenate([v.numpy().ravel() for v in critic.weights]))
+    """
+
+
+@pytest.mark.parametrize("keep_going", [False, True], ids=["first round", "--continue"])
+def test_a_gradient_penalty_function_inside_an_eager_tape_is_judged_at_its_own_call(
+    tmp_path: Path, capsys: Any, keep_going: bool,
+) -> None:
+    from site_helpers import tape_truth
+
+    text = f"OUT = {str(tmp_path / 'w')!r}\n" + textwrap.dedent(GP_EAGER)
+    keras.utils.clear_session()
+    namespace = runpy.run_path(script(tmp_path, text, "a.py"), run_name="__main__")
+    alone = np.load(tmp_path / "w2.npy")
+    critic, real = namespace["critic"], namespace["real"]
+
+    def first_round() -> None:
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(critic(real)) + namespace["gradient_penalty"].python_function(real, real + 1.0)
+        tape.gradient(loss, critic.trainable_variables)
+
+    truth = tape_truth(first_round, critic.weights)  # [the penalty's call, the critic tape's call]
+    code, document = run_json(capsys, script(tmp_path, text), *(["--continue"] if keep_going else []))
+    penalty, critic_step = document["steps"]
+    (site,) = penalty["report"]["gradient_sites"]  # not its output judged as a loss of the critic's weights
+    assert [s["tensorflow_none"] for s in site["sources"]] == [s["verdict"] != "receives" for s in site["sources"]] == truth[0]
+    assert [s["tensorflow_none"] for s in critic_step["site"]["sources"]] == truth[1]
+    assert penalty["report"]["verification"]["agrees"] and penalty["error"] is None
+    assert code == 0
+    if keep_going:  # verified under the critic's tape and restored: the script trained as alone
+        np.testing.assert_array_equal(np.load(tmp_path / "w2.npy"), alone)

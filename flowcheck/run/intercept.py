@@ -245,13 +245,13 @@ class Interceptor:
         from flowcheck.trace.reuse import reusing_trace
 
         kwargs = kwargs or {}
-        recorder, applies, trace_error = self._has_gradient_site(fn, args, kwargs)
+        recorder, trace_error = self._has_gradient_site(fn, args, kwargs)
         if recorder is None:
             if trace_error is not None:
                 raise trace_error  # what the real call raises
             return False
         if trace_error is None:
-            with reusing_trace(recorder, applies):  # analyze the trace just made, not a fresh copy's
+            with reusing_trace(recorder):  # analyze the trace just made, not a fresh copy's
                 self._analyze(fn, args, kwargs, step)
             self._first_calls[id(fn)] = step.first_call
             if step.report is not None:
@@ -269,28 +269,24 @@ class Interceptor:
 
     def _has_gradient_site(
         self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
-    ) -> tuple[Any, bool, Exception | None]:
+    ) -> tuple[Any, Exception | None]:
         """Trace the call (into the function's own cache, as its first call would) with the gradient
-        calls recorded: the recorder when it asks for a gradient (else None), whether a Keras optimizer
-        applied gradients in it, and what the trace raised."""
+        calls recorded: the recorder when it asks for a gradient (else None), and what the trace raised."""
         from flowcheck.source.positions import recording as positions
         from flowcheck.trace.recording import nested_functions_afresh, record_sites
-        from flowcheck.trace.reuse import applies_seen
         from flowcheck.trace.sites import running_user_code
         from flowcheck.trace.state import built_state, unbuild
 
         self._site_seen = False
         built = built_state(fn, args)
         # The trace the real call reuses: Keras's None-gradient warning is provoked here, and silenced.
-        applied: list[str] = []
-        with self._inside(), running_user_code(), record_sites() as recorder, positions(), applies_seen(applied), \
-                nested_functions_afresh():
+        with self._inside(), running_user_code(), record_sites() as recorder, positions(), nested_functions_afresh():
             try:
                 fn.get_concrete_function(*args, **kwargs)
             except Exception as exc:  # noqa: BLE001 -- the user's own error, raised again by the caller
                 unbuild(built)  # slots built inside a failed trace are unusable: the next build makes them again
-                return (recorder if self._site_seen or recorder.calls else None), bool(applied), exc
-        return (recorder if self._site_seen or recorder.calls else None), bool(applied), None
+                return (recorder if self._site_seen or recorder.calls else None), exc
+        return (recorder if self._site_seen or recorder.calls else None), None
 
     def _real_call(self, step: Step, call: Callable[[], Any]) -> Any:
         """Run the analyzed step for real; its failure is part of the finding."""

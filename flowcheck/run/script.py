@@ -202,15 +202,17 @@ def _never_trained_across(steps: Sequence[Step]) -> None:
 
 def _analyzer(options: RunOptions) -> Any:
     def analyze_step(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any], step: Step) -> None:
+        from tensorflow.python.eager import record
+
         import flowcheck
 
         step.owners = variable_owners(target, args)
         try:
             step.report = flowcheck.analyze(target, *args, **kwargs)
             verify = options.verify and step.raised is None  # a step whose own trace raised cannot run
-            if verify and not options.keep_going:
+            if verify and not options.keep_going and not record.could_possibly_record():  # else: see FirstCall._run
                 step.first_call = _first_call(step.report, target)  # the script's own call verifies it
-            if verify and step.first_call is None:
+            if verify and step.first_call is None:  # (a tape of the script's around the call records it too)
                 step.verification = _verify(step.report, options)
         except FlowcheckError as exc:
             step.error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
