@@ -43,21 +43,25 @@ LOOP = """\
     import keras
 
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1)])
-    opt = keras.optimizers.Adam(1e-3)
+    strategy = tf.distribute.MirroredStrategy() if DISTRIBUTED else tf.distribute.get_strategy()
+    with strategy.scope():
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1)])
+        opt = keras.optimizers.Adam(1e-3)
     ds = tf.data.Dataset.from_tensor_slices((tf.random.normal((64, 4)), tf.random.normal((64, 1)))).batch(8).repeat()
-    it = iter(ds)
+    it = iter(strategy.experimental_distribute_dataset(ds) if DISTRIBUTED else ds)
 
     @tf.function
     def train_loop(iterator, steps):
-        total = tf.constant(0.0)
-        for _ in tf.range(steps):
-            x, y = next(iterator)
+        def step_fn(x, y):
             with tf.GradientTape() as tape:
                 loss = tf.reduce_mean(tf.square(model(x, training=True) - y))
             grads = tape.gradient(loss, model.trainable_variables)
             opt.apply_gradients(zip(grads, model.trainable_variables))
-            total += loss
+            return loss
+        total = tf.constant(0.0)
+        for _ in tf.range(steps):
+            x, y = next(iterator)
+            total += strategy.reduce("SUM", strategy.run(step_fn, args=(x, y)), axis=None)
         return total / tf.cast(steps, tf.float32)
 
     losses = [float(train_loop(it, tf.constant(4))) for epoch in range(3)]
@@ -65,13 +69,15 @@ LOOP = """\
     """
 
 
+@pytest.mark.parametrize("distributed", [False, True], ids=["tf.data iterator", "distributed iterator"])
 def test_a_training_loop_inside_a_tf_function_is_judged_at_its_site_and_continues_exactly(
-    tmp_path: Path, capsys: Any,
+    tmp_path: Path, capsys: Any, distributed: bool,
 ) -> None:
     alone, watched = tmp_path / "alone.npy", tmp_path / "watched.npy"
     keras.utils.clear_session()
-    runpy.run_path(script(tmp_path, f"OUT = {str(alone)!r}\n" + textwrap.dedent(LOOP), "a.py"), run_name="__main__")
-    code, document = run_json(capsys, script(tmp_path, f"OUT = {str(watched)!r}\n" + textwrap.dedent(LOOP), "b.py"),
+    head = f"DISTRIBUTED = {distributed}\n"
+    runpy.run_path(script(tmp_path, head + f"OUT = {str(alone)!r}\n" + textwrap.dedent(LOOP), "a.py"), run_name="__main__")
+    code, document = run_json(capsys, script(tmp_path, head + f"OUT = {str(watched)!r}\n" + textwrap.dedent(LOOP), "b.py"),
                               "--continue")
     (step,) = document["steps"]
     # TensorFlow's answer: the loss reaches every weight (the IteratorGetNext before the tape is no error).
@@ -83,7 +89,11 @@ def test_a_training_loop_inside_a_tf_function_is_judged_at_its_site_and_continue
     assert [s["verdict"] != "receives" for s in site["sources"]] == none == [s["tensorflow_none"] for s in site["sources"]]
     assert step["report"]["gradient_errors"] == []
     assert code == 0, step["failures"]
-    # The verification ran the loop once and put the iterator back: the script trained as alone.
+    # The verification ran the loop once and put the iterator back, or (a distributed iterator's position
+    # cannot be saved) the loop was not run: the script trained as alone.
+    assert (step["report"]["verification"] is None) == distributed
+    assert any(n.startswith("not verified: the step draws batches from a DistributedIterator")
+               for n in step["report"]["notes"]) == distributed
     np.testing.assert_array_equal(np.load(alone), np.load(watched))
 
 
@@ -201,3 +211,41 @@ def test_a_gradient_penalty_function_inside_an_eager_tape_is_judged_at_its_own_c
     assert code == 0
     if keep_going:  # verified under the critic's tape and restored: the script trained as alone
         np.testing.assert_array_equal(np.load(tmp_path / "w2.npy"), alone)
+
+
+# A loop variable first set inside a tf.range loop: AutoGraph traces the body once more, in a scratch graph.
+LOOP_SETS_LOSS = """\
+    import tensorflow as tf
+    import keras
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="a"), keras.layers.Dense(1, name="b")])
+    unused = keras.layers.Dense(1, name="unused")
+    unused.build((None, 2))
+    opt = keras.optimizers.SGD(0.1)
+
+    @tf.function
+    def train(x, n):
+        for _ in tf.range(n):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(model(x))
+            variables = model.trainable_variables + unused.trainable_variables
+            grads = tape.gradient(loss, variables)
+            opt.apply_gradients(zip(grads[:4], variables[:4]))
+        return loss
+
+    for _ in range(2):
+        train(tf.ones((4, 3)), tf.constant(2))
+    """
+
+
+def test_a_gradient_call_in_autographs_scratch_trace_of_a_loop_body_is_no_site(tmp_path: Path, capsys: Any) -> None:
+    namespace = runpy.run_path(script(tmp_path, LOOP_SETS_LOSS.split("    for _ in range(2)")[0], "m.py"))
+    model, unused = namespace["model"], namespace["unused"]
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(model(tf.ones((4, 3))))
+    none = [g is None for g in tape.gradient(loss, model.trainable_variables + unused.trainable_variables)]
+    code, document = run_json(capsys, script(tmp_path, LOOP_SETS_LOSS))
+    (step,) = document["steps"]
+    (site,) = step["report"]["gradient_sites"]  # one call, made in the loop body the function holds
+    assert [s["verdict"] != "receives" for s in site["sources"]] == none == [s["tensorflow_none"] for s in site["sources"]]
+    assert code == 1  # unused/* gets None

@@ -212,7 +212,10 @@ def _analyzer(options: RunOptions) -> Any:
             verify = options.verify and step.raised is None  # a step whose own trace raised cannot run
             if verify and not options.keep_going and not record.could_possibly_record():  # else: see FirstCall._run
                 step.first_call = _first_call(step.report, target)  # the script's own call verifies it
-            if verify and step.first_call is None:  # (a tape of the script's around the call records it too)
+            why = _unverifiable(step.report) if verify and step.first_call is None else None
+            if why is not None:
+                step.report.notes += (why,)
+            elif verify and step.first_call is None:  # (a tape of the script's around the call records it too)
                 step.verification = _verify(step.report, options)
         except FlowcheckError as exc:
             step.error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
@@ -236,6 +239,14 @@ def _first_call(report: Any, target: Any) -> Any:
     if traced is None or traced.function is not target or not report.gradient_sites:
         return None
     return first_call(traced, report.gradient_sites)
+
+
+def _unverifiable(report: Any) -> str | None:
+    """Why the step is not run to verify it (None: it is): the run would change what the script does next."""
+    from flowcheck.verify.step import unrestorable
+
+    traced = getattr(report, "_traced", None)
+    return unrestorable(traced) if traced is not None and traced.step else None
 
 
 def _verify(report: Any, options: RunOptions) -> Any:

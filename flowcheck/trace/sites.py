@@ -229,9 +229,27 @@ class SiteRecorder:
 
 
 def _within(inner: Any, outer: Any) -> bool:
+    """Whether ``inner`` is ``outer`` or the body of a function it holds, however deeply nested.
+
+    A graph traced and thrown away is not: AutoGraph traces a loop body once more in a scratch
+    ``FuncGraph('tmp')`` to learn the loop variables first set inside it, and a gradient call there
+    made ops that the function never holds.
+    """
     graph = inner
     while graph is not None:
         if graph is outer:
+            return True
+        parent = getattr(graph, "outer_graph", None)
+        if parent is not None and not _registered(graph, parent):
+            return False
+        graph = parent
+    return False
+
+
+def _registered(body: Any, graph: Any) -> bool:
+    """Whether ``body`` is the graph of a function in the registry of ``graph`` or of a graph holding it."""
+    while graph is not None:
+        if any(getattr(fn, "graph", None) is body for fn in getattr(graph, "_functions", {}).values()):
             return True
         graph = getattr(graph, "outer_graph", None)
     return False

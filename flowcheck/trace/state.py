@@ -191,11 +191,13 @@ def iterators_of(fn: Any, args: Sequence[Any]) -> list[Any]:
     """The ``tf.data`` iterators a step can advance: passed to it, or named by it (a global ``it``, a
     trainer's ``self.iterator``), each once. A verification run draws its batches from them too."""
     from tensorflow.python.data.ops import iterator_ops
+    from tensorflow.python.distribute import input_lib
 
+    kinds = (iterator_ops.OwnedIterator, input_lib.DistributedIterator)
     found: dict[int, Any] = {}
     for value in _reachable(fn, args):
         for item in [value, *_attributes(value)]:
-            if isinstance(item, iterator_ops.OwnedIterator):
+            if isinstance(item, kinds):
                 found.setdefault(id(item), item)
     return list(found.values())
 

@@ -33,7 +33,7 @@ from flowcheck.trace.state import (
 )
 from flowcheck.verify.loss import GradientState, VariableCheck, Verification, _describe, _digest, _first_line, _save_components, _state
 
-__all__ = ["eager_calls", "match_calls", "maybe_digest", "verification_of", "verify_step"]
+__all__ = ["eager_calls", "match_calls", "maybe_digest", "unrestorable", "verification_of", "verify_step"]
 
 
 def _global_state() -> list[Any]:
@@ -72,11 +72,21 @@ class _Saved:
 
 def _iterator_state(iterator: Any) -> Any:
     """A ``tf.data`` iterator's position (``OwnedIterator._save`` without its text encoding); None when
-    its dataset has state outside TensorFlow (a Python generator) that cannot be saved."""
+    it cannot be saved (a distributed iterator, or a dataset with state outside TensorFlow: a generator)."""
     try:
         return gen_dataset_ops.serialize_iterator(iterator._iterator_resource)  # noqa: SLF001
     except (tf.errors.OpError, AttributeError):
         return None
+
+
+def unrestorable(traced: Any) -> str | None:
+    """Why running the step once would change what the script trains on (None: every state it
+    touches can be put back): it draws batches from an iterator whose position cannot be saved."""
+    for iterator in iterators_of(traced.function, traced.args):
+        if _iterator_state(iterator) is None:
+            return (f"not verified: the step draws batches from a {type(iterator).__name__} whose position "
+                    "cannot be saved, so a run of it would change the batches the script trains on")
+    return None
 
 
 @contextlib.contextmanager
