@@ -249,3 +249,93 @@ def test_a_gradient_call_in_autographs_scratch_trace_of_a_loop_body_is_no_site(t
     (site,) = step["report"]["gradient_sites"]  # one call, made in the loop body the function holds
     assert [s["verdict"] != "receives" for s in site["sources"]] == none == [s["tensorflow_none"] for s in site["sources"]]
     assert code == 1  # unused/* gets None
+
+
+# Debugging a step: run_functions_eagerly(True) at the top, a .numpy() inside the tf.function.
+EAGERLY = """\
+    import numpy as np
+    import tensorflow as tf
+
+    tf.config.run_functions_eagerly(True)
+    w = tf.Variable(tf.ones((3, 2)), name="w")
+    frozen = tf.Variable(tf.ones((3, 2)), name="frozen")
+    opt = tf.keras.optimizers.SGD(0.1)
+
+    @tf.function
+    def train_step(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(x @ w + tf.stop_gradient(x @ frozen))
+        print("loss now", loss.numpy())
+        grads = tape.gradient(loss, [w, frozen])
+        opt.apply_gradients([(grads[0], w)])
+
+    for step in range(3):
+        train_step(tf.ones((4, 3)))
+    """
+
+
+def test_a_tf_function_run_eagerly_by_the_script_is_judged_as_eager_and_still_runs(tmp_path: Path, capsys: Any) -> None:
+    w, frozen, x = tf.Variable(tf.ones((3, 2))), tf.Variable(tf.ones((3, 2))), tf.ones((4, 3))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(x @ w + tf.stop_gradient(x @ frozen))
+    none = [g is None for g in tape.gradient(loss, [w, frozen])]
+    try:
+        code, document = run_json(capsys, script(tmp_path, EAGERLY))
+    finally:
+        tf.config.run_functions_eagerly(False)
+    assert document["script_error"] is None  # not traced: its .numpy() works as without flowcheck
+    (step,) = document["steps"]
+    assert step["kind"] == "eager tape.gradient"
+    assert [s["tensorflow_none"] for s in step["site"]["sources"]] == none == [False, True]
+    assert any("run_functions_eagerly(True)" in note for note in step["site"]["notes"])
+    assert code == 1
+
+
+FIT_EAGERLY = """\
+    import numpy as np
+    import tensorflow as tf
+    import keras
+
+    class M(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.d = keras.layers.Dense(1)
+            self.extra = keras.layers.Dense(1)
+
+        def call(self, x):
+            return self.d(x)
+
+        def train_step(self, data):
+            x, y = data
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.square(self(x, training=True) - y))
+            print("loss", loss.numpy())
+            grads = tape.gradient(loss, self.trainable_variables)
+            self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+            return {"loss": loss}
+
+    m = M()
+    m.extra.build((None, 3))
+    m.compile(optimizer="sgd", run_eagerly=RUN_EAGERLY)
+    m.fit(np.ones((8, 3), "float32"), np.zeros((8, 1), "float32"), batch_size=4, epochs=2, verbose=0)
+    """
+
+
+@pytest.mark.parametrize("how", ["compile(run_eagerly=True)", "tf.config.run_functions_eagerly(True)"])
+def test_an_eager_fit_whose_train_step_cannot_be_traced_is_judged_at_its_eager_call(
+    tmp_path: Path, capsys: Any, how: str,
+) -> None:
+    functions = how.startswith("tf.config")
+    text = f"RUN_EAGERLY = {not functions}\n" + ("import tensorflow\ntensorflow.config.run_functions_eagerly(True)\n"
+                                                 if functions else "") + textwrap.dedent(FIT_EAGERLY)
+    d, extra = keras.layers.Dense(1), keras.layers.Dense(1)
+    extra.build((None, 3))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.square(d(tf.ones((4, 3)))))
+    none = [g is None for g in tape.gradient(loss, d.trainable_variables + extra.trainable_variables)]
+    code, document = run_json(capsys, script(tmp_path, text))
+    assert document["script_error"] is None
+    (step,) = document["steps"]  # not "could not be analyzed": TensorFlow's own answer at the call
+    assert step["kind"] == "eager tape.gradient" and step["error"] is None
+    assert [s["tensorflow_none"] for s in step["site"]["sources"]] == none == [False, False, True, True]
+    assert code == 1

@@ -55,9 +55,12 @@ def _rewound(iterator: Any) -> Any:
 
 
 def one_step_function(function: Any) -> Any:
-    """The ``tf.function`` running one step of ``fit`` (Keras's ``one_step_on_data``), if any."""
+    """The ``tf.function`` running one step of ``fit`` (Keras's ``one_step_on_data``), if any: none when
+    the model runs eagerly (``run_eagerly=True``, or ``tf.config.run_functions_eagerly(True)``)."""
     import tensorflow as tf
 
+    if tf.config.functions_run_eagerly():
+        return None
     for cell in getattr(function, "__closure__", None) or ():
         value = getattr(cell.cell_contents, "__wrapped__", None)  # inside _autoconvert_optionals
         if isinstance(value, tf.types.experimental.PolymorphicFunction) and value.__name__ == "one_step_on_data":

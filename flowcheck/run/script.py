@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowcheck.errors import FlowcheckError
+from flowcheck.errors import FlowcheckError, TraceError
 from flowcheck.run.failure import describe_exception
 from flowcheck.run.intercept import KERAS_WARNING, Interceptor
 from flowcheck.run.step import Step, StopScript
@@ -219,6 +219,7 @@ def _analyzer(options: RunOptions) -> Any:
                 step.verification = _verify(step.report, options)
         except FlowcheckError as exc:
             step.error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+            step.untraceable = isinstance(exc, TraceError) and step.report is None
         except Exception as exc:  # noqa: BLE001 -- not the script's failure but flowcheck's: said as such
             what = "verification failed" if step.report is not None else "flowcheck failed while analyzing it"
             step.error = f"{what}: {describe_exception(exc, None)}"
