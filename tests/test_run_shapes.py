@@ -339,3 +339,38 @@ def test_an_eager_fit_whose_train_step_cannot_be_traced_is_judged_at_its_eager_c
     assert step["kind"] == "eager tape.gradient" and step["error"] is None
     assert [s["tensorflow_none"] for s in step["site"]["sources"]] == none == [False, False, True, True]
     assert code == 1
+
+
+FIT_GENERATOR = """\
+    import numpy as np
+    import tensorflow as tf
+    import keras
+
+    keras.utils.set_random_seed(0)
+    X = np.random.default_rng(0).normal(size=(24, 5)).astype("float32")
+
+    def gen():
+        for row in X:
+            yield row, row[:1]
+
+    ds = tf.data.Dataset.from_generator(gen, output_signature=(tf.TensorSpec((5,), tf.float32),
+                                                               tf.TensorSpec((1,), tf.float32))).shuffle(8, seed=1).batch(8)
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(ds, epochs=2, verbose=0)
+    np.save(OUT, np.concatenate([w.ravel() for w in model.get_weights()]))
+    """
+
+
+def test_continue_on_a_fit_over_a_generator_dataset_trains_as_alone(tmp_path: Path, capsys: Any) -> None:
+    # tf.data saves a generator dataset's iterator before its first element and refuses after it.
+    alone, watched = tmp_path / "alone.npy", tmp_path / "watched.npy"
+    keras.utils.clear_session()
+    runpy.run_path(script(tmp_path, f"OUT = {str(alone)!r}\n" + textwrap.dedent(FIT_GENERATOR), "a.py"), run_name="__main__")
+    code, document = run_json(capsys, script(tmp_path, f"OUT = {str(watched)!r}\n" + textwrap.dedent(FIT_GENERATOR)),
+                              "--continue")
+    assert document["script_error"] is None
+    (step,) = document["steps"]
+    assert all(not s["tensorflow_none"] and s["verdict"] == "receives" for s in step["report"]["gradient_sites"][0]["sources"])
+    assert code == 0
+    np.testing.assert_array_equal(np.load(alone), np.load(watched))

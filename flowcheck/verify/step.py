@@ -72,9 +72,12 @@ class _Saved:
 
 def _iterator_state(iterator: Any) -> Any:
     """A ``tf.data`` iterator's position (``OwnedIterator._save`` without its text encoding); None when
-    it cannot be saved (a distributed iterator, or a dataset with state outside TensorFlow: a generator)."""
+    it cannot be saved (a distributed iterator, or a dataset with state outside TensorFlow: a generator,
+    whose position tf.data would leave out of the state and restore wrongly)."""
     try:
-        return gen_dataset_ops.serialize_iterator(iterator._iterator_resource)  # noqa: SLF001
+        return gen_dataset_ops.serialize_iterator(
+            iterator._iterator_resource, external_state_policy=tf.data.experimental.ExternalStatePolicy.FAIL.value,  # noqa: SLF001
+        )
     except (tf.errors.OpError, AttributeError):
         return None
 
