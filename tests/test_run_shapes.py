@@ -374,3 +374,34 @@ def test_continue_on_a_fit_over_a_generator_dataset_trains_as_alone(tmp_path: Pa
     assert all(not s["tensorflow_none"] and s["verdict"] == "receives" for s in step["report"]["gradient_sites"][0]["sources"])
     assert code == 0
     np.testing.assert_array_equal(np.load(alone), np.load(watched))
+
+
+TRACE_PRINT = """\
+    import tensorflow as tf
+
+    w = tf.Variable(1.0, name="w")
+    opt = tf.keras.optimizers.SGD(0.1)
+
+    @tf.function
+    def train_step():
+        print("Tracing train_step")  # Python side effect: runs once per trace
+        with tf.GradientTape() as tape:
+            loss = tf.square(w)
+        opt.apply_gradients(zip(tape.gradient(loss, [w]), [w]))
+        return loss
+
+    for i in range(3):
+        print("step", i, float(train_step()))
+    """
+
+
+def test_continue_runs_the_steps_python_as_often_as_the_script_alone(tmp_path: Path, capsys: Any) -> None:
+    path = script(tmp_path, TRACE_PRINT)
+    runpy.run_path(path, run_name="__main__")
+    alone = capsys.readouterr().out.splitlines()
+    code = main(["run", path, "--continue", "--json"])
+    captured = capsys.readouterr()
+    (step,) = json.loads(captured.out)["steps"]
+    assert code == 0 and step["report"]["verification"]["agrees"]
+    assert step["report"]["verification"]["restored"] is True  # run ahead of the script's call, then put back
+    assert [line for line in captured.err.splitlines() if line.startswith(("Tracing", "step"))] == alone

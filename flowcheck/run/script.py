@@ -202,21 +202,13 @@ def _never_trained_across(steps: Sequence[Step]) -> None:
 
 def _analyzer(options: RunOptions) -> Any:
     def analyze_step(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any], step: Step) -> None:
-        from tensorflow.python.eager import record
-
         import flowcheck
 
         step.owners = variable_owners(target, args)
         try:
             step.report = flowcheck.analyze(target, *args, **kwargs)
-            verify = options.verify and step.raised is None  # a step whose own trace raised cannot run
-            if verify and not options.keep_going and not record.could_possibly_record():  # else: see FirstCall._run
-                step.first_call = _first_call(step.report, target)  # the script's own call verifies it
-            why = _unverifiable(step.report) if verify and step.first_call is None else None
-            if why is not None:
-                step.report.notes += (why,)
-            elif verify and step.first_call is None:  # (a tape of the script's around the call records it too)
-                step.verification = _verify(step.report, options)
+            if options.verify and step.raised is None:  # a step whose own trace raised cannot run
+                _verify_step(step, target, args, kwargs, options)
         except FlowcheckError as exc:
             step.error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
             step.untraceable = isinstance(exc, TraceError) and step.report is None
@@ -227,12 +219,30 @@ def _analyzer(options: RunOptions) -> Any:
     return analyze_step
 
 
+def _verify_step(step: Step, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any], options: RunOptions) -> None:
+    """Verify the step: by the script's own first call of it, else by a run of it now, state restored."""
+    from tensorflow.python.eager import record
+
+    own = _first_call(step.report, target) if not record.could_possibly_record() else None  # else: see FirstCall._run
+    if own is not None and not options.keep_going:
+        step.first_call = own  # the script's own call verifies it
+        return
+    why = _unverifiable(step.report)
+    if why is not None:
+        step.report.notes += (why,)
+        return
+    if own is not None:  # --continue: its own trace, run now (its Python is not run again), restored
+        step.verification = own.run_ahead(args, kwargs)
+    if step.verification is None:  # (a tape of the script's around the call records this run too)
+        step.verification = _verify(step.report, options)
+
+
 def _first_call(report: Any, target: Any) -> Any:
     """The script's next call of ``target`` as the step's verification (None: verify it now).
 
-    Only when the script is ended after its first round: the step's first run is then this call,
-    as without flowcheck, and nothing needs restoring. Under ``--continue`` the step is run once
-    and restored instead, so that the script's own function makes its first call itself.
+    When the script is ended after its first round, the step's first run is then this call, as
+    without flowcheck, and nothing needs restoring. Under ``--continue`` the same run is made ahead of
+    the call and restored instead, so that the script's own function makes its first call itself.
     """
     from flowcheck.verify.first_call import first_call
 

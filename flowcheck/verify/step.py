@@ -33,7 +33,7 @@ from flowcheck.trace.state import (
 )
 from flowcheck.verify.loss import GradientState, VariableCheck, Verification, _describe, _digest, _first_line, _save_components, _state
 
-__all__ = ["eager_calls", "match_calls", "maybe_digest", "unrestorable", "verification_of", "verify_step"]
+__all__ = ["eager_calls", "match_calls", "maybe_digest", "restoring", "unrestorable", "verification_of", "verify_step"]
 
 
 def _global_state() -> list[Any]:
@@ -93,7 +93,7 @@ def unrestorable(traced: Any) -> str | None:
 
 
 @contextlib.contextmanager
-def _restoring(traced: Any) -> Iterator[None]:
+def restoring(traced: Any) -> Iterator[None]:
     """Save every piece of state the step can touch; assign it back afterwards, also on failure."""
     saved = _Saved(traced)
     try:
@@ -139,7 +139,7 @@ def eager_calls(
     """
     from flowcheck.trace.eager import record_exits
 
-    with _restoring(traced), record_exits(exits):
+    with restoring(traced), record_exits(exits):
         try:
             recorded = _runs_as_called(traced, sites)
         except Exception as exc:  # noqa: BLE001 -- the user's own code can raise anything: it is reported
@@ -163,7 +163,7 @@ def verify_step(traced: Any, sites: Sequence[GradientSite], *, control_flow: boo
     before = [maybe_digest(v) for v in sources]
     problems: list[str] = []
     try:
-        with _restoring(traced):
+        with restoring(traced):
             raised: list[str] = []
             recorded = _runs_as_called(traced, sites, control_flow, raised)
             if raised and any(s.receiving for s in sites):
