@@ -405,3 +405,33 @@ def test_continue_runs_the_steps_python_as_often_as_the_script_alone(tmp_path: P
     assert code == 0 and step["report"]["verification"]["agrees"]
     assert step["report"]["verification"]["restored"] is True  # run ahead of the script's call, then put back
     assert [line for line in captured.err.splitlines() if line.startswith(("Tracing", "step"))] == alone
+
+
+def test_a_step_whose_trace_raises_inside_a_loop_body_is_told_by_its_own_error(tmp_path: Path, capsys: Any) -> None:
+    path = script(tmp_path, """\
+        import tensorflow as tf
+        import keras
+
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, name="a")])
+        opt = keras.optimizers.SGD(0.1)
+
+        @tf.function
+        def train(x, n):
+            loss = tf.constant(0.0)
+            for _ in tf.range(n):
+                with tf.GradientTape() as tape:
+                    loss = tf.reduce_mean(model(x))
+                opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+                tf.reshape(x, (5,))
+            return loss
+
+        train(tf.ones((4, 3)), tf.constant(2))
+        """)
+    with pytest.raises(ValueError) as raised:  # the script's own error, alone
+        runpy.run_path(path, run_name="__main__")
+    code, document = run_json(capsys, path)
+    (step,) = document["steps"]
+    assert step["raised"].startswith("ValueError at ") and "(tf.reshape(x, (5,)))" in step["raised"]
+    assert step["raised"].split("): ", 1)[1][:40] in str(raised.value)
+    assert step["failures"] == [f"train raised {step['raised']}"]  # not "reads no variable"
+    assert code == 2  # the script failed in its first step: nothing analyzed

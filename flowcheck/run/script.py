@@ -210,7 +210,8 @@ def _analyzer(options: RunOptions) -> Any:
             if options.verify and step.raised is None:  # a step whose own trace raised cannot run
                 _verify_step(step, target, args, kwargs, options)
         except FlowcheckError as exc:
-            step.error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+            step.error = f"{type(exc).__name__}: {' '.join(str(exc).split())}" if step.raised is None else \
+                "its trace raised (below) before it was complete: no step to read"
             step.untraceable = isinstance(exc, TraceError) and step.report is None
         except Exception as exc:  # noqa: BLE001 -- not the script's failure but flowcheck's: said as such
             what = "verification failed" if step.report is not None else "flowcheck failed while analyzing it"

@@ -218,9 +218,11 @@ class SiteRecorder:
     def __init__(self) -> None:
         self.calls: list[RecordedCall] = []
 
-    def calls_in(self, graph: Any) -> list[RecordedCall]:
-        """The calls made in ``graph`` or in a function graph nested in it."""
-        return [c for c in self.calls if c.graph is not None and _within(c.graph, graph)]
+    def calls_in(self, graph: Any, finished: bool = True) -> list[RecordedCall]:
+        """The calls made in ``graph`` or in a function graph nested in it (``finished``: a trace that
+        completed, whose nested graphs are all bodies of functions it holds; a trace that raised may
+        have stopped inside a body before making the op that holds it)."""
+        return [c for c in self.calls if c.graph is not None and _within(c.graph, graph, finished)]
 
     @property
     def eager_calls(self) -> list[RecordedCall]:
@@ -228,7 +230,7 @@ class SiteRecorder:
         return [c for c in self.calls if c.graph is None]
 
 
-def _within(inner: Any, outer: Any) -> bool:
+def _within(inner: Any, outer: Any, finished: bool = True) -> bool:
     """Whether ``inner`` is ``outer`` or the body of a function it holds, however deeply nested.
 
     A graph traced and thrown away is not: AutoGraph traces a loop body once more in a scratch
@@ -240,7 +242,7 @@ def _within(inner: Any, outer: Any) -> bool:
         if graph is outer:
             return True
         parent = getattr(graph, "outer_graph", None)
-        if parent is not None and not _registered(graph, parent):
+        if finished and parent is not None and not _registered(graph, parent):
             return False
         graph = parent
     return False
