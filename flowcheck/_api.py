@@ -74,7 +74,9 @@ def build_report(traced: Any, graph: nx.DiGraph) -> Report:
     analysis = analyze_graph(graph)
     cache: dict[tuple[str, str], Barrier] = {}
     results = _results(traced, analysis, cache)
-    error_edges = analysis.errors
+    # A step's gradient calls have given TensorFlow's answer already: differentiating raises only where one raised.
+    raised = not traced.step or any(call.error is not None for call in traced.calls)
+    error_edges = analysis.errors if raised else ()
     notes = list(traced.notes)
     judged = results
     if traced.python_function is not None:  # a plain callable: the tape's answer as the user calls it

@@ -90,10 +90,14 @@ def never_trained(traced: Any, results: Sequence[Any], reached: set[int]) -> tup
     """Trainable variables that some site's tape would give a gradient (``reached``) but no site lists.
 
     Judged by each tape: a variable read inside its block and watched by it (a plain
-    ``tf.Variable`` codebook), not one read before the block (a distillation's teacher).
+    ``tf.Variable`` codebook), not one read before the block (a distillation's teacher). A step
+    whose calls ask for tensors only (DeepDream's ascent on an image, an adversarial input, a
+    saliency map) trains no variable at all: none of its model's is "never trained".
     """
     index = _Index(traced.variables)
     listed = {i for call in traced.calls for obj in call.sources if (i := index(obj)) is not None}
+    if not listed:
+        return ()
     return tuple(r for i, r in enumerate(results) if r.trainable and i not in listed and i in reached)
 
 

@@ -28,16 +28,16 @@ def first_batch(iterator: Any, exact: bool) -> tuple[Any, Callable[[], Any]]:
     step as it would have; otherwise, or when its state cannot be saved, the batch is chained in
     front of it.
     """
-    if exact:
-        rewound = _rewound(iterator)
-        if rewound is not None:
-            return rewound, lambda: iterator
-    data = next(iterator)
+    taken = _rewound(iterator) if exact else None
+    if taken is not None and taken[1]:
+        return taken[0], lambda: iterator
+    data = next(iterator) if taken is None else taken[0]
     return data, lambda: itertools.chain([data], iterator)
 
 
-def _rewound(iterator: Any) -> Any:
-    """The next batch, the iterator put back before it (None when tf.data cannot save its state)."""
+def _rewound(iterator: Any) -> tuple[Any, bool] | None:
+    """The next batch and whether the iterator was put back before it (None: nothing taken, tf.data
+    cannot save its state)."""
     import tensorflow as tf
 
     try:
@@ -48,16 +48,22 @@ def _rewound(iterator: Any) -> Any:
         try:
             saved = checkpoint.write(os.path.join(folder, "iterator"))
         except (tf.errors.OpError, TypeError, ValueError, NotImplementedError):
-            return None  # a generator or py_function dataset: no saved state
+            return None  # a py_function dataset: no saved state
         data = next(iterator)
-        checkpoint.read(saved).assert_consumed()
-    return data
+        try:
+            checkpoint.read(saved).assert_consumed()
+        except tf.errors.OpError:  # a generator's: saved before its first element, refused after it
+            return data, False
+    return data, True
 
 
 def one_step_function(function: Any) -> Any:
-    """The ``tf.function`` running one step of ``fit`` (Keras's ``one_step_on_data``), if any."""
+    """The ``tf.function`` running one step of ``fit`` (Keras's ``one_step_on_data``), if any: none when
+    the model runs eagerly (``run_eagerly=True``, or ``tf.config.run_functions_eagerly(True)``)."""
     import tensorflow as tf
 
+    if tf.config.functions_run_eagerly():
+        return None
     for cell in getattr(function, "__closure__", None) or ():
         value = getattr(cell.cell_contents, "__wrapped__", None)  # inside _autoconvert_optionals
         if isinstance(value, tf.types.experimental.PolymorphicFunction) and value.__name__ == "one_step_on_data":

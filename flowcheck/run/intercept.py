@@ -2,12 +2,10 @@
 
 Four kinds of training step are caught at their first call, with that call's real inputs:
 
-* Keras ``Model.fit`` / ``train_on_batch``: the model's ``train_function`` (built by
-  ``make_train_function``) is wrapped; its first batch is taken from the iterator, analyzed through
-  the model's ``train_step``, then handed back to the real step.
-* a ``tf.function`` whose trace asks for a gradient: the function is traced (into its own cache,
-  where the real call finds it), and when a ``tape.gradient`` or ``tf.gradients`` ran inside, the
-  call is analyzed before it runs.
+* Keras ``Model.fit`` / ``train_on_batch``: the model's ``train_function`` (``make_train_function``)
+  is wrapped; its first batch, analyzed through the model's ``train_step``, goes to the real step.
+* a ``tf.function`` whose trace asks for a gradient: traced into its own cache (where the real call
+  finds it), and analyzed before it runs when a ``tape.gradient`` or ``tf.gradients`` ran inside.
 * TF1 ``Session.run`` (the ``tf1`` stage says which gradient calls the fetches compute: the step).
 * an eager ``tape.gradient`` outside any ``tf.function``: TensorFlow's own answer, per source.
 
@@ -27,7 +25,7 @@ from typing import Any, Protocol
 
 from flowcheck.run.batches import first_batch, keras_caller, one_step_function
 from flowcheck.run.failure import describe_exception
-from flowcheck.run.step import EAGER_NOTE, Step, StopScript, code_file, untrained_text
+from flowcheck.run.step import EAGER_NOTE, EAGERLY_NOTE, Step, StopScript, code_file, untrained_text
 from flowcheck.run.stop import stop_for_good
 from flowcheck.source.lines import call_path, call_site
 
@@ -152,6 +150,7 @@ class Interceptor:
     def _eager_gradient(
         self, name: str, original: Any, tape: Any, target: Any, sources: Any, args: Any, kwargs: Any,
     ) -> Any:
+        import tensorflow as tf
         from tensorflow.python.eager import backprop
 
         from flowcheck.trace.eager_sites import eager_site
@@ -178,7 +177,8 @@ class Interceptor:
         finally:
             if recorder.eager_calls:
                 site = eager_site(recorder.eager_calls[-1])
-                step.eager = dataclasses.replace(site, notes=(*site.notes, EAGER_NOTE))
+                note = EAGERLY_NOTE if tf.config.functions_run_eagerly() else EAGER_NOTE
+                step.eager = dataclasses.replace(site, notes=(*site.notes, note))
 
     def _eager_again(self, step: Step, call: Callable[[], Any], sources: Any) -> Any:
         """An eager site's next call, compared with its first one's answer; then the first round is over."""
@@ -204,7 +204,8 @@ class Interceptor:
                 import tensorflow as tf
                 if self._first_calls.get(id(fn)) is not None:  # the call after its analysis verifies the step
                     return self._first_calls.pop(id(fn)).call(original, fn, args, kwargs)
-                if not self._active() or not tf.executing_eagerly() or "/tensorflow/python/" in code_file(fn):
+                if not self._active() or not tf.executing_eagerly() or "/tensorflow/python/" in code_file(fn) \
+                        or tf.config.functions_run_eagerly():  # its Python runs eagerly: its tapes are eager ones
                     return original(fn, *args, **kwargs)  # (TensorFlow's own functions are not the script's steps)
                 return self._function_call(original, fn, args, kwargs)
 
@@ -245,13 +246,13 @@ class Interceptor:
         from flowcheck.trace.reuse import reusing_trace
 
         kwargs = kwargs or {}
-        recorder, applies, trace_error = self._has_gradient_site(fn, args, kwargs)
+        recorder, trace_error = self._has_gradient_site(fn, args, kwargs)
         if recorder is None:
             if trace_error is not None:
                 raise trace_error  # what the real call raises
             return False
         if trace_error is None:
-            with reusing_trace(recorder, applies):  # analyze the trace just made, not a fresh copy's
+            with reusing_trace(recorder):  # analyze the trace just made, not a fresh copy's
                 self._analyze(fn, args, kwargs, step)
             self._first_calls[id(fn)] = step.first_call
             if step.report is not None:
@@ -269,28 +270,24 @@ class Interceptor:
 
     def _has_gradient_site(
         self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
-    ) -> tuple[Any, bool, Exception | None]:
+    ) -> tuple[Any, Exception | None]:
         """Trace the call (into the function's own cache, as its first call would) with the gradient
-        calls recorded: the recorder when it asks for a gradient (else None), whether a Keras optimizer
-        applied gradients in it, and what the trace raised."""
+        calls recorded: the recorder when it asks for a gradient (else None), and what the trace raised."""
         from flowcheck.source.positions import recording as positions
         from flowcheck.trace.recording import nested_functions_afresh, record_sites
-        from flowcheck.trace.reuse import applies_seen
         from flowcheck.trace.sites import running_user_code
         from flowcheck.trace.state import built_state, unbuild
 
         self._site_seen = False
         built = built_state(fn, args)
         # The trace the real call reuses: Keras's None-gradient warning is provoked here, and silenced.
-        applied: list[str] = []
-        with self._inside(), running_user_code(), record_sites() as recorder, positions(), applies_seen(applied), \
-                nested_functions_afresh():
+        with self._inside(), running_user_code(), record_sites() as recorder, positions(), nested_functions_afresh():
             try:
                 fn.get_concrete_function(*args, **kwargs)
             except Exception as exc:  # noqa: BLE001 -- the user's own error, raised again by the caller
                 unbuild(built)  # slots built inside a failed trace are unusable: the next build makes them again
-                return (recorder if self._site_seen or recorder.calls else None), bool(applied), exc
-        return (recorder if self._site_seen or recorder.calls else None), bool(applied), None
+                return (recorder if self._site_seen or recorder.calls else None), exc
+        return (recorder if self._site_seen or recorder.calls else None), None
 
     def _real_call(self, step: Step, call: Callable[[], Any]) -> Any:
         """Run the analyzed step for real; its failure is part of the finding."""
@@ -344,6 +341,9 @@ class Interceptor:
             one_step = one_step_function(function)
             if one_step is None:  # run_eagerly: through the model's train_step
                 self._analyze(*through_model, {}, step)
+                if step.untraceable:  # (a .numpy() in it): its gradient calls are judged as they run, eagerly
+                    self.steps.remove(step)
+                    return function(again())
             elif not self._traced_step(one_step, (data,), step, fallback=through_model):
                 self._seen[key] = None  # Keras asks for no gradient: not a training step
                 if not model.trainable_weights:

@@ -57,8 +57,8 @@ def step_failures(step: Step) -> list[str]:
     """Why this step fails (exit status 1), in words; empty when it passes."""
     from flowcheck.outputs.text import failures
 
-    if step.error is not None and step.report is None:
-        return [f"{step.name} could not be analyzed: {step.error}"]
+    if step.error is not None and step.report is None:  # (after its own trace raised: that error is the finding)
+        return [f"{step.name} raised {step.raised}" if step.raised else f"{step.name} could not be analyzed: {step.error}"]
     reasons = [f"{step.name}: {step.error}"] if step.error is not None else []
     if step.report is not None:
         reasons.extend(failures(step.report, step.verification))  # the sites' findings included

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowcheck.errors import FlowcheckError
+from flowcheck.errors import FlowcheckError, TraceError
 from flowcheck.run.failure import describe_exception
 from flowcheck.run.intercept import KERAS_WARNING, Interceptor
 from flowcheck.run.step import Step, StopScript
@@ -207,13 +207,12 @@ def _analyzer(options: RunOptions) -> Any:
         step.owners = variable_owners(target, args)
         try:
             step.report = flowcheck.analyze(target, *args, **kwargs)
-            verify = options.verify and step.raised is None  # a step whose own trace raised cannot run
-            if verify and not options.keep_going:
-                step.first_call = _first_call(step.report, target)  # the script's own call verifies it
-            if verify and step.first_call is None:
-                step.verification = _verify(step.report, options)
+            if options.verify and step.raised is None:  # a step whose own trace raised cannot run
+                _verify_step(step, target, args, kwargs, options)
         except FlowcheckError as exc:
-            step.error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+            step.error = f"{type(exc).__name__}: {' '.join(str(exc).split())}" if step.raised is None else \
+                "its trace raised (below) before it was complete: no step to read"
+            step.untraceable = isinstance(exc, TraceError) and step.report is None
         except Exception as exc:  # noqa: BLE001 -- not the script's failure but flowcheck's: said as such
             what = "verification failed" if step.report is not None else "flowcheck failed while analyzing it"
             step.error = f"{what}: {describe_exception(exc, None)}"
@@ -221,12 +220,30 @@ def _analyzer(options: RunOptions) -> Any:
     return analyze_step
 
 
+def _verify_step(step: Step, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any], options: RunOptions) -> None:
+    """Verify the step: by the script's own first call of it, else by a run of it now, state restored."""
+    from tensorflow.python.eager import record
+
+    own = _first_call(step.report, target) if not record.could_possibly_record() else None  # else: see FirstCall._run
+    if own is not None and not options.keep_going:
+        step.first_call = own  # the script's own call verifies it
+        return
+    why = _unverifiable(step.report)
+    if why is not None:
+        step.report.notes += (why,)
+        return
+    if own is not None:  # --continue: its own trace, run now (its Python is not run again), restored
+        step.verification = own.run_ahead(args, kwargs)
+    if step.verification is None:  # (a tape of the script's around the call records this run too)
+        step.verification = _verify(step.report, options)
+
+
 def _first_call(report: Any, target: Any) -> Any:
     """The script's next call of ``target`` as the step's verification (None: verify it now).
 
-    Only when the script is ended after its first round: the step's first run is then this call,
-    as without flowcheck, and nothing needs restoring. Under ``--continue`` the step is run once
-    and restored instead, so that the script's own function makes its first call itself.
+    When the script is ended after its first round, the step's first run is then this call, as
+    without flowcheck, and nothing needs restoring. Under ``--continue`` the same run is made ahead of
+    the call and restored instead, so that the script's own function makes its first call itself.
     """
     from flowcheck.verify.first_call import first_call
 
@@ -234,6 +251,14 @@ def _first_call(report: Any, target: Any) -> Any:
     if traced is None or traced.function is not target or not report.gradient_sites:
         return None
     return first_call(traced, report.gradient_sites)
+
+
+def _unverifiable(report: Any) -> str | None:
+    """Why the step is not run to verify it (None: it is): the run would change what the script does next."""
+    from flowcheck.verify.step import unrestorable
+
+    traced = getattr(report, "_traced", None)
+    return unrestorable(traced) if traced is not None and traced.step else None
 
 
 def _verify(report: Any, options: RunOptions) -> Any:

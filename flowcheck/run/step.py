@@ -14,11 +14,15 @@ from typing import Any
 from flowcheck.source.lines import SourceLine
 from flowcheck.trace.sites import GradientSite
 
-__all__ = ["EAGER_NOTE", "Step", "StopScript", "code_file", "untrained_text"]
+__all__ = ["EAGERLY_NOTE", "EAGER_NOTE", "Step", "StopScript", "code_file", "untrained_text"]
 
 EAGER_NOTE = (
     "without a graph flowcheck cannot name the op that cuts a source; put the step (the tape and its loss) "
     "in a function decorated with @tf.function to get the op and your line"
+)
+EAGERLY_NOTE = (
+    "without a graph flowcheck cannot name the op that cuts a source; tf.config.run_functions_eagerly(True) "
+    "runs your tf.functions as plain Python: without it flowcheck gets the op and your line"
 )
 
 
@@ -48,6 +52,8 @@ class Step:
             (``flowcheck.verify.first_call.FirstCall``), until it is made.
         next_call: For an eager site: the sources TensorFlow gave a gradient at the first call and
             None at the next (the next round's call, made as the script ended), in words.
+        untraceable: Analysis failed because the step cannot be traced (it runs eagerly and takes
+            values out of TensorFlow): its gradient calls can still be judged as they run.
     """
 
     kind: str
@@ -61,6 +67,7 @@ class Step:
     owners: dict[int, tuple[str, ...]] = field(default_factory=dict)
     first_call: Any = field(default=None, repr=False)
     next_call: str | None = None
+    untraceable: bool = False
 
 
 def code_file(fn: Any) -> str:

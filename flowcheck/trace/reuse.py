@@ -12,16 +12,21 @@ import contextvars
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["applies_seen", "reused_applies", "reused_recorder", "reusing_trace"]
+__all__ = ["reused_recorder", "reusing_trace"]
 
 _REUSED: contextvars.ContextVar[Any] = contextvars.ContextVar("flowcheck_reused_trace", default=None)
 
 
 @contextlib.contextmanager
-def reusing_trace(recorder: Any, applies: bool) -> Iterator[None]:
-    """Within the block, a ``tf.function`` is analyzed on its own cached trace, recorded by ``recorder``
-    (``applies``: a Keras optimizer applied gradients in it)."""
-    token = _REUSED.set((recorder, applies))
+def reusing_trace(recorder: Any) -> Iterator[None]:
+    """Within the block, a ``tf.function`` is analyzed on its own cached trace, recorded by ``recorder``.
+
+    Such a trace is judged at its gradient calls whatever it returns: under ``flowcheck run``, what a
+    script's function returns is differentiated only by a tape of the script's, itself a gradient
+    call that is judged (DeepDream's ascent returning its loss and image; a gradient penalty in a
+    ``tf.function`` called inside an eager critic tape, whose outputs that tape answers for).
+    """
+    token = _REUSED.set(recorder)
     try:
         yield
     finally:
@@ -30,42 +35,4 @@ def reusing_trace(recorder: Any, applies: bool) -> Iterator[None]:
 
 def reused_recorder() -> Any:
     """The recorder of the trace to reuse (a ``flowcheck.trace.sites.SiteRecorder``), or None."""
-    reused = _REUSED.get()
-    return None if reused is None else reused[0]
-
-
-def reused_applies() -> bool:
-    """Whether a Keras optimizer applied gradients in the trace to reuse."""
-    reused = _REUSED.get()
-    return bool(reused and reused[1])
-
-
-@contextlib.contextmanager
-def applies_seen(seen: list[str]) -> Iterator[None]:
-    """Within the block, each Keras optimizer ``apply`` call adds the optimizer's name to ``seen``."""
-    from keras.src.optimizers import base_optimizer
-
-    classes = [(cls, vars(cls)["apply"]) for cls in _defining_apply(base_optimizer.BaseOptimizer)]
-
-    def wrap(original: Any) -> Any:
-        def apply(self: Any, *args: Any, **kwargs: Any) -> Any:
-            seen.append(str(self.name))
-            return original(self, *args, **kwargs)
-
-        return apply
-
-    for cls, original in classes:
-        setattr(cls, "apply", wrap(original))
-    try:
-        yield
-    finally:
-        for cls, original in classes:
-            setattr(cls, "apply", original)
-
-
-def _defining_apply(cls: Any) -> Iterator[Any]:
-    """``cls`` and its subclasses, those that define ``apply`` themselves."""
-    if "apply" in vars(cls):
-        yield cls
-    for sub in cls.__subclasses__():
-        yield from _defining_apply(sub)
+    return _REUSED.get()

@@ -218,9 +218,11 @@ class SiteRecorder:
     def __init__(self) -> None:
         self.calls: list[RecordedCall] = []
 
-    def calls_in(self, graph: Any) -> list[RecordedCall]:
-        """The calls made in ``graph`` or in a function graph nested in it."""
-        return [c for c in self.calls if c.graph is not None and _within(c.graph, graph)]
+    def calls_in(self, graph: Any, finished: bool = True) -> list[RecordedCall]:
+        """The calls made in ``graph`` or in a function graph nested in it (``finished``: a trace that
+        completed, whose nested graphs are all bodies of functions it holds; a trace that raised may
+        have stopped inside a body before making the op that holds it)."""
+        return [c for c in self.calls if c.graph is not None and _within(c.graph, graph, finished)]
 
     @property
     def eager_calls(self) -> list[RecordedCall]:
@@ -228,10 +230,28 @@ class SiteRecorder:
         return [c for c in self.calls if c.graph is None]
 
 
-def _within(inner: Any, outer: Any) -> bool:
+def _within(inner: Any, outer: Any, finished: bool = True) -> bool:
+    """Whether ``inner`` is ``outer`` or the body of a function it holds, however deeply nested.
+
+    A graph traced and thrown away is not: AutoGraph traces a loop body once more in a scratch
+    ``FuncGraph('tmp')`` to learn the loop variables first set inside it, and a gradient call there
+    made ops that the function never holds.
+    """
     graph = inner
     while graph is not None:
         if graph is outer:
+            return True
+        parent = getattr(graph, "outer_graph", None)
+        if finished and parent is not None and not _registered(graph, parent):
+            return False
+        graph = parent
+    return False
+
+
+def _registered(body: Any, graph: Any) -> bool:
+    """Whether ``body`` is the graph of a function in the registry of ``graph`` or of a graph holding it."""
+    while graph is not None:
+        if any(getattr(fn, "graph", None) is body for fn in getattr(graph, "_functions", {}).values()):
             return True
         graph = getattr(graph, "outer_graph", None)
     return False

@@ -19,7 +19,7 @@ from flowcheck.trace.owners import user_function
 
 __all__ = [
     "KERAS_NONE_WARNING", "NO_GRADIENTS", "all_none_tolerated", "applied_optimizers", "applies_skipped", "built_state",
-    "global_seed_generator_kept", "metric_counts", "metric_notes", "optimizers_of", "state_of", "unbuild",
+    "global_seed_generator_kept", "iterators_of", "metric_counts", "metric_notes", "optimizers_of", "state_of", "unbuild",
     "update_scopes", "without_update_notes",
 ]
 
@@ -185,6 +185,21 @@ def state_of(fn: Any, args: Sequence[Any], traced_variables: Sequence[Any]) -> l
             seen.add(id(real))
             unique_vars.append(real)
     return unique_vars
+
+
+def iterators_of(fn: Any, args: Sequence[Any]) -> list[Any]:
+    """The ``tf.data`` iterators a step can advance: passed to it, or named by it (a global ``it``, a
+    trainer's ``self.iterator``), each once. A verification run draws its batches from them too."""
+    from tensorflow.python.data.ops import iterator_ops
+    from tensorflow.python.distribute import input_lib
+
+    kinds = (iterator_ops.OwnedIterator, input_lib.DistributedIterator)
+    found: dict[int, Any] = {}
+    for value in _reachable(fn, args):
+        for item in [value, *_attributes(value)]:
+            if isinstance(item, kinds):
+                found.setdefault(id(item), item)
+    return list(found.values())
 
 
 def built_state(fn: Any, args: Sequence[Any]) -> list[tuple[Any, bool, int]]:

@@ -186,7 +186,7 @@ def trace_recorded(
         f"every gradient is None: {name}.apply_gradients raises ValueError: {NO_GRADIENTS}"
         for name, none in dict.fromkeys(applied) if none
     )
-    return concrete, recorder.calls_in(concrete.graph), bool(applied)
+    return concrete, recorder.calls_in(concrete.graph, finished=not isinstance(concrete, FailedTrace)), bool(applied)
 
 
 def keras_loss_step(model: Any, notes: list[str]) -> Any:

@@ -28,7 +28,7 @@ from flowcheck.source.lines import SourceLine, user_frame
 from flowcheck.source.positions import recording
 from flowcheck.trace import distributed as _distributed
 from flowcheck.trace.owners import is_keras_layer, owners_in, owners_of
-from flowcheck.trace.reuse import reused_applies, reused_recorder
+from flowcheck.trace.reuse import reused_recorder
 from flowcheck.trace.steps import FailedTrace, is_training_step, keras_loss_step, keras_step, site_losses, trace_recorded
 from flowcheck.trace.traced import LossOutput, Traced, TracedVariable
 
@@ -51,7 +51,7 @@ def trace(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Traced:
     reused = reused_recorder()
     if reused is not None:  # `flowcheck run`: the trace the script's first call has just made
         concrete: Any = function.get_concrete_function(*args, **kwargs)
-        calls, applies = reused.calls_in(concrete.graph), reused_applies()
+        calls, applies = reused.calls_in(concrete.graph), True  # a script's step: judged at its calls (see reuse)
     else:
         concrete, calls, applies = trace_recorded(function, fn, args, kwargs, notes, lambda exc: _trace_failure(exc, _name(fn)))
     if kind == "keras model" and not calls:

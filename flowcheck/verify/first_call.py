@@ -61,7 +61,19 @@ class FirstCall:
         result, self.verification = made
         return result
 
-    def _run(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Verification] | None:
+    def run_ahead(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Verification | None:
+        """Run the step's own trace once now and put back every state it touched (``--continue``: the
+        script's own call then makes its first step itself, and the step's Python does not run again:
+        a ``print`` in it prints as often as without flowcheck). None when that trace cannot run now."""
+        from flowcheck.verify.step import restoring
+
+        with restoring(self._traced):
+            made = self._run(args, kwargs, restored=True)
+        return None if made is None else made[1]
+
+    def _run(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], restored: bool = False,
+    ) -> tuple[Any, Verification] | None:
         from tensorflow.python.ops import gradients_util
 
         concrete, function = self._traced.concrete, self._traced.function
@@ -79,7 +91,7 @@ class FirstCall:
         rest = iter(values[self._outputs:])
         calls = [_with_values(c, rest) for c in self._calls]
         optimizers = applied_optimizers(self._traced)
-        return result, verification_of(self._sites, calls, (before, after), [], optimizers, restored=False)
+        return result, verification_of(self._sites, calls, (before, after), [], optimizers, restored=restored)
 
 
 def first_call(traced: Any, sites: Sequence[GradientSite]) -> FirstCall | None:

@@ -22,15 +22,18 @@ from dataclasses import replace
 from typing import Any
 
 import tensorflow as tf
+from tensorflow.python.ops import gen_dataset_ops
 
 from flowcheck.errors import VerificationError
 from flowcheck.trace.eager import own_random_seeds
 from flowcheck.trace.recording import nested_functions_afresh, record_sites
 from flowcheck.trace.sites import GradientSite, RecordedCall, running_user_code
-from flowcheck.trace.state import KERAS_NONE_WARNING, NO_GRADIENTS, all_none_tolerated, applied_optimizers, built_state, state_of, unbuild
+from flowcheck.trace.state import (
+    KERAS_NONE_WARNING, NO_GRADIENTS, all_none_tolerated, applied_optimizers, built_state, iterators_of, state_of, unbuild,
+)
 from flowcheck.verify.loss import GradientState, VariableCheck, Verification, _describe, _digest, _first_line, _save_components, _state
 
-__all__ = ["eager_calls", "match_calls", "maybe_digest", "verification_of", "verify_step"]
+__all__ = ["eager_calls", "match_calls", "maybe_digest", "restoring", "unrestorable", "verification_of", "verify_step"]
 
 
 def _global_state() -> list[Any]:
@@ -57,14 +60,40 @@ class _Saved:
         self._built = built_state(traced.function, traced.args)
         self._variables = state_of(traced.function, traced.args, traced.variables) + _global_state()
         self._values = [_save_components(v) for v in self._variables]
+        self._iterators = [(it, _iterator_state(it)) for it in iterators_of(traced.function, traced.args)]
 
     def restore(self) -> None:
         _restore(self._variables, self._values)
+        for iterator, state in self._iterators:
+            if state is not None:
+                gen_dataset_ops.deserialize_iterator(iterator._iterator_resource, state)  # noqa: SLF001
         unbuild(self._built)
 
 
+def _iterator_state(iterator: Any) -> Any:
+    """A ``tf.data`` iterator's position (``OwnedIterator._save`` without its text encoding); None when
+    it cannot be saved (a distributed iterator, or a dataset with state outside TensorFlow: a generator,
+    whose position tf.data would leave out of the state and restore wrongly)."""
+    try:
+        return gen_dataset_ops.serialize_iterator(
+            iterator._iterator_resource, external_state_policy=tf.data.experimental.ExternalStatePolicy.FAIL.value,  # noqa: SLF001
+        )
+    except (tf.errors.OpError, AttributeError):
+        return None
+
+
+def unrestorable(traced: Any) -> str | None:
+    """Why running the step once would change what the script trains on (None: every state it
+    touches can be put back): it draws batches from an iterator whose position cannot be saved."""
+    for iterator in iterators_of(traced.function, traced.args):
+        if _iterator_state(iterator) is None:
+            return (f"not verified: the step draws batches from a {type(iterator).__name__} whose position "
+                    "cannot be saved, so a run of it would change the batches the script trains on")
+    return None
+
+
 @contextlib.contextmanager
-def _restoring(traced: Any) -> Iterator[None]:
+def restoring(traced: Any) -> Iterator[None]:
     """Save every piece of state the step can touch; assign it back afterwards, also on failure."""
     saved = _Saved(traced)
     try:
@@ -149,7 +178,7 @@ def eager_calls(
     """
     from flowcheck.trace.eager import record_exits
 
-    with _restoring(traced), record_exits(exits):
+    with restoring(traced), record_exits(exits):
         try:
             recorded = _runs_as_called(traced, sites)
         except Exception as exc:  # noqa: BLE001 -- the user's own code can raise anything: it is reported
@@ -173,7 +202,7 @@ def verify_step(traced: Any, sites: Sequence[GradientSite], *, control_flow: boo
     before = [maybe_digest(v) for v in sources]
     problems: list[str] = []
     try:
-        with _restoring(traced):
+        with restoring(traced):
             raised: list[str] = []
             recorded = _runs_as_called(traced, sites, control_flow, raised)
             if raised and any(s.receiving for s in sites):

@@ -1,0 +1,437 @@
+"""Real-world-shaped training scripts under ``flowcheck run`` (in-process through ``main([...])``).
+
+Each script is small and written the way its source writes it (a TensorFlow tutorial, research
+code); the truth is TensorFlow's own answer computed in the test, and ``--continue`` is held to the
+script run alone.
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from flowcheck.cli.main import main
+
+
+def script(tmp_path: Path, text: str, name: str = "train.py") -> str:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return str(path)
+
+
+def run_json(capsys: Any, *argv: str) -> tuple[int, dict[str, Any]]:
+    keras.utils.clear_session()
+    code = main(["run", *argv, "--json"])
+    captured = capsys.readouterr()
+    assert captured.out, captured.err
+    return code, json.loads(captured.out)
+
+
+# Several steps inside one tf.function (Orbit's / Model Garden's loop): the tape is in a while body,
+# the batches come from a tf.data iterator the function advances.
+LOOP = """\
+    import numpy as np
+    import tensorflow as tf
+    import keras
+
+    keras.utils.set_random_seed(0)
+    strategy = tf.distribute.MirroredStrategy() if DISTRIBUTED else tf.distribute.get_strategy()
+    with strategy.scope():
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1)])
+        opt = keras.optimizers.Adam(1e-3)
+    ds = tf.data.Dataset.from_tensor_slices((tf.random.normal((64, 4)), tf.random.normal((64, 1)))).batch(8).repeat()
+    it = iter(strategy.experimental_distribute_dataset(ds) if DISTRIBUTED else ds)
+
+    @tf.function
+    def train_loop(iterator, steps):
+        def step_fn(x, y):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.square(model(x, training=True) - y))
+            grads = tape.gradient(loss, model.trainable_variables)
+            opt.apply_gradients(zip(grads, model.trainable_variables))
+            return loss
+        total = tf.constant(0.0)
+        for _ in tf.range(steps):
+            x, y = next(iterator)
+            total += strategy.reduce("SUM", strategy.run(step_fn, args=(x, y)), axis=None)
+        return total / tf.cast(steps, tf.float32)
+
+    losses = [float(train_loop(it, tf.constant(4))) for epoch in range(3)]
+    np.save(OUT, np.array(losses + [float(v.numpy().sum()) for v in model.weights]))
+    """
+
+
+@pytest.mark.parametrize("distributed", [False, True], ids=["tf.data iterator", "distributed iterator"])
+def test_a_training_loop_inside_a_tf_function_is_judged_at_its_site_and_continues_exactly(
+    tmp_path: Path, capsys: Any, distributed: bool,
+) -> None:
+    alone, watched = tmp_path / "alone.npy", tmp_path / "watched.npy"
+    keras.utils.clear_session()
+    head = f"DISTRIBUTED = {distributed}\n"
+    runpy.run_path(script(tmp_path, head + f"OUT = {str(alone)!r}\n" + textwrap.dedent(LOOP), "a.py"), run_name="__main__")
+    code, document = run_json(capsys, script(tmp_path, head + f"OUT = {str(watched)!r}\n" + textwrap.dedent(LOOP), "b.py"),
+                              "--continue")
+    (step,) = document["steps"]
+    # TensorFlow's answer: the loss reaches every weight (the IteratorGetNext before the tape is no error).
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1)])
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.square(model(tf.ones((8, 4)), training=True)))
+    none = [g is None for g in tape.gradient(loss, model.trainable_variables)]
+    (site,) = step["report"]["gradient_sites"]
+    assert [s["verdict"] != "receives" for s in site["sources"]] == none == [s["tensorflow_none"] for s in site["sources"]]
+    assert step["report"]["gradient_errors"] == []
+    assert code == 0, step["failures"]
+    # The verification ran the loop once and put the iterator back, or (a distributed iterator's position
+    # cannot be saved) the loop was not run: the script trained as alone.
+    assert (step["report"]["verification"] is None) == distributed
+    assert any(n.startswith("not verified: the step draws batches from a DistributedIterator")
+               for n in step["report"]["notes"]) == distributed
+    np.testing.assert_array_equal(np.load(alone), np.load(watched))
+
+
+DEEPDREAM = """\
+    import numpy as np
+    import tensorflow as tf
+    import keras
+
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="mixed3")(inputs)
+    dream_model = keras.Model(inputs=inputs, outputs=[x, keras.layers.Conv2D(4, 3, name="mixed5")(x)])
+
+    def calc_loss(img, model):
+        layer_activations = model(tf.expand_dims(img, axis=0))
+        return tf.reduce_sum([tf.math.reduce_mean(act) for act in layer_activations])
+
+    class DeepDream(tf.Module):
+        def __init__(self, model):
+            self.model = model
+
+        @tf.function(input_signature=(
+            tf.TensorSpec(shape=[None, None, 3], dtype=tf.float32),
+            tf.TensorSpec(shape=[], dtype=tf.int32),
+            tf.TensorSpec(shape=[], dtype=tf.float32),))
+        def __call__(self, img, steps, step_size):
+            loss = tf.constant(0.0)
+            for n in tf.range(steps):
+                with tf.GradientTape() as tape:
+                    tape.watch(img)
+                    loss = calc_loss(img, self.model)
+                gradients = tape.gradient(loss, img)
+                gradients /= tf.math.reduce_std(gradients) + 1e-8
+                img = img + gradients * step_size
+                img = tf.clip_by_value(img, -1, 1)
+            return loss, img
+
+    deepdream = DeepDream(dream_model)
+    img = tf.constant(np.random.default_rng(0).uniform(-1, 1, (12, 12, 3)), tf.float32)
+    for _ in range(2):
+        loss, img = deepdream(img, tf.constant(2), tf.constant(0.01))
+    """
+
+
+def test_deepdream_ascent_returning_its_loss_is_judged_at_its_gradient_call(tmp_path: Path, capsys: Any) -> None:
+    namespace = runpy.run_path(script(tmp_path, DEEPDREAM, "dream.py"))
+    img = tf.ones((12, 12, 3))
+    with tf.GradientTape() as tape:  # the call's own answer: the image gets a gradient
+        tape.watch(img)
+        loss = namespace["calc_loss"](img, namespace["dream_model"])
+    none = tape.gradient(loss, img) is None
+    code, document = run_json(capsys, script(tmp_path, DEEPDREAM))
+    (step,) = document["steps"]
+    (site,) = step["report"]["gradient_sites"]  # not the function's outputs judged as losses
+    assert [(s["name"], s["verdict"] != "receives", s["tensorflow_none"]) for s in site["sources"]] == [("img", none, none)]
+    assert step["report"]["never_trained"] == []  # it asks for an image only: it trains no weight
+    assert code == 0, step["failures"]
+
+
+# WGAN-GP written eagerly: the gradient penalty is a tf.function with a tape of its own, called inside
+# the eager critic tape, which answers for what it returns.
+GP_EAGER = """\
+    import numpy as np
+    import tensorflow as tf
+    import keras
+
+    keras.utils.set_random_seed(0)
+    critic = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1)])
+    c_opt = keras.optimizers.Adam(1e-3)
+
+    @tf.function
+    def gradient_penalty(real, fake):
+        alpha = tf.random.uniform([tf.shape(real)[0], 1], 0.0, 1.0)
+        interpolated = real + alpha * (fake - real)
+        with tf.GradientTape() as gp_tape:
+            gp_tape.watch(interpolated)
+            pred = critic(interpolated, training=True)
+        grads = gp_tape.gradient(pred, [interpolated])[0]
+        return tf.reduce_mean((tf.norm(grads, axis=1) - 1.0) ** 2)
+
+    real = tf.constant(np.random.default_rng(0).normal(size=(8, 4)), tf.float32)
+    for step in range(3):
+        fake = tf.random.normal((8, 4))
+        with tf.GradientTape() as tape:
+            c_loss = tf.reduce_mean(critic(fake)) - tf.reduce_mean(critic(real)) + 10.0 * gradient_penalty(real, fake)
+        c_grads = tape.gradient(c_loss, critic.trainable_variables)
+        c_opt.apply_gradients(zip(c_grads, critic.trainable_variables))
+        np.save(f"{OUT}{step}.npy", np.concatenate([v.numpy().ravel() for v in critic.weights]))
+    """
+
+
+@pytest.mark.parametrize("keep_going", [False, True], ids=["first round", "--continue"])
+def test_a_gradient_penalty_function_inside_an_eager_tape_is_judged_at_its_own_call(
+    tmp_path: Path, capsys: Any, keep_going: bool,
+) -> None:
+    from site_helpers import tape_truth
+
+    text = f"OUT = {str(tmp_path / 'w')!r}\n" + textwrap.dedent(GP_EAGER)
+    keras.utils.clear_session()
+    namespace = runpy.run_path(script(tmp_path, text, "a.py"), run_name="__main__")
+    alone = np.load(tmp_path / "w2.npy")
+    critic, real = namespace["critic"], namespace["real"]
+
+    def first_round() -> None:
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(critic(real)) + namespace["gradient_penalty"].python_function(real, real + 1.0)
+        tape.gradient(loss, critic.trainable_variables)
+
+    truth = tape_truth(first_round, critic.weights)  # [the penalty's call, the critic tape's call]
+    code, document = run_json(capsys, script(tmp_path, text), *(["--continue"] if keep_going else []))
+    penalty, critic_step = document["steps"]
+    (site,) = penalty["report"]["gradient_sites"]  # not its output judged as a loss of the critic's weights
+    assert [s["tensorflow_none"] for s in site["sources"]] == [s["verdict"] != "receives" for s in site["sources"]] == truth[0]
+    assert [s["tensorflow_none"] for s in critic_step["site"]["sources"]] == truth[1]
+    assert penalty["report"]["verification"]["agrees"] and penalty["error"] is None
+    assert code == 0
+    if keep_going:  # verified under the critic's tape and restored: the script trained as alone
+        np.testing.assert_array_equal(np.load(tmp_path / "w2.npy"), alone)
+
+
+# A loop variable first set inside a tf.range loop: AutoGraph traces the body once more, in a scratch graph.
+LOOP_SETS_LOSS = """\
+    import tensorflow as tf
+    import keras
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="a"), keras.layers.Dense(1, name="b")])
+    unused = keras.layers.Dense(1, name="unused")
+    unused.build((None, 2))
+    opt = keras.optimizers.SGD(0.1)
+
+    @tf.function
+    def train(x, n):
+        for _ in tf.range(n):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(model(x))
+            variables = model.trainable_variables + unused.trainable_variables
+            grads = tape.gradient(loss, variables)
+            opt.apply_gradients(zip(grads[:4], variables[:4]))
+        return loss
+
+    for _ in range(2):
+        train(tf.ones((4, 3)), tf.constant(2))
+    """
+
+
+def test_a_gradient_call_in_autographs_scratch_trace_of_a_loop_body_is_no_site(tmp_path: Path, capsys: Any) -> None:
+    namespace = runpy.run_path(script(tmp_path, LOOP_SETS_LOSS.split("    for _ in range(2)")[0], "m.py"))
+    model, unused = namespace["model"], namespace["unused"]
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(model(tf.ones((4, 3))))
+    none = [g is None for g in tape.gradient(loss, model.trainable_variables + unused.trainable_variables)]
+    code, document = run_json(capsys, script(tmp_path, LOOP_SETS_LOSS))
+    (step,) = document["steps"]
+    (site,) = step["report"]["gradient_sites"]  # one call, made in the loop body the function holds
+    assert [s["verdict"] != "receives" for s in site["sources"]] == none == [s["tensorflow_none"] for s in site["sources"]]
+    assert code == 1  # unused/* gets None
+
+
+# Debugging a step: run_functions_eagerly(True) at the top, a .numpy() inside the tf.function.
+EAGERLY = """\
+    import numpy as np
+    import tensorflow as tf
+
+    tf.config.run_functions_eagerly(True)
+    w = tf.Variable(tf.ones((3, 2)), name="w")
+    frozen = tf.Variable(tf.ones((3, 2)), name="frozen")
+    opt = tf.keras.optimizers.SGD(0.1)
+
+    @tf.function
+    def train_step(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(x @ w + tf.stop_gradient(x @ frozen))
+        print("loss now", loss.numpy())
+        grads = tape.gradient(loss, [w, frozen])
+        opt.apply_gradients([(grads[0], w)])
+
+    for step in range(3):
+        train_step(tf.ones((4, 3)))
+    """
+
+
+def test_a_tf_function_run_eagerly_by_the_script_is_judged_as_eager_and_still_runs(tmp_path: Path, capsys: Any) -> None:
+    w, frozen, x = tf.Variable(tf.ones((3, 2))), tf.Variable(tf.ones((3, 2))), tf.ones((4, 3))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(x @ w + tf.stop_gradient(x @ frozen))
+    none = [g is None for g in tape.gradient(loss, [w, frozen])]
+    try:
+        code, document = run_json(capsys, script(tmp_path, EAGERLY))
+    finally:
+        tf.config.run_functions_eagerly(False)
+    assert document["script_error"] is None  # not traced: its .numpy() works as without flowcheck
+    (step,) = document["steps"]
+    assert step["kind"] == "eager tape.gradient"
+    assert [s["tensorflow_none"] for s in step["site"]["sources"]] == none == [False, True]
+    assert any("run_functions_eagerly(True)" in note for note in step["site"]["notes"])
+    assert code == 1
+
+
+FIT_EAGERLY = """\
+    import numpy as np
+    import tensorflow as tf
+    import keras
+
+    class M(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.d = keras.layers.Dense(1)
+            self.extra = keras.layers.Dense(1)
+
+        def call(self, x):
+            return self.d(x)
+
+        def train_step(self, data):
+            x, y = data
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.square(self(x, training=True) - y))
+            print("loss", loss.numpy())
+            grads = tape.gradient(loss, self.trainable_variables)
+            self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+            return {"loss": loss}
+
+    m = M()
+    m.extra.build((None, 3))
+    m.compile(optimizer="sgd", run_eagerly=RUN_EAGERLY)
+    m.fit(np.ones((8, 3), "float32"), np.zeros((8, 1), "float32"), batch_size=4, epochs=2, verbose=0)
+    """
+
+
+@pytest.mark.parametrize("how", ["compile(run_eagerly=True)", "tf.config.run_functions_eagerly(True)"])
+def test_an_eager_fit_whose_train_step_cannot_be_traced_is_judged_at_its_eager_call(
+    tmp_path: Path, capsys: Any, how: str,
+) -> None:
+    functions = how.startswith("tf.config")
+    text = f"RUN_EAGERLY = {not functions}\n" + ("import tensorflow\ntensorflow.config.run_functions_eagerly(True)\n"
+                                                 if functions else "") + textwrap.dedent(FIT_EAGERLY)
+    d, extra = keras.layers.Dense(1), keras.layers.Dense(1)
+    extra.build((None, 3))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.square(d(tf.ones((4, 3)))))
+    none = [g is None for g in tape.gradient(loss, d.trainable_variables + extra.trainable_variables)]
+    code, document = run_json(capsys, script(tmp_path, text))
+    assert document["script_error"] is None
+    (step,) = document["steps"]  # not "could not be analyzed": TensorFlow's own answer at the call
+    assert step["kind"] == "eager tape.gradient" and step["error"] is None
+    assert [s["tensorflow_none"] for s in step["site"]["sources"]] == none == [False, False, True, True]
+    assert code == 1
+
+
+FIT_GENERATOR = """\
+    import numpy as np
+    import tensorflow as tf
+    import keras
+
+    keras.utils.set_random_seed(0)
+    X = np.random.default_rng(0).normal(size=(24, 5)).astype("float32")
+
+    def gen():
+        for row in X:
+            yield row, row[:1]
+
+    ds = tf.data.Dataset.from_generator(gen, output_signature=(tf.TensorSpec((5,), tf.float32),
+                                                               tf.TensorSpec((1,), tf.float32))).shuffle(8, seed=1).batch(8)
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(ds, epochs=2, verbose=0)
+    np.save(OUT, np.concatenate([w.ravel() for w in model.get_weights()]))
+    """
+
+
+def test_continue_on_a_fit_over_a_generator_dataset_trains_as_alone(tmp_path: Path, capsys: Any) -> None:
+    # tf.data saves a generator dataset's iterator before its first element and refuses after it.
+    alone, watched = tmp_path / "alone.npy", tmp_path / "watched.npy"
+    keras.utils.clear_session()
+    runpy.run_path(script(tmp_path, f"OUT = {str(alone)!r}\n" + textwrap.dedent(FIT_GENERATOR), "a.py"), run_name="__main__")
+    code, document = run_json(capsys, script(tmp_path, f"OUT = {str(watched)!r}\n" + textwrap.dedent(FIT_GENERATOR)),
+                              "--continue")
+    assert document["script_error"] is None
+    (step,) = document["steps"]
+    assert all(not s["tensorflow_none"] and s["verdict"] == "receives" for s in step["report"]["gradient_sites"][0]["sources"])
+    assert code == 0
+    np.testing.assert_array_equal(np.load(alone), np.load(watched))
+
+
+TRACE_PRINT = """\
+    import tensorflow as tf
+
+    w = tf.Variable(1.0, name="w")
+    opt = tf.keras.optimizers.SGD(0.1)
+
+    @tf.function
+    def train_step():
+        print("Tracing train_step")  # Python side effect: runs once per trace
+        with tf.GradientTape() as tape:
+            loss = tf.square(w)
+        opt.apply_gradients(zip(tape.gradient(loss, [w]), [w]))
+        return loss
+
+    for i in range(3):
+        print("step", i, float(train_step()))
+    """
+
+
+def test_continue_runs_the_steps_python_as_often_as_the_script_alone(tmp_path: Path, capsys: Any) -> None:
+    path = script(tmp_path, TRACE_PRINT)
+    runpy.run_path(path, run_name="__main__")
+    alone = capsys.readouterr().out.splitlines()
+    code = main(["run", path, "--continue", "--json"])
+    captured = capsys.readouterr()
+    (step,) = json.loads(captured.out)["steps"]
+    assert code == 0 and step["report"]["verification"]["agrees"]
+    assert step["report"]["verification"]["restored"] is True  # run ahead of the script's call, then put back
+    assert [line for line in captured.err.splitlines() if line.startswith(("Tracing", "step"))] == alone
+
+
+def test_a_step_whose_trace_raises_inside_a_loop_body_is_told_by_its_own_error(tmp_path: Path, capsys: Any) -> None:
+    path = script(tmp_path, """\
+        import tensorflow as tf
+        import keras
+
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, name="a")])
+        opt = keras.optimizers.SGD(0.1)
+
+        @tf.function
+        def train(x, n):
+            loss = tf.constant(0.0)
+            for _ in tf.range(n):
+                with tf.GradientTape() as tape:
+                    loss = tf.reduce_mean(model(x))
+                opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+                tf.reshape(x, (5,))
+            return loss
+
+        train(tf.ones((4, 3)), tf.constant(2))
+        """)
+    with pytest.raises(ValueError) as raised:  # the script's own error, alone
+        runpy.run_path(path, run_name="__main__")
+    code, document = run_json(capsys, path)
+    (step,) = document["steps"]
+    assert step["raised"].startswith("ValueError at ") and "(tf.reshape(x, (5,)))" in step["raised"]
+    assert step["raised"].split("): ", 1)[1][:40] in str(raised.value)
+    assert step["failures"] == [f"train raised {step['raised']}"]  # not "reads no variable"
+    assert code == 2  # the script failed in its first step: nothing analyzed
