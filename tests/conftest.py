@@ -5,8 +5,9 @@ the session. A test marked ``dot`` needs Graphviz's ``dot`` and a test marked ``
 machine without them they are skipped, saying what to install (as graphviz's own tests do).
 
 The suite runs on two workers (``pytest-xdist``, ``--dist loadgroup``): tests go to whichever
-worker is free, one at a time, except that the tests of a file sharing a module-scoped fixture
-(one costly trace or child process for the whole file) stay in one worker, which makes it once.
+worker is free, one at a time, except that the tests of a file that defines a module-scoped
+fixture (one costly trace or child process for the whole file) stay in one worker, which makes it
+once (:func:`pytest_xdist_make_scheduler`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,11 +28,8 @@ CHROMIUM = "/usr/bin/chromium"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip the tests whose marker names something this machine lacks; group a file's sharers of a module fixture."""
+    """Skip the tests whose marker names something this machine lacks."""
     del config
-    for item in items:
-        if _uses_module_fixture(item):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
     missing = {
         "dot": "Graphviz dot is not installed (apt-get install graphviz)" if shutil.which("dot") is None else None,
         "browser": f"headless Chromium is not installed at {CHROMIUM} (apt-get install chromium)"
@@ -41,8 +41,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(pytest.mark.skip(reason=reason))
 
 
-def _uses_module_fixture(item: pytest.Item) -> bool:
-    info = getattr(item, "_fixtureinfo", None)  # pytest's own record of the fixtures a test uses
-    if info is None:
-        return False
-    return any(d.scope in ("module", "package") for defs in info.name2fixturedefs.values() for d in defs)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadgroup``: each test to the free worker, but a file with a module fixture whole to one.
+
+    pytest-xdist groups by the ``xdist_group`` marks it writes into node ids, which pytest 9.2 no
+    longer reads back (pytest-xdist issue 1386: every test is then scheduled alone, and a module
+    fixture, one costly child process for a whole file, is made again by the other worker). So the
+    groups are made here, from the files that define a module-scoped fixture.
+    """
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    root = Path(str(config.rootpath))
+    together = {
+        str(path.relative_to(root)) for path in (root / "tests").glob("test_*.py")
+        if 'scope="module"' in path.read_text()
+    }
+
+    class Scheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return path if path in together else nodeid
+
+    return Scheduling(config, log)
