@@ -435,3 +435,118 @@ def test_a_step_whose_trace_raises_inside_a_loop_body_is_told_by_its_own_error(t
     assert step["raised"].split("): ", 1)[1][:40] in str(raised.value)
     assert step["failures"] == [f"train raised {step['raised']}"]  # not "reads no variable"
     assert code == 2  # the script failed in its first step: nothing analyzed
+
+
+# WGAN-GP as research code writes it: the critic's step runs N_CRITIC times before the generator's
+# first step, so the critic's step repeats before the round is over.
+WGAN_GP = """\
+    import numpy as np
+    import tensorflow as tf
+    import keras
+
+    keras.utils.set_random_seed(0)
+    N_CRITIC = 3
+    generator = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(2)], name="generator")
+    critic = keras.Sequential([keras.Input((2,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1)], name="critic")
+    g_opt, c_opt = keras.optimizers.Adam(1e-3, beta_1=0.5), keras.optimizers.Adam(1e-3, beta_1=0.5)
+    real_data = tf.random.normal((16, 2))
+
+    def gradient_penalty(real, fake):
+        alpha = tf.random.uniform([16, 1], 0.0, 1.0)
+        interpolated = real + alpha * (fake - real)
+        with tf.GradientTape() as gp_tape:
+            gp_tape.watch(interpolated)
+            pred = critic(interpolated, training=True)
+        grads = gp_tape.gradient(pred, [interpolated])[0]
+        return tf.reduce_mean((tf.norm(grads, axis=1) - 1.0) ** 2)
+
+    @tf.function
+    def train_critic(real):
+        with tf.GradientTape() as tape:
+            fake = generator(tf.random.normal((16, 4)), training=True)  # read inside the tape, as Keras's example does
+            c_loss = tf.reduce_mean(critic(fake, training=True)) - tf.reduce_mean(critic(real, training=True))
+            c_loss += 10.0 * gradient_penalty(real, fake)
+        c_opt.apply_gradients(zip(tape.gradient(c_loss, critic.trainable_variables), critic.trainable_variables))
+        return c_loss
+
+    @tf.function
+    def train_generator():
+        with tf.GradientTape() as tape:
+            g_loss = -tf.reduce_mean(critic(generator(tf.random.normal((16, 4)), training=True), training=True))
+        g_opt.apply_gradients(zip(tape.gradient(g_loss, generator.trainable_variables), generator.trainable_variables))
+        return g_loss
+
+    for epoch in range(2):
+        for _ in range(N_CRITIC):
+            train_critic(real_data)
+        train_generator()
+    np.save(OUT, np.array([float(tf.reduce_sum(v)) for v in generator.weights + critic.weights]))
+    """
+
+
+@pytest.mark.parametrize("options", [pytest.param([], id="ended"),
+                                     pytest.param(["--continue"], id="continued", marks=pytest.mark.slow)])
+def test_a_generator_step_after_n_critic_critic_steps_is_in_the_round(
+    tmp_path: Path, capsys: Any, options: list[str],
+) -> None:
+    alone, watched = tmp_path / "alone.npy", tmp_path / "watched.npy"
+    keras.utils.clear_session()
+    namespace = runpy.run_path(script(tmp_path, f"OUT = {str(alone)!r}\n" + textwrap.dedent(WGAN_GP), "a.py"),
+                               run_name="__main__")
+    code, document = run_json(capsys, script(tmp_path, f"OUT = {str(watched)!r}\n" + textwrap.dedent(WGAN_GP), "b.py"),
+                              *options)
+    # TensorFlow's answer at each site, from the models the script built alone.
+    generator, critic, real = namespace["generator"], namespace["critic"], namespace["real_data"]
+    with tf.GradientTape(persistent=True) as tape:
+        fake = generator(tf.random.normal((16, 4)), training=True)
+        c_loss = tf.reduce_mean(critic(fake, training=True)) - tf.reduce_mean(critic(real, training=True))
+        g_loss = -tf.reduce_mean(critic(fake, training=True))
+    truth = {"train_critic": [g is None for g in tape.gradient(c_loss, critic.trainable_variables)],
+             "train_generator": [g is None for g in tape.gradient(g_loss, generator.trainable_variables)]}
+    assert [s["name"] for s in document["steps"]] == ["train_critic", "train_generator"]
+    for step in document["steps"]:
+        site = step["report"]["gradient_sites"][-1]  # the critic's own tape follows its penalty's
+        assert [s["verdict"] != "receives" for s in site["sources"]] == truth[step["name"]]
+        assert step["failures"] == []  # the generator trains in its own step: not "never trains"
+    assert code == 0
+    if options:  # --continue: the script trained exactly as alone
+        np.testing.assert_array_equal(np.load(alone), np.load(watched))
+
+
+def test_a_variable_no_step_trains_ends_the_round_after_a_bounded_number_of_repeats(
+    tmp_path: Path, capsys: Any,
+) -> None:
+    from flowcheck.run.step import UNFINISHED_REPEATS
+
+    path = script(tmp_path, """\
+        import tensorflow as tf
+        import keras
+
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+        temperature = tf.Variable(2.0, name="temperature")
+        opt = keras.optimizers.SGD(0.1)
+
+        @tf.function
+        def step(x):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(model(x) / temperature)
+            opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+
+        for i in range(50):
+            print("call", i)
+            step(tf.ones((4, 3)))
+        """)
+    namespace = runpy.run_path(path, run_name="__main__")
+    capsys.readouterr()
+    model, temperature = namespace["model"], namespace["temperature"]
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch(temperature)
+        loss = tf.reduce_mean(model(tf.ones((4, 3))) / temperature)
+    assert tape.gradient(loss, temperature) is not None  # it could train: no gradient call asks for it
+    keras.utils.clear_session()
+    code = main(["run", path, "--json"])
+    captured = capsys.readouterr()
+    (step,) = json.loads(captured.out)["steps"]
+    assert step["failures"] == ["1 variable never trains: temperature"] and code == 1
+    # The first call, the repeats let through while another step might have trained it, the stopped one.
+    assert captured.err.count("call ") == UNFINISHED_REPEATS + 2

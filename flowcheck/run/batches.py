@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["first_batch", "keras_caller", "one_step_function"]
+__all__ = ["first_batch", "keras_caller", "one_step_function", "unwrap_train_function"]
 
 
 def first_batch(iterator: Any, exact: bool) -> tuple[Any, Callable[[], Any]]:
@@ -77,3 +77,9 @@ def keras_caller() -> str:
         if frame.name in ("fit", "train_on_batch") and "/keras/" in frame.filename:
             return frame.name
     return "fit"
+
+
+def unwrap_train_function(model: Any, function: Any) -> None:
+    """Give ``model`` back its own train function (``function``), unless it has made another since."""
+    if getattr(model.train_function, "_flowcheck_wrapped", False):
+        model.train_function = function

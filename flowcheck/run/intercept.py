@@ -10,9 +10,10 @@ Four kinds of training step are caught at their first call, with that call's rea
 * an eager ``tape.gradient`` outside any ``tf.function``: TensorFlow's own answer, per source.
 
 A step analyzed once that is about to run again ends the script (:class:`StopScript`), unless
-``--continue`` asked to let it go on; then every hook only passes the calls through. A Keras
-model's step called again from another line of the script (a GAN's discriminator on real, then
-on fake images) is still the first round: it passes.
+``--continue`` asked to let it go on (then every hook only passes the calls through) or the round
+looks unfinished (``round_unfinished``: a WGAN's generator step after ``n_critic`` critic steps). A
+Keras model's step called again from another line (a GAN's discriminator on real, then on fake
+images) is still the first round.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ import warnings
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any, Protocol
 
-from flowcheck.run.batches import first_batch, keras_caller, one_step_function
+from flowcheck.run.batches import first_batch, keras_caller, one_step_function, unwrap_train_function
 from flowcheck.run.failure import describe_exception
-from flowcheck.run.step import EAGER_NOTE, EAGERLY_NOTE, Step, StopScript, code_file, untrained_text
+from flowcheck.run.step import EAGER_NOTE, EAGERLY_NOTE, Step, StopScript, code_file, round_unfinished, untrained_text
 from flowcheck.run.stop import stop_for_good
 from flowcheck.source.lines import call_path, call_site
 
@@ -54,6 +55,7 @@ class Interceptor:
         self._session_analyzer = session_analyzer
         self._keep_going = keep_going
         self._stops = 0
+        self._repeats = 0  # repeated calls let through while the round looked unfinished
         self._done = False  # --continue, after the first round: pass everything through
         self._busy = 0  # inside a hooked call: nested hooks pass through
         self._seen: dict[Any, Any] = {}  # step key -> the object it is about (kept alive) or None: no gradient
@@ -102,14 +104,16 @@ class Interceptor:
             self._busy -= 1
 
     def _again(self) -> None:
-        """An analyzed step is about to run again: the first round is over (again: the script swallowed the stop)."""
-        if self._keep_going:
+        """An analyzed step is about to run again: the round is over, unless it looks unfinished (it passes)."""
+        if self._stops == 0 and round_unfinished(self.steps, self._repeats):
+            self._repeats += 1
+        elif self._keep_going:
             self._done = True
-            return
-        self._stops += 1
-        if self._stops > 1:
-            stop_for_good()
-        raise StopScript
+        else:
+            self._stops += 1
+            if self._stops > 1:
+                stop_for_good()
+            raise StopScript
 
     def _analyze(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any], step: Step) -> None:
         self.steps.append(step)
@@ -190,7 +194,7 @@ class Interceptor:
         except Exception:
             self._again()  # with --continue the script's own error, as without flowcheck
             raise
-        step.next_call = next_call_finding(step.eager, sources, result)
+        step.next_call = step.next_call or next_call_finding(step.eager, sources, result)  # the first repeat's
         self._again()
         return result
 
@@ -219,8 +223,9 @@ class Interceptor:
             if self._seen[key] is None:  # no gradient in it: not a training step
                 with self._inside(quiet=False):
                     return original(fn, *args, **kwargs)
-            self._again()
-            return original(fn, *args, **kwargs)
+            with self._inside():  # a repeat let through (the round unfinished) is no new step
+                self._again()
+                return original(fn, *args, **kwargs)
         name = str(getattr(fn.python_function, "__qualname__", None) or fn.__name__)
         step = Step("tf.function", name, call_site())
         if not self._traced_step(fn, args, step, kwargs):
@@ -312,7 +317,7 @@ class Interceptor:
                 function = model.train_function
                 if function is not None and not getattr(function, "_flowcheck_wrapped", False):
                     model.train_function = self._train_function(model, function)
-                    self._restore.append(lambda: _unwrap(model, function))
+                    self._restore.append(lambda: unwrap_train_function(model, function))
                 return result if result is None else model.train_function
 
             return make_train_function
@@ -332,7 +337,8 @@ class Interceptor:
                     with self._inside(quiet=self._seen[key] is not None):
                         return function(iterator)
                 self._again()
-                return function(iterator)
+                with self._inside():  # a repeat let through: Keras's own tf.function in it is no new step
+                    return function(iterator)
             self._seen[key], self._keras_sites = model, self._keras_sites | {(key, path)}
             data, again = first_batch(iterator, exact=self._keep_going)
             step = Step("keras train_step", f"{model.name}.{keras_caller()}", site)
@@ -392,8 +398,3 @@ class Interceptor:
             return run
 
         self._patch(session_lib.BaseSession, "run", make)
-
-
-def _unwrap(model: Any, function: Any) -> None:
-    if getattr(model.train_function, "_flowcheck_wrapped", False):
-        model.train_function = function

@@ -22,7 +22,7 @@ from typing import Any
 from flowcheck.errors import FlowcheckError, TraceError
 from flowcheck.run.failure import describe_exception
 from flowcheck.run.intercept import KERAS_WARNING, Interceptor
-from flowcheck.run.step import Step, StopScript
+from flowcheck.run.step import Step, StopScript, never_trained_ids
 from flowcheck.run.stop import release
 from flowcheck.source.files import check_file
 
@@ -190,15 +190,10 @@ def _restore_global_settings(saved: tuple[Any, bool]) -> None:
 
 def _never_trained_across(steps: Sequence[Step]) -> None:
     """A variable another step's site asks for does train: "never trained" is judged over all steps."""
-    from types import SimpleNamespace
-
-    from flowcheck.analysis.steps import never_trained_across
-
-    reports = [s.report for s in steps if getattr(s.report, "gradient_sites", None) is not None]
-    eager = [SimpleNamespace(gradient_sites=(s.eager,), never_trained=()) for s in steps if s.eager is not None]
-    remaining = {id(r.variable) for r in never_trained_across([*reports, *eager])}
-    for report in reports:
+    remaining = never_trained_ids(steps)
+    for report in (s.report for s in steps if getattr(s.report, "gradient_sites", None) is not None):
         report.never_trained = tuple(r for r in report.never_trained if id(r.variable) in remaining)
+
 
 def _analyzer(options: RunOptions) -> Any:
     def analyze_step(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any], step: Step) -> None:

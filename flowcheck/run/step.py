@@ -8,13 +8,15 @@ Plain data and small pure helpers (no TensorFlow import), shared by the hooks
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from flowcheck.source.lines import SourceLine
 from flowcheck.trace.sites import GradientSite
 
-__all__ = ["EAGERLY_NOTE", "EAGER_NOTE", "Step", "StopScript", "code_file", "untrained_text"]
+__all__ = ["EAGERLY_NOTE", "EAGER_NOTE", "Step", "StopScript", "code_file", "UNFINISHED_REPEATS", "never_trained_ids", "round_unfinished", "untrained_text"]
 
 EAGER_NOTE = (
     "without a graph flowcheck cannot name the op that cuts a source; put the step (the tape and its loss) "
@@ -68,6 +70,28 @@ class Step:
     first_call: Any = field(default=None, repr=False)
     next_call: str | None = None
     untraceable: bool = False
+
+
+def never_trained_ids(steps: Sequence[Step]) -> set[int]:
+    """The ids of the variables some step reads and no gradient call of any of ``steps`` asks for
+    (a GAN's discriminator, read by the generator's step, is trained by its own step)."""
+    from flowcheck.analysis.steps import never_trained_across
+
+    reports = [s.report for s in steps if getattr(s.report, "gradient_sites", None) is not None]
+    eager = [SimpleNamespace(gradient_sites=(s.eager,), never_trained=()) for s in steps if s.eager is not None]
+    return {id(r.variable) for r in never_trained_across([*reports, *eager])}
+
+
+# Repeated calls of analyzed steps let through while the round looks unfinished; then it ends all the same.
+UNFINISHED_REPEATS = 10
+
+
+def round_unfinished(steps: Sequence[Step], repeats: int) -> bool:
+    """Whether a step analyzed once, about to run again, should pass (``repeats``: how many did):
+    while a variable the steps read is trained by none of them, a step of the round may still
+    come (a WGAN's critic step runs ``n_critic`` times before the generator's first step), up to
+    :data:`UNFINISHED_REPEATS` repeats."""
+    return repeats < UNFINISHED_REPEATS and bool(never_trained_ids(steps))
 
 
 def code_file(fn: Any) -> str:
