@@ -76,6 +76,9 @@ def test_a_variable_only_the_while_condition_reads_gets_none_eagerly() -> None:
     assert report.result(limit).eager_difference == (
         f"the while condition is not differentiated eagerly (line {line_of(loss, '# loop')})"
     )
+    # The cut is the comparison of the loop condition, on the user's line.
+    (cut,) = report.result(limit).barriers
+    assert (cut.op_type, cut.in_user_code, cut.source and cut.source.line) == ("Less", True, line_of(loss, "# loop"))
     assert report.verify().agrees
 
 
@@ -97,6 +100,10 @@ def test_a_value_a_loop_carries_and_its_body_cuts_is_not_blamed_on_the_condition
         f"traced, the while_loop (line {line_of(loss, '# loop')}) gives every value it carries a gradient, "
         "zeros at least; eagerly only its iterations' ops count"
     )
+    # Eagerly the body's stop_gradient is what cuts u: named, on its line (it was left unnamed).
+    (cut,) = report.result(u).barriers
+    assert (cut.op_type, cut.kind, cut.in_user_code) == ("StopGradient", flowcheck.BarrierKind.STOP_GRADIENT, True)
+    assert cut.source is not None and cut.source.line == line_of(loss, "tf.stop_gradient(u)")
 
 
 def test_a_gradient_override_map_applies_when_traced_only_and_the_report_says_so() -> None:

@@ -14,8 +14,9 @@ from typing import Any
 
 import networkx as nx
 
-from flowcheck._model import VariableResult, Verdict
-from flowcheck.analysis.verdicts import Analysis, gradient_errors, gradient_nodes
+from flowcheck._model import Barrier, VariableResult, Verdict
+from flowcheck.analysis.barriers import barrier, one_per_replica
+from flowcheck.analysis.verdicts import Analysis, blocking_barriers, gradient_errors, gradient_nodes
 from flowcheck.graph.build import variable_node
 from flowcheck.source.op import op_source
 from flowcheck.trace.distributed import replica_threads
@@ -33,6 +34,7 @@ def as_called(results: Sequence[VariableResult], graph: nx.DiGraph, run: EagerRu
     """
     if run.error is not None:
         return tuple(results)
+    cut = _eager_barriers(graph, [r.node for i, r in enumerate(results) if r.receives and not run.total[i]])
     judged = []
     for i, r in enumerate(results):
         per_loss = {n: _verdict(answers[i], r.per_loss.get(n, r.verdict)) for n, answers in run.per_loss.items()}
@@ -43,10 +45,29 @@ def as_called(results: Sequence[VariableResult], graph: nx.DiGraph, run: EagerRu
         reason = (replica_threads(run.variables[i].tf_variable, run.total[i])
                   or eager_difference(graph, r.node, run.total[i], run.exits)) if verdict is not r.verdict else None
         judged.append(replace(
-            r, verdict=verdict, barriers=r.barriers if verdict is not Verdict.RECEIVES else (),
+            r, verdict=verdict, barriers=() if verdict is Verdict.RECEIVES else r.barriers or cut.get(r.node, ()),
             per_loss=MappingProxyType(per_loss), eager_difference=reason,
         ))
     return tuple(judged)
+
+
+def _eager_barriers(graph: nx.DiGraph, nodes: Sequence[str]) -> dict[str, tuple[Barrier, ...]]:
+    """The barriers of variables the traced graph gives a gradient only because a ``While`` carries it.
+
+    Traced, a loop gives every value it carries a gradient, zeros at least; eagerly only its
+    iterations' ops count. Without those edges (``loop_carry``) the graph shows what cuts the
+    iterations' paths (a ``tf.stop_gradient`` in the body, the loop condition). A variable the
+    eager call cuts otherwise (an untaken branch, a ``float()``) is still reached: no barrier.
+    """
+    if not nodes:
+        return {}
+    edges = graph.edges
+    view = nx.subgraph_view(graph, filter_edge=lambda u, w: not edges[u, w].get("loop_carry"))
+    cache: dict[tuple[str, str], Barrier] = {}
+    return {
+        node: one_per_replica(barrier(view, e, cache) for e in cut)
+        for node, cut in blocking_barriers(view, nodes, graph.graph["losses"]).items()
+    }
 
 
 def as_called_errors(analysis: Analysis, run: EagerRun) -> tuple[tuple[str, str], ...]:
