@@ -411,3 +411,18 @@ def test_keras_global_seed_generator_made_by_flowcheck_is_removed() -> None:
     report.verify()
     assert global_state.get_global_attribute("global_seed_generator") is None  # the user's first call makes it
     assert report.receives_gradient(w) == watched_truth(loss, (w,))[0]
+
+
+def test_tensorflow_global_generator_made_by_flowcheck_is_removed() -> None:
+    from tensorflow.python.ops import stateful_random_ops
+
+    stateful_random_ops.global_generator = None
+    w = tf.Variable([1.0, 2.0], name="w_global_generator")
+
+    def loss() -> tf.Tensor:
+        return tf.reduce_sum(w * tf.random.get_global_generator().normal((2,)))
+
+    report = flowcheck.analyze(loss)
+    report.verify()
+    assert stateful_random_ops.global_generator is None  # the user's first call makes it, as without flowcheck
+    assert report.receives_gradient(w) == watched_truth(loss, (w,))[0]
