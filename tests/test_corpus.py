@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -72,15 +73,38 @@ def assert_agrees_with_tape(fn: Callable[..., Any], variables: Sequence[Any], *a
     return second
 
 
+# A restored SavedModel's functions keep no tracebacks: their barriers have no line to name.
+_NO_SOURCE = {"saved_model_loaded_and_finetuned", "saved_model_restored_non_trainable_variables"}
+_USER_DIRS = (Path(__file__).resolve().parent, Path(corpus_cases.SEED_PATH).parent)
+
+
+def assert_blocked_are_explained(report: flowcheck.Report, case_id: str) -> None:
+    """Every blocked variable names what cuts it: a barrier op at a line of the user's code.
+
+    A plain callable's eager call may cut where its graph does not (an untaken branch, a
+    ``float()``): then the report's reason in words (``eager_difference``) explains it.
+    """
+    for r in report.variables:
+        if r.verdict is not flowcheck.Verdict.BLOCKED:
+            continue
+        assert r.barriers or r.eager_difference, f"{r.name} is blocked with no barrier and no reason"
+        for b in r.barriers:
+            if b.source is None:
+                assert case_id in _NO_SOURCE, f"{r.name}: {b} names no line"
+                continue
+            assert Path(b.source.file).resolve().parent in _USER_DIRS, f"{r.name}: {b} is not at a line of the case"
+
+
 @pytest.mark.parametrize("builder", CASES)
-def test_corpus_case_agrees_with_tape(builder: Callable[[], Case]) -> None:
+def test_corpus_case_agrees_with_tape(builder: Callable[[], Case], request: pytest.FixtureRequest) -> None:
     c = builder()
-    assert_agrees_with_tape(c.fn, c.variables, *c.args, **c.kwargs)
+    report = assert_agrees_with_tape(c.fn, c.variables, *c.args, **c.kwargs)
+    assert_blocked_are_explained(report, request.node.callspec.id)
 
 
 @pytest.mark.slow  # about 40 s over the whole corpus: the quick loop keeps tests/test_eager.py's cases
 @pytest.mark.parametrize("builder", CASES)
-def test_corpus_case_called_eagerly_agrees_with_tape(builder: Callable[[], Case]) -> None:
+def test_corpus_case_called_eagerly_agrees_with_tape(builder: Callable[[], Case], request: pytest.FixtureRequest) -> None:
     """The Python of each ``tf.function`` case, called as a plain callable: judged as the user calls it, eagerly."""
     fresh = builder()  # the tape's answer before flowcheck ever ran this case's functions
     python_function = getattr(fresh.fn, "python_function", None)
@@ -89,6 +113,7 @@ def test_corpus_case_called_eagerly_agrees_with_tape(builder: Callable[[], Case]
     untouched = tape_truth(python_function, fresh.variables, *fresh.args, **fresh.kwargs)
     c = builder()
     report = assert_agrees_with_tape(c.fn.python_function, c.variables, *c.args, **c.kwargs)
+    assert_blocked_are_explained(report, request.node.callspec.id)
     # A tape flowcheck ran must not change what TensorFlow answers afterwards (a nested
     # tf.function keeps the gradient functions its first differentiation chose).
     assert [report.receives_gradient(v) for v in c.variables] == untouched
