@@ -175,10 +175,15 @@ BARRIERS = [
     ("variables_passed_as_arguments", 1, "Round", flowcheck.BarrierKind.NONE_GRADIENT, 'tf.round(extra["r"])'),
     ("py_function_and_numpy_function", 1, "PyFunc", flowcheck.BarrierKind.NOT_DIFFERENTIABLE, "tf.numpy_function("),
     ("dqn_target_network_stop_gradient", 4, "StopGradient", flowcheck.BarrierKind.STOP_GRADIENT, "bootstrap = tf.stop_gradient(bootstrap)"),
+    ("keras_conv1d_and_conv2d_transpose_depthwise_behind_stop_gradient", 2, "StopGradient", flowcheck.BarrierKind.STOP_GRADIENT, "tf.stop_gradient(dw(c2(ct(x2))))"),
+    # Called eagerly, each loop's body cuts what the traced loop gives zeros: the op in the body, on its line.
+    ("eager_callable_loop_bodies_cut_by_stop_gradient_argmax_and_an_integer_cast", 1, "StopGradient", flowcheck.BarrierKind.STOP_GRADIENT, "tf.stop_gradient(r * stopped)"),
+    ("eager_callable_loop_bodies_cut_by_stop_gradient_argmax_and_an_integer_cast", 2, "Cast", flowcheck.BarrierKind.NONE_GRADIENT, "tf.cast(tf.cast(int_only * 3.0"),
+    ("eager_callable_loop_bodies_cut_by_stop_gradient_argmax_and_an_integer_cast", 4, "ArgMax", flowcheck.BarrierKind.NONE_GRADIENT, "token = tf.argmax(tf.matmul(h, proj)"),
 ]
 
 
-@pytest.mark.parametrize(("case_id", "position", "op_type", "kind", "needle"), BARRIERS, ids=[b[0] for b in BARRIERS])
+@pytest.mark.parametrize(("case_id", "position", "op_type", "kind", "needle"), BARRIERS, ids=[f"{b[0]}-{b[1]}" for b in BARRIERS])
 def test_barrier_names_the_op_and_the_user_line(case_id: str, position: int, op_type: str, kind: flowcheck.BarrierKind, needle: str) -> None:
     param = next(p for p in CASES if p.id == case_id)
     builder = param.values[0]
@@ -188,8 +193,9 @@ def test_barrier_names_the_op_and_the_user_line(case_id: str, position: int, op_
     report = flowcheck.analyze(c.fn, *c.args, **c.kwargs)
     (barrier,) = report.result(v).barriers
     assert (barrier.op_type, barrier.kind, barrier.in_user_code) == (op_type, kind, True)
-    assert barrier.source is not None and barrier.source.file.endswith("corpus_cases.py")
-    assert barrier.source.line == line_of(corpus_cases.__file__, needle)
+    where = inspect.getsourcefile(builder)
+    assert where is not None and barrier.source is not None and Path(barrier.source.file).resolve() == Path(where).resolve()
+    assert barrier.source.line == line_of(where, needle)
 
 
 def test_keras_layers_built_during_flowchecks_own_trace() -> None:
