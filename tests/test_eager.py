@@ -426,3 +426,31 @@ def test_tensorflow_global_generator_made_by_flowcheck_is_removed() -> None:
     report.verify()
     assert stateful_random_ops.global_generator is None  # the user's first call makes it, as without flowcheck
     assert report.receives_gradient(w) == watched_truth(loss, (w,))[0]
+
+
+def test_a_plain_function_steps_source_its_loop_body_cuts_names_the_cut() -> None:
+    scale, stopped = tf.Variable([1.0, 2.0], name="map_scale"), tf.Variable([3.0, 4.0], name="map_stopped")
+    optimizer = keras.optimizers.SGD(0.1)
+    variables = [scale, stopped]
+
+    def forward(x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(tf.map_fn(lambda r: r * scale + tf.stop_gradient(r * stopped), x))  # map body
+
+    def step(x: tf.Tensor) -> None:
+        with tf.GradientTape() as tape:
+            loss = forward(x)
+        grads = tape.gradient(loss, variables)
+        optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
+
+    x = tf.ones((3, 2))
+    report = flowcheck.analyze(step, x)
+    with tf.GradientTape() as tape:  # the user's own tape, as the user calls the step
+        loss = forward(x)
+    truth = [g is not None for g in tape.gradient(loss, variables)]
+    (site,) = report.gradient_sites
+    assert [s.receives for s in site.sources] == truth
+    assert truth != watched_truth(tf.function(forward), variables, x)  # traced, the loop gives zeros
+    (cut,) = site.sources[1].barriers  # it was left with none
+    assert (cut.op_type, cut.in_user_code) == ("StopGradient", True)
+    assert cut.source is not None and cut.source.line == line_of(forward, "# map body")
+    assert report.verify().agrees

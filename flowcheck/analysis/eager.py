@@ -16,7 +16,8 @@ import networkx as nx
 
 from flowcheck._model import Barrier, VariableResult, Verdict
 from flowcheck.analysis.barriers import barrier, one_per_replica
-from flowcheck.analysis.verdicts import Analysis, blocking_barriers, gradient_errors, gradient_nodes
+from flowcheck.analysis.steps import loop_free_site_barriers
+from flowcheck.analysis.verdicts import Analysis, gradient_errors, gradient_nodes, loop_free_cuts
 from flowcheck.graph.build import variable_node
 from flowcheck.source.op import op_source
 from flowcheck.trace.distributed import replica_threads
@@ -52,21 +53,11 @@ def as_called(results: Sequence[VariableResult], graph: nx.DiGraph, run: EagerRu
 
 
 def _eager_barriers(graph: nx.DiGraph, nodes: Sequence[str]) -> dict[str, tuple[Barrier, ...]]:
-    """The barriers of variables the traced graph gives a gradient only because a ``While`` carries it.
-
-    Traced, a loop gives every value it carries a gradient, zeros at least; eagerly only its
-    iterations' ops count. Without those edges (``loop_carry``) the graph shows what cuts the
-    iterations' paths (a ``tf.stop_gradient`` in the body, the loop condition). A variable the
-    eager call cuts otherwise (an untaken branch, a ``float()``) is still reached: no barrier.
-    """
-    if not nodes:
-        return {}
-    edges = graph.edges
-    view = nx.subgraph_view(graph, filter_edge=lambda u, w: not edges[u, w].get("loop_carry"))
+    """The barriers of variables the traced graph gives a gradient only because a ``While`` carries it."""
     cache: dict[tuple[str, str], Barrier] = {}
     return {
-        node: one_per_replica(barrier(view, e, cache) for e in cut)
-        for node, cut in blocking_barriers(view, nodes, graph.graph["losses"]).items()
+        node: one_per_replica(barrier(graph, e, cache) for e in cut)
+        for node, cut in loop_free_cuts(graph, nodes, graph.graph["losses"]).items()
     }
 
 
@@ -223,10 +214,15 @@ def as_called_sites(
     index = {id(v.variable): i for i, v in enumerate(traced.variables)}
     index.update((id(v.tf_variable), i) for i, v in enumerate(traced.variables))
     judged = []
-    for site, call in zip(sites, calls):
+    for k, (site, call) in enumerate(zip(sites, calls)):
         answers = call.tensorflow_none if call is not None and call.results is not None else ()
+        pairs = list(zip(site.sources, answers or (None,) * len(site.sources)))
+        cut = _site_loop_barriers(traced, graph, k, [
+            variable_node(i) for source, none in pairs
+            if none and source.receives and (i := index.get(id(source.variable))) is not None
+        ])
         sources = []
-        for source, none in zip(site.sources, answers or (None,) * len(site.sources)):
+        for source, none in pairs:
             if none is None or source.receives == (not none):
                 sources.append(source)
                 continue
@@ -236,9 +232,16 @@ def as_called_sites(
             i = index.get(id(source.variable))
             why = (eager_difference(graph, variable_node(i), not none, exits) if i is not None
                    else "the eager call answers otherwise than the traced graph")
+            loop_cut = cut.get(variable_node(i), ()) if i is not None else ()
             sources.append(replace(
                 source, verdict=verdict, tensorflow_none=none, eager_difference=why,
-                barriers=() if verdict is Verdict.RECEIVES else source.barriers,
+                barriers=() if verdict is Verdict.RECEIVES else source.barriers or loop_cut,
             ))
         judged.append(replace(site, sources=tuple(sources)))
     return tuple(judged)
+
+
+def _site_loop_barriers(traced: Any, graph: nx.DiGraph, k: int, nodes: list[str]) -> dict[str, tuple[Barrier, ...]]:
+    if not nodes or k >= len(traced.calls):
+        return {}
+    return loop_free_site_barriers(traced, graph, k, nodes, barrier)
