@@ -262,6 +262,23 @@ def test_the_eager_call_leaves_every_variable_and_the_seed_state_as_it_was() -> 
     assert verdicts(report, (w, ema, counter)) == watched_truth(loss, (w, ema, counter))
 
 
+def test_the_eager_call_leaves_the_kernels_of_ops_given_a_seed_as_they_were() -> None:
+    # TensorFlow keeps one eager kernel, and its state, per pair of seeds: an op given a seed run
+    # by flowcheck drew from the kernel the user's next call draws from.
+    w = tf.Variable([1.0, 2.0, 3.0], name="w_seeded")
+
+    def loss() -> tf.Tensor:
+        return tf.reduce_sum(w * tf.random.normal((3,), seed=5)) + tf.reduce_sum(tf.nn.dropout(w, 0.5, seed=3))
+
+    tf.random.set_seed(7)  # clears the kernels: each run below starts from the same state
+    expected = [loss().numpy() for _ in range(2)]
+    tf.random.set_seed(7)
+    report = flowcheck.analyze(loss)
+    report.verify()
+    assert [loss().numpy() for _ in range(2)] == expected
+    assert verdicts(report, (w,)) == watched_truth(loss, (w,))
+
+
 def test_per_loss_verdicts_of_a_callable_are_eager_too() -> None:
     a, b = tf.Variable(1.0, name="a_loss"), tf.Variable(2.0, name="b_loss")
 
