@@ -78,3 +78,21 @@ def eager_loop_bodies() -> Case:
         return total + tf.reduce_sum(steps) + score
 
     return Case(loss, [mapped, stopped, int_only, embedding, proj, readout], (x, tf.constant([0, 4])))
+
+
+@case("eager_callable_nested_while_conditions_and_a_loop_never_entered")
+def eager_nested_conditions() -> Case:
+    outer_limit, inner_limit = tf.Variable(2.5, name="outer_limit"), tf.Variable(1.5, name="inner_limit")
+    step, never, after = var(name="nested_step", seed=3), var(3, name="never_iterated", seed=4), var(3, name="after_empty_loop", seed=5)
+    x = const(3)
+
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        def outer_body(i: tf.Tensor, t: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            _, u = tf.while_loop(lambda j, u: j < inner_limit, lambda j, u: (j + 1.0, u + step * j), (0.0, t))
+            return i + 1.0, u
+
+        total = tf.while_loop(lambda i, t: i < outer_limit, outer_body, (0.0, 0.0))[1]
+        empty = tf.while_loop(lambda i, t: i < 0, lambda i, t: (i + 1, t * never), (0, x))[1]  # runs no iteration
+        return total + tf.reduce_sum(empty * after)
+
+    return Case(loss, [outer_limit, inner_limit, step, never, after], (x,))
