@@ -324,3 +324,42 @@ def ctc_dense() -> Case:
         ))
 
     return Case(ctc_loss, keras_variables(projection), (const(2, 4, 3), tf.constant([[1, 2], [3, 0]])))
+
+
+# --- higher-order and forward-mode differentiation inside the loss -----------------------------
+
+
+@case("jacobian_and_batch_jacobian_penalty_of_the_inputs", pytest.mark.slow)  # about 6 s: pfor and its gradient
+def jacobian_penalty() -> Case:
+    w, b, u = var(3, 2, name="jacobian_w"), var(2, name="jacobian_b", seed=2), var(3, 2, name="batch_jacobian_w", seed=3)
+
+    @tf.function
+    def jacobian_loss(x: tf.Tensor) -> tf.Tensor:
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(x)
+            y = tf.tanh(tf.matmul(x, w) + b)
+            z = tf.tanh(tf.matmul(x, u))
+        full = tape.jacobian(y, x)  # a pfor loop over y's entries
+        per_example = tape.batch_jacobian(z, x, experimental_use_pfor=False)  # a while_loop
+        return tf.reduce_sum(full**2) + tf.reduce_sum(per_example**2)
+
+    return Case(jacobian_loss, [w, b, u], (const(2, 3),))
+
+
+@case("forward_accumulator_jvp_and_hessian_vector_product")
+def forward_mode() -> Case:
+    w, tangent, stopped = var(3, name="jvp_w"), var(3, name="jvp_tangent_source", seed=2), var(3, name="jvp_stopped", seed=3)
+    h, direction = var(3, name="hvp_w", seed=4), var(3, name="hvp_direction", seed=5)
+
+    @tf.function
+    def forward_loss(x: tf.Tensor) -> tf.Tensor:
+        with tf.autodiff.ForwardAccumulator(primals=x, tangents=tf.ones_like(x) * tangent) as acc:
+            y = tf.reduce_sum(tf.sin(x * w)) + tf.reduce_sum(tf.stop_gradient(stopped) * x)
+        with tf.GradientTape() as outer:
+            with tf.GradientTape() as inner:
+                f = tf.reduce_sum(tf.sin(h) * h)
+            g = inner.gradient(f, h)
+            along = tf.reduce_sum(g * tf.stop_gradient(direction))
+        return acc.jvp(y) + y + tf.reduce_sum(outer.gradient(along, h) ** 2)
+
+    return Case(forward_loss, [w, tangent, stopped, h, direction], (const(3),))
