@@ -122,6 +122,9 @@ def test_a_gradient_override_map_applies_when_traced_only_and_the_report_says_so
         f"gradient_override_map gives Round the gradient of Identity when traced (line {line_of(loss, '# straight through')}); "
         "eagerly Round's own gradient applies"
     )
+    (cut,) = report.result(rounded).barriers  # the Round whose own gradient applies, on its line
+    assert (cut.op_type, cut.kind, cut.in_user_code) == ("Round", flowcheck.BarrierKind.NONE_GRADIENT, True)
+    assert cut.source is not None and cut.source.line == line_of(loss, "# straight through")
 
 
 def test_a_custom_gradients_variables_come_in_another_order_eagerly_and_the_report_says_so() -> None:
@@ -145,6 +148,11 @@ def test_a_custom_gradients_variables_come_in_another_order_eagerly_and_the_repo
     reason = (f"the custom gradient (line {line_of(loss, '# custom')}) answers otherwise eagerly than traced "
               "(TensorFlow hands a tf.custom_gradient the variables it reads in another order eagerly)")
     assert [report.result(u).eager_difference for u in variables] == [reason, reason]
+    blocked = [u for u, receives in zip(variables, eager) if not receives]
+    for u in blocked:  # the custom gradient's op, at the call
+        (cut,) = report.result(u).barriers
+        assert (cut.op_type, cut.kind, cut.in_user_code) == ("IdentityN", flowcheck.BarrierKind.CUSTOM_GRADIENT_NONE, True)
+        assert cut.source is not None and cut.source.line == line_of(loss, "# custom")
     assert report.verify().agrees
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import networkx as nx
 
-from flowcheck._model import Barrier, VariableResult, Verdict
+from flowcheck._model import Barrier, BarrierKind, VariableResult, Verdict
 from flowcheck.analysis.barriers import barrier, one_per_replica
 from flowcheck.analysis.steps import loop_free_site_barriers
 from flowcheck.analysis.verdicts import Analysis, gradient_errors, gradient_nodes, loop_free_cuts
@@ -46,7 +46,8 @@ def as_called(results: Sequence[VariableResult], graph: nx.DiGraph, run: EagerRu
         reason = (replica_threads(run.variables[i].tf_variable, run.total[i])
                   or eager_difference(graph, r.node, run.total[i], run.exits)) if verdict is not r.verdict else None
         judged.append(replace(
-            r, verdict=verdict, barriers=() if verdict is Verdict.RECEIVES else r.barriers or cut.get(r.node, ()),
+            r, verdict=verdict,
+            barriers=() if verdict is Verdict.RECEIVES else r.barriers or cut.get(r.node) or _override_cut(graph, r.node, run.exits),
             per_loss=MappingProxyType(per_loss), eager_difference=reason,
         ))
     return tuple(judged)
@@ -113,17 +114,49 @@ def eager_difference(graph: nx.DiGraph, node: str, eager_receives: bool, exits: 
     return "; ".join(reasons) if reasons else "the eager call gives no gradient where the traced graph does"
 
 
-def _overridden(graph: nx.DiGraph, region: set[str]) -> list[str]:
-    """The ops on the traced paths whose gradient was replaced, by ``gradient_override_map`` or ``tf.custom_gradient``."""
-    reasons = []
+def _override_cut(graph: nx.DiGraph, node: str, exits: Sequence[Exit]) -> tuple[Barrier, ...]:
+    """The barriers of a variable only a replaced gradient explains: the ops whose own gradient applies eagerly.
+
+    Traced, ``gradient_override_map`` (or a ``tf.custom_gradient``'s order of variables) makes a
+    gradient flow where, eagerly, the op's own gradient returns None. Nothing is named when a
+    branch, a loop or a value that left TensorFlow explains the eager answer instead.
+    """
+    region = _region(graph, node)
+    if exits or _control_flow(graph, node, region):
+        return ()
+    cut = []
+    for n, op, override in _overrides(graph, region):
+        source, via_library = op_source(op)
+        custom = override.startswith("CustomGradient")
+        cut.append(Barrier(
+            op_name=op.name, op_type=op.type,
+            kind=BarrierKind.CUSTOM_GRADIENT_NONE if custom else BarrierKind.NONE_GRADIENT,
+            detail="the custom gradient returned None for it eagerly" if custom
+            else f"eagerly the registered gradient of {op.type} applies, and returns None here",
+            tensor=op.inputs[0].name if op.inputs else "", source=source,
+            in_user_code=source is not None and not via_library, node=n,
+        ))
+    return tuple(cut)
+
+
+def _overrides(graph: nx.DiGraph, region: set[str]) -> list[tuple[str, Any, str]]:
+    """``(node, op, override)`` of the ops in ``region`` whose gradient was replaced, in node order."""
+    found = []
     for n in sorted(region):
         op = graph.nodes[n].get("op")
         try:
             override = op.get_attr("_gradient_op_type").decode() if op is not None else None
         except (ValueError, AttributeError):
             continue
-        if not override:
-            continue
+        if override:
+            found.append((n, op, override))
+    return found
+
+
+def _overridden(graph: nx.DiGraph, region: set[str]) -> list[str]:
+    """The ops on the traced paths whose gradient was replaced, by ``gradient_override_map`` or ``tf.custom_gradient``."""
+    reasons = []
+    for _, op, override in _overrides(graph, region):
         source, _ = op_source(op)
         line = f" (line {source.line})" if source is not None else ""
         if override.startswith("CustomGradient"):
