@@ -479,3 +479,28 @@ def test_a_plain_function_steps_source_its_loop_body_cuts_names_the_cut() -> Non
     assert (cut.op_type, cut.in_user_code) == ("StopGradient", True)
     assert cut.source is not None and cut.source.line == line_of(forward, "# map body")
     assert report.verify().agrees
+
+
+def test_a_plain_function_steps_source_a_gradient_override_alone_explains_names_the_op() -> None:
+    rounded, w = tf.Variable([1.0, 2.0], name="step_rounded"), tf.Variable([1.0, 2.0], name="step_w")
+    optimizer = keras.optimizers.SGD(0.1)
+    variables = [rounded, w]
+
+    def forward() -> tf.Tensor:
+        with tf.compat.v1.get_default_graph().gradient_override_map({"Round": "Identity"}):
+            return tf.reduce_sum(tf.round(rounded)) + tf.reduce_sum(w * 2.0)  # straight through
+
+    def step() -> None:
+        with tf.GradientTape() as tape:
+            loss = forward()
+        grads = tape.gradient(loss, variables)
+        optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
+
+    report = flowcheck.analyze(step)
+    truth = watched_truth(forward, variables)
+    (site,) = report.gradient_sites
+    assert [s.receives for s in site.sources] == truth
+    assert truth != watched_truth(tf.function(forward), variables)  # traced, Identity's gradient applies
+    (cut,) = site.sources[0].barriers
+    assert (cut.op_type, cut.kind, cut.in_user_code) == ("Round", flowcheck.BarrierKind.NONE_GRADIENT, True)
+    assert cut.source is not None and cut.source.line == line_of(forward, "# straight through")

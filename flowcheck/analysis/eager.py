@@ -265,7 +265,7 @@ def as_called_sites(
             i = index.get(id(source.variable))
             why = (eager_difference(graph, variable_node(i), not none, exits) if i is not None
                    else "the eager call answers otherwise than the traced graph")
-            loop_cut = cut.get(variable_node(i), ()) if i is not None else ()
+            loop_cut = (cut.get(variable_node(i)) or _override_cut(graph, variable_node(i), exits)) if i is not None else ()
             sources.append(replace(
                 source, verdict=verdict, tensorflow_none=none, eager_difference=why,
                 barriers=() if verdict is Verdict.RECEIVES else source.barriers or loop_cut,
