@@ -363,3 +363,78 @@ def forward_mode() -> Case:
         return acc.jvp(y) + y + tf.reduce_sum(outer.gradient(along, h) ** 2)
 
     return Case(forward_loss, [w, tangent, stopped, h, direction], (const(3),))
+
+
+@case("keras_layers_wrapping_custom_gradients_clip_and_detach")
+def custom_gradient_layers() -> Case:
+    keras.utils.set_random_seed(15)
+
+    class ClipGradient(keras.layers.Layer):
+        def call(self, x: tf.Tensor) -> tf.Tensor:
+            @tf.custom_gradient
+            def clip(t: tf.Tensor) -> Any:
+                return tf.identity(t), lambda dy: tf.clip_by_norm(dy, 0.1)
+
+            return clip(x)
+
+    class Detach(keras.layers.Layer):
+        def call(self, x: tf.Tensor) -> tf.Tensor:
+            @tf.custom_gradient
+            def cut(t: tf.Tensor) -> Any:
+                return tf.identity(t), lambda dy: None
+
+            return cut(x)  # detached
+
+    clipped, detached, out = keras.layers.Dense(3, name="before_clip"), keras.layers.Dense(3, name="before_detach"), keras.layers.Dense(1, name="after_both")
+    clip, detach = ClipGradient(), Detach()
+    x = const(2, 3)
+
+    @tf.function
+    def custom_layers_loss(x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(out(clip(clipped(x)) + detach(detached(x))))
+
+    custom_layers_loss.python_function(x)  # builds the layers
+    return Case(custom_layers_loss, keras_variables(clipped, detached, out), (x,))
+
+
+@case("keras_seq2seq_teacher_forcing_encoder_states_into_decoder")
+def seq2seq() -> Case:
+    keras.utils.set_random_seed(21)
+    encoder_in, decoder_in = keras.Input((None, 3)), keras.Input((None, 4))
+    _, h, c = keras.layers.LSTM(5, return_state=True, name="encoder")(encoder_in)
+    sequence, _, _ = keras.layers.LSTM(5, return_sequences=True, return_state=True, name="decoder")(decoder_in, initial_state=[h, c])
+    model = keras.Model([encoder_in, decoder_in], keras.layers.Dense(4, activation="softmax", name="readout")(sequence))
+
+    @tf.function
+    def seq2seq_loss(source: tf.Tensor, shifted: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(target, model([source, shifted], training=True)))
+
+    return Case(seq2seq_loss, list(model.weights), (const(2, 4, 3), const(2, 3, 4, seed=1), tf.constant([[0, 1, 2], [3, 2, 1]])))
+
+
+@case("keras_vae_sampling_layer_with_its_own_seed_generator")
+def vae_sampling() -> Case:
+    keras.utils.set_random_seed(22)
+
+    class Sampling(keras.layers.Layer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seed_generator = keras.random.SeedGenerator(1337)
+
+        def call(self, inputs: Any) -> tf.Tensor:
+            mean, log_var = inputs
+            eps = keras.random.normal(shape=keras.ops.shape(mean), seed=self.seed_generator)
+            return mean + keras.ops.exp(0.5 * log_var) * eps
+
+    inputs = keras.Input((4,))
+    h = keras.layers.Dense(6, activation="relu", name="vae_encoder")(inputs)
+    mean, log_var = keras.layers.Dense(2, name="z_mean")(h), keras.layers.Dense(2, name="z_log_var")(h)
+    encoder = keras.Model(inputs, [mean, log_var, Sampling()([mean, log_var])])
+    decoder = keras.Sequential([keras.Input((2,)), keras.layers.Dense(6, activation="relu", name="vae_decoder"), keras.layers.Dense(4, name="vae_out")])
+
+    @tf.function
+    def vae_loss(x: tf.Tensor) -> tf.Tensor:
+        m, lv, z = encoder(x)
+        return tf.reduce_mean(tf.square(decoder(z) - x)) - 0.5 * tf.reduce_mean(1 + lv - tf.square(m) - tf.exp(lv))
+
+    return Case(vae_loss, keras_variables(encoder, decoder), (const(3, 4),))  # the seed generator's state included

@@ -469,3 +469,20 @@ def scatter_update_read() -> Case:
         return tf.reduce_sum(updated * 3.0) + tf.reduce_sum(tf.gather(gathered, [1, 3]))
 
     return Case(scatter_loss, [updated, source, gathered])
+
+
+@case("grad_pass_through_round_unique_dedup_ragged_lookup_and_max_norm")
+def lookups_and_pass_through() -> Case:
+    through, rounded = var(3, name="pass_through_round"), var(3, name="plain_round", seed=2)
+    dedup, ragged, max_norm = var(6, 2, name="dedup_table", seed=3), var(6, 2, name="ragged_table", seed=4), var(6, 3, name="max_norm_table", seed=5)
+    ragged_ids = tf.ragged.constant([[1, 2], [3], [4, 5, 0]])
+
+    @tf.function
+    def lookup_loss(ids: tf.Tensor) -> tf.Tensor:
+        total = tf.reduce_sum(tf.grad_pass_through(tf.round)(through * 4.0)) + tf.reduce_sum(tf.round(rounded * 4.0))
+        unique_ids, positions = tf.unique(ids)  # look each id up once, then spread the rows back
+        total += tf.reduce_sum(tf.gather(tf.gather(dedup, unique_ids), positions) ** 2)
+        total += tf.reduce_sum(tf.reduce_mean(tf.ragged.map_flat_values(tf.nn.embedding_lookup, ragged, ragged_ids), axis=1))
+        return total + tf.reduce_sum(tf.nn.embedding_lookup(max_norm, ids, max_norm=0.5))
+
+    return Case(lookup_loss, [through, rounded, dedup, ragged, max_norm], (tf.constant([1, 3, 1, 5]),))

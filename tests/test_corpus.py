@@ -175,6 +175,7 @@ BARRIERS = [
     ("variables_passed_as_arguments", 1, "Round", flowcheck.BarrierKind.NONE_GRADIENT, 'tf.round(extra["r"])'),
     ("py_function_and_numpy_function", 1, "PyFunc", flowcheck.BarrierKind.NOT_DIFFERENTIABLE, "tf.numpy_function("),
     ("dqn_target_network_stop_gradient", 4, "StopGradient", flowcheck.BarrierKind.STOP_GRADIENT, "bootstrap = tf.stop_gradient(bootstrap)"),
+    ("grad_pass_through_round_unique_dedup_ragged_lookup_and_max_norm", 1, "Round", flowcheck.BarrierKind.NONE_GRADIENT, "tf.round(rounded * 4.0)"),
     ("keras_conv1d_and_conv2d_transpose_depthwise_behind_stop_gradient", 2, "StopGradient", flowcheck.BarrierKind.STOP_GRADIENT, "tf.stop_gradient(dw(c2(ct(x2))))"),
     # Called eagerly, each loop's body cuts what the traced loop gives zeros: the op in the body, on its line.
     ("eager_callable_loop_bodies_cut_by_stop_gradient_argmax_and_an_integer_cast", 1, "StopGradient", flowcheck.BarrierKind.STOP_GRADIENT, "tf.stop_gradient(r * stopped)"),
