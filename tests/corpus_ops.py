@@ -342,3 +342,147 @@ def linalg_more() -> Case:
         return total + tf.linalg.trace(m[6]) + tf.norm(m[7], ord=np.inf)
 
     return Case(solve_loss, m)
+
+
+@case("fake_quant_with_min_max_variables_and_per_channel_ranges")
+def fake_quant_vars() -> Case:
+    a, b = var(4, name="fake_quant_input"), var(4, name="per_channel_input", seed=3)
+    low, high = tf.Variable(-0.5, name="fake_quant_min"), tf.Variable(0.5, name="fake_quant_max")
+    lows, highs = tf.Variable([-1.0] * 4, name="per_channel_min"), tf.Variable([1.0] * 4, name="per_channel_max")
+
+    @tf.function
+    def quant_loss() -> tf.Tensor:
+        y = tf.quantization.fake_quant_with_min_max_vars(a * 3.0, low, high)  # clipped inputs: min and max get them
+        z = tf.quantization.fake_quant_with_min_max_vars_per_channel(b[None], lows, highs)
+        return tf.reduce_sum(y**2) + tf.reduce_sum(z)
+
+    return Case(quant_loss, [a, low, high, b, lows, highs])
+
+
+@case("dynamic_partition_stitch_boolean_mask_and_batched_gather")
+def partitions() -> Case:
+    parted, masked, gathered = var(4, name="partitioned"), var(4, name="boolean_masked", seed=4), var(2, 3, name="batch_gathered", seed=5)
+
+    @tf.function
+    def partition_loss() -> tf.Tensor:
+        parts = tf.dynamic_partition(parted, [0, 1, 0, 1], 2)
+        total = tf.reduce_sum(tf.dynamic_stitch([[0, 2], [1, 3]], parts) * 2.0)
+        total += tf.reduce_sum(tf.boolean_mask(masked, masked > 0.0))  # the mask from the variable carries nothing
+        return total + tf.reduce_sum(tf.gather(gathered, [[0, 2], [1, 1]], batch_dims=1))
+
+    return Case(partition_loss, [parted, masked, gathered])
+
+
+@case("linalg_sqrtm_eig_eigvals_cross_normalize_and_matrix_rank")
+def linalg_spectra() -> Case:
+    names = ["sqrtm_m", "eig_m", "eigvals_m", "cross_m", "normalized_m", "rank_m"]
+    m = [_near_identity(n, i) for i, n in enumerate(names)]
+
+    @tf.function
+    def spectra_loss() -> tf.Tensor:
+        total = tf.reduce_sum(tf.linalg.sqrtm(m[0] @ tf.transpose(m[0])))
+        values, _ = tf.linalg.eig(m[1])  # complex eigenvalues of a real matrix
+        total += tf.reduce_sum(tf.math.real(values)) + tf.reduce_sum(tf.abs(tf.linalg.eigvals(m[2])))
+        total += tf.reduce_sum(tf.linalg.cross(m[3][0], m[3][1])) + tf.reduce_sum(tf.linalg.normalize(m[4])[0])
+        return total + tf.cast(tf.linalg.matrix_rank(m[5]), tf.float32)  # an integer: no gradient
+
+    return Case(spectra_loss, m)
+
+
+@case("image_resize_lanczos_antialias_with_pad_flip_rot90_central_crop")
+def image_geometry() -> Case:
+    names = ["lanczos_image", "antialias_image", "padded_image", "flipped_image", "rotated_image", "cropped_image"]
+    v = [var(1, 4, 4, 3, name=n, seed=i) for i, n in enumerate(names)]
+
+    @tf.function
+    def geometry_loss() -> tf.Tensor:
+        total = tf.reduce_sum(tf.image.resize(v[0], (6, 6), method="lanczos3"))
+        total += tf.reduce_sum(tf.image.resize(v[1], (2, 2), antialias=True)) + tf.reduce_sum(tf.image.resize_with_pad(v[2], 6, 6))
+        total += tf.reduce_sum(tf.image.flip_left_right(v[3]) * tf.range(3, dtype=tf.float32))
+        return total + tf.reduce_sum(tf.image.rot90(v[4]) * tf.range(3, dtype=tf.float32)) + tf.reduce_sum(tf.image.central_crop(v[5], 0.5))
+
+    return Case(geometry_loss, v)
+
+
+@case("keras_ops_take_nonzero_argsort_stft_digitize_segment_sum_qr")
+def keras_ops_numpy() -> Case:
+    import keras
+
+    names = ["take_values", "take_index_source", "take_along_values", "nonzero_source", "argsort_source",
+             "logsumexp_values", "stft_signal", "digitized", "segment_values", "normed", "qr_values"]
+    v = [var(8, name=n, seed=i) for i, n in enumerate(names)]
+
+    @tf.function
+    def numpy_ops_loss() -> tf.Tensor:
+        ops = keras.ops
+        t = [tf.convert_to_tensor(x) for x in v]  # keras.ops takes tensors
+        total = ops.sum(ops.take(t[0], ops.cast(ops.abs(t[1][:3]) * 3, "int32")))
+        total += ops.sum(ops.take_along_axis(t[2], ops.argsort(t[2]), axis=0))
+        total += ops.sum(ops.cast(ops.nonzero(ops.where(t[3] > 0, 1, 0))[0], "float32"))
+        total += ops.sum(ops.cast(ops.argsort(t[4]), "float32")) + ops.logsumexp(t[5])
+        total += ops.sum(ops.stft(t[6], sequence_length=4, sequence_stride=2, fft_length=4)[0])
+        total += ops.sum(ops.cast(ops.digitize(t[7], [0.0]), "float32"))
+        total += ops.sum(ops.segment_sum(t[8], ops.array([0, 0, 1, 1, 2, 2, 3, 3]), num_segments=4))
+        return total + ops.norm(t[9]) + ops.sum(ops.qr(ops.reshape(t[10], (2, 4)))[1])
+
+    return Case(numpy_ops_loss, v)
+
+
+@case("keras_embedding_looked_up_by_an_integer_variable")
+def ids_in_a_variable() -> Case:
+    import keras
+
+    embedding = keras.layers.Embedding(6, 2, name="buffered_embedding")
+    embedding.build((None,))
+    tokens = tf.Variable([1, 4, 2], name="token_buffer")
+
+    @tf.function
+    def buffered_loss() -> tf.Tensor:
+        return tf.reduce_sum(embedding(tokens))
+
+    return Case(buffered_loss, [*embedding.variables, tokens])
+
+
+@case("while_loop_tensor_array_sparse_read_parallel_iterations_stop_gradient")
+def loop_sparse_read() -> Case:
+    table, w, stopped = var(5, 2, name="loop_table"), var(2, name="loop_scale", seed=2), var(2, name="loop_stopped", seed=3)
+
+    @tf.function
+    def loop_loss(ids: tf.Tensor) -> tf.Tensor:
+        def body(i: tf.Tensor, rows: tf.TensorArray) -> tuple[tf.Tensor, tf.TensorArray]:
+            return i + 1, rows.write(i, table.sparse_read(ids[i]) * w + tf.stop_gradient(stopped))
+
+        rows = tf.TensorArray(tf.float32, size=3, clear_after_read=False)
+        _, rows = tf.while_loop(lambda i, _: i < 3, body, (0, rows), parallel_iterations=4)
+        return tf.reduce_sum(rows.gather([0, 2])) + tf.reduce_sum(rows.read(1))
+
+    return Case(loop_loss, [table, w, stopped], (tf.constant([1, 4, 2]),))
+
+
+@case("variable_scatter_nd_update_then_read")
+def scatter_update_read() -> Case:
+    updated, source, gathered = var(4, name="scatter_updated"), var(2, name="scatter_source", seed=2), var(4, 2, name="rows_gathered", seed=3)
+
+    @tf.function
+    def scatter_loss() -> tf.Tensor:
+        updated.scatter_nd_update([[0], [2]], source * 2.0)  # an assignment: no gradient to the source
+        return tf.reduce_sum(updated * 3.0) + tf.reduce_sum(tf.gather(gathered, [1, 3]))
+
+    return Case(scatter_loss, [updated, source, gathered])
+
+
+@case("grad_pass_through_round_unique_dedup_ragged_lookup_and_max_norm")
+def lookups_and_pass_through() -> Case:
+    through, rounded = var(3, name="pass_through_round"), var(3, name="plain_round", seed=2)
+    dedup, ragged, max_norm = var(6, 2, name="dedup_table", seed=3), var(6, 2, name="ragged_table", seed=4), var(6, 3, name="max_norm_table", seed=5)
+    ragged_ids = tf.ragged.constant([[1, 2], [3], [4, 5, 0]])
+
+    @tf.function
+    def lookup_loss(ids: tf.Tensor) -> tf.Tensor:
+        total = tf.reduce_sum(tf.grad_pass_through(tf.round)(through * 4.0)) + tf.reduce_sum(tf.round(rounded * 4.0))
+        unique_ids, positions = tf.unique(ids)  # look each id up once, then spread the rows back
+        total += tf.reduce_sum(tf.gather(tf.gather(dedup, unique_ids), positions) ** 2)
+        total += tf.reduce_sum(tf.reduce_mean(tf.ragged.map_flat_values(tf.nn.embedding_lookup, ragged, ragged_ids), axis=1))
+        return total + tf.reduce_sum(tf.nn.embedding_lookup(max_norm, ids, max_norm=0.5))
+
+    return Case(lookup_loss, [through, rounded, dedup, ragged, max_norm], (tf.constant([1, 3, 1, 5]),))

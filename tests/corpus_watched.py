@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from corpus_cases import Case, case, const, var
+from corpus_cases import Case, case, const, keras_variables, var
 
 
 @case("batchnorm_statistics_in_inference_mode")
@@ -147,3 +147,81 @@ def saved_model_non_trainable() -> Case:
         return tf.reduce_sum(tf.square(loaded(x)))
 
     return Case(loss, [loaded.w, loaded.scale, loaded.mean], (x,), owner=loaded)
+
+
+@case("frozen_backbone_with_batchnorm_called_with_training_true")
+def frozen_batchnorm_training() -> Case:
+    # Keras 3 runs a frozen BatchNormalization in inference mode whatever `training` says: its
+    # moving statistics are read (and receive when watched), not assigned.
+    keras.utils.set_random_seed(3)
+    backbone = keras.Sequential([keras.layers.Dense(6, activation="relu"), keras.layers.BatchNormalization()], name="frozen_bn_backbone")
+    backbone.build((None, 4))
+    backbone.trainable = False
+    head = keras.layers.Dense(2, name="head_after_frozen_bn")
+    head.build((None, 6))
+
+    @tf.function
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_mean(tf.square(head(backbone(x, training=True))))
+
+    return Case(loss, list(backbone.weights) + list(head.weights), (const(5, 4),))
+
+
+@case("custom_layer_add_loss_with_non_trainable_temperature_before_stop_gradient")
+def activity_loss() -> Case:
+    keras.utils.set_random_seed(4)
+
+    class Sparse(keras.layers.Layer):
+        def build(self, shape: tuple[int, ...]) -> None:
+            self.w = self.add_weight(shape=(shape[-1], 3), name="w")
+            self.temperature = self.add_weight(shape=(), initializer="ones", trainable=False, name="temperature")
+
+        def call(self, x: tf.Tensor) -> tf.Tensor:
+            h = tf.matmul(x, self.w)
+            self.add_loss(tf.reduce_sum(tf.abs(h)) * 0.01 / self.temperature)  # w trains through this alone
+            return tf.stop_gradient(h)
+
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(1, name="after_stopped")(Sparse(name="sparse")(inputs)))
+
+    @tf.function
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_mean(model(x, training=True) ** 2) + tf.add_n(model.losses)
+
+    return Case(loss, list(model.weights), (const(2, 3),))
+
+
+@case("augmentation_noise_and_dropout_layers_seed_generator_states")
+def augmentation_seeds() -> Case:
+    # Each seeded layer advances its SeedGenerator's state variable: analyze and verify put it back.
+    keras.utils.set_random_seed(12)
+    augment = keras.Sequential([keras.layers.RandomFlip("horizontal", seed=1), keras.layers.RandomRotation(0.1, seed=2),
+                                keras.layers.RandomZoom(0.1, seed=3), keras.layers.RandomContrast(0.2, seed=4)], name="augment")
+    conv, pool, out = keras.layers.Conv2D(2, 3, name="augmented_conv"), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(1, name="augmented_out")
+    noisy = [keras.layers.GaussianNoise(0.1, seed=5), keras.layers.GaussianDropout(0.2, seed=6), keras.layers.SpatialDropout2D(0.3, seed=7)]
+    x = const(2, 6, 6, 3)
+
+    @tf.function
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        h = conv(augment(x, training=True))
+        for layer in noisy:
+            h = layer(h, training=True)
+        return tf.reduce_mean(out(pool(h)))
+
+    loss.python_function(x)  # builds the layers
+    return Case(loss, keras_variables(conv, out, augment, *noisy), (x,))  # the seed generators' states included
+
+
+@case("tf_random_generator_state_and_dropout_seed_state")
+def generator_states() -> Case:
+    keras.utils.set_random_seed(2)
+    generator = tf.random.Generator.from_seed(7)
+    dense, drop = keras.layers.Dense(4, name="before_dropout"), keras.layers.Dropout(0.5, seed=3)
+    dense.build((None, 3))
+    w = var(4, name="noise_scaled")
+
+    @tf.function
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(drop(dense(x), training=True)) + tf.reduce_sum(w * generator.normal([4]))
+
+    return Case(loss, [*dense.weights, w, drop.seed_generator.state, generator.state], (const(4, 3),))

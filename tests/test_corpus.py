@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -72,15 +73,38 @@ def assert_agrees_with_tape(fn: Callable[..., Any], variables: Sequence[Any], *a
     return second
 
 
+# A restored SavedModel's functions keep no tracebacks: their barriers have no line to name.
+_NO_SOURCE = {"saved_model_loaded_and_finetuned", "saved_model_restored_non_trainable_variables"}
+_USER_DIRS = (Path(__file__).resolve().parent, Path(corpus_cases.SEED_PATH).parent)
+
+
+def assert_blocked_are_explained(report: flowcheck.Report, case_id: str) -> None:
+    """Every blocked variable names what cuts it: a barrier op at a line of the user's code.
+
+    A plain callable's eager call may cut where its graph does not (an untaken branch, a
+    ``float()``): then the report's reason in words (``eager_difference``) explains it.
+    """
+    for r in report.variables:
+        if r.verdict is not flowcheck.Verdict.BLOCKED:
+            continue
+        assert r.barriers or r.eager_difference, f"{r.name} is blocked with no barrier and no reason"
+        for b in r.barriers:
+            if b.source is None:
+                assert case_id in _NO_SOURCE, f"{r.name}: {b} names no line"
+                continue
+            assert Path(b.source.file).resolve().parent in _USER_DIRS, f"{r.name}: {b} is not at a line of the case"
+
+
 @pytest.mark.parametrize("builder", CASES)
-def test_corpus_case_agrees_with_tape(builder: Callable[[], Case]) -> None:
+def test_corpus_case_agrees_with_tape(builder: Callable[[], Case], request: pytest.FixtureRequest) -> None:
     c = builder()
-    assert_agrees_with_tape(c.fn, c.variables, *c.args, **c.kwargs)
+    report = assert_agrees_with_tape(c.fn, c.variables, *c.args, **c.kwargs)
+    assert_blocked_are_explained(report, request.node.callspec.id)
 
 
 @pytest.mark.slow  # about 40 s over the whole corpus: the quick loop keeps tests/test_eager.py's cases
 @pytest.mark.parametrize("builder", CASES)
-def test_corpus_case_called_eagerly_agrees_with_tape(builder: Callable[[], Case]) -> None:
+def test_corpus_case_called_eagerly_agrees_with_tape(builder: Callable[[], Case], request: pytest.FixtureRequest) -> None:
     """The Python of each ``tf.function`` case, called as a plain callable: judged as the user calls it, eagerly."""
     fresh = builder()  # the tape's answer before flowcheck ever ran this case's functions
     python_function = getattr(fresh.fn, "python_function", None)
@@ -89,6 +113,7 @@ def test_corpus_case_called_eagerly_agrees_with_tape(builder: Callable[[], Case]
     untouched = tape_truth(python_function, fresh.variables, *fresh.args, **fresh.kwargs)
     c = builder()
     report = assert_agrees_with_tape(c.fn.python_function, c.variables, *c.args, **c.kwargs)
+    assert_blocked_are_explained(report, request.node.callspec.id)
     # A tape flowcheck ran must not change what TensorFlow answers afterwards (a nested
     # tf.function keeps the gradient functions its first differentiation chose).
     assert [report.receives_gradient(v) for v in c.variables] == untouched
@@ -150,10 +175,16 @@ BARRIERS = [
     ("variables_passed_as_arguments", 1, "Round", flowcheck.BarrierKind.NONE_GRADIENT, 'tf.round(extra["r"])'),
     ("py_function_and_numpy_function", 1, "PyFunc", flowcheck.BarrierKind.NOT_DIFFERENTIABLE, "tf.numpy_function("),
     ("dqn_target_network_stop_gradient", 4, "StopGradient", flowcheck.BarrierKind.STOP_GRADIENT, "bootstrap = tf.stop_gradient(bootstrap)"),
+    ("grad_pass_through_round_unique_dedup_ragged_lookup_and_max_norm", 1, "Round", flowcheck.BarrierKind.NONE_GRADIENT, "tf.round(rounded * 4.0)"),
+    ("keras_conv1d_and_conv2d_transpose_depthwise_behind_stop_gradient", 2, "StopGradient", flowcheck.BarrierKind.STOP_GRADIENT, "tf.stop_gradient(dw(c2(ct(x2))))"),
+    # Called eagerly, each loop's body cuts what the traced loop gives zeros: the op in the body, on its line.
+    ("eager_callable_loop_bodies_cut_by_stop_gradient_argmax_and_an_integer_cast", 1, "StopGradient", flowcheck.BarrierKind.STOP_GRADIENT, "tf.stop_gradient(r * stopped)"),
+    ("eager_callable_loop_bodies_cut_by_stop_gradient_argmax_and_an_integer_cast", 2, "Cast", flowcheck.BarrierKind.NONE_GRADIENT, "tf.cast(tf.cast(int_only * 3.0"),
+    ("eager_callable_loop_bodies_cut_by_stop_gradient_argmax_and_an_integer_cast", 4, "ArgMax", flowcheck.BarrierKind.NONE_GRADIENT, "token = tf.argmax(tf.matmul(h, proj)"),
 ]
 
 
-@pytest.mark.parametrize(("case_id", "position", "op_type", "kind", "needle"), BARRIERS, ids=[b[0] for b in BARRIERS])
+@pytest.mark.parametrize(("case_id", "position", "op_type", "kind", "needle"), BARRIERS, ids=[f"{b[0]}-{b[1]}" for b in BARRIERS])
 def test_barrier_names_the_op_and_the_user_line(case_id: str, position: int, op_type: str, kind: flowcheck.BarrierKind, needle: str) -> None:
     param = next(p for p in CASES if p.id == case_id)
     builder = param.values[0]
@@ -163,8 +194,9 @@ def test_barrier_names_the_op_and_the_user_line(case_id: str, position: int, op_
     report = flowcheck.analyze(c.fn, *c.args, **c.kwargs)
     (barrier,) = report.result(v).barriers
     assert (barrier.op_type, barrier.kind, barrier.in_user_code) == (op_type, kind, True)
-    assert barrier.source is not None and barrier.source.file.endswith("corpus_cases.py")
-    assert barrier.source.line == line_of(corpus_cases.__file__, needle)
+    where = inspect.getsourcefile(builder)
+    assert where is not None and barrier.source is not None and Path(barrier.source.file).resolve() == Path(where).resolve()
+    assert barrier.source.line == line_of(where, needle)
 
 
 def test_keras_layers_built_during_flowchecks_own_trace() -> None:

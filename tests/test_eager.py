@@ -76,6 +76,9 @@ def test_a_variable_only_the_while_condition_reads_gets_none_eagerly() -> None:
     assert report.result(limit).eager_difference == (
         f"the while condition is not differentiated eagerly (line {line_of(loss, '# loop')})"
     )
+    # The cut is the comparison of the loop condition, on the user's line.
+    (cut,) = report.result(limit).barriers
+    assert (cut.op_type, cut.in_user_code, cut.source and cut.source.line) == ("Less", True, line_of(loss, "# loop"))
     assert report.verify().agrees
 
 
@@ -97,6 +100,10 @@ def test_a_value_a_loop_carries_and_its_body_cuts_is_not_blamed_on_the_condition
         f"traced, the while_loop (line {line_of(loss, '# loop')}) gives every value it carries a gradient, "
         "zeros at least; eagerly only its iterations' ops count"
     )
+    # Eagerly the body's stop_gradient is what cuts u: named, on its line (it was left unnamed).
+    (cut,) = report.result(u).barriers
+    assert (cut.op_type, cut.kind, cut.in_user_code) == ("StopGradient", flowcheck.BarrierKind.STOP_GRADIENT, True)
+    assert cut.source is not None and cut.source.line == line_of(loss, "tf.stop_gradient(u)")
 
 
 def test_a_gradient_override_map_applies_when_traced_only_and_the_report_says_so() -> None:
@@ -115,6 +122,9 @@ def test_a_gradient_override_map_applies_when_traced_only_and_the_report_says_so
         f"gradient_override_map gives Round the gradient of Identity when traced (line {line_of(loss, '# straight through')}); "
         "eagerly Round's own gradient applies"
     )
+    (cut,) = report.result(rounded).barriers  # the Round whose own gradient applies, on its line
+    assert (cut.op_type, cut.kind, cut.in_user_code) == ("Round", flowcheck.BarrierKind.NONE_GRADIENT, True)
+    assert cut.source is not None and cut.source.line == line_of(loss, "# straight through")
 
 
 def test_a_custom_gradients_variables_come_in_another_order_eagerly_and_the_report_says_so() -> None:
@@ -138,6 +148,11 @@ def test_a_custom_gradients_variables_come_in_another_order_eagerly_and_the_repo
     reason = (f"the custom gradient (line {line_of(loss, '# custom')}) answers otherwise eagerly than traced "
               "(TensorFlow hands a tf.custom_gradient the variables it reads in another order eagerly)")
     assert [report.result(u).eager_difference for u in variables] == [reason, reason]
+    blocked = [u for u, receives in zip(variables, eager) if not receives]
+    for u in blocked:  # the custom gradient's op, at the call
+        (cut,) = report.result(u).barriers
+        assert (cut.op_type, cut.kind, cut.in_user_code) == ("IdentityN", flowcheck.BarrierKind.CUSTOM_GRADIENT_NONE, True)
+        assert cut.source is not None and cut.source.line == line_of(loss, "# custom")
     assert report.verify().agrees
 
 
@@ -253,6 +268,23 @@ def test_the_eager_call_leaves_every_variable_and_the_seed_state_as_it_was() -> 
     tf.random.set_seed(7)
     assert np.array_equal(first, tf.random.normal((2,)).numpy())  # the eager call drew no seed
     assert verdicts(report, (w, ema, counter)) == watched_truth(loss, (w, ema, counter))
+
+
+def test_the_eager_call_leaves_the_kernels_of_ops_given_a_seed_as_they_were() -> None:
+    # TensorFlow keeps one eager kernel, and its state, per pair of seeds: an op given a seed run
+    # by flowcheck drew from the kernel the user's next call draws from.
+    w = tf.Variable([1.0, 2.0, 3.0], name="w_seeded")
+
+    def loss() -> tf.Tensor:
+        return tf.reduce_sum(w * tf.random.normal((3,), seed=5)) + tf.reduce_sum(tf.nn.dropout(w, 0.5, seed=3))
+
+    tf.random.set_seed(7)  # clears the kernels: each run below starts from the same state
+    expected = [loss().numpy() for _ in range(2)]
+    tf.random.set_seed(7)
+    report = flowcheck.analyze(loss)
+    report.verify()
+    assert [loss().numpy() for _ in range(2)] == expected
+    assert verdicts(report, (w,)) == watched_truth(loss, (w,))
 
 
 def test_per_loss_verdicts_of_a_callable_are_eager_too() -> None:
@@ -404,3 +436,71 @@ def test_keras_global_seed_generator_made_by_flowcheck_is_removed() -> None:
     report.verify()
     assert global_state.get_global_attribute("global_seed_generator") is None  # the user's first call makes it
     assert report.receives_gradient(w) == watched_truth(loss, (w,))[0]
+
+
+def test_tensorflow_global_generator_made_by_flowcheck_is_removed() -> None:
+    from tensorflow.python.ops import stateful_random_ops
+
+    stateful_random_ops.global_generator = None
+    w = tf.Variable([1.0, 2.0], name="w_global_generator")
+
+    def loss() -> tf.Tensor:
+        return tf.reduce_sum(w * tf.random.get_global_generator().normal((2,)))
+
+    report = flowcheck.analyze(loss)
+    report.verify()
+    assert stateful_random_ops.global_generator is None  # the user's first call makes it, as without flowcheck
+    assert report.receives_gradient(w) == watched_truth(loss, (w,))[0]
+
+
+def test_a_plain_function_steps_source_its_loop_body_cuts_names_the_cut() -> None:
+    scale, stopped = tf.Variable([1.0, 2.0], name="map_scale"), tf.Variable([3.0, 4.0], name="map_stopped")
+    optimizer = keras.optimizers.SGD(0.1)
+    variables = [scale, stopped]
+
+    def forward(x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(tf.map_fn(lambda r: r * scale + tf.stop_gradient(r * stopped), x))  # map body
+
+    def step(x: tf.Tensor) -> None:
+        with tf.GradientTape() as tape:
+            loss = forward(x)
+        grads = tape.gradient(loss, variables)
+        optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
+
+    x = tf.ones((3, 2))
+    report = flowcheck.analyze(step, x)
+    with tf.GradientTape() as tape:  # the user's own tape, as the user calls the step
+        loss = forward(x)
+    truth = [g is not None for g in tape.gradient(loss, variables)]
+    (site,) = report.gradient_sites
+    assert [s.receives for s in site.sources] == truth
+    assert truth != watched_truth(tf.function(forward), variables, x)  # traced, the loop gives zeros
+    (cut,) = site.sources[1].barriers  # it was left with none
+    assert (cut.op_type, cut.in_user_code) == ("StopGradient", True)
+    assert cut.source is not None and cut.source.line == line_of(forward, "# map body")
+    assert report.verify().agrees
+
+
+def test_a_plain_function_steps_source_a_gradient_override_alone_explains_names_the_op() -> None:
+    rounded, w = tf.Variable([1.0, 2.0], name="step_rounded"), tf.Variable([1.0, 2.0], name="step_w")
+    optimizer = keras.optimizers.SGD(0.1)
+    variables = [rounded, w]
+
+    def forward() -> tf.Tensor:
+        with tf.compat.v1.get_default_graph().gradient_override_map({"Round": "Identity"}):
+            return tf.reduce_sum(tf.round(rounded)) + tf.reduce_sum(w * 2.0)  # straight through
+
+    def step() -> None:
+        with tf.GradientTape() as tape:
+            loss = forward()
+        grads = tape.gradient(loss, variables)
+        optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
+
+    report = flowcheck.analyze(step)
+    truth = watched_truth(forward, variables)
+    (site,) = report.gradient_sites
+    assert [s.receives for s in site.sources] == truth
+    assert truth != watched_truth(tf.function(forward), variables)  # traced, Identity's gradient applies
+    (cut,) = site.sources[0].barriers
+    assert (cut.op_type, cut.kind, cut.in_user_code) == ("Round", flowcheck.BarrierKind.NONE_GRADIENT, True)
+    assert cut.source is not None and cut.source.line == line_of(forward, "# straight through")

@@ -65,6 +65,12 @@ CASES = [
     pytest.param(_case(lambda x, w, v, c: tf.reduce_sum(tf.raw_ops.PreventGradient(input=w * 2.0)) + tf.reduce_sum(v)),
                  id="prevent_gradient"),
     pytest.param(_case(lambda x, w, v, c: tf.reduce_sum(tf.truncatemod(x, 0.7)) + tf.reduce_sum(w)), id="truncatemod_of_an_argument"),
+    # Real-world ops without a gradient: resizing by area (ResizeArea), an LU decomposition (Lu).
+    pytest.param(_case(lambda x, w, v, c: tf.reduce_sum(tf.image.resize(tf.reshape(tf.tile(w, [4]), [1, 2, 6, 1]), (1, 3), method="area"))
+                       + tf.reduce_sum(v)), id="resize_area_of_a_variable"),
+    pytest.param(_case(lambda x, w, v, c: tf.reduce_sum(tf.linalg.lu(tf.linalg.diag(w) + 2.0)[0]) + tf.reduce_sum(v)), id="lu_of_a_variable"),
+    pytest.param(_case(lambda x, w, v, c: tf.reduce_sum(tf.image.resize(tf.reshape(x, [1, 1, 3, 1]), (1, 2), method="area"))
+                       + tf.reduce_sum(w)), id="resize_area_of_an_argument"),
 ]
 
 

@@ -14,8 +14,10 @@ from typing import Any
 
 import networkx as nx
 
-from flowcheck._model import VariableResult, Verdict
-from flowcheck.analysis.verdicts import Analysis, gradient_errors, gradient_nodes
+from flowcheck._model import Barrier, BarrierKind, VariableResult, Verdict
+from flowcheck.analysis.barriers import barrier, one_per_replica
+from flowcheck.analysis.steps import loop_free_site_barriers
+from flowcheck.analysis.verdicts import Analysis, gradient_errors, gradient_nodes, loop_free_cuts
 from flowcheck.graph.build import variable_node
 from flowcheck.source.op import op_source
 from flowcheck.trace.distributed import replica_threads
@@ -33,6 +35,7 @@ def as_called(results: Sequence[VariableResult], graph: nx.DiGraph, run: EagerRu
     """
     if run.error is not None:
         return tuple(results)
+    cut = _eager_barriers(graph, [r.node for i, r in enumerate(results) if r.receives and not run.total[i]])
     judged = []
     for i, r in enumerate(results):
         per_loss = {n: _verdict(answers[i], r.per_loss.get(n, r.verdict)) for n, answers in run.per_loss.items()}
@@ -43,10 +46,20 @@ def as_called(results: Sequence[VariableResult], graph: nx.DiGraph, run: EagerRu
         reason = (replica_threads(run.variables[i].tf_variable, run.total[i])
                   or eager_difference(graph, r.node, run.total[i], run.exits)) if verdict is not r.verdict else None
         judged.append(replace(
-            r, verdict=verdict, barriers=r.barriers if verdict is not Verdict.RECEIVES else (),
+            r, verdict=verdict,
+            barriers=() if verdict is Verdict.RECEIVES else r.barriers or cut.get(r.node) or _override_cut(graph, r.node, run.exits),
             per_loss=MappingProxyType(per_loss), eager_difference=reason,
         ))
     return tuple(judged)
+
+
+def _eager_barriers(graph: nx.DiGraph, nodes: Sequence[str]) -> dict[str, tuple[Barrier, ...]]:
+    """The barriers of variables the traced graph gives a gradient only because a ``While`` carries it."""
+    cache: dict[tuple[str, str], Barrier] = {}
+    return {
+        node: one_per_replica(barrier(graph, e, cache) for e in cut)
+        for node, cut in loop_free_cuts(graph, nodes, graph.graph["losses"]).items()
+    }
 
 
 def as_called_errors(analysis: Analysis, run: EagerRun) -> tuple[tuple[str, str], ...]:
@@ -101,17 +114,49 @@ def eager_difference(graph: nx.DiGraph, node: str, eager_receives: bool, exits: 
     return "; ".join(reasons) if reasons else "the eager call gives no gradient where the traced graph does"
 
 
-def _overridden(graph: nx.DiGraph, region: set[str]) -> list[str]:
-    """The ops on the traced paths whose gradient was replaced, by ``gradient_override_map`` or ``tf.custom_gradient``."""
-    reasons = []
+def _override_cut(graph: nx.DiGraph, node: str, exits: Sequence[Exit]) -> tuple[Barrier, ...]:
+    """The barriers of a variable only a replaced gradient explains: the ops whose own gradient applies eagerly.
+
+    Traced, ``gradient_override_map`` (or a ``tf.custom_gradient``'s order of variables) makes a
+    gradient flow where, eagerly, the op's own gradient returns None. Nothing is named when a
+    branch, a loop or a value that left TensorFlow explains the eager answer instead.
+    """
+    region = _region(graph, node)
+    if exits or _control_flow(graph, node, region):
+        return ()
+    cut = []
+    for n, op, override in _overrides(graph, region):
+        source, via_library = op_source(op)
+        custom = override.startswith("CustomGradient")
+        cut.append(Barrier(
+            op_name=op.name, op_type=op.type,
+            kind=BarrierKind.CUSTOM_GRADIENT_NONE if custom else BarrierKind.NONE_GRADIENT,
+            detail="the custom gradient returned None for it eagerly" if custom
+            else f"eagerly the registered gradient of {op.type} applies, and returns None here",
+            tensor=op.inputs[0].name if op.inputs else "", source=source,
+            in_user_code=source is not None and not via_library, node=n,
+        ))
+    return tuple(cut)
+
+
+def _overrides(graph: nx.DiGraph, region: set[str]) -> list[tuple[str, Any, str]]:
+    """``(node, op, override)`` of the ops in ``region`` whose gradient was replaced, in node order."""
+    found = []
     for n in sorted(region):
         op = graph.nodes[n].get("op")
         try:
             override = op.get_attr("_gradient_op_type").decode() if op is not None else None
         except (ValueError, AttributeError):
             continue
-        if not override:
-            continue
+        if override:
+            found.append((n, op, override))
+    return found
+
+
+def _overridden(graph: nx.DiGraph, region: set[str]) -> list[str]:
+    """The ops on the traced paths whose gradient was replaced, by ``gradient_override_map`` or ``tf.custom_gradient``."""
+    reasons = []
+    for _, op, override in _overrides(graph, region):
         source, _ = op_source(op)
         line = f" (line {source.line})" if source is not None else ""
         if override.startswith("CustomGradient"):
@@ -202,10 +247,15 @@ def as_called_sites(
     index = {id(v.variable): i for i, v in enumerate(traced.variables)}
     index.update((id(v.tf_variable), i) for i, v in enumerate(traced.variables))
     judged = []
-    for site, call in zip(sites, calls):
+    for k, (site, call) in enumerate(zip(sites, calls)):
         answers = call.tensorflow_none if call is not None and call.results is not None else ()
+        pairs = list(zip(site.sources, answers or (None,) * len(site.sources)))
+        cut = _site_loop_barriers(traced, graph, k, [
+            variable_node(i) for source, none in pairs
+            if none and source.receives and (i := index.get(id(source.variable))) is not None
+        ])
         sources = []
-        for source, none in zip(site.sources, answers or (None,) * len(site.sources)):
+        for source, none in pairs:
             if none is None or source.receives == (not none):
                 sources.append(source)
                 continue
@@ -215,9 +265,16 @@ def as_called_sites(
             i = index.get(id(source.variable))
             why = (eager_difference(graph, variable_node(i), not none, exits) if i is not None
                    else "the eager call answers otherwise than the traced graph")
+            loop_cut = (cut.get(variable_node(i)) or _override_cut(graph, variable_node(i), exits)) if i is not None else ()
             sources.append(replace(
                 source, verdict=verdict, tensorflow_none=none, eager_difference=why,
-                barriers=() if verdict is Verdict.RECEIVES else source.barriers,
+                barriers=() if verdict is Verdict.RECEIVES else source.barriers or loop_cut,
             ))
         judged.append(replace(site, sources=tuple(sources)))
     return tuple(judged)
+
+
+def _site_loop_barriers(traced: Any, graph: nx.DiGraph, k: int, nodes: list[str]) -> dict[str, tuple[Barrier, ...]]:
+    if not nodes or k >= len(traced.calls):
+        return {}
+    return loop_free_site_barriers(traced, graph, k, nodes, barrier)

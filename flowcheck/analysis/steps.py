@@ -16,14 +16,14 @@ import networkx as nx
 
 from flowcheck._model import Verdict
 from flowcheck.analysis.sites import judge_call, site_graph, tensor_node
-from flowcheck.analysis.verdicts import verdicts
+from flowcheck.analysis.verdicts import loop_free_cuts, verdicts
 from flowcheck.errors import VariableNotFoundError
 from flowcheck.source.names import source_name, target_names, tensor_labels, unique
 from flowcheck.trace.sites import GradientSite, RecordedCall, watch_text
 
 __all__ = [
-    "attach_targets", "build_sites", "judged_at_sites", "never_trained", "never_trained_across", "step_findings",
-    "step_variables",
+    "attach_targets", "build_sites", "judged_at_sites", "loop_free_site_barriers", "never_trained",
+    "never_trained_across", "step_findings", "step_variables",
 ]
 
 
@@ -84,6 +84,24 @@ def build_sites(traced: Any, graph: nx.DiGraph, barrier_of: Any) -> tuple[tuple[
             call, sub, names, trainable, barrier_of, watch_text(call, labels), target_names(call.caller or call.source, call.targets),
         ))
     return tuple(sites), reached
+
+
+def loop_free_site_barriers(
+    traced: Any, graph: nx.DiGraph, k: int, nodes: Sequence[str], barrier_of: Any,
+) -> dict[str, tuple[Any, ...]]:
+    """For the sources (variable ``nodes``) of site ``k``: the barriers of their cut without a ``While``'s carrying.
+
+    A plain-function step's eager tape gives None where the traced loop gives zeros
+    (:func:`flowcheck.analysis.verdicts.loop_free_cuts`): this names what cuts its iterations.
+    """
+    call = traced.calls[k]
+    index = _Index(traced.variables)
+    sub = site_graph(graph, call, traced.variables, functools.partial(index.watched, call), index)
+    cache: dict[tuple[str, str], Any] = {}
+    return {
+        node: tuple(barrier_of(sub.graph, edge, cache) for edge in cut)
+        for node, cut in loop_free_cuts(sub.graph, nodes, sub.targets).items()
+    }
 
 
 def never_trained(traced: Any, results: Sequence[Any], reached: set[int]) -> tuple[Any, ...]:

@@ -23,6 +23,7 @@ __all__ = [
     "feeding_nodes",
     "gradient_errors",
     "gradient_nodes",
+    "loop_free_cuts",
     "reach",
     "verdicts",
 ]
@@ -123,6 +124,21 @@ def blocking_barriers(
             mask ^= low
         result[v] = tuple(sorted(edges))
     return result
+
+
+def loop_free_cuts(graph: nx.DiGraph, nodes: Collection[str], targets: Collection[str]) -> dict[str, tuple[tuple[str, str], ...]]:
+    """:func:`blocking_barriers` of ``nodes`` in ``graph`` without its ``loop_carry`` edges.
+
+    Traced, a ``While`` gives every value it carries a gradient, zeros at least; eagerly only its
+    iterations' ops count. Without those edges the cut shows what cuts the iterations' paths (a
+    ``tf.stop_gradient`` in the body, the loop condition). A node still reached another way (an
+    untaken branch, which eagerly never ran) gets no cut.
+    """
+    if not nodes or not targets:
+        return {}
+    edges = graph.edges
+    view = nx.subgraph_view(graph, filter_edge=lambda u, w: not edges[u, w].get("loop_carry"))
+    return blocking_barriers(view, nodes, targets)
 
 
 def _cut_sets(

@@ -16,6 +16,9 @@ Edges (``graph.edges[u, w]``) run from producer to consumer, one per pair of nod
 * ``grad``: True when TensorFlow's autodiff carries a gradient from ``w`` back to ``u`` along it.
 * ``kind``: a :class:`~flowcheck._model.BarrierKind` when ``grad`` is False, else ``None``.
 * ``detail``: a human explanation of ``kind``; ``tensor``: the tensor's name; ``dtype``.
+* ``loop_carry``: present (True) on an edge from a ``While`` body's input placeholder straight to
+  its gate, which carries only because a traced loop gives every loop variable a gradient (below);
+  an eager loop does not, so the eager call's barriers are found without these edges.
 
 Graph attributes: ``graph.graph["clusters"]`` maps cluster id to ``{"label", "parent", "kind",
 "gate", "inputs"}`` (``kind`` is ``function``, ``cond``, ``case`` or ``while``; ``gate`` is the node
@@ -268,7 +271,13 @@ class _Builder:
         inner_prefix = self.add_body(op, node, prefix, cluster, body, op.inputs, "body", f"{op.name}: body", "while")
         for i, (placeholder, out) in enumerate(zip(body.inputs, body.outputs)):
             if i < original and _while_trainable(out):
-                self.add_edge(inner_prefix + placeholder.op.name, node, placeholder, InputGradient(True))
+                inner = inner_prefix + placeholder.op.name
+                found = self._succ.get(inner, {}).get(node)
+                self.add_edge(inner, node, placeholder, InputGradient(True))
+                # It carries only because the traced loop gives zeros, or passes on a variable's
+                # handle: eagerly a gradient reaches a variable only through its reads.
+                if found is None or not found["grad"] or placeholder.dtype == tf.resource:
+                    self._succ[inner][node]["loop_carry"] = True
 
 
 def _returned_outputs(body: Any) -> list[Any]:

@@ -201,20 +201,33 @@ def _restore(variables: Sequence[TracedVariable], saved: Sequence[tuple[np.ndarr
 def own_random_seeds() -> Iterator[None]:
     """Give eager random ops run by flowcheck seeds of their own, never the user's next ones.
 
-    Under ``tf.random.set_seed`` each eager random op takes its seed from the context's generator,
-    and TensorFlow keeps one kernel, with its state, per seed: drawing the user's next seed would
-    change the numbers the user's own next call gets.
+    TensorFlow keeps one eager kernel, with its state, per pair of seeds (the global seed, or a
+    default one, and the op's): an op the user gave a seed (``tf.random.normal(seed=5)``,
+    ``tf.nn.dropout(seed=7)``) run by flowcheck would advance the very kernel the user's next call
+    draws from; its first seed is flowcheck's own here. Under ``tf.random.set_seed`` an op without
+    a seed takes one from the context's generator, and drawing the user's next one would change
+    their numbers too: the generator is flowcheck's own. The global seed itself stays the user's,
+    for a ``tf.function`` first traced here keeps it in its graph (and ``set_seed`` would reset
+    every kernel the user has drawn from).
     """
+    from tensorflow.python.framework import random_seed
+
     ctx = context.context()
-    user = getattr(ctx, "_rng", None)
-    if user is None:
-        yield
-        return
+    user_rng, original = getattr(ctx, "_rng", None), random_seed.get_seed
+
+    def own_seed(op_seed: Any) -> tuple[Any, Any]:
+        first, second = original(op_seed)
+        if not context.executing_eagerly() or first is None:  # a graph's op, or nondeterministic anyway
+            return first, second
+        return _OWN_SEED, second
+
     ctx._rng = random.Random(_OWN_SEED)  # noqa: SLF001
+    random_seed.get_seed = own_seed
     try:
         yield
     finally:
-        ctx._rng = user  # noqa: SLF001
+        random_seed.get_seed = original
+        ctx._rng = user_rng  # noqa: SLF001
 
 
 _OWN_SEED = 0x5EED_F10C

@@ -26,8 +26,8 @@ __all__ = [
 
 @contextlib.contextmanager
 def global_seed_generator_kept() -> Iterator[None]:
-    """Keras's global ``SeedGenerator`` as it was (one made while flowcheck traces or runs is removed),
-    and Python's and NumPy's global random states too.
+    """Keras's global ``SeedGenerator`` and TensorFlow's global ``tf.random.Generator`` as they were
+    (one made while flowcheck traces or runs is removed), and Python's and NumPy's global random states too.
 
     ``keras.random.normal(seed=None)`` makes it on first use. Made inside flowcheck's trace it would
     hold a variable of that graph (its value unreadable outside it); made by flowcheck at all, the
@@ -39,14 +39,19 @@ def global_seed_generator_kept() -> Iterator[None]:
 
     import numpy as np
     from keras.src.backend.common import global_state
+    from tensorflow.python.ops import stateful_random_ops
 
     before = global_state.get_global_attribute("global_seed_generator")
+    # TensorFlow's global tf.random.Generator, made on first use too (an error then under op determinism).
+    tf_before = stateful_random_ops.global_generator
     python_state, numpy_state = random.getstate(), np.random.get_state()
     try:
         yield
     finally:
         if before is None and global_state.get_global_attribute("global_seed_generator") is not None:
             global_state.set_global_attribute("global_seed_generator", None)
+        if tf_before is None:
+            stateful_random_ops.global_generator = None
         random.setstate(python_state)
         np.random.set_state(numpy_state)
 
