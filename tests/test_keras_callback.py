@@ -215,3 +215,120 @@ def test_report_path_saves_the_report(tmp_path: Any) -> None:
     assert path.read_text().lstrip().lower().startswith("<!doctype html")
     message = str(next(w.message for w in caught if issubclass(w.category, GradientFlowWarning)))
     assert f"report: {path}" in message
+
+
+class NoisyStep(keras.Model):
+    """A subclassed model whose train_step draws noise from its own tf.random.Generator."""
+
+    def __init__(self) -> None:
+        super().__init__(name="noisy")
+        self.body = keras.Sequential(
+            [keras.layers.Dense(8, activation="relu"), keras.layers.BatchNormalization(), keras.layers.Dropout(0.5)],
+            name="body",
+        )
+        self.out = keras.layers.Dense(3, name="out")
+        self.noise = tf.random.Generator.from_seed(1)
+
+    def call(self, x: Any, training: bool = False) -> Any:
+        return self.out(self.body(x, training=training))
+
+    def train_step(self, data: Any) -> Any:
+        x, y = data
+        with tf.GradientTape() as tape:
+            pred = self(x + self.noise.normal(tf.shape(x)) * 0.01, training=True)
+            loss = self.compute_loss(x=x, y=y, y_pred=pred)
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, self.trainable_variables), self.trainable_variables))
+        for metric in self.metrics:
+            metric.update_state(loss) if metric.name == "loss" else metric.update_state(y, pred)
+        return {m.name: m.result() for m in self.metrics}
+
+
+def _regularizing_model(kind: str) -> keras.Model:
+    """A classifier with BatchNormalization, Dropout, Adam and a metric, as users train them."""
+    keras.utils.set_random_seed(0)
+    if kind == "mixed":
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    model: keras.Model = NoisyStep() if kind == "train_step" else keras.Sequential([
+        keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.BatchNormalization(),
+        keras.layers.Dropout(0.5), keras.layers.Dense(3), keras.layers.Activation("linear", dtype="float32"),
+    ])
+    model.build((None, 4))
+
+    def custom_loss(y_true: Any, y_pred: Any) -> Any:
+        return tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True))
+
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=custom_loss, metrics=["accuracy"],
+                  run_eagerly=kind == "run_eagerly")
+    return model
+
+
+def _training_data(kind: str, x: np.ndarray, y: np.ndarray) -> tuple[Any, ...]:
+    if kind == "shuffled dataset":
+        return (tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x)).batch(8),)
+    if kind == "seeded shuffle":
+        return (tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=3).batch(8),)
+    if kind == "PyDataset":
+        class Augmented(keras.utils.PyDataset):  # type: ignore[misc]
+            def __len__(self) -> int:
+                return len(x) // 8
+
+            def __getitem__(self, i: int) -> Any:
+                jitter = np.random.normal(size=(8, 4)).astype("float32")  # the global NumPy generator
+                return x[i * 8:(i + 1) * 8] + jitter, y[i * 8:(i + 1) * 8]
+
+        return (Augmented(),)
+    return x, y
+
+
+def _fit_state(model_kind: str, data_kind: str, callbacks: list[Any]) -> dict[str, Any]:
+    """Everything two epochs of fit leave behind, and what the user's random generators draw next."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(32, 4)).astype("float32"), rng.integers(0, 3, size=(32,))
+    try:
+        model = _regularizing_model(model_kind)
+        tf.random.get_global_generator().reset_from_seed(5)
+        extra = {"batch_size": 8, "shuffle": True} if len(data := _training_data(data_kind, x, y)) == 2 else {}
+        history = model.fit(*data, epochs=2, verbose=0, callbacks=callbacks, **extra).history
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    state = {
+        "history": history, "iterations": int(model.optimizer.iterations.numpy()),
+        "weights": [w.numpy() for w in model.weights],  # BatchNormalization's moving statistics among them
+        "optimizer": [v.numpy() for v in model.optimizer.variables],
+        "metrics": [v.numpy() for m in model.metrics for v in m.variables],
+        "global generator": tf.random.get_global_generator().state.numpy(),
+        "next draws": [tf.random.uniform((2,)).numpy(), keras.random.uniform((2,)).numpy(), np.random.random()],
+    }
+    if isinstance(model, NoisyStep):
+        state["own generator"] = model.noise.state.numpy()
+    return state
+
+
+def _assert_same(without: dict[str, Any], with_check: dict[str, Any]) -> None:
+    assert without["history"] == with_check["history"]
+    for key in without.keys() - {"history"}:
+        a, b = without[key], with_check[key]
+        pairs = list(zip(a, b)) if isinstance(a, list) else [(a, b)]
+        assert (len(a) if isinstance(a, list) else 1) == (len(b) if isinstance(b, list) else 1), key
+        assert all(np.array_equal(p, q) for p, q in pairs), key
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("data_kind", ["shuffled dataset", "seeded shuffle", "PyDataset"])
+def test_taking_the_sample_leaves_the_order_and_augmentation_of_fit_as_they_were(data_kind: str) -> None:
+    # Iterating a shuffled dataset once more for the sample took the next seeds of its shuffle (every
+    # epoch of fit came in another order); a PyDataset drew its augmentation from NumPy's generator.
+    without = _fit_state("sequential", data_kind, [])
+    check = GradientFlowCheck()
+    _assert_same(without, _fit_state("sequential", data_kind, [check]))
+    assert check.report is not None and check.report.gradient_sites
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_kind", ["train_step", "run_eagerly", "mixed"])
+def test_fit_with_the_callback_and_its_real_step_trains_exactly_as_without(model_kind: str) -> None:
+    without = _fit_state(model_kind, "arrays", [])
+    check = GradientFlowCheck(verify=True)
+    _assert_same(without, _fit_state(model_kind, "arrays", [check]))
+    assert check.report is not None and check.report.verification is not None
+    assert check.report.verification.agrees and not check.problems
