@@ -84,7 +84,7 @@ def build_report(traced: Any, graph: nx.DiGraph) -> Report:
         from flowcheck.trace.eager import run_eagerly
 
         fn = traced.python_function
-        run = run_eagerly(fn, traced.args, traced.kwargs, traced.variables, str(getattr(fn, "__name__", "function")))
+        run = run_eagerly(fn, traced.args, traced.kwargs, traced.variables, traced.name)
         judged = as_called(judged, graph, run)
         error_edges = as_called_errors(analysis, run)
     errors = one_per_replica(barrier(graph, edge, cache) for edge in error_edges)
@@ -143,7 +143,7 @@ def eager_only_report(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], fa
     from flowcheck.trace.eager_sites import eager_site
     from flowcheck.trace.state import built_state, unbuild
 
-    name = str(getattr(fn, "__name__", type(fn).__name__))
+    name = str(getattr(fn, "__name__", None) or type(fn).__name__)
     built = built_state(fn, args)
     try:
         run = run_eagerly(fn, args, kwargs, owned_variables(fn, args, kwargs), name)
@@ -160,5 +160,5 @@ def eager_only_report(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], fa
     if sites:  # a step lists its sources and the trainable variables it reads, not its optimizer's slots
         sources = {id(s.variable) for site in sites for s in site.sources}
         results = tuple(r for r in results if r.trainable or id(r.variable) in sources)
-    traced = Traced(fn, None, tuple(args), dict(kwargs), "callable", run.variables, {}, run.losses, notes, fn)
+    traced = Traced(fn, None, tuple(args), dict(kwargs), "callable", run.variables, {}, run.losses, notes, fn, name=name)
     return Report(traced, endpoints_graph(traced), results, tuple(notes), (), sites)

@@ -58,7 +58,8 @@ class Report:
     ) -> None:
         self._traced = traced
         self.graph = graph
-        self.target: str = getattr(traced.function, "__name__", None) or str(getattr(traced.function, "name", "function"))
+        self.target: str = traced.name or getattr(traced.function, "__name__", None) or str(
+            getattr(traced.function, "name", "function"))
         self.target_kind: str = traced.target_kind
         self.variables = variables
         self.losses: tuple[str, ...] = tuple(loss.name for loss in traced.losses)
