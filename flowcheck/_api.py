@@ -33,8 +33,43 @@ def analyze(fn: Any, *args: Any, **kwargs: Any) -> Report:
     """
     from flowcheck.trace.state import global_seed_generator_kept
 
+    _check_inputs(fn, args, kwargs)
     with global_seed_generator_kept():
         return _analyze(fn, args, kwargs)
+
+
+def _check_inputs(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Inputs ``fn`` cannot take, said before tracing (a trace, then an eager call, each raised TypeError).
+
+    Raises:
+        UsageError: the inputs do not bind to ``fn``'s signature.
+    """
+    import inspect
+    import sys
+
+    from flowcheck.errors import UsageError
+
+    keras = sys.modules.get("keras")  # not imported: fn is no Keras model
+    if keras is not None and isinstance(fn, keras.Model):  # its training step takes (x, y)
+        if not args and "x" not in kwargs:
+            raise UsageError(f"the Keras model {getattr(fn, 'name', '')!r} is analyzed on a batch: pass its inputs, (model, x, y)")
+        return
+    function = getattr(fn, "python_function", fn)  # a tf.function: its Python function's parameters
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):  # a builtin or an object inspect cannot read: the call will tell
+        return
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        name = getattr(function, "__name__", None) or type(fn).__name__
+        signature = signature.replace(  # its parameters as called, without the annotations' noise
+            parameters=[p.replace(annotation=p.empty) for p in signature.parameters.values()],
+            return_annotation=signature.empty,
+        )
+        given = f"{len(args)} positional input{'s' if len(args) != 1 else ''}" + (
+            f" and {', '.join(kwargs)}=" if kwargs else "")
+        raise UsageError(f"{name}{signature} cannot take the {given}: {exc}") from None
 
 
 def _analyze(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Report:

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 import flowcheck
 from flowcheck.testing import GradientFlowAssertionError, _verify
-from truth import line_of
+from truth import line_of, watched_truth
 
 HERE = os.path.basename(__file__)
 bce = keras.losses.BinaryCrossentropy(from_logits=True)
@@ -331,3 +331,66 @@ def test_a_real_step_that_cannot_run_raises() -> None:
     with pytest.raises(flowcheck.VerificationError, match="the real step failed"):
         flowcheck.assert_gradient_flow(loss, receives=v)
     np.testing.assert_array_equal(v.numpy(), [1.0, 2.0])
+
+
+# --- users' own suites: a frozen backbone, a straight-through estimator, usage errors -------
+
+
+def test_a_frozen_backbone_expected_blocked_is_told_that_trainable_false_cuts_no_gradient() -> None:
+    model, x, _ = classifier(detach_head=False)
+    frozen = model.backbone.weights  # kernels, BatchNormalization's gamma/beta and moving statistics
+
+    @tf.function
+    def transfer_loss(x: Any) -> Any:
+        return tf.reduce_mean(model(x) ** 2)
+
+    truth = dict(zip((_name(v) for v in frozen), watched_truth(transfer_loss.python_function, frozen, x)))
+    assert all(truth.values())  # the tape watching them gives each a gradient
+    with pytest.raises(GradientFlowAssertionError) as info:
+        flowcheck.assert_gradient_flow(transfer_loss, x, blocked="classifier/backbone/*", verify=False)
+    message = str(info.value)
+    assert f"{len(frozen)} variables differ" in message and "expected blocked, found receives:" in message
+    assert sorted(line.strip() for line in message.splitlines() if "/backbone/" in line) == sorted(truth)
+    assert ("(all of them not trainable: the optimizer leaves them alone, but trainable=False cuts no gradient, "
+            "the tape still gives them one)") in message
+
+
+def test_a_straight_through_estimator_trains_and_a_bare_round_does_not() -> None:
+    w = tf.Variable(tf.random.normal((3, 2), seed=1), name="codebook")
+    x = tf.random.normal((4, 3), seed=2)
+
+    def straight_through(x: Any) -> Any:  # a plain function: judged as called, eagerly
+        z = x @ w
+        return tf.reduce_sum((z + tf.stop_gradient(tf.round(z) - z)) ** 2)
+
+    def rounded(x: Any) -> Any:
+        return tf.reduce_sum(tf.round(x @ w) ** 2)
+
+    assert tape_receives(straight_through, [x], [w]) == {"codebook": True}
+    flowcheck.assert_gradient_flow(straight_through, x, receives=w)
+    assert tape_receives(rounded, [x], [w]) == {"codebook": False}
+    with pytest.raises(GradientFlowAssertionError) as info:
+        flowcheck.assert_gradient_flow(rounded, x, receives=w)
+    assert f"{HERE}:{line_of(rounded, 'tf.round(')}: Round 'Round'" in str(info.value)
+
+
+def test_arguments_of_the_wrong_kind_are_one_usage_error() -> None:
+    td_loss, online, *_, s = dqn()
+    model, x, y = classifier(detach_head=False)
+    for kwargs, message in [
+        ({"receives": model.head}, "receives= takes variables, names or glob patterns, not Dense 'head': for all its "
+                                   "weights pass receives=head.weights or its name's pattern"),
+        ({"blocked": {"online/kernel": online}}, "blocked= takes a variable, a name, a glob pattern or an iterable of "
+                                                 "those, not dict"),
+        ({"receives": "*", "verify": "no"}, "verify must be True or False, not 'no'"),  # "no" verified
+    ]:
+        with pytest.raises(flowcheck.UsageError) as info:
+            flowcheck.assert_gradient_flow(td_loss, s, **kwargs)
+        assert str(info.value) == message
+    # Inputs that do not fit: said before tracing (it was a TraceError chained to two TypeErrors).
+    with pytest.raises(flowcheck.UsageError) as missing:
+        flowcheck.assert_gradient_flow(td_loss, receives="*")
+    assert str(missing.value) == "td_loss(s) cannot take the 0 positional inputs: missing a required argument: 's'"
+    assert missing.value.__cause__ is None and missing.value.__suppress_context__  # one message, no chain
+    with pytest.raises(flowcheck.UsageError, match=r"^the Keras model 'classifier' is analyzed on a batch: pass its inputs, \(model, x, y\)$"):
+        flowcheck.assert_gradient_flow(model, receives="all-trainable")
