@@ -670,6 +670,21 @@ def test_a_keras_model_gets_random_inputs_and_labels_for_its_loss(capsys: pytest
     assert "  ok    receives *: net/hidden/kernel, net/hidden/bias, net/out/kernel, net/out/bias" in out.splitlines()
 
 
+def test_optimizer_flags_a_training_step_does_not_use_are_said_unused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = write(tmp_path, """
+        import keras
+
+        model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3, name="out")], name="net")
+        model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    """, header=False)
+    code, out, _ = run(capsys, path, "--optimizer", "adam", "--learning-rate", "0.5", "--json")
+    data = json.loads(out)
+    # Verified with the step's own SGD, as fit trains: the flags were silently ignored.
+    assert code == 0 and data["verification"]["optimizer"].startswith("the step's own SGD")
+    assert data["notes"][-1] == ("--optimizer and --learning-rate not used: a training step is verified with its own "
+                                 "optimizer, as it trains")
+
+
 def test_a_factory_returns_the_target_and_its_inputs(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     path = write(tmp_path, """
         def build():

@@ -232,6 +232,7 @@ def _analyze(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 progress.step("verifying with one real optimizer step")
                 optimizer, learning_rate = _optimizer(ns, loaded.optimizer)
                 verification = report.verify(optimizer=optimizer, learning_rate=learning_rate)
+                report.notes += _unused_optimizer_note(ns, report)
             snapshot_check = _snapshot_cli.record(ns, report, err)
     code = _summary(ns, report, verification, (loaded, path, snapshot_check, owners), out)
     # Drawing comes after the summary and the JSON: a drawing that fails or takes too long loses nothing.
@@ -307,6 +308,15 @@ def _optimizer(ns: argparse.Namespace, from_module: tuple[Any, float | None] | N
         return ns.optimizer, ns.learning_rate
     optimizer, learning_rate = from_module or (None, None)
     return optimizer, ns.learning_rate if ns.learning_rate is not None else learning_rate
+
+
+def _unused_optimizer_note(ns: argparse.Namespace, report: Report) -> tuple[str, ...]:
+    """A training step is verified with its own optimizer: the flags that asked for another are said unused."""
+    given = [flag for flag, value in (("--optimizer", ns.optimizer), ("--learning-rate", ns.learning_rate))
+             if value is not None]
+    if not report.gradient_sites or not given:
+        return ()
+    return (f"{' and '.join(given)} not used: a training step is verified with its own optimizer, as it trains",)
 
 
 def _expectations(

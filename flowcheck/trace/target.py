@@ -195,11 +195,12 @@ def _losses(concrete: Any, name: str, notes: list[str]) -> list[LossOutput]:
     floats = [(n, t) for n, t in tensors if t.dtype.is_floating or t.dtype.is_complex]
     if not floats:
         dtypes = ", ".join(sorted({t.dtype.name for _, t in tensors}))
-        article = "an" if dtypes[:1] in ("i", "u") else "a"  # an int32, a string
+        article = "an" if dtypes.startswith("int") else "a"  # an int32, a uint8, a string
         raise LossError(f"{name} returned {article} {dtypes} tensor: a loss must be floating-point to have a gradient")
     skipped = [n for n, t in tensors if (n, t) not in floats]
     if skipped:
-        notes.append(f"outputs {', '.join(skipped)} are not floating-point and are not differentiated")
+        notes.append(f"outputs {', '.join(skipped)} are not floating-point and are not differentiated" if len(skipped) > 1
+                     else f"output {skipped[0]} is not floating-point and is not differentiated")
     losses = []
     for loss_name, tensor in floats:
         shape = tuple(tensor.shape.as_list()) if tensor.shape.rank is not None else ()
