@@ -332,3 +332,54 @@ def test_fit_with_the_callback_and_its_real_step_trains_exactly_as_without(model
     _assert_same(without, _fit_state(model_kind, "arrays", [check]))
     assert check.report is not None and check.report.verification is not None
     assert check.report.verification.agrees and not check.problems
+
+
+class AddedLoss(keras.Model):
+    """A model compiled with an optimizer alone: its loss comes from add_loss, as in a VAE."""
+
+    def __init__(self) -> None:
+        super().__init__(name="added")
+        self.enc = keras.layers.Dense(3, name="enc")
+        self.dec = keras.layers.Dense(4, name="dec")
+        self.probe = keras.layers.Dense(4, name="probe")
+
+    def call(self, x: Any, training: bool = False) -> Any:
+        rec = self.dec(self.enc(x)) + tf.stop_gradient(self.probe(x))
+        self.add_loss(tf.reduce_mean((rec - x) ** 2))
+        return rec
+
+
+class OwnComputeLoss(Classifier):
+    """A model compiled without a loss that overrides compute_loss."""
+
+    def compute_loss(self, x: Any = None, y: Any = None, y_pred: Any = None, sample_weight: Any = None,
+                     training: bool = True) -> Any:
+        return tf.reduce_mean((y_pred - y) ** 2)
+
+
+@pytest.mark.parametrize("kind", ["add_loss", "compute_loss"])
+def test_a_model_compiled_without_a_loss_whose_loss_is_its_own_is_analyzed(kind: str) -> None:
+    # "not compiled with a loss" stopped a fit that trains: add_loss and compute_loss give it a loss.
+    keras.utils.set_random_seed(0)
+    model: keras.Model = AddedLoss() if kind == "add_loss" else OwnComputeLoss(detach_head=True, freeze=False)
+    model.build((None, 4))
+    model.compile(optimizer="sgd")
+    x, y = data()
+    with tf.GradientTape() as tape:  # the truth: the loss fit differentiates, as Keras's train_step computes it
+        loss = model.compute_loss(x=x, y=y, y_pred=model(x, training=True), training=True)
+    cut = sorted(w.path for w, g in zip(model.trainable_weights, tape.gradient(loss, model.trainable_weights)) if g is None)
+    assert cut  # each model has a weight cut off by a stop_gradient
+    check = GradientFlowCheck(verify=True)
+    fit_quietly(model, *((x,) if kind == "add_loss" else (x, y)), epochs=1, batch_size=8, callbacks=[check])
+    assert sorted(r.name for r in check.problems) == cut
+    assert check.report is not None and check.report.verification is not None and check.report.verification.agrees
+
+
+def test_a_model_compiled_with_no_loss_at_all_is_one_clear_error() -> None:
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)], name="lossless")
+    model.compile(optimizer="sgd")
+    x, y = data()
+    with pytest.raises(flowcheck.InvalidTargetError) as caught:
+        fit_quietly(model, x, y, epochs=1, callbacks=[GradientFlowCheck()])
+    assert str(caught.value) == ("Keras model 'lossless' is not compiled with a loss and adds none (add_loss): call "
+                                 "model.compile(optimizer=..., loss=...) first, or pass a function returning the loss")

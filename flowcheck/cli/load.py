@@ -192,7 +192,8 @@ def _choose(module: ModuleType, path: str, name: str | None) -> tuple[Any, str, 
         return target, name, f"{name}, the module's flowcheck_target"
     found = _candidates(module)
     functions_found = [c for c in found if c[1] == "tf.function"]
-    compiled = [c for c in found if c[1] == "Keras model" and getattr(getattr(module, c[0]), "loss", None) is not None]
+    # Compiled: with a loss, or with an optimizer alone (its loss added by add_loss or compute_loss).
+    compiled = [c for c in found if c[1] == "Keras model" and getattr(getattr(module, c[0]), "compiled", False)]
     if functions_found:
         found = functions_found  # the models are most likely what the function trains
     elif compiled:

@@ -24,13 +24,15 @@ import tensorflow as tf
 from tensorflow.python.util import nest
 
 from flowcheck._gc import collector_paused
-from flowcheck.errors import InvalidTargetError, LossError, NoVariablesError
+from flowcheck.errors import InvalidTargetError, LossError, NoVariablesError, TraceError
 from flowcheck.source.lines import SourceLine, user_frame
 from flowcheck.source.positions import recording
 from flowcheck.trace import distributed as _distributed
 from flowcheck.trace.owners import is_keras_layer, owners_in, owners_of
 from flowcheck.trace.reuse import reused_recorder
-from flowcheck.trace.steps import FailedTrace, is_training_step, keras_loss_step, keras_step, site_losses, trace_recorded
+from flowcheck.trace.steps import (
+    FailedTrace, is_training_step, keras_loss_step, keras_step, no_loss, site_losses, trace_recorded,
+)
 from flowcheck.trace.traced import LossOutput, Traced, TracedVariable
 
 __all__ = [
@@ -54,7 +56,13 @@ def trace(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Traced:
         concrete: Any = function.get_concrete_function(*args, **kwargs)
         calls, applies = reused.calls_in(concrete.graph), True  # a script's step: judged at its calls (see reuse)
     else:
-        concrete, calls, applies = trace_recorded(function, fn, args, kwargs, notes, lambda exc: _trace_failure(exc, _name(fn)))
+        try:
+            concrete, calls, applies = trace_recorded(function, fn, args, kwargs, notes, lambda exc: _trace_failure(exc, _name(fn)))
+        except TraceError as exc:
+            error = no_loss(fn, exc.__cause__) if kind == "keras model" else None
+            if error is not None:
+                raise error from exc.__cause__
+            raise
     if kind == "keras model" and not calls:
         function = keras_loss_step(fn, notes)  # a model without trainable weights: its compiled loss
         with recording():  # where each op is made, read only for the barriers reported
