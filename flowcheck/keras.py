@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import re
 import sys
 import warnings
+import weakref
 from collections.abc import Iterator
 from typing import Any, Final, cast
 
@@ -120,8 +122,9 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
         if lines:
             self._complain("\n".join(lines), report=report)
             if problems:  # explained: Keras's bare warning about the same weights adds nothing
-                warnings.filterwarnings("ignore", message=_KERAS_WARNING, category=UserWarning)
-                self._silenced = warnings.filters[0]
+                self._silenced = ("ignore", _WhileFitting(self.model), UserWarning, None, 0)
+                cast(list[Any], warnings.filters).insert(0, self._silenced)
+                warnings._filters_mutated()  # type: ignore[attr-defined]  # noqa: SLF001 -- as filterwarnings does
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         """Let Keras's own warning be seen again after this ``fit``."""
@@ -129,6 +132,7 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
             filters = cast(list[Any], warnings.filters)  # a list at run time; typeshed says Sequence
             if self._silenced in filters:
                 filters.remove(self._silenced)
+                warnings._filters_mutated()  # type: ignore[attr-defined]  # noqa: SLF001
             self._silenced = None
 
     def _snapshot_lines(self, report: Report) -> list[str]:
@@ -195,6 +199,29 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
             )
         with _random_states_kept():  # a PyDataset's __getitem__ may draw augmentations from them
             return _first_batch(*found)
+
+
+class _WhileFitting:
+    """A warnings filter's message matcher: Keras's bare warning, only while ``model``'s ``fit`` runs.
+
+    Keras calls ``on_train_end`` only when ``fit`` returns; a ``fit`` stopped by an exception (Ctrl-C
+    in a notebook) would leave a plain filter hiding Keras's warning in every later ``fit``.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self._model = weakref.ref(model)
+        self._pattern = re.compile(_KERAS_WARNING, re.IGNORECASE)  # as filterwarnings compiles it
+
+    def match(self, text: str) -> bool:
+        model = self._model()
+        if model is None or self._pattern.match(text) is None:
+            return False
+        frame: Any = sys._getframe(1)  # noqa: SLF001 -- is the model's fit on the stack?
+        while frame is not None:  # the warning comes from deep inside the traced step: walk it all
+            if frame.f_code.co_name == "fit" and frame.f_locals.get("self") is model:
+                return True
+            frame = frame.f_back
+        return False
 
 
 def _judge(

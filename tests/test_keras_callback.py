@@ -383,3 +383,20 @@ def test_a_model_compiled_with_no_loss_at_all_is_one_clear_error() -> None:
         fit_quietly(model, x, y, epochs=1, callbacks=[GradientFlowCheck()])
     assert str(caught.value) == ("Keras model 'lossless' is not compiled with a loss and adds none (add_loss): call "
                                  "model.compile(optimizer=..., loss=...) first, or pass a function returning the loss")
+
+
+def test_a_fit_stopped_by_an_exception_leaves_keras_warning_shown_in_later_fits() -> None:
+    # Keras calls on_train_end only when fit returns: the filter hiding its warning stayed for good.
+    class Stop(keras.callbacks.Callback):  # type: ignore[misc]
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            raise RuntimeError("stopped by the user")
+
+    model = compiled(use_skip=False)
+    x, y = data()
+    keras_text = "Gradients do not exist for variables ['classifier/skip/kernel'] when minimizing the loss."
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GradientFlowWarning)
+        with pytest.raises(RuntimeError, match="stopped by the user"):
+            model.fit(x, y, epochs=1, batch_size=8, verbose=0, callbacks=[GradientFlowCheck(), Stop()])
+        hiding = [f for f in warnings.filters if f[0] == "ignore" and f[1] is not None and f[1].match(keras_text)]
+    assert hiding == []
