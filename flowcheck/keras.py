@@ -25,6 +25,7 @@ from typing import Any, Final, cast
 import keras
 
 from flowcheck._api import analyze
+from flowcheck._datasets import first_element
 from flowcheck._model import Verdict
 from flowcheck._phrases import NEVER_TRAINED, disagreement
 from flowcheck._report import Report, VariableResult
@@ -297,7 +298,7 @@ def _first_batch(x: Any, y: Any, sample_weight: Any, batch_size: Any) -> tuple[A
     import tensorflow as tf
 
     if isinstance(x, tf.data.Dataset):
-        return _element(next(iter(_unshared(x))))
+        return _element(first_element(x))
     if isinstance(x, keras.utils.PyDataset):
         return _element(x[0])
     if inspect.isgenerator(x) or isinstance(x, Iterator):
@@ -322,40 +323,6 @@ def _random_states_kept() -> Iterator[None]:
 
     with global_seed_generator_kept(), own_random_seeds(), restoring_global_generator():
         yield
-
-
-def _unshared(dataset: Any) -> Any:
-    """A copy of ``dataset`` whose shuffles draw their seeds from generators of their own.
-
-    Each iterator of a ``shuffle`` (``reshuffle_each_iteration``, the default, seeded or not) takes
-    the next seeds of a generator the dataset holds: one more iterator, for a sample, would give
-    every epoch of ``fit`` another order. The copy is the dataset's graph with each seed generator
-    replaced by a new one, which starts where the dataset's own started. A dataset tf.data cannot
-    serialize is returned as it is.
-    """
-    import tensorflow as tf
-    from tensorflow.core.framework import graph_pb2
-    from tensorflow.python.data.ops import dataset_ops
-    from tensorflow.python.framework import op_def_registry
-    from tensorflow.python.ops import gen_dataset_ops, gen_experimental_dataset_ops
-
-    try:
-        serialized = gen_dataset_ops.dataset_to_graph_v2(
-            dataset._variant_tensor,  # noqa: SLF001 -- the only way to a dataset's graph
-            external_state_policy=tf.data.experimental.ExternalStatePolicy.IGNORE.value,
-        )
-    except tf.errors.OpError:
-        return dataset
-    graph = graph_pb2.GraphDef.FromString(serialized.numpy())
-    nodes = {node.name: node for node in graph.node}
-    for node in graph.node:
-        op_def = op_def_registry.get(node.op)
-        for arg, name in zip(op_def.input_arg if op_def is not None else (), node.input):
-            if arg.name == "seed_generator" and nodes[name].op == "Const":  # the dataset's own generator
-                nodes[name].op = "DummySeedGenerator"  # the kernel makes a generator for a handle it cannot find
-                nodes[name].ClearField("attr")
-    variant = gen_experimental_dataset_ops.dataset_from_graph(graph.SerializeToString())
-    return dataset_ops._VariantDataset(variant, dataset.element_spec)  # noqa: SLF001
 
 
 def _element(element: Any) -> tuple[Any, Any, Any]:

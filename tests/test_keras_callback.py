@@ -400,3 +400,27 @@ def test_a_fit_stopped_by_an_exception_leaves_keras_warning_shown_in_later_fits(
             model.fit(x, y, epochs=1, batch_size=8, verbose=0, callbacks=[GradientFlowCheck(), Stop()])
         hiding = [f for f in warnings.filters if f[0] == "ignore" and f[1] is not None and f[1].match(keras_text)]
     assert hiding == []
+
+
+@pytest.mark.parametrize("kind", ["shuffle", "seeded, a batch larger than the rows sampled", "random", "zip"])
+def test_a_sample_element_leaves_every_later_epoch_of_the_dataset_as_it_was(kind: str) -> None:
+    from flowcheck._datasets import first_element
+
+    def make() -> tf.data.Dataset:
+        tf.random.set_seed(4)
+        rows = tf.data.Dataset.from_tensor_slices((np.arange(3000.0), np.arange(3000)))
+        if kind == "shuffle":
+            return rows.shuffle(3000).batch(500)
+        if kind == "random":
+            return tf.data.Dataset.random(rerandomize_each_iteration=True).take(6).batch(3)
+        if kind == "zip":
+            return tf.data.Dataset.zip((rows.shuffle(100), rows.shuffle(50))).batch(1000)
+        return rows.shuffle(3000, seed=1).batch(2000, drop_remainder=True)
+
+    def epochs(dataset: tf.data.Dataset) -> list[Any]:
+        return [[tf.nest.map_structure(lambda t: t.numpy().tolist(), b) for b in dataset] for _ in range(2)]
+
+    untouched, sampled = epochs(make()), make()
+    element = first_element(sampled)
+    assert tf.nest.map_structure(lambda t: t.shape, element) == tf.nest.map_structure(lambda t: t.shape, next(iter(make())))
+    assert epochs(sampled) == untouched
