@@ -394,3 +394,39 @@ def test_arguments_of_the_wrong_kind_are_one_usage_error() -> None:
     assert missing.value.__cause__ is None and missing.value.__suppress_context__  # one message, no chain
     with pytest.raises(flowcheck.UsageError, match=r"^the Keras model 'classifier' is analyzed on a batch: pass its inputs, \(model, x, y\)$"):
         flowcheck.assert_gradient_flow(model, receives="all-trainable")
+
+
+@pytest.mark.slow
+def test_a_per_loss_contract_on_a_training_step_verifies_the_step_as_it_trains() -> None:
+    generator, discriminator, real, z = gan()
+    g_opt, d_opt = keras.optimizers.SGD(0.1), keras.optimizers.SGD(0.1)
+
+    @tf.function
+    def gan_step(real: Any, z: Any) -> Any:
+        with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
+            fake = generator(z, training=True)
+            d_real, d_fake = discriminator(real, training=True), discriminator(tf.stop_gradient(fake), training=True)
+            d_loss = bce(tf.ones_like(d_real), d_real) + bce(tf.zeros_like(d_fake), d_fake)
+            g_logits = discriminator(fake, training=True)
+            g_loss = bce(tf.ones_like(g_logits), g_logits)
+        d_opt.apply_gradients(zip(d_tape.gradient(d_loss, discriminator.trainable_variables),
+                                  discriminator.trainable_variables))
+        g_opt.apply_gradients(zip(g_tape.gradient(g_loss, generator.trainable_variables), generator.trainable_variables))
+        return {"d_loss": d_loss, "g_loss": g_loss}
+
+    truth = tape_receives(lambda r, n: _d_loss(generator, discriminator, r, n), [real, z],
+                          generator.weights + discriminator.weights)
+    before = [w.numpy() for w in generator.weights + discriminator.weights]
+    # The step's own run, not a copy returning d_loss alone (which ran the step's updates in a new trace).
+    report = flowcheck.assert_gradient_flow(gan_step, real, z, loss="d_loss", receives="discriminator/*",
+                                            blocked="generator/*")
+    assert {r.name: r.per_loss["d_loss"] is flowcheck.Verdict.RECEIVES for r in report.variables} == truth
+    assert report.verification is not None and report.verification.agrees
+    assert all(np.array_equal(b, w.numpy()) for b, w in zip(before, generator.weights + discriminator.weights))
+    assert int(d_opt.iterations.numpy()) == int(g_opt.iterations.numpy()) == 0
+
+
+def _d_loss(generator: keras.Model, discriminator: keras.Model, real: Any, z: Any) -> Any:
+    fake = generator(z, training=True)
+    d_real, d_fake = discriminator(real, training=True), discriminator(tf.stop_gradient(fake), training=True)
+    return bce(tf.ones_like(d_real), d_real) + bce(tf.zeros_like(d_fake), d_fake)

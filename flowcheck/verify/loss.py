@@ -237,7 +237,10 @@ def _loss_without_tape(traced: Traced) -> float:
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
-    first = text.splitlines()[0] if text else ""
+    lines = text.splitlines()
+    first = lines[0] if text else ""
+    if first == "in user code:" and len(lines) > 1:  # AutoGraph's frames, then the error itself, last
+        return lines[-1].strip()
     # TensorFlow's message goes on with advice in the same sentence run: keep its first sentence.
     if isinstance(exc, LookupError) and ". " in first:
         first = first.split(". ", 1)[0]
