@@ -84,6 +84,7 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
             raise UsageError(f"on_blocked must be one of {', '.join(map(repr, ON_BLOCKED))}, not {on_blocked!r}")
         if sample is not None and not (isinstance(sample, (tuple, list)) and 1 <= len(sample) <= 3):
             raise UsageError("sample must be (x, y) or (x, y, sample_weight)")
+        _check_options(report_path, verify, snapshot)  # here, not after the analysis inside fit
         self.sample = sample
         self.on_blocked = on_blocked
         self.report_path = report_path
@@ -200,6 +201,20 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
             )
         with _random_states_kept():  # a PyDataset's __getitem__ may draw augmentations from them
             return _first_batch(*found)
+
+
+def _check_options(report_path: Any, verify: Any, snapshot: Any) -> None:
+    import os
+
+    from flowcheck.render.graphviz import SUFFIXES
+
+    for name, value in (("report_path", report_path), ("snapshot", snapshot)):
+        if value is not None and not isinstance(value, (str, os.PathLike)):
+            raise UsageError(f"{name} must be a path (str or pathlib.Path), not {type(value).__name__}")
+    if report_path is not None and not str(os.fspath(report_path)).lower().endswith(SUFFIXES):
+        raise UsageError(f"report_path {str(report_path)!r} must end in one of {', '.join(SUFFIXES)}")
+    if not isinstance(verify, bool):
+        raise UsageError(f"verify must be True or False, not {verify!r}")
 
 
 class _WhileFitting:

@@ -204,6 +204,16 @@ def test_bad_options_are_refused() -> None:
         GradientFlowCheck(on_blocked="ignore")
     with pytest.raises(flowcheck.UsageError, match="sample must be"):
         GradientFlowCheck(sample=np.zeros(3))
+    # Refused when made: a wrong report_path stopped fit only after the analysis, inside fit.
+    for options, message in [
+        ({"report_path": "flow.png"}, "report_path 'flow.png' must end in one of .svg, .html, .dot, .me.json"),
+        ({"report_path": 5}, "report_path must be a path (str or pathlib.Path), not int"),
+        ({"snapshot": 3}, "snapshot must be a path (str or pathlib.Path), not int"),
+        ({"verify": "yes"}, "verify must be True or False, not 'yes'"),
+    ]:
+        with pytest.raises(flowcheck.UsageError) as caught:
+            GradientFlowCheck(**options)
+        assert str(caught.value) == message
 
 
 @pytest.mark.dot
