@@ -258,6 +258,10 @@ class Report:
         """
         from flowcheck.render.graphviz import save
 
+        if not isinstance(path, (str, os.PathLike)):
+            from flowcheck.errors import UsageError
+
+            raise UsageError(f"path must be a str or pathlib.Path, not {type(path).__name__}")
         return save(self, path, detail=detail, focus=focus, written_by=written_by, timeout=timeout)
 
     def _html(self, detail: str, focus: Any, fragment: bool, written_by: str = "api", timeout: float | None = None) -> str:

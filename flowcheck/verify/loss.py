@@ -98,6 +98,10 @@ def make_optimizer(optimizer: Any, learning_rate: float | None) -> Any:
     """A fresh Keras optimizer: from a name, a class, or a copy of the user's instance."""
     import keras
 
+    if isinstance(learning_rate, (str, bool)) or (
+        isinstance(learning_rate, (int, float)) and not (math.isfinite(learning_rate) and learning_rate > 0)
+    ):  # a schedule or another object Keras takes passes on to Keras
+        raise VerificationError(f"learning_rate must be a positive number, not {learning_rate!r}")
     if optimizer is None:
         optimizer = "sgd"
     if isinstance(optimizer, str):
