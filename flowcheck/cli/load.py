@@ -40,6 +40,7 @@ from types import ModuleType
 from typing import Any
 
 from flowcheck.cli.inputs import check_arity, example_inputs, is_keras_model, is_tf_function
+from flowcheck._phrases import a_or_an
 from flowcheck.errors import InvalidTargetError, TargetLoadError
 from flowcheck.source.files import check_file, read_python
 from flowcheck.source.lines import SourceLine, user_frame
@@ -157,7 +158,7 @@ def find_target(module: ModuleType, path: str, name: str | None, seed: int) -> L
     target, name, chosen_by = _choose(module, path, name)
     optimizer = _module_optimizer(module, path)
     if not callable(target) or inspect.isclass(target):
-        what = "a class" if inspect.isclass(target) else f"{_a(type(target).__name__)}, not callable"
+        what = "a class" if inspect.isclass(target) else f"{a_or_an(type(target).__name__)}, not callable"
         raise InvalidTargetError(
             f"{name} in {path} is {what}: the target must be a tf.function, a function returning the loss, "
             "a compiled Keras model (an instance), or a zero-argument function returning one"
@@ -285,8 +286,8 @@ def _unpack_factory(produced: Any, name: str) -> tuple[Any, tuple[Any, ...] | No
     if callable(produced):
         return produced, None, {}
     if not isinstance(produced, tuple) or not 1 <= len(produced) <= 3 or not callable(produced[0]):
-        got = _a(type(produced).__name__) if not isinstance(produced, tuple) else (
-            f"a tuple of {len(produced)} starting with {_a(type(produced[0]).__name__)}" if produced else "an empty tuple"
+        got = a_or_an(type(produced).__name__) if not isinstance(produced, tuple) else (
+            f"a tuple of {len(produced)} starting with {a_or_an(type(produced[0]).__name__)}" if produced else "an empty tuple"
         )
         raise InvalidTargetError(f"{name}() takes no argument, so it is read as a factory, but it returned {got}: {expected}")
     target = produced[0]
@@ -295,12 +296,12 @@ def _unpack_factory(produced: Any, name: str) -> tuple[Any, tuple[Any, ...] | No
     args = produced[1]
     if not isinstance(args, (tuple, list)):
         raise InvalidTargetError(
-            f"{name}() returned {_a(type(args).__name__)} as its inputs: {expected} "
+            f"{name}() returned {a_or_an(type(args).__name__)} as its inputs: {expected} "
             f"(one input x: return {_display_name(target)}, (x,))"
         )
     kwargs = produced[2] if len(produced) == 3 else {}
     if not isinstance(kwargs, dict):
-        raise InvalidTargetError(f"{name}() returned {_a(type(kwargs).__name__)} as keyword inputs: {expected}")
+        raise InvalidTargetError(f"{name}() returned {a_or_an(type(kwargs).__name__)} as keyword inputs: {expected}")
     return target, tuple(args), dict(kwargs)
 
 
@@ -322,8 +323,3 @@ def _module_optimizer(module: ModuleType, path: str) -> tuple[Any, float | None]
         f"flowcheck_optimizer in {path} is {value!r}: expected a name ('sgd', 'adam'), a Keras optimizer, "
         "or (optimizer, learning_rate)"
     )
-
-
-def _a(noun: str) -> str:
-    """``noun`` with its indefinite article: "an int", "a list"."""
-    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"

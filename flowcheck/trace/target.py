@@ -24,6 +24,7 @@ import tensorflow as tf
 from tensorflow.python.util import nest
 
 from flowcheck._gc import collector_paused
+from flowcheck._phrases import a_or_an
 from flowcheck.errors import InvalidTargetError, LossError, NoVariablesError, TraceError
 from flowcheck.source.lines import SourceLine, user_frame
 from flowcheck.source.positions import recording
@@ -203,8 +204,7 @@ def _losses(concrete: Any, name: str, notes: list[str]) -> list[LossOutput]:
     floats = [(n, t) for n, t in tensors if t.dtype.is_floating or t.dtype.is_complex]
     if not floats:
         dtypes = ", ".join(sorted({t.dtype.name for _, t in tensors}))
-        article = "an" if dtypes.startswith("int") else "a"  # an int32, a uint8, a string
-        raise LossError(f"{name} returned {article} {dtypes} tensor: a loss must be floating-point to have a gradient")
+        raise LossError(f"{name} returned {a_or_an(dtypes)} tensor: a loss must be floating-point to have a gradient")
     skipped = [n for n, t in tensors if (n, t) not in floats]
     if skipped:
         notes.append(f"outputs {', '.join(skipped)} are not floating-point and are not differentiated" if len(skipped) > 1
