@@ -56,7 +56,9 @@ def _check_inputs(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Non
         return
     function = getattr(fn, "python_function", fn)  # a tf.function: its Python function's parameters
     try:
-        signature = inspect.signature(function)
+        # The wrapper's own parameters: a decorator's functools.wraps names the function it calls, whose
+        # parameters may not be the wrapper's (one that passes an argument of its own).
+        signature = inspect.signature(function, follow_wrapped=False)
     except (TypeError, ValueError):  # a builtin or an object inspect cannot read: the call will tell
         return
     try:

@@ -430,3 +430,24 @@ def _d_loss(generator: keras.Model, discriminator: keras.Model, real: Any, z: An
     fake = generator(z, training=True)
     d_real, d_fake = discriminator(real, training=True), discriminator(tf.stop_gradient(fake), training=True)
     return bce(tf.ones_like(d_real), d_real) + bce(tf.zeros_like(d_fake), d_fake)
+
+
+def test_a_decorated_loss_is_bound_by_its_wrappers_own_parameters() -> None:
+    import functools
+
+    w = tf.Variable(2.0, name="scaled")
+
+    def with_scale(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)  # names loss(scale, x); the wrapper takes x alone
+        def wrapper(*args: Any) -> Any:
+            return fn(3.0, *args)
+
+        return wrapper
+
+    @with_scale
+    def loss(scale: float, x: Any) -> Any:
+        return scale * w * x
+
+    x = tf.constant(1.0)
+    assert tape_receives(loss, [x], [w]) == {"scaled": True}
+    flowcheck.assert_gradient_flow(loss, x, receives=w)  # was UsageError: 'missing a required argument: x'

@@ -71,7 +71,7 @@ def example_inputs(module: ModuleType, path: str, name: str, target: Any, seed: 
 def _required_parameters(target: Any) -> list[str]:
     function = target.python_function if is_tf_function(target) else target
     try:
-        signature = inspect.signature(function)
+        signature = inspect.signature(function, follow_wrapped=False)  # a decorator's own parameters, as _api
     except (TypeError, ValueError):
         return []
     return [
@@ -91,7 +91,7 @@ def check_arity(target: Any, name: str, args: tuple[Any, ...], kwargs: dict[str,
         return
     function = target.python_function if is_tf_function(target) else target
     try:
-        signature = inspect.signature(function)
+        signature = inspect.signature(function, follow_wrapped=False)  # a decorator's own parameters, as _api
     except (TypeError, ValueError):
         return
     try:
