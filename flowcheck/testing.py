@@ -180,7 +180,10 @@ def _expectations(
     chosen: dict[int, tuple[VariableResult, _Expectation]] = {}
     unmatched: list[str] = []
     for verdict, spec in specs:
-        for item in _items(spec, verdict):
+        items = _items(spec, verdict)
+        if spec is not None and not items:  # model.trainable_weights of a model not built yet: checks nothing
+            unmatched.append(f"{verdict.value}= is empty: it names no variable (the weights of a model not built yet?)")
+        for item in items:
             matches, level = _resolve(report, item)
             if not matches:
                 unmatched.append(_no_match(report, verdict, item))

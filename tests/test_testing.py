@@ -451,3 +451,12 @@ def test_a_decorated_loss_is_bound_by_its_wrappers_own_parameters() -> None:
     x = tf.constant(1.0)
     assert tape_receives(loss, [x], [w]) == {"scaled": True}
     flowcheck.assert_gradient_flow(loss, x, receives=w)  # was UsageError: 'missing a required argument: x'
+
+
+def test_an_empty_expectation_fails_instead_of_checking_nothing() -> None:
+    td_loss, *_, s = dqn()
+    unbuilt = keras.Sequential([keras.layers.Dense(2)])
+    assert unbuilt.trainable_weights == []
+    with pytest.raises(GradientFlowAssertionError) as info:  # it passed, asserting nothing
+        flowcheck.assert_gradient_flow(td_loss, s, receives=unbuilt.trainable_weights, verify=False)
+    assert "receives= is empty: it names no variable (the weights of a model not built yet?)" in str(info.value)
