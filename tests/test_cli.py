@@ -601,7 +601,7 @@ def test_a_keras_model_without_known_shapes_needs_example_inputs(capsys: pytest.
     code, _, err = run(capsys, path)
     assert code == 2
     assert error_line(err) == (
-        f"flowcheck: error: Keras model net has no known input shape (a subclassed model?): define "
+        f"flowcheck: error: Keras model 'net' has no known input shape (a subclassed model?): define "
         f"example_inputs = (x, y) in {path}"
     )
 

@@ -126,7 +126,7 @@ def _keras_inputs(model: Any, name: str, path: str, rng: Any) -> Any:
             structure = structure[0]
     if structure is None or (isinstance(structure, (list, tuple, dict)) and not structure):
         raise TargetLoadError(
-            f"Keras model {name} has no known input shape (a subclassed model?): define "
+            f"Keras model {name!r} has no known input shape (a subclassed model?): define "
             f"example_inputs = (x, y) in {path}"
         )
     return keras.tree.map_structure(lambda t: _random(list(t.shape), t.dtype, rng, name), structure)
