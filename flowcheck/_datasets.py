@@ -25,14 +25,16 @@ def first_element(dataset: Any) -> Any:
     if not _draws_seeds(dataset):
         return next(iter(dataset))
     for rows in (_SAMPLE_ROWS, None):
-        copy = _unshared(dataset, rows)
-        if copy is None:  # tf.data cannot serialize it: nothing else can sample it
-            return next(iter(dataset))
         try:
+            copy = _unshared(dataset, rows)
+            if copy is None:  # tf.data cannot serialize it: nothing else can sample it
+                break
             return next(iter(copy))
         except StopIteration:  # a batch larger than the rows kept, its remainder dropped
             continue
-    raise StopIteration
+        except tf.errors.OpError:  # the copy cannot be rebuilt: sampling the dataset itself beats failing fit
+            break
+    return next(iter(dataset))
 
 
 def _draws_seeds(dataset: Any) -> bool:
@@ -70,15 +72,27 @@ def _unshared(dataset: Any, rows: int | None) -> Any:
                 nodes[name].op = "DummySeedGenerator"  # the kernel makes a generator for a handle it cannot find
                 nodes[name].ClearField("attr")
         if node.op == "TensorSliceDataset" and rows is not None:  # its one list input: every component
-            for name in node.input:
-                if name in nodes and nodes[name].op == "Const":
-                    _cut(nodes[name], rows)
+            _cut([nodes.get(name) for name in node.input], rows)
     variant = gen_experimental_dataset_ops.dataset_from_graph(graph.SerializeToString())
     return dataset_ops._VariantDataset(variant, dataset.element_spec)  # noqa: SLF001
 
 
-def _cut(const: Any, rows: int) -> None:
-    """Keep the first ``rows`` rows of a constant's value."""
-    value = tf.make_ndarray(const.attr["value"].tensor)
-    if value.ndim and value.shape[0] > rows:
-        const.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(value[:rows]))
+def _plain(const: Any) -> bool:
+    """Whether a constant holds numbers NumPy reads from its bytes (not strings, not a variant: a ragged
+    or sparse component's)."""
+    dtype = tf.as_dtype(const.attr["value"].tensor.dtype)
+    return bool(dtype.is_floating or dtype.is_integer or dtype.is_bool or dtype.is_complex)
+
+
+def _cut(components: list[Any], rows: int) -> None:
+    """Keep the first ``rows`` rows of every component of a ``TensorSliceDataset``, or of none (their
+    rows must stay equal): of none when one is not a constant NumPy can read."""
+    if not all(c is not None and c.op == "Const" and _plain(c) for c in components):
+        return
+    try:
+        values = [tf.make_ndarray(c.attr["value"].tensor) for c in components]
+    except (ValueError, TypeError, KeyError):  # a dtype NumPy cannot hold: keep them whole
+        return
+    for const, value in zip(components, values):
+        if value.ndim and value.shape[0] > rows:
+            const.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(value[:rows]))

@@ -412,7 +412,8 @@ def test_a_fit_stopped_by_an_exception_leaves_keras_warning_shown_in_later_fits(
     assert hiding == []
 
 
-@pytest.mark.parametrize("kind", ["shuffle", "seeded, a batch larger than the rows sampled", "random", "zip"])
+@pytest.mark.parametrize("kind", ["shuffle", "seeded, a batch larger than the rows sampled", "random", "zip",
+                                  "ragged, sparse and string components"])
 def test_a_sample_element_leaves_every_later_epoch_of_the_dataset_as_it_was(kind: str) -> None:
     from flowcheck._datasets import first_element
 
@@ -425,6 +426,12 @@ def test_a_sample_element_leaves_every_later_epoch_of_the_dataset_as_it_was(kind
             return tf.data.Dataset.random(rerandomize_each_iteration=True).take(6).batch(3)
         if kind == "zip":
             return tf.data.Dataset.zip((rows.shuffle(100), rows.shuffle(50))).batch(1000)
+        if kind.startswith("ragged"):  # components the copy cannot cut (it crashed on the ragged one)
+            ragged = tf.ragged.constant([[1, 2], [3], [4, 5, 6]] * 400)  # 1200 rows: more than the copy keeps
+            sparse = tf.sparse.from_dense(tf.eye(1200))
+            words = tf.constant([b"a", b"b", b"c"] * 400)
+            return tf.data.Dataset.from_tensor_slices((ragged, sparse, words)).shuffle(1200).batch(300).map(
+                lambda r, s, w: (r.to_tensor(), tf.sparse.to_dense(s), w))
         return rows.shuffle(3000, seed=1).batch(2000, drop_remainder=True)
 
     def epochs(dataset: tf.data.Dataset) -> list[Any]:
