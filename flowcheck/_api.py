@@ -33,8 +33,45 @@ def analyze(fn: Any, *args: Any, **kwargs: Any) -> Report:
     """
     from flowcheck.trace.state import global_seed_generator_kept
 
+    _check_inputs(fn, args, kwargs)
     with global_seed_generator_kept():
         return _analyze(fn, args, kwargs)
+
+
+def _check_inputs(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Inputs ``fn`` cannot take, said before tracing (a trace, then an eager call, each raised TypeError).
+
+    Raises:
+        UsageError: the inputs do not bind to ``fn``'s signature.
+    """
+    import inspect
+    import sys
+
+    from flowcheck.errors import UsageError
+
+    keras = sys.modules.get("keras")  # not imported: fn is no Keras model
+    if keras is not None and isinstance(fn, keras.Model):  # its training step takes (x, y)
+        if not args and "x" not in kwargs:
+            raise UsageError(f"the Keras model {getattr(fn, 'name', '')!r} is analyzed on a batch: pass its inputs, (model, x, y)")
+        return
+    function = getattr(fn, "python_function", fn)  # a tf.function: its Python function's parameters
+    try:
+        # The wrapper's own parameters: a decorator's functools.wraps names the function it calls, whose
+        # parameters may not be the wrapper's (one that passes an argument of its own).
+        signature = inspect.signature(function, follow_wrapped=False)
+    except (TypeError, ValueError):  # a builtin or an object inspect cannot read: the call will tell
+        return
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        name = getattr(function, "__name__", None) or type(fn).__name__
+        signature = signature.replace(  # its parameters as called, without the annotations' noise
+            parameters=[p.replace(annotation=p.empty) for p in signature.parameters.values()],
+            return_annotation=signature.empty,
+        )
+        given = f"{len(args)} positional input{'s' if len(args) != 1 else ''}" + (
+            f" and {', '.join(kwargs)}=" if kwargs else "")
+        raise UsageError(f"{name}{signature} cannot take the {given}: {exc}") from None
 
 
 def _analyze(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Report:
@@ -84,7 +121,7 @@ def build_report(traced: Any, graph: nx.DiGraph) -> Report:
         from flowcheck.trace.eager import run_eagerly
 
         fn = traced.python_function
-        run = run_eagerly(fn, traced.args, traced.kwargs, traced.variables, str(getattr(fn, "__name__", "function")))
+        run = run_eagerly(fn, traced.args, traced.kwargs, traced.variables, traced.name)
         judged = as_called(judged, graph, run)
         error_edges = as_called_errors(analysis, run)
     errors = one_per_replica(barrier(graph, edge, cache) for edge in error_edges)
@@ -143,7 +180,7 @@ def eager_only_report(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], fa
     from flowcheck.trace.eager_sites import eager_site
     from flowcheck.trace.state import built_state, unbuild
 
-    name = str(getattr(fn, "__name__", type(fn).__name__))
+    name = str(getattr(fn, "__name__", None) or type(fn).__name__)
     built = built_state(fn, args)
     try:
         run = run_eagerly(fn, args, kwargs, owned_variables(fn, args, kwargs), name)
@@ -160,5 +197,5 @@ def eager_only_report(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], fa
     if sites:  # a step lists its sources and the trainable variables it reads, not its optimizer's slots
         sources = {id(s.variable) for site in sites for s in site.sources}
         results = tuple(r for r in results if r.trainable or id(r.variable) in sources)
-    traced = Traced(fn, None, tuple(args), dict(kwargs), "callable", run.variables, {}, run.losses, notes, fn)
+    traced = Traced(fn, None, tuple(args), dict(kwargs), "callable", run.variables, {}, run.losses, notes, fn, name=name)
     return Report(traced, endpoints_graph(traced), results, tuple(notes), (), sites)

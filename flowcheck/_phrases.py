@@ -11,7 +11,8 @@ from typing import Final
 from flowcheck._model import Verdict
 
 __all__ = [
-    "GRADIENT_ERROR_ADVICE", "NEVER_TRAINED", "counts_text", "disagreement", "receiving_text", "shape_text", "verdict_counts",
+    "GRADIENT_ERROR_ADVICE", "NEVER_TRAINED", "a_or_an", "counts_text", "disagreement", "receiving_text", "shape_text",
+    "verdict_counts",
 ]
 
 GRADIENT_ERROR_ADVICE: Final = (
@@ -22,6 +23,12 @@ GRADIENT_ERROR_ADVICE: Final = (
 
 NEVER_TRAINED: Final = "receives a gradient, but no gradient call asks for it: it never trains"
 """The finding of ``Report.never_trained``."""
+
+
+def a_or_an(noun: str) -> str:
+    """``noun`` with its indefinite article, as said aloud: "an int", "an EagerTensor", "a uint8", "a list"."""
+    sounds_like_you = noun[:1].lower() == "u" and noun[1:3].lower() in ("in", "ni", "se")  # uint8, unicode, user
+    return f"{'an' if noun[:1].lower() in 'aeiou' and not sounds_like_you else 'a'} {noun}"
 
 
 def shape_text(shape: Sequence[int | None] | None) -> str:

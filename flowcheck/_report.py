@@ -58,7 +58,8 @@ class Report:
     ) -> None:
         self._traced = traced
         self.graph = graph
-        self.target: str = getattr(traced.function, "__name__", None) or str(getattr(traced.function, "name", "function"))
+        self.target: str = traced.name or getattr(traced.function, "__name__", None) or str(
+            getattr(traced.function, "name", "function"))
         self.target_kind: str = traced.target_kind
         self.variables = variables
         self.losses: tuple[str, ...] = tuple(loss.name for loss in traced.losses)
@@ -257,6 +258,10 @@ class Report:
         """
         from flowcheck.render.graphviz import save
 
+        if not isinstance(path, (str, os.PathLike)):
+            from flowcheck.errors import UsageError
+
+            raise UsageError(f"path must be a str or pathlib.Path, not {type(path).__name__}")
         return save(self, path, detail=detail, focus=focus, written_by=written_by, timeout=timeout)
 
     def _html(self, detail: str, focus: Any, fragment: bool, written_by: str = "api", timeout: float | None = None) -> str:

@@ -13,15 +13,19 @@ training, never differentiated) and non-trainable weights (frozen layers).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import re
 import sys
 import warnings
+import weakref
 from collections.abc import Iterator
 from typing import Any, Final, cast
 
 import keras
 
 from flowcheck._api import analyze
+from flowcheck._datasets import first_element
 from flowcheck._model import Verdict
 from flowcheck._phrases import NEVER_TRAINED, disagreement
 from flowcheck._report import Report, VariableResult
@@ -80,6 +84,7 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
             raise UsageError(f"on_blocked must be one of {', '.join(map(repr, ON_BLOCKED))}, not {on_blocked!r}")
         if sample is not None and not (isinstance(sample, (tuple, list)) and 1 <= len(sample) <= 3):
             raise UsageError("sample must be (x, y) or (x, y, sample_weight)")
+        _check_options(report_path, verify, snapshot)  # here, not after the analysis inside fit
         self.sample = sample
         self.on_blocked = on_blocked
         self.report_path = report_path
@@ -119,8 +124,9 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
         if lines:
             self._complain("\n".join(lines), report=report)
             if problems:  # explained: Keras's bare warning about the same weights adds nothing
-                warnings.filterwarnings("ignore", message=_KERAS_WARNING, category=UserWarning)
-                self._silenced = warnings.filters[0]
+                self._silenced = ("ignore", _WhileFitting(self.model), UserWarning, None, 0)
+                cast(list[Any], warnings.filters).insert(0, self._silenced)
+                warnings._filters_mutated()  # type: ignore[attr-defined]  # noqa: SLF001 -- as filterwarnings does
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         """Let Keras's own warning be seen again after this ``fit``."""
@@ -128,6 +134,7 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
             filters = cast(list[Any], warnings.filters)  # a list at run time; typeshed says Sequence
             if self._silenced in filters:
                 filters.remove(self._silenced)
+                warnings._filters_mutated()  # type: ignore[attr-defined]  # noqa: SLF001
             self._silenced = None
 
     def _snapshot_lines(self, report: Report) -> list[str]:
@@ -192,7 +199,45 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
                 "GradientFlowCheck found no fit call to take a sample batch from: "
                 "pass GradientFlowCheck(sample=(x, y))"
             )
-        return _first_batch(*found)
+        with _random_states_kept():  # a PyDataset's __getitem__ may draw augmentations from them
+            return _first_batch(*found)
+
+
+def _check_options(report_path: Any, verify: Any, snapshot: Any) -> None:
+    import os
+
+    from flowcheck.render.graphviz import SUFFIXES
+
+    for name, value in (("report_path", report_path), ("snapshot", snapshot)):
+        if value is not None and not isinstance(value, (str, os.PathLike)):
+            raise UsageError(f"{name} must be a path (str or pathlib.Path), not {type(value).__name__}")
+    if report_path is not None and not str(os.fspath(report_path)).lower().endswith(SUFFIXES):
+        raise UsageError(f"report_path {str(report_path)!r} must end in one of {', '.join(SUFFIXES)}")
+    if not isinstance(verify, bool):
+        raise UsageError(f"verify must be True or False, not {verify!r}")
+
+
+class _WhileFitting:
+    """A warnings filter's message matcher: Keras's bare warning, only while ``model``'s ``fit`` runs.
+
+    Keras calls ``on_train_end`` only when ``fit`` returns; a ``fit`` stopped by an exception (Ctrl-C
+    in a notebook) would leave a plain filter hiding Keras's warning in every later ``fit``.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self._model = weakref.ref(model)
+        self._pattern = re.compile(_KERAS_WARNING, re.IGNORECASE)  # as filterwarnings compiles it
+
+    def match(self, text: str) -> bool:
+        model = self._model()
+        if model is None or self._pattern.match(text) is None:
+            return False
+        frame: Any = sys._getframe(1)  # noqa: SLF001 -- is the model's fit on the stack?
+        while frame is not None:  # the warning comes from deep inside the traced step: walk it all
+            if frame.f_code.co_name == "fit" and frame.f_locals.get("self") is model:
+                return True
+            frame = frame.f_back
+        return False
 
 
 def _judge(
@@ -268,7 +313,7 @@ def _first_batch(x: Any, y: Any, sample_weight: Any, batch_size: Any) -> tuple[A
     import tensorflow as tf
 
     if isinstance(x, tf.data.Dataset):
-        return _element(next(iter(x)))
+        return _element(first_element(x))
     if isinstance(x, keras.utils.PyDataset):
         return _element(x[0])
     if inspect.isgenerator(x) or isinstance(x, Iterator):
@@ -282,6 +327,17 @@ def _first_batch(x: Any, y: Any, sample_weight: Any, batch_size: Any) -> tuple[A
         return None if data is None else keras.tree.map_structure(lambda a: a[:n], data)
 
     return head(x), head(y), head(sample_weight)
+
+
+@contextlib.contextmanager
+def _random_states_kept() -> Iterator[None]:
+    """Python's, NumPy's and TensorFlow's global random states as they were: fit draws from them next."""
+    from flowcheck.trace.eager import own_random_seeds
+    from flowcheck.trace.state import global_seed_generator_kept
+    from flowcheck.verify.step import restoring_global_generator
+
+    with global_seed_generator_kept(), own_random_seeds(), restoring_global_generator():
+        yield
 
 
 def _element(element: Any) -> tuple[Any, Any, Any]:

@@ -70,14 +70,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     directory = item.config.getoption("flowcheck_report_dir")
     # The error class can only have been raised if flowcheck.testing was imported.
     testing = sys.modules.get("flowcheck.testing")
+    saved = None
     if directory and testing is not None and call.excinfo is not None:
         error = call.excinfo.value
         if isinstance(error, testing.GradientFlowAssertionError) and error.report_path is None:
             root = Path(item.config.invocation_params.dir, directory)
             saved, error.report_path = _save(error.report, root / f"{_slug(item.nodeid)}.html")
-            if saved is not None:
-                item.config.stash.setdefault(_SAVED, []).append(saved)
-    return (yield)
+    report = yield  # the failure's text, made from the error's message, shows the report's path
+    if saved is not None:
+        if hasattr(report, "wasxfail"):  # an expected failure: no finding, no report
+            saved.unlink(missing_ok=True)
+        else:
+            item.config.stash.setdefault(_SAVED, []).append(saved)
+    return report
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

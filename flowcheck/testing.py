@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from flowcheck._api import analyze
@@ -97,7 +97,7 @@ def assert_gradient_flow(
             (:class:`flowcheck.VerificationError`).
     """
     __tracebackhide__ = True
-    _check_arguments(receives, blocked, unused, loss)
+    _check_arguments(receives, blocked, unused, loss, verify)
     report = _report_of(fn, *args, **kwargs)
     if loss is not None and loss not in report.losses:
         losses = ", ".join(report.losses)
@@ -118,11 +118,13 @@ def assert_gradient_flow(
     return report
 
 
-def _check_arguments(receives: Any, blocked: Any, unused: Any, loss: Any) -> None:
+def _check_arguments(receives: Any, blocked: Any, unused: Any, loss: Any, verify: Any) -> None:
     if receives is None and blocked is None and unused is None:
         raise UsageError("assert_gradient_flow needs at least one of receives=, blocked= or unused=")
     if loss is not None and not isinstance(loss, str):
         raise UsageError(f"loss must be the name of an output (a str), not {type(loss).__name__}")
+    if not isinstance(verify, bool):  # verify="no" is truthy: it verified
+        raise UsageError(f"verify must be True or False, not {verify!r}")
 
 
 def _judged_at_sites(report: Report) -> Report:
@@ -178,7 +180,10 @@ def _expectations(
     chosen: dict[int, tuple[VariableResult, _Expectation]] = {}
     unmatched: list[str] = []
     for verdict, spec in specs:
-        for item in _items(spec, verdict):
+        items = _items(spec, verdict)
+        if spec is not None and not items:  # model.trainable_weights of a model not built yet: checks nothing
+            unmatched.append(f"{verdict.value}= is empty: it names no variable (the weights of a model not built yet?)")
+        for item in items:
             matches, level = _resolve(report, item)
             if not matches:
                 unmatched.append(_no_match(report, verdict, item))
@@ -202,7 +207,13 @@ def _items(spec: Any, verdict: Verdict) -> list[Any]:
         return []
     if isinstance(spec, str) or _is_variable(spec):
         return [spec]
-    if isinstance(spec, Iterable):
+    weights = getattr(spec, "weights", None) if not isinstance(spec, type) else None
+    if weights is not None or hasattr(spec, "trainable_variables"):  # a Keras layer or model, a tf.Module
+        name = getattr(spec, "name", None) or type(spec).__name__
+        kind = "weights" if weights is not None else "variables"
+        raise UsageError(f"{verdict.value}= takes variables, names or glob patterns, not {type(spec).__name__} "
+                         f"{name!r}: for all its {kind} pass {verdict.value}={name}.{kind} or its name's pattern")
+    if isinstance(spec, Iterable) and not isinstance(spec, Mapping):
         items = list(spec)
         for item in items:
             if not (isinstance(item, str) or _is_variable(item)):
@@ -278,6 +289,10 @@ def _format_results(
             lines.append("    they do not feed the loss at all")
         elif found is Verdict.RECEIVES:
             lines.append("    a gradient reaches them from the loss")
+            frozen = sum(not r.trainable for r in members)
+            if frozen:  # "my frozen backbone must not train": trainable=False cuts no gradient
+                lines.append(f"    ({'all' if frozen == len(members) else frozen} of them not trainable: the optimizer "
+                             "leaves them alone, but trainable=False cuts no gradient, the tape still gives them one)")
     return lines
 
 
@@ -305,7 +320,7 @@ def _per_loss_note(loss: str) -> str:
 
 
 def _verify(report: Report, loss: str | None) -> Any:
-    if loss is None or len(report.losses) == 1:
+    if loss is None or len(report.losses) == 1 or report.gradient_sites:  # a step runs whole, as it trains
         return report.verify()
     from flowcheck.verify.loss import run_step
 

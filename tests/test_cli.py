@@ -295,7 +295,8 @@ def test_analyze_help_has_examples_and_exit_status(capsys: pytest.CaptureFixture
         (["analyze"], "the following arguments are required: PATH[:NAME]"),
         (["analyze", SEED, "--optimizer", "rmsprop"], "argument --optimizer: invalid choice: 'rmsprop'"),
         (["analyze", SEED, "--learning-rate", "-1"], "argument --learning-rate: must be a positive number, not -1"),
-        (["analyze", SEED, "--seed", "x"], "argument --seed: invalid int value: 'x'"),
+        (["analyze", SEED, "--seed", "x"], "argument --seed: not an integer: 'x'"),
+        (["analyze", SEED, "--seed", "-3"], "argument --seed: must be a non-negative integer, not -3"),  # was NumPy's traceback
     ],
 )
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
@@ -429,8 +430,8 @@ def test_target_not_callable(capsys: pytest.CaptureFixture[str], tmp_path: Path)
     assert code == 2
     assert error_line(err) == (
         f"flowcheck: error: InvalidTargetError: learning_rate in {path} is a float, not callable: the target must "
-        "be a tf.function, a function returning the loss, a compiled Keras model, or a zero-argument function "
-        "returning one"
+        "be a tf.function, a function returning the loss, a compiled Keras model (an instance), or a zero-argument "
+        "function returning one"
     )
 
 
@@ -489,7 +490,7 @@ def test_inputs_of_the_wrong_shape_show_the_users_line(capsys: pytest.CaptureFix
         ("tf.matmul(x, w)\n    return None", "LossError: loss_fn returned None; return the loss tensor"),
         ('return tf.constant("loss")', "LossError: loss_fn returned a string tensor: a loss must be floating-point to have a gradient"),
         ("return tf.cast(tf.reduce_sum(x @ w), tf.int32)",
-         "LossError: loss_fn returned a int32 tensor: a loss must be floating-point to have a gradient"),
+         "LossError: loss_fn returned an int32 tensor: a loss must be floating-point to have a gradient"),
     ],
     ids=["none", "string", "integer"],
 )
@@ -576,7 +577,7 @@ def test_a_factory_returning_the_wrong_shape_of_thing(capsys: pytest.CaptureFixt
     code, _, err = run(capsys, f"{path}:build")
     assert code == 2
     assert error_line(err) == (
-        "flowcheck: error: InvalidTargetError: build() returned a EagerTensor as its inputs: return target, "
+        "flowcheck: error: InvalidTargetError: build() returned an EagerTensor as its inputs: return target, "
         "(target, args) or (target, args, kwargs), with args a tuple and kwargs a dict (one input x: return "
         "loss_fn, (x,))"
     )
@@ -600,7 +601,7 @@ def test_a_keras_model_without_known_shapes_needs_example_inputs(capsys: pytest.
     code, _, err = run(capsys, path)
     assert code == 2
     assert error_line(err) == (
-        f"flowcheck: error: Keras model net has no known input shape (a subclassed model?): define "
+        f"flowcheck: error: Keras model 'net' has no known input shape (a subclassed model?): define "
         f"example_inputs = (x, y) in {path}"
     )
 
@@ -669,6 +670,21 @@ def test_a_keras_model_gets_random_inputs_and_labels_for_its_loss(capsys: pytest
     assert "  ok    receives *: net/hidden/kernel, net/hidden/bias, net/out/kernel, net/out/bias" in out.splitlines()
 
 
+def test_optimizer_flags_a_training_step_does_not_use_are_said_unused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = write(tmp_path, """
+        import keras
+
+        model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3, name="out")], name="net")
+        model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    """, header=False)
+    code, out, _ = run(capsys, path, "--optimizer", "adam", "--learning-rate", "0.5", "--json")
+    data = json.loads(out)
+    # Verified with the step's own SGD, as fit trains: the flags were silently ignored.
+    assert code == 0 and data["verification"]["optimizer"].startswith("the step's own SGD")
+    assert data["notes"][-1] == ("--optimizer and --learning-rate not used: a training step is verified with its own "
+                                 "optimizer, as it trains")
+
+
 def test_a_factory_returns_the_target_and_its_inputs(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     path = write(tmp_path, """
         def build():
@@ -700,6 +716,77 @@ def test_a_zero_argument_loss_function_is_analyzed_itself(capsys: pytest.Capture
     data = json.loads(out)
     assert data["target"]["inputs"] == "no inputs (it takes none)"
     assert data["variables"][0]["verdict"] == "receives"
+
+
+def test_a_callable_object_is_named_as_its_user_wrote_it_and_judged_as_called(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, """
+        class QuantizedLoss:
+            def __init__(self):
+                self.w = tf.Variable(tf.ones((2, 2)), name="qw")
+                self.b = tf.Variable(tf.zeros((2,)), name="qb")
+
+            def __call__(self, x):
+                return tf.reduce_sum(tf.round(x @ self.w) + self.b)
+
+        loss_obj = QuantizedLoss()
+        loss_obj_inputs = (x,)
+    """)
+    code, out, _ = run(capsys, "model.py:loss_obj", "-o", "report.json")
+    import runpy
+
+    user = runpy.run_path(str(tmp_path / "model.py"))  # the same code, for the tape's answer
+    document = json.loads((tmp_path / "report.json").read_text())
+    loss_obj = user["loss_obj"]
+    truth = tape_receives(loss_obj, user["loss_obj_inputs"], [loss_obj.w, loss_obj.b])
+    assert code == 0 and {v["name"]: v["verdict"] == "receives" for v in document["variables"]} == truth
+    assert {c["name"]: c["gradient"] != "none" for c in document["verification"]["variables"]} == truth
+    # The report named it 'function' (tf.function's name for an object) and called it a plain function.
+    assert document["target"]["name"] == "QuantizedLoss" and document["target"]["kind"] == "callable"
+    assert out.splitlines()[0] == "flowcheck: QuantizedLoss (callable) in model.py"
+    assert document["notes"][0].startswith("QuantizedLoss is a callable object (its class defines __call__): judged as you call it")
+    assert out.splitlines()[-1] == "wrote report.json"  # the JSON file is said, as the drawings are
+
+
+def test_a_class_named_as_the_target_is_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = write(tmp_path, """
+        import keras
+
+        class Net(keras.Model):
+            def call(self, x):
+                return x
+
+        example_inputs = (x,)
+    """)
+    code, _, err = run(capsys, f"{path}:Net")
+    assert code == 2
+    assert error_line(err) == (  # it was called with the inputs: "Net() cannot take the example inputs"
+        f"flowcheck: error: InvalidTargetError: Net in {path} is a class: the target must be a tf.function, a "
+        "function returning the loss, a compiled Keras model (an instance), or a zero-argument function returning one"
+    )
+
+
+def test_an_uncompiled_model_beside_a_loss_function_points_at_the_function(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = write(tmp_path, """
+        import keras
+
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+
+        def loss_fn(x):
+            return tf.reduce_mean(model(x) ** 2)
+
+        example_inputs = (x,)
+    """)
+    code, _, err = run(capsys, path)
+    assert code == 2
+    assert error_line(err) == (
+        f"flowcheck: error: the Keras model in {path} (model) is not compiled, so there is no training step to "
+        f"analyze: name the function returning the loss ({path}:NAME; its functions: loss_fn) or compile the model"
+    )
 
 
 def test_the_users_module_leaves_no_trace_between_analyses(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

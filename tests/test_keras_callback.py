@@ -204,6 +204,16 @@ def test_bad_options_are_refused() -> None:
         GradientFlowCheck(on_blocked="ignore")
     with pytest.raises(flowcheck.UsageError, match="sample must be"):
         GradientFlowCheck(sample=np.zeros(3))
+    # Refused when made: a wrong report_path stopped fit only after the analysis, inside fit.
+    for options, message in [
+        ({"report_path": "flow.png"}, "report_path 'flow.png' must end in one of .svg, .html, .dot, .me.json"),
+        ({"report_path": 5}, "report_path must be a path (str or pathlib.Path), not int"),
+        ({"snapshot": 3}, "snapshot must be a path (str or pathlib.Path), not int"),
+        ({"verify": "yes"}, "verify must be True or False, not 'yes'"),
+    ]:
+        with pytest.raises(flowcheck.UsageError) as caught:
+            GradientFlowCheck(**options)
+        assert str(caught.value) == message
 
 
 @pytest.mark.dot
@@ -215,3 +225,219 @@ def test_report_path_saves_the_report(tmp_path: Any) -> None:
     assert path.read_text().lstrip().lower().startswith("<!doctype html")
     message = str(next(w.message for w in caught if issubclass(w.category, GradientFlowWarning)))
     assert f"report: {path}" in message
+
+
+class NoisyStep(keras.Model):
+    """A subclassed model whose train_step draws noise from its own tf.random.Generator."""
+
+    def __init__(self) -> None:
+        super().__init__(name="noisy")
+        self.body = keras.Sequential(
+            [keras.layers.Dense(8, activation="relu"), keras.layers.BatchNormalization(), keras.layers.Dropout(0.5)],
+            name="body",
+        )
+        self.out = keras.layers.Dense(3, name="out")
+        self.noise = tf.random.Generator.from_seed(1)
+
+    def call(self, x: Any, training: bool = False) -> Any:
+        return self.out(self.body(x, training=training))
+
+    def train_step(self, data: Any) -> Any:
+        x, y = data
+        with tf.GradientTape() as tape:
+            pred = self(x + self.noise.normal(tf.shape(x)) * 0.01, training=True)
+            loss = self.compute_loss(x=x, y=y, y_pred=pred)
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, self.trainable_variables), self.trainable_variables))
+        for metric in self.metrics:
+            metric.update_state(loss) if metric.name == "loss" else metric.update_state(y, pred)
+        return {m.name: m.result() for m in self.metrics}
+
+
+def _regularizing_model(kind: str) -> keras.Model:
+    """A classifier with BatchNormalization, Dropout, Adam and a metric, as users train them."""
+    keras.utils.set_random_seed(0)
+    if kind == "mixed":
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    model: keras.Model = NoisyStep() if kind == "train_step" else keras.Sequential([
+        keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.BatchNormalization(),
+        keras.layers.Dropout(0.5), keras.layers.Dense(3), keras.layers.Activation("linear", dtype="float32"),
+    ])
+    model.build((None, 4))
+
+    def custom_loss(y_true: Any, y_pred: Any) -> Any:
+        return tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True))
+
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=custom_loss, metrics=["accuracy"],
+                  run_eagerly=kind == "run_eagerly")
+    return model
+
+
+def _training_data(kind: str, x: np.ndarray, y: np.ndarray) -> tuple[Any, ...]:
+    if kind == "shuffled dataset":
+        return (tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x)).batch(8),)
+    if kind == "seeded shuffle":
+        return (tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=3).batch(8),)
+    if kind == "PyDataset":
+        class Augmented(keras.utils.PyDataset):  # type: ignore[misc]
+            def __len__(self) -> int:
+                return len(x) // 8
+
+            def __getitem__(self, i: int) -> Any:
+                jitter = np.random.normal(size=(8, 4)).astype("float32")  # the global NumPy generator
+                return x[i * 8:(i + 1) * 8] + jitter, y[i * 8:(i + 1) * 8]
+
+        return (Augmented(),)
+    return x, y
+
+
+def _fit_state(model_kind: str, data_kind: str, callbacks: list[Any]) -> dict[str, Any]:
+    """Everything two epochs of fit leave behind, and what the user's random generators draw next."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(32, 4)).astype("float32"), rng.integers(0, 3, size=(32,))
+    try:
+        model = _regularizing_model(model_kind)
+        tf.random.get_global_generator().reset_from_seed(5)
+        extra = {"batch_size": 8, "shuffle": True} if len(data := _training_data(data_kind, x, y)) == 2 else {}
+        history = model.fit(*data, epochs=2, verbose=0, callbacks=callbacks, **extra).history
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    state = {
+        "history": history, "iterations": int(model.optimizer.iterations.numpy()),
+        "weights": [w.numpy() for w in model.weights],  # BatchNormalization's moving statistics among them
+        "optimizer": [v.numpy() for v in model.optimizer.variables],
+        "metrics": [v.numpy() for m in model.metrics for v in m.variables],
+        "global generator": tf.random.get_global_generator().state.numpy(),
+        "next draws": [tf.random.uniform((2,)).numpy(), keras.random.uniform((2,)).numpy(), np.random.random()],
+    }
+    if isinstance(model, NoisyStep):
+        state["own generator"] = model.noise.state.numpy()
+    return state
+
+
+def _assert_same(without: dict[str, Any], with_check: dict[str, Any]) -> None:
+    assert without["history"] == with_check["history"]
+    for key in without.keys() - {"history"}:
+        a, b = without[key], with_check[key]
+        pairs = list(zip(a, b)) if isinstance(a, list) else [(a, b)]
+        assert (len(a) if isinstance(a, list) else 1) == (len(b) if isinstance(b, list) else 1), key
+        assert all(np.array_equal(p, q) for p, q in pairs), key
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("data_kind", ["shuffled dataset", "seeded shuffle", "PyDataset"])
+def test_taking_the_sample_leaves_the_order_and_augmentation_of_fit_as_they_were(data_kind: str) -> None:
+    # Iterating a shuffled dataset once more for the sample took the next seeds of its shuffle (every
+    # epoch of fit came in another order); a PyDataset drew its augmentation from NumPy's generator.
+    without = _fit_state("sequential", data_kind, [])
+    check = GradientFlowCheck()
+    _assert_same(without, _fit_state("sequential", data_kind, [check]))
+    assert check.report is not None and check.report.gradient_sites
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_kind", ["train_step", "run_eagerly", "mixed"])
+def test_fit_with_the_callback_and_its_real_step_trains_exactly_as_without(model_kind: str) -> None:
+    without = _fit_state(model_kind, "arrays", [])
+    check = GradientFlowCheck(verify=True)
+    _assert_same(without, _fit_state(model_kind, "arrays", [check]))
+    assert check.report is not None and check.report.verification is not None
+    assert check.report.verification.agrees and not check.problems
+
+
+class AddedLoss(keras.Model):
+    """A model compiled with an optimizer alone: its loss comes from add_loss, as in a VAE."""
+
+    def __init__(self) -> None:
+        super().__init__(name="added")
+        self.enc = keras.layers.Dense(3, name="enc")
+        self.dec = keras.layers.Dense(4, name="dec")
+        self.probe = keras.layers.Dense(4, name="probe")
+
+    def call(self, x: Any, training: bool = False) -> Any:
+        rec = self.dec(self.enc(x)) + tf.stop_gradient(self.probe(x))
+        self.add_loss(tf.reduce_mean((rec - x) ** 2))
+        return rec
+
+
+class OwnComputeLoss(Classifier):
+    """A model compiled without a loss that overrides compute_loss."""
+
+    def compute_loss(self, x: Any = None, y: Any = None, y_pred: Any = None, sample_weight: Any = None,
+                     training: bool = True) -> Any:
+        return tf.reduce_mean((y_pred - y) ** 2)
+
+
+@pytest.mark.parametrize("kind", ["add_loss", "compute_loss"])
+def test_a_model_compiled_without_a_loss_whose_loss_is_its_own_is_analyzed(kind: str) -> None:
+    # "not compiled with a loss" stopped a fit that trains: add_loss and compute_loss give it a loss.
+    keras.utils.set_random_seed(0)
+    model: keras.Model = AddedLoss() if kind == "add_loss" else OwnComputeLoss(detach_head=True, freeze=False)
+    model.build((None, 4))
+    model.compile(optimizer="sgd")
+    x, y = data()
+    with tf.GradientTape() as tape:  # the truth: the loss fit differentiates, as Keras's train_step computes it
+        loss = model.compute_loss(x=x, y=y, y_pred=model(x, training=True), training=True)
+    cut = sorted(w.path for w, g in zip(model.trainable_weights, tape.gradient(loss, model.trainable_weights)) if g is None)
+    assert cut  # each model has a weight cut off by a stop_gradient
+    check = GradientFlowCheck(verify=True)
+    fit_quietly(model, *((x,) if kind == "add_loss" else (x, y)), epochs=1, batch_size=8, callbacks=[check])
+    assert sorted(r.name for r in check.problems) == cut
+    assert check.report is not None and check.report.verification is not None and check.report.verification.agrees
+
+
+def test_a_model_compiled_with_no_loss_at_all_is_one_clear_error() -> None:
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)], name="lossless")
+    model.compile(optimizer="sgd")
+    x, y = data()
+    with pytest.raises(flowcheck.InvalidTargetError) as caught:
+        fit_quietly(model, x, y, epochs=1, callbacks=[GradientFlowCheck()])
+    assert str(caught.value) == ("Keras model 'lossless' is not compiled with a loss and adds none (add_loss): call "
+                                 "model.compile(optimizer=..., loss=...) first, or pass a function returning the loss")
+
+
+def test_a_fit_stopped_by_an_exception_leaves_keras_warning_shown_in_later_fits() -> None:
+    # Keras calls on_train_end only when fit returns: the filter hiding its warning stayed for good.
+    class Stop(keras.callbacks.Callback):  # type: ignore[misc]
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            raise RuntimeError("stopped by the user")
+
+    model = compiled(use_skip=False)
+    x, y = data()
+    keras_text = "Gradients do not exist for variables ['classifier/skip/kernel'] when minimizing the loss."
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GradientFlowWarning)
+        with pytest.raises(RuntimeError, match="stopped by the user"):
+            model.fit(x, y, epochs=1, batch_size=8, verbose=0, callbacks=[GradientFlowCheck(), Stop()])
+        hiding = [f for f in warnings.filters if f[0] == "ignore" and f[1] is not None and f[1].match(keras_text)]
+    assert hiding == []
+
+
+@pytest.mark.parametrize("kind", ["shuffle", "seeded, a batch larger than the rows sampled", "random", "zip",
+                                  "ragged, sparse and string components"])
+def test_a_sample_element_leaves_every_later_epoch_of_the_dataset_as_it_was(kind: str) -> None:
+    from flowcheck._datasets import first_element
+
+    def make() -> tf.data.Dataset:
+        tf.random.set_seed(4)
+        rows = tf.data.Dataset.from_tensor_slices((np.arange(3000.0), np.arange(3000)))
+        if kind == "shuffle":
+            return rows.shuffle(3000).batch(500)
+        if kind == "random":
+            return tf.data.Dataset.random(rerandomize_each_iteration=True).take(6).batch(3)
+        if kind == "zip":
+            return tf.data.Dataset.zip((rows.shuffle(100), rows.shuffle(50))).batch(1000)
+        if kind.startswith("ragged"):  # components the copy cannot cut (it crashed on the ragged one)
+            ragged = tf.ragged.constant([[1, 2], [3], [4, 5, 6]] * 400)  # 1200 rows: more than the copy keeps
+            sparse = tf.sparse.from_dense(tf.eye(1200))
+            words = tf.constant([b"a", b"b", b"c"] * 400)
+            return tf.data.Dataset.from_tensor_slices((ragged, sparse, words)).shuffle(1200).batch(300).map(
+                lambda r, s, w: (r.to_tensor(), tf.sparse.to_dense(s), w))
+        return rows.shuffle(3000, seed=1).batch(2000, drop_remainder=True)
+
+    def epochs(dataset: tf.data.Dataset) -> list[Any]:
+        return [[tf.nest.map_structure(lambda t: t.numpy().tolist(), b) for b in dataset] for _ in range(2)]
+
+    untouched, sampled = epochs(make()), make()
+    element = first_element(sampled)
+    assert tf.nest.map_structure(lambda t: t.shape, element) == tf.nest.map_structure(lambda t: t.shape, next(iter(make())))
+    assert epochs(sampled) == untouched

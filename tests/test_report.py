@@ -85,6 +85,13 @@ def test_unknown_optimizer_name_is_a_clear_error() -> None:
     report = flowcheck.analyze(loss, x)
     with pytest.raises(flowcheck.VerificationError, match="unknown optimizer 'rmsprop'.*sgd, adam"):
         report.verify(optimizer="rmsprop")
+    # A learning rate Keras refuses was its own ValueError; a negative one stepped uphill.
+    for rate in ("0.1", -1.0, float("nan"), True):
+        with pytest.raises(flowcheck.VerificationError) as caught:
+            report.verify(learning_rate=rate)  # type: ignore[arg-type]
+        assert str(caught.value) == f"learning_rate must be a positive number, not {rate!r}"
+    with pytest.raises(flowcheck.UsageError, match="^path must be a str or pathlib.Path, not int$"):
+        report.save(5)  # type: ignore[arg-type]
 
 
 def test_non_finite_loss_is_reported_not_raised() -> None:

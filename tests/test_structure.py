@@ -88,3 +88,14 @@ def test_importing_flowcheck_does_not_import_tensorflow() -> None:
     code = "import sys, flowcheck; print('tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "False"
+
+
+def test_every_module_compiles_without_a_warning() -> None:
+    # An invalid escape ('/\s+/' in the HTML report's script) warns once, when the module is first
+    # compiled: in a user's suite run with -W error (or on Python 3.12's SyntaxWarning) that fails.
+    import warnings
+
+    for path in _modules().values():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            compile(path.read_text(encoding="utf-8"), str(path), "exec")  # raises on any warning

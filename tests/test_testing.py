@@ -17,7 +17,7 @@ import tensorflow as tf
 
 import flowcheck
 from flowcheck.testing import GradientFlowAssertionError, _verify
-from truth import line_of
+from truth import line_of, watched_truth
 
 HERE = os.path.basename(__file__)
 bce = keras.losses.BinaryCrossentropy(from_logits=True)
@@ -331,3 +331,132 @@ def test_a_real_step_that_cannot_run_raises() -> None:
     with pytest.raises(flowcheck.VerificationError, match="the real step failed"):
         flowcheck.assert_gradient_flow(loss, receives=v)
     np.testing.assert_array_equal(v.numpy(), [1.0, 2.0])
+
+
+# --- users' own suites: a frozen backbone, a straight-through estimator, usage errors -------
+
+
+def test_a_frozen_backbone_expected_blocked_is_told_that_trainable_false_cuts_no_gradient() -> None:
+    model, x, _ = classifier(detach_head=False)
+    frozen = model.backbone.weights  # kernels, BatchNormalization's gamma/beta and moving statistics
+
+    @tf.function
+    def transfer_loss(x: Any) -> Any:
+        return tf.reduce_mean(model(x) ** 2)
+
+    truth = dict(zip((_name(v) for v in frozen), watched_truth(transfer_loss.python_function, frozen, x)))
+    assert all(truth.values())  # the tape watching them gives each a gradient
+    with pytest.raises(GradientFlowAssertionError) as info:
+        flowcheck.assert_gradient_flow(transfer_loss, x, blocked="classifier/backbone/*", verify=False)
+    message = str(info.value)
+    assert f"{len(frozen)} variables differ" in message and "expected blocked, found receives:" in message
+    assert sorted(line.strip() for line in message.splitlines() if "/backbone/" in line) == sorted(truth)
+    assert ("(all of them not trainable: the optimizer leaves them alone, but trainable=False cuts no gradient, "
+            "the tape still gives them one)") in message
+
+
+def test_a_straight_through_estimator_trains_and_a_bare_round_does_not() -> None:
+    w = tf.Variable(tf.random.normal((3, 2), seed=1), name="codebook")
+    x = tf.random.normal((4, 3), seed=2)
+
+    def straight_through(x: Any) -> Any:  # a plain function: judged as called, eagerly
+        z = x @ w
+        return tf.reduce_sum((z + tf.stop_gradient(tf.round(z) - z)) ** 2)
+
+    def rounded(x: Any) -> Any:
+        return tf.reduce_sum(tf.round(x @ w) ** 2)
+
+    assert tape_receives(straight_through, [x], [w]) == {"codebook": True}
+    flowcheck.assert_gradient_flow(straight_through, x, receives=w)
+    assert tape_receives(rounded, [x], [w]) == {"codebook": False}
+    with pytest.raises(GradientFlowAssertionError) as info:
+        flowcheck.assert_gradient_flow(rounded, x, receives=w)
+    assert f"{HERE}:{line_of(rounded, 'tf.round(')}: Round 'Round'" in str(info.value)
+
+
+def test_arguments_of_the_wrong_kind_are_one_usage_error() -> None:
+    td_loss, online, *_, s = dqn()
+    model, x, y = classifier(detach_head=False)
+    for kwargs, message in [
+        ({"receives": model.head}, "receives= takes variables, names or glob patterns, not Dense 'head': for all its "
+                                   "weights pass receives=head.weights or its name's pattern"),
+        ({"blocked": {"online/kernel": online}}, "blocked= takes a variable, a name, a glob pattern or an iterable of "
+                                                 "those, not dict"),
+        ({"receives": "*", "verify": "no"}, "verify must be True or False, not 'no'"),  # "no" verified
+    ]:
+        with pytest.raises(flowcheck.UsageError) as info:
+            flowcheck.assert_gradient_flow(td_loss, s, **kwargs)
+        assert str(info.value) == message
+    # Inputs that do not fit: said before tracing (it was a TraceError chained to two TypeErrors).
+    with pytest.raises(flowcheck.UsageError) as missing:
+        flowcheck.assert_gradient_flow(td_loss, receives="*")
+    assert str(missing.value) == "td_loss(s) cannot take the 0 positional inputs: missing a required argument: 's'"
+    assert missing.value.__cause__ is None and missing.value.__suppress_context__  # one message, no chain
+    with pytest.raises(flowcheck.UsageError, match=r"^the Keras model 'classifier' is analyzed on a batch: pass its inputs, \(model, x, y\)$"):
+        flowcheck.assert_gradient_flow(model, receives="all-trainable")
+
+
+@pytest.mark.slow
+def test_a_per_loss_contract_on_a_training_step_verifies_the_step_as_it_trains() -> None:
+    generator, discriminator, real, z = gan()
+    g_opt, d_opt = keras.optimizers.SGD(0.1), keras.optimizers.SGD(0.1)
+
+    @tf.function
+    def gan_step(real: Any, z: Any) -> Any:
+        with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
+            fake = generator(z, training=True)
+            d_real, d_fake = discriminator(real, training=True), discriminator(tf.stop_gradient(fake), training=True)
+            d_loss = bce(tf.ones_like(d_real), d_real) + bce(tf.zeros_like(d_fake), d_fake)
+            g_logits = discriminator(fake, training=True)
+            g_loss = bce(tf.ones_like(g_logits), g_logits)
+        d_opt.apply_gradients(zip(d_tape.gradient(d_loss, discriminator.trainable_variables),
+                                  discriminator.trainable_variables))
+        g_opt.apply_gradients(zip(g_tape.gradient(g_loss, generator.trainable_variables), generator.trainable_variables))
+        return {"d_loss": d_loss, "g_loss": g_loss}
+
+    truth = tape_receives(lambda r, n: _d_loss(generator, discriminator, r, n), [real, z],
+                          generator.weights + discriminator.weights)
+    before = [w.numpy() for w in generator.weights + discriminator.weights]
+    # The step's own run, not a copy returning d_loss alone (which ran the step's updates in a new trace).
+    report = flowcheck.assert_gradient_flow(gan_step, real, z, loss="d_loss", receives="discriminator/*",
+                                            blocked="generator/*")
+    assert {r.name: r.per_loss["d_loss"] is flowcheck.Verdict.RECEIVES for r in report.variables} == truth
+    assert report.verification is not None and report.verification.agrees
+    assert all(np.array_equal(b, w.numpy()) for b, w in zip(before, generator.weights + discriminator.weights))
+    assert int(d_opt.iterations.numpy()) == int(g_opt.iterations.numpy()) == 0
+
+
+def _d_loss(generator: keras.Model, discriminator: keras.Model, real: Any, z: Any) -> Any:
+    fake = generator(z, training=True)
+    d_real, d_fake = discriminator(real, training=True), discriminator(tf.stop_gradient(fake), training=True)
+    return bce(tf.ones_like(d_real), d_real) + bce(tf.zeros_like(d_fake), d_fake)
+
+
+def test_a_decorated_loss_is_bound_by_its_wrappers_own_parameters() -> None:
+    import functools
+
+    w = tf.Variable(2.0, name="scaled")
+
+    def with_scale(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)  # names loss(scale, x); the wrapper takes x alone
+        def wrapper(*args: Any) -> Any:
+            return fn(3.0, *args)
+
+        return wrapper
+
+    @with_scale
+    def loss(scale: float, x: Any) -> Any:
+        return scale * w * x
+
+    x = tf.constant(1.0)
+    assert tape_receives(loss, [x], [w]) == {"scaled": True}
+    flowcheck.assert_gradient_flow(loss, x, receives=w)  # was UsageError: 'missing a required argument: x'
+
+
+def test_an_empty_expectation_fails_instead_of_checking_nothing() -> None:
+    td_loss, *_, s = dqn()
+    unbuilt = keras.Sequential([keras.layers.Dense(2)])
+    assert unbuilt.trainable_weights == []
+    with pytest.raises(GradientFlowAssertionError) as info:  # it passed, asserting nothing
+        flowcheck.assert_gradient_flow(td_loss, s, receives=unbuilt.trainable_weights, verify=False)
+    assert "receives= is empty: it names no variable (the weights of a model not built yet?)" in str(info.value)

@@ -71,7 +71,7 @@ def example_inputs(module: ModuleType, path: str, name: str, target: Any, seed: 
 def _required_parameters(target: Any) -> list[str]:
     function = target.python_function if is_tf_function(target) else target
     try:
-        signature = inspect.signature(function)
+        signature = inspect.signature(function, follow_wrapped=False)  # a decorator's own parameters, as _api
     except (TypeError, ValueError):
         return []
     return [
@@ -91,7 +91,7 @@ def check_arity(target: Any, name: str, args: tuple[Any, ...], kwargs: dict[str,
         return
     function = target.python_function if is_tf_function(target) else target
     try:
-        signature = inspect.signature(function)
+        signature = inspect.signature(function, follow_wrapped=False)  # a decorator's own parameters, as _api
     except (TypeError, ValueError):
         return
     try:
@@ -126,7 +126,7 @@ def _keras_inputs(model: Any, name: str, path: str, rng: Any) -> Any:
             structure = structure[0]
     if structure is None or (isinstance(structure, (list, tuple, dict)) and not structure):
         raise TargetLoadError(
-            f"Keras model {name} has no known input shape (a subclassed model?): define "
+            f"Keras model {name!r} has no known input shape (a subclassed model?): define "
             f"example_inputs = (x, y) in {path}"
         )
     return keras.tree.map_structure(lambda t: _random(list(t.shape), t.dtype, rng, name), structure)

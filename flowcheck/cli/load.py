@@ -40,6 +40,7 @@ from types import ModuleType
 from typing import Any
 
 from flowcheck.cli.inputs import check_arity, example_inputs, is_keras_model, is_tf_function
+from flowcheck._phrases import a_or_an
 from flowcheck.errors import InvalidTargetError, TargetLoadError
 from flowcheck.source.files import check_file, read_python
 from flowcheck.source.lines import SourceLine, user_frame
@@ -156,10 +157,11 @@ def find_target(module: ModuleType, path: str, name: str | None, seed: int) -> L
     """
     target, name, chosen_by = _choose(module, path, name)
     optimizer = _module_optimizer(module, path)
-    if not callable(target):
+    if not callable(target) or inspect.isclass(target):
+        what = "a class" if inspect.isclass(target) else f"{a_or_an(type(target).__name__)}, not callable"
         raise InvalidTargetError(
-            f"{name} in {path} is a {type(target).__name__}, not callable: the target must be a tf.function, "
-            "a function returning the loss, a compiled Keras model, or a zero-argument function returning one"
+            f"{name} in {path} is {what}: the target must be a tf.function, a function returning the loss, "
+            "a compiled Keras model (an instance), or a zero-argument function returning one"
         )
     args: tuple[Any, ...] | None = None
     kwargs: dict[str, Any] = {}
@@ -191,12 +193,20 @@ def _choose(module: ModuleType, path: str, name: str | None) -> tuple[Any, str, 
         return target, name, f"{name}, the module's flowcheck_target"
     found = _candidates(module)
     functions_found = [c for c in found if c[1] == "tf.function"]
-    compiled = [c for c in found if c[1] == "Keras model" and getattr(getattr(module, c[0]), "loss", None) is not None]
+    # Compiled: with a loss, or with an optimizer alone (its loss added by add_loss or compute_loss).
+    compiled = [c for c in found if c[1] == "Keras model" and getattr(getattr(module, c[0]), "compiled", False)]
     if functions_found:
         found = functions_found  # the models are most likely what the function trains
     elif compiled:
         # An uncompiled model (a backbone) has no training step of its own.
         found = [(n, "compiled Keras model") for n, _ in compiled]
+    elif found and (functions := _functions(module)):
+        # Uncompiled models only: what trains them is most likely one of the file's functions.
+        raise TargetLoadError(
+            f"the Keras model{'s' if len(found) > 1 else ''} in {path} ({', '.join(n for n, _ in found)}) "
+            f"{'are' if len(found) > 1 else 'is'} not compiled, so there is no training step to analyze: name the "
+            f"function returning the loss ({path}:NAME; its functions: {', '.join(functions)}) or compile the model"
+        )
     if not found:
         functions = _functions(module)
         hint = f"; its functions: {', '.join(functions)}" if functions else ""
@@ -276,8 +286,8 @@ def _unpack_factory(produced: Any, name: str) -> tuple[Any, tuple[Any, ...] | No
     if callable(produced):
         return produced, None, {}
     if not isinstance(produced, tuple) or not 1 <= len(produced) <= 3 or not callable(produced[0]):
-        got = type(produced).__name__ if not isinstance(produced, tuple) else (
-            f"a tuple of {len(produced)} starting with a {type(produced[0]).__name__}" if produced else "an empty tuple"
+        got = a_or_an(type(produced).__name__) if not isinstance(produced, tuple) else (
+            f"a tuple of {len(produced)} starting with {a_or_an(type(produced[0]).__name__)}" if produced else "an empty tuple"
         )
         raise InvalidTargetError(f"{name}() takes no argument, so it is read as a factory, but it returned {got}: {expected}")
     target = produced[0]
@@ -286,12 +296,12 @@ def _unpack_factory(produced: Any, name: str) -> tuple[Any, tuple[Any, ...] | No
     args = produced[1]
     if not isinstance(args, (tuple, list)):
         raise InvalidTargetError(
-            f"{name}() returned a {type(args).__name__} as its inputs: {expected} "
+            f"{name}() returned {a_or_an(type(args).__name__)} as its inputs: {expected} "
             f"(one input x: return {_display_name(target)}, (x,))"
         )
     kwargs = produced[2] if len(produced) == 3 else {}
     if not isinstance(kwargs, dict):
-        raise InvalidTargetError(f"{name}() returned a {type(kwargs).__name__} as keyword inputs: {expected}")
+        raise InvalidTargetError(f"{name}() returned {a_or_an(type(kwargs).__name__)} as keyword inputs: {expected}")
     return target, tuple(args), dict(kwargs)
 
 

@@ -161,11 +161,11 @@ def _common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", action="append", default=[], metavar="FILE",
                    help="write the report to FILE (.svg, .html, .dot, .json, or .me.json for Model Explorer); "
                    "repeatable; drawn after the summary, which a failed drawing never loses")
-    p.add_argument("--json", action="store_true", help="print a machine-readable report (schema_version 1) instead")
+    p.add_argument("--json", action="store_true", help="print a machine-readable report (schema_version 2) instead")
     p.add_argument("--no-verify", action="store_true", help="skip the real optimizer step")
     p.add_argument("--optimizer", choices=("sgd", "adam"), help="optimizer of the real step (default: sgd)")
     p.add_argument("--learning-rate", type=_positive_float, metavar="LR", help="its learning rate")
-    p.add_argument("--seed", type=int, default=0, help="seed of random example inputs (default: 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of random example inputs (default: 0)")
     p.add_argument("--expect-receives", action="append", default=[], metavar="PATTERN",
                    help="fail unless every variable matching this glob receives a gradient; repeatable")
     p.add_argument("--expect-blocked", action="append", default=[], metavar="PATTERN",
@@ -184,6 +184,17 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return value
+
+
+def _seed(text: str) -> int:
+    """A seed NumPy takes: a non-negative integer (a negative one made ``default_rng`` raise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, not {text}")
     return value
 
 
@@ -221,6 +232,7 @@ def _analyze(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 progress.step("verifying with one real optimizer step")
                 optimizer, learning_rate = _optimizer(ns, loaded.optimizer)
                 verification = report.verify(optimizer=optimizer, learning_rate=learning_rate)
+                report.notes += _unused_optimizer_note(ns, report)
             snapshot_check = _snapshot_cli.record(ns, report, err)
     code = _summary(ns, report, verification, (loaded, path, snapshot_check, owners), out)
     # Drawing comes after the summary and the JSON: a drawing that fails or takes too long loses nothing.
@@ -252,7 +264,8 @@ def _summary(ns: argparse.Namespace, report: Report, verification: Any, found: t
     if snapshot_check is not None:  # --check: the comparison is the output
         reasons = failures(report, verification, run, pinned=True)
         return _snapshot_cli.check_output(snapshot_check, report.target, ns.check, reasons, out)
-    for output in (o for o in ns.output if is_json_report(o)):
+    written = [o for o in ns.output if is_json_report(o)]
+    for output in written:
         write_json(output, to_json(report, verification, run))
     if ns.json:
         out.write(json.dumps(to_json(report, verification, run), indent=2, allow_nan=False) + "\n")
@@ -262,6 +275,8 @@ def _summary(ns: argparse.Namespace, report: Report, verification: Any, found: t
         Console(file=out, highlight=False).print(format_rich(report, verification, run), end="", soft_wrap=True)
     else:
         out.write(format_summary(report, verification, run))
+    if written and not ns.json:  # as the drawings after it say theirs, and as ``run`` does
+        out.write(f"wrote {', '.join(written)}\n")
     out.flush()
     return 1 if failures(report, verification, run) else 0
 
@@ -293,6 +308,15 @@ def _optimizer(ns: argparse.Namespace, from_module: tuple[Any, float | None] | N
         return ns.optimizer, ns.learning_rate
     optimizer, learning_rate = from_module or (None, None)
     return optimizer, ns.learning_rate if ns.learning_rate is not None else learning_rate
+
+
+def _unused_optimizer_note(ns: argparse.Namespace, report: Report) -> tuple[str, ...]:
+    """A training step is verified with its own optimizer: the flags that asked for another are said unused."""
+    given = [flag for flag, value in (("--optimizer", ns.optimizer), ("--learning-rate", ns.learning_rate))
+             if value is not None]
+    if not report.gradient_sites or not given:
+        return ()
+    return (f"{' and '.join(given)} not used: a training step is verified with its own optimizer, as it trains",)
 
 
 def _expectations(

@@ -68,7 +68,7 @@ var root=document.getElementById(%(root)s);if(!root)return;
 var box=root.querySelector('.fc-diagram'),svg=box&&box.querySelector('svg');
 var vb=null,full=null;
 if(svg){
- function parse(a){var v=svg.getAttribute(a);if(!v)return null;var p=v.trim().split(/\s+/).map(Number);
+ function parse(a){var v=svg.getAttribute(a);if(!v)return null;var p=v.trim().split(/\\s+/).map(Number);
   return {x:p[0],y:p[1],w:p[2],h:p[3]};}
  var b=svg.viewBox.baseVal;full=parse('data-full-viewbox')||{x:b.x,y:b.y,w:b.width,h:b.height};
  var focus=parse('data-focus-viewbox');

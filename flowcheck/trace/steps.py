@@ -113,14 +113,29 @@ def keras_train_step(model: Any) -> Any:
 def keras_step(model: Any, notes: list[str]) -> Any:
     """What ``fit`` runs for a compiled model: its ``train_step`` (Keras's own or an override)."""
     overrides = _overrides(model)
-    if not overrides and getattr(model, "loss", None) is None:
+    if not getattr(model, "compiled", True):
         raise InvalidTargetError(
-            f"Keras model {model.name!r} is not compiled with a loss: call "
+            f"Keras model {model.name!r} is not compiled: call "
             "model.compile(optimizer=..., loss=...) first, or pass a function returning the loss"
         )
     which = "its own train_step override" if overrides else "Keras's train_step (compiled loss, training=True)"
     notes.append(f"Keras model {model.name!r}: analyzing what fit runs, {which}")
     return keras_train_step(model)
+
+
+def no_loss(model: Any, exc: BaseException | None) -> InvalidTargetError | None:
+    """The error to raise when tracing ``model``'s train_step failed because it has no loss to compute.
+
+    ``Trainer.compute_loss`` (keras/src/trainers/trainer.py) raises it when there is no compiled
+    loss, no ``add_loss`` and no override: known only once the model has run, as ``add_loss`` is
+    called inside ``call`` (a VAE compiled with an optimizer alone trains).
+    """
+    if exc is None or "No loss to compute" not in str(exc):
+        return None
+    return InvalidTargetError(
+        f"Keras model {model.name!r} is not compiled with a loss and adds none (add_loss): call "
+        "model.compile(optimizer=..., loss=...) first, or pass a function returning the loss"
+    )
 
 
 def _overrides(model: Any) -> bool:

@@ -13,6 +13,7 @@ the graph as captures or as arguments; both are mapped back to the variable obje
 
 from __future__ import annotations
 
+import inspect
 import re
 import traceback
 from collections.abc import Iterator
@@ -23,13 +24,16 @@ import tensorflow as tf
 from tensorflow.python.util import nest
 
 from flowcheck._gc import collector_paused
-from flowcheck.errors import InvalidTargetError, LossError, NoVariablesError
+from flowcheck._phrases import a_or_an
+from flowcheck.errors import InvalidTargetError, LossError, NoVariablesError, TraceError
 from flowcheck.source.lines import SourceLine, user_frame
 from flowcheck.source.positions import recording
 from flowcheck.trace import distributed as _distributed
 from flowcheck.trace.owners import is_keras_layer, owners_in, owners_of
 from flowcheck.trace.reuse import reused_recorder
-from flowcheck.trace.steps import FailedTrace, is_training_step, keras_loss_step, keras_step, site_losses, trace_recorded
+from flowcheck.trace.steps import (
+    FailedTrace, is_training_step, keras_loss_step, keras_step, no_loss, site_losses, trace_recorded,
+)
 from flowcheck.trace.traced import LossOutput, Traced, TracedVariable
 
 __all__ = [
@@ -53,7 +57,13 @@ def trace(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Traced:
         concrete: Any = function.get_concrete_function(*args, **kwargs)
         calls, applies = reused.calls_in(concrete.graph), True  # a script's step: judged at its calls (see reuse)
     else:
-        concrete, calls, applies = trace_recorded(function, fn, args, kwargs, notes, lambda exc: _trace_failure(exc, _name(fn)))
+        try:
+            concrete, calls, applies = trace_recorded(function, fn, args, kwargs, notes, lambda exc: _trace_failure(exc, _name(fn)))
+        except TraceError as exc:
+            error = no_loss(fn, exc.__cause__) if kind == "keras model" else None
+            if error is not None:
+                raise error from exc.__cause__
+            raise
     if kind == "keras model" and not calls:
         function = keras_loss_step(fn, notes)  # a model without trainable weights: its compiled loss
         with recording():  # where each op is made, read only for the barriers reported
@@ -74,13 +84,13 @@ def trace(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Traced:
             "(create the variables outside the function and use them inside)"
         )
     if kind == "callable" and step:  # judged at its gradient calls, each as the eager call answers it
-        notes[:] = [n for n in notes if not n.startswith(f"{_name(fn)} is a plain Python function")]
-        notes.insert(0, f"{_name(fn)} is a plain Python function: its gradient calls are judged as you call "
+        notes[:] = [n for n in notes if not n.startswith(_plain(fn))]
+        notes.insert(0, f"{_plain(fn)}: its gradient calls are judged as you call "
                         "it, eagerly (its graph, traced by tf.function, gives the barriers and lines)")
     python_function = fn if kind == "callable" and not step else None  # a step is run by verify, not here
     return Traced(
         function, concrete, tuple(args), dict(kwargs), kind, variables, captured, losses, notes, python_function,
-        calls=calls if step else [], step=step,
+        calls=calls if step else [], step=step, name="" if kind == "keras model" else _name(fn),
     )
 
 
@@ -112,8 +122,19 @@ def describe_variable(variable: Any) -> TracedVariable:
 
 
 def _name(fn: Any) -> str:
+    """The target as its user knows it: a function's name, a callable object's class (``tf.function``
+    of either included: its own name is ``function``)."""
+    if isinstance(fn, tf.types.experimental.PolymorphicFunction) and not hasattr(fn, "__name__"):
+        fn = fn.python_function
     name = getattr(fn, "__name__", None) or getattr(fn, "name", None) or type(fn).__name__
     return str(name)
+
+
+def _plain(fn: Any) -> str:
+    """How the note on a plain callable begins: a function, or an object whose class defines ``__call__``."""
+    if inspect.isfunction(fn) or inspect.ismethod(fn) or not hasattr(fn, "__call__"):
+        return f"{_name(fn)} is a plain Python function"
+    return f"{_name(fn)} is a callable object (its class defines __call__)"
 
 
 def _as_function(fn: Any, notes: list[str]) -> tuple[Any, str, list[Any]]:
@@ -131,7 +152,7 @@ def _as_function(fn: Any, notes: list[str]) -> tuple[Any, str, list[Any]]:
         )
     if callable(fn):
         notes.append(
-            f"{_name(fn)} is a plain Python function: judged as you call it, eagerly (its graph, traced "
+            f"{_plain(fn)}: judged as you call it, eagerly (its graph, traced "
             "by tf.function, gives the barriers and lines)"
         )
         return tf.function(fn), "callable", owners_of(fn)
@@ -183,10 +204,11 @@ def _losses(concrete: Any, name: str, notes: list[str]) -> list[LossOutput]:
     floats = [(n, t) for n, t in tensors if t.dtype.is_floating or t.dtype.is_complex]
     if not floats:
         dtypes = ", ".join(sorted({t.dtype.name for _, t in tensors}))
-        raise LossError(f"{name} returned a {dtypes} tensor: a loss must be floating-point to have a gradient")
+        raise LossError(f"{name} returned {a_or_an(dtypes)} tensor: a loss must be floating-point to have a gradient")
     skipped = [n for n, t in tensors if (n, t) not in floats]
     if skipped:
-        notes.append(f"outputs {', '.join(skipped)} are not floating-point and are not differentiated")
+        notes.append(f"outputs {', '.join(skipped)} are not floating-point and are not differentiated" if len(skipped) > 1
+                     else f"output {skipped[0]} is not floating-point and is not differentiated")
     losses = []
     for loss_name, tensor in floats:
         shape = tuple(tensor.shape.as_list()) if tensor.shape.rank is not None else ()

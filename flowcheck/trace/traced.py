@@ -72,3 +72,4 @@ class Traced:
     python_function: Any = None  # a plain callable as the user calls it (eagerly); else None
     calls: list[RecordedCall] = field(default_factory=list)  # a step's gradient calls
     step: bool = False  # judged at its gradient sites (flowcheck.trace.steps)
+    name: str = ""  # the target as its user knows it; "" for a Keras model (its step function's name)

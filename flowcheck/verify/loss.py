@@ -98,6 +98,10 @@ def make_optimizer(optimizer: Any, learning_rate: float | None) -> Any:
     """A fresh Keras optimizer: from a name, a class, or a copy of the user's instance."""
     import keras
 
+    if isinstance(learning_rate, (str, bool)) or (
+        isinstance(learning_rate, (int, float)) and not (math.isfinite(learning_rate) and learning_rate > 0)
+    ):  # a schedule or another object Keras takes passes on to Keras
+        raise VerificationError(f"learning_rate must be a positive number, not {learning_rate!r}")
     if optimizer is None:
         optimizer = "sgd"
     if isinstance(optimizer, str):
@@ -237,7 +241,10 @@ def _loss_without_tape(traced: Traced) -> float:
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
-    first = text.splitlines()[0] if text else ""
+    lines = text.splitlines()
+    first = lines[0] if text else ""
+    if first == "in user code:" and len(lines) > 1:  # AutoGraph's frames, then the error itself, last
+        return lines[-1].strip()
     # TensorFlow's message goes on with advice in the same sentence run: keep its first sentence.
     if isinstance(exc, LookupError) and ". " in first:
         first = first.split(". ", 1)[0]

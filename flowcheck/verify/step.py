@@ -33,7 +33,10 @@ from flowcheck.trace.state import (
 )
 from flowcheck.verify.loss import GradientState, VariableCheck, Verification, _describe, _digest, _first_line, _save_components, _state
 
-__all__ = ["eager_calls", "match_calls", "maybe_digest", "restoring", "unrestorable", "verification_of", "verify_step"]
+__all__ = [
+    "eager_calls", "match_calls", "maybe_digest", "restoring", "restoring_global_generator", "unrestorable",
+    "verification_of", "verify_step",
+]
 
 
 def _global_state() -> list[Any]:
@@ -41,6 +44,17 @@ def _global_state() -> list[Any]:
 
     generator = getattr(stateful_random_ops, "global_generator", None)
     return [generator.state] if generator is not None else []
+
+
+@contextlib.contextmanager
+def restoring_global_generator() -> Iterator[None]:
+    """``tf.random.get_global_generator()``'s state as it was (when it exists)."""
+    generators = _global_state()
+    saved = [_save_components(g) for g in generators]
+    try:
+        yield
+    finally:
+        _restore(generators, saved)
 
 
 def _restore(variables: Sequence[Any], saved: Sequence[Any]) -> None:
