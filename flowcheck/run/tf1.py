@@ -55,6 +55,7 @@ class _SessionStep:
     variables: list[TracedVariable]
     losses: list[Any]
     notes: list[str] = field(default_factory=list)
+    name: str = ""  # as Traced.name: "" names the step by its function
 
 
 @dataclass(frozen=True)
