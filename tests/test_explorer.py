@@ -77,3 +77,23 @@ def test_nested_function_bodies_are_subgraphs_of_their_op() -> None:
 
 def test_the_node_data_file_goes_beside_the_graph() -> None:
     assert node_data_path("out/flow.me.json") == Path("out/flow.nodedata.json")
+
+
+def test_a_ctrl_c_as_soon_as_the_address_shows_stops_the_wait_even_with_sigint_inherited_ignored() -> None:
+    """The wait puts Python's SIGINT handler back before the address is said, not after."""
+    import os
+    import signal
+    import threading
+
+    from flowcheck.render.server import Explorer
+
+    forever = threading.Event()
+    serving = threading.Thread(target=forever.wait, daemon=True)
+    serving.start()
+    inherited = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as under `nohup` or `cmd &` in a script
+    try:
+        Explorer("http://127.0.0.1:1/", serving).wait(lambda: os.kill(os.getpid(), signal.SIGINT))
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # the inherited handler is back
+    finally:
+        signal.signal(signal.SIGINT, inherited)
+        forever.set()

@@ -73,7 +73,9 @@ def explore(report: Any, out: TextIO) -> None:
     except FlowcheckError as exc:
         out.write(f"not explored: {type(exc).__name__}: {exc}\n")
         return
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C may come as soon as the address is shown
+    def announce() -> None:
         out.write(f"Model Explorer: {server.url}\n(Ctrl-C stops it)\n")
         out.flush()
-        server.wait()
+
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C may come before the wait's own handler is in place
+        server.wait(announce)

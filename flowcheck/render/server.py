@@ -52,17 +52,19 @@ class Explorer:
     url: str
     thread: threading.Thread
 
-    def wait(self, sleep: Callable[[float], None] = time.sleep) -> None:
-        """Block until Ctrl-C (``KeyboardInterrupt``) or the server stops.
+    def wait(self, announce: Callable[[], None] = lambda: None, sleep: Callable[[float], None] = time.sleep) -> None:
+        """Call ``announce`` (say the address), then block until Ctrl-C (``KeyboardInterrupt``) or the server stops.
 
         A process started in the background by a non-interactive shell (``nohup``, ``cmd &`` in a
         script or a CI runner) inherits SIGINT ignored, and Python then never raises
         ``KeyboardInterrupt``: the server would outlive every Ctrl-C. Python's own handler is put
-        back for the wait, and the inherited one after it.
+        back before ``announce`` (a Ctrl-C as soon as the address shows stops it too), and the
+        inherited one after the wait.
         """
         main = threading.current_thread() is threading.main_thread()
         inherited = signal.signal(signal.SIGINT, signal.default_int_handler) if main else None
         try:
+            announce()
             while self.thread.is_alive():
                 sleep(0.5)
         except KeyboardInterrupt:
