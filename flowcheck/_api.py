@@ -44,7 +44,6 @@ def _check_inputs(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Non
     Raises:
         UsageError: the inputs do not bind to ``fn``'s signature.
     """
-    import inspect
     import sys
 
     from flowcheck.errors import UsageError
@@ -54,24 +53,37 @@ def _check_inputs(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Non
         if not args and "x" not in kwargs:
             raise UsageError(f"the Keras model {getattr(fn, 'name', '')!r} is analyzed on a batch: pass its inputs, (model, x, y)")
         return
-    function = getattr(fn, "python_function", fn)  # a tf.function: its Python function's parameters
+    mismatch = unbindable(fn, args, kwargs)
+    if mismatch is not None:
+        name = getattr(getattr(fn, "python_function", fn), "__name__", None) or type(fn).__name__
+        given = f"{len(args)} positional input{'s' if len(args) != 1 else ''}" + (
+            f" and {', '.join(kwargs)}=" if kwargs else "")
+        raise UsageError(f"{name}{mismatch[0]} cannot take the {given}: {mismatch[1]}") from None
+
+
+def unbindable(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, str] | None:
+    """``fn``'s parameters as called, ``"(x, y)"``, and why ``args`` and ``kwargs`` do not bind to them.
+
+    A ``tf.function`` is read through its Python function; a decorated function by the wrapper's own
+    parameters (``functools.wraps`` names the function it calls, whose parameters may not be the
+    wrapper's). None when they bind, or when ``inspect`` cannot read the signature (the call will tell).
+    """
+    import inspect
+
+    function = getattr(fn, "python_function", fn)
     try:
-        # The wrapper's own parameters: a decorator's functools.wraps names the function it calls, whose
-        # parameters may not be the wrapper's (one that passes an argument of its own).
         signature = inspect.signature(function, follow_wrapped=False)
-    except (TypeError, ValueError):  # a builtin or an object inspect cannot read: the call will tell
-        return
+    except (TypeError, ValueError):
+        return None
     try:
         signature.bind(*args, **kwargs)
     except TypeError as exc:
-        name = getattr(function, "__name__", None) or type(fn).__name__
-        signature = signature.replace(  # its parameters as called, without the annotations' noise
+        plain = signature.replace(  # without the annotations' noise
             parameters=[p.replace(annotation=p.empty) for p in signature.parameters.values()],
             return_annotation=signature.empty,
         )
-        given = f"{len(args)} positional input{'s' if len(args) != 1 else ''}" + (
-            f" and {', '.join(kwargs)}=" if kwargs else "")
-        raise UsageError(f"{name}{signature} cannot take the {given}: {exc}") from None
+        return str(plain), str(exc)
+    return None
 
 
 def _analyze(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Report:

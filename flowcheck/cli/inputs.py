@@ -89,15 +89,11 @@ def check_arity(target: Any, name: str, args: tuple[Any, ...], kwargs: dict[str,
                 f"got {len(args)} positional value(s)"
             )
         return
-    function = target.python_function if is_tf_function(target) else target
-    try:
-        signature = inspect.signature(function, follow_wrapped=False)  # a decorator's own parameters, as _api
-    except (TypeError, ValueError):
-        return
-    try:
-        signature.bind(*args, **kwargs)
-    except TypeError as exc:
-        raise TargetLoadError(f"{name}{signature} cannot take the example inputs ({inputs_from}): {exc}") from exc
+    from flowcheck._api import unbindable
+
+    mismatch = unbindable(target, args, kwargs)
+    if mismatch is not None:
+        raise TargetLoadError(f"{name}{mismatch[0]} cannot take the example inputs ({inputs_from}): {mismatch[1]}")
 
 
 def _random(shape: list[int | None], dtype: Any, rng: Any, name: str) -> Any:
