@@ -19,6 +19,7 @@ import pytest
 import tensorflow as tf
 
 from flowcheck.cli.main import main
+from flowcheck.run.step import UNFINISHED_REPEATS
 
 
 def script(tmp_path: Path, text: str, name: str = "train.py") -> str:
@@ -610,3 +611,17 @@ def test_a_target_network_the_script_updates_itself_is_not_never_trained(
         assert moved and moved[0].startswith("4 variables")
     else:  # read by the step, asked for by none, and left as they are: never trained, as before
         assert len(step["report"]["never_trained"]) == 4 and code == 1 and not moved
+
+
+def test_a_target_network_moved_only_after_the_round_is_never_trained_with_continue_too(
+    tmp_path: Path, capsys: Any,
+) -> None:
+    # Repeats pass while the target looks untrained, up to UNFINISHED_REPEATS; then the round is
+    # over. A copy made after it (a later phase) is not the round's: --continue, which lets it run,
+    # judges as the run that stops at the round's end.
+    loop = textwrap.dedent(DDPG).replace("range(3)", f"range({UNFINISHED_REPEATS + 3})")
+    text = f"SOFT_UPDATE = False\n{loop}target_critic.set_weights(critic_model.get_weights())\n"
+    path = script(tmp_path, text)
+    (stopped, document), (continued, kept_going) = run_json(capsys, path), run_json(capsys, path, "--continue")
+    assert document["steps"][0]["report"]["never_trained"] == kept_going["steps"][0]["report"]["never_trained"]
+    assert len(kept_going["steps"][0]["report"]["never_trained"]) == 4 and stopped == continued == 1

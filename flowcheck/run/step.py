@@ -126,7 +126,11 @@ def round_unfinished(steps: Sequence[Step], repeats: int) -> bool:
     while a variable the steps read is trained by none of them, a step of the round may still
     come (a WGAN's critic step runs ``n_critic`` times before the generator's first step), up to
     :data:`UNFINISHED_REPEATS` repeats."""
-    return repeats < UNFINISHED_REPEATS and bool(never_trained_ids(steps))
+    if never_trained_ids(steps) and repeats < UNFINISHED_REPEATS:  # (what moved so far, first)
+        return True
+    for step in steps:  # the round is over: what the script moves later (a phase after it) is not judged
+        step.values.clear()
+    return False
 
 
 def code_file(fn: Any) -> str:
