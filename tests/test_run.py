@@ -832,3 +832,35 @@ def test_an_eager_jacobian_is_a_site_not_tensorflows_own_pfor_function(tmp_path:
     (step,) = json.loads(out_)["steps"]  # one step: the script's jacobian, no "pfor.<locals>.f"
     assert step["name"] == "tape.jacobian" and step["site"]["kind"] == "GradientTape.jacobian"
     assert [s["tensorflow_none"] for s in step["site"]["sources"]] == none
+
+
+# The custom training walkthrough's shape: the eager tape in a helper `grad`, called from the loop.
+WALKTHROUGH = """\
+import tensorflow as tf
+import keras
+
+model = keras.Sequential([keras.layers.Dense(3, activation="relu"), keras.layers.Dense(2)])
+x = tf.ones((4, 3))
+def grad(model, inputs):
+    with tf.GradientTape() as tape:
+        loss_value = tf.reduce_mean(tf.round(model(inputs)) + model(inputs))
+    return loss_value, tape.gradient(loss_value, model.trainable_variables)
+for epoch in range(2):
+    loss_value, grads = grad(model, x)
+"""
+
+
+def test_eager_step_in_a_helper_is_first_called_where_the_helper_is_called(tmp_path: Path, capsys: Any) -> None:
+    path = script(tmp_path, WALKTHROUGH)
+    code, out, err = run(capsys, path, "--json")
+    (step,) = json.loads(out)["steps"]
+    assert step["name"] == "grad"
+    assert (step["call"]["line"], step["call"]["code"]) == (11, "loss_value, grads = grad(model, x)")
+    site = step["site"]
+    assert site["source"]["line"] == 9  # the site itself stays at the tape's line
+    model = keras.Sequential([keras.layers.Dense(3, activation="relu"), keras.layers.Dense(2)])
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.round(model(tf.ones((4, 3)))) + model(tf.ones((4, 3))))
+    truth = [g is None for g in tape.gradient(loss, model.trainable_variables)]
+    assert [s["tensorflow_none"] for s in site["sources"]] == truth
+    assert code == (1 if any(truth) else 0)

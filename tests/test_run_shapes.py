@@ -19,6 +19,7 @@ import pytest
 import tensorflow as tf
 
 from flowcheck.cli.main import main
+from flowcheck.run.step import UNFINISHED_REPEATS
 
 
 def script(tmp_path: Path, text: str, name: str = "train.py") -> str:
@@ -550,3 +551,77 @@ def test_a_variable_no_step_trains_ends_the_round_after_a_bounded_number_of_repe
     assert step["failures"] == ["1 variable never trains: temperature"] and code == 1
     # The first call, the repeats let through while another step might have trained it, the stopped one.
     assert captured.err.count("call ") == UNFINISHED_REPEATS + 2
+
+
+# keras.io's DDPG (ddpg_pendulum.py): the critic's tape reads the target networks (no stop_gradient)
+# and asks for the critic's weights only; the script moves the targets itself by set_weights.
+DDPG = """\
+    import numpy as np
+    import tensorflow as tf
+    import keras
+
+    keras.utils.set_random_seed(0)
+    def get_critic():
+        return keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, activation="relu"), keras.layers.Dense(1)])
+    critic_model, target_critic = get_critic(), get_critic()
+    target_critic.set_weights(critic_model.get_weights())
+    critic_optimizer = keras.optimizers.Adam(0.002)
+
+    @tf.function
+    def update(state_batch, reward_batch, next_state_batch):
+        with tf.GradientTape() as tape:
+            y = reward_batch + 0.99 * target_critic(next_state_batch)
+            critic_loss = tf.math.reduce_mean(tf.math.square(y - critic_model(state_batch)))
+        critic_grad = tape.gradient(critic_loss, critic_model.trainable_variables)
+        critic_optimizer.apply_gradients(zip(critic_grad, critic_model.trainable_variables))
+
+    def update_target(target, original, tau):
+        target_weights = target.get_weights()
+        original_weights = original.get_weights()
+        for i in range(len(target_weights)):
+            target_weights[i] = original_weights[i] * tau + target_weights[i] * (1 - tau)
+        target.set_weights(target_weights)
+
+    rng = np.random.default_rng(0)
+    for step in range(3):
+        update(*(tf.constant(rng.random((8, n)), tf.float32) for n in (3, 1, 3)))
+        if SOFT_UPDATE:
+            update_target(target_critic, critic_model, 0.005)
+    print("trained", float(tf.reduce_sum(target_critic.weights[0])))
+"""
+
+
+@pytest.mark.parametrize("soft_update", [True, False])
+def test_a_target_network_the_script_updates_itself_is_not_never_trained(
+    tmp_path: Path, capsys: Any, soft_update: bool,
+) -> None:
+    # TensorFlow's answer: the critic's tape would give the target network a gradient (it is read,
+    # watched, not stopped), so only what the script does with it decides whether it trains.
+    target, critic = (keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), keras.layers.Dense(1)]) for _ in "ab")
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.square(target(tf.ones((2, 3))) - critic(tf.ones((2, 3)))))
+    assert all(g is not None for g in tape.gradient(loss, target.trainable_variables))
+    path = script(tmp_path, f"SOFT_UPDATE = {soft_update}\n" + textwrap.dedent(DDPG))
+    code, document = run_json(capsys, path)
+    (step,) = document["steps"]
+    assert [s["tensorflow_none"] for s in step["report"]["gradient_sites"][0]["sources"]] == [False] * 4
+    moved = [n for n in step["report"]["notes"] if "changed between its calls" in n]
+    if soft_update:  # moved by set_weights between the step's calls: trained, without a gradient
+        assert step["report"]["never_trained"] == [] and code == 0
+        assert moved and moved[0].startswith("4 variables")
+    else:  # read by the step, asked for by none, and left as they are: never trained, as before
+        assert len(step["report"]["never_trained"]) == 4 and code == 1 and not moved
+
+
+def test_a_target_network_moved_only_after_the_round_is_never_trained_with_continue_too(
+    tmp_path: Path, capsys: Any,
+) -> None:
+    # Repeats pass while the target looks untrained, up to UNFINISHED_REPEATS; then the round is
+    # over. A copy made after it (a later phase) is not the round's: --continue, which lets it run,
+    # judges as the run that stops at the round's end.
+    loop = textwrap.dedent(DDPG).replace("range(3)", f"range({UNFINISHED_REPEATS + 3})")
+    text = f"SOFT_UPDATE = False\n{loop}target_critic.set_weights(critic_model.get_weights())\n"
+    path = script(tmp_path, text)
+    (stopped, document), (continued, kept_going) = run_json(capsys, path), run_json(capsys, path, "--continue")
+    assert document["steps"][0]["report"]["never_trained"] == kept_going["steps"][0]["report"]["never_trained"]
+    assert len(kept_going["steps"][0]["report"]["never_trained"]) == 4 and stopped == continued == 1

@@ -28,7 +28,7 @@ from flowcheck.run.batches import first_batch, keras_caller, one_step_function, 
 from flowcheck.run.failure import describe_exception
 from flowcheck.run.step import EAGER_NOTE, EAGERLY_NOTE, Step, StopScript, code_file, round_unfinished, untrained_text
 from flowcheck.run.stop import stop_for_good
-from flowcheck.source.lines import call_path, call_site
+from flowcheck.source.lines import call_path, call_site, called_at
 
 __all__ = ["KERAS_WARNING", "Interceptor"]
 
@@ -166,7 +166,7 @@ class Interceptor:
         if key in self._seen:
             return self._eager_again(self._seen[key], lambda: original(tape, target, sources, *args, **kwargs), sources)
         in_function = call is not None and not call.function.startswith("<")
-        step = Step("eager tape.gradient", call.function if call and in_function else f"tape.{name}", call)
+        step = Step("eager tape.gradient", call.function if call and in_function else f"tape.{name}", called_at(call))
         self._seen[key] = step
         self.steps.append(step)
         recorder = SiteRecorder()

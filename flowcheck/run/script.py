@@ -22,7 +22,7 @@ from typing import Any
 from flowcheck.errors import FlowcheckError, TraceError
 from flowcheck.run.failure import describe_exception
 from flowcheck.run.intercept import KERAS_WARNING, Interceptor
-from flowcheck.run.step import Step, StopScript, never_trained_ids
+from flowcheck.run.step import Step, StopScript, keep_values, never_trained_ids, updated_ids
 from flowcheck.run.stop import release
 from flowcheck.source.files import check_file
 
@@ -190,9 +190,14 @@ def _restore_global_settings(saved: tuple[Any, bool]) -> None:
 
 def _never_trained_across(steps: Sequence[Step]) -> None:
     """A variable another step's site asks for does train: "never trained" is judged over all steps."""
-    remaining = never_trained_ids(steps)
+    remaining, moved = never_trained_ids(steps), updated_ids(steps)
     for report in (s.report for s in steps if getattr(s.report, "gradient_sites", None) is not None):
-        report.never_trained = tuple(r for r in report.never_trained if id(r.variable) in remaining)
+        kept = tuple(r for r in report.never_trained if id(r.variable) in remaining)
+        n = sum(id(r.variable) in moved for r in report.never_trained)
+        report.never_trained = kept
+        report.notes += (f"{n} variable{'s' if n != 1 else ''} the step reads and no gradient call asks for "
+                         "changed between its calls (the script updates them itself, as a target network by "
+                         "assign or set_weights): trained without a gradient, not findings",) if n else ()
 
 
 def _analyzer(options: RunOptions) -> Any:
@@ -202,6 +207,7 @@ def _analyzer(options: RunOptions) -> Any:
         step.owners = variable_owners(target, args)
         try:
             step.report = flowcheck.analyze(target, *args, **kwargs)
+            keep_values(step)  # before the step's first run: what the script itself then moves trains
             if options.verify and step.raised is None:  # a step whose own trace raised cannot run
                 _verify_step(step, target, args, kwargs, options)
         except FlowcheckError as exc:

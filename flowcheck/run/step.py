@@ -13,10 +13,13 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
+
 from flowcheck.source.lines import SourceLine
 from flowcheck.trace.sites import GradientSite
 
-__all__ = ["EAGERLY_NOTE", "EAGER_NOTE", "Step", "StopScript", "code_file", "UNFINISHED_REPEATS", "never_trained_ids", "round_unfinished", "untrained_text"]
+__all__ = ["EAGERLY_NOTE", "EAGER_NOTE", "Step", "StopScript", "code_file", "UNFINISHED_REPEATS", "keep_values", "never_trained_ids", "round_unfinished", "untrained_text",
+           "updated_ids"]
 
 EAGER_NOTE = (
     "without a graph flowcheck cannot name the op that cuts a source; put the step (the tape and its loss) "
@@ -70,6 +73,38 @@ class Step:
     first_call: Any = field(default=None, repr=False)
     next_call: str | None = None
     untraceable: bool = False
+    values: dict[int, tuple[Any, Any]] = field(default_factory=dict, repr=False)
+    updated: set[int] = field(default_factory=set)
+
+
+def keep_values(step: Step) -> None:
+    """Keep the values of the variables the step reads and does not train, before its first run.
+
+    A DDPG's target networks are read in the critic's tape and trained by no gradient: the script
+    moves them itself (a soft update by ``assign`` or ``set_weights`` between steps). What changed
+    when the round ends was updated by the script, so it is not "never trained".
+    """
+    for result in getattr(step.report, "never_trained", ()):
+        try:
+            step.values[id(result.variable)] = (result.variable, np.array(result.variable.numpy(), copy=True))
+        except Exception:  # noqa: BLE001 -- a value that cannot be read is judged as before: never trained
+            continue
+
+
+def updated_ids(steps: Sequence[Step]) -> set[int]:
+    """The ids of the variables kept by :func:`keep_values` whose values the script has changed since."""
+    for step in steps:
+        for key, (variable, value) in step.values.items():
+            if key not in step.updated and _moved(variable, value):
+                step.updated.add(key)
+    return {key for step in steps for key in step.updated}
+
+
+def _moved(variable: Any, value: Any) -> bool:
+    try:
+        return not np.array_equal(np.asarray(variable.numpy()), value)
+    except Exception:  # noqa: BLE001 -- no longer readable (a deleted variable): not known to have moved
+        return False
 
 
 def never_trained_ids(steps: Sequence[Step]) -> set[int]:
@@ -79,7 +114,7 @@ def never_trained_ids(steps: Sequence[Step]) -> set[int]:
 
     reports = [s.report for s in steps if getattr(s.report, "gradient_sites", None) is not None]
     eager = [SimpleNamespace(gradient_sites=(s.eager,), never_trained=()) for s in steps if s.eager is not None]
-    return {id(r.variable) for r in never_trained_across([*reports, *eager])}
+    return {id(r.variable) for r in never_trained_across([*reports, *eager])} - updated_ids(steps)
 
 
 # Repeated calls of analyzed steps let through while the round looks unfinished; then it ends all the same.
@@ -91,7 +126,11 @@ def round_unfinished(steps: Sequence[Step], repeats: int) -> bool:
     while a variable the steps read is trained by none of them, a step of the round may still
     come (a WGAN's critic step runs ``n_critic`` times before the generator's first step), up to
     :data:`UNFINISHED_REPEATS` repeats."""
-    return repeats < UNFINISHED_REPEATS and bool(never_trained_ids(steps))
+    if never_trained_ids(steps) and repeats < UNFINISHED_REPEATS:  # (what moved so far, first)
+        return True
+    for step in steps:  # the round is over: what the script moves later (a phase after it) is not judged
+        step.values.clear()
+    return False
 
 
 def code_file(fn: Any) -> str:

@@ -176,6 +176,19 @@ def call_site() -> SourceLine | None:
     return user_frame(traceback.extract_stack()[:-2])[0]
 
 
+def called_at(tape_line: SourceLine | None) -> SourceLine | None:
+    """Where the user's function holding an eager tape's line was called from: its step's call.
+
+    An eager ``tape.gradient`` in ``def grad(...)`` is a step named ``grad``, first called where
+    ``grad(...)`` is called, not at the tape's own line. ``tape_line`` itself when it is at a
+    script's top level (no function of the user's encloses it) or no user frame calls it.
+    """
+    if tape_line is None or tape_line.function.startswith("<"):
+        return tape_line
+    frames = [f for f in traceback.extract_stack()[:-2] if not is_library_file(f.filename)]
+    return _line(frames[-2]) if len(frames) >= 2 else tape_line
+
+
 def call_path() -> tuple[tuple[str, int], ...]:
     """The user's lines on the caller's stack, outermost first: a step called through a helper from two lines differs."""
     return tuple((f.filename, f.lineno or 0) for f in traceback.extract_stack()[:-2] if not is_library_file(f.filename))
