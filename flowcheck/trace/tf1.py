@@ -265,7 +265,8 @@ def python_names(frames: Iterable[FrameType]) -> tuple[dict[int, str], list[Any]
     """``id(obj) -> name`` for the graph objects (variables, tensors) the frames' code binds to names.
 
     The innermost frame's locals come first, then its globals, then the outer frames', then
-    ``__main__``'s globals. The objects are returned too: an id means nothing once its object is gone.
+    ``__main__``'s globals; an object no plain name binds is named by a dict entry (``weights['h1']``).
+    The objects are returned too: an id means nothing once its object is gone.
     """
     import tensorflow as tf
 
@@ -277,13 +278,20 @@ def python_names(frames: Iterable[FrameType]) -> tuple[dict[int, str], list[Any]
     main = sys.modules.get("__main__")
     if main is not None:
         scopes.append(vars(main))
+    graph_types = (tf.Variable, tf.Tensor)
     for scope in scopes:
         for name, value in list(scope.items()):
-            if name.startswith("_") or id(value) in names:
-                continue
-            if isinstance(value, (tf.Variable, tf.Tensor)):
+            if not name.startswith("_") and id(value) not in names and isinstance(value, graph_types):
                 names[id(value)] = name
                 keep.append(value)
+    for scope in scopes:  # then the entries of dicts (TF1 code keeps weights = {'h1': tf.Variable(...)})
+        for name, value in list(scope.items()):
+            if name.startswith("_") or type(value) is not dict:
+                continue
+            for key, entry in list(value.items()):
+                if isinstance(key, str) and id(entry) not in names and isinstance(entry, graph_types):
+                    names[id(entry)] = f"{name}[{key!r}]"
+                    keep.append(entry)
     return names, keep
 
 

@@ -1,0 +1,89 @@
+"""``flowcheck run`` on published TensorFlow 1 programs' shapes (TensorFlow-Examples, DQN-tensorflow, char-rnn).
+
+Each program is kept as its authors wrote it, shrunk (random arrays for MNIST, a few steps), and runs
+in fresh interpreters (``tf.disable_v2_behavior()`` switches the whole process to graph mode): under
+``flowcheck run --json`` and under plain Python followed by an epilogue asking TensorFlow itself,
+``tf.gradients(target, [source])`` one source at a time, which sources get ``None``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.slow  # every test starts TensorFlow in child interpreters
+
+_ROOT = Path(__file__).parent.parent
+_ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONHASHSEED="0")
+
+
+def _flowcheck_run(script: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    code = "import sys; from flowcheck.cli.main import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, "run", str(script), *args], capture_output=True, text=True,
+                          env=_ENV, timeout=300, cwd=_ROOT)
+
+
+def _tensorflow_none(script: Path, target: str, sources: list[str]) -> list[bool]:
+    """TensorFlow's answer after the script ran: is ``tf.gradients(target, [source])[0]`` None, per source."""
+    truth = script.with_name(script.stem + "_truth.py")
+    truth.write_text(script.read_text() + (
+        "\nimport json as _json\nimport tensorflow as _tf\n"
+        f"with {target}.graph.as_default():\n"
+        f"    print('TRUTH', _json.dumps([_tf.compat.v1.gradients({target}, [s])[0] is None for s in [{', '.join(sources)}]]))\n"
+    ))
+    done = subprocess.run([sys.executable, str(truth)], capture_output=True, text=True, env=_ENV, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    [line] = [line for line in done.stdout.splitlines() if line.startswith("TRUTH ")]
+    return [bool(none) for none in json.loads(line.removeprefix("TRUTH "))]
+
+
+def _sites(document: dict[str, Any]) -> list[dict[str, Any]]:
+    [step] = document["steps"]
+    assert step["kind"] == "tf1 Session.run"
+    return list(step["report"]["gradient_sites"])
+
+
+_WEIGHT_DICTS = """\
+import numpy as np
+import tensorflow.compat.v1 as tf
+tf.disable_v2_behavior()
+X = tf.placeholder("float", [None, 4])
+Y = tf.placeholder("float", [None, 2])
+weights = {
+    'h1': tf.Variable(tf.random_normal([4, 3])),
+    'out': tf.Variable(tf.random_normal([3, 2]))
+}
+biases = {
+    'b1': tf.Variable(tf.random_normal([3])),
+    'out': tf.Variable(tf.random_normal([2]))
+}
+def neural_net(x):
+    layer_1 = tf.stop_gradient(tf.add(tf.matmul(x, weights['h1']), biases['b1']))  # CUT
+    return tf.matmul(layer_1, weights['out']) + biases['out']
+logits = neural_net(X)
+loss_op = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(logits=logits, labels=Y))
+train_op = tf.train.AdamOptimizer(learning_rate=0.1).minimize(loss_op)
+with tf.Session() as sess:
+    sess.run(tf.global_variables_initializer())
+    sess.run(train_op, feed_dict={X: np.ones((2, 4)), Y: np.eye(2)})
+"""
+
+
+def test_variables_kept_in_dicts_are_named_by_their_entries(tmp_path: Path) -> None:
+    """TensorFlow-Examples keeps its variables in dicts (``weights['h1']``): flowcheck names them so, not
+    ``Variable_2 (made at ...)``; the verdicts are TensorFlow's."""
+    script = tmp_path / "neural_network_raw.py"
+    script.write_text(_WEIGHT_DICTS)
+    sources = ["weights['h1']", "weights['out']", "biases['b1']", "biases['out']"]
+    truth = _tensorflow_none(script, "loss_op", sources)
+    done = _flowcheck_run(script, "--json")
+    assert done.returncode == (1 if any(truth) else 0), done.stderr[-2000:]
+    [site] = _sites(json.loads(done.stdout))
+    assert [s["name"] for s in site["sources"]] == sources
+    assert [s["verdict"] != "receives" for s in site["sources"]] == truth
