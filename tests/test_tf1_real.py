@@ -87,3 +87,44 @@ def test_variables_kept_in_dicts_are_named_by_their_entries(tmp_path: Path) -> N
     [site] = _sites(json.loads(done.stdout))
     assert [s["name"] for s in site["sources"]] == sources
     assert [s["verdict"] != "receives" for s in site["sources"]] == truth
+
+
+_CLASS_MODEL = """\
+import numpy as np
+import tensorflow.compat.v1 as tf
+tf.disable_v2_behavior()
+class Model:
+    def __init__(self, sess, name):
+        self.sess = sess
+        with tf.variable_scope(name):
+            self.X = tf.placeholder(tf.float32, [None, 4])
+            self.Y = tf.placeholder(tf.float32, [None, 2])
+            self.W = tf.Variable(tf.random_normal([4, 2]))
+            self.calib = tf.Variable(1.0)
+            self.logits = tf.matmul(self.X, self.W)
+            self.hard = tf.argmax(self.logits * self.calib, 1)  # CUT
+        xent = tf.nn.softmax_cross_entropy_with_logits(logits=self.logits, labels=self.Y)
+        self.cost = tf.reduce_mean(xent) + tf.cast(self.hard[0], tf.float32)
+        self.optimizer = tf.train.AdamOptimizer(0.01).minimize(self.cost)
+    def train(self, x, y):
+        return self.sess.run([self.cost, self.optimizer], feed_dict={self.X: x, self.Y: y})
+sess = tf.Session()
+model = Model(sess, "model0")
+sess.run(tf.global_variables_initializer())
+for _ in range(2):
+    model.train(np.ones((2, 4)), np.eye(2))
+"""
+
+
+def test_a_class_based_models_variables_and_loss_are_named_by_their_attributes(tmp_path: Path) -> None:
+    """hunkim's DeepLearningZeroToAll keeps its model in a class: the loss and variables are ``self.cost``,
+    ``self.calib`` as the code writes them (not ``model0/Variable_1`` and ``add``); verdicts are TensorFlow's."""
+    script = tmp_path / "lab_11_class.py"
+    script.write_text(_CLASS_MODEL)
+    truth = _tensorflow_none(script, "model.cost", ["model.W", "model.calib"])
+    done = _flowcheck_run(script, "--json")
+    assert done.returncode == (1 if any(truth) else 0), done.stderr[-2000:]
+    [site] = _sites(json.loads(done.stdout))
+    assert [s["name"] for s in site["sources"]] == ["self.W", "self.calib"]
+    assert [s["verdict"] != "receives" for s in site["sources"]] == truth
+    assert site["targets"] == ["self.cost"]
