@@ -128,3 +128,43 @@ def test_a_class_based_models_variables_and_loss_are_named_by_their_attributes(t
     assert [s["name"] for s in site["sources"]] == ["self.W", "self.calib"]
     assert [s["verdict"] != "receives" for s in site["sources"]] == truth
     assert site["targets"] == ["self.cost"]
+
+
+_A3C = """\
+import numpy as np
+import tensorflow.compat.v1 as tf
+tf.disable_v2_behavior()
+def network(scope):
+    with tf.variable_scope(scope):
+        return tf.get_variable('w', [4, 2]), tf.get_variable('v', [2, 1])
+inputs = tf.placeholder(tf.float32, [None, 4])
+global_w, global_v = network('global')
+local_w, local_v = network('worker_0')
+loss = tf.reduce_sum(tf.square(tf.matmul(tf.matmul(inputs, local_w), local_v)))
+local_vars = tf.get_collection(tf.GraphKeys.TRAINABLE_VARIABLES, 'worker_0')
+global_vars = tf.get_collection(tf.GraphKeys.TRAINABLE_VARIABLES, 'global')
+gradients = tf.gradients(loss, local_vars)
+grads, grad_norms = tf.clip_by_global_norm(gradients, 40.0)
+apply_grads = tf.train.AdamOptimizer(1e-3).apply_gradients(zip(grads, global_vars))
+with tf.Session() as sess:
+    sess.run(tf.global_variables_initializer())
+    for _ in range(2):
+        sess.run(apply_grads, {inputs: np.ones((3, 4))})
+"""
+
+
+def test_a3c_gradients_of_a_workers_copy_applied_to_the_global_network(tmp_path: Path) -> None:
+    """An A3C worker differentiates its own copy and applies the gradients to the global network's
+    variables: the sources stay unchanged, and the notes say which variables the step changed instead."""
+    script = tmp_path / "a3c.py"
+    script.write_text(_A3C)
+    truth = _tensorflow_none(script, "loss", ["local_w", "local_v"])
+    done = _flowcheck_run(script, "--json")
+    assert done.returncode == (1 if any(truth) else 0), done.stderr[-2000:]
+    [step] = json.loads(done.stdout)["steps"]
+    [site] = _sites(json.loads(done.stdout))
+    assert [s["verdict"] != "receives" for s in site["sources"]] == truth
+    assert step["report"]["verification"]["agrees"]
+    notes = step["report"]["notes"]
+    assert "the step also changed 2 trainable variables no gradient call of it differentiates: global/w, global/v" in notes
+    assert "worker_0/w unchanged" in " ".join(notes)
