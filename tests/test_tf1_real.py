@@ -168,3 +168,46 @@ def test_a3c_gradients_of_a_workers_copy_applied_to_the_global_network(tmp_path:
     notes = step["report"]["notes"]
     assert "the step also changed 2 trainable variables no gradient call of it differentiates: global/w, global/v" in notes
     assert "worker_0/w unchanged" in " ".join(notes)
+
+
+_STRAIGHT_THROUGH = """\
+import numpy as np
+import tensorflow.compat.v1 as tf
+tf.disable_v2_behavior()
+G = tf.get_default_graph()
+@tf.RegisterGradient("STE_Round_real")
+def _ste(op, grad):
+    return grad
+@tf.RegisterGradient("Blocked_real")
+def _blocked(op, grad):
+    return [None]
+x = tf.placeholder(tf.float32, [None, 3])
+w_ste = tf.Variable(tf.ones([3, 1]))
+w_round = tf.Variable(tf.ones([3, 1]))
+w_blocked = tf.Variable(tf.ones([3, 1]))
+with G.gradient_override_map({"Round": "STE_Round_real"}):
+    q = tf.round(w_ste * 3) / 3
+with G.gradient_override_map({"Identity": "Blocked_real"}):
+    b = tf.identity(w_blocked)  # BLOCKED
+loss = tf.reduce_sum(tf.matmul(x, q) + tf.matmul(x, tf.round(w_round)) + tf.matmul(x, b))
+train_op = tf.train.GradientDescentOptimizer(0.1).minimize(loss)
+with tf.Session() as sess:
+    sess.run(tf.global_variables_initializer())
+    sess.run(train_op, {x: np.ones((2, 3))})
+"""
+
+
+def test_gradient_override_map_straight_through_estimators(tmp_path: Path) -> None:
+    """DoReFa-Net's quantizers: ``gradient_override_map`` gives Round an identity gradient (the source
+    receives), plain Round gives None, and an override returning None is named as the override it is."""
+    script = tmp_path / "dorefa.py"
+    script.write_text(_STRAIGHT_THROUGH)
+    truth = _tensorflow_none(script, "loss", ["w_ste", "w_round", "w_blocked"])
+    done = _flowcheck_run(script, "--json")
+    assert done.returncode == (1 if any(truth) else 0), done.stderr[-2000:]
+    [site] = _sites(json.loads(done.stdout))
+    assert [s["verdict"] != "receives" for s in site["sources"]] == truth
+    [barrier] = site["sources"][2]["barriers"]
+    assert barrier["detail"] == "the gradient 'Blocked_real' that gradient_override_map sets for Identity returns None here"
+    lines = _STRAIGHT_THROUGH.splitlines()
+    assert barrier["source"]["line"] == 1 + next(i for i, line in enumerate(lines) if line.endswith("# BLOCKED"))
