@@ -211,3 +211,50 @@ def test_gradient_override_map_straight_through_estimators(tmp_path: Path) -> No
     assert barrier["detail"] == "the gradient 'Blocked_real' that gradient_override_map sets for Identity returns None here"
     lines = _STRAIGHT_THROUGH.splitlines()
     assert barrier["source"]["line"] == 1 + next(i for i, line in enumerate(lines) if line.endswith("# BLOCKED"))
+
+
+_CALLABLES = """\
+import numpy as np
+import tensorflow.compat.v1 as tf
+from tensorflow.core.protobuf import config_pb2
+tf.disable_v2_behavior()
+x = tf.placeholder(tf.float32, [None, 3], name="x")
+w = tf.Variable(tf.ones([3, 1]), name="w")
+gate = tf.Variable(tf.ones([3, 1]), name="gate")
+dataset_x = tf.constant(np.ones((2, 3), np.float32))
+loss = tf.reduce_sum(tf.matmul(x, w) * tf.round(tf.reduce_sum(gate)))
+train_op = tf.train.GradientDescentOptimizer(0.1).minimize(loss)
+other = tf.reduce_sum(tf.matmul(dataset_x, w * 2.0))
+other_op = tf.train.GradientDescentOptimizer(0.1).minimize(other, var_list=[w])
+with tf.Session() as sess:
+    sess.run(tf.global_variables_initializer())
+    options = config_pb2.CallableOptions()
+    options.feed.append(x.name)
+    options.fetch.append(loss.name)
+    options.target.append(train_op.name)
+    step = sess._make_callable_from_options(options)  # what tf.keras's graph-mode fit trains through
+    fast = sess.make_callable([other, other_op])  # no feed_list: Session.run is not called
+    for _ in range(2):
+        print("loss", step(np.ones((2, 3), np.float32)))
+        print("other", fast()[0])
+    print(sess.run(w).ravel())
+"""
+
+
+def test_session_callables_are_steps(tmp_path: Path) -> None:
+    """``tf.keras`` in graph mode trains through ``Session._make_callable_from_options``, and
+    ``Session.make_callable(fetches)`` without feeds bypasses ``Session.run``: both are steps, judged as
+    TensorFlow answers, and ``--continue`` prints what ``python`` prints."""
+    script = tmp_path / "callables.py"
+    script.write_text(_CALLABLES)
+    truth = _tensorflow_none(script, "loss", ["w", "gate"])
+    done = _flowcheck_run(script, "--json")
+    assert done.returncode == (1 if any(truth) else 0), done.stderr[-2000:]
+    steps = json.loads(done.stdout)["steps"]
+    assert len(steps) == 2
+    [site] = steps[0]["report"]["gradient_sites"]
+    assert [s["verdict"] != "receives" for s in site["sources"]] == truth
+    assert all(step["report"]["verification"]["agrees"] for step in steps)
+    plain = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=_ENV, timeout=300)
+    continued = _flowcheck_run(script, "--continue")
+    assert continued.stdout.startswith(plain.stdout), (plain.stdout, continued.stdout[:2000])
