@@ -196,3 +196,36 @@ def test_the_analysis_is_computed_once_and_every_output_reads_it(monkeypatch: py
     # The drawings recompute nothing; the cut for "second" alone is computed once, when first asked for.
     assert calls == ["blocking_barriers", "feeding_nodes", "gradient_nodes"]
     assert [bool(first[id(r.variable)]) for r in report.variables] == [r.name == "b" for r in report.variables]
+
+
+def test_verify_restores_a_tf_compat_v1_optimizers_slots_and_beta_powers() -> None:
+    """A ``tf.compat.v1.train`` optimizer inside a ``tf.function`` step: its apply ops take the slots'
+    handles without reading them, so they are not among the trace's variables; the verification's step
+    still must not leave them moved (``flowcheck run --continue`` trained differently from ``python``)."""
+    w = tf.Variable([[0.5, -0.3], [0.2, 0.1]], name="w")
+    gate = tf.Variable(0.7, name="gate")
+    x = tf.constant([[1.0, 2.0], [0.5, -1.0]])
+    momentum = tf.compat.v1.train.MomentumOptimizer(0.1, 0.9)
+    adam = tf.compat.v1.train.AdamOptimizer(0.1)
+
+    def loss_fn() -> tf.Tensor:
+        return tf.reduce_sum(tf.square(tf.matmul(x, w) + tf.round(gate)))
+
+    @tf.function
+    def step() -> tf.Tensor:
+        momentum.apply_gradients([(g, v) for g, v in momentum.compute_gradients(loss_fn, var_list=[w, gate]) if g is not None])
+        adam.minimize(loss_fn, var_list=[w])
+        return loss_fn()
+
+    report = flowcheck.analyze(step)
+    state = [w, gate, *momentum.variables(), *adam.variables()]
+    assert len(state) == 2 + 1 + 2 + 2  # w's momentum, Adam's m, v, beta1_power, beta2_power
+    before = [v.numpy().tobytes() for v in state]
+    check = report.verify()
+    assert check.agrees
+    assert [v.numpy().tobytes() for v in state] == before
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch([w, gate])
+        loss = loss_fn()
+    truth = [g is not None for g in tape.gradient(loss, [w, gate])]
+    assert [report.receives_gradient(v) for v in (w, gate)] == truth

@@ -329,6 +329,12 @@ def _none_barrier(op: Any, index: int, custom: bool) -> InputGradient:
                 "inside a tf.custom_gradient function: only its grad_fn's results flow back",
             )
         return InputGradient(False, BarrierKind.CUSTOM_GRADIENT_NONE, "the custom gradient returned None")
+    override = _gradient_type(op, op.type)
+    if override != op.type:  # graph.gradient_override_map (a TF1 straight-through estimator's map)
+        return InputGradient(
+            False, BarrierKind.NONE_GRADIENT,
+            f"the gradient {override!r} that gradient_override_map sets for {_describe(op)} returns None here",
+        )
     return InputGradient(
         False, BarrierKind.NONE_GRADIENT, f"the registered gradient of {_describe(op)} returns None here"
     )

@@ -370,31 +370,10 @@ class Interceptor:
         if self._session_analyzer is None:
             return  # the tf1 stage provides it
         from tensorflow.python.client import session as session_lib
-        analyzer = self._session_analyzer
 
-        def make(original: Any) -> Any:
-            def run(session: Any, fetches: Any, feed_dict: Any = None, *args: Any, **kwargs: Any) -> Any:
-                if not self._active():
-                    return original(session, fetches, feed_dict, *args, **kwargs)
-                with self._inside():  # the step is the gradient calls the run computes, whatever else it fetches
-                    key = analyzer.key(session, fetches)
-                    seen = key is not None and key in self._seen
-                    report = None if key is None or seen else analyzer(session, fetches, feed_dict)
-                if seen:
-                    self._again()
-                if report is None:
-                    return original(session, fetches, feed_dict, *args, **kwargs)
-                self._seen[key] = session
-                step = Step("tf1 Session.run", "Session.run", call_site(), report=report, verification=report.verification)
-                self.steps.append(step)
-                with self._inside():
-                    if not getattr(report, "unrepeatable", ()):
-                        return original(session, fetches, feed_dict, *args, **kwargs)
-                    # A step that cannot run twice: the script's own run of it is its verification.
-                    result = report.verify_in_script_run(lambda f: original(session, f, feed_dict, *args, **kwargs), fetches)
-                    step.verification = report.verification
-                    return result
-
-            return run
-
-        self._patch(session_lib.BaseSession, "run", make)
+        from flowcheck.run.sessions import callable_hook, make_callable_hook, run_hook
+        analyzer, real_run = self._session_analyzer, session_lib.BaseSession.run
+        self._patch(session_lib.BaseSession, "run", lambda original: run_hook(self, analyzer, original))
+        self._patch(session_lib.BaseSession, "_make_callable_from_options",
+                    lambda original: callable_hook(self, analyzer, original, real_run))
+        self._patch(session_lib.BaseSession, "make_callable", make_callable_hook)

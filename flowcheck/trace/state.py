@@ -165,13 +165,20 @@ def _names(code: Any) -> Iterator[str]:
 
 
 def state_of(fn: Any, args: Sequence[Any], traced_variables: Sequence[Any]) -> list[Any]:
-    """Every variable a step may change: its captures, its models' (metrics and seeds too), its optimizers'."""
+    """Every variable a step may change: its captures, its models' (metrics and seeds too), its optimizers'
+    (Keras's and ``tf.compat.v1.train``'s)."""
     import keras
+
+    from tensorflow.python.training import optimizer as v1_optimizer
 
     found: list[Any] = [v.tf_variable for v in traced_variables]
     for opt in optimizers_of(fn, args):
         found.extend(opt.variables)
     for value in _reachable(fn, args):
+        if isinstance(value, v1_optimizer.Optimizer):
+            # A tf.compat.v1 optimizer's slots and beta powers: its apply ops take their handles
+            # without reading them, so the trace's variables leave them out.
+            found.extend(value.variables())
         for model in [value, *[a for a in (vars(value).values() if hasattr(value, "__dict__") else ())]]:
             if isinstance(model, keras.Layer):
                 found.extend(model.variables)

@@ -265,26 +265,50 @@ def python_names(frames: Iterable[FrameType]) -> tuple[dict[int, str], list[Any]
     """``id(obj) -> name`` for the graph objects (variables, tensors) the frames' code binds to names.
 
     The innermost frame's locals come first, then its globals, then the outer frames', then
-    ``__main__``'s globals. The objects are returned too: an id means nothing once its object is gone.
+    ``__main__``'s globals. An object no plain name binds is named as the script reaches it: by a
+    dict entry (``weights['h1']``), else by an attribute of one of the script's own objects
+    (``self.loss`` of a class-based model). The objects are returned too: an id means nothing once
+    its object is gone.
     """
     import tensorflow as tf
 
-    names: dict[int, str] = {}
-    keep: list[Any] = []
     scopes: list[dict[str, Any]] = []
     for frame in frames:
         scopes += [frame.f_locals, frame.f_globals]
     main = sys.modules.get("__main__")
     if main is not None:
         scopes.append(vars(main))
-    for scope in scopes:
-        for name, value in list(scope.items()):
-            if name.startswith("_") or id(value) in names:
-                continue
-            if isinstance(value, (tf.Variable, tf.Tensor)):
-                names[id(value)] = name
-                keep.append(value)
+    graph_types = (tf.Variable, tf.Tensor)
+    names: dict[int, str] = {}
+    keep: list[Any] = []
+    for members in (_plain, _dict_entries, _attributes):
+        for scope in scopes:
+            for name, value in members(scope):
+                if id(value) not in names and isinstance(value, graph_types):
+                    names[id(value)] = name
+                    keep.append(value)
     return names, keep
+
+
+def _plain(scope: dict[str, Any]) -> Iterable[tuple[str, Any]]:
+    return [(name, value) for name, value in list(scope.items()) if not name.startswith("_")]
+
+
+def _dict_entries(scope: dict[str, Any]) -> Iterable[tuple[str, Any]]:
+    """``weights['h1']``: the entries of the scope's dicts (TF1 code keeps weights = {'h1': tf.Variable(...)})."""
+    for name, value in _plain(scope):
+        if type(value) is dict:
+            yield from ((f"{name}[{key!r}]", entry) for key, entry in list(value.items()) if isinstance(key, str))
+
+
+def _attributes(scope: dict[str, Any]) -> Iterable[tuple[str, Any]]:
+    """``self.loss``: the public attributes of the scope's instances of classes the script defines."""
+    for name, value in _plain(scope):
+        module = sys.modules.get(type(value).__module__)
+        path = getattr(module, "__file__", None)
+        if path is None or is_library_file(path) or not isinstance(getattr(value, "__dict__", None), dict):
+            continue
+        yield from ((f"{name}.{attr}", entry) for attr, entry in list(vars(value).items()) if not attr.startswith("_"))
 
 
 _DEFAULT_NAME = re.compile(r"^(?:.*/)?(?:Variable|Placeholder)(?:_\d+)?(?::\d+)?$")

@@ -116,7 +116,28 @@ def verify_session_step(
         after = _read(run, session, state)
     finally:
         problems = _restore(run, session, state, before, after)
-    return _outcome(analyses, StepRun(before, after, dict(zip(grads, values[1])), _loss(values[2])), problems, True)
+    verification, lines, changes = _outcome(
+        analyses, StepRun(before, after, dict(zip(grads, values[1])), _loss(values[2])), problems, True,
+    )
+    return verification, lines + _others_changed(session.graph, state, analyses, before, after), changes
+
+
+def _others_changed(
+    graph: Any, state: Sequence[Any], analyses: Sequence[CallAnalysis], before: dict[int, Any], after: dict[int, Any],
+) -> tuple[str, ...]:
+    """A line naming the trainable variables the step changed that are no call's source: an A3C
+    worker's gradients of its own copy applied to the global network's, a target network's
+    soft update. The sources' lines say ``unchanged``; this says where the step's update went."""
+    from tensorflow.python.framework import ops
+
+    trainable = {id(v) for v in graph.get_collection(ops.GraphKeys.TRAINABLE_VARIABLES)}
+    sources = {id(j.source.variable) for a in analyses for j in a.sources if j.source.variable is not None}
+    others = [v.op.name for v in state
+              if id(v) in trainable and id(v) not in sources and not _same(before[id(v)], after[id(v)])]
+    if not others:
+        return ()
+    return (f"the step also changed {len(others)} trainable variable{'s' if len(others) != 1 else ''} "
+            f"no gradient call of it differentiates: {', '.join(others)}",)
 
 
 def verify_in_script_run(
