@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from truth import flowcheck_run as _flowcheck_run
+
 _HERE = Path(__file__).parent
 _CHILD = _HERE / "tf1_child.py"
 _SEED = _HERE.parent / "examples" / "seed_tf1.py"
@@ -204,13 +206,6 @@ def test_a_variable_flowcheck_cannot_restore_is_never_stepped(results: dict[str,
     assert case["verification"] is None and case["count_after"] == 0.0
     [note] = [n for n in case["notes"] if n.startswith("not verified:")]
     assert "writes a variable in no collection" in note and "'count'" in note
-
-
-def _flowcheck_run(*args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    code = "import sys; from flowcheck.cli.main import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.run([sys.executable, "-c", code, "run", *args], capture_output=True, text=True, env=env,
-                          timeout=300, cwd=_HERE.parent)
 
 
 @pytest.fixture(scope="module")

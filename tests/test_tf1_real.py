@@ -9,38 +9,15 @@ in fresh interpreters (``tf.disable_v2_behavior()`` switches the whole process t
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from truth import python_run, tf1_tensorflow_none
+from truth import flowcheck_run as _flowcheck_run
+
 pytestmark = pytest.mark.slow  # every test starts TensorFlow in child interpreters
-
-_ROOT = Path(__file__).parent.parent
-_ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONHASHSEED="0")
-
-
-def _flowcheck_run(script: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    code = "import sys; from flowcheck.cli.main import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.run([sys.executable, "-c", code, "run", str(script), *args], capture_output=True, text=True,
-                          env=_ENV, timeout=300, cwd=_ROOT)
-
-
-def _tensorflow_none(script: Path, target: str, sources: list[str]) -> list[bool]:
-    """TensorFlow's answer after the script ran: is ``tf.gradients(target, [source])[0]`` None, per source."""
-    truth = script.with_name(script.stem + "_truth.py")
-    truth.write_text(script.read_text() + (
-        "\nimport json as _json\nimport tensorflow as _tf\n"
-        f"with {target}.graph.as_default():\n"
-        f"    print('TRUTH', _json.dumps([_tf.compat.v1.gradients({target}, [s])[0] is None for s in [{', '.join(sources)}]]))\n"
-    ))
-    done = subprocess.run([sys.executable, str(truth)], capture_output=True, text=True, env=_ENV, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    [line] = [line for line in done.stdout.splitlines() if line.startswith("TRUTH ")]
-    return [bool(none) for none in json.loads(line.removeprefix("TRUTH "))]
 
 
 def _sites(document: dict[str, Any]) -> list[dict[str, Any]]:
@@ -81,7 +58,7 @@ def test_variables_kept_in_dicts_are_named_by_their_entries(tmp_path: Path) -> N
     script = tmp_path / "neural_network_raw.py"
     script.write_text(_WEIGHT_DICTS)
     sources = ["weights['h1']", "weights['out']", "biases['b1']", "biases['out']"]
-    truth = _tensorflow_none(script, "loss_op", sources)
+    truth = tf1_tensorflow_none(script, "loss_op", sources)
     done = _flowcheck_run(script, "--json")
     assert done.returncode == (1 if any(truth) else 0), done.stderr[-2000:]
     [site] = _sites(json.loads(done.stdout))
@@ -121,7 +98,7 @@ def test_a_class_based_models_variables_and_loss_are_named_by_their_attributes(t
     ``self.calib`` as the code writes them (not ``model0/Variable_1`` and ``add``); verdicts are TensorFlow's."""
     script = tmp_path / "lab_11_class.py"
     script.write_text(_CLASS_MODEL)
-    truth = _tensorflow_none(script, "model.cost", ["model.W", "model.calib"])
+    truth = tf1_tensorflow_none(script, "model.cost", ["model.W", "model.calib"])
     done = _flowcheck_run(script, "--json")
     assert done.returncode == (1 if any(truth) else 0), done.stderr[-2000:]
     [site] = _sites(json.loads(done.stdout))
@@ -158,7 +135,7 @@ def test_a3c_gradients_of_a_workers_copy_applied_to_the_global_network(tmp_path:
     variables: the sources stay unchanged, and the notes say which variables the step changed instead."""
     script = tmp_path / "a3c.py"
     script.write_text(_A3C)
-    truth = _tensorflow_none(script, "loss", ["local_w", "local_v"])
+    truth = tf1_tensorflow_none(script, "loss", ["local_w", "local_v"])
     done = _flowcheck_run(script, "--json")
     assert done.returncode == (1 if any(truth) else 0), done.stderr[-2000:]
     [step] = json.loads(done.stdout)["steps"]
@@ -202,7 +179,7 @@ def test_gradient_override_map_straight_through_estimators(tmp_path: Path) -> No
     receives), plain Round gives None, and an override returning None is named as the override it is."""
     script = tmp_path / "dorefa.py"
     script.write_text(_STRAIGHT_THROUGH)
-    truth = _tensorflow_none(script, "loss", ["w_ste", "w_round", "w_blocked"])
+    truth = tf1_tensorflow_none(script, "loss", ["w_ste", "w_round", "w_blocked"])
     done = _flowcheck_run(script, "--json")
     assert done.returncode == (1 if any(truth) else 0), done.stderr[-2000:]
     [site] = _sites(json.loads(done.stdout))
@@ -247,7 +224,7 @@ def test_session_callables_are_steps(tmp_path: Path) -> None:
     TensorFlow answers, and ``--continue`` prints what ``python`` prints."""
     script = tmp_path / "callables.py"
     script.write_text(_CALLABLES)
-    truth = _tensorflow_none(script, "loss", ["w", "gate"])
+    truth = tf1_tensorflow_none(script, "loss", ["w", "gate"])
     done = _flowcheck_run(script, "--json")
     assert done.returncode == (1 if any(truth) else 0), done.stderr[-2000:]
     steps = json.loads(done.stdout)["steps"]
@@ -255,6 +232,6 @@ def test_session_callables_are_steps(tmp_path: Path) -> None:
     [site] = steps[0]["report"]["gradient_sites"]
     assert [s["verdict"] != "receives" for s in site["sources"]] == truth
     assert all(step["report"]["verification"]["agrees"] for step in steps)
-    plain = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=_ENV, timeout=300)
+    plain = python_run(script)
     continued = _flowcheck_run(script, "--continue")
     assert continued.stdout.startswith(plain.stdout), (plain.stdout, continued.stdout[:2000])

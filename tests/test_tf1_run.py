@@ -9,42 +9,15 @@ which sources get ``None``. The tests compare the two.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from truth import python_run, tf1_tensorflow_none
+from truth import flowcheck_run as _flowcheck_run
+
 pytestmark = pytest.mark.slow  # every test starts TensorFlow in child interpreters
-
-_ROOT = Path(__file__).parent.parent
-_ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONHASHSEED="0")
-
-
-def _flowcheck_run(script: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    code = "import sys; from flowcheck.cli.main import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.run([sys.executable, "-c", code, "run", str(script), *args], capture_output=True, text=True,
-                          env=_ENV, timeout=300, cwd=_ROOT)
-
-
-def _python(script: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=_ENV, timeout=300)
-
-
-def _tensorflow_none(script: Path, target: str, sources: list[str]) -> list[bool]:
-    """TensorFlow's answer after the script ran: is ``tf.gradients(target, [source])[0]`` None, per source."""
-    truth = script.with_name(script.stem + "_truth.py")
-    truth.write_text(script.read_text() + (
-        "\nimport json as _json\nimport tensorflow as _tf\n"
-        f"with {target}.graph.as_default():\n"
-        f"    print('TRUTH', _json.dumps([_tf.compat.v1.gradients({target}, [s])[0] is None for s in [{', '.join(sources)}]]))\n"
-    ))
-    done = _python(truth)
-    assert done.returncode == 0, done.stderr[-2000:]
-    [line] = [line for line in done.stdout.splitlines() if line.startswith("TRUTH ")]
-    return [bool(none) for none in json.loads(line.removeprefix("TRUTH "))]
 
 
 def _line_of(script: Path, marker: str) -> int:
@@ -62,7 +35,7 @@ def _judged(script: Path, target: str, sources: list[str]) -> tuple[dict[str, An
     """``flowcheck run --json`` on ``script`` (its document), its exit code and its one site's verdicts held to
     TensorFlow's own answer (per source: does it get None)."""
     done = _flowcheck_run(script, "--json")
-    truth = _tensorflow_none(script, target, sources)
+    truth = tf1_tensorflow_none(script, target, sources)
     assert done.returncode == (1 if any(truth) else 0), done.stderr[-2000:]
     document: dict[str, Any] = json.loads(done.stdout)
     assert [s["verdict"] != "receives" for s in _one_site(document)["sources"]] == truth
@@ -94,7 +67,7 @@ def test_tf_gradients_of_tensorflow_compat_v1_imported_after_flowcheck(tmp_path:
     script = tmp_path / "manual_update.py"
     script.write_text(_DIRECT_GRADIENTS)
     done = _flowcheck_run(script, "--json")
-    truth = _tensorflow_none(script, "loss", ["W", "b"])
+    truth = tf1_tensorflow_none(script, "loss", ["W", "b"])
     assert any(truth) and done.returncode == 1, done.stderr[-2000:]  # a source gets None: exit 1
     site = _one_site(json.loads(done.stdout))
     assert site["kind"] == "tf1 tf.gradients"
@@ -150,7 +123,7 @@ def test_a_step_that_reads_a_dataset_and_draws_dropout_is_verified_by_the_script
 def test_continue_after_a_step_verified_by_its_own_run_trains_as_python_does(tmp_path: Path) -> None:
     script = tmp_path / "dropout_dataset.py"
     script.write_text(_UNREPEATABLE)
-    plain = _python(script)
+    plain = python_run(script)
     checked = _flowcheck_run(script, "--continue")
     assert plain.returncode == 0, plain.stderr[-2000:]
     assert checked.returncode == 1, checked.stderr[-2000:]  # frozen is cut by the stop_gradient
@@ -179,7 +152,7 @@ def test_a_loss_fed_through_a_placeholder_raises_while_the_graph_is_built(tmp_pa
     """The StackOverflow "No gradients provided" of a loss computed with NumPy: a graph step, nothing run."""
     script = tmp_path / "numpy_loss.py"
     script.write_text(_NUMPY_LOSS)
-    plain = _python(script)
+    plain = python_run(script)
     assert plain.returncode != 0 and "No gradients provided for any variable" in plain.stderr  # TensorFlow's answer
     done = _flowcheck_run(script)
     assert done.returncode == 1, done.stderr[-2000:]
@@ -212,7 +185,7 @@ def test_a_train_op_built_and_never_run_is_named_in_the_exit_message(tmp_path: P
     )
     done = _flowcheck_run(script)
     assert done.returncode == 2
-    assert done.stdout == _python(script).stdout  # the script's own output, unchanged
+    assert done.stdout == python_run(script).stdout  # the script's own output, unchanged
     [message] = [line for line in done.stderr.splitlines() if line.startswith("flowcheck: error:")]
     assert message.endswith(f"ended without a training step: it built graph-mode gradients (tf1 Optimizer.minimize at "
                             f"{script}:7) but no Session.run fetched them or an op that depends on them"), message
@@ -247,7 +220,7 @@ def test_a_run_fetching_the_same_train_op_with_other_fetches_is_the_same_step(tm
     script = tmp_path / "summary_every_n.py"
     script.write_text(_SUMMARY_EVERY_N)
     done = _flowcheck_run(script, "--json")
-    truth = _tensorflow_none(script, "loss", ["w", "b"])
+    truth = tf1_tensorflow_none(script, "loss", ["w", "b"])
     assert done.returncode == 1, done.stderr[-2000:]
     document = json.loads(done.stdout)
     assert document["stopped"]
@@ -285,7 +258,7 @@ def test_a_step_that_calls_python_is_run_once_per_run_as_without_flowcheck(tmp_p
     script.write_text(_PY_FUNC)
     document, _ = _judged(script, "loss", ["w", "q"])
     assert document["steps"][0]["report"]["verification"]["agrees"]
-    plain = _python(script)
+    plain = python_run(script)
     checked = _flowcheck_run(script, "--continue")
     printed = [line for line in plain.stdout.splitlines() if line.startswith(("loss", "final"))]
     assert printed and printed == [line for line in checked.stdout.splitlines() if line.startswith(("loss", "final"))]
@@ -338,8 +311,8 @@ def test_a_step_with_a_candidate_sampler_trains_as_python_does(tmp_path: Path) -
         "        feed = {inputs: rng.randint(0, 50, 16), labels: rng.randint(0, 50, (16, 1))}\n"
         "        print('loss', step, repr(session.run([optimizer, loss], feed_dict=feed)[1]))\n"
     )
-    truth = _tensorflow_none(script, "loss", ["embeddings", "nce_weights", "nce_biases"])
-    plain = _python(script)
+    truth = tf1_tensorflow_none(script, "loss", ["embeddings", "nce_weights", "nce_biases"])
+    plain = python_run(script)
     checked = _flowcheck_run(script, "--continue")
     assert checked.returncode == (1 if any(truth) else 0), checked.stderr[-2000:]
     printed = [line for line in plain.stdout.splitlines() if line.startswith("loss")]
@@ -368,7 +341,7 @@ def test_unnamed_variables_of_a_model_built_twice_say_where_they_were_made(tmp_p
         "    sess.run(train_op, {x: np.ones((4, 3))})\n"
     )
     done = _flowcheck_run(script, "--json")
-    truth = _tensorflow_none(script, "loss", ["train_pred.op.inputs[1].op.inputs[0]", "eval_pred.op.inputs[1].op.inputs[0]"])
+    truth = tf1_tensorflow_none(script, "loss", ["train_pred.op.inputs[1].op.inputs[0]", "eval_pred.op.inputs[1].op.inputs[0]"])
     assert done.returncode == 1, done.stderr[-2000:]
     site = _one_site(json.loads(done.stdout))
     assert any(truth) and [s["verdict"] != "receives" for s in site["sources"]] == truth
@@ -402,7 +375,7 @@ def test_an_uninitialized_variable_the_step_never_touches_does_not_stop_the_veri
     verification = document["steps"][0]["report"]["verification"]
     assert verification is not None, document["steps"][0]["report"]["notes"]
     assert verification["agrees"] and verification["restored"]
-    plain = _python(script)
+    plain = python_run(script)
     checked = _flowcheck_run(script, "--continue")
     assert [line for line in plain.stdout.splitlines() if line.startswith("accuracy")] == \
         [line for line in checked.stdout.splitlines() if line.startswith("accuracy")]
@@ -426,7 +399,7 @@ def test_a_session_error_is_told_by_its_message_not_by_graph_execution_error(tmp
         "    sess.run(tf.global_variables_initializer())\n"
         "    sess.run(train, {x: np.ones((2, 3))})  # y not fed\n"
     )
-    plain = _python(script)
+    plain = python_run(script)
     [real] = [line for line in plain.stderr.splitlines() if line.startswith("You must feed a value")]
     done = _flowcheck_run(script)
     assert f"not verified: running the step raised InvalidArgumentError: {real}" in done.stdout
@@ -468,7 +441,7 @@ def test_a_gradient_call_no_step_of_the_first_round_ran_is_judged_on_the_graph(t
     script = tmp_path / "wgan.py"
     script.write_text(_N_CRITIC)
     done = _flowcheck_run(script, "--json")
-    truth = _tensorflow_none(script, "g_loss", ["g_vars[0]"])
+    truth = tf1_tensorflow_none(script, "g_loss", ["g_vars[0]"])
     assert any(truth) and done.returncode == 1, done.stderr[-2000:]
     document = json.loads(done.stdout)
     first, second = document["steps"]

@@ -8,7 +8,10 @@ variable), whatever its trainable flag. Whether a *default* tape watches it is a
 from __future__ import annotations
 
 import inspect
+import json
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -77,3 +80,35 @@ def line_of(where: str | os.PathLike[str] | Callable[..., Any], marker: str) -> 
     hits = [start + i for i, line in enumerate(lines) if marker in line and "line_of(" not in line]
     assert len(hits) == 1, f"{marker!r} is on lines {hits} of {where}"
     return hits[0]
+
+
+# TensorFlow 1 programs run in fresh interpreters (``tf.disable_v2_behavior()`` switches a whole
+# process to graph mode): under ``flowcheck run`` and under plain Python, then asked of TensorFlow.
+ROOT = Path(__file__).parent.parent
+CHILD_ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONHASHSEED="0")
+
+
+def flowcheck_run(*args: str | os.PathLike[str]) -> subprocess.CompletedProcess[str]:
+    """``flowcheck run ARGS`` in a fresh interpreter, from the project's root."""
+    code = "import sys; from flowcheck.cli.main import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, "run", *map(str, args)], capture_output=True, text=True,
+                          env=CHILD_ENV, timeout=300, cwd=ROOT)
+
+
+def python_run(script: Path) -> subprocess.CompletedProcess[str]:
+    """``python script`` in a fresh interpreter, as its user runs it."""
+    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=CHILD_ENV, timeout=300)
+
+
+def tf1_tensorflow_none(script: Path, target: str, sources: list[str]) -> list[bool]:
+    """TensorFlow's answer after the script ran: is ``tf.gradients(target, [source])[0]`` None, per source."""
+    truth = script.with_name(script.stem + "_truth.py")
+    truth.write_text(script.read_text() + (
+        "\nimport json as _json\nimport tensorflow as _tf\n"
+        f"with {target}.graph.as_default():\n"
+        f"    print('TRUTH', _json.dumps([_tf.compat.v1.gradients({target}, [s])[0] is None for s in [{', '.join(sources)}]]))\n"
+    ))
+    done = python_run(truth)
+    assert done.returncode == 0, done.stderr[-2000:]
+    [line] = [line for line in done.stdout.splitlines() if line.startswith("TRUTH ")]
+    return [bool(none) for none in json.loads(line.removeprefix("TRUTH "))]
