@@ -18,7 +18,7 @@ import numpy as np
 from flowcheck.source.lines import SourceLine
 from flowcheck.trace.sites import GradientSite
 
-__all__ = ["EAGERLY_NOTE", "EAGER_NOTE", "Step", "StopScript", "code_file", "UNFINISHED_REPEATS", "keep_values", "never_trained_ids", "round_unfinished", "untrained_text",
+__all__ = ["EAGERLY_NOTE", "EAGER_NOTE", "Step", "StopScript", "code_file", "UNFINISHED_REPEATS", "keep_values", "never_trained_ids", "round_unfinished", "unasked_trainable_ids", "untrained_text",
            "updated_ids"]
 
 EAGER_NOTE = (
@@ -117,16 +117,28 @@ def never_trained_ids(steps: Sequence[Step]) -> set[int]:
     return {id(r.variable) for r in never_trained_across([*reports, *eager])} - updated_ids(steps)
 
 
+def unasked_trainable_ids(steps: Sequence[Step]) -> set[int]:
+    """The ids of the trainable variables some step reads and no gradient call of any of ``steps``
+    asks for, differentiably or not (a WGAN's generator, run before the critic's tape opens: its
+    own step comes after ``n_critic`` critic steps)."""
+    reports = [s.report for s in steps if getattr(s.report, "gradient_sites", None) is not None]
+    sites = [site for r in reports for site in r.gradient_sites] + [s.eager for s in steps if s.eager is not None]
+    listed = {id(v) for site in sites for src in site.sources for v in (src.variable, getattr(src.variable, "_value", None))}
+    read = [r for report in reports for r in getattr(report, "_everything", ()) if r.trainable]
+    unasked = {id(r.variable) for r in read if not {id(r.variable), id(getattr(r.variable, "_value", None))} & listed}
+    return unasked - updated_ids(steps)
+
+
 # Repeated calls of analyzed steps let through while the round looks unfinished; then it ends all the same.
 UNFINISHED_REPEATS = 10
 
 
 def round_unfinished(steps: Sequence[Step], repeats: int) -> bool:
     """Whether a step analyzed once, about to run again, should pass (``repeats``: how many did):
-    while a variable the steps read is trained by none of them, a step of the round may still
-    come (a WGAN's critic step runs ``n_critic`` times before the generator's first step), up to
-    :data:`UNFINISHED_REPEATS` repeats."""
-    if never_trained_ids(steps) and repeats < UNFINISHED_REPEATS:  # (what moved so far, first)
+    while a trainable variable the steps read is trained by none of them, a step of the round may
+    still come (a WGAN's critic step runs ``n_critic`` times before the generator's first step), up
+    to :data:`UNFINISHED_REPEATS` repeats."""
+    if repeats < UNFINISHED_REPEATS and (never_trained_ids(steps) or unasked_trainable_ids(steps)):
         return True
     for step in steps:  # the round is over: what the script moves later (a phase after it) is not judged
         step.values.clear()
