@@ -22,7 +22,7 @@ from flowcheck.source.names import source_name, target_names, tensor_labels, uni
 from flowcheck.trace.sites import GradientSite, RecordedCall, watch_text
 
 __all__ = [
-    "attach_targets", "build_sites", "judged_at_sites", "loop_free_site_barriers", "never_trained",
+    "attach_targets", "build_sites", "judged_at_sites", "listed_ids", "loop_free_site_barriers", "never_trained",
     "never_trained_across", "step_findings", "step_variables",
 ]
 
@@ -190,14 +190,18 @@ def never_trained_across(reports: Sequence[Any]) -> tuple[Any, ...]:
     A variable one step never asks for (the discriminator, in the generator's step) is trained when
     another step's site lists it: only those no site of any report lists remain, each once.
     """
-    listed: set[int] = set()
-    for report in reports:
-        for site in report.gradient_sites:
-            for s in site.sources:
-                listed.update({id(s.variable), id(getattr(s.variable, "_value", None))})
+    listed = listed_ids(reports)
     found: dict[int, Any] = {}
     for report in reports:
         for r in report.never_trained:
             if id(r.variable) not in listed and id(getattr(r.variable, "_value", None)) not in listed:
                 found.setdefault(id(r.variable), r)
     return tuple(found.values())
+
+
+def listed_ids(reports: Sequence[Any]) -> set[int]:
+    """The ids of the sources some site of ``reports`` lists: a Keras variable's and its ``tf.Variable``'s."""
+    return {
+        id(v) for report in reports for site in report.gradient_sites for s in site.sources
+        for v in (s.variable, getattr(s.variable, "_value", None))
+    }

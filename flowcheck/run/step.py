@@ -107,24 +107,29 @@ def _moved(variable: Any, value: Any) -> bool:
         return False
 
 
+def _reports(steps: Sequence[Step]) -> list[Any]:
+    """The steps' reports that have gradient sites, and each eager step's site as a report of its own."""
+    reports = [s.report for s in steps if getattr(s.report, "gradient_sites", None) is not None]
+    return reports + [SimpleNamespace(gradient_sites=(s.eager,), never_trained=()) for s in steps if s.eager is not None]
+
+
 def never_trained_ids(steps: Sequence[Step]) -> set[int]:
     """The ids of the variables some step reads and no gradient call of any of ``steps`` asks for
     (a GAN's discriminator, read by the generator's step, is trained by its own step)."""
     from flowcheck.analysis.steps import never_trained_across
 
-    reports = [s.report for s in steps if getattr(s.report, "gradient_sites", None) is not None]
-    eager = [SimpleNamespace(gradient_sites=(s.eager,), never_trained=()) for s in steps if s.eager is not None]
-    return {id(r.variable) for r in never_trained_across([*reports, *eager])} - updated_ids(steps)
+    return {id(r.variable) for r in never_trained_across(_reports(steps))} - updated_ids(steps)
 
 
 def unasked_trainable_ids(steps: Sequence[Step]) -> set[int]:
     """The ids of the trainable variables some step reads and no gradient call of any of ``steps``
     asks for, differentiably or not (a WGAN's generator, run before the critic's tape opens: its
-    own step comes after ``n_critic`` critic steps)."""
-    reports = [s.report for s in steps if getattr(s.report, "gradient_sites", None) is not None]
-    sites = [site for r in reports for site in r.gradient_sites] + [s.eager for s in steps if s.eager is not None]
-    listed = {id(v) for site in sites for src in site.sources for v in (src.variable, getattr(src.variable, "_value", None))}
-    read = [r for report in reports for r in getattr(report, "_everything", ()) if r.trainable]
+    own step comes after ``n_critic`` critic steps); the never-trained ones among them."""
+    from flowcheck.analysis.steps import listed_ids
+
+    reports = _reports(steps)
+    listed = listed_ids(reports)
+    read = [r for report in reports for r in (*getattr(report, "_everything", ()), *report.never_trained) if r.trainable]
     unasked = {id(r.variable) for r in read if not {id(r.variable), id(getattr(r.variable, "_value", None))} & listed}
     return unasked - updated_ids(steps)
 
@@ -138,7 +143,7 @@ def round_unfinished(steps: Sequence[Step], repeats: int) -> bool:
     while a trainable variable the steps read is trained by none of them, a step of the round may
     still come (a WGAN's critic step runs ``n_critic`` times before the generator's first step), up
     to :data:`UNFINISHED_REPEATS` repeats."""
-    if repeats < UNFINISHED_REPEATS and (never_trained_ids(steps) or unasked_trainable_ids(steps)):
+    if repeats < UNFINISHED_REPEATS and unasked_trainable_ids(steps):
         return True
     for step in steps:  # the round is over: what the script moves later (a phase after it) is not judged
         step.values.clear()
