@@ -14,6 +14,7 @@ from flowcheck.analysis.verdicts import (
     feeding_nodes,
     gradient_errors,
     gradient_nodes,
+    reach,
     verdicts,
 )
 
@@ -37,6 +38,19 @@ def test_gradient_nodes_follow_only_carrying_edges() -> None:
 
 def test_feeding_nodes_follow_every_edge() -> None:
     assert feeding_nodes(SEED, ["loss"]) == {"loss", "matmul2", "stop", "w2", "matmul1", "w1", "x"}
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_reach_in_one_walk_is_both_walks(seed: int) -> None:
+    # reach walks the gradient once and what lies behind its stops; the two sets it returns are the
+    # two separate walks', on random graphs (cycles, several targets, unreached nodes included).
+    import random
+
+    rng = random.Random(seed)
+    nodes = [f"n{i}" for i in range(rng.randint(2, 30))]
+    g = graph([(rng.choice(nodes), rng.choice(nodes), rng.random() < 0.7) for _ in range(rng.randint(1, 60))])
+    targets = rng.sample(nodes, rng.randint(1, 3)) + ["not a node"]
+    assert reach(g, targets) == (feeding_nodes(g, targets), gradient_nodes(g, targets))
 
 
 def test_verdicts_of_seed_and_an_unused_variable() -> None:

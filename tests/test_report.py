@@ -186,7 +186,7 @@ def test_the_analysis_is_computed_once_and_every_output_reads_it(monkeypatch: py
 
     report = flowcheck.analyze(two_losses, tf.constant(3.0))
     calls: list[str] = []
-    for name in ("analyze_graph", "blocking_barriers", "gradient_nodes", "feeding_nodes", "gradient_errors", "verdicts"):
+    for name in ("analyze_graph", "blocking_barriers", "reach", "gradient_nodes", "feeding_nodes", "gradient_errors", "verdicts"):
         original = getattr(analysis, name)
         monkeypatch.setattr(analysis, name, lambda *args, _f=original, _n=name, **kw: calls.append(_n) or _f(*args, **kw))
     report.to_dot()
@@ -194,7 +194,7 @@ def test_the_analysis_is_computed_once_and_every_output_reads_it(monkeypatch: py
     first = report.barriers_for(report.variables, "second")
     assert report.barriers_for(report.variables, "second") == first
     # The drawings recompute nothing; the cut for "second" alone is computed once, when first asked for.
-    assert calls == ["blocking_barriers", "feeding_nodes", "gradient_nodes"]
+    assert calls == ["blocking_barriers", "reach"]
     assert [bool(first[id(r.variable)]) for r in report.variables] == [r.name == "b" for r in report.variables]
 
 

@@ -71,7 +71,7 @@ def as_called_errors(analysis: Analysis, run: EagerRun) -> tuple[tuple[str, str]
     if run.error is None:
         return ()
     graph = analysis.graph
-    return gradient_errors(graph, analysis.losses, receiving=analysis.receiving, sources=analysis.variables) or analysis.errors
+    return gradient_errors(graph, analysis.losses, sources=analysis.variables) or analysis.errors
 
 
 def eager_only(run: EagerRun, failure: str) -> tuple[VariableResult, ...]:

@@ -103,17 +103,27 @@ def endpoints_graph(traced: Traced) -> nx.DiGraph:
 
 
 def _add_endpoints(graph: nx.DiGraph, traced: Traced) -> None:
+    nodes = graph.graph["variables"]
     for i, var in enumerate(traced.variables):
-        node = variable_node(i)
-        graph.add_node(
-            node, kind="variable", label=var.name, name=var.name, dtype=var.dtype,
-            shape=var.shape, trainable=var.trainable, index=i,
-        )
-        graph.graph["variables"].append(node)
+        nodes.append(variable_node(i))
+        _put_node(graph, nodes[-1], {
+            "kind": "variable", "label": var.name, "name": var.name, "dtype": var.dtype,
+            "shape": var.shape, "trainable": var.trainable, "index": i,
+        })
     for loss in traced.losses:
         node = loss_node(loss.name)
-        graph.add_node(node, kind="loss", label=loss.name, name=loss.name, dtype=loss.dtype, shape=loss.shape)
+        _put_node(graph, node, {"kind": "loss", "label": loss.name, "name": loss.name, "dtype": loss.dtype, "shape": loss.shape})
         graph.graph["losses"].append(node)
+
+
+def _put_node(graph: nx.DiGraph, node: str, attrs: dict[str, Any]) -> None:
+    """``graph.add_node(node, **attrs)``, written into networkx's dicts directly (see :class:`_Builder`)."""
+    found = graph._node.setdefault(node, attrs)  # noqa: SLF001 -- one probe of the big dict, not a lookup then an insert
+    if found is not attrs:  # made by an edge into it (a TensorFlow 1 loop's back edge)
+        found.update(attrs)
+        return
+    graph._succ[node] = {}  # noqa: SLF001
+    graph._pred[node] = {}  # noqa: SLF001
 
 
 def CARRY_IF_TRAINABLE(tensor: Any) -> InputGradient:  # noqa: N802 -- reads as a constant rule
@@ -129,7 +139,6 @@ class _Builder:
         # networkx's own dicts, written directly (as DiGraph.add_node and add_edge write them, in
         # the same order): its methods cost more per call than the rest of an op's work. Nothing
         # reads the graph while it is built, so networkx's cache of results has nothing to clear.
-        self._nodes = self.graph._node  # noqa: SLF001
         self._succ = self.graph._succ  # noqa: SLF001
         self._pred = self.graph._pred  # noqa: SLF001
 
@@ -160,14 +169,9 @@ class _Builder:
         op_type = op_type or op.type
         attrs = {
             "kind": "op", "label": op_type, "name": op.name, "op_type": op_type, "cluster": cluster,
-            "outputs": tuple([_describe(t) for t in op.outputs]), "op": op,
+            "outputs": _described(op.outputs), "op": op,
         }
-        found = self._nodes.setdefault(node, attrs)  # one probe of the big dict, not a lookup then an insert
-        if found is not attrs:  # made by an edge into it (a TensorFlow 1 loop's back edge)
-            found.update(attrs)
-            return
-        self._succ[node] = {}
-        self._pred[node] = {}
+        _put_node(self.graph, node, attrs)
 
     def add_function_graph(self, fgraph: Any, prefix: str, cluster: str | None) -> None:
         assigns: dict[Any, str] = {}  # handle tensor -> last assign node seen
@@ -366,5 +370,20 @@ def _describe(tensor: Any) -> str:
     return found
 
 
-# "float32[2,3]" for each dtype and shape seen: most tensors of a model share a few.
+def _described(outputs: Any) -> tuple[str, ...]:
+    """``tuple(_describe(t) for t in outputs)``; an op's one output's, one shared tuple per text."""
+    if len(outputs) != 1:
+        return tuple([_describe(t) for t in outputs])
+    text = _describe(outputs[0])
+    found = _SINGLE.get(text)
+    if found is None:
+        found = (text,)
+        if len(_SINGLE) < 65536:
+            _SINGLE[text] = found
+    return found
+
+
+# "float32[2,3]" for each dtype and shape seen: most tensors of a model share a few. And the tuple
+# of one output's text: most ops have one output, and a graph holds one tuple per op otherwise.
 _DESCRIPTIONS: dict[tuple[Any, Any], str] = {}
+_SINGLE: dict[str, tuple[str]] = {}

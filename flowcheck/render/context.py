@@ -8,6 +8,7 @@ blame paths through the cuts, and nothing downstream recomputes any of it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,8 +35,8 @@ class Context:
     checks: Mapping[str, Any]
     var_nodes: tuple[str, ...]
     loss_nodes: tuple[str, ...]
-    receiving: frozenset[str]
-    feeding: frozenset[str]
+    receiving: AbstractSet[str]
+    feeding: AbstractSet[str]
     kept: frozenset[str]
     handles: Mapping[str, str]
     verdicts: Mapping[str, Verdict]
@@ -109,14 +110,14 @@ def build_context(
     )
 
 
-def _verdict(r: VariableLike | None, v: str, receiving: frozenset[str], feeding: frozenset[str]) -> Verdict:
+def _verdict(r: VariableLike | None, v: str, receiving: AbstractSet[str], feeding: AbstractSet[str]) -> Verdict:
     if r is not None:
         return r.verdict
     return Verdict.RECEIVES if v in receiving else Verdict.BLOCKED if v in feeding else Verdict.UNUSED
 
 
 def _kept(
-    g: nx.DiGraph, var_nodes: tuple[str, ...], loss_nodes: tuple[str, ...], feeding: frozenset[str],
+    g: nx.DiGraph, var_nodes: tuple[str, ...], loss_nodes: tuple[str, ...], feeding: AbstractSet[str],
     focus: Iterable[str] | None,
 ) -> frozenset[str]:
     if focus is None and g.graph.get("step"):

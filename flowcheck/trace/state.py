@@ -310,10 +310,10 @@ def metric_counts(fn: Any, args: Sequence[Any]) -> list[tuple[Any, int]]:
 
 def metric_notes(before: Sequence[tuple[Any, int]]) -> list[str]:
     """What a trace built in the models' compiled metrics (Keras builds them on the first step)."""
-    return [
-        f"flowcheck's trace built the compiled metrics of {model.name!r} ({len(model.metrics_variables) - count} "
+    return [  # metrics_variables walks every layer: asked once per model
+        f"flowcheck's trace built the compiled metrics of {model.name!r} ({built} "
         "variables, at their initial values), as fit's first step would"
-        for model, count in before if len(model.metrics_variables) > count
+        for model, count in before if (built := len(model.metrics_variables) - count) > 0
     ]
 
 

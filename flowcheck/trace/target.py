@@ -297,19 +297,22 @@ def _variables(
     order: list[TracedVariable] = []
 
     def add(var: TracedVariable) -> None:
-        if any(id(h) in known for h in var.handles):
+        ids = [id(h) for h in var.handles]
+        if any(i in known for i in ids):
             return
         order.append(var)
-        for h in var.handles:
-            known[id(h)] = var
+        for i in ids:
+            known[i] = var
 
     for owner in owners:
         for var in _owned_variables(owner):
             add(var)
-    # In capture order: FuncGraph.variables' order changes from run to run (workers must agree).
-    position = {id(outer): i for i, (outer, _) in enumerate(inputs)}
-    for v in sorted(concrete.graph.variables, key=lambda v: position.get(id(v.handle), len(position))):
-        if id(v.handle) in known:  # an owner's variable (or a replica of one): listed already
+    # Those no owner lists (an owner's replica is listed already), in capture order:
+    # FuncGraph.variables' order changes from run to run (workers must agree).
+    others = [v for v in concrete.graph.variables if id(v.handle) not in known]
+    position = {id(outer): i for i, (outer, _) in enumerate(inputs)} if others else {}
+    for v in sorted(others, key=lambda v: position.get(id(v.handle), len(position))):
+        if id(v.handle) in known:  # a replica of a variable listed in this loop
             continue
         container = _distributed.container(v)  # replicas: one
         if not any(id(h) in known for h in _distributed.handles(container)):
@@ -338,8 +341,9 @@ def _owned_variables(owner: Any) -> Iterator[TracedVariable]:
         yield _describe_tf(owner, backing, bool(owner.trainable), name=str(owner.path))
         return
     if is_keras_layer(owner):
-        trainable_ids = {id(v) for v in owner.trainable_variables}
-        for kv in owner.variables:
+        variables = owner.variables
+        trainable_ids = {id(v) for v in _keras_trainable(owner, variables)}
+        for kv in variables:
             backing = getattr(kv, "_value", None)
             if backing is None or not isinstance(backing, tf.Variable):
                 backing = kv.value
@@ -350,6 +354,13 @@ def _owned_variables(owner: Any) -> Iterator[TracedVariable]:
         paths = _module_paths(owner)
         for v in owner.variables:
             yield _describe_tf(v, v, id(v) in trainable_ids, name=paths.get(id(v)))
+
+
+def _keras_trainable(layer: Any, variables: list[Any]) -> list[Any]:
+    """``layer.trainable_variables``, from its ``variables`` read already (each reading walks every layer)."""
+    if type(layer).trainable_variables is not _keras().Layer.trainable_variables:  # overridden: ask it
+        return list(layer.trainable_variables)
+    return [v for v in variables if v.trainable] if layer.trainable else []  # as Layer.trainable_variables
 
 
 def _module_paths(owner: Any) -> dict[int, str]:
