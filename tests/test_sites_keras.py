@@ -11,6 +11,7 @@ from typing import Any
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 from site_helpers import assert_sites_match, same, snapshot, tape_truth
 from truth import line_of
@@ -231,3 +232,37 @@ def test_vae_override_fit_on_x_alone_restores_its_seed_generator() -> None:
     saved = snapshot(state)
     assert report.verify().agrees and same(state, saved)
     assert_sites_match(report, tape_truth(lambda: vae.train_step(x), state))
+
+
+class LabelFreeLoss(keras.Model):
+    """An autoencoder-style model whose compute_loss override needs no labels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dense = keras.layers.Dense(3)
+
+    def call(self, x: Any) -> Any:
+        return self.dense(x)
+
+    def compute_loss(self, x: Any = None, y: Any = None, y_pred: Any = None, sample_weight: Any = None,
+                     training: bool = True) -> Any:
+        return keras.ops.mean((y_pred - x) ** 2)
+
+
+def test_a_compiled_loss_given_no_labels_is_one_clear_usage_error() -> None:
+    keras.utils.set_random_seed(15)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    x = np.ones((4, 3), "float32")
+    with pytest.raises(ValueError, match="None values not supported"):  # Keras's own fit(x): no word of labels
+        model.fit(x, epochs=1, verbose=0)
+    for inputs in ((x,), (x, None)):
+        with pytest.raises(flowcheck.UsageError, match=r"no labels were given: pass them, \(model, x, y\)"):
+            flowcheck.analyze(model, *inputs)
+    with pytest.raises(flowcheck.TraceError, match="incompatible with the layer"):  # the model's own error stays
+        flowcheck.analyze(model, np.ones((4, 5), "float32"))
+    own = LabelFreeLoss()
+    own.compile(optimizer="sgd", loss="mse")  # compiled loss unused: the override needs no y
+    own(x)
+    report = flowcheck.analyze(own, x)
+    assert_sites_match(report, tape_truth(lambda: own.train_step(x), [*own.variables]))

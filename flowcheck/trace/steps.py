@@ -12,13 +12,15 @@ state a step touches is :mod:`flowcheck.trace.state`'s; the sites are judged in
 
 from __future__ import annotations
 
+import os
+import traceback
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import tensorflow as tf
 
-from flowcheck.errors import InvalidTargetError, LossError
+from flowcheck.errors import InvalidTargetError, LossError, UsageError
 from flowcheck.source.names import target_names, unique
 from flowcheck.trace.sites import RecordedCall, SiteRecorder
 from flowcheck.trace.state import KERAS_NONE_WARNING, NO_GRADIENTS, applies_skipped, built_state, metric_counts, metric_notes, unbuild
@@ -135,6 +137,30 @@ def no_loss(model: Any, exc: BaseException | None) -> InvalidTargetError | None:
     return InvalidTargetError(
         f"Keras model {model.name!r} is not compiled with a loss and adds none (add_loss): call "
         "model.compile(optimizer=..., loss=...) first, or pass a function returning the loss"
+    )
+
+
+_COMPILED_LOSS: Final = os.path.join("trainers", "compile_utils.py")  # Keras's CompileLoss
+
+
+def no_labels(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any], exc: BaseException | None) -> UsageError | None:
+    """The error to raise when tracing ``model``'s train_step failed because its compiled loss got no labels.
+
+    ``fit(x)`` with no ``y`` gives a compiled loss ``y_true=None``, and Keras fails deep inside it
+    with ``None values not supported``; Keras's own ``train_step`` and ``compute_loss`` are the ones
+    that hand it over (an override may need no labels).
+    """
+    import keras
+
+    given_y = (len(args) > 1 and args[1] is not None) or kwargs.get("y") is not None
+    in_loss = exc is not None and any(  # not an error of the model's call (an input of the wrong shape)
+        frame.filename.endswith(_COMPILED_LOSS) for frame in traceback.extract_tb(exc.__traceback__))
+    if not in_loss or given_y or getattr(model, "_compile_loss", None) is None or _overrides(model) \
+            or type(model).compute_loss is not keras.Model.compute_loss:
+        return None
+    return UsageError(
+        f"Keras model {model.name!r} is compiled with a loss that compares its outputs with labels, "
+        "and no labels were given: pass them, (model, x, y)"
     )
 
 

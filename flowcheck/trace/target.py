@@ -32,7 +32,7 @@ from flowcheck.trace import distributed as _distributed
 from flowcheck.trace.owners import is_keras_layer, owners_in, owners_of
 from flowcheck.trace.reuse import reused_recorder
 from flowcheck.trace.steps import (
-    FailedTrace, is_training_step, keras_loss_step, keras_step, no_loss, site_losses, trace_recorded,
+    FailedTrace, is_training_step, keras_loss_step, keras_step, no_labels, no_loss, site_losses, trace_recorded,
 )
 from flowcheck.trace.traced import LossOutput, Traced, TracedVariable
 
@@ -60,7 +60,8 @@ def trace(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Traced:
         try:
             concrete, calls, applies = trace_recorded(function, fn, args, kwargs, notes, lambda exc: _trace_failure(exc, _name(fn)))
         except TraceError as exc:
-            error = no_loss(fn, exc.__cause__) if kind == "keras model" else None
+            error = (no_loss(fn, exc.__cause__) or no_labels(fn, args, kwargs, exc.__cause__)) \
+                if kind == "keras model" else None
             if error is not None:
                 raise error from exc.__cause__
             raise
