@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from site_helpers import assert_sites_match, same, snapshot, tape_truth
+from test_run_keras import FORWARD_FORWARD, GAN as GAN_SCRIPT, _reachable_optimizers as reachable_optimizers
 from truth import line_of
 
 import flowcheck
@@ -266,3 +267,20 @@ def test_a_compiled_loss_given_no_labels_is_one_clear_usage_error() -> None:
     own(x)
     report = flowcheck.analyze(own, x)
     assert_sites_match(report, tape_truth(lambda: own.train_step(x), [*own.variables]))
+
+
+@pytest.mark.parametrize("text", [GAN_SCRIPT, FORWARD_FORWARD], ids=["gan", "forward_forward"])
+def test_verify_names_only_the_optimizers_a_train_step_override_applies(text: str) -> None:
+    # compile()'s default RMSprop (the GAN) or its SGD (the forward-forward net) is never applied.
+    ran: dict[str, Any] = {"STEPS": 1}
+    exec(text.replace("batch_size=4", "batch_size=16"), ran)  # noqa: S102 -- one real step: what Keras applies
+    applied = [type(o).__name__ for o in reachable_optimizers(ran["gan"]) if int(o.iterations.numpy()) == 1]
+    fresh: dict[str, Any] = {"STEPS": 0}
+    exec(text, fresh)  # noqa: S102 -- the same model, untrained
+    model, x = fresh["gan"], np.ones((4, 3), "float32")
+    report = flowcheck.analyze(model, x)
+    state = [*model.variables, *(v for o in reachable_optimizers(model) for v in o.variables)]
+    check = report.verify()
+    assert check.agrees, check
+    assert [part.split("(")[0] for part in check.optimizer.removeprefix("the step's own ").split(", ")] == applied
+    assert_sites_match(report, tape_truth(lambda: model.train_step(x), state))

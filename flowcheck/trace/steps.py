@@ -192,11 +192,11 @@ def site_losses(calls: list[RecordedCall]) -> list[Any]:
 def trace_recorded(
     function: Any, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], notes: list[str],
     failure: Callable[[BaseException], str],
-) -> tuple[Any, list[RecordedCall], bool]:
+) -> tuple[Any, list[RecordedCall], tuple[Any, ...]]:
     """Trace ``function`` while recording its gradient calls; the calls of the final trace only.
 
     Keras optimizers apply nothing meanwhile (:func:`~flowcheck.trace.state.applies_skipped`);
-    the third value says whether the step called one.
+    the third value is the ones the step called, each once.
 
     A trace that raises after a gradient call is read as far as it got (:class:`FailedTrace`);
     one that raises before is a :class:`~flowcheck.errors.TraceError` saying ``failure(exc)``.
@@ -207,7 +207,7 @@ def trace_recorded(
     from flowcheck.trace.sites import running_user_code
 
     built, metrics = built_state(fn, args), metric_counts(fn, args)
-    applied: list[tuple[str, bool]] = []
+    applied: list[tuple[Any, bool]] = []
     with running_user_code(), record_sites() as recorder, applies_skipped(applied), positions(), \
             nested_functions_afresh(), warnings.catch_warnings():
         # Keras's warning about None gradients, provoked by this trace: the report explains it.
@@ -225,9 +225,10 @@ def trace_recorded(
     notes.extend(metric_notes(metrics))
     notes.extend(
         f"every gradient is None: {name}.apply_gradients raises ValueError: {NO_GRADIENTS}"
-        for name, none in dict.fromkeys(applied) if none
+        for name, none in dict.fromkeys((str(opt.name), none) for opt, none in applied) if none
     )
-    return concrete, recorder.calls_in(concrete.graph, finished=not isinstance(concrete, FailedTrace)), bool(applied)
+    optimizers = tuple({id(opt): opt for opt, _ in applied}.values())
+    return concrete, recorder.calls_in(concrete.graph, finished=not isinstance(concrete, FailedTrace)), optimizers
 
 
 def keras_loss_step(model: Any, notes: list[str]) -> Any:

@@ -56,15 +56,17 @@ def trace(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Traced:
     if reused is not None:  # `flowcheck run`: the trace the script's first call has just made
         concrete: Any = function.get_concrete_function(*args, **kwargs)
         calls, applies = reused.calls_in(concrete.graph), True  # a script's step: judged at its calls (see reuse)
+        applied: tuple[Any, ...] = ()  # its own trace made the updates: applied_optimizers reads them
     else:
         try:
-            concrete, calls, applies = trace_recorded(function, fn, args, kwargs, notes, lambda exc: _trace_failure(exc, _name(fn)))
+            concrete, calls, applied = trace_recorded(function, fn, args, kwargs, notes, lambda exc: _trace_failure(exc, _name(fn)))
         except TraceError as exc:
             error = (no_loss(fn, exc.__cause__) or no_labels(fn, args, kwargs, exc.__cause__)) \
                 if kind == "keras model" else None
             if error is not None:
                 raise error from exc.__cause__
             raise
+        applies = bool(applied)
     if kind == "keras model" and not calls:
         function = keras_loss_step(fn, notes)  # a model without trainable weights: its compiled loss
         with recording():  # where each op is made, read only for the barriers reported
@@ -91,7 +93,7 @@ def trace(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Traced:
     python_function = fn if kind == "callable" and not step else None  # a step is run by verify, not here
     return Traced(
         function, concrete, tuple(args), dict(kwargs), kind, variables, captured, losses, notes, python_function,
-        calls=calls if step else [], step=step, name="" if kind == "keras model" else _name(fn),
+        calls=calls if step else [], step=step, name="" if kind == "keras model" else _name(fn), applied=applied,
     )
 
 
