@@ -284,3 +284,24 @@ def test_verify_names_only_the_optimizers_a_train_step_override_applies(text: st
     assert check.agrees, check
     assert [part.split("(")[0] for part in check.optimizer.removeprefix("the step's own ").split(", ")] == applied
     assert_sites_match(report, tape_truth(lambda: model.train_step(x), state))
+
+
+def test_a_built_in_layer_of_a_functional_model_is_not_placed_at_the_analyze_call() -> None:
+    # A functional model runs its layers with no user frame: the op's innermost user frame is the
+    # line calling flowcheck, which made no op (it was shown as the barrier's line).
+    keras.utils.set_random_seed(16)
+    x = np.random.default_rng(0).random((8, 4)).astype("float32")
+    binned = keras.layers.Discretization(num_bins=4, name="binned")
+    binned.adapt(x)
+    inputs = keras.Input((4,))
+    codes = binned(keras.layers.Dense(4, name="pre")(inputs))
+    outputs = keras.layers.Dense(1, name="out")(keras.layers.Flatten()(keras.layers.Embedding(4, 2, name="emb")(codes)))
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer="sgd", loss="mse")
+    report = flowcheck.analyze(model, x, np.ones((8, 1), "float32"))
+    state = [*model.variables, *model.metrics_variables]
+    assert_sites_match(report, tape_truth(lambda: model.train_step((x, np.ones((8, 1), "float32"))), state))
+    (site,) = report.gradient_sites
+    assert {s.name for s in site.cut} == {"pre/kernel", "pre/bias"}
+    barriers = {b for s in site.cut for b in s.barriers}
+    assert {b.op_type for b in barriers} == {"Bucketize"} and all(b.source is None for b in barriers)
