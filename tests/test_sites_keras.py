@@ -305,3 +305,36 @@ def test_a_built_in_layer_of_a_functional_model_is_not_placed_at_the_analyze_cal
     assert {s.name for s in site.cut} == {"pre/kernel", "pre/bias"}
     barriers = {b for s in site.cut for b in s.barriers}
     assert {b.op_type for b in barriers} == {"Bucketize"} and all(b.source is None for b in barriers)
+
+
+class NearestCode(keras.Model):
+    """A VQ-style model: the nearest codebook row by argmin, then an Embedding lookup of it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = keras.layers.Dense(4, name="encoder")
+        self.codebook = keras.layers.Embedding(3, 4, name="codebook")
+        self.codebook.build((None,))
+        self.head = keras.layers.Dense(1, name="head")
+
+    def call(self, x: Any) -> Any:
+        h = self.encoder(x)
+        distances = keras.ops.sum((h[:, None, :] - self.codebook.embeddings[None]) ** 2, -1)
+        code = keras.ops.argmin(distances, -1)  # nearest code
+        return self.head(self.codebook(code))  # lookup
+
+
+def test_an_integer_cut_names_the_line_that_made_the_integer() -> None:
+    keras.utils.set_random_seed(17)
+    model = NearestCode()
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = np.random.default_rng(0).random((4, 3)).astype("float32"), np.ones((4, 1), "float32")
+    model(x)
+    report = flowcheck.analyze(model, x, y)
+    assert_sites_match(report, tape_truth(lambda: model.train_step((x, y)), [*model.variables, *model.metrics_variables]))
+    (site,) = report.gradient_sites
+    assert {s.name for s in site.cut} == {"nearest_code/encoder/kernel", "nearest_code/encoder/bias"}
+    [cut] = {b for s in site.cut for b in s.barriers}
+    # The cut is the lookup's integer input; the line that made the integer is the argmin's.
+    assert cut.source is not None and cut.source.line == line_of(HERE, "# lookup")
+    assert cut.detail.endswith(f"; made from floats by ArgMin at {cut.source.short_file}:{line_of(HERE, '# nearest code')}")
