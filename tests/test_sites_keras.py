@@ -15,10 +15,11 @@ import pytest
 import tensorflow as tf
 from site_helpers import assert_sites_match, same, snapshot, tape_truth
 from test_run_keras import FORWARD_FORWARD, GAN as GAN_SCRIPT, _reachable_optimizers as reachable_optimizers
-from truth import line_of
+from truth import default_tape_watches, line_of
 
 import flowcheck
 from flowcheck import Verdict
+from flowcheck.outputs.text import format_summary
 
 HERE = __file__
 
@@ -338,3 +339,25 @@ def test_an_integer_cut_names_the_line_that_made_the_integer() -> None:
     # The cut is the lookup's integer input; the line that made the integer is the argmin's.
     assert cut.source is not None and cut.source.line == line_of(HERE, "# lookup")
     assert cut.detail.endswith(f"; made from floats by ArgMin at {cut.source.short_file}:{line_of(HERE, '# nearest code')}")
+
+
+def test_a_frozen_backbones_weights_are_counted_apart_from_optimizer_state() -> None:
+    keras.utils.set_random_seed(18)
+    base = keras.Sequential([keras.Input((4,)), keras.layers.Dense(6, name="b1"), keras.layers.BatchNormalization(name="bn")],
+                            name="base")
+    base.trainable = False
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(1, name="head")(base(inputs, training=False)))
+    model.compile(optimizer="adam", loss="mse")
+    x, y = np.ones((4, 4), "float32"), np.ones((4, 1), "float32")
+    report = flowcheck.analyze(model, x, y)
+    state = [*model.variables, *model.metrics_variables]
+    assert_sites_match(report, tape_truth(lambda: model.train_step((x, y)), state))
+    # Frozen weights: a default tape watches them, Keras's train_step does not ask for them.
+    watched = default_tape_watches(lambda: model(x, training=True), model.weights)
+    frozen = {w.path for w, seen in zip(model.weights, watched) if seen and all(w is not t for t in model.trainable_weights)}
+    assert frozen == {"base/b1/kernel", "base/b1/bias", "base/bn/gamma", "base/bn/beta"}
+    assert {r.name for r in report.frozen_state} == frozen and report.other_state > len(frozen)
+    summary = format_summary(report, None)
+    assert (f"+ {report.other_state} other variables the step reads and no site differentiates (4 frozen weights, "
+            "trainable=False; optimizer slots and counters, BatchNorm statistics, metric totals): not findings") in summary

@@ -40,6 +40,7 @@ added ``gradient_sites``, ``never_trained`` and ``other_state``)::
       }],
       "never_trained": [str, ...] (trainable variables a site's tape would reach that no site asks for),
       "other_state": int (variables the step reads that no site lists: optimizer, metric state),
+      "other_frozen": [str, ...] (among those, frozen weights: trainable=False, watched by a default tape),
       "notes": [str, ...],
       "verification": null | {
           "agrees": bool, "optimizer": str, "loss": float | null (null when not finite),
