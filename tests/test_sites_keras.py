@@ -7,6 +7,7 @@ TensorFlow's answer recorded while tracing (``SiteSource.tensorflow_none``).
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import keras
@@ -361,3 +362,38 @@ def test_a_frozen_backbones_weights_are_counted_apart_from_optimizer_state() -> 
     summary = format_summary(report, None)
     assert (f"+ {report.other_state} other variables the step reads and no site differentiates (4 frozen weights, "
             "trainable=False; optimizer slots and counters, BatchNorm statistics, metric totals): not findings") in summary
+
+
+class Branching(keras.Model):
+    """A model whose call takes one of two heads by a tf.cond."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.left, self.right = keras.layers.Dense(1, name="left"), keras.layers.Dense(1, name="right")
+
+    def call(self, x: Any) -> Any:
+        return tf.cond(tf.reduce_sum(x) > 0, lambda: self.left(x), lambda: self.right(x))
+
+
+@pytest.mark.parametrize("run_eagerly", [False, True], ids=["traced", "run_eagerly"])
+def test_a_model_compiled_run_eagerly_is_judged_as_fits_eager_tape(run_eagerly: bool) -> None:
+    keras.utils.set_random_seed(19)
+    model = Branching()
+    model.compile(optimizer="sgd", loss="mse", run_eagerly=run_eagerly)
+    x, y = np.ones((4, 3), "float32"), np.ones((4, 1), "float32")
+    model(x)
+    state = [*model.variables, *model.metrics_variables]
+    # fit runs train_step traced (the untaken branch gets zeros) or, under run_eagerly, eagerly (None).
+    report = flowcheck.analyze(model, x, y)
+    (site,) = report.gradient_sites
+    if run_eagerly:
+        assert_sites_match(report, tape_truth(lambda: model.train_step((x, y)), state))
+        assert {s.name for s in site.cut} == {model.right.kernel.path, model.right.bias.path}
+    else:
+        assert not site.cut  # traced: zeros for the untaken branch
+    with warnings.catch_warnings(record=True) as caught:  # what fit itself says
+        warnings.simplefilter("always")
+        model.fit(x, y, epochs=1, verbose=0)
+    said = [str(w.message) for w in caught if "Gradients do not exist" in str(w.message)]
+    assert bool(said) == bool(site.cut)
+    assert report.verify().agrees

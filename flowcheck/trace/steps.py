@@ -13,6 +13,7 @@ state a step touches is :mod:`flowcheck.trace.state`'s; the sites are judged in
 from __future__ import annotations
 
 import os
+import sys
 import traceback
 import warnings
 from collections.abc import Callable, Sequence
@@ -112,6 +113,18 @@ def keras_train_step(model: Any) -> Any:
     return tf.function(train_step)
 
 
+def eagerly_run_step(model: Any) -> Any:
+    """The Python ``train_step`` of a Keras model compiled with ``run_eagerly=True`` (else None).
+
+    ``fit`` runs it eagerly, so one that cannot be traced (a ``.numpy()`` in an override) trains;
+    it is judged as it runs, as a plain function.
+    """
+    keras = sys.modules.get("keras")
+    if keras is None or not isinstance(model, keras.Model) or not getattr(model, "run_eagerly", False):
+        return None
+    return keras_train_step(model).python_function
+
+
 def keras_step(model: Any, notes: list[str]) -> Any:
     """What ``fit`` runs for a compiled model: its ``train_step`` (Keras's own or an override)."""
     overrides = _overrides(model)
@@ -121,7 +134,9 @@ def keras_step(model: Any, notes: list[str]) -> Any:
             "model.compile(optimizer=..., loss=...) first, or pass a function returning the loss"
         )
     which = "its own train_step override" if overrides else "Keras's train_step (compiled loss, training=True)"
-    notes.append(f"Keras model {model.name!r}: analyzing what fit runs, {which}")
+    how = ", eagerly (compiled with run_eagerly=True): judged as its eager tape answers" if getattr(
+        model, "run_eagerly", False) else ""
+    notes.append(f"Keras model {model.name!r}: analyzing what fit runs, {which}{how}")
     return keras_train_step(model)
 
 

@@ -94,6 +94,7 @@ def trace(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Traced:
     return Traced(
         function, concrete, tuple(args), dict(kwargs), kind, variables, captured, losses, notes, python_function,
         calls=calls if step else [], step=step, name="" if kind == "keras model" else _name(fn), applied=applied,
+        eager=kind == "keras model" and bool(getattr(fn, "run_eagerly", False)),
     )
 
 
