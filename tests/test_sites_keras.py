@@ -375,25 +375,29 @@ class Branching(keras.Model):
         return tf.cond(tf.reduce_sum(x) > 0, lambda: self.left(x), lambda: self.right(x))
 
 
-@pytest.mark.parametrize("run_eagerly", [False, True], ids=["traced", "run_eagerly"])
-def test_a_model_compiled_run_eagerly_is_judged_as_fits_eager_tape(run_eagerly: bool) -> None:
+@pytest.mark.parametrize("mode", ["traced", "run_eagerly", "run_functions_eagerly"])
+def test_a_model_fit_runs_eagerly_is_judged_as_fits_eager_tape(mode: str) -> None:
     keras.utils.set_random_seed(19)
     model = Branching()
-    model.compile(optimizer="sgd", loss="mse", run_eagerly=run_eagerly)
+    model.compile(optimizer="sgd", loss="mse", run_eagerly=mode == "run_eagerly")
     x, y = np.ones((4, 3), "float32"), np.ones((4, 1), "float32")
     model(x)
     state = [*model.variables, *model.metrics_variables]
-    # fit runs train_step traced (the untaken branch gets zeros) or, under run_eagerly, eagerly (None).
-    report = flowcheck.analyze(model, x, y)
-    (site,) = report.gradient_sites
-    if run_eagerly:
-        assert_sites_match(report, tape_truth(lambda: model.train_step((x, y)), state))
-        assert {s.name for s in site.cut} == {model.right.kernel.path, model.right.bias.path}
-    else:
-        assert not site.cut  # traced: zeros for the untaken branch
-    with warnings.catch_warnings(record=True) as caught:  # what fit itself says
-        warnings.simplefilter("always")
-        model.fit(x, y, epochs=1, verbose=0)
-    said = [str(w.message) for w in caught if "Gradients do not exist" in str(w.message)]
-    assert bool(said) == bool(site.cut)
-    assert report.verify().agrees
+    tf.config.run_functions_eagerly(mode == "run_functions_eagerly")
+    try:
+        # fit runs train_step traced (the untaken branch gets zeros) or, in both eager modes, eagerly (None).
+        report = flowcheck.analyze(model, x, y)
+        (site,) = report.gradient_sites
+        if mode != "traced":
+            assert_sites_match(report, tape_truth(lambda: model.train_step((x, y)), state))
+            assert {s.name for s in site.cut} == {model.right.kernel.path, model.right.bias.path}
+        else:
+            assert not site.cut  # traced: zeros for the untaken branch
+        with warnings.catch_warnings(record=True) as caught:  # what fit itself says
+            warnings.simplefilter("always")
+            model.fit(x, y, epochs=1, verbose=0)
+        said = [str(w.message) for w in caught if "Gradients do not exist" in str(w.message)]
+        assert bool(said) == bool(site.cut)
+        assert report.verify().agrees
+    finally:
+        tf.config.run_functions_eagerly(False)

@@ -12,6 +12,7 @@ state a step touches is :mod:`flowcheck.trace.state`'s; the sites are judged in
 
 from __future__ import annotations
 
+import contextvars
 import os
 import sys
 import traceback
@@ -117,12 +118,21 @@ def eagerly_run_step(model: Any) -> Any:
     """The Python ``train_step`` of a Keras model compiled with ``run_eagerly=True`` (else None).
 
     ``fit`` runs it eagerly, so one that cannot be traced (a ``.numpy()`` in an override) trains;
-    it is judged as it runs, as a plain function.
+    it is judged as it runs, as a plain function (under ``flowcheck run`` at its gradient call instead).
     """
     keras = sys.modules.get("keras")
-    if keras is None or not isinstance(model, keras.Model) or not getattr(model, "run_eagerly", False):
+    if keras is None or not isinstance(model, keras.Model) or not runs_eagerly(model) or not EAGER_FALLBACK.get():
         return None
     return keras_train_step(model).python_function
+
+
+# False under `flowcheck run`, which judges such a step at its eager gradient calls as the script runs it.
+EAGER_FALLBACK: Final[contextvars.ContextVar[bool]] = contextvars.ContextVar("flowcheck_eager_fallback", default=True)
+
+
+def runs_eagerly(model: Any) -> bool:
+    """Whether ``fit`` runs the model's ``train_step`` eagerly: ``run_eagerly=True``, or ``tf.config.run_functions_eagerly(True)``."""
+    return bool(getattr(model, "run_eagerly", False)) or tf.config.functions_run_eagerly()
 
 
 def keras_step(model: Any, notes: list[str]) -> Any:
@@ -134,8 +144,8 @@ def keras_step(model: Any, notes: list[str]) -> Any:
             "model.compile(optimizer=..., loss=...) first, or pass a function returning the loss"
         )
     which = "its own train_step override" if overrides else "Keras's train_step (compiled loss, training=True)"
-    how = ", eagerly (compiled with run_eagerly=True): judged as its eager tape answers" if getattr(
-        model, "run_eagerly", False) else ""
+    why = "compiled with run_eagerly=True" if getattr(model, "run_eagerly", False) else "tf.config.run_functions_eagerly(True)"
+    how = f", eagerly ({why}): judged as its eager tape answers" if runs_eagerly(model) else ""
     notes.append(f"Keras model {model.name!r}: analyzing what fit runs, {which}{how}")
     return keras_train_step(model)
 

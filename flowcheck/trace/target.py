@@ -32,7 +32,7 @@ from flowcheck.trace import distributed as _distributed
 from flowcheck.trace.owners import is_keras_layer, owners_in, owners_of
 from flowcheck.trace.reuse import reused_recorder
 from flowcheck.trace.steps import (
-    FailedTrace, is_training_step, keras_loss_step, keras_step, no_labels, no_loss, site_losses, trace_recorded,
+    FailedTrace, is_training_step, keras_loss_step, keras_step, no_labels, no_loss, runs_eagerly, site_losses, trace_recorded,
 )
 from flowcheck.trace.traced import LossOutput, Traced, TracedVariable
 
@@ -94,7 +94,7 @@ def trace(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Traced:
     return Traced(
         function, concrete, tuple(args), dict(kwargs), kind, variables, captured, losses, notes, python_function,
         calls=calls if step else [], step=step, name="" if kind == "keras model" else _name(fn), applied=applied,
-        eager=kind == "keras model" and bool(getattr(fn, "run_eagerly", False)),
+        eager=kind == "keras model" and runs_eagerly(fn),
     )
 
 
