@@ -100,7 +100,10 @@ def _analyze(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Report:
     except TraceError as exc:
         eager_step = eagerly_run_step(fn)
         if eager_step is not None:  # fit runs it eagerly: judged as it runs, from its eager call alone
-            return eager_only_report(eager_step, args, kwargs, exc)
+            try:
+                return eager_only_report(eager_step, args, kwargs, exc)
+            except (TraceError, ValueError) as eager_exc:  # layers the failed trace built hold its variables
+                raise exc from eager_exc  # the trace's error stands, as before the fallback
         if not is_plain_callable(fn):
             raise
         return eager_only_report(fn, args, kwargs, exc)  # a NumPy round trip: judged from its eager call alone

@@ -491,3 +491,15 @@ def test_a_run_eagerly_step_that_cannot_be_traced_is_judged_as_fit_runs_it() -> 
     assert {r.name.split("/", 1)[1] for r in callback.problems} == layer_paths
     assert not [w for w in caught if "Gradients do not exist" in str(w.message)]
     assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(without.variables, checked.variables))
+
+
+def test_an_untraceable_eager_step_with_unbuilt_layers_keeps_the_traces_one_line_error() -> None:
+    # model.build leaves the layers of a subclass without build() unbuilt: the failed trace builds
+    # them with variables of its own graph, so no eager run can follow; the trace's error is told.
+    keras.utils.set_random_seed(22)
+    model = HostSideStep()
+    model.compile(optimizer="adam", loss="mse", run_eagerly=True)
+    model.build((None, 4))
+    x, y = data()
+    with pytest.raises(flowcheck.TraceError, match=r"^tracing host_side_step.* 'SymbolicTensor' object has no attribute 'numpy'"):
+        flowcheck.analyze(model, x[:8], y[:8, :1])
