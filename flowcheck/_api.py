@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from types import MappingProxyType
 from typing import Any
 
@@ -91,11 +92,18 @@ def _analyze(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Report:
     from flowcheck.graph.build import build_graph
     from flowcheck.graph.ops import save_kept
     from flowcheck.graph.ops import GradientOracle
+    from flowcheck.trace.steps import eagerly_run_step
     from flowcheck.trace.target import is_plain_callable, trace
 
     try:
         traced = trace(fn, args, kwargs)
     except TraceError as exc:
+        eager_step = eagerly_run_step(fn)
+        if eager_step is not None:  # fit runs it eagerly: judged as it runs, from its eager call alone
+            try:
+                return eager_only_report(eager_step, args, kwargs, exc)
+            except (TraceError, ValueError) as eager_exc:  # layers the failed trace built hold its variables
+                raise exc from eager_exc  # the trace's error stands, as before the fallback
         if not is_plain_callable(fn):
             raise
         return eager_only_report(fn, args, kwargs, exc)  # a NumPy round trip: judged from its eager call alone
@@ -145,7 +153,7 @@ def build_report(traced: Any, graph: nx.DiGraph) -> Report:
             "one call returning all of them gives zeros, not None, to variables only another loss uses"
         )
     sites, never, listed = _steps.step_findings(traced, graph, list(judged), barrier) if traced.step else ((), (), judged)
-    if traced.step and traced.target_kind == "callable":  # a plain function: as its eager call answers
+    if traced.step and (traced.target_kind == "callable" or traced.eager):  # as its eager call answers
         from flowcheck.analysis.eager import as_called_sites
         from flowcheck.verify.step import eager_calls
 
@@ -190,12 +198,14 @@ def eager_only_report(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], fa
     from flowcheck.trace.traced import Traced
 
     from flowcheck.trace.eager_sites import eager_site
-    from flowcheck.trace.state import built_state, unbuild
+    from flowcheck.trace.state import KERAS_NONE_WARNING, built_state, unbuild
 
     name = str(getattr(fn, "__name__", None) or type(fn).__name__)
     built = built_state(fn, args)
     try:
-        run = run_eagerly(fn, args, kwargs, owned_variables(fn, args, kwargs), name)
+        with warnings.catch_warnings():  # Keras's bare warning about None gradients: the report explains them
+            warnings.filterwarnings("ignore", message=KERAS_NONE_WARNING, category=UserWarning)
+            run = run_eagerly(fn, args, kwargs, owned_variables(fn, args, kwargs), name)
     finally:
         unbuild(built)  # an optimizer the step built is the user's to build
     if not run.variables:

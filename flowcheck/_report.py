@@ -90,6 +90,16 @@ class Report:
             for r in results
         }
 
+    @property
+    def frozen_state(self) -> tuple[VariableResult, ...]:
+        """The other state (:attr:`other_state`) that is frozen weights: a frozen Keras layer's, ``trainable=False``.
+
+        A default tape would watch them (their ``tf.Variable`` s stay trainable), but Keras's train_step
+        does not ask for them; optimizer, metric and BatchNorm-statistic state is not watched at all.
+        """
+        listed = {r.node for r in self.variables}
+        return tuple(r for r in self._everything if r.node not in listed and not r.trainable and r.watched_by_default)
+
     def __repr__(self) -> str:
         return f"<flowcheck.Report {self.target}: {counts_text(self.variables)}>"
 

@@ -1023,3 +1023,28 @@ def test_explore_without_the_extra_says_how_to_install_it_before_any_work(
         "flowcheck: error: ExplorerNotInstalledError: Model Explorer is not installed; "
         "install it with: pip install 'flowcheck[explore]'"
     )
+
+
+def test_a_keras_model_frozen_whole_trains_nothing_and_fails(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    body = """
+        import keras
+
+        model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3, name="out")], name="net")
+        model.compile(optimizer="sgd", loss="mse")
+        model.trainable = False  # meant for the backbone alone
+    """
+    path = write(tmp_path, body, header=False)
+    namespace: dict[str, Any] = {}
+    exec(textwrap.dedent(body), namespace)  # noqa: S102 -- what Keras's train_step asks for, here
+    model = namespace["model"]
+    before = [w.numpy() for w in model.weights]
+    with pytest.warns(UserWarning, match="does not have any trainable weights"):
+        model.fit(tf.ones((4, 5)), tf.ones((4, 3)), verbose=0)
+    assert model.trainable_weights == [] and all((w.numpy() == b).all() for w, b in zip(model.weights, before))
+    code, out, _ = run(capsys, path, "--json")
+    data = json.loads(out)
+    assert code == 1 and not data["ok"], out  # was "OK: verification agrees", exit 0
+    code, out, _ = run(capsys, path)
+    assert code == 1 and out.splitlines()[-1] == (
+        "FAILED: fit trains nothing: the Keras model has no trainable weights (trainable=False when the step runs), "
+        "so Keras's train_step asks for no gradient")

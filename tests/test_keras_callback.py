@@ -441,3 +441,65 @@ def test_a_sample_element_leaves_every_later_epoch_of_the_dataset_as_it_was(kind
     element = first_element(sampled)
     assert tf.nest.map_structure(lambda t: t.shape, element) == tf.nest.map_structure(lambda t: t.shape, next(iter(make())))
     assert epochs(sampled) == untouched
+
+
+class HostSideStep(keras.Model):
+    """A train_step only fit's run_eagerly=True can run: it reads the loss on the host (``.numpy()``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first, self.second = keras.layers.Dense(3, name="first"), keras.layers.Dense(1, name="second")
+        self.last_loss = 0.0
+
+    def call(self, x: Any) -> Any:
+        return self.second(tf.round(self.first(x)))
+
+    def train_step(self, data: Any) -> dict[str, Any]:
+        x, y = data
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean((self(x, training=True) - y) ** 2)
+        self.last_loss = float(loss.numpy())  # host side: cannot be traced
+        grads = tape.gradient(loss, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        return {"loss": loss}
+
+
+def _host_side_model() -> HostSideStep:
+    keras.utils.set_random_seed(21)
+    model = HostSideStep()
+    model.compile(optimizer="adam", loss="mse", run_eagerly=True)
+    model(np.zeros((1, 4), "float32"))  # its layers built (model.build would leave them unbuilt)
+    return model
+
+
+def test_a_run_eagerly_step_that_cannot_be_traced_is_judged_as_fit_runs_it() -> None:
+    x, y = data()
+    model = _host_side_model()
+    with tf.GradientTape() as tape:  # the override's own tape, run eagerly as fit runs it
+        loss = tf.reduce_mean((model(x[:8], training=True) - y[:8, :1]) ** 2)
+    truth = {v.path: g is not None for v, g in zip(model.trainable_variables, tape.gradient(loss, model.trainable_variables))}
+    report = flowcheck.analyze(model, x[:8], y[:8, :1])  # was a TraceError: 'SymbolicTensor' has no attribute 'numpy'
+    (site,) = report.gradient_sites
+    assert {s.name: s.verdict is flowcheck.Verdict.RECEIVES for s in site.sources} == truth
+    assert report.verify().agrees
+    without = _host_side_model()
+    fit_quietly(without, x, y[:, :1], batch_size=8)
+    checked = _host_side_model()
+    callback = GradientFlowCheck(verify=True)
+    caught = fit_quietly(checked, x, y[:, :1], batch_size=8, callbacks=[callback])  # the callback stopped fit
+    layer_paths = {p.split("/", 1)[1] for p, got in truth.items() if not got}  # another instance: another model name
+    assert {r.name.split("/", 1)[1] for r in callback.problems} == layer_paths
+    assert not [w for w in caught if "Gradients do not exist" in str(w.message)]
+    assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(without.variables, checked.variables))
+
+
+def test_an_untraceable_eager_step_with_unbuilt_layers_keeps_the_traces_one_line_error() -> None:
+    # model.build leaves the layers of a subclass without build() unbuilt: the failed trace builds
+    # them with variables of its own graph, so no eager run can follow; the trace's error is told.
+    keras.utils.set_random_seed(22)
+    model = HostSideStep()
+    model.compile(optimizer="adam", loss="mse", run_eagerly=True)
+    model.build((None, 4))
+    x, y = data()
+    with pytest.raises(flowcheck.TraceError, match=r"^tracing host_side_step.* 'SymbolicTensor' object has no attribute 'numpy'"):
+        flowcheck.analyze(model, x[:8], y[:8, :1])

@@ -502,3 +502,43 @@ def test_a_watched_keras_variable_is_told_by_its_path(tmp_path: Path, capsys: An
     assert code == (0 if all(truth) else 1)
     assert [s["verdict"] == "receives" for s in site["sources"]] == truth
     assert "watched: " + ", ".join(v.path for v in m.head.trainable_variables) in site["watch"]
+
+
+EAGER_FIT = """\
+import numpy as np
+import tensorflow as tf
+import keras
+
+
+class Branchy(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.a = keras.layers.Dense(1, name="a")
+        self.b = keras.layers.Dense(1, name="b")
+
+    def call(self, z, training=False):
+        return tf.cond(tf.reduce_sum(z) > 0, lambda: self.a(z), lambda: self.b(z))
+
+
+keras.utils.set_random_seed(0)
+model = Branchy()
+model.compile("sgd", "mse", run_eagerly=True)
+model.fit(np.ones((8, 4), "float32"), np.ones((8, 1), "float32"), batch_size=4, epochs=2, verbose=0)
+"""
+
+
+def test_a_fit_compiled_run_eagerly_is_judged_by_its_eager_tape(tmp_path: Path, capsys: Any) -> None:
+    namespace: dict[str, Any] = {}
+    keras.utils.clear_session()
+    exec(EAGER_FIT.split("model.fit")[0], namespace)  # noqa: S102 -- the model, as fit's first step has it
+    model, x, y = namespace["model"], tf.ones((4, 4)), tf.ones((4, 1))
+    model(x)
+    with tf.GradientTape() as tape:  # fit's train_step, run eagerly: the untaken branch gets None
+        loss = model.compute_loss(x=x, y=y, y_pred=model(x, training=True))
+    none = {v.path for v, g in zip(model.trainable_variables, tape.gradient(loss, model.trainable_variables)) if g is None}
+    assert none == {"branchy/b/kernel", "branchy/b/bias"}
+    code, out, _ = run(capsys, script(tmp_path, EAGER_FIT), "--json")
+    (step,) = json.loads(out)["steps"]
+    (site,) = step["report"]["gradient_sites"]
+    assert code == 1 and {s["name"] for s in site["sources"] if s["verdict"] == "blocked"} == none  # was 'OK'
+    assert step["report"]["verification"]["agrees"]

@@ -7,16 +7,20 @@ TensorFlow's answer recorded while tracing (``SiteSource.tensorflow_none``).
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 from site_helpers import assert_sites_match, same, snapshot, tape_truth
-from truth import line_of
+from test_run_keras import FORWARD_FORWARD, GAN as GAN_SCRIPT, _reachable_optimizers as reachable_optimizers
+from truth import default_tape_watches, line_of
 
 import flowcheck
 from flowcheck import Verdict
+from flowcheck.outputs.text import format_summary
 
 HERE = __file__
 
@@ -231,3 +235,169 @@ def test_vae_override_fit_on_x_alone_restores_its_seed_generator() -> None:
     saved = snapshot(state)
     assert report.verify().agrees and same(state, saved)
     assert_sites_match(report, tape_truth(lambda: vae.train_step(x), state))
+
+
+class LabelFreeLoss(keras.Model):
+    """An autoencoder-style model whose compute_loss override needs no labels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dense = keras.layers.Dense(3)
+
+    def call(self, x: Any) -> Any:
+        return self.dense(x)
+
+    def compute_loss(self, x: Any = None, y: Any = None, y_pred: Any = None, sample_weight: Any = None,
+                     training: bool = True) -> Any:
+        return keras.ops.mean((y_pred - x) ** 2)
+
+
+def test_a_compiled_loss_given_no_labels_is_one_clear_usage_error() -> None:
+    keras.utils.set_random_seed(15)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    x = np.ones((4, 3), "float32")
+    with pytest.raises(ValueError, match="None values not supported"):  # Keras's own fit(x): no word of labels
+        model.fit(x, epochs=1, verbose=0)
+    for inputs in ((x,), (x, None)):
+        with pytest.raises(flowcheck.UsageError, match=r"no labels were given: pass them, \(model, x, y\)"):
+            flowcheck.analyze(model, *inputs)
+    with pytest.raises(flowcheck.TraceError, match="incompatible with the layer"):  # the model's own error stays
+        flowcheck.analyze(model, np.ones((4, 5), "float32"))
+    own = LabelFreeLoss()
+    own.compile(optimizer="sgd", loss="mse")  # compiled loss unused: the override needs no y
+    own(x)
+    report = flowcheck.analyze(own, x)
+    assert_sites_match(report, tape_truth(lambda: own.train_step(x), [*own.variables]))
+
+
+@pytest.mark.parametrize("text", [GAN_SCRIPT, FORWARD_FORWARD], ids=["gan", "forward_forward"])
+def test_verify_names_only_the_optimizers_a_train_step_override_applies(text: str) -> None:
+    # compile()'s default RMSprop (the GAN) or its SGD (the forward-forward net) is never applied.
+    ran: dict[str, Any] = {"STEPS": 1}
+    exec(text.replace("batch_size=4", "batch_size=16"), ran)  # noqa: S102 -- one real step: what Keras applies
+    applied = [type(o).__name__ for o in reachable_optimizers(ran["gan"]) if int(o.iterations.numpy()) == 1]
+    fresh: dict[str, Any] = {"STEPS": 0}
+    exec(text, fresh)  # noqa: S102 -- the same model, untrained
+    model, x = fresh["gan"], np.ones((4, 3), "float32")
+    report = flowcheck.analyze(model, x)
+    state = [*model.variables, *(v for o in reachable_optimizers(model) for v in o.variables)]
+    check = report.verify()
+    assert check.agrees, check
+    assert [part.split("(")[0] for part in check.optimizer.removeprefix("the step's own ").split(", ")] == applied
+    assert_sites_match(report, tape_truth(lambda: model.train_step(x), state))
+
+
+def test_a_built_in_layer_of_a_functional_model_is_not_placed_at_the_analyze_call() -> None:
+    # A functional model runs its layers with no user frame: the op's innermost user frame is the
+    # line calling flowcheck, which made no op (it was shown as the barrier's line).
+    keras.utils.set_random_seed(16)
+    x = np.random.default_rng(0).random((8, 4)).astype("float32")
+    binned = keras.layers.Discretization(num_bins=4, name="binned")
+    binned.adapt(x)
+    inputs = keras.Input((4,))
+    codes = binned(keras.layers.Dense(4, name="pre")(inputs))
+    outputs = keras.layers.Dense(1, name="out")(keras.layers.Flatten()(keras.layers.Embedding(4, 2, name="emb")(codes)))
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer="sgd", loss="mse")
+    report = flowcheck.analyze(model, x, np.ones((8, 1), "float32"))
+    state = [*model.variables, *model.metrics_variables]
+    assert_sites_match(report, tape_truth(lambda: model.train_step((x, np.ones((8, 1), "float32"))), state))
+    (site,) = report.gradient_sites
+    assert {s.name for s in site.cut} == {"pre/kernel", "pre/bias"}
+    barriers = {b for s in site.cut for b in s.barriers}
+    assert {b.op_type for b in barriers} == {"Bucketize"} and all(b.source is None for b in barriers)
+
+
+class NearestCode(keras.Model):
+    """A VQ-style model: the nearest codebook row by argmin, then an Embedding lookup of it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = keras.layers.Dense(4, name="encoder")
+        self.codebook = keras.layers.Embedding(3, 4, name="codebook")
+        self.codebook.build((None,))
+        self.head = keras.layers.Dense(1, name="head")
+
+    def call(self, x: Any) -> Any:
+        h = self.encoder(x)
+        distances = keras.ops.sum((h[:, None, :] - self.codebook.embeddings[None]) ** 2, -1)
+        code = keras.ops.argmin(distances, -1)  # nearest code
+        return self.head(self.codebook(code))  # lookup
+
+
+def test_an_integer_cut_names_the_line_that_made_the_integer() -> None:
+    keras.utils.set_random_seed(17)
+    model = NearestCode()
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = np.random.default_rng(0).random((4, 3)).astype("float32"), np.ones((4, 1), "float32")
+    model(x)
+    report = flowcheck.analyze(model, x, y)
+    assert_sites_match(report, tape_truth(lambda: model.train_step((x, y)), [*model.variables, *model.metrics_variables]))
+    (site,) = report.gradient_sites
+    assert {s.name for s in site.cut} == {"nearest_code/encoder/kernel", "nearest_code/encoder/bias"}
+    [cut] = {b for s in site.cut for b in s.barriers}
+    # The cut is the lookup's integer input; the line that made the integer is the argmin's.
+    assert cut.source is not None and cut.source.line == line_of(HERE, "# lookup")
+    assert cut.detail.endswith(f"; made from floats by ArgMin at {cut.source.short_file}:{line_of(HERE, '# nearest code')}")
+
+
+def test_a_frozen_backbones_weights_are_counted_apart_from_optimizer_state() -> None:
+    keras.utils.set_random_seed(18)
+    base = keras.Sequential([keras.Input((4,)), keras.layers.Dense(6, name="b1"), keras.layers.BatchNormalization(name="bn")],
+                            name="base")
+    base.trainable = False
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(1, name="head")(base(inputs, training=False)))
+    model.compile(optimizer="adam", loss="mse")
+    x, y = np.ones((4, 4), "float32"), np.ones((4, 1), "float32")
+    report = flowcheck.analyze(model, x, y)
+    state = [*model.variables, *model.metrics_variables]
+    assert_sites_match(report, tape_truth(lambda: model.train_step((x, y)), state))
+    # Frozen weights: a default tape watches them, Keras's train_step does not ask for them.
+    watched = default_tape_watches(lambda: model(x, training=True), model.weights)
+    frozen = {w.path for w, seen in zip(model.weights, watched) if seen and all(w is not t for t in model.trainable_weights)}
+    assert frozen == {"base/b1/kernel", "base/b1/bias", "base/bn/gamma", "base/bn/beta"}
+    assert {r.name for r in report.frozen_state} == frozen and report.other_state > len(frozen)
+    summary = format_summary(report, None)
+    assert (f"+ {report.other_state} other variables the step reads and no site differentiates (4 frozen weights, "
+            "trainable=False; optimizer slots and counters, BatchNorm statistics, metric totals): not findings") in summary
+
+
+class Branching(keras.Model):
+    """A model whose call takes one of two heads by a tf.cond."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.left, self.right = keras.layers.Dense(1, name="left"), keras.layers.Dense(1, name="right")
+
+    def call(self, x: Any) -> Any:
+        return tf.cond(tf.reduce_sum(x) > 0, lambda: self.left(x), lambda: self.right(x))
+
+
+@pytest.mark.parametrize("mode", ["traced", "run_eagerly", "run_functions_eagerly"])
+def test_a_model_fit_runs_eagerly_is_judged_as_fits_eager_tape(mode: str) -> None:
+    keras.utils.set_random_seed(19)
+    model = Branching()
+    model.compile(optimizer="sgd", loss="mse", run_eagerly=mode == "run_eagerly")
+    x, y = np.ones((4, 3), "float32"), np.ones((4, 1), "float32")
+    model(x)
+    state = [*model.variables, *model.metrics_variables]
+    tf.config.run_functions_eagerly(mode == "run_functions_eagerly")
+    try:
+        # fit runs train_step traced (the untaken branch gets zeros) or, in both eager modes, eagerly (None).
+        report = flowcheck.analyze(model, x, y)
+        (site,) = report.gradient_sites
+        if mode != "traced":
+            assert_sites_match(report, tape_truth(lambda: model.train_step((x, y)), state))
+            assert {s.name for s in site.cut} == {model.right.kernel.path, model.right.bias.path}
+        else:
+            assert not site.cut  # traced: zeros for the untaken branch
+        with warnings.catch_warnings(record=True) as caught:  # what fit itself says
+            warnings.simplefilter("always")
+            model.fit(x, y, epochs=1, verbose=0)
+        said = [str(w.message) for w in caught if "Gradients do not exist" in str(w.message)]
+        assert bool(said) == bool(site.cut)
+        assert report.verify().agrees
+    finally:
+        tf.config.run_functions_eagerly(False)

@@ -13,6 +13,7 @@ import networkx as nx
 
 from flowcheck._model import Barrier
 from flowcheck._model import BarrierKind
+from flowcheck.source.lines import SourceLine
 from flowcheck.source.op import op_source
 
 __all__ = ["barrier", "one_per_replica", "outside_barrier"]
@@ -44,14 +45,54 @@ def barrier(graph: nx.DiGraph, edge: tuple[str, str], cache: dict[tuple[str, str
     attrs = graph.nodes[w]
     op = attrs.get("op")
     source, via_library = op_source(op) if op is not None else (None, True)
+    kind = BarrierKind(data["kind"])
+    detail = str(data.get("detail") or kind.label)
+    if kind is BarrierKind.DTYPE:
+        detail += _made_elsewhere(graph, u, source)
     barrier = Barrier(
         op_name=str(attrs.get("name", w)), op_type=str(attrs.get("op_type", attrs.get("kind", ""))),
-        kind=BarrierKind(data["kind"]), detail=str(data.get("detail") or BarrierKind(data["kind"]).label),
+        kind=kind, detail=detail,
         tensor=str(data.get("tensor", "")), source=source, in_user_code=source is not None and not via_library,
         node=w,
     )
     cache[edge] = barrier
     return barrier
+
+
+def _made_elsewhere(graph: nx.DiGraph, node: str, source: SourceLine | None) -> str:
+    """Where the integer tensor a ``dtype`` barrier receives was made from floats, when not on its line.
+
+    An ``argmin`` on one line whose indices an ``Embedding`` gathers on the next: the cut is the
+    gather's integer input (a cut nearer the variable has more edges: ``keras.ops.argmin`` also
+    compares and bitcasts its input), and the line to change is the ``argmin``'s.
+    """
+    origins = _integer_origins(graph, node)
+    if len(origins) != 1:
+        return ""
+    attrs = graph.nodes[origins[0]]
+    made, _ = op_source(attrs["op"])
+    if made is None or (source is not None and (made.file, made.line) == (source.file, source.line)):
+        return ""
+    return f"; made from floats by {attrs.get('op_type')} at {made}"
+
+
+def _integer_origins(graph: nx.DiGraph, node: str, limit: int = 64) -> list[str]:
+    """The ops, up the integer-only edges from ``node``, that make an integer from a float (an ``ArgMin``)."""
+    seen, stack, origins = {node}, [node], []
+    while stack and len(seen) < limit:
+        n = stack.pop()
+        if graph.nodes[n].get("kind") != "op" or graph.nodes[n].get("op") is None:
+            continue
+        ins = [(p, BarrierKind(d["kind"]) if d.get("kind") else None) for p, d in graph.pred[n].items()
+               if graph.nodes[p].get("op_type") != "Const"]
+        if any(kind is not BarrierKind.DTYPE for _, kind in ins):
+            origins.append(n)  # a float input cut here: the integer starts at this op
+            continue
+        for p, _ in ins:
+            if p not in seen:
+                seen.add(p)
+                stack.append(p)
+    return origins
 
 
 NOT_RECORDED_DETAIL = "computed outside the tape's with block (or while it was paused): the tape recorded none of it"

@@ -60,8 +60,11 @@ def site_lines(report: Report, barrier: Callable[[Barrier], list[_Line]], all_so
     others = report.other_state
     if others:
         out.append([])
+        frozen = len(report.frozen_state)  # a frozen backbone's weights are among them: not optimizer state
+        kinds = (f"{frozen} frozen weight{'s' if frozen != 1 else ''}, trainable=False; " if frozen else "") + (
+            "optimizer slots and counters, BatchNorm statistics, metric totals" if others > frozen else "")
         out.append([(f"+ {others} other variables the step reads and no site differentiates "
-                     "(optimizer slots and counters, BatchNorm statistics, metric totals): not findings", "dim")])
+                     f"({kinds.removesuffix('; ')}): not findings", "dim")])
     return out
 
 
@@ -117,6 +120,7 @@ def sites_json(report: Report, barrier_json: Callable[[Barrier], dict[str, Any]]
         "gradient_sites": [_site_json(site, barrier_json) for site in report.gradient_sites],
         "never_trained": [r.name for r in report.never_trained],
         "other_state": report.other_state,
+        "other_frozen": [r.name for r in report.frozen_state],
     }
 
 

@@ -40,6 +40,7 @@ added ``gradient_sites``, ``never_trained`` and ``other_state``)::
       }],
       "never_trained": [str, ...] (trainable variables a site's tape would reach that no site asks for),
       "other_state": int (variables the step reads that no site lists: optimizer, metric state),
+      "other_frozen": [str, ...] (among those, frozen weights: trainable=False, watched by a default tape),
       "notes": [str, ...],
       "verification": null | {
           "agrees": bool, "optimizer": str, "loss": float | null (null when not finite),
@@ -107,6 +108,10 @@ def failures(
     ``pinned``: a snapshot checks the flow (``--check``), so a site's cut source it records is no failure.
     """
     reasons = [f"differentiating the loss raises at {b.op_type} {b.op_name!r} (no gradient defined)" for b in report.gradient_errors]
+    if report.target_kind == "keras model" and not report.gradient_sites:
+        # Its train_step asks for no gradient (flowcheck analyzed its compiled loss): as `flowcheck run` says of its fit.
+        reasons.append("fit trains nothing: the Keras model has no trainable weights (trainable=False when the "
+                       "step runs), so Keras's train_step asks for no gradient")
     on_purpose = frozenset(n for e in (run.expectations if run else ()) if e.expect == "blocked" for n in e.matched)
     if not pinned:
         reasons.extend(site_failures(report, on_purpose))

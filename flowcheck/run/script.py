@@ -203,8 +203,10 @@ def _never_trained_across(steps: Sequence[Step]) -> None:
 def _analyzer(options: RunOptions) -> Any:
     def analyze_step(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any], step: Step) -> None:
         import flowcheck
+        from flowcheck.trace.steps import EAGER_FALLBACK
 
         step.owners = variable_owners(target, args)
+        fallback = EAGER_FALLBACK.set(False)  # an untraceable eager train_step: judged at its calls as it runs
         try:
             step.report = flowcheck.analyze(target, *args, **kwargs)
             keep_values(step)  # before the step's first run: what the script itself then moves trains
@@ -217,6 +219,8 @@ def _analyzer(options: RunOptions) -> Any:
         except Exception as exc:  # noqa: BLE001 -- not the script's failure but flowcheck's: said as such
             what = "verification failed" if step.report is not None else "flowcheck failed while analyzing it"
             step.error = f"{what}: {describe_exception(exc, None)}"
+        finally:
+            EAGER_FALLBACK.reset(fallback)
 
     return analyze_step
 

@@ -64,6 +64,11 @@ def display_path(path: str) -> str:
     return full if rel == ".." or rel.startswith(".." + os.sep) else rel
 
 
+def is_own_file(path: str) -> bool:
+    """True for flowcheck's own files."""
+    return os.path.abspath(path).startswith(_PACKAGE_DIR + os.sep)
+
+
 @lru_cache(maxsize=4096)
 def is_library_file(path: str) -> bool:
     """True for TensorFlow's, Keras's, Python's, installed packages' and flowcheck's own files."""

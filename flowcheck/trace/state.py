@@ -106,10 +106,14 @@ def applied_optimizers(traced: Any) -> list[Any]:
     """The Keras optimizers the step can apply: those whose variables its trace reads.
 
     A ``Model`` subclass whose ``train_step`` applies optimizers of its own still has the one its
-    ``compile()`` made by default (RMSprop): the step never reads it, so it is not named. Without a
+    ``compile()`` made by default (RMSprop): the step never reads it (nor applies it, when flowcheck's
+    own trace, which skips the updates, saw which it applies), so it is not named. Without a
     trace of its own (a plain function), or when the trace reads none, every reachable one counts.
     """
     found = optimizers_of(traced.function, traced.args)
+    applied = {id(o) for opt in getattr(traced, "applied", ()) for o in (opt, getattr(opt, "inner_optimizer", None))}
+    if applied:  # flowcheck's own trace skipped their updates, so it reads none of them: the ones it saw applied
+        return [o for o in found if id(o) in applied] or found
     inputs = getattr(getattr(traced, "concrete", None), "captured_inputs", None)  # none from a failed trace
     if inputs is None or traced.python_function is not None:
         return found
@@ -269,13 +273,13 @@ def all_none_tolerated(seen: list[str]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def applies_skipped(seen: list[tuple[str, bool]]) -> Iterator[None]:
+def applies_skipped(seen: list[tuple[Any, bool]]) -> Iterator[None]:
     """While flowcheck traces a step, Keras optimizers apply nothing and build nothing.
 
     The gradient calls come before the update, and the update is what makes a trace of a training
     step slow (slot variables created inside the function, so that it is traced twice, and an
     update per variable). ``apply`` of every Keras optimizer class that defines it is replaced;
-    ``seen`` gets ``(optimizer name, every gradient was None)`` per call, the latter being where
+    ``seen`` gets ``(optimizer, every gradient was None)`` per call, the latter being where
     Keras would raise ``No gradients provided for any variable``.
     """
     from keras.src.optimizers import base_optimizer
@@ -289,7 +293,7 @@ def applies_skipped(seen: list[tuple[str, bool]]) -> Iterator[None]:
 
     def skipped(self: Any, grads: Any, trainable_variables: Any = None) -> None:
         grads = list(grads)
-        seen.append((str(self.name), bool(grads) and all(g is None for g in grads)))
+        seen.append((self, bool(grads) and all(g is None for g in grads)))
 
     for cls, _ in classes:
         cls.apply = skipped

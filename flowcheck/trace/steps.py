@@ -12,13 +12,17 @@ state a step touches is :mod:`flowcheck.trace.state`'s; the sites are judged in
 
 from __future__ import annotations
 
+import contextvars
+import os
+import sys
+import traceback
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import tensorflow as tf
 
-from flowcheck.errors import InvalidTargetError, LossError
+from flowcheck.errors import InvalidTargetError, LossError, UsageError
 from flowcheck.source.names import target_names, unique
 from flowcheck.trace.sites import RecordedCall, SiteRecorder
 from flowcheck.trace.state import KERAS_NONE_WARNING, NO_GRADIENTS, applies_skipped, built_state, metric_counts, metric_notes, unbuild
@@ -110,6 +114,27 @@ def keras_train_step(model: Any) -> Any:
     return tf.function(train_step)
 
 
+def eagerly_run_step(model: Any) -> Any:
+    """The Python ``train_step`` of a Keras model compiled with ``run_eagerly=True`` (else None).
+
+    ``fit`` runs it eagerly, so one that cannot be traced (a ``.numpy()`` in an override) trains;
+    it is judged as it runs, as a plain function (under ``flowcheck run`` at its gradient call instead).
+    """
+    keras = sys.modules.get("keras")
+    if keras is None or not isinstance(model, keras.Model) or not runs_eagerly(model) or not EAGER_FALLBACK.get():
+        return None
+    return keras_train_step(model).python_function
+
+
+# False under `flowcheck run`, which judges such a step at its eager gradient calls as the script runs it.
+EAGER_FALLBACK: Final[contextvars.ContextVar[bool]] = contextvars.ContextVar("flowcheck_eager_fallback", default=True)
+
+
+def runs_eagerly(model: Any) -> bool:
+    """Whether ``fit`` runs the model's ``train_step`` eagerly: ``run_eagerly=True``, or ``tf.config.run_functions_eagerly(True)``."""
+    return bool(getattr(model, "run_eagerly", False)) or tf.config.functions_run_eagerly()
+
+
 def keras_step(model: Any, notes: list[str]) -> Any:
     """What ``fit`` runs for a compiled model: its ``train_step`` (Keras's own or an override)."""
     overrides = _overrides(model)
@@ -119,7 +144,9 @@ def keras_step(model: Any, notes: list[str]) -> Any:
             "model.compile(optimizer=..., loss=...) first, or pass a function returning the loss"
         )
     which = "its own train_step override" if overrides else "Keras's train_step (compiled loss, training=True)"
-    notes.append(f"Keras model {model.name!r}: analyzing what fit runs, {which}")
+    why = "compiled with run_eagerly=True" if getattr(model, "run_eagerly", False) else "tf.config.run_functions_eagerly(True)"
+    how = f", eagerly ({why}): judged as its eager tape answers" if runs_eagerly(model) else ""
+    notes.append(f"Keras model {model.name!r}: analyzing what fit runs, {which}{how}")
     return keras_train_step(model)
 
 
@@ -135,6 +162,30 @@ def no_loss(model: Any, exc: BaseException | None) -> InvalidTargetError | None:
     return InvalidTargetError(
         f"Keras model {model.name!r} is not compiled with a loss and adds none (add_loss): call "
         "model.compile(optimizer=..., loss=...) first, or pass a function returning the loss"
+    )
+
+
+_COMPILED_LOSS: Final = os.path.join("trainers", "compile_utils.py")  # Keras's CompileLoss
+
+
+def no_labels(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any], exc: BaseException | None) -> UsageError | None:
+    """The error to raise when tracing ``model``'s train_step failed because its compiled loss got no labels.
+
+    ``fit(x)`` with no ``y`` gives a compiled loss ``y_true=None``, and Keras fails deep inside it
+    with ``None values not supported``; Keras's own ``train_step`` and ``compute_loss`` are the ones
+    that hand it over (an override may need no labels).
+    """
+    import keras
+
+    given_y = (len(args) > 1 and args[1] is not None) or kwargs.get("y") is not None
+    in_loss = exc is not None and any(  # not an error of the model's call (an input of the wrong shape)
+        frame.filename.endswith(_COMPILED_LOSS) for frame in traceback.extract_tb(exc.__traceback__))
+    if not in_loss or given_y or getattr(model, "_compile_loss", None) is None or _overrides(model) \
+            or type(model).compute_loss is not keras.Model.compute_loss:
+        return None
+    return UsageError(
+        f"Keras model {model.name!r} is compiled with a loss that compares its outputs with labels, "
+        "and no labels were given: pass them, (model, x, y)"
     )
 
 
@@ -166,11 +217,11 @@ def site_losses(calls: list[RecordedCall]) -> list[Any]:
 def trace_recorded(
     function: Any, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], notes: list[str],
     failure: Callable[[BaseException], str],
-) -> tuple[Any, list[RecordedCall], bool]:
+) -> tuple[Any, list[RecordedCall], tuple[Any, ...]]:
     """Trace ``function`` while recording its gradient calls; the calls of the final trace only.
 
     Keras optimizers apply nothing meanwhile (:func:`~flowcheck.trace.state.applies_skipped`);
-    the third value says whether the step called one.
+    the third value is the ones the step called, each once.
 
     A trace that raises after a gradient call is read as far as it got (:class:`FailedTrace`);
     one that raises before is a :class:`~flowcheck.errors.TraceError` saying ``failure(exc)``.
@@ -181,7 +232,7 @@ def trace_recorded(
     from flowcheck.trace.sites import running_user_code
 
     built, metrics = built_state(fn, args), metric_counts(fn, args)
-    applied: list[tuple[str, bool]] = []
+    applied: list[tuple[Any, bool]] = []
     with running_user_code(), record_sites() as recorder, applies_skipped(applied), positions(), \
             nested_functions_afresh(), warnings.catch_warnings():
         # Keras's warning about None gradients, provoked by this trace: the report explains it.
@@ -199,9 +250,10 @@ def trace_recorded(
     notes.extend(metric_notes(metrics))
     notes.extend(
         f"every gradient is None: {name}.apply_gradients raises ValueError: {NO_GRADIENTS}"
-        for name, none in dict.fromkeys(applied) if none
+        for name, none in dict.fromkeys((str(opt.name), none) for opt, none in applied) if none
     )
-    return concrete, recorder.calls_in(concrete.graph, finished=not isinstance(concrete, FailedTrace)), bool(applied)
+    optimizers = tuple({id(opt): opt for opt, _ in applied}.values())
+    return concrete, recorder.calls_in(concrete.graph, finished=not isinstance(concrete, FailedTrace)), optimizers
 
 
 def keras_loss_step(model: Any, notes: list[str]) -> Any:

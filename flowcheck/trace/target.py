@@ -32,7 +32,7 @@ from flowcheck.trace import distributed as _distributed
 from flowcheck.trace.owners import is_keras_layer, owners_in, owners_of
 from flowcheck.trace.reuse import reused_recorder
 from flowcheck.trace.steps import (
-    FailedTrace, is_training_step, keras_loss_step, keras_step, no_loss, site_losses, trace_recorded,
+    FailedTrace, is_training_step, keras_loss_step, keras_step, no_labels, no_loss, runs_eagerly, site_losses, trace_recorded,
 )
 from flowcheck.trace.traced import LossOutput, Traced, TracedVariable
 
@@ -56,14 +56,17 @@ def trace(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Traced:
     if reused is not None:  # `flowcheck run`: the trace the script's first call has just made
         concrete: Any = function.get_concrete_function(*args, **kwargs)
         calls, applies = reused.calls_in(concrete.graph), True  # a script's step: judged at its calls (see reuse)
+        applied: tuple[Any, ...] = ()  # its own trace made the updates: applied_optimizers reads them
     else:
         try:
-            concrete, calls, applies = trace_recorded(function, fn, args, kwargs, notes, lambda exc: _trace_failure(exc, _name(fn)))
+            concrete, calls, applied = trace_recorded(function, fn, args, kwargs, notes, lambda exc: _trace_failure(exc, _name(fn)))
         except TraceError as exc:
-            error = no_loss(fn, exc.__cause__) if kind == "keras model" else None
+            error = (no_loss(fn, exc.__cause__) or no_labels(fn, args, kwargs, exc.__cause__)) \
+                if kind == "keras model" else None
             if error is not None:
                 raise error from exc.__cause__
             raise
+        applies = bool(applied)
     if kind == "keras model" and not calls:
         function = keras_loss_step(fn, notes)  # a model without trainable weights: its compiled loss
         with recording():  # where each op is made, read only for the barriers reported
@@ -90,7 +93,8 @@ def trace(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Traced:
     python_function = fn if kind == "callable" and not step else None  # a step is run by verify, not here
     return Traced(
         function, concrete, tuple(args), dict(kwargs), kind, variables, captured, losses, notes, python_function,
-        calls=calls if step else [], step=step, name="" if kind == "keras model" else _name(fn),
+        calls=calls if step else [], step=step, name="" if kind == "keras model" else _name(fn), applied=applied,
+        eager=kind == "keras model" and runs_eagerly(fn),
     )
 
 

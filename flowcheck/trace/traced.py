@@ -73,3 +73,5 @@ class Traced:
     calls: list[RecordedCall] = field(default_factory=list)  # a step's gradient calls
     step: bool = False  # judged at its gradient sites (flowcheck.trace.steps)
     name: str = ""  # the target as its user knows it; "" for a Keras model (its step function's name)
+    eager: bool = False  # a Keras model compiled with run_eagerly=True: fit runs its train_step eagerly
+    applied: tuple[Any, ...] = ()  # the Keras optimizers flowcheck's own trace saw the step apply (their updates skipped)

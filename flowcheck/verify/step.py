@@ -130,7 +130,7 @@ def _runs_as_called(
         warnings.filterwarnings("ignore", message=KERAS_NONE_WARNING, category=UserWarning)
         if any(site.kind == "tf.gradients" for site in sites):
             return _run_traced(step, traced.args, traced.kwargs)
-        if traced.target_kind != "callable" and control_flow:
+        if traced.target_kind != "callable" and not traced.eager and control_flow:  # run_eagerly: fit's is eager
             saved = _Saved(traced)
             recorded = _run_traced(step, traced.args, traced.kwargs)
             if all(call is not None for call in match_calls(sites, recorded)):
