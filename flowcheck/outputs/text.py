@@ -70,7 +70,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flowcheck._model import Verdict
-from flowcheck._phrases import GRADIENT_ERROR_ADVICE, disagreement, shape_text, verdict_counts
+from flowcheck._phrases import GRADIENT_ERROR_ADVICE, disagreement, gradient_error_cause, shape_text, verdict_counts
 from flowcheck.outputs.expect import Expectation
 from flowcheck.outputs.sites import site_failures, site_lines, sites_json
 
@@ -106,7 +106,7 @@ def failures(
 
     ``pinned``: a snapshot checks the flow (``--check``), so a site's cut source it records is no failure.
     """
-    reasons = [f"differentiating the loss raises at {b.op_type} {b.op_name!r} (no gradient defined)" for b in report.gradient_errors]
+    reasons = [f"differentiating the loss raises at {b.op_type} {b.op_name!r} ({_error_cause(b)})" for b in report.gradient_errors]
     on_purpose = frozenset(n for e in (run.expectations if run else ()) if e.expect == "blocked" for n in e.matched)
     if not pinned:
         reasons.extend(site_failures(report, on_purpose))
@@ -121,6 +121,11 @@ def failures(
             reasons.append(f"verification disagrees with the prediction for {names}")
         reasons.extend(verification.problems)
     return reasons
+
+
+def _error_cause(b: Barrier) -> str:
+    cause = gradient_error_cause([b.detail])
+    return "no gradient defined" if cause.startswith("LookupError") else b.detail
 
 
 # --- the summary, as styled lines ---------------------------------------------------------------
@@ -141,7 +146,8 @@ def _lines(report: Report, verification: Verification | None, run: RunInfo | Non
     if report.gradient_errors:
         out.append([])
         out.append([("gradient errors", "bold red"),
-                    (": TensorFlow raises LookupError (no gradient defined) when it differentiates the loss", "red")])
+                    (f": TensorFlow raises {gradient_error_cause(b.detail for b in report.gradient_errors)}"
+                     " when it differentiates the loss", "red")])
         for b in report.gradient_errors:
             out.extend(_barrier(b))
         out.append([(f"      {GRADIENT_ERROR_ADVICE}", "dim")])
