@@ -937,3 +937,43 @@ def test_verify_restores_an_optimizer_the_step_reaches_only_through_a_helper() -
     assert check.agrees and check.optimizer == "the step's own Adam(learning_rate=0.01)"
     assert same(state, saved) and not optimizer.built and int(optimizer.iterations.numpy()) == 0
     assert_sites_match(report, tape_truth(lambda: step.python_function(x, y), state))
+
+
+def _traced_none(step_body: Any) -> list[bool]:
+    """TensorFlow's own answer inside a trace: per source, is the gradient None (a fresh tf.function)."""
+    answers: list[bool] = []
+
+    @tf.function
+    def probe() -> None:
+        answers.extend(g is None for g in step_body())
+
+    probe.get_concrete_function()
+    return answers
+
+
+@pytest.mark.parametrize("call", ["tape", "tf_gradients"])
+def test_gradient_override_map_reaches_tf_gradients_in_a_step_but_not_its_tape(call: str) -> None:
+    """A straight-through ``Round`` by ``gradient_override_map``: a tape in the step looks up ``Round`` itself."""
+    rounded, scale = tf.Variable([0.4, 1.6], name="rounded"), tf.Variable([1.0, 2.0], name="scale")
+    optimizer = keras.optimizers.SGD(0.1)
+
+    def gradients() -> list[Any]:
+        with tf.GradientTape() as tape:
+            with tf.compat.v1.get_default_graph().gradient_override_map({"Round": "Identity"}):
+                r = tf.round(rounded)  # overridden round
+            loss = tf.reduce_sum(r * scale)
+        if call == "tape":
+            return tape.gradient(loss, [rounded, scale])
+        return tf.gradients(loss, [rounded, scale])
+
+    @tf.function
+    def step() -> None:
+        grads = gradients()
+        optimizer.apply_gradients([(g, v) for g, v in zip(grads, [rounded, scale]) if g is not None])
+
+    truth = _traced_none(gradients)
+    report = flowcheck.analyze(step)
+    assert_sites_match(report, [truth])
+    if call == "tape":
+        (barrier,) = report.gradient_sites[0].sources[0].barriers
+        assert barrier.op_type == "Round" and barrier.source.line == line_of(HERE, "# overridden round")

@@ -141,6 +141,11 @@ def site_graph(
     # A tensor source (``tape.watch(x)``) may be made before the block: it is where gradients end.
     keep.update(n for obj in call.sources if variable_index(obj) is None and (n := tensor_node(graph, obj)))
     sub = _induced_copy(graph, keep)
+    if call.tape is not None:  # a tape in the function looks up each op's own type, overrides aside
+        for _, _, data in sub.edges(data=True):
+            if "tape" in data:
+                grad, kind, detail = data["tape"]
+                data.update(grad=grad, kind=kind, detail=detail)
     for i, node in enumerate(var_nodes):
         watched = watched_ids(i)
         for succ in list(sub.succ[node]):

@@ -137,15 +137,18 @@ class GradientOracle:
         """Per input of ``op`` (not a function op), whether a gradient reaches it."""
         return self.answers(op, op.type, op.inputs)
 
-    def answers(self, op: Any, op_type: str, inputs: Any) -> tuple[InputGradient, ...]:
-        """:meth:`inputs`, given the op's type and inputs (``op.type``, ``op.inputs``) read already."""
+    def answers(self, op: Any, op_type: str, inputs: Any, grad_type: str | None = None) -> tuple[InputGradient, ...]:
+        """:meth:`inputs`, given the op's type and inputs (``op.type``, ``op.inputs``) read already.
+
+        ``grad_type`` asks the registry's entry of that name instead of the op's own gradient type.
+        """
         if not inputs:
             return ()
         outputs = op.outputs
         # The answer is a function of this signature alone (each part is asked of TensorFlow once
         # per signature): ops of a model share a few hundred, so most ops cost a dict lookup.
         key = (
-            _gradient_type(op, op_type),
+            grad_type or _gradient_type(op, op_type),
             op_type,
             tuple([t.dtype for t in inputs]),
             tuple([t.dtype for t in outputs]),
@@ -155,6 +158,18 @@ class GradientOracle:
         if found is None:
             found = self._answers[key] = self._answer(op, key)
         return found
+
+    def tape_answers(self, op: Any, op_type: str, inputs: Any) -> tuple[InputGradient, ...] | None:
+        """What a ``GradientTape`` recording inside the function gets at ``op``, when not :meth:`answers`.
+
+        A tape looks the op's own type up in the registry (``backprop._gradient_function``), so a
+        ``gradient_override_map`` reaches ``tf.gradients`` and a tape around the call, not a tape
+        in the function (a ``tf.custom_gradient`` records its function on the tape: it reaches all).
+        """
+        grad_type = _gradient_type(op, op_type)
+        if grad_type == op_type or grad_type.startswith("CustomGradient") or not inputs:
+            return None
+        return self.answers(op, op_type, inputs, grad_type=op_type)
 
     def _answer(self, op: Any, signature: tuple[Any, ...]) -> tuple[InputGradient, ...]:
         found = self._ask(op, signature)
@@ -215,7 +230,7 @@ class GradientOracle:
             grads = grads + [None] * (n - len(grads))
         custom = grad_type != op.type and str(grad_type).startswith("CustomGradient")
         answer = tuple(
-            CARRIES if g is not None else _none_barrier(op, j, custom) for j, g in enumerate(grads[:n])
+            CARRIES if g is not None else _none_barrier(op, j, custom, grad_type) for j, g in enumerate(grads[:n])
         )
         if shared_key is not None and len(_SHARED) < _SHARED_MAX:
             _SHARED[shared_key] = answer
@@ -313,7 +328,7 @@ def _read_barrier(op: Any) -> InputGradient:
     return InputGradient(False, BarrierKind.DTYPE, f"{dtype} variables carry no gradient")
 
 
-def _none_barrier(op: Any, index: int, custom: bool) -> InputGradient:
+def _none_barrier(op: Any, index: int, custom: bool, override: str) -> InputGradient:
     if custom:
         if index < len(op.outputs) and op.outputs[index].consumers():
             return InputGradient(
@@ -322,7 +337,6 @@ def _none_barrier(op: Any, index: int, custom: bool) -> InputGradient:
                 "inside a tf.custom_gradient function: only its grad_fn's results flow back",
             )
         return InputGradient(False, BarrierKind.CUSTOM_GRADIENT_NONE, "the custom gradient returned None")
-    override = _gradient_type(op, op.type)
     if override != op.type:  # graph.gradient_override_map (a TF1 straight-through estimator's map)
         return InputGradient(
             False, BarrierKind.NONE_GRADIENT,
