@@ -21,6 +21,7 @@ import corpus_cases
 import corpus_eager  # noqa: F401 -- registers its cases in CASES
 import corpus_flow  # noqa: F401 -- registers its cases in CASES
 import corpus_ops  # noqa: F401 -- registers its cases in CASES
+import corpus_sweep  # noqa: F401 -- registers its cases in CASES
 import corpus_watched  # noqa: F401 -- registers its cases in CASES
 from corpus_cases import CASES, Case, load_seed
 from truth import line_of, tf_variable, watched_gradients, watched_truth as tape_truth

@@ -69,6 +69,13 @@ CASES = [
     pytest.param(_case(lambda x, w, v, c: tf.reduce_sum(tf.image.resize(tf.reshape(tf.tile(w, [4]), [1, 2, 6, 1]), (1, 3), method="area"))
                        + tf.reduce_sum(v)), id="resize_area_of_a_variable"),
     pytest.param(_case(lambda x, w, v, c: tf.reduce_sum(tf.linalg.lu(tf.linalg.diag(w) + 2.0)[0]) + tf.reduce_sum(v)), id="lu_of_a_variable"),
+    pytest.param(_case(lambda x, w, v, c: tf.reduce_sum(tf.image.draw_bounding_boxes(tf.reshape(tf.tile(w, [16]), [1, 4, 4, 3]),
+                                                                                     tf.sigmoid(tf.reshape(tf.tile(v, [2]), [1, 1, 6]))[..., :4],
+                                                                                     [[1.0, 0.0, 0.0]]))),
+                 id="draw_bounding_boxes_of_variables"),
+    pytest.param(_case(lambda x, w, v, c: tf.reduce_sum(tf.image.adjust_saturation(tf.reshape(tf.tile(w, [4]), [1, 2, 2, 3]), 2.0))
+                       + tf.reduce_sum(tf.image.adjust_hue(tf.reshape(tf.tile(tf.stop_gradient(v), [4]), [1, 2, 2, 3]), 0.1))),
+                 id="adjust_saturation_of_a_variable_and_hue_behind_stop_gradient"),
     pytest.param(_case(lambda x, w, v, c: tf.reduce_sum(tf.image.resize(tf.reshape(x, [1, 1, 3, 1]), (1, 2), method="area"))
                        + tf.reduce_sum(w)), id="resize_area_of_an_argument"),
     # Gradients that exist but refuse some settings or shapes (tensorflow/python/ops/linalg_grad.py):
