@@ -31,10 +31,13 @@ def gradient_error_cause(details: Iterable[str]) -> str:
     An op with no registered gradient raises ``LookupError``; a gradient function that refuses for
     the op's settings (QR of full matrices, least squares with ``fast=False``) says so in its detail.
     """
-    refusals = sorted({d for d in details if NO_REGISTERED_GRADIENT not in d})
-    if not refusals:
-        return "LookupError (no gradient defined)"
-    return "an error (" + "; ".join(refusals) + ")"
+    causes: set[str] = set()
+    for detail in details:
+        if NO_REGISTERED_GRADIENT in detail or " raises " not in detail:
+            causes.add("LookupError (no gradient defined)")
+        else:  # "the registered gradient of Qr raises NotImplementedError: ..."
+            causes.add(detail.split(" raises ", 1)[1].split(":", 1)[0])
+    return " or ".join(sorted(causes)) or "LookupError (no gradient defined)"
 
 NEVER_TRAINED: Final = "receives a gradient, but no gradient call asks for it: it never trains"
 """The finding of ``Report.never_trained``."""

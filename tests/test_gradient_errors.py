@@ -172,4 +172,4 @@ def test_a_gradient_that_refuses_is_named_with_its_error() -> None:
     assert error.op_type == "Qr" and "raises NotImplementedError: QrGrad not implemented" in error.detail
     with pytest.raises(GradientFlowAssertionError) as caught:
         flowcheck.assert_gradient_flow(c.fn, *c.args, receives="v")
-    assert "raises an error (the registered gradient of Qr raises NotImplementedError" in str(caught.value).splitlines()[0]
+    assert str(caught.value).splitlines()[0].endswith("raises NotImplementedError: a gradient reaches these ops and they have none")
