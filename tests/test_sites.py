@@ -977,3 +977,4 @@ def test_gradient_override_map_reaches_tf_gradients_in_a_step_but_not_its_tape(c
     if call == "tape":
         (barrier,) = report.gradient_sites[0].sources[0].barriers
         assert barrier.op_type == "Round" and barrier.source.line == line_of(HERE, "# overridden round")
+        assert barrier.detail.startswith("a GradientTape in the function ignores gradient_override_map ('Identity')")

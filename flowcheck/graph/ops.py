@@ -169,7 +169,11 @@ class GradientOracle:
         grad_type = _gradient_type(op, op_type)
         if grad_type == op_type or grad_type.startswith("CustomGradient") or not inputs:
             return None
-        return self.answers(op, op_type, inputs, grad_type=op_type)
+        ignored = f"a GradientTape in the function ignores gradient_override_map ({grad_type!r}): "
+        return tuple(
+            info if info.carries else InputGradient(False, info.kind, ignored + info.detail)
+            for info in self.answers(op, op_type, inputs, grad_type=op_type)
+        )
 
     def _answer(self, op: Any, signature: tuple[Any, ...]) -> tuple[InputGradient, ...]:
         found = self._ask(op, signature)
