@@ -951,16 +951,34 @@ def _traced_none(step_body: Any) -> list[bool]:
     return answers
 
 
-@pytest.mark.parametrize("call", ["tape", "tf_gradients"])
+@tf.function
+def _overridden_round_in_a_function(x: tf.Tensor) -> tf.Tensor:
+    with tf.compat.v1.get_default_graph().gradient_override_map({"Round": "Identity"}):
+        return tf.round(x)
+
+
+@pytest.mark.parametrize("call", ["tape", "tf_gradients", "tape_around_a_nested_function", "tape_around_a_cond"])
 def test_gradient_override_map_reaches_tf_gradients_in_a_step_but_not_its_tape(call: str) -> None:
-    """A straight-through ``Round`` by ``gradient_override_map``: a tape in the step looks up ``Round`` itself."""
+    """A straight-through ``Round`` by ``gradient_override_map``: a tape in the step looks up ``Round`` itself.
+
+    Not so in a nested function or a cond branch the tape recorded: their bodies are differentiated
+    by ``tf.gradients``, which honours the override.
+    """
     rounded, scale = tf.Variable([0.4, 1.6], name="rounded"), tf.Variable([1.0, 2.0], name="scale")
     optimizer = keras.optimizers.SGD(0.1)
 
+    def overridden(x: tf.Tensor) -> tf.Tensor:
+        with tf.compat.v1.get_default_graph().gradient_override_map({"Round": "Identity"}):
+            return tf.round(x)  # overridden round
+
     def gradients() -> list[Any]:
         with tf.GradientTape() as tape:
-            with tf.compat.v1.get_default_graph().gradient_override_map({"Round": "Identity"}):
-                r = tf.round(rounded)  # overridden round
+            if call == "tape_around_a_nested_function":
+                r = _overridden_round_in_a_function(rounded)
+            elif call == "tape_around_a_cond":
+                r = tf.cond(tf.reduce_sum(scale) > -100.0, lambda: overridden(rounded), lambda: rounded * 2.0)
+            else:
+                r = overridden(rounded)
             loss = tf.reduce_sum(r * scale)
         if call == "tape":
             return tape.gradient(loss, [rounded, scale])

@@ -141,9 +141,11 @@ def site_graph(
     # A tensor source (``tape.watch(x)``) may be made before the block: it is where gradients end.
     keep.update(n for obj in call.sources if variable_index(obj) is None and (n := tensor_node(graph, obj)))
     sub = _induced_copy(graph, keep)
-    if call.tape is not None:  # a tape in the function looks up each op's own type, overrides aside
-        for _, _, data in sub.edges(data=True):
-            if "tape" in data:
+    if call.tape is not None:
+        # The tape looks up the own type of each op it recorded, overrides aside; the bodies of the
+        # functions, conds and loops it recorded are differentiated by tf.gradients, overrides honoured.
+        for _, w, data in sub.edges(data=True):
+            if "tape" in data and getattr(sub.nodes[w].get("op"), "graph", None) is call.tape.graph:
                 grad, kind, detail = data["tape"]
                 data.update(grad=grad, kind=kind, detail=detail)
     for i, node in enumerate(var_nodes):
