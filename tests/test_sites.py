@@ -996,3 +996,29 @@ def test_gradient_override_map_reaches_tf_gradients_in_a_step_but_not_its_tape(c
         (barrier,) = report.gradient_sites[0].sources[0].barriers
         assert barrier.op_type == "Round" and barrier.source.line == line_of(HERE, "# overridden round")
         assert barrier.detail.startswith("a GradientTape in the function ignores gradient_override_map ('Identity')")
+
+
+@pytest.mark.parametrize("passed", ["keyword", "positional"])
+def test_tf_gradients_stop_gradients_cut_the_listed_tensors(passed: str) -> None:
+    """``tf.gradients(..., stop_gradients=[h])`` in a step: ``h`` is a constant for that call alone."""
+    kernel, scale = tf.Variable([0.4, 1.6], name="kernel"), tf.Variable([1.0, 2.0], name="scale")
+    optimizer = keras.optimizers.SGD(0.1)
+
+    def gradients() -> list[Any]:
+        hidden = kernel * 2.0  # listed in stop_gradients
+        loss = tf.reduce_sum(hidden * scale) + tf.reduce_sum(scale)
+        if passed == "keyword":
+            return tf.gradients(loss, [kernel, scale], stop_gradients=[hidden])
+        return tf.gradients(loss, [kernel, scale], None, "gradients", False, None, [hidden])
+
+    @tf.function
+    def step() -> None:
+        grads = gradients()
+        optimizer.apply_gradients([(g, v) for g, v in zip(grads, [kernel, scale]) if g is not None])
+
+    truth = _traced_none(gradients)
+    report = flowcheck.analyze(step)
+    assert_sites_match(report, [truth])
+    for source in report.gradient_sites[0].cut:
+        (barrier,) = source.barriers
+        assert barrier.source.line == line_of(HERE, "# listed in stop_gradients")

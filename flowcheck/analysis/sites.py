@@ -148,6 +148,11 @@ def site_graph(
             if "tape" in data and getattr(sub.nodes[w].get("op"), "graph", None) is call.tape.graph:
                 grad, kind, detail = data["tape"]
                 data.update(grad=grad, kind=kind, detail=detail)
+    for tensor in call.stop_gradients:  # tf.gradients(stop_gradients=...): constants for this call
+        stop = tensor_node(sub, tensor)
+        for u in list(sub.pred[stop]) if stop is not None else ():
+            sub.edges[u, stop].update(grad=False, kind=BarrierKind.STOP_GRADIENT,
+                                      detail=f"listed in tf.gradients(stop_gradients=...): {tensor.name}")
     for i, node in enumerate(var_nodes):
         watched = watched_ids(i)
         for succ in list(sub.succ[node]):
