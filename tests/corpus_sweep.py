@@ -157,3 +157,20 @@ def solvers() -> Case:
         return total + tf.reduce_sum(tf.raw_ops.TensorListStack(input_handle=items, element_dtype=tf.float32, element_shape=[3]))
 
     return Case(solver_loss, [diagonals, rhs, multiplied, isotonic, listed, stopped_list], (const(3, 1),))
+
+
+@case("sliced_and_scattered_writes_from_variables_then_reads")
+def scattered_writes() -> Case:
+    target, sliced_in, scattered_in, nd_in, maxed_in = (
+        var(2, 3, name=n, seed=i) for i, n in enumerate(["written_target", "sliced_in", "scattered_in", "nd_added", "scatter_maxed"])
+    )
+
+    @tf.function
+    def write_then_read_loss() -> tf.Tensor:
+        target[0].assign(sliced_in[0] * 2.0)
+        target.scatter_update(tf.IndexedSlices(scattered_in[:1], [1]))
+        target.scatter_nd_add([[0, 0]], nd_in[0, :1])
+        target.scatter_max(tf.IndexedSlices(maxed_in[1:], [1]))
+        return tf.reduce_sum(target * target)
+
+    return Case(write_then_read_loss, [target, sliced_in, scattered_in, nd_in, maxed_in])

@@ -182,6 +182,9 @@ BARRIERS = [
     ("eager_callable_loop_bodies_cut_by_stop_gradient_argmax_and_an_integer_cast", 1, "StopGradient", flowcheck.BarrierKind.STOP_GRADIENT, "tf.stop_gradient(r * stopped)"),
     ("eager_callable_loop_bodies_cut_by_stop_gradient_argmax_and_an_integer_cast", 2, "Cast", flowcheck.BarrierKind.NONE_GRADIENT, "tf.cast(tf.cast(int_only * 3.0"),
     ("eager_callable_loop_bodies_cut_by_stop_gradient_argmax_and_an_integer_cast", 4, "ArgMax", flowcheck.BarrierKind.NONE_GRADIENT, "token = tf.argmax(tf.matmul(h, proj)"),
+    # A value written into a slice of a variable, or scattered into it, is not what a later read differentiates.
+    ("sliced_and_scattered_writes_from_variables_then_reads", 1, "ResourceStridedSliceAssign", flowcheck.BarrierKind.ASSIGN, "target[0].assign("),
+    ("sliced_and_scattered_writes_from_variables_then_reads", 3, "ResourceScatterNdAdd", flowcheck.BarrierKind.ASSIGN, "target.scatter_nd_add("),
 ]
 
 

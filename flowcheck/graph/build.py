@@ -172,7 +172,7 @@ class _Builder:
         self._pred[node] = {}
 
     def add_function_graph(self, fgraph: Any, prefix: str, cluster: str | None) -> None:
-        assigns: dict[Any, str] = {}  # handle tensor -> last assign node seen
+        assigns: dict[Any, list[str]] = {}  # handle tensor -> the writes seen (each value written is cut)
         # Op -> its node id: an input's producer is found by identity, and its id is the very string
         # that keys networkx's dicts (asking TensorFlow for the name makes a new string to hash and compare).
         ids: dict[Any, str] = {}
@@ -191,11 +191,10 @@ class _Builder:
                 if b"_gradient_op_type" in op._node_def:  # noqa: SLF001 -- an override, or a custom gradient
                     self.add_tape_answers(op, node, op_type, [ids.get(t.op) or prefix + t.op.name for t in inputs])
             if op_type in _READ_OPS and inputs[0].ref() in assigns:
-                self.add_edge(
-                    assigns[inputs[0].ref()], node, inputs[0], InputGradient(False, BarrierKind.ASSIGN, ASSIGN_DETAIL),
-                )
+                for write in assigns[inputs[0].ref()]:
+                    self.add_edge(write, node, inputs[0], InputGradient(False, BarrierKind.ASSIGN, ASSIGN_DETAIL))
             if op_type in ASSIGN_OPS:
-                assigns[inputs[0].ref()] = node
+                assigns.setdefault(inputs[0].ref(), []).append(node)
 
     def add_tape_answers(self, op: Any, node: str, op_type: str, producers: list[str]) -> None:
         """Mark the edges into ``op`` that a tape inside the function judges otherwise (``tape``)."""

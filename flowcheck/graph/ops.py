@@ -46,7 +46,12 @@ FUNCTION_OPS: Final = CALL_OPS | IF_OPS | CASE_OPS | WHILE_OPS
 # Writes to a variable. They have no registered gradient, yet TensorFlow never raises at one: no
 # gradient reaches an op without outputs. A read after one is differentiated with respect to the
 # variable, not to the value written (flowcheck.graph.build links each to the reads that follow it).
-ASSIGN_OPS: Final = frozenset({"AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp"})
+# Sliced and scattered writes (``v[0].assign``, ``v.scatter_update``, ``v.scatter_nd_add``) are writes too.
+ASSIGN_OPS: Final = frozenset({
+    "AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp", "ResourceStridedSliceAssign",
+    *(f"ResourceScatter{how}" for how in ("Update", "Add", "Sub", "Mul", "Div", "Min", "Max")),
+    *(f"ResourceScatterNd{how}" for how in ("Update", "Add", "Sub", "Min", "Max")),
+})
 ASSIGN_DETAIL: Final = "a value assigned to a variable carries no gradient to later reads of it"
 
 
