@@ -173,3 +173,19 @@ def test_a_gradient_that_refuses_is_named_with_its_error() -> None:
     with pytest.raises(GradientFlowAssertionError) as caught:
         flowcheck.assert_gradient_flow(c.fn, *c.args, receives="v")
     assert str(caught.value).splitlines()[0].endswith("raises NotImplementedError: a gradient reaches these ops and they have none")
+
+
+def test_qr_of_a_dynamic_shape_refuses_as_the_tape_does() -> None:
+    """An ``input_signature`` with a None dimension: QR's gradient refuses dynamic shapes when traced."""
+    w, v = var(2, 2, name="w"), var(2, name="v", seed=2)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 2])])
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(tf.linalg.qr(tf.matmul(x, w))[1]) + tf.reduce_sum(v)
+
+    c = Case(loss, [w, v], (const(3, 2),))
+    raises = _tape_error(c)
+    report = flowcheck.analyze(c.fn, *c.args)
+    assert bool(report.gradient_errors) == bool(raises)
+    check = report.verify()
+    assert check.agrees and (check.error or "").startswith(raises or "")
