@@ -11,7 +11,7 @@ from typing import Final
 from flowcheck._model import Verdict
 
 __all__ = [
-    "GRADIENT_ERROR_ADVICE", "NEVER_TRAINED", "a_or_an", "counts_text", "disagreement", "receiving_text", "shape_text",
+    "GRADIENT_ERROR_ADVICE", "NEVER_TRAINED", "a_or_an", "gradient_error_cause", "counts_text", "disagreement", "receiving_text", "shape_text",
     "verdict_counts",
 ]
 
@@ -20,6 +20,24 @@ GRADIENT_ERROR_ADVICE: Final = (
     "result in tf.stop_gradient (not the input: a gradient still reaches the op)"
 )
 """What to do about ``Report.gradient_errors``."""
+
+NO_REGISTERED_GRADIENT: Final = "has no registered gradient"
+"""Said in the detail of an op with no gradient at all (``graph.ops``), not of a gradient that refuses."""
+
+
+def gradient_error_cause(details: Iterable[str]) -> str:
+    """What TensorFlow raises at the ops of ``Report.gradient_errors``, from their barriers' details.
+
+    An op with no registered gradient raises ``LookupError``; a gradient function that refuses for
+    the op's settings (QR of full matrices, least squares with ``fast=False``) says so in its detail.
+    """
+    causes: set[str] = set()
+    for detail in details:
+        if NO_REGISTERED_GRADIENT in detail or " raises " not in detail:
+            causes.add("LookupError (no gradient defined)")
+        else:  # "the registered gradient of Qr raises NotImplementedError: ..."
+            causes.add(detail.split(" raises ", 1)[1].split(":", 1)[0])
+    return " or ".join(sorted(causes)) or "LookupError (no gradient defined)"
 
 NEVER_TRAINED: Final = "receives a gradient, but no gradient call asks for it: it never trains"
 """The finding of ``Report.never_trained``."""

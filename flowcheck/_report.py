@@ -40,8 +40,9 @@ class Report:
         variables: One result per variable, in a stable order.
         losses: The names of the differentiated outputs.
         notes: Things worth knowing about how the function was read.
-        gradient_errors: Ops with no registered gradient that a gradient reaches: differentiating
-            the loss raises ``LookupError: No gradient defined for operation ...`` at each (the
+        gradient_errors: Ops with no registered gradient (or one that refuses the op's settings, as
+            QR of full matrices) that a gradient reaches: differentiating the loss raises
+            ``LookupError: No gradient defined for operation ...`` (or the refusal's error) at each (the
             step fails; if the op's result is meant as a constant, wrap the result in ``tf.stop_gradient``).
         gradient_sites: For a training step (it asks for gradients itself, or a Keras model's
             ``train_step``), each gradient call judged by its own tape; ``losses`` are their targets.

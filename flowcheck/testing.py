@@ -25,7 +25,7 @@ from typing import Any, Final
 
 from flowcheck._api import analyze
 from flowcheck._model import Verdict
-from flowcheck._phrases import GRADIENT_ERROR_ADVICE, disagreement
+from flowcheck._phrases import GRADIENT_ERROR_ADVICE, disagreement, gradient_error_cause
 from flowcheck._report import Barrier, Report, VariableResult, _is_variable
 from flowcheck.errors import GradientFlowAssertionError, UsageError
 
@@ -351,7 +351,8 @@ def _only_output(function: Any, loss: str) -> Any:
 def _gradient_error_message(report: Report) -> str:
     """Why differentiating ``report``'s loss raises, one op per line, for people to act on."""
     advice, remedy = GRADIENT_ERROR_ADVICE.split("; ", 1)
-    lines = [f"differentiating the loss of {report.target} raises LookupError (no gradient defined): {advice}"]
+    cause = gradient_error_cause(b.detail for b in report.gradient_errors)
+    lines = [f"differentiating the loss of {report.target} raises {cause}: {advice}"]
     for b in report.gradient_errors:
         lines.append(f"    {b.op_type} {b.op_name!r}" + (f" at {b.source}" if b.source else ""))
         if b.source is not None and b.source.code:

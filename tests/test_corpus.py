@@ -21,6 +21,7 @@ import corpus_cases
 import corpus_eager  # noqa: F401 -- registers its cases in CASES
 import corpus_flow  # noqa: F401 -- registers its cases in CASES
 import corpus_ops  # noqa: F401 -- registers its cases in CASES
+import corpus_sweep  # noqa: F401 -- registers its cases in CASES
 import corpus_watched  # noqa: F401 -- registers its cases in CASES
 from corpus_cases import CASES, Case, load_seed
 from truth import line_of, tf_variable, watched_gradients, watched_truth as tape_truth
@@ -181,6 +182,9 @@ BARRIERS = [
     ("eager_callable_loop_bodies_cut_by_stop_gradient_argmax_and_an_integer_cast", 1, "StopGradient", flowcheck.BarrierKind.STOP_GRADIENT, "tf.stop_gradient(r * stopped)"),
     ("eager_callable_loop_bodies_cut_by_stop_gradient_argmax_and_an_integer_cast", 2, "Cast", flowcheck.BarrierKind.NONE_GRADIENT, "tf.cast(tf.cast(int_only * 3.0"),
     ("eager_callable_loop_bodies_cut_by_stop_gradient_argmax_and_an_integer_cast", 4, "ArgMax", flowcheck.BarrierKind.NONE_GRADIENT, "token = tf.argmax(tf.matmul(h, proj)"),
+    # A value written into a slice of a variable, or scattered into it, is not what a later read differentiates.
+    ("sliced_and_scattered_writes_from_variables_then_reads", 1, "ResourceStridedSliceAssign", flowcheck.BarrierKind.ASSIGN, "target[0].assign("),
+    ("sliced_and_scattered_writes_from_variables_then_reads", 3, "ResourceScatterNdAdd", flowcheck.BarrierKind.ASSIGN, "target.scatter_nd_add("),
 ]
 
 

@@ -69,17 +69,47 @@ CASES = [
     pytest.param(_case(lambda x, w, v, c: tf.reduce_sum(tf.image.resize(tf.reshape(tf.tile(w, [4]), [1, 2, 6, 1]), (1, 3), method="area"))
                        + tf.reduce_sum(v)), id="resize_area_of_a_variable"),
     pytest.param(_case(lambda x, w, v, c: tf.reduce_sum(tf.linalg.lu(tf.linalg.diag(w) + 2.0)[0]) + tf.reduce_sum(v)), id="lu_of_a_variable"),
+    pytest.param(_case(lambda x, w, v, c: tf.reduce_sum(tf.image.draw_bounding_boxes(tf.reshape(tf.tile(w, [16]), [1, 4, 4, 3]),
+                                                                                     tf.sigmoid(tf.reshape(tf.tile(v, [2]), [1, 1, 6]))[..., :4],
+                                                                                     [[1.0, 0.0, 0.0]]))),
+                 id="draw_bounding_boxes_of_variables"),
+    pytest.param(_case(lambda x, w, v, c: tf.reduce_sum(tf.image.adjust_saturation(tf.reshape(tf.tile(w, [4]), [1, 2, 2, 3]), 2.0))
+                       + tf.reduce_sum(tf.image.adjust_hue(tf.reshape(tf.tile(tf.stop_gradient(v), [4]), [1, 2, 2, 3]), 0.1))),
+                 id="adjust_saturation_of_a_variable_and_hue_behind_stop_gradient"),
     pytest.param(_case(lambda x, w, v, c: tf.reduce_sum(tf.image.resize(tf.reshape(x, [1, 1, 3, 1]), (1, 2), method="area"))
                        + tf.reduce_sum(w)), id="resize_area_of_an_argument"),
+    # Gradients that exist but refuse some settings or shapes (tensorflow/python/ops/linalg_grad.py):
+    # the tape raises NotImplementedError or ValueError instead of LookupError, at the same places.
+    pytest.param(_case(lambda x, w, v, c: tf.reduce_sum(tf.linalg.qr(_tall(w), full_matrices=True)[0]) + tf.reduce_sum(v)),
+                 id="qr_full_matrices_of_a_tall_variable"),
+    pytest.param(_case(lambda x, w, v, c: tf.reduce_sum(tf.linalg.qr(_tall(w))[0]) + tf.reduce_sum(tf.linalg.qr(_tall(v), full_matrices=True)[0])),
+                 id="qr_reduced_then_full_matrices_in_one_function"),
+    pytest.param(_case(lambda x, w, v, c: tf.reduce_sum(tf.linalg.qr(tf.linalg.diag(w) + 2.0, full_matrices=True)[0]) + tf.reduce_sum(v)),
+                 id="qr_full_matrices_of_a_square_variable"),
+    pytest.param(_case(lambda x, w, v, c: tf.reduce_sum(tf.linalg.svd(_tall(x), full_matrices=True)[1]) + tf.reduce_sum(w)),
+                 id="svd_full_matrices_of_an_argument"),
+    pytest.param(_case(lambda x, w, v, c: tf.reduce_sum(tf.linalg.svd(_tall(w))[1]) + tf.reduce_sum(tf.linalg.svd(_tall(v), full_matrices=True)[1])),
+                 id="svd_reduced_then_full_matrices_in_one_function"),
+    pytest.param(_case(lambda x, w, v, c: tf.reduce_sum(tf.linalg.lstsq(tf.linalg.diag(w) + 2.0, tf.reshape(v, [3, 1]), fast=False))),
+                 id="lstsq_fast_false_of_variables"),
+    pytest.param(_case(lambda x, w, v, c: tf.reduce_sum(tf.linalg.lstsq(tf.linalg.diag(w) + 2.0, tf.reshape(v, [3, 1])))
+                       + tf.stop_gradient(tf.reduce_sum(tf.linalg.lstsq(tf.linalg.diag(v) + 2.0, tf.reshape(w, [3, 1]), fast=False)))),
+                 id="lstsq_fast_and_fast_false_under_stop_gradient"),
 ]
 
 
-def _tape_raises(c: Case) -> bool:
+def _tall(t: tf.Tensor) -> tf.Tensor:
+    """A 6 x 2 matrix of a length-3 vector: QR and SVD of full matrices have no gradient for it."""
+    return tf.reshape(tf.tile(t, [4]), [6, 2]) + tf.constant([[1.0, 0.0], [0.0, 1.0]] * 3)
+
+
+def _tape_error(c: Case) -> str | None:
+    """The name of the error the tape raises (None when it answers)."""
     try:
         tape_truth(c.fn, c.variables, *c.args)
-    except LookupError:
-        return True
-    return False
+    except (LookupError, NotImplementedError, ValueError) as exc:
+        return type(exc).__name__
+    return None
 
 
 def _plain(builder: Callable[[], Case]) -> Case:
@@ -91,16 +121,16 @@ def _plain(builder: Callable[[], Case]) -> Case:
 @pytest.mark.parametrize("builder", CASES)
 def test_gradient_errors_are_predicted_exactly_when_the_tape_raises(builder: Callable[[], Case], eager: bool) -> None:
     c = _plain(builder) if eager else builder()
-    raises = _tape_raises(c)
+    raises = _tape_error(c)
     report = flowcheck.analyze(c.fn, *c.args)
-    assert bool(report.gradient_errors) == raises, report.gradient_errors
+    assert bool(report.gradient_errors) == bool(raises), report.gradient_errors
     if not raises:
         assert_agrees_with_tape(c.fn, c.variables, *c.args)
         return
     assert all(b.kind is flowcheck.BarrierKind.NO_GRADIENT and b.in_user_code for b in report.gradient_errors)
     before = [v.numpy().tobytes() for v in c.variables]
     check = report.verify()
-    assert check.agrees and check.error is not None and "LookupError" in check.error
+    assert check.agrees and check.error is not None and check.error.startswith(raises)
     assert [v.numpy().tobytes() for v in c.variables] == before
 
 
@@ -132,3 +162,30 @@ def test_a_verification_that_raises_unpredicted_disagrees() -> None:
     assert not check.agrees
     assert check.error is not None
     assert check.problems == (f"the tape raised {check.error}, which the analysis did not predict",)
+
+
+def test_a_gradient_that_refuses_is_named_with_its_error() -> None:
+    """QR of full matrices of a tall matrix: the error says what TensorFlow raises, not "no gradient defined"."""
+    c = next(p.values[0] for p in CASES if p.id == "qr_full_matrices_of_a_tall_variable")()
+    report = flowcheck.analyze(c.fn, *c.args)
+    (error,) = report.gradient_errors
+    assert error.op_type == "Qr" and "raises NotImplementedError: QrGrad not implemented" in error.detail
+    with pytest.raises(GradientFlowAssertionError) as caught:
+        flowcheck.assert_gradient_flow(c.fn, *c.args, receives="v")
+    assert str(caught.value).splitlines()[0].endswith("raises NotImplementedError: a gradient reaches these ops and they have none")
+
+
+def test_qr_of_a_dynamic_shape_refuses_as_the_tape_does() -> None:
+    """An ``input_signature`` with a None dimension: QR's gradient refuses dynamic shapes when traced."""
+    w, v = var(2, 2, name="w"), var(2, name="v", seed=2)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 2])])
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(tf.linalg.qr(tf.matmul(x, w))[1]) + tf.reduce_sum(v)
+
+    c = Case(loss, [w, v], (const(3, 2),))
+    raises = _tape_error(c)
+    report = flowcheck.analyze(c.fn, *c.args)
+    assert bool(report.gradient_errors) == bool(raises)
+    check = report.verify()
+    assert check.agrees and (check.error or "").startswith(raises or "")

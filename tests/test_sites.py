@@ -937,3 +937,88 @@ def test_verify_restores_an_optimizer_the_step_reaches_only_through_a_helper() -
     assert check.agrees and check.optimizer == "the step's own Adam(learning_rate=0.01)"
     assert same(state, saved) and not optimizer.built and int(optimizer.iterations.numpy()) == 0
     assert_sites_match(report, tape_truth(lambda: step.python_function(x, y), state))
+
+
+def _traced_none(step_body: Any) -> list[bool]:
+    """TensorFlow's own answer inside a trace: per source, is the gradient None (a fresh tf.function)."""
+    answers: list[bool] = []
+
+    @tf.function
+    def probe() -> None:
+        answers.extend(g is None for g in step_body())
+
+    probe.get_concrete_function()
+    return answers
+
+
+@tf.function
+def _overridden_round_in_a_function(x: tf.Tensor) -> tf.Tensor:
+    with tf.compat.v1.get_default_graph().gradient_override_map({"Round": "Identity"}):
+        return tf.round(x)
+
+
+@pytest.mark.parametrize("call", ["tape", "tf_gradients", "tape_around_a_nested_function", "tape_around_a_cond"])
+def test_gradient_override_map_reaches_tf_gradients_in_a_step_but_not_its_tape(call: str) -> None:
+    """A straight-through ``Round`` by ``gradient_override_map``: a tape in the step looks up ``Round`` itself.
+
+    Not so in a nested function or a cond branch the tape recorded: their bodies are differentiated
+    by ``tf.gradients``, which honours the override.
+    """
+    rounded, scale = tf.Variable([0.4, 1.6], name="rounded"), tf.Variable([1.0, 2.0], name="scale")
+    optimizer = keras.optimizers.SGD(0.1)
+
+    def overridden(x: tf.Tensor) -> tf.Tensor:
+        with tf.compat.v1.get_default_graph().gradient_override_map({"Round": "Identity"}):
+            return tf.round(x)  # overridden round
+
+    def gradients() -> list[Any]:
+        with tf.GradientTape() as tape:
+            if call == "tape_around_a_nested_function":
+                r = _overridden_round_in_a_function(rounded)
+            elif call == "tape_around_a_cond":
+                r = tf.cond(tf.reduce_sum(scale) > -100.0, lambda: overridden(rounded), lambda: rounded * 2.0)
+            else:
+                r = overridden(rounded)
+            loss = tf.reduce_sum(r * scale)
+        if call == "tape":
+            return tape.gradient(loss, [rounded, scale])
+        return tf.gradients(loss, [rounded, scale])
+
+    @tf.function
+    def step() -> None:
+        grads = gradients()
+        optimizer.apply_gradients([(g, v) for g, v in zip(grads, [rounded, scale]) if g is not None])
+
+    truth = _traced_none(gradients)
+    report = flowcheck.analyze(step)
+    assert_sites_match(report, [truth])
+    if call == "tape":
+        (barrier,) = report.gradient_sites[0].sources[0].barriers
+        assert barrier.op_type == "Round" and barrier.source.line == line_of(HERE, "# overridden round")
+        assert barrier.detail.startswith("a GradientTape in the function ignores gradient_override_map ('Identity')")
+
+
+@pytest.mark.parametrize("passed", ["keyword", "positional"])
+def test_tf_gradients_stop_gradients_cut_the_listed_tensors(passed: str) -> None:
+    """``tf.gradients(..., stop_gradients=[h])`` in a step: ``h`` is a constant for that call alone."""
+    kernel, scale = tf.Variable([0.4, 1.6], name="kernel"), tf.Variable([1.0, 2.0], name="scale")
+    optimizer = keras.optimizers.SGD(0.1)
+
+    def gradients() -> list[Any]:
+        hidden = kernel * 2.0  # listed in stop_gradients
+        loss = tf.reduce_sum(hidden * scale) + tf.reduce_sum(scale)
+        if passed == "keyword":
+            return tf.gradients(loss, [kernel, scale], stop_gradients=[hidden])
+        return tf.gradients(loss, [kernel, scale], None, "gradients", False, None, [hidden])
+
+    @tf.function
+    def step() -> None:
+        grads = gradients()
+        optimizer.apply_gradients([(g, v) for g, v in zip(grads, [kernel, scale]) if g is not None])
+
+    truth = _traced_none(gradients)
+    report = flowcheck.analyze(step)
+    assert_sites_match(report, [truth])
+    for source in report.gradient_sites[0].cut:
+        (barrier,) = source.barriers
+        assert barrier.source.line == line_of(HERE, "# listed in stop_gradients")

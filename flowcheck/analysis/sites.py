@@ -141,6 +141,18 @@ def site_graph(
     # A tensor source (``tape.watch(x)``) may be made before the block: it is where gradients end.
     keep.update(n for obj in call.sources if variable_index(obj) is None and (n := tensor_node(graph, obj)))
     sub = _induced_copy(graph, keep)
+    if call.tape is not None:
+        # The tape looks up the own type of each op it recorded, overrides aside; the bodies of the
+        # functions, conds and loops it recorded are differentiated by tf.gradients, overrides honoured.
+        for _, w, data in sub.edges(data=True):
+            if "tape" in data and getattr(sub.nodes[w].get("op"), "graph", None) is call.tape.graph:
+                grad, kind, detail = data["tape"]
+                data.update(grad=grad, kind=kind, detail=detail)
+    for tensor in call.stop_gradients:  # tf.gradients(stop_gradients=...): constants for this call
+        stop = tensor_node(sub, tensor)
+        for u in list(sub.pred[stop]) if stop is not None else ():
+            sub.edges[u, stop].update(grad=False, kind=BarrierKind.STOP_GRADIENT,
+                                      detail=f"listed in tf.gradients(stop_gradients=...): {tensor.name}")
     for i, node in enumerate(var_nodes):
         watched = watched_ids(i)
         for succ in list(sub.succ[node]):

@@ -19,6 +19,8 @@ Edges (``graph.edges[u, w]``) run from producer to consumer, one per pair of nod
 * ``loop_carry``: present (True) on an edge from a ``While`` body's input placeholder straight to
   its gate, which carries only because a traced loop gives every loop variable a gradient (below);
   an eager loop does not, so the eager call's barriers are found without these edges.
+* ``tape``: present on an edge into an op under ``gradient_override_map``: ``(grad, kind, detail)``
+  as a ``GradientTape`` recording inside the function judges it (by the op's own type).
 
 Graph attributes: ``graph.graph["clusters"]`` maps cluster id to ``{"label", "parent", "kind",
 "gate", "inputs"}`` (``kind`` is ``function``, ``cond``, ``case`` or ``while``; ``gate`` is the node
@@ -174,7 +176,7 @@ class _Builder:
         _put_node(self.graph, node, attrs)
 
     def add_function_graph(self, fgraph: Any, prefix: str, cluster: str | None) -> None:
-        assigns: dict[Any, str] = {}  # handle tensor -> last assign node seen
+        assigns: dict[Any, list[str]] = {}  # handle tensor -> the writes seen (each value written is cut)
         # Op -> its node id: an input's producer is found by identity, and its id is the very string
         # that keys networkx's dicts (asking TensorFlow for the name makes a new string to hash and compare).
         ids: dict[Any, str] = {}
@@ -190,12 +192,24 @@ class _Builder:
                 for tensor, info in zip(inputs, answers(op, op_type, inputs)):
                     producer = tensor.op
                     add_edge(ids.get(producer) or prefix + producer.name, node, tensor, info)
+                if b"_gradient_op_type" in op._node_def:  # noqa: SLF001 -- an override, or a custom gradient
+                    self.add_tape_answers(op, node, op_type, [ids.get(t.op) or prefix + t.op.name for t in inputs])
             if op_type in _READ_OPS and inputs[0].ref() in assigns:
-                self.add_edge(
-                    assigns[inputs[0].ref()], node, inputs[0], InputGradient(False, BarrierKind.ASSIGN, ASSIGN_DETAIL),
-                )
+                for write in assigns[inputs[0].ref()]:
+                    self.add_edge(write, node, inputs[0], InputGradient(False, BarrierKind.ASSIGN, ASSIGN_DETAIL))
             if op_type in ASSIGN_OPS:
-                assigns[inputs[0].ref()] = node
+                assigns.setdefault(inputs[0].ref(), []).append(node)
+
+    def add_tape_answers(self, op: Any, node: str, op_type: str, producers: list[str]) -> None:
+        """Mark the edges into ``op`` that a tape inside the function judges otherwise (``tape``)."""
+        found = self.oracle.tape_answers(op, op_type, op.inputs)
+        if found is None:
+            return
+        for u, info in zip(producers, found):
+            data = self._succ[u][node]
+            before = data.get("tape")
+            if before is None or (info.carries and not before[0]):
+                data["tape"] = (info.carries, info.kind, info.detail)
 
     def add_function_op(self, op: Any, node: str, prefix: str, cluster: str | None) -> None:
         if op.type not in FUNCTION_OPS or op.type in CALL_OPS:

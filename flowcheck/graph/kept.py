@@ -25,9 +25,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
+import tensorflow as tf
+
 from flowcheck._model import BarrierKind
 
-__all__ = ["code_key", "load", "path", "save"]
+__all__ = ["code_key", "installed", "library_key", "load", "path", "save"]
 
 _FORMAT: Final = 1
 
@@ -111,3 +113,47 @@ def describe(value: Any) -> Any:
     if isinstance(name, str):
         return f"dtype:{name}"
     raise TypeError(f"cannot keep {type(value).__name__}")
+
+
+_PLAIN: Final = (type(None), bool, int, float, str, bytes)
+
+
+def library_key(signature: tuple[Any, ...], grad_fn: Any) -> tuple[Any, ...] | None:
+    """A key for a custom gradient written inside TensorFlow or Keras, else None (not shared).
+
+    The key holds the code of every function in the gradient's closures and every plain value
+    they capture; captured tensors count by dtype and shape. Anything else (a user's function, an object)
+    makes the gradient unshareable, so a shared answer is always the answer of the same code.
+    """
+    parts: list[Any] = [signature[1:]]  # not the one-off gradient name
+    stack, seen = [grad_fn], 0
+    while stack:
+        value = stack.pop()
+        seen += 1
+        if seen > 64:
+            return None
+        if isinstance(value, _PLAIN):
+            parts.append(value)
+        elif isinstance(value, (list, tuple)):
+            parts.append((type(value).__name__, len(value)))
+            stack.extend(value)
+        elif isinstance(value, tf.Tensor):
+            parts.append(("tensor", value.dtype.name, str(value.shape)))
+        elif callable(value) and hasattr(value, "__code__"):
+            code = value.__code__
+            if not installed(code.co_filename):
+                return None
+            parts.append(code)
+            for cell in value.__closure__ or ():
+                try:
+                    stack.append(cell.cell_contents)
+                except ValueError:  # an empty cell
+                    parts.append("<empty>")
+        else:
+            return None
+    return ("library custom gradient", *parts)
+
+
+def installed(filename: str) -> bool:
+    # An installed package's own file (TensorFlow, Keras, ...), never the user's nor AutoGraph's copy.
+    return ("/site-packages/" in filename or "/dist-packages/" in filename) and "__autograph_generated" not in filename

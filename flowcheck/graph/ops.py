@@ -18,6 +18,7 @@ of a library function (a direct call, as in legacy ``Defun`` bodies) is followed
 
 from __future__ import annotations
 
+import inspect
 import json
 import warnings
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from tensorflow.python.framework import ops
 from tensorflow.python.ops import array_ops
 
 from flowcheck._model import BarrierKind
+from flowcheck._phrases import NO_REGISTERED_GRADIENT
 from flowcheck.graph import kept
 
 # Op types whose gradient is the gradient of function bodies held in their attributes. Mirrors
@@ -44,7 +46,12 @@ FUNCTION_OPS: Final = CALL_OPS | IF_OPS | CASE_OPS | WHILE_OPS
 # Writes to a variable. They have no registered gradient, yet TensorFlow never raises at one: no
 # gradient reaches an op without outputs. A read after one is differentiated with respect to the
 # variable, not to the value written (flowcheck.graph.build links each to the reads that follow it).
-ASSIGN_OPS: Final = frozenset({"AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp"})
+# Sliced and scattered writes (``v[0].assign``, ``v.scatter_update``, ``v.scatter_nd_add``) are writes too.
+ASSIGN_OPS: Final = frozenset({
+    "AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp", "ResourceStridedSliceAssign",
+    *(f"ResourceScatter{how}" for how in ("Update", "Add", "Sub", "Mul", "Div", "Min", "Max")),
+    *(f"ResourceScatterNd{how}" for how in ("Update", "Add", "Sub", "Min", "Max")),
+})
 ASSIGN_DETAIL: Final = "a value assigned to a variable carries no gradient to later reads of it"
 
 
@@ -135,24 +142,43 @@ class GradientOracle:
         """Per input of ``op`` (not a function op), whether a gradient reaches it."""
         return self.answers(op, op.type, op.inputs)
 
-    def answers(self, op: Any, op_type: str, inputs: Any) -> tuple[InputGradient, ...]:
-        """:meth:`inputs`, given the op's type and inputs (``op.type``, ``op.inputs``) read already."""
+    def answers(self, op: Any, op_type: str, inputs: Any, grad_type: str | None = None) -> tuple[InputGradient, ...]:
+        """:meth:`inputs`, given the op's type and inputs (``op.type``, ``op.inputs``) read already.
+
+        ``grad_type`` asks the registry's entry of that name instead of the op's own gradient type.
+        """
         if not inputs:
             return ()
         outputs = op.outputs
         # The answer is a function of this signature alone (each part is asked of TensorFlow once
         # per signature): ops of a model share a few hundred, so most ops cost a dict lookup.
         key = (
-            _gradient_type(op, op_type),
+            grad_type or _gradient_type(op, op_type),
             op_type,
             tuple([t.dtype for t in inputs]),
             tuple([t.dtype for t in outputs]),
-            tuple([bool(t.consumers()) for t in outputs]) if op_type == "IdentityN" else (),
+            tuple([bool(t.consumers()) for t in outputs]) if op_type == "IdentityN" else _deciding(op, op_type),
         )
         found = self._answers.get(key)
         if found is None:
             found = self._answers[key] = self._answer(op, key)
         return found
+
+    def tape_answers(self, op: Any, op_type: str, inputs: Any) -> tuple[InputGradient, ...] | None:
+        """What a ``GradientTape`` recording inside the function gets at ``op``, when not :meth:`answers`.
+
+        A tape looks the op's own type up in the registry (``backprop._gradient_function``), so a
+        ``gradient_override_map`` reaches ``tf.gradients`` and a tape around the call, not a tape
+        in the function (a ``tf.custom_gradient`` records its function on the tape: it reaches all).
+        """
+        grad_type = _gradient_type(op, op_type)
+        if grad_type == op_type or grad_type.startswith("CustomGradient") or not inputs:
+            return None
+        ignored = f"a GradientTape in the function ignores gradient_override_map ({grad_type!r}): "
+        return tuple(
+            info if info.carries else InputGradient(False, info.kind, ignored + info.detail)
+            for info in self.answers(op, op_type, inputs, grad_type=op_type)
+        )
 
     def _answer(self, op: Any, signature: tuple[Any, ...]) -> tuple[InputGradient, ...]:
         found = self._ask(op, signature)
@@ -175,7 +201,7 @@ class GradientOracle:
         try:
             grad_fn = _gradient_function(op, grad_type)
         except LookupError:
-            detail = f"{op.type} has no registered gradient; TensorFlow raises if it is reached"
+            detail = f"{op.type} {NO_REGISTERED_GRADIENT}; TensorFlow raises if it is reached"
             return (InputGradient(False, BarrierKind.NO_GRADIENT, detail),) * n
         if grad_fn is None:
             if op.type == "StopGradient":
@@ -184,7 +210,7 @@ class GradientOracle:
             return (InputGradient(False, BarrierKind.NOT_DIFFERENTIABLE, detail),) * n
         # Custom gradients live under one-off names: a user's are never shared (nor kept alive);
         # TensorFlow's and Keras's own (swish, ...) are shared by their code and plain settings.
-        shared_key = (signature, grad_fn) if grad_type == op.type else _library_key(signature, grad_fn)
+        shared_key = (signature, grad_fn) if grad_type == op.type else kept.library_key(signature, grad_fn)
         if shared_key is not None and shared_key in _SHARED:
             return _SHARED[shared_key]
         kept_key = _kept_key(shared_key, grad_fn, n)
@@ -198,6 +224,10 @@ class GradientOracle:
             detail = f"{op.type}: {exc}".strip()
             return (InputGradient(False, BarrierKind.NO_GRADIENT, detail),) * n
         except Exception as exc:  # noqa: BLE001 -- a gradient function we cannot probe
+            if _refuses(exc, grad_fn):  # as it will when TensorFlow differentiates this op
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                detail = f"the registered gradient of {_describe(op)} raises {type(exc).__name__}: {first}".strip()
+                return (InputGradient(False, BarrierKind.NO_GRADIENT, detail),) * n
             if op.outputs and not any(is_trainable(out) for out in op.outputs):
                 # No gradient can reach an op whose outputs are all integers: nothing to ask.
                 dtypes = "/".join(sorted({out.dtype.name for out in op.outputs}))
@@ -209,7 +239,7 @@ class GradientOracle:
             grads = grads + [None] * (n - len(grads))
         custom = grad_type != op.type and str(grad_type).startswith("CustomGradient")
         answer = tuple(
-            CARRIES if g is not None else _none_barrier(op, j, custom) for j, g in enumerate(grads[:n])
+            CARRIES if g is not None else _none_barrier(op, j, custom, grad_type) for j, g in enumerate(grads[:n])
         )
         if shared_key is not None and len(_SHARED) < _SHARED_MAX:
             _SHARED[shared_key] = answer
@@ -237,7 +267,35 @@ class GradientOracle:
         return list(result)
 
 
-_PLAIN = (type(None), bool, int, float, str, bytes)
+# Ops whose gradient function refuses (raises) for some settings or static shapes only
+# (tensorflow/python/ops/linalg_grad.py: _MatrixSolveLsGrad for fast=False, _QrGrad and _SvdGrad
+# for full matrices of some shapes): their answer is asked per those attributes and shapes.
+_DECIDING_ATTRS: Final = {"MatrixSolveLs": ("fast",), "Qr": ("full_matrices",), "Svd": ("compute_uv", "full_matrices")}
+
+
+def _deciding(op: Any, op_type: str) -> tuple[Any, ...]:
+    """The attributes and input shapes that decide whether ``op``'s gradient function raises, for its key."""
+    names = _DECIDING_ATTRS.get(op_type)
+    if names is None:
+        return ()
+    shapes = tuple(tuple(t.shape.as_list()) if t.shape.rank is not None else None for t in op.inputs)
+    return (*(bool(op.get_attr(a)) for a in names), shapes)
+
+
+def _refuses(exc: Exception, grad_fn: Any) -> bool:
+    """Whether the gradient function itself raised ``exc`` on purpose (not an op it built, nor the probe).
+
+    ``NotImplementedError`` and a ``ValueError`` raised by the gradient function's own code (QR or SVD
+    of full matrices, least squares with ``fast=False``) are refusals TensorFlow makes whenever the
+    op is differentiated: the tape raises the same.
+    """
+    if not isinstance(exc, (NotImplementedError, ValueError)):
+        return False
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    code = getattr(inspect.unwrap(grad_fn), "__code__", None)
+    return tb is not None and code is not None and tb.tb_frame.f_code is code
 
 
 def _kept() -> dict[str, list[tuple[bool, str | None, str]]]:
@@ -251,7 +309,7 @@ def _kept_key(shared_key: tuple[Any, ...] | None, grad_fn: Any, inputs: int) -> 
     """The key an answer is kept under between runs, or None when it must not be kept.
 
     A registered gradient function is kept by its code when it is a plain function of an installed
-    package (no closure); a library custom gradient by its :func:`_library_key`, code included.
+    package (no closure); a library custom gradient by its :func:`flowcheck.graph.kept.library_key`, code included.
     """
     if shared_key is None:
         return None
@@ -259,7 +317,7 @@ def _kept_key(shared_key: tuple[Any, ...] | None, grad_fn: Any, inputs: int) -> 
         if shared_key[0] == "library custom gradient":
             return json.dumps([inputs, kept.describe(shared_key)])
         code = getattr(grad_fn, "__code__", None)
-        if code is None or grad_fn.__closure__ or not _installed(code.co_filename):
+        if code is None or grad_fn.__closure__ or not kept.installed(code.co_filename):
             return None
         return json.dumps([inputs, "registered", kept.code_key(code), kept.describe(shared_key[0])])
     except TypeError:  # a part that has no text of its own: not kept
@@ -274,53 +332,12 @@ def save_kept() -> None:
         _NEW.clear()
 
 
-def _library_key(signature: tuple[Any, ...], grad_fn: Any) -> tuple[Any, ...] | None:
-    """A key for a custom gradient written inside TensorFlow or Keras, else None (not shared).
-
-    The key holds the code of every function in the gradient's closures and every plain value
-    they capture; captured tensors count by dtype and shape. Anything else (a user's function, an object)
-    makes the gradient unshareable, so a shared answer is always the answer of the same code.
-    """
-    parts: list[Any] = [signature[1:]]  # not the one-off gradient name
-    stack, seen = [grad_fn], 0
-    while stack:
-        value = stack.pop()
-        seen += 1
-        if seen > 64:
-            return None
-        if isinstance(value, _PLAIN):
-            parts.append(value)
-        elif isinstance(value, (list, tuple)):
-            parts.append((type(value).__name__, len(value)))
-            stack.extend(value)
-        elif isinstance(value, tf.Tensor):
-            parts.append(("tensor", value.dtype.name, str(value.shape)))
-        elif callable(value) and hasattr(value, "__code__"):
-            code = value.__code__
-            if not _installed(code.co_filename):
-                return None
-            parts.append(code)
-            for cell in value.__closure__ or ():
-                try:
-                    stack.append(cell.cell_contents)
-                except ValueError:  # an empty cell
-                    parts.append("<empty>")
-        else:
-            return None
-    return ("library custom gradient", *parts)
-
-
-def _installed(filename: str) -> bool:
-    # An installed package's own file (TensorFlow, Keras, ...), never the user's nor AutoGraph's copy.
-    return ("/site-packages/" in filename or "/dist-packages/" in filename) and "__autograph_generated" not in filename
-
-
 def _read_barrier(op: Any) -> InputGradient:
     dtype = op.outputs[0].dtype.name
     return InputGradient(False, BarrierKind.DTYPE, f"{dtype} variables carry no gradient")
 
 
-def _none_barrier(op: Any, index: int, custom: bool) -> InputGradient:
+def _none_barrier(op: Any, index: int, custom: bool, override: str) -> InputGradient:
     if custom:
         if index < len(op.outputs) and op.outputs[index].consumers():
             return InputGradient(
@@ -329,7 +346,6 @@ def _none_barrier(op: Any, index: int, custom: bool) -> InputGradient:
                 "inside a tf.custom_gradient function: only its grad_fn's results flow back",
             )
         return InputGradient(False, BarrierKind.CUSTOM_GRADIENT_NONE, "the custom gradient returned None")
-    override = _gradient_type(op, op.type)
     if override != op.type:  # graph.gradient_override_map (a TF1 straight-through estimator's map)
         return InputGradient(
             False, BarrierKind.NONE_GRADIENT,

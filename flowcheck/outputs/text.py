@@ -71,7 +71,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flowcheck._model import Verdict
-from flowcheck._phrases import GRADIENT_ERROR_ADVICE, disagreement, shape_text, verdict_counts
+from flowcheck._phrases import GRADIENT_ERROR_ADVICE, disagreement, gradient_error_cause, shape_text, verdict_counts
 from flowcheck.outputs.expect import Expectation
 from flowcheck.outputs.sites import site_failures, site_lines, sites_json
 
@@ -107,7 +107,7 @@ def failures(
 
     ``pinned``: a snapshot checks the flow (``--check``), so a site's cut source it records is no failure.
     """
-    reasons = [f"differentiating the loss raises at {b.op_type} {b.op_name!r} (no gradient defined)" for b in report.gradient_errors]
+    reasons = [f"differentiating the loss raises at {b.op_type} {b.op_name!r} ({_error_cause(b)})" for b in report.gradient_errors]
     if report.target_kind == "keras model" and not report.gradient_sites:
         # Its train_step asks for no gradient (flowcheck analyzed its compiled loss): as `flowcheck run` says of its fit.
         reasons.append("fit trains nothing: the Keras model has no trainable weights (trainable=False when the "
@@ -128,6 +128,11 @@ def failures(
     return reasons
 
 
+def _error_cause(b: Barrier) -> str:
+    cause = gradient_error_cause([b.detail])
+    return "no gradient defined" if cause.startswith("LookupError") else b.detail
+
+
 # --- the summary, as styled lines ---------------------------------------------------------------
 
 _Line = list[tuple[str, str]]  # (text, rich style) segments
@@ -146,7 +151,8 @@ def _lines(report: Report, verification: Verification | None, run: RunInfo | Non
     if report.gradient_errors:
         out.append([])
         out.append([("gradient errors", "bold red"),
-                    (": TensorFlow raises LookupError (no gradient defined) when it differentiates the loss", "red")])
+                    (f": TensorFlow raises {gradient_error_cause(b.detail for b in report.gradient_errors)}"
+                     " when it differentiates the loss", "red")])
         for b in report.gradient_errors:
             out.extend(_barrier(b))
         out.append([(f"      {GRADIENT_ERROR_ADVICE}", "dim")])

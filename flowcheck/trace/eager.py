@@ -234,7 +234,7 @@ _OWN_SEED = 0x5EED_F10C
 
 
 def _answer(tape: Any, targets: Sequence[Any], variables: Sequence[TracedVariable]) -> tuple[list[bool], str | None]:
-    """Which variables the tape gives a gradient of the summed ``targets``; or its LookupError, when it raised.
+    """Which variables the tape gives a gradient of the summed ``targets``; or its error, when it raised.
 
     With no target every answer is False (a step that returns no loss).
     """
@@ -243,11 +243,11 @@ def _answer(tape: Any, targets: Sequence[Any], variables: Sequence[TracedVariabl
     try:
         grads = tape.gradient(list(targets), [v.tf_variable for v in variables],
                               unconnected_gradients=tf.UnconnectedGradients.NONE)
-    except LookupError as exc:  # "No gradient defined for operation ...": the user's call raises the same
-        if type(exc) is not LookupError:  # a KeyError or IndexError of the user's
-            raise
+    except (LookupError, NotImplementedError, ValueError, tf.errors.OpError) as exc:  # the user's tape raises the same
+        if isinstance(exc, LookupError) and type(exc) is not LookupError:  # a KeyError or IndexError of the user's
+            raise  # (not "No gradient defined for ...", nor a gradient that refuses: QR of full matrices)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return [False] * len(variables), f"LookupError: {first}"
+        return [False] * len(variables), f"{type(exc).__name__}: {first}"
     return [g is not None for g in grads], None
 
 

@@ -13,6 +13,7 @@ their results untouched; a call made while another is being recorded (``jacobian
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import threading
 import traceback
@@ -166,6 +167,7 @@ def _direct_caller() -> SourceLine | None:
 
 def _recorded(
     kind: str, tape: Any, targets: Any, sources: Any, call: Callable[[], Any], zero: bool, answered: bool = False,
+    stops: tuple[Any, ...] = (),
 ) -> Any:
     if getattr(_STATE, "busy", False) or not _ACTIVE:
         return call()
@@ -175,7 +177,7 @@ def _recorded(
     entry = RecordedCall(
         kind=kind, source=line, targets=tuple(tf.nest.flatten(targets)), sources=tuple(tf.nest.flatten(sources)),
         results=None, tape=_record_of(tape) if tape is not None else None, graph=_graph(), unconnected_zero=zero,
-        caller=_direct_caller(), zero_answered=answered,
+        caller=_direct_caller(), zero_answered=answered, stop_gradients=stops,
     )
     _STATE.busy = True
     try:
@@ -252,10 +254,16 @@ _batch_jacobian = _jacobian_like("batch_jacobian")
 @_PLAIN_PYTHON
 def _tf_gradients(ys: Any, xs: Any, *args: Any, **kwargs: Any) -> Any:
     original = _ORIGINAL.get("tf.gradients") or tf.gradients
-    unconnected = kwargs.get("unconnected_gradients", tf.UnconnectedGradients.NONE)
     if tf.executing_eagerly():
         return original(ys, xs, *args, **kwargs)
-    return _recorded("tf.gradients", None, ys, xs, lambda: original(ys, xs, *args, **kwargs), _is_zero(unconnected))
+    try:  # stop_gradients and unconnected_gradients may come by position, as tf.gradients allows
+        bound = inspect.signature(original).bind(ys, xs, *args, **kwargs).arguments
+    except TypeError:  # TensorFlow raises its own error for a bad call
+        bound = kwargs
+    unconnected = bound.get("unconnected_gradients", tf.UnconnectedGradients.NONE)
+    stops = tuple(tf.nest.flatten(bound["stop_gradients"])) if bound.get("stop_gradients") is not None else ()
+    return _recorded("tf.gradients", None, ys, xs, lambda: original(ys, xs, *args, **kwargs), _is_zero(unconnected),
+                     stops=stops)
 
 
 @contextlib.contextmanager

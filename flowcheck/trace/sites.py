@@ -184,6 +184,7 @@ class RecordedCall:
         caller: The library line that made the call (Keras's ``train_step``); None when user code did.
         zero_answered: For ``unconnected_gradients=ZERO`` made eagerly: flowcheck asked with NONE
             (``results`` hold TensorFlow's Nones) and handed the user the zeros ZERO gives.
+        stop_gradients: The ``stop_gradients=`` tensors of ``tf.gradients``: nothing flows through them.
     """
 
     kind: str
@@ -198,6 +199,7 @@ class RecordedCall:
     exception: BaseException | None = field(default=None, repr=False)
     caller: SourceLine | None = None
     zero_answered: bool = False
+    stop_gradients: tuple[Any, ...] = field(default=(), repr=False)
 
     @property
     def tensorflow_none(self) -> tuple[bool | None, ...]:

@@ -72,7 +72,7 @@ class Verification:
         variables: One check per variable, in the report's order; empty when the tape raised.
         problems: Findings such as a non-finite loss or gradient, or an error of the tape's that
             the analysis did not predict.
-        error: The tape's ``LookupError`` (no gradient defined for an op), as one line, if it raised.
+        error: The tape's error (no gradient defined for an op, or one that refuses), as one line, if it raised.
         restored: True when every variable was assigned back after the step; False when the step
             run was the script's own first call of it (``flowcheck run``), whose update training keeps.
         loss_seen: False when every loss was computed inside a ``tf.cond`` branch or a nested
@@ -126,8 +126,8 @@ def run_step(
 ) -> Verification:
     """Run one optimizer step on the traced function's variables, compare, and restore them.
 
-    ``expect_error`` says that the analysis predicts the tape to raise ``LookupError`` (an op with
-    no gradient is reached): that outcome is then a confirmed prediction, not a failure.
+    ``expect_error`` says that the analysis predicts the tape to raise (an op with no gradient, or
+    whose gradient refuses, is reached): that outcome is then a confirmed prediction, not a failure.
     """
     variables = [v.tf_variable for v in traced.variables]
     with _strategy_scope(variables):  # a distributed variable's optimizer must live in its strategy
@@ -138,10 +138,11 @@ def run_step(
     try:
         try:
             total, grads = _differentiate(traced, [variables[i] for i in differentiable])
-        except LookupError as exc:
-            if type(exc) is not LookupError:  # a KeyError or IndexError of the user's
-                raise
-            return _raised(traced, exc, opt, expect_error)  # "No gradient defined for operation ..."
+        except (LookupError, NotImplementedError, ValueError) as exc:
+            if type(exc) is not LookupError and not (expect_error and isinstance(exc, (NotImplementedError, ValueError))):
+                raise  # a KeyError or IndexError of the user's; a failure the analysis did not foresee
+            # "No gradient defined for operation ...", or a gradient that refuses (QR of full matrices)
+            return _raised(traced, exc, opt, expect_error)
         loss_value, states, problems = _outcome(traced, total, dict(zip(differentiable, grads)))
         before = [_digest(v) for v in variables]  # after the function's own assigns
         _apply(opt, variables, [(g, traced.variables[i].variable) for i, g in zip(differentiable, grads) if g is not None])
@@ -183,7 +184,7 @@ def _differentiate(traced: Traced, watched: Sequence[Any]) -> tuple[Any, list[An
     return total, list(grads)
 
 
-def _raised(traced: Traced, exc: LookupError, opt: Any, expect_error: bool) -> Verification:
+def _raised(traced: Traced, exc: Exception, opt: Any, expect_error: bool) -> Verification:
     error = _first_line(exc)
     return Verification(
         agrees=expect_error, optimizer=_describe(opt), loss=_loss_without_tape(traced), variables=(),
