@@ -61,6 +61,7 @@ from flowcheck.graph.ops import (
     GradientOracle,
     InputGradient,
     dtype_barrier,
+    gradient_type,
     is_trainable,
 )
 from flowcheck.trace.traced import Traced
@@ -189,10 +190,11 @@ class _Builder:
             if op_type in FUNCTION_OPS or _calls_function(op):
                 self.add_function_op(op, node, prefix, cluster)
             elif inputs:
-                for tensor, info in zip(inputs, answers(op, op_type, inputs)):
+                grad_type = gradient_type(op, op_type)
+                for tensor, info in zip(inputs, answers(op, op_type, inputs, grad_type)):
                     producer = tensor.op
                     add_edge(ids.get(producer) or prefix + producer.name, node, tensor, info)
-                if b"_gradient_op_type" in op._node_def:  # noqa: SLF001 -- an override, or a custom gradient
+                if grad_type != op_type:  # an override, or a custom gradient
                     self.add_tape_answers(op, node, op_type, [ids.get(t.op) or prefix + t.op.name for t in inputs])
             if op_type in _READ_OPS and inputs[0].ref() in assigns:
                 for write in assigns[inputs[0].ref()]:
@@ -385,19 +387,11 @@ def _describe(tensor: Any) -> str:
 
 
 def _described(outputs: Any) -> tuple[str, ...]:
-    """``tuple(_describe(t) for t in outputs)``; an op's one output's, one shared tuple per text."""
-    if len(outputs) != 1:
-        return tuple([_describe(t) for t in outputs])
-    text = _describe(outputs[0])
-    found = _SINGLE.get(text)
-    if found is None:
-        found = (text,)
-        if len(_SINGLE) < 65536:
-            _SINGLE[text] = found
-    return found
+    """``tuple(_describe(t) for t in outputs)``, one shared tuple per text (a graph holds one per op otherwise)."""
+    texts = tuple([_describe(t) for t in outputs])
+    return _TEXTS.setdefault(texts, texts) if len(_TEXTS) < 65536 else texts
 
 
-# "float32[2,3]" for each dtype and shape seen: most tensors of a model share a few. And the tuple
-# of one output's text: most ops have one output, and a graph holds one tuple per op otherwise.
+# "float32[2,3]" per dtype and shape seen (a model's tensors share a few), and each op's tuple of them.
 _DESCRIPTIONS: dict[tuple[Any, Any], str] = {}
-_SINGLE: dict[str, tuple[str]] = {}
+_TEXTS: dict[tuple[str, ...], tuple[str, ...]] = {}

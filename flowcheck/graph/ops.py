@@ -153,7 +153,7 @@ class GradientOracle:
         # The answer is a function of this signature alone (each part is asked of TensorFlow once
         # per signature): ops of a model share a few hundred, so most ops cost a dict lookup.
         key = (
-            grad_type or _gradient_type(op, op_type),
+            grad_type or gradient_type(op, op_type),
             op_type,
             tuple([t.dtype for t in inputs]),
             tuple([t.dtype for t in outputs]),
@@ -171,7 +171,7 @@ class GradientOracle:
         ``gradient_override_map`` reaches ``tf.gradients`` and a tape around the call, not a tape
         in the function (a ``tf.custom_gradient`` records its function on the tape: it reaches all).
         """
-        grad_type = _gradient_type(op, op_type)
+        grad_type = gradient_type(op, op_type)
         if grad_type == op_type or grad_type.startswith("CustomGradient") or not inputs:
             return None
         ignored = f"a GradientTape in the function ignores gradient_override_map ({grad_type!r}): "
@@ -374,7 +374,7 @@ def _gradient_function(op: Any, grad_type: str) -> Any:
     return ops.gradient_registry.lookup(grad_type)
 
 
-def _gradient_type(op: Any, op_type: str) -> str:
+def gradient_type(op: Any, op_type: str) -> str:
     # Most ops lack the attribute; asking get_attr for it costs a raised and caught C++ error, and
     # parsing the op's NodeDef a few microseconds. Its serialized form holds the attribute's name
     # verbatim when the attribute is there (a name or a value may hold those bytes too: then the
