@@ -175,7 +175,7 @@ def _recorded(
     entry = RecordedCall(
         kind=kind, source=line, targets=tuple(tf.nest.flatten(targets)), sources=tuple(tf.nest.flatten(sources)),
         results=None, tape=_record_of(tape) if tape is not None else None, graph=_graph(), unconnected_zero=zero,
-        caller=_direct_caller(), zero_answered=answered,
+        caller=_direct_caller(), zero_answered=answered, inner=_inside_another_tape(tape),
     )
     _STATE.busy = True
     try:
@@ -192,6 +192,11 @@ def _recorded(
         _STATE.busy = False
         for recorder in list(_ACTIVE):
             recorder.calls.append(entry)
+
+
+def _inside_another_tape(tape: Any) -> bool:
+    """Whether a tape other than ``tape`` is recording now (the call is inside a bigger step's tape)."""
+    return any(record.open_since is not None for other, record in list(_TAPES.items()) if other is not tape)
 
 
 def _is_zero(unconnected: Any) -> bool:

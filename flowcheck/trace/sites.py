@@ -184,6 +184,8 @@ class RecordedCall:
         caller: The library line that made the call (Keras's ``train_step``); None when user code did.
         zero_answered: For ``unconnected_gradients=ZERO`` made eagerly: flowcheck asked with NONE
             (``results`` hold TensorFlow's Nones) and handed the user the zeros ZERO gives.
+        inner: Made while another tape recorded (MAML's inner step, a gradient penalty, a PINN's
+            derivatives): its target is part of a bigger loss, not the step's loss.
     """
 
     kind: str
@@ -198,6 +200,7 @@ class RecordedCall:
     exception: BaseException | None = field(default=None, repr=False)
     caller: SourceLine | None = None
     zero_answered: bool = False
+    inner: bool = False
 
     @property
     def tensorflow_none(self) -> tuple[bool | None, ...]:
