@@ -808,6 +808,46 @@ def test_an_eager_variable_rebound_to_a_tensor_is_caught_at_the_sites_next_call(
     assert step["failures"] == [f"GradientTape.gradient at {step['site']['source']['file']}:9: {step['next_call']}"]
 
 
+FINE_TUNE_HEAD = """\
+    import tensorflow as tf
+    import keras
+
+    keras.utils.set_random_seed(0)
+    backbone = keras.layers.Dense(4, name="backbone")
+    head = keras.layers.Dense(1, name="head")
+    scale = tf.Variable(2.0, name="scale")
+    backbone.build((None, 3))
+    head.build((None, 4))
+    x = tf.ones((2, 3))
+    for epoch in range(2):
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch([v.value for v in head.trainable_variables])  # a Keras 3 variable is watched by its value
+            tape.watch(scale)
+            loss = tf.reduce_sum(head(backbone(x))) * scale
+        grads = tape.gradient(loss, [scale] + backbone.trainable_variables + head.trainable_variables)
+    """
+
+
+def test_an_eager_tape_watching_only_some_variables_says_which_and_why_the_rest_get_none(
+    tmp_path: Path, capsys: Any,
+) -> None:
+    # An eager tape is recorded from its gradient call on: its tape.watch calls went unseen, so the
+    # site said "watch_accessed_variables=False" and nothing of what it watched nor why the others got None.
+    namespace: dict[str, Any] = {}
+    exec(textwrap.dedent(FINE_TUNE_HEAD).replace("range(2)", "range(1)"), namespace)  # TensorFlow's own answer
+    answers = [g is None for g in namespace["grads"]]
+    code, out, _ = run(capsys, script(tmp_path, FINE_TUNE_HEAD), "--json")
+    (step,) = json.loads(out)["steps"]
+    site = step["site"]
+    assert [s["tensorflow_none"] for s in site["sources"]] == [s["verdict"] != "receives" for s in site["sources"]] == answers
+    unwatched = [s["name"] for s in site["sources"] if s["tensorflow_none"]]
+    flags, watched = site["watch"].split("; watched: ")
+    assert flags == "watch_accessed_variables=False"  # the tape knows what it watches, not in which order
+    assert sorted(watched.split(", ")) == sorted(s["name"] for s in site["sources"] if not s["tensorflow_none"])
+    assert any(n.startswith(f"not watched: {', '.join(unwatched)}: ") for n in site["notes"])
+    assert code == 1
+
+
 def test_an_eager_jacobian_is_a_site_not_tensorflows_own_pfor_function(tmp_path: Path, capsys: Any) -> None:
     # Eagerly, tape.jacobian runs a tf.function of TensorFlow's (pfor's `f`) that asks for gradients.
     path = script(tmp_path, """\

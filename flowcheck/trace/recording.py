@@ -139,6 +139,10 @@ def _record_of(tape: Any) -> TapeRecord:
             persistent=bool(tape._persistent), watch_accessed_variables=bool(tape._watch_accessed_variables),  # noqa: SLF001
             graph=graph, spans=[(0, _last_id(graph))] if graph is not None else [],
         )
+        if graph is None and not record.watch_accessed_variables:
+            # Its tape.watch calls went unseen (an eager tape is recorded from its gradient call on);
+            # the tape still knows the variables it was told to watch.
+            record.watched.extend(tape.watched_variables())
         _TAPES[tape] = record
     return record
 
