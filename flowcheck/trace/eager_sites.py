@@ -26,7 +26,7 @@ def eager_site(call: RecordedCall) -> GradientSite:
     target left TensorFlow (a loss computed with NumPy: ``AttributeError ... '_id'``) gets that
     reason in words as its ``error``.
     """
-    written = tensor_labels(call.caller or call.source, len(call.sources))
+    written = tensor_labels(call.caller or call.source, len(call.sources), call.nth)
     names = unique([
         label if label and not hasattr(obj, "trainable") else source_name(obj) for obj, label in zip(call.sources, written)
     ])
@@ -42,7 +42,7 @@ def eager_site(call: RecordedCall) -> GradientSite:
     labels.update(zip((id(o) for o in call.sources), names))
     notes = ("called eagerly: TensorFlow's own answer, without a graph to explain it", *_unwatched_note(call, sources))
     return GradientSite(
-        kind=call.kind, source=call.source, targets=target_names(call.caller or call.source, call.targets),
+        kind=call.kind, source=call.source, targets=target_names(call.caller or call.source, call.targets, call.nth),
         sources=sources, watch=watch_text(call, labels), error=_error_in_words(call), notes=notes,
     )
 

@@ -25,6 +25,7 @@ from tensorflow.python.eager import backprop
 from tensorflow.python.framework import ops
 
 from flowcheck.source.lines import SourceLine, is_library_file, user_frame
+from flowcheck.source.names import watch_labels
 from flowcheck.trace.sites import RecordedCall, SiteRecorder, TapeRecord
 
 __all__ = ["record_sites", "recording", "tape_record"]
@@ -128,7 +129,14 @@ def _pop_tape(self: Any) -> None:
 def _watch(self: Any, tensor: Any) -> None:
     _ORIGINAL["watch"](self, tensor)
     record = _record_of(self)
-    record.watched.extend(tf.nest.flatten(tensor))
+    flat = tf.nest.flatten(tensor)
+    record.watched.extend(flat)
+    line = _caller()[0]
+    nth = sum(1 for seen in record.watch_lines if seen == line)  # `tape.watch(t); tape.watch(x)` on one line
+    record.watch_lines.append(line)
+    record.watch_labels.update(
+        (id(obj), label) for obj, label in zip(flat, watch_labels(line, nth, len(flat))) if label is not None
+    )
 
 
 def _record_of(tape: Any) -> TapeRecord:
@@ -181,6 +189,7 @@ def _recorded(
         results=None, tape=_record_of(tape) if tape is not None else None, graph=_graph(), unconnected_zero=zero,
         caller=_direct_caller(), zero_answered=answered, inner=_inside_another_tape(tape),
     )
+    entry.nth = sum(1 for c in _ACTIVE[-1].calls if c.source == line and c.graph is entry.graph)
     _STATE.busy = True
     try:
         result = call()
