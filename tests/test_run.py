@@ -808,6 +808,45 @@ def test_an_eager_variable_rebound_to_a_tensor_is_caught_at_the_sites_next_call(
     assert step["failures"] == [f"GradientTape.gradient at {step['site']['source']['file']}:9: {step['next_call']}"]
 
 
+ONE_TAPE_GAN = """\
+    import tensorflow as tf
+    import keras
+
+    keras.utils.set_random_seed(0)
+    gen = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8)], name="gen")
+    disc = keras.Sequential([keras.Input((8,)), keras.layers.Dense(1)], name="disc")
+
+    @tf.function
+    def train_step(real):
+        with tf.GradientTape() as tape:  # one non-persistent tape for both losses
+            fake_out = disc(gen(tf.ones((2, 4))))
+            gen_loss = -tf.reduce_mean(fake_out)
+            disc_loss = tf.reduce_mean(fake_out) - tf.reduce_mean(disc(real))
+        g_grads = tape.gradient(gen_loss, gen.trainable_variables)
+        d_grads = tape.gradient(disc_loss, disc.trainable_variables)
+        return g_grads, d_grads
+
+    for _ in range(2):
+        train_step(tf.ones((2, 8)))
+    """
+
+
+def test_a_gradient_call_that_raises_is_not_counted_as_giving_gradients(tmp_path: Path, capsys: Any) -> None:
+    # A GAN step asking one non-persistent tape twice: TensorFlow raises at the second call, which
+    # gives no gradient at all; the site's heading said "2 of 2 sources receive" beside its error.
+    namespace: dict[str, Any] = {}
+    exec(textwrap.dedent(ONE_TAPE_GAN).split("for _ in")[0], namespace)
+    with pytest.raises(RuntimeError, match="non-persistent GradientTape"):
+        namespace["train_step"](tf.ones((2, 8)))  # TensorFlow's own answer at the second call
+    code, out, _ = run(capsys, script(tmp_path, ONE_TAPE_GAN))
+    second = out[out.index("site 2: "):]
+    assert second.splitlines()[0].endswith(": 2 of 2 sources would receive, but the call raises")
+    assert "raised: RuntimeError: A non-persistent GradientTape" in second
+    assert "2 sources would receive a gradient had the call not raised: disc/" in second
+    assert "sources receive" not in second.split("notes")[0]
+    assert code == 1
+
+
 FINE_TUNE_HEAD = """\
     import tensorflow as tf
     import keras
