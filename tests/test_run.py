@@ -808,6 +808,40 @@ def test_an_eager_variable_rebound_to_a_tensor_is_caught_at_the_sites_next_call(
     assert step["failures"] == [f"GradientTape.gradient at {step['site']['source']['file']}:9: {step['next_call']}"]
 
 
+EAGER_PINN = """\
+    import tensorflow as tf
+    import keras
+
+    keras.utils.set_random_seed(0)
+    net = keras.Sequential([keras.Input((2,)), keras.layers.Dense(4, activation="tanh"), keras.layers.Dense(1)])
+    optimizer = keras.optimizers.SGD(0.01)
+    t, x = tf.ones((3, 1)), tf.zeros((3, 1))
+    for epoch in range(2):
+        with tf.GradientTape() as outer:
+            with tf.GradientTape(persistent=True) as tape:
+                tape.watch(t); tape.watch(x)
+                u = net(tf.concat([t, x], axis=1))
+            u_t, u_x = tape.gradient(u, t), tape.gradient(u, x)
+            loss = tf.reduce_mean(tf.square(u_t + u * u_x))
+        grads = outer.gradient(loss, net.trainable_variables)
+        optimizer.apply_gradients(zip(grads, net.trainable_variables))
+    """
+
+
+def test_two_eager_gradient_calls_on_one_line_are_two_sites_and_the_round_goes_on(tmp_path: Path, capsys: Any) -> None:
+    # An eager PINN: the second call on the line was taken for the first one's next round, so the
+    # script stopped there and the training call below it was never analyzed.
+    namespace: dict[str, Any] = {}
+    exec(textwrap.dedent(EAGER_PINN).replace("range(2)", "range(1)"), namespace)  # TensorFlow's own answers
+    answers = [[namespace["u_t"] is None], [namespace["u_x"] is None], [g is None for g in namespace["grads"]]]
+    code, out, _ = run(capsys, script(tmp_path, EAGER_PINN), "--json")
+    steps = json.loads(out)["steps"]
+    assert [[s["name"] for s in step["site"]["sources"]] for step in steps[:2]] == [["t"], ["x"]]
+    assert [[s["tensorflow_none"] for s in step["site"]["sources"]] for step in steps] == answers
+    assert [[s["verdict"] != "receives" for s in step["site"]["sources"]] for step in steps] == answers
+    assert code == 0
+
+
 ONE_TAPE_GAN = """\
     import tensorflow as tf
     import keras

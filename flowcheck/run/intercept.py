@@ -28,7 +28,7 @@ from flowcheck.run.batches import first_batch, keras_caller, one_step_function, 
 from flowcheck.run.failure import describe_exception
 from flowcheck.run.step import EAGER_NOTE, EAGERLY_NOTE, Step, StopScript, code_file, round_unfinished, untrained_text
 from flowcheck.run.stop import stop_for_good
-from flowcheck.source.lines import call_path, call_site, called_at
+from flowcheck.source.lines import call_column, call_path, call_site, called_at
 
 __all__ = ["KERAS_WARNING", "Interceptor"]
 
@@ -162,7 +162,9 @@ class Interceptor:
         from flowcheck.trace.sites import SiteRecorder
 
         call = call_site()
-        key = ("eager", call.file, call.line) if call else ("eager", id(tape))
+        # Two gradient calls on one line (u_t, u_x = tape.gradient(u, t), tape.gradient(u, x)) are two
+        # sites, told apart by their columns; the same call met again is the next round.
+        key = ("eager", call.file, call.line, call_column()) if call else ("eager", id(tape))
         if key in self._seen:
             return self._eager_again(self._seen[key], lambda: original(tape, target, sources, *args, **kwargs), sources)
         in_function = call is not None and not call.function.startswith("<")

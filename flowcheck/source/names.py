@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from flowcheck.source.lines import SourceLine
 
-__all__ = ["source_name", "target_names", "tensor_labels", "unique", "watch_labels"]
+__all__ = ["call_index", "source_name", "target_names", "tensor_labels", "unique", "watch_labels"]
 
 
 def source_name(obj: Any) -> str:
@@ -116,3 +116,20 @@ def watch_labels(source: SourceLine | None, nth: int, count: int) -> list[str | 
     if count == 1 and isinstance(argument, (ast.Name, ast.Attribute)):
         return [ast.unparse(argument)]
     return [None] * count
+
+
+def call_index(source: SourceLine | None, column: int | None) -> int:
+    """The place, among the gradient calls on the line, of the one starting at ``column`` (0-based,
+    in the line as written): ``1`` for the second of ``tape.gradient(u, t), tape.gradient(u, x)``."""
+    raw = linecache.getline(source.file, source.line) if source is not None and column is not None else ""
+    text = raw.strip()
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        return 0
+    indent = len(raw) - len(raw.lstrip())
+    starts = sorted(
+        n.col_offset + indent for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr in _CALLS
+    )
+    return starts.index(column) if column in starts else 0

@@ -24,8 +24,8 @@ import tensorflow as tf
 from tensorflow.python.eager import backprop
 from tensorflow.python.framework import ops
 
-from flowcheck.source.lines import SourceLine, is_library_file, user_frame
-from flowcheck.source.names import watch_labels
+from flowcheck.source.lines import SourceLine, call_column, is_library_file, user_frame
+from flowcheck.source.names import call_index, watch_labels
 from flowcheck.trace.sites import RecordedCall, SiteRecorder, TapeRecord
 
 __all__ = ["record_sites", "recording", "tape_record"]
@@ -189,7 +189,9 @@ def _recorded(
         results=None, tape=_record_of(tape) if tape is not None else None, graph=_graph(), unconnected_zero=zero,
         caller=_direct_caller(), zero_answered=answered, inner=_inside_another_tape(tape),
     )
-    entry.nth = sum(1 for c in _ACTIVE[-1].calls if c.source == line and c.graph is entry.graph)
+    # Eagerly the call's column tells which of its line's calls it is; a trace's frames are AutoGraph's.
+    entry.nth = call_index(line, call_column()) if entry.graph is None else sum(
+        1 for c in _ACTIVE[-1].calls if c.source == line and c.graph is entry.graph)
     _STATE.busy = True
     try:
         result = call()
