@@ -184,9 +184,10 @@ def call_column() -> int | None:
     frame: types.FrameType | None = sys._getframe(1)  # noqa: SLF001 -- frames hold the positions; extract_stack drops them
     while frame is not None and is_library_file(frame.f_code.co_filename):
         frame = frame.f_back
-    if frame is None:
+    positions_of = getattr(frame.f_code, "co_positions", None) if frame is not None else None
+    if frame is None or positions_of is None:  # Python 3.10 keeps no columns
         return None
-    positions = list(frame.f_code.co_positions())
+    positions = list(positions_of())
     index = frame.f_lasti // 2  # one position per 2-byte code unit
     column = positions[index][2] if index < len(positions) else None
     return int(column) if column is not None else None
