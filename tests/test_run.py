@@ -808,6 +808,41 @@ def test_an_eager_variable_rebound_to_a_tensor_is_caught_at_the_sites_next_call(
     assert step["failures"] == [f"GradientTape.gradient at {step['site']['source']['file']}:9: {step['next_call']}"]
 
 
+EAGER_MULTI_TASK = """\
+    import tensorflow as tf
+    import keras
+
+    keras.utils.set_random_seed(0)
+    shared = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu")], name="shared")
+    heads = [keras.Sequential([keras.Input((8,)), keras.layers.Dense(1)], name=f"head{i}") for i in range(3)]
+    x, y = tf.ones((4, 6)), tf.zeros((4, 1))
+    answers = []
+    for epoch in range(2):
+        with tf.GradientTape(persistent=True) as tape:
+            h = shared(x)
+            losses = [tf.reduce_mean(tf.square(head(h) - y)) for head in heads[:2]]
+            losses.append(tf.reduce_mean(tf.square(tf.round(heads[2](h)) - y)))  # the third head is cut
+        for head, loss in zip(heads, losses):
+            grads = tape.gradient(loss, head.trainable_variables)
+            answers.append([g is None for g in grads])
+        del tape
+    """
+
+
+def test_a_persistent_eager_tape_asked_in_a_loop_is_one_site_per_call_of_the_round(tmp_path: Path, capsys: Any) -> None:
+    # One persistent tape, one gradient call per task head from one line: the second call was taken
+    # for the next round, so the script stopped there and the cut third head was never seen (exit 0).
+    namespace: dict[str, Any] = {}
+    exec(textwrap.dedent(EAGER_MULTI_TASK).replace("range(2)", "range(1)"), namespace)  # TensorFlow's own answers
+    answers = namespace["answers"]
+    assert any(any(a) for a in answers)  # the case is about a cut call after the first
+    code, out, _ = run(capsys, script(tmp_path, EAGER_MULTI_TASK), "--json")
+    steps = json.loads(out)["steps"]
+    assert [[s["tensorflow_none"] for s in step["site"]["sources"]] for step in steps] == answers
+    assert [[s["verdict"] != "receives" for s in step["site"]["sources"]] for step in steps] == answers
+    assert code == 1
+
+
 EAGER_PINN = """\
     import tensorflow as tf
     import keras
