@@ -808,6 +808,47 @@ def test_an_eager_variable_rebound_to_a_tensor_is_caught_at_the_sites_next_call(
     assert step["failures"] == [f"GradientTape.gradient at {step['site']['source']['file']}:9: {step['next_call']}"]
 
 
+EAGER_HELPER_TWICE = """\
+    import tensorflow as tf
+    import keras
+
+    keras.utils.set_random_seed(0)
+    G = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8)], name="G")
+    D = keras.Sequential([keras.Input((8,)), keras.layers.Dense(1)], name="D")
+    answers = []
+
+    def train_d(images, labels):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(D(images) - labels))
+        answers.append([g is None for g in tape.gradient(loss, D.trainable_variables)])
+
+    def train_g(noise):
+        with tf.GradientTape() as tape:
+            loss = -tf.reduce_mean(D(tf.round(G(noise))))  # the generator is cut
+        answers.append([g is None for g in tape.gradient(loss, G.trainable_variables)])
+
+    for step in range(2):
+        noise = tf.ones((2, 4))
+        train_d(tf.ones((2, 8)), tf.ones((2, 1)))
+        train_d(G(noise), tf.zeros((2, 1)))
+        train_g(noise)
+    """
+
+
+def test_an_eager_step_called_again_from_another_line_is_still_the_first_round(tmp_path: Path, capsys: Any) -> None:
+    # The discriminator's plain-function step on real, then on fake data: its second call was taken
+    # for the next round, so the script stopped before the generator's step (cut) and said OK, exit 0.
+    namespace: dict[str, Any] = {}
+    exec(textwrap.dedent(EAGER_HELPER_TWICE).replace("range(2)", "range(1)"), namespace)  # TensorFlow's own answers
+    answers = namespace["answers"]
+    code, out, _ = run(capsys, script(tmp_path, EAGER_HELPER_TWICE), "--json")
+    steps = json.loads(out)["steps"]
+    assert [step["name"] for step in steps] == ["train_d", "train_g"]
+    assert [[s["tensorflow_none"] for s in step["site"]["sources"]] for step in steps] == [answers[0], answers[2]]
+    assert [[s["verdict"] != "receives" for s in step["site"]["sources"]] for step in steps] == [answers[0], answers[2]]
+    assert answers[2] == [True, True] and code == 1
+
+
 EAGER_MULTI_TASK = """\
     import tensorflow as tf
     import keras

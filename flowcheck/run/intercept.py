@@ -63,6 +63,7 @@ class Interceptor:
         self._kept: list[Any] = []  # functions without a gradient, kept alive so that their ids stay unique
         self._site_seen = False
         self._eager_tapes: dict[tuple[Any, ...], tuple[Any, int]] = {}  # eager call position -> (its tape, calls)
+        self._eager_paths: set[tuple[Any, Any]] = set()  # (eager step key, the user's lines calling it) seen this round
         self._restore: list[Callable[[], None]] = []
         self._first_calls: dict[int, Any] = {}  # id of an analyzed tf.function -> its next call's FirstCall or None
         self._keras_sites: set[tuple[Any, Any]] = set()  # (step key, the user's lines calling it) seen this round
@@ -167,8 +168,14 @@ class Interceptor:
         # Two gradient calls on one line (u_t, u_x = tape.gradient(u, t), tape.gradient(u, x)) are two
         # sites, told apart by their columns; the same call met again is the next round.
         key = self._eager_key(("eager", call.file, call.line, call_column()) if call else ("eager", id(tape)), tape)
+        path = call_path()
         if key in self._seen:
+            if (key, path) not in self._eager_paths:  # its function called again from another line: same round
+                self._eager_paths.add((key, path))
+                with self._inside():
+                    return original(tape, target, sources, *args, **kwargs)
             return self._eager_again(self._seen[key], lambda: original(tape, target, sources, *args, **kwargs), sources)
+        self._eager_paths.add((key, path))
         in_function = call is not None and not call.function.startswith("<")
         step = Step("eager tape.gradient", call.function if call and in_function else f"tape.{name}", called_at(call))
         self._seen[key] = step
