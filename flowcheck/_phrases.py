@@ -11,8 +11,8 @@ from typing import Final
 from flowcheck._model import Verdict
 
 __all__ = [
-    "GRADIENT_ERROR_ADVICE", "NEVER_TRAINED", "a_or_an", "gradient_error_cause", "counts_text", "disagreement", "receiving_text", "shape_text",
-    "verdict_counts",
+    "GRADIENT_ERROR_ADVICE", "NEVER_TRAINED", "a_or_an", "gradient_error_cause", "counts_text", "disagreement", "receiving_text",
+    "shape_text", "verdict_counts", "would_receive_text",
 ]
 
 GRADIENT_ERROR_ADVICE: Final = (
@@ -75,3 +75,9 @@ def disagreement(predicted: bool, gradient: object) -> str:
 def receiving_text(count: int) -> str:
     """``"1 source receives a gradient"``, ``"3 sources receive a gradient"``: a site's receiving sources counted."""
     return f"{count} source receives a gradient" if count == 1 else f"{count} sources receive a gradient"
+
+
+def would_receive_text(count: int) -> str:
+    """``"3 sources would receive a gradient had the call not raised"``: a raising site's receiving sources
+    (a call that raises gives no gradient at all; these are what its graph would give)."""
+    return f"{count} source{'' if count == 1 else 's'} would receive a gradient had the call not raised"

@@ -808,6 +808,195 @@ def test_an_eager_variable_rebound_to_a_tensor_is_caught_at_the_sites_next_call(
     assert step["failures"] == [f"GradientTape.gradient at {step['site']['source']['file']}:9: {step['next_call']}"]
 
 
+EAGER_HELPER_TWICE = """\
+    import tensorflow as tf
+    import keras
+
+    keras.utils.set_random_seed(0)
+    G = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8)], name="G")
+    D = keras.Sequential([keras.Input((8,)), keras.layers.Dense(1)], name="D")
+    answers = []
+
+    def train_d(images, labels):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(D(images) - labels))
+        answers.append([g is None for g in tape.gradient(loss, D.trainable_variables)])
+
+    def train_g(noise):
+        with tf.GradientTape() as tape:
+            loss = -tf.reduce_mean(D(tf.round(G(noise))))  # the generator is cut
+        answers.append([g is None for g in tape.gradient(loss, G.trainable_variables)])
+
+    for step in range(2):
+        noise = tf.ones((2, 4))
+        train_d(tf.ones((2, 8)), tf.ones((2, 1)))
+        train_d(G(noise), tf.zeros((2, 1)))
+        train_g(noise)
+    """
+
+
+def test_an_eager_step_called_again_from_another_line_is_still_the_first_round(tmp_path: Path, capsys: Any) -> None:
+    # The discriminator's plain-function step on real, then on fake data: its second call was taken
+    # for the next round, so the script stopped before the generator's step (cut) and said OK, exit 0.
+    namespace: dict[str, Any] = {}
+    exec(textwrap.dedent(EAGER_HELPER_TWICE).replace("range(2)", "range(1)"), namespace)  # TensorFlow's own answers
+    answers = namespace["answers"]
+    code, out, _ = run(capsys, script(tmp_path, EAGER_HELPER_TWICE), "--json")
+    steps = json.loads(out)["steps"]
+    assert [step["name"] for step in steps] == ["train_d", "train_g"]
+    assert [[s["tensorflow_none"] for s in step["site"]["sources"]] for step in steps] == [answers[0], answers[2]]
+    assert [[s["verdict"] != "receives" for s in step["site"]["sources"]] for step in steps] == [answers[0], answers[2]]
+    assert answers[2] == [True, True] and code == 1
+
+
+EAGER_MULTI_TASK = """\
+    import tensorflow as tf
+    import keras
+
+    keras.utils.set_random_seed(0)
+    shared = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu")], name="shared")
+    heads = [keras.Sequential([keras.Input((8,)), keras.layers.Dense(1)], name=f"head{i}") for i in range(3)]
+    x, y = tf.ones((4, 6)), tf.zeros((4, 1))
+    answers = []
+    for epoch in range(2):
+        with tf.GradientTape(persistent=True) as tape:
+            h = shared(x)
+            losses = [tf.reduce_mean(tf.square(head(h) - y)) for head in heads[:2]]
+            losses.append(tf.reduce_mean(tf.square(tf.round(heads[2](h)) - y)))  # the third head is cut
+        for head, loss in zip(heads, losses):
+            grads = tape.gradient(loss, head.trainable_variables)
+            answers.append([g is None for g in grads])
+        del tape
+    """
+
+
+def test_a_persistent_eager_tape_asked_in_a_loop_is_one_site_per_call_of_the_round(tmp_path: Path, capsys: Any) -> None:
+    # One persistent tape, one gradient call per task head from one line: the second call was taken
+    # for the next round, so the script stopped there and the cut third head was never seen (exit 0).
+    namespace: dict[str, Any] = {}
+    exec(textwrap.dedent(EAGER_MULTI_TASK).replace("range(2)", "range(1)"), namespace)  # TensorFlow's own answers
+    answers = namespace["answers"]
+    assert any(any(a) for a in answers)  # the case is about a cut call after the first
+    code, out, _ = run(capsys, script(tmp_path, EAGER_MULTI_TASK), "--json")
+    steps = json.loads(out)["steps"]
+    assert [[s["tensorflow_none"] for s in step["site"]["sources"]] for step in steps] == answers
+    assert [[s["verdict"] != "receives" for s in step["site"]["sources"]] for step in steps] == answers
+    assert code == 1
+
+
+EAGER_PINN = """\
+    import tensorflow as tf
+    import keras
+
+    keras.utils.set_random_seed(0)
+    net = keras.Sequential([keras.Input((2,)), keras.layers.Dense(4, activation="tanh"), keras.layers.Dense(1)])
+    optimizer = keras.optimizers.SGD(0.01)
+    t, x = tf.ones((3, 1)), tf.zeros((3, 1))
+    for epoch in range(2):
+        with tf.GradientTape() as outer:
+            with tf.GradientTape(persistent=True) as tape:
+                tape.watch(t); tape.watch(x)
+                u = net(tf.concat([t, x], axis=1))
+            u_t, u_x = tape.gradient(u, t), tape.gradient(u, x)
+            loss = tf.reduce_mean(tf.square(u_t + u * u_x))
+        grads = outer.gradient(loss, net.trainable_variables)
+        optimizer.apply_gradients(zip(grads, net.trainable_variables))
+    """
+
+
+def test_two_eager_gradient_calls_on_one_line_are_two_sites_and_the_round_goes_on(tmp_path: Path, capsys: Any) -> None:
+    # An eager PINN: the second call on the line was taken for the first one's next round, so the
+    # script stopped there and the training call below it was never analyzed.
+    namespace: dict[str, Any] = {}
+    exec(textwrap.dedent(EAGER_PINN).replace("range(2)", "range(1)"), namespace)  # TensorFlow's own answers
+    answers = [[namespace["u_t"] is None], [namespace["u_x"] is None], [g is None for g in namespace["grads"]]]
+    code, out, _ = run(capsys, script(tmp_path, EAGER_PINN), "--json")
+    steps = json.loads(out)["steps"]
+    assert [[s["name"] for s in step["site"]["sources"]] for step in steps[:2]] == [["t"], ["x"]]
+    assert [[s["tensorflow_none"] for s in step["site"]["sources"]] for step in steps] == answers
+    assert [[s["verdict"] != "receives" for s in step["site"]["sources"]] for step in steps] == answers
+    assert code == 0
+
+
+ONE_TAPE_GAN = """\
+    import tensorflow as tf
+    import keras
+
+    keras.utils.set_random_seed(0)
+    gen = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8)], name="gen")
+    disc = keras.Sequential([keras.Input((8,)), keras.layers.Dense(1)], name="disc")
+
+    @tf.function
+    def train_step(real):
+        with tf.GradientTape() as tape:  # one non-persistent tape for both losses
+            fake_out = disc(gen(tf.ones((2, 4))))
+            gen_loss = -tf.reduce_mean(fake_out)
+            disc_loss = tf.reduce_mean(fake_out) - tf.reduce_mean(disc(real))
+        g_grads = tape.gradient(gen_loss, gen.trainable_variables)
+        d_grads = tape.gradient(disc_loss, disc.trainable_variables)
+        return g_grads, d_grads
+
+    for _ in range(2):
+        train_step(tf.ones((2, 8)))
+    """
+
+
+def test_a_gradient_call_that_raises_is_not_counted_as_giving_gradients(tmp_path: Path, capsys: Any) -> None:
+    # A GAN step asking one non-persistent tape twice: TensorFlow raises at the second call, which
+    # gives no gradient at all; the site's heading said "2 of 2 sources receive" beside its error.
+    namespace: dict[str, Any] = {}
+    exec(textwrap.dedent(ONE_TAPE_GAN).split("for _ in")[0], namespace)
+    with pytest.raises(RuntimeError, match="non-persistent GradientTape"):
+        namespace["train_step"](tf.ones((2, 8)))  # TensorFlow's own answer at the second call
+    code, out, _ = run(capsys, script(tmp_path, ONE_TAPE_GAN))
+    second = out[out.index("site 2: "):]
+    assert second.splitlines()[0].endswith(": 2 of 2 sources would receive, but the call raises")
+    assert "raised: RuntimeError: A non-persistent GradientTape" in second
+    assert "2 sources would receive a gradient had the call not raised: disc/" in second
+    assert "sources receive" not in second.split("notes")[0]
+    assert code == 1
+
+
+FINE_TUNE_HEAD = """\
+    import tensorflow as tf
+    import keras
+
+    keras.utils.set_random_seed(0)
+    backbone = keras.layers.Dense(4, name="backbone")
+    head = keras.layers.Dense(1, name="head")
+    scale = tf.Variable(2.0, name="scale")
+    backbone.build((None, 3))
+    head.build((None, 4))
+    x = tf.ones((2, 3))
+    for epoch in range(2):
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch([v.value for v in head.trainable_variables])  # a Keras 3 variable is watched by its value
+            tape.watch(scale)
+            loss = tf.reduce_sum(head(backbone(x))) * scale
+        grads = tape.gradient(loss, [scale] + backbone.trainable_variables + head.trainable_variables)
+    """
+
+
+def test_an_eager_tape_watching_only_some_variables_says_which_and_why_the_rest_get_none(
+    tmp_path: Path, capsys: Any,
+) -> None:
+    # An eager tape is recorded from its gradient call on: its tape.watch calls went unseen, so the
+    # site said "watch_accessed_variables=False" and nothing of what it watched nor why the others got None.
+    namespace: dict[str, Any] = {}
+    exec(textwrap.dedent(FINE_TUNE_HEAD).replace("range(2)", "range(1)"), namespace)  # TensorFlow's own answer
+    answers = [g is None for g in namespace["grads"]]
+    code, out, _ = run(capsys, script(tmp_path, FINE_TUNE_HEAD), "--json")
+    (step,) = json.loads(out)["steps"]
+    site = step["site"]
+    assert [s["tensorflow_none"] for s in site["sources"]] == [s["verdict"] != "receives" for s in site["sources"]] == answers
+    unwatched = [s["name"] for s in site["sources"] if s["tensorflow_none"]]
+    flags, watched = site["watch"].split("; watched: ")
+    assert flags == "watch_accessed_variables=False"  # the tape knows what it watches, not in which order
+    assert sorted(watched.split(", ")) == sorted(s["name"] for s in site["sources"] if not s["tensorflow_none"])
+    assert any(n.startswith(f"not watched: {', '.join(unwatched)}: ") for n in site["notes"])
+    assert code == 1
+
+
 def test_an_eager_jacobian_is_a_site_not_tensorflows_own_pfor_function(tmp_path: Path, capsys: Any) -> None:
     # Eagerly, tape.jacobian runs a tf.function of TensorFlow's (pfor's `f`) that asks for gradients.
     path = script(tmp_path, """\

@@ -640,3 +640,56 @@ def test_a_target_network_moved_only_after_the_round_is_never_trained_with_conti
     (stopped, document), (continued, kept_going) = run_json(capsys, path), run_json(capsys, path, "--continue")
     assert document["steps"][0]["report"]["never_trained"] == kept_going["steps"][0]["report"]["never_trained"]
     assert len(kept_going["steps"][0]["report"]["never_trained"]) == 4 and stopped == continued == 1
+
+
+# MAML's meta step (a github-style script): each task's inner tape.gradient is made inside the outer
+# tape; its target is part of the meta loss, not the step's loss.
+MAML = """\
+    import numpy as np
+    import tensorflow as tf
+    import keras
+
+    keras.utils.set_random_seed(2)
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1)])
+    meta_optimizer = keras.optimizers.Adam(1e-3)
+
+    def forward(x, weights):
+        return tf.matmul(tf.nn.relu(tf.matmul(x, weights[0]) + weights[1]), weights[2]) + weights[3]
+
+    @tf.function
+    def meta_train_step(x_tr, y_tr, x_te, y_te):
+        with tf.GradientTape() as outer_tape:
+            task_losses = []
+            for i in range(x_tr.shape[0]):
+                with tf.GradientTape() as inner_tape:
+                    loss = tf.reduce_mean(tf.square(y_tr[i] - model(x_tr[i])))
+                grads = inner_tape.gradient(loss, model.trainable_variables)
+                fast_weights = [w - 0.01 * g for w, g in zip(model.trainable_variables, grads)]
+                task_losses.append(tf.reduce_mean(tf.square(y_te[i] - forward(x_te[i], fast_weights))))
+            meta_loss = tf.reduce_mean(tf.stack(task_losses))
+        meta_grads = outer_tape.gradient(meta_loss, model.trainable_variables)
+        meta_optimizer.apply_gradients(zip(meta_grads, model.trainable_variables))
+        return meta_loss
+
+    rng = np.random.default_rng(0)
+    losses = [float(meta_train_step(*(rng.normal(size=(2, 5, 1)).astype("float32") for _ in range(4))))
+              for _ in range(2)]
+    np.save(OUT, np.array(losses))
+    """
+
+
+@pytest.mark.slow
+def test_the_verified_loss_of_a_maml_step_is_its_meta_loss_not_an_inner_tasks(tmp_path: Path, capsys: Any) -> None:
+    # The verification named the first gradient call's target, the first task's inner loss, as the
+    # step's loss; the step's loss is what its outermost tape differentiates: what the step returns.
+    text = f"OUT = {str(tmp_path / 'losses')!r}\n" + textwrap.dedent(MAML)
+    keras.utils.clear_session()
+    runpy.run_path(script(tmp_path, text, "alone.py"), run_name="__main__")
+    alone = np.load(tmp_path / "losses.npy")
+    code, document = run_json(capsys, script(tmp_path, text))
+    (step,) = document["steps"]
+    sites = step["report"]["gradient_sites"]
+    assert len(sites) == 3 and all(s["agrees"] for s in sites)
+    assert [s["tensorflow_none"] for site in sites for s in site["sources"]] == [False] * 12
+    assert step["report"]["verification"]["loss"] == pytest.approx(alone[0], rel=1e-5)
+    assert code == 0

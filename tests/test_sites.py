@@ -228,6 +228,36 @@ def test_watch_accessed_variables_false_watches_only_what_it_is_told() -> None:
     assert_sites_match(report, tape_truth(step.python_function, [a, b]))
 
 
+def test_watched_tensors_are_named_as_the_watch_calls_write_them() -> None:
+    # A PINN's derivatives (a github-style solver): the inputs are watched under the helper's own
+    # names, two watch calls on one line. The site named a watched tensor by its graph name, the
+    # tf.function's argument (t_r), beside a source named from the gradient call (x): "watched: t_r, x";
+    # and the second of two gradient calls on one line was read as the first: its source x named "t".
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(4, activation="tanh"), keras.layers.Dense(1)])
+
+    def residual(t: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(t); tape.watch(x)  # noqa: E702 -- as the script writes it
+            u = model(tf.concat([t, x], axis=1))
+        u_t, u_x = tape.gradient(u, t), tape.gradient(u, x)
+        return u_t + u * u_x
+
+    optimizer = keras.optimizers.SGD(0.1)
+
+    @tf.function
+    def train_step(t_r: tf.Tensor, x_r: tf.Tensor) -> None:
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(residual(t_r, x_r)))
+        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+
+    t, x = tf.ones((3, 1)), tf.zeros((3, 1))
+    report = flowcheck.analyze(train_step, t, x)
+    inner = [site for site in report.gradient_sites if "watched" in site.watch]
+    assert [site.watch for site in inner] == ["watches accessed trainable variables; watched: t, x; persistent"] * 2
+    assert [[s.name for s in site.sources] for site in inner] == [["t"], ["x"]]  # two calls on one line, each its own
+    assert_sites_match(report, tape_truth(lambda: train_step.python_function(t, x), model.weights))
+
+
 def _codebook_step() -> tuple[Any, Any]:
     """A VQ-VAE-like step: its codebook is a plain tf.Variable, not among trainable_variables."""
     layer = keras.layers.Dense(2, name="encoder")

@@ -67,7 +67,7 @@ def build_sites(traced: Any, graph: nx.DiGraph, barrier_of: Any) -> tuple[tuple[
         if sub.targets:
             found = verdicts(sub.graph, var_nodes, sub.targets, reached=sub.reached())
             reached.update(i for i, node in enumerate(var_nodes) if found[node] is Verdict.RECEIVES)
-        written = tensor_labels(call.caller or call.source, len(call.sources))
+        written = tensor_labels(call.caller or call.source, len(call.sources), call.nth)
         raw = [
             traced.variables[i].name if (i := index(obj)) is not None else label or source_name(obj)
             for obj, label in zip(call.sources, written)
@@ -81,7 +81,7 @@ def build_sites(traced: Any, graph: nx.DiGraph, barrier_of: Any) -> tuple[tuple[
         labels = {id(w): traced.variables[i].name for w in watched if (i := index(w)) is not None}
         labels.update({id(obj): n for obj, n in zip(call.sources, names)})
         sites.append(judge_call(
-            call, sub, names, trainable, barrier_of, watch_text(call, labels), target_names(call.caller or call.source, call.targets),
+            call, sub, names, trainable, barrier_of, watch_text(call, labels), target_names(call.caller or call.source, call.targets, call.nth),
         ))
     return tuple(sites), reached
 

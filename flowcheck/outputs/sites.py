@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from flowcheck._model import Verdict
-from flowcheck._phrases import NEVER_TRAINED, receiving_text
+from flowcheck._phrases import NEVER_TRAINED, receiving_text, would_receive_text
 from flowcheck.trace.sites import GradientSite
 
 if TYPE_CHECKING:
@@ -76,9 +76,10 @@ _UNUSED_GRAPH = "unused: no path from it to the targets in the graph"  # a TF1 g
 def _site(i: int, site: GradientSite, barrier: Callable[[Barrier], list[_Line]], all_sources: bool) -> list[_Line]:
     where = f" at {site.source}" if site.source else ""
     n, got = len(site.sources), len(site.receiving)
-    style = "bold green" if got == n else "bold red"
-    out: list[_Line] = [[(f"site {i}: ", "bold"), (site.kind, "bold cyan"), (where, "cyan"),
-                         (f": {got} of {n} sources receive", style)]]
+    style = "bold green" if got == n and not site.error else "bold red"
+    # A call that raises gives no gradient at all: the counts are what its graph would give.
+    count = f": {got} of {n} sources would receive, but the call raises" if site.error else f": {got} of {n} sources receive"
+    out: list[_Line] = [[(f"site {i}: ", "bold"), (site.kind, "bold cyan"), (where, "cyan"), (count, style)]]
     if site.source is not None and site.source.code:
         out.append([(f"    {site.source.code}", "dim")])
     out.append([(f"  targets: {', '.join(site.targets)}; {site.watch}", "dim")])
@@ -97,16 +98,18 @@ def _site(i: int, site: GradientSite, barrier: Callable[[Barrier], list[_Line]],
             if s.barriers and (j + 1 == len(group) or group[j + 1].barriers != s.barriers):
                 for b in s.barriers:
                     out.extend(barrier(b))
+    received = would_receive_text if site.error else receiving_text
     if site.receiving:
         if all_sources:
             out.append([(f"  receive a gradient ({got})", "bold green")])
             out.extend([[("    ", ""), (s.name, "green")] for s in site.receiving])
         elif got <= _NAMED:  # a few receiving sources are named where they are counted
             names = ", ".join(s.name for s in site.receiving)
-            out.append([(f"  {receiving_text(got)}: ", "green"),
+            out.append([(f"  {received(got)}: ", "green"),
                         (names, "green")])
         else:
-            out.append([(f"  {receiving_text(got)}", "green"), (" (--all lists them)", "dim")])
+            out.append([(f"  {received(got)}", "green"),
+                        (" (--all lists them)", "dim")])
     if not site.agrees:
         wrong = ", ".join(s.name for s in site.sources if not s.agrees)
         out.append([("  flowcheck disagrees with TensorFlow's answer at this call for ", "bold red"), (wrong, "red")])

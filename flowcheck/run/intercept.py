@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import warnings
+import weakref
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any, Protocol
 
@@ -28,7 +29,7 @@ from flowcheck.run.batches import first_batch, keras_caller, one_step_function, 
 from flowcheck.run.failure import describe_exception
 from flowcheck.run.step import EAGER_NOTE, EAGERLY_NOTE, Step, StopScript, code_file, round_unfinished, untrained_text
 from flowcheck.run.stop import stop_for_good
-from flowcheck.source.lines import call_path, call_site, called_at
+from flowcheck.source.lines import call_column, call_path, call_site, called_at
 
 __all__ = ["KERAS_WARNING", "Interceptor"]
 
@@ -61,6 +62,8 @@ class Interceptor:
         self._seen: dict[Any, Any] = {}  # step key -> the object it is about (kept alive) or None: no gradient
         self._kept: list[Any] = []  # functions without a gradient, kept alive so that their ids stay unique
         self._site_seen = False
+        self._eager_tapes: dict[tuple[Any, ...], tuple[Any, int]] = {}  # eager call position -> (its tape, calls)
+        self._eager_paths: set[tuple[Any, Any]] = set()  # (eager step key, the user's lines calling it) seen this round
         self._restore: list[Callable[[], None]] = []
         self._first_calls: dict[int, Any] = {}  # id of an analyzed tf.function -> its next call's FirstCall or None
         self._keras_sites: set[tuple[Any, Any]] = set()  # (step key, the user's lines calling it) seen this round
@@ -162,9 +165,17 @@ class Interceptor:
         from flowcheck.trace.sites import SiteRecorder
 
         call = call_site()
-        key = ("eager", call.file, call.line) if call else ("eager", id(tape))
+        # Two gradient calls on one line (u_t, u_x = tape.gradient(u, t), tape.gradient(u, x)) are two
+        # sites, told apart by their columns; the same call met again is the next round.
+        key = self._eager_key(("eager", call.file, call.line, call_column()) if call else ("eager", id(tape)), tape)
+        path = call_path()
         if key in self._seen:
+            if (key, path) not in self._eager_paths:  # its function called again from another line: same round
+                self._eager_paths.add((key, path))
+                with self._inside():
+                    return original(tape, target, sources, *args, **kwargs)
             return self._eager_again(self._seen[key], lambda: original(tape, target, sources, *args, **kwargs), sources)
+        self._eager_paths.add((key, path))
         in_function = call is not None and not call.function.startswith("<")
         step = Step("eager tape.gradient", call.function if call and in_function else f"tape.{name}", called_at(call))
         self._seen[key] = step
@@ -183,6 +194,16 @@ class Interceptor:
                 site = eager_site(recorder.eager_calls[-1])
                 note = EAGERLY_NOTE if tf.config.functions_run_eagerly() else EAGER_NOTE
                 step.eager = dataclasses.replace(site, notes=(*site.notes, note))
+
+    def _eager_key(self, position: tuple[Any, ...], tape: Any) -> tuple[Any, ...]:
+        """The step key of an eager call at ``position``. The same tape asking again from there (a
+        persistent tape's loop over a multi-task model's losses) is another call of the same round."""
+        first = self._eager_tapes.get(position)
+        if first is None or first[0]() is not tape:
+            self._eager_tapes[position] = (weakref.ref(tape), 0)
+            return position
+        self._eager_tapes[position] = (first[0], first[1] + 1)
+        return (*position, first[1] + 1)
 
     def _eager_again(self, step: Step, call: Callable[[], Any], sources: Any) -> Any:
         """An eager site's next call, compared with its first one's answer; then the first round is over."""

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import linecache
 import os
+import sys
 import sysconfig
 import traceback
+import types
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -179,6 +181,21 @@ def _line(frame: Any) -> SourceLine:
 def call_site() -> SourceLine | None:
     """The user's innermost line on the caller's stack (the call of a step)."""
     return user_frame(traceback.extract_stack()[:-2])[0]
+
+
+def call_column() -> int | None:
+    """The 0-based column where the user's innermost frame's current call starts (Python 3.11's code
+    positions), which tells apart two calls on one line; None when Python does not tell it."""
+    frame: types.FrameType | None = sys._getframe(1)  # noqa: SLF001 -- frames hold the positions; extract_stack drops them
+    while frame is not None and is_library_file(frame.f_code.co_filename):
+        frame = frame.f_back
+    positions_of = getattr(frame.f_code, "co_positions", None) if frame is not None else None
+    if frame is None or positions_of is None:  # Python 3.10 keeps no columns
+        return None
+    positions = list(positions_of())
+    index = frame.f_lasti // 2  # one position per 2-byte code unit
+    column = positions[index][2] if index < len(positions) else None
+    return int(column) if column is not None else None
 
 
 def called_at(tape_line: SourceLine | None) -> SourceLine | None:

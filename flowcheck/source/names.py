@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from flowcheck.source.lines import SourceLine
 
-__all__ = ["source_name", "target_names", "tensor_labels", "unique"]
+__all__ = ["call_index", "source_name", "target_names", "tensor_labels", "unique", "watch_labels"]
 
 
 def source_name(obj: Any) -> str:
@@ -41,10 +41,11 @@ def unique(names: Sequence[str], repeat: str = "{name} ({n})") -> list[str]:
 _CALLS: Final = {"gradient": 1, "jacobian": 1, "batch_jacobian": 1, "gradients": 1, "compute_gradients": 1, "minimize": None}
 
 
-def target_names(source: SourceLine | None, targets: Sequence[Any]) -> tuple[str, ...]:
-    """How the user wrote the targets in the call (``"loss"``), else the tensors' names."""
+def target_names(source: SourceLine | None, targets: Sequence[Any], nth: int = 0) -> tuple[str, ...]:
+    """How the user wrote the targets in the call (``"loss"``), else the tensors' names (``nth``: the
+    call's place among the gradient calls on its line)."""
     fallback = tuple(source_name(t) for t in targets)
-    expression = _argument(source, 0, ("target", "ys", "loss")) if source is not None else None
+    expression = _argument(source, 0, ("target", "ys", "loss"), nth) if source is not None else None
     if expression is None:
         return fallback
     if len(targets) == 1:
@@ -54,9 +55,10 @@ def target_names(source: SourceLine | None, targets: Sequence[Any]) -> tuple[str
     return tuple(f"{ast.unparse(expression)}[{i}]" for i in range(len(targets)))
 
 
-def tensor_labels(source: SourceLine | None, count: int) -> list[str | None]:
-    """How the user wrote each source in the call, where it is a plain list of names (``[x, z]``)."""
-    expression = _argument(source, 1, ("sources", "source", "xs", "var_list")) if source is not None else None
+def tensor_labels(source: SourceLine | None, count: int, nth: int = 0) -> list[str | None]:
+    """How the user wrote each source in the call, where it is a plain list of names (``[x, z]``)
+    (``nth``: the call's place among the gradient calls on its line)."""
+    expression = _argument(source, 1, ("sources", "source", "xs", "var_list"), nth) if source is not None else None
     if isinstance(expression, (ast.List, ast.Tuple)) and len(expression.elts) == count:
         return [ast.unparse(e) for e in expression.elts]
     if expression is not None and count == 1 and isinstance(expression, ast.Name):
@@ -64,8 +66,9 @@ def tensor_labels(source: SourceLine | None, count: int) -> list[str | None]:
     return [None] * count
 
 
-def _argument(source: SourceLine, index: int, keywords: tuple[str, ...]) -> ast.expr | None:
-    """Argument ``index`` (0: the targets, 1: the sources) of the gradient call on the line, or its keyword."""
+def _argument(source: SourceLine, index: int, keywords: tuple[str, ...], nth: int = 0) -> ast.expr | None:
+    """Argument ``index`` (0: the targets, 1: the sources) of the line's ``nth`` gradient call (counted
+    modulo their number: ``u_t, u_x = tape.gradient(u, t), tape.gradient(u, x)``), or its keyword."""
     text = ""
     for offset in range(6):  # a call spread over a few lines
         line = linecache.getline(source.file, source.line + offset)
@@ -76,11 +79,57 @@ def _argument(source: SourceLine, index: int, keywords: tuple[str, ...]) -> ast.
             tree = ast.parse(text.strip())
         except SyntaxError:
             continue
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in _CALLS:
-                position = index if index == 0 else _CALLS[node.func.attr]
-                if position is not None and len(node.args) > position:
-                    return node.args[position]
-                return next((k.value for k in node.keywords if k.arg in keywords), None)
-        return None
+        calls = sorted(
+            ((n, n.func.attr) for n in ast.walk(tree)
+             if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr in _CALLS),
+            key=lambda call: (call[0].lineno, call[0].col_offset),
+        )
+        if not calls:
+            return None
+        node, verb = calls[nth % len(calls)]
+        position = index if index == 0 else _CALLS[verb]
+        if position is not None and len(node.args) > position:
+            return node.args[position]
+        return next((k.value for k in node.keywords if k.arg in keywords), None)
     return None
+
+
+def watch_labels(source: SourceLine | None, nth: int, count: int) -> list[str | None]:
+    """How the line's ``nth`` ``watch(...)`` call (0-based, in the line's order: ``tape.watch(t);
+    tape.watch(x)``; counted modulo their number) writes each of the ``count`` objects it watches: ``t``, or ``a`` and ``b`` of
+    ``[a, b]``; None where it cannot tell (an expression, a structure of another size)."""
+    text = linecache.getline(source.file, source.line).strip() if source is not None else ""
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        return [None] * count
+    calls = sorted(
+        (n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+         and n.func.attr == "watch" and len(n.args) == 1),
+        key=lambda n: n.col_offset,
+    )
+    if not calls:
+        return [None] * count
+    argument = calls[nth % len(calls)].args[0]  # a watch in a loop is met again at each iteration
+    if isinstance(argument, (ast.List, ast.Tuple)) and len(argument.elts) == count:
+        return [ast.unparse(e) if isinstance(e, (ast.Name, ast.Attribute)) else None for e in argument.elts]
+    if count == 1 and isinstance(argument, (ast.Name, ast.Attribute)):
+        return [ast.unparse(argument)]
+    return [None] * count
+
+
+def call_index(source: SourceLine | None, column: int | None) -> int:
+    """The place, among the gradient calls on the line, of the one starting at ``column`` (0-based,
+    in the line as written): ``1`` for the second of ``tape.gradient(u, t), tape.gradient(u, x)``."""
+    raw = linecache.getline(source.file, source.line) if source is not None and column is not None else ""
+    text = raw.strip()
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        return 0
+    indent = len(raw) - len(raw.lstrip())
+    starts = sorted(
+        n.col_offset + indent for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr in _CALLS
+    )
+    return starts.index(column) if column in starts else 0

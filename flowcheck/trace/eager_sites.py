@@ -26,7 +26,7 @@ def eager_site(call: RecordedCall) -> GradientSite:
     target left TensorFlow (a loss computed with NumPy: ``AttributeError ... '_id'``) gets that
     reason in words as its ``error``.
     """
-    written = tensor_labels(call.caller or call.source, len(call.sources))
+    written = tensor_labels(call.caller or call.source, len(call.sources), call.nth)
     names = unique([
         label if label and not hasattr(obj, "trainable") else source_name(obj) for obj, label in zip(call.sources, written)
     ])
@@ -38,11 +38,35 @@ def eager_site(call: RecordedCall) -> GradientSite:
         )
         for name, obj, answer in zip(names, call.sources, answers)
     )
+    labels = {id(_backing(o)): n for o, n in zip(call.sources, names)}
+    labels.update(zip((id(o) for o in call.sources), names))
+    notes = ("called eagerly: TensorFlow's own answer, without a graph to explain it", *_unwatched_note(call, sources))
     return GradientSite(
-        kind=call.kind, source=call.source, targets=target_names(call.caller or call.source, call.targets),
-        sources=sources, watch=watch_text(call, dict(zip((id(o) for o in call.sources), names))),
-        error=_error_in_words(call), notes=("called eagerly: TensorFlow's own answer, without a graph to explain it",),
+        kind=call.kind, source=call.source, targets=target_names(call.caller or call.source, call.targets, call.nth),
+        sources=sources, watch=watch_text(call, labels), error=_error_in_words(call), notes=notes,
     )
+
+
+def _backing(obj: Any) -> Any:
+    """The ``tf.Variable`` behind a Keras 3 variable (what ``tape.watch`` takes), else the object."""
+    value = getattr(obj, "value", None)
+    return value if isinstance(value, tf.Variable) and not isinstance(obj, tf.Variable) else obj
+
+
+def _unwatched_note(call: RecordedCall, sources: tuple[SiteSource, ...]) -> tuple[str, ...]:
+    """Why variables got None from a tape that watches only what it is told: it was not told to watch them."""
+    tape = call.tape
+    if tape is None or tape.watch_accessed_variables:
+        return ()
+    watched = {id(_backing(w)) for w in tape.watched}
+    unwatched = [
+        s.name for s in sources
+        if s.tensorflow_none and isinstance(_backing(s.variable), tf.Variable) and id(_backing(s.variable)) not in watched
+    ]
+    if not unwatched:
+        return ()
+    return (f"not watched: {', '.join(unwatched)}: the tape has watch_accessed_variables=False and no "
+            "tape.watch call names them, so TensorFlow gives them None whatever the loss reads",)
 
 
 def _error_in_words(call: RecordedCall) -> str | None:

@@ -25,7 +25,8 @@ import tensorflow as tf
 from tensorflow.python.eager import backprop
 from tensorflow.python.framework import ops
 
-from flowcheck.source.lines import SourceLine, is_library_file, user_frame
+from flowcheck.source.lines import SourceLine, call_column, is_library_file, user_frame
+from flowcheck.source.names import call_index, watch_labels
 from flowcheck.trace.sites import RecordedCall, SiteRecorder, TapeRecord
 
 __all__ = ["record_sites", "recording", "tape_record"]
@@ -129,7 +130,14 @@ def _pop_tape(self: Any) -> None:
 def _watch(self: Any, tensor: Any) -> None:
     _ORIGINAL["watch"](self, tensor)
     record = _record_of(self)
-    record.watched.extend(tf.nest.flatten(tensor))
+    flat = tf.nest.flatten(tensor)
+    record.watched.extend(flat)
+    line = _caller()[0]
+    nth = sum(1 for seen in record.watch_lines if seen == line)  # `tape.watch(t); tape.watch(x)` on one line
+    record.watch_lines.append(line)
+    record.watch_labels.update(
+        (id(obj), label) for obj, label in zip(flat, watch_labels(line, nth, len(flat))) if label is not None
+    )
 
 
 def _record_of(tape: Any) -> TapeRecord:
@@ -140,6 +148,10 @@ def _record_of(tape: Any) -> TapeRecord:
             persistent=bool(tape._persistent), watch_accessed_variables=bool(tape._watch_accessed_variables),  # noqa: SLF001
             graph=graph, spans=[(0, _last_id(graph))] if graph is not None else [],
         )
+        if graph is None and not record.watch_accessed_variables:
+            # Its tape.watch calls went unseen (an eager tape is recorded from its gradient call on);
+            # the tape still knows the variables it was told to watch.
+            record.watched.extend(tape.watched_variables())
         _TAPES[tape] = record
     return record
 
@@ -177,8 +189,11 @@ def _recorded(
     entry = RecordedCall(
         kind=kind, source=line, targets=tuple(tf.nest.flatten(targets)), sources=tuple(tf.nest.flatten(sources)),
         results=None, tape=_record_of(tape) if tape is not None else None, graph=_graph(), unconnected_zero=zero,
-        caller=_direct_caller(), zero_answered=answered, stop_gradients=stops,
+        caller=_direct_caller(), zero_answered=answered, stop_gradients=stops, inner=_inside_another_tape(tape),
     )
+    # Eagerly the call's column tells which of its line's calls it is; a trace's frames are AutoGraph's.
+    entry.nth = call_index(line, call_column()) if entry.graph is None else sum(
+        1 for c in _ACTIVE[-1].calls if c.source == line and c.graph is entry.graph)
     _STATE.busy = True
     try:
         result = call()
@@ -194,6 +209,11 @@ def _recorded(
         _STATE.busy = False
         for recorder in list(_ACTIVE):
             recorder.calls.append(entry)
+
+
+def _inside_another_tape(tape: Any) -> bool:
+    """Whether a tape other than ``tape`` is recording now (the call is inside a bigger step's tape)."""
+    return any(record.open_since is not None for other, record in list(_TAPES.items()) if other is not tape)
 
 
 def _is_zero(unconnected: Any) -> bool:

@@ -144,6 +144,8 @@ class TapeRecord:
         persistent: The tape's ``persistent`` flag.
         watch_accessed_variables: Its ``watch_accessed_variables`` flag.
         watched: Objects passed to ``tape.watch`` (variables or tensors), flattened, in order.
+        watch_labels: How the ``tape.watch`` calls wrote the watched objects (``id`` -> ``"t"``), where
+            the line tells: a tensor is otherwise named by its graph name, its tf.function argument's.
         graph: The ``FuncGraph`` the tape recorded in (None when eager).
         spans: ``(first, last)`` op ids (``op._id``) of the ops created while it recorded, one
             span per recording stretch (``stop_recording`` and ``gradient`` end a stretch).
@@ -153,6 +155,8 @@ class TapeRecord:
     persistent: bool
     watch_accessed_variables: bool
     watched: list[Any] = field(default_factory=list)
+    watch_labels: dict[int, str] = field(default_factory=dict)
+    watch_lines: list[Any] = field(default_factory=list)  # the line of each watch call, in order
     graph: Any = None
     spans: list[tuple[int, int]] = field(default_factory=list)
     entered: SourceLine | None = None
@@ -185,6 +189,10 @@ class RecordedCall:
         zero_answered: For ``unconnected_gradients=ZERO`` made eagerly: flowcheck asked with NONE
             (``results`` hold TensorFlow's Nones) and handed the user the zeros ZERO gives.
         stop_gradients: The ``stop_gradients=`` tensors of ``tf.gradients``: nothing flows through them.
+        nth: The call's place among the gradient calls its line makes in the same trace
+            (``u_t, u_x = tape.gradient(u, t), tape.gradient(u, x)``: 0, then 1), to read its own text.
+        inner: Made while another tape recorded (MAML's inner step, a gradient penalty, a PINN's
+            derivatives): its target is part of a bigger loss, not the step's loss.
     """
 
     kind: str
@@ -200,6 +208,8 @@ class RecordedCall:
     caller: SourceLine | None = None
     zero_answered: bool = False
     stop_gradients: tuple[Any, ...] = field(default=(), repr=False)
+    inner: bool = False
+    nth: int = 0
 
     @property
     def tensorflow_none(self) -> tuple[bool | None, ...]:
@@ -287,7 +297,7 @@ def watch_text(call: RecordedCall, names: dict[int, str]) -> str:
         return "tf.gradients: every op of the graph, nothing to watch"
     parts = ["watches accessed trainable variables" if tape.watch_accessed_variables else "watch_accessed_variables=False"]
     if tape.watched:
-        shown = [names.get(id(w)) or source_name(w) for w in tape.watched]
+        shown = [names.get(id(w)) or tape.watch_labels.get(id(w)) or source_name(w) for w in tape.watched]
         parts.append("watched: " + ", ".join(shown[:6]) + (", ..." if len(shown) > 6 else ""))
     if tape.persistent:
         parts.append("persistent")

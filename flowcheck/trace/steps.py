@@ -202,7 +202,7 @@ def site_losses(calls: list[RecordedCall]) -> list[Any]:
     found: list[tuple[str, Any]] = []
     seen: set[Any] = set()
     for call in calls:
-        for label, tensor in zip(target_names(call.caller or call.source, call.targets), call.targets):
+        for label, tensor in zip(target_names(call.caller or call.source, call.targets, call.nth), call.targets):
             if isinstance(tensor, tf.Tensor) and (tensor.dtype.is_floating or tensor.dtype.is_complex) \
                     and tensor.ref() not in seen:
                 seen.add(tensor.ref())

@@ -68,7 +68,9 @@ class Verification:
         agrees: True when the tape confirms the prediction for every variable (or, when the
             report predicted ``gradient_errors``, when the tape raised as predicted).
         optimizer: The optimizer used (a fresh one).
-        loss: The loss the step saw (outputs summed), possibly not finite.
+        loss: The loss the step saw (outputs summed), possibly not finite. For a training step:
+            the target of its first gradient call made outside every other tape (MAML's meta loss,
+            not a task's inner loss).
         variables: One check per variable, in the report's order; empty when the tape raised.
         problems: Findings such as a non-finite loss or gradient, or an error of the tape's that
             the analysis did not predict.

@@ -349,7 +349,6 @@ def _checks(
     after: Sequence[bytes | None], problems: list[str],
 ) -> tuple[list[VariableCheck], float]:
     checks: list[VariableCheck] = []
-    loss = math.nan
     k = 0
     for site, call in zip(sites, calls):
         prefix = f"{', '.join(site.targets)}: " if len(sites) > 1 else ""
@@ -357,8 +356,6 @@ def _checks(
             problems.append(f"the real step made no {site.kind} call at {site.source or 'this site'}")
         elif call.results is None:
             problems.append(f"the real step's {site.kind} at {site.source or 'this site'} raised {call.error}")
-        elif math.isnan(loss) and call.targets and call.targets[0] is not UNSEEN and not call.kind.endswith("jacobian"):
-            loss = float(tf.reduce_sum(tf.math.real(tf.cast(call.targets[0], tf.float64))).numpy())  # a jacobian's is no loss
         for j, source in enumerate(site.sources):
             result = call.results[j] if call is not None and call.results is not None else None
             state = _state(result) if call is not None and call.results is not None and result is not UNSEEN else (
@@ -372,7 +369,22 @@ def _checks(
                 agrees=known and _as_predicted(source.receives, state, call is not None and call.unconnected_zero),
             ))
             k += 1
-    return checks, loss
+    return checks, _step_loss(calls)
+
+
+def _step_loss(calls: Sequence[RecordedCall | None]) -> float:
+    """The step's loss: the first target of its first answered gradient call that no other tape was
+    recording around (MAML's inner loss, a gradient penalty's critic output or a PINN's ``u`` is part of
+    the loss, not the loss), else of its first answered call; NaN when none has one."""
+    answered = [
+        c for c in calls
+        if c is not None and c.results is not None and c.targets and c.targets[0] is not UNSEEN
+        and not c.kind.endswith("jacobian")  # a jacobian's target is no loss
+    ]
+    outer = [c for c in answered if not c.inner] or answered
+    if not outer:
+        return math.nan
+    return float(tf.reduce_sum(tf.math.real(tf.cast(outer[0].targets[0], tf.float64))).numpy())
 
 
 def _as_predicted(receives: bool, state: GradientState, unconnected_zero: bool) -> bool:
