@@ -163,6 +163,7 @@ def _reachable_optimizers(model: Any) -> list[Any]:
             if isinstance(o, keras.optimizers.Optimizer)]
 
 
+@pytest.mark.slow  # a script run whole, about 2 s or more
 @pytest.mark.parametrize("text", [GAN, FORWARD_FORWARD], ids=["gan", "forward_forward"])
 def test_a_train_step_override_names_the_optimizers_it_applies(text: str, tmp_path: Path, capsys: Any) -> None:
     namespace: dict[str, Any] = {"STEPS": 1}
@@ -220,6 +221,7 @@ trainer.fit(np.random.rand(16, 3).astype("float32"), batch_size=4, epochs=2, ver
 """
 
 
+@pytest.mark.slow  # a script run whole, about 2 s or more
 def test_a_codebook_kept_out_of_trainable_variables_never_trains(tmp_path: Path, capsys: Any) -> None:
     namespace: dict[str, Any] = {}
     keras.utils.clear_session()
@@ -284,6 +286,7 @@ THROUGH_A_HELPER = {
 }
 
 
+@pytest.mark.slow  # a script run whole, about 2 s or more
 @pytest.mark.parametrize("helper", [False, True], ids=["direct", "through_a_helper"])
 def test_a_keras_step_called_again_from_another_line_is_still_the_first_round(
     helper: bool, tmp_path: Path, capsys: Any,
@@ -310,6 +313,7 @@ def test_a_keras_step_called_again_from_another_line_is_still_the_first_round(
         assert [s["verdict"] == "receives" for s in site["sources"]] == receives
 
 
+@pytest.mark.slow  # a script run whole, about 2 s or more
 def test_a_keras_step_of_a_model_with_nothing_trainable_is_a_finding(tmp_path: Path, capsys: Any) -> None:
     text = CLASSIC_GAN.replace("TOGGLE", "False")  # Keras 2's idiom: in Keras 3 the discriminator never trains
     namespace: dict[str, Any] = {}
@@ -440,6 +444,7 @@ gan.fit(np.ones((8, 3), "float32"), batch_size=4, epochs=2, verbose=0)
 """
 
 
+@pytest.mark.slow  # a script run whole, about 2 s or more
 def test_gradient_calls_inside_a_cond_branch_of_a_train_step_are_verified(tmp_path: Path, capsys: Any) -> None:
     namespace: dict[str, Any] = {}
     keras.utils.clear_session()

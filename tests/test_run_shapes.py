@@ -70,6 +70,7 @@ LOOP = """\
     """
 
 
+@pytest.mark.slow  # a script run whole, about 2 s or more
 @pytest.mark.parametrize("distributed", [False, True], ids=["tf.data iterator", "distributed iterator"])
 def test_a_training_loop_inside_a_tf_function_is_judged_at_its_site_and_continues_exactly(
     tmp_path: Path, capsys: Any, distributed: bool,
@@ -138,6 +139,7 @@ DEEPDREAM = """\
     """
 
 
+@pytest.mark.slow  # a script run whole, about 2 s or more
 def test_deepdream_ascent_returning_its_loss_is_judged_at_its_gradient_call(tmp_path: Path, capsys: Any) -> None:
     namespace = runpy.run_path(script(tmp_path, DEEPDREAM, "dream.py"))
     img = tf.ones((12, 12, 3))
@@ -363,6 +365,7 @@ FIT_GENERATOR = """\
     """
 
 
+@pytest.mark.slow  # a script run whole, about 2 s or more
 def test_continue_on_a_fit_over_a_generator_dataset_trains_as_alone(tmp_path: Path, capsys: Any) -> None:
     # tf.data saves a generator dataset's iterator before its first element and refuses after it.
     alone, watched = tmp_path / "alone.npy", tmp_path / "watched.npy"
@@ -498,7 +501,7 @@ WGAN_GP_FAKES_FIRST = WGAN_GP.replace(_INSIDE, _BEFORE) if _INSIDE in WGAN_GP el
 
 @pytest.mark.parametrize(("text", "options"), [
     pytest.param(WGAN_GP, [], id="ended"),
-    pytest.param(WGAN_GP_FAKES_FIRST, [], id="fakes made before the critic's tape"),
+    pytest.param(WGAN_GP_FAKES_FIRST, [], id="fakes made before the critic's tape", marks=pytest.mark.slow),
     pytest.param(WGAN_GP, ["--continue"], id="continued", marks=pytest.mark.slow),
 ])
 def test_a_generator_step_after_n_critic_critic_steps_is_in_the_round(
