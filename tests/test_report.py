@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -198,10 +200,8 @@ def test_the_analysis_is_computed_once_and_every_output_reads_it(monkeypatch: py
     assert [bool(first[id(r.variable)]) for r in report.variables] == [r.name == "b" for r in report.variables]
 
 
-def test_verify_restores_a_tf_compat_v1_optimizers_slots_and_beta_powers() -> None:
-    """A ``tf.compat.v1.train`` optimizer inside a ``tf.function`` step: its apply ops take the slots'
-    handles without reading them, so they are not among the trace's variables; the verification's step
-    still must not leave them moved (``flowcheck run --continue`` trained differently from ``python``)."""
+def _v1_step() -> tuple[Any, list[tf.Variable], list[Any], Any]:
+    """A ``tf.function`` step of two ``tf.compat.v1.train`` optimizers, its variables, its optimizers, its loss."""
     w = tf.Variable([[0.5, -0.3], [0.2, 0.1]], name="w")
     gate = tf.Variable(0.7, name="gate")
     x = tf.constant([[1.0, 2.0], [0.5, -1.0]])
@@ -217,13 +217,31 @@ def test_verify_restores_a_tf_compat_v1_optimizers_slots_and_beta_powers() -> No
         adam.minimize(loss_fn, var_list=[w])
         return loss_fn()
 
+    return step, [w, gate], [momentum, adam], loss_fn
+
+
+def test_verify_restores_a_tf_compat_v1_optimizers_slots_and_beta_powers() -> None:
+    """A ``tf.compat.v1.train`` optimizer inside a ``tf.function`` step: its apply ops take the slots'
+    handles without reading them, so they are not among the trace's variables; the verification's step
+    still must not leave them moved (``flowcheck run --continue`` trained differently from ``python``).
+    Nor may the analysis leave it owning slots it made while traced (``get_slot_names()``, ``variables()``
+    and a checkpoint said ``m``, ``v`` before the user's first step): the user's step makes them, as without flowcheck."""
+    step, (w, gate), optimizers, loss_fn = _v1_step()
     report = flowcheck.analyze(step)
-    state = [w, gate, *momentum.variables(), *adam.variables()]
-    assert len(state) == 2 + 1 + 2 + 2  # w's momentum, Adam's m, v, beta1_power, beta2_power
-    before = [v.numpy().tobytes() for v in state]
+    assert [opt.variables() for opt in optimizers] == [[], []]
+    before = [v.numpy().tobytes() for v in (w, gate)]
     check = report.verify()
     assert check.agrees
-    assert [v.numpy().tobytes() for v in state] == before
+    assert [v.numpy().tobytes() for v in (w, gate)] == before
+    assert [(opt.variables(), opt.get_slot_names()) for opt in optimizers] == [([], []), ([], [])]
+    alone_step, alone_variables, alone_optimizers, _ = _v1_step()  # the same step, never analyzed
+    for _ in range(2):
+        step(), alone_step()
+    assert [v.numpy().tobytes() for v in (w, gate)] == [v.numpy().tobytes() for v in alone_variables]
+    assert [[v.numpy().tobytes() for v in opt.variables()] for opt in optimizers] == [
+        [v.numpy().tobytes() for v in opt.variables()] for opt in alone_optimizers
+    ]
+    assert len(optimizers[0].variables()) + len(optimizers[1].variables()) == 1 + 4  # w's momentum; Adam's m, v, beta powers
     with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch([w, gate])
         loss = loss_fn()

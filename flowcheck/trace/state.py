@@ -218,24 +218,57 @@ def iterators_of(fn: Any, args: Sequence[Any]) -> list[Any]:
     return list(found.values())
 
 
-def built_state(fn: Any, args: Sequence[Any]) -> list[tuple[Any, bool, int]]:
-    """Each optimizer the step can reach, whether it is built, and how many variables it owns."""
-    return [(opt, bool(opt.built), len(opt._variables)) for opt in optimizers_of(fn, args)]  # noqa: SLF001
+def built_state(fn: Any, args: Sequence[Any]) -> list[tuple[Any, bool, Any]]:
+    """Each optimizer the step can reach, whether it is built, and what it owns: a Keras optimizer's
+    count of variables, a ``tf.compat.v1.train`` optimizer's slots and non-slot variables (copies of its dicts)."""
+    from tensorflow.python.training import optimizer as v1_optimizer
+
+    found: list[tuple[Any, bool, Any]] = [
+        (opt, bool(opt.built), len(opt._variables)) for opt in optimizers_of(fn, args)  # noqa: SLF001
+    ]
+    v1 = {id(value): value for value in _reachable(fn, args) if isinstance(value, v1_optimizer.Optimizer)}
+    found.extend((opt, True, _v1_owned(opt)) for opt in v1.values())
+    return found
 
 
-def unbuild(before: Sequence[tuple[Any, bool, int]]) -> None:
+def _v1_owned(opt: Any) -> tuple[dict[Any, Any], dict[Any, Any]]:
+    """A ``tf.compat.v1`` optimizer's slots (per slot name, per variable) and non-slot variables (beta powers)."""
+    return {name: dict(slots) for name, slots in opt._slots.items()}, dict(opt._non_slot_dict)  # noqa: SLF001
+
+
+def _v1_variables(slots: dict[Any, Any], non_slot: dict[Any, Any]) -> list[Any]:
+    return [*non_slot.values(), *(v for per_variable in slots.values() for v in per_variable.values())]
+
+
+def unbuild(before: Sequence[tuple[Any, bool, Any]]) -> list[Any]:
     """Put optimizers that flowcheck's trace or run built back to unbuilt, as the user had them.
 
     A Keras optimizer builds its slots on first use (``BaseOptimizer.build``); inside a trace
     that fails they stay uninitialized. Undone here to what ``BaseOptimizer.__init__`` leaves, so
-    that the user's first real step builds them itself.
+    that the user's first real step builds them itself. A ``tf.compat.v1`` optimizer makes its slots
+    and beta powers on first use too (``_create_slots``): those it made for flowcheck are dropped,
+    so that ``get_slot_names()``, ``variables()`` and a checkpoint are as before.
+
+    Returns:
+        The ``tf.compat.v1`` variables dropped: a trace that made them holds them only weakly, so
+        whoever keeps that trace must keep them.
     """
-    for opt, built, count in before:
-        if not built and opt.built:
-            del opt._variables[count:]  # noqa: SLF001 -- the optimizer's own variable store
+    dropped: list[Any] = []
+    for opt, built, owned in before:
+        if isinstance(owned, tuple):
+            slots, non_slot = owned
+            kept = {id(v) for v in _v1_variables(slots, non_slot)}
+            dropped.extend(v for v in _v1_variables(*_v1_owned(opt)) if id(v) not in kept)
+            opt._slots.clear()  # noqa: SLF001 -- the optimizer's own slot store
+            opt._slots.update({name: dict(per_variable) for name, per_variable in slots.items()})  # noqa: SLF001
+            opt._non_slot_dict.clear()  # noqa: SLF001
+            opt._non_slot_dict.update(non_slot)  # noqa: SLF001
+        elif not built and opt.built:
+            del opt._variables[owned:]  # noqa: SLF001 -- the optimizer's own variable store
             opt._trainable_variables = []  # noqa: SLF001
             opt._trainable_variables_indices = {}  # noqa: SLF001
             opt.built = False
+    return dropped
 
 
 KERAS_NONE_WARNING: Final = "Gradients do not exist for variables"

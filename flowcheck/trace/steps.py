@@ -233,6 +233,7 @@ def trace_recorded(
 
     built, metrics = built_state(fn, args), metric_counts(fn, args)
     applied: list[tuple[Any, bool]] = []
+    dropped: list[Any] = []
     with running_user_code(), record_sites() as recorder, applies_skipped(applied), positions(), \
             nested_functions_afresh(), warnings.catch_warnings():
         # Keras's warning about None gradients, provoked by this trace: the report explains it.
@@ -246,7 +247,10 @@ def trace_recorded(
             notes.append(failure(exc).replace("tracing", "the trace of", 1)
                          + " (after asking for gradients: the gradient sites are reported)")
         finally:
-            unbuild(built)  # an optimizer built by this trace is the user's to build
+            dropped = unbuild(built)  # an optimizer built by this trace is the user's to build
+    # A tf.compat.v1 optimizer's slots made by this trace, no longer the optimizer's: the trace holds
+    # them weakly (its graph's variables), so they live as long as it does.
+    concrete._flowcheck_dropped = dropped  # noqa: SLF001
     notes.extend(metric_notes(metrics))
     notes.extend(
         f"every gradient is None: {name}.apply_gradients raises ValueError: {NO_GRADIENTS}"
