@@ -247,3 +247,40 @@ def test_verify_restores_a_tf_compat_v1_optimizers_slots_and_beta_powers() -> No
         loss = loss_fn()
     truth = [g is not None for g in tape.gradient(loss, [w, gate])]
     assert [report.receives_gradient(v) for v in (w, gate)] == truth
+
+
+def _drawing_step() -> tuple[Any, Any, keras.Model]:
+    """A plain-function step drawing its batch from an iterator whose map draws with a seeded
+    ``tf.random.uniform``: tf.data cannot save that iterator's position (the op's state is outside it)."""
+    dataset = tf.data.Dataset.range(100).map(
+        lambda i: (tf.fill([3], tf.cast(i, tf.float32)), tf.random.uniform([], seed=4)),
+    ).batch(4)
+    iterator = iter(dataset)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.set_weights([np.ones((3, 1), "float32"), np.zeros(1, "float32")])
+
+    def step() -> tf.Tensor:
+        x, y = next(iterator)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean((model(x)[:, 0] - y) ** 2)
+        return tape.gradient(loss, model.trainable_variables)
+
+    return step, iterator, model
+
+
+def test_an_iterator_whose_position_cannot_be_saved_is_left_where_it_was() -> None:
+    """analyze ran a plain-function step eagerly to judge it as called; its iterator's position could
+    not be saved (the map's random op), so it was not put back and the user's next batch was another one.
+    The step is not run then (its calls judged as traced), and verify() says why in one error."""
+    tf.random.set_seed(3)
+    step, iterator, model = _drawing_step()
+    report = flowcheck.analyze(step)
+    assert any("did not run the step eagerly" in note for site in report.gradient_sites for note in site.notes)
+    with pytest.raises(flowcheck.VerificationError, match="position cannot be saved"):
+        report.verify()
+    mine = next(iterator)[1].numpy()
+    tf.random.set_seed(3)
+    alone_step, alone_iterator, alone_model = _drawing_step()  # the same, never analyzed
+    assert mine.tobytes() == next(alone_iterator)[1].numpy().tobytes()
+    truth = [g is not None for g in alone_step()]
+    assert [report.receives_gradient(v) for v in model.trainable_variables] == truth

@@ -243,7 +243,8 @@ def as_called_sites(
     graph's answers and says so.
     """
     if failed:
-        return tuple(replace(site, notes=(*site.notes, _NOT_RUN.format(failed[0]))) for site in sites)
+        note = failed[0] if failed[0].startswith("flowcheck did not run") else _NOT_RUN.format(failed[0])
+        return tuple(replace(site, notes=(*site.notes, note)) for site in sites)
     index = {id(v.variable): i for i, v in enumerate(traced.variables)}
     index.update((id(v.tf_variable), i) for i, v in enumerate(traced.variables))
     judged = []

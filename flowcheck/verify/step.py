@@ -31,6 +31,7 @@ from flowcheck.trace.sites import GradientSite, RecordedCall, running_user_code
 from flowcheck.trace.state import (
     KERAS_NONE_WARNING, NO_GRADIENTS, all_none_tolerated, applied_optimizers, built_state, iterators_of, state_of, unbuild,
 )
+from flowcheck.verify.iterators import iterator_state, unrestorable
 from flowcheck.verify.loss import GradientState, VariableCheck, Verification, _describe, _digest, _first_line, _save_components, _state
 
 __all__ = [
@@ -74,7 +75,7 @@ class _Saved:
         self._built = built_state(traced.function, traced.args)
         self._variables = state_of(traced.function, traced.args, traced.variables) + _global_state()
         self._values = [_save_components(v) for v in self._variables]
-        self._iterators = [(it, _iterator_state(it)) for it in iterators_of(traced.function, traced.args)]
+        self._iterators = [(it, iterator_state(it)) for it in iterators_of(traced.function, traced.args)]
 
     def restore(self) -> None:
         _restore(self._variables, self._values)
@@ -82,28 +83,6 @@ class _Saved:
             if state is not None:
                 gen_dataset_ops.deserialize_iterator(iterator._iterator_resource, state)  # noqa: SLF001
         unbuild(self._built)
-
-
-def _iterator_state(iterator: Any) -> Any:
-    """A ``tf.data`` iterator's position (``OwnedIterator._save`` without its text encoding); None when
-    it cannot be saved (a distributed iterator, or a dataset with state outside TensorFlow: a generator,
-    whose position tf.data would leave out of the state and restore wrongly)."""
-    try:
-        return gen_dataset_ops.serialize_iterator(
-            iterator._iterator_resource, external_state_policy=tf.data.experimental.ExternalStatePolicy.FAIL.value,  # noqa: SLF001
-        )
-    except (tf.errors.OpError, AttributeError):
-        return None
-
-
-def unrestorable(traced: Any) -> str | None:
-    """Why running the step once would change what the script trains on (None: every state it
-    touches can be put back): it draws batches from an iterator whose position cannot be saved."""
-    for iterator in iterators_of(traced.function, traced.args):
-        if _iterator_state(iterator) is None:
-            return (f"not verified: the step draws batches from a {type(iterator).__name__} whose position "
-                    "cannot be saved, so a run of it would change the batches the script trains on")
-    return None
 
 
 @contextlib.contextmanager
@@ -192,6 +171,11 @@ def eager_calls(
     """
     from flowcheck.trace.eager import record_exits
 
+    why = unrestorable(traced)
+    if why is not None:  # its run would move the user's iterator for good: the traced answers stand
+        failed.append(f"flowcheck did not run the step eagerly ({why.removeprefix('not verified: ')}): "
+                      "its calls are judged as traced by tf.function")
+        return [None] * len(sites)
     with restoring(traced), record_exits(exits):
         try:
             recorded = _runs_as_called(traced, sites)
@@ -209,8 +193,12 @@ def verify_step(traced: Any, sites: Sequence[GradientSite], *, control_flow: boo
     gradient call gave (without control flow an eager run answers the same, for less).
 
     Raises:
-        VerificationError: the step failed for another reason than every gradient being None.
+        VerificationError: the step failed for another reason than every gradient being None, or
+            running it would move an iterator whose position cannot be put back (:func:`unrestorable`).
     """
+    why = unrestorable(traced)
+    if why is not None:
+        raise VerificationError(why)
     optimizers = applied_optimizers(traced)
     sources = [s.variable for site in sites for s in site.sources]
     before = [maybe_digest(v) for v in sources]
