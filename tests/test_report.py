@@ -284,3 +284,30 @@ def test_an_iterator_whose_position_cannot_be_saved_is_left_where_it_was() -> No
     assert mine.tobytes() == next(alone_iterator)[1].numpy().tobytes()
     truth = [g is not None for g in alone_step()]
     assert [report.receives_gradient(v) for v in model.trainable_variables] == truth
+
+
+def test_keras_name_counters_are_left_as_they_were() -> None:
+    """A Nadam built by the analysis and verification (then put back unbuilt) used up Keras's counter
+    of the name ``variable``: at the user's first step its variable was ``nadam/variable_4``, not
+    ``nadam/variable``, and a layer made afterwards was named as if flowcheck's had been made too."""
+    from keras.src.backend.common import global_state
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2), keras.layers.Dense(1)])
+    optimizer = keras.optimizers.Nadam(0.01)
+    x = tf.constant([[1.0, 2.0, 3.0]])
+
+    @tf.function
+    def step() -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.round(model.layers[0](x)) + model(x))
+        gradients = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients([(g, v) for g, v in zip(gradients, model.trainable_variables) if g is not None])
+        return loss
+
+    before = dict(global_state.get_global_attribute("object_name_uids") or {})
+    report = flowcheck.analyze(step)
+    assert report.verify().agrees
+    flowcheck.assert_gradient_flow(step, receives=f"*/{model.layers[1].name}/*", verify=True)
+    assert dict(global_state.get_global_attribute("object_name_uids") or {}) == before
+    truth = watched_truth(step.python_function, model.trainable_variables)
+    assert [report.receives_gradient(v) for v in model.trainable_variables] == truth

@@ -33,7 +33,9 @@ def global_seed_generator_kept() -> Iterator[None]:
     hold a variable of that graph (its value unreadable outside it); made by flowcheck at all, the
     user's own first call would find it instead of making it. A ``SeedGenerator`` without a seed
     (Keras's global one, a layer's made in the step) draws its seed from Python's ``random``: the
-    user's own, made later, must draw the number it would have drawn without flowcheck.
+    user's own, made later, must draw the number it would have drawn without flowcheck. Keras's
+    name counters too: a Nadam built for flowcheck and put back unbuilt had its ``variable`` named
+    ``variable_4`` at the user's first step, a layer made later ``dense_3`` for ``dense_2``.
     """
     import random
 
@@ -45,15 +47,30 @@ def global_seed_generator_kept() -> Iterator[None]:
     # TensorFlow's global tf.random.Generator, made on first use too (an error then under op determinism).
     tf_before = stateful_random_ops.global_generator
     python_state, numpy_state = random.getstate(), np.random.get_state()
+    names = global_state.get_global_attribute("object_name_uids")
+    names_before = dict(names) if names is not None else None
     try:
         yield
     finally:
+        _names_put_back(names_before)
         if before is None and global_state.get_global_attribute("global_seed_generator") is not None:
             global_state.set_global_attribute("global_seed_generator", None)
         if tf_before is None:
             stateful_random_ops.global_generator = None
         random.setstate(python_state)
         np.random.set_state(numpy_state)
+
+
+def _names_put_back(before: dict[str, int] | None) -> None:
+    """Keras's counters of auto-made names (``keras.src.utils.naming.uniquify``) as they were."""
+    from keras.src.backend.common import global_state
+
+    names = global_state.get_global_attribute("object_name_uids")
+    if before is None:
+        global_state.set_global_attribute("object_name_uids", None)
+    elif names is not None:
+        names.clear()
+        names.update(before)
 
 
 def optimizers_of(fn: Any, args: Sequence[Any] = ()) -> list[Any]:
