@@ -382,6 +382,17 @@ def test_the_file_calling_sys_exit(capsys: pytest.CaptureFixture[str], tmp_path:
     )
 
 
+@pytest.mark.parametrize("command", ["analyze", "run"])
+def test_a_keyboard_interrupt_is_one_line_and_exit_130(capsys: pytest.CaptureFixture[str], tmp_path: Path, command: str) -> None:
+    # Ctrl-C (here the file raising it while it loads) printed Python's whole traceback.
+    path = write(tmp_path, "raise KeyboardInterrupt\n")
+    code = main([command, path])
+    _, err = capsys.readouterr()
+    line = line_of(path, "raise KeyboardInterrupt")
+    assert code == 130 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == f"flowcheck: interrupted: KeyboardInterrupt at {path}:{line} (raise KeyboardInterrupt)"
+
+
 def test_name_not_found_lists_the_candidates(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     path = write(tmp_path, """
         @tf.function

@@ -19,12 +19,12 @@ import json
 import math
 import os
 import sys
-import threading
 import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from flowcheck.cli import snapshot as _snapshot_cli
+from flowcheck.cli.outputs import Progress as _Progress
 from flowcheck.errors import FlowcheckError, TargetLoadError
 from flowcheck.source.lines import display_path
 
@@ -120,6 +120,13 @@ def _command(argv: Sequence[str] | None) -> tuple[int, bool]:
             traceback.print_exception(exc, file=sys.stderr)
         print(f"flowcheck: error: {_one_line(exc)}", file=sys.stderr)
         return 2, bool(getattr(ns, "ended_script", False))
+    except KeyboardInterrupt as exc:  # Ctrl-C, or the user's file raising it: one line, the shell's 128 + SIGINT
+        from flowcheck.run.failure import describe_exception
+
+        if ns.debug:
+            traceback.print_exception(exc, file=sys.stderr)
+        print(f"flowcheck: interrupted: {describe_exception(exc, None)}", file=sys.stderr)
+        return 130, bool(getattr(ns, "ended_script", False))
 
 
 def _one_line(exc: FlowcheckError) -> str:
@@ -341,57 +348,6 @@ def _expectations(
             found.append(Expectation(expect, pattern, tuple(r.name for r in matched),
                                      tuple(f"{r.name} {r.verdict.value}" for r in wrong)))
     return tuple(found)
-
-
-class _Progress:
-    """A spinner on stderr naming the current stage, shown once the work takes more than ``delay``.
-
-    Drawn only when enabled (stderr is a terminal and not ``--json``); messages printed through
-    :meth:`say` go above the spinner instead of through it.
-    """
-
-    def __init__(self, enabled: bool, err: TextIO, delay: float = 0.5) -> None:
-        self._err = err
-        self._status: Any = None
-        self._lock = threading.Lock()
-        self._done = False
-        self._timer: threading.Timer | None = None
-        if enabled:
-            from rich.console import Console
-
-            self._status = Console(file=err, highlight=False).status("starting ...")
-            self._timer = threading.Timer(delay, self._show)
-            self._timer.daemon = True
-
-    def _show(self) -> None:
-        with self._lock:
-            if not self._done:
-                self._status.start()
-
-    def __enter__(self) -> _Progress:
-        if self._timer is not None:
-            self._timer.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        with self._lock:
-            self._done = True
-            if self._status is not None:
-                self._status.stop()
-
-    def step(self, message: str) -> None:
-        """Name the stage now running."""
-        if self._status is not None:
-            self._status.update(f"{message} ...")
-
-    def say(self, message: str) -> None:
-        """Print a line on stderr (above the spinner when it is drawn)."""
-        if self._status is not None:
-            self._status.console.print(message, markup=False, soft_wrap=True)
-        else:
-            print(message, file=self._err)
 
 
 if __name__ == "__main__":  # pragma: no cover
