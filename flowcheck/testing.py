@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 from collections.abc import Iterable, Mapping, Sequence
+from difflib import get_close_matches
 from typing import Any, Final
 
 from flowcheck._api import analyze
@@ -97,7 +98,7 @@ def assert_gradient_flow(
             (:class:`flowcheck.VerificationError`).
     """
     __tracebackhide__ = True
-    _check_arguments(receives, blocked, unused, loss, verify)
+    _check_arguments(receives, blocked, unused, loss, verify, kwargs)
     report = _report_of(fn, *args, **kwargs)
     if loss is not None and loss not in report.losses:
         losses = ", ".join(report.losses)
@@ -118,9 +119,15 @@ def assert_gradient_flow(
     return report
 
 
-def _check_arguments(receives: Any, blocked: Any, unused: Any, loss: Any, verify: Any) -> None:
+_CONTRACT_KEYWORDS: Final = ("receives", "blocked", "unused")
+
+
+def _check_arguments(receives: Any, blocked: Any, unused: Any, loss: Any, verify: Any, kwargs: dict[str, Any]) -> None:
     if receives is None and blocked is None and unused is None:
-        raise UsageError("assert_gradient_flow needs at least one of receives=, blocked= or unused=")
+        # A misspelt keyword (recieves=) lands in fn's **kwargs: name it, not the missing one alone.
+        near = [(k, m[0]) for k in kwargs for m in [get_close_matches(k, _CONTRACT_KEYWORDS, 1)] if m]
+        hint = "".join(f"; got {k}= (an input of fn): did you mean {m}=?" for k, m in near)
+        raise UsageError(f"assert_gradient_flow needs at least one of receives=, blocked= or unused={hint}")
     if loss is not None and not isinstance(loss, str):
         raise UsageError(f"loss must be the name of an output (a str), not {type(loss).__name__}")
     if not isinstance(verify, bool):  # verify="no" is truthy: it verified

@@ -292,6 +292,17 @@ def test_contradicting_expectations_are_a_usage_error() -> None:
         flowcheck.assert_gradient_flow(td_loss, s, receives=[1])
 
 
+def test_a_misspelt_contract_keyword_is_named() -> None:
+    # recieves= went to the target's **kwargs, and the error said only that receives= was missing.
+    td_loss, _, *_, s = dqn()
+    with pytest.raises(flowcheck.UsageError) as info:
+        flowcheck.assert_gradient_flow(td_loss, s, recieves="online/*")
+    assert str(info.value) == (
+        "assert_gradient_flow needs at least one of receives=, blocked= or unused=; "
+        "got recieves= (an input of fn): did you mean receives=?"
+    )
+
+
 def test_expected_blocked_but_receives_says_so() -> None:
     td_loss, online, target, _, s = dqn()
     with pytest.raises(GradientFlowAssertionError) as info:
