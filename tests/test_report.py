@@ -114,8 +114,10 @@ def test_non_finite_loss_is_reported_not_raised() -> None:
         (lambda: tf.function(lambda: "loss"), flowcheck.LossError, "returned a string tensor"),
         (lambda: tf.function(lambda: tf.constant(3)), flowcheck.LossError, "int32 tensor"),
         (lambda: tf.function(lambda: tf.constant(3.0)), flowcheck.NoVariablesError, "nothing can be trained"),
+        # The model's class, not an instance: was a LossError "Sequential returned Sequential".
+        (lambda: keras.Sequential, flowcheck.InvalidTargetError, "^Sequential is a class: pass an instance"),
     ],
-    ids=["not-callable", "returns-none", "returns-string", "returns-int", "no-variables"],
+    ids=["not-callable", "returns-none", "returns-string", "returns-int", "no-variables", "a-class"],
 )
 def test_user_errors_are_flowcheck_errors(make: object, error: type, pattern: str) -> None:
     with pytest.raises(error, match=pattern):

@@ -154,6 +154,9 @@ def _as_function(fn: Any, notes: list[str]) -> tuple[Any, str, list[Any]]:
             "got a ConcreteFunction; pass the tf.function itself (or the Python function) so that "
             "flowcheck can trace a fresh copy"
         )
+    if inspect.isclass(fn):  # calling it builds an instance, never a loss: say so, not "returned <instance>"
+        raise InvalidTargetError(f"{fn.__name__} is a class: pass an instance (a compiled Keras model), a tf.function "
+                                 "or a function returning the loss")
     if callable(fn):
         notes.append(
             f"{_plain(fn)}: judged as you call it, eagerly (its graph, traced "
