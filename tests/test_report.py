@@ -135,6 +135,23 @@ def test_errors_raised_while_tracing_name_the_users_line() -> None:
         flowcheck.analyze(loss)
 
 
+def test_a_trace_error_shows_one_message_not_tensorflows_chain() -> None:
+    # It was raised `from` TensorFlow's error: a traceback printed pages of TensorFlow's internals first.
+    w = tf.Variable(1.0, name="w")
+
+    @tf.function
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        return w * x
+
+    with pytest.raises(flowcheck.TraceError) as info:
+        flowcheck.analyze(loss, tf.constant(1))  # an int32 input for a float32 variable
+    with pytest.raises(TypeError) as tensorflows:
+        loss(tf.constant(1))  # the user's own call raises the same error
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+    assert isinstance(info.value.original, TypeError)
+    assert str(tensorflows.value).splitlines()[-1].strip().removeprefix("TypeError: ") in str(info.value)
+
+
 def test_uncompiled_keras_model_is_refused_with_the_fix() -> None:
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     with pytest.raises(flowcheck.InvalidTargetError, match="compile"):

@@ -117,6 +117,8 @@ def _command(argv: Sequence[str] | None) -> tuple[int, bool]:
         return _analyze(ns, sys.stdout, sys.stderr), False
     except FlowcheckError as exc:
         if ns.debug:
+            if exc.original is not None:  # the user's or TensorFlow's error behind it, not chained to it
+                traceback.print_exception(exc.original, file=sys.stderr)
             traceback.print_exception(exc, file=sys.stderr)
         print(f"flowcheck: error: {_one_line(exc)}", file=sys.stderr)
         return 2, bool(getattr(ns, "ended_script", False))

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from flowcheck.errors import VerificationError
+from flowcheck.errors import VerificationError, unchained
 from flowcheck.trace.distributed import components
 
 if TYPE_CHECKING:
@@ -152,7 +152,7 @@ def run_step(
     except VerificationError:
         raise
     except Exception as exc:  # noqa: BLE001 -- the user's step failed: say how, as one error
-        raise VerificationError(f"the real step failed: {_first_line(exc)}") from exc
+        raise unchained(VerificationError(f"the real step failed: {_first_line(exc)}"), exc) from None
     finally:
         for v, values in zip(variables, saved):
             for component, value in zip(components(v), values):
