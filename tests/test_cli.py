@@ -297,6 +297,11 @@ def test_analyze_help_has_examples_and_exit_status(capsys: pytest.CaptureFixture
         (["analyze", SEED, "--learning-rate", "-1"], "argument --learning-rate: must be a positive number, not -1"),
         (["analyze", SEED, "--seed", "x"], "argument --seed: not an integer: 'x'"),
         (["analyze", SEED, "--seed", "-3"], "argument --seed: must be a non-negative integer, not -3"),  # was NumPy's traceback
+        # The two commonest slips; argparse said only "unrecognized arguments" and "invalid choice".
+        (["run", "train.py", "--epochs", "3"], "flowcheck: error: unrecognized arguments: --epochs 3 "
+         "(the script's own arguments go after --: flowcheck run train.py -- --epochs 3)"),
+        (["train.py"], "flowcheck: error: give a command first: flowcheck run train.py (a training script) "
+         "or flowcheck analyze train.py"),
     ],
 )
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:

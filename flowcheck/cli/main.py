@@ -99,7 +99,11 @@ def _command(argv: Sequence[str] | None) -> tuple[int, bool]:
 
     argv, script_arguments = split_script_arguments(list(sys.argv[1:] if argv is None else argv))
     try:
-        ns = parser.parse_args(argv)
+        if argv and argv[0].endswith(".py"):  # `flowcheck train.py`: argparse said only "invalid choice"
+            parser.error(f"give a command first: flowcheck run {argv[0]} (a training script) or flowcheck analyze {argv[0]}")
+        ns, unknown = parser.parse_known_args(argv)
+        if unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}" + _script_arguments_hint(ns, unknown))
         if script_arguments and ns.command != "run":
             parser.error("arguments after -- are for `flowcheck run SCRIPT.py -- ARGS...`")
         ns.arguments = script_arguments
@@ -129,6 +133,13 @@ def _command(argv: Sequence[str] | None) -> tuple[int, bool]:
             traceback.print_exception(exc, file=sys.stderr)
         print(f"flowcheck: interrupted: {describe_exception(exc, None)}", file=sys.stderr)
         return 130, bool(getattr(ns, "ended_script", False))
+
+
+def _script_arguments_hint(ns: argparse.Namespace, unknown: list[str]) -> str:
+    """``flowcheck run train.py --epochs 3``: the script's own options go after ``--``; say so."""
+    if getattr(ns, "command", None) != "run":
+        return ""
+    return f" (the script's own arguments go after --: flowcheck run {ns.script} -- {' '.join(unknown)})"
 
 
 def _one_line(exc: FlowcheckError) -> str:
