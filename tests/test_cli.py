@@ -302,6 +302,8 @@ def test_analyze_help_has_examples_and_exit_status(capsys: pytest.CaptureFixture
          "(the script's own arguments go after --: flowcheck run train.py -- --epochs 3)"),
         (["train.py"], "flowcheck: error: give a command first: flowcheck run train.py (a training script) "
          "or flowcheck analyze train.py"),
+        (["analyze", ""], "flowcheck: error: the file name is empty; give a Python file"),  # was " is a directory"
+        (["run", ""], "flowcheck: error: the file name is empty; give a Python file"),
     ],
 )
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:

@@ -15,6 +15,8 @@ def check_file(path: str) -> str:
     Raises:
         TargetLoadError: it does not exist, is a directory, or is not a ``.py`` file.
     """
+    if not path.strip():  # an unset shell variable (flowcheck run "$SCRIPT"): "" is the current directory
+        raise TargetLoadError("the file name is empty; give a Python file (path/to/model.py[:NAME])")
     full = os.path.abspath(path)
     if not os.path.exists(full):
         raise TargetLoadError(f"no such file: {path}")
