@@ -28,7 +28,7 @@ from flowcheck._api import analyze
 from flowcheck._model import Verdict
 from flowcheck._phrases import GRADIENT_ERROR_ADVICE, disagreement, gradient_error_cause
 from flowcheck._report import Barrier, Report, VariableResult, _is_variable
-from flowcheck.errors import GradientFlowAssertionError, UsageError
+from flowcheck.errors import FlowcheckError, GradientFlowAssertionError, UsageError
 
 __all__ = [
     "ALL_TRAINABLE",
@@ -142,11 +142,15 @@ def _judged_at_sites(report: Report) -> Report:
 
 def _report_of(fn: Any, *args: Any, **kwargs: Any) -> Report:
     """``fn`` itself when it is a :class:`Report` (then no inputs are allowed), else its analysis."""
+    __tracebackhide__ = True
     if isinstance(fn, Report):
         if args or kwargs:
             raise UsageError("a Report was given: pass no inputs (they were fixed when it was analyzed)")
         return fn
-    return analyze(fn, *args, **kwargs)
+    try:
+        return analyze(fn, *args, **kwargs)
+    except FlowcheckError as exc:  # the user's mistake: pytest shows their test's line and the message, not our frames
+        raise exc.with_traceback(None)  # noqa: B904 -- the same error, its internal frames dropped
 
 
 def assert_all_trainable_receive(
