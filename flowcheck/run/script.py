@@ -143,6 +143,10 @@ def run_script(options: RunOptions) -> RunResult:
         result.stopped = True
     except SystemExit as exc:
         result.exit_code = exc.code
+    except KeyboardInterrupt as exc:  # Ctrl-C in a --continue run's training: the steps analyzed are kept
+        if not interceptor.steps:
+            raise  # nothing to report: the command says "interrupted" in one line
+        result.error = describe_exception(exc, full)
     except Exception as exc:  # noqa: BLE001 -- the script's own error, told in one line
         failed = graph_mode_failure(exc)  # a TF1 minimize whose loss cuts everything is a finding
         if failed is not None:
