@@ -1071,3 +1071,16 @@ def test_ctrl_c_after_the_first_round_keeps_the_report(tmp_path: Path, capsys: A
     line = line_of(path, "raise KeyboardInterrupt")
     assert f"the script then failed: KeyboardInterrupt at {path}:{line} (raise KeyboardInterrupt)" in lines
     assert lines[-1] == "FAILED: the script failed after its first step"
+
+
+@pytest.mark.parametrize("code", ["0", "1", "'diverged'"])
+def test_a_script_exiting_with_failure_after_its_first_round_fails_the_run(tmp_path: Path, capsys: Any, code: str) -> None:
+    # sys.exit(1) after an analyzed step (sys.exit(main()) of a run that failed) was told "OK", exit 0.
+    text = "CUT = False\n" + EAGER + f"    import sys\n    sys.exit({code})\n"
+    path = script(tmp_path, text)
+    status, out, err = run(capsys, path, "--continue")
+    failed = eval(code) not in (None, 0)  # noqa: S307 -- Python's own rule for a failing exit
+    assert "Traceback" not in err and status == (1 if failed else 0)
+    line = line_of(path, "sys.exit(")
+    then = f"the script then failed: SystemExit at {path}:{line} (sys.exit({code})): {eval(code)}"  # noqa: S307
+    assert (then in out.splitlines()) == failed

@@ -143,6 +143,8 @@ def run_script(options: RunOptions) -> RunResult:
         result.stopped = True
     except SystemExit as exc:
         result.exit_code = exc.code
+        if interceptor.steps and exc.code not in (None, 0):  # sys.exit(1) after its first round: the script failed
+            result.error = describe_exception(exc, full)
     except KeyboardInterrupt as exc:  # Ctrl-C in a --continue run's training: the steps analyzed are kept
         if not interceptor.steps:
             raise  # nothing to report: the command says "interrupted" in one line
