@@ -341,11 +341,13 @@ def test_a_directory(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None
     assert error_line(err) == f"flowcheck: error: {tmp_path} is a directory; give a Python file (path/to/model.py[:NAME])"
 
 
+@pytest.mark.parametrize("command", ["analyze", "run"])  # run said "failed before its first training step: SyntaxError: (unicode error) ..."
 @pytest.mark.parametrize(("name", "content"), [("data.csv", b"a,b\n1,2\n"), ("model.py", b"\x89PNG\r\n\x1a\n\xff\xfe\x00")])
-def test_not_python(capsys: pytest.CaptureFixture[str], tmp_path: Path, name: str, content: bytes) -> None:
+def test_not_python(capsys: pytest.CaptureFixture[str], tmp_path: Path, name: str, content: bytes, command: str) -> None:
     path = tmp_path / name
     path.write_bytes(content)
-    code, _, err = run(capsys, str(path))
+    code = main([command, str(path)])
+    err = capsys.readouterr().err
     assert code == 2
     expected = (
         f"flowcheck: error: {path} is not a Python file; give a .py file (path/to/model.py[:NAME])"
@@ -354,9 +356,11 @@ def test_not_python(capsys: pytest.CaptureFixture[str], tmp_path: Path, name: st
     assert error_line(err) == expected
 
 
-def test_syntax_error_shows_file_and_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["analyze", "run"])  # run said "failed before its first training step", no code
+def test_syntax_error_shows_file_and_line(capsys: pytest.CaptureFixture[str], tmp_path: Path, command: str) -> None:
     path = write(tmp_path, "def loss_fn(x:\n    return x\n")
-    code, _, err = run(capsys, path)
+    code = main([command, path])
+    err = capsys.readouterr().err
     assert code == 2
     line = line_of(path, "def loss_fn(x:")
     assert error_line(err).startswith(f"flowcheck: error: {path}:{line}: SyntaxError: ")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+from types import CodeType
 
 from flowcheck.errors import TargetLoadError
 
-__all__ = ["check_file", "read_python"]
+__all__ = ["check_file", "compile_python", "read_python"]
 
 
 def check_file(path: str) -> str:
@@ -45,3 +46,21 @@ def read_python(path: str, full: str) -> bytes:
         if b"coding" not in data[:200]:
             raise TargetLoadError(f"{path} is not a Python file: it is not UTF-8 text") from exc
     return data
+
+
+def compile_python(path: str, full: str) -> CodeType:
+    """The file's code, compiled as Python would run it (``path`` as the user gave it, for errors).
+
+    Raises:
+        TargetLoadError: it cannot be read, is not UTF-8 text, or has a syntax error (said with its
+            line and code, as one line).
+    """
+    source = read_python(path, full)
+    try:
+        return compile(source, full, "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        line = f":{exc.lineno}" if exc.lineno else ""
+        text = f" ({exc.text.strip()})" if exc.text and exc.text.strip() else ""
+        raise TargetLoadError(f"{path}{line}: {type(exc).__name__}: {exc.msg}{text}") from exc
+    except ValueError as exc:  # Python 3.11: null bytes in the source
+        raise TargetLoadError(f"{path} is not a Python file: {exc}") from exc
