@@ -248,3 +248,22 @@ def test_verify_restores_a_tf_compat_v1_optimizers_slots_and_beta_powers() -> No
         loss = loss_fn()
     truth = [g is not None for g in tape.gradient(loss, [w, gate])]
     assert [report.receives_gradient(v) for v in (w, gate)] == truth
+
+
+def test_a_step_failing_at_run_time_says_the_kernels_message() -> None:
+    # It said only "the real step failed: InvalidArgumentError: Graph execution error:".
+    w = tf.Variable(1.0, name="w")
+
+    @tf.function
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        tf.debugging.assert_positive(x, message="x must be positive")
+        return w * x
+
+    x = tf.constant(-2.0)
+    with pytest.raises(tf.errors.InvalidArgumentError) as own:
+        loss(x)  # the user's own call fails the same way
+    assert str(own.value).startswith("Graph execution error:")
+    with pytest.raises(flowcheck.VerificationError) as info:
+        flowcheck.analyze(loss, x).verify()
+    assert str(info.value).startswith("the real step failed: InvalidArgumentError: assertion failed: [x must be positive")
+    assert w.numpy() == 1.0  # restored
