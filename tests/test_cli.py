@@ -404,6 +404,27 @@ def test_a_keyboard_interrupt_is_one_line_and_exit_130(capsys: pytest.CaptureFix
     assert err.strip().splitlines()[-1] == f"flowcheck: interrupted: KeyboardInterrupt at {path}:{line} (raise KeyboardInterrupt)"
 
 
+@pytest.mark.parametrize(("setting", "message"), [
+    ('("rmsprop", 0.1)', "unknown optimizer 'rmsprop': expected one of sgd, adam or a Keras optimizer"),
+    ('("sgd", -1)', "learning_rate must be a positive number, not -1.0"),
+])
+def test_a_bad_module_optimizer_names_the_setting(capsys: pytest.CaptureFixture[str], tmp_path: Path, setting: str, message: str) -> None:
+    # It was a "VerificationError: unknown optimizer 'rmsprop'" that did not say where it came from.
+    path = write(tmp_path, f"""
+        @tf.function
+        def loss_fn(x):
+            return tf.reduce_sum(x @ w)
+
+        example_inputs = (x,)
+        flowcheck_optimizer = {setting}
+    """)
+    code, _, err = run(capsys, path)
+    assert code == 2
+    assert error_line(err) == f"flowcheck: error: flowcheck_optimizer in {path}: {message}"
+    code, _, _ = run(capsys, path, "--optimizer", "adam")  # replaced by --optimizer: not used, not checked
+    assert code == 0
+
+
 def test_name_not_found_lists_the_candidates(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     path = write(tmp_path, """
         @tf.function

@@ -250,7 +250,7 @@ def _analyze(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             verification = None
             if not ns.no_verify:
                 progress.step("verifying with one real optimizer step")
-                optimizer, learning_rate = _optimizer(ns, loaded.optimizer)
+                optimizer, learning_rate = _optimizer(ns, loaded.optimizer, display_path(path))
                 verification = report.verify(optimizer=optimizer, learning_rate=learning_rate)
                 report.notes += _unused_optimizer_note(ns, report)
             snapshot_check = _snapshot_cli.record(ns, report, err)
@@ -322,12 +322,26 @@ def _check_differentiable(report: Report) -> None:
     )
 
 
-def _optimizer(ns: argparse.Namespace, from_module: tuple[Any, float | None] | None) -> tuple[Any, float | None]:
-    """--optimizer replaces the module's choice; --learning-rate alone keeps the module's optimizer."""
+def _optimizer(ns: argparse.Namespace, from_module: tuple[Any, float | None] | None, path: str) -> tuple[Any, float | None]:
+    """--optimizer replaces the module's choice; --learning-rate alone keeps the module's optimizer.
+
+    Raises:
+        TargetLoadError: the module's ``flowcheck_optimizer`` is one verify cannot make (said as the
+            module's setting, not as a failed verification).
+    """
     if ns.optimizer is not None:
         return ns.optimizer, ns.learning_rate
     optimizer, learning_rate = from_module or (None, None)
-    return optimizer, ns.learning_rate if ns.learning_rate is not None else learning_rate
+    chosen = optimizer, ns.learning_rate if ns.learning_rate is not None else learning_rate
+    if from_module is not None:
+        from flowcheck.errors import VerificationError
+        from flowcheck.verify.loss import make_optimizer
+
+        try:
+            make_optimizer(*chosen)
+        except VerificationError as exc:
+            raise TargetLoadError(f"flowcheck_optimizer in {path}: {exc}") from None
+    return chosen
 
 
 def _unused_optimizer_note(ns: argparse.Namespace, report: Report) -> tuple[str, ...]:
