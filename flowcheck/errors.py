@@ -22,7 +22,7 @@ line (``TypeName: message``) and exits with status 2::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "FlowcheckError",
@@ -43,8 +43,19 @@ __all__ = [
 ]
 
 
+_E = TypeVar("_E", bound="FlowcheckError")
+
+
 class FlowcheckError(Exception):
-    """Base class of every error flowcheck raises on purpose."""
+    """Base class of every error flowcheck raises on purpose.
+
+    Attributes:
+        original: The user's or TensorFlow's exception behind this one, or None. Kept here, not
+            chained as ``__cause__``: a traceback then shows flowcheck's one message, not pages of
+            TensorFlow's internals (``flowcheck --debug`` prints it too).
+    """
+
+    original: BaseException | None = None
 
 
 class TargetLoadError(FlowcheckError):
@@ -103,6 +114,12 @@ class ExplorerNotInstalledError(ExplorerError, ImportError):
 
 class SnapshotError(FlowcheckError, ValueError):
     """A gradient-flow snapshot file is missing, unreadable, or of another format version."""
+
+
+def unchained(error: _E, original: BaseException) -> _E:
+    """``error`` with ``original`` kept as :attr:`FlowcheckError.original`: raise it ``from None``."""
+    error.original = original
+    return error
 
 
 class GradientFlowAssertionError(FlowcheckError, AssertionError):

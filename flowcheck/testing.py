@@ -21,13 +21,14 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 from collections.abc import Iterable, Mapping, Sequence
+from difflib import get_close_matches
 from typing import Any, Final
 
 from flowcheck._api import analyze
 from flowcheck._model import Verdict
 from flowcheck._phrases import GRADIENT_ERROR_ADVICE, disagreement, gradient_error_cause
 from flowcheck._report import Barrier, Report, VariableResult, _is_variable
-from flowcheck.errors import GradientFlowAssertionError, UsageError
+from flowcheck.errors import FlowcheckError, GradientFlowAssertionError, UsageError
 
 __all__ = [
     "ALL_TRAINABLE",
@@ -97,7 +98,7 @@ def assert_gradient_flow(
             (:class:`flowcheck.VerificationError`).
     """
     __tracebackhide__ = True
-    _check_arguments(receives, blocked, unused, loss, verify)
+    _check_arguments(receives, blocked, unused, loss, verify, kwargs)
     report = _report_of(fn, *args, **kwargs)
     if loss is not None and loss not in report.losses:
         losses = ", ".join(report.losses)
@@ -118,9 +119,15 @@ def assert_gradient_flow(
     return report
 
 
-def _check_arguments(receives: Any, blocked: Any, unused: Any, loss: Any, verify: Any) -> None:
+_CONTRACT_KEYWORDS: Final = ("receives", "blocked", "unused")
+
+
+def _check_arguments(receives: Any, blocked: Any, unused: Any, loss: Any, verify: Any, kwargs: dict[str, Any]) -> None:
     if receives is None and blocked is None and unused is None:
-        raise UsageError("assert_gradient_flow needs at least one of receives=, blocked= or unused=")
+        # A misspelt keyword (recieves=) lands in fn's **kwargs: name it, not the missing one alone.
+        near = [(k, m[0]) for k in kwargs for m in [get_close_matches(k, _CONTRACT_KEYWORDS, 1)] if m]
+        hint = "".join(f"; got {k}= (an input of fn): did you mean {m}=?" for k, m in near)
+        raise UsageError(f"assert_gradient_flow needs at least one of receives=, blocked= or unused={hint}")
     if loss is not None and not isinstance(loss, str):
         raise UsageError(f"loss must be the name of an output (a str), not {type(loss).__name__}")
     if not isinstance(verify, bool):  # verify="no" is truthy: it verified
@@ -135,11 +142,15 @@ def _judged_at_sites(report: Report) -> Report:
 
 def _report_of(fn: Any, *args: Any, **kwargs: Any) -> Report:
     """``fn`` itself when it is a :class:`Report` (then no inputs are allowed), else its analysis."""
+    __tracebackhide__ = True
     if isinstance(fn, Report):
         if args or kwargs:
             raise UsageError("a Report was given: pass no inputs (they were fixed when it was analyzed)")
         return fn
-    return analyze(fn, *args, **kwargs)
+    try:
+        return analyze(fn, *args, **kwargs)
+    except FlowcheckError as exc:  # the user's mistake: pytest shows their test's line and the message, not our frames
+        raise exc.with_traceback(None)  # noqa: B904 -- the same error, its internal frames dropped
 
 
 def assert_all_trainable_receive(

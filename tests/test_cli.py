@@ -297,6 +297,13 @@ def test_analyze_help_has_examples_and_exit_status(capsys: pytest.CaptureFixture
         (["analyze", SEED, "--learning-rate", "-1"], "argument --learning-rate: must be a positive number, not -1"),
         (["analyze", SEED, "--seed", "x"], "argument --seed: not an integer: 'x'"),
         (["analyze", SEED, "--seed", "-3"], "argument --seed: must be a non-negative integer, not -3"),  # was NumPy's traceback
+        # The two commonest slips; argparse said only "unrecognized arguments" and "invalid choice".
+        (["run", "train.py", "--epochs", "3"], "flowcheck: error: unrecognized arguments: --epochs 3 "
+         "(the script's own arguments go after --: flowcheck run train.py -- --epochs 3)"),
+        (["train.py"], "flowcheck: error: give a command first: flowcheck run train.py (a training script) "
+         "or flowcheck analyze train.py"),
+        (["analyze", ""], "flowcheck: error: the file name is empty; give a Python file"),  # was " is a directory"
+        (["run", ""], "flowcheck: error: the file name is empty; give a Python file"),
     ],
 )
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
@@ -334,11 +341,13 @@ def test_a_directory(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None
     assert error_line(err) == f"flowcheck: error: {tmp_path} is a directory; give a Python file (path/to/model.py[:NAME])"
 
 
+@pytest.mark.parametrize("command", ["analyze", "run"])  # run said "failed before its first training step: SyntaxError: (unicode error) ..."
 @pytest.mark.parametrize(("name", "content"), [("data.csv", b"a,b\n1,2\n"), ("model.py", b"\x89PNG\r\n\x1a\n\xff\xfe\x00")])
-def test_not_python(capsys: pytest.CaptureFixture[str], tmp_path: Path, name: str, content: bytes) -> None:
+def test_not_python(capsys: pytest.CaptureFixture[str], tmp_path: Path, name: str, content: bytes, command: str) -> None:
     path = tmp_path / name
     path.write_bytes(content)
-    code, _, err = run(capsys, str(path))
+    code = main([command, str(path)])
+    err = capsys.readouterr().err
     assert code == 2
     expected = (
         f"flowcheck: error: {path} is not a Python file; give a .py file (path/to/model.py[:NAME])"
@@ -347,9 +356,11 @@ def test_not_python(capsys: pytest.CaptureFixture[str], tmp_path: Path, name: st
     assert error_line(err) == expected
 
 
-def test_syntax_error_shows_file_and_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["analyze", "run"])  # run said "failed before its first training step", no code
+def test_syntax_error_shows_file_and_line(capsys: pytest.CaptureFixture[str], tmp_path: Path, command: str) -> None:
     path = write(tmp_path, "def loss_fn(x:\n    return x\n")
-    code, _, err = run(capsys, path)
+    code = main([command, path])
+    err = capsys.readouterr().err
     assert code == 2
     line = line_of(path, "def loss_fn(x:")
     assert error_line(err).startswith(f"flowcheck: error: {path}:{line}: SyntaxError: ")
@@ -380,6 +391,38 @@ def test_the_file_calling_sys_exit(capsys: pytest.CaptureFixture[str], tmp_path:
         f"flowcheck: error: {path} called sys.exit(3) while being imported; put the script part under "
         '`if __name__ == "__main__":`'
     )
+
+
+@pytest.mark.parametrize("command", ["analyze", "run"])
+def test_a_keyboard_interrupt_is_one_line_and_exit_130(capsys: pytest.CaptureFixture[str], tmp_path: Path, command: str) -> None:
+    # Ctrl-C (here the file raising it while it loads) printed Python's whole traceback.
+    path = write(tmp_path, "raise KeyboardInterrupt\n")
+    code = main([command, path])
+    _, err = capsys.readouterr()
+    line = line_of(path, "raise KeyboardInterrupt")
+    assert code == 130 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == f"flowcheck: interrupted: KeyboardInterrupt at {path}:{line} (raise KeyboardInterrupt)"
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ('("rmsprop", 0.1)', "unknown optimizer 'rmsprop': expected one of sgd, adam or a Keras optimizer"),
+    ('("sgd", -1)', "learning_rate must be a positive number, not -1.0"),
+])
+def test_a_bad_module_optimizer_names_the_setting(capsys: pytest.CaptureFixture[str], tmp_path: Path, setting: str, message: str) -> None:
+    # It was a "VerificationError: unknown optimizer 'rmsprop'" that did not say where it came from.
+    path = write(tmp_path, f"""
+        @tf.function
+        def loss_fn(x):
+            return tf.reduce_sum(x @ w)
+
+        example_inputs = (x,)
+        flowcheck_optimizer = {setting}
+    """)
+    code, _, err = run(capsys, path)
+    assert code == 2
+    assert error_line(err) == f"flowcheck: error: flowcheck_optimizer in {path}: {message}"
+    code, _, _ = run(capsys, path, "--optimizer", "adam")  # replaced by --optimizer: not used, not checked
+    assert code == 0
 
 
 def test_name_not_found_lists_the_candidates(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

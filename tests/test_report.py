@@ -116,8 +116,10 @@ def test_non_finite_loss_is_reported_not_raised() -> None:
         (lambda: tf.function(lambda: "loss"), flowcheck.LossError, "returned a string tensor"),
         (lambda: tf.function(lambda: tf.constant(3)), flowcheck.LossError, "int32 tensor"),
         (lambda: tf.function(lambda: tf.constant(3.0)), flowcheck.NoVariablesError, "nothing can be trained"),
+        # The model's class, not an instance: was a LossError "Sequential returned Sequential".
+        (lambda: keras.Sequential, flowcheck.InvalidTargetError, "^Sequential is a class: pass an instance"),
     ],
-    ids=["not-callable", "returns-none", "returns-string", "returns-int", "no-variables"],
+    ids=["not-callable", "returns-none", "returns-string", "returns-int", "no-variables", "a-class"],
 )
 def test_user_errors_are_flowcheck_errors(make: object, error: type, pattern: str) -> None:
     with pytest.raises(error, match=pattern):
@@ -133,6 +135,23 @@ def test_errors_raised_while_tracing_name_the_users_line() -> None:
 
     with pytest.raises(flowcheck.TraceError, match=r"test_report.py:\d+"):
         flowcheck.analyze(loss)
+
+
+def test_a_trace_error_shows_one_message_not_tensorflows_chain() -> None:
+    # It was raised `from` TensorFlow's error: a traceback printed pages of TensorFlow's internals first.
+    w = tf.Variable(1.0, name="w")
+
+    @tf.function
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        return w * x
+
+    with pytest.raises(flowcheck.TraceError) as info:
+        flowcheck.analyze(loss, tf.constant(1))  # an int32 input for a float32 variable
+    with pytest.raises(TypeError) as tensorflows:
+        loss(tf.constant(1))  # the user's own call raises the same error
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+    assert isinstance(info.value.original, TypeError)
+    assert str(tensorflows.value).splitlines()[-1].strip().removeprefix("TypeError: ") in str(info.value)
 
 
 def test_uncompiled_keras_model_is_refused_with_the_fix() -> None:
@@ -311,3 +330,22 @@ def test_keras_name_counters_are_left_as_they_were() -> None:
     assert dict(global_state.get_global_attribute("object_name_uids") or {}) == before
     truth = watched_truth(step.python_function, model.trainable_variables)
     assert [report.receives_gradient(v) for v in model.trainable_variables] == truth
+
+
+def test_a_step_failing_at_run_time_says_the_kernels_message() -> None:
+    # It said only "the real step failed: InvalidArgumentError: Graph execution error:".
+    w = tf.Variable(1.0, name="w")
+
+    @tf.function
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        tf.debugging.assert_positive(x, message="x must be positive")
+        return w * x
+
+    x = tf.constant(-2.0)
+    with pytest.raises(tf.errors.InvalidArgumentError) as own:
+        loss(x)  # the user's own call fails the same way
+    assert str(own.value).startswith("Graph execution error:")
+    with pytest.raises(flowcheck.VerificationError) as info:
+        flowcheck.analyze(loss, x).verify()
+    assert str(info.value).startswith("the real step failed: InvalidArgumentError: assertion failed: [x must be positive")
+    assert w.numpy() == 1.0  # restored

@@ -20,6 +20,7 @@ import tensorflow as tf
 from flowcheck.cli.main import main
 from flowcheck.run.failure import describe_exception
 from flowcheck.source.lines import SourceLine
+from truth import line_of
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -1053,3 +1054,33 @@ def test_eager_step_in_a_helper_is_first_called_where_the_helper_is_called(tmp_p
     truth = [g is None for g in tape.gradient(loss, model.trainable_variables)]
     assert [s["tensorflow_none"] for s in site["sources"]] == truth
     assert code == (1 if any(truth) else 0)
+
+
+def test_ctrl_c_after_the_first_round_keeps_the_report(tmp_path: Path, capsys: Any) -> None:
+    # Ctrl-C while a --continue run trained on lost every analyzed step to one "interrupted" line.
+    text = "CUT = False\n" + EAGER + "    if step == 1:\n        raise KeyboardInterrupt\n"
+    path = script(tmp_path, text)
+    code, out, err = run(capsys, path, "--continue")
+    a, b = keras.layers.Dense(2), keras.layers.Dense(1)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(b(a(tf.ones((3, 2)))))
+    none = [g is None for g in tape.gradient(loss, a.trainable_variables + b.trainable_variables)]
+    lines = out.splitlines()
+    assert code == 1 and "Traceback" not in err
+    assert ("    TensorFlow gave None" in "\n".join(lines)) == any(none)
+    line = line_of(path, "raise KeyboardInterrupt")
+    assert f"the script then failed: KeyboardInterrupt at {path}:{line} (raise KeyboardInterrupt)" in lines
+    assert lines[-1] == "FAILED: the script failed after its first step"
+
+
+@pytest.mark.parametrize("code", ["0", "1", "'diverged'"])
+def test_a_script_exiting_with_failure_after_its_first_round_fails_the_run(tmp_path: Path, capsys: Any, code: str) -> None:
+    # sys.exit(1) after an analyzed step (sys.exit(main()) of a run that failed) was told "OK", exit 0.
+    text = "CUT = False\n" + EAGER + f"    import sys\n    sys.exit({code})\n"
+    path = script(tmp_path, text)
+    status, out, err = run(capsys, path, "--continue")
+    failed = eval(code) not in (None, 0)  # noqa: S307 -- Python's own rule for a failing exit
+    assert "Traceback" not in err and status == (1 if failed else 0)
+    line = line_of(path, "sys.exit(")
+    then = f"the script then failed: SystemExit at {path}:{line} (sys.exit({code})): {eval(code)}"  # noqa: S307
+    assert (then in out.splitlines()) == failed

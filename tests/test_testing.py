@@ -292,6 +292,28 @@ def test_contradicting_expectations_are_a_usage_error() -> None:
         flowcheck.assert_gradient_flow(td_loss, s, receives=[1])
 
 
+def test_an_analysis_error_in_a_test_shows_no_flowcheck_frames() -> None:
+    # pytest printed the source of flowcheck's tracing function under a user's TraceError.
+    import traceback
+
+    td_loss, *_ = dqn()
+    with pytest.raises(flowcheck.TraceError) as info:
+        flowcheck.assert_gradient_flow(td_loss, tf.constant([[1]]), receives="*")  # int32 states
+    files = {os.path.basename(f.filename) for f in traceback.extract_tb(info.value.__traceback__) if "flowcheck" in f.filename}
+    assert files == {"testing.py"}  # only assert_gradient_flow's frames, which pytest hides (__tracebackhide__)
+
+
+def test_a_misspelt_contract_keyword_is_named() -> None:
+    # recieves= went to the target's **kwargs, and the error said only that receives= was missing.
+    td_loss, _, *_, s = dqn()
+    with pytest.raises(flowcheck.UsageError) as info:
+        flowcheck.assert_gradient_flow(td_loss, s, recieves="online/*")
+    assert str(info.value) == (
+        "assert_gradient_flow needs at least one of receives=, blocked= or unused=; "
+        "got recieves= (an input of fn): did you mean receives=?"
+    )
+
+
 def test_expected_blocked_but_receives_says_so() -> None:
     td_loss, online, target, _, s = dqn()
     with pytest.raises(GradientFlowAssertionError) as info:

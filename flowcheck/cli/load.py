@@ -42,7 +42,7 @@ from typing import Any
 from flowcheck.cli.inputs import check_arity, example_inputs, is_keras_model, is_tf_function
 from flowcheck._phrases import a_or_an
 from flowcheck.errors import InvalidTargetError, TargetLoadError
-from flowcheck.source.files import check_file, read_python
+from flowcheck.source.files import check_file, compile_python
 from flowcheck.source.lines import SourceLine, user_frame
 
 __all__ = ["LoadedTarget", "find_target", "split_spec", "user_module"]
@@ -90,15 +90,7 @@ def user_module(path: str) -> Iterator[ModuleType]:
             (or calls ``sys.exit``) while being imported.
     """
     full = check_file(path)
-    source = read_python(path, full)
-    try:
-        code = compile(source, full, "exec", dont_inherit=True)
-    except SyntaxError as exc:
-        line = f":{exc.lineno}" if exc.lineno else ""
-        text = f" ({exc.text.strip()})" if exc.text and exc.text.strip() else ""
-        raise TargetLoadError(f"{path}{line}: {type(exc).__name__}: {exc.msg}{text}") from exc
-    except ValueError as exc:  # Python 3.11: null bytes in the source
-        raise TargetLoadError(f"{path} is not a Python file: {exc}") from exc
+    code = compile_python(path, full)
 
     directory = os.path.dirname(full)
     stem = os.path.splitext(os.path.basename(full))[0]

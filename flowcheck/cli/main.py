@@ -19,12 +19,12 @@ import json
 import math
 import os
 import sys
-import threading
 import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from flowcheck.cli import snapshot as _snapshot_cli
+from flowcheck.cli.outputs import Progress as _Progress
 from flowcheck.errors import FlowcheckError, TargetLoadError
 from flowcheck.source.lines import display_path
 
@@ -99,7 +99,11 @@ def _command(argv: Sequence[str] | None) -> tuple[int, bool]:
 
     argv, script_arguments = split_script_arguments(list(sys.argv[1:] if argv is None else argv))
     try:
-        ns = parser.parse_args(argv)
+        if argv and argv[0].endswith(".py"):  # `flowcheck train.py`: argparse said only "invalid choice"
+            parser.error(f"give a command first: flowcheck run {argv[0]} (a training script) or flowcheck analyze {argv[0]}")
+        ns, unknown = parser.parse_known_args(argv)
+        if unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}" + _script_arguments_hint(ns, unknown))
         if script_arguments and ns.command != "run":
             parser.error("arguments after -- are for `flowcheck run SCRIPT.py -- ARGS...`")
         ns.arguments = script_arguments
@@ -117,9 +121,25 @@ def _command(argv: Sequence[str] | None) -> tuple[int, bool]:
         return _analyze(ns, sys.stdout, sys.stderr), False
     except FlowcheckError as exc:
         if ns.debug:
+            if exc.original is not None:  # the user's or TensorFlow's error behind it, not chained to it
+                traceback.print_exception(exc.original, file=sys.stderr)
             traceback.print_exception(exc, file=sys.stderr)
         print(f"flowcheck: error: {_one_line(exc)}", file=sys.stderr)
         return 2, bool(getattr(ns, "ended_script", False))
+    except KeyboardInterrupt as exc:  # Ctrl-C, or the user's file raising it: one line, the shell's 128 + SIGINT
+        from flowcheck.run.failure import describe_exception
+
+        if ns.debug:
+            traceback.print_exception(exc, file=sys.stderr)
+        print(f"flowcheck: interrupted: {describe_exception(exc, None)}", file=sys.stderr)
+        return 130, bool(getattr(ns, "ended_script", False))
+
+
+def _script_arguments_hint(ns: argparse.Namespace, unknown: list[str]) -> str:
+    """``flowcheck run train.py --epochs 3``: the script's own options go after ``--``; say so."""
+    if getattr(ns, "command", None) != "run":
+        return ""
+    return f" (the script's own arguments go after --: flowcheck run {ns.script} -- {' '.join(unknown)})"
 
 
 def _one_line(exc: FlowcheckError) -> str:
@@ -230,7 +250,7 @@ def _analyze(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             verification = None
             if not ns.no_verify:
                 progress.step("verifying with one real optimizer step")
-                optimizer, learning_rate = _optimizer(ns, loaded.optimizer)
+                optimizer, learning_rate = _optimizer(ns, loaded.optimizer, display_path(path))
                 verification = report.verify(optimizer=optimizer, learning_rate=learning_rate)
                 report.notes += _unused_optimizer_note(ns, report)
             snapshot_check = _snapshot_cli.record(ns, report, err)
@@ -302,12 +322,26 @@ def _check_differentiable(report: Report) -> None:
     )
 
 
-def _optimizer(ns: argparse.Namespace, from_module: tuple[Any, float | None] | None) -> tuple[Any, float | None]:
-    """--optimizer replaces the module's choice; --learning-rate alone keeps the module's optimizer."""
+def _optimizer(ns: argparse.Namespace, from_module: tuple[Any, float | None] | None, path: str) -> tuple[Any, float | None]:
+    """--optimizer replaces the module's choice; --learning-rate alone keeps the module's optimizer.
+
+    Raises:
+        TargetLoadError: the module's ``flowcheck_optimizer`` is one verify cannot make (said as the
+            module's setting, not as a failed verification).
+    """
     if ns.optimizer is not None:
         return ns.optimizer, ns.learning_rate
     optimizer, learning_rate = from_module or (None, None)
-    return optimizer, ns.learning_rate if ns.learning_rate is not None else learning_rate
+    chosen = optimizer, ns.learning_rate if ns.learning_rate is not None else learning_rate
+    if from_module is not None:
+        from flowcheck.errors import VerificationError
+        from flowcheck.verify.loss import make_optimizer
+
+        try:
+            make_optimizer(*chosen)
+        except VerificationError as exc:
+            raise TargetLoadError(f"flowcheck_optimizer in {path}: {exc}") from None
+    return chosen
 
 
 def _unused_optimizer_note(ns: argparse.Namespace, report: Report) -> tuple[str, ...]:
@@ -341,57 +375,6 @@ def _expectations(
             found.append(Expectation(expect, pattern, tuple(r.name for r in matched),
                                      tuple(f"{r.name} {r.verdict.value}" for r in wrong)))
     return tuple(found)
-
-
-class _Progress:
-    """A spinner on stderr naming the current stage, shown once the work takes more than ``delay``.
-
-    Drawn only when enabled (stderr is a terminal and not ``--json``); messages printed through
-    :meth:`say` go above the spinner instead of through it.
-    """
-
-    def __init__(self, enabled: bool, err: TextIO, delay: float = 0.5) -> None:
-        self._err = err
-        self._status: Any = None
-        self._lock = threading.Lock()
-        self._done = False
-        self._timer: threading.Timer | None = None
-        if enabled:
-            from rich.console import Console
-
-            self._status = Console(file=err, highlight=False).status("starting ...")
-            self._timer = threading.Timer(delay, self._show)
-            self._timer.daemon = True
-
-    def _show(self) -> None:
-        with self._lock:
-            if not self._done:
-                self._status.start()
-
-    def __enter__(self) -> _Progress:
-        if self._timer is not None:
-            self._timer.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        with self._lock:
-            self._done = True
-            if self._status is not None:
-                self._status.stop()
-
-    def step(self, message: str) -> None:
-        """Name the stage now running."""
-        if self._status is not None:
-            self._status.update(f"{message} ...")
-
-    def say(self, message: str) -> None:
-        """Print a line on stderr (above the spinner when it is drawn)."""
-        if self._status is not None:
-            self._status.console.print(message, markup=False, soft_wrap=True)
-        else:
-            print(message, file=self._err)
 
 
 if __name__ == "__main__":  # pragma: no cover

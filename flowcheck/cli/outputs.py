@@ -1,20 +1,20 @@
 """What ``flowcheck analyze`` does after its summary: draw the ``-o`` reports, serve ``--explore``.
 
 Each drawing that fails (``dot`` missing, failing or over its time) is one line after the summary;
-the exit status stays the analysis's.
+the exit status stays the analysis's. :class:`Progress` is the spinner both commands show on stderr.
 """
 
 from __future__ import annotations
 
 import contextlib
-
 import fnmatch
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Final, TextIO
 
 from flowcheck.errors import FlowcheckError
 
-__all__ = ["DRAW_TIMEOUT_S", "draw_outputs", "explore", "focus_names"]
+__all__ = ["DRAW_TIMEOUT_S", "Progress", "draw_outputs", "explore", "focus_names"]
 
 DRAW_TIMEOUT_S: Final = 60.0
 """How long ``dot`` may take on one ``-o`` report before the command gives it up."""
@@ -79,3 +79,54 @@ def explore(report: Any, out: TextIO) -> None:
 
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C may come before the wait's own handler is in place
         server.wait(announce)
+
+
+class Progress:
+    """A spinner on stderr naming the current stage, shown once the work takes more than ``delay``.
+
+    Drawn only when enabled (stderr is a terminal and not ``--json``); messages printed through
+    :meth:`say` go above the spinner instead of through it.
+    """
+
+    def __init__(self, enabled: bool, err: TextIO, delay: float = 0.5) -> None:
+        self._err = err
+        self._status: Any = None
+        self._lock = threading.Lock()
+        self._done = False
+        self._timer: threading.Timer | None = None
+        if enabled:
+            from rich.console import Console
+
+            self._status = Console(file=err, highlight=False).status("starting ...")
+            self._timer = threading.Timer(delay, self._show)
+            self._timer.daemon = True
+
+    def _show(self) -> None:
+        with self._lock:
+            if not self._done:
+                self._status.start()
+
+    def __enter__(self) -> Progress:
+        if self._timer is not None:
+            self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        with self._lock:
+            self._done = True
+            if self._status is not None:
+                self._status.stop()
+
+    def step(self, message: str) -> None:
+        """Name the stage now running."""
+        if self._status is not None:
+            self._status.update(f"{message} ...")
+
+    def say(self, message: str) -> None:
+        """Print a line on stderr (above the spinner when it is drawn)."""
+        if self._status is not None:
+            self._status.console.print(message, markup=False, soft_wrap=True)
+        else:
+            print(message, file=self._err)

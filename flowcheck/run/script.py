@@ -24,7 +24,7 @@ from flowcheck.run.failure import describe_exception
 from flowcheck.run.intercept import KERAS_WARNING, Interceptor
 from flowcheck.run.step import Step, StopScript, keep_values, never_trained_ids, updated_ids
 from flowcheck.run.stop import release
-from flowcheck.source.files import check_file
+from flowcheck.source.files import check_file, compile_python
 
 __all__ = [
     "RunOptions", "RunResult", "import_tensorflow", "quiet_tensorflow_import", "run_script",
@@ -125,7 +125,8 @@ def run_script(options: RunOptions) -> RunResult:
     Raises:
         TargetLoadError: the script is not a readable Python file.
     """
-    full = check_file(options.script)  # the same checks as analyze
+    full = check_file(options.script)  # the same checks as analyze, a syntax error said as analyze says it
+    compile_python(options.script, full)
     import_tensorflow(options.verbose)
     from flowcheck.run.tf1 import graph_mode_recording, made_calls  # TF1 gradient calls, recorded as the graph is built
 
@@ -143,6 +144,12 @@ def run_script(options: RunOptions) -> RunResult:
         result.stopped = True
     except SystemExit as exc:
         result.exit_code = exc.code
+        if interceptor.steps and exc.code not in (None, 0):  # sys.exit(1) after its first round: the script failed
+            result.error = describe_exception(exc, full)
+    except KeyboardInterrupt as exc:  # Ctrl-C in a --continue run's training: the steps analyzed are kept
+        if not interceptor.steps:
+            raise  # nothing to report: the command says "interrupted" in one line
+        result.error = describe_exception(exc, full)
     except Exception as exc:  # noqa: BLE001 -- the script's own error, told in one line
         failed = graph_mode_failure(exc)  # a TF1 minimize whose loss cuts everything is a finding
         if failed is not None:

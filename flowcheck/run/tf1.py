@@ -117,7 +117,7 @@ class SessionReport(Report):
         try:
             result, outcome = verify_in_script_run(_run, session, script_run, fetches, analyses)
         except VerificationError as exc:
-            cause = exc.__cause__
+            cause = exc.original
             why = f" {exception_line(cause)}" if cause else ""
             self.notes += (f"not verified: {exc}{why}",)
             return script_run(fetches)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+from types import CodeType
 
 from flowcheck.errors import TargetLoadError
 
-__all__ = ["check_file", "read_python"]
+__all__ = ["check_file", "compile_python", "read_python"]
 
 
 def check_file(path: str) -> str:
@@ -15,6 +16,8 @@ def check_file(path: str) -> str:
     Raises:
         TargetLoadError: it does not exist, is a directory, or is not a ``.py`` file.
     """
+    if not path.strip():  # an unset shell variable (flowcheck run "$SCRIPT"): "" is the current directory
+        raise TargetLoadError("the file name is empty; give a Python file (path/to/model.py[:NAME])")
     full = os.path.abspath(path)
     if not os.path.exists(full):
         raise TargetLoadError(f"no such file: {path}")
@@ -43,3 +46,21 @@ def read_python(path: str, full: str) -> bytes:
         if b"coding" not in data[:200]:
             raise TargetLoadError(f"{path} is not a Python file: it is not UTF-8 text") from exc
     return data
+
+
+def compile_python(path: str, full: str) -> CodeType:
+    """The file's code, compiled as Python would run it (``path`` as the user gave it, for errors).
+
+    Raises:
+        TargetLoadError: it cannot be read, is not UTF-8 text, or has a syntax error (said with its
+            line and code, as one line).
+    """
+    source = read_python(path, full)
+    try:
+        return compile(source, full, "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        line = f":{exc.lineno}" if exc.lineno else ""
+        text = f" ({exc.text.strip()})" if exc.text and exc.text.strip() else ""
+        raise TargetLoadError(f"{path}{line}: {type(exc).__name__}: {exc.msg}{text}") from exc
+    except ValueError as exc:  # Python 3.11: null bytes in the source
+        raise TargetLoadError(f"{path} is not a Python file: {exc}") from exc

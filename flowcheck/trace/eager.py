@@ -29,7 +29,7 @@ from tensorflow.python.ops import resource_variable_ops
 from tensorflow.python.util import nest
 
 
-from flowcheck.errors import LossError, TraceError
+from flowcheck.errors import LossError, TraceError, unchained
 from flowcheck.source.lines import SourceLine, is_library_file, user_frame
 from flowcheck.trace.distributed import components, container
 from flowcheck.trace.target import describe_variable
@@ -119,7 +119,7 @@ def run_eagerly(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
                 with record_sites() as recorder, record.VariableWatcher() as reads:
                     outputs = fn(*args, **kwargs)
             except Exception as exc:  # noqa: BLE001 -- the user's call failed: one line, their frame
-                raise TraceError(_failure(exc, name)) from exc
+                raise unchained(TraceError(_failure(exc, name)), exc) from None
         _heard_by_the_tape(tape, reads.watched_variables(), variables, index, saved, read)
         try:
             losses = _loss_tensors(outputs, name, exits)
@@ -160,7 +160,7 @@ def _answer_per_loss(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict
             try:
                 outputs = fn(*args, **kwargs)
             except Exception as exc:  # noqa: BLE001 -- the user's call failed the second time: one line, their frame
-                raise TraceError(_failure(exc, called)) from exc
+                raise unchained(TraceError(_failure(exc, called)), exc) from None
         target = dict(_loss_tensors(outputs, called, ())).get(name)
         answers, _ = _answer(tape, [] if target is None else [target], variables)
         renewed = first_met if len(known) > len(variables) else len(variables)

@@ -226,7 +226,7 @@ def trace_recorded(
     A trace that raises after a gradient call is read as far as it got (:class:`FailedTrace`);
     one that raises before is a :class:`~flowcheck.errors.TraceError` saying ``failure(exc)``.
     """
-    from flowcheck.errors import TraceError
+    from flowcheck.errors import TraceError, unchained
     from flowcheck.source.positions import recording as positions  # where each op is made, read for barriers
     from flowcheck.trace.recording import nested_functions_afresh, record_sites
     from flowcheck.trace.sites import running_user_code
@@ -243,7 +243,7 @@ def trace_recorded(
         except Exception as exc:  # noqa: BLE001 -- any error of the user's code, re-raised as ours
             concrete = failed_trace(recorder, exc)
             if concrete is None:
-                raise TraceError(failure(exc)) from exc
+                raise unchained(TraceError(failure(exc)), exc) from None
             notes.append(failure(exc).replace("tracing", "the trace of", 1)
                          + " (after asking for gradients: the gradient sites are reported)")
         finally:

@@ -25,7 +25,7 @@ from tensorflow.python.util import nest
 
 from flowcheck._gc import collector_paused
 from flowcheck._phrases import a_or_an
-from flowcheck.errors import InvalidTargetError, LossError, NoVariablesError, TraceError
+from flowcheck.errors import InvalidTargetError, LossError, NoVariablesError, TraceError, unchained
 from flowcheck.source.lines import SourceLine, user_frame
 from flowcheck.source.positions import recording
 from flowcheck.trace import distributed as _distributed
@@ -61,10 +61,11 @@ def trace(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Traced:
         try:
             concrete, calls, applied = trace_recorded(function, fn, args, kwargs, notes, lambda exc: _trace_failure(exc, _name(fn)))
         except TraceError as exc:
-            error = (no_loss(fn, exc.__cause__) or no_labels(fn, args, kwargs, exc.__cause__)) \
-                if kind == "keras model" else None
-            if error is not None:
-                raise error from exc.__cause__
+            original = exc.original
+            error = (no_loss(fn, original) or no_labels(fn, args, kwargs, original)) \
+                if kind == "keras model" and original is not None else None
+            if error is not None and original is not None:
+                raise unchained(error, original) from None
             raise
         applies = bool(applied)
     if kind == "keras model" and not calls:
@@ -154,6 +155,9 @@ def _as_function(fn: Any, notes: list[str]) -> tuple[Any, str, list[Any]]:
             "got a ConcreteFunction; pass the tf.function itself (or the Python function) so that "
             "flowcheck can trace a fresh copy"
         )
+    if inspect.isclass(fn):  # calling it builds an instance, never a loss: say so, not "returned <instance>"
+        raise InvalidTargetError(f"{fn.__name__} is a class: pass an instance (a compiled Keras model), a tf.function "
+                                 "or a function returning the loss")
     if callable(fn):
         notes.append(
             f"{_plain(fn)}: judged as you call it, eagerly (its graph, traced "

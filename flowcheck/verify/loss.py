@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from flowcheck.errors import VerificationError
+from flowcheck.errors import VerificationError, unchained
 from flowcheck.trace.distributed import components
 
 if TYPE_CHECKING:
@@ -152,7 +152,7 @@ def run_step(
     except VerificationError:
         raise
     except Exception as exc:  # noqa: BLE001 -- the user's step failed: say how, as one error
-        raise VerificationError(f"the real step failed: {_first_line(exc)}") from exc
+        raise unchained(VerificationError(f"the real step failed: {_first_line(exc)}"), exc) from None
     finally:
         for v, values in zip(variables, saved):
             for component, value in zip(components(v), values):
@@ -248,6 +248,10 @@ def _first_line(exc: BaseException) -> str:
     first = lines[0] if text else ""
     if first == "in user code:" and len(lines) > 1:  # AutoGraph's frames, then the error itself, last
         return lines[-1].strip()
+    if first == "Graph execution error:":  # a kernel failed (a tf.debugging assert): its own message, not this
+        from flowcheck.run.failure import exception_line
+
+        return exception_line(exc)
     # TensorFlow's message goes on with advice in the same sentence run: keep its first sentence.
     if isinstance(exc, LookupError) and ". " in first:
         first = first.split(". ", 1)[0]

@@ -24,7 +24,7 @@ from typing import Any
 import tensorflow as tf
 from tensorflow.python.ops import gen_dataset_ops
 
-from flowcheck.errors import VerificationError
+from flowcheck.errors import VerificationError, unchained
 from flowcheck.trace.eager import own_random_seeds
 from flowcheck.trace.recording import nested_functions_afresh, record_sites
 from flowcheck.trace.sites import GradientSite, RecordedCall, running_user_code
@@ -214,7 +214,7 @@ def verify_step(traced: Any, sites: Sequence[GradientSite], *, control_flow: boo
     except VerificationError:
         raise
     except Exception as exc:  # noqa: BLE001 -- the user's step failed: say how, as one error
-        raise VerificationError(f"the real step failed: {_first_line(exc)}") from exc
+        raise unchained(VerificationError(f"the real step failed: {_first_line(exc)}"), exc) from None
     return verification_of(sites, calls, (before, after), problems, optimizers)
 
 

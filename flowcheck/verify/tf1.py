@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from flowcheck.analysis.tf1 import CallAnalysis
-from flowcheck.errors import VerificationError
+from flowcheck.errors import VerificationError, unchained
 from flowcheck.graph.tf1 import differentiated_tensor, graph_variables
 from flowcheck.source.op import op_source
 from flowcheck.verify.loss import GradientState, Verification, VariableCheck
@@ -167,7 +167,7 @@ def verify_in_script_run(
     try:
         before = _read(run, session, state)
     except tf.errors.OpError as exc:  # a variable not initialized yet: the script's run is its own business
-        raise VerificationError("reading the variables before the step raised") from exc
+        raise unchained(VerificationError("reading the variables before the step raised"), exc) from None
     grads, targets = _extras(analyses)
     values = script_run([fetches, list(grads.values()), list(targets.values())])
     after = _read(run, session, state)
