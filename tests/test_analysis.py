@@ -158,6 +158,16 @@ def _no_gradient_graph() -> nx.DiGraph:
     return g
 
 
+def test_gradient_errors_at_an_op_whose_input_the_gradient_reaches_another_way_too() -> None:
+    # x feeds the loss directly and through bincount, which has no gradient: the gradient reaches
+    # x before bincount's edge from it is looked at, and TensorFlow still raises at bincount.
+    g = nx.DiGraph(inputs=["x"], clusters={}, variables=[], losses=["loss"])
+    for u, w, kind in [("x", "loss", None), ("x", "bincount", BarrierKind.NO_GRADIENT), ("bincount", "loss", None)]:
+        g.add_edge(u, w, grad=kind is None, kind=kind)
+    assert gradient_errors(g, ["loss"]) == (("x", "bincount"),)
+    assert analyze_graph(g).errors == (("x", "bincount"),)
+
+
 def test_gradient_errors_where_a_reached_op_without_gradient_gets_one() -> None:
     # bincount: reached from the input x. mod: fed by a constant only. The body's mod: its input
     # is a constant, but the call is reached through its other argument, so the body is

@@ -29,9 +29,12 @@ __all__ = [
 ]
 
 
-def _reaching(graph: nx.DiGraph, targets: Iterable[str], carrying_only: bool) -> set[str]:
-    seen = {t for t in targets if t in graph}
-    stack = list(seen)
+def _reaching(graph: nx.DiGraph, targets: Iterable[str], carrying_only: bool, reached: AbstractSet[str] = frozenset()) -> set[str]:
+    """The nodes with a path (of carrying edges only, or of any) to ``targets``, and ``reached``,
+    nodes known to have one already, whose predecessors are not walked again."""
+    seen = set(reached)
+    stack = [t for t in targets if t in graph and t not in seen]
+    seen.update(stack)
     pred = graph._pred  # noqa: SLF001 -- the adjacency dicts themselves: a view per node costs more than the walk
     while stack:
         node = stack.pop()
@@ -76,28 +79,17 @@ def _gradient_walk(graph: nx.DiGraph, targets: Iterable[str]) -> tuple[set[str],
     while stack:
         node = stack.pop()
         for p, data in pred[node].items():
-            if p in receiving:
-                continue
-            if data["grad"]:
+            if not data["grad"]:  # whether or not p is reached another way: TensorFlow looks at node's gradient
+                stops.append((p, node))
+            elif p not in receiving:
                 receiving.add(p)
                 stack.append(p)
-            else:
-                stops.append((p, node))
     return receiving, stops
 
 
 def _feeding(graph: nx.DiGraph, receiving: AbstractSet[str], stops: Iterable[tuple[str, str]]) -> set[str]:
     """:func:`feeding_nodes`: what the gradient reaches and what feeds the points where it stops."""
-    pred = graph._pred  # noqa: SLF001 -- as in _reaching
-    feeding = set(receiving)
-    stack = [p for p, _ in stops if p not in feeding]
-    feeding.update(stack)
-    while stack:
-        for p in pred[stack.pop()]:
-            if p not in feeding:
-                feeding.add(p)
-                stack.append(p)
-    return feeding
+    return _reaching(graph, (p for p, _ in stops), carrying_only=False, reached=receiving)
 
 
 def verdicts(
