@@ -171,15 +171,16 @@ def build_report(traced: Any, graph: nx.DiGraph) -> Report:
 
 def _results(traced: Any, analysis: Analysis, cache: dict[tuple[str, str], Barrier]) -> tuple[VariableResult, ...]:
     """One result per traced variable: its verdicts (total and per loss) and the barriers of its cut."""
-    graph = analysis.graph
-    loss_names = [loss.name for loss in traced.losses]
+    graph, cuts, verdicts = analysis.graph, analysis.cuts, analysis.verdicts
+    per_loss = [(loss.name, analysis.per_loss[node]) for loss, node in zip(traced.losses, analysis.losses)]
     results = []
     for node, var in zip(analysis.variables, traced.variables):
+        cut = cuts.get(node)  # a blocked variable's; most have none
         results.append(VariableResult(
-            name=var.name, verdict=analysis.verdicts[node],
-            barriers=one_per_replica(barrier(graph, edge, cache) for edge in analysis.cuts.get(node, ())),
+            name=var.name, verdict=verdicts[node],
+            barriers=one_per_replica([barrier(graph, edge, cache) for edge in cut]) if cut else (),
             shape=var.shape, dtype=var.dtype, trainable=var.trainable,
-            per_loss=MappingProxyType({n: analysis.per_loss[l][node] for n, l in zip(loss_names, analysis.losses)}),
+            per_loss=MappingProxyType({name: found[node] for name, found in per_loss}),
             variable=var.variable, node=node, watched_by_default=var.watched_by_default,
         ))
     return tuple(results)

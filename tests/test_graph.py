@@ -62,3 +62,38 @@ def test_the_stop_gradient_edge_is_the_only_cut_between_w1_and_the_loss() -> Non
     reached = {v for v in graph.graph["variables"] if any(nx.has_path(carrying, v, loss) for loss in graph.graph["losses"])}
     truth = dict(zip((v.name.split(":")[0] for v in variables), watched_truth(call, variables)))
     assert {graph.nodes[v]["name"]: v in reached for v in graph.graph["variables"]} == truth
+
+
+def test_an_op_nodes_outputs_describe_its_tensors_when_read() -> None:
+    graph, _, _ = _seed_graph()
+
+    def described(t: Any) -> str:
+        dims = "?" if t.shape.rank is None else ",".join("?" if d is None else str(d) for d in t.shape.as_list())
+        return f"{t.dtype.name}[{dims}]"
+
+    ops = [attrs for _, attrs in graph.nodes(data=True) if attrs["kind"] == "op"]
+    assert any(attrs["op"].outputs for attrs in ops)
+    for attrs in ops:
+        expected = tuple(described(t) for t in attrs["op"].outputs)
+        outputs = attrs["outputs"]
+        assert outputs == expected and tuple(outputs) == expected and len(outputs) == len(expected)
+        assert list(outputs[:1]) == list(expected[:1]) and hash(outputs) == hash(expected)
+
+
+def test_two_inputs_from_one_op_make_one_edge_that_carries_if_either_does() -> None:
+    v = tf.Variable([3.0, 1.0, 2.0], name="v")
+
+    @tf.function
+    def loss_fn() -> Any:
+        top = tf.math.top_k(v, k=3)  # one op: float values (carry), int32 indices (cut)
+        return tf.reduce_sum(tf.gather(top.values, top.indices)) + tf.reduce_sum(v * v)
+
+    report = flowcheck.analyze(loss_fn)
+    graph = report.graph
+    gathers = [n for n, t in graph.nodes(data="op_type") if t == "GatherV2"]
+    squares = [n for n, t in graph.nodes(data="op_type") if t == "Mul"]
+    (gather,) = gathers
+    (top_k,) = [u for u in graph.predecessors(gather) if graph.nodes[u]["op_type"] == "TopKV2"]
+    assert graph.edges[top_k, gather]["grad"] is True
+    assert all(graph.edges[u, w]["grad"] for w in squares for u in graph.predecessors(w))
+    assert [r.receives for r in report.variables] == watched_truth(loss_fn, [v])

@@ -44,3 +44,39 @@ def test_arguments_that_cannot_be_matched_to_the_trace_are_said_not_dropped(monk
     report = flowcheck.analyze(loss, w)
     assert any("1 variables passed as arguments are not analyzed" in note for note in report.notes)
     assert report.receives_gradient(c)
+
+
+def test_a_keras_models_trainable_flags_are_its_trainable_variables_overridden_or_frozen() -> None:
+    import keras
+
+    class HalfFrozen(keras.layers.Layer):
+        """A layer whose trainable_variables leaves out its bias, as some users' layers do."""
+
+        def build(self, input_shape: Any) -> None:
+            self.kernel = self.add_weight(shape=(input_shape[-1], 2), name="kernel")
+            self.bias = self.add_weight(shape=(2,), name="bias")
+
+        def call(self, x: Any) -> Any:
+            return x @ self.kernel + self.bias
+
+        @property
+        def trainable_variables(self) -> list[Any]:
+            return [self.kernel]
+
+    frozen = keras.layers.Dense(2, name="frozen")
+    frozen.trainable = False
+    x = tf.ones((2, 3))
+    for layer in (HalfFrozen(), keras.Sequential([keras.Input((3,)), frozen, keras.layers.Dense(1)])):
+        layer(x)
+        report, loss_fn = _analyzed_closure(layer, x)
+        trainable = {id(v) for v in layer.trainable_variables}
+        assert {id(r.variable): r.trainable for r in report.variables} == {id(v): id(v) in trainable for v in layer.variables}
+        assert [r.receives for r in report.variables] == watched_truth(loss_fn, [r.variable for r in report.variables], x)
+
+
+def _analyzed_closure(layer: Any, x: Any) -> tuple[Any, Any]:
+    @tf.function
+    def loss_fn(x: Any) -> Any:
+        return tf.reduce_sum(layer(x))
+
+    return flowcheck.analyze(loss_fn, x), loss_fn

@@ -75,15 +75,16 @@ def _gradient_walk(graph: nx.DiGraph, targets: Iterable[str]) -> tuple[set[str],
     """
     pred = graph._pred  # noqa: SLF001 -- as in _reaching
     receiving = {t for t in targets if t in graph}
-    stack, stops = list(receiving), []
+    stack, stops = list(receiving), list[tuple[str, str]]()
+    push, pop, add, stop = stack.append, stack.pop, receiving.add, stops.append  # bound once: every node calls them
     while stack:
-        node = stack.pop()
+        node = pop()
         for p, data in pred[node].items():
             if not data["grad"]:  # whether or not p is reached another way: TensorFlow looks at node's gradient
-                stops.append((p, node))
+                stop((p, node))
             elif p not in receiving:
-                receiving.add(p)
-                stack.append(p)
+                add(p)
+                push(p)
     return receiving, stops
 
 

@@ -5,7 +5,7 @@ Nodes (``graph.nodes[n]``) -- every node has ``kind`` and ``label``:
 * ``kind="op"``: one TensorFlow op. Id: the op's name, prefixed by the id of the op that holds
   the function it lives in (``"cond/then:mul"``). Attributes: ``name`` (the op's own name),
   ``op_type``, ``cluster`` (id of the innermost function cluster or ``None``), ``outputs``
-  (tuple of ``"float32[2,3]"`` strings), ``op`` (the ``tf.Operation``; opaque to the analysis).
+  (a sequence of ``"float32[2,3]"`` strings, described when first read: :class:`Outputs`), ``op`` (the ``tf.Operation``; opaque to the analysis).
 * ``kind="variable"``: one variable. Id ``"variable:<i>"`` where ``i`` indexes
   ``Traced.variables``. Attributes: ``name``, ``dtype``, ``shape``, ``trainable``, ``index``.
 * ``kind="loss"``: one differentiated output. Id ``"loss:<name>"``. Attributes: ``name``,
@@ -51,6 +51,7 @@ from tensorflow.python.util import nest
 
 from flowcheck._model import BarrierKind
 from flowcheck.errors import TraceError
+from flowcheck.graph.outputs import Outputs
 from flowcheck.graph.ops import (
     ASSIGN_DETAIL,
     ASSIGN_OPS,
@@ -86,15 +87,20 @@ def build_graph(traced: Traced, oracle: GradientOracle | None = None) -> nx.DiGr
     builder = _Builder(oracle or GradientOracle(), appended=not traced.step)
     graph = builder.graph
     top = traced.concrete.graph
-    builder.add_function_graph(top, prefix="", cluster=None)
-    graph.graph["inputs"] = [t.op.name for t in top.inputs if is_trainable(t)]
+    ids = builder.add_function_graph(top, prefix="", cluster=None)
+
+    def node(tensor: Any) -> str:  # the id already made for its op (asking TensorFlow makes a new string)
+        found = ids.get(tensor.op)
+        return found[0] if found is not None else builder.node_of(tensor, "")
+
+    graph.graph["inputs"] = [node(t) for t in top.inputs if is_trainable(t)]
     _add_endpoints(graph, traced)
     for inner_ref, i in traced.captured.items():
         placeholder = inner_ref.deref()
         # The verdict is a watched tape's answer, whatever the variable's trainable flag.
-        builder.add_edge(variable_node(i), placeholder.op.name, placeholder, CARRY_IF_TRAINABLE(placeholder))
+        builder.add_edge(variable_node(i), node(placeholder), placeholder, CARRY_IF_TRAINABLE(placeholder))
     for loss in traced.losses:
-        builder.add_edge(builder.node_of(loss.tensor, ""), loss_node(loss.name), loss.tensor, InputGradient(True))
+        builder.add_edge(node(loss.tensor), loss_node(loss.name), loss.tensor, InputGradient(True))
     return graph
 
 
@@ -168,39 +174,51 @@ class _Builder:
             "tensor": tensor.name, "dtype": tensor.dtype.name,
         }
 
-    def add_op_node(self, op: Any, node: str, cluster: str | None, op_type: str | None = None) -> None:
+    def add_op_node(self, op: Any, node: str, cluster: str | None, op_type: str | None = None, name: str | None = None) -> None:
         op_type = op_type or op.type
         attrs = {
-            "kind": "op", "label": op_type, "name": op.name, "op_type": op_type, "cluster": cluster,
-            "outputs": _described(op.outputs), "op": op,
+            "kind": "op", "label": op_type, "name": name or op.name, "op_type": op_type, "cluster": cluster,
+            "outputs": Outputs(op), "op": op,
         }
         _put_node(self.graph, node, attrs)
 
-    def add_function_graph(self, fgraph: Any, prefix: str, cluster: str | None) -> None:
+    def add_function_graph(self, fgraph: Any, prefix: str, cluster: str | None) -> dict[Any, tuple[str, dict[str, Any]]]:
+        """Add the ops of ``fgraph`` (and the bodies they hold); return each op's node id and successors' dict."""
         assigns: dict[Any, list[str]] = {}  # handle tensor -> the writes seen (each value written is cut)
-        # Op -> its node id: an input's producer is found by identity, and its id is the very string
-        # that keys networkx's dicts (asking TensorFlow for the name makes a new string to hash and compare).
-        ids: dict[Any, str] = {}
-        add_edge, answers = self.add_edge, self.oracle.answers
+        # Op -> its node id and its successors' dict: an input's producer is found by identity, and
+        # its id is the very string that keys networkx's dicts (asking TensorFlow for the name makes
+        # a new string to hash and compare); an edge then costs no lookup in the graph's big dicts.
+        ids: dict[Any, tuple[str, dict[str, Any]]] = {}
+        answers, succ, pred = self.oracle.answers, self._succ, self._pred
         for op in fgraph.get_operations():
-            node = ids[op] = prefix + op.name
+            name = op.name
+            node = prefix + name
             op_type = op.type
-            self.add_op_node(op, node, cluster, op_type)
+            self.add_op_node(op, node, cluster, op_type, name)
+            ids[op] = (node, succ[node])
+            into = pred[node]
             inputs = op.inputs
             if op_type in FUNCTION_OPS or _calls_function(op):
                 self.add_function_op(op, node, prefix, cluster)
             elif inputs:
                 grad_type = gradient_type(op, op_type)
                 for tensor, info in zip(inputs, answers(op, op_type, inputs, grad_type)):
-                    producer = tensor.op
-                    add_edge(ids.get(producer) or prefix + producer.name, node, tensor, info)
+                    found = ids.get(tensor.op)
+                    if found is None or node in found[1]:  # made elsewhere, or a second edge from it
+                        self.add_edge(found[0] if found else prefix + tensor.op.name, node, tensor, info)
+                        continue
+                    found[1][node] = into[found[0]] = {
+                        "grad": info.carries, "kind": info.kind, "detail": info.detail,
+                        "tensor": tensor.name, "dtype": tensor.dtype.name,
+                    }
                 if grad_type != op_type:  # an override, or a custom gradient
-                    self.add_tape_answers(op, node, op_type, [ids.get(t.op) or prefix + t.op.name for t in inputs])
+                    self.add_tape_answers(op, node, op_type, [ids[t.op][0] if t.op in ids else prefix + t.op.name for t in inputs])
             if op_type in _READ_OPS and inputs[0].ref() in assigns:
                 for write in assigns[inputs[0].ref()]:
                     self.add_edge(write, node, inputs[0], InputGradient(False, BarrierKind.ASSIGN, ASSIGN_DETAIL))
             if op_type in ASSIGN_OPS:
                 assigns.setdefault(inputs[0].ref(), []).append(node)
+        return ids
 
     def add_tape_answers(self, op: Any, node: str, op_type: str, producers: list[str]) -> None:
         """Mark the edges into ``op`` that a tape inside the function judges otherwise (``tape``)."""
@@ -371,27 +389,3 @@ def _pretty(function_name: str) -> str:
             name = name[len(head):]
     base, _, tail = name.rpartition("_")
     return base if tail.isdigit() and base else name
-
-
-def _describe(tensor: Any) -> str:
-    dims, unknown = tensor._shape  # noqa: SLF001 -- the C API's answer, without building a TensorShape
-    key = (tensor.dtype, None if unknown else tuple(dims))
-    found = _DESCRIPTIONS.get(key)
-    if found is None:
-        dtype, dims = key
-        text = "?" if dims is None else ",".join("?" if d is None else str(d) for d in dims)
-        found = f"{dtype.name}[{text}]"
-        if len(_DESCRIPTIONS) < 65536:
-            _DESCRIPTIONS[key] = found
-    return found
-
-
-def _described(outputs: Any) -> tuple[str, ...]:
-    """``tuple(_describe(t) for t in outputs)``, one shared tuple per text (a graph holds one per op otherwise)."""
-    texts = tuple([_describe(t) for t in outputs])
-    return _TEXTS.setdefault(texts, texts) if len(_TEXTS) < 65536 else texts
-
-
-# "float32[2,3]" per dtype and shape seen (a model's tensors share a few), and each op's tuple of them.
-_DESCRIPTIONS: dict[tuple[Any, Any], str] = {}
-_TEXTS: dict[tuple[str, ...], tuple[str, ...]] = {}

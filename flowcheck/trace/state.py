@@ -358,7 +358,9 @@ def metric_counts(fn: Any, args: Sequence[Any]) -> list[tuple[Any, int]]:
     """Each Keras model the step can reach, with how many metric variables it has."""
     import keras
 
-    models = [v for v in _reachable(fn, args) if isinstance(v, keras.Model)]
+    # Only a compiled model has compiled metrics (metrics_variables walks every layer: a 10,000-layer
+    # model's walk cost more than mapping its variables).
+    models = [v for v in _reachable(fn, args) if isinstance(v, keras.Model) and getattr(v, "compiled", True)]
     return [(m, len(m.metrics_variables)) for m in dict.fromkeys(models)]
 
 

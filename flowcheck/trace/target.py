@@ -317,7 +317,8 @@ def _variables(
             add(var)
     # Those no owner lists (an owner's replica is listed already), in capture order:
     # FuncGraph.variables' order changes from run to run (workers must agree).
-    others = [v for v in concrete.graph.variables if id(v.handle) not in known]
+    described = {id(var.tf_variable) for var in order}  # known without reading their handles again
+    others = [v for v in concrete.graph.variables if id(v) not in described and id(v.handle) not in known]
     position = {id(outer): i for i, (outer, _) in enumerate(inputs)} if others else {}
     for v in sorted(others, key=lambda v: position.get(id(v.handle), len(position))):
         if id(v.handle) in known:  # a replica of a variable listed in this loop
@@ -350,25 +351,23 @@ def _owned_variables(owner: Any) -> Iterator[TracedVariable]:
         return
     if is_keras_layer(owner):
         variables = owner.variables
-        trainable_ids = {id(v) for v in _keras_trainable(owner, variables)}
+        # As Layer.trainable_variables, read in the same pass (on a large model each pass over its
+        # variables misses the cache for every one); an override is asked.
+        overridden = type(owner).trainable_variables is not _keras().Layer.trainable_variables
+        trainable_ids = {id(v) for v in owner.trainable_variables} if overridden else None
+        layer_trainable = bool(owner.trainable)
         for kv in variables:
             backing = getattr(kv, "_value", None)
             if backing is None or not isinstance(backing, tf.Variable):
                 backing = kv.value
-            yield _describe_tf(kv, backing, id(kv) in trainable_ids, name=str(kv.path))
+            trainable = id(kv) in trainable_ids if trainable_ids is not None else layer_trainable and bool(kv.trainable)
+            yield _describe_tf(kv, backing, trainable, name=str(kv.path))
         return
     if isinstance(owner, tf.Module):
         trainable_ids = {id(v) for v in owner.trainable_variables}
         paths = _module_paths(owner)
         for v in owner.variables:
             yield _describe_tf(v, v, id(v) in trainable_ids, name=paths.get(id(v)))
-
-
-def _keras_trainable(layer: Any, variables: list[Any]) -> list[Any]:
-    """``layer.trainable_variables``, from its ``variables`` read already (each reading walks every layer)."""
-    if type(layer).trainable_variables is not _keras().Layer.trainable_variables:  # overridden: ask it
-        return list(layer.trainable_variables)
-    return [v for v in variables if v.trainable] if layer.trainable else []  # as Layer.trainable_variables
 
 
 def _module_paths(owner: Any) -> dict[int, str]:
