@@ -385,12 +385,14 @@ def _module_paths(owner: Any) -> dict[int, str]:
 
 def _describe_tf(user: Any, var: Any, trainable: bool | None, name: str | None = None) -> TracedVariable:
     shape = tuple(var.shape.as_list()) if var.shape.rank is not None else ()
+    watched = bool(var.trainable)  # read now, with the rest of the variable (later it is out of the cache)
     return TracedVariable(
         variable=user,
         tf_variable=var,
         name=name or var.name.split(":")[0],
         shape=shape,
         dtype=var.dtype.name,
-        trainable=bool(var.trainable) if trainable is None else trainable,
+        trainable=watched if trainable is None else trainable,
         handles=_distributed.handles(var),
+        watched=watched,
     )

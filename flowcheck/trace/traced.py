@@ -34,11 +34,12 @@ class TracedVariable:
     dtype: str
     trainable: bool
     handles: tuple[Any, ...] = field(repr=False, compare=False)
+    watched: bool | None = field(default=None, repr=False, compare=False)  # watched_by_default, read with the rest
 
     @property
     def watched_by_default(self) -> bool:
         """Whether a default ``tf.GradientTape`` watches it when read: its ``tf.Variable`` is trainable."""
-        return bool(self.tf_variable.trainable)
+        return self.watched if self.watched is not None else bool(self.tf_variable.trainable)
 
 
 @dataclass(frozen=True)
