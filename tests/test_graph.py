@@ -97,3 +97,17 @@ def test_two_inputs_from_one_op_make_one_edge_that_carries_if_either_does() -> N
     assert graph.edges[top_k, gather]["grad"] is True
     assert all(graph.edges[u, w]["grad"] for w in squares for u in graph.predecessors(w))
     assert [r.receives for r in report.variables] == watched_truth(loss_fn, [v])
+
+
+def test_an_op_nodes_outputs_are_those_it_had_when_analyzed() -> None:
+    v = tf.Variable(2.0, name="v")
+
+    @tf.function
+    def loss_fn() -> Any:
+        return tf.cond(v > 1.0, lambda: v * v, lambda: v * 3.0)
+
+    report = flowcheck.analyze(loss_fn)
+    (gate,) = [attrs for _, attrs in report.graph.nodes(data=True) if attrs.get("op_type") in {"If", "StatelessIf"}]
+    before = len(gate["op"].outputs)
+    report.verify()  # differentiates the function: cond_v2 appends the branches' intermediates to the If op
+    assert len(gate["outputs"]) == before

@@ -13,17 +13,20 @@ class Outputs(Sequence[str]):
 
     Only a drawing or an export reads them, for the few ops it shows: describing every op's outputs
     while the graph is built cost a fifth of the build. Compares equal to the tuple of its strings.
+    The outputs are those the op had when the graph was built: differentiating a function later
+    (``Report.verify``) appends intermediates to its ``If``, ``Case``, ``While`` and call ops.
     """
 
-    __slots__ = ("_op", "_texts")
+    __slots__ = ("_count", "_op", "_texts")
 
     def __init__(self, op: Any) -> None:
         self._op = op
+        self._count = len(op.outputs)
         self._texts: tuple[str, ...] | None = None
 
     def _described(self) -> tuple[str, ...]:
         if self._texts is None:
-            self._texts = tuple([_describe(t) for t in self._op.outputs])
+            self._texts = tuple([_describe(t) for t in self._op.outputs[:self._count]])
         return self._texts
 
     @overload
