@@ -5,7 +5,8 @@ Nodes (``graph.nodes[n]``) -- every node has ``kind`` and ``label``:
 * ``kind="op"``: one TensorFlow op. Id: the op's name, prefixed by the id of the op that holds
   the function it lives in (``"cond/then:mul"``). Attributes: ``name`` (the op's own name),
   ``op_type``, ``cluster`` (id of the innermost function cluster or ``None``), ``outputs``
-  (a sequence of ``"float32[2,3]"`` strings, described when first read: :class:`Outputs`), ``op`` (the ``tf.Operation``; opaque to the analysis).
+  (a sequence of ``"float32[2,3]"`` strings, described when first read:
+  :class:`~flowcheck.graph.outputs.Outputs`), ``op`` (the ``tf.Operation``; opaque to the analysis).
 * ``kind="variable"``: one variable. Id ``"variable:<i>"`` where ``i`` indexes
   ``Traced.variables``. Attributes: ``name``, ``dtype``, ``shape``, ``trainable``, ``index``.
 * ``kind="loss"``: one differentiated output. Id ``"loss:<name>"``. Attributes: ``name``,
