@@ -29,36 +29,29 @@ __all__ = [
 ]
 
 
-def _reaching(graph: nx.DiGraph, targets: Iterable[str], carrying_only: bool, reached: AbstractSet[str] = frozenset()) -> set[str]:
-    """The nodes with a path (of carrying edges only, or of any) to ``targets``, and ``reached``,
-    nodes known to have one already, whose predecessors are not walked again."""
+def _reaching(graph: nx.DiGraph, targets: Iterable[str], reached: AbstractSet[str] = frozenset()) -> set[str]:
+    """The nodes with a path to ``targets``, and ``reached``, nodes known to have one already, whose
+    predecessors are not walked again."""
     seen = set(reached)
     stack = [t for t in targets if t in graph and t not in seen]
     seen.update(stack)
     pred = graph._pred  # noqa: SLF001 -- the adjacency dicts themselves: a view per node costs more than the walk
     while stack:
-        node = stack.pop()
-        if carrying_only:
-            for p, data in pred[node].items():
-                if data["grad"] and p not in seen:
-                    seen.add(p)
-                    stack.append(p)
-        else:
-            for p in pred[node]:
-                if p not in seen:
-                    seen.add(p)
-                    stack.append(p)
+        for p in pred[stack.pop()]:
+            if p not in seen:
+                seen.add(p)
+                stack.append(p)
     return seen
 
 
 def feeding_nodes(graph: nx.DiGraph, targets: Iterable[str]) -> set[str]:
     """Nodes with a forward path to any of ``targets`` (the targets included)."""
-    return _reaching(graph, targets, carrying_only=False)
+    return _reaching(graph, targets)
 
 
 def gradient_nodes(graph: nx.DiGraph, targets: Iterable[str]) -> set[str]:
     """Nodes a gradient from ``targets`` reaches: a path of gradient-carrying edges exists."""
-    return _reaching(graph, targets, carrying_only=True)
+    return _gradient_walk(graph, targets)[0]
 
 
 def reach(graph: nx.DiGraph, targets: Collection[str]) -> tuple[AbstractSet[str], AbstractSet[str]]:
@@ -90,7 +83,7 @@ def _gradient_walk(graph: nx.DiGraph, targets: Iterable[str]) -> tuple[set[str],
 
 def _feeding(graph: nx.DiGraph, receiving: AbstractSet[str], stops: Iterable[tuple[str, str]]) -> set[str]:
     """:func:`feeding_nodes`: what the gradient reaches and what feeds the points where it stops."""
-    return _reaching(graph, (p for p, _ in stops), carrying_only=False, reached=receiving)
+    return _reaching(graph, (p for p, _ in stops), reached=receiving)
 
 
 def verdicts(

@@ -156,9 +156,16 @@ class _Builder:
     def node_of(tensor: Any, prefix: str) -> str:
         return prefix + str(tensor.op.name)
 
-    def add_edge(self, u: str, w: str, tensor: Any, info: InputGradient) -> None:
-        out = self._succ.get(u)
-        into = self._pred.get(w)
+    def add_edge(
+        self, u: str, w: str, tensor: Any, info: InputGradient,
+        out: dict[str, Any] | None = None, into: dict[str, Any] | None = None,
+    ) -> None:
+        """Add or update the edge ``u -> w``; ``out`` and ``into`` are ``u``'s successors' and ``w``'s
+        predecessors' dicts when the caller holds them (no lookup in the graph's big dicts)."""
+        if out is None:
+            out = self._succ.get(u)
+        if into is None:
+            into = self._pred.get(w)
         if out is None or into is None:  # a node not seen yet (so no edge either): networkx adds it
             self.graph.add_edge(
                 u, w, grad=info.carries, kind=info.kind, detail=info.detail, tensor=tensor.name, dtype=tensor.dtype.name,
@@ -205,13 +212,10 @@ class _Builder:
                 grad_type = gradient_type(op, op_type)
                 for tensor, info in zip(inputs, answers(op, op_type, inputs, grad_type)):
                     found = ids.get(tensor.op)
-                    if found is None or node in found[1]:  # made elsewhere, or a second edge from it
-                        self.add_edge(found[0] if found else prefix + tensor.op.name, node, tensor, info)
-                        continue
-                    found[1][node] = into[found[0]] = {
-                        "grad": info.carries, "kind": info.kind, "detail": info.detail,
-                        "tensor": tensor.name, "dtype": tensor.dtype.name,
-                    }
+                    if found is None:  # made outside this function
+                        self.add_edge(prefix + tensor.op.name, node, tensor, info)
+                    else:
+                        self.add_edge(found[0], node, tensor, info, found[1], into)
                 if grad_type != op_type:  # an override, or a custom gradient
                     self.add_tape_answers(op, node, op_type, [ids[t.op][0] if t.op in ids else prefix + t.op.name for t in inputs])
             if op_type in _READ_OPS and inputs[0].ref() in assigns:
