@@ -32,7 +32,7 @@ from flowcheck.errors import (
 )
 from flowcheck.testing import GradientFlowAssertionError, assert_all_trainable_receive, assert_gradient_flow
 
-__version__ = "0.1.0"
+from flowcheck._version import __version__
 
 __all__ = [
     "Barrier",

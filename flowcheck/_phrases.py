@@ -42,6 +42,9 @@ def gradient_error_cause(details: Iterable[str]) -> str:
 NEVER_TRAINED: Final = "receives a gradient, but no gradient call asks for it: it never trains"
 """The finding of ``Report.never_trained``."""
 
+FROZEN_MODEL: Final = "has no trainable weights (trainable=False when the step runs), so Keras's train_step asks for no gradient"
+"""Why ``fit`` trains nothing for a Keras model whose every weight is frozen (a report with no gradient site)."""
+
 
 def a_or_an(noun: str) -> str:
     """``noun`` with its indefinite article, as said aloud: "an int", "an EagerTensor", "a uint8", "a list"."""

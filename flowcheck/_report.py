@@ -194,6 +194,19 @@ class Report:
             expect_error=bool(self.gradient_errors),
         )
 
+    def summary(self) -> str:
+        """The plain-text summary ``flowcheck analyze`` prints, with the real step's check once :meth:`verify` ran."""
+        from flowcheck.outputs.text import format_summary
+
+        return format_summary(self, self.verification)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON document ``flowcheck analyze --json`` prints (its schema: ``flowcheck.outputs.text``),
+        with the real step's check once :meth:`verify` ran."""
+        from flowcheck.outputs.text import to_json
+
+        return to_json(self, self.verification)
+
     def to_dot(self, detail: str = "collapsed", focus: Any = None) -> str:
         """The gradient-flow diagram as Graphviz DOT source (needs no Graphviz).
 
@@ -245,7 +258,9 @@ class Report:
         self, path: str | os.PathLike[str], detail: str = "collapsed", focus: Any = None, *, written_by: str = "api",
         timeout: float | None = None,
     ) -> Path:
-        """Write the report as ``.svg``, ``.html`` (self-contained), ``.dot`` or ``.me.json``, by the suffix.
+        """Write the report as ``.svg``, ``.html`` (self-contained), ``.dot``, ``.me.json`` or ``.json``, by the suffix.
+
+        ``.json`` is :meth:`to_json`'s document, as ``flowcheck analyze -o report.json`` writes it.
 
         ``.me.json`` is Google Model Explorer's graph JSON (every op, namespaces from the Keras
         layer paths, the blame paths as an edge overlay); its node-data overlay (verdicts and

@@ -27,7 +27,7 @@ import keras
 from flowcheck._api import analyze
 from flowcheck._datasets import first_element
 from flowcheck._model import Verdict
-from flowcheck._phrases import NEVER_TRAINED, disagreement
+from flowcheck._phrases import FROZEN_MODEL, NEVER_TRAINED, disagreement
 from flowcheck._report import Report, VariableResult
 from flowcheck.errors import InvalidTargetError, UsageError
 from flowcheck.source.lines import is_library_file
@@ -109,6 +109,8 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
         lines = self._problem_lines() if problems else []
         if report.gradient_errors:  # fit itself will fail: say why first
             lines[:0] = _gradient_error_message(report).splitlines()
+        if not report.gradient_sites:  # Keras's train_step asks for no gradient: the model is frozen
+            lines.insert(0, f"fit will train nothing: model {model.name!r} {FROZEN_MODEL}")
         if self.verify:
             check = report.verify()
             if check.disagreements:

@@ -145,6 +145,24 @@ def test_batchnorm_statistics_and_frozen_weights_are_harmless() -> None:
     assert {r.name for r, why in check.harmless if why.startswith("BatchNormalization moving statistic")} == statistics
 
 
+def test_a_model_frozen_after_compile_is_said_to_train_nothing() -> None:
+    x, y = data()
+    model = compiled(freeze=False)
+    model.trainable = False  # after compile: Keras 3 reads it when the step runs
+    before = [w.numpy().copy() for w in model.weights]
+    fit_quietly(model, x, y, epochs=1, batch_size=8)
+    # The truth: fit alone leaves every weight as it was.
+    assert all(np.array_equal(b, w.numpy()) for b, w in zip(before, model.weights))
+
+    model = compiled(freeze=False)
+    model.trainable = False
+    with pytest.raises(GradientFlowAssertionError, match="fit will train nothing: model 'classifier' has no trainable"):
+        fit_quietly(model, x, y, epochs=1, batch_size=8, callbacks=[GradientFlowCheck(on_blocked="raise")])
+    caught = fit_quietly(model, x, y, epochs=1, batch_size=8, callbacks=[GradientFlowCheck()])
+    ours = [str(w.message) for w in caught if issubclass(w.category, GradientFlowWarning)]
+    assert len(ours) == 1 and "fit will train nothing" in ours[0]
+
+
 def test_harmless_weights_are_summed_up_next_to_a_real_problem() -> None:
     x, y = data()
     model = compiled(freeze=True, use_skip=False)  # frozen backbone (fine) and an unused skip (not fine)
@@ -206,7 +224,7 @@ def test_bad_options_are_refused() -> None:
         GradientFlowCheck(sample=np.zeros(3))
     # Refused when made: a wrong report_path stopped fit only after the analysis, inside fit.
     for options, message in [
-        ({"report_path": "flow.png"}, "report_path 'flow.png' must end in one of .svg, .html, .dot, .me.json"),
+        ({"report_path": "flow.png"}, "report_path 'flow.png' must end in one of .svg, .html, .dot, .me.json, .json"),
         ({"report_path": 5}, "report_path must be a path (str or pathlib.Path), not int"),
         ({"snapshot": 3}, "snapshot must be a path (str or pathlib.Path), not int"),
         ({"verify": "yes"}, "verify must be True or False, not 'yes'"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,6 +32,27 @@ def test_lookup_by_object_and_by_name() -> None:
     assert report.result(a) is report.result("a")
     assert report.result(b).verdict is flowcheck.Verdict.BLOCKED
     assert report.by_verdict("receives") == (report.result(a),)
+
+
+def test_the_summary_and_the_json_document_say_what_the_tape_says(tmp_path: Path) -> None:
+    loss, a, b, x = _model()
+    truth = dict(zip(("a", "b"), watched_truth(loss, [a, b], x)))
+    report = flowcheck.analyze(loss, x)
+    document = report.to_json()
+    assert {v["name"]: v["verdict"] == "receives" for v in document["variables"]} == truth
+    assert document["verification"] is None and document["target"]["file"] is None
+    summary = report.summary()
+    assert summary.startswith("flowcheck: loss (tf.function)") and all(f"  {name}  " in summary for name in truth)
+    assert summary.endswith("not verified (report.verify())\n")
+
+    report.verify()
+    document = report.to_json()
+    assert {c["name"]: c["gradient"] != "none" for c in document["verification"]["variables"]} == truth
+    assert "agrees" in report.summary()
+    saved = report.save(tmp_path / "flow.json")
+    assert json.loads(saved.read_text()) == document
+    explorer = report.save(tmp_path / "flow.me.json")  # still Model Explorer's graph, not the document
+    assert "verification" not in json.loads(explorer.read_text())
 
 
 def test_unknown_name_lists_the_known_ones() -> None:

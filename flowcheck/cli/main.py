@@ -148,7 +148,7 @@ def _one_line(exc: FlowcheckError) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from flowcheck import __version__
+    from flowcheck._version import __version__
 
     parser = argparse.ArgumentParser(
         prog="flowcheck", description="Which TensorFlow variables receive a gradient from your loss, and why not."

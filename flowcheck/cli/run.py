@@ -112,10 +112,9 @@ def check_outputs(outputs: Sequence[str]) -> None:
     """
     from flowcheck.render.graphviz import SUFFIXES
 
-    formats = (*SUFFIXES, ".json")
     for output in outputs:
-        if not output.lower().endswith(formats):
-            raise TargetLoadError(f"cannot write {output!r}: the report formats are {', '.join(formats)}")
+        if not output.lower().endswith(SUFFIXES):
+            raise TargetLoadError(f"cannot write {output!r}: the report formats are {', '.join(SUFFIXES)}")
 
 
 def write_json(path: str, document: dict[str, Any]) -> None:

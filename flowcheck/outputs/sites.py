@@ -17,14 +17,15 @@ from flowcheck._phrases import NEVER_TRAINED, receiving_text, would_receive_text
 from flowcheck.trace.sites import GradientSite
 
 if TYPE_CHECKING:
-    from flowcheck._report import Barrier, Report
+    from flowcheck._model import Barrier
+    from flowcheck.outputs.view import ReportView
 
 __all__ = ["site_failures", "site_lines", "sites_json"]
 
 _Line = list[tuple[str, str]]
 
 
-def site_failures(report: Report, expected_cut: frozenset[str] = frozenset()) -> list[str]:
+def site_failures(report: ReportView, expected_cut: frozenset[str] = frozenset()) -> list[str]:
     """Why a step fails (exit status 1), in words: sources cut, never trained, errors, disagreements.
 
     Sources named in ``expected_cut`` (matched by ``--expect-blocked``) are cut on purpose.
@@ -46,7 +47,7 @@ def site_failures(report: Report, expected_cut: frozenset[str] = frozenset()) ->
     return reasons
 
 
-def site_lines(report: Report, barrier: Callable[[Barrier], list[_Line]], all_sources: bool = False) -> list[_Line]:
+def site_lines(report: ReportView, barrier: Callable[[Barrier], list[_Line]], all_sources: bool = False) -> list[_Line]:
     """The summary lines of every site, the never-trained variables and the other state."""
     out: list[_Line] = []
     for i, site in enumerate(report.gradient_sites, start=1):
@@ -117,7 +118,7 @@ def _site(i: int, site: GradientSite, barrier: Callable[[Barrier], list[_Line]],
     return out
 
 
-def sites_json(report: Report, barrier_json: Callable[[Barrier], dict[str, Any]]) -> dict[str, Any]:
+def sites_json(report: ReportView, barrier_json: Callable[[Barrier], dict[str, Any]]) -> dict[str, Any]:
     """The JSON fields of schema version 2 about sites (see ``flowcheck.outputs.text``)."""
     return {
         "gradient_sites": [_site_json(site, barrier_json) for site in report.gradient_sites],

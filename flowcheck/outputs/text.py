@@ -71,14 +71,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flowcheck._model import Verdict
-from flowcheck._phrases import GRADIENT_ERROR_ADVICE, disagreement, gradient_error_cause, shape_text, verdict_counts
+from flowcheck._phrases import (
+    FROZEN_MODEL, GRADIENT_ERROR_ADVICE, disagreement, gradient_error_cause, shape_text, verdict_counts,
+)
 from flowcheck.outputs.expect import Expectation
 from flowcheck.outputs.sites import site_failures, site_lines, sites_json
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
-    from flowcheck._report import Barrier, Report, VariableResult
+    from flowcheck._model import Barrier, VariableResult
+    from flowcheck.outputs.view import ReportView
     from flowcheck.verify.loss import Verification
 
 
@@ -101,7 +104,7 @@ class RunInfo:
 
 
 def failures(
-    report: Report, verification: Verification | None, run: RunInfo | None = None, *, pinned: bool = False,
+    report: ReportView, verification: Verification | None, run: RunInfo | None = None, *, pinned: bool = False,
 ) -> list[str]:
     """Why the run fails (exit status 1), in words; empty when it passes.
 
@@ -110,8 +113,7 @@ def failures(
     reasons = [f"differentiating the loss raises at {b.op_type} {b.op_name!r} ({_error_cause(b)})" for b in report.gradient_errors]
     if report.target_kind == "keras model" and not report.gradient_sites:
         # Its train_step asks for no gradient (flowcheck analyzed its compiled loss): as `flowcheck run` says of its fit.
-        reasons.append("fit trains nothing: the Keras model has no trainable weights (trainable=False when the "
-                       "step runs), so Keras's train_step asks for no gradient")
+        reasons.append(f"fit trains nothing: the Keras model {FROZEN_MODEL}")
     on_purpose = frozenset(n for e in (run.expectations if run else ()) if e.expect == "blocked" for n in e.matched)
     if not pinned:
         reasons.extend(site_failures(report, on_purpose))
@@ -138,7 +140,7 @@ def _error_cause(b: Barrier) -> str:
 _Line = list[tuple[str, str]]  # (text, rich style) segments
 
 
-def _lines(report: Report, verification: Verification | None, run: RunInfo | None) -> list[_Line]:
+def _lines(report: ReportView, verification: Verification | None, run: RunInfo | None) -> list[_Line]:
     out: list[_Line] = []
     where = f" in {run.file}" if run and run.file else ""
     out.append([("flowcheck: ", "bold"), (report.target, "bold cyan"), (f" ({report.target_kind}){where}", "")])
@@ -188,7 +190,7 @@ def _lines(report: Report, verification: Verification | None, run: RunInfo | Non
         # A step flowcheck could not run again without changing what the script sees says why in its notes.
         skipped = any(note.startswith("not verified:") for note in report.notes)
         checked = ["verification agrees"] if verification is not None else [
-            "not verified (see notes)" if skipped else "not verified (--no-verify)"
+            "not verified (see notes)" if skipped else "not verified (--no-verify)" if run else "not verified (report.verify())"
         ]
         if run and run.expectations:
             n = len(run.expectations)
@@ -297,12 +299,12 @@ def _verification(v: Verification) -> list[_Line]:
     return out
 
 
-def format_summary(report: Report, verification: Verification | None, run: RunInfo | None = None) -> str:
+def format_summary(report: ReportView, verification: Verification | None, run: RunInfo | None = None) -> str:
     """The terminal summary as plain text (no color codes)."""
     return "\n".join("".join(text for text, _ in line).rstrip() for line in _lines(report, verification, run)) + "\n"
 
 
-def format_rich(report: Report, verification: Verification | None, run: RunInfo | None = None) -> RenderableType:
+def format_rich(report: ReportView, verification: Verification | None, run: RunInfo | None = None) -> RenderableType:
     """The terminal summary as a ``rich`` renderable, colored by verdict."""
     from rich.text import Text
 
@@ -317,9 +319,9 @@ def format_rich(report: Report, verification: Verification | None, run: RunInfo 
 # --- JSON ---------------------------------------------------------------------------------------
 
 
-def to_json(report: Report, verification: Verification | None, run: RunInfo | None = None) -> dict[str, Any]:
+def to_json(report: ReportView, verification: Verification | None, run: RunInfo | None = None) -> dict[str, Any]:
     """The report as JSON-ready data, following the schema in this module's docstring."""
-    from flowcheck import __version__
+    from flowcheck._version import __version__
 
     return {
         "schema_version": SCHEMA_VERSION,

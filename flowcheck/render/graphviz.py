@@ -7,6 +7,7 @@ and puts text on disk.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -20,7 +21,7 @@ __all__ = ["DOT_BINARY", "INSTALL_HINT", "SUFFIXES", "dot_executable", "render_s
 
 DOT_BINARY: Final = "dot"
 INSTALL_HINT: Final = "install Graphviz: `apt-get install graphviz` (Debian/Ubuntu) or `brew install graphviz` (macOS)"
-SUFFIXES: Final = (".svg", ".html", ".dot", ".me.json")
+SUFFIXES: Final = (".svg", ".html", ".dot", ".me.json", ".json")
 """The report formats ``Report.save`` writes, chosen by the path's suffix."""
 
 _TIMEOUT_S: Final = 120.0
@@ -94,6 +95,8 @@ def save(report: Any, path: str | os.PathLike[str], *, detail: str, focus: Any, 
         graph_json, node_data = to_explorer(report)
         write_text(node_data_path(path), node_data)
         return write_text(path, graph_json)
+    if suffix == ".json":  # after ".me.json" in SUFFIXES: that is a Model Explorer graph
+        return write_text(path, json.dumps(report.to_json(), indent=2, allow_nan=False) + "\n")
     if suffix == ".svg":
         return write_text(path, report.svg(detail=detail, focus=focus, timeout=timeout))
     return write_text(path, report._html(detail, focus, fragment=False, written_by=written_by, timeout=timeout))  # noqa: SLF001

@@ -184,7 +184,7 @@ def _without_verdict(summary: str) -> list[str]:
 
 def run_json(result: RunResult, script: str, arguments: Sequence[str], expectations: Sequence[Expectation]) -> dict[str, Any]:
     """The run as JSON-ready data (the schema is in this module's docstring)."""
-    from flowcheck import __version__
+    from flowcheck._version import __version__
 
     return {
         "run_schema_version": RUN_SCHEMA_VERSION,
