@@ -1036,6 +1036,15 @@ def test_focus_and_detail_shape_the_drawing(capsys: pytest.CaptureFixture[str], 
 
 
 @pytest.mark.usefixtures("in_root")
+def test_a_json_report_goes_into_a_new_folder_as_a_drawing_does(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    target, drawing = tmp_path / "new" / "seed.json", tmp_path / "other" / "seed.dot"
+    code, out, _ = run(capsys, SEED, "--no-verify", "-o", str(target), "-o", str(drawing))
+    assert code == 0 and target.exists() and drawing.exists()
+    code, printed, _ = run(capsys, SEED, "--no-verify", "--json")
+    assert json.loads(target.read_text())["variables"] == json.loads(printed)["variables"]
+
+
+@pytest.mark.usefixtures("in_root")
 def test_model_explorer_json_is_written_with_its_node_data(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     target = tmp_path / "seed.me.json"
     code, out, _ = run(capsys, SEED, "--no-verify", "-o", str(target))

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TextIO
 
 from flowcheck.cli import snapshot as _snapshot_cli
-from flowcheck.errors import RenderError, TargetLoadError
+from flowcheck.errors import TargetLoadError
 
 __all__ = [
     "add_run_command", "check_outputs", "is_json_report", "run_command", "script_hint", "split_script_arguments", "write_json",
@@ -118,16 +118,14 @@ def check_outputs(outputs: Sequence[str]) -> None:
 
 
 def write_json(path: str, document: dict[str, Any]) -> None:
-    """Write a JSON report.
+    """Write a JSON report, creating its folder as every report file's.
 
     Raises:
         RenderError: the file cannot be written.
     """
-    try:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(json.dumps(document, indent=2, allow_nan=False) + "\n")
-    except OSError as exc:
-        raise RenderError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    from flowcheck.render.graphviz import write_text
+
+    write_text(path, json.dumps(document, indent=2, allow_nan=False) + "\n")
 
 
 class _LineEnds:
