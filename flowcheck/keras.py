@@ -33,6 +33,7 @@ from flowcheck.errors import InvalidTargetError, UsageError
 from flowcheck.source.lines import is_library_file
 from flowcheck.testing import GradientFlowAssertionError, _format_results, _gradient_error_message
 from flowcheck.trace.state import KERAS_NONE_WARNING
+from flowcheck.trace.steps import unknown_to_optimizer
 
 __all__ = ["GradientFlowCheck", "GradientFlowWarning"]
 
@@ -93,6 +94,7 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
         self.snapshot_check: Any = None
         self.report: Report | None = None
         self.problems: tuple[VariableResult, ...] = ()
+        self.unknown: tuple[VariableResult, ...] = ()  # trainable, a gradient, but unknown to the optimizer
         self.harmless: tuple[tuple[VariableResult, str], ...] = ()
         self._silenced: Any = None  # the warnings filter hiding Keras's bare warning during fit
         self._cut: dict[int, tuple[Verdict | None, tuple[Any, ...]]] = {}  # id -> (site verdict, barriers)
@@ -106,12 +108,17 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
         report = self.report = analyze(model, x, y, **extra)
         problems, harmless, self._cut = _judge(report, _moving_statistics(model), {id(w) for w in model.weights})
         self.problems, self.harmless = tuple(problems), tuple(harmless)
+        self.unknown = tuple(r for r in map(report.result, unknown_to_optimizer(model)) if id(r.variable) not in self._cut)
         lines = self._problem_lines() if problems else []
+        if self.unknown:
+            lines.extend(_unknown_lines(model, self.unknown))
         if report.gradient_errors:  # fit itself will fail: say why first
             lines[:0] = _gradient_error_message(report).splitlines()
         if not report.gradient_sites:  # Keras's train_step asks for no gradient: the model is frozen
             lines.insert(0, f"fit will train nothing: model {model.name!r} {FROZEN_MODEL}")
-        if self.verify:
+        if self.verify and self.unknown:  # the step traced now applies the optimizer to them: Keras raises
+            lines.append("  (not verified: a step with these weights makes the optimizer raise 'Unknown variable')")
+        elif self.verify:
             check = report.verify()
             if check.disagreements:
                 lines.append("one real optimizer step disagrees with flowcheck's prediction "
@@ -273,6 +280,16 @@ def _judge(
         elif not r.trainable:
             harmless.append((r, "non-trainable (a frozen layer, optimizer or metric state)"))
     return problems, harmless, barriers
+
+
+def _unknown_lines(model: Any, unknown: tuple[VariableResult, ...]) -> list[str]:
+    n = len(unknown)
+    return [
+        f"fit will not train {n} weight{'s' if n != 1 else ''} of model {model.name!r} made trainable after its "
+        "optimizer was built: Keras keeps the compiled step and the optimizer's variables until "
+        "model.compile() is called again with a new optimizer:",
+        *(f"    {r.name}" for r in unknown),
+    ]
 
 
 def _user_stacklevel() -> int:

@@ -163,6 +163,44 @@ def test_a_model_frozen_after_compile_is_said_to_train_nothing() -> None:
     assert len(ours) == 1 and "fit will train nothing" in ours[0]
 
 
+@pytest.fixture(params=["float32", "mixed_float16"])
+def dtype_policy(request: pytest.FixtureRequest) -> Any:
+    """Each Keras global dtype policy (mixed precision compiles a LossScaleOptimizer), put back after."""
+    keras.mixed_precision.set_global_policy(request.param)
+    yield request.param
+    keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.usefixtures("dtype_policy")
+def test_weights_unfrozen_after_the_optimizer_was_built_are_said_not_to_train() -> None:
+    x, y = data()
+
+    def fine_tuned() -> Classifier:  # trained with its backbone frozen, then unfrozen without compile()
+        model = compiled(freeze=True)
+        fit_quietly(model, x, y, epochs=1, batch_size=8)
+        model.backbone.trainable = True
+        return model
+
+    model = fine_tuned()
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    fit_quietly(model, x, y, epochs=1, batch_size=8)
+    # The truth: the weights this second fit leaves as they were, though trainable and given a gradient.
+    kept = [i for i, (b, w) in enumerate(zip(before, model.trainable_weights)) if np.array_equal(b, w.numpy())]
+    truth = tape_receives(model, x, y)
+    assert kept and all(truth[model.trainable_weights[i].path] for i in kept)
+
+    model = fine_tuned()  # the same model again (its layers' names numbered anew)
+    unchanged = sorted(model.trainable_weights[i].path for i in kept)
+    with pytest.raises(GradientFlowAssertionError, match=f"fit will not train {len(kept)} weights of model 'classifier'") as info:
+        fit_quietly(model, x, y, epochs=1, batch_size=8, callbacks=[GradientFlowCheck(on_blocked="raise")])
+    listed = sorted(line.strip() for line in str(info.value).splitlines() if line.startswith("    "))
+    assert listed == unchanged
+    check = GradientFlowCheck()
+    caught = fit_quietly(model, x, y, epochs=1, batch_size=8, callbacks=[check])
+    assert sum(issubclass(w.category, GradientFlowWarning) for w in caught) == 1
+    assert sorted(r.name for r in check.unknown) == unchanged and check.problems == ()
+
+
 def test_harmless_weights_are_summed_up_next_to_a_real_problem() -> None:
     x, y = data()
     model = compiled(freeze=True, use_skip=False)  # frozen backbone (fine) and an unused skip (not fine)
