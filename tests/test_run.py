@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 
 from flowcheck.cli.main import main
-from flowcheck.run.failure import describe_exception
+from flowcheck.source.exceptions import describe_exception
 from flowcheck.source.lines import SourceLine
 from truth import line_of
 

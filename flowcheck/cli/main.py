@@ -127,7 +127,7 @@ def _command(argv: Sequence[str] | None) -> tuple[int, bool]:
         print(f"flowcheck: error: {_one_line(exc)}", file=sys.stderr)
         return 2, bool(getattr(ns, "ended_script", False))
     except KeyboardInterrupt as exc:  # Ctrl-C, or the user's file raising it: one line, the shell's 128 + SIGINT
-        from flowcheck.run.failure import describe_exception
+        from flowcheck.source.exceptions import describe_exception
 
         if ns.debug:
             traceback.print_exception(exc, file=sys.stderr)

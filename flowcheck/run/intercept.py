@@ -26,7 +26,7 @@ from collections.abc import Callable, Hashable, Iterator
 from typing import Any, Protocol
 
 from flowcheck.run.batches import first_batch, keras_caller, one_step_function, unwrap_train_function
-from flowcheck.run.failure import describe_exception
+from flowcheck.source.exceptions import describe_exception
 from flowcheck.run.step import EAGER_NOTE, EAGERLY_NOTE, Step, StopScript, code_file, round_unfinished, untrained_text
 from flowcheck.run.stop import stop_for_good
 from flowcheck.source.lines import call_column, call_path, call_site, called_at

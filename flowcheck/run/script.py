@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flowcheck.errors import FlowcheckError, TraceError
-from flowcheck.run.failure import describe_exception
+from flowcheck.source.exceptions import describe_exception
 from flowcheck.run.intercept import KERAS_WARNING, Interceptor
 from flowcheck.run.step import Step, StopScript, keep_values, never_trained_ids, updated_ids
 from flowcheck.run.stop import release

@@ -31,7 +31,7 @@ from flowcheck.errors import VerificationError
 from flowcheck.graph.ops import GradientOracle, save_kept
 from flowcheck.graph.tf1 import GraphSource, build_graph, graph_variables, resolve_sources
 from flowcheck.source.lines import SourceLine, user_frame
-from flowcheck.run.failure import exception_line
+from flowcheck.source.exceptions import exception_line
 from flowcheck.run.tf1_fetches import dependent, dependent_calls, depends_on_gradient_site, fetch_ops
 from flowcheck.trace.sites import GradientSite, SiteSource
 from flowcheck.trace.tf1 import GraphCall, graphs_with_calls, install, made_calls, python_names, recorded_calls, uninstall, user_frames

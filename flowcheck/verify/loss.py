@@ -249,7 +249,7 @@ def _first_line(exc: BaseException) -> str:
     if first == "in user code:" and len(lines) > 1:  # AutoGraph's frames, then the error itself, last
         return lines[-1].strip()
     if first == "Graph execution error:":  # a kernel failed (a tf.debugging assert): its own message, not this
-        from flowcheck.run.failure import exception_line
+        from flowcheck.source.exceptions import exception_line
 
         return exception_line(exc)
     # TensorFlow's message goes on with advice in the same sentence run: keep its first sentence.
