@@ -33,6 +33,7 @@ from flowcheck.errors import InvalidTargetError, UsageError
 from flowcheck.source.lines import is_library_file
 from flowcheck.testing import GradientFlowAssertionError, _format_results, _gradient_error_message
 from flowcheck.trace.state import KERAS_NONE_WARNING
+from flowcheck.trace.kept_step import frozen_but_trained, kept_step_traced, left_out_of_kept_step
 from flowcheck.trace.steps import unknown_to_optimizer
 
 __all__ = ["GradientFlowCheck", "GradientFlowWarning"]
@@ -95,6 +96,7 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
         self.report: Report | None = None
         self.problems: tuple[VariableResult, ...] = ()
         self.unknown: tuple[VariableResult, ...] = ()  # trainable, a gradient, but unknown to the optimizer
+        self.still_trained: tuple[VariableResult, ...] = ()  # frozen, but trained by the step fit kept
         self.harmless: tuple[tuple[VariableResult, str], ...] = ()
         self._silenced: Any = None  # the warnings filter hiding Keras's bare warning during fit
         self._cut: dict[int, tuple[Verdict | None, tuple[Any, ...]]] = {}  # id -> (site verdict, barriers)
@@ -108,13 +110,11 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
         report = self.report = analyze(model, x, y, **extra)
         problems, harmless, self._cut = _judge(report, _moving_statistics(model), {id(w) for w in model.weights})
         self.problems, self.harmless = tuple(problems), tuple(harmless)
-        self.unknown = tuple(r for r in map(report.result, unknown_to_optimizer(model)) if id(r.variable) not in self._cut)
-        lines = self._problem_lines() if problems else []
-        if self.unknown:
-            lines.extend(_unknown_lines(model, self.unknown))
+        kept = self._kept_step_lines(model, report)  # first: a weight fit still trains is not harmless
+        lines = [*(self._problem_lines() if problems else []), *kept]
         if report.gradient_errors:  # fit itself will fail: say why first
             lines[:0] = _gradient_error_message(report).splitlines()
-        if not report.gradient_sites:  # Keras's train_step asks for no gradient: the model is frozen
+        if not report.gradient_sites and not self.still_trained:  # Keras's train_step asks for no gradient
             lines.insert(0, f"fit will train nothing: model {model.name!r} {FROZEN_MODEL}")
         if self.verify and self.unknown:  # the step traced now applies the optimizer to them: Keras raises
             lines.append("  (not verified: a step with these weights makes the optimizer raise 'Unknown variable')")
@@ -145,6 +145,23 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
                 filters.remove(self._silenced)
                 warnings._filters_mutated()  # type: ignore[attr-defined]  # noqa: SLF001
             self._silenced = None
+
+    def _kept_step_lines(self, model: Any, report: Report) -> list[str]:
+        """What the step Keras kept from an earlier ``fit`` trains unlike today's ``trainable`` flags."""
+        left_out = {id(w): w for w in [*unknown_to_optimizer(model), *left_out_of_kept_step(model)]}
+        self.unknown = tuple(r for r in map(report.result, left_out.values()) if id(r.variable) not in self._cut)
+        self.still_trained = tuple(map(report.result, frozen_but_trained(model)))
+        trained = {id(r.variable) for r in self.still_trained}  # not harmless: fit trains them
+        self.harmless = tuple(h for h in self.harmless if id(h[0].variable) not in trained)
+        lines = _unknown_lines(model, self.unknown) if self.unknown else []
+        if self.still_trained:
+            n = len(self.still_trained)
+            lines.append(
+                f"fit will still train {n} weight{'s' if n != 1 else ''} of model {model.name!r} frozen after its "
+                "training step was traced: Keras keeps that step until model.compile() is called again:"
+            )
+            lines.extend(f"    {r.name}" for r in self.still_trained)
+        return lines
 
     def _snapshot_lines(self, report: Report) -> list[str]:
         """What is wrong with the flow against ``snapshot`` (nothing when it matches or was written)."""
@@ -283,13 +300,14 @@ def _judge(
 
 
 def _unknown_lines(model: Any, unknown: tuple[VariableResult, ...]) -> list[str]:
-    n = len(unknown)
-    return [
-        f"fit will not train {n} weight{'s' if n != 1 else ''} of model {model.name!r} made trainable after its "
-        "optimizer was built: Keras keeps the compiled step and the optimizer's variables until "
-        "model.compile() is called again with a new optimizer:",
-        *(f"    {r.name}" for r in unknown),
-    ]
+    n, weights = len(unknown), f"weight{'s' if len(unknown) != 1 else ''} of model {model.name!r}"
+    if kept_step_traced(model):
+        head = (f"fit will not train {n} {weights} made trainable after its training step was traced: Keras keeps "
+                "that step and the optimizer's variables until model.compile() is called again with a new optimizer:")
+    else:  # compile() dropped the step, but its optimizer was built on other weights: the new step raises
+        head = (f"fit will raise Keras's 'Unknown variable' error on {n} {weights} made trainable after its "
+                "optimizer was built: give model.compile() a new optimizer:")
+    return [head, *(f"    {r.name}" for r in unknown)]
 
 
 def _user_stacklevel() -> int:

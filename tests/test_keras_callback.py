@@ -201,6 +201,92 @@ def test_weights_unfrozen_after_the_optimizer_was_built_are_said_not_to_train() 
     assert sorted(r.name for r in check.unknown) == unchanged and check.problems == ()
 
 
+def changed_by_fit(model: keras.Model, x: Any, y: Any) -> set[int]:
+    """The truth of a phase: the positions in ``model.weights`` of the weights a real fit changes.
+
+    Positions, as a model made again for the callback has its layers' names numbered anew.
+    """
+    before = [w.numpy().copy() for w in model.weights]
+    fit_quietly(model, x, y, epochs=1, batch_size=8)
+    return {i for i, (b, w) in enumerate(zip(before, model.weights)) if not np.array_equal(b, w.numpy())}
+
+
+@pytest.mark.usefixtures("dtype_policy")
+def test_weights_frozen_after_a_fit_are_said_to_be_trained_still() -> None:
+    x, y = data()
+
+    def refrozen() -> tuple[Classifier, set[str]]:  # fine-tuned whole, then the backbone frozen without compile()
+        model = compiled(freeze=False)
+        fit_quietly(model, x, y, epochs=1, batch_size=8)
+        trained = {w.path for w in model.trainable_weights}
+        model.backbone.trainable = False
+        return model, trained
+
+    model, trained = refrozen()
+    frozen = {w.path for w in model.non_trainable_weights}
+    # The truth: the frozen weights a real fit still changes, of those trained by gradient before
+    # (not the moving statistics, which it assigns).
+    changed = changed_by_fit(model, x, y)
+    indices = [i for i, w in enumerate(model.weights) if w.path in frozen & trained and i in changed]
+    assert indices
+    model, _ = refrozen()
+    truth = {model.weights[i].path for i in indices}
+    check = GradientFlowCheck()
+    caught = fit_quietly(model, x, y, epochs=1, batch_size=8, callbacks=[check])
+    assert {r.name for r in check.still_trained} == truth and check.unknown == () and check.problems == ()
+    assert not {r.name for r, _ in check.harmless} & truth
+    message = next(str(w.message) for w in caught if issubclass(w.category, GradientFlowWarning))
+    assert f"fit will still train {len(truth)} weights of model 'classifier' frozen after" in message
+    assert check.report is not None and any("still trains" in note for note in check.report.notes)
+    # compile() drops the kept step: the next fit trains what the flags say, and nothing is said.
+    model.compile(optimizer="sgd", loss="mse")
+    check = GradientFlowCheck()
+    caught = fit_quietly(model, x, y, epochs=1, batch_size=8, callbacks=[check])
+    assert check.still_trained == () and not any(issubclass(w.category, GradientFlowWarning) for w in caught)
+
+
+def test_weights_unfrozen_again_are_left_out_of_the_kept_step_though_the_optimizer_knows_them() -> None:
+    x, y = data()
+
+    def unfrozen_again() -> Classifier:  # all trained, backbone frozen with compile(same optimizer), unfrozen
+        model = compiled(freeze=False)
+        fit_quietly(model, x, y, epochs=1, batch_size=8)
+        model.backbone.trainable = False
+        model.compile(optimizer=model.optimizer, loss="mse")
+        fit_quietly(model, x, y, epochs=1, batch_size=8)
+        model.backbone.trainable = True
+        return model
+
+    model = unfrozen_again()
+    receives = tape_receives(model, x, y)
+    trainable = {w.path for w in model.trainable_weights}
+    changed = changed_by_fit(model, x, y)
+    indices = [  # given a gradient, trainable, yet unchanged by a real fit
+        i for i, w in enumerate(model.weights) if w.path in trainable and receives[w.path] and i not in changed
+    ]
+    assert indices
+    model = unfrozen_again()
+    truth = {model.weights[i].path for i in indices}
+    check = GradientFlowCheck()
+    caught = fit_quietly(model, x, y, epochs=1, batch_size=8, callbacks=[check])
+    assert {r.name for r in check.unknown} == truth and check.still_trained == ()
+    message = next(str(w.message) for w in caught if issubclass(w.category, GradientFlowWarning))
+    assert "made trainable after its training step was traced" in message
+
+
+def test_compile_with_the_optimizer_already_built_is_said_to_raise() -> None:
+    x, y = data()
+    model = compiled(freeze=True)
+    fit_quietly(model, x, y, epochs=1, batch_size=8)
+    model.backbone.trainable = True
+    model.compile(optimizer=model.optimizer, loss="mse")  # the same, built on the head alone
+    check = GradientFlowCheck(on_blocked="raise")
+    with pytest.raises(GradientFlowAssertionError, match="fit will raise Keras's 'Unknown variable' error"):
+        fit_quietly(model, x, y, epochs=1, batch_size=8, callbacks=[check])
+    with pytest.raises(ValueError, match="Unknown variable"):  # the truth: Keras's own fit
+        fit_quietly(model, x, y, epochs=1, batch_size=8)
+
+
 def test_harmless_weights_are_summed_up_next_to_a_real_problem() -> None:
     x, y = data()
     model = compiled(freeze=True, use_skip=False)  # frozen backbone (fine) and an unused skip (not fine)

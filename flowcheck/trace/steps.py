@@ -147,7 +147,24 @@ def keras_step(model: Any, notes: list[str]) -> Any:
     why = "compiled with run_eagerly=True" if getattr(model, "run_eagerly", False) else "tf.config.run_functions_eagerly(True)"
     how = f", eagerly ({why}): judged as its eager tape answers" if runs_eagerly(model) else ""
     notes.append(f"Keras model {model.name!r}: analyzing what fit runs, {which}{how}")
+    notes.extend(_kept_step_notes(model))
     return keras_train_step(model)
+
+
+def _kept_step_notes(model: Any) -> list[str]:
+    """Said when the step ``fit`` kept from an earlier call trains other weights than today's flags say."""
+    from flowcheck.trace.kept_step import frozen_but_trained, left_out_of_kept_step
+
+    still, left_out = frozen_but_trained(model), left_out_of_kept_step(model)
+    if not still and not left_out:
+        return []
+    parts = [f"still trains {len(still)} weights frozen since ({', '.join(w.path for w in still)})"] if still else []
+    if left_out:
+        parts.append(f"does not train {len(left_out)} made trainable since ({', '.join(w.path for w in left_out)})")
+    return [
+        f"Keras model {model.name!r}: fit will run the step it traced before, kept until model.compile() is "
+        f"called again: it {' and '.join(parts)}; this analysis traces the step anew, on today's trainable flags"
+    ]
 
 
 def no_loss(model: Any, exc: BaseException | None) -> InvalidTargetError | None:

@@ -1,0 +1,139 @@
+"""The training step a Keras 3 model keeps between ``fit`` calls, and which weights it really trains.
+
+Keras 3 traces ``model.train_function`` once and keeps it until ``compile()`` (or
+``make_train_function(force=True)``): a ``trainable`` flag changed in between changes nothing in it.
+A layer frozen after a first ``fit`` is still trained by the next one, and a layer unfrozen is not
+(its weights are also unknown to the optimizer built on the first step's weights). What the kept step
+trains is read from its traced graphs: the weights its optimizer assigns to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Final
+
+import tensorflow as tf
+
+__all__ = ["frozen_but_trained", "kept_step_traced", "left_out_of_kept_step"]
+
+# Keras's TensorFlow optimizers change a weight through these (assign_sub, assign_add, assign).
+_ASSIGNS: Final = frozenset({"AssignVariableOp", "AssignSubVariableOp", "AssignAddVariableOp"})
+_CALLS: Final = ("f", "then_branch", "else_branch", "body", "branches")
+_DEPTH: Final = 4
+
+
+def kept_step_traced(model: Any) -> bool:
+    """Whether ``fit`` will run a step it traced before (not one it traces now, on today's flags)."""
+    return any(True for _ in _concrete_functions(model))
+
+
+def frozen_but_trained(model: Any) -> list[Any]:
+    """The weights of ``model``, not trainable now, that the kept traced step still trains.
+
+    Only weights the model's optimizer was built on count: a target network a custom ``train_step``
+    updates by assignment (an EMA) is not trained by a gradient.
+    """
+    optimizer: Any = getattr(model, "optimizer", None)
+    inner: Any = getattr(optimizer, "inner_optimizer", optimizer)  # a LossScaleOptimizer's own
+    known = getattr(inner, "_trainable_variables_indices", None)
+    if inner is None or not getattr(inner, "built", False) or not isinstance(known, dict):
+        return []
+    trainable = {id(w) for w in model.trainable_weights}
+    frozen = [w for w in model.weights if id(w) not in trainable and inner._var_key(w) in known]  # noqa: SLF001
+    if not frozen:
+        return []
+    assigned: set[int] = set()
+    for concrete in _concrete_functions(model):
+        assigned.update(_assigned_handles(concrete))
+    return [w for w in frozen if id(_handle(w)) in assigned]
+
+
+def left_out_of_kept_step(model: Any) -> list[Any]:
+    """The trainable weights of ``model`` the kept traced step does not train (none without one).
+
+    Keras's own ``train_step`` trains the weights trainable when it was traced: one unfrozen since
+    is left out, also when its optimizer knows it (built when it was trainable before).
+    """
+    import keras
+
+    if type(model).train_step is not keras.Model.train_step:
+        return []
+    assigned: set[int] = set()
+    traced = False
+    for concrete in _concrete_functions(model):
+        traced = True
+        assigned.update(_assigned_handles(concrete))
+    return [w for w in model.trainable_weights if id(_handle(w)) not in assigned] if traced else []
+
+
+def _handle(weight: Any) -> Any:
+    variable = weight if isinstance(weight, tf.Variable) else getattr(weight, "value", weight)
+    return getattr(variable, "handle", None)
+
+
+def _concrete_functions(model: Any) -> Iterator[Any]:
+    """The traces of the ``tf.function`` s inside ``model.train_function`` (none before ``fit`` traced it)."""
+    for function in _tf_functions(getattr(model, "train_function", None), set(), 0):
+        list_all = getattr(function, "_list_all_concrete_functions", None)
+        if function.experimental_get_tracing_count() and list_all is not None:
+            yield from list_all()
+
+
+def _tf_functions(fn: Any, seen: set[int], depth: int) -> Iterator[Any]:
+    """The ``tf.function`` s ``fn`` closes over (Keras wraps its traced step in plain closures)."""
+    if fn is None or id(fn) in seen or depth > _DEPTH:
+        return
+    seen.add(id(fn))
+    if isinstance(fn, tf.types.experimental.PolymorphicFunction):
+        yield fn
+        fn = getattr(fn, "_python_function", None)
+    for cell in getattr(fn, "__closure__", None) or ():
+        try:
+            value = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        if callable(value):
+            yield from _tf_functions(value, seen, depth + 1)
+
+
+def _assigned_handles(concrete: Any) -> set[int]:
+    """``id`` of each outer variable handle an assign op of the trace (nested functions included) writes."""
+    graph = concrete.graph
+    outer = {_key(inner): handle for handle, inner in graph.captures}
+    found: set[int] = set()
+    _walk(graph, graph, outer, found, 0)
+    return found
+
+
+def _walk(top: Any, graph: Any, outer: dict[tuple[int, str], Any], found: set[int], depth: int) -> None:
+    for op in graph.get_operations():
+        if op.type in _ASSIGNS and op.inputs:
+            handle = outer.get(_key(op.inputs[0]))
+            if handle is not None:
+                found.add(id(handle))
+        elif depth < _DEPTH:
+            for body, inputs in _bodies(top, op):
+                inner = {_key(p): outer[_key(t)] for p, t in zip(body.inputs, inputs) if _key(t) in outer}
+                if inner:
+                    _walk(top, body, inner, found, depth + 1)
+
+
+def _bodies(top: Any, op: Any) -> Iterator[tuple[Any, Any]]:
+    """Each function graph ``op`` calls, with the op's inputs its placeholders stand for."""
+    inputs = list(op.inputs)
+    if op.type in ("If", "StatelessIf", "Case", "StatelessCase"):
+        inputs = inputs[1:]  # the predicate or branch index
+    for attr in _CALLS:
+        try:
+            value = op.get_attr(attr)
+        except (ValueError, TypeError):
+            continue
+        for name in (getattr(v, "name", None) for v in (value if isinstance(value, list) else [value])):
+            atomic = top._get_function(name) if name else None  # noqa: SLF001 -- the graph's function library
+            body = getattr(atomic, "graph", None)
+            if body is not None:
+                yield body, inputs
+
+
+def _key(tensor: Any) -> tuple[int, str]:
+    return id(tensor.graph), tensor.name
