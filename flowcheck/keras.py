@@ -27,14 +27,13 @@ import keras
 from flowcheck._api import analyze
 from flowcheck._datasets import first_element
 from flowcheck._model import Verdict
-from flowcheck._phrases import FROZEN_MODEL, NEVER_TRAINED, disagreement
+from flowcheck._phrases import FROZEN_MODEL, NEVER_TRAINED, disagreement, left_out_text
 from flowcheck._report import Report, VariableResult
 from flowcheck.errors import InvalidTargetError, UsageError
 from flowcheck.source.lines import is_library_file
 from flowcheck.testing import GradientFlowAssertionError, _format_results, _gradient_error_message
 from flowcheck.trace.state import KERAS_NONE_WARNING
-from flowcheck.trace.kept_step import frozen_but_trained, kept_step_traced, left_out_of_kept_step
-from flowcheck.trace.steps import unknown_to_optimizer
+from flowcheck.trace.kept_step import frozen_but_trained, kept_step_traced, left_out_by_fit
 
 __all__ = ["GradientFlowCheck", "GradientFlowWarning"]
 
@@ -148,8 +147,7 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
 
     def _kept_step_lines(self, model: Any, report: Report) -> list[str]:
         """What the step Keras kept from an earlier ``fit`` trains unlike today's ``trainable`` flags."""
-        left_out = {id(w): w for w in [*unknown_to_optimizer(model), *left_out_of_kept_step(model)]}
-        self.unknown = tuple(r for r in map(report.result, left_out.values()) if id(r.variable) not in self._cut)
+        self.unknown = tuple(r for r in map(report.result, left_out_by_fit(model)) if id(r.variable) not in self._cut)
         self.still_trained = tuple(map(report.result, frozen_but_trained(model)))
         trained = {id(r.variable) for r in self.still_trained}  # not harmless: fit trains them
         self.harmless = tuple(h for h in self.harmless if id(h[0].variable) not in trained)
@@ -300,14 +298,7 @@ def _judge(
 
 
 def _unknown_lines(model: Any, unknown: tuple[VariableResult, ...]) -> list[str]:
-    n, weights = len(unknown), f"weight{'s' if len(unknown) != 1 else ''} of model {model.name!r}"
-    if kept_step_traced(model):
-        head = (f"fit will not train {n} {weights} made trainable after its training step was traced: Keras keeps "
-                "that step and the optimizer's variables until model.compile() is called again with a new optimizer:")
-    else:  # compile() dropped the step, but its optimizer was built on other weights: the new step raises
-        head = (f"fit will raise Keras's 'Unknown variable' error on {n} {weights} made trainable after its "
-                "optimizer was built: give model.compile() a new optimizer:")
-    return [head, *(f"    {r.name}" for r in unknown)]
+    return [left_out_text(model.name, len(unknown), kept_step_traced(model)), *(f"    {r.name}" for r in unknown)]
 
 
 def _user_stacklevel() -> int:

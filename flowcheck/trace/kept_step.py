@@ -14,7 +14,7 @@ from typing import Any, Final
 
 import tensorflow as tf
 
-__all__ = ["frozen_but_trained", "kept_step_traced", "left_out_of_kept_step"]
+__all__ = ["frozen_but_trained", "kept_step_traced", "left_out_by_fit", "left_out_of_kept_step", "unknown_to_optimizer"]
 
 # Keras's TensorFlow optimizers change a weight through these (assign_sub, assign_add, assign).
 _ASSIGNS: Final = frozenset({"AssignVariableOp", "AssignSubVariableOp", "AssignAddVariableOp"})
@@ -48,15 +48,19 @@ def frozen_but_trained(model: Any) -> list[Any]:
     return [w for w in frozen if id(_handle(w)) in assigned]
 
 
+def left_out_by_fit(model: Any) -> list[Any]:
+    """The trainable weights ``fit`` will not train: left out of the kept step, or unknown to the optimizer."""
+    left_out = {id(w): w for w in [*unknown_to_optimizer(model), *left_out_of_kept_step(model)]}
+    return list(left_out.values())
+
+
 def left_out_of_kept_step(model: Any) -> list[Any]:
     """The trainable weights of ``model`` the kept traced step does not train (none without one).
 
     Keras's own ``train_step`` trains the weights trainable when it was traced: one unfrozen since
     is left out, also when its optimizer knows it (built when it was trainable before).
     """
-    import keras
-
-    if type(model).train_step is not keras.Model.train_step:
+    if _overrides(model):
         return []
     assigned: set[int] = set()
     traced = False
@@ -64,6 +68,32 @@ def left_out_of_kept_step(model: Any) -> list[Any]:
         traced = True
         assigned.update(_assigned_handles(concrete))
     return [w for w in model.trainable_weights if id(_handle(w)) not in assigned] if traced else []
+
+
+def unknown_to_optimizer(model: Any) -> list[Any]:
+    """The trainable weights ``fit`` will not train because the model's optimizer was built without them.
+
+    A Keras 3 optimizer is built on the trainable weights of the first step it applies and refuses
+    any other ("Unknown variable"), and ``fit`` keeps the step it traced until ``compile()``. A
+    weight made trainable after a first ``fit`` (a backbone unfrozen for fine-tuning, with no
+    ``compile()`` with a new optimizer since) is never trained: silently when ``fit`` runs its traced
+    step again, with Keras's ``ValueError`` when new batch shapes make it trace again. Only Keras's
+    own ``train_step`` applies ``model.optimizer`` to ``trainable_weights``.
+    """
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None or _overrides(model):
+        return []
+    inner = getattr(optimizer, "inner_optimizer", optimizer)  # a LossScaleOptimizer's own
+    known = getattr(inner, "_trainable_variables_indices", None)
+    if not getattr(inner, "built", False) or not isinstance(known, dict):
+        return []
+    return [w for w in model.trainable_weights if inner._var_key(w) not in known]  # noqa: SLF001 -- as apply asks
+
+
+def _overrides(model: Any) -> bool:
+    import keras
+
+    return type(model).train_step is not keras.Model.train_step
 
 
 def _handle(weight: Any) -> Any:

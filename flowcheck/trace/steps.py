@@ -24,12 +24,13 @@ import tensorflow as tf
 
 from flowcheck.errors import InvalidTargetError, LossError, UsageError
 from flowcheck.source.names import target_names, unique
+from flowcheck.trace.kept_step import frozen_but_trained, left_out_of_kept_step
 from flowcheck.trace.sites import RecordedCall, SiteRecorder
 from flowcheck.trace.state import KERAS_NONE_WARNING, NO_GRADIENTS, applies_skipped, built_state, metric_counts, metric_notes, unbuild
 
 __all__ = [
     "FailedTrace", "failed_trace", "is_training_step", "keras_loss_step", "keras_step", "keras_train_step",
-    "site_losses", "trace_recorded", "unknown_to_optimizer",
+    "site_losses", "trace_recorded",
 ]
 
 # Ops through which gradients change variables (Keras optimizers assign; TF1 ones apply).
@@ -153,8 +154,6 @@ def keras_step(model: Any, notes: list[str]) -> Any:
 
 def _kept_step_notes(model: Any) -> list[str]:
     """Said when the step ``fit`` kept from an earlier call trains other weights than today's flags say."""
-    from flowcheck.trace.kept_step import frozen_but_trained, left_out_of_kept_step
-
     still, left_out = frozen_but_trained(model), left_out_of_kept_step(model)
     if not still and not left_out:
         return []
@@ -204,26 +203,6 @@ def no_labels(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any], exc: Ba
         f"Keras model {model.name!r} is compiled with a loss that compares its outputs with labels, "
         "and no labels were given: pass them, (model, x, y)"
     )
-
-
-def unknown_to_optimizer(model: Any) -> list[Any]:
-    """The trainable weights ``fit`` will not train because the model's optimizer was built without them.
-
-    A Keras 3 optimizer is built on the trainable weights of the first step it applies and refuses
-    any other ("Unknown variable"), and ``fit`` keeps the step it traced until ``compile()``. A
-    weight made trainable after a first ``fit`` (a backbone unfrozen for fine-tuning, with no
-    ``compile()`` with a new optimizer since) is never trained: silently when ``fit`` runs its traced
-    step again, with Keras's ``ValueError`` when new batch shapes make it trace again. Only Keras's
-    own ``train_step`` applies ``model.optimizer`` to ``trainable_weights``.
-    """
-    optimizer = getattr(model, "optimizer", None)
-    if optimizer is None or _overrides(model):
-        return []
-    inner = getattr(optimizer, "inner_optimizer", optimizer)  # a LossScaleOptimizer's own
-    known = getattr(inner, "_trainable_variables_indices", None)
-    if not getattr(inner, "built", False) or not isinstance(known, dict):
-        return []
-    return [w for w in model.trainable_weights if inner._var_key(w) not in known]  # noqa: SLF001 -- as apply asks
 
 
 def _overrides(model: Any) -> bool:
