@@ -245,6 +245,26 @@ def test_weights_frozen_after_a_fit_are_said_to_be_trained_still() -> None:
     assert check.still_trained == () and not any(issubclass(w.category, GradientFlowWarning) for w in caught)
 
 
+def test_a_step_kept_from_train_on_batch_is_not_what_fit_runs() -> None:
+    x, y = data()
+
+    def refrozen() -> tuple[Classifier, set[str]]:  # one train_on_batch on the whole model, then frozen
+        model = compiled(freeze=False)
+        model.train_on_batch(x[:8], y[:8])
+        trained = {w.path for w in model.trainable_weights}
+        model.backbone.trainable = False
+        return model, trained
+
+    model, trained = refrozen()
+    changed = changed_by_fit(model, x, y)  # fit traces a step of its own, on today's flags
+    frozen = {w.path for w in model.non_trainable_weights}
+    indices = [i for i, w in enumerate(model.weights) if w.path in frozen & trained and i in changed]
+    model, _ = refrozen()
+    check = GradientFlowCheck()
+    fit_quietly(model, x, y, epochs=1, batch_size=8, callbacks=[check])
+    assert sorted(r.name for r in check.still_trained) == sorted(model.weights[i].path for i in indices)
+
+
 def test_weights_unfrozen_again_are_left_out_of_the_kept_step_though_the_optimizer_knows_them() -> None:
     x, y = data()
 

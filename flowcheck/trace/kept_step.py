@@ -102,11 +102,34 @@ def _handle(weight: Any) -> Any:
 
 
 def _concrete_functions(model: Any) -> Iterator[Any]:
-    """The traces of the ``tf.function`` s inside ``model.train_function`` (none before ``fit`` traced it)."""
-    for function in _tf_functions(getattr(model, "train_function", None), set(), 0):
-        list_all = getattr(function, "_list_all_concrete_functions", None)
-        if function.experimental_get_tracing_count() and list_all is not None:
-            yield from list_all()
+    """The traces of ``model.train_function`` that ``fit`` will run again (none before one traced it).
+
+    ``fit`` calls Keras's ``multi_step_on_iterator`` with its dataset's iterator: kept once traced.
+    Traced anew, it calls ``one_step_on_data`` on batches of unknown size, and reuses only a trace
+    of it made for such batches (by an earlier ``fit``): one made by ``train_on_batch`` on a fixed
+    batch size is not what ``fit`` runs.
+    """
+    functions = list(_tf_functions(getattr(model, "train_function", None), set(), 0))
+    named = {getattr(getattr(f, "_python_function", None), "__name__", ""): f for f in functions}
+    outer, inner = named.get("multi_step_on_iterator"), named.get("one_step_on_data")
+    if outer is None or inner is None:  # another Keras: every trace it holds
+        for function in functions:
+            yield from _traces(function)
+    elif outer.experimental_get_tracing_count():
+        yield from _traces(outer)  # the traces of one_step_on_data it calls are reached through its call ops
+    else:
+        yield from (c for c in _traces(inner) if _any_batch_size(c))
+
+
+def _traces(function: Any) -> list[Any]:
+    list_all = getattr(function, "_list_all_concrete_functions", None)
+    return list(list_all()) if function.experimental_get_tracing_count() and list_all is not None else []
+
+
+def _any_batch_size(concrete: Any) -> bool:
+    """Whether a trace takes batches of any size (its inputs' first dimensions unknown)."""
+    specs = [s for s in tf.nest.flatten(concrete.structured_input_signature) if isinstance(s, tf.TensorSpec)]
+    return bool(specs) and all(s.shape.rank and s.shape[0] is None for s in specs)
 
 
 def _tf_functions(fn: Any, seen: set[int], depth: int) -> Iterator[Any]:
