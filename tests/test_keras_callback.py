@@ -245,6 +245,54 @@ def test_weights_frozen_after_a_fit_are_said_to_be_trained_still() -> None:
     assert check.still_trained == () and not any(issubclass(w.category, GradientFlowWarning) for w in caught)
 
 
+class TwoOptimizers(keras.Model):
+    """A GAN-like override: each part trained by an optimizer its ``compile`` keeps as an attribute."""
+
+    def __init__(self) -> None:
+        super().__init__(name="two")
+        self.first = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)], name="first")
+        self.second = keras.Sequential([keras.Input((3,)), keras.layers.Dense(3)], name="second")
+
+    def compile(self, **kwargs: Any) -> None:
+        super().compile(**kwargs)
+        self.first_optimizer, self.second_optimizer = keras.optimizers.SGD(0.1), keras.optimizers.SGD(0.1)
+
+    def call(self, x: Any) -> Any:
+        return self.second(self.first(x))
+
+    def train_step(self, data: Any) -> Any:
+        x, y = data
+        for part, optimizer in ((self.first, self.first_optimizer), (self.second, self.second_optimizer)):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.square(self(x) - y))
+            weights = part.trainable_weights
+            optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
+        return {"loss": loss}
+
+
+def test_a_part_frozen_after_a_fit_of_an_override_is_said_to_be_trained_still() -> None:
+    x, y = data()
+
+    def refrozen() -> tuple[TwoOptimizers, set[str]]:
+        keras.utils.set_random_seed(0)
+        model = TwoOptimizers()
+        model.compile()
+        fit_quietly(model, x, y, epochs=1, batch_size=8)
+        trained = {w.path for w in model.trainable_weights}
+        model.first.trainable = False  # no compile(): fit keeps the step it traced
+        return model, trained
+
+    model, trained = refrozen()
+    frozen = {w.path for w in model.non_trainable_weights}
+    changed = changed_by_fit(model, x, y)
+    indices = [i for i, w in enumerate(model.weights) if w.path in frozen & trained and i in changed]
+    assert indices
+    model, _ = refrozen()
+    check = GradientFlowCheck()
+    fit_quietly(model, x, y, epochs=1, batch_size=8, callbacks=[check])
+    assert sorted(r.name for r in check.still_trained) == sorted(model.weights[i].path for i in indices)
+
+
 def test_a_step_kept_from_train_on_batch_is_not_what_fit_runs() -> None:
     x, y = data()
 

@@ -30,22 +30,29 @@ def kept_step_traced(model: Any) -> bool:
 def frozen_but_trained(model: Any) -> list[Any]:
     """The weights of ``model``, not trainable now, that the kept traced step still trains.
 
-    Only weights the model's optimizer was built on count: a target network a custom ``train_step``
-    updates by assignment (an EMA) is not trained by a gradient.
+    Only weights one of the model's optimizers was built on count (``model.optimizer``, or those a
+    GAN's ``compile`` keeps as attributes): a target network a custom ``train_step`` updates by
+    assignment (an EMA) is not trained by a gradient.
     """
-    optimizer: Any = getattr(model, "optimizer", None)
-    inner: Any = getattr(optimizer, "inner_optimizer", optimizer)  # a LossScaleOptimizer's own
-    known = getattr(inner, "_trainable_variables_indices", None)
-    if inner is None or not getattr(inner, "built", False) or not isinstance(known, dict):
-        return []
+    optimizers = [_built(o) for o in [getattr(model, "optimizer", None), *vars(model).values()]]
+    built = [o for o in optimizers if o is not None]
     trainable = {id(w) for w in model.trainable_weights}
-    frozen = [w for w in model.weights if id(w) not in trainable and inner._var_key(w) in known]  # noqa: SLF001
+    frozen = [w for w in model.weights if id(w) not in trainable and any(o._var_key(w) in known for o, known in built)]  # noqa: SLF001
     if not frozen:
         return []
     assigned: set[int] = set()
     for concrete in _concrete_functions(model):
         assigned.update(_assigned_handles(concrete))
     return [w for w in frozen if id(_handle(w)) in assigned]
+
+
+def _built(optimizer: Any) -> tuple[Any, dict[Any, Any]] | None:
+    """A built Keras 3 optimizer (a LossScaleOptimizer's own) and the keys of the variables it knows."""
+    inner: Any = getattr(optimizer, "inner_optimizer", optimizer)
+    known = getattr(inner, "_trainable_variables_indices", None)
+    if inner is None or not getattr(inner, "built", False) or not isinstance(known, dict) or not hasattr(inner, "_var_key"):
+        return None
+    return inner, known
 
 
 def left_out_by_fit(model: Any) -> list[Any]:
