@@ -147,7 +147,8 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
 
     def _kept_step_lines(self, model: Any, report: Report) -> list[str]:
         """What the step Keras kept from an earlier ``fit`` trains unlike today's ``trainable`` flags."""
-        self.unknown = tuple(r for r in map(report.result, left_out_by_fit(model)) if id(r.variable) not in self._cut)
+        left_out = left_out_by_fit(model, report.gradient_sites)
+        self.unknown = tuple(r for r in map(report.result, left_out) if id(r.variable) not in self._cut)
         self.still_trained = tuple(map(report.result, frozen_but_trained(model)))
         trained = {id(r.variable) for r in self.still_trained}  # not harmless: fit trains them
         self.harmless = tuple(h for h in self.harmless if id(h[0].variable) not in trained)

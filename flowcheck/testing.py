@@ -189,7 +189,7 @@ def _fit_trains_them_all(model: Any, report: Report) -> None:
         return
     from flowcheck.trace.kept_step import kept_step_traced, left_out_by_fit
 
-    left_out = left_out_by_fit(model)
+    left_out = left_out_by_fit(model, report.gradient_sites)
     if left_out:
         lines = [left_out_text(model.name, len(left_out), kept_step_traced(model)), *(f"    {w.path}" for w in left_out)]
         raise GradientFlowAssertionError("\n".join(lines), report, None)

@@ -293,6 +293,43 @@ def test_a_part_frozen_after_a_fit_of_an_override_is_said_to_be_trained_still() 
     assert sorted(r.name for r in check.still_trained) == sorted(model.weights[i].path for i in indices)
 
 
+class OwnStepClassifier(Classifier):
+    """The override of Keras's guide "Customizing what happens in fit()": its own tape, the same sources."""
+
+    def train_step(self, data: Any) -> Any:
+        x, y = data
+        with tf.GradientTape() as tape:
+            loss = self.compute_loss(y=y, y_pred=self(x, training=True))
+        trainable_vars = self.trainable_variables
+        self.optimizer.apply(tape.gradient(loss, trainable_vars), trainable_vars)
+        return {"loss": loss}
+
+
+def test_weights_an_override_asks_for_after_an_unfreeze_are_said_to_be_left_out() -> None:
+    x, y = data()
+
+    def unfrozen() -> OwnStepClassifier:  # built trainable, frozen for a first fit, unfrozen without compile()
+        keras.utils.set_random_seed(0)
+        model = OwnStepClassifier(freeze=False)
+        model.build((None, 4))
+        model.backbone.trainable = False
+        model.compile(optimizer="sgd", loss="mse")
+        fit_quietly(model, x, y, epochs=1, batch_size=8)
+        model.backbone.trainable = True
+        return model
+
+    model = unfrozen()
+    receives = tape_receives(model, x, y)
+    trainable = {w.path for w in model.trainable_weights}
+    changed = changed_by_fit(model, x, y)
+    indices = [i for i, w in enumerate(model.weights) if w.path in trainable and receives[w.path] and i not in changed]
+    assert indices
+    model = unfrozen()
+    check = GradientFlowCheck()
+    fit_quietly(model, x, y, epochs=1, batch_size=8, callbacks=[check])
+    assert sorted(r.name for r in check.unknown) == sorted(model.weights[i].path for i in indices)
+
+
 def test_a_step_kept_from_train_on_batch_is_not_what_fit_runs() -> None:
     x, y = data()
 

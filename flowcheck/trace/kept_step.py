@@ -9,10 +9,12 @@ trains is read from its traced graphs: the weights its optimizer assigns to.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
 import tensorflow as tf
+
+from flowcheck._model import Verdict
 
 __all__ = ["frozen_but_trained", "kept_step_traced", "left_out_by_fit", "left_out_of_kept_step", "unknown_to_optimizer"]
 
@@ -55,26 +57,38 @@ def _built(optimizer: Any) -> tuple[Any, dict[Any, Any]] | None:
     return inner, known
 
 
-def left_out_by_fit(model: Any) -> list[Any]:
-    """The trainable weights ``fit`` will not train: left out of the kept step, or unknown to the optimizer."""
-    left_out = {id(w): w for w in [*unknown_to_optimizer(model), *left_out_of_kept_step(model)]}
+def left_out_by_fit(model: Any, sites: Sequence[Any] = ()) -> list[Any]:
+    """The trainable weights ``fit`` will not train: left out of the kept step, or unknown to the optimizer.
+
+    ``sites``: the step's gradient calls as analyzed now; a ``train_step`` override is judged on the
+    weights they ask for and that receive a gradient (Keras's own step asks for ``trainable_weights``).
+    """
+    asked = None if not _overrides(model) else [
+        s.variable for site in sites for s in site.sources if s.verdict is Verdict.RECEIVES
+    ]
+    left_out = {id(w): w for w in [*unknown_to_optimizer(model), *left_out_of_kept_step(model, asked)]}
     return list(left_out.values())
 
 
-def left_out_of_kept_step(model: Any) -> list[Any]:
+def left_out_of_kept_step(model: Any, asked: Sequence[Any] | None = None) -> list[Any]:
     """The trainable weights of ``model`` the kept traced step does not train (none without one).
 
     Keras's own ``train_step`` trains the weights trainable when it was traced: one unfrozen since
-    is left out, also when its optimizer knows it (built when it was trainable before).
+    is left out, also when its optimizer knows it (built when it was trainable before). An override
+    is judged on the weights it asks for now (``asked``), when its kept step trains some weights.
     """
-    if _overrides(model):
+    if asked is None and _overrides(model):
         return []
     assigned: set[int] = set()
     traced = False
     for concrete in _concrete_functions(model):
         traced = True
         assigned.update(_assigned_handles(concrete))
-    return [w for w in model.trainable_weights if id(_handle(w)) not in assigned] if traced else []
+    mine = {id(_handle(w)): w for w in model.trainable_weights}
+    if not traced or not any(h in assigned for h in mine):  # an override that applies no gradient itself
+        return []
+    wanted = mine if asked is None else {id(_handle(v)): v for v in asked if id(_handle(v)) in mine}
+    return [mine[h] for h in wanted if h not in assigned]
 
 
 def unknown_to_optimizer(model: Any) -> list[Any]:
