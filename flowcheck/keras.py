@@ -26,6 +26,7 @@ import keras
 
 from flowcheck._api import analyze
 from flowcheck._datasets import first_element
+from flowcheck._fit_cache import cached_report, keep_report
 from flowcheck._model import Verdict
 from flowcheck._phrases import FROZEN_MODEL, NEVER_TRAINED, disagreement, left_out_text
 from flowcheck._report import Report, VariableResult
@@ -106,7 +107,11 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
         model = self.model
         x, y, sample_weight = self._sample_batch()
         extra = {} if sample_weight is None else {"sample_weight": sample_weight}
-        report = self.report = analyze(model, x, y, **extra)
+        report = None if self.verify else cached_report(model, (x, y, sample_weight))
+        if report is None:  # a fit per epoch in a loop: the same step, analyzed once
+            report = analyze(model, x, y, **extra)
+            keep_report(model, (x, y, sample_weight), report)
+        self.report = report
         problems, harmless, self._cut = _judge(report, _moving_statistics(model), {id(w) for w in model.weights})
         self.problems, self.harmless = tuple(problems), tuple(harmless)
         kept = self._kept_step_lines(model, report)  # first: a weight fit still trains is not harmless

@@ -392,6 +392,28 @@ def test_compile_with_the_optimizer_already_built_is_said_to_raise() -> None:
         fit_quietly(model, x, y, epochs=1, batch_size=8)
 
 
+def test_a_fit_per_epoch_loop_analyzes_the_step_once_until_compile_or_a_trainable_change() -> None:
+    model = compiled(detach_head=True)
+    x, y = data()
+    truth = tape_receives(model, x, y)
+    cut = sorted(w.path for w in model.trainable_weights if not truth[w.path])
+    checks = [GradientFlowCheck() for _ in range(3)]
+    for epoch, check in enumerate(checks):  # a new callback per call, as such loops write it
+        caught = fit_quietly(model, x, y, epochs=epoch + 1, initial_epoch=epoch, batch_size=8, callbacks=[check])
+        assert sorted(r.name for r in check.problems) == cut
+        assert sum(issubclass(w.category, GradientFlowWarning) for w in caught) == 1  # each fit still says it
+    assert checks[1].report is checks[0].report and checks[2].report is checks[0].report
+    model.skip.trainable = False  # a change the analysis depends on: analyzed again
+    check = GradientFlowCheck()
+    fit_quietly(model, x, y, epochs=1, batch_size=8, callbacks=[check])
+    assert check.report is not checks[0].report
+    model.skip.trainable = True
+    model.compile(optimizer="sgd", loss="mse")  # a new step: analyzed again
+    again = GradientFlowCheck()
+    fit_quietly(model, x, y, epochs=1, batch_size=8, callbacks=[again])
+    assert again.report is not check.report
+
+
 def test_harmless_weights_are_summed_up_next_to_a_real_problem() -> None:
     x, y = data()
     model = compiled(freeze=True, use_skip=False)  # frozen backbone (fine) and an unused skip (not fine)

@@ -20,7 +20,13 @@ __all__ = ["frozen_but_trained", "kept_step_traced", "left_out_by_fit", "left_ou
 
 # Keras's TensorFlow optimizers change a weight through these (assign_sub, assign_add, assign).
 _ASSIGNS: Final = frozenset({"AssignVariableOp", "AssignSubVariableOp", "AssignAddVariableOp"})
-_CALLS: Final = ("f", "then_branch", "else_branch", "body", "branches")
+# The ops that call function bodies, and the attributes naming them (only these are read: reading
+# an attribute every op lacks costs 0.7 s on a MobileNetV2 step).
+_CALLS: Final = {
+    "PartitionedCall": ("f",), "StatefulPartitionedCall": ("f",), "If": ("then_branch", "else_branch"),
+    "StatelessIf": ("then_branch", "else_branch"), "Case": ("branches",), "StatelessCase": ("branches",),
+    "While": ("body",), "StatelessWhile": ("body",),
+}
 _DEPTH: Final = 4
 
 
@@ -197,7 +203,7 @@ def _bodies(top: Any, op: Any) -> Iterator[tuple[Any, Any]]:
     inputs = list(op.inputs)
     if op.type in ("If", "StatelessIf", "Case", "StatelessCase"):
         inputs = inputs[1:]  # the predicate or branch index
-    for attr in _CALLS:
+    for attr in _CALLS.get(op.type, ()):
         try:
             value = op.get_attr(attr)
         except (ValueError, TypeError):
