@@ -161,6 +161,10 @@ def test_a_model_frozen_after_compile_is_said_to_train_nothing() -> None:
     caught = fit_quietly(model, x, y, epochs=1, batch_size=8, callbacks=[GradientFlowCheck()])
     ours = [str(w.message) for w in caught if issubclass(w.category, GradientFlowWarning)]
     assert len(ours) == 1 and "fit will train nothing" in ours[0]
+    with warnings.catch_warnings(record=True) as during_analysis:
+        warnings.simplefilter("always")
+        report = flowcheck.analyze(model, x, y)  # the report says it: Keras's bare warning is not repeated
+    assert not report.gradient_sites and not [w for w in during_analysis if "trainable weights" in str(w.message)]
 
 
 @pytest.fixture(params=["float32", "mixed_float16"])

@@ -26,7 +26,9 @@ from flowcheck.errors import InvalidTargetError, LossError, UsageError
 from flowcheck.source.names import target_names, unique
 from flowcheck.trace.kept_step import frozen_but_trained, left_out_of_kept_step
 from flowcheck.trace.sites import RecordedCall, SiteRecorder
-from flowcheck.trace.state import KERAS_NONE_WARNING, NO_GRADIENTS, applies_skipped, built_state, metric_counts, metric_notes, unbuild
+from flowcheck.trace.state import (
+    KERAS_FROZEN_WARNING, KERAS_NONE_WARNING, NO_GRADIENTS, applies_skipped, built_state, metric_counts, metric_notes, unbuild,
+)
 
 __all__ = [
     "FailedTrace", "failed_trace", "is_training_step", "keras_loss_step", "keras_step", "keras_train_step",
@@ -252,8 +254,9 @@ def trace_recorded(
     dropped: list[Any] = []
     with running_user_code(), record_sites() as recorder, applies_skipped(applied), positions(), \
             nested_functions_afresh(), warnings.catch_warnings():
-        # Keras's warning about None gradients, provoked by this trace: the report explains it.
+        # Keras's warnings about None gradients and a frozen model, provoked by this trace: the report explains them.
         warnings.filterwarnings("ignore", message=KERAS_NONE_WARNING, category=UserWarning)
+        warnings.filterwarnings("ignore", message=KERAS_FROZEN_WARNING, category=UserWarning)
         try:
             concrete: Any = function.get_concrete_function(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 -- any error of the user's code, re-raised as ours
