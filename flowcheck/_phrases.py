@@ -11,7 +11,7 @@ from typing import Final
 from flowcheck._model import Verdict
 
 __all__ = [
-    "GRADIENT_ERROR_ADVICE", "NEVER_TRAINED", "a_or_an", "left_out_text", "gradient_error_cause", "counts_text", "disagreement", "receiving_text",
+    "GRADIENT_ERROR_ADVICE", "NEVER_TRAINED", "a_or_an", "left_out_text", "still_trained_text", "gradient_error_cause", "counts_text", "disagreement", "receiving_text",
     "shape_text", "verdict_counts", "would_receive_text",
 ]
 
@@ -95,3 +95,9 @@ def left_out_text(model: str, n: int, traced: bool) -> str:
     # compile() dropped the step, but its optimizer was built on other weights: the new step raises
     return (f"fit will raise Keras's 'Unknown variable' error on {weights} made trainable after its "
             "optimizer was built: give model.compile() a new optimizer:")
+
+
+def still_trained_text(model: str, n: int) -> str:
+    """Why ``fit`` will still train ``n`` weights of ``model`` frozen after it traced its step."""
+    return (f"fit will still train {n} weight{'s' if n != 1 else ''} of model {model!r} frozen after its training "
+            "step was traced: Keras keeps that step until model.compile() is called again:")

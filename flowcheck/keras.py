@@ -28,7 +28,7 @@ from flowcheck._api import analyze
 from flowcheck._datasets import first_element
 from flowcheck._fit_cache import cached_report, keep_report
 from flowcheck._model import Verdict
-from flowcheck._phrases import FROZEN_MODEL, NEVER_TRAINED, disagreement, left_out_text
+from flowcheck._phrases import FROZEN_MODEL, NEVER_TRAINED, disagreement, left_out_text, still_trained_text
 from flowcheck._report import Report, VariableResult
 from flowcheck.errors import InvalidTargetError, UsageError
 from flowcheck.source.lines import is_library_file
@@ -98,6 +98,7 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
         self.unknown: tuple[VariableResult, ...] = ()  # trainable, a gradient, but unknown to the optimizer
         self.still_trained: tuple[VariableResult, ...] = ()  # frozen, but trained by the step fit kept
         self.harmless: tuple[tuple[VariableResult, str], ...] = ()
+        self._trainable: tuple[int, ...] = ()  # the trainable weights when last checked, by id
         self._silenced: Any = None  # the warnings filter hiding Keras's bare warning during fit
         self._cut: dict[int, tuple[Verdict | None, tuple[Any, ...]]] = {}  # id -> (site verdict, barriers)
 
@@ -112,6 +113,7 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
             report = analyze(model, x, y, **extra)
             keep_report(model, (x, y, sample_weight), report)
         self.report = report
+        self._trainable = tuple(id(w) for w in model.trainable_weights)
         problems, harmless, self._cut = _judge(report, _moving_statistics(model), {id(w) for w in model.weights})
         self.problems, self.harmless = tuple(problems), tuple(harmless)
         kept = self._kept_step_lines(model, report)  # first: a weight fit still trains is not harmless
@@ -141,6 +143,17 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
                 cast(list[Any], warnings.filters).insert(0, self._silenced)
                 warnings._filters_mutated()  # type: ignore[attr-defined]  # noqa: SLF001 -- as filterwarnings does
 
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        """Say what the step ``fit`` keeps will do once a callback changed ``trainable`` during ``fit``."""
+        __tracebackhide__ = True
+        trainable = tuple(id(w) for w in self.model.trainable_weights)
+        if self.report is None or trainable == self._trainable:
+            return
+        self._trainable = trainable  # said once per change: Keras changes its step only when told to
+        lines = self._kept_step_lines(self.model, self.report)
+        if lines:
+            self._complain(f"trainable changed during fit (epoch {epoch}): " + "\n".join(lines), report=self.report)
+
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         """Let Keras's own warning be seen again after this ``fit``."""
         if self._silenced is not None:
@@ -159,12 +172,7 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
         self.harmless = tuple(h for h in self.harmless if id(h[0].variable) not in trained)
         lines = _unknown_lines(model, self.unknown) if self.unknown else []
         if self.still_trained:
-            n = len(self.still_trained)
-            lines.append(
-                f"fit will still train {n} weight{'s' if n != 1 else ''} of model {model.name!r} frozen after its "
-                "training step was traced: Keras keeps that step until model.compile() is called again:"
-            )
-            lines.extend(f"    {r.name}" for r in self.still_trained)
+            lines += [still_trained_text(model.name, len(self.still_trained)), *(f"    {r.name}" for r in self.still_trained)]
         return lines
 
     def _snapshot_lines(self, report: Report) -> list[str]:

@@ -418,6 +418,46 @@ def test_a_fit_per_epoch_loop_analyzes_the_step_once_until_compile_or_a_trainabl
     assert again.report is not check.report
 
 
+class UnfreezeAt(keras.callbacks.Callback):  # type: ignore[misc]
+    """Gradual unfreezing as users write it: the backbone made trainable at an epoch, nothing else."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+        if epoch == self.epoch:
+            self.model.backbone.trainable = True
+
+
+def test_weights_unfrozen_by_a_callback_during_fit_are_said_not_to_train() -> None:
+    x, y = data()
+
+    def frozen() -> Classifier:  # built trainable, frozen before its first fit
+        keras.utils.set_random_seed(0)
+        model = Classifier(freeze=False)
+        model.build((None, 4))
+        model.backbone.trainable = False
+        model.compile(optimizer="sgd", loss="mse")
+        return model
+
+    model = frozen()
+    receives = tape_receives(model, x, y)
+    backbone = [w.path for w in model.backbone.weights]
+    before = [w.numpy().copy() for w in model.backbone.weights]
+    fit_quietly(model, x, y, epochs=3, batch_size=8, callbacks=[UnfreezeAt(1)])
+    # The truth: the backbone's weights given a gradient that the whole fit leaves as they were.
+    kept = [i for i, (b, w) in enumerate(zip(before, model.backbone.weights)) if np.array_equal(b, w.numpy())]
+    indices = [i for i in kept if receives[backbone[i]] and model.backbone.weights[i].trainable]
+    assert indices
+    model = frozen()
+    check = GradientFlowCheck()
+    caught = fit_quietly(model, x, y, epochs=3, batch_size=8, callbacks=[UnfreezeAt(1), check])
+    said = [str(w.message) for w in caught if issubclass(w.category, GradientFlowWarning)]
+    assert len(said) == 1 and said[0].startswith("flowcheck: trainable changed during fit (epoch 1)")
+    assert sorted(r.name for r in check.unknown) == sorted(model.backbone.weights[i].path for i in indices)
+
+
 def test_harmless_weights_are_summed_up_next_to_a_real_problem() -> None:
     x, y = data()
     model = compiled(freeze=True, use_skip=False)  # frozen backbone (fine) and an unused skip (not fine)
