@@ -154,6 +154,8 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
         if lines:
             self._complain(f"trainable changed during fit (epoch {epoch}): " + "\n".join(lines), report=self.report)
 
+    on_epoch_end = on_epoch_begin  # also a change made after this callback's turn at the epoch's start
+
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         """Let Keras's own warning be seen again after this ``fit``."""
         if self._silenced is not None:

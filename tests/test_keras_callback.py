@@ -452,7 +452,7 @@ def test_weights_unfrozen_by_a_callback_during_fit_are_said_not_to_train() -> No
     assert indices
     model = frozen()
     check = GradientFlowCheck()
-    caught = fit_quietly(model, x, y, epochs=3, batch_size=8, callbacks=[UnfreezeAt(1), check])
+    caught = fit_quietly(model, x, y, epochs=3, batch_size=8, callbacks=[check, UnfreezeAt(1)])  # after it: seen at the epoch's end
     said = [str(w.message) for w in caught if issubclass(w.category, GradientFlowWarning)]
     assert len(said) == 1 and said[0].startswith("flowcheck: trainable changed during fit (epoch 1)")
     assert sorted(r.name for r in check.unknown) == sorted(model.backbone.weights[i].path for i in indices)
