@@ -15,7 +15,9 @@ from typing import Any
 
 __all__ = ["cached_report", "keep_report"]
 
-_KEPT: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], Any]] = weakref.WeakKeyDictionary()
+# One model's analysis at a time: a report holds its model (its variables, its traced graph), so a
+# table keyed by models would keep every model a search over hyperparameters made alive.
+_KEPT: list[tuple[Any, tuple[Any, ...], Any]] = []
 
 
 def _key(model: Any, batch: Any) -> tuple[Any, ...] | None:
@@ -34,19 +36,18 @@ def _key(model: Any, batch: Any) -> tuple[Any, ...] | None:
 
 def cached_report(model: Any, batch: Any) -> Any:
     """The report kept for ``model`` on a batch like ``batch``, when nothing it depends on changed."""
-    try:
-        kept = _KEPT.get(model)
-    except TypeError:  # not weakly referenceable
+    if not _KEPT or _KEPT[0][0]() is not model:
         return None
     key = _key(model, batch)
-    return kept[1] if kept is not None and key is not None and kept[0] == key else None
+    return _KEPT[0][2] if key is not None and _KEPT[0][1] == key else None
 
 
 def keep_report(model: Any, batch: Any, report: Any) -> None:
-    """Keep ``report`` for the next ``fit`` of ``model`` (replacing the one kept before)."""
+    """Keep ``report`` for the next ``fit`` of ``model``, in place of the one kept before."""
     key = _key(model, batch)
+    _KEPT.clear()
     if key is not None:
         try:
-            _KEPT[model] = (key, report)
-        except TypeError:
+            _KEPT.append((weakref.ref(model), key, report))
+        except TypeError:  # not weakly referenceable: nothing kept
             pass

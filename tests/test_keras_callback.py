@@ -458,6 +458,20 @@ def test_weights_unfrozen_by_a_callback_during_fit_are_said_not_to_train() -> No
     assert sorted(r.name for r in check.unknown) == sorted(model.backbone.weights[i].path for i in indices)
 
 
+def test_the_analysis_kept_between_fits_does_not_keep_earlier_models_alive() -> None:
+    import gc
+    import weakref
+
+    x, y = data()
+    first = compiled()
+    fit_quietly(first, x, y, epochs=1, batch_size=8, callbacks=[GradientFlowCheck()])
+    gone = weakref.ref(first)
+    del first
+    fit_quietly(compiled(), x, y, epochs=1, batch_size=8, callbacks=[GradientFlowCheck()])  # a search's next model
+    gc.collect()
+    assert gone() is None
+
+
 def test_harmless_weights_are_summed_up_next_to_a_real_problem() -> None:
     x, y = data()
     model = compiled(freeze=True, use_skip=False)  # frozen backbone (fine) and an unused skip (not fine)
