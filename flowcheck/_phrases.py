@@ -11,7 +11,7 @@ from typing import Final
 from flowcheck._model import Verdict
 
 __all__ = [
-    "GRADIENT_ERROR_ADVICE", "NEVER_TRAINED", "a_or_an", "gradient_error_cause", "counts_text", "disagreement", "receiving_text",
+    "GRADIENT_ERROR_ADVICE", "NEVER_TRAINED", "a_or_an", "left_out_text", "still_trained_text", "gradient_error_cause", "counts_text", "disagreement", "receiving_text",
     "shape_text", "verdict_counts", "would_receive_text",
 ]
 
@@ -84,3 +84,20 @@ def would_receive_text(count: int) -> str:
     """``"3 sources would receive a gradient had the call not raised"``: a raising site's receiving sources
     (a call that raises gives no gradient at all; these are what its graph would give)."""
     return f"{count} source{'' if count == 1 else 's'} would receive a gradient had the call not raised"
+
+
+def left_out_text(model: str, n: int, traced: bool) -> str:
+    """Why ``fit`` will not train ``n`` trainable weights of ``model`` (whose step it kept, when ``traced``)."""
+    weights = f"{n} weight{'s' if n != 1 else ''} of model {model!r}"
+    if traced:
+        return (f"fit will not train {weights} made trainable after its training step was traced: Keras keeps "
+                "that step and the optimizer's variables until model.compile() is called again with a new optimizer:")
+    # compile() dropped the step, but its optimizer was built on other weights: the new step raises
+    return (f"fit will raise Keras's 'Unknown variable' error on {weights} made trainable after its "
+            "optimizer was built: give model.compile() a new optimizer:")
+
+
+def still_trained_text(model: str, n: int) -> str:
+    """Why ``fit`` will still train ``n`` weights of ``model`` frozen after it traced its step."""
+    return (f"fit will still train {n} weight{'s' if n != 1 else ''} of model {model!r} frozen after its training "
+            "step was traced: Keras keeps that step until model.compile() is called again:")

@@ -26,14 +26,15 @@ import keras
 
 from flowcheck._api import analyze
 from flowcheck._datasets import first_element
+from flowcheck._fit_cache import cached_report, keep_report
 from flowcheck._model import Verdict
-from flowcheck._phrases import FROZEN_MODEL, NEVER_TRAINED, disagreement
+from flowcheck._phrases import FROZEN_MODEL, NEVER_TRAINED, disagreement, left_out_text, still_trained_text
 from flowcheck._report import Report, VariableResult
 from flowcheck.errors import InvalidTargetError, UsageError
 from flowcheck.source.lines import is_library_file
 from flowcheck.testing import GradientFlowAssertionError, _format_results, _gradient_error_message
 from flowcheck.trace.state import KERAS_NONE_WARNING
-from flowcheck.trace.steps import unknown_to_optimizer
+from flowcheck.trace.kept_step import frozen_but_trained, kept_step_traced, left_out_by_fit
 
 __all__ = ["GradientFlowCheck", "GradientFlowWarning"]
 
@@ -95,7 +96,9 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
         self.report: Report | None = None
         self.problems: tuple[VariableResult, ...] = ()
         self.unknown: tuple[VariableResult, ...] = ()  # trainable, a gradient, but unknown to the optimizer
+        self.still_trained: tuple[VariableResult, ...] = ()  # frozen, but trained by the step fit kept
         self.harmless: tuple[tuple[VariableResult, str], ...] = ()
+        self._trainable: tuple[int, ...] = ()  # the trainable weights when last checked, by id
         self._silenced: Any = None  # the warnings filter hiding Keras's bare warning during fit
         self._cut: dict[int, tuple[Verdict | None, tuple[Any, ...]]] = {}  # id -> (site verdict, barriers)
 
@@ -105,16 +108,19 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
         model = self.model
         x, y, sample_weight = self._sample_batch()
         extra = {} if sample_weight is None else {"sample_weight": sample_weight}
-        report = self.report = analyze(model, x, y, **extra)
+        report = None if self.verify else cached_report(model, (x, y, sample_weight))
+        if report is None:  # a fit per epoch in a loop: the same step, analyzed once
+            report = analyze(model, x, y, **extra)
+            keep_report(model, (x, y, sample_weight), report)
+        self.report = report
+        self._trainable = tuple(id(w) for w in model.trainable_weights)
         problems, harmless, self._cut = _judge(report, _moving_statistics(model), {id(w) for w in model.weights})
         self.problems, self.harmless = tuple(problems), tuple(harmless)
-        self.unknown = tuple(r for r in map(report.result, unknown_to_optimizer(model)) if id(r.variable) not in self._cut)
-        lines = self._problem_lines() if problems else []
-        if self.unknown:
-            lines.extend(_unknown_lines(model, self.unknown))
+        kept = self._kept_step_lines(model, report)  # first: a weight fit still trains is not harmless
+        lines = [*(self._problem_lines() if problems else []), *kept]
         if report.gradient_errors:  # fit itself will fail: say why first
             lines[:0] = _gradient_error_message(report).splitlines()
-        if not report.gradient_sites:  # Keras's train_step asks for no gradient: the model is frozen
+        if not report.gradient_sites and not self.still_trained:  # Keras's train_step asks for no gradient
             lines.insert(0, f"fit will train nothing: model {model.name!r} {FROZEN_MODEL}")
         if self.verify and self.unknown:  # the step traced now applies the optimizer to them: Keras raises
             lines.append("  (not verified: a step with these weights makes the optimizer raise 'Unknown variable')")
@@ -137,6 +143,19 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
                 cast(list[Any], warnings.filters).insert(0, self._silenced)
                 warnings._filters_mutated()  # type: ignore[attr-defined]  # noqa: SLF001 -- as filterwarnings does
 
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        """Say what the step ``fit`` keeps will do once a callback changed ``trainable`` during ``fit``."""
+        __tracebackhide__ = True
+        trainable = tuple(id(w) for w in self.model.trainable_weights)
+        if self.report is None or trainable == self._trainable:
+            return
+        self._trainable = trainable  # said once per change: Keras changes its step only when told to
+        lines = self._kept_step_lines(self.model, self.report)
+        if lines:
+            self._complain(f"trainable changed during fit (epoch {epoch}): " + "\n".join(lines), report=self.report)
+
+    on_epoch_end = on_epoch_begin  # also a change made after this callback's turn at the epoch's start
+
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         """Let Keras's own warning be seen again after this ``fit``."""
         if self._silenced is not None:
@@ -145,6 +164,18 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
                 filters.remove(self._silenced)
                 warnings._filters_mutated()  # type: ignore[attr-defined]  # noqa: SLF001
             self._silenced = None
+
+    def _kept_step_lines(self, model: Any, report: Report) -> list[str]:
+        """What the step Keras kept from an earlier ``fit`` trains unlike today's ``trainable`` flags."""
+        left_out = left_out_by_fit(model, report.gradient_sites)
+        self.unknown = tuple(r for r in map(report.result, left_out) if id(r.variable) not in self._cut)
+        self.still_trained = tuple(map(report.result, frozen_but_trained(model)))
+        trained = {id(r.variable) for r in self.still_trained}  # not harmless: fit trains them
+        self.harmless = tuple(h for h in self.harmless if id(h[0].variable) not in trained)
+        lines = _unknown_lines(model, self.unknown) if self.unknown else []
+        if self.still_trained:
+            lines += [still_trained_text(model.name, len(self.still_trained)), *(f"    {r.name}" for r in self.still_trained)]
+        return lines
 
     def _snapshot_lines(self, report: Report) -> list[str]:
         """What is wrong with the flow against ``snapshot`` (nothing when it matches or was written)."""
@@ -283,13 +314,7 @@ def _judge(
 
 
 def _unknown_lines(model: Any, unknown: tuple[VariableResult, ...]) -> list[str]:
-    n = len(unknown)
-    return [
-        f"fit will not train {n} weight{'s' if n != 1 else ''} of model {model.name!r} made trainable after its "
-        "optimizer was built: Keras keeps the compiled step and the optimizer's variables until "
-        "model.compile() is called again with a new optimizer:",
-        *(f"    {r.name}" for r in unknown),
-    ]
+    return [left_out_text(model.name, len(unknown), kept_step_traced(model)), *(f"    {r.name}" for r in unknown)]
 
 
 def _user_stacklevel() -> int:

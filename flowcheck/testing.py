@@ -26,7 +26,7 @@ from typing import Any, Final
 
 from flowcheck._api import analyze
 from flowcheck._model import Verdict
-from flowcheck._phrases import GRADIENT_ERROR_ADVICE, disagreement, gradient_error_cause
+from flowcheck._phrases import GRADIENT_ERROR_ADVICE, disagreement, gradient_error_cause, left_out_text
 from flowcheck._report import Barrier, Report, VariableResult, _is_variable
 from flowcheck.errors import FlowcheckError, GradientFlowAssertionError, UsageError
 
@@ -177,7 +177,22 @@ def assert_all_trainable_receive(
     """
     __tracebackhide__ = True
     extra = {} if sample_weight is None else {"sample_weight": sample_weight}
-    return assert_gradient_flow(model, x, y, receives=ALL_TRAINABLE, verify=verify, **extra)
+    report = assert_gradient_flow(model, x, y, receives=ALL_TRAINABLE, verify=False, **extra)
+    _fit_trains_them_all(model, report)  # before verifying: a step on them makes Keras's optimizer raise
+    return assert_gradient_flow(report, receives=ALL_TRAINABLE, verify=True) if verify else report
+
+
+def _fit_trains_them_all(model: Any, report: Report) -> None:
+    """Fail when ``fit`` will not train some trainable weights: its kept step or its optimizer leaves them out."""
+    __tracebackhide__ = True
+    if report.target_kind != "keras model":
+        return
+    from flowcheck.trace.kept_step import kept_step_traced, left_out_by_fit
+
+    left_out = left_out_by_fit(model, report.gradient_sites)
+    if left_out:
+        lines = [left_out_text(model.name, len(left_out), kept_step_traced(model)), *(f"    {w.path}" for w in left_out)]
+        raise GradientFlowAssertionError("\n".join(lines), report, None)
 
 
 def _found(result: VariableResult, loss: str | None) -> Verdict:

@@ -161,6 +161,10 @@ def test_a_model_frozen_after_compile_is_said_to_train_nothing() -> None:
     caught = fit_quietly(model, x, y, epochs=1, batch_size=8, callbacks=[GradientFlowCheck()])
     ours = [str(w.message) for w in caught if issubclass(w.category, GradientFlowWarning)]
     assert len(ours) == 1 and "fit will train nothing" in ours[0]
+    with warnings.catch_warnings(record=True) as during_analysis:
+        warnings.simplefilter("always")
+        report = flowcheck.analyze(model, x, y)  # the report says it: Keras's bare warning is not repeated
+    assert not report.gradient_sites and not [w for w in during_analysis if "trainable weights" in str(w.message)]
 
 
 @pytest.fixture(params=["float32", "mixed_float16"])
@@ -199,6 +203,273 @@ def test_weights_unfrozen_after_the_optimizer_was_built_are_said_not_to_train() 
     caught = fit_quietly(model, x, y, epochs=1, batch_size=8, callbacks=[check])
     assert sum(issubclass(w.category, GradientFlowWarning) for w in caught) == 1
     assert sorted(r.name for r in check.unknown) == unchanged and check.problems == ()
+
+
+def changed_by_fit(model: keras.Model, x: Any, y: Any) -> set[int]:
+    """The truth of a phase: the positions in ``model.weights`` of the weights a real fit changes.
+
+    Positions, as a model made again for the callback has its layers' names numbered anew.
+    """
+    before = [w.numpy().copy() for w in model.weights]
+    fit_quietly(model, x, y, epochs=1, batch_size=8)
+    return {i for i, (b, w) in enumerate(zip(before, model.weights)) if not np.array_equal(b, w.numpy())}
+
+
+@pytest.mark.usefixtures("dtype_policy")
+def test_weights_frozen_after_a_fit_are_said_to_be_trained_still() -> None:
+    x, y = data()
+
+    def refrozen() -> tuple[Classifier, set[str]]:  # fine-tuned whole, then the backbone frozen without compile()
+        model = compiled(freeze=False)
+        fit_quietly(model, x, y, epochs=1, batch_size=8)
+        trained = {w.path for w in model.trainable_weights}
+        model.backbone.trainable = False
+        return model, trained
+
+    model, trained = refrozen()
+    frozen = {w.path for w in model.non_trainable_weights}
+    # The truth: the frozen weights a real fit still changes, of those trained by gradient before
+    # (not the moving statistics, which it assigns).
+    changed = changed_by_fit(model, x, y)
+    indices = [i for i, w in enumerate(model.weights) if w.path in frozen & trained and i in changed]
+    assert indices
+    model, _ = refrozen()
+    truth = {model.weights[i].path for i in indices}
+    check = GradientFlowCheck()
+    caught = fit_quietly(model, x, y, epochs=1, batch_size=8, callbacks=[check])
+    assert {r.name for r in check.still_trained} == truth and check.unknown == () and check.problems == ()
+    assert not {r.name for r, _ in check.harmless} & truth
+    message = next(str(w.message) for w in caught if issubclass(w.category, GradientFlowWarning))
+    assert f"fit will still train {len(truth)} weights of model 'classifier' frozen after" in message
+    assert check.report is not None and any("still trains" in note for note in check.report.notes)
+    # compile() drops the kept step: the next fit trains what the flags say, and nothing is said.
+    model.compile(optimizer="sgd", loss="mse")
+    check = GradientFlowCheck()
+    caught = fit_quietly(model, x, y, epochs=1, batch_size=8, callbacks=[check])
+    assert check.still_trained == () and not any(issubclass(w.category, GradientFlowWarning) for w in caught)
+
+
+class TwoOptimizers(keras.Model):
+    """A GAN-like override: each part trained by an optimizer its ``compile`` keeps as an attribute."""
+
+    def __init__(self) -> None:
+        super().__init__(name="two")
+        self.first = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)], name="first")
+        self.second = keras.Sequential([keras.Input((3,)), keras.layers.Dense(3)], name="second")
+
+    def compile(self, **kwargs: Any) -> None:
+        super().compile(**kwargs)
+        self.first_optimizer, self.second_optimizer = keras.optimizers.SGD(0.1), keras.optimizers.SGD(0.1)
+
+    def call(self, x: Any) -> Any:
+        return self.second(self.first(x))
+
+    def train_step(self, data: Any) -> Any:
+        x, y = data
+        for part, optimizer in ((self.first, self.first_optimizer), (self.second, self.second_optimizer)):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.square(self(x) - y))
+            weights = part.trainable_weights
+            optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
+        return {"loss": loss}
+
+
+def test_a_part_frozen_after_a_fit_of_an_override_is_said_to_be_trained_still() -> None:
+    x, y = data()
+
+    def refrozen() -> tuple[TwoOptimizers, set[str]]:
+        keras.utils.set_random_seed(0)
+        model = TwoOptimizers()
+        model.compile()
+        fit_quietly(model, x, y, epochs=1, batch_size=8)
+        trained = {w.path for w in model.trainable_weights}
+        model.first.trainable = False  # no compile(): fit keeps the step it traced
+        return model, trained
+
+    model, trained = refrozen()
+    frozen = {w.path for w in model.non_trainable_weights}
+    changed = changed_by_fit(model, x, y)
+    indices = [i for i, w in enumerate(model.weights) if w.path in frozen & trained and i in changed]
+    assert indices
+    model, _ = refrozen()
+    check = GradientFlowCheck()
+    fit_quietly(model, x, y, epochs=1, batch_size=8, callbacks=[check])
+    assert sorted(r.name for r in check.still_trained) == sorted(model.weights[i].path for i in indices)
+
+
+class OwnStepClassifier(Classifier):
+    """The override of Keras's guide "Customizing what happens in fit()": its own tape, the same sources."""
+
+    def train_step(self, data: Any) -> Any:
+        x, y = data
+        with tf.GradientTape() as tape:
+            loss = self.compute_loss(y=y, y_pred=self(x, training=True))
+        trainable_vars = self.trainable_variables
+        self.optimizer.apply(tape.gradient(loss, trainable_vars), trainable_vars)
+        return {"loss": loss}
+
+
+def test_weights_an_override_asks_for_after_an_unfreeze_are_said_to_be_left_out() -> None:
+    x, y = data()
+
+    def unfrozen() -> OwnStepClassifier:  # built trainable, frozen for a first fit, unfrozen without compile()
+        keras.utils.set_random_seed(0)
+        model = OwnStepClassifier(freeze=False)
+        model.build((None, 4))
+        model.backbone.trainable = False
+        model.compile(optimizer="sgd", loss="mse")
+        fit_quietly(model, x, y, epochs=1, batch_size=8)
+        model.backbone.trainable = True
+        return model
+
+    model = unfrozen()
+    receives = tape_receives(model, x, y)
+    trainable = {w.path for w in model.trainable_weights}
+    changed = changed_by_fit(model, x, y)
+    indices = [i for i, w in enumerate(model.weights) if w.path in trainable and receives[w.path] and i not in changed]
+    assert indices
+    model = unfrozen()
+    check = GradientFlowCheck()
+    fit_quietly(model, x, y, epochs=1, batch_size=8, callbacks=[check])
+    assert sorted(r.name for r in check.unknown) == sorted(model.weights[i].path for i in indices)
+
+
+def test_a_step_kept_from_train_on_batch_is_not_what_fit_runs() -> None:
+    x, y = data()
+
+    def refrozen() -> tuple[Classifier, set[str]]:  # one train_on_batch on the whole model, then frozen
+        model = compiled(freeze=False)
+        model.train_on_batch(x[:8], y[:8])
+        trained = {w.path for w in model.trainable_weights}
+        model.backbone.trainable = False
+        return model, trained
+
+    model, trained = refrozen()
+    changed = changed_by_fit(model, x, y)  # fit traces a step of its own, on today's flags
+    frozen = {w.path for w in model.non_trainable_weights}
+    indices = [i for i, w in enumerate(model.weights) if w.path in frozen & trained and i in changed]
+    model, _ = refrozen()
+    check = GradientFlowCheck()
+    fit_quietly(model, x, y, epochs=1, batch_size=8, callbacks=[check])
+    assert sorted(r.name for r in check.still_trained) == sorted(model.weights[i].path for i in indices)
+
+
+def test_weights_unfrozen_again_are_left_out_of_the_kept_step_though_the_optimizer_knows_them() -> None:
+    x, y = data()
+
+    def unfrozen_again() -> Classifier:  # all trained, backbone frozen with compile(same optimizer), unfrozen
+        model = compiled(freeze=False)
+        fit_quietly(model, x, y, epochs=1, batch_size=8)
+        model.backbone.trainable = False
+        model.compile(optimizer=model.optimizer, loss="mse")
+        fit_quietly(model, x, y, epochs=1, batch_size=8)
+        model.backbone.trainable = True
+        return model
+
+    model = unfrozen_again()
+    receives = tape_receives(model, x, y)
+    trainable = {w.path for w in model.trainable_weights}
+    changed = changed_by_fit(model, x, y)
+    indices = [  # given a gradient, trainable, yet unchanged by a real fit
+        i for i, w in enumerate(model.weights) if w.path in trainable and receives[w.path] and i not in changed
+    ]
+    assert indices
+    model = unfrozen_again()
+    truth = {model.weights[i].path for i in indices}
+    check = GradientFlowCheck()
+    caught = fit_quietly(model, x, y, epochs=1, batch_size=8, callbacks=[check])
+    assert {r.name for r in check.unknown} == truth and check.still_trained == ()
+    message = next(str(w.message) for w in caught if issubclass(w.category, GradientFlowWarning))
+    assert "made trainable after its training step was traced" in message
+
+
+def test_compile_with_the_optimizer_already_built_is_said_to_raise() -> None:
+    x, y = data()
+    model = compiled(freeze=True)
+    fit_quietly(model, x, y, epochs=1, batch_size=8)
+    model.backbone.trainable = True
+    model.compile(optimizer=model.optimizer, loss="mse")  # the same, built on the head alone
+    check = GradientFlowCheck(on_blocked="raise")
+    with pytest.raises(GradientFlowAssertionError, match="fit will raise Keras's 'Unknown variable' error"):
+        fit_quietly(model, x, y, epochs=1, batch_size=8, callbacks=[check])
+    with pytest.raises(ValueError, match="Unknown variable"):  # the truth: Keras's own fit
+        fit_quietly(model, x, y, epochs=1, batch_size=8)
+
+
+def test_a_fit_per_epoch_loop_analyzes_the_step_once_until_compile_or_a_trainable_change() -> None:
+    model = compiled(detach_head=True)
+    x, y = data()
+    truth = tape_receives(model, x, y)
+    cut = sorted(w.path for w in model.trainable_weights if not truth[w.path])
+    checks = [GradientFlowCheck() for _ in range(3)]
+    for epoch, check in enumerate(checks):  # a new callback per call, as such loops write it
+        caught = fit_quietly(model, x, y, epochs=epoch + 1, initial_epoch=epoch, batch_size=8, callbacks=[check])
+        assert sorted(r.name for r in check.problems) == cut
+        assert sum(issubclass(w.category, GradientFlowWarning) for w in caught) == 1  # each fit still says it
+    assert checks[1].report is checks[0].report and checks[2].report is checks[0].report
+    model.skip.trainable = False  # a change the analysis depends on: analyzed again
+    check = GradientFlowCheck()
+    fit_quietly(model, x, y, epochs=1, batch_size=8, callbacks=[check])
+    assert check.report is not checks[0].report
+    model.skip.trainable = True
+    model.compile(optimizer="sgd", loss="mse")  # a new step: analyzed again
+    again = GradientFlowCheck()
+    fit_quietly(model, x, y, epochs=1, batch_size=8, callbacks=[again])
+    assert again.report is not check.report
+
+
+class UnfreezeAt(keras.callbacks.Callback):  # type: ignore[misc]
+    """Gradual unfreezing as users write it: the backbone made trainable at an epoch, nothing else."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+        if epoch == self.epoch:
+            self.model.backbone.trainable = True
+
+
+def test_weights_unfrozen_by_a_callback_during_fit_are_said_not_to_train() -> None:
+    x, y = data()
+
+    def frozen() -> Classifier:  # built trainable, frozen before its first fit
+        keras.utils.set_random_seed(0)
+        model = Classifier(freeze=False)
+        model.build((None, 4))
+        model.backbone.trainable = False
+        model.compile(optimizer="sgd", loss="mse")
+        return model
+
+    model = frozen()
+    receives = tape_receives(model, x, y)
+    backbone = [w.path for w in model.backbone.weights]
+    before = [w.numpy().copy() for w in model.backbone.weights]
+    fit_quietly(model, x, y, epochs=3, batch_size=8, callbacks=[UnfreezeAt(1)])
+    # The truth: the backbone's weights given a gradient that the whole fit leaves as they were.
+    kept = [i for i, (b, w) in enumerate(zip(before, model.backbone.weights)) if np.array_equal(b, w.numpy())]
+    indices = [i for i in kept if receives[backbone[i]] and model.backbone.weights[i].trainable]
+    assert indices
+    model = frozen()
+    check = GradientFlowCheck()
+    caught = fit_quietly(model, x, y, epochs=3, batch_size=8, callbacks=[check, UnfreezeAt(1)])  # after it: seen at the epoch's end
+    said = [str(w.message) for w in caught if issubclass(w.category, GradientFlowWarning)]
+    assert len(said) == 1 and said[0].startswith("flowcheck: trainable changed during fit (epoch 1)")
+    assert sorted(r.name for r in check.unknown) == sorted(model.backbone.weights[i].path for i in indices)
+
+
+def test_the_analysis_kept_between_fits_does_not_keep_earlier_models_alive() -> None:
+    import gc
+    import weakref
+
+    x, y = data()
+    first = compiled()
+    fit_quietly(first, x, y, epochs=1, batch_size=8, callbacks=[GradientFlowCheck()])
+    gone = weakref.ref(first)
+    del first
+    fit_quietly(compiled(), x, y, epochs=1, batch_size=8, callbacks=[GradientFlowCheck()])  # a search's next model
+    gc.collect()
+    assert gone() is None
 
 
 def test_harmless_weights_are_summed_up_next_to_a_real_problem() -> None:

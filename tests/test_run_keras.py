@@ -547,3 +547,39 @@ def test_a_fit_compiled_run_eagerly_is_judged_by_its_eager_tape(tmp_path: Path, 
     (site,) = step["report"]["gradient_sites"]
     assert code == 1 and {s["name"] for s in site["sources"] if s["verdict"] == "blocked"} == none  # was 'OK'
     assert step["report"]["verification"]["agrees"]
+
+
+TRANSFER = """\
+    import numpy as np
+    import keras
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
+    y = np.zeros((32, 1), "float32")
+    base = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu")], name="base")
+    base.trainable = False
+    model = keras.Sequential([base, keras.layers.Dense(1, name="head")], name="clf")
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    base.trainable = True  # fine-tuning: a second phase
+    model.compile(optimizer=keras.optimizers.Adam(1e-5), loss="mse")
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    print("fine-tuned")
+    """
+
+
+@pytest.mark.slow
+def test_a_script_ended_after_its_first_phase_says_later_phases_were_not_analyzed(tmp_path: Path, capsys: Any) -> None:
+    path = script(tmp_path, TRANSFER)
+    first_phase = textwrap.dedent(TRANSFER).split("model.fit")[0]
+    namespace: dict[str, Any] = {}
+    exec(first_phase, namespace)  # noqa: S102 -- the first phase's model, not trained
+    model, x, y = namespace["model"], namespace["x"][:8], namespace["y"][:8]
+    variables = model.trainable_weights
+    truth = watched_gradients(lambda: model.compute_loss(x=x, y=y, y_pred=model(x, training=True)), variables)
+    receiving = sum(g is not None for g in truth)
+    code, out, _ = run(capsys, path)
+    assert code == 0 and f"site 1: Keras train_step: {receiving} of {len(variables)} sources receive" in out
+    assert "was ended at its next call of a step analyzed" in out and "a later phase of training) was not analyzed" in out
+    assert "fine-tuned" not in out
+    code, out, _ = run(capsys, path, "--continue")
+    assert code == 0 and "fine-tuned" in out and "was ended" not in out

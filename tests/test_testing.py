@@ -175,6 +175,34 @@ def test_a_fully_frozen_model_does_not_pass_vacuously() -> None:
         flowcheck.assert_all_trainable_receive(model, x, y, verify=False)
 
 
+def test_a_backbone_unfrozen_after_a_fit_without_compile_fails_as_fit_will_not_train_it() -> None:
+    keras.utils.set_random_seed(1)
+    model = Classifier(detach_head=False)
+    model.backbone.trainable = True  # built trainable (as a pretrained backbone is), then frozen
+    _, x, y = classifier(detach_head=False)
+    model(x)
+    model.backbone.trainable = False
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(x, y, epochs=1, verbose=0)
+    model.backbone.trainable = True  # fine-tuning, but no compile(): fit keeps its step and optimizer
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    names = [_name(w) for w in model.trainable_weights]
+    with tf.GradientTape(watch_accessed_variables=False) as tape:  # watching each weight, as the truth does
+        tape.watch([w.value for w in model.trainable_weights])
+        loss = model.compute_loss(x=x, y=y, y_pred=model(x, training=True), training=True)
+    grads = tape.gradient(loss, [w.value for w in model.trainable_weights])
+    truth = {n: g is not None for n, g in zip(names, grads)}
+    model.fit(x, y, epochs=1, verbose=0)
+    # The truth: trainable weights a tape gives a gradient that a real fit leaves as they were.
+    kept = sorted(n for n, b, w in zip(names, before, model.trainable_weights) if np.array_equal(b, w.numpy()) and truth[n])
+    assert kept
+    with pytest.raises(GradientFlowAssertionError, match=f"fit will not train {len(kept)} weights of model 'classifier'") as info:
+        flowcheck.assert_all_trainable_receive(model, x, y)
+    assert sorted(line.strip() for line in str(info.value).splitlines() if line.startswith("    ")) == kept
+    with pytest.raises(flowcheck.VerificationError, match=r"Unknown variable classifier/backbone/\S+: the optimizer was built"):
+        flowcheck.analyze(model, x, y).verify()  # one line naming the weight, not Keras's repr of its values
+
+
 # --- several losses ----------------------------------------------------------------------------
 
 

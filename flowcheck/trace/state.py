@@ -18,7 +18,7 @@ import tensorflow as tf
 from flowcheck.trace.owners import user_function
 
 __all__ = [
-    "KERAS_NONE_WARNING", "NO_GRADIENTS", "all_none_tolerated", "applied_optimizers", "applies_skipped", "built_state",
+    "KERAS_FROZEN_WARNING", "KERAS_NONE_WARNING", "NO_GRADIENTS", "all_none_tolerated", "applied_optimizers", "applies_skipped", "built_state",
     "global_seed_generator_kept", "iterators_of", "metric_counts", "metric_notes", "optimizers_of", "state_of", "unbuild",
     "update_scopes", "without_update_notes",
 ]
@@ -290,6 +290,8 @@ def unbuild(before: Sequence[tuple[Any, bool, Any]]) -> list[Any]:
 
 KERAS_NONE_WARNING: Final = "Gradients do not exist for variables"
 """The start of Keras's warning about None gradients (``BaseOptimizer._filter_empty_gradients``)."""
+KERAS_FROZEN_WARNING: Final = "The model does not have any trainable weights"
+"""Keras's ``train_step`` warning (keras/src/backend/tensorflow/trainer.py) for a frozen model."""
 
 NO_GRADIENTS: Final = "No gradients provided for any variable"
 """Keras's error when every gradient given to ``apply_gradients`` is None."""

@@ -24,12 +24,15 @@ import tensorflow as tf
 
 from flowcheck.errors import InvalidTargetError, LossError, UsageError
 from flowcheck.source.names import target_names, unique
+from flowcheck.trace.kept_step import frozen_but_trained, left_out_of_kept_step
 from flowcheck.trace.sites import RecordedCall, SiteRecorder
-from flowcheck.trace.state import KERAS_NONE_WARNING, NO_GRADIENTS, applies_skipped, built_state, metric_counts, metric_notes, unbuild
+from flowcheck.trace.state import (
+    KERAS_FROZEN_WARNING, KERAS_NONE_WARNING, NO_GRADIENTS, applies_skipped, built_state, metric_counts, metric_notes, unbuild,
+)
 
 __all__ = [
     "FailedTrace", "failed_trace", "is_training_step", "keras_loss_step", "keras_step", "keras_train_step",
-    "site_losses", "trace_recorded", "unknown_to_optimizer",
+    "site_losses", "trace_recorded",
 ]
 
 # Ops through which gradients change variables (Keras optimizers assign; TF1 ones apply).
@@ -147,7 +150,22 @@ def keras_step(model: Any, notes: list[str]) -> Any:
     why = "compiled with run_eagerly=True" if getattr(model, "run_eagerly", False) else "tf.config.run_functions_eagerly(True)"
     how = f", eagerly ({why}): judged as its eager tape answers" if runs_eagerly(model) else ""
     notes.append(f"Keras model {model.name!r}: analyzing what fit runs, {which}{how}")
+    notes.extend(_kept_step_notes(model))
     return keras_train_step(model)
+
+
+def _kept_step_notes(model: Any) -> list[str]:
+    """Said when the step ``fit`` kept from an earlier call trains other weights than today's flags say."""
+    still, left_out = frozen_but_trained(model), left_out_of_kept_step(model)
+    if not still and not left_out:
+        return []
+    parts = [f"still trains {len(still)} weights frozen since ({', '.join(w.path for w in still)})"] if still else []
+    if left_out:
+        parts.append(f"does not train {len(left_out)} made trainable since ({', '.join(w.path for w in left_out)})")
+    return [
+        f"Keras model {model.name!r}: fit will run the step it traced before, kept until model.compile() is "
+        f"called again: it {' and '.join(parts)}; this analysis traces the step anew, on today's trainable flags"
+    ]
 
 
 def no_loss(model: Any, exc: BaseException | None) -> InvalidTargetError | None:
@@ -187,26 +205,6 @@ def no_labels(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any], exc: Ba
         f"Keras model {model.name!r} is compiled with a loss that compares its outputs with labels, "
         "and no labels were given: pass them, (model, x, y)"
     )
-
-
-def unknown_to_optimizer(model: Any) -> list[Any]:
-    """The trainable weights ``fit`` will not train because the model's optimizer was built without them.
-
-    A Keras 3 optimizer is built on the trainable weights of the first step it applies and refuses
-    any other ("Unknown variable"), and ``fit`` keeps the step it traced until ``compile()``. A
-    weight made trainable after a first ``fit`` (a backbone unfrozen for fine-tuning, with no
-    ``compile()`` with a new optimizer since) is never trained: silently when ``fit`` runs its traced
-    step again, with Keras's ``ValueError`` when new batch shapes make it trace again. Only Keras's
-    own ``train_step`` applies ``model.optimizer`` to ``trainable_weights``.
-    """
-    optimizer = getattr(model, "optimizer", None)
-    if optimizer is None or _overrides(model):
-        return []
-    inner = getattr(optimizer, "inner_optimizer", optimizer)  # a LossScaleOptimizer's own
-    known = getattr(inner, "_trainable_variables_indices", None)
-    if not getattr(inner, "built", False) or not isinstance(known, dict):
-        return []
-    return [w for w in model.trainable_weights if inner._var_key(w) not in known]  # noqa: SLF001 -- as apply asks
 
 
 def _overrides(model: Any) -> bool:
@@ -256,8 +254,9 @@ def trace_recorded(
     dropped: list[Any] = []
     with running_user_code(), record_sites() as recorder, applies_skipped(applied), positions(), \
             nested_functions_afresh(), warnings.catch_warnings():
-        # Keras's warning about None gradients, provoked by this trace: the report explains it.
+        # Keras's warnings about None gradients and a frozen model, provoked by this trace: the report explains them.
         warnings.filterwarnings("ignore", message=KERAS_NONE_WARNING, category=UserWarning)
+        warnings.filterwarnings("ignore", message=KERAS_FROZEN_WARNING, category=UserWarning)
         try:
             concrete: Any = function.get_concrete_function(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 -- any error of the user's code, re-raised as ours

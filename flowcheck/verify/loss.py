@@ -11,10 +11,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
@@ -242,6 +243,10 @@ def _loss_without_tape(traced: Traced) -> float:
         return math.nan
 
 
+# keras/src/optimizers/base_optimizer.py _check_variables_are_known
+_UNKNOWN_VARIABLE: Final = re.compile(r"Unknown variable: <Variable path=([^,>]+)")
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     lines = text.splitlines()
@@ -252,6 +257,10 @@ def _first_line(exc: BaseException) -> str:
         from flowcheck.source.exceptions import exception_line
 
         return exception_line(exc)
+    unknown = _UNKNOWN_VARIABLE.match(first)
+    if unknown:  # Keras's repr runs on over lines with the weight's values: its path and the cause instead
+        return (f"{type(exc).__name__}: Unknown variable {unknown.group(1)}: the optimizer was built before it was "
+                "trainable (give model.compile() a new optimizer)")
     # TensorFlow's message goes on with advice in the same sentence run: keep its first sentence.
     if isinstance(exc, LookupError) and ". " in first:
         first = first.split(". ", 1)[0]
