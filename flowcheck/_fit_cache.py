@@ -16,8 +16,14 @@ from typing import Any
 __all__ = ["cached_report", "keep_report"]
 
 # One model's analysis at a time: a report holds its model (its variables, its traced graph), so a
-# table keyed by models would keep every model a search over hyperparameters made alive.
-_KEPT: list[tuple[Any, tuple[Any, ...], Any]] = []
+# table keyed by models would keep every model a search over hyperparameters made alive. The model,
+# its step and its optimizer are held weakly and compared by identity (an id alone may be reused by
+# the step or optimizer a later compile() makes once the old one is freed).
+_KEPT: list[tuple[tuple[weakref.ref[Any], ...], tuple[Any, ...], Any]] = []
+
+
+def _owners(model: Any) -> tuple[Any, ...]:
+    return model, getattr(model, "train_function", None), getattr(model, "optimizer", None)
 
 
 def _key(model: Any, batch: Any) -> tuple[Any, ...] | None:
@@ -31,23 +37,27 @@ def _key(model: Any, batch: Any) -> tuple[Any, ...] | None:
     sample = tuple((type(v).__name__, tuple(getattr(v, "shape", ())), str(getattr(v, "dtype", ""))) for v in leaves)
     flags = tuple((id(w), bool(w.trainable)) for w in model.weights)
     trainable = tuple(id(w) for w in model.trainable_weights)
-    return id(getattr(model, "train_function", None)), id(getattr(model, "optimizer", None)), flags, trainable, sample
+    return flags, trainable, sample
 
 
 def cached_report(model: Any, batch: Any) -> Any:
     """The report kept for ``model`` on a batch like ``batch``, when nothing it depends on changed."""
-    if not _KEPT or _KEPT[0][0]() is not model:
+    if not _KEPT:
         return None
-    key = _key(model, batch)
-    return _KEPT[0][2] if key is not None and _KEPT[0][1] == key else None
+    refs, key, report = _KEPT[0]
+    if any(ref() is not owner for ref, owner in zip(refs, _owners(model))):
+        return None
+    return report if key == _key(model, batch) else None
 
 
 def keep_report(model: Any, batch: Any, report: Any) -> None:
     """Keep ``report`` for the next ``fit`` of ``model``, in place of the one kept before."""
     key = _key(model, batch)
     _KEPT.clear()
-    if key is not None:
-        try:
-            _KEPT.append((weakref.ref(model), key, report))
-        except TypeError:  # not weakly referenceable: nothing kept
-            pass
+    if key is None or any(owner is None for owner in _owners(model)):
+        return
+    try:
+        refs = tuple(weakref.ref(owner) for owner in _owners(model))
+    except TypeError:  # not weakly referenceable: nothing kept
+        return
+    _KEPT.append((refs, key, report))
