@@ -192,7 +192,7 @@ def eager_only_report(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], fa
     Raises:
         NoVariablesError: the call reads no variable.
     """
-    from flowcheck.analysis.eager import eager_only
+    from flowcheck.analysis.eager import eager_only, untraced_advice
     from flowcheck.graph.build import endpoints_graph
     from flowcheck.trace.eager import run_eagerly
     from flowcheck.trace.target import owned_variables
@@ -212,7 +212,7 @@ def eager_only_report(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], fa
     if not run.variables:
         raise NoVariablesError(f"{name} reads no variable: nothing can be trained") from failure
     notes = [f"{failure}: no static analysis was possible, so the verdicts are the eager tape's alone "
-             "(no barriers, lines or diagram); wrap the NumPy part in tf.numpy_function or keep it in TensorFlow"]
+             f"(no barriers, lines or diagram){untraced_advice(run.exits, str(failure))}"]
     if run.error is not None:
         notes.append(f"differentiating the loss raises {run.error}: no static analysis can say which op")
     sites = tuple(eager_site(call) for call in run.calls)  # a training step's own calls: TensorFlow's answers

@@ -504,3 +504,52 @@ def test_a_plain_function_steps_source_a_gradient_override_alone_explains_names_
     (cut,) = site.sources[0].barriers
     assert (cut.op_type, cut.kind, cut.in_user_code) == ("Round", flowcheck.BarrierKind.NONE_GRADIENT, True)
     assert cut.source is not None and cut.source.line == line_of(forward, "# straight through")
+
+
+def test_a_python_max_over_tensors_is_told_as_the_choice_it_makes_with_advice_to_compare_in_tensorflow() -> None:
+    big, small = tf.Variable(3.0, name="max_big"), tf.Variable(1.0, name="max_small")
+
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        return max(big * tf.reduce_sum(x), small * tf.reduce_sum(x))  # max
+
+    x = tf.constant([1.0, 2.0])
+    report = flowcheck.analyze(loss, x)
+    truth = watched_truth(loss, (big, small), x)
+    assert verdicts(report, (big, small)) == truth == [True, False]
+    assert report.result(small).eager_difference == (
+        f"`max()` at line {line_of(loss, '# max')} compares tensors in Python: only what it keeps is "
+        "differentiated; no static analysis was possible"
+    )
+    note = next(n for n in report.notes if "no static analysis was possible" in n)
+    assert "Python `bool` is not allowed:" in note and "You can attempt" not in note  # TensorFlow's advice left out
+    assert note.endswith("rather than in Python") and "numpy_function" not in note
+    assert report.verify().agrees
+
+
+def test_a_numpy_function_of_a_tensor_is_advised_as_a_numpy_round_trip() -> None:
+    w, b = tf.Variable([1.0, 2.0], name="np_mean_w"), tf.Variable(0.5, name="np_mean_b")
+
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        return np.mean(w * x) * tf.ones(()) + b  # NumPy reads the tensor's buffer in C
+
+    x = tf.constant([1.0, 3.0])
+    report = flowcheck.analyze(loss, x)
+    assert verdicts(report, (w, b)) == watched_truth(loss, (w, b), x) == [False, True]
+    note = next(n for n in report.notes if "no static analysis was possible" in n)
+    assert note.endswith("wrap the NumPy part in tf.numpy_function or keep it in TensorFlow")
+    assert "This error may indicate" not in note
+
+
+def test_np_array_of_a_variable_is_named_as_the_numpy_call_that_left_tensorflow() -> None:
+    w, b = tf.Variable([1.0, 2.0], name="np_array_w"), tf.Variable(0.5, name="np_array_b")
+
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        frozen = tf.constant(np.array(w) * 2.0)  # np.array
+        return tf.reduce_sum(frozen * x) + b
+
+    x = tf.constant([1.0, 3.0])
+    report = flowcheck.analyze(loss, x)
+    assert verdicts(report, (w, b)) == watched_truth(loss, (w, b), x)
+    assert report.result(w).eager_difference == (
+        f"`np.array()` at line {line_of(loss, '# np.array')} leaves TensorFlow; no static analysis was possible"
+    )

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -24,14 +23,14 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 from tensorflow.python.eager import context, record
-from tensorflow.python.framework import ops
 from tensorflow.python.ops import resource_variable_ops
 from tensorflow.python.util import nest
 
 
 from flowcheck.errors import LossError, TraceError, unchained
-from flowcheck.source.lines import SourceLine, is_library_file, user_frame
+from flowcheck.source.lines import user_frame
 from flowcheck.trace.distributed import components, container
+from flowcheck.trace.exits import Exit, record_exits
 from flowcheck.trace.target import describe_variable
 from flowcheck.trace.sites import RecordedCall
 from flowcheck.trace.traced import LossOutput, TracedVariable
@@ -41,24 +40,6 @@ __all__ = [
     "EagerRun", "Exit", "own_random_seeds",
     "record_exits", "run_eagerly",
 ]
-
-# The conversions by which a value leaves TensorFlow, as the user wrote them.
-_EXITS = {"__float__": "float()", "__int__": "int()", "__index__": "int()", "numpy": ".numpy()",
-          "item": ".item()", "__bool__": "a Python condition"}
-
-
-@dataclass(frozen=True)
-class Exit:
-    """Where the user's code took a tensor's value out of TensorFlow during the eager call."""
-
-    what: str
-    source: SourceLine
-
-    def __str__(self) -> str:
-        if self.what == "a Python condition":
-            return f"the Python condition at line {self.source.line} runs only the branch taken"
-        return f"`{self.what}` at line {self.source.line} leaves TensorFlow"
-
 
 @dataclass
 class EagerRun:
@@ -337,48 +318,6 @@ def _before_writes(hook: Callable[[Any], Any]) -> Iterator[None]:
     finally:
         for cls, name, method in originals:
             setattr(cls, name, method)
-
-
-@contextlib.contextmanager
-def record_exits(exits: list[Exit]) -> Iterator[None]:
-    """Record the user's lines that convert an eager tensor to a Python or NumPy value."""
-    base = ops._EagerTensorBase  # noqa: SLF001 -- the Python class behind every eager tensor
-    originals = {name: base.__dict__[name] for name in _EXITS if name in base.__dict__}
-
-    def wrap(name: str, method: Any) -> Any:
-        def recorded(self: Any, *a: Any, **k: Any) -> Any:
-            caller, asked = _converting_caller(sys._getframe(1), name)  # noqa: SLF001
-            if caller is not None and not is_library_file(caller.f_code.co_filename):
-                where, _ = user_frame(traceback.extract_stack(caller, limit=1))
-                if where is not None:
-                    exits.append(Exit(_EXITS.get(asked, _EXITS[name]), where))
-            return method(self, *a, **k)
-
-        return recorded
-
-    for name, method in originals.items():
-        setattr(base, name, wrap(name, method))
-    try:
-        yield
-    finally:
-        for name, method in originals.items():
-            setattr(base, name, method)
-
-
-def _converting_caller(frame: Any, name: str) -> tuple[Any, str]:
-    """The frame that asked for the conversion, past a variable's own conversion methods, and what it asked.
-
-    ``float(variable)`` reaches the tensor's ``.numpy()`` through the variable's ``__float__``: the
-    user's frame is the one above, and it asked for ``float()``. Any other library frame
-    (``tf.cond`` reading its predicate) is not the user's.
-    """
-    while frame is not None and frame.f_code.co_name in _EXIT_NAMES and is_library_file(frame.f_code.co_filename):
-        name = frame.f_code.co_name if frame.f_code.co_name in _EXITS else name
-        frame = frame.f_back
-    return frame, name
-
-
-_EXIT_NAMES = frozenset(_EXITS) | {"__array__", "_dense_var_to_tensor", "value", "read_value"}
 
 
 def _loss_tensors(outputs: Any, name: str, exits: Sequence[Exit]) -> list[tuple[str, Any]]:
