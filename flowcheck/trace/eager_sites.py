@@ -56,15 +56,19 @@ def _backing(obj: Any) -> Any:
 def _unwatched_note(call: RecordedCall, sources: tuple[SiteSource, ...]) -> tuple[str, ...]:
     """Why variables got None from a tape that watches only what it is told: it was not told to watch them."""
     tape = call.tape
-    if tape is None or tape.watch_accessed_variables:
+    if tape is None:
         return ()
     watched = {id(_backing(w)) for w in tape.watched}
     unwatched = [
         s.name for s in sources
         if s.tensorflow_none and isinstance(_backing(s.variable), tf.Variable) and id(_backing(s.variable)) not in watched
+        and not (tape.watch_accessed_variables and _backing(s.variable).trainable)
     ]
     if not unwatched:
         return ()
+    if tape.watch_accessed_variables:  # it watches the trainable variables it reads: these are not trainable
+        return (f"not watched: {', '.join(unwatched)}: trainable=False, and the tape watches only the trainable "
+                "variables it reads, so TensorFlow gives them None whatever the loss reads (tape.watch them)",)
     return (f"not watched: {', '.join(unwatched)}: the tape has watch_accessed_variables=False and no "
             "tape.watch call names them, so TensorFlow gives them None whatever the loss reads",)
 
