@@ -209,10 +209,12 @@ def eager_only_report(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], fa
             run = run_eagerly(fn, args, kwargs, owned_variables(fn, args, kwargs), name)
     finally:
         unbuild(built)  # an optimizer the step built is the user's to build
+    renewed = (f"{name} creates {', '.join(run.renewed)} anew at each call: a tf.Variable made again at every "
+               "call starts over each time and no optimizer can train it; create it once, outside the function")
     if not run.variables:
-        raise NoVariablesError(f"{name} reads no variable: nothing can be trained") from failure
+        raise NoVariablesError(renewed if run.renewed else f"{name} reads no variable: nothing can be trained") from failure
     notes = [f"{failure}: no static analysis was possible, so the verdicts are the eager tape's alone "
-             f"(no barriers, lines or diagram){untraced_advice(run.exits, str(failure))}"]
+             f"(no barriers, lines or diagram){untraced_advice(run.exits, str(failure))}"] + ([renewed] if run.renewed else [])
     if run.error is not None:
         notes.append(f"differentiating the loss raises {run.error}: no static analysis can say which op")
     sites = tuple(eager_site(call) for call in run.calls)  # a training step's own calls: TensorFlow's answers

@@ -553,3 +553,75 @@ def test_np_array_of_a_variable_is_named_as_the_numpy_call_that_left_tensorflow(
     assert report.result(w).eager_difference == (
         f"`np.array()` at line {line_of(loss, '# np.array')} leaves TensorFlow; no static analysis was possible"
     )
+
+
+def test_a_tf_variable_made_anew_at_each_call_is_not_a_verdict_but_a_note_and_verification_agrees() -> None:
+    w = tf.Variable([[1.0], [2.0]], name="kept_w")
+
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        temp = tf.Variable(tf.ones((2, 1)), name="made_each_call")  # made anew
+        return tf.reduce_sum(x @ temp) + tf.reduce_sum(x @ w)
+
+    x = tf.ones((3, 2))
+    report = flowcheck.analyze(loss, x)
+    assert verdicts(report, (w,)) == watched_truth(loss, (w,), x)
+    assert [r.name for r in report.variables] == ["kept_w"]  # the call's own temp is no variable of the user's
+    line = line_of(loss, "# made anew")
+    assert any(n.startswith("loss creates 'made_each_call' at ") and f"test_eager.py:{line} anew at each call" in n
+               for n in report.notes)
+    assert report.verify().agrees
+
+    def only_temp(x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(x) * tf.Variable(2.0, name="only_made_each_call")
+
+    with pytest.raises(flowcheck.NoVariablesError, match="creates 'only_made_each_call' at .* anew at each call"):
+        flowcheck.analyze(only_temp, x)
+
+
+def test_a_keras_layer_first_built_by_a_callable_that_cannot_be_traced_is_left_working() -> None:
+    # A failed tf.function trace leaves the layers it built with uninitialized weights.
+    dense, head = keras.layers.Dense(2, name="built_by_flowcheck"), tf.Variable(tf.ones((2, 1)), name="np_head")
+
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(tf.constant(dense(x).numpy()) @ head)
+
+    x = tf.ones((4, 3))
+    report = flowcheck.analyze(loss, x)
+    variables = (*dense.weights, head)
+    assert verdicts(report, variables) == watched_truth(loss, variables, x) == [False, False, True]
+    before = [tf.identity(v).numpy() for v in variables]
+    assert np.isfinite(dense(x).numpy()).all()  # the user's next call works
+    assert report.verify().agrees
+    assert all(np.array_equal(b, tf.identity(v).numpy()) for b, v in zip(before, variables))
+
+
+def test_a_variable_a_callable_creates_on_its_first_call_only_is_judged_and_kept() -> None:
+    class Lazy:
+        def __init__(self) -> None:
+            self.w: tf.Variable | None = None
+            self.scale = tf.Variable(2.0, name="lazy_scale")
+
+        def __call__(self, x: tf.Tensor) -> tf.Tensor:
+            if self.w is None:
+                self.w = tf.Variable(tf.ones((2, 1)), name="lazy_once")
+            return tf.reduce_sum(tf.constant((x @ self.w).numpy())) * self.scale
+
+    model, x = Lazy(), tf.ones((3, 2))
+    report = flowcheck.analyze(model, x)
+    assert model.w is not None
+    variables = (model.w, model.scale)
+    assert verdicts(report, variables) == watched_truth(model, variables, x) == [False, True]
+    assert not any("anew at each call" in n for n in report.notes)
+
+
+def test_an_eager_call_that_raises_in_an_op_is_one_line_without_the_kernels_names() -> None:
+    w = tf.Variable(tf.ones((3, 1)), name="w_mismatch")
+
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(tf.constant((x @ w).numpy()) @ tf.ones((5, 1)))  # mismatch
+
+    with pytest.raises(flowcheck.TraceError) as raised:
+        flowcheck.analyze(loss, tf.ones((4, 3)))
+    message = str(raised.value)
+    assert f":{line_of(loss, '# mismatch')} (" in message and "Matrix size-incompatible" in message
+    assert "function_node" not in message and "[Op:" not in message and "\n" not in message

@@ -8,7 +8,7 @@ from typing import Any
 
 from flowcheck.source.lines import SourceLine, user_frame
 
-__all__ = ["trace_failure"]
+__all__ = ["op_message", "trace_failure"]
 
 
 def trace_failure(exc: BaseException, name: str) -> str:
@@ -43,3 +43,13 @@ _TF_ADVICE = re.compile(r"(?<=\.) (?=(?:You can attempt|This error may indicate|
 def _first_sentence(message: str) -> str:
     first = _TF_ADVICE.split(message, maxsplit=1)[0]
     return first.removesuffix(".") if first != message else message
+
+
+# An eager op's error: "{{function_node __wrapped__MatMul_...}} Matrix size-incompatible: ... [Op:MatMul] name: ".
+_FUNCTION_NODE = re.compile(r"^\{\{function_node [^}]*\}\}\s*")
+_OP = re.compile(r"\s*\[Op:[^\]]*\](?:\s*name:\s*\S*)?\s*$")
+
+
+def op_message(message: str) -> str:
+    """An eager op's error message without the kernel's function name before it and the op's after it."""
+    return _OP.sub("", _FUNCTION_NODE.sub("", message))

@@ -26,6 +26,7 @@ from flowcheck._phrases import a_or_an
 from flowcheck.errors import InvalidTargetError, LossError, NoVariablesError, TraceError, unchained
 from flowcheck.source.positions import recording
 from flowcheck.trace import distributed as _distributed
+from flowcheck.trace.created import creating_remembered, initialize_created
 from flowcheck.trace.failure import trace_failure
 from flowcheck.trace.owners import is_keras_layer, owners_in, owners_of
 from flowcheck.trace.reuse import reused_recorder
@@ -59,6 +60,7 @@ def trace(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Traced:
         try:
             concrete, calls, applied = trace_recorded(function, fn, args, kwargs, notes, lambda exc: trace_failure(exc, _name(fn)))
         except TraceError as exc:
+            initialize_created(function)
             original = exc.original
             error = (no_loss(fn, original) or no_labels(fn, args, kwargs, original)) \
                 if kind == "keras model" and original is not None else None
@@ -161,7 +163,7 @@ def _as_function(fn: Any, notes: list[str]) -> tuple[Any, str, list[Any]]:
             f"{_plain(fn)}: judged as you call it, eagerly (its graph, traced "
             "by tf.function, gives the barriers and lines)"
         )
-        return tf.function(fn), "callable", owners_of(fn)
+        return tf.function(creating_remembered(fn)), "callable", owners_of(fn)
     raise InvalidTargetError(
         f"cannot analyze {type(fn).__name__!r}: expected a tf.function, a Python callable "
         "returning a loss, or a compiled Keras model"
