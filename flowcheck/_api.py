@@ -200,8 +200,15 @@ def eager_only_report(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], fa
 
     from flowcheck.trace.eager_sites import eager_site
     from flowcheck.trace.state import KERAS_NONE_WARNING, built_state, unbuild
+    from flowcheck._phrases import a_or_an
+    from flowcheck.verify.iterators import put_back, saved_positions
 
     name = str(getattr(fn, "__name__", None) or type(fn).__name__)
+    positions = saved_positions(fn, args)  # the batches a step draws (next(it)) are the script's to draw
+    moving = next((type(it).__name__ for it, position in positions if position is None), None)
+    if moving is not None:
+        raise TraceError(f"{failure}; {name} draws batches from {a_or_an(moving)} whose position cannot be saved, so "
+                         "flowcheck did not run it eagerly either: a run would change the batches the script trains on")
     built = built_state(fn, args)
     try:
         with warnings.catch_warnings():  # Keras's bare warning about None gradients: the report explains them
@@ -209,6 +216,7 @@ def eager_only_report(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], fa
             run = run_eagerly(fn, args, kwargs, owned_variables(fn, args, kwargs), name)
     finally:
         unbuild(built)  # an optimizer the step built is the user's to build
+        put_back(positions)
     renewed = (f"{name} creates {', '.join(run.renewed)} anew at each call: a tf.Variable made again at every "
                "call starts over each time and no optimizer can train it; create it once, outside the function")
     if not run.variables:

@@ -625,3 +625,38 @@ def test_an_eager_call_that_raises_in_an_op_is_one_line_without_the_kernels_name
     message = str(raised.value)
     assert f":{line_of(loss, '# mismatch')} (" in message and "Matrix size-incompatible" in message
     assert "function_node" not in message and "[Op:" not in message and "\n" not in message
+
+
+def test_a_step_that_cannot_be_traced_leaves_the_iterator_it_draws_from_where_it_was() -> None:
+    w = tf.Variable([[1.0], [1.0]], name="w_iterator_step")
+    opt = keras.optimizers.SGD(0.1)
+    data = tf.data.Dataset.from_tensor_slices(np.arange(16, dtype=np.float32).reshape(8, 2)).batch(2)
+    it, twin = iter(data), iter(data)
+
+    def train_step() -> None:
+        xb = next(it)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(xb @ w) + tf.reduce_sum(xb).numpy()  # cannot be traced: judged eagerly
+        opt.apply_gradients(zip(tape.gradient(loss, [w]), [w]))
+
+    next(it), next(twin)
+    report = flowcheck.analyze(train_step)
+    assert [s.tensorflow_none for site in report.gradient_sites for s in site.sources] == [False]
+    assert np.array_equal(next(it).numpy(), next(twin).numpy())  # analyze drew no batch of the script's
+
+
+def test_a_step_that_cannot_be_traced_and_draws_from_an_iterator_that_cannot_be_saved_is_not_run() -> None:
+    w = tf.Variable([[1.0], [1.0]], name="w_unsaved_iterator")
+    opt = keras.optimizers.SGD(0.1)
+    it = iter(tf.data.Dataset.from_tensor_slices(np.ones((8, 2), np.float32)).map(lambda x: x + tf.random.uniform((2,))).batch(2))
+
+    def train_step() -> None:
+        xb = next(it)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(xb @ w) + tf.reduce_sum(xb).numpy()
+        opt.apply_gradients(zip(tape.gradient(loss, [w]), [w]))
+
+    with pytest.raises(flowcheck.TraceError, match="draws batches from an OwnedIterator whose position cannot be saved"):
+        flowcheck.analyze(train_step)
+    assert sum(1 for _ in it) == 4  # no batch drawn
+    assert w.numpy().tolist() == [[1.0], [1.0]] and int(opt.iterations.numpy()) == 0
