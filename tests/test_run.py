@@ -1117,3 +1117,27 @@ def test_a_script_exiting_with_failure_after_its_first_round_fails_the_run(tmp_p
     line = line_of(path, "sys.exit(")
     then = f"the script then failed: SystemExit at {path}:{line} (sys.exit({code})): {eval(code)}"  # noqa: S307
     assert (then in out.splitlines()) == failed
+
+
+INTEGER_SOURCE = """\
+    import tensorflow as tf
+
+    w = tf.Variable([1.0, 2.0], name="w")
+    seen = tf.Variable(0, name="seen")
+    x = tf.constant([1.0, 3.0])
+    for step in range(2):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(w * x) * tf.cast(seen + 1, tf.float32)
+        grads = tape.gradient(loss, [w, seen])
+        seen.assign_add(1)
+    """
+
+
+def test_an_eager_tapes_integer_source_is_said_to_carry_no_gradient(tmp_path: Path, capsys: Any) -> None:
+    namespace: dict[str, Any] = {}
+    exec(textwrap.dedent(INTEGER_SOURCE).replace("range(2)", "range(1)"), namespace)  # TensorFlow's own answer
+    code, out, _ = run(capsys, script(tmp_path, INTEGER_SOURCE), "--json")
+    site = json.loads(out)["steps"][0]["site"]
+    assert [s["tensorflow_none"] for s in site["sources"]] == [g is None for g in namespace["grads"]] == [False, True]
+    assert any(n.startswith("seen (int32): a variable of a non-float dtype") for n in site["notes"])
+    assert code == 1
