@@ -107,6 +107,10 @@ def _analyze(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Report:
         if not is_plain_callable(fn):
             raise
         return eager_only_report(fn, args, kwargs, exc)  # a NumPy round trip: judged from its eager call alone
+    except NoVariablesError as exc:
+        if not is_plain_callable(fn):
+            raise
+        return eager_only_report(fn, args, kwargs, exc)  # read only where no graph sees: inside a tf.py_function
     oracle = GradientOracle()
     with collector_paused():
         graph = build_graph(traced, oracle)
@@ -186,8 +190,9 @@ def _results(traced: Any, analysis: Analysis, cache: dict[tuple[str, str], Barri
     return tuple(results)
 
 
-def eager_only_report(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], failure: TraceError) -> Report:
-    """The report of a callable that cannot be traced, judged from its eager call alone.
+def eager_only_report(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+                      failure: TraceError | NoVariablesError) -> Report:
+    """The report of a callable judged from its eager call alone: it cannot be traced, or its graph reads no variable.
 
     Raises:
         NoVariablesError: the call reads no variable.
@@ -220,7 +225,12 @@ def eager_only_report(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], fa
     renewed = (f"{name} creates {', '.join(run.renewed)} anew at each call: a tf.Variable made again at every "
                "call starts over each time and no optimizer can train it; create it once, outside the function")
     if not run.variables:
+        if isinstance(failure, NoVariablesError) and not run.renewed:
+            raise failure
         raise NoVariablesError(renewed if run.renewed else f"{name} reads no variable: nothing can be trained") from failure
+    if isinstance(failure, NoVariablesError):  # the eager call read variables the graph never saw
+        failure = TraceError(f"the graph traced from {name} reads no variable: one read only inside a "
+                             "tf.py_function (or tf.numpy_function) runs in Python, unseen by the graph and the tape")
     notes = [f"{failure}: no static analysis was possible, so the verdicts are the eager tape's alone "
              f"(no barriers, lines or diagram){untraced_advice(run.exits, str(failure))}"] + ([renewed] if run.renewed else [])
     if run.error is not None:

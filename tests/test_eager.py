@@ -660,3 +660,24 @@ def test_a_step_that_cannot_be_traced_and_draws_from_an_iterator_that_cannot_be_
         flowcheck.analyze(train_step)
     assert sum(1 for _ in it) == 4  # no batch drawn
     assert w.numpy().tolist() == [[1.0], [1.0]] and int(opt.iterations.numpy()) == 0
+
+
+def test_a_variable_read_only_inside_a_py_function_is_judged_from_the_eager_call() -> None:
+    # The traced graph reads no variable (the py_function's Python is not traced): that was a NoVariablesError
+    # telling the user to create the variables outside the function, which they had.
+    scale = tf.Variable(2.0, name="read_in_py_function")
+
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(tf.py_function(lambda t: t * scale, [x], tf.float32))
+
+    x = tf.constant([1.0, 2.0])
+    report = flowcheck.analyze(loss, x)
+    assert verdicts(report, (scale,)) == watched_truth(loss, (scale,), x) == [False]
+    assert "tf.py_function" in (report.result(scale).eager_difference or "")
+    assert report.verify().agrees
+
+    def no_variable(x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(x * 2.0)
+
+    with pytest.raises(flowcheck.NoVariablesError, match="create the variables outside the function"):
+        flowcheck.analyze(no_variable, x)
