@@ -681,3 +681,21 @@ def test_a_variable_read_only_inside_a_py_function_is_judged_from_the_eager_call
 
     with pytest.raises(flowcheck.NoVariablesError, match="create the variables outside the function"):
         flowcheck.analyze(no_variable, x)
+
+
+def test_a_functools_partial_is_traced_with_autograph_and_its_barrier_named() -> None:
+    import functools
+
+    w, v = tf.Variable([1.0, 2.0], name="w_partial"), tf.Variable([3.0, 4.0], name="v_partial")
+
+    def loss(x: tf.Tensor, scale: float) -> tf.Tensor:
+        if tf.reduce_sum(x) > 0.0:  # AutoGraph turns it into a tf.cond
+            return tf.reduce_sum(tf.stop_gradient(w * x) + v * x) * scale  # stop
+        return tf.reduce_sum(v)
+
+    fn, x = functools.partial(loss, scale=2.0), tf.constant([1.0, 1.0])
+    report = flowcheck.analyze(fn, x)
+    assert verdicts(report, (w, v)) == watched_truth(fn, (w, v), x) == [False, True]
+    assert not any("no static analysis" in n for n in report.notes)
+    (cut,) = report.result(w).barriers
+    assert cut.op_type == "StopGradient" and cut.source is not None and cut.source.line == line_of(loss, "# stop")

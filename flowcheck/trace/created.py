@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import functools
+import contextlib
+import inspect
 from typing import Any
 
 import tensorflow as tf
@@ -27,11 +28,17 @@ def creating_remembered(fn: Any) -> Any:
             created.append((variable, initial if callable(initial) else tf.get_static_value(initial)))
         return variable
 
-    @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
         with tf.variable_creator_scope(creator):
             return fn(*args, **kwargs)
 
+    # fn's name and signature (its defaults feed the trace), but no ``__wrapped__``: AutoGraph would
+    # convert the source it leads to (fn's, or none for a functools.partial) in place of this one.
+    for attribute in ("__module__", "__name__", "__qualname__", "__doc__"):
+        with contextlib.suppress(AttributeError, TypeError):
+            setattr(call, attribute, getattr(fn, attribute))
+    with contextlib.suppress(TypeError, ValueError):
+        call.__signature__ = inspect.signature(fn)  # type: ignore[attr-defined]
     call.flowcheck_created = created  # type: ignore[attr-defined]
     return call
 
