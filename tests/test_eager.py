@@ -699,3 +699,37 @@ def test_a_functools_partial_is_traced_with_autograph_and_its_barrier_named() ->
     assert not any("no static analysis" in n for n in report.notes)
     (cut,) = report.result(w).barriers
     assert cut.op_type == "StopGradient" and cut.source is not None and cut.source.line == line_of(loss, "# stop")
+
+
+class _TwoDense(keras.Model):
+    def __init__(self) -> None:
+        super().__init__(name="two_dense")
+        self.first, self.second = keras.layers.Dense(2, name="first"), keras.layers.Dense(1, name="second")
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        return self.second(self.first(x))
+
+
+class _Trainer:
+    """A user's trainer holding the model: a callable reaches the model only through it."""
+
+    def __init__(self, net: Any) -> None:
+        self.net = net
+
+    def loss(self, x: tf.Tensor, scale: float) -> tf.Tensor:
+        return tf.reduce_sum(self.net(x)) * scale
+
+
+def test_a_models_variables_reached_through_a_partial_or_a_trainer_object_keep_their_keras_paths() -> None:
+    # Found only by the trace, they were named by their tf.Variable names: 'net/kernel' for both layers' kernels.
+    import functools
+
+    keras.utils.set_random_seed(3)
+    net, x = _TwoDense(), tf.ones((2, 3))
+    net(x)  # built in the model's scope: both kernels' tf.Variables are named 'two_dense/kernel'
+    trainer = _Trainer(net)
+    paths = [v.path for v in net.weights]
+    for fn in (functools.partial(trainer.loss, scale=2.0), lambda x: trainer.loss(x, 2.0)):
+        report = flowcheck.analyze(fn, x)
+        assert [report.result(v).name for v in net.weights] == paths
+        assert verdicts(report, tuple(net.weights)) == watched_truth(fn, net.weights, x)
