@@ -40,6 +40,7 @@ def creating_remembered(fn: Any) -> Any:
     with contextlib.suppress(TypeError, ValueError):
         call.__signature__ = inspect.signature(fn)  # type: ignore[attr-defined]
     call.flowcheck_created = created  # type: ignore[attr-defined]
+    call.flowcheck_target = fn  # type: ignore[attr-defined]  # what owners_of follows: the user's callable
     return call
 
 

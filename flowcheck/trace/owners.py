@@ -34,6 +34,7 @@ def owners_of(fn: Any) -> list[Any]:
 
 
 def _collect(fn: Any, found: list[Any], seen: set[int], depth: int) -> None:
+    fn = getattr(fn, "flowcheck_target", fn)  # flowcheck's own trace wrapper of a plain callable (trace/created)
     target = inspect.unwrap(fn) if callable(fn) else fn
     if id(target) in seen:
         return
