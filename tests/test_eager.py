@@ -759,3 +759,12 @@ def test_a_functools_partial_step_leaves_its_iterator_and_optimizer_as_they_were
     assert report.verify().agrees
     assert (w.numpy().tobytes(), int(opt.iterations.numpy())) == before
     assert np.array_equal(next(it).numpy(), next(twin).numpy())
+
+
+def test_a_lambda_with_lambdas_inside_is_traced_without_an_autograph_warning(capfd: Any) -> None:
+    w, u = tf.Variable([1.0, 2.0], name="w_lambda"), tf.Variable([3.0, 4.0], name="u_lambda")
+    fn = lambda x: tf.reduce_sum(tf.cond(tf.reduce_sum(x) > 5.0, lambda: w * x, lambda: u * x))  # noqa: E731
+    x = tf.constant([1.0, -1.0])
+    report = flowcheck.analyze(fn, x)
+    assert verdicts(report, (w, u)) == watched_truth(fn, (w, u), x)
+    assert "could not transform" not in capfd.readouterr().err

@@ -19,6 +19,10 @@ def creating_remembered(fn: Any) -> Any:
     ``self.w`` made lazily) broken for every later call. :func:`initialize_created` gives them
     the values the user's own first call would (a Keras initializer, a constant).
     """
+    if getattr(fn, "__name__", None) == "<lambda>":
+        # AutoGraph parses a lambda from its line, and called from a wrapper fails where tf.function's
+        # own conversion succeeds (lambdas inside it): a lambda is traced as it is.
+        return fn
     created: list[tuple[Any, Any]] = []
 
     def creator(next_creator: Any, **kwargs: Any) -> Any:
