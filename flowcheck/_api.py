@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from types import MappingProxyType
 from typing import Any
@@ -235,10 +236,18 @@ def eager_only_report(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
              f"(no barriers, lines or diagram){untraced_advice(run.exits, str(failure))}"] + ([renewed] if run.renewed else [])
     if run.error is not None:
         notes.append(f"differentiating the loss raises {run.error}: no static analysis can say which op")
-    sites = tuple(eager_site(call) for call in run.calls)  # a training step's own calls: TensorFlow's answers
+    sites = tuple(_with_exits(eager_site(call), run.exits) for call in run.calls)  # a step's calls: TensorFlow's
     results = eager_only(run, str(failure))
     if sites:  # a step lists its sources and the trainable variables it reads, not its optimizer's slots
         sources = {id(s.variable) for site in sites for s in site.sources}
         results = tuple(r for r in results if r.trainable or id(r.variable) in sources)
     traced = Traced(fn, None, tuple(args), dict(kwargs), "callable", run.variables, {}, run.losses, notes, fn, name=name)
     return Report(traced, endpoints_graph(traced), results, tuple(notes), (), sites)
+
+
+def _with_exits(site: Any, exits: Any) -> Any:
+    """An eager site with a source that got None, told where the step's values left TensorFlow (the likely cut)."""
+    left = list(dict.fromkeys(str(e) for e in exits))
+    if not left or not any(s.tensorflow_none for s in site.sources):
+        return site
+    return dataclasses.replace(site, notes=(*site.notes, f"while the step ran: {'; '.join(left)}"))

@@ -768,3 +768,26 @@ def test_a_lambda_with_lambdas_inside_is_traced_without_an_autograph_warning(cap
     report = flowcheck.analyze(fn, x)
     assert verdicts(report, (w, u)) == watched_truth(fn, (w, u), x)
     assert "could not transform" not in capfd.readouterr().err
+
+
+def test_a_step_that_cannot_be_traced_says_where_its_values_left_tensorflow_at_its_site() -> None:
+    first, second = keras.layers.Dense(2, name="np_first"), keras.layers.Dense(1, name="np_second")
+    x = tf.ones((4, 3))
+    second(first(x))
+    opt = keras.optimizers.SGD(0.1)
+
+    def train_step(x: tf.Tensor) -> None:
+        with tf.GradientTape() as tape:
+            h = tf.constant(first(x).numpy())  # left
+            loss = tf.reduce_mean(second(h) ** 2)
+        grads = tape.gradient(loss, first.trainable_variables + second.trainable_variables)
+        opt.apply_gradients([(g, v) for g, v in zip(grads, first.trainable_variables + second.trainable_variables)
+                             if g is not None])
+
+    report = flowcheck.analyze(train_step, x)
+    (site,) = report.gradient_sites
+    with tf.GradientTape() as tape:  # TensorFlow's own answer, as the step asks it
+        loss = tf.reduce_mean(second(tf.constant(first(x).numpy())) ** 2)
+    truth = [g is None for g in tape.gradient(loss, first.trainable_variables + second.trainable_variables)]
+    assert [s.tensorflow_none for s in site.sources] == truth == [True, True, False, False]
+    assert f"while the step ran: `.numpy()` at line {line_of(train_step, '# left')} leaves TensorFlow" in site.notes
