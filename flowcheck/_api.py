@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from types import MappingProxyType
 from typing import Any
@@ -107,6 +108,10 @@ def _analyze(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Report:
         if not is_plain_callable(fn):
             raise
         return eager_only_report(fn, args, kwargs, exc)  # a NumPy round trip: judged from its eager call alone
+    except NoVariablesError as exc:
+        if not is_plain_callable(fn):
+            raise
+        return eager_only_report(fn, args, kwargs, exc)  # read only where no graph sees: inside a tf.py_function
     oracle = GradientOracle()
     with collector_paused():
         graph = build_graph(traced, oracle)
@@ -186,13 +191,14 @@ def _results(traced: Any, analysis: Analysis, cache: dict[tuple[str, str], Barri
     return tuple(results)
 
 
-def eager_only_report(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], failure: TraceError) -> Report:
-    """The report of a callable that cannot be traced, judged from its eager call alone.
+def eager_only_report(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+                      failure: TraceError | NoVariablesError) -> Report:
+    """The report of a callable judged from its eager call alone: it cannot be traced, or its graph reads no variable.
 
     Raises:
         NoVariablesError: the call reads no variable.
     """
-    from flowcheck.analysis.eager import eager_only
+    from flowcheck.analysis.eager import eager_only, untraced_advice
     from flowcheck.graph.build import endpoints_graph
     from flowcheck.trace.eager import run_eagerly
     from flowcheck.trace.target import owned_variables
@@ -200,8 +206,15 @@ def eager_only_report(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], fa
 
     from flowcheck.trace.eager_sites import eager_site
     from flowcheck.trace.state import KERAS_NONE_WARNING, built_state, unbuild
+    from flowcheck._phrases import a_or_an
+    from flowcheck.verify.iterators import put_back, saved_positions
 
     name = str(getattr(fn, "__name__", None) or type(fn).__name__)
+    positions = saved_positions(fn, args)  # the batches a step draws (next(it)) are the script's to draw
+    moving = next((type(it).__name__ for it, position in positions if position is None), None)
+    if moving is not None:
+        raise TraceError(f"{failure}; {name} draws batches from {a_or_an(moving)} whose position cannot be saved, so "
+                         "flowcheck did not run it eagerly either: a run would change the batches the script trains on")
     built = built_state(fn, args)
     try:
         with warnings.catch_warnings():  # Keras's bare warning about None gradients: the report explains them
@@ -209,16 +222,32 @@ def eager_only_report(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], fa
             run = run_eagerly(fn, args, kwargs, owned_variables(fn, args, kwargs), name)
     finally:
         unbuild(built)  # an optimizer the step built is the user's to build
+        put_back(positions)
+    renewed = (f"{name} creates {', '.join(run.renewed)} anew at each call: a tf.Variable made again at every "
+               "call starts over each time and no optimizer can train it; create it once, outside the function")
     if not run.variables:
-        raise NoVariablesError(f"{name} reads no variable: nothing can be trained") from failure
+        if isinstance(failure, NoVariablesError) and not run.renewed:
+            raise failure
+        raise NoVariablesError(renewed if run.renewed else f"{name} reads no variable: nothing can be trained") from failure
+    if isinstance(failure, NoVariablesError):  # the eager call read variables the graph never saw
+        failure = TraceError(f"the graph traced from {name} reads no variable: one read only inside a "
+                             "tf.py_function (or tf.numpy_function) runs in Python, unseen by the graph and the tape")
     notes = [f"{failure}: no static analysis was possible, so the verdicts are the eager tape's alone "
-             "(no barriers, lines or diagram); wrap the NumPy part in tf.numpy_function or keep it in TensorFlow"]
+             f"(no barriers, lines or diagram){untraced_advice(run.exits, str(failure))}"] + ([renewed] if run.renewed else [])
     if run.error is not None:
         notes.append(f"differentiating the loss raises {run.error}: no static analysis can say which op")
-    sites = tuple(eager_site(call) for call in run.calls)  # a training step's own calls: TensorFlow's answers
+    sites = tuple(_with_exits(eager_site(call), run.exits) for call in run.calls)  # a step's calls: TensorFlow's
     results = eager_only(run, str(failure))
     if sites:  # a step lists its sources and the trainable variables it reads, not its optimizer's slots
         sources = {id(s.variable) for site in sites for s in site.sources}
         results = tuple(r for r in results if r.trainable or id(r.variable) in sources)
     traced = Traced(fn, None, tuple(args), dict(kwargs), "callable", run.variables, {}, run.losses, notes, fn, name=name)
     return Report(traced, endpoints_graph(traced), results, tuple(notes), (), sites)
+
+
+def _with_exits(site: Any, exits: Any) -> Any:
+    """An eager site with a source that got None, told where the step's values left TensorFlow (the likely cut)."""
+    left = list(dict.fromkeys(str(e) for e in exits))
+    if not left or not any(s.tensorflow_none for s in site.sources):
+        return site
+    return dataclasses.replace(site, notes=(*site.notes, f"while the step ran: {'; '.join(left)}"))

@@ -504,3 +504,290 @@ def test_a_plain_function_steps_source_a_gradient_override_alone_explains_names_
     (cut,) = site.sources[0].barriers
     assert (cut.op_type, cut.kind, cut.in_user_code) == ("Round", flowcheck.BarrierKind.NONE_GRADIENT, True)
     assert cut.source is not None and cut.source.line == line_of(forward, "# straight through")
+
+
+def test_a_python_max_over_tensors_is_told_as_the_choice_it_makes_with_advice_to_compare_in_tensorflow() -> None:
+    big, small = tf.Variable(3.0, name="max_big"), tf.Variable(1.0, name="max_small")
+
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        return max(big * tf.reduce_sum(x), small * tf.reduce_sum(x))  # max
+
+    x = tf.constant([1.0, 2.0])
+    report = flowcheck.analyze(loss, x)
+    truth = watched_truth(loss, (big, small), x)
+    assert verdicts(report, (big, small)) == truth == [True, False]
+    assert report.result(small).eager_difference == (
+        f"`max()` at line {line_of(loss, '# max')} compares tensors in Python: only what it keeps is "
+        "differentiated; no static analysis was possible"
+    )
+    note = next(n for n in report.notes if "no static analysis was possible" in n)
+    assert "Python `bool` is not allowed:" in note and "You can attempt" not in note  # TensorFlow's advice left out
+    assert note.endswith("rather than in Python") and "numpy_function" not in note
+    assert report.verify().agrees
+
+
+def test_a_numpy_function_of_a_tensor_is_advised_as_a_numpy_round_trip() -> None:
+    w, b = tf.Variable([1.0, 2.0], name="np_mean_w"), tf.Variable(0.5, name="np_mean_b")
+
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        return np.mean(w * x) * tf.ones(()) + b  # NumPy reads the tensor's buffer in C
+
+    x = tf.constant([1.0, 3.0])
+    report = flowcheck.analyze(loss, x)
+    assert verdicts(report, (w, b)) == watched_truth(loss, (w, b), x) == [False, True]
+    note = next(n for n in report.notes if "no static analysis was possible" in n)
+    assert note.endswith("wrap the NumPy part in tf.numpy_function or keep it in TensorFlow")
+    assert "This error may indicate" not in note
+
+
+def test_np_array_of_a_variable_is_named_as_the_numpy_call_that_left_tensorflow() -> None:
+    w, b = tf.Variable([1.0, 2.0], name="np_array_w"), tf.Variable(0.5, name="np_array_b")
+
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        frozen = tf.constant(np.array(w) * 2.0)  # np.array
+        return tf.reduce_sum(frozen * x) + b
+
+    x = tf.constant([1.0, 3.0])
+    report = flowcheck.analyze(loss, x)
+    assert verdicts(report, (w, b)) == watched_truth(loss, (w, b), x)
+    assert report.result(w).eager_difference == (
+        f"`np.array()` at line {line_of(loss, '# np.array')} leaves TensorFlow; no static analysis was possible"
+    )
+
+
+def test_a_tf_variable_made_anew_at_each_call_is_not_a_verdict_but_a_note_and_verification_agrees() -> None:
+    w = tf.Variable([[1.0], [2.0]], name="kept_w")
+
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        temp = tf.Variable(tf.ones((2, 1)), name="made_each_call")  # made anew
+        return tf.reduce_sum(x @ temp) + tf.reduce_sum(x @ w)
+
+    x = tf.ones((3, 2))
+    report = flowcheck.analyze(loss, x)
+    assert verdicts(report, (w,)) == watched_truth(loss, (w,), x)
+    assert [r.name for r in report.variables] == ["kept_w"]  # the call's own temp is no variable of the user's
+    line = line_of(loss, "# made anew")
+    assert any(n.startswith("loss creates 'made_each_call' at ") and f"test_eager.py:{line} anew at each call" in n
+               for n in report.notes)
+    assert report.verify().agrees
+
+    def only_temp(x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(x) * tf.Variable(2.0, name="only_made_each_call")
+
+    with pytest.raises(flowcheck.NoVariablesError, match="creates 'only_made_each_call' at .* anew at each call"):
+        flowcheck.analyze(only_temp, x)
+
+
+def test_a_keras_layer_first_built_by_a_callable_that_cannot_be_traced_is_left_working() -> None:
+    # A failed tf.function trace leaves the layers it built with uninitialized weights.
+    dense, head = keras.layers.Dense(2, name="built_by_flowcheck"), tf.Variable(tf.ones((2, 1)), name="np_head")
+
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(tf.constant(dense(x).numpy()) @ head)
+
+    x = tf.ones((4, 3))
+    report = flowcheck.analyze(loss, x)
+    variables = (*dense.weights, head)
+    assert verdicts(report, variables) == watched_truth(loss, variables, x) == [False, False, True]
+    before = [tf.identity(v).numpy() for v in variables]
+    assert np.isfinite(dense(x).numpy()).all()  # the user's next call works
+    assert report.verify().agrees
+    assert all(np.array_equal(b, tf.identity(v).numpy()) for b, v in zip(before, variables))
+
+
+def test_a_variable_a_callable_creates_on_its_first_call_only_is_judged_and_kept() -> None:
+    class Lazy:
+        def __init__(self) -> None:
+            self.w: tf.Variable | None = None
+            self.scale = tf.Variable(2.0, name="lazy_scale")
+
+        def __call__(self, x: tf.Tensor) -> tf.Tensor:
+            if self.w is None:
+                self.w = tf.Variable(tf.ones((2, 1)), name="lazy_once")
+            return tf.reduce_sum(tf.constant((x @ self.w).numpy())) * self.scale
+
+    model, x = Lazy(), tf.ones((3, 2))
+    report = flowcheck.analyze(model, x)
+    assert model.w is not None
+    variables = (model.w, model.scale)
+    assert verdicts(report, variables) == watched_truth(model, variables, x) == [False, True]
+    assert not any("anew at each call" in n for n in report.notes)
+
+
+def test_an_eager_call_that_raises_in_an_op_is_one_line_without_the_kernels_names() -> None:
+    w = tf.Variable(tf.ones((3, 1)), name="w_mismatch")
+
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(tf.constant((x @ w).numpy()) @ tf.ones((5, 1)))  # mismatch
+
+    with pytest.raises(flowcheck.TraceError) as raised:
+        flowcheck.analyze(loss, tf.ones((4, 3)))
+    message = str(raised.value)
+    assert f":{line_of(loss, '# mismatch')} (" in message and "Matrix size-incompatible" in message
+    assert "function_node" not in message and "[Op:" not in message and "\n" not in message
+
+
+def test_a_step_that_cannot_be_traced_leaves_the_iterator_it_draws_from_where_it_was() -> None:
+    w = tf.Variable([[1.0], [1.0]], name="w_iterator_step")
+    opt = keras.optimizers.SGD(0.1)
+    data = tf.data.Dataset.from_tensor_slices(np.arange(16, dtype=np.float32).reshape(8, 2)).batch(2)
+    it, twin = iter(data), iter(data)
+
+    def train_step() -> None:
+        xb = next(it)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(xb @ w) + tf.reduce_sum(xb).numpy()  # cannot be traced: judged eagerly
+        opt.apply_gradients(zip(tape.gradient(loss, [w]), [w]))
+
+    next(it), next(twin)
+    report = flowcheck.analyze(train_step)
+    assert [s.tensorflow_none for site in report.gradient_sites for s in site.sources] == [False]
+    assert np.array_equal(next(it).numpy(), next(twin).numpy())  # analyze drew no batch of the script's
+
+
+def test_a_step_that_cannot_be_traced_and_draws_from_an_iterator_that_cannot_be_saved_is_not_run() -> None:
+    w = tf.Variable([[1.0], [1.0]], name="w_unsaved_iterator")
+    opt = keras.optimizers.SGD(0.1)
+    it = iter(tf.data.Dataset.from_tensor_slices(np.ones((8, 2), np.float32)).map(lambda x: x + tf.random.uniform((2,))).batch(2))
+
+    def train_step() -> None:
+        xb = next(it)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(xb @ w) + tf.reduce_sum(xb).numpy()
+        opt.apply_gradients(zip(tape.gradient(loss, [w]), [w]))
+
+    with pytest.raises(flowcheck.TraceError, match="draws batches from an OwnedIterator whose position cannot be saved"):
+        flowcheck.analyze(train_step)
+    assert sum(1 for _ in it) == 4  # no batch drawn
+    assert w.numpy().tolist() == [[1.0], [1.0]] and int(opt.iterations.numpy()) == 0
+
+
+def test_a_variable_read_only_inside_a_py_function_is_judged_from_the_eager_call() -> None:
+    # The traced graph reads no variable (the py_function's Python is not traced): that was a NoVariablesError
+    # telling the user to create the variables outside the function, which they had.
+    scale = tf.Variable(2.0, name="read_in_py_function")
+
+    def loss(x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(tf.py_function(lambda t: t * scale, [x], tf.float32))
+
+    x = tf.constant([1.0, 2.0])
+    report = flowcheck.analyze(loss, x)
+    assert verdicts(report, (scale,)) == watched_truth(loss, (scale,), x) == [False]
+    assert "tf.py_function" in (report.result(scale).eager_difference or "")
+    assert report.verify().agrees
+
+    def no_variable(x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(x * 2.0)
+
+    with pytest.raises(flowcheck.NoVariablesError, match="create the variables outside the function"):
+        flowcheck.analyze(no_variable, x)
+
+
+def test_a_functools_partial_is_traced_with_autograph_and_its_barrier_named() -> None:
+    import functools
+
+    w, v = tf.Variable([1.0, 2.0], name="w_partial"), tf.Variable([3.0, 4.0], name="v_partial")
+
+    def loss(x: tf.Tensor, scale: float) -> tf.Tensor:
+        if tf.reduce_sum(x) > 0.0:  # AutoGraph turns it into a tf.cond
+            return tf.reduce_sum(tf.stop_gradient(w * x) + v * x) * scale  # stop
+        return tf.reduce_sum(v)
+
+    fn, x = functools.partial(loss, scale=2.0), tf.constant([1.0, 1.0])
+    report = flowcheck.analyze(fn, x)
+    assert verdicts(report, (w, v)) == watched_truth(fn, (w, v), x) == [False, True]
+    assert not any("no static analysis" in n for n in report.notes)
+    (cut,) = report.result(w).barriers
+    assert cut.op_type == "StopGradient" and cut.source is not None and cut.source.line == line_of(loss, "# stop")
+
+
+class _TwoDense(keras.Model):
+    def __init__(self) -> None:
+        super().__init__(name="two_dense")
+        self.first, self.second = keras.layers.Dense(2, name="first"), keras.layers.Dense(1, name="second")
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        return self.second(self.first(x))
+
+
+class _Trainer:
+    """A user's trainer holding the model: a callable reaches the model only through it."""
+
+    def __init__(self, net: Any) -> None:
+        self.net = net
+
+    def loss(self, x: tf.Tensor, scale: float) -> tf.Tensor:
+        return tf.reduce_sum(self.net(x)) * scale
+
+
+def test_a_models_variables_reached_through_a_partial_or_a_trainer_object_keep_their_keras_paths() -> None:
+    # Found only by the trace, they were named by their tf.Variable names: 'net/kernel' for both layers' kernels.
+    import functools
+
+    keras.utils.set_random_seed(3)
+    net, x = _TwoDense(), tf.ones((2, 3))
+    net(x)  # built in the model's scope: both kernels' tf.Variables are named 'two_dense/kernel'
+    trainer = _Trainer(net)
+    paths = [v.path for v in net.weights]
+    for fn in (functools.partial(trainer.loss, scale=2.0), lambda x: trainer.loss(x, 2.0)):
+        report = flowcheck.analyze(fn, x)
+        assert [report.result(v).name for v in net.weights] == paths
+        assert verdicts(report, tuple(net.weights)) == watched_truth(fn, net.weights, x)
+
+
+def test_a_functools_partial_step_leaves_its_iterator_and_optimizer_as_they_were() -> None:
+    # The state a partial's function reaches (a global iterator, an optimizer) went unseen: analyze drew a
+    # batch and counted an optimizer step of the user's.
+    import functools
+
+    w = tf.Variable([[1.0], [1.0]], name="w_partial_step")
+    opt = keras.optimizers.SGD(0.1)
+    data = tf.data.Dataset.from_tensor_slices(np.arange(16, dtype=np.float32).reshape(8, 2)).batch(2)
+    it, twin = iter(data), iter(data)
+
+    def train_step(scale: float) -> None:
+        xb = next(it)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(xb @ w) * scale
+        opt.apply_gradients(zip(tape.gradient(loss, [w]), [w]))
+
+    step = functools.partial(train_step, scale=2.0)
+    step(), next(twin)
+    before = (w.numpy().tobytes(), int(opt.iterations.numpy()))
+    report = flowcheck.analyze(step)
+    assert [s.tensorflow_none for site in report.gradient_sites for s in site.sources] == [False]
+    assert report.verify().agrees
+    assert (w.numpy().tobytes(), int(opt.iterations.numpy())) == before
+    assert np.array_equal(next(it).numpy(), next(twin).numpy())
+
+
+def test_a_lambda_with_lambdas_inside_is_traced_without_an_autograph_warning(capfd: Any) -> None:
+    w, u = tf.Variable([1.0, 2.0], name="w_lambda"), tf.Variable([3.0, 4.0], name="u_lambda")
+    fn = lambda x: tf.reduce_sum(tf.cond(tf.reduce_sum(x) > 5.0, lambda: w * x, lambda: u * x))  # noqa: E731
+    x = tf.constant([1.0, -1.0])
+    report = flowcheck.analyze(fn, x)
+    assert verdicts(report, (w, u)) == watched_truth(fn, (w, u), x)
+    assert "could not transform" not in capfd.readouterr().err
+
+
+def test_a_step_that_cannot_be_traced_says_where_its_values_left_tensorflow_at_its_site() -> None:
+    first, second = keras.layers.Dense(2, name="np_first"), keras.layers.Dense(1, name="np_second")
+    x = tf.ones((4, 3))
+    second(first(x))
+    opt = keras.optimizers.SGD(0.1)
+
+    def train_step(x: tf.Tensor) -> None:
+        with tf.GradientTape() as tape:
+            h = tf.constant(first(x).numpy())  # left
+            loss = tf.reduce_mean(second(h) ** 2)
+        grads = tape.gradient(loss, first.trainable_variables + second.trainable_variables)
+        opt.apply_gradients([(g, v) for g, v in zip(grads, first.trainable_variables + second.trainable_variables)
+                             if g is not None])
+
+    report = flowcheck.analyze(train_step, x)
+    (site,) = report.gradient_sites
+    with tf.GradientTape() as tape:  # TensorFlow's own answer, as the step asks it
+        loss = tf.reduce_mean(second(tf.constant(first(x).numpy())) ** 2)
+    truth = [g is None for g in tape.gradient(loss, first.trainable_variables + second.trainable_variables)]
+    assert [s.tensorflow_none for s in site.sources] == truth == [True, True, False, False]
+    assert f"while the step ran: `.numpy()` at line {line_of(train_step, '# left')} leaves TensorFlow" in site.notes

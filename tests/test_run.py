@@ -998,6 +998,39 @@ def test_an_eager_tape_watching_only_some_variables_says_which_and_why_the_rest_
     assert code == 1
 
 
+HESSIAN_VECTOR = """\
+    import tensorflow as tf
+
+    w = tf.Variable([1.0, 2.0], name="w")
+    probe = tf.Variable([0.5, 0.5], name="probe", trainable=False)
+    scale = tf.Variable(3.0, name="scale", trainable=False)
+    x = tf.constant([1.0, 3.0])
+    for step in range(2):
+        with tf.GradientTape() as outer:
+            with tf.GradientTape() as inner:
+                loss = tf.reduce_sum((w * x) ** 2) * scale
+            g = inner.gradient(loss, w)
+            gv = tf.reduce_sum(g * probe)
+        hvp = outer.gradient(gv, [w, scale, probe])
+        w.assign_sub(0.01 * hvp[0])
+    """
+
+
+def test_an_eager_default_tape_says_its_non_trainable_sources_get_none_as_they_are_not_watched(
+    tmp_path: Path, capsys: Any,
+) -> None:
+    # A Hessian-vector product asked of frozen variables: TensorFlow gives None, and the site said only
+    # that an eager tape keeps no graph to explain it.
+    namespace: dict[str, Any] = {}
+    exec(textwrap.dedent(HESSIAN_VECTOR).replace("range(2)", "range(1)"), namespace)  # TensorFlow's own answer
+    answers = [g is None for g in namespace["hvp"]]
+    code, out, _ = run(capsys, script(tmp_path, HESSIAN_VECTOR), "--json")
+    outer = json.loads(out)["steps"][-1]["site"]
+    assert [s["tensorflow_none"] for s in outer["sources"]] == answers == [False, True, True]
+    assert any(n.startswith("not watched: scale, probe: trainable=False") for n in outer["notes"])
+    assert code == 1
+
+
 def test_an_eager_jacobian_is_a_site_not_tensorflows_own_pfor_function(tmp_path: Path, capsys: Any) -> None:
     # Eagerly, tape.jacobian runs a tf.function of TensorFlow's (pfor's `f`) that asks for gradients.
     path = script(tmp_path, """\
@@ -1084,3 +1117,27 @@ def test_a_script_exiting_with_failure_after_its_first_round_fails_the_run(tmp_p
     line = line_of(path, "sys.exit(")
     then = f"the script then failed: SystemExit at {path}:{line} (sys.exit({code})): {eval(code)}"  # noqa: S307
     assert (then in out.splitlines()) == failed
+
+
+INTEGER_SOURCE = """\
+    import tensorflow as tf
+
+    w = tf.Variable([1.0, 2.0], name="w")
+    seen = tf.Variable(0, name="seen")
+    x = tf.constant([1.0, 3.0])
+    for step in range(2):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(w * x) * tf.cast(seen + 1, tf.float32)
+        grads = tape.gradient(loss, [w, seen])
+        seen.assign_add(1)
+    """
+
+
+def test_an_eager_tapes_integer_source_is_said_to_carry_no_gradient(tmp_path: Path, capsys: Any) -> None:
+    namespace: dict[str, Any] = {}
+    exec(textwrap.dedent(INTEGER_SOURCE).replace("range(2)", "range(1)"), namespace)  # TensorFlow's own answer
+    code, out, _ = run(capsys, script(tmp_path, INTEGER_SOURCE), "--json")
+    site = json.loads(out)["steps"][0]["site"]
+    assert [s["tensorflow_none"] for s in site["sources"]] == [g is None for g in namespace["grads"]] == [False, True]
+    assert any(n.startswith("seen (int32): a variable of a non-float dtype") for n in site["notes"])
+    assert code == 1

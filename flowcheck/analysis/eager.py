@@ -24,7 +24,7 @@ from flowcheck.trace.distributed import replica_threads
 from flowcheck.trace.eager import EagerRun, Exit
 from flowcheck.trace.sites import GradientSite, RecordedCall
 
-__all__ = ["as_called", "as_called_errors", "as_called_sites", "eager_difference", "eager_only"]
+__all__ = ["as_called", "as_called_errors", "as_called_sites", "eager_difference", "eager_only", "untraced_advice"]
 
 
 def as_called(results: Sequence[VariableResult], graph: nx.DiGraph, run: EagerRun) -> tuple[VariableResult, ...]:
@@ -76,8 +76,8 @@ def as_called_errors(analysis: Analysis, run: EagerRun) -> tuple[tuple[str, str]
 
 def eager_only(run: EagerRun, failure: str) -> tuple[VariableResult, ...]:
     """Results from the eager call alone, for a callable that cannot be traced."""
-    left = "; ".join(dict.fromkeys(str(e) for e in run.exits if e.what != "a Python condition"))
-    why = f"{left or failure}; no static analysis was possible"
+    left = [e for e in run.exits if e.left_tensorflow] or list(run.exits)  # a Python `max()` alone is the cause too
+    why = f"{'; '.join(dict.fromkeys(str(e) for e in left)) or failure}; no static analysis was possible"
     results = []
     for i, v in enumerate(run.variables):
         unread = Verdict.BLOCKED if i in run.read else Verdict.UNUSED
@@ -89,6 +89,19 @@ def eager_only(run: EagerRun, failure: str) -> tuple[VariableResult, ...]:
             eager_difference=why if unread is Verdict.BLOCKED and not run.total[i] else None,
         ))
     return tuple(results)
+
+
+def untraced_advice(exits: Sequence[Exit], failure: str) -> str:
+    """What to change so that a callable that cannot be traced can be: said after why it cannot.
+
+    NumPy's own functions (``np.mean(t)``) read an eager tensor's buffer in C, unseen: the
+    trace's failure tells those.
+    """
+    if any(e.left_tensorflow for e in exits) or "to a numpy array" in failure:
+        return "; wrap the NumPy part in tf.numpy_function or keep it in TensorFlow"
+    if exits:  # tensors compared in Python: max(), sorted(), an `if` AutoGraph cannot convert
+        return "; compare tensors in TensorFlow (tf.maximum, tf.minimum, tf.where, tf.cond, tf.sort) rather than in Python"
+    return ""
 
 
 def _verdict(receives: bool, static: Verdict) -> Verdict:

@@ -14,24 +14,24 @@ from __future__ import annotations
 
 import contextlib
 import random
-import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 from tensorflow.python.eager import context, record
-from tensorflow.python.framework import ops
 from tensorflow.python.ops import resource_variable_ops
 from tensorflow.python.util import nest
 
 
 from flowcheck.errors import LossError, TraceError, unchained
-from flowcheck.source.lines import SourceLine, is_library_file, user_frame
+from flowcheck.source.lines import SourceLine, user_frame
 from flowcheck.trace.distributed import components, container
+from flowcheck.trace.exits import Exit, record_exits
+from flowcheck.trace.failure import op_message
 from flowcheck.trace.target import describe_variable
 from flowcheck.trace.sites import RecordedCall
 from flowcheck.trace.traced import LossOutput, TracedVariable
@@ -41,24 +41,6 @@ __all__ = [
     "EagerRun", "Exit", "own_random_seeds",
     "record_exits", "run_eagerly",
 ]
-
-# The conversions by which a value leaves TensorFlow, as the user wrote them.
-_EXITS = {"__float__": "float()", "__int__": "int()", "__index__": "int()", "numpy": ".numpy()",
-          "item": ".item()", "__bool__": "a Python condition"}
-
-
-@dataclass(frozen=True)
-class Exit:
-    """Where the user's code took a tensor's value out of TensorFlow during the eager call."""
-
-    what: str
-    source: SourceLine
-
-    def __str__(self) -> str:
-        if self.what == "a Python condition":
-            return f"the Python condition at line {self.source.line} runs only the branch taken"
-        return f"`{self.what}` at line {self.source.line} leaves TensorFlow"
-
 
 @dataclass
 class EagerRun:
@@ -75,6 +57,9 @@ class EagerRun:
         error: The tape's ``LookupError`` (an op with no gradient reached), as one line, when
             differentiating a loss raised; that loss then gives no answers (``total`` and
             ``per_loss`` hold the other losses').
+        renewed: The variables the function creates anew at each call (``tf.Variable`` in a
+            loss), as ``'name' at file:line``: not among ``variables``, as no optimizer
+            can train them.
     """
 
     variables: list[TracedVariable]
@@ -85,6 +70,7 @@ class EagerRun:
     exits: list[Exit] = field(default_factory=list)
     calls: list[RecordedCall] = field(default_factory=list)
     error: str | None = None
+    renewed: list[str] = field(default_factory=list)
 
 
 def run_eagerly(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -112,8 +98,10 @@ def run_eagerly(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
     # Watching accessed variables too: an eager op's fast path reads a trainable variable in C,
     # where only the tape hears of it (_watch_on_read never does).
     tape = tf.GradientTape(watch_accessed_variables=True)
+    created: dict[int, SourceLine | None] = {}
     try:
-        with own_random_seeds(), tape, _watch_on_read(tape, variables, index, saved, read), record_exits(exits):
+        with own_random_seeds(), tape, _watch_on_read(tape, variables, index, saved, read), record_exits(exits), \
+                _record_creations(created):
             _watch(tape, variables)
             try:
                 with record_sites() as recorder, record.VariableWatcher() as reads:
@@ -132,11 +120,58 @@ def run_eagerly(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
         per_loss = {n: total for n, _ in losses[:1]}
         if len(losses) > 1 and error is None:
             per_loss = _answer_per_loss(fn, args, kwargs, variables, index, saved, [n for n, _ in losses], total, len(known))
+        fresh = {i for i, v in enumerate(variables) if id(v.tf_variable) in created}
+        renewed = fresh - _read_again(fn, args, kwargs, variables, index, saved) if fresh else set()
     finally:
         _restore(variables, saved)
     outputs_ = [LossOutput(n, t, tuple(t.shape.as_list()) if t.shape.rank is not None else (), t.dtype.name)
                 for n, t in losses]
-    return EagerRun(variables, total, per_loss, read, outputs_, exits, recorder.eager_calls, error)
+    run = EagerRun(variables, total, per_loss, read, outputs_, exits, recorder.eager_calls, error)
+    return _without(run, renewed, created) if renewed else run
+
+
+@contextlib.contextmanager
+def _record_creations(created: dict[int, SourceLine | None]) -> Iterator[None]:
+    """Record each ``tf.Variable`` the call creates, by id, with the user's line that created it."""
+    def creator(next_creator: Callable[..., Any], **kwargs: Any) -> Any:
+        variable = next_creator(**kwargs)
+        created[id(variable)] = user_frame(traceback.extract_stack(limit=40))[0]
+        return variable
+
+    with tf.variable_creator_scope(creator):
+        yield
+
+
+def _read_again(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                variables: list[TracedVariable], index: dict[int, int], saved: list[tuple[np.ndarray, ...]]) -> set[int]:
+    """The variables a second call, from the state of the first, reads: a variable created by the
+    first call and not read by the second is made anew at each call (a layer built lazily is read again).
+    """
+    _restore(variables, saved)
+    tape = tf.GradientTape(watch_accessed_variables=False)
+    read: set[int] = set()
+    known, known_index, known_saved = list(variables), dict(index), list(saved)  # a new variable stays out
+    with own_random_seeds(), tape, _watch_on_read(tape, known, known_index, known_saved, read), \
+            record.VariableWatcher() as reads:
+        try:
+            fn(*args, **kwargs)
+        except Exception:  # noqa: BLE001 -- the second call failed: no variable is said to be renewed
+            return set(range(len(variables)))
+    read.update(index[id(container(v))] for v in reads.watched_variables() if id(container(v)) in index)
+    return read
+
+
+def _without(run: EagerRun, renewed: set[int], created: dict[int, SourceLine | None]) -> EagerRun:
+    """``run`` without the variables made anew at each call, which are named in ``renewed``."""
+    keep = [i for i in range(len(run.variables)) if i not in renewed]
+    new_index = {old: new for new, old in enumerate(keep)}
+    wheres = [(run.variables[i].name, created[id(run.variables[i].tf_variable)]) for i in sorted(renewed)]
+    return replace(
+        run, variables=[run.variables[i] for i in keep], total=[run.total[i] for i in keep],
+        per_loss={n: [a[i] for i in keep] for n, a in run.per_loss.items()},
+        read={new_index[i] for i in run.read if i in new_index},
+        renewed=[f"'{name}'" + (f" at {where}" if where else "") for name, where in wheres],
+    )
 
 
 def _answer_per_loss(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -339,48 +374,6 @@ def _before_writes(hook: Callable[[Any], Any]) -> Iterator[None]:
             setattr(cls, name, method)
 
 
-@contextlib.contextmanager
-def record_exits(exits: list[Exit]) -> Iterator[None]:
-    """Record the user's lines that convert an eager tensor to a Python or NumPy value."""
-    base = ops._EagerTensorBase  # noqa: SLF001 -- the Python class behind every eager tensor
-    originals = {name: base.__dict__[name] for name in _EXITS if name in base.__dict__}
-
-    def wrap(name: str, method: Any) -> Any:
-        def recorded(self: Any, *a: Any, **k: Any) -> Any:
-            caller, asked = _converting_caller(sys._getframe(1), name)  # noqa: SLF001
-            if caller is not None and not is_library_file(caller.f_code.co_filename):
-                where, _ = user_frame(traceback.extract_stack(caller, limit=1))
-                if where is not None:
-                    exits.append(Exit(_EXITS.get(asked, _EXITS[name]), where))
-            return method(self, *a, **k)
-
-        return recorded
-
-    for name, method in originals.items():
-        setattr(base, name, wrap(name, method))
-    try:
-        yield
-    finally:
-        for name, method in originals.items():
-            setattr(base, name, method)
-
-
-def _converting_caller(frame: Any, name: str) -> tuple[Any, str]:
-    """The frame that asked for the conversion, past a variable's own conversion methods, and what it asked.
-
-    ``float(variable)`` reaches the tensor's ``.numpy()`` through the variable's ``__float__``: the
-    user's frame is the one above, and it asked for ``float()``. Any other library frame
-    (``tf.cond`` reading its predicate) is not the user's.
-    """
-    while frame is not None and frame.f_code.co_name in _EXIT_NAMES and is_library_file(frame.f_code.co_filename):
-        name = frame.f_code.co_name if frame.f_code.co_name in _EXITS else name
-        frame = frame.f_back
-    return frame, name
-
-
-_EXIT_NAMES = frozenset(_EXITS) | {"__array__", "_dense_var_to_tensor", "value", "read_value"}
-
-
 def _loss_tensors(outputs: Any, name: str, exits: Sequence[Exit]) -> list[tuple[str, Any]]:
     leaves = ([(str(p), t) for p, t in nest.flatten_with_joined_string_paths(outputs)]
               if nest.is_nested(outputs) else [("loss", outputs)])
@@ -396,5 +389,5 @@ def _loss_tensors(outputs: Any, name: str, exits: Sequence[Exit]) -> list[tuple[
 def _failure(exc: BaseException, name: str) -> str:
     where, _ = user_frame(traceback.extract_tb(exc.__traceback__))
     at = f" at {where}" + (f" ({where.code})" if where and where.code else "") if where else ""
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    message = op_message(str(exc).strip().splitlines()[0]) if str(exc).strip() else ""
     return f"calling {name} eagerly raised {type(exc).__name__}{at}: {message}"

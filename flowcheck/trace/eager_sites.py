@@ -40,7 +40,8 @@ def eager_site(call: RecordedCall) -> GradientSite:
     )
     labels = {id(_backing(o)): n for o, n in zip(call.sources, names)}
     labels.update(zip((id(o) for o in call.sources), names))
-    notes = ("called eagerly: TensorFlow's own answer, without a graph to explain it", *_unwatched_note(call, sources))
+    notes = ("called eagerly: TensorFlow's own answer, without a graph to explain it", *_unwatched_note(call, sources),
+             *_integer_note(sources))
     return GradientSite(
         kind=call.kind, source=call.source, targets=target_names(call.caller or call.source, call.targets, call.nth),
         sources=sources, watch=watch_text(call, labels), error=_error_in_words(call), notes=notes,
@@ -56,17 +57,37 @@ def _backing(obj: Any) -> Any:
 def _unwatched_note(call: RecordedCall, sources: tuple[SiteSource, ...]) -> tuple[str, ...]:
     """Why variables got None from a tape that watches only what it is told: it was not told to watch them."""
     tape = call.tape
-    if tape is None or tape.watch_accessed_variables:
+    if tape is None:
         return ()
     watched = {id(_backing(w)) for w in tape.watched}
     unwatched = [
         s.name for s in sources
         if s.tensorflow_none and isinstance(_backing(s.variable), tf.Variable) and id(_backing(s.variable)) not in watched
+        and not (tape.watch_accessed_variables and _backing(s.variable).trainable)
     ]
     if not unwatched:
         return ()
+    if tape.watch_accessed_variables:  # it watches the trainable variables it reads: these are not trainable
+        return (f"not watched: {', '.join(unwatched)}: trainable=False, and the tape watches only the trainable "
+                "variables it reads, so TensorFlow gives them None whatever the loss reads (tape.watch them)",)
     return (f"not watched: {', '.join(unwatched)}: the tape has watch_accessed_variables=False and no "
             "tape.watch call names them, so TensorFlow gives them None whatever the loss reads",)
+
+
+def _integer_note(sources: tuple[SiteSource, ...]) -> tuple[str, ...]:
+    """Sources that get None whatever the loss: integer and boolean variables carry no gradient."""
+    found = [(s.name, tf.as_dtype(_backing(s.variable).dtype).name) for s in sources if s.tensorflow_none
+             and isinstance(_backing(s.variable), tf.Variable) and not _differentiable(_backing(s.variable).dtype)]
+    if not found:
+        return ()
+    named = ", ".join(f"{name} ({dtype})" for name, dtype in found)
+    return (f"{named}: {'a variable' if len(found) == 1 else 'variables'} of a non-float dtype, which carries no "
+            "gradient: TensorFlow gives None whatever the loss reads",)
+
+
+def _differentiable(dtype: Any) -> bool:
+    dtype = tf.as_dtype(dtype)
+    return bool(dtype.is_floating or dtype.is_complex)
 
 
 def _error_in_words(call: RecordedCall) -> str | None:

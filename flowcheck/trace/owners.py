@@ -11,6 +11,7 @@ variables are listed even when the step never reads them (*unused*).
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Iterator
 from typing import Any
@@ -33,10 +34,15 @@ def owners_of(fn: Any) -> list[Any]:
 
 
 def _collect(fn: Any, found: list[Any], seen: set[int], depth: int) -> None:
+    fn = getattr(fn, "flowcheck_target", fn)  # flowcheck's own trace wrapper of a plain callable (trace/created)
     target = inspect.unwrap(fn) if callable(fn) else fn
     if id(target) in seen:
         return
     seen.add(id(target))
+    if isinstance(target, functools.partial):  # its function, and the values it binds (a model, a trainer)
+        found.extend((*target.args, *target.keywords.values()))
+        _collect(target.func, found, seen, depth)
+        return
     bound = getattr(target, "__self__", None)
     bound = bound.target if isinstance(bound, TfMethodTarget) else bound
     if bound is not None:  # a method's object, and the variables and models among its attributes
@@ -53,6 +59,7 @@ def _collect(fn: Any, found: list[Any], seen: set[int], depth: int) -> None:
     if code is not None:
         reached.extend(globals_[n] for n in _names(code) if n in globals_)
     found.extend(reached)
+    found.extend(vars(value) for value in reached if _user_object(value))  # trainer.model, named by the function
     if not callable(fn) or (not inspect.isfunction(target) and not inspect.ismethod(fn)):
         found.append(fn)
     if depth > 0:
@@ -60,6 +67,17 @@ def _collect(fn: Any, found: list[Any], seen: set[int], depth: int) -> None:
             helper = user_function(value)
             if helper is not None:
                 _collect(helper, found, seen, depth - 1)
+
+
+def _user_object(value: Any) -> bool:
+    """An instance of a class the user wrote (a trainer holding a model): its attributes may own variables."""
+    cls = type(value)
+    if cls.__module__ == "builtins" or inspect.isclass(value) or inspect.ismodule(value) or callable(value):
+        return False
+    try:
+        return not is_library_file(inspect.getfile(cls)) and isinstance(getattr(value, "__dict__", None), dict)
+    except (TypeError, OSError):  # a class with no file: defined in a notebook cell or by exec
+        return False
 
 
 def user_function(value: Any) -> Any:

@@ -9,6 +9,7 @@ user, so flowcheck records which were built before and puts the others back (:fu
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 from collections.abc import Iterator, Sequence
 from typing import Any, Final
@@ -159,6 +160,10 @@ def _reached(fn: Any, args: Sequence[Any]) -> Iterator[Any]:
     yield fn
     yield from args
     target = getattr(fn, "python_function", fn)
+    target = getattr(target, "flowcheck_target", target)  # flowcheck's trace wrapper of a plain callable
+    if isinstance(target, functools.partial):  # the values it binds, then its function
+        yield from (*target.args, *target.keywords.values())
+        target = target.func
     target = inspect.unwrap(target) if callable(target) else target
     method = getattr(target, "weakrefself_target__", None)  # a tf.function bound to an instance
     if method is not None:

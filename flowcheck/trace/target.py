@@ -14,8 +14,6 @@ the graph as captures or as arguments; both are mapped back to the variable obje
 from __future__ import annotations
 
 import inspect
-import re
-import traceback
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,9 +24,10 @@ from tensorflow.python.util import nest
 from flowcheck._gc import collector_paused
 from flowcheck._phrases import a_or_an
 from flowcheck.errors import InvalidTargetError, LossError, NoVariablesError, TraceError, unchained
-from flowcheck.source.lines import SourceLine, user_frame
 from flowcheck.source.positions import recording
 from flowcheck.trace import distributed as _distributed
+from flowcheck.trace.created import creating_remembered, initialize_created
+from flowcheck.trace.failure import trace_failure
 from flowcheck.trace.owners import is_keras_layer, owners_in, owners_of
 from flowcheck.trace.reuse import reused_recorder
 from flowcheck.trace.steps import (
@@ -59,8 +58,9 @@ def trace(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Traced:
         applied: tuple[Any, ...] = ()  # its own trace made the updates: applied_optimizers reads them
     else:
         try:
-            concrete, calls, applied = trace_recorded(function, fn, args, kwargs, notes, lambda exc: _trace_failure(exc, _name(fn)))
+            concrete, calls, applied = trace_recorded(function, fn, args, kwargs, notes, lambda exc: trace_failure(exc, _name(fn)))
         except TraceError as exc:
+            initialize_created(function)
             original = exc.original
             error = (no_loss(fn, original) or no_labels(fn, args, kwargs, original)) \
                 if kind == "keras model" and original is not None else None
@@ -163,7 +163,7 @@ def _as_function(fn: Any, notes: list[str]) -> tuple[Any, str, list[Any]]:
             f"{_plain(fn)}: judged as you call it, eagerly (its graph, traced "
             "by tf.function, gives the barriers and lines)"
         )
-        return tf.function(fn), "callable", owners_of(fn)
+        return tf.function(creating_remembered(fn)), "callable", owners_of(fn)
     raise InvalidTargetError(
         f"cannot analyze {type(fn).__name__!r}: expected a tf.function, a Python callable "
         "returning a loss, or a compiled Keras model"
@@ -176,28 +176,6 @@ def _keras() -> Any:
     except ImportError:  # pragma: no cover - keras ships with tensorflow
         return None
     return keras
-
-
-def _trace_failure(exc: BaseException, name: str) -> str:
-    frames: list[Any] = list(traceback.extract_tb(exc.__traceback__))
-    message = str(exc)
-    metadata = getattr(exc, "ag_error_metadata", None)  # AutoGraph's map back to the user's code
-    if metadata is not None:
-        frames = [
-            traceback.FrameSummary(f.filename, f.lineno, f.function_name, line=f.code)
-            for f in reversed(metadata.translated_stack)
-        ] or frames
-        message = str(metadata.cause_message)
-    where, _ = user_frame(frames)
-    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", message).splitlines() if line.strip()]
-    first = lines[0].removeprefix(f"{type(exc).__name__}: ") if lines else ""  # AutoGraph repeats the type
-    if first.startswith("Exception encountered when calling") and len(lines) > 1:
-        # Keras wraps a layer's error; its own message is the next line.
-        first = f"{lines[1]} ({first.removeprefix('Exception encountered when calling ').rstrip('.')})"
-    at = f" at {where} ({where.code})" if isinstance(where, SourceLine) and where.code else (
-        f" at {where}" if where else ""
-    )
-    return f"tracing {name} raised {type(exc).__name__}{at}: {first}"
 
 
 def _losses(concrete: Any, name: str, notes: list[str]) -> list[LossOutput]:

@@ -9,7 +9,7 @@ from tensorflow.python.ops import gen_dataset_ops
 
 from flowcheck.trace.state import iterators_of
 
-__all__ = ["iterator_state", "unrestorable"]
+__all__ = ["iterator_state", "put_back", "saved_positions", "unrestorable"]
 
 
 def iterator_state(iterator: Any) -> Any:
@@ -33,3 +33,15 @@ def unrestorable(traced: Any) -> str | None:
             return (f"not verified: the step draws batches from a {type(iterator).__name__} whose position "
                     "cannot be saved, so a run of it would change the batches the script trains on")
     return None
+
+
+def saved_positions(fn: Any, args: Any) -> list[tuple[Any, Any]]:
+    """Each iterator ``fn`` can draw from, with its position (None where it cannot be saved)."""
+    return [(iterator, iterator_state(iterator)) for iterator in iterators_of(fn, args)]
+
+
+def put_back(saved: list[tuple[Any, Any]]) -> None:
+    """Put each iterator back where :func:`saved_positions` found it."""
+    for iterator, state in saved:
+        if state is not None:
+            gen_dataset_ops.deserialize_iterator(iterator._iterator_resource, state)  # noqa: SLF001

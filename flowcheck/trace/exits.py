@@ -1,0 +1,99 @@
+"""Where the user's code takes a tensor's value out of TensorFlow during an eager call.
+
+``float(t)``, ``t.numpy()``, ``np.array(t)`` and a Python condition on a tensor are invisible to a
+traced graph (or cannot be traced at all); :func:`record_exits` hears them as they happen, at the
+user's line, so that a verdict only the eager call gives can say why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import sys
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from tensorflow.python.framework import ops
+
+from flowcheck.source.lines import SourceLine, is_library_file, user_frame
+
+__all__ = ["Exit", "record_exits"]
+
+# The conversions by which a value leaves TensorFlow, as the user wrote them.
+_EXITS = {"__float__": "float()", "__int__": "int()", "__index__": "int()", "numpy": ".numpy()",
+          "item": ".item()", "__bool__": "a Python condition", "__array__": "a NumPy call"}
+
+# A NumPy function as the user's line calls it (``np.mean(t)`` reaches the tensor's ``__array__``).
+_NUMPY_CALL = re.compile(r"\b(?:np|numpy)\.[A-Za-z_][\w.]*(?=\s*\()")
+# Python builtins that compare tensors (``max(a, b)`` asks ``bool(a > b)``): they keep one of them.
+_PYTHON_CHOICE = re.compile(r"(?<![\w.])(max|min|sorted)\s*\(")
+
+
+@dataclass(frozen=True)
+class Exit:
+    """Where the user's code took a tensor's value out of TensorFlow during the eager call."""
+
+    what: str
+    source: SourceLine
+
+    def __str__(self) -> str:
+        line = self.source.line
+        if self.what == "a Python condition":
+            choice = _PYTHON_CHOICE.search(self.source.code)
+            if choice:  # no branch in sight: a builtin compared the tensors and kept what it chose
+                return f"`{choice.group(1)}()` at line {line} compares tensors in Python: only what it keeps is differentiated"
+            return f"the Python condition at line {line} runs only the branch taken"
+        if self.what == "a NumPy call":
+            call = _NUMPY_CALL.search(self.source.code)
+            return f"`{call.group(0)}()` at line {line} leaves TensorFlow" if call else f"a NumPy call at line {line} leaves TensorFlow"
+        return f"`{self.what}` at line {line} leaves TensorFlow"
+
+    @property
+    def left_tensorflow(self) -> bool:
+        """True when the value left TensorFlow (a NumPy or Python number), not only chose a branch."""
+        return self.what != "a Python condition"
+
+
+
+@contextlib.contextmanager
+def record_exits(exits: list[Exit]) -> Iterator[None]:
+    """Record the user's lines that convert an eager tensor to a Python or NumPy value."""
+    base = ops._EagerTensorBase  # noqa: SLF001 -- the Python class behind every eager tensor
+    originals = {name: base.__dict__[name] for name in _EXITS if name in base.__dict__}
+
+    def wrap(name: str, method: Any) -> Any:
+        def recorded(self: Any, *a: Any, **k: Any) -> Any:
+            caller, asked = _converting_caller(sys._getframe(1), name)  # noqa: SLF001
+            if caller is not None and not is_library_file(caller.f_code.co_filename):
+                where, _ = user_frame(traceback.extract_stack(caller, limit=1))
+                if where is not None:
+                    exits.append(Exit(_EXITS.get(asked, _EXITS[name]), where))
+            return method(self, *a, **k)
+
+        return recorded
+
+    for name, method in originals.items():
+        setattr(base, name, wrap(name, method))
+    try:
+        yield
+    finally:
+        for name, method in originals.items():
+            setattr(base, name, method)
+
+
+def _converting_caller(frame: Any, name: str) -> tuple[Any, str]:
+    """The frame that asked for the conversion, past a variable's own conversion methods, and what it asked.
+
+    ``float(variable)`` reaches the tensor's ``.numpy()`` through the variable's ``__float__``: the
+    user's frame is the one above, and it asked for ``float()``. Any other library frame
+    (``tf.cond`` reading its predicate) is not the user's.
+    """
+    while frame is not None and frame.f_code.co_name in _EXIT_NAMES and is_library_file(frame.f_code.co_filename):
+        name = frame.f_code.co_name if frame.f_code.co_name in _EXITS else name
+        frame = frame.f_back
+    return frame, name
+
+
+_EXIT_NAMES = frozenset(_EXITS) | {"__array__", "_dense_var_to_tensor", "value", "read_value"}
