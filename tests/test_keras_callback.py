@@ -215,6 +215,14 @@ def changed_by_fit(model: keras.Model, x: Any, y: Any) -> set[int]:
     return {i for i, (b, w) in enumerate(zip(before, model.weights)) if not np.array_equal(b, w.numpy())}
 
 
+def still_trained_by_fit(model: keras.Model, x: Any, y: Any, trained: set[str]) -> list[int]:
+    """The truth after a refreeze: positions of the weights frozen now, among ``trained`` (by gradient,
+    before), that a real fit still changes (not the moving statistics, which it assigns)."""
+    frozen = {w.path for w in model.non_trainable_weights}
+    changed = changed_by_fit(model, x, y)
+    return [i for i, w in enumerate(model.weights) if w.path in frozen & trained and i in changed]
+
+
 @pytest.mark.usefixtures("dtype_policy")
 def test_weights_frozen_after_a_fit_are_said_to_be_trained_still() -> None:
     x, y = data()
@@ -227,11 +235,7 @@ def test_weights_frozen_after_a_fit_are_said_to_be_trained_still() -> None:
         return model, trained
 
     model, trained = refrozen()
-    frozen = {w.path for w in model.non_trainable_weights}
-    # The truth: the frozen weights a real fit still changes, of those trained by gradient before
-    # (not the moving statistics, which it assigns).
-    changed = changed_by_fit(model, x, y)
-    indices = [i for i, w in enumerate(model.weights) if w.path in frozen & trained and i in changed]
+    indices = still_trained_by_fit(model, x, y, trained)
     assert indices
     model, _ = refrozen()
     truth = {model.weights[i].path for i in indices}
@@ -287,9 +291,7 @@ def test_a_part_frozen_after_a_fit_of_an_override_is_said_to_be_trained_still() 
         return model, trained
 
     model, trained = refrozen()
-    frozen = {w.path for w in model.non_trainable_weights}
-    changed = changed_by_fit(model, x, y)
-    indices = [i for i, w in enumerate(model.weights) if w.path in frozen & trained and i in changed]
+    indices = still_trained_by_fit(model, x, y, trained)
     assert indices
     model, _ = refrozen()
     check = GradientFlowCheck()
