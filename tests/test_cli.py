@@ -728,6 +728,33 @@ def test_optimizer_flags_a_training_step_does_not_use_are_said_unused(capsys: py
                                  "optimizer, as it trains")
 
 
+ZERO_ARGUMENT_STEP = """
+    v = tf.Variable([1.0, 2.0], name="v")
+    opt = tf.keras.optimizers.SGD(0.1)
+
+    def train_step():  # no argument: it reads its globals, as eager loops write it
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.round(w) * 2.0) + tf.reduce_sum(v * 3.0)
+        grads = tape.gradient(loss, [w, v])
+        opt.apply_gradients(zip(grads, [w, v]))
+"""
+
+
+def test_a_step_taking_no_argument_is_analyzed_as_a_step_not_called_as_a_factory(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path,
+) -> None:
+    namespace: dict[str, Any] = {}
+    exec(HEADER + textwrap.dedent(ZERO_ARGUMENT_STEP).replace("    opt.apply_gradients", "    return grads  #"), namespace)
+    truth = [g is None for g in namespace["train_step"]()]  # TensorFlow's own answer at the step's call
+    path = write(tmp_path, ZERO_ARGUMENT_STEP)
+    code, out, _ = run(capsys, f"{path}:train_step", "--json")
+    data = json.loads(out)
+    assert data["target"]["inputs"] == "no inputs (it takes none)" and "factory" not in data["target"]["chosen_by"]
+    (site,) = data["gradient_sites"]
+    assert [s["tensorflow_none"] for s in site["sources"]] == truth == [True, False]
+    assert code == 1 and data["verification"]["agrees"] is True
+
+
 def test_a_factory_returns_the_target_and_its_inputs(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     path = write(tmp_path, """
         def build():

@@ -13,7 +13,8 @@ Target
     factory is called once and returns one of ``target``, ``(target, args)`` or
     ``(target, args, kwargs)``, where ``args`` is a tuple (or list) of positional inputs -- for a
     Keras model, ``(x, y)`` -- and ``kwargs`` a dict. A zero-argument function that returns a
-    tensor instead is a loss with no inputs and is analyzed itself.
+    tensor instead is a loss with no inputs and is analyzed itself; one whose own body asks for
+    gradients (a training step reading its globals) is never called as a factory.
 
 Example inputs
     1. the inputs a factory returned;
@@ -37,7 +38,7 @@ import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import Any, Final
 
 from flowcheck.cli.inputs import check_arity, example_inputs, is_keras_model, is_tf_function
 from flowcheck._phrases import a_or_an
@@ -158,6 +159,9 @@ def find_target(module: ModuleType, path: str, name: str | None, seed: int) -> L
     args: tuple[Any, ...] | None = None
     kwargs: dict[str, Any] = {}
     inputs_from = ""
+    if _is_factory(target) and _asks_for_gradients(target):
+        # A training step without inputs (it reads globals), not a factory: never called to find out.
+        return LoadedTarget(target, name, chosen_by, (), {}, "no inputs (it takes none)", optimizer)
     if _is_factory(target):
         try:
             produced = target()
@@ -264,6 +268,17 @@ def _is_factory(target: Any) -> bool:
     except (TypeError, ValueError):
         return False
     return not signature.parameters
+
+
+# Names a training step's own body uses to ask for gradients (tape.gradient, optimizer.minimize, ...);
+# a factory's body builds and returns a step, whose own code is a nested function's, not its own.
+_GRADIENT_CALLS: Final = frozenset({"GradientTape", "gradient", "apply_gradients", "minimize", "jacobian", "gradients"})
+
+
+def _asks_for_gradients(target: Any) -> bool:
+    """Whether ``target``'s own body (not a function nested in it) asks for gradients: a training step."""
+    code = getattr(inspect.unwrap(getattr(target, "__func__", target)), "__code__", None)
+    return code is not None and not _GRADIENT_CALLS.isdisjoint(code.co_names)
 
 
 def _is_tensor_tree(value: Any) -> bool:
