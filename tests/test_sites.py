@@ -1052,3 +1052,30 @@ def test_tf_gradients_stop_gradients_cut_the_listed_tensors(passed: str) -> None
     for source in report.gradient_sites[0].cut:
         (barrier,) = source.barriers
         assert barrier.source.line == line_of(HERE, "# listed in stop_gradients")
+
+
+def test_a_variable_tensorflow_named_variable_is_called_as_the_gradient_call_writes_it() -> None:
+    """Style transfer optimizes ``image = tf.Variable(content)``: TensorFlow names it ``Variable``;
+    the site says ``image``, as the call writes it. A variable given a name keeps its own."""
+    image = tf.Variable(tf.random.uniform((1, 8, 8, 3)))
+    offset = tf.Variable(0.5)  # default-named too, and the loss never reads it
+    scale = tf.Variable(2.0, name="style_weight")
+    frozen = keras.layers.Conv2D(2, 3)
+    frozen.build((None, 8, 8, 3))
+    frozen.trainable = False
+    optimizer = keras.optimizers.Adam(0.02)
+
+    @tf.function
+    def train_step() -> None:
+        with tf.GradientTape() as tape:
+            loss = scale * tf.reduce_mean(frozen(image) ** 2) + tf.image.total_variation(image)[0]
+        grads = tape.gradient(loss, [image, offset, scale])
+        optimizer.apply_gradients((g, v) for g, v in zip(grads, [image, offset, scale]) if g is not None)
+
+    state = [image, offset, scale, *frozen.variables]
+    before = snapshot(state)
+    report = flowcheck.analyze(train_step)
+    (site,) = report.gradient_sites
+    assert [s.name for s in site.sources] == ["image", "offset", "style_weight"]
+    assert same(state, before)
+    assert_sites_match(report, tape_truth(train_step.python_function, state))

@@ -18,7 +18,7 @@ from flowcheck._model import Verdict
 from flowcheck.analysis.sites import judge_call, site_graph, tensor_node
 from flowcheck.analysis.verdicts import loop_free_cuts, verdicts
 from flowcheck.errors import VariableNotFoundError
-from flowcheck.source.names import source_name, target_names, tensor_labels, unique
+from flowcheck.source.names import shown_name, source_name, target_names, tensor_labels, unique
 from flowcheck.trace.sites import GradientSite, RecordedCall, watch_text
 
 __all__ = [
@@ -69,7 +69,7 @@ def build_sites(traced: Any, graph: nx.DiGraph, barrier_of: Any) -> tuple[tuple[
             reached.update(i for i, node in enumerate(var_nodes) if found[node] is Verdict.RECEIVES)
         written = tensor_labels(call.caller or call.source, len(call.sources), call.nth)
         raw = [
-            traced.variables[i].name if (i := index(obj)) is not None else label or source_name(obj)
+            shown_name(traced.variables[i].name, label) if (i := index(obj)) is not None else label or source_name(obj)
             for obj, label in zip(call.sources, written)
         ]
         names = unique(raw)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import ast
 import linecache
+import re
 from collections.abc import Sequence
 from typing import Any, Final
 
 from flowcheck.source.lines import SourceLine
 
-__all__ = ["call_index", "source_name", "target_names", "tensor_labels", "unique", "watch_labels"]
+__all__ = ["call_index", "is_default_name", "shown_name", "source_name", "target_names", "tensor_labels", "unique", "watch_labels"]
 
 
 def source_name(obj: Any) -> str:
@@ -25,6 +26,21 @@ def source_name(obj: Any) -> str:
     if isinstance(name, str) and name:
         return name[:-2] if name.endswith(":0") else name
     return type(obj).__name__
+
+
+# A name TensorFlow makes up when the code gives none: ``tf.Variable(x)`` is ``Variable``, ``Variable_1``.
+_DEFAULT_NAME: Final = re.compile(r"^(?:.*/)?(?:Variable|Placeholder)(?:_\d+)?(?::\d+)?$")
+
+
+def is_default_name(name: str) -> bool:
+    """Whether ``name`` is one TensorFlow gave because the code named nothing (``Variable_1``)."""
+    return bool(_DEFAULT_NAME.match(name))
+
+
+def shown_name(name: str, written: str | None) -> str:
+    """A variable's name at a gradient call: its own, or how the call writes it (``image`` of
+    ``tape.gradient(loss, image)``) when its own is one TensorFlow made up (``Variable``)."""
+    return written if written and is_default_name(name) else name
 
 
 def unique(names: Sequence[str], repeat: str = "{name} ({n})") -> list[str]:

@@ -11,7 +11,7 @@ from typing import Any
 import tensorflow as tf
 
 from flowcheck._model import Verdict
-from flowcheck.source.names import source_name, target_names, tensor_labels, unique
+from flowcheck.source.names import shown_name, source_name, target_names, tensor_labels, unique
 from flowcheck.trace.sites import GradientSite, RecordedCall, SiteSource
 from flowcheck.trace.sites import watch_text
 
@@ -28,7 +28,7 @@ def eager_site(call: RecordedCall) -> GradientSite:
     """
     written = tensor_labels(call.caller or call.source, len(call.sources), call.nth)
     names = unique([
-        label if label and not hasattr(obj, "trainable") else source_name(obj) for obj, label in zip(call.sources, written)
+        label if label and not hasattr(obj, "trainable") else shown_name(source_name(obj), label) for obj, label in zip(call.sources, written)
     ])
     answers = call.tensorflow_none
     sources = tuple(

@@ -13,7 +13,6 @@ returned, ``None`` for a cut source) or the error it raised. Nothing is recorded
 
 from __future__ import annotations
 
-import re
 import sys
 import threading
 import traceback
@@ -24,6 +23,7 @@ from types import FrameType
 from typing import Any
 
 from flowcheck.source.lines import SourceLine, is_library_file, user_frame
+from flowcheck.source.names import is_default_name
 
 __all__ = ["GraphCall", "graphs_with_calls", "install", "is_default_name", "made_calls", "python_names", "recorded_calls", "uninstall",
            "user_frames"]
@@ -311,9 +311,5 @@ def _attributes(scope: dict[str, Any]) -> Iterable[tuple[str, Any]]:
         yield from ((f"{name}.{attr}", entry) for attr, entry in list(vars(value).items()) if not attr.startswith("_"))
 
 
-_DEFAULT_NAME = re.compile(r"^(?:.*/)?(?:Variable|Placeholder)(?:_\d+)?(?::\d+)?$")
 
 
-def is_default_name(name: str) -> bool:
-    """Whether ``name`` is one TensorFlow gave because the code named nothing (``Variable_1``)."""
-    return bool(_DEFAULT_NAME.match(name))
