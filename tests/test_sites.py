@@ -1079,3 +1079,39 @@ def test_a_variable_tensorflow_named_variable_is_called_as_the_gradient_call_wri
     assert [s.name for s in site.sources] == ["image", "offset", "style_weight"]
     assert same(state, before)
     assert_sites_match(report, tape_truth(train_step.python_function, state))
+
+
+def test_a_tf_module_variable_tensorflow_named_variable_is_told_by_its_path() -> None:
+    """``self.unused = tf.Variable(1.0)`` in a ``tf.Module``: TensorFlow names it ``Variable``; the
+    site names it by the attributes that lead to it, ``net/unused``, as it does repeated names."""
+
+    class Net(tf.Module):
+        def __init__(self) -> None:
+            super().__init__(name="net")
+            self.w = tf.Variable(tf.ones((3, 2)), name="w")
+            self.unused = tf.Variable(1.0)
+            self.step = tf.Variable(0, trainable=False, name="step")
+
+        @tf.function
+        def __call__(self, x: Any) -> Any:
+            return tf.nn.relu(x @ self.w)
+
+    model = Net()
+    opt = keras.optimizers.SGD(0.1)
+
+    @tf.function
+    def train_step(x: Any) -> None:
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(model(x))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients((g, v) for g, v in zip(grads, model.trainable_variables) if g is not None)
+        model.step.assign_add(1)
+
+    x = tf.ones((2, 3))
+    report = flowcheck.analyze(train_step, x)
+    assert_sites_match(report, tape_truth(lambda: train_step.python_function(x), model.variables))
+    paths = {id(v): "/".join(["net", *map(str, p)]) for p, v in model._flatten(  # noqa: SLF001
+        predicate=lambda v: isinstance(v, tf.Variable), with_path=True)}
+    expected = [paths[id(v)] if v.name == "Variable:0" else v.name[:-2] for v in model.trainable_variables]
+    assert [s.name for s in report.gradient_sites[0].sources] == expected
+    assert "net/unused" in expected

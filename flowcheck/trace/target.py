@@ -24,6 +24,7 @@ from tensorflow.python.util import nest
 from flowcheck._gc import collector_paused
 from flowcheck._phrases import a_or_an
 from flowcheck.errors import InvalidTargetError, LossError, NoVariablesError, TraceError, unchained
+from flowcheck.source.names import is_default_name
 from flowcheck.source.positions import recording
 from flowcheck.trace import distributed as _distributed
 from flowcheck.trace.created import creating_remembered, initialize_created
@@ -349,15 +350,16 @@ def _owned_variables(owner: Any) -> Iterator[TracedVariable]:
 
 
 def _module_paths(owner: Any) -> dict[int, str]:
-    """Names for a ``tf.Module``'s variables whose own names repeat (``w`` in two ``Linear``s):
-    the module's name and the attributes that lead to each (``mlp/l1/w``)."""
+    """Names for a ``tf.Module``'s variables whose own names repeat (``w`` in two ``Linear``s) or
+    are TensorFlow's made-up ``Variable`` (``self.unused = tf.Variable(1.0)``): the module's name
+    and the attributes that lead to each (``mlp/l1/w``, ``mlp/unused``)."""
     found = list(owner._flatten(predicate=lambda v: isinstance(v, tf.Variable), with_path=True))  # noqa: SLF001
     counts: dict[str, int] = {}
     for _, v in found:
         counts[v.name] = counts.get(v.name, 0) + 1
     return {
         id(v): "/".join([owner.name, *(str(p) for p in path)])
-        for path, v in found if counts[v.name] > 1
+        for path, v in found if counts[v.name] > 1 or is_default_name(v.name)
     }
 
 
