@@ -696,3 +696,56 @@ def test_the_verified_loss_of_a_maml_step_is_its_meta_loss_not_an_inner_tasks(tm
     assert [s["tensorflow_none"] for site in sites for s in site["sources"]] == [False] * 12
     assert step["report"]["verification"]["loss"] == pytest.approx(alone[0], rel=1e-5)
     assert code == 0
+
+
+# A model written with tf.Module, no Keras, trained by an eager loop (TensorFlow's "Introduction to modules").
+MODULE_EAGER = """\
+    import tensorflow as tf
+
+    class Dense(tf.Module):
+        def __init__(self, in_features, out_features, name=None):
+            super().__init__(name=name)
+            self.w = tf.Variable(tf.random.normal([in_features, out_features]), name="w")
+            self.b = tf.Variable(tf.zeros([out_features]), name="b")
+
+        def __call__(self, x):
+            return tf.nn.relu(tf.matmul(x, self.w) + self.b)
+
+    class SequentialModule(tf.Module):
+        def __init__(self, name=None):
+            super().__init__(name=name)
+            self.dense_1 = Dense(3, 3)
+            self.dense_2 = Dense(3, 2)
+            self.unused = tf.Variable(1.0)
+
+        @tf.function
+        def __call__(self, x):
+            return self.dense_2(self.dense_1(x))
+
+    model = SequentialModule()
+    opt = tf.optimizers.SGD(0.1)
+    x, y = tf.random.normal((8, 3)), tf.random.normal((8, 2))
+    for epoch in range(3):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(y - model(x)))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients((g, v) for g, v in zip(grads, model.trainable_variables) if g is not None)
+    """
+
+
+def test_a_tf_module_models_variables_at_an_eager_call_are_named_by_their_paths(tmp_path: Path, capsys: Any) -> None:
+    """``b``, ``w``, ``b``, ``w``, ``Variable`` were the names of ``model.trainable_variables`` at an
+    eager call; each is now told by its path in the module the script holds."""
+    namespace = runpy.run_path(script(tmp_path, MODULE_EAGER, "a.py"), run_name="__main__")
+    model, x, y = namespace["model"], namespace["x"], namespace["y"]
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.square(y - model(x)))
+    truth = [g is None for g in tape.gradient(loss, model.trainable_variables)]
+    paths = {id(v): "/".join([model.name, *map(str, p)]) for p, v in model._flatten(  # noqa: SLF001
+        predicate=lambda v: isinstance(v, tf.Variable), with_path=True)}
+    code, document = run_json(capsys, script(tmp_path, MODULE_EAGER))
+    (step,) = document["steps"]
+    sources = step["site"]["sources"]
+    assert [s["tensorflow_none"] for s in sources] == [s["verdict"] != "receives" for s in sources] == truth
+    assert [s["name"] for s in sources] == [paths[id(v)] for v in model.trainable_variables]
+    assert code == 1 and any(truth)

@@ -11,7 +11,7 @@ from typing import Any
 import tensorflow as tf
 
 from flowcheck._model import Verdict
-from flowcheck.source.names import shown_name, source_name, target_names, tensor_labels, unique
+from flowcheck.source.names import is_default_name, shown_name, source_name, target_names, tensor_labels, unique
 from flowcheck.trace.sites import GradientSite, RecordedCall, SiteSource
 from flowcheck.trace.sites import watch_text
 
@@ -27,9 +27,10 @@ def eager_site(call: RecordedCall) -> GradientSite:
     reason in words as its ``error``.
     """
     written = tensor_labels(call.caller or call.source, len(call.sources), call.nth)
-    names = unique([
+    own = [
         label if label and not hasattr(obj, "trainable") else shown_name(source_name(obj), label) for obj, label in zip(call.sources, written)
-    ])
+    ]
+    names = unique([_by_path(name, obj, own, call.paths) for name, obj in zip(own, call.sources)])
     answers = call.tensorflow_none
     sources = tuple(
         SiteSource(
@@ -120,3 +121,10 @@ def next_call_finding(site: GradientSite | None, sources: Any, result: Any) -> s
     now = "is no longer a variable but a tensor" if len(rebound) == 1 else "are no longer variables but tensors"
     return (f"{found}: {', '.join(rebound)} {now} the tape does not watch (the script rebinds the name, as "
             "`w = w - lr * grad` does; update a variable in place with `w.assign_sub(lr * grad)` or an optimizer)")
+
+
+def _by_path(name: str, obj: Any, names: list[str], paths: dict[int, str]) -> str:
+    """A source's path in its ``tf.Module`` (``mlp/l1/w``) where its own name tells it from no
+    other (``w`` twice in ``model.trainable_variables``) or is TensorFlow's made-up ``Variable``."""
+    path = paths.get(id(obj))
+    return path if path and (names.count(name) > 1 or is_default_name(name)) else name

@@ -112,3 +112,28 @@ def is_keras_layer(value: Any) -> bool:
     import keras
 
     return isinstance(value, keras.layers.Layer)
+
+
+def module_paths(owner: Any) -> dict[int, str]:
+    """Every ``tf.Variable`` of a ``tf.Module`` by the module's name and the attributes that lead to
+    it (``mlp/l1/w``), keyed by ``id``."""
+    found = owner._flatten(predicate=lambda v: isinstance(v, tf.Variable), with_path=True)  # noqa: SLF001
+    return {id(v): "/".join([owner.name, *(str(p) for p in path)]) for path, v in found}
+
+
+def frame_module_paths(frame: Any, sources: tuple[Any, ...]) -> dict[int, str]:
+    """Paths (:func:`module_paths`) for ``sources``, from the ``tf.Module`` objects (not Keras
+    layers: their variables carry a path) the user's ``frame`` holds in its locals and globals."""
+    wanted = {id(s) for s in sources if isinstance(s, tf.Variable) and not isinstance(getattr(s, "path", None), str)}
+    if not wanted:
+        return {}
+    paths: dict[int, str] = {}
+    seen: set[int] = set()
+    for value in [*frame.f_locals.values(), *frame.f_globals.values()]:
+        if isinstance(value, tf.Module) and not is_keras_layer(value) and id(value) not in seen:
+            seen.add(id(value))
+            found = module_paths(value)
+            paths.update((k, n) for k, n in found.items() if k in wanted and k not in paths)
+            if wanted <= paths.keys():
+                break
+    return paths

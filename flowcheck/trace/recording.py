@@ -15,10 +15,12 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
+import sys
 import threading
 import traceback
 import weakref
 from collections.abc import Callable, Iterator
+from types import FrameType
 from typing import Any, Final, TypeVar, cast
 
 import tensorflow as tf
@@ -27,6 +29,7 @@ from tensorflow.python.framework import ops
 
 from flowcheck.source.lines import SourceLine, call_column, is_library_file, user_frame
 from flowcheck.source.names import call_index, watch_labels
+from flowcheck.trace.owners import frame_module_paths
 from flowcheck.trace.sites import RecordedCall, SiteRecorder, TapeRecord
 
 __all__ = ["record_sites", "recording", "tape_record"]
@@ -191,6 +194,8 @@ def _recorded(
         results=None, tape=_record_of(tape) if tape is not None else None, graph=_graph(), unconnected_zero=zero,
         caller=_direct_caller(), zero_answered=answered, stop_gradients=stops, inner=_inside_another_tape(tape),
     )
+    if entry.graph is None:
+        entry.paths = _module_paths_at(line, entry.sources)
     # Eagerly the call's column tells which of its line's calls it is; a trace's frames are AutoGraph's.
     entry.nth = call_index(line, call_column()) if entry.graph is None else sum(
         1 for c in _ACTIVE[-1].calls if c.source == line and c.graph is entry.graph)
@@ -209,6 +214,17 @@ def _recorded(
         _STATE.busy = False
         for recorder in list(_ACTIVE):
             recorder.calls.append(entry)
+
+
+def _module_paths_at(line: SourceLine | None, sources: tuple[Any, ...]) -> dict[int, str]:
+    """The paths of the sources in the ``tf.Module`` objects the user's frame at ``line`` holds: an
+    eager call has no traced owner to name ``model.trainable_variables`` (``b``, ``w``, ``b``, ``w``)."""
+    frame: FrameType | None = sys._getframe(1)  # noqa: SLF001
+    while frame is not None and line is not None:
+        if frame.f_code.co_filename == line.file and frame.f_lineno == line.line:
+            return frame_module_paths(frame, sources)
+        frame = frame.f_back
+    return {}
 
 
 def _inside_another_tape(tape: Any) -> bool:

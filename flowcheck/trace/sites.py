@@ -191,6 +191,8 @@ class RecordedCall:
         stop_gradients: The ``stop_gradients=`` tensors of ``tf.gradients``: nothing flows through them.
         nth: The call's place among the gradient calls its line makes in the same trace
             (``u_t, u_x = tape.gradient(u, t), tape.gradient(u, x)``: 0, then 1), to read its own text.
+        paths: Eagerly, the sources' paths in the ``tf.Module`` objects the user's frame holds
+            (``model/dense_1/w``), by ``id``: what names them when their own names repeat.
         inner: Made while another tape recorded (MAML's inner step, a gradient penalty, a PINN's
             derivatives): its target is part of a bigger loss, not the step's loss.
     """
@@ -210,6 +212,7 @@ class RecordedCall:
     stop_gradients: tuple[Any, ...] = field(default=(), repr=False)
     inner: bool = False
     nth: int = 0
+    paths: dict[int, str] = field(default_factory=dict, repr=False)
 
     @property
     def tensorflow_none(self) -> tuple[bool | None, ...]:

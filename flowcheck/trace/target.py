@@ -29,7 +29,7 @@ from flowcheck.source.positions import recording
 from flowcheck.trace import distributed as _distributed
 from flowcheck.trace.created import creating_remembered, initialize_created
 from flowcheck.trace.failure import trace_failure
-from flowcheck.trace.owners import is_keras_layer, owners_in, owners_of
+from flowcheck.trace.owners import is_keras_layer, module_paths, owners_in, owners_of
 from flowcheck.trace.reuse import reused_recorder
 from flowcheck.trace.steps import (
     FailedTrace, is_training_step, keras_loss_step, keras_step, no_labels, no_loss, runs_eagerly, site_losses, trace_recorded,
@@ -357,10 +357,8 @@ def _module_paths(owner: Any) -> dict[int, str]:
     counts: dict[str, int] = {}
     for _, v in found:
         counts[v.name] = counts.get(v.name, 0) + 1
-    return {
-        id(v): "/".join([owner.name, *(str(p) for p in path)])
-        for path, v in found if counts[v.name] > 1 or is_default_name(v.name)
-    }
+    paths = module_paths(owner)
+    return {id(v): paths[id(v)] for _, v in found if counts[v.name] > 1 or is_default_name(v.name)}
 
 
 def _describe_tf(user: Any, var: Any, trainable: bool | None, name: str | None = None) -> TracedVariable:
