@@ -1115,3 +1115,43 @@ def test_a_tf_module_variable_tensorflow_named_variable_is_told_by_its_path() ->
     expected = [paths[id(v)] if v.name == "Variable:0" else v.name[:-2] for v in model.trainable_variables]
     assert [s.name for s in report.gradient_sites[0].sources] == expected
     assert "net/unused" in expected
+
+
+def test_a_tensor_source_the_tape_never_watched_gets_none_as_tensorflow_says() -> None:
+    """PGD without ``tape.watch(x)``: the tape records nothing that makes ``x`` (an argument, a
+    tensor made from one, a tensor made before the block or by ``tf.stop_gradient``), so TensorFlow
+    gives None for it though it feeds the loss; flowcheck said it received one."""
+    w = tf.Variable(2.0)
+    frozen = keras.layers.Dense(3)
+    frozen.build((None, 4))
+    frozen.trainable = False
+
+    @tf.function
+    def step(x: Any) -> None:
+        with tf.GradientTape() as tape:  # no tape.watch(x)
+            loss = tf.reduce_sum(frozen(x)) * w
+        tape.gradient(loss, x)
+        with tf.GradientTape() as tape:
+            h = x * 3.0
+            loss = tf.reduce_sum(w * h)
+        tape.gradient(loss, h)
+        made_before = x * 2.0
+        with tf.GradientTape() as tape:
+            stopped = tf.stop_gradient(w * 2.0)
+            rounded = tf.round(w)  # recorded: its gradient is None, but it is on the tape
+            loss = tf.reduce_sum(w * made_before) * stopped * rounded
+        grads = tape.gradient(loss, [made_before, stopped, rounded, w])
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            h = x * 3.0
+            loss = tf.reduce_sum(w * h)
+        tape.gradient(loss, [x, h])
+        w.assign_sub(0.1 * grads[3])
+
+    x = tf.ones((2, 4))
+    state = [w, *frozen.variables]
+    report = flowcheck.analyze(step, x)
+    truth = tape_truth(lambda: step.python_function(x), state)
+    assert truth[:3] == [[True], [True], [True, True, False, False]]  # what the test is about, before comparing
+    assert_sites_match(report, truth)
+    assert "x: the tape was not asked to watch it" in report.gradient_sites[0].notes[0]

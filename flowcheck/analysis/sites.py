@@ -196,6 +196,30 @@ def _induced_copy(graph: nx.DiGraph, keep: set[str]) -> nx.DiGraph:
     return sub
 
 
+def _on_tape(graph: nx.DiGraph, call: RecordedCall) -> set[str]:
+    """The nodes whose tensors the call's tape holds: what it watches (its variables, the tensors
+    given to ``tape.watch``) and what the ops it recorded made from them. A tensor source outside
+    this set gets None from TensorFlow, however it feeds the target (the tape never saw it made)."""
+    variables: list[str] = graph.graph["variables"]
+    roots = [*variables, *(n for w in call.tape.watched if (n := tensor_node(graph, w)) is not None)] if call.tape else []
+    seen, stack = set(roots), list(roots)
+    succ = graph._succ  # noqa: SLF001 -- as in flowcheck.analysis.verdicts
+    while stack:
+        for w, data in succ[stack.pop()].items():
+            # Round's output is on the tape (its gradient is None, but it is recorded); StopGradient's
+            # (registered not differentiable: never recorded), an integer's or an unwatched variable's is not.
+            if w not in seen and (data["grad"] or data["kind"] not in _OFF_TAPE):
+                seen.add(w)
+                stack.append(w)
+    return seen
+
+
+_OFF_TAPE = (
+    BarrierKind.DTYPE, BarrierKind.NOT_WATCHED, BarrierKind.NOT_RECORDED, BarrierKind.STOP_GRADIENT,
+    BarrierKind.NOT_DIFFERENTIABLE,
+)
+
+
 def tensor_node(graph: nx.DiGraph, tensor: Any) -> str | None:
     """The node of the op that makes ``tensor`` (searched in inlined bodies too), if any."""
     op = getattr(tensor, "op", None)
@@ -221,6 +245,8 @@ def judge_call(
     cuts = blocking_barriers(sub.graph, present, sub.targets, verdict=verdict, reached=sub.reached()) if sub.targets else {}
     cache: dict[tuple[str, str], Any] = {}
     answers = call.tensorflow_none
+    on_tape = _on_tape(sub.graph, call) if call.tape is not None else set()
+    unwatched: list[str] = []
     sources = []
     for i, node in enumerate(sub.sources):
         found = verdict.get(node, Verdict.UNUSED) if node is not None else Verdict.UNUSED
@@ -228,6 +254,9 @@ def judge_call(
         outside = sub.read_outside(node) if found is Verdict.UNUSED and node is not None and sub.full is not None else []
         if outside:  # read before the tape's block: cut by the tape itself, at the ops computed outside it
             found, barriers = Verdict.BLOCKED, tuple(dict.fromkeys(outside_barrier(sub.full, e) for e in outside))
+        if found is Verdict.RECEIVES and node is not None and call.tape is not None and node not in on_tape:
+            found, barriers = Verdict.BLOCKED, ()  # a tensor the tape holds no record of: its gradient is None
+            unwatched.append(names[i])
         sources.append(SiteSource(
             name=names[i], variable=call.sources[i], verdict=found, barriers=barriers,
             tensorflow_none=answers[i], trainable=trainable[i],
@@ -236,6 +265,9 @@ def judge_call(
     if not sub.targets:
         notes = ("the targets were not computed while the tape recorded (outside its with block): "
                  "nothing is differentiated",)
+    if unwatched:
+        notes += (f"{', '.join(unwatched)}: the tape was not asked to watch it (tape.watch) and recorded no op "
+                  "that makes it from something it watches: TensorFlow gives None",)
     return GradientSite(
         kind=call.kind, source=call.source, targets=target_labels, sources=tuple(sources), watch=watch,
         error=call.error, notes=notes,
