@@ -140,6 +140,9 @@ def site_graph(
     keep.update(var_nodes)
     # A tensor source (``tape.watch(x)``) may be made before the block: it is where gradients end.
     keep.update(n for obj in call.sources if variable_index(obj) is None and (n := tensor_node(graph, obj)))
+    # So may a tensor given to tape.watch: where what the tape holds starts (flowcheck.analysis.sites._on_tape).
+    watching = call.tape.watched if call.tape is not None else ()
+    keep.update(n for obj in watching if variable_index(obj) is None and (n := tensor_node(graph, obj)))
     sub = _induced_copy(graph, keep)
     if call.tape is not None:
         # The tape looks up the own type of each op it recorded, overrides aside; the bodies of the
