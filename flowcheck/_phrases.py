@@ -11,7 +11,7 @@ from typing import Final
 from flowcheck._model import Verdict
 
 __all__ = [
-    "GRADIENT_ERROR_ADVICE", "NEVER_TRAINED", "a_or_an", "left_out_text", "still_trained_text", "gradient_error_cause", "counts_text", "disagreement", "receiving_text",
+    "GRADIENT_ERROR_ADVICE", "NEVER_TRAINED", "a_or_an", "left_out_lines", "still_trained_lines", "gradient_error_cause", "counts_text", "disagreement", "receiving_text",
     "shape_text", "verdict_counts", "would_receive_text",
 ]
 
@@ -86,18 +86,25 @@ def would_receive_text(count: int) -> str:
     return f"{count} source{'' if count == 1 else 's'} would receive a gradient had the call not raised"
 
 
-def left_out_text(model: str, n: int, traced: bool) -> str:
-    """Why ``fit`` will not train ``n`` trainable weights of ``model`` (whose step it kept, when ``traced``)."""
+def left_out_lines(model: str, names: Sequence[str], traced: bool) -> list[str]:
+    """Why ``fit`` will not train the trainable weights ``names`` of ``model`` (whose step it kept, when
+    ``traced``), and the names below."""
+    n = len(names)
     weights = f"{n} weight{'s' if n != 1 else ''} of model {model!r}"
     if traced:
-        return (f"fit will not train {weights} made trainable after its training step was traced: Keras keeps "
-                "that step and the optimizer's variables until model.compile() is called again with a new optimizer:")
-    # compile() dropped the step, but its optimizer was built on other weights: the new step raises
-    return (f"fit will raise Keras's 'Unknown variable' error on {weights} made trainable after its "
-            "optimizer was built: give model.compile() a new optimizer:")
+        why = (f"fit will not train {weights} made trainable after its training step was traced: Keras keeps "
+               "that step and the optimizer's variables until model.compile() is called again with a new optimizer:")
+    else:  # compile() dropped the step, but its optimizer was built on other weights: the new step raises
+        why = (f"fit will raise Keras's 'Unknown variable' error on {weights} made trainable after its "
+               "optimizer was built: give model.compile() a new optimizer:")
+    return [why, *(f"    {name}" for name in names)]
 
 
-def still_trained_text(model: str, n: int) -> str:
-    """Why ``fit`` will still train ``n`` weights of ``model`` frozen after it traced its step."""
-    return (f"fit will still train {n} weight{'s' if n != 1 else ''} of model {model!r} frozen after its training "
-            "step was traced: Keras keeps that step until model.compile() is called again:")
+def still_trained_lines(model: str, names: Sequence[str]) -> list[str]:
+    """Why ``fit`` will still train the weights ``names`` of ``model`` frozen after it traced its step, and the names."""
+    n = len(names)
+    return [
+        f"fit will still train {n} weight{'s' if n != 1 else ''} of model {model!r} frozen after its training "
+        "step was traced: Keras keeps that step until model.compile() is called again:",
+        *(f"    {name}" for name in names),
+    ]

@@ -28,13 +28,13 @@ from flowcheck._api import analyze
 from flowcheck._datasets import first_element
 from flowcheck._fit_cache import cached_report, keep_report
 from flowcheck._model import Verdict
-from flowcheck._phrases import FROZEN_MODEL, NEVER_TRAINED, disagreement, left_out_text, still_trained_text
+from flowcheck._phrases import FROZEN_MODEL, NEVER_TRAINED, disagreement, left_out_lines, still_trained_lines
 from flowcheck._report import Report, VariableResult
 from flowcheck.errors import InvalidTargetError, UsageError
 from flowcheck.source.lines import is_library_file
 from flowcheck.testing import GradientFlowAssertionError, _format_results, _gradient_error_message
 from flowcheck.trace.state import KERAS_NONE_WARNING
-from flowcheck.trace.kept_step import frozen_but_trained, kept_step_traced, left_out_by_fit
+from flowcheck.trace.kept_step import frozen_but_trained, kept_assignments, left_out_by_fit
 
 __all__ = ["GradientFlowCheck", "GradientFlowWarning"]
 
@@ -167,14 +167,15 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
 
     def _kept_step_lines(self, model: Any, report: Report) -> list[str]:
         """What the step Keras kept from an earlier ``fit`` trains unlike today's ``trainable`` flags."""
-        left_out = left_out_by_fit(model, report.gradient_sites)
+        assigned = kept_assignments(model)  # the kept step's graphs, walked once for both questions
+        left_out = left_out_by_fit(model, assigned, report.gradient_sites)
         self.unknown = tuple(r for r in map(report.result, left_out) if id(r.variable) not in self._cut)
-        self.still_trained = tuple(map(report.result, frozen_but_trained(model)))
+        self.still_trained = tuple(map(report.result, frozen_but_trained(model, assigned)))
         trained = {id(r.variable) for r in self.still_trained}  # not harmless: fit trains them
         self.harmless = tuple(h for h in self.harmless if id(h[0].variable) not in trained)
-        lines = _unknown_lines(model, self.unknown) if self.unknown else []
+        lines = left_out_lines(model.name, [r.name for r in self.unknown], assigned is not None) if self.unknown else []
         if self.still_trained:
-            lines += [still_trained_text(model.name, len(self.still_trained)), *(f"    {r.name}" for r in self.still_trained)]
+            lines += still_trained_lines(model.name, [r.name for r in self.still_trained])
         return lines
 
     def _snapshot_lines(self, report: Report) -> list[str]:
@@ -311,10 +312,6 @@ def _judge(
         elif not r.trainable:
             harmless.append((r, "non-trainable (a frozen layer, optimizer or metric state)"))
     return problems, harmless, barriers
-
-
-def _unknown_lines(model: Any, unknown: tuple[VariableResult, ...]) -> list[str]:
-    return [left_out_text(model.name, len(unknown), kept_step_traced(model)), *(f"    {r.name}" for r in unknown)]
 
 
 def _user_stacklevel() -> int:

@@ -26,7 +26,7 @@ from typing import Any, Final
 
 from flowcheck._api import analyze
 from flowcheck._model import Verdict
-from flowcheck._phrases import GRADIENT_ERROR_ADVICE, disagreement, gradient_error_cause, left_out_text
+from flowcheck._phrases import GRADIENT_ERROR_ADVICE, disagreement, gradient_error_cause, left_out_lines
 from flowcheck._report import Barrier, Report, VariableResult, _is_variable
 from flowcheck.errors import FlowcheckError, GradientFlowAssertionError, UsageError
 
@@ -187,11 +187,12 @@ def _fit_trains_them_all(model: Any, report: Report) -> None:
     __tracebackhide__ = True
     if report.target_kind != "keras model":
         return
-    from flowcheck.trace.kept_step import kept_step_traced, left_out_by_fit
+    from flowcheck.trace.kept_step import kept_assignments, left_out_by_fit
 
-    left_out = left_out_by_fit(model, report.gradient_sites)
+    assigned = kept_assignments(model)
+    left_out = left_out_by_fit(model, assigned, report.gradient_sites)
     if left_out:
-        lines = [left_out_text(model.name, len(left_out), kept_step_traced(model)), *(f"    {w.path}" for w in left_out)]
+        lines = left_out_lines(model.name, [w.path for w in left_out], assigned is not None)
         raise GradientFlowAssertionError("\n".join(lines), report, None)
 
 

@@ -16,7 +16,10 @@ import tensorflow as tf
 
 from flowcheck._model import Verdict
 
-__all__ = ["frozen_but_trained", "kept_step_traced", "left_out_by_fit", "left_out_of_kept_step", "unknown_to_optimizer"]
+__all__ = [
+    "frozen_but_trained", "kept_assignments", "left_out_by_fit", "left_out_of_kept_step", "overrides_train_step",
+    "unknown_to_optimizer",
+]
 
 # Keras's TensorFlow optimizers change a weight through these (assign_sub, assign_add, assign).
 _ASSIGNS: Final = frozenset({"AssignVariableOp", "AssignSubVariableOp", "AssignAddVariableOp"})
@@ -30,28 +33,34 @@ _CALLS: Final = {
 _DEPTH: Final = 4
 
 
-def kept_step_traced(model: Any) -> bool:
-    """Whether ``fit`` will run a step it traced before (not one it traces now, on today's flags)."""
-    return any(True for _ in _concrete_functions(model))
+def kept_assignments(model: Any) -> frozenset[int] | None:
+    """``id`` of each weight handle the step ``fit`` kept assigns to; None when ``fit`` will trace anew.
+
+    Read once per question asked of the kept step: it walks every traced graph and its bodies.
+    """
+    traces = list(_concrete_functions(model))
+    if not traces:
+        return None
+    assigned: set[int] = set()
+    for concrete in traces:
+        assigned.update(_assigned_handles(concrete))
+    return frozenset(assigned)
 
 
-def frozen_but_trained(model: Any) -> list[Any]:
-    """The weights of ``model``, not trainable now, that the kept traced step still trains.
+def frozen_but_trained(model: Any, assigned: frozenset[int] | None) -> list[Any]:
+    """The weights of ``model``, not trainable now, that the kept traced step (``assigned``) still trains.
 
     Only weights one of the model's optimizers was built on count (``model.optimizer``, or those a
     GAN's ``compile`` keeps as attributes): a target network a custom ``train_step`` updates by
     assignment (an EMA) is not trained by a gradient.
     """
+    if not assigned:
+        return []
     optimizers = [_built(o) for o in [getattr(model, "optimizer", None), *vars(model).values()]]
     built = [o for o in optimizers if o is not None]
     trainable = {id(w) for w in model.trainable_weights}
-    frozen = [w for w in model.weights if id(w) not in trainable and any(o._var_key(w) in known for o, known in built)]  # noqa: SLF001
-    if not frozen:
-        return []
-    assigned: set[int] = set()
-    for concrete in _concrete_functions(model):
-        assigned.update(_assigned_handles(concrete))
-    return [w for w in frozen if id(_handle(w)) in assigned]
+    frozen = [w for w in model.weights if id(w) not in trainable]
+    return [w for w in frozen if id(_handle(w)) in assigned and any(o._var_key(w) in known for o, known in built)]  # noqa: SLF001
 
 
 def _built(optimizer: Any) -> tuple[Any, dict[Any, Any]] | None:
@@ -63,35 +72,30 @@ def _built(optimizer: Any) -> tuple[Any, dict[Any, Any]] | None:
     return inner, known
 
 
-def left_out_by_fit(model: Any, sites: Sequence[Any] = ()) -> list[Any]:
-    """The trainable weights ``fit`` will not train: left out of the kept step, or unknown to the optimizer.
+def left_out_by_fit(model: Any, assigned: frozenset[int] | None, sites: Sequence[Any] = ()) -> list[Any]:
+    """The trainable weights ``fit`` will not train: left out of the kept step (``assigned``), or unknown to the optimizer.
 
     ``sites``: the step's gradient calls as analyzed now; a ``train_step`` override is judged on the
     weights they ask for and that receive a gradient (Keras's own step asks for ``trainable_weights``).
     """
-    asked = None if not _overrides(model) else [
+    asked = None if not overrides_train_step(model) else [
         s.variable for site in sites for s in site.sources if s.verdict is Verdict.RECEIVES
     ]
-    left_out = {id(w): w for w in [*unknown_to_optimizer(model), *left_out_of_kept_step(model, asked)]}
+    left_out = {id(w): w for w in [*unknown_to_optimizer(model), *left_out_of_kept_step(model, assigned, asked)]}
     return list(left_out.values())
 
 
-def left_out_of_kept_step(model: Any, asked: Sequence[Any] | None = None) -> list[Any]:
-    """The trainable weights of ``model`` the kept traced step does not train (none without one).
+def left_out_of_kept_step(model: Any, assigned: frozenset[int] | None, asked: Sequence[Any] | None = None) -> list[Any]:
+    """The trainable weights of ``model`` the kept traced step (``assigned``) does not train (none without one).
 
     Keras's own ``train_step`` trains the weights trainable when it was traced: one unfrozen since
     is left out, also when its optimizer knows it (built when it was trainable before). An override
     is judged on the weights it asks for now (``asked``), when its kept step trains some weights.
     """
-    if asked is None and _overrides(model):
+    if assigned is None or (asked is None and overrides_train_step(model)):
         return []
-    assigned: set[int] = set()
-    traced = False
-    for concrete in _concrete_functions(model):
-        traced = True
-        assigned.update(_assigned_handles(concrete))
     mine = {id(_handle(w)): w for w in model.trainable_weights}
-    if not traced or not any(h in assigned for h in mine):  # an override that applies no gradient itself
+    if not any(h in assigned for h in mine):  # an override that applies no gradient itself
         return []
     wanted = mine if asked is None else {id(_handle(v)): v for v in asked if id(_handle(v)) in mine}
     return [mine[h] for h in wanted if h not in assigned]
@@ -107,17 +111,15 @@ def unknown_to_optimizer(model: Any) -> list[Any]:
     step again, with Keras's ``ValueError`` when new batch shapes make it trace again. Only Keras's
     own ``train_step`` applies ``model.optimizer`` to ``trainable_weights``.
     """
-    optimizer = getattr(model, "optimizer", None)
-    if optimizer is None or _overrides(model):
+    found = None if overrides_train_step(model) else _built(getattr(model, "optimizer", None))
+    if found is None:
         return []
-    inner = getattr(optimizer, "inner_optimizer", optimizer)  # a LossScaleOptimizer's own
-    known = getattr(inner, "_trainable_variables_indices", None)
-    if not getattr(inner, "built", False) or not isinstance(known, dict):
-        return []
-    return [w for w in model.trainable_weights if inner._var_key(w) not in known]  # noqa: SLF001 -- as apply asks
+    optimizer, known = found
+    return [w for w in model.trainable_weights if optimizer._var_key(w) not in known]  # noqa: SLF001 -- as apply asks
 
 
-def _overrides(model: Any) -> bool:
+def overrides_train_step(model: Any) -> bool:
+    """Whether ``model``'s class overrides Keras's own ``train_step``."""
     import keras
 
     return type(model).train_step is not keras.Model.train_step

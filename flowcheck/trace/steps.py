@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from flowcheck.errors import InvalidTargetError, LossError, UsageError
 from flowcheck.source.names import target_names, unique
-from flowcheck.trace.kept_step import frozen_but_trained, left_out_of_kept_step
+from flowcheck.trace.kept_step import frozen_but_trained, kept_assignments, left_out_of_kept_step, overrides_train_step
 from flowcheck.trace.sites import RecordedCall, SiteRecorder
 from flowcheck.trace.state import (
     KERAS_FROZEN_WARNING, KERAS_NONE_WARNING, NO_GRADIENTS, applies_skipped, built_state, metric_counts, metric_notes, unbuild,
@@ -140,7 +140,7 @@ def runs_eagerly(model: Any) -> bool:
 
 def keras_step(model: Any, notes: list[str]) -> Any:
     """What ``fit`` runs for a compiled model: its ``train_step`` (Keras's own or an override)."""
-    overrides = _overrides(model)
+    overrides = overrides_train_step(model)
     if not getattr(model, "compiled", True):
         raise InvalidTargetError(
             f"Keras model {model.name!r} is not compiled: call "
@@ -156,7 +156,8 @@ def keras_step(model: Any, notes: list[str]) -> Any:
 
 def _kept_step_notes(model: Any) -> list[str]:
     """Said when the step ``fit`` kept from an earlier call trains other weights than today's flags say."""
-    still, left_out = frozen_but_trained(model), left_out_of_kept_step(model)
+    assigned = kept_assignments(model)
+    still, left_out = frozen_but_trained(model, assigned), left_out_of_kept_step(model, assigned)
     if not still and not left_out:
         return []
     parts = [f"still trains {len(still)} weights frozen since ({', '.join(w.path for w in still)})"] if still else []
@@ -198,19 +199,13 @@ def no_labels(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any], exc: Ba
     given_y = (len(args) > 1 and args[1] is not None) or kwargs.get("y") is not None
     in_loss = exc is not None and any(  # not an error of the model's call (an input of the wrong shape)
         frame.filename.endswith(_COMPILED_LOSS) for frame in traceback.extract_tb(exc.__traceback__))
-    if not in_loss or given_y or getattr(model, "_compile_loss", None) is None or _overrides(model) \
+    if not in_loss or given_y or getattr(model, "_compile_loss", None) is None or overrides_train_step(model) \
             or type(model).compute_loss is not keras.Model.compute_loss:
         return None
     return UsageError(
         f"Keras model {model.name!r} is compiled with a loss that compares its outputs with labels, "
         "and no labels were given: pass them, (model, x, y)"
     )
-
-
-def _overrides(model: Any) -> bool:
-    import keras
-
-    return type(model).train_step is not keras.Model.train_step
 
 
 def site_losses(calls: list[RecordedCall]) -> list[Any]:
@@ -281,7 +276,7 @@ def trace_recorded(
 
 def keras_loss_step(model: Any, notes: list[str]) -> Any:
     """The compiled loss of a model whose ``train_step`` asks for no gradient (no trainable weights)."""
-    if _overrides(model):
+    if overrides_train_step(model):
         raise LossError(
             f"the train_step of Keras model {model.name!r} asks for no gradient (no tape.gradient call): "
             "fit would train nothing"
