@@ -12,7 +12,7 @@ import traceback
 
 from flowcheck.source.lines import SourceLine, is_library_file, user_frame
 
-__all__ = ["describe_exception", "exception_line", "first_line"]
+__all__ = ["describe_exception", "exception_line", "first_line", "op_message", "without_ansi"]
 
 _FUNCTION_NODE = re.compile(r"^\{\{function_node [^}]*\}\}\s*")  # TensorFlow's eager op errors
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Keras's bold and colours
@@ -20,6 +20,21 @@ _KERAS_CALL = re.compile(r"^(\w+(Error|Exception): )?Exception encountered when 
 _NODE = re.compile(r"\s*(\[\[\{\{node .*|\[Op:[^\]]*\]\s*)$", re.S)  # the node and function, said again
 _GRAPH_ERROR = "Graph execution error:"  # a kernel failed in a graph (a Session's run, a tf.function's)
 _USER_CODE = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<function>\S+)')
+# An eager op's error ends with the op said again: "... [Op:MatMul] name: ".
+_OP = re.compile(r"\s*\[Op:[^\]]*\](?:\s*name:\s*\S*)?\s*$")
+
+
+def op_message(message: str) -> str:
+    """An eager op's error message without the kernel's function name before it and the op's after it.
+
+    "{{function_node __wrapped__MatMul_...}} Matrix size-incompatible: ... [Op:MatMul] name: "
+    """
+    return _OP.sub("", _FUNCTION_NODE.sub("", message))
+
+
+def without_ansi(text: str) -> str:
+    """``text`` without the terminal's bold and colours (Keras adds them to its messages)."""
+    return _ANSI.sub("", text)
 
 
 def describe_exception(exc: BaseException, script: str | None) -> str:

@@ -28,10 +28,10 @@ from tensorflow.python.util import nest
 
 
 from flowcheck.errors import LossError, TraceError, unchained
+from flowcheck.source.exceptions import op_message
 from flowcheck.source.lines import SourceLine, user_frame
 from flowcheck.trace.distributed import components, container
 from flowcheck.trace.exits import Exit, record_exits
-from flowcheck.trace.failure import op_message
 from flowcheck.trace.target import describe_variable
 from flowcheck.trace.sites import RecordedCall
 from flowcheck.trace.traced import LossOutput, TracedVariable

@@ -6,9 +6,10 @@ import re
 import traceback
 from typing import Any
 
+from flowcheck.source.exceptions import without_ansi
 from flowcheck.source.lines import SourceLine, user_frame
 
-__all__ = ["op_message", "trace_failure"]
+__all__ = ["trace_failure"]
 
 
 def trace_failure(exc: BaseException, name: str) -> str:
@@ -23,7 +24,7 @@ def trace_failure(exc: BaseException, name: str) -> str:
         ] or frames
         message = str(metadata.cause_message)
     where, _ = user_frame(frames)
-    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", message).splitlines() if line.strip()]
+    lines = [line.strip() for line in without_ansi(message).splitlines() if line.strip()]
     first = lines[0].removeprefix(f"{type(exc).__name__}: ") if lines else ""  # AutoGraph repeats the type
     if first.startswith("Exception encountered when calling") and len(lines) > 1:
         # Keras wraps a layer's error; its own message is the next line.
@@ -43,13 +44,3 @@ _TF_ADVICE = re.compile(r"(?<=\.) (?=(?:You can attempt|This error may indicate|
 def _first_sentence(message: str) -> str:
     first = _TF_ADVICE.split(message, maxsplit=1)[0]
     return first.removesuffix(".") if first != message else message
-
-
-# An eager op's error: "{{function_node __wrapped__MatMul_...}} Matrix size-incompatible: ... [Op:MatMul] name: ".
-_FUNCTION_NODE = re.compile(r"^\{\{function_node [^}]*\}\}\s*")
-_OP = re.compile(r"\s*\[Op:[^\]]*\](?:\s*name:\s*\S*)?\s*$")
-
-
-def op_message(message: str) -> str:
-    """An eager op's error message without the kernel's function name before it and the op's after it."""
-    return _OP.sub("", _FUNCTION_NODE.sub("", message))
