@@ -215,6 +215,15 @@ def changed_by_fit(model: keras.Model, x: Any, y: Any) -> set[int]:
     return {i for i, (b, w) in enumerate(zip(before, model.weights)) if not np.array_equal(b, w.numpy())}
 
 
+def left_out_by_a_real_fit(model: keras.Model, x: Any, y: Any) -> list[int]:
+    """The truth after an unfreeze: positions of the trainable weights the tape gives a gradient that
+    a real fit still leaves unchanged."""
+    receives = tape_receives(model, x, y)
+    trainable = {w.path for w in model.trainable_weights}
+    changed = changed_by_fit(model, x, y)
+    return [i for i, w in enumerate(model.weights) if w.path in trainable and receives[w.path] and i not in changed]
+
+
 def still_trained_by_fit(model: keras.Model, x: Any, y: Any, trained: set[str]) -> list[int]:
     """The truth after a refreeze: positions of the weights frozen now, among ``trained`` (by gradient,
     before), that a real fit still changes (not the moving statistics, which it assigns)."""
@@ -325,10 +334,7 @@ def test_weights_an_override_asks_for_after_an_unfreeze_are_said_to_be_left_out(
         return model
 
     model = unfrozen()
-    receives = tape_receives(model, x, y)
-    trainable = {w.path for w in model.trainable_weights}
-    changed = changed_by_fit(model, x, y)
-    indices = [i for i, w in enumerate(model.weights) if w.path in trainable and receives[w.path] and i not in changed]
+    indices = left_out_by_a_real_fit(model, x, y)
     assert indices
     model = unfrozen()
     check = GradientFlowCheck()
@@ -369,12 +375,7 @@ def test_weights_unfrozen_again_are_left_out_of_the_kept_step_though_the_optimiz
         return model
 
     model = unfrozen_again()
-    receives = tape_receives(model, x, y)
-    trainable = {w.path for w in model.trainable_weights}
-    changed = changed_by_fit(model, x, y)
-    indices = [  # given a gradient, trainable, yet unchanged by a real fit
-        i for i, w in enumerate(model.weights) if w.path in trainable and receives[w.path] and i not in changed
-    ]
+    indices = left_out_by_a_real_fit(model, x, y)  # given a gradient, trainable, yet unchanged by a real fit
     assert indices
     model = unfrozen_again()
     truth = {model.weights[i].path for i in indices}
