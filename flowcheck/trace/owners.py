@@ -21,7 +21,7 @@ from tensorflow.python.eager.polymorphic_function.tf_method_target import TfMeth
 
 from flowcheck.source.lines import is_library_file
 
-__all__ = ["is_keras_layer", "owners_in", "owners_of", "user_function"]
+__all__ = ["frame_module_paths", "is_keras_layer", "module_paths", "owners_in", "owners_of", "seen_through", "user_function"]
 
 _HELPER_DEPTH = 3  # step -> replica function -> model function -> layer helper
 
@@ -33,16 +33,24 @@ def owners_of(fn: Any) -> list[Any]:
     return owners_in(tuple(found))
 
 
+def seen_through(fn: Any) -> tuple[list[Any], Any]:
+    """The user's function behind flowcheck's own trace wrapper (trace/created) and ``functools.partial`` s,
+    and the values the partials bind (a model, a trainer): both may own variables and state."""
+    bound: list[Any] = []
+    fn = getattr(fn, "flowcheck_target", fn)
+    while isinstance(fn, functools.partial):
+        bound.extend((*fn.args, *fn.keywords.values()))
+        fn = getattr(fn.func, "flowcheck_target", fn.func)
+    return bound, fn
+
+
 def _collect(fn: Any, found: list[Any], seen: set[int], depth: int) -> None:
-    fn = getattr(fn, "flowcheck_target", fn)  # flowcheck's own trace wrapper of a plain callable (trace/created)
+    bound_values, fn = seen_through(fn)
+    found.extend(bound_values)
     target = inspect.unwrap(fn) if callable(fn) else fn
     if id(target) in seen:
         return
     seen.add(id(target))
-    if isinstance(target, functools.partial):  # its function, and the values it binds (a model, a trainer)
-        found.extend((*target.args, *target.keywords.values()))
-        _collect(target.func, found, seen, depth)
-        return
     bound = getattr(target, "__self__", None)
     bound = bound.target if isinstance(bound, TfMethodTarget) else bound
     if bound is not None:  # a method's object, and the variables and models among its attributes

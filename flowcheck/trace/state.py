@@ -9,14 +9,13 @@ user, so flowcheck records which were built before and puts the others back (:fu
 from __future__ import annotations
 
 import contextlib
-import functools
 import inspect
 from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
 import tensorflow as tf
 
-from flowcheck.trace.owners import user_function
+from flowcheck.trace.owners import seen_through, user_function
 
 __all__ = [
     "KERAS_FROZEN_WARNING", "KERAS_NONE_WARNING", "NO_GRADIENTS", "all_none_tolerated", "applied_optimizers", "applies_skipped", "built_state",
@@ -159,11 +158,8 @@ def _reachable(fn: Any, args: Sequence[Any], depth: int = 3, seen: set[int] | No
 def _reached(fn: Any, args: Sequence[Any]) -> Iterator[Any]:
     yield fn
     yield from args
-    target = getattr(fn, "python_function", fn)
-    target = getattr(target, "flowcheck_target", target)  # flowcheck's trace wrapper of a plain callable
-    if isinstance(target, functools.partial):  # the values it binds, then its function
-        yield from (*target.args, *target.keywords.values())
-        target = target.func
+    bound_values, target = seen_through(getattr(fn, "python_function", fn))
+    yield from bound_values
     target = inspect.unwrap(target) if callable(target) else target
     method = getattr(target, "weakrefself_target__", None)  # a tf.function bound to an instance
     if method is not None:
