@@ -47,6 +47,14 @@ for step in range(3):
 """
 
 
+
+def one_round(script: str) -> dict[str, Any]:
+    """The globals of ``script`` run as python runs it, for one round of its loop (``range(2)`` -> ``range(1)``):
+    TensorFlow's own answers at its gradient calls, to compare with flowcheck's."""
+    namespace: dict[str, Any] = {}
+    exec(textwrap.dedent(script).replace("range(2)", "range(1)"), namespace)
+    return namespace
+
 def script(tmp_path: Path, text: str, name: str = "train.py") -> str:
     path = tmp_path / name
     path.write_text(textwrap.dedent(text))
@@ -839,8 +847,7 @@ EAGER_HELPER_TWICE = """\
 def test_an_eager_step_called_again_from_another_line_is_still_the_first_round(tmp_path: Path, capsys: Any) -> None:
     # The discriminator's plain-function step on real, then on fake data: its second call was taken
     # for the next round, so the script stopped before the generator's step (cut) and said OK, exit 0.
-    namespace: dict[str, Any] = {}
-    exec(textwrap.dedent(EAGER_HELPER_TWICE).replace("range(2)", "range(1)"), namespace)  # TensorFlow's own answers
+    namespace = one_round(EAGER_HELPER_TWICE)  # TensorFlow's own answers
     answers = namespace["answers"]
     code, out, _ = run(capsys, script(tmp_path, EAGER_HELPER_TWICE), "--json")
     steps = json.loads(out)["steps"]
@@ -874,8 +881,7 @@ EAGER_MULTI_TASK = """\
 def test_a_persistent_eager_tape_asked_in_a_loop_is_one_site_per_call_of_the_round(tmp_path: Path, capsys: Any) -> None:
     # One persistent tape, one gradient call per task head from one line: the second call was taken
     # for the next round, so the script stopped there and the cut third head was never seen (exit 0).
-    namespace: dict[str, Any] = {}
-    exec(textwrap.dedent(EAGER_MULTI_TASK).replace("range(2)", "range(1)"), namespace)  # TensorFlow's own answers
+    namespace = one_round(EAGER_MULTI_TASK)  # TensorFlow's own answers
     answers = namespace["answers"]
     assert any(any(a) for a in answers)  # the case is about a cut call after the first
     code, out, _ = run(capsys, script(tmp_path, EAGER_MULTI_TASK), "--json")
@@ -908,8 +914,7 @@ EAGER_PINN = """\
 def test_two_eager_gradient_calls_on_one_line_are_two_sites_and_the_round_goes_on(tmp_path: Path, capsys: Any) -> None:
     # An eager PINN: the second call on the line was taken for the first one's next round, so the
     # script stopped there and the training call below it was never analyzed.
-    namespace: dict[str, Any] = {}
-    exec(textwrap.dedent(EAGER_PINN).replace("range(2)", "range(1)"), namespace)  # TensorFlow's own answers
+    namespace = one_round(EAGER_PINN)  # TensorFlow's own answers
     answers = [[namespace["u_t"] is None], [namespace["u_x"] is None], [g is None for g in namespace["grads"]]]
     code, out, _ = run(capsys, script(tmp_path, EAGER_PINN), "--json")
     steps = json.loads(out)["steps"]
@@ -983,8 +988,7 @@ def test_an_eager_tape_watching_only_some_variables_says_which_and_why_the_rest_
 ) -> None:
     # An eager tape is recorded from its gradient call on: its tape.watch calls went unseen, so the
     # site said "watch_accessed_variables=False" and nothing of what it watched nor why the others got None.
-    namespace: dict[str, Any] = {}
-    exec(textwrap.dedent(FINE_TUNE_HEAD).replace("range(2)", "range(1)"), namespace)  # TensorFlow's own answer
+    namespace = one_round(FINE_TUNE_HEAD)  # TensorFlow's own answer
     answers = [g is None for g in namespace["grads"]]
     code, out, _ = run(capsys, script(tmp_path, FINE_TUNE_HEAD), "--json")
     (step,) = json.loads(out)["steps"]
@@ -1021,8 +1025,7 @@ def test_an_eager_default_tape_says_its_non_trainable_sources_get_none_as_they_a
 ) -> None:
     # A Hessian-vector product asked of frozen variables: TensorFlow gives None, and the site said only
     # that an eager tape keeps no graph to explain it.
-    namespace: dict[str, Any] = {}
-    exec(textwrap.dedent(HESSIAN_VECTOR).replace("range(2)", "range(1)"), namespace)  # TensorFlow's own answer
+    namespace = one_round(HESSIAN_VECTOR)  # TensorFlow's own answer
     answers = [g is None for g in namespace["hvp"]]
     code, out, _ = run(capsys, script(tmp_path, HESSIAN_VECTOR), "--json")
     outer = json.loads(out)["steps"][-1]["site"]
@@ -1134,8 +1137,7 @@ INTEGER_SOURCE = """\
 
 
 def test_an_eager_tapes_integer_source_is_said_to_carry_no_gradient(tmp_path: Path, capsys: Any) -> None:
-    namespace: dict[str, Any] = {}
-    exec(textwrap.dedent(INTEGER_SOURCE).replace("range(2)", "range(1)"), namespace)  # TensorFlow's own answer
+    namespace = one_round(INTEGER_SOURCE)  # TensorFlow's own answer
     code, out, _ = run(capsys, script(tmp_path, INTEGER_SOURCE), "--json")
     site = json.loads(out)["steps"][0]["site"]
     assert [s["tensorflow_none"] for s in site["sources"]] == [g is None for g in namespace["grads"]] == [False, True]
