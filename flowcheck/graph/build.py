@@ -126,14 +126,17 @@ def _add_endpoints(graph: nx.DiGraph, traced: Traced) -> None:
         graph.graph["losses"].append(node)
 
 
-def _put_node(graph: nx.DiGraph, node: str, attrs: dict[str, Any]) -> None:
-    """``graph.add_node(node, **attrs)``, written into networkx's dicts directly (see :class:`_Builder`)."""
+def _put_node(graph: nx.DiGraph, node: str, attrs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``graph.add_node(node, **attrs)`` into networkx's dicts (see :class:`_Builder`); its successors' and predecessors' dicts."""
     found = graph._node.setdefault(node, attrs)  # noqa: SLF001 -- one probe of the big dict, not a lookup then an insert
     if found is not attrs:  # made by an edge into it (a TensorFlow 1 loop's back edge)
         found.update(attrs)
-        return
-    graph._succ[node] = {}  # noqa: SLF001
-    graph._pred[node] = {}  # noqa: SLF001
+        return graph._succ[node], graph._pred[node]  # noqa: SLF001
+    succ: dict[str, Any] = {}
+    pred: dict[str, Any] = {}
+    graph._succ[node] = succ  # noqa: SLF001
+    graph._pred[node] = pred  # noqa: SLF001
+    return succ, pred
 
 
 def CARRY_IF_TRAINABLE(tensor: Any) -> InputGradient:  # noqa: N802 -- reads as a constant rule
@@ -161,7 +164,7 @@ class _Builder:
         out: dict[str, Any] | None = None, into: dict[str, Any] | None = None,
     ) -> None:
         """Add or update the edge ``u -> w``; ``out`` and ``into`` are ``u``'s successors' and ``w``'s
-        predecessors' dicts when the caller holds them (no lookup in the graph's big dicts)."""
+        predecessors' dicts when the caller holds them (each lookup costs a cache miss on a large graph)."""
         if out is None:
             out = self._succ.get(u)
         if into is None:
@@ -182,13 +185,16 @@ class _Builder:
             "tensor": tensor.name, "dtype": tensor.dtype.name,
         }
 
-    def add_op_node(self, op: Any, node: str, cluster: str | None, op_type: str | None = None, name: str | None = None) -> None:
+    def add_op_node(
+        self, op: Any, node: str, cluster: str | None, op_type: str | None = None, name: str | None = None,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Add ``op``'s node; return its successors' and predecessors' dicts."""
         op_type = op_type or op.type
         attrs = {
             "kind": "op", "label": op_type, "name": name or op.name, "op_type": op_type, "cluster": cluster,
             "outputs": Outputs(op), "op": op,
         }
-        _put_node(self.graph, node, attrs)
+        return _put_node(self.graph, node, attrs)
 
     def add_function_graph(self, fgraph: Any, prefix: str, cluster: str | None) -> dict[Any, tuple[str, dict[str, Any]]]:
         """Add the ops of ``fgraph`` (and the bodies they hold); return each op's node id and successors' dict."""
@@ -197,16 +203,15 @@ class _Builder:
         # its id is the very string that keys networkx's dicts (asking TensorFlow for the name makes
         # a new string to hash and compare); an edge then costs no lookup in the graph's big dicts.
         ids: dict[Any, tuple[str, dict[str, Any]]] = {}
-        answers, succ, pred = self.oracle.answers, self._succ, self._pred
+        answers = self.oracle.answers
         for op in fgraph.get_operations():
             name = op.name
             node = prefix + name
             op_type = op.type
-            self.add_op_node(op, node, cluster, op_type, name)
-            ids[op] = (node, succ[node])
-            into = pred[node]
+            out, into = self.add_op_node(op, node, cluster, op_type, name)
+            ids[op] = (node, out)
             inputs = op.inputs
-            if op_type in FUNCTION_OPS or _calls_function(op):
+            if op_type in FUNCTION_OPS or _calls_function(op, op_type):
                 self.add_function_op(op, node, prefix, cluster)
             elif inputs:
                 grad_type = gradient_type(op, op_type)
@@ -353,17 +358,16 @@ def _while_trainable(body_output: Any) -> bool:
     return True
 
 
-def _calls_function(op: Any) -> bool:
-    """Whether ``op``'s type is the name of a function in its graph's library (a direct call)."""
-    if op.type in op_def_registry._cache:  # noqa: SLF001 -- an op type seen before is no function's name
+def _calls_function(op: Any, op_type: str) -> bool:
+    """Whether ``op``'s type (``op_type``, read already) is the name of a function in its graph's library (a direct call)."""
+    if op_type in op_def_registry._cache:  # noqa: SLF001 -- an op type seen before is no function's name
         return False
     graph = op.graph
     while graph is not None:
-        if graph._is_function(op.type):  # noqa: SLF001 -- the graph's function registry
+        if graph._is_function(op_type):  # noqa: SLF001 -- the graph's function registry
             return True
         graph = getattr(graph, "outer_graph", None)
     return False
-
 
 
 def _function_graph(op: Any, name: str) -> Any:

@@ -169,7 +169,7 @@ def build_graph(calls: Sequence[GraphCall], sources: dict[int, GraphSource], ora
     for op in wanted:
         node = op.name
         builder.add_op_node(op, node, None)
-        if op.type in FUNCTION_OPS or _calls_function(op):
+        if op.type in FUNCTION_OPS or _calls_function(op, op.type):
             builder.add_function_op(op, node, "", None)
             continue
         infos = (
