@@ -82,8 +82,37 @@ def test_eager_step_is_tensorflows_own_answer_and_the_script_stops(tmp_path: Pat
     assert none == [True, True, False, False]
     assert "    TensorFlow gave None (2)" in lines
     assert lines[lines.index("    TensorFlow gave None (2)") + 1:][:2] == ["      a/kernel", "      a/bias"]
-    assert any("@tf.function" in line for line in lines)
+    # No graph to name an op: the line where a value the tape records left TensorFlow instead.
+    cut = line_of(path, ".numpy()")
+    assert any(line.startswith(f"    note: `.numpy()` at line {cut} leaves TensorFlow inside the tape's block") for line in lines)
     assert lines[-1].startswith("FAILED: GradientTape.gradient at ")
+
+
+def test_an_eager_sites_note_names_no_conversion_that_cut_nothing(tmp_path: Path, capsys: Any) -> None:
+    """The loss printed in the tape's block, a variable never read and an argmax cut: no line is
+    blamed; the note says the op cannot be named without a graph."""
+    text = """\
+        import tensorflow as tf
+
+        w = tf.Variable([[1.0, 0.5], [2.0, 0.1]], name="w")
+        v = tf.Variable(1.0, name="v")
+        unused = tf.Variable(3.0, name="unused")
+        x = tf.ones((4, 2))
+        for step in range(2):
+            with tf.GradientTape() as tape:
+                chosen = tf.cast(tf.argmax(tf.matmul(x, w), axis=1), tf.float32)
+                loss = tf.reduce_mean(chosen) + v * v
+                print("loss", float(loss), loss.numpy())
+            grads = tape.gradient(loss, [w, v, unused])
+        """
+    truth = one_round(text)
+    none = [g is None for g in truth["grads"]]
+    assert none == [True, False, True]  # TensorFlow's answer, as the script gets it
+    code, out, err = run(capsys, script(tmp_path, text))
+    assert code == 1
+    assert "    TensorFlow gave None (2)" in out.splitlines()
+    assert "leaves TensorFlow" not in out
+    assert "cannot name the op that cuts a source" in out
 
 
 def test_json_keeps_stdout_for_the_document(tmp_path: Path, capsys: Any) -> None:

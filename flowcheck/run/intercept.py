@@ -19,7 +19,6 @@ images) is still the first round.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import warnings
 import weakref
 from collections.abc import Callable, Hashable, Iterator
@@ -27,8 +26,9 @@ from typing import Any, Protocol
 
 from flowcheck.run.batches import first_batch, keras_caller, one_step_function, unwrap_train_function
 from flowcheck.source.exceptions import describe_exception
-from flowcheck.run.step import EAGER_NOTE, EAGERLY_NOTE, Step, StopScript, code_file, round_unfinished, untrained_text
+from flowcheck.run.step import Step, StopScript, code_file, round_unfinished, untrained_text
 from flowcheck.run.stop import stop_for_good
+from flowcheck.run.tape_exits import TapeExits
 from flowcheck.source.lines import call_column, call_path, call_site, called_at
 
 __all__ = ["KERAS_WARNING", "Interceptor"]
@@ -68,6 +68,7 @@ class Interceptor:
         self._first_calls: dict[int, Any] = {}  # id of an analyzed tf.function -> its next call's FirstCall or None
         self._keras_sites: set[tuple[Any, Any]] = set()  # (step key, the user's lines calling it) seen this round
         self.untrained: list[str] = []  # Keras fit / train_on_batch calls that train nothing, told in one line
+        self._tape_exits = TapeExits(self._active)  # values the script takes out of a tape's block
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[Interceptor]:
@@ -77,7 +78,8 @@ class Interceptor:
             self._patch_function()
             self._patch_keras()
             self._patch_session()
-            yield self
+            with self._tape_exits.installed():
+                yield self
         finally:
             for undo in reversed(self._restore):
                 undo()
@@ -157,10 +159,8 @@ class Interceptor:
     def _eager_gradient(
         self, name: str, original: Any, tape: Any, target: Any, sources: Any, args: Any, kwargs: Any,
     ) -> Any:
-        import tensorflow as tf
         from tensorflow.python.eager import backprop
 
-        from flowcheck.trace.eager_sites import eager_site
         from flowcheck.trace.recording import record_sites
         from flowcheck.trace.sites import SiteRecorder
 
@@ -191,9 +191,7 @@ class Interceptor:
             raise StopScript from None
         finally:
             if recorder.eager_calls:
-                site = eager_site(recorder.eager_calls[-1])
-                note = EAGERLY_NOTE if tf.config.functions_run_eagerly() else EAGER_NOTE
-                step.eager = dataclasses.replace(site, notes=(*site.notes, note))
+                step.eager = self._tape_exits.site(recorder.eager_calls[-1], tape, target)
 
     def _eager_key(self, position: tuple[Any, ...], tape: Any) -> tuple[Any, ...]:
         """The step key of an eager call at ``position``. The same tape asking again from there (a

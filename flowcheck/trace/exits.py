@@ -11,7 +11,7 @@ import contextlib
 import re
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,15 +56,16 @@ class Exit:
         return self.what != "a Python condition"
 
 
-
 @contextlib.contextmanager
-def record_exits(exits: list[Exit]) -> Iterator[None]:
-    """Record the user's lines that convert an eager tensor to a Python or NumPy value."""
+def record_exits(exits: list[Exit], only: Callable[[Any], bool] | None = None) -> Iterator[None]:
+    """Record the user's lines that convert an eager tensor (one ``only`` accepts, if given) to a Python or NumPy value."""
     base = ops._EagerTensorBase  # noqa: SLF001 -- the Python class behind every eager tensor
     originals = {name: base.__dict__[name] for name in _EXITS if name in base.__dict__}
 
     def wrap(name: str, method: Any) -> Any:
         def recorded(self: Any, *a: Any, **k: Any) -> Any:
+            if only is not None and not only(self):
+                return method(self, *a, **k)
             caller, asked = _converting_caller(sys._getframe(1), name)  # noqa: SLF001
             if caller is not None and not is_library_file(caller.f_code.co_filename):
                 where, _ = user_frame(traceback.extract_stack(caller, limit=1))
