@@ -13,8 +13,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from site_helpers import assert_sites_match, same, snapshot, tape_truth
-from truth import line_of
+from site_helpers import assert_sites_match, restore, same, snapshot, tape_truth
+from truth import line_of, watched_truth
 
 import flowcheck
 from flowcheck import Verdict
@@ -279,6 +279,45 @@ def test_never_trained_variable_read_by_the_loss_but_asked_by_no_site() -> None:
     report = flowcheck.analyze(step, np.ones((2, 3), "float32"))
     assert [r.name for r in report.never_trained] == ["codebook"]
     assert report.gradient_sites[0].agrees
+
+
+class _Clip(keras.Model):
+    """CLIP's learnable temperature written as in Keras 2: a tf.Variable attribute, which Keras 3 does not track."""
+
+    def __init__(self) -> None:
+        super().__init__(name="clip")
+        self.proj = keras.layers.Dense(4, name="proj")
+        self.logit_scale = tf.Variable(2.0, name="logit_scale")
+
+    def call(self, x: Any) -> Any:
+        z = tf.math.l2_normalize(self.proj(x), axis=-1)
+        return tf.exp(self.logit_scale) * tf.matmul(z, z, transpose_b=True)
+
+
+def test_a_tf_variable_a_keras_model_holds_untracked_is_never_trained_and_told_why() -> None:
+    model, optimizer = _Clip(), keras.optimizers.SGD(0.1)
+    x = tf.constant(_data()[0])
+
+    @tf.function
+    def train_step(x: Any) -> None:
+        with tf.GradientTape() as tape:
+            logits = model(x)
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(tf.range(8), logits))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+
+    model(x)
+    state = [*model.variables, model.logit_scale]
+    saved = snapshot(state)
+    truth = tape_truth(lambda: train_step.python_function(x), state)
+    restore(state, saved)
+    asked = any(v is model.logit_scale for v in model.trainable_variables)  # Keras 3 leaves it out
+    reaches = watched_truth(lambda: model(x), [model.logit_scale])[0]
+    report = flowcheck.analyze(train_step, x)
+    assert same(state, saved)
+    assert_sites_match(report, truth)
+    assert [r.name for r in report.never_trained] == (["logit_scale"] if reaches and not asked else [])
+    assert any("clip.logit_scale" in n and "add_weight" in n for n in report.notes), report.notes
 
 
 def test_a_loss_function_with_an_inner_tape_stays_a_loss_function() -> None:
