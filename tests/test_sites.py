@@ -288,10 +288,11 @@ class _Clip(keras.Model):
         super().__init__(name="clip")
         self.proj = keras.layers.Dense(4, name="proj")
         self.logit_scale = tf.Variable(2.0, name="logit_scale")
+        self.shifts = [tf.Variable(0.0, name="shift")]
 
     def call(self, x: Any) -> Any:
         z = tf.math.l2_normalize(self.proj(x), axis=-1)
-        return tf.exp(self.logit_scale) * tf.matmul(z, z, transpose_b=True)
+        return tf.exp(self.logit_scale) * tf.matmul(z, z, transpose_b=True) + self.shifts[0]
 
 
 def test_a_tf_variable_a_keras_model_holds_untracked_is_never_trained_and_told_why() -> None:
@@ -307,17 +308,20 @@ def test_a_tf_variable_a_keras_model_holds_untracked_is_never_trained_and_told_w
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
 
     model(x)
-    state = [*model.variables, model.logit_scale]
+    state = [*model.variables, model.logit_scale, *model.shifts]
     saved = snapshot(state)
     truth = tape_truth(lambda: train_step.python_function(x), state)
     restore(state, saved)
-    asked = any(v is model.logit_scale for v in model.trainable_variables)  # Keras 3 leaves it out
-    reaches = watched_truth(lambda: model(x), [model.logit_scale])[0]
+    held = [model.logit_scale, *model.shifts]
+    asked = [any(v is h for v in model.trainable_variables) for h in held]  # Keras 3 leaves them out
+    reaches = watched_truth(lambda: model(x), held)
     report = flowcheck.analyze(train_step, x)
     assert same(state, saved)
     assert_sites_match(report, truth)
-    assert [r.name for r in report.never_trained] == (["logit_scale"] if reaches and not asked else [])
-    assert any("clip.logit_scale" in n and "add_weight" in n for n in report.notes), report.notes
+    expected = [h.name.split(":")[0] for h, got, a in zip(held, reaches, asked) if got and not a]
+    assert [r.name for r in report.never_trained] == expected
+    told = [n for n in report.notes if "Keras 3 does not track" in n and "add_weight" in n]
+    assert ["clip.logit_scale" in told[0], "clip.shifts[0]" in told[1]] == [True, True], report.notes
 
 
 def test_a_loss_function_with_an_inner_tape_stays_a_loss_function() -> None:

@@ -170,8 +170,9 @@ def untracked_by_keras(owners: list[Any]) -> dict[int, str]:
             seen.add(id(layer))
             tracked = {id(getattr(v, "_value", None)) for v in layer.variables}
             for attr, value in vars(layer).items():
-                items = value if isinstance(value, (list, tuple)) else (value,)
-                for item in items:
+                listed = isinstance(value, (list, tuple))
+                items = [(f"{attr}[{i}]", v) for i, v in enumerate(value)] if listed else [(attr, value)]
+                for held, item in items:
                     if isinstance(item, tf.Variable) and id(item) not in tracked:
-                        found.setdefault(id(item), f"{layer.name}.{attr}")
+                        found.setdefault(id(item), f"{layer.name}.{held}")
     return found
