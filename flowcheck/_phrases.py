@@ -46,10 +46,10 @@ NEVER_TRAINED: Final = "receives a gradient, but no gradient call asks for it: i
 
 def untracked_text(name: str, held_as: str) -> str:
     """Why a never-trained ``tf.Variable`` that a Keras layer holds as ``held_as`` is asked for by no call."""
-    layer = held_as.rsplit(".", 1)[0]
-    return (f"{name} is a tf.Variable held as {held_as}: Keras 3 does not track a tf.Variable set on a layer, so it "
-            f"is not in {layer}.trainable_variables (nor saved with it); create it with self.add_weight(...) "
-            f"(or keras.Variable) to train it with the model")
+    layer = held_as.split(".", 1)[0]
+    return (f"{name} is a tf.Variable held as {held_as}: Keras 3 tracks only its own variables, not a tf.Variable "
+            f"or tf.Module set on a layer, so it is not in {layer}.trainable_variables (nor saved with it); create "
+            f"it with self.add_weight(...) (or keras.Variable) to train it with the model")
 
 
 FROZEN_MODEL: Final = "has no trainable weights (trainable=False when the step runs), so Keras's train_step asks for no gradient"

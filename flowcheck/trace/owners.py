@@ -151,13 +151,13 @@ def frame_module_paths(frame: Any, sources: tuple[Any, ...]) -> dict[int, str]:
 
 
 def untracked_by_keras(owners: list[Any]) -> dict[int, str]:
-    """The ``tf.Variable`` s Keras layers among ``owners`` hold as attributes without tracking them,
-    keyed by ``id``, each told as ``layer.attribute`` (``clip.logit_scale``).
+    """The ``tf.Variable`` s Keras layers among ``owners`` hold without tracking them, keyed by ``id``,
+    each told as ``layer.attribute`` (``clip.logit_scale``, ``model.centers[0]``, ``model.tower``).
 
     Keras 3 tracks only its own variables (``add_weight``, ``keras.Variable``): a ``tf.Variable``
-    set on a layer is left out of its ``trainable_variables``, so ``tape.gradient(loss,
-    model.trainable_variables)`` never asks for it (a CLIP temperature, a two-tower embedding
-    table written as in Keras 2).
+    or a ``tf.Module`` set on a layer (directly, or in a list or dict) is left out of its
+    ``trainable_variables``, so ``tape.gradient(loss, model.trainable_variables)`` never asks for
+    it (a CLIP temperature, a two-tower embedding table written as in Keras 2).
     """
     found: dict[int, str] = {}
     seen: set[int] = set()
@@ -169,10 +169,25 @@ def untracked_by_keras(owners: list[Any]) -> dict[int, str]:
                 continue
             seen.add(id(layer))
             tracked = {id(getattr(v, "_value", None)) for v in layer.variables}
-            for attr, value in vars(layer).items():
-                listed = isinstance(value, (list, tuple))
-                items = [(f"{attr}[{i}]", v) for i, v in enumerate(value)] if listed else [(attr, value)]
-                for held, item in items:
-                    if isinstance(item, tf.Variable) and id(item) not in tracked:
-                        found.setdefault(id(item), f"{layer.name}.{held}")
+            for held, variable in _held_variables(vars(layer)):
+                if id(variable) not in tracked:
+                    found.setdefault(id(variable), f"{layer.name}.{held}")
     return found
+
+
+def _held_variables(attributes: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+    """``(how it is held, tf.Variable)`` for the tf.Variables and tf.Modules among a layer's attributes."""
+    for attr, value in attributes.items():
+        if attr.startswith("_"):  # Keras's and TensorFlow's own bookkeeping (dependency maps) names them again
+            continue
+        if isinstance(value, dict):
+            items = [(f"{attr}[{key!r}]", item) for key, item in value.items()]
+        elif isinstance(value, (list, tuple)):
+            items = [(f"{attr}[{i}]", item) for i, item in enumerate(value)]
+        else:
+            items = [(attr, value)]
+        for held, item in items:
+            if isinstance(item, tf.Variable):
+                yield held, item
+            elif isinstance(item, tf.Module) and not is_keras_layer(item):
+                yield from ((f"{held} (a tf.Module)", v) for v in item.variables)
