@@ -10,6 +10,7 @@ from typing import Any
 import networkx as nx
 
 from flowcheck._model import Barrier, VariableResult
+from flowcheck._phrases import untracked_text
 from flowcheck._report import Report
 from flowcheck.analysis.barriers import barrier, one_per_replica
 from flowcheck.analysis.verdicts import Analysis, analyze_graph
@@ -158,6 +159,7 @@ def build_report(traced: Any, graph: nx.DiGraph) -> Report:
             "one call returning all of them gives zeros, not None, to variables only another loss uses"
         )
     sites, never, listed = _steps.step_findings(traced, graph, list(judged), barrier) if traced.step else ((), (), judged)
+    notes.extend(untracked_text(r.name, held) for r in never if (held := _untracked(traced, r)) is not None)
     if traced.step and (traced.target_kind == "callable" or traced.eager):  # as its eager call answers
         from flowcheck.analysis.eager import as_called_sites
         from flowcheck.verify.step import eager_calls
@@ -172,6 +174,12 @@ def build_report(traced: Any, graph: nx.DiGraph) -> Report:
     )
     report.other_state, report._everything = len(judged) - len(listed), judged
     return report
+
+
+def _untracked(traced: Any, result: VariableResult) -> str | None:
+    """How a Keras layer holds ``result`` 's variable untracked (``clip.logit_scale``), or None."""
+    untracked: dict[int, str] = traced.untracked
+    return next((untracked.get(id(v.tf_variable)) for v in traced.variables if v.variable is result.variable), None)
 
 
 def _results(traced: Any, analysis: Analysis, cache: dict[tuple[str, str], Barrier]) -> tuple[VariableResult, ...]:

@@ -12,7 +12,7 @@ from flowcheck._model import Verdict
 
 __all__ = [
     "GRADIENT_ERROR_ADVICE", "NEVER_TRAINED", "a_or_an", "left_out_lines", "still_trained_lines", "gradient_error_cause", "counts_text", "disagreement", "receiving_text",
-    "shape_text", "verdict_counts", "would_receive_text",
+    "shape_text", "untracked_text", "verdict_counts", "would_receive_text",
 ]
 
 GRADIENT_ERROR_ADVICE: Final = (
@@ -41,6 +41,16 @@ def gradient_error_cause(details: Iterable[str]) -> str:
 
 NEVER_TRAINED: Final = "receives a gradient, but no gradient call asks for it: it never trains"
 """The finding of ``Report.never_trained``."""
+
+
+
+def untracked_text(name: str, held_as: str) -> str:
+    """Why a never-trained ``tf.Variable`` that a Keras layer holds as ``held_as`` is asked for by no call."""
+    layer = held_as.split(".", 1)[0]
+    return (f"{name} is a tf.Variable held as {held_as}: Keras 3 tracks only its own variables, not a tf.Variable "
+            f"or tf.Module set on a layer, so it is not in {layer}.trainable_variables (nor saved with it); create "
+            f"it with self.add_weight(...) (or keras.Variable) to train it with the model")
+
 
 FROZEN_MODEL: Final = "has no trainable weights (trainable=False when the step runs), so Keras's train_step asks for no gradient"
 """Why ``fit`` trains nothing for a Keras model whose every weight is frozen (a report with no gradient site)."""

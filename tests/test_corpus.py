@@ -167,6 +167,29 @@ def test_custom_gradient_none_barrier_is_named() -> None:
     assert all(x.op_type == "IdentityN" and x.in_user_code and x.source is not None and x.source.line == call_line for x in barriers)
 
 
+@tf.custom_gradient
+def _quantize_act(x: tf.Tensor) -> Any:  # a quantizer whose grad_fn returns None: a bug of a user's QAT
+    return tf.round(x * 4.0) / 4.0, lambda dy: None
+
+
+def test_a_custom_gradient_returning_none_is_the_cut_not_an_op_inside_its_forward() -> None:
+    w = tf.Variable(tf.ones((3, 3)), name="w")
+    g = tf.Variable(tf.ones((3,)), name="g")
+
+    @tf.function
+    def loss_fn(x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(_quantize_act(tf.matmul(x, w) * g))  # quantized activations
+
+    report = assert_agrees_with_tape(loss_fn, [w, g], tf.ones((2, 3)))
+    assert tape_truth(loss_fn, [w, g], tf.ones((2, 3))) == [False, False]
+    # The Round inside the forward function is never differentiated: the custom op is the cut, at its call.
+    call_line = line_of(loss_fn, "# quantized activations")
+    for v in (w, g):
+        barriers = report.result(v).barriers
+        assert {b.kind for b in barriers} <= {flowcheck.BarrierKind.CUSTOM_GRADIENT_NONE, flowcheck.BarrierKind.CUSTOM_GRADIENT}
+        assert all(b.op_type == "IdentityN" and b.source is not None and b.source.line == call_line for b in barriers)
+
+
 BARRIERS = [
     # case id, variable position, op type, kind, text of the user line the barrier is on
     ("integer_cast_round_trip", 0, "Cast", flowcheck.BarrierKind.NONE_GRADIENT, "tf.cast(tf.cast(a * 10.0, tf.int32)"),

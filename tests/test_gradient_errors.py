@@ -78,6 +78,8 @@ CASES = [
                  id="adjust_saturation_of_a_variable_and_hue_behind_stop_gradient"),
     pytest.param(_case(lambda x, w, v, c: tf.reduce_sum(tf.image.resize(tf.reshape(x, [1, 1, 3, 1]), (1, 2), method="area"))
                        + tf.reduce_sum(w)), id="resize_area_of_an_argument"),
+    # NeRF's hierarchical sampling: LowerBound has no gradient, but its int32 indices never carry one back to it.
+    pytest.param(_case(lambda x, w, v, c: _sampled(w, v, x)), id="searchsorted_of_a_variable_cdf"),
     # Gradients that exist but refuse some settings or shapes (tensorflow/python/ops/linalg_grad.py):
     # the tape raises NotImplementedError or ValueError instead of LookupError, at the same places.
     pytest.param(_case(lambda x, w, v, c: tf.reduce_sum(tf.linalg.qr(_tall(w), full_matrices=True)[0]) + tf.reduce_sum(v)),
@@ -96,6 +98,11 @@ CASES = [
                        + tf.stop_gradient(tf.reduce_sum(tf.linalg.lstsq(tf.linalg.diag(v) + 2.0, tf.reshape(w, [3, 1]), fast=False)))),
                  id="lstsq_fast_and_fast_false_under_stop_gradient"),
 ]
+
+
+def _sampled(w: tf.Tensor, v: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
+    """``v`` at the bins where ``sigmoid(x)`` falls in the cdf of ``softmax(w)``: w is cut at the search."""
+    return tf.reduce_sum(tf.gather(v, tf.searchsorted(tf.cumsum(tf.nn.softmax(w)), tf.sigmoid(x))))
 
 
 def _tall(t: tf.Tensor) -> tf.Tensor:
@@ -132,6 +139,17 @@ def test_gradient_errors_are_predicted_exactly_when_the_tape_raises(builder: Cal
     check = report.verify()
     assert check.agrees and check.error is not None and check.error.startswith(raises)
     assert [v.numpy().tobytes() for v in c.variables] == before
+
+
+def test_an_op_without_a_gradient_whose_outputs_are_integers_is_cut_by_their_dtype() -> None:
+    (builder,) = [p.values[0] for p in CASES if p.id == "searchsorted_of_a_variable_cdf"]
+    c = builder()
+    assert _tape_error(c) is None  # the tape answers: no gradient reaches LowerBound
+    report = flowcheck.analyze(c.fn, *c.args)
+    assert_agrees_with_tape(c.fn, c.variables, *c.args)
+    cut = [r for r in report.variables if not r.receives and r.barriers]
+    assert cut and all(b.op_type == "LowerBound" and b.kind is flowcheck.BarrierKind.DTYPE for r in cut for b in r.barriers)
+    assert all(b.detail == "its int32 outputs carry no gradient" for r in cut for b in r.barriers)
 
 
 def test_the_error_names_the_op_on_the_users_line() -> None:

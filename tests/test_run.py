@@ -1172,3 +1172,45 @@ def test_an_eager_tapes_integer_source_is_said_to_carry_no_gradient(tmp_path: Pa
     assert [s["tensorflow_none"] for s in site["sources"]] == [g is None for g in namespace["grads"]] == [False, True]
     assert any(n.startswith("seen (int32): a variable of a non-float dtype") for n in site["notes"])
     assert code == 1
+
+
+EAGER_CLIP = """\
+import tensorflow as tf
+import keras
+
+
+class Clip(keras.Model):
+    def __init__(self):
+        super().__init__(name="clip")
+        self.proj = keras.layers.Dense(4)
+        self.logit_scale = tf.Variable(2.0, name="logit_scale")  # Keras 2 style: Keras 3 does not track it
+
+    def call(self, x):
+        z = tf.math.l2_normalize(self.proj(x), axis=-1)
+        return tf.exp(self.logit_scale) * tf.matmul(z, z, transpose_b=True)
+
+
+model, opt = Clip(), keras.optimizers.SGD(0.1)
+x = tf.random.stateless_normal((6, 3), seed=(1, 2))
+for step in range(2):
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(tf.range(6), model(x)))
+    grads = tape.gradient(loss, model.trainable_variables)
+    opt.apply_gradients(zip(grads, model.trainable_variables))
+"""
+
+
+def test_an_eager_tape_tells_why_a_watched_variable_a_keras_model_holds_is_not_asked_for(
+    tmp_path: Path, capsys: Any
+) -> None:
+    ns = one_round(EAGER_CLIP)
+    model, x = ns["model"], ns["x"]
+    asked = any(v is model.logit_scale for v in model.trainable_variables)
+    with tf.GradientTape() as tape:  # the script's own tape: it watches logit_scale, as every read trainable variable
+        loss = tf.reduce_mean(model(x))
+    watched = any(v is model.logit_scale for v in tape.watched_variables())
+    reaches = tape.gradient(loss, model.logit_scale) is not None
+    code, out, _ = run(capsys, script(tmp_path, EAGER_CLIP))
+    told = "note: not asked for: logit_scale is a tf.Variable held as clip.logit_scale" in out
+    assert told == (watched and reaches and not asked), out
+    assert told and code == 0  # every source it asks for receives: a note, not a finding

@@ -242,6 +242,7 @@ def test_a_codebook_kept_out_of_trainable_variables_never_trains(tmp_path: Path,
     (step,) = json.loads(out)["steps"]
     assert step["report"]["never_trained"] == [codebook.name.split(":")[0]]
     assert f"1 variable never trains: {codebook.name.split(':')[0]}" in step["failures"]
+    assert any(f"held as {trainer.vq.name}.codebook" in note for note in step["report"]["notes"])  # and why
     (site,) = step["report"]["gradient_sites"]
     assert [s["verdict"] == "receives" for s in site["sources"]] == [g is not None for g in grads[:-1]]
 

@@ -13,8 +13,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from site_helpers import assert_sites_match, same, snapshot, tape_truth
-from truth import line_of
+from site_helpers import assert_sites_match, restore, same, snapshot, tape_truth
+from truth import line_of, watched_truth
 
 import flowcheck
 from flowcheck import Verdict
@@ -279,6 +279,52 @@ def test_never_trained_variable_read_by_the_loss_but_asked_by_no_site() -> None:
     report = flowcheck.analyze(step, np.ones((2, 3), "float32"))
     assert [r.name for r in report.never_trained] == ["codebook"]
     assert report.gradient_sites[0].agrees
+
+
+class _Clip(keras.Model):
+    """CLIP's learnable temperature written as in Keras 2: a tf.Variable attribute, which Keras 3 does not track."""
+
+    def __init__(self) -> None:
+        super().__init__(name="clip")
+        self.proj = keras.layers.Dense(4, name="proj")
+        self.logit_scale = tf.Variable(2.0, name="logit_scale")
+        self.shifts = [tf.Variable(0.0, name="shift")]
+        self.tower = tf.Module()  # a tf.Module's variables are not tracked either
+        self.tower.bias = tf.Variable(0.0, name="tower_bias")
+
+    def call(self, x: Any) -> Any:
+        z = tf.math.l2_normalize(self.proj(x), axis=-1)
+        return tf.exp(self.logit_scale) * tf.matmul(z, z, transpose_b=True) + self.shifts[0] + self.tower.bias
+
+
+def test_a_tf_variable_a_keras_model_holds_untracked_is_never_trained_and_told_why() -> None:
+    model, optimizer = _Clip(), keras.optimizers.SGD(0.1)
+    x = tf.constant(_data()[0])
+
+    @tf.function
+    def train_step(x: Any) -> None:
+        with tf.GradientTape() as tape:
+            logits = model(x)
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(tf.range(8), logits))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+
+    model(x)
+    state = [*model.variables, model.logit_scale, *model.shifts, model.tower.bias]
+    saved = snapshot(state)
+    truth = tape_truth(lambda: train_step.python_function(x), state)
+    restore(state, saved)
+    held = [model.logit_scale, *model.shifts, model.tower.bias]
+    asked = [any(v is h for v in model.trainable_variables) for h in held]  # Keras 3 leaves them out
+    reaches = watched_truth(lambda: model(x), held)
+    report = flowcheck.analyze(train_step, x)
+    assert same(state, saved)
+    assert_sites_match(report, truth)
+    expected = [h.name.split(":")[0] for h, got, a in zip(held, reaches, asked) if got and not a]
+    assert [r.name for r in report.never_trained] == expected
+    told = [n for n in report.notes if "Keras 3 tracks only its own variables" in n and "add_weight" in n]
+    assert len(told) == 3 and "clip.logit_scale" in told[0] and "clip.shifts[0]" in told[1], report.notes
+    assert "held as clip.tower (a tf.Module)" in told[2], report.notes
 
 
 def test_a_loss_function_with_an_inner_tape_stays_a_loss_function() -> None:

@@ -117,6 +117,44 @@ def test_mixed_precision_loss_scale_optimizer_state_is_restored() -> None:
     assert_sites_match(report, tape_truth(lambda: step.python_function(x, y), state))
 
 
+class Lookahead(keras.optimizers.Optimizer):
+    """A Lookahead written by hand: it applies an inner Adam (its own slots and counter) and keeps slow weights."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(learning_rate=0.01, name="lookahead")
+        self.inner = inner
+
+    def build(self, variables: Any) -> None:
+        super().build(variables)
+        self.inner.build(variables)
+        self.slow = [self.add_variable_from_reference(v, "slow") for v in variables]
+
+    def apply(self, grads: Any, trainable_variables: Any = None) -> None:
+        variables = trainable_variables or self._trainable_variables
+        if not self.built:
+            with keras.name_scope(self.name, caller=self):
+                self.build(variables)
+        self.inner.apply(grads, variables)
+        self.iterations.assign_add(1)
+        for slow, v in zip(self.slow, variables):
+            slow.assign(slow + 0.5 * (v - slow))
+
+
+def test_an_optimizer_wrapping_another_has_both_states_restored() -> None:
+    keras.utils.set_random_seed(5)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="d1"), keras.layers.Dense(1, name="d2")])
+    inner = keras.optimizers.Adam(1e-2)
+    model.compile(optimizer=Lookahead(inner), loss="mse")
+    x, y = np.ones((4, 3), "float32"), np.ones((4, 1), "float32")
+    model.fit(x, y, verbose=0)  # both built, their slots and counters moved
+    state = [*model.variables, *model.optimizer.variables, *inner.variables]
+    saved = snapshot(state)
+    report = flowcheck.analyze(model, x, y)
+    assert report.verify().agrees
+    assert same(state, saved)  # the inner Adam's slots and iteration too
+    assert_sites_match(report, tape_truth(lambda: model.train_step((x, y)), state))
+
+
 def test_compiled_metrics_built_by_the_trace_are_said_and_fit_still_trains() -> None:
     keras.utils.set_random_seed(11)
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])

@@ -139,7 +139,10 @@ def blocking_barriers(
     result: dict[str, tuple[tuple[str, str], ...]] = {}
     for v in blocked:
         a, b = near.get(v, 0), far.get(v, 0)
-        mask = b if b.bit_count() < a.bit_count() else a
+        # On a tie, the cut at fewer ops: a tf.custom_gradient whose grad_fn returns None, not also a Round
+        # inside its forward function, which its gradient never runs through.
+        tie = b.bit_count() == a.bit_count()
+        mask = b if b.bit_count() < a.bit_count() or (tie and _ops(b, by_bit) < _ops(a, by_bit)) else a
         edges = []
         while mask:
             low = mask & -mask
@@ -147,6 +150,16 @@ def blocking_barriers(
             mask ^= low
         result[v] = tuple(sorted(edges))
     return result
+
+
+def _ops(mask: int, by_bit: dict[int, tuple[str, str]]) -> int:
+    """How many ops the edges of a cut (a bitset) go into."""
+    ops = set()
+    while mask:
+        low = mask & -mask
+        ops.add(by_bit[low.bit_length() - 1][1])
+        mask ^= low
+    return len(ops)
 
 
 def loop_free_cuts(graph: nx.DiGraph, nodes: Collection[str], targets: Collection[str]) -> dict[str, tuple[tuple[str, str], ...]]:

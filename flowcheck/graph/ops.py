@@ -201,6 +201,8 @@ class GradientOracle:
         try:
             grad_fn = _gradient_function(op, grad_type)
         except LookupError:
+            if op.outputs and not any(is_trainable(out) for out in op.outputs):
+                return _untrainable_outputs(op)  # tf.searchsorted's indices: no gradient ever reaches it
             detail = f"{op.type} {NO_REGISTERED_GRADIENT}; TensorFlow raises if it is reached"
             return (InputGradient(False, BarrierKind.NO_GRADIENT, detail),) * n
         if grad_fn is None:
@@ -229,9 +231,7 @@ class GradientOracle:
                 detail = f"the registered gradient of {_describe(op)} raises {type(exc).__name__}: {first}".strip()
                 return (InputGradient(False, BarrierKind.NO_GRADIENT, detail),) * n
             if op.outputs and not any(is_trainable(out) for out in op.outputs):
-                # No gradient can reach an op whose outputs are all integers: nothing to ask.
-                dtypes = "/".join(sorted({out.dtype.name for out in op.outputs}))
-                return (InputGradient(False, BarrierKind.DTYPE, f"its {dtypes} outputs carry no gradient"),) * n
+                return _untrainable_outputs(op)
             # Assume the gradient flows (the cautious answer for "does it train") and say so.
             self.uncertain.append((op.name, f"{op.type} ({op.name}): {type(exc).__name__}: {exc}"))
             return (CARRIES,) * n
@@ -330,6 +330,12 @@ def save_kept() -> None:
         kept.save(_NEW)
         _kept().update(_NEW)
         _NEW.clear()
+
+
+def _untrainable_outputs(op: Any) -> tuple[InputGradient, ...]:
+    """Every input of an op whose outputs are all integers (or booleans): no gradient can reach it."""
+    dtypes = "/".join(sorted({out.dtype.name for out in op.outputs}))
+    return (InputGradient(False, BarrierKind.DTYPE, f"its {dtypes} outputs carry no gradient"),) * len(op.inputs)
 
 
 def _read_barrier(op: Any) -> InputGradient:

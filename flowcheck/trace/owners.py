@@ -21,7 +21,10 @@ from tensorflow.python.eager.polymorphic_function.tf_method_target import TfMeth
 
 from flowcheck.source.lines import is_library_file
 
-__all__ = ["frame_module_paths", "is_keras_layer", "module_paths", "owners_in", "owners_of", "seen_through", "user_function"]
+__all__ = [
+    "frame_module_paths", "is_keras_layer", "module_paths", "owners_in", "owners_of", "seen_through", "untracked_by_keras",
+    "user_function",
+]
 
 _HELPER_DEPTH = 3  # step -> replica function -> model function -> layer helper
 
@@ -145,3 +148,46 @@ def frame_module_paths(frame: Any, sources: tuple[Any, ...]) -> dict[int, str]:
             if wanted <= paths.keys():
                 break
     return paths
+
+
+def untracked_by_keras(owners: list[Any]) -> dict[int, str]:
+    """The ``tf.Variable`` s Keras layers among ``owners`` hold without tracking them, keyed by ``id``,
+    each told as ``layer.attribute`` (``clip.logit_scale``, ``model.centers[0]``, ``model.tower``).
+
+    Keras 3 tracks only its own variables (``add_weight``, ``keras.Variable``): a ``tf.Variable``
+    or a ``tf.Module`` set on a layer (directly, or in a list or dict) is left out of its
+    ``trainable_variables``, so ``tape.gradient(loss, model.trainable_variables)`` never asks for
+    it (a CLIP temperature, a two-tower embedding table written as in Keras 2).
+    """
+    found: dict[int, str] = {}
+    seen: set[int] = set()
+    for owner in owners:
+        if not is_keras_layer(owner):
+            continue
+        for layer in (owner, *owner._flatten_layers(include_self=False)):  # noqa: SLF001
+            if id(layer) in seen:
+                continue
+            seen.add(id(layer))
+            tracked = {id(getattr(v, "_value", None)) for v in layer.variables}
+            for held, variable in _held_variables(vars(layer)):
+                if id(variable) not in tracked:
+                    found.setdefault(id(variable), f"{layer.name}.{held}")
+    return found
+
+
+def _held_variables(attributes: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+    """``(how it is held, tf.Variable)`` for the tf.Variables and tf.Modules among a layer's attributes."""
+    for attr, value in attributes.items():
+        if attr.startswith("_"):  # Keras's and TensorFlow's own bookkeeping (dependency maps) names them again
+            continue
+        if isinstance(value, dict):
+            items = [(f"{attr}[{key!r}]", item) for key, item in value.items()]
+        elif isinstance(value, (list, tuple)):
+            items = [(f"{attr}[{i}]", item) for i, item in enumerate(value)]
+        else:
+            items = [(attr, value)]
+        for held, item in items:
+            if isinstance(item, tf.Variable):
+                yield held, item
+            elif isinstance(item, tf.Module) and not is_keras_layer(item):
+                yield from ((f"{held} (a tf.Module)", v) for v in item.variables)

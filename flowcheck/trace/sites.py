@@ -195,6 +195,8 @@ class RecordedCall:
             (``model/dense_1/w``), by ``id``: what names them when their own names repeat.
         inner: Made while another tape recorded (MAML's inner step, a gradient penalty, a PINN's
             derivatives): its target is part of a bigger loss, not the step's loss.
+        untracked: Eagerly, ``(name, held as)`` of the trainable variables the tape watched that no
+            source names and a Keras layer holds untracked (:func:`flowcheck.trace.owners.untracked_by_keras`).
     """
 
     kind: str
@@ -213,6 +215,7 @@ class RecordedCall:
     inner: bool = False
     nth: int = 0
     paths: dict[int, str] = field(default_factory=dict, repr=False)
+    untracked: tuple[tuple[str, str], ...] = ()
 
     @property
     def tensorflow_none(self) -> tuple[bool | None, ...]:

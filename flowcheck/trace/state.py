@@ -20,7 +20,7 @@ from flowcheck.trace.owners import seen_through, user_function
 __all__ = [
     "KERAS_FROZEN_WARNING", "KERAS_NONE_WARNING", "NO_GRADIENTS", "all_none_tolerated", "applied_optimizers", "applies_skipped", "built_state",
     "global_seed_generator_kept", "iterators_of", "metric_counts", "metric_notes", "optimizers_of", "state_of", "unbuild",
-    "update_scopes", "without_update_notes",
+    "update_scopes", "without_update_notes", "wrapped_optimizers",
 ]
 
 
@@ -83,9 +83,8 @@ def optimizers_of(fn: Any, args: Sequence[Any] = ()) -> list[Any]:
         if isinstance(value, keras.optimizers.Optimizer):
             if all(value is not o for o in found):
                 found.append(value)
-            inner = getattr(value, "inner_optimizer", None)  # LossScaleOptimizer
-            if inner is not None:
-                add(inner)
+                for inner in wrapped_optimizers(value):  # LossScaleOptimizer's, a hand-written Lookahead's
+                    add(inner)
         if isinstance(value, keras.Model):
             add(getattr(value, "optimizer", None))
 
@@ -101,6 +100,14 @@ def optimizers_of(fn: Any, args: Sequence[Any] = ()) -> list[Any]:
             for attr in _attributes(owner):
                 add(attr)
     return found
+
+
+def wrapped_optimizers(optimizer: Any) -> list[Any]:
+    """The Keras optimizers an optimizer holds and applies itself (a LossScaleOptimizer's inner one, a hand-written Lookahead's)."""
+    import keras
+
+    held = [getattr(optimizer, "inner_optimizer", None), *_attributes(optimizer)]
+    return list({id(a): a for a in held if isinstance(a, keras.optimizers.Optimizer) and a is not optimizer}.values())
 
 
 def _attributes(value: Any) -> Iterator[Any]:
@@ -128,7 +135,7 @@ def applied_optimizers(traced: Any) -> list[Any]:
     trace of its own (a plain function), or when the trace reads none, every reachable one counts.
     """
     found = optimizers_of(traced.function, traced.args)
-    applied = {id(o) for opt in getattr(traced, "applied", ()) for o in (opt, getattr(opt, "inner_optimizer", None))}
+    applied = {id(o) for opt in getattr(traced, "applied", ()) for o in (opt, *wrapped_optimizers(opt))}
     if applied:  # flowcheck's own trace skipped their updates, so it reads none of them: the ones it saw applied
         return [o for o in found if id(o) in applied] or found
     inputs = getattr(getattr(traced, "concrete", None), "captured_inputs", None)  # none from a failed trace
