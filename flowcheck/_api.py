@@ -159,7 +159,11 @@ def build_report(traced: Any, graph: nx.DiGraph) -> Report:
             "one call returning all of them gives zeros, not None, to variables only another loss uses"
         )
     sites, never, listed = _steps.step_findings(traced, graph, list(judged), barrier) if traced.step else ((), (), judged)
-    notes.extend(untracked_text(r.name, held) for r in never if (held := _untracked(traced, r)) is not None)
+    if never:  # a tf.Variable a Keras layer holds untracked is why, for some (looked for only then: a walk of every layer)
+        from flowcheck.trace.owners import untracked_by_keras
+
+        untracked = untracked_by_keras(list(traced.owners))
+        notes.extend(untracked_text(r.name, held) for r in never if (held := _untracked(traced, untracked, r)) is not None)
     if traced.step and (traced.target_kind == "callable" or traced.eager):  # as its eager call answers
         from flowcheck.analysis.eager import as_called_sites
         from flowcheck.verify.step import eager_calls
@@ -176,9 +180,8 @@ def build_report(traced: Any, graph: nx.DiGraph) -> Report:
     return report
 
 
-def _untracked(traced: Any, result: VariableResult) -> str | None:
+def _untracked(traced: Any, untracked: dict[int, str], result: VariableResult) -> str | None:
     """How a Keras layer holds ``result`` 's variable untracked (``clip.logit_scale``), or None."""
-    untracked: dict[int, str] = traced.untracked
     return next((untracked.get(id(v.tf_variable)) for v in traced.variables if v.variable is result.variable), None)
 
 

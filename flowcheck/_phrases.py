@@ -43,7 +43,6 @@ NEVER_TRAINED: Final = "receives a gradient, but no gradient call asks for it: i
 """The finding of ``Report.never_trained``."""
 
 
-
 def untracked_text(name: str, held_as: str) -> str:
     """Why a never-trained ``tf.Variable`` that a Keras layer holds as ``held_as`` is asked for by no call."""
     layer = held_as.split(".", 1)[0]

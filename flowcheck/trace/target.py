@@ -29,7 +29,7 @@ from flowcheck.source.positions import recording
 from flowcheck.trace import distributed as _distributed
 from flowcheck.trace.created import creating_remembered, initialize_created
 from flowcheck.trace.failure import trace_failure
-from flowcheck.trace.owners import is_keras_layer, module_paths, owners_in, owners_of, untracked_by_keras
+from flowcheck.trace.owners import is_keras_layer, module_paths, owners_in, owners_of
 from flowcheck.trace.reuse import reused_recorder
 from flowcheck.trace.steps import (
     FailedTrace, is_training_step, keras_loss_step, keras_step, no_labels, no_loss, runs_eagerly, site_losses, trace_recorded,
@@ -96,7 +96,7 @@ def trace(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Traced:
     return Traced(
         function, concrete, tuple(args), dict(kwargs), kind, variables, captured, losses, notes, python_function,
         calls=calls if step else [], step=step, name="" if kind == "keras model" else _name(fn), applied=applied,
-        eager=kind == "keras model" and runs_eagerly(fn), untracked=untracked_by_keras(owners),
+        eager=kind == "keras model" and runs_eagerly(fn), owners=tuple(owners),
     )
 
 

@@ -76,4 +76,4 @@ class Traced:
     name: str = ""  # the target as its user knows it; "" for a Keras model (its step function's name)
     eager: bool = False  # a Keras model compiled with run_eagerly=True: fit runs its train_step eagerly
     applied: tuple[Any, ...] = ()  # the Keras optimizers flowcheck's own trace saw the step apply (their updates skipped)
-    untracked: dict[int, str] = field(default_factory=dict)  # tf.Variables a Keras layer holds untracked, by id
+    owners: tuple[Any, ...] = ()  # what the variables were found in: models, layers, modules, variables
