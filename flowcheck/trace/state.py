@@ -106,7 +106,8 @@ def wrapped_optimizers(optimizer: Any) -> list[Any]:
     """The Keras optimizers an optimizer holds and applies itself (a LossScaleOptimizer's inner one, a hand-written Lookahead's)."""
     import keras
 
-    held = [getattr(optimizer, "inner_optimizer", None), *_attributes(optimizer)]
+    # Its own attributes only: the items of its lists are its variables (thousands on a large model).
+    held = [getattr(optimizer, "inner_optimizer", None), *getattr(optimizer, "__dict__", {}).values()]
     return list({id(a): a for a in held if isinstance(a, keras.optimizers.Optimizer) and a is not optimizer}.values())
 
 
