@@ -133,6 +133,7 @@ def run_script(options: RunOptions) -> RunResult:
     result = RunResult()
     interceptor = Interceptor(_analyzer(options), options.keep_going, _session_analyzer(options))
     saved_argv, saved_path, saved_globals = list(sys.argv), list(sys.path), _global_settings()
+    saved_cwd = os.getcwd()  # a script that chdirs into its run folder: -o files and paths stay the command's
     sys.argv = [options.script, *options.arguments]
     sys.path.insert(0, os.path.dirname(full))
     try:
@@ -160,6 +161,8 @@ def run_script(options: RunOptions) -> RunResult:
         release()  # the stop raised at every line of a script that swallowed it
         sys.argv[:] = saved_argv
         sys.path[:] = saved_path
+        with contextlib.suppress(OSError):  # (the folder it was started in may have gone meanwhile)
+            os.chdir(saved_cwd)
         _restore_global_settings(saved_globals)  # the script may have been ended before it undid them
         result.steps, result.untrained, result.graph_calls = interceptor.steps, interceptor.untrained, made_calls()
     for step in result.steps:  # verified by the script's first call of the step, or not (it never came)

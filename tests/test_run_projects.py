@@ -1,0 +1,111 @@
+"""``flowcheck run`` on projects shaped as users shape them: a ``train.py`` beside its ``model.py``,
+``losses.py`` and config, or in a package folder, run in-process through ``main([...])``.
+
+Each project's files are written into ``tmp_path``; the truth is TensorFlow's own tape, run in the
+test on the project's own modules.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import keras
+import pytest
+import tensorflow as tf
+
+from flowcheck.cli.main import main
+from truth import line_of, watched_truth
+
+
+def project(root: Path, files: dict[str, str]) -> Path:
+    """Write a project's files (``"pkg/model.py": text``) under ``root``; its ``train.py``'s path."""
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    return root / "train.py"
+
+
+@pytest.fixture
+def own_modules() -> Iterator[None]:
+    """The project's sibling modules imported by a test are forgotten after it (each test has its own)."""
+    before = set(sys.modules)
+    yield
+    for name in set(sys.modules) - before:
+        if not name.startswith(("tensorflow", "keras", "flowcheck")):
+            del sys.modules[name]
+
+
+# A model module whose quantizing cast cuts the first layer, and a script that chdirs into its run folder.
+QUANTIZED = """\
+    import tensorflow as tf
+    import keras
+
+
+    def build():
+        keras.utils.set_random_seed(0)
+        return keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="first"),
+                                 keras.layers.Lambda(lambda h: tf.round(h)),  # quantize
+                                 keras.layers.Dense(1, name="last")])
+
+
+    def loss_of(model, x):
+        return tf.reduce_mean(tf.square(model(x)))
+"""
+CHDIR = """\
+    import os
+    import tensorflow as tf
+    import keras
+    from model import build, loss_of
+
+    os.makedirs("runs/exp1", exist_ok=True)
+    os.chdir("runs/exp1")
+    model = build()
+    opt = keras.optimizers.SGD(0.1)
+
+
+    @tf.function
+    def step(x):
+        with tf.GradientTape() as tape:
+            loss = loss_of(model, x)
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients([(g, v) for g, v in zip(grads, model.trainable_variables) if g is not None])
+
+
+    for _ in range(2):
+        step(tf.ones((2, 3)))
+"""
+
+
+def test_a_script_that_chdirs_leaves_the_commands_folder_for_its_reports(
+    tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch, own_modules: None
+) -> None:
+    train = project(tmp_path / "proj", {"train.py": CHDIR, "model.py": QUANTIZED})
+    monkeypatch.chdir(tmp_path)
+    code = main(["run", "proj/train.py", "--json", "-o", "report.json"])
+    out = capsys.readouterr().out
+    assert os.getcwd() == str(tmp_path)  # the script's chdir does not outlive it
+    assert (tmp_path / "report.json").is_file() and not (tmp_path / "proj/runs/exp1/report.json").exists()
+    document = json.loads(out)
+    assert document == json.loads((tmp_path / "report.json").read_text())
+    sys.path.insert(0, str(train.parent))
+    try:
+        import model as module  # the project's own module, as the script imports it
+    finally:
+        sys.path.remove(str(train.parent))
+    built = module.build()
+    x = tf.ones((2, 3))
+    truth = watched_truth(lambda: module.loss_of(built, x), built.trainable_variables)
+    (step,) = document["steps"]
+    (site,) = step["report"]["gradient_sites"]
+    assert [not s["tensorflow_none"] for s in site["sources"]] == truth
+    assert code == (0 if all(truth) else 1)
+    barrier = site["sources"][0]["barriers"][0]["source"]
+    assert (barrier["file"], barrier["line"]) == ("proj/model.py", line_of(train.parent / "model.py", "# quantize"))
+    keras.utils.clear_session()
