@@ -776,6 +776,39 @@ def test_a_factory_returns_the_target_and_its_inputs(capsys: pytest.CaptureFixtu
     assert data["verification"]["loss"] == 5.0  # 2 * 2 * 0.5 + 3
 
 
+# A model builder as users write it: every parameter has a default; a quantizing round cuts the first layer.
+BUILDER = """\
+    import keras
+
+
+    def build_model(units=4, quantize=True):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((3,))
+        h = keras.layers.Dense(units, name="first")(inputs)
+        if quantize:
+            h = keras.ops.round(h)
+        outputs = keras.layers.Dense(1, name="last")(h)
+        model = keras.Model(inputs, outputs)
+        model.compile(optimizer="sgd", loss="mse")
+        return model
+"""
+
+
+def test_a_builder_whose_parameters_all_have_defaults_is_a_factory(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = write(tmp_path, BUILDER, header=False)
+    code, out, err = run(capsys, f"{path}:build_model", "--json")
+    data = json.loads(out)
+    assert data["target"]["chosen_by"].startswith("build_model, named on the command line (a factory returning functional")
+    namespace: dict[str, Any] = {}
+    exec(textwrap.dedent(BUILDER), namespace)
+    model = namespace["build_model"]()
+    x = tf.random.normal((2, 3))
+    truth = watched_truth(lambda: tf.reduce_mean(tf.square(model(x, training=True))), model.trainable_variables)
+    (site,) = data["gradient_sites"]
+    assert [not s["tensorflow_none"] for s in site["sources"]] == truth
+    assert code == (0 if all(truth) else 1), err
+
+
 def test_a_zero_argument_loss_function_is_analyzed_itself(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     path = write(tmp_path, """
         def l2_penalty():

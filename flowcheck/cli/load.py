@@ -260,14 +260,16 @@ def _functions(module: ModuleType) -> list[str]:
 
 
 def _is_factory(target: Any) -> bool:
-    """A plain Python function (not a tf.function, model or other callable object) with no parameters."""
+    """A plain Python function (not a tf.function, model or other callable object) called with no argument:
+    none it must be given (``build_model(num_classes=10)`` is a builder, as users write them)."""
     if not (inspect.isfunction(target) or inspect.ismethod(target)):
         return False
     try:
         signature = inspect.signature(target)
     except (TypeError, ValueError):
         return False
-    return not signature.parameters
+    return all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+               for p in signature.parameters.values())
 
 
 # Names a training step's own body uses to ask for gradients (tape.gradient, optimizer.minimize, ...);

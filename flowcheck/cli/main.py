@@ -41,7 +41,7 @@ its loss, which cannot and why (the op and your line), then check with one real 
 target (PATH[:NAME]): NAME, else the module's `flowcheck_target`, else the only tf.function
 defined in the file (if it defines none, the only compiled Keras model). It may be a
 tf.function or a function returning the loss, a compiled Keras model (its training step), or a
-function taking no argument that returns `target`, `(target, args)` or `(target, args, kwargs)`.
+function called with no argument that returns `target`, `(target, args)` or `(target, args, kwargs)`.
 
 example inputs: what that function returned, else the module's `NAME_inputs` or `example_inputs`
 (a tuple of positional arguments; for a Keras model `(x, y)`), else random tensors from the
