@@ -109,3 +109,22 @@ def test_a_script_that_chdirs_leaves_the_commands_folder_for_its_reports(
     barrier = site["sources"][0]["barriers"][0]["source"]
     assert (barrier["file"], barrier["line"]) == ("proj/model.py", line_of(train.parent / "model.py", "# quantize"))
     keras.utils.clear_session()
+
+
+@pytest.mark.parametrize(("line", "told"), [
+    ("import missing_helpers # broken", "ModuleNotFoundError at {at} (import missing_helpers # broken): "
+     "No module named 'missing_helpers'"),
+    ("def build(: # broken", "SyntaxError at {at} (def build(: # broken): invalid syntax"),
+])
+@pytest.mark.parametrize("command", ["run", "analyze"])
+def test_a_sibling_module_that_fails_to_import_is_told_at_its_own_line(
+    tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch, own_modules: None, line: str, told: str, command: str
+) -> None:
+    project(tmp_path, {"train.py": CHDIR, "model.py": textwrap.dedent(QUANTIZED) + line + "\n"})
+    monkeypatch.chdir(tmp_path)
+    code = main([command, "train.py" if command == "run" else "train.py:step"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    (said,) = [e for e in err.splitlines() if e.startswith("flowcheck: error:")]
+    at = f"model.py:{line_of(tmp_path / 'model.py', '# broken')}"
+    assert told.format(at=at) in said

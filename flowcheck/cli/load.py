@@ -34,7 +34,6 @@ import itertools
 import keyword
 import os
 import sys
-import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -44,7 +43,7 @@ from flowcheck.cli.inputs import check_arity, example_inputs, is_keras_model, is
 from flowcheck._phrases import a_or_an
 from flowcheck.errors import InvalidTargetError, TargetLoadError
 from flowcheck.source.files import check_file, compile_python
-from flowcheck.source.lines import SourceLine, user_frame
+from flowcheck.source.exceptions import describe_exception
 
 __all__ = ["LoadedTarget", "find_target", "split_spec", "user_module"]
 
@@ -124,18 +123,9 @@ def user_module(path: str) -> Iterator[ModuleType]:
 
 
 def _user_failure(what: str, exc: BaseException, full: str | None = None) -> str:
-    """``"<what> raised <Type> at <file:line> (<code>): <message>"``, at the user's innermost line."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    in_file = [f for f in frames if full is not None and os.path.abspath(f.filename) == full]
-    where: SourceLine | None
-    if in_file:
-        f = in_file[-1]
-        where = SourceLine(f.filename, int(f.lineno or 0), f.name, (f.line or "").strip())
-    else:
-        where, _ = user_frame(frames)
-    at = f" at {where}" + (f" ({where.code})" if where.code else "") if where else ""
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{what} raised {type(exc).__name__}{at}" + (f": {message}" if message else "")
+    """``"<what> raised <Type> at <file:line> (<code>): <message>"``, at the user's innermost line
+    (in a module the file imports when it raised there, as :func:`describe_exception` says)."""
+    return f"{what} raised {describe_exception(exc, full)}"
 
 
 # --- finding the target -------------------------------------------------------------------------
