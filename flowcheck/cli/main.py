@@ -164,6 +164,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("target", metavar="PATH[:NAME]", help="the Python file, and optionally the target's name in it")
     _common_options(p)
+    # analyze's own: a script run by `run` brings its inputs (and a --seed of its own is the script's)
+    p.add_argument("--seed", type=_seed, default=0, help="seed of random example inputs (default: 0)")
     p.add_argument("--focus", action="append", default=None, metavar="PATTERN",
                    help="draw only the variables matching this glob and their paths to the loss; repeatable")
     p.add_argument("--detail", choices=("collapsed", "ops"), default="collapsed",
@@ -185,7 +187,6 @@ def _common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-verify", action="store_true", help="skip the real optimizer step")
     p.add_argument("--optimizer", choices=("sgd", "adam"), help="optimizer of the real step (default: sgd)")
     p.add_argument("--learning-rate", type=_positive_float, metavar="LR", help="its learning rate")
-    p.add_argument("--seed", type=_seed, default=0, help="seed of random example inputs (default: 0)")
     p.add_argument("--expect-receives", action="append", default=[], metavar="PATTERN",
                    help="fail unless every variable matching this glob receives a gradient; repeatable")
     p.add_argument("--expect-blocked", action="append", default=[], metavar="PATTERN",

@@ -59,6 +59,9 @@ def add_run_command(commands: Any, common: Callable[[argparse.ArgumentParser], N
         "run", help="run a training script and analyze its training steps (start here)",
         description=_DESCRIPTION, epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         usage="flowcheck run SCRIPT.py [flowcheck options] [-- script arguments...]",
+        # A script's own --opt or --out is not flowcheck's --optimizer or --output: unknown, it is
+        # refused with the hint to put it after --, never silently taken.
+        allow_abbrev=False,
     )
     p.add_argument("script", metavar="SCRIPT.py", help="the training script")
     common(p)
