@@ -128,3 +128,34 @@ def test_a_sibling_module_that_fails_to_import_is_told_at_its_own_line(
     (said,) = [e for e in err.splitlines() if e.startswith("flowcheck: error:")]
     at = f"model.py:{line_of(tmp_path / 'model.py', '# broken')}"
     assert told.format(at=at) in said
+
+
+# A hand-made progress bar on stderr, as tqdm draws it: "\r" and no newline until the loop ends.
+PROGRESS = """\
+    import sys
+    import tensorflow as tf
+
+    w = tf.Variable([1.0, 2.0], name="w")
+
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(w * w)
+        w.assign_sub(0.1 * tape.gradient(loss, w))
+        return loss
+
+
+    for i in range(3):
+        loss = step()
+        sys.stderr.write(f"\\r{i + 1}/3 loss={float(loss):.3f}")
+    sys.stderr.write("\\n")
+"""
+
+
+def test_the_report_starts_on_a_line_of_its_own_after_a_progress_bar_on_stderr(tmp_path: Path, capsys: Any) -> None:
+    train = project(tmp_path, {"train.py": PROGRESS})
+    code = main(["run", str(train)])
+    out, err = capsys.readouterr()
+    assert code == 0 and out.startswith(f"flowcheck run {train}: ")
+    assert err == "\r1/3 loss=5.000\n"  # the bar the script left unfinished, ended before the report

@@ -163,10 +163,12 @@ def run_command(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     )
     # --json: stdout is the JSON document's alone; what the script prints goes to stderr.
     script_out = _LineEnds(err if ns.json else out)
-    with contextlib.redirect_stdout(script_out):
+    script_err = script_out if ns.json else _LineEnds(err)  # tqdm's bar is on stderr, the same terminal
+    with contextlib.redirect_stdout(script_out), contextlib.redirect_stderr(script_err):
         result = run_script(options)
-    if script_out.unfinished:  # a Keras progress bar ended mid-epoch: the report starts on a line of its own
-        script_out.write("\n")
+    for stream in dict.fromkeys((script_err, script_out)):
+        if stream.unfinished:  # a progress bar ended mid-epoch: the report starts on a line of its own
+            stream.write("\n")
     ns.ended_script = result.stopped  # the console command may then exit without TensorFlow's teardown
     if not result.steps:
         return _nothing_analyzed(result, ns.script, err)
