@@ -159,3 +159,71 @@ def test_the_report_starts_on_a_line_of_its_own_after_a_progress_bar_on_stderr(t
     out, err = capsys.readouterr()
     assert code == 0 and out.startswith(f"flowcheck run {train}: ")
     assert err == "\r1/3 loss=5.000\n"  # the bar the script left unfinished, ended before the report
+
+
+# A trainer holding an encoder and two heads, each a tf.Module whose weight is named "w".
+MODULES = """\
+    import tensorflow as tf
+
+
+    class Linear(tf.Module):
+        def __init__(self, n_in, n_out, name):
+            super().__init__(name=name)
+            self.w = tf.Variable(tf.ones((n_in, n_out)), name="w")
+
+        def __call__(self, x):
+            return x @ self.w
+"""
+TRAINER = """\
+    import tensorflow as tf
+    from nets import Linear
+
+
+    class Trainer:
+        def __init__(self):
+            self.enc, self.cls, self.aux = Linear(2, 3, "encoder"), Linear(3, 2, "cls"), Linear(3, 2, "aux")
+
+        def loss(self, x):
+            h = self.enc(x)
+            return tf.reduce_sum(self.cls(h)) + tf.reduce_sum(tf.cast(tf.argmax(self.aux(h), -1), tf.float32))
+
+        @tf.function
+        def train_step(self, x):
+            with tf.GradientTape() as tape:
+                loss = self.loss(x)
+            variables = [self.enc.w, self.cls.w, self.aux.w]
+            for v, g in zip(variables, tape.gradient(loss, variables)):
+                if g is not None:
+                    v.assign_sub(0.1 * g)
+
+
+    def main():
+        trainer = Trainer()
+        for _ in range(2):
+            trainer.train_step(tf.ones((1, 2)))
+
+
+    if __name__ == "__main__":
+        main()
+"""
+
+
+def test_variables_of_modules_named_alike_are_named_by_their_modules(
+    tmp_path: Path, capsys: Any, own_modules: None
+) -> None:
+    train = project(tmp_path, {"train.py": TRAINER, "nets.py": MODULES})
+    code = main(["run", str(train), "--json"])
+    document = json.loads(capsys.readouterr().out)
+    namespace: dict[str, Any] = {}
+    sys.path.insert(0, str(tmp_path))
+    try:
+        exec(textwrap.dedent(TRAINER), namespace)
+    finally:
+        sys.path.remove(str(tmp_path))
+    trainer = namespace["Trainer"]()
+    variables = [trainer.enc.w, trainer.cls.w, trainer.aux.w]
+    truth = watched_truth(lambda: trainer.loss(tf.ones((1, 2))), variables)
+    (site,) = document["steps"][0]["report"]["gradient_sites"]
+    assert {s["name"]: not s["tensorflow_none"] for s in site["sources"]} == dict(
+        zip(["encoder/w", "cls/w", "aux/w"], truth))
+    assert code == (0 if all(truth) else 1)
