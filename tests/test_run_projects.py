@@ -227,3 +227,92 @@ def test_variables_of_modules_named_alike_are_named_by_their_modules(
     assert {s["name"]: not s["tensorflow_none"] for s in site["sources"]} == dict(
         zip(["encoder/w", "cls/w", "aux/w"], truth))
     assert code == (0 if all(truth) else 1)
+
+
+# A package run as `python -m proj.train`: its modules import each other relatively.
+PACKAGE = {
+    "proj/__init__.py": "",
+    "proj/layers.py": """\
+        import tensorflow as tf
+        import keras
+
+
+        class Gate(keras.layers.Layer):
+            def build(self, shape):
+                self.g = self.add_weight(shape=(shape[-1],), initializer="ones", name="g")
+
+            def call(self, x):
+                return x * tf.cast(self.g > 0.5, x.dtype)  # hard gate
+    """,
+    "proj/engine.py": """\
+        import tensorflow as tf
+        import keras
+        from .layers import Gate
+
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), Gate(), keras.layers.Dense(1)])
+        opt = keras.optimizers.SGD(0.1)
+
+
+        def loss_of(x, y):
+            return tf.reduce_mean((model(x) - y) ** 2)
+
+
+        @tf.function
+        def train_step(x, y):
+            with tf.GradientTape() as tape:
+                loss = loss_of(x, y)
+            grads = tape.gradient(loss, model.trainable_variables)
+            opt.apply_gradients([(g, v) for g, v in zip(grads, model.trainable_variables) if g is not None])
+    """,
+    "proj/train.py": """\
+        import sys
+        import tensorflow as tf
+        from .engine import train_step
+
+        if __name__ == "__main__":
+            print("argv", sys.argv[1:], sys.argv[0].endswith("train.py"))
+            for _ in range(2):
+                train_step(tf.ones((2, 3)), tf.zeros((2, 1)))
+    """,
+}
+
+
+def test_a_packages_module_runs_as_python_m_runs_it(
+    tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch, own_modules: None
+) -> None:
+    project(tmp_path, PACKAGE)
+    monkeypatch.chdir(tmp_path)
+    code = main(["run", "-m", "proj.train", "--json", "--", "--epochs", "2"])
+    out, err = capsys.readouterr()
+    assert "argv ['--epochs', '2'] True" in err
+    document = json.loads(out)
+    assert document["script"] == os.path.join("proj", "train.py")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from proj import engine  # the module the run imported: its model, as the script trained it
+
+    x, y = tf.ones((2, 3)), tf.zeros((2, 1))
+    truth = watched_truth(lambda: engine.loss_of(x, y), engine.model.trainable_variables)
+    (site,) = document["steps"][0]["report"]["gradient_sites"]
+    assert [not s["tensorflow_none"] for s in site["sources"]] == truth
+    assert code == (0 if all(truth) else 1)
+    blocked = [s for s in site["sources"] if s["tensorflow_none"]]
+    lines = {(b["source"]["file"], b["source"]["line"]) for s in blocked for b in s["barriers"]}
+    assert lines == {(os.path.join("proj", "layers.py"), line_of(tmp_path / "proj/layers.py", "# hard gate"))}
+    keras.utils.clear_session()
+
+
+def test_a_packages_module_run_by_its_path_is_told_how_to_run_it(
+    tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch, own_modules: None
+) -> None:
+    project(tmp_path, PACKAGE)
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "proj/train.py"]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].endswith(
+        "attempted relative import with no known parent package "
+        "(it is module proj.train of a package: flowcheck run -m proj.train runs it as python -m does)")
+    assert main(["run", "-m", "proj.missing"]) == 2
+    assert capsys.readouterr().err.startswith("flowcheck: error: no module named 'proj.missing'")
+    assert main(["run", "-m", "proj.train", "--epochs", "3"]) == 2  # "3" is not taken for a script
+    assert capsys.readouterr().err.splitlines()[-1] == ("flowcheck: error: unrecognized arguments: --epochs 3 (the script's "
+                                                         "own arguments go after --: flowcheck run -m proj.train -- --epochs 3)")

@@ -102,6 +102,8 @@ def _command(argv: Sequence[str] | None) -> tuple[int, bool]:
         if argv and argv[0].endswith(".py"):  # `flowcheck train.py`: argparse said only "invalid choice"
             parser.error(f"give a command first: flowcheck run {argv[0]} (a training script) or flowcheck analyze {argv[0]}")
         ns, unknown = parser.parse_known_args(argv)
+        if getattr(ns, "module", None) is not None and ns.script is not None:  # -m M --epochs 3: "3" is no script
+            unknown, ns.script = [a for a in argv if a in {*unknown, ns.script}], None
         if unknown:
             parser.error(f"unrecognized arguments: {' '.join(unknown)}" + _script_arguments_hint(ns, unknown))
         if script_arguments and ns.command != "run":
@@ -139,7 +141,8 @@ def _script_arguments_hint(ns: argparse.Namespace, unknown: list[str]) -> str:
     """``flowcheck run train.py --epochs 3``: the script's own options go after ``--``; say so."""
     if getattr(ns, "command", None) != "run":
         return ""
-    return f" (the script's own arguments go after --: flowcheck run {ns.script} -- {' '.join(unknown)})"
+    what = ns.script if ns.script is not None else f"-m {ns.module}"
+    return f" (the script's own arguments go after --: flowcheck run {what} -- {' '.join(unknown)})"
 
 
 def _one_line(exc: FlowcheckError) -> str:
