@@ -3,7 +3,8 @@
 The script runs as ``__main__`` (``runpy``), with ``sys.argv`` = ``[script, *arguments]`` and its
 directory first on ``sys.path`` (or a package's module, as ``python -m`` runs it:
 :mod:`flowcheck.run.entry`); every training step of its first round is analyzed at its first call
-(:mod:`flowcheck.run.intercept`), and the script ends when one of them is about to run again, or goes on (``--continue``) exactly as it would have without flowcheck.
+(:mod:`flowcheck.run.intercept`), and the script ends when one of them is about to run again, or
+goes on (``--continue``) exactly as it would have without flowcheck.
 """
 
 from __future__ import annotations
