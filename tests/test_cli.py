@@ -1160,3 +1160,36 @@ def test_a_keras_model_frozen_whole_trains_nothing_and_fails(capsys: pytest.Capt
     assert code == 1 and out.splitlines()[-1] == (
         "FAILED: fit trains nothing: the Keras model has no trainable weights (trainable=False when the step runs), "
         "so Keras's train_step asks for no gradient")
+
+
+# A trainer made at module level, its step a method; a round cuts one of its two variables.
+TRAINER = """\
+    import tensorflow as tf
+
+
+    class Trainer:
+        def __init__(self):
+            self.w, self.v = tf.Variable(1.0, name="w"), tf.Variable(2.0, name="v")
+
+        @tf.function(input_signature=[tf.TensorSpec((None, 2))])
+        def loss(self, x):
+            return tf.reduce_sum(x) * self.w + tf.round(self.v)
+
+
+    trainer = Trainer()
+"""
+
+
+def test_a_method_named_on_its_class_points_at_the_files_instance(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = write(tmp_path, TRAINER, header=False)
+    code, _, err = run(capsys, f"{path}:Trainer.loss")
+    assert code == 2
+    assert error_line(err).endswith(f"Trainer.loss is a method of class Trainer: name it on the instance, {path}:trainer.loss")
+    code, out, _ = run(capsys, f"{path}:trainer.loss", "--json")  # as the hint says: analyzed
+    namespace: dict[str, Any] = {}
+    exec(textwrap.dedent(TRAINER), namespace)
+    trainer = namespace["trainer"]
+    truth = watched_truth(lambda: trainer.loss(tf.ones((2, 2))), [trainer.w, trainer.v])
+    data = json.loads(out)
+    assert [v["verdict"] == "receives" for v in data["variables"]] == truth
+    assert code == 0 and data["verification"]["agrees"] is True  # a loss function: exit 1 only when the step disagrees

@@ -163,9 +163,15 @@ def find_target(module: ModuleType, path: str, name: str | None, seed: int) -> L
         target, args, kwargs = _unpack_factory(produced, name)
         inputs_from = f"returned by {name}()" if args is not None else ""
         chosen_by += f" (a factory returning {_display_name(target)})"
-    if args is None:
-        args, kwargs, inputs_from = example_inputs(module, path, name, target, seed)
-    check_arity(target, name, args, kwargs, inputs_from)
+    try:
+        if args is None:
+            args, kwargs, inputs_from = example_inputs(module, path, name, target, seed)
+        check_arity(target, name, args, kwargs, inputs_from)
+    except TargetLoadError as exc:
+        hint = _method_hint(module, path, name)
+        if not hint:
+            raise
+        raise TargetLoadError(f"{exc}; {hint}") from exc
     return LoadedTarget(target, name, chosen_by, args, kwargs, inputs_from, optimizer)
 
 
@@ -220,6 +226,20 @@ def _lookup(module: ModuleType, path: str, name: str) -> Any:
             raise TargetLoadError(f"{'.'.join(name.split('.')[:i])} in {path} has no attribute {part!r}")
         value = getattr(value, part)
     return value
+
+
+def _method_hint(module: ModuleType, path: str, name: str) -> str:
+    """``model.py:Trainer.train_step``: a method named on its class has no ``self``; name it on the file's instance."""
+    owner, _, method = name.rpartition(".")
+    cls: Any = module
+    for part in owner.split(".") if owner else ():
+        cls = getattr(cls, part, None)
+    if not inspect.isclass(cls) or isinstance(inspect.getattr_static(cls, method, None), (staticmethod, classmethod)):
+        return ""
+    instances = [key for key, value in vars(module).items() if isinstance(value, cls) and not key.startswith("_")]
+    if not instances:
+        return ""  # the message already says how to pass self, or to point at a function returning the step
+    return f"{owner}.{method} is a method of class {owner}: name it on the instance, {path}:{instances[0]}.{method}"
 
 
 def _attribute_name(module: ModuleType, target: Any) -> str | None:
