@@ -316,3 +316,85 @@ def test_a_packages_module_run_by_its_path_is_told_how_to_run_it(
     assert main(["run", "-m", "proj.train", "--epochs", "3"]) == 2  # "3" is not taken for a script
     assert capsys.readouterr().err.splitlines()[-1] == ("flowcheck: error: unrecognized arguments: --epochs 3 (the script's "
                                                          "own arguments go after --: flowcheck run -m proj.train -- --epochs 3)")
+
+
+# Training whose finally always saves the weights and logs it, as scripts guard against Ctrl-C.
+SAVES_IN_FINALLY = """\
+    import tensorflow as tf
+
+    w = tf.Variable([1.0, -1.0], name="w")
+    scale = tf.Variable(3.0, name="scale")
+
+
+    def loss_of():
+        return tf.reduce_sum(w * w) * tf.round(scale)
+
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            loss = loss_of()
+        for v, g in zip([w, scale], tape.gradient(loss, [w, scale])):
+            if g is not None:
+                v.assign_sub(0.1 * g)
+
+
+    try:
+        for _ in range(5):
+            step()
+    finally:
+        tf.train.Checkpoint(w=w, scale=scale).write("ckpt/final")  # keep the latest weights
+        with open("train.log", "a") as log:
+            log.write("saved\\n")
+"""
+
+
+def test_the_scripts_finally_does_not_save_the_step_the_analysis_ran(
+    tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train = project(tmp_path, {"train.py": SAVES_IN_FINALLY})
+    monkeypatch.chdir(tmp_path)
+    tracing = sys.gettrace()
+    code = main(["run", "train.py", "--json"])
+    assert sys.gettrace() is tracing
+    document = json.loads(capsys.readouterr().out)
+    assert document["stopped"] is True
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.py"]  # no checkpoint, no log line
+    namespace: dict[str, Any] = {}
+    exec(textwrap.dedent(SAVES_IN_FINALLY).split("try:")[0], namespace)
+    truth = watched_truth(namespace["loss_of"], [namespace["w"], namespace["scale"]])
+    (site,) = document["steps"][0]["report"]["gradient_sites"]
+    assert [not s["tensorflow_none"] for s in site["sources"]] == truth
+    assert code == (0 if all(truth) else 1)
+    assert train.is_file()
+
+
+# The stop comes inside `with` blocks of the script: a strategy's scope and an eager tape asked inside its block.
+INSIDE_WITH = """\
+    import tensorflow as tf
+
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    with strategy.scope():
+        w = tf.Variable([1.0, 2.0], name="w")
+        b = tf.Variable(1.0, name="b")
+        for _ in range(3):
+            with tf.GradientTape() as outer:  # (a second-order step: the inner gradient is asked inside it)
+                with tf.GradientTape() as tape:
+                    loss = tf.reduce_sum(w * w) + tf.cast(tf.cast(b, tf.int32), tf.float32)
+                grads = tape.gradient(loss, [w, b])
+            w.assign_sub(0.1 * grads[0])
+"""
+
+
+def test_the_stop_inside_with_blocks_leaves_their_scopes_and_tapes(tmp_path: Path, capsys: Any) -> None:
+    from tensorflow.python.eager import record
+
+    train = project(tmp_path, {"train.py": INSIDE_WITH})
+    code = main(["run", str(train), "--json"])
+    document = json.loads(capsys.readouterr().out)
+    assert document["stopped"] is True
+    assert not tf.distribute.has_strategy() and not record.could_possibly_record()  # every __exit__ ran
+    w, b = tf.Variable([1.0, 2.0]), tf.Variable(1.0)
+    truth = watched_truth(lambda: tf.reduce_sum(w * w) + tf.cast(tf.cast(b, tf.int32), tf.float32), [w, b])
+    assert [not s["tensorflow_none"] for s in document["steps"][0]["site"]["sources"]] == truth
+    assert code == (0 if all(truth) else 1)

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from flowcheck.run.batches import first_batch, keras_caller, one_step_function, unwrap_train_function
 from flowcheck.source.exceptions import describe_exception
 from flowcheck.run.step import EAGER_NOTE, EAGERLY_NOTE, Step, StopScript, code_file, round_unfinished, untrained_text
-from flowcheck.run.stop import stop_for_good
+from flowcheck.run.stop import stop_for_good, stop_unwinding
 from flowcheck.source.lines import call_column, call_path, call_site, called_at
 
 __all__ = ["KERAS_WARNING", "Interceptor"]
@@ -114,8 +114,7 @@ class Interceptor:
             self._done = True
         else:
             self._stops += 1
-            if self._stops > 1:
-                stop_for_good()
+            (stop_for_good if self._stops > 1 else stop_unwinding)()  # (a bare except: swallowed the first)
             raise StopScript
 
     def _analyze(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any], step: Step) -> None:
