@@ -398,3 +398,54 @@ def test_the_stop_inside_with_blocks_leaves_their_scopes_and_tapes(tmp_path: Pat
     truth = watched_truth(lambda: tf.reduce_sum(w * w) + tf.cast(tf.cast(b, tf.int32), tf.float32), [w, b])
     assert [not s["tensorflow_none"] for s in document["steps"][0]["site"]["sources"]] == truth
     assert code == (0 if all(truth) else 1)
+
+
+# Saliency maps of the validation batches (a gradient for the inputs only), then the training loop.
+SALIENCY_FIRST = """\
+    import tensorflow as tf
+    from model import build, loss_of
+
+    model = build()
+
+
+    def saliency(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            top = tf.reduce_max(model(x), axis=-1)
+        return tape.gradient(top, x)
+
+
+    @tf.function
+    def step(x):
+        with tf.GradientTape() as tape:
+            loss = loss_of(model, x)
+        for v, g in zip(model.trainable_variables, tape.gradient(loss, model.trainable_variables)):
+            if g is not None:
+                v.assign_sub(0.1 * g)
+
+
+    for i in range(4):
+        saliency(tf.fill((2, 3), float(i)))
+    for _ in range(2):
+        step(tf.ones((2, 3)))
+"""
+
+
+def test_a_saliency_loop_before_training_does_not_end_the_round_before_the_training_step(
+    tmp_path: Path, capsys: Any, own_modules: None
+) -> None:
+    train = project(tmp_path, {"train.py": SALIENCY_FIRST, "model.py": QUANTIZED})
+    code = main(["run", str(train), "--json"])
+    document = json.loads(capsys.readouterr().out)
+    assert [s["kind"] for s in document["steps"]] == ["eager tape.gradient", "tf.function"]
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import model as module
+    finally:
+        sys.path.remove(str(tmp_path))
+    built = module.build()
+    truth = watched_truth(lambda: module.loss_of(built, tf.ones((2, 3))), built.trainable_variables)
+    (site,) = document["steps"][1]["report"]["gradient_sites"]
+    assert [not s["tensorflow_none"] for s in site["sources"]] == truth
+    assert code == (0 if all(truth) else 1)
+    keras.utils.clear_session()
