@@ -449,3 +449,23 @@ def test_a_saliency_loop_before_training_does_not_end_the_round_before_the_train
     assert [not s["tensorflow_none"] for s in site["sources"]] == truth
     assert code == (0 if all(truth) else 1)
     keras.utils.clear_session()
+
+
+def test_analyze_a_packages_module_that_imports_its_siblings_relatively(
+    tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch, own_modules: None
+) -> None:
+    files = dict(PACKAGE)
+    files["proj/engine.py"] = textwrap.dedent(PACKAGE["proj/engine.py"]) + "example_inputs = (tf.ones((2, 3)), tf.zeros((2, 1)))\n"
+    project(tmp_path, files)
+    monkeypatch.chdir(tmp_path)
+    code = main(["analyze", "proj/engine.py:train_step", "--json"])
+    document = json.loads(capsys.readouterr().out)
+    assert "proj" not in sys.modules  # the package is forgotten with the file
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from proj import engine
+
+    truth = watched_truth(lambda: engine.loss_of(*engine.example_inputs), engine.model.trainable_variables)
+    (site,) = document["gradient_sites"]
+    assert [not s["tensorflow_none"] for s in site["sources"]] == truth
+    assert code == (0 if all(truth) else 1)
+    keras.utils.clear_session()

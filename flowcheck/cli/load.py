@@ -21,7 +21,8 @@ Example inputs
     2. else the module's own or random ones, as :mod:`flowcheck.cli.inputs` makes them.
 
 The file is imported under a unique module name with its directory first on ``sys.path`` (as
-pytest does); :func:`user_module` undoes both afterwards, and forgets the sibling modules the file
+pytest does; a module of a package, ``proj/model.py``, is named in its package and the folder
+holding the package comes next, so that its relative imports work); :func:`user_module` undoes both afterwards, and forgets the sibling modules the file
 imported, so that analysing another file of the same name later sees its own code.
 """
 
@@ -95,12 +96,15 @@ def user_module(path: str) -> Iterator[ModuleType]:
     directory = os.path.dirname(full)
     stem = os.path.splitext(os.path.basename(full))[0]
     name = f"_flowcheck_user_{next(_counter)}_{stem if stem.isidentifier() else 'module'}"
+    package, root = _package_of(directory)
+    if package:  # a module of a package (proj/model.py): its relative imports (from .layers import ...) work
+        name = f"{package}.{name}"
     spec = importlib.util.spec_from_file_location(name, full)
     assert spec is not None  # a .py path always gives a spec
     module = importlib.util.module_from_spec(spec)
     before = set(sys.modules)
     saved_path = list(sys.path)
-    sys.path.insert(0, directory)
+    sys.path[:0] = [directory, root] if package else [directory]
     sys.modules[name] = module  # dataclasses and pickling look the module up while it runs
     try:
         try:
@@ -120,6 +124,16 @@ def user_module(path: str) -> Iterator[ModuleType]:
             ours = added == "flowcheck" or added.startswith("flowcheck.")  # lazily imported stages stay
             if added == name or (not ours and os.path.abspath(file).startswith(directory + os.sep)):
                 del sys.modules[added]
+
+
+def _package_of(directory: str) -> tuple[str, str]:
+    """The dotted package a folder is (``proj.sub``, from its ``__init__.py`` files up) and the folder
+    that holds the top package (``("", "")``: not a package)."""
+    parts: list[str] = []
+    while os.path.isfile(os.path.join(directory, "__init__.py")) and os.path.basename(directory).isidentifier():
+        parts.insert(0, os.path.basename(directory))
+        directory = os.path.dirname(directory)
+    return (".".join(parts), directory) if parts else ("", "")
 
 
 def _user_failure(what: str, exc: BaseException, full: str | None = None) -> str:
