@@ -469,3 +469,40 @@ def test_analyze_a_packages_module_that_imports_its_siblings_relatively(
     assert [not s["tensorflow_none"] for s in site["sources"]] == truth
     assert code == (0 if all(truth) else 1)
     keras.utils.clear_session()
+
+
+# A script quieting TensorFlow's C++ log at its top, before its import, then an op that logs a warning.
+QUIET_LOG = """\
+    import os
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    import tensorflow as tf
+
+    try:
+        tf.gather(tf.ones(3), 7)  # logs a C++ warning before it raises
+    except tf.errors.InvalidArgumentError:
+        print("caught")
+    w = tf.Variable(1.0, name="w")
+    for _ in range(2):
+        with tf.GradientTape() as tape:
+            loss = tf.round(w) * 2.0
+        tape.gradient(loss, w)
+"""
+
+
+@pytest.mark.slow
+def test_tensorflows_import_time_settings_of_the_scripts_top_are_honoured(tmp_path: Path) -> None:
+    import subprocess
+
+    train = project(tmp_path, {"train.py": QUIET_LOG})
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    alone = subprocess.run([sys.executable, str(train)], capture_output=True, text=True, env=env, timeout=300)
+    code = "import sys; from flowcheck.cli.main import main; sys.exit(main(sys.argv[1:]))"
+    run = subprocess.run([sys.executable, "-c", code, "run", str(train), "--json"], capture_output=True, text=True,
+                         env=env, timeout=300, cwd=tmp_path)
+    assert "caught" in alone.stdout and "caught" in run.stderr  # (--json: the script's output on stderr)
+    assert "is not in [0, 3)" not in alone.stderr and "is not in [0, 3)" not in run.stderr  # its log stays quiet
+    w = tf.Variable(1.0)
+    truth = watched_truth(lambda: tf.round(w) * 2.0, [w])
+    (step,) = json.loads(run.stdout)["steps"]
+    assert [not s["tensorflow_none"] for s in step["site"]["sources"]] == truth
+    assert run.returncode == (0 if all(truth) else 1)

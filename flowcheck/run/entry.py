@@ -4,16 +4,22 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import os
 import runpy
+import sys
 from dataclasses import dataclass
 
 from flowcheck.errors import TargetLoadError
 from flowcheck.source.files import check_file, compile_python
 from flowcheck.source.lines import display_path
 
-__all__ = ["Entry", "module_entry", "package_hint", "script_entry"]
+__all__ = ["Entry", "import_time_environment", "module_entry", "package_hint", "script_entry"]
+
+# Read by TensorFlow once, as it is imported, which flowcheck does before the script runs: a script
+# setting them at its top (quiet C++ logs, oneDNN off for exact numerics) has them set first.
+_READ_AT_IMPORT = frozenset({"TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS", "TF_USE_LEGACY_KERAS"})
 
 
 @dataclass(frozen=True)
@@ -90,3 +96,42 @@ def package_hint(exc: BaseException, entry: Entry) -> str:
     name, where = ".".join(parts), display_path(folder)
     command = f"flowcheck run -m {name}" if where == "." else f"cd {where} && flowcheck run -m {name}"
     return f" (it is module {name} of a package: {command} runs it as python -m does)"
+
+
+def import_time_environment(entry: Entry) -> None:
+    """Set the variables TensorFlow reads at import (:data:`_READ_AT_IMPORT`) as the script's top
+    sets them before its ``import tensorflow`` (``os.environ[NAME] = "3"`` or ``setdefault``), when
+    TensorFlow is not imported yet; a script that cannot be parsed is left to fail as it runs."""
+    if "tensorflow" in sys.modules:
+        return
+    try:
+        with open(entry.full, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and any(
+                (alias.name if isinstance(node, ast.Import) else node.module or "").split(".")[0] in ("tensorflow", "keras")
+                for alias in node.names):
+            return
+        setting = _environ_setting(node)
+        if setting is not None and setting[0] in _READ_AT_IMPORT:
+            name, value, only_unset = setting
+            if not (only_unset and name in os.environ):
+                os.environ[name] = value
+
+
+def _environ_setting(node: ast.stmt) -> tuple[str, str, bool] | None:
+    """``os.environ["NAME"] = "value"`` -> (NAME, value, False); ``os.environ.setdefault(...)`` -> (..., True)."""
+    if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Subscript):
+        target, key, value = node.targets[0].value, node.targets[0].slice, node.value
+        only_unset = False
+    elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) and isinstance(node.value.func, ast.Attribute) \
+            and node.value.func.attr == "setdefault" and len(node.value.args) == 2:
+        target, (key, value), only_unset = node.value.func.value, node.value.args, True
+    else:
+        return None
+    if ast.unparse(target) != "os.environ" or not all(isinstance(v, ast.Constant) and isinstance(v.value, str)
+                                                        for v in (key, value)):
+        return None
+    return str(key.value), str(value.value), only_unset  # type: ignore[attr-defined]

@@ -24,7 +24,7 @@ from flowcheck.source.exceptions import describe_exception
 from flowcheck.run.intercept import KERAS_WARNING, Interceptor
 from flowcheck.run.step import Step, StopScript, keep_values, never_trained_ids, updated_ids
 from flowcheck.run.stop import release
-from flowcheck.run.entry import Entry, module_entry, package_hint, script_entry
+from flowcheck.run.entry import Entry, import_time_environment, module_entry, package_hint, script_entry
 
 __all__ = [
     "RunOptions", "RunResult", "import_tensorflow", "quiet_tensorflow_import", "run_script",
@@ -130,6 +130,8 @@ def run_script(options: RunOptions) -> RunResult:
         TargetLoadError: the script is not a readable Python file.
     """
     entry = script_entry(options.script) if options.module is None else None  # checked as analyze checks a file
+    if entry is not None:
+        import_time_environment(entry)
     import_tensorflow(options.verbose)
     if entry is None:
         entry = _module(options)
