@@ -506,3 +506,50 @@ def test_tensorflows_import_time_settings_of_the_scripts_top_are_honoured(tmp_pa
     (step,) = json.loads(run.stdout)["steps"]
     assert [not s["tensorflow_none"] for s in step["site"]["sources"]] == truth
     assert run.returncode == (0 if all(truth) else 1)
+
+
+# Transfer learning in two phases of one batch each (a smoke-test config): the head alone, then everything
+# after compile() with a lower learning rate; the base's quantizing round cuts its first layer.
+TWO_PHASES = """\
+    import numpy as np
+    import tensorflow as tf
+    import keras
+
+    keras.utils.set_random_seed(0)
+    base = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="b1"),
+                             keras.layers.Lambda(lambda h: tf.round(h)), keras.layers.Dense(3, name="b2")], name="base")
+    model = keras.Sequential([base, keras.layers.Dense(1, name="head")], name="model")
+    x, y = np.ones((8, 4), "float32"), np.zeros((8, 1), "float32")
+
+
+    def phase(trainable, lr):
+        base.trainable = trainable
+        model.compile(optimizer=keras.optimizers.SGD(lr), loss="mse")
+        return model
+
+
+    if __name__ == "__main__":
+        phase(False, 0.1).fit(x, y, batch_size=8, epochs=1, verbose=0)
+        phase(True, 0.01).fit(x, y, batch_size=8, epochs=1, verbose=0)
+"""
+
+
+def test_a_second_fit_after_compile_reached_in_the_first_round_is_a_step_of_its_own(
+    tmp_path: Path, capsys: Any
+) -> None:
+    train = project(tmp_path, {"train.py": TWO_PHASES})
+    keras.utils.clear_session()
+    code = main(["run", str(train), "--json"])
+    document = json.loads(capsys.readouterr().out)
+    namespace: dict[str, Any] = {}
+    exec(textwrap.dedent(TWO_PHASES), namespace)
+    truths = []
+    for trainable in (False, True):  # TensorFlow's answer for what each phase's train_step asks
+        model = namespace["phase"](trainable, 0.1)
+        x, y = tf.constant(namespace["x"]), tf.constant(namespace["y"])
+        truths.append(watched_truth(lambda: tf.reduce_mean(tf.square(model(x, training=True) - y)),
+                                    model.trainable_variables))
+    assert [[not s["tensorflow_none"] for s in step["report"]["gradient_sites"][0]["sources"]]
+            for step in document["steps"]] == truths
+    assert code == (0 if all(map(all, truths)) else 1)
+    keras.utils.clear_session()

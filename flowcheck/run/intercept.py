@@ -350,7 +350,8 @@ class Interceptor:
         def train_function(iterator: Any) -> Any:
             if not self._active():
                 return function(iterator)
-            key, site, path = ("keras", id(model)), call_site(), call_path()
+            # (its train function: a compile() after a fit makes another, a later phase's distinct step)
+            key, site, path = ("keras", id(model), id(function)), call_site(), call_path()
             if key in self._seen:
                 if self._seen[key] is None or (key, path) not in self._keras_sites:
                     self._keras_sites.add((key, path))  # no gradient, or a call of this round from another line
