@@ -1193,3 +1193,37 @@ def test_a_method_named_on_its_class_points_at_the_files_instance(capsys: pytest
     data = json.loads(out)
     assert [v["verdict"] == "receives" for v in data["variables"]] == truth
     assert code == 0 and data["verification"]["agrees"] is True  # a loss function: exit 1 only when the step disagrees
+
+
+# A training script whose main() trains and saves: what `python train.py` runs.
+MAIN_TRAINS = """\
+    import tensorflow as tf
+
+    w = tf.Variable(1.0, name="w")
+
+
+    def main():
+        for _ in range(3):
+            with tf.GradientTape() as tape:
+                loss = w * w
+            w.assign_sub(0.1 * tape.gradient(loss, w))
+        tf.train.Checkpoint(w=w).write("final")
+
+
+    if __name__ == "__main__":
+        main()
+"""
+
+
+def test_the_scripts_main_is_not_called_as_a_factory(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, MAIN_TRAINS, name="train.py", header=False)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "train.py:main")
+    assert code == 2 and out == ""
+    path = "train.py"
+    assert error_line(err) == (
+        f"flowcheck: error: main is what {path} runs under `if __name__ == \"__main__\":`, its whole training: "
+        f"`flowcheck run {path}` runs the script as python does and analyzes its training steps (or name a step: {path}:STEP)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.py"]  # it did not train nor write its checkpoint

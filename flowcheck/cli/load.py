@@ -28,6 +28,7 @@ imported, so that analysing another file of the same name later sees its own cod
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import importlib.util
 import inspect
@@ -126,6 +127,23 @@ def user_module(path: str) -> Iterator[ModuleType]:
                 del sys.modules[added]
 
 
+def _runs_as_main(module: ModuleType, name: str) -> bool:
+    """Whether the file's ``if __name__ == "__main__":`` block calls ``name`` once (``main()``, ``app.run(main)``)."""
+    try:
+        with open(str(module.__file__), encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+    except (OSError, SyntaxError, ValueError, TypeError):
+        return False
+    for node in tree.body:
+        if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test) and "__name__" in ast.unparse(node.test):
+            # Called once (not a step called in the block's loop): the entry point
+            named = {n.id for stmt in node.body if not isinstance(stmt, (ast.For, ast.While))
+                     for n in ast.walk(stmt) if isinstance(n, ast.Name)}
+            if name.split(".")[0] in named:
+                return True
+    return False
+
+
 def _package_of(directory: str) -> tuple[str, str]:
     """The dotted package a folder is (``proj.sub``, from its ``__init__.py`` files up) and the folder
     that holds the top package (``("", "")``: not a package)."""
@@ -163,6 +181,10 @@ def find_target(module: ModuleType, path: str, name: str | None, seed: int) -> L
     args: tuple[Any, ...] | None = None
     kwargs: dict[str, Any] = {}
     inputs_from = ""
+    if _is_factory(target) and _runs_as_main(module, name):  # called, it would train (and save) before returning None
+        raise TargetLoadError(
+            f"{name} is what {path} runs under `if __name__ == \"__main__\":`, its whole training: `flowcheck run "
+            f"{path}` runs the script as python does and analyzes its training steps (or name a step: {path}:STEP)")
     if _is_factory(target) and _asks_for_gradients(target):
         # A training step without inputs (it reads globals), not a factory: never called to find out.
         return LoadedTarget(target, name, chosen_by, (), {}, "no inputs (it takes none)", optimizer)

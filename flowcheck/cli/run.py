@@ -88,7 +88,7 @@ def script_hint(path: str) -> Iterator[None]:
                 text = f.read()
         except OSError:
             raise exc from None
-        if not any(mark in text for mark in _SCRIPT_MARKS):
+        if not any(mark in text for mark in _SCRIPT_MARKS) or "`flowcheck run " in str(exc):  # (said already)
             raise
         raise TargetLoadError(f"{exc}; {path} looks like a training script: `flowcheck run {path}` runs it "
                               "as python does and analyzes its training steps") from exc
