@@ -120,9 +120,10 @@ def test_a_script_that_chdirs_leaves_the_commands_folder_for_its_reports(
 def test_a_sibling_module_that_fails_to_import_is_told_at_its_own_line(
     tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch, own_modules: None, line: str, told: str, command: str
 ) -> None:
-    project(tmp_path, {"train.py": CHDIR, "model.py": textwrap.dedent(QUANTIZED) + line + "\n"})
+    uses = "from model import build, loss_of\n"  # analyze refuses a file that trains at import: one that does not
+    project(tmp_path, {"train.py": CHDIR, "uses.py": uses, "model.py": textwrap.dedent(QUANTIZED) + line + "\n"})
     monkeypatch.chdir(tmp_path)
-    code = main([command, "train.py" if command == "run" else "train.py:step"])
+    code = main([command, "train.py" if command == "run" else "uses.py:build"])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     (said,) = [e for e in err.splitlines() if e.startswith("flowcheck: error:")]
@@ -553,3 +554,27 @@ def test_a_second_fit_after_compile_reached_in_the_first_round_is_a_step_of_its_
             for step in document["steps"]] == truths
     assert code == (0 if all(map(all, truths)) else 1)
     keras.utils.clear_session()
+
+
+def test_analyze_refuses_a_file_that_trains_when_imported(
+    tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch, own_modules: None
+) -> None:
+    project(tmp_path, {"train.py": SAVES_IN_FINALLY})
+    monkeypatch.chdir(tmp_path)
+    assert main(["analyze", "train.py:step"]) == 2
+    said = capsys.readouterr().err.strip()
+    at = line_of(tmp_path / "train.py", "        step()")
+    assert said == (f"flowcheck: error: importing train.py would train: line {at} (step()) runs at import; `flowcheck run "
+                    "train.py` runs it as python does and analyzes its training steps (or put its training under "
+                    "`if __name__ == \"__main__\":`)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.py"]  # not imported: no checkpoint, no log
+    # Without the training at its top, the same file is analyzed, and agrees with the tape.
+    project(tmp_path, {"train.py": SAVES_IN_FINALLY.split("    try:")[0]})
+    code = main(["analyze", "train.py:step", "--json"])
+    document = json.loads(capsys.readouterr().out)
+    namespace: dict[str, Any] = {}
+    exec(textwrap.dedent(SAVES_IN_FINALLY).split("try:")[0], namespace)
+    truth = watched_truth(namespace["loss_of"], [namespace["w"], namespace["scale"]])
+    (site,) = document["gradient_sites"]
+    assert [not s["tensorflow_none"] for s in site["sources"]] == truth
+    assert code == (0 if all(truth) else 1)

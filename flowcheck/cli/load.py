@@ -44,7 +44,7 @@ from typing import Any, Final
 from flowcheck.cli.inputs import check_arity, example_inputs, is_keras_model, is_tf_function
 from flowcheck._phrases import a_or_an
 from flowcheck.errors import InvalidTargetError, TargetLoadError
-from flowcheck.source.files import check_file, compile_python
+from flowcheck.source.files import check_file, compile_python, training_at_import
 from flowcheck.source.exceptions import describe_exception
 
 __all__ = ["LoadedTarget", "find_target", "split_spec", "user_module"]
@@ -93,6 +93,12 @@ def user_module(path: str) -> Iterator[ModuleType]:
     """
     full = check_file(path)
     code = compile_python(path, full)
+    training = training_at_import(full)
+    if training is not None:  # importing it would train, and save what it trains: refused before
+        raise TargetLoadError(
+            f"importing {path} would train: line {training[0]} ({training[1]}) runs at import; `flowcheck run {path}` "
+            "runs it as python does and analyzes its training steps (or put its training under "
+            "`if __name__ == \"__main__\":`)")
 
     directory = os.path.dirname(full)
     stem = os.path.splitext(os.path.basename(full))[0]
@@ -136,8 +142,9 @@ def _runs_as_main(module: ModuleType, name: str) -> bool:
         return False
     for node in tree.body:
         if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test) and "__name__" in ast.unparse(node.test):
-            # Called once (not a step called in the block's loop): the entry point
-            named = {n.id for stmt in node.body if not isinstance(stmt, (ast.For, ast.While))
+            # Called once for its effect, its result unused (main(), sys.exit(main())): the entry point, not
+            # a factory whose result the block uses, nor a step its loop calls
+            named = {n.id for stmt in node.body if isinstance(stmt, (ast.Expr, ast.Raise))
                      for n in ast.walk(stmt) if isinstance(n, ast.Name)}
             if name.split(".")[0] in named:
                 return True
