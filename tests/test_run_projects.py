@@ -578,3 +578,48 @@ def test_analyze_refuses_a_file_that_trains_when_imported(
     (site,) = document["gradient_sites"]
     assert [not s["tensorflow_none"] for s in site["sources"]] == truth
     assert code == (0 if all(truth) else 1)
+
+
+# The run's results written by a @contextmanager's finally around the training loop.
+CONTEXT_MANAGER = """\
+    import contextlib
+    import tensorflow as tf
+
+    w = tf.Variable(1.0, name="w")
+
+
+    @contextlib.contextmanager
+    def experiment(path):
+        try:
+            yield
+        finally:
+            with open(path, "a") as f:  # the results of the run, always written
+                f.write("results\\n")
+
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            loss = w * w
+        w.assign_sub(0.1 * tape.gradient(loss, w))
+
+
+    with experiment("results.txt"):
+        for _ in range(3):
+            step()
+"""
+
+
+def test_a_context_managers_finally_around_the_loop_does_not_write_either(
+    tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project(tmp_path, {"train.py": CONTEXT_MANAGER})
+    monkeypatch.chdir(tmp_path)
+    code = main(["run", "train.py", "--json"])
+    document = json.loads(capsys.readouterr().out)
+    assert document["stopped"] is True and sorted(p.name for p in tmp_path.iterdir()) == ["train.py"]
+    w = tf.Variable(1.0)
+    truth = watched_truth(lambda: w * w, [w])
+    (site,) = document["steps"][0]["report"]["gradient_sites"]
+    assert [not s["tensorflow_none"] for s in site["sources"]] == truth
+    assert code == (0 if all(truth) else 1)

@@ -14,6 +14,7 @@ out of the script: an exception raised in an ``except`` block is not caught by i
 from __future__ import annotations
 
 import dis
+import inspect
 import sys
 import threading
 from types import CodeType, FrameType
@@ -69,8 +70,12 @@ def stop_for_good() -> None:
     threading.settrace(_stop_at_user_lines)
 
 
-def _untraced(frame: FrameType, event: str, arg: Any) -> None:
-    del frame, event, arg  # calls made while the script unwinds (a __del__, a Keras callback) run as they are
+def _untraced(frame: FrameType, event: str, arg: Any) -> Any:
+    """Calls made while the script unwinds (a ``__del__``, a Keras callback) run as they are; a generator
+    of the script's resumed then is one of its frames unwinding (a ``@contextmanager``'s ``finally``)."""
+    del event, arg
+    resumed = frame.f_code.co_flags & (inspect.CO_GENERATOR | inspect.CO_COROUTINE) and frame.f_lasti >= 0
+    return _stop_at_user_lines if resumed and not is_library_file(frame.f_code.co_filename) else None
 
 
 def stop_unwinding() -> None:
