@@ -776,6 +776,39 @@ def test_a_factory_returns_the_target_and_its_inputs(capsys: pytest.CaptureFixtu
     assert data["verification"]["loss"] == 5.0  # 2 * 2 * 0.5 + 3
 
 
+# A model builder as users write it: every parameter has a default; a quantizing round cuts the first layer.
+BUILDER = """\
+    import keras
+
+
+    def build_model(units=4, quantize=True):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((3,))
+        h = keras.layers.Dense(units, name="first")(inputs)
+        if quantize:
+            h = keras.ops.round(h)
+        outputs = keras.layers.Dense(1, name="last")(h)
+        model = keras.Model(inputs, outputs)
+        model.compile(optimizer="sgd", loss="mse")
+        return model
+"""
+
+
+def test_a_builder_whose_parameters_all_have_defaults_is_a_factory(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = write(tmp_path, BUILDER, header=False)
+    code, out, err = run(capsys, f"{path}:build_model", "--json")
+    data = json.loads(out)
+    assert data["target"]["chosen_by"].startswith("build_model, named on the command line (a factory returning functional")
+    namespace: dict[str, Any] = {}
+    exec(textwrap.dedent(BUILDER), namespace)
+    model = namespace["build_model"]()
+    x = tf.random.normal((2, 3))
+    truth = watched_truth(lambda: tf.reduce_mean(tf.square(model(x, training=True))), model.trainable_variables)
+    (site,) = data["gradient_sites"]
+    assert [not s["tensorflow_none"] for s in site["sources"]] == truth
+    assert code == (0 if all(truth) else 1), err
+
+
 def test_a_zero_argument_loss_function_is_analyzed_itself(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     path = write(tmp_path, """
         def l2_penalty():
@@ -1127,3 +1160,70 @@ def test_a_keras_model_frozen_whole_trains_nothing_and_fails(capsys: pytest.Capt
     assert code == 1 and out.splitlines()[-1] == (
         "FAILED: fit trains nothing: the Keras model has no trainable weights (trainable=False when the step runs), "
         "so Keras's train_step asks for no gradient")
+
+
+# A trainer made at module level, its step a method; a round cuts one of its two variables.
+TRAINER = """\
+    import tensorflow as tf
+
+
+    class Trainer:
+        def __init__(self):
+            self.w, self.v = tf.Variable(1.0, name="w"), tf.Variable(2.0, name="v")
+
+        @tf.function(input_signature=[tf.TensorSpec((None, 2))])
+        def loss(self, x):
+            return tf.reduce_sum(x) * self.w + tf.round(self.v)
+
+
+    trainer = Trainer()
+"""
+
+
+def test_a_method_named_on_its_class_points_at_the_files_instance(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = write(tmp_path, TRAINER, header=False)
+    code, _, err = run(capsys, f"{path}:Trainer.loss")
+    assert code == 2
+    assert error_line(err).endswith(f"Trainer.loss is a method of class Trainer: name it on the instance, {path}:trainer.loss")
+    code, out, _ = run(capsys, f"{path}:trainer.loss", "--json")  # as the hint says: analyzed
+    namespace: dict[str, Any] = {}
+    exec(textwrap.dedent(TRAINER), namespace)
+    trainer = namespace["trainer"]
+    truth = watched_truth(lambda: trainer.loss(tf.ones((2, 2))), [trainer.w, trainer.v])
+    data = json.loads(out)
+    assert [v["verdict"] == "receives" for v in data["variables"]] == truth
+    assert code == 0 and data["verification"]["agrees"] is True  # a loss function: exit 1 only when the step disagrees
+
+
+# A training script whose main() trains and saves: what `python train.py` runs.
+MAIN_TRAINS = """\
+    import tensorflow as tf
+
+    w = tf.Variable(1.0, name="w")
+
+
+    def main():
+        for _ in range(3):
+            with tf.GradientTape() as tape:
+                loss = w * w
+            w.assign_sub(0.1 * tape.gradient(loss, w))
+        tf.train.Checkpoint(w=w).write("final")
+
+
+    if __name__ == "__main__":
+        main()
+"""
+
+
+def test_the_scripts_main_is_not_called_as_a_factory(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, MAIN_TRAINS, name="train.py", header=False)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "train.py:main")
+    assert code == 2 and out == ""
+    path = "train.py"
+    assert error_line(err) == (
+        f"flowcheck: error: main is what {path} runs under `if __name__ == \"__main__\":`, its whole training: "
+        f"`flowcheck run {path}` runs the script as python does and analyzes its training steps (or name a step: {path}:STEP)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.py"]  # it did not train nor write its checkpoint

@@ -369,6 +369,11 @@ def test_argparse_errors_are_the_scripts_own(tmp_path: Path, capsys: Any) -> Non
 def test_usage_errors(tmp_path: Path, capsys: Any) -> None:
     path = script(tmp_path, "print('never')\n")
     assert run(capsys, path, "--steps", "3")[0] == 2  # the script's arguments go after --
+    # A script's own --seed or --opt (a prefix of --optimizer) is not silently taken as flowcheck's.
+    code, out, err = run(capsys, path, "--seed", "3", "--opt", "adam")
+    assert code == 2 and out == "" and err.splitlines()[-1] == (
+        f"flowcheck: error: unrecognized arguments: --seed 3 --opt adam (the script's own arguments go after --: "
+        f"flowcheck run {path} -- --seed 3 --opt adam)")
     code, out, err = run(capsys, path, "-o", "x.png")
     assert code == 2 and "the report formats are .svg, .html, .dot, .me.json, .json" in err
     code, out, err = run(capsys, str(tmp_path / "missing.py"))

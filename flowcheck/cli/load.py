@@ -21,12 +21,14 @@ Example inputs
     2. else the module's own or random ones, as :mod:`flowcheck.cli.inputs` makes them.
 
 The file is imported under a unique module name with its directory first on ``sys.path`` (as
-pytest does); :func:`user_module` undoes both afterwards, and forgets the sibling modules the file
+pytest does; a module of a package, ``proj/model.py``, is named in its package and the folder
+holding the package comes next, so that its relative imports work); :func:`user_module` undoes both afterwards, and forgets the sibling modules the file
 imported, so that analysing another file of the same name later sees its own code.
 """
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import importlib.util
 import inspect
@@ -34,7 +36,6 @@ import itertools
 import keyword
 import os
 import sys
-import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -43,8 +44,8 @@ from typing import Any, Final
 from flowcheck.cli.inputs import check_arity, example_inputs, is_keras_model, is_tf_function
 from flowcheck._phrases import a_or_an
 from flowcheck.errors import InvalidTargetError, TargetLoadError
-from flowcheck.source.files import check_file, compile_python
-from flowcheck.source.lines import SourceLine, user_frame
+from flowcheck.source.files import check_file, compile_python, training_at_import
+from flowcheck.source.exceptions import describe_exception
 
 __all__ = ["LoadedTarget", "find_target", "split_spec", "user_module"]
 
@@ -92,16 +93,25 @@ def user_module(path: str) -> Iterator[ModuleType]:
     """
     full = check_file(path)
     code = compile_python(path, full)
+    training = training_at_import(full)
+    if training is not None:  # importing it would train, and save what it trains: refused before
+        raise TargetLoadError(
+            f"importing {path} would train: line {training[0]} ({training[1]}) runs at import; `flowcheck run {path}` "
+            "runs it as python does and analyzes its training steps (or put its training under "
+            "`if __name__ == \"__main__\":`)")
 
     directory = os.path.dirname(full)
     stem = os.path.splitext(os.path.basename(full))[0]
     name = f"_flowcheck_user_{next(_counter)}_{stem if stem.isidentifier() else 'module'}"
+    package, root = _package_of(directory)
+    if package:  # a module of a package (proj/model.py): its relative imports (from .layers import ...) work
+        name = f"{package}.{name}"
     spec = importlib.util.spec_from_file_location(name, full)
     assert spec is not None  # a .py path always gives a spec
     module = importlib.util.module_from_spec(spec)
     before = set(sys.modules)
     saved_path = list(sys.path)
-    sys.path.insert(0, directory)
+    sys.path[:0] = [directory, root] if package else [directory]
     sys.modules[name] = module  # dataclasses and pickling look the module up while it runs
     try:
         try:
@@ -123,19 +133,38 @@ def user_module(path: str) -> Iterator[ModuleType]:
                 del sys.modules[added]
 
 
+def _runs_as_main(module: ModuleType, name: str) -> bool:
+    """Whether the file's ``if __name__ == "__main__":`` block calls ``name`` once (``main()``, ``app.run(main)``)."""
+    try:
+        with open(str(module.__file__), encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+    except (OSError, SyntaxError, ValueError, TypeError):
+        return False
+    for node in tree.body:
+        if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test) and "__name__" in ast.unparse(node.test):
+            # Called once for its effect, its result unused (main(), sys.exit(main())): the entry point, not
+            # a factory whose result the block uses, nor a step its loop calls
+            named = {n.id for stmt in node.body if isinstance(stmt, (ast.Expr, ast.Raise))
+                     for n in ast.walk(stmt) if isinstance(n, ast.Name)}
+            if name.split(".")[0] in named:
+                return True
+    return False
+
+
+def _package_of(directory: str) -> tuple[str, str]:
+    """The dotted package a folder is (``proj.sub``, from its ``__init__.py`` files up) and the folder
+    that holds the top package (``("", "")``: not a package)."""
+    parts: list[str] = []
+    while os.path.isfile(os.path.join(directory, "__init__.py")) and os.path.basename(directory).isidentifier():
+        parts.insert(0, os.path.basename(directory))
+        directory = os.path.dirname(directory)
+    return (".".join(parts), directory) if parts else ("", "")
+
+
 def _user_failure(what: str, exc: BaseException, full: str | None = None) -> str:
-    """``"<what> raised <Type> at <file:line> (<code>): <message>"``, at the user's innermost line."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    in_file = [f for f in frames if full is not None and os.path.abspath(f.filename) == full]
-    where: SourceLine | None
-    if in_file:
-        f = in_file[-1]
-        where = SourceLine(f.filename, int(f.lineno or 0), f.name, (f.line or "").strip())
-    else:
-        where, _ = user_frame(frames)
-    at = f" at {where}" + (f" ({where.code})" if where.code else "") if where else ""
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{what} raised {type(exc).__name__}{at}" + (f": {message}" if message else "")
+    """``"<what> raised <Type> at <file:line> (<code>): <message>"``, at the user's innermost line
+    (in a module the file imports when it raised there, as :func:`describe_exception` says)."""
+    return f"{what} raised {describe_exception(exc, full)}"
 
 
 # --- finding the target -------------------------------------------------------------------------
@@ -159,6 +188,10 @@ def find_target(module: ModuleType, path: str, name: str | None, seed: int) -> L
     args: tuple[Any, ...] | None = None
     kwargs: dict[str, Any] = {}
     inputs_from = ""
+    if _is_factory(target) and _runs_as_main(module, name):  # called, it would train (and save) before returning None
+        raise TargetLoadError(
+            f"{name} is what {path} runs under `if __name__ == \"__main__\":`, its whole training: `flowcheck run "
+            f"{path}` runs the script as python does and analyzes its training steps (or name a step: {path}:STEP)")
     if _is_factory(target) and _asks_for_gradients(target):
         # A training step without inputs (it reads globals), not a factory: never called to find out.
         return LoadedTarget(target, name, chosen_by, (), {}, "no inputs (it takes none)", optimizer)
@@ -173,9 +206,15 @@ def find_target(module: ModuleType, path: str, name: str | None, seed: int) -> L
         target, args, kwargs = _unpack_factory(produced, name)
         inputs_from = f"returned by {name}()" if args is not None else ""
         chosen_by += f" (a factory returning {_display_name(target)})"
-    if args is None:
-        args, kwargs, inputs_from = example_inputs(module, path, name, target, seed)
-    check_arity(target, name, args, kwargs, inputs_from)
+    try:
+        if args is None:
+            args, kwargs, inputs_from = example_inputs(module, path, name, target, seed)
+        check_arity(target, name, args, kwargs, inputs_from)
+    except TargetLoadError as exc:
+        hint = _method_hint(module, path, name)
+        if not hint:
+            raise
+        raise TargetLoadError(f"{exc}; {hint}") from exc
     return LoadedTarget(target, name, chosen_by, args, kwargs, inputs_from, optimizer)
 
 
@@ -232,6 +271,20 @@ def _lookup(module: ModuleType, path: str, name: str) -> Any:
     return value
 
 
+def _method_hint(module: ModuleType, path: str, name: str) -> str:
+    """``model.py:Trainer.train_step``: a method named on its class has no ``self``; name it on the file's instance."""
+    owner, _, method = name.rpartition(".")
+    cls: Any = module
+    for part in owner.split(".") if owner else ():
+        cls = getattr(cls, part, None)
+    if not inspect.isclass(cls) or isinstance(inspect.getattr_static(cls, method, None), (staticmethod, classmethod)):
+        return ""
+    instances = [key for key, value in vars(module).items() if isinstance(value, cls) and not key.startswith("_")]
+    if not instances:
+        return ""  # the message already says how to pass self, or to point at a function returning the step
+    return f"{owner}.{method} is a method of class {owner}: name it on the instance, {path}:{instances[0]}.{method}"
+
+
 def _attribute_name(module: ModuleType, target: Any) -> str | None:
     for key, value in vars(module).items():
         if value is target and key != "flowcheck_target" and not key.startswith("_"):
@@ -260,14 +313,16 @@ def _functions(module: ModuleType) -> list[str]:
 
 
 def _is_factory(target: Any) -> bool:
-    """A plain Python function (not a tf.function, model or other callable object) with no parameters."""
+    """A plain Python function (not a tf.function, model or other callable object) called with no argument:
+    none it must be given (``build_model(num_classes=10)`` is a builder, as users write them)."""
     if not (inspect.isfunction(target) or inspect.ismethod(target)):
         return False
     try:
         signature = inspect.signature(target)
     except (TypeError, ValueError):
         return False
-    return not signature.parameters
+    return all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+               for p in signature.parameters.values())
 
 
 # Names a training step's own body uses to ask for gradients (tape.gradient, optimizer.minimize, ...);

@@ -41,7 +41,7 @@ its loss, which cannot and why (the op and your line), then check with one real 
 target (PATH[:NAME]): NAME, else the module's `flowcheck_target`, else the only tf.function
 defined in the file (if it defines none, the only compiled Keras model). It may be a
 tf.function or a function returning the loss, a compiled Keras model (its training step), or a
-function taking no argument that returns `target`, `(target, args)` or `(target, args, kwargs)`.
+function called with no argument that returns `target`, `(target, args)` or `(target, args, kwargs)`.
 
 example inputs: what that function returned, else the module's `NAME_inputs` or `example_inputs`
 (a tuple of positional arguments; for a Keras model `(x, y)`), else random tensors from the
@@ -102,6 +102,8 @@ def _command(argv: Sequence[str] | None) -> tuple[int, bool]:
         if argv and argv[0].endswith(".py"):  # `flowcheck train.py`: argparse said only "invalid choice"
             parser.error(f"give a command first: flowcheck run {argv[0]} (a training script) or flowcheck analyze {argv[0]}")
         ns, unknown = parser.parse_known_args(argv)
+        if getattr(ns, "module", None) is not None and ns.script is not None:  # -m M --epochs 3: "3" is no script
+            unknown, ns.script = [a for a in argv if a in {*unknown, ns.script}], None
         if unknown:
             parser.error(f"unrecognized arguments: {' '.join(unknown)}" + _script_arguments_hint(ns, unknown))
         if script_arguments and ns.command != "run":
@@ -139,7 +141,8 @@ def _script_arguments_hint(ns: argparse.Namespace, unknown: list[str]) -> str:
     """``flowcheck run train.py --epochs 3``: the script's own options go after ``--``; say so."""
     if getattr(ns, "command", None) != "run":
         return ""
-    return f" (the script's own arguments go after --: flowcheck run {ns.script} -- {' '.join(unknown)})"
+    what = ns.script if ns.script is not None else f"-m {ns.module}"
+    return f" (the script's own arguments go after --: flowcheck run {what} -- {' '.join(unknown)})"
 
 
 def _one_line(exc: FlowcheckError) -> str:
@@ -164,6 +167,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("target", metavar="PATH[:NAME]", help="the Python file, and optionally the target's name in it")
     _common_options(p)
+    # analyze's own: a script run by `run` brings its inputs (and a --seed of its own is the script's)
+    p.add_argument("--seed", type=_seed, default=0, help="seed of random example inputs (default: 0)")
     p.add_argument("--focus", action="append", default=None, metavar="PATTERN",
                    help="draw only the variables matching this glob and their paths to the loss; repeatable")
     p.add_argument("--detail", choices=("collapsed", "ops"), default="collapsed",
@@ -185,7 +190,6 @@ def _common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-verify", action="store_true", help="skip the real optimizer step")
     p.add_argument("--optimizer", choices=("sgd", "adam"), help="optimizer of the real step (default: sgd)")
     p.add_argument("--learning-rate", type=_positive_float, metavar="LR", help="its learning rate")
-    p.add_argument("--seed", type=_seed, default=0, help="seed of random example inputs (default: 0)")
     p.add_argument("--expect-receives", action="append", default=[], metavar="PATTERN",
                    help="fail unless every variable matching this glob receives a gradient; repeatable")
     p.add_argument("--expect-blocked", action="append", default=[], metavar="PATTERN",

@@ -45,6 +45,7 @@ examples:
   flowcheck run gan.py --expect-receives 'generator/*' -o report.json
   flowcheck run train.py --json > report.json
   flowcheck run train.py --continue
+  flowcheck run -m proj.train -- --config configs/base.yaml   (python -m proj.train ...)
 
 exit status: 0 every source of every gradient call receives a gradient and verification agrees;
 1 a source gets no gradient (None), a fit / train_on_batch trains nothing (no trainable weights),
@@ -58,9 +59,15 @@ def add_run_command(commands: Any, common: Callable[[argparse.ArgumentParser], N
     p = commands.add_parser(
         "run", help="run a training script and analyze its training steps (start here)",
         description=_DESCRIPTION, epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-        usage="flowcheck run SCRIPT.py [flowcheck options] [-- script arguments...]",
+        usage="flowcheck run SCRIPT.py | -m MODULE [flowcheck options] [-- script arguments...]",
+        # A script's own --opt or --out is not flowcheck's --optimizer or --output: unknown, it is
+        # refused with the hint to put it after --, never silently taken.
+        allow_abbrev=False,
     )
-    p.add_argument("script", metavar="SCRIPT.py", help="the training script")
+    p.add_argument("script", metavar="SCRIPT.py", nargs="?", help="the training script")
+    p.add_argument("-m", dest="module", metavar="MODULE",
+                   help="run a package's module as `python -m MODULE` does (the current folder first on sys.path), "
+                   "instead of a script")
     common(p)
     _snapshot_cli.add_options(p)
     p.add_argument("--explore", action="store_true",
@@ -81,7 +88,7 @@ def script_hint(path: str) -> Iterator[None]:
                 text = f.read()
         except OSError:
             raise exc from None
-        if not any(mark in text for mark in _SCRIPT_MARKS):
+        if not any(mark in text for mark in _SCRIPT_MARKS) or "`flowcheck run " in str(exc):  # (said already)
             raise
         raise TargetLoadError(f"{exc}; {path} looks like a training script: `flowcheck run {path}` runs it "
                               "as python does and analyzes its training steps") from exc
@@ -148,6 +155,8 @@ def run_command(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from flowcheck.run.report import candidates, exit_status, format_run, run_json
     from flowcheck.run.script import RunOptions, run_script
 
+    if ns.script is None and ns.module is None:
+        raise TargetLoadError("give the training script (flowcheck run train.py) or its module (flowcheck run -m proj.train)")
     check_outputs(ns.output)
     _snapshot_cli.validate(ns)
     if ns.explore:
@@ -155,15 +164,18 @@ def run_command(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
         check_installed()
     options = RunOptions(
-        script=ns.script, arguments=tuple(ns.arguments), keep_going=ns.keep_going, verify=not ns.no_verify,
+        script=ns.script or "", module=ns.module, arguments=tuple(ns.arguments), keep_going=ns.keep_going, verify=not ns.no_verify,
         optimizer=ns.optimizer, learning_rate=ns.learning_rate, verbose=ns.verbose,
     )
     # --json: stdout is the JSON document's alone; what the script prints goes to stderr.
     script_out = _LineEnds(err if ns.json else out)
-    with contextlib.redirect_stdout(script_out):
+    script_err = script_out if ns.json else _LineEnds(err)  # tqdm's bar is on stderr, the same terminal
+    with contextlib.redirect_stdout(script_out), contextlib.redirect_stderr(script_err):
         result = run_script(options)
-    if script_out.unfinished:  # a Keras progress bar ended mid-epoch: the report starts on a line of its own
-        script_out.write("\n")
+    ns.script = result.script  # -m: the module's file, as the report names it
+    for stream in dict.fromkeys((script_err, script_out)):
+        if stream.unfinished:  # a progress bar ended mid-epoch: the report starts on a line of its own
+            stream.write("\n")
     ns.ended_script = result.stopped  # the console command may then exit without TensorFlow's teardown
     if not result.steps:
         return _nothing_analyzed(result, ns.script, err)

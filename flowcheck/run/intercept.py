@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from flowcheck.run.batches import first_batch, keras_caller, one_step_function, unwrap_train_function
 from flowcheck.source.exceptions import describe_exception
 from flowcheck.run.step import Step, StopScript, code_file, round_unfinished, untrained_text
-from flowcheck.run.stop import stop_for_good
+from flowcheck.run.stop import stop_for_good, stop_unwinding
 from flowcheck.run.tape_exits import TapeExits
 from flowcheck.source.lines import call_column, call_path, call_site, called_at
 
@@ -116,8 +116,7 @@ class Interceptor:
             self._done = True
         else:
             self._stops += 1
-            if self._stops > 1:
-                stop_for_good()
+            (stop_for_good if self._stops > 1 else stop_unwinding)()  # (a bare except: swallowed the first)
             raise StopScript
 
     def _analyze(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any], step: Step) -> None:
@@ -349,7 +348,8 @@ class Interceptor:
         def train_function(iterator: Any) -> Any:
             if not self._active():
                 return function(iterator)
-            key, site, path = ("keras", id(model)), call_site(), call_path()
+            # (its train function: a compile() after a fit makes another, a later phase's distinct step)
+            key, site, path = ("keras", id(model), id(function)), call_site(), call_path()
             if key in self._seen:
                 if self._seen[key] is None or (key, path) not in self._keras_sites:
                     self._keras_sites.add((key, path))  # no gradient, or a call of this round from another line

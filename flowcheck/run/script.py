@@ -1,9 +1,10 @@
 """``flowcheck run``: execute the user's script as ``python`` would, with the hooks installed.
 
 The script runs as ``__main__`` (``runpy``), with ``sys.argv`` = ``[script, *arguments]`` and its
-directory first on ``sys.path``; every training step of its first round is analyzed at its first
-call (:mod:`flowcheck.run.intercept`), and the script ends when one of them is about to run again,
-or goes on (``--continue``) exactly as it would have without flowcheck.
+directory first on ``sys.path`` (or a package's module, as ``python -m`` runs it:
+:mod:`flowcheck.run.entry`); every training step of its first round is analyzed at its first call
+(:mod:`flowcheck.run.intercept`), and the script ends when one of them is about to run again, or
+goes on (``--continue``) exactly as it would have without flowcheck.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import runpy
 import sys
 import tempfile
 import warnings
@@ -24,7 +24,7 @@ from flowcheck.source.exceptions import describe_exception
 from flowcheck.run.intercept import KERAS_WARNING, Interceptor
 from flowcheck.run.step import Step, StopScript, keep_values, never_trained_ids, updated_ids
 from flowcheck.run.stop import release
-from flowcheck.source.files import check_file, compile_python
+from flowcheck.run.entry import Entry, import_time_environment, module_entry, package_hint, script_entry
 
 __all__ = [
     "RunOptions", "RunResult", "import_tensorflow", "quiet_tensorflow_import", "run_script",
@@ -45,7 +45,8 @@ class RunOptions:
     """What ``flowcheck run`` was asked.
 
     Attributes:
-        script: The script's path.
+        script: The script's path ("" with ``module``).
+        module: ``-m``: the module to run as ``python -m`` runs it, instead of a script.
         arguments: Its own arguments (``sys.argv[1:]`` while it runs).
         keep_going: ``--continue``: let the script train on once its first round is analyzed.
         verify: Run the step once for real and compare (``--no-verify`` clears it).
@@ -55,6 +56,7 @@ class RunOptions:
     """
 
     script: str
+    module: str | None = None
     arguments: tuple[str, ...] = ()
     keep_going: bool = False
     verify: bool = True
@@ -68,6 +70,7 @@ class RunResult:
     """What the run found.
 
     Attributes:
+        script: What ran, as the report names it: the script's path, or the ``-m`` module's file.
         steps: The analyzed training steps, in the order of their first call.
         exit_code: The script's own ``sys.exit`` code, when it called it.
         error: The script raised (outside an analyzed step): one line with its file:line.
@@ -76,6 +79,7 @@ class RunResult:
         graph_calls: The TF1 graph-mode gradient calls the script made (``"kind at file:line"``).
     """
 
+    script: str = ""
     steps: list[Step] = field(default_factory=list)
     exit_code: int | str | None = None
     error: str | None = None
@@ -125,21 +129,26 @@ def run_script(options: RunOptions) -> RunResult:
     Raises:
         TargetLoadError: the script is not a readable Python file.
     """
-    full = check_file(options.script)  # the same checks as analyze, a syntax error said as analyze says it
-    compile_python(options.script, full)
+    entry = script_entry(options.script) if options.module is None else None  # checked as analyze checks a file
+    if entry is not None:
+        import_time_environment(entry)
     import_tensorflow(options.verbose)
+    if entry is None:
+        entry = _module(options)
+    full = entry.full
     from flowcheck.run.tf1 import graph_mode_recording, made_calls  # TF1 gradient calls, recorded as the graph is built
 
-    result = RunResult()
+    result = RunResult(script=entry.shown)
     interceptor = Interceptor(_analyzer(options), options.keep_going, _session_analyzer(options))
     saved_argv, saved_path, saved_globals = list(sys.argv), list(sys.path), _global_settings()
-    sys.argv = [options.script, *options.arguments]
-    sys.path.insert(0, os.path.dirname(full))
+    saved_cwd = os.getcwd()  # a script that chdirs into its run folder: -o files and paths stay the command's
+    sys.argv = [entry.argv0, *options.arguments]
+    sys.path.insert(0, entry.path0)
     try:
         with interceptor.installed(), graph_mode_recording(), warnings.catch_warnings():
             if not options.keep_going:  # the report explains each None gradient Keras warns about
                 warnings.filterwarnings("ignore", message=KERAS_WARNING)
-            runpy.run_path(full, run_name="__main__")
+            entry.run()
     except StopScript:
         result.stopped = True
     except SystemExit as exc:
@@ -155,11 +164,13 @@ def run_script(options: RunOptions) -> RunResult:
         if failed is not None:
             interceptor.steps.append(failed)
         else:
-            result.error = describe_exception(exc, full)
+            result.error = describe_exception(exc, full) + package_hint(exc, entry)
     finally:
         release()  # the stop raised at every line of a script that swallowed it
         sys.argv[:] = saved_argv
         sys.path[:] = saved_path
+        with contextlib.suppress(OSError):  # (the folder it was started in may have gone meanwhile)
+            os.chdir(saved_cwd)
         _restore_global_settings(saved_globals)  # the script may have been ended before it undid them
         result.steps, result.untrained, result.graph_calls = interceptor.steps, interceptor.untrained, made_calls()
     for step in result.steps:  # verified by the script's first call of the step, or not (it never came)
@@ -170,6 +181,16 @@ def run_script(options: RunOptions) -> RunResult:
         result.steps += _graph_calls_not_run(result.steps)
     _never_trained_across(result.steps)
     return result
+
+
+def _module(options: RunOptions) -> Entry:
+    """``-m NAME``: found with the current folder first on ``sys.path``, as ``python -m`` finds it."""
+    saved = list(sys.path)
+    sys.path.insert(0, os.getcwd())
+    try:
+        return module_entry(str(options.module))
+    finally:
+        sys.path[:] = saved
 
 
 def _graph_calls_not_run(steps: Sequence[Step]) -> list[Step]:

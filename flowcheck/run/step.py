@@ -18,7 +18,7 @@ import numpy as np
 from flowcheck.source.lines import SourceLine
 from flowcheck.trace.sites import GradientSite
 
-__all__ = ["EAGERLY_NOTE", "EAGER_NOTE", "Step", "StopScript", "code_file", "UNFINISHED_REPEATS", "keep_values", "never_trained_ids", "round_unfinished", "unasked_trainable_ids", "untrained_text",
+__all__ = ["EAGERLY_NOTE", "EAGER_NOTE", "Step", "StopScript", "asks_for_variables", "code_file", "UNFINISHED_REPEATS", "keep_values", "never_trained_ids", "round_unfinished", "unasked_trainable_ids", "untrained_text",
            "updated_ids"]
 
 EAGER_NOTE = (
@@ -134,16 +134,24 @@ def unasked_trainable_ids(steps: Sequence[Step]) -> set[int]:
     return unasked - updated_ids(steps)
 
 
+def asks_for_variables(steps: Sequence[Step]) -> bool:
+    """Whether a gradient call of the steps asks for a variable: one asking only for tensors (a saliency
+    map of validation images before training starts) trains nothing, and the training step is to come."""
+    return any(hasattr(source.variable, "assign") for report in _reports(steps) for site in report.gradient_sites
+               if site is not None for source in site.sources)
+
+
 # Repeated calls of analyzed steps let through while the round looks unfinished; then it ends all the same.
 UNFINISHED_REPEATS = 10
 
 
 def round_unfinished(steps: Sequence[Step], repeats: int) -> bool:
     """Whether a step analyzed once, about to run again, should pass (``repeats``: how many did):
-    while a trainable variable the steps read is trained by none of them, a step of the round may
-    still come (a WGAN's critic step runs ``n_critic`` times before the generator's first step), up
-    to :data:`UNFINISHED_REPEATS` repeats."""
-    if repeats < UNFINISHED_REPEATS and unasked_trainable_ids(steps):
+    while a trainable variable the steps read is trained by none of them, or no step asks for a
+    variable at all, a step of the round may still come (a WGAN's critic step runs ``n_critic`` times
+    before the generator's first step; a saliency loop runs before training), up to
+    :data:`UNFINISHED_REPEATS` repeats."""
+    if repeats < UNFINISHED_REPEATS and (unasked_trainable_ids(steps) or not asks_for_variables(steps)):
         return True
     for step in steps:  # the round is over: what the script moves later (a phase after it) is not judged
         step.values.clear()

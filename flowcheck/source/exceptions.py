@@ -45,14 +45,19 @@ def describe_exception(exc: BaseException, script: str | None) -> str:
         where, text = _unwrap_user_code(text)
     elif text.startswith(_GRAPH_ERROR):
         where, text = _unwrap_graph_error(text)
+    if where is None and isinstance(exc, SyntaxError) and exc.filename and os.path.isfile(exc.filename):
+        # A module the script imports does not compile: its own line, not the script's import of it.
+        where = SourceLine(exc.filename, int(exc.lineno or 0), "<module>", (exc.text or "").strip())
+        text = str(exc.msg)
     if where is None:
         frames = traceback.extract_tb(exc.__traceback__)
+        # The innermost line of the user's own files, as Python's traceback ends: in the model.py or
+        # losses.py the script imports when it raised there, not the script's call into it.
+        where = user_frame(frames)[0]
         in_script = [f for f in frames if script is not None and os.path.abspath(f.filename) == script]
-        if in_script:
+        if where is None and in_script:
             f = in_script[-1]
             where = SourceLine(f.filename, int(f.lineno or 0), f.name, (f.line or "").strip())
-        else:
-            where = user_frame(frames)[0]
     at = f" at {where}" + (f" ({where.code})" if where.code else "") if where else ""
     message = _message(text)
     return f"{type(exc).__name__}{at}" + (f": {message}" if message else "")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import os
+from collections.abc import Iterator
 from types import CodeType
 
 from flowcheck.errors import TargetLoadError
 
-__all__ = ["check_file", "compile_python", "read_python"]
+__all__ = ["check_file", "compile_python", "read_python", "training_at_import"]
 
 
 def check_file(path: str) -> str:
@@ -64,3 +66,47 @@ def compile_python(path: str, full: str) -> CodeType:
         raise TargetLoadError(f"{path}{line}: {type(exc).__name__}: {exc.msg}{text}") from exc
     except ValueError as exc:  # Python 3.11: null bytes in the source
         raise TargetLoadError(f"{path} is not a Python file: {exc}") from exc
+
+
+# The calls that train (or ask for a gradient): run at a module's top level, importing it trains.
+# (Not minimize: a TF1 module builds its train op with it at import, and trains only in Session.run.)
+_TRAINING_CALLS = frozenset({"fit", "train_on_batch", "apply_gradients", "gradient"})
+
+
+def training_at_import(full: str) -> tuple[int, str] | None:
+    """The first call that trains among the statements a file runs when imported (not in a function, a
+    class or its ``if __name__ == "__main__":`` block): its line and code (None: importing it does not train).
+    """
+    try:
+        with open(full, encoding="utf-8") as f:
+            source = f.read()
+        tree = ast.parse(source)
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return None
+    lines = source.splitlines()
+    steps = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)  # the file's own training steps
+             and any(_trains(call, set()) for call in ast.walk(node))}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) or (
+                isinstance(node, ast.If) and "__main__" in ast.unparse(node.test)):
+            continue
+        for call in _run_now(node):
+            if isinstance(call, ast.Call) and _trains(call, steps):
+                return call.lineno, lines[call.lineno - 1].strip()
+    return None
+
+
+def _trains(node: ast.AST, steps: set[str]) -> bool:
+    """A call of ``fit``, ``apply_gradients``, ``tape.gradient``... or of one of the file's ``steps``."""
+    if not isinstance(node, ast.Call):
+        return False
+    func = node.func
+    return (isinstance(func, ast.Attribute) and func.attr in _TRAINING_CALLS) or (isinstance(func, ast.Name) and func.id in steps)
+
+
+def _run_now(node: ast.AST) -> Iterator[ast.AST]:
+    """``node`` and what it holds, but not the bodies of the functions, lambdas and classes it defines."""
+    yield node
+    for child in ast.iter_child_nodes(node):
+        if not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            yield from _run_now(child)

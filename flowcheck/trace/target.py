@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -291,9 +292,8 @@ def _variables(
         for i in ids:
             known[i] = var
 
-    for owner in owners:
-        for var in _owned_variables(owner):
-            add(var)
+    for var in _told_apart([(owner, var) for owner in owners for var in _owned_variables(owner)]):
+        add(var)
     # Those no owner lists (an owner's replica is listed already), in capture order:
     # FuncGraph.variables' order changes from run to run (workers must agree).
     described = {id(var.tf_variable) for var in order}  # known without reading their handles again
@@ -317,6 +317,20 @@ def _variables(
     if not used:
         return [], {}
     return order, captured
+
+
+def _told_apart(owned: list[tuple[Any, TracedVariable]]) -> Iterator[TracedVariable]:
+    """The owners' variables, those of ``tf.Module`` s whose names repeat across modules (``w`` in an
+    encoder and two heads a trainer holds) named by their module's path (``aux/w``)."""
+    names: dict[str, set[int]] = {}
+    for _, var in owned:
+        names.setdefault(var.name, set()).add(id(var.tf_variable))
+    paths: dict[int, dict[int, str]] = {}  # per owner, walked once
+    for owner, var in owned:
+        if len(names[var.name]) > 1 and isinstance(owner, tf.Module) and not is_keras_layer(owner):
+            path = paths.setdefault(id(owner), module_paths(owner)).get(id(var.tf_variable), var.name)
+            var = replace(var, name=path)
+        yield var
 
 
 def _owned_variables(owner: Any) -> Iterator[TracedVariable]:
