@@ -230,11 +230,12 @@ def run_json(result: RunResult, script: str, arguments: Sequence[str], expectati
 
 def _step_json(step: Step, script: str, expected: frozenset[str]) -> dict[str, Any]:
     from flowcheck.outputs.sites import _site_json  # noqa: PLC2701 -- for a site, too
-    from flowcheck.outputs.text import RunInfo, _barrier_json, to_json  # noqa: PLC2701 -- one JSON shape
+    from flowcheck.outputs.text import RunInfo, _barrier_json, failures, to_json  # noqa: PLC2701 -- one JSON shape
 
     report = None
     if step.report is not None:
         report = to_json(step.report, step.verification, RunInfo(file=script))
+        report["ok"] = not failures(step.report, step.verification, expected_cut=expected)  # its cuts --expect-blocked named
     return {
         "kind": step.kind, "name": step.name, "call": _source_json(step.call), "report": report,
         "site": _site_json(step.eager, _barrier_json) if step.eager is not None else None,
