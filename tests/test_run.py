@@ -440,6 +440,53 @@ def test_expect_patterns_match_the_owning_model(tmp_path: Path, capsys: Any) -> 
     assert "  FAIL  blocked generator/*: matched no variable" in lines
 
 
+# A DINO step whose tape is also given the teacher, cut on purpose by the stop_gradient of its targets.
+DINO = """\
+import tensorflow as tf
+import keras
+
+student = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4)], name="student")
+teacher = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4)], name="teacher")
+opt = keras.optimizers.SGD(0.1)
+
+DECORATE
+def train_step(x):
+    with tf.GradientTape() as tape:
+        targets = tf.stop_gradient(tf.nn.softmax(teacher(x) / 0.04))
+        loss = -tf.reduce_mean(tf.reduce_sum(targets * tf.nn.log_softmax(student(x) / 0.1), -1))
+    params = student.trainable_variables + teacher.trainable_variables
+    grads = tape.gradient(loss, params)
+    opt.apply_gradients((g, v) for g, v in zip(grads, params) if g is not None)
+    return grads
+
+for _ in range(2):
+    GRADS = train_step(tf.ones((2, 3)))
+"""
+
+
+@pytest.mark.parametrize("decorate", ["@tf.function", ""], ids=["traced", "eager"])
+def test_sources_expect_blocked_names_are_no_finding_of_the_step(tmp_path: Path, capsys: Any, decorate: str) -> None:
+    text = DINO.replace("DECORATE", decorate)
+    truth = [g is not None for g in one_round(text)["GRADS"]]  # TensorFlow's own answer at the call
+    assert truth == [True, True, False, False]  # the scenario: the student receives, the teacher is cut
+    path = script(tmp_path, text)
+    code, out, _ = run(capsys, path, "--expect-receives", "student/*", "--expect-blocked", "teacher/*")
+    assert code == 0, out  # as under analyze: a source cut that --expect-blocked names is on purpose
+    assert out.rstrip().splitlines()[-1] == "OK: 2 expectations hold; every source not expected blocked receives a gradient"
+    code, document = run_json(capsys, path, "--expect-blocked", "teacher/*")
+    step = document["steps"][0]
+    assert code == 0 and document["ok"] and step["failures"] == [] and (step["report"] is None or step["report"]["ok"])
+    code, out, _ = run(capsys, path, "--expect-blocked", "teacher/*/kernel")  # a pattern naming only some of them
+    verdict = out.rstrip().splitlines()[-1]
+    assert code == 1 and "--expect-blocked" not in verdict and "kernel" not in verdict.partition(":")[2]
+    assert ("1 of 4 sources get no gradient" if decorate else "TensorFlow gives no gradient to teacher/") in verdict
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any]]:
+    code = main(["run", *argv, "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
 def test_every_distinct_step_of_the_first_round_is_analyzed(tmp_path: Path, capsys: Any) -> None:
     path = script(tmp_path, """\
         import tensorflow as tf

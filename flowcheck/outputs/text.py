@@ -105,16 +105,18 @@ class RunInfo:
 
 def failures(
     report: ReportView, verification: Verification | None, run: RunInfo | None = None, *, pinned: bool = False,
+    expected_cut: frozenset[str] = frozenset(),
 ) -> list[str]:
     """Why the run fails (exit status 1), in words; empty when it passes.
 
     ``pinned``: a snapshot checks the flow (``--check``), so a site's cut source it records is no failure.
+    ``expected_cut``: sources ``flowcheck run``'s ``--expect-blocked`` matched (over all its steps): cut on purpose.
     """
     reasons = [f"differentiating the loss raises at {b.op_type} {b.op_name!r} ({_error_cause(b)})" for b in report.gradient_errors]
     if report.target_kind == "keras model" and not report.gradient_sites:
         # Its train_step asks for no gradient (flowcheck analyzed its compiled loss): as `flowcheck run` says of its fit.
         reasons.append(f"fit trains nothing: the Keras model {FROZEN_MODEL}")
-    on_purpose = frozenset(n for e in (run.expectations if run else ()) if e.expect == "blocked" for n in e.matched)
+    on_purpose = expected_cut | frozenset(n for e in (run.expectations if run else ()) if e.expect == "blocked" for n in e.matched)
     if not pinned:
         reasons.extend(site_failures(report, on_purpose))
     for e in run.expectations if run else ():

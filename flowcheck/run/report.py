@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from flowcheck.run.step import Step
     from flowcheck.source.lines import SourceLine
 
-__all__ = ["RUN_SCHEMA_VERSION", "candidates", "exit_status", "format_run", "run_json", "step_failures"]
+__all__ = ["RUN_SCHEMA_VERSION", "candidates", "exit_status", "expected_cut", "format_run", "run_json", "step_failures"]
 
 RUN_SCHEMA_VERSION = 1
 
@@ -53,27 +53,37 @@ def sites_of(step: Step) -> tuple[Any, ...]:
     return tuple(getattr(step.report, "gradient_sites", ()) or ())
 
 
-def step_failures(step: Step) -> list[str]:
-    """Why this step fails (exit status 1), in words; empty when it passes."""
+def expected_cut(expectations: Sequence[Expectation]) -> frozenset[str]:
+    """The sources ``--expect-blocked`` matched: cut on purpose (a DQN's target network), no finding of a step."""
+    return frozenset(n for e in expectations if e.expect == "blocked" for n in e.matched)
+
+
+def step_failures(step: Step, expected: frozenset[str] = frozenset()) -> list[str]:
+    """Why this step fails (exit status 1), in words; empty when it passes.
+
+    ``expected``: the sources ``--expect-blocked`` matched, whose cut is no failure (as under ``analyze``).
+    """
     from flowcheck.outputs.text import failures
 
     if step.error is not None and step.report is None:  # (after its own trace raised: that error is the finding)
         return [f"{step.name} raised {step.raised}" if step.raised else f"{step.name} could not be analyzed: {step.error}"]
     reasons = [f"{step.name}: {step.error}"] if step.error is not None else []
     if step.report is not None:
-        reasons.extend(failures(step.report, step.verification))  # the sites' findings included
+        reasons.extend(failures(step.report, step.verification, expected_cut=expected))  # the sites' findings included
         if not getattr(step.report, "gradient_sites", ()):  # a report without sites: its trainable variables
-            cut = [r.name for r in step.report.variables if r.trainable and r.verdict is not Verdict.RECEIVES]
+            cut = [r.name for r in step.report.variables
+                   if r.trainable and r.verdict is not Verdict.RECEIVES and r.name not in expected]
             reasons.extend(["no gradient for " + ", ".join(cut)] if cut else [])
     if step.raised is not None and not reasons:
         reasons.append(f"{step.name} raised {step.raised}")
     site = step.eager
     if site is not None:
         where = f" at {site.source}" if site.source else ""
+        cut = [s.name for s in site.cut if s.name not in expected]
         if site.error:
             reasons.append(f"{site.kind}{where} raised: {site.error}")
-        elif site.cut:
-            reasons.append(f"{site.kind}{where}: TensorFlow gives no gradient to " + ", ".join(s.name for s in site.cut))
+        elif cut:
+            reasons.append(f"{site.kind}{where}: TensorFlow gives no gradient to " + ", ".join(cut))
         if step.next_call is not None:
             reasons.append(f"{site.kind}{where}: {step.next_call}")
     return reasons
@@ -99,7 +109,8 @@ def exit_status(result: RunResult, expectations: Sequence[Expectation]) -> int:
         return 2
     if all(step.error is not None and step.report is None for step in result.steps):
         return 2
-    failed = any(step_failures(s) for s in result.steps) or any(not e.holds for e in expectations) or result.untrained
+    expected = expected_cut(expectations)
+    failed = any(step_failures(s, expected) for s in result.steps) or any(not e.holds for e in expectations) or result.untrained
     return 1 if failed or result.error is not None else 0
 
 
@@ -142,15 +153,25 @@ def format_run(result: RunResult, script: str, expectations: Sequence[Expectatio
         for e in expectations:
             detail = ", ".join(e.failures) if e.failures else ", ".join(e.matched) if e.matched else "matched no variable"
             out.append(f"  {'ok  ' if e.holds else 'FAIL'}  {e.expect} {e.pattern}: {detail}")
-    reasons = [r for s in result.steps for r in step_failures(s)] + [
+    expected = expected_cut(expectations)
+    reasons = [r for s in result.steps for r in step_failures(s, expected)] + [
         f"--expect-{e.expect} {e.pattern!r}: " + (", ".join(e.failures) or "matched no variable")
         for e in expectations if not e.holds
     ] + result.untrained
     if result.error is not None:
         reasons.append("the script failed after its first step")
     out.append("")
-    out.append(("FAILED: " + "; ".join(reasons)) if reasons else "OK: every source of every gradient call receives a gradient")
+    out.append(("FAILED: " + "; ".join(reasons)) if reasons else _passed(result, expectations))
     return "\n".join(out) + "\n"
+
+
+def _passed(result: RunResult, expectations: Sequence[Expectation]) -> str:
+    """The run's OK line: every source receives, or every one cut is one ``--expect-blocked`` named."""
+    expected = expected_cut(expectations)
+    if any(s.name in expected for step in result.steps for site in sites_of(step) for s in site.cut):
+        n = len(expectations)
+        return f"OK: {n} expectation{'s hold' if n != 1 else ' holds'}; every source not expected blocked receives a gradient"
+    return "OK: every source of every gradient call receives a gradient"
 
 
 def _site_lines(site: Any) -> list[str]:
@@ -196,7 +217,7 @@ def run_json(result: RunResult, script: str, arguments: Sequence[str], expectati
         "arguments": list(arguments),
         "stopped": result.stopped,
         "script_error": result.error,
-        "steps": [_step_json(s, script) for s in result.steps],
+        "steps": [_step_json(s, script, expected_cut(expectations)) for s in result.steps],
         "untrained": list(result.untrained),
         "expectations": [
             {"expect": e.expect, "pattern": e.pattern, "matched": list(e.matched), "holds": e.holds,
@@ -207,17 +228,18 @@ def run_json(result: RunResult, script: str, arguments: Sequence[str], expectati
     }
 
 
-def _step_json(step: Step, script: str) -> dict[str, Any]:
+def _step_json(step: Step, script: str, expected: frozenset[str]) -> dict[str, Any]:
     from flowcheck.outputs.sites import _site_json  # noqa: PLC2701 -- for a site, too
-    from flowcheck.outputs.text import RunInfo, _barrier_json, to_json  # noqa: PLC2701 -- one JSON shape
+    from flowcheck.outputs.text import RunInfo, _barrier_json, failures, to_json  # noqa: PLC2701 -- one JSON shape
 
     report = None
     if step.report is not None:
         report = to_json(step.report, step.verification, RunInfo(file=script))
+        report["ok"] = not failures(step.report, step.verification, expected_cut=expected)  # its cuts --expect-blocked named
     return {
         "kind": step.kind, "name": step.name, "call": _source_json(step.call), "report": report,
         "site": _site_json(step.eager, _barrier_json) if step.eager is not None else None,
-        "error": step.error, "raised": step.raised, "next_call": step.next_call, "failures": step_failures(step),
+        "error": step.error, "raised": step.raised, "next_call": step.next_call, "failures": step_failures(step, expected),
     }
 
 
