@@ -161,15 +161,13 @@ def format_run(result: RunResult, script: str, expectations: Sequence[Expectatio
     if result.error is not None:
         reasons.append("the script failed after its first step")
     out.append("")
-    out.append(("FAILED: " + "; ".join(reasons)) if reasons else _passed(result, expectations))
+    out.append(("FAILED: " + "; ".join(reasons)) if reasons else _passed(result, len(expectations), expected))
     return "\n".join(out) + "\n"
 
 
-def _passed(result: RunResult, expectations: Sequence[Expectation]) -> str:
-    """The run's OK line: every source receives, or every one cut is one ``--expect-blocked`` named."""
-    expected = expected_cut(expectations)
+def _passed(result: RunResult, n: int, expected: frozenset[str]) -> str:
+    """The run's OK line (``n`` expectations): every source receives, or every one cut is one ``--expect-blocked`` named."""
     if any(s.name in expected for step in result.steps for site in sites_of(step) for s in site.cut):
-        n = len(expectations)
         return f"OK: {n} expectation{'s hold' if n != 1 else ' holds'}; every source not expected blocked receives a gradient"
     return "OK: every source of every gradient call receives a gradient"
 

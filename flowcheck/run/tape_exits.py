@@ -31,7 +31,6 @@ class TapeExits:
     def __init__(self, active: Callable[[], bool]) -> None:
         self._active = active
         self._exits: list[Exit] = []
-        self._converted: list[int] = []  # per exit heard, the id of the tensor converted
         self._starts: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()  # tape -> exits before it
 
     @contextlib.contextmanager
@@ -58,11 +57,7 @@ class TapeExits:
     def _recorded(self, tensor: Any) -> bool:
         from tensorflow.python.eager import record
 
-        if not (self._active() and record.could_possibly_record() and record.should_record_backprop([tensor])):
-            return False
-        del self._converted[len(self._exits):]  # a conversion record_exits did not keep (not the user's line)
-        self._converted.append(id(tensor))
-        return True
+        return self._active() and record.could_possibly_record() and bool(record.should_record_backprop([tensor]))
 
     def site(self, call: RecordedCall, tape: Any, targets: Any) -> GradientSite:
         """The site of ``tape``'s eager gradient ``call`` (of ``targets``), with a note on what cut it, when it can tell."""
@@ -82,23 +77,17 @@ class TapeExits:
         """
         import tensorflow as tf
 
-        read = {id(_backing(v)) for v in tape.watched_variables()}
-        if not site.error and not any(s.tensorflow_none and id(_backing(s.variable)) in read for s in site.sources):
+        from flowcheck.trace.eager_sites import backing
+
+        read = {id(backing(v)) for v in tape.watched_variables()}
+        if not site.error and not any(s.tensorflow_none and id(backing(s.variable)) in read for s in site.sources):
             return None
         start = self._starts.get(tape)
         own = {id(t) for t in tf.nest.flatten(targets)}
-        left = [e for e, t in zip(self._exits[start:], self._converted[start:]) if e.left_tensorflow and t not in own] \
-            if start is not None else []
+        left = [e for e in self._exits[start:] if e.left_tensorflow and e.tensor not in own] if start is not None else []
         if not left:
             return None
         where = "; ".join(dict.fromkeys(str(e) for e in left))
         return (f"{where} inside the tape's block, with a value the tape records: the tape records nothing computed "
                 "from it (keep that computation in TensorFlow ops)")
 
-
-def _backing(obj: Any) -> Any:
-    """The ``tf.Variable`` behind a Keras 3 variable (what a tape watches), else the object."""
-    import tensorflow as tf
-
-    value = getattr(obj, "value", None)
-    return value if isinstance(value, tf.Variable) and not isinstance(obj, tf.Variable) else obj

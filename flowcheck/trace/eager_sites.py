@@ -16,7 +16,7 @@ from flowcheck.source.names import is_default_name, shown_name, source_name, tar
 from flowcheck.trace.sites import GradientSite, RecordedCall, SiteSource
 from flowcheck.trace.sites import watch_text
 
-__all__ = ["eager_site", "next_call_finding"]
+__all__ = ["backing", "eager_site", "next_call_finding"]
 
 
 def eager_site(call: RecordedCall) -> GradientSite:
@@ -40,7 +40,7 @@ def eager_site(call: RecordedCall) -> GradientSite:
         )
         for name, obj, answer in zip(names, call.sources, answers)
     )
-    labels = {id(_backing(o)): n for o, n in zip(call.sources, names)}
+    labels = {id(backing(o)): n for o, n in zip(call.sources, names)}
     labels.update(zip((id(o) for o in call.sources), names))
     notes = ("called eagerly: TensorFlow's own answer, without a graph to explain it", *_unwatched_note(call, sources),
              *_integer_note(sources), *(f"not asked for: {untracked_text(n, held)}" for n, held in call.untracked))
@@ -50,7 +50,7 @@ def eager_site(call: RecordedCall) -> GradientSite:
     )
 
 
-def _backing(obj: Any) -> Any:
+def backing(obj: Any) -> Any:
     """The ``tf.Variable`` behind a Keras 3 variable (what ``tape.watch`` takes), else the object."""
     value = getattr(obj, "value", None)
     return value if isinstance(value, tf.Variable) and not isinstance(obj, tf.Variable) else obj
@@ -61,11 +61,11 @@ def _unwatched_note(call: RecordedCall, sources: tuple[SiteSource, ...]) -> tupl
     tape = call.tape
     if tape is None:
         return ()
-    watched = {id(_backing(w)) for w in tape.watched}
+    watched = {id(backing(w)) for w in tape.watched}
     unwatched = [
         s.name for s in sources
-        if s.tensorflow_none and isinstance(_backing(s.variable), tf.Variable) and id(_backing(s.variable)) not in watched
-        and not (tape.watch_accessed_variables and _backing(s.variable).trainable)
+        if s.tensorflow_none and isinstance(backing(s.variable), tf.Variable) and id(backing(s.variable)) not in watched
+        and not (tape.watch_accessed_variables and backing(s.variable).trainable)
     ]
     if not unwatched:
         return ()
@@ -78,8 +78,8 @@ def _unwatched_note(call: RecordedCall, sources: tuple[SiteSource, ...]) -> tupl
 
 def _integer_note(sources: tuple[SiteSource, ...]) -> tuple[str, ...]:
     """Sources that get None whatever the loss: integer and boolean variables carry no gradient."""
-    found = [(s.name, tf.as_dtype(_backing(s.variable).dtype).name) for s in sources if s.tensorflow_none
-             and isinstance(_backing(s.variable), tf.Variable) and not _differentiable(_backing(s.variable).dtype)]
+    found = [(s.name, tf.as_dtype(backing(s.variable).dtype).name) for s in sources if s.tensorflow_none
+             and isinstance(backing(s.variable), tf.Variable) and not _differentiable(backing(s.variable).dtype)]
     if not found:
         return ()
     named = ", ".join(f"{name} ({dtype})" for name, dtype in found)

@@ -37,6 +37,7 @@ class Exit:
 
     what: str
     source: SourceLine
+    tensor: int = 0  # id of the eager tensor converted (a target printed is no cut)
 
     def __str__(self) -> str:
         line = self.source.line
@@ -70,7 +71,7 @@ def record_exits(exits: list[Exit], only: Callable[[Any], bool] | None = None) -
             if caller is not None and not is_library_file(caller.f_code.co_filename):
                 where, _ = user_frame(traceback.extract_stack(caller, limit=1))
                 if where is not None:
-                    exits.append(Exit(_EXITS.get(asked, _EXITS[name]), where))
+                    exits.append(Exit(_EXITS.get(asked, _EXITS[name]), where, id(self)))
             return method(self, *a, **k)
 
         return recorded

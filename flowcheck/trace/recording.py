@@ -29,6 +29,7 @@ from tensorflow.python.framework import ops
 
 from flowcheck.source.lines import SourceLine, call_column, is_library_file, user_frame
 from flowcheck.source.names import call_index, watch_labels
+from flowcheck.trace.eager_sites import backing
 from flowcheck.trace.owners import frame_module_paths, is_keras_layer, untracked_by_keras
 from flowcheck.trace.sites import RecordedCall, SiteRecorder, TapeRecord
 
@@ -194,9 +195,10 @@ def _recorded(
         results=None, tape=_record_of(tape) if tape is not None else None, graph=_graph(), unconnected_zero=zero,
         caller=_direct_caller(), zero_answered=answered, stop_gradients=stops, inner=_inside_another_tape(tape),
     )
-    if entry.graph is None:
-        entry.paths = _module_paths_at(line, entry.sources)
-        entry.untracked = _untracked_at(line, tape, entry.sources)
+    if entry.graph is None:  # an eager call: the user's frame names what its owners hold
+        frame = _frame_at(line)
+        entry.paths = frame_module_paths(frame, entry.sources) if frame is not None else {}
+        entry.untracked = _untracked_at(frame, tape, entry.sources)
     # Eagerly the call's column tells which of its line's calls it is; a trace's frames are AutoGraph's.
     entry.nth = call_index(line, call_column()) if entry.graph is None else sum(
         1 for c in _ACTIVE[-1].calls if c.source == line and c.graph is entry.graph)
@@ -217,28 +219,22 @@ def _recorded(
             recorder.calls.append(entry)
 
 
-def _module_paths_at(line: SourceLine | None, sources: tuple[Any, ...]) -> dict[int, str]:
-    """The paths of the sources in the ``tf.Module`` objects the user's frame at ``line`` holds: an
-    eager call has no traced owner to name ``model.trainable_variables`` (``b``, ``w``, ``b``, ``w``)."""
-    frame = _frame_at(line)
-    return frame_module_paths(frame, sources) if frame is not None else {}
-
-
-def _untracked_at(line: SourceLine | None, tape: Any, sources: tuple[Any, ...]) -> tuple[tuple[str, str], ...]:
-    """The trainable variables ``tape`` watched that no source names and a Keras layer the user's frame at
-    ``line`` holds untracked (a CLIP temperature left out of ``model.trainable_variables``)."""
-    frame = _frame_at(line)
-    watched = tape.watched_variables() if frame is not None and tape is not None else ()
-    asked = {id(getattr(s, "value", s)) for s in sources} | {id(s) for s in sources}
-    left = [v for v in watched if v.trainable and id(v) not in asked]
-    if not left or frame is None:
+def _untracked_at(frame: FrameType | None, tape: Any, sources: tuple[Any, ...]) -> tuple[tuple[str, str], ...]:
+    """The trainable variables ``tape`` watched that no source names and a Keras layer the user's ``frame``
+    (the gradient call's) holds untracked (a CLIP temperature left out of ``model.trainable_variables``)."""
+    if frame is None or tape is None:
+        return ()
+    asked = {id(backing(s)) for s in sources} | {id(s) for s in sources}
+    left = [v for v in tape.watched_variables() if v.trainable and id(v) not in asked]
+    if not left:
         return ()
     held = untracked_by_keras([v for v in [*frame.f_locals.values(), *frame.f_globals.values()] if is_keras_layer(v)])
     return tuple((v.name.split(":")[0], held[id(v)]) for v in left if id(v) in held)
 
 
 def _frame_at(line: SourceLine | None) -> FrameType | None:
-    """The frame running the user's ``line`` (the gradient call's), or None."""
+    """The frame running the user's ``line`` (the gradient call's), or None (an eager call has no traced
+    owner: its frame's locals and globals hold the models and modules that name its sources)."""
     frame: FrameType | None = sys._getframe(1)  # noqa: SLF001
     while frame is not None and line is not None:
         if frame.f_code.co_filename == line.file and frame.f_lineno == line.line:
