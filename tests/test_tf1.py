@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from truth import flowcheck_run as _flowcheck_run
@@ -231,7 +232,9 @@ def test_flowcheck_run_on_the_seed(seed_run: tuple[subprocess.CompletedProcess[s
     assert "w1 unchanged: every entry 1" in out
     # The script's own output comes first and its w2 (every entry the same) is flowcheck's too.
     printed = out[out.index("*** after:"):out.index("flowcheck run")].split()
-    value = float(printed[-1].rstrip("]"))
+    # NumPy prints the float32's shortest form: read it back as that float32 (as text it can round
+    # the other way at the sixth digit, as in -0.7342545).
+    value = float(np.float32(printed[-1].rstrip("]")))
     assert f"w2 changed: every entry 1 -> every entry {value:.6g}" in out
     [step] = document["steps"]
     [site] = step["report"]["gradient_sites"]
