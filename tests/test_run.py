@@ -88,6 +88,34 @@ def test_eager_step_is_tensorflows_own_answer_and_the_script_stops(tmp_path: Pat
     assert lines[-1].startswith("FAILED: GradientTape.gradient at ")
 
 
+def test_an_eager_sites_note_names_a_numpy_function_that_read_a_recorded_tensor(tmp_path: Path, capsys: Any) -> None:
+    """``np.mean(t)`` reads the tensor through its buffer, not ``__array__``: the NumPy function is still named at its line."""
+    text = """\
+        import numpy as np
+        import tensorflow as tf
+
+        w = tf.Variable([[1.0], [0.5]], name="w")
+        x, y = tf.ones((4, 2)), np.zeros((4, 1), "float32")
+        for step in range(2):
+            with tf.GradientTape() as tape:
+                pred = tf.matmul(x, w)
+                err = np.mean((pred - y) ** 2)
+                loss = tf.convert_to_tensor(err)
+            grads = tape.gradient(loss, [w])
+        """
+    truth = one_round(text)
+    assert [g is None for g in truth["grads"]] == [True]  # TensorFlow's answer, as the script gets it
+    assert isinstance(truth["err"], np.floating)  # NumPy ran as it does without flowcheck
+    path = script(tmp_path, text)
+    code, out, err = run(capsys, path)
+    assert code == 1
+    cut = line_of(path, "np.mean(")
+    assert f"    note: `np.mean()` at line {cut} leaves TensorFlow inside the tape's block" in out
+    import tensorflow.python.framework.ops as tf_ops
+
+    assert "__array_function__" not in tf_ops._EagerTensorBase.__dict__  # NumPy's protocol left as it was
+
+
 def test_an_eager_sites_note_names_no_conversion_that_cut_nothing(tmp_path: Path, capsys: Any) -> None:
     """The loss printed in the tape's block, a variable never read and an argmax cut: no line is
     blamed; the note says the op cannot be named without a graph."""

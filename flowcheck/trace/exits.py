@@ -1,8 +1,10 @@
 """Where the user's code takes a tensor's value out of TensorFlow during an eager call.
 
-``float(t)``, ``t.numpy()``, ``np.array(t)`` and a Python condition on a tensor are invisible to a
-traced graph (or cannot be traced at all); :func:`record_exits` hears them as they happen, at the
-user's line, so that a verdict only the eager call gives can say why.
+``float(t)``, ``t.numpy()``, ``np.mean(t)``, ``np.array(variable)`` and a Python condition on a
+tensor are invisible to a traced graph (or cannot be traced at all); :func:`record_exits` hears them
+as they happen, at the user's line, so that a verdict only the eager call gives can say why. NumPy
+reads a tensor's buffer directly: a NumPy function is heard through its ``__array_function__``
+protocol, a ufunc (``np.square(t)``) and ``np.array(t)`` of a tensor not at all.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from tensorflow.python.framework import ops
 
 from flowcheck.source.lines import SourceLine, is_library_file, user_frame
@@ -25,7 +28,7 @@ __all__ = ["Exit", "record_exits"]
 _EXITS = {"__float__": "float()", "__int__": "int()", "__index__": "int()", "numpy": ".numpy()",
           "item": ".item()", "__bool__": "a Python condition", "__array__": "a NumPy call"}
 
-# A NumPy function as the user's line calls it (``np.mean(t)`` reaches the tensor's ``__array__``).
+# A NumPy function as the user's line calls it (``np.mean(t)``: NumPy's ``__array_function__`` protocol).
 _NUMPY_CALL = re.compile(r"\b(?:np|numpy)\.[A-Za-z_][\w.]*(?=\s*\()")
 # Python builtins that compare tensors (``max(a, b)`` asks ``bool(a > b)``): they keep one of them.
 _PYTHON_CHOICE = re.compile(r"(?<![\w.])(max|min|sorted)\s*\(")
@@ -63,26 +66,40 @@ def record_exits(exits: list[Exit], only: Callable[[Any], bool] | None = None) -
     base = ops._EagerTensorBase  # noqa: SLF001 -- the Python class behind every eager tensor
     originals = {name: base.__dict__[name] for name in _EXITS if name in base.__dict__}
 
+    def heard(tensor: Any, frame: Any, name: str) -> None:
+        if only is not None and not only(tensor):
+            return
+        caller, asked = _converting_caller(frame, name)
+        if caller is not None and not is_library_file(caller.f_code.co_filename):
+            where, _ = user_frame(traceback.extract_stack(caller, limit=1))
+            if where is not None:
+                exits.append(Exit(_EXITS.get(asked, _EXITS[name]), where, id(tensor)))
+
     def wrap(name: str, method: Any) -> Any:
         def recorded(self: Any, *a: Any, **k: Any) -> Any:
-            if only is not None and not only(self):
-                return method(self, *a, **k)
-            caller, asked = _converting_caller(sys._getframe(1), name)  # noqa: SLF001
-            if caller is not None and not is_library_file(caller.f_code.co_filename):
-                where, _ = user_frame(traceback.extract_stack(caller, limit=1))
-                if where is not None:
-                    exits.append(Exit(_EXITS.get(asked, _EXITS[name]), where, id(self)))
+            heard(self, sys._getframe(1), name)  # noqa: SLF001
             return method(self, *a, **k)
 
         return recorded
 
+    def array_function(self: Any, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
+        # ``np.mean(t)`` reads the tensor through its buffer, never its ``__array__``; NumPy asks
+        # this first, and the function then runs exactly as it would have (its implementation).
+        heard(self, sys._getframe(1), "__array__")  # noqa: SLF001
+        return func._implementation(*args, **kwargs)  # noqa: SLF001
+
     for name, method in originals.items():
         setattr(base, name, wrap(name, method))
+    dispatching = "__array_function__" not in base.__dict__ and hasattr(np.mean, "_implementation")
+    if dispatching:
+        base.__array_function__ = array_function
     try:
         yield
     finally:
         for name, method in originals.items():
             setattr(base, name, method)
+        if dispatching:
+            del base.__array_function__
 
 
 def _converting_caller(frame: Any, name: str) -> tuple[Any, str]:
