@@ -631,6 +631,40 @@ def test_a_target_network_the_script_updates_itself_is_not_never_trained(
         assert len(step["report"]["never_trained"]) == 4 and code == 1 and not moved
 
 
+def test_never_trained_in_a_run_is_judged_over_its_steps_not_left_to_another(tmp_path: Path, capsys: Any) -> None:
+    # The run analyzed every step it met: its text says so, where a single step's analysis points
+    # at the other steps flowcheck run would analyze.
+    text = """\
+        import tensorflow as tf
+
+        enc, head = tf.keras.layers.Dense(4), tf.keras.layers.Dense(1)
+        model = tf.keras.Sequential([enc, head])
+        opt = tf.keras.optimizers.Adam(1e-2)
+        x, y = tf.ones([8, 3]), tf.zeros([8, 1])
+
+        @tf.function
+        def train_step(x, y):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean((model(x) - y) ** 2)
+            grads = tape.gradient(loss, head.trainable_variables)
+            opt.apply_gradients(zip(grads, head.trainable_variables))
+
+        for epoch in range(2):
+            train_step(x, y)
+        """
+    namespace: dict[str, Any] = {}
+    exec(textwrap.dedent(text).replace("range(2)", "range(0)"), namespace)
+    enc, model = namespace["enc"], namespace["model"]
+    with tf.GradientTape() as tape:  # TensorFlow's answer: the encoder would get a gradient, were it asked for
+        loss = tf.reduce_mean((model(namespace["x"]) - namespace["y"]) ** 2)
+    assert all(g is not None for g in tape.gradient(loss, enc.trainable_variables))
+    assert main(["run", script(tmp_path, text)]) == 1
+    out = capsys.readouterr().out
+    assert "  never trained (2): " in out
+    assert "(no gradient call of any step the run analyzed asks for them)" in out
+    assert "another training step may train them" not in out
+
+
 def test_a_target_network_moved_only_after_the_round_is_never_trained_with_continue_too(
     tmp_path: Path, capsys: Any,
 ) -> None:

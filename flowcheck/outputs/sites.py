@@ -47,8 +47,11 @@ def site_failures(report: ReportView, expected_cut: frozenset[str] = frozenset()
     return reasons
 
 
-def site_lines(report: ReportView, barrier: Callable[[Barrier], list[_Line]], all_sources: bool = False) -> list[_Line]:
-    """The summary lines of every site, the never-trained variables and the other state."""
+def site_lines(
+    report: ReportView, barrier: Callable[[Barrier], list[_Line]], all_sources: bool = False, every_step: bool = False,
+) -> list[_Line]:
+    """The summary lines of every site, the never-trained variables and the other state (``every_step``:
+    the report is one of the steps a ``flowcheck run`` analyzed, whose never-trained variables no step asks for)."""
     out: list[_Line] = []
     for i, site in enumerate(report.gradient_sites, start=1):
         out.append([])
@@ -57,7 +60,8 @@ def site_lines(report: ReportView, barrier: Callable[[Barrier], list[_Line]], al
         out.append([])
         out.append([(f"never trained ({len(report.never_trained)})", "bold red"), (f": {NEVER_TRAINED}", "dim")])
         out.extend([[("  ", ""), (r.name, "red")] for r in report.never_trained])
-        out.append([("  (another training step may train them: analyze it too; flowcheck run analyzes every step)", "dim")])
+        out.append([("  (no gradient call of any step the run analyzed asks for them)" if every_step else
+                     "  (another training step may train them: analyze it too; flowcheck run analyzes every step)", "dim")])
     others = report.other_state
     if others:
         out.append([])

@@ -101,6 +101,7 @@ class RunInfo:
     expectations: tuple[Expectation, ...] = ()
     outputs: tuple[str, ...] = field(default=())
     all_sources: bool = False  # list every receiving source of a gradient site, not a count
+    every_step: bool = False  # one of the steps a ``flowcheck run`` analyzed: "never trained" is judged over them all
 
 
 def failures(
@@ -161,7 +162,7 @@ def _lines(report: ReportView, verification: Verification | None, run: RunInfo |
             out.extend(_barrier(b))
         out.append([(f"      {GRADIENT_ERROR_ADVICE}", "dim")])
     if report.gradient_sites:  # a training step: its gradient calls are the findings
-        out.extend(site_lines(report, _barrier, all_sources=bool(run and run.all_sources)))
+        out.extend(site_lines(report, _barrier, all_sources=bool(run and run.all_sources), every_step=bool(run and run.every_step)))
     for verdict in (Verdict.BLOCKED, Verdict.UNUSED, Verdict.RECEIVES) if not report.gradient_sites else ():
         group = report.by_verdict(verdict)
         if group:

@@ -135,7 +135,7 @@ def format_run(result: RunResult, script: str, expectations: Sequence[Expectatio
             out.extend([f"  {step.next_call}"] if step.next_call else [])
         elif step.report is not None:
             inputs = _INPUTS.get(step.kind, "the arguments of its first call")
-            info = RunInfo(file=script, inputs=inputs, all_sources=all_sources)
+            info = RunInfo(file=script, inputs=inputs, all_sources=all_sources, every_step=True)
             summary = format_summary(step.report, step.verification, info)
             out.extend("  " + line if line else "" for line in _without_verdict(summary))
         if step.error is not None and step.report is not None:
