@@ -49,6 +49,10 @@ def barrier(graph: nx.DiGraph, edge: tuple[str, str], cache: dict[tuple[str, str
     detail = str(data.get("detail") or kind.label)
     if kind is BarrierKind.DTYPE:
         detail += _made_elsewhere(graph, u, source)
+    if source is None and op is not None and not _has_traceback(op):
+        # Rebuilt from a FunctionDef (a restored SavedModel's function): the user's line is the call.
+        source, via_library = _call_line(graph, w), True
+        detail += "; in a function loaded without its source, as a SavedModel's are" if source else ""
     barrier = Barrier(
         op_name=str(attrs.get("name", w)), op_type=str(attrs.get("op_type", attrs.get("kind", ""))),
         kind=kind, detail=detail,
@@ -57,6 +61,26 @@ def barrier(graph: nx.DiGraph, edge: tuple[str, str], cache: dict[tuple[str, str
     )
     cache[edge] = barrier
     return barrier
+
+
+def _has_traceback(op: Any) -> bool:
+    try:
+        return bool(op.traceback)
+    except Exception:  # noqa: BLE001 -- as op_source: a rebuilt op may have none to give
+        return False
+
+
+def _call_line(graph: nx.DiGraph, node: str) -> SourceLine | None:
+    """The user's line that called the function ``node`` lives in (the nearest enclosing call that has one)."""
+    clusters = graph.graph["clusters"]
+    cluster = graph.nodes[node].get("cluster")
+    while cluster is not None:
+        gate = graph.nodes[clusters[cluster]["gate"]].get("op")
+        found = op_source(gate)[0] if gate is not None else None
+        if found is not None:
+            return found
+        cluster = clusters[cluster]["parent"]
+    return None
 
 
 def _made_elsewhere(graph: nx.DiGraph, node: str, source: SourceLine | None) -> str:

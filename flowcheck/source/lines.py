@@ -66,6 +66,11 @@ def display_path(path: str) -> str:
     return full if rel == ".." or rel.startswith(".." + os.sep) else rel
 
 
+# The name of a flowcheck function that hands a user's call on to TensorFlow unchanged (a nested
+# tf.function's call while a step is traced): a frame of it in an op's traceback is not a call into flowcheck.
+PASSES_THROUGH = "passes_through"
+
+
 def is_own_file(path: str) -> bool:
     """True for flowcheck's own files."""
     return os.path.abspath(path).startswith(_PACKAGE_DIR + os.sep)

@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 from flowcheck.source.callsite import guess_call
-from flowcheck.source.lines import SourceLine, is_own_file, through_keras, user_frame_within
+from flowcheck.source.lines import PASSES_THROUGH, SourceLine, is_own_file, through_keras, user_frame_within
 from flowcheck.source.positions import op_position
 
 __all__ = ["op_source"]
@@ -26,7 +26,7 @@ def op_source(op: Any) -> tuple[SourceLine | None, bool]:
     except Exception:  # noqa: BLE001 -- ops rebuilt from a FunctionDef have no traceback
         return None, True
     line, inner = user_frame_within(frames)
-    if line is None or any(is_own_file(f.filename) for f in inner):
+    if line is None or any(is_own_file(f.filename) and f.name != PASSES_THROUGH for f in inner):
         # Made below flowcheck's own call (a built-in layer of a functional model, which runs its
         # layers with no user frame): that line called flowcheck (``analyze``, ``fit`` with the
         # callback), it made no op. No line rather than one pointing at the wrong statement.

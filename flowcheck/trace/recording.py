@@ -351,7 +351,7 @@ def nested_functions_afresh() -> Iterator[None]:
     current = function.__call__
     clones: dict[tuple[int, int], tuple[Any, Any, Any]] = {}  # (id, outer trace) -> (function, graph, clone)
 
-    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+    def passes_through(self: Any, *args: Any, **kwargs: Any) -> Any:  # named for flowcheck.source.lines.PASSES_THROUGH
         if tf.executing_eagerly() or getattr(self, "_flowcheck_clone", False):
             return current(self, *args, **kwargs)
         outermost = ops.get_default_graph()
@@ -364,7 +364,7 @@ def nested_functions_afresh() -> Iterator[None]:
             found = clones[(id(self), id(outermost))] = (self, outermost, clone)  # both kept alive: ids stay unique
         return current(found[2], *args, **kwargs)
 
-    function.__call__ = call
+    function.__call__ = passes_through
     try:
         yield
     finally:
