@@ -1207,3 +1207,39 @@ def test_a_tensor_source_the_tape_never_watched_gets_none_as_tensorflow_says() -
     assert truth[:3] == [[True], [True], [True, True, False, False]] and not any(truth[3] + truth[4])
     assert_sites_match(report, truth)
     assert "x: the tape was not asked to watch it" in report.gradient_sites[0].notes[0]
+
+
+def test_a_training_loop_over_a_dataset_inside_a_tf_function_is_judged_at_its_site() -> None:
+    # TensorFlow's guide to tf.function trains a whole epoch in one: AutoGraph makes the loop a
+    # ScanDataset whose per-element function holds the tape and the optimizer's update.
+    keras.utils.set_random_seed(2)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1)])
+    gate = tf.Variable(0.7, name="gate")
+    optimizer = keras.optimizers.Adam(1e-3)
+    x, y = _data(16)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y.astype("float32")[:, None])).batch(8)
+
+    @tf.function
+    def train(model: Any, dataset: Any, optimizer: Any) -> Any:
+        total = tf.constant(0.0)
+        for xb, yb in dataset:
+            with tf.GradientTape() as tape:
+                prediction = model(xb, training=True) * tf.round(gate)  # round cut
+                loss = tf.reduce_mean((prediction - yb) ** 2)
+            variables = [*model.trainable_variables, gate]
+            gradients = tape.gradient(loss, variables)
+            optimizer.apply_gradients([(g, v) for g, v in zip(gradients, variables) if g is not None])
+            total += loss
+        return total
+
+    state = [*model.variables, gate, *optimizer.variables]
+    truth = tape_truth(lambda: train(model, dataset, optimizer), state)
+    assert len(truth) == 2 and truth[0] == truth[1]  # one call per batch, eagerly
+    saved = snapshot(state)
+    report = flowcheck.analyze(train, model, dataset, optimizer)
+    assert_sites_match(report, truth[:1])
+    [site] = report.gradient_sites
+    [cut] = [s for s in site.sources if not s.receives]
+    assert [b.source.line for b in cut.barriers if b.source] == [line_of(HERE, "# round cut")]
+    assert report.verify().agrees
+    assert same(state, saved) and int(optimizer.iterations) == 0

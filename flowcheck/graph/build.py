@@ -25,7 +25,8 @@ Edges (``graph.edges[u, w]``) run from producer to consumer, one per pair of nod
 
 Graph attributes: ``graph.graph["clusters"]`` maps cluster id to ``{"label", "parent", "kind",
 "gate", "inputs"}`` (``kind`` is ``function``, ``cond``, ``case`` or ``while``; ``gate`` is the node
-of the op holding the body; ``inputs`` its input placeholders of a differentiable dtype);
+of the op holding the body; ``inputs`` its input placeholders of a differentiable dtype, fed from
+outside);
 ``graph.graph["variables"]`` and ``graph.graph["losses"]`` list the variable and loss node ids in
 order; ``graph.graph["inputs"]`` lists the top function's inputs of a differentiable dtype
 (arguments and captures), which TensorFlow differentiates the function with respect to;
@@ -38,7 +39,10 @@ consumers. TensorFlow differentiates a called function, an ``If`` or ``Case`` wi
 its outputs at once (concrete_function.py, cond_v2.py), which the gate reproduces: once any output
 is reached, every output is. A ``While`` gives every trainable loop variable a gradient, zeros
 when its path is cut (while_v2.py ``_grad_fn`` uses ``unconnected_gradients="zero"``): each body
-input placeholder of a trainable loop variable has an edge straight to the gate.
+input placeholder of a trainable loop variable has an edge straight to the gate. A tf.data op's
+per-element function (``bodies.DATASET_OPS``: a ``for x in dataset:`` traced by AutoGraph) is a body
+whose state and captured inputs are fed from the op's, and whose outputs reach nothing: no gradient
+passes through a dataset, and a tape inside the body is judged there.
 """
 
 from __future__ import annotations
@@ -47,11 +51,9 @@ from typing import Any
 
 import networkx as nx
 import tensorflow as tf
-from tensorflow.python.framework import op_def_registry
-from tensorflow.python.util import nest
 
 from flowcheck._model import BarrierKind
-from flowcheck.errors import TraceError
+from flowcheck.graph.bodies import DATASET_OPS, calls_function, function_graph, pretty, returned_outputs, while_trainable
 from flowcheck.graph.outputs import Outputs
 from flowcheck.graph.ops import (
     ASSIGN_DETAIL,
@@ -88,7 +90,7 @@ def build_graph(traced: Traced, oracle: GradientOracle | None = None) -> nx.DiGr
     builder = _Builder(oracle or GradientOracle(), appended=not traced.step)
     graph = builder.graph
     top = traced.concrete.graph
-    ids = builder.add_function_graph(top, prefix="", cluster=None)
+    ids = builder.addfunction_graph(top, prefix="", cluster=None)
 
     def node(tensor: Any) -> str:  # the id already made for its op (asking TensorFlow makes a new string)
         found = ids.get(tensor.op)
@@ -196,7 +198,7 @@ class _Builder:
         }
         return _put_node(self.graph, node, attrs)
 
-    def add_function_graph(self, fgraph: Any, prefix: str, cluster: str | None) -> dict[Any, tuple[str, dict[str, Any]]]:
+    def addfunction_graph(self, fgraph: Any, prefix: str, cluster: str | None) -> dict[Any, tuple[str, dict[str, Any]]]:
         """Add the ops of ``fgraph`` (and the bodies they hold); return each op's node id and successors' dict."""
         assigns: dict[Any, list[str]] = {}  # handle tensor -> the writes seen (each value written is cut)
         # Op -> its node id and its successors' dict: an input's producer is found by identity, and
@@ -211,7 +213,7 @@ class _Builder:
             out, into = self.add_op_node(op, node, cluster, op_type, name)
             ids[op] = (node, out)
             inputs = op.inputs
-            if op_type in FUNCTION_OPS or _calls_function(op, op_type):
+            if op_type in FUNCTION_OPS or calls_function(op, op_type):
                 self.add_function_op(op, node, prefix, cluster)
             elif inputs:
                 grad_type = gradient_type(op, op_type)
@@ -223,6 +225,8 @@ class _Builder:
                         self.add_edge(found[0], node, tensor, info, found[1], into)
                 if grad_type != op_type:  # an override, or a custom gradient
                     self.add_tape_answers(op, node, op_type, [ids[t.op][0] if t.op in ids else prefix + t.op.name for t in inputs])
+            if op_type in DATASET_OPS:
+                self.add_dataset_function(op, node, prefix, cluster, *DATASET_OPS[op_type])
             if op_type in _READ_OPS and inputs[0].ref() in assigns:
                 for write in assigns[inputs[0].ref()]:
                     self.add_edge(write, node, inputs[0], InputGradient(False, BarrierKind.ASSIGN, ASSIGN_DETAIL))
@@ -246,8 +250,8 @@ class _Builder:
             # A direct call has the function's name as its op type (legacy Defun bodies, such as
             # the loops of tf.nn.ctc_loss); gradients_util differentiates it like a call op.
             fname = op.get_attr("f").name if op.type in CALL_OPS else op.type
-            body = _function_graph(op, fname)
-            label = f"{_pretty(fname)} (tf.function)" if op.type in CALL_OPS else f"{fname} (function)"
+            body = function_graph(op, fname)
+            label = f"{pretty(fname)} (tf.function)" if op.type in CALL_OPS else f"{fname} (function)"
             self.add_body(op, node, prefix, cluster, body, op.inputs, "f", label, "function")
         elif op.type in IF_OPS or op.type in CASE_OPS:
             self.add_edge(
@@ -260,26 +264,28 @@ class _Builder:
                 branches = [(f"branch{i}", f.name) for i, f in enumerate(op.get_attr("branches"))]
             kind = "cond" if op.type in IF_OPS else "case"
             for tag, fname in branches:
-                body = _function_graph(op, fname)
+                body = function_graph(op, fname)
                 self.add_body(op, node, prefix, cluster, body, op.inputs[1:], tag, f"{op.name}: {tag}", kind)
         else:
             self.add_while(op, node, prefix, cluster)
 
     def add_body(
         self, op: Any, node: str, prefix: str, cluster: str | None, body: Any,
-        inputs: Any, tag: str, label: str, kind: str, outputs_to_gate: bool = True,
+        inputs: Any, tag: str, label: str, kind: str, outputs_to_gate: bool = True, placeholders: Any = None,
     ) -> str:
+        """Add ``body`` as a cluster held by ``node``, ``inputs`` feeding its ``placeholders`` (all its inputs unless given)."""
+        placeholders = body.inputs if placeholders is None else placeholders
         inner_prefix = f"{node}/{tag}:"
         inner_cluster = f"{node}/{tag}"
         self.graph.graph["clusters"][inner_cluster] = {
             "label": label, "parent": cluster, "kind": kind, "gate": node,
-            "inputs": [inner_prefix + t.op.name for t in body.inputs if is_trainable(t)],
+            "inputs": [inner_prefix + t.op.name for t in placeholders if is_trainable(t)],
         }
-        self.add_function_graph(body, inner_prefix, inner_cluster)
-        for outer, placeholder in zip(inputs, body.inputs):
+        self.addfunction_graph(body, inner_prefix, inner_cluster)
+        for outer, placeholder in zip(inputs, placeholders):
             self.add_edge(self.node_of(outer, prefix), inner_prefix + placeholder.op.name, outer, CARRY_IF_TRAINABLE(outer))
         if outputs_to_gate:
-            outputs = body.outputs if kind == "while" else _returned_outputs(body)
+            outputs = body.outputs if kind == "while" else returned_outputs(body)
             for out in outputs:
                 self.add_edge(inner_prefix + out.op.name, node, out, CARRY_IF_TRAINABLE(out))
             if kind != "while" and self.appended:
@@ -302,9 +308,24 @@ class _Builder:
                 out = body.outputs[i]
                 self.add_edge(inner_prefix + out.op.name, node, out, CARRY_IF_TRAINABLE(out))
 
+    def add_dataset_function(self, op: Any, node: str, prefix: str, cluster: str | None, attr: str, state: str | None) -> None:
+        """The function a tf.data op runs per element, as a body of its own: a tape inside it (a
+        training loop over a dataset in a ``tf.function``) is judged there. Its outputs reach nothing
+        outside: the dataset op's own edges (no gradient) stay as the oracle answered them."""
+        body = function_graph(op, op.get_attr(attr).name)
+        held = len(op.get_attr(state)) if state else 0
+        captured = len(op.get_attr("Targuments"))
+        pairs = list(zip(op.inputs[1:1 + held], body.inputs[:held]))
+        if captured:
+            # The op's other_arguments follow its state (ParallelMapDatasetV2 has inputs after them);
+            # the function takes them last, after the element's components.
+            pairs += zip(op.inputs[1 + held:1 + held + captured], body.inputs[len(body.inputs) - captured:])
+        self.add_body(op, node, prefix, cluster, body, [o for o, _ in pairs], attr, f"{op.name}: {attr} (per element)",
+                      "function", outputs_to_gate=False, placeholders=[i for _, i in pairs])
+
     def add_while(self, op: Any, node: str, prefix: str, cluster: str | None) -> None:
-        body = _function_graph(op, op.get_attr("body").name)
-        cond = _function_graph(op, op.get_attr("cond").name)
+        body = function_graph(op, op.get_attr("body").name)
+        cond = function_graph(op, op.get_attr("cond").name)
         try:
             original = int(op.get_attr("_num_original_outputs"))
         except (ValueError, TypeError):
@@ -318,7 +339,7 @@ class _Builder:
             )
         inner_prefix = self.add_body(op, node, prefix, cluster, body, op.inputs, "body", f"{op.name}: body", "while")
         for i, (placeholder, out) in enumerate(zip(body.inputs, body.outputs)):
-            if i < original and _while_trainable(out):
+            if i < original and while_trainable(out):
                 inner = inner_prefix + placeholder.op.name
                 found = self._succ.get(inner, {}).get(node)
                 self.add_edge(inner, node, placeholder, InputGradient(True))
@@ -326,75 +347,3 @@ class _Builder:
                 # handle: eagerly a gradient reaches a variable only through its reads.
                 if found is None or not found["grad"] or placeholder.dtype == tf.resource:
                     self._succ[inner][node]["loop_carry"] = True
-
-
-def _returned_outputs(body: Any) -> list[Any]:
-    """The outputs a function or branch body returns in the user's program.
-
-    Differentiating a function rewrites it in place for the gradient's sake: ``cond_v2._IfGrad``
-    appends the intermediates the gradient needs to each branch's ``outputs``, and
-    ``concrete_function._rewrite_forward_and_call_backward`` points a call op at a forward function
-    whose outputs end with them. Neither changes ``structured_outputs``, whose tensors are the leading
-    ``outputs``; the appended ones are never differentiated. A nested ``tf.function`` keeps its
-    rewritten graph in its cache, so a fresh trace of the caller meets it after a first gradient.
-    (A ``While`` is exempt: its appended accumulators lead only to loop variables, each of which
-    already reaches the gate.)
-    """
-    structured = getattr(body, "structured_outputs", None)
-    if structured is None:
-        return list(body.outputs)
-    # A restored SavedModel function lists TensorSpecs where a traced one has tensors.
-    leaves = nest.flatten(structured, expand_composites=True)
-    count = sum(isinstance(leaf, (tf.Tensor, tf.TypeSpec)) for leaf in leaves)
-    return list(body.outputs[:count]) if 0 < count <= len(body.outputs) else list(body.outputs)
-
-
-def _while_trainable(body_output: Any) -> bool:
-    # Mirrors while_v2._is_trainable: an accumulator of non-trainable elements is not trainable.
-    if not is_trainable(body_output):
-        return False
-    if body_output.op.type == "TensorListPopBack" and body_output.value_index == 0:
-        return bool(is_trainable(tf.dtypes.as_dtype(body_output.op.get_attr("element_dtype"))))
-    return True
-
-
-def _calls_function(op: Any, op_type: str) -> bool:
-    """Whether ``op``'s type (``op_type``, read already) is the name of a function in its graph's library (a direct call)."""
-    if op_type in op_def_registry._cache:  # noqa: SLF001 -- an op type seen before is no function's name
-        return False
-    graph = op.graph
-    while graph is not None:
-        if graph._is_function(op_type):  # noqa: SLF001 -- the graph's function registry
-            return True
-        graph = getattr(graph, "outer_graph", None)
-    return False
-
-
-def _function_graph(op: Any, name: str) -> Any:
-    """The FuncGraph of function ``name`` called by ``op``, looked up through the outer graphs."""
-    graph = op.graph
-    while graph is not None:
-        fn = graph._get_function(name)  # noqa: SLF001 -- the graph's function registry
-        if fn is not None:
-            body = getattr(fn, "graph", None)
-            if body is not None:
-                return body
-            from tensorflow.python.framework import function_def_to_graph
-
-            # A function known only as a FunctionDef (legacy Defun, restored SavedModel): build it
-            # where its library is visible, and copy the functions it calls into the new graph so
-            # that they can be looked up from it in turn.
-            with graph.as_default():
-                return function_def_to_graph.function_def_to_graph(fn.cached_definition, include_library_functions=True)
-        graph = getattr(graph, "outer_graph", None)
-    raise TraceError(f"function {name!r} called by {op.name} is not in the graph's library: flowcheck cannot follow the call")
-
-
-def _pretty(function_name: str) -> str:
-    # Traced functions are named like "__inference_inner_119"; show "inner".
-    name = function_name
-    for head in ("__inference_", "__forward_", "__backward_"):
-        if name.startswith(head):
-            name = name[len(head):]
-    base, _, tail = name.rpartition("_")
-    return base if tail.isdigit() and base else name

@@ -20,7 +20,8 @@ from typing import Any
 import networkx as nx
 
 from flowcheck._model import BarrierKind
-from flowcheck.graph.build import CARRY_IF_TRAINABLE, _Builder, _calls_function, loss_node, variable_node
+from flowcheck.graph.bodies import calls_function
+from flowcheck.graph.build import CARRY_IF_TRAINABLE, _Builder, loss_node, variable_node
 from flowcheck.graph.ops import FUNCTION_OPS, GradientOracle, InputGradient
 from flowcheck.source.lines import display_path, is_library_file
 from flowcheck.trace.tf1 import GraphCall, is_default_name
@@ -169,7 +170,7 @@ def build_graph(calls: Sequence[GraphCall], sources: dict[int, GraphSource], ora
     for op in wanted:
         node = op.name
         builder.add_op_node(op, node, None)
-        if op.type in FUNCTION_OPS or _calls_function(op, op.type):
+        if op.type in FUNCTION_OPS or calls_function(op, op.type):
             builder.add_function_op(op, node, "", None)
             continue
         infos = (
