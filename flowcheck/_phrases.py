@@ -11,7 +11,7 @@ from typing import Final
 from flowcheck._model import Verdict
 
 __all__ = [
-    "GRADIENT_ERROR_ADVICE", "NEVER_TRAINED", "a_or_an", "left_out_lines", "still_trained_lines", "gradient_error_cause", "counts_text", "disagreement", "receiving_text",
+    "EAGER_ANSWER", "GRADIENT_ERROR_ADVICE", "NEVER_TRAINED", "a_or_an", "left_out_lines", "still_trained_lines", "gradient_error_cause", "counts_text", "disagreement", "receiving_text",
     "shape_text", "untracked_text", "verdict_counts", "would_receive_text",
 ]
 
@@ -20,6 +20,9 @@ GRADIENT_ERROR_ADVICE: Final = (
     "result in tf.stop_gradient (not the input: a gradient still reaches the op)"
 )
 """What to do about ``Report.gradient_errors``."""
+
+EAGER_ANSWER: Final = "called eagerly: TensorFlow's own answer, without a graph to explain it"
+"""Said of a gradient call made eagerly: its verdicts are TensorFlow's answers, no op named."""
 
 NO_REGISTERED_GRADIENT: Final = "has no registered gradient"
 """Said in the detail of an op with no gradient at all (``graph.ops``), not of a gradient that refuses."""

@@ -116,6 +116,66 @@ def test_an_eager_sites_note_names_a_numpy_function_that_read_a_recorded_tensor(
     assert "__array_function__" not in tf_ops._EagerTensorBase.__dict__  # NumPy's protocol left as it was
 
 
+EAGER_FUNCTIONS = """\
+    import tensorflow as tf
+
+    model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(8, activation="relu"),
+                                 tf.keras.layers.Dense(3)])
+    loss_object = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    history = []
+
+    def loss(model, x, y, training):
+        y_ = model(x, training=training)
+        return loss_object(y_true=y, y_pred=tf.round(y_))  # round cut
+
+    def grad(model, inputs, targets):
+        with tf.GradientTape() as tape:
+            loss_value = loss(model, inputs, targets, training=True)
+        history.append(loss_value)
+        return loss_value, tape.gradient(loss_value, model.trainable_variables)
+
+    class Trainer:
+        def __init__(self, model):
+            self.model, self.gate = model, tf.Variable(2.0, name="gate")
+
+        def train_step(self, x, y, *, scale=1.0):
+            with tf.GradientTape() as tape:
+                logits = self.model(x) * tf.stop_gradient(self.gate)  # gate cut
+                value = loss_object(y, logits) * scale
+            return tape.gradient(value, [self.gate, *self.model.trainable_variables])
+
+    x, y = tf.ones((6, 4)), tf.constant([0, 1, 2, 0, 1, 2])
+    for epoch in range(2):
+        STEP
+    print("history", len(history), [type(h).__name__ for h in history])
+"""
+
+
+@pytest.mark.parametrize("shape", ["walkthrough", "trainer"])
+def test_an_eager_sites_cut_is_named_by_a_trace_of_the_function_holding_its_tape(
+    tmp_path: Path, capsys: Any, shape: str,
+) -> None:
+    call = "loss_value, grads = grad(model, x, y)" if shape == "walkthrough" else "grads = Trainer(model).train_step(x, y, scale=2.0)"
+    text = textwrap.dedent(EAGER_FUNCTIONS).replace("STEP", call)
+    truth = one_round(text)  # TensorFlow's answers, as the script gets them
+    none = [g is None for g in truth["grads"]]
+    path = script(tmp_path, text)
+    capsys.readouterr()  # what the truth's own run printed
+    code, out, err = run(capsys, path, "--json", "--continue")
+    document = json.loads(out)
+    [step] = document["steps"]
+    site = step["site"]
+    assert [s["tensorflow_none"] for s in site["sources"]] == none and any(none)
+    marker = "# round cut" if shape == "walkthrough" else "# gate cut"
+    for s in site["sources"]:
+        lines = [b["source"]["line"] for b in s["barriers"]]
+        assert lines == ([line_of(path, marker)] if s["tensorflow_none"] else [])
+    assert any("traced by tf.function" in n for n in site["notes"])
+    assert not any("cannot name the op" in n for n in site["notes"])
+    # Traced once the script had ended: its own list holds what its two rounds put there, nothing symbolic.
+    assert "history 2 ['EagerTensor', 'EagerTensor']" in err if shape == "walkthrough" else "history 0 []" in err
+
+
 def test_an_eager_sites_note_names_no_conversion_that_cut_nothing(tmp_path: Path, capsys: Any) -> None:
     """The loss printed in the tape's block, a variable never read and an argmax cut: no line is
     blamed; the note says the op cannot be named without a graph."""

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from flowcheck.run.batches import first_batch, keras_caller, one_step_function, unwrap_train_function
 from flowcheck.source.exceptions import describe_exception
+from flowcheck.run.eager_trace import holder
 from flowcheck.run.step import Step, StopScript, code_file, round_unfinished, untrained_text
 from flowcheck.run.stop import stop_for_good, stop_unwinding
 from flowcheck.run.tape_exits import TapeExits
@@ -191,6 +192,8 @@ class Interceptor:
         finally:
             if recorder.eager_calls:
                 step.eager = self._tape_exits.site(recorder.eager_calls[-1], tape, target)
+                if step.eager.cut and in_function:  # its cuts named by a trace of the function, once the script ends
+                    step.held_by = holder(call)
 
     def _eager_key(self, position: tuple[Any, ...], tape: Any) -> tuple[Any, ...]:
         """The step key of an eager call at ``position``. The same tape asking again from there (a

@@ -29,12 +29,14 @@ JSON document of ``flowcheck run --json`` / ``-o run.json`` (``run_schema_versio
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from flowcheck._model import Verdict
 from flowcheck._phrases import receiving_text
 from flowcheck.outputs.expect import Candidate, Expectation
+from flowcheck.outputs.text import _barrier  # noqa: PLC2701 -- a barrier laid out as a traced step's are
 
 if TYPE_CHECKING:
     from flowcheck.run.script import RunResult
@@ -183,7 +185,9 @@ def _site_lines(site: Any) -> list[str]:
         out.append(f"    raised: {site.error}")
     elif site.cut:
         out.append(f"    TensorFlow gave None ({len(site.cut)})")
-        out.extend(f"      {s.name}" for s in site.cut)
+        for barriers, group in itertools.groupby(site.cut, key=lambda s: s.barriers):  # named by a trace of its function
+            out.extend(f"      {s.name}" for s in group)
+            out.extend("  " + "".join(text for text, _ in line) for b in barriers for line in _barrier(b))
     out.append(f"    {receiving_text(len(site.receiving))}")
     out.extend(f"    note: {note}" for note in site.notes)
     return out

@@ -22,6 +22,7 @@ from typing import Any
 from flowcheck.errors import FlowcheckError, TraceError
 from flowcheck.source.exceptions import describe_exception
 from flowcheck.run.intercept import KERAS_WARNING, Interceptor
+from flowcheck.run.eager_trace import explain
 from flowcheck.run.step import Step, StopScript, keep_values, never_trained_ids, updated_ids
 from flowcheck.run.stop import release
 from flowcheck.run.entry import Entry, import_time_environment, module_entry, package_hint, script_entry
@@ -177,6 +178,8 @@ def run_script(options: RunOptions) -> RunResult:
         if step.first_call is not None:
             step.verification, step.error = step.first_call.verification, step.error or step.first_call.error
             step.report.verification = step.verification  # as Report.verify keeps it: diagrams show it
+    for step in result.steps:  # an eager site's cuts, from a trace of the function holding its tape
+        explain(step)
     if result.steps:  # gradient calls the script built that no step of its first round ran
         result.steps += _graph_calls_not_run(result.steps)
     _never_trained_across(result.steps)

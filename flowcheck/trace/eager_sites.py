@@ -11,7 +11,7 @@ from typing import Any
 import tensorflow as tf
 
 from flowcheck._model import Verdict
-from flowcheck._phrases import untracked_text
+from flowcheck._phrases import EAGER_ANSWER, untracked_text
 from flowcheck.source.names import is_default_name, shown_name, source_name, target_names, tensor_labels, unique
 from flowcheck.trace.sites import GradientSite, RecordedCall, SiteSource
 from flowcheck.trace.sites import watch_text
@@ -42,7 +42,7 @@ def eager_site(call: RecordedCall) -> GradientSite:
     )
     labels = {id(backing(o)): n for o, n in zip(call.sources, names)}
     labels.update(zip((id(o) for o in call.sources), names))
-    notes = ("called eagerly: TensorFlow's own answer, without a graph to explain it", *_unwatched_note(call, sources),
+    notes = (EAGER_ANSWER, *_unwatched_note(call, sources),
              *_integer_note(sources), *(f"not asked for: {untracked_text(n, held)}" for n, held in call.untracked))
     return GradientSite(
         kind=call.kind, source=call.source, targets=target_names(call.caller or call.source, call.targets, call.nth),
