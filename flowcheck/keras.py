@@ -110,7 +110,8 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
         extra = {} if sample_weight is None else {"sample_weight": sample_weight}
         report = None if self.verify else cached_report(model, (x, y, sample_weight))
         if report is None:  # a fit per epoch in a loop: the same step, analyzed once
-            report = analyze(model, x, y, **extra)
+            with _quiet():
+                report = analyze(model, x, y, **extra)
             keep_report(model, (x, y, sample_weight), report)
         self.report = report
         self._trainable = tuple(id(w) for w in model.trainable_weights)
@@ -125,7 +126,8 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
         if self.verify and self.unknown:  # the step traced now applies the optimizer to them: Keras raises
             lines.append("  (not verified: a step with these weights makes the optimizer raise 'Unknown variable')")
         elif self.verify:
-            check = report.verify()
+            with _quiet():
+                check = report.verify()
             if check.disagreements:
                 lines.append("one real optimizer step disagrees with flowcheck's prediction "
                              "(a flowcheck bug: please report it with this model):")
@@ -233,7 +235,7 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
 
     def _sample_batch(self) -> tuple[Any, Any, Any]:
         if self.sample is not None:
-            return _unpack(tuple(self.sample))
+            return _element(tuple(self.sample))
         found = _fit_arguments(self.model)
         if found is None:
             raise InvalidTargetError(
@@ -323,11 +325,6 @@ def _user_stacklevel() -> int:
     return level if frame is not None else 2
 
 
-def _unpack(data: tuple[Any, ...]) -> tuple[Any, Any, Any]:
-    x, y, sample_weight = (*data, None, None)[:3]
-    return x, y, sample_weight
-
-
 def _frames() -> Iterator[Any]:
     frame: Any = sys._getframe(1)  # noqa: SLF001 -- the caller chain is the only way to fit's arguments
     for _ in range(_MAX_FRAMES):
@@ -368,6 +365,14 @@ def _first_batch(x: Any, y: Any, sample_weight: Any, batch_size: Any) -> tuple[A
         return None if data is None else keras.tree.map_structure(lambda a: a[:n], data)
 
     return head(x), head(y), head(sample_weight)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The warnings of the user's code that flowcheck's trace provokes: ``fit``'s own trace gives them, once."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 @contextlib.contextmanager

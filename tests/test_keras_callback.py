@@ -833,3 +833,19 @@ def test_an_untraceable_eager_step_with_unbuilt_layers_keeps_the_traces_one_line
     x, y = data()
     with pytest.raises(flowcheck.TraceError, match=r"^tracing host_side_step.* 'SymbolicTensor' object has no attribute 'numpy'"):
         flowcheck.analyze(model, x[:8], y[:8, :1])
+
+
+def test_the_warnings_fits_trace_gives_are_given_once_not_again_by_the_analysis() -> None:
+    # flowcheck traces the step before fit does: the user's code warned twice (Keras's "structure of
+    # inputs" warning for a dict fed to a one-input model, here), where fit alone warns once.
+    def model_warnings(callbacks: list[Any]) -> list[str]:
+        inputs = keras.Input((3,), name="features")
+        model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+        model.compile(optimizer="sgd", loss="mse")
+        caught = fit_quietly(model, {"features": np.ones((4, 3), "float32")}, np.ones((4, 1), "float32"),
+                             callbacks=callbacks)
+        return [str(w.message) for w in caught if not issubclass(w.category, GradientFlowWarning)]
+
+    alone = model_warnings([])
+    assert any("structure of `inputs`" in text for text in alone)
+    assert model_warnings([GradientFlowCheck()]) == alone

@@ -584,3 +584,59 @@ def test_a_script_ended_after_its_first_phase_says_later_phases_were_not_analyze
     assert "fine-tuned" not in out
     code, out, _ = run(capsys, path, "--continue")
     assert code == 0 and "fine-tuned" in out and "was ended" not in out
+
+
+KEPT_STEP = {
+    # Keras 2's idiom: freeze a layer between two fits, without compile(); Keras 3 keeps the step traced first.
+    "frozen without compile()": """\
+        import numpy as np
+        import keras
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(8, name="feat"), keras.layers.Dense(1, name="head")])
+        model.compile(optimizer="sgd", loss="mse")
+        x, y = np.random.rand(32, 5), np.random.rand(32, 1)
+        model.fit(x, y, epochs=1, verbose=0)
+        model.get_layer("feat").trainable = False
+        before = [w.numpy().copy() for w in model.weights]
+        model.fit(x, y, epochs=1, verbose=0)  # again
+        """,
+    # Gradual unfreezing by a callback: the step fit traced at the first epoch goes on without the layer.
+    "unfrozen by a callback": """\
+        import numpy as np
+        import keras
+        keras.utils.set_random_seed(0)
+        class Unfreeze(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                global before
+                if epoch == 1:
+                    self.model.get_layer("feat").trainable = True
+                    before = [w.numpy().copy() for w in self.model.weights]
+        model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(8, name="feat"), keras.layers.Dense(1, name="head")])
+        model.get_layer("feat").trainable = False
+        model.compile(optimizer="sgd", loss="mse")
+        model.fit(np.random.rand(32, 5), np.random.rand(32, 1), epochs=3, verbose=0, callbacks=[Unfreeze()])  # again
+        """,
+}
+
+
+@pytest.mark.parametrize("kind", list(KEPT_STEP))
+def test_a_trainable_change_the_kept_step_ignores_is_told_where_the_step_runs_again(
+    kind: str, tmp_path: Path, capsys: Any
+) -> None:
+    text = KEPT_STEP[kind]
+    namespace: dict[str, Any] = {}
+    keras.utils.clear_session()
+    exec(textwrap.dedent(text), namespace)  # noqa: S102 -- the script alone: which weights its later fit moved
+    model = namespace["model"]
+    moved = {w.path for w, b in zip(model.weights, namespace["before"]) if not np.array_equal(w.numpy(), b)}
+    trainable = {w.path for w in model.trainable_weights}
+    still = [w.path for w in model.weights if w.path in moved - trainable]  # in the model's order
+    left_out = [w.path for w in model.weights if w.path in trainable - moved]
+    assert still or left_out  # what the flags say is not what fit does
+    path = script(tmp_path, text)
+    code, out, _ = run(capsys, path, "--json")
+    (told,) = json.loads(out)["untrained"]
+    again = f"sequential.fit at {path}:{next(i for i, t in enumerate(text.splitlines(), 1) if t.endswith('# again'))} "
+    assert code == 1 and told.startswith(again + "runs the step Keras traced at its first call")
+    for words, names in (("still trains", still), ("does not train", left_out)):
+        assert (f"{words} {len(names)} weights" in told and f"({', '.join(names)})" in told) == bool(names)

@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["first_batch", "keras_caller", "one_step_function", "unwrap_train_function"]
+__all__ = ["first_batch", "keras_caller", "kept_step_text", "one_step_function", "trainable_ids", "unwrap_train_function"]
 
 
 def first_batch(iterator: Any, exact: bool) -> tuple[Any, Callable[[], Any]]:
@@ -83,3 +83,40 @@ def unwrap_train_function(model: Any, function: Any) -> None:
     """Give ``model`` back its own train function (``function``), unless it has made another since."""
     if getattr(model.train_function, "_flowcheck_wrapped", False):
         model.train_function = function
+
+
+def trainable_ids(model: Any) -> tuple[int, ...]:
+    """The ids of ``model``'s trainable weights, as its train function's first call sees them."""
+    return tuple(id(w) for w in model.trainable_weights)
+
+
+def kept_step_text(first: tuple[Any, Any, tuple[int, ...]], call: str) -> str | None:
+    """A Keras train function run again (``call``) after ``trainable`` changed since its first call, in one line.
+
+    ``first``: the model, its :class:`~flowcheck.run.step.Step` and :func:`trainable_ids` at that call.
+
+    Keras 3 traces the step at its first call and keeps it until ``compile()`` (the script alone
+    traced it then, on the flags of then: ``trainable``): a weight frozen since that the step trains
+    (a second ``fit`` without ``compile()``) is still trained, and, in Keras's own ``train_step``,
+    one made trainable since (a callback's gradual unfreezing) is not. None when nothing changed so.
+    """
+    model, step, trainable = first
+    now = trainable_ids(model)
+    if now == trainable:
+        return None
+    from flowcheck._model import Verdict
+    from flowcheck.trace.eager_sites import backing
+    from flowcheck.trace.kept_step import overrides_train_step
+
+    trained = {id(backing(s.variable)) for site in getattr(step.report, "gradient_sites", None) or ()
+               for s in site.sources if s.verdict is Verdict.RECEIVES}
+    frozen, before = set(trainable) - set(now), set(trainable)
+    still = [w for w in model.weights if id(w) in frozen and id(backing(w)) in trained]
+    left_out = [] if overrides_train_step(model) else [w for w in model.trainable_weights if id(w) not in before]
+    parts = [f"{what} {len(found)} weight{'s' if len(found) != 1 else ''} {since} ({', '.join(w.path for w in found)})"
+             for what, found, since in (("still trains", still, "frozen since"),
+                                        ("does not train", left_out, "made trainable since")) if found]
+    if not parts:
+        return None
+    return (f"{call} runs the step Keras traced at its first call, kept until model.compile() is called again: "
+            f"it {' and '.join(parts)}")

@@ -24,7 +24,7 @@ import weakref
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any, Protocol
 
-from flowcheck.run.batches import first_batch, keras_caller, one_step_function, unwrap_train_function
+from flowcheck.run.batches import first_batch, keras_caller, kept_step_text, one_step_function, trainable_ids, unwrap_train_function
 from flowcheck.source.exceptions import describe_exception
 from flowcheck.run.eager_trace import holder
 from flowcheck.run.step import Step, StopScript, code_file, round_unfinished, untrained_text
@@ -352,7 +352,9 @@ class Interceptor:
                 return function(iterator)
             # (its train function: a compile() after a fit makes another, a later phase's distinct step)
             key, site, path = ("keras", id(model), id(function)), call_site(), call_path()
-            if key in self._seen:
+            if key in self._seen:  # the step fit keeps, maybe after a trainable change it ignores: told
+                changed = self._seen[key] and kept_step_text(self._seen[key], f"{model.name}.{keras_caller()}{f' at {site}' if site else ''}")
+                self.untrained.extend([changed] if changed and changed not in self.untrained else [])
                 if self._seen[key] is None or (key, path) not in self._keras_sites:
                     self._keras_sites.add((key, path))  # no gradient, or a call of this round from another line
                     with self._inside(quiet=self._seen[key] is not None):
@@ -360,9 +362,9 @@ class Interceptor:
                 self._again()
                 with self._inside():  # a repeat let through: Keras's own tf.function in it is no new step
                     return function(iterator)
-            self._seen[key], self._keras_sites = model, self._keras_sites | {(key, path)}
-            data, again = first_batch(iterator, exact=self._keep_going)
             step = Step("keras train_step", f"{model.name}.{keras_caller()}", site)
+            self._seen[key], self._keras_sites = (model, step, trainable_ids(model)), self._keras_sites | {(key, path)}
+            data, again = first_batch(iterator, exact=self._keep_going)
             x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
             through_model = (model, (x, y) if sample_weight is None else (x, y, sample_weight))
             one_step = one_step_function(function)

@@ -21,7 +21,8 @@ JSON document of ``flowcheck run --json`` / ``-o run.json`` (``run_schema_versio
           to a source its first call gave a gradient), "failures": [str, ...]
       }],
       "untrained": [str, ...] (Keras fit / train_on_batch calls of a model with no trainable
-                   weights: they train nothing, and fail the run),
+                   weights: they train nothing; and those running the step Keras kept after a
+                   change of trainable it ignores: each fails the run),
       "expectations": [{"expect", "pattern", "matched", "holds", "failures"}],
       "ok": bool
     }

@@ -76,7 +76,8 @@ class RunResult:
         exit_code: The script's own ``sys.exit`` code, when it called it.
         error: The script raised (outside an analyzed step): one line with its file:line.
         stopped: flowcheck ended the script after its first round.
-        untrained: Keras ``fit`` / ``train_on_batch`` calls of the round that train nothing (one line each).
+        untrained: Keras ``fit`` / ``train_on_batch`` calls of the round that train nothing, or not what
+            ``trainable`` says now (the step Keras kept from their first call), one line each.
         graph_calls: The TF1 graph-mode gradient calls the script made (``"kind at file:line"``).
     """
 
