@@ -90,16 +90,19 @@ def trainable_ids(model: Any) -> tuple[int, ...]:
     return tuple(id(w) for w in model.trainable_weights)
 
 
-def kept_step_text(first: tuple[Any, Any, tuple[int, ...]], call: str) -> str | None:
-    """A Keras train function run again (``call``) after ``trainable`` changed since its first call, in one line.
+def kept_step_text(first: tuple[Any, Any, tuple[int, ...]] | None, site: Any) -> str | None:
+    """A Keras train function run again (from ``site``, the user's line) after ``trainable`` changed since its first call, in one line.
 
-    ``first``: the model, its :class:`~flowcheck.run.step.Step` and :func:`trainable_ids` at that call.
+    ``first``: the model, its :class:`~flowcheck.run.step.Step` and :func:`trainable_ids` at that
+    call (None: it asked for no gradient).
 
     Keras 3 traces the step at its first call and keeps it until ``compile()`` (the script alone
     traced it then, on the flags of then: ``trainable``): a weight frozen since that the step trains
     (a second ``fit`` without ``compile()``) is still trained, and, in Keras's own ``train_step``,
     one made trainable since (a callback's gradual unfreezing) is not. None when nothing changed so.
     """
+    if first is None:
+        return None
     model, step, trainable = first
     now = trainable_ids(model)
     if now == trainable:
@@ -118,5 +121,6 @@ def kept_step_text(first: tuple[Any, Any, tuple[int, ...]], call: str) -> str | 
                                         ("does not train", left_out, "made trainable since")) if found]
     if not parts:
         return None
+    call = f"{model.name}.{keras_caller()}{f' at {site}' if site else ''}"
     return (f"{call} runs the step Keras traced at its first call, kept until model.compile() is called again: "
             f"it {' and '.join(parts)}")

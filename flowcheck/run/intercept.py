@@ -7,7 +7,8 @@ Four kinds of training step are caught at their first call, with that call's rea
 * a ``tf.function`` whose trace asks for a gradient: traced into its own cache (where the real call
   finds it), and analyzed before it runs when a ``tape.gradient`` or ``tf.gradients`` ran inside.
 * TF1 ``Session.run`` (the ``tf1`` stage says which gradient calls the fetches compute: the step).
-* an eager ``tape.gradient`` outside any ``tf.function``: TensorFlow's own answer, per source.
+* an eager ``tape.gradient`` outside any ``tf.function``: TensorFlow's own answer, per source (its
+  cuts named by a trace of the script's function holding the tape, once the script has ended).
 
 A step analyzed once that is about to run again ends the script (:class:`StopScript`), unless
 ``--continue`` asked to let it go on (then every hook only passes the calls through) or the round
@@ -25,17 +26,16 @@ from collections.abc import Callable, Hashable, Iterator
 from typing import Any, Protocol
 
 from flowcheck.run.batches import first_batch, keras_caller, kept_step_text, one_step_function, trainable_ids, unwrap_train_function
-from flowcheck.source.exceptions import describe_exception
 from flowcheck.run.eager_trace import holder
 from flowcheck.run.step import Step, StopScript, code_file, round_unfinished, untrained_text
 from flowcheck.run.stop import stop_for_good, stop_unwinding
 from flowcheck.run.tape_exits import TapeExits
+from flowcheck.source.exceptions import describe_exception
 from flowcheck.source.lines import call_column, call_path, call_site, called_at
 
 __all__ = ["KERAS_WARNING", "Interceptor"]
 
-# Keras's warning for None gradients: flowcheck's report explains it instead.
-KERAS_WARNING = r"Gradients do not exist for variables"
+KERAS_WARNING = r"Gradients do not exist for variables"  # Keras's, for None gradients: the report explains it instead
 
 
 # (target, args, kwargs, step) -> None: analyzes, verifies, fills step.report / .verification / .first_call / .error
@@ -156,9 +156,7 @@ class Interceptor:
             self._patch(backprop.GradientTape, name, make(name))
         self._patch(gradients_util, "_GradientsHelper", make_helper)
 
-    def _eager_gradient(
-        self, name: str, original: Any, tape: Any, target: Any, sources: Any, args: Any, kwargs: Any,
-    ) -> Any:
+    def _eager_gradient(self, name: str, original: Any, tape: Any, target: Any, sources: Any, args: Any, kwargs: Any) -> Any:
         from tensorflow.python.eager import backprop
 
         from flowcheck.trace.recording import record_sites
@@ -353,7 +351,7 @@ class Interceptor:
             # (its train function: a compile() after a fit makes another, a later phase's distinct step)
             key, site, path = ("keras", id(model), id(function)), call_site(), call_path()
             if key in self._seen:  # the step fit keeps, maybe after a trainable change it ignores: told
-                changed = self._seen[key] and kept_step_text(self._seen[key], f"{model.name}.{keras_caller()}{f' at {site}' if site else ''}")
+                changed = kept_step_text(self._seen[key], site)
                 self.untrained.extend([changed] if changed and changed not in self.untrained else [])
                 if self._seen[key] is None or (key, path) not in self._keras_sites:
                     self._keras_sites.add((key, path))  # no gradient, or a call of this round from another line
