@@ -67,7 +67,7 @@ class TapeExits:
 
         site = eager_site(call)
         note = self.note(tape, site, targets) or (EAGERLY_NOTE if tf.config.functions_run_eagerly() else EAGER_NOTE)
-        return dataclasses.replace(site, notes=(*site.notes, note))
+        return dataclasses.replace(site, notes=(*site.notes, note)) if site.cut or site.error else site
 
     def note(self, tape: Any, site: GradientSite, targets: Any) -> str | None:
         """Why ``site`` (``tape``'s eager call) gave None: values the tape records that left TensorFlow in its block.
