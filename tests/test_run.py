@@ -176,6 +176,32 @@ def test_an_eager_sites_cut_is_named_by_a_trace_of_the_function_holding_its_tape
     assert "history 2 ['EagerTensor', 'EagerTensor']" in err if shape == "walkthrough" else "history 0 []" in err
 
 
+def test_a_numpy_ufunc_in_a_function_holding_an_eager_tape_is_named_by_its_trace(tmp_path: Path, capsys: Any) -> None:
+    """``np.square(t)`` reads the tensor's buffer in C, unheard; the trace of the function holding the tape names it."""
+    text = """\
+        import numpy as np
+        import tensorflow as tf
+
+        w = tf.Variable([[1.0], [0.5]], name="w")
+
+        def train_step(x, y):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(np.square(tf.matmul(x, w) - y))
+            return tape.gradient(loss, [w])
+
+        for step in range(2):
+            grads = train_step(tf.ones((4, 2)), np.zeros((4, 1), "float32"))
+        """
+    truth = one_round(text)
+    assert [g is None for g in truth["grads"]] == [True]  # TensorFlow's answer, as the script gets it
+    path = script(tmp_path, text)
+    code, out, err = run(capsys, path)
+    assert code == 1
+    [note] = [line for line in out.splitlines() if "leaves TensorFlow there" in line]
+    assert f":{line_of(path, 'np.square(')} (" in note and "to a numpy array" in note
+    assert "cannot name the op" not in out
+
+
 def test_an_eager_sites_note_names_no_conversion_that_cut_nothing(tmp_path: Path, capsys: Any) -> None:
     """The loss printed in the tape's block, a variable never read and an argmax cut: no line is
     blamed; the note says the op cannot be named without a graph."""

@@ -62,9 +62,16 @@ def explain(step: Step) -> None:
     step.held_by = None
     if held is None or site is None or not site.cut:
         return
+    from flowcheck.errors import TraceError
+
     try:
         cuts = _traced_cuts(*held, site.source)
-    except Exception:  # noqa: BLE001 -- untraceable (Python on tensors, a .numpy()): the site stays as TensorFlow answered
+    except TraceError as exc:  # a NumPy function no conversion was heard for (np.square(t) reads the buffer)
+        if _SYMBOLIC in str(exc) and (EAGER_NOTE in site.notes or EAGERLY_NOTE in site.notes):
+            notes = tuple(n for n in site.notes if n not in (EAGER_NOTE, EAGERLY_NOTE))
+            step.eager = dataclasses.replace(site, notes=(*notes, f"{exc}: a value the tape records leaves TensorFlow there"))
+        return
+    except Exception:  # noqa: BLE001 -- untraceable otherwise: the site stays as TensorFlow answered
         return
     from flowcheck.trace.eager_sites import backing
 
@@ -79,6 +86,10 @@ def explain(step: Step) -> None:
     told = (f"called eagerly: TensorFlow's own answer; the ops and lines that cut are those of {name} traced "
             "by tf.function with the arguments of its first call")
     step.eager = dataclasses.replace(site, sources=sources, notes=(told, *notes))
+
+
+# What TensorFlow raises when a traced function hands a tensor to NumPy.
+_SYMBOLIC = "Cannot convert a symbolic"
 
 
 def _traced_cuts(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], call: SourceLine | None) -> dict[int, tuple[Any, ...]]:
