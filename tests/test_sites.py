@@ -1243,3 +1243,30 @@ def test_a_training_loop_over_a_dataset_inside_a_tf_function_is_judged_at_its_si
     assert [b.source.line for b in cut.barriers if b.source] == [line_of(HERE, "# round cut")]
     assert report.verify().agrees
     assert same(state, saved) and int(optimizer.iterations) == 0
+
+
+def test_a_dataset_loop_inside_the_tape_cuts_what_flows_through_it_as_traced() -> None:
+    # Traced, the loop is a ScanDataset and a ReduceDataset, which no gradient passes; eagerly it is
+    # Python's loop, which records every step: a tf.function is judged as traced.
+    w, v = tf.Variable(2.0, name="ds_w"), tf.Variable(3.0, name="ds_v")
+    dataset = tf.data.Dataset.range(3).map(lambda i: tf.cast(i, tf.float32))
+    optimizer = keras.optimizers.SGD(0.1)
+
+    def body() -> Any:
+        with tf.GradientTape() as tape:
+            total = v * 1.0
+            for x in dataset:
+                total += x * w  # loop
+        return tape.gradient(total, [w, v])
+
+    @tf.function
+    def step() -> None:
+        grads = body()
+        optimizer.apply_gradients([(tf.zeros_like(b) if a is None else a, b) for a, b in zip(grads, [w, v])])
+
+    truth = [[g is None for g in tf.function(body)()]]
+    report = flowcheck.analyze(step)
+    assert_sites_match(report, truth)
+    [site] = report.gradient_sites
+    for source in site.sources:  # each cut named once, at the loop's line
+        assert [b.source.line for b in source.barriers if b.source] == [line_of(HERE, "for x in dataset:")]

@@ -20,7 +20,7 @@ import networkx as nx
 
 from flowcheck._model import BarrierKind, Verdict
 
-from flowcheck.analysis.barriers import outside_barrier
+from flowcheck.analysis.barriers import one_per_replica, outside_barrier
 from flowcheck.analysis.verdicts import blocking_barriers, reach, verdicts
 from flowcheck.trace.sites import GradientSite, RecordedCall, SiteSource
 
@@ -253,7 +253,7 @@ def judge_call(
     sources = []
     for i, node in enumerate(sub.sources):
         found = verdict.get(node, Verdict.UNUSED) if node is not None else Verdict.UNUSED
-        barriers = tuple(barrier_of(sub.graph, edge, cache) for edge in cuts.get(node, ())) if node else ()
+        barriers = one_per_replica(barrier_of(sub.graph, edge, cache) for edge in cuts.get(node, ())) if node else ()
         outside = sub.read_outside(node) if found is Verdict.UNUSED and node is not None and sub.full is not None else []
         if outside:  # read before the tape's block: cut by the tape itself, at the ops computed outside it
             found, barriers = Verdict.BLOCKED, tuple(dict.fromkeys(outside_barrier(sub.full, e) for e in outside))
