@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from flowcheck.cli.main import main
 from flowcheck.run.step import UNFINISHED_REPEATS
+from truth import watched_truth
 
 
 def script(tmp_path: Path, text: str, name: str = "train.py") -> str:
@@ -749,3 +750,54 @@ def test_a_tf_module_models_variables_at_an_eager_call_are_named_by_their_paths(
     assert [s["tensorflow_none"] for s in sources] == [s["verdict"] != "receives" for s in sources] == truth
     assert [s["name"] for s in sources] == [paths[id(v)] for v in model.trainable_variables]
     assert code == 1 and any(truth)
+
+
+# A tf.Module whose __init__ never calls super().__init__() (MAML code written from the paper): it
+# works, only its ``name`` raises. Its variables are all called "Variable"; the gate is cut by a round.
+MODULE_NO_SUPER = """\
+    import tensorflow as tf
+
+    class MLP(tf.Module):
+        def __init__(self):
+            self.w1 = tf.Variable(tf.random.normal([1, 8]))
+            self.w2 = tf.Variable(tf.random.normal([8, 1]))
+            self.gate = tf.Variable(tf.ones([8]))
+
+        def forward(self, x):
+            return (tf.nn.relu(x @ self.w1) * tf.round(self.gate)) @ self.w2
+
+    model = MLP()
+    opt = tf.keras.optimizers.SGD(0.01)
+    x, y = tf.ones((4, 1)), tf.zeros((4, 1))
+
+    DECORATE
+    def step():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean((model.forward(x) - y) ** 2)
+        grads = tape.gradient(loss, [model.w1, model.w2, model.gate])
+        opt.apply_gradients((g, v) for g, v in zip(grads, [model.w1, model.w2, model.gate]) if g is not None)
+
+    for _ in range(2):
+        step()
+    """
+
+
+@pytest.mark.parametrize("decorate", ["@tf.function", ""], ids=["traced", "eager"])
+def test_a_tf_module_that_never_called_its_init_is_named_as_tensorflow_would_name_it(
+    tmp_path: Path, capsys: Any, decorate: str,
+) -> None:
+    # Its variables were named by the module's ``name``, which raises AttributeError ('_name'): the
+    # traced step could not be analyzed ("flowcheck failed while analyzing it").
+    text = MODULE_NO_SUPER.replace("DECORATE", decorate)
+    namespace = runpy.run_path(script(tmp_path, text.replace("range(2)", "range(0)"), "a.py"), run_name="__main__")
+    model = namespace["model"]
+    variables = [model.w1, model.w2, model.gate]
+    x, y = namespace["x"], namespace["y"]
+    truth = [not receives for receives in watched_truth(lambda: tf.reduce_mean((model.forward(x) - y) ** 2), variables)]
+    code, document = run_json(capsys, script(tmp_path, text))
+    (step,) = document["steps"]
+    sources = step["report"]["gradient_sites"][0]["sources"] if decorate else step["site"]["sources"]
+    assert [s["tensorflow_none"] for s in sources] == [s["verdict"] != "receives" for s in sources] == truth
+    names = ["mlp/w1", "mlp/w2", "mlp/gate"] if decorate else ["model.w1", "model.w2", "model.gate"]  # as the call writes them
+    assert [s["name"] for s in sources] == names  # traced: by the name tf.Module would have given it
+    assert code == 1 and truth == [False, False, True]
