@@ -165,16 +165,18 @@ class Interceptor:
 
         call = call_site()
         # Two gradient calls on one line (u_t, u_x = tape.gradient(u, t), tape.gradient(u, x)) are two
-        # sites, told apart by their columns; the same call met again is the next round.
+        # sites, told apart by their columns; the same call met again is the next round, unless its function
+        # is called from another line, or a tape around its first call still records (MAML's next task).
         key = self._eager_key(("eager", call.file, call.line, call_column()) if call else ("eager", id(tape)), tape)
         path = call_path()
         if key in self._seen:
-            if (key, path) not in self._eager_paths:  # its function called again from another line: same round
+            if (key, path) not in self._eager_paths or self._tape_exits.still_around(key):
                 self._eager_paths.add((key, path))
                 with self._inside():
                     return original(tape, target, sources, *args, **kwargs)
             return self._eager_again(self._seen[key], lambda: original(tape, target, sources, *args, **kwargs), sources)
         self._eager_paths.add((key, path))
+        self._tape_exits.first_call(key, tape)
         in_function = call is not None and not call.function.startswith("<")
         step = Step("eager tape.gradient", call.function if call and in_function else f"tape.{name}", called_at(call))
         self._seen[key] = step
