@@ -129,9 +129,17 @@ def unasked_trainable_ids(steps: Sequence[Step]) -> set[int]:
 
     reports = _reports(steps)
     listed = listed_ids(reports)
-    read = [r for report in reports for r in (*getattr(report, "_everything", ()), *report.never_trained) if r.trainable]
+    read = [r for report in reports for r in (*getattr(report, "_everything", ()), *report.never_trained)
+            if r.trainable and _reads(report, r)]
     unasked = {id(r.variable) for r in read if not {id(r.variable), id(getattr(r.variable, "_value", None))} & listed}
     return unasked - updated_ids(steps)
+
+
+def _reads(report: Any, result: Any) -> bool:
+    """Whether the step of ``report`` reads ``result`` 's variable (a Keras model's tracked head that
+    its train_step never calls, SimCLR's linear probe, is the model's, not the step's)."""
+    graph = getattr(report, "graph", None)
+    return graph is None or result.node not in graph or graph.out_degree(result.node) > 0
 
 
 def asks_for_variables(steps: Sequence[Step]) -> bool:
