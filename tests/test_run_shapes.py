@@ -646,6 +646,52 @@ def test_a_target_network_moved_only_after_the_round_is_never_trained_with_conti
     assert len(kept_going["steps"][0]["report"]["never_trained"]) == 4 and stopped == continued == 1
 
 
+# SAC / TD3 style: the target critic's value is cut by a stop_gradient, and the step moves the
+# target itself by a polyak assign after the critic's update.
+POLYAK = """\
+    import tensorflow as tf
+    import keras
+
+    keras.utils.set_random_seed(0)
+    critic = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, activation="relu"), keras.layers.Dense(1)])
+    target = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, activation="relu"), keras.layers.Dense(1)])
+    opt = keras.optimizers.Adam(1e-3)
+
+    @tf.function
+    def update(s, r, s2):
+        backup = tf.stop_gradient(r + 0.99 * target(s2))
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(critic(s) - backup))
+        grads = tape.gradient(loss, critic.trainable_variables)
+        opt.apply_gradients(zip(grads, critic.trainable_variables))
+        for v, vt in zip(critic.weights, target.weights):
+            vt.assign(0.005 * v + 0.995 * vt)
+        return loss
+
+    for i in range(6):
+        update(tf.ones((4, 3)), tf.zeros((4, 1)), tf.ones((4, 3)))
+        open(LOG, "a").write("call\\n")
+    """
+
+
+def test_a_target_network_the_step_moves_itself_does_not_keep_the_round_open(tmp_path: Path, capsys: Any) -> None:
+    # The target's trainable variables, read by the step and asked for by no gradient call, kept the
+    # round open as if a later step would train them: the script ran every one of its updates (up to
+    # 10) before it was ended. The step's own soft update moved them: trained, without a gradient.
+    log = tmp_path / "calls.txt"
+    text = f"LOG = {str(log)!r}\n" + textwrap.dedent(POLYAK)
+    namespace = runpy.run_path(script(tmp_path, text.replace("range(6)", "range(0)"), "a.py"), run_name="__main__")
+    critic, target = namespace["critic"], namespace["target"]
+    s, r = tf.ones((4, 3)), tf.zeros((4, 1))
+    truth = [not receives for receives in watched_truth(
+        lambda: tf.reduce_mean(tf.square(critic(s) - tf.stop_gradient(r + 0.99 * target(s)))), critic.trainable_variables)]
+    code, document = run_json(capsys, script(tmp_path, text))
+    (step,) = document["steps"]
+    assert [x["tensorflow_none"] for x in step["report"]["gradient_sites"][0]["sources"]] == truth
+    assert document["stopped"] and log.read_text().splitlines() == ["call"]  # ended at the second call
+    assert step["report"]["never_trained"] == [] and code == (1 if any(truth) else 0)
+
+
 # MAML's meta step (a github-style script): each task's inner tape.gradient is made inside the outer
 # tape; its target is part of the meta loss, not the step's loss.
 MAML = """\
