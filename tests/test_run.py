@@ -335,6 +335,22 @@ def test_script_error_is_one_line_at_its_line(tmp_path: Path, capsys: Any) -> No
     assert f"{SourceLine(path, 4, '')} (y = tf.matmul(x, x)): Matrix size-incompatible: In[0]: [2,3]" in line
 
 
+@pytest.mark.parametrize("typo", [
+    "loss = keras.losses.mean_squared_error",  # keras.io's name, missing from tf.keras's Keras 3 shim
+    "print(learning_rat)",
+])
+def test_a_scripts_typo_keeps_pythons_did_you_mean(tmp_path: Path, capsys: Any, typo: str) -> None:
+    # Python's traceback says "Did you mean: 'MeanSquaredError'?" after the message (it is not part of
+    # it); the one line flowcheck tells left it out.
+    path = script(tmp_path, f"from tensorflow import keras\nlearning_rate = 0.1\n{typo}\n")
+    alone = subprocess.run([sys.executable, path], capture_output=True, text=True, check=False)
+    told_alone = alone.stderr.strip().splitlines()[-1]
+    assert ". Did you mean: '" in told_alone
+    code, out, err = run(capsys, path)
+    (line,) = err.strip().splitlines()
+    assert code == 2 and line.endswith(told_alone.split(": ", 1)[1])
+
+
 def test_in_user_code_wrapper_is_unwrapped(tmp_path: Path) -> None:
     path = script(tmp_path, """\
         import tensorflow as tf
