@@ -1103,6 +1103,31 @@ def test_an_eager_tape_names_the_assign_that_took_its_value_into_another_variabl
     assert f"    note: `.assign()` at line {line} puts a value the tape records" in out
 
 
+# A loss's running mean assigned inside the tape's block, while a tf.round is what cuts the first layer.
+EAGER_EMA_ROUND = """\
+    import tensorflow as tf
+    import keras
+
+    keras.utils.set_random_seed(0)
+    a, b = keras.layers.Dense(3), keras.layers.Dense(1)
+    ema = tf.Variable(0.0, trainable=False)
+    x = tf.ones((4, 2))
+    for step in range(2):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(b(tf.round(a(x))))
+            ema.assign(0.9 * ema + 0.1 * loss)
+        answer = [g is None for g in tape.gradient(loss, a.trainable_variables + b.trainable_variables)]
+    """
+
+
+def test_an_eager_tape_does_not_blame_an_assign_to_a_variable_it_never_read(tmp_path: Path, capsys: Any) -> None:
+    answer = one_round(EAGER_EMA_ROUND)["answer"]
+    code, out, _ = run(capsys, script(tmp_path, EAGER_EMA_ROUND), "--json")
+    (step,) = json.loads(out)["steps"]
+    assert [s["tensorflow_none"] for s in step["site"]["sources"]] == answer and any(answer) and code == 1
+    assert not any(".assign()" in note for note in step["site"]["notes"])  # the round cut it, not the running mean
+
+
 ONE_TAPE_GAN = """\
     import tensorflow as tf
     import keras

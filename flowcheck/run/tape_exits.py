@@ -100,7 +100,7 @@ class TapeExits:
         if converted := [e for e in left if not e.assigned]:
             said.append(f"{'; '.join(dict.fromkeys(str(e) for e in converted))} inside the tape's block, with a value "
                         "the tape records: the tape records nothing computed from it (keep that computation in TensorFlow ops)")
-        if assigned := [e for e in left if e.assigned]:
+        if assigned := [e for e in left if e.assigned and e.variable in read]:  # (a loss's running mean is no cut)
             said.append(f"{'; '.join(dict.fromkeys(str(e) for e in assigned))} inside the tape's block: {ASSIGN_DETAIL} "
                         "(compute with the value itself, as a tensor)")
         return "; ".join(said) or None

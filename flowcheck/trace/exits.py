@@ -41,6 +41,7 @@ class Exit:
     what: str
     source: SourceLine
     tensor: int = 0  # id of the eager tensor converted (a target printed is no cut)
+    variable: int = 0  # for an assignment, id of the tf.Variable assigned
 
     def __str__(self) -> str:
         line = self.source.line
@@ -116,7 +117,7 @@ def record_assigns(exits: list[Exit], only: Callable[[Any], bool]) -> Iterator[N
                 if caller is not None and not is_library_file(caller.f_code.co_filename):
                     where, _ = user_frame(traceback.extract_stack(caller, limit=1))
                     if where is not None:
-                        exits.append(Exit(f".{caller_name}()", where, id(value)))
+                        exits.append(Exit(f".{caller_name}()", where, id(value), id(self)))
             return method(self, value, *a, **k)
 
         return assigned
