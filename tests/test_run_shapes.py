@@ -847,3 +847,40 @@ def test_a_tf_module_that_never_called_its_init_is_named_as_tensorflow_would_nam
     names = ["mlp/w1", "mlp/w2", "mlp/gate"] if decorate else ["model.w1", "model.w2", "model.gate"]  # as the call writes them
     assert [s["name"] for s in sources] == names  # traced: by the name tf.Module would have given it
     assert code == 1 and truth == [False, False, True]
+
+
+# TensorFlow's quickstart for experts with tf.keras.losses.MSE: a per-example loss the step never reduces.
+PER_EXAMPLE = """\
+    import numpy as np
+    import tensorflow as tf
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4), keras.layers.Dense(1)])
+    optimizer = keras.optimizers.Adam()
+
+    @tf.function
+    def train_step(x, y):
+        with tf.GradientTape() as tape:
+            loss = tf.keras.losses.MSE(y, model(x, training=True))
+        gradients = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        return loss
+
+    for i in range(2):
+        np.save(OUT, train_step(tf.fill((8, 5), 0.5), tf.ones((8, 1))).numpy())
+    """
+
+
+def test_a_per_example_loss_is_told_as_the_sum_the_tape_differentiates(tmp_path: Path, capsys: Any) -> None:
+    # The verification said "loss 11.4778" where the script's loss was 8 values of about 1.4: the
+    # number was their sum, unsaid.
+    out = tmp_path / "loss.npy"
+    path = script(tmp_path, f"OUT = {str(out)!r}\n" + textwrap.dedent(PER_EXAMPLE))
+    keras.utils.clear_session()
+    code = main(["run", path])
+    text = capsys.readouterr().out
+    first = np.load(out)  # the script's own first call, the verification
+    assert first.shape == (8,) and code == 0
+    (line,) = [line for line in text.splitlines() if line.startswith("  verification: ")]
+    assert f"loss {float(first.astype('float64').sum()):.6g}, the sum of its 8 values (as the tape differentiates it)" in line
