@@ -1110,12 +1110,13 @@ EAGER_EMA_ROUND = """\
 
     keras.utils.set_random_seed(0)
     a, b = keras.layers.Dense(3), keras.layers.Dense(1)
-    ema = tf.Variable(0.0, trainable=False)
+    ema, seen = tf.Variable(0.0, trainable=False), tf.Variable(0.0, trainable=False)
     x = tf.ones((4, 2))
     for step in range(2):
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean(b(tf.round(a(x))))
-            ema.assign(0.9 * ema + 0.1 * loss)
+            ema.assign(value=0.9 * ema + 0.1 * loss)  # (by keyword: assign_add's is called delta)
+            seen.assign_add(delta=1.0)
         answer = [g is None for g in tape.gradient(loss, a.trainable_variables + b.trainable_variables)]
     """
 
@@ -1126,6 +1127,7 @@ def test_an_eager_tape_does_not_blame_an_assign_to_a_variable_it_never_read(tmp_
     (step,) = json.loads(out)["steps"]
     assert [s["tensorflow_none"] for s in step["site"]["sources"]] == answer and any(answer) and code == 1
     assert not any(".assign()" in note for note in step["site"]["notes"])  # the round cut it, not the running mean
+    assert json.loads(out)["script_error"] is None
 
 
 ONE_TAPE_GAN = """\

@@ -111,14 +111,15 @@ def record_assigns(exits: list[Exit], only: Callable[[Any], bool]) -> Iterator[N
     originals = {(cls, name): cls.__dict__[name] for cls in classes for name in _ASSIGNS if name in cls.__dict__}
 
     def wrap(name: str, method: Any) -> Any:
-        def assigned(self: Any, value: Any, *a: Any, **k: Any) -> Any:
+        def assigned(self: Any, *a: Any, **k: Any) -> Any:
+            value = a[0] if a else k.get("value", k.get("delta"))  # (assign_add's is called delta)
             if isinstance(value, ops._EagerTensorBase) and only(value):  # noqa: SLF001
                 caller, caller_name = _assigning_caller(sys._getframe(1), name)  # noqa: SLF001
                 if caller is not None and not is_library_file(caller.f_code.co_filename):
                     where, _ = user_frame(traceback.extract_stack(caller, limit=1))
                     if where is not None:
                         exits.append(Exit(f".{caller_name}()", where, id(value), id(self)))
-            return method(self, value, *a, **k)
+            return method(self, *a, **k)
 
         return assigned
 
