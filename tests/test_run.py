@@ -449,6 +449,22 @@ def test_script_error_is_one_line_at_its_line(tmp_path: Path, capsys: Any) -> No
     assert f"{SourceLine(path, 4, '')} (y = tf.matmul(x, x)): Matrix size-incompatible: In[0]: [2,3]" in line
 
 
+@pytest.mark.parametrize("typo", [
+    "loss = keras.losses.mean_squared_error",  # keras.io's name, missing from tf.keras's Keras 3 shim
+    "print(learning_rat)",
+])
+def test_a_scripts_typo_keeps_pythons_did_you_mean(tmp_path: Path, capsys: Any, typo: str) -> None:
+    # Python's traceback says "Did you mean: 'MeanSquaredError'?" after the message (it is not part of
+    # it); the one line flowcheck tells left it out.
+    path = script(tmp_path, f"from tensorflow import keras\nlearning_rate = 0.1\n{typo}\n")
+    alone = subprocess.run([sys.executable, path], capture_output=True, text=True, check=False)
+    told_alone = alone.stderr.strip().splitlines()[-1]
+    assert ". Did you mean: '" in told_alone
+    code, out, err = run(capsys, path)
+    (line,) = err.strip().splitlines()
+    assert code == 2 and line.endswith(told_alone.split(": ", 1)[1])
+
+
 def test_in_user_code_wrapper_is_unwrapped(tmp_path: Path) -> None:
     path = script(tmp_path, """\
         import tensorflow as tf
@@ -1117,6 +1133,115 @@ def test_two_eager_gradient_calls_on_one_line_are_two_sites_and_the_round_goes_o
     assert [[s["tensorflow_none"] for s in step["site"]["sources"]] for step in steps] == answers
     assert [[s["verdict"] != "receives" for s in step["site"]["sources"]] for step in steps] == answers
     assert code == 0
+
+
+# Eager MAML: each task's inner tape asks from one line inside the meta tape's block; the meta
+# tape then asks for the weights and a head the tasks never read (None).
+EAGER_MAML = """\
+    import tensorflow as tf
+    import keras
+
+    keras.utils.set_random_seed(0)
+    w = tf.Variable(tf.ones((2, 1)), name="w")
+    head = tf.Variable(tf.ones((1, 1)), name="head")  # never read: TensorFlow gives it None
+    opt = keras.optimizers.SGD(0.01)
+    tasks = [(tf.ones((3, 2)), tf.zeros((3, 1))), (tf.fill((3, 2), 2.0), tf.ones((3, 1)))]
+    answers = []
+    for it in range(2):
+        with tf.GradientTape() as meta_tape:
+            meta_loss = 0.0
+            for x, y in tasks:
+                with tf.GradientTape() as inner:
+                    loss = tf.reduce_mean(tf.square(x @ w - y))
+                (g,) = inner.gradient(loss, [w])
+                answers.append([g is None])
+                fast = w - 0.1 * g
+                meta_loss += tf.reduce_mean(tf.square(x @ fast - y))
+        grads = meta_tape.gradient(meta_loss, [w, head])
+        answers.append([g is None for g in grads])
+        opt.apply_gradients((g, v) for g, v in zip(grads, [w, head]) if g is not None)
+    """
+
+
+def test_an_eager_inner_tape_asked_again_inside_the_same_outer_tape_is_the_same_round(
+    tmp_path: Path, capsys: Any,
+) -> None:
+    # The second task's inner call was taken for the first one's next round: the script ended there,
+    # before the meta tape's call (the one that trains) was ever analyzed, and said OK (exit 0).
+    answers = one_round(EAGER_MAML)["answers"]  # TensorFlow's own: two inner calls, then the meta call
+    code, out, _ = run(capsys, script(tmp_path, EAGER_MAML), "--json")
+    steps = json.loads(out)["steps"]
+    assert [[s["tensorflow_none"] for s in step["site"]["sources"]] for step in steps] == [answers[0], answers[2]]
+    assert [[s["verdict"] != "receives" for s in step["site"]["sources"]] for step in steps] == [answers[0], answers[2]]
+    assert any(answers[2]) and code == 1
+
+
+# MAML as often asked about: the fast weights assigned into a clone model inside the meta tape's block.
+EAGER_MAML_CLONE = """\
+    import tensorflow as tf
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    clone = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    x, y = tf.ones((3, 2)), tf.zeros((3, 1))
+    for it in range(2):
+        with tf.GradientTape() as meta_tape:
+            with tf.GradientTape() as inner:
+                loss = tf.reduce_mean(tf.square(model(x) - y))
+            grads = inner.gradient(loss, model.trainable_variables)
+            for c, v, g in zip(clone.trainable_variables, model.trainable_variables, grads):
+                c.assign(v - 0.1 * g)  # fast weights
+            meta_loss = tf.reduce_mean(tf.square(clone(x) - y))
+        meta_grads = meta_tape.gradient(meta_loss, model.trainable_variables)
+        answer = [g is None for g in meta_grads]
+    """
+
+
+def test_an_eager_tape_names_the_assign_that_took_its_value_into_another_variable(
+    tmp_path: Path, capsys: Any,
+) -> None:
+    # The meta gradient is None for every weight and the eager site said only that it had no graph
+    # to explain it; it now names the user's assign inside the tape's block.
+    answer = one_round(EAGER_MAML_CLONE)["answer"]
+    path = script(tmp_path, EAGER_MAML_CLONE)
+    code, out, _ = run(capsys, path, "--json")
+    meta = json.loads(out)["steps"][1]["site"]
+    assert [s["tensorflow_none"] for s in meta["sources"]] == [s["verdict"] != "receives" for s in meta["sources"]] == answer
+    assert all(answer) and code == 1
+    line = line_of(path, "# fast weights")
+    assert f"`.assign()` at line {line} puts a value the tape records into a variable inside the tape's block" \
+        in " ".join(meta["notes"])
+    keras.utils.clear_session()
+    code, out, _ = run(capsys, path)  # the same note in the terminal's words
+    assert f"    note: `.assign()` at line {line} puts a value the tape records" in out
+
+
+# A loss's running mean assigned inside the tape's block, while a tf.round is what cuts the first layer.
+EAGER_EMA_ROUND = """\
+    import tensorflow as tf
+    import keras
+
+    keras.utils.set_random_seed(0)
+    a, b = keras.layers.Dense(3), keras.layers.Dense(1)
+    ema, seen = tf.Variable(0.0, trainable=False), tf.Variable(0.0, trainable=False)
+    x = tf.ones((4, 2))
+    for step in range(2):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(b(tf.round(a(x))))
+            ema.assign(value=0.9 * ema + 0.1 * loss)  # (by keyword: assign_add's is called delta)
+            seen.assign_add(delta=1.0)
+        answer = [g is None for g in tape.gradient(loss, a.trainable_variables + b.trainable_variables)]
+    """
+
+
+def test_an_eager_tape_does_not_blame_an_assign_to_a_variable_it_never_read(tmp_path: Path, capsys: Any) -> None:
+    answer = one_round(EAGER_EMA_ROUND)["answer"]
+    code, out, _ = run(capsys, script(tmp_path, EAGER_EMA_ROUND), "--json")
+    (step,) = json.loads(out)["steps"]
+    assert [s["tensorflow_none"] for s in step["site"]["sources"]] == answer and any(answer) and code == 1
+    assert not any(".assign()" in note for note in step["site"]["notes"])  # the round cut it, not the running mean
+    assert json.loads(out)["script_error"] is None
 
 
 ONE_TAPE_GAN = """\

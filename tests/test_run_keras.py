@@ -640,3 +640,50 @@ def test_a_trainable_change_the_kept_step_ignores_is_told_where_the_step_runs_ag
     assert code == 1 and told.startswith(again + "runs the step Keras traced at its first call")
     for words, names in (("still trains", still), ("does not train", left_out)):
         assert (f"{words} {len(names)} weights" in told and f"({', '.join(names)})" in told) == bool(names)
+
+
+# SimCLR's shape: the model tracks a linear-probe head its pretraining train_step never calls.
+PROBE = """\
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+
+    class SimCLR(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.encoder = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8)], name="encoder")
+            self.linear_probe = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)], name="linear_probe")
+
+        def train_step(self, x):
+            with tf.GradientTape() as tape:
+                z1, z2 = self.encoder(x + 0.1), self.encoder(tf.round(x))
+                loss = tf.reduce_mean(tf.square(z1 - z2))
+            grads = tape.gradient(loss, self.encoder.trainable_weights)
+            self.optimizer.apply_gradients(zip(grads, self.encoder.trainable_weights))
+            return {"loss": loss}
+
+    model = SimCLR()
+    model.compile(optimizer="sgd")
+    if FIT:
+        log = keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: open(LOG, "a").write("batch\\n"))
+        model.fit(tf.ones((32, 4)), batch_size=4, epochs=2, verbose=0, callbacks=[log])
+    """
+
+
+def test_a_head_the_train_step_never_reads_does_not_keep_the_round_open(tmp_path: Path, capsys: Any) -> None:
+    # The probe's variables, trainable and asked for by no gradient call, kept the round "unfinished"
+    # (a later step might train them): the script trained on for 10 more batches before it was ended.
+    log = tmp_path / "batches.txt"
+    namespace: dict[str, Any] = {"FIT": False}
+    exec(textwrap.dedent(PROBE), namespace)  # noqa: S102
+    model, x = namespace["model"], tf.ones((4, 4))
+    truth = [g is None for g in watched_gradients(
+        lambda: tf.reduce_mean(tf.square(model.encoder(x + 0.1) - model.encoder(tf.round(x)))),
+        model.encoder.trainable_weights)]
+    code, out, _ = run(capsys, script(tmp_path, f"FIT, LOG = True, {str(log)!r}\n" + textwrap.dedent(PROBE)), "--json")
+    document = json.loads(out)
+    (step,) = document["steps"]
+    assert [s["tensorflow_none"] for s in step["report"]["gradient_sites"][0]["sources"]] == truth
+    assert document["stopped"] and code == (1 if any(truth) else 0)
+    assert log.read_text().splitlines() == ["batch"]  # ended as the second batch was about to run

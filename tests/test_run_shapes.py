@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from flowcheck.cli.main import main
 from flowcheck.run.step import UNFINISHED_REPEATS
+from truth import watched_truth
 
 
 def script(tmp_path: Path, text: str, name: str = "train.py") -> str:
@@ -679,6 +680,52 @@ def test_a_target_network_moved_only_after_the_round_is_never_trained_with_conti
     assert len(kept_going["steps"][0]["report"]["never_trained"]) == 4 and stopped == continued == 1
 
 
+# SAC / TD3 style: the target critic's value is cut by a stop_gradient, and the step moves the
+# target itself by a polyak assign after the critic's update.
+POLYAK = """\
+    import tensorflow as tf
+    import keras
+
+    keras.utils.set_random_seed(0)
+    critic = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, activation="relu"), keras.layers.Dense(1)])
+    target = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, activation="relu"), keras.layers.Dense(1)])
+    opt = keras.optimizers.Adam(1e-3)
+
+    @tf.function
+    def update(s, r, s2):
+        backup = tf.stop_gradient(r + 0.99 * target(s2))
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(critic(s) - backup))
+        grads = tape.gradient(loss, critic.trainable_variables)
+        opt.apply_gradients(zip(grads, critic.trainable_variables))
+        for v, vt in zip(critic.weights, target.weights):
+            vt.assign(0.005 * v + 0.995 * vt)
+        return loss
+
+    for i in range(6):
+        update(tf.ones((4, 3)), tf.zeros((4, 1)), tf.ones((4, 3)))
+        open(LOG, "a").write("call\\n")
+    """
+
+
+def test_a_target_network_the_step_moves_itself_does_not_keep_the_round_open(tmp_path: Path, capsys: Any) -> None:
+    # The target's trainable variables, read by the step and asked for by no gradient call, kept the
+    # round open as if a later step would train them: the script ran every one of its updates (up to
+    # 10) before it was ended. The step's own soft update moved them: trained, without a gradient.
+    log = tmp_path / "calls.txt"
+    text = f"LOG = {str(log)!r}\n" + textwrap.dedent(POLYAK)
+    namespace = runpy.run_path(script(tmp_path, text.replace("range(6)", "range(0)"), "a.py"), run_name="__main__")
+    critic, target = namespace["critic"], namespace["target"]
+    s, r = tf.ones((4, 3)), tf.zeros((4, 1))
+    truth = [not receives for receives in watched_truth(
+        lambda: tf.reduce_mean(tf.square(critic(s) - tf.stop_gradient(r + 0.99 * target(s)))), critic.trainable_variables)]
+    code, document = run_json(capsys, script(tmp_path, text))
+    (step,) = document["steps"]
+    assert [x["tensorflow_none"] for x in step["report"]["gradient_sites"][0]["sources"]] == truth
+    assert document["stopped"] and log.read_text().splitlines() == ["call"]  # ended at the second call
+    assert step["report"]["never_trained"] == [] and code == (1 if any(truth) else 0)
+
+
 # MAML's meta step (a github-style script): each task's inner tape.gradient is made inside the outer
 # tape; its target is part of the meta loss, not the step's loss.
 MAML = """\
@@ -783,3 +830,91 @@ def test_a_tf_module_models_variables_at_an_eager_call_are_named_by_their_paths(
     assert [s["tensorflow_none"] for s in sources] == [s["verdict"] != "receives" for s in sources] == truth
     assert [s["name"] for s in sources] == [paths[id(v)] for v in model.trainable_variables]
     assert code == 1 and any(truth)
+
+
+# A tf.Module whose __init__ never calls super().__init__() (MAML code written from the paper): it
+# works, only its ``name`` raises. Its variables are all called "Variable"; the gate is cut by a round.
+MODULE_NO_SUPER = """\
+    import tensorflow as tf
+
+    class MLP(tf.Module):
+        def __init__(self):
+            self.w1 = tf.Variable(tf.random.normal([1, 8]))
+            self.w2 = tf.Variable(tf.random.normal([8, 1]))
+            self.gate = tf.Variable(tf.ones([8]))
+
+        def forward(self, x):
+            return (tf.nn.relu(x @ self.w1) * tf.round(self.gate)) @ self.w2
+
+    model = MLP()
+    opt = tf.keras.optimizers.SGD(0.01)
+    x, y = tf.ones((4, 1)), tf.zeros((4, 1))
+
+    DECORATE
+    def step():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean((model.forward(x) - y) ** 2)
+        grads = tape.gradient(loss, [model.w1, model.w2, model.gate])
+        opt.apply_gradients((g, v) for g, v in zip(grads, [model.w1, model.w2, model.gate]) if g is not None)
+
+    for _ in range(2):
+        step()
+    """
+
+
+@pytest.mark.parametrize("decorate", ["@tf.function", ""], ids=["traced", "eager"])
+def test_a_tf_module_that_never_called_its_init_is_named_as_tensorflow_would_name_it(
+    tmp_path: Path, capsys: Any, decorate: str,
+) -> None:
+    # Its variables were named by the module's ``name``, which raises AttributeError ('_name'): the
+    # traced step could not be analyzed ("flowcheck failed while analyzing it").
+    text = MODULE_NO_SUPER.replace("DECORATE", decorate)
+    namespace = runpy.run_path(script(tmp_path, text.replace("range(2)", "range(0)"), "a.py"), run_name="__main__")
+    model = namespace["model"]
+    variables = [model.w1, model.w2, model.gate]
+    x, y = namespace["x"], namespace["y"]
+    truth = [not receives for receives in watched_truth(lambda: tf.reduce_mean((model.forward(x) - y) ** 2), variables)]
+    code, document = run_json(capsys, script(tmp_path, text))
+    (step,) = document["steps"]
+    sources = step["report"]["gradient_sites"][0]["sources"] if decorate else step["site"]["sources"]
+    assert [s["tensorflow_none"] for s in sources] == [s["verdict"] != "receives" for s in sources] == truth
+    names = ["mlp/w1", "mlp/w2", "mlp/gate"] if decorate else ["model.w1", "model.w2", "model.gate"]  # as the call writes them
+    assert [s["name"] for s in sources] == names  # traced: by the name tf.Module would have given it
+    assert code == 1 and truth == [False, False, True]
+
+
+# TensorFlow's quickstart for experts with tf.keras.losses.MSE: a per-example loss the step never reduces.
+PER_EXAMPLE = """\
+    import numpy as np
+    import tensorflow as tf
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4), keras.layers.Dense(1)])
+    optimizer = keras.optimizers.Adam()
+
+    @tf.function
+    def train_step(x, y):
+        with tf.GradientTape() as tape:
+            loss = tf.keras.losses.MSE(y, model(x, training=True))
+        gradients = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        return loss
+
+    for i in range(2):
+        np.save(OUT, train_step(tf.fill((8, 5), 0.5), tf.ones((8, 1))).numpy())
+    """
+
+
+def test_a_per_example_loss_is_told_as_the_sum_the_tape_differentiates(tmp_path: Path, capsys: Any) -> None:
+    # The verification said "loss 11.4778" where the script's loss was 8 values of about 1.4: the
+    # number was their sum, unsaid.
+    out = tmp_path / "loss.npy"
+    path = script(tmp_path, f"OUT = {str(out)!r}\n" + textwrap.dedent(PER_EXAMPLE))
+    keras.utils.clear_session()
+    code = main(["run", path])
+    text = capsys.readouterr().out
+    first = np.load(out)  # the script's own first call, the verification
+    assert first.shape == (8,) and code == 0
+    (line,) = [line for line in text.splitlines() if line.startswith("  verification: ")]
+    assert f"loss {float(first.astype('float64').sum()):.6g}, the sum of its 8 values (as the tape differentiates it)" in line

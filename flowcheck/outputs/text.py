@@ -285,6 +285,7 @@ def _verification(v: Verification) -> list[_Line]:
     else:
         head = [("verification: ", "bold"), ("DISAGREES", "bold red")]
     loss = f"{v.loss:.6g}" if v.loss_seen else "unseen (made inside a tf.cond branch or nested function)"
+    loss += f", the sum of its {v.loss_values} values (as the tape differentiates it)" if v.loss_seen and v.loss_values > 1 else ""
     head.append((f"  ({v.optimizer}, {run.format(loss)})", "dim"))
     out = [head]
     zeroed = sum(not c.predicted and c.gradient.value == "zero" for c in v.variables)  # unconnected_gradients=ZERO

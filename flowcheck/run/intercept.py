@@ -12,9 +12,8 @@ Four kinds of training step are caught at their first call, with that call's rea
 
 A step analyzed once that is about to run again ends the script (:class:`StopScript`), unless
 ``--continue`` asked to let it go on (then every hook only passes the calls through) or the round
-looks unfinished (``round_unfinished``: a WGAN's generator step after ``n_critic`` critic steps). A
-Keras model's step called again from another line (a GAN's discriminator on real, then on fake
-images) is still the first round.
+looks unfinished (``round_unfinished``: a WGAN's generator step after ``n_critic`` critic steps). A Keras
+model's step called again from another line (a GAN's discriminator on real, then fake images) is still the first round.
 """
 
 from __future__ import annotations
@@ -163,17 +162,18 @@ class Interceptor:
         from flowcheck.trace.sites import SiteRecorder
 
         call = call_site()
-        # Two gradient calls on one line (u_t, u_x = tape.gradient(u, t), tape.gradient(u, x)) are two
-        # sites, told apart by their columns; the same call met again is the next round.
+        # Two calls on one line (u_t, u_x = tape.gradient(u, t), tape.gradient(u, x)) are two sites (columns); the same call
+        # again is the next round, unless its function is called from another line or a tape around its first call records (MAML).
         key = self._eager_key(("eager", call.file, call.line, call_column()) if call else ("eager", id(tape)), tape)
         path = call_path()
         if key in self._seen:
-            if (key, path) not in self._eager_paths:  # its function called again from another line: same round
+            if (key, path) not in self._eager_paths or self._tape_exits.still_around(key):
                 self._eager_paths.add((key, path))
                 with self._inside():
                     return original(tape, target, sources, *args, **kwargs)
             return self._eager_again(self._seen[key], lambda: original(tape, target, sources, *args, **kwargs), sources)
         self._eager_paths.add((key, path))
+        self._tape_exits.first_call(key, tape)
         in_function = call is not None and not call.function.startswith("<")
         step = Step("eager tape.gradient", call.function if call and in_function else f"tape.{name}", called_at(call))
         self._seen[key] = step

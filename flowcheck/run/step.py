@@ -88,7 +88,9 @@ def keep_values(step: Step) -> None:
     moves them itself (a soft update by ``assign`` or ``set_weights`` between steps). What changed
     when the round ends was updated by the script, so it is not "never trained".
     """
-    for result in getattr(step.report, "never_trained", ()):
+    never = getattr(step.report, "never_trained", ())
+    unasked = _unasked_trainable([step.report]) if getattr(step.report, "gradient_sites", None) is not None else []
+    for result in (*never, *unasked):  # (SAC's target critics, cut by a stop_gradient, moved by its own soft update)
         try:
             step.values[id(result.variable)] = (result.variable, np.array(result.variable.numpy(), copy=True))
         except Exception:  # noqa: BLE001 -- a value that cannot be read is judged as before: never trained
@@ -129,13 +131,24 @@ def unasked_trainable_ids(steps: Sequence[Step]) -> set[int]:
     """The ids of the trainable variables some step reads and no gradient call of any of ``steps``
     asks for, differentiably or not (a WGAN's generator, run before the critic's tape opens: its
     own step comes after ``n_critic`` critic steps); the never-trained ones among them."""
+    return {id(r.variable) for r in _unasked_trainable(_reports(steps))} - updated_ids(steps)
+
+
+def _unasked_trainable(reports: Sequence[Any]) -> list[Any]:
+    """The results of the trainable variables the steps of ``reports`` read that no gradient call asks for."""
     from flowcheck.analysis.steps import listed_ids
 
-    reports = _reports(steps)
     listed = listed_ids(reports)
-    read = [r for report in reports for r in (*getattr(report, "_everything", ()), *report.never_trained) if r.trainable]
-    unasked = {id(r.variable) for r in read if not {id(r.variable), id(getattr(r.variable, "_value", None))} & listed}
-    return unasked - updated_ids(steps)
+    read = [r for report in reports for r in (*getattr(report, "_everything", ()), *report.never_trained)
+            if r.trainable and _reads(report, r)]
+    return [r for r in read if not {id(r.variable), id(getattr(r.variable, "_value", None))} & listed]
+
+
+def _reads(report: Any, result: Any) -> bool:
+    """Whether the step of ``report`` reads ``result`` 's variable (a Keras model's tracked head that
+    its train_step never calls, SimCLR's linear probe, is the model's, not the step's)."""
+    graph = getattr(report, "graph", None)
+    return graph is None or result.node not in graph or graph.out_degree(result.node) > 0
 
 
 def asks_for_variables(steps: Sequence[Step]) -> bool:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from flowcheck.run.step import EAGER_NOTE, EAGERLY_NOTE
@@ -32,13 +32,14 @@ class TapeExits:
         self._active = active
         self._exits: list[Exit] = []
         self._starts: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()  # tape -> exits before it
+        self._around: dict[Hashable, list[weakref.ref[Any]]] = {}  # eager site -> other tapes recording at its first call
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
         """Hear the conversions, and each tape's entry, for the duration of the block."""
         from tensorflow.python.eager import backprop
 
-        from flowcheck.trace.exits import record_exits
+        from flowcheck.trace.exits import record_assigns, record_exits
 
         enter = backprop.GradientTape.__dict__["__enter__"]
 
@@ -49,10 +50,19 @@ class TapeExits:
 
         backprop.GradientTape.__enter__ = entered
         try:
-            with record_exits(self._exits, only=self._recorded):
+            with record_exits(self._exits, only=self._recorded), record_assigns(self._exits, only=self._recorded):
                 yield
         finally:
             backprop.GradientTape.__enter__ = enter
+
+    def first_call(self, site: Hashable, tape: Any) -> None:
+        """Keep the tapes besides ``tape`` recording as ``site`` is first called (MAML's meta tape around a task's)."""
+        self._around[site] = [weakref.ref(t) for t in self._starts if t is not tape and t._recording]  # noqa: SLF001
+
+    def still_around(self, site: Hashable) -> bool:
+        """Whether a tape recording around ``site``'s first call still records: the site's next call is in
+        the same round (the next task's inner tape in the meta tape's block), not the next one's."""
+        return any(t is not None and t._recording for t in (ref() for ref in self._around.get(site, ())))  # noqa: SLF001
 
     def _recorded(self, tensor: Any) -> bool:
         from tensorflow.python.eager import record
@@ -77,6 +87,7 @@ class TapeExits:
         """
         import tensorflow as tf
 
+        from flowcheck.graph.ops import ASSIGN_DETAIL
         from flowcheck.trace.eager_sites import backing
 
         read = {id(backing(v)) for v in tape.watched_variables()}
@@ -85,9 +96,12 @@ class TapeExits:
         start = self._starts.get(tape)
         own = {id(t) for t in tf.nest.flatten(targets)}
         left = [e for e in self._exits[start:] if e.left_tensorflow and e.tensor not in own] if start is not None else []
-        if not left:
-            return None
-        where = "; ".join(dict.fromkeys(str(e) for e in left))
-        return (f"{where} inside the tape's block, with a value the tape records: the tape records nothing computed "
-                "from it (keep that computation in TensorFlow ops)")
+        said = []
+        if converted := [e for e in left if not e.assigned]:
+            said.append(f"{'; '.join(dict.fromkeys(str(e) for e in converted))} inside the tape's block, with a value "
+                        "the tape records: the tape records nothing computed from it (keep that computation in TensorFlow ops)")
+        if assigned := [e for e in left if e.assigned and e.variable in read]:  # (a loss's running mean is no cut)
+            said.append(f"{'; '.join(dict.fromkeys(str(e) for e in assigned))} inside the tape's block: {ASSIGN_DETAIL} "
+                        "(compute with the value itself, as a tensor)")
+        return "; ".join(said) or None
 

@@ -5,9 +5,12 @@ TensorFlow's "in user code:" wrapper (a traced function that raised) is unwrappe
 
 from __future__ import annotations
 
+import contextlib
+import io
 import linecache
 import os
 import re
+import sys
 import traceback
 
 from flowcheck.source.lines import SourceLine, is_library_file, user_frame
@@ -39,7 +42,7 @@ def without_ansi(text: str) -> str:
 
 def describe_exception(exc: BaseException, script: str | None) -> str:
     """``"<Type> at <file:line> (<code>): <message>"``, TensorFlow's "in user code:" and "Graph execution error:" unwrapped."""
-    text = str(exc).strip()
+    text = _suggested(exc, str(exc).strip())
     where: SourceLine | None = None
     if text.startswith("in user code:"):
         where, text = _unwrap_user_code(text)
@@ -61,6 +64,21 @@ def describe_exception(exc: BaseException, script: str | None) -> str:
     at = f" at {where}" + (f" ({where.code})" if where.code else "") if where else ""
     message = _message(text)
     return f"{type(exc).__name__}{at}" + (f": {message}" if message else "")
+
+
+def _suggested(exc: BaseException, text: str) -> str:
+    """``text`` with Python's "Did you mean: 'MeanSquaredError'?", which its traceback adds to an
+    ``AttributeError`` or ``NameError`` (it is not in the message): the script alone would show it."""
+    if not isinstance(exc, (AttributeError, NameError)):
+        return text
+    shown = io.StringIO()
+    with contextlib.redirect_stderr(shown):  # (Python 3.11 computes the hint in its C display, nowhere else)
+        sys.__excepthook__(type(exc), exc, exc.__traceback__)
+    hint = _SUGGESTION.search(shown.getvalue().strip())
+    return text + hint.group(0) if hint is not None and hint.group(0) not in text else text
+
+
+_SUGGESTION = re.compile(r"\. Did you mean: '[^']*'\?$")
 
 
 def exception_line(exc: BaseException) -> str:

@@ -15,14 +15,17 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 from tensorflow.python.framework import ops
 
 from flowcheck.source.lines import SourceLine, is_library_file, user_frame
 
-__all__ = ["Exit", "record_exits"]
+__all__ = ["Exit", "record_assigns", "record_exits"]
+
+# A variable's methods that take a value into it: reading the variable later carries no gradient to the value.
+_ASSIGNS: Final = ("assign", "assign_add", "assign_sub")
 
 # The conversions by which a value leaves TensorFlow, as the user wrote them.
 _EXITS = {"__float__": "float()", "__int__": "int()", "__index__": "int()", "numpy": ".numpy()",
@@ -41,6 +44,7 @@ class Exit:
     what: str
     source: SourceLine
     tensor: int = 0  # id of the eager tensor converted (a target printed is no cut)
+    variable: int = 0  # for an assignment, id of the tf.Variable assigned
 
     def __str__(self) -> str:
         line = self.source.line
@@ -49,10 +53,17 @@ class Exit:
             if choice:  # no branch in sight: a builtin compared the tensors and kept what it chose
                 return f"`{choice.group(1)}()` at line {line} compares tensors in Python: only what it keeps is differentiated"
             return f"the Python condition at line {line} runs only the branch taken"
+        if self.assigned:
+            return f"`{self.what}` at line {line} puts a value the tape records into a variable"
         if self.what == "a NumPy call":
             call = _NUMPY_CALL.search(self.source.code)
             return f"`{call.group(0)}()` at line {line} leaves TensorFlow" if call else f"a NumPy call at line {line} leaves TensorFlow"
         return f"`{self.what}` at line {line} leaves TensorFlow"
+
+    @property
+    def assigned(self) -> bool:
+        """True when the user's line assigned the value to a variable (``v.assign(t)``), not converted it."""
+        return self.what.removeprefix(".").removesuffix("()") in _ASSIGNS
 
     @property
     def left_tensorflow(self) -> bool:
@@ -100,6 +111,53 @@ def record_exits(exits: list[Exit], only: Callable[[Any], bool] | None = None) -
             setattr(base, name, method)
         if dispatching:
             del base.__array_function__
+
+
+@contextlib.contextmanager
+def record_assigns(exits: list[Exit], only: Callable[[Any], bool]) -> Iterator[None]:
+    """Record the user's lines that assign a value ``only`` accepts (one a tape records) to a variable.
+
+    Reading the variable afterwards carries no gradient back to the value (MAML's fast weights
+    assigned into a clone model). Only assignments the user's line makes count: a Keras layer's
+    own (BatchNormalization's statistics) are its business.
+    """
+    from tensorflow.python.ops import resource_variable_ops
+
+    # ResourceVariable holds its own (weak-tensor) wrappers of BaseResourceVariable's methods.
+    classes = (resource_variable_ops.BaseResourceVariable, resource_variable_ops.ResourceVariable)
+    originals = {(cls, name): cls.__dict__[name] for cls in classes for name in _ASSIGNS if name in cls.__dict__}
+
+    def wrap(name: str, method: Any) -> Any:
+        def assigned(self: Any, *a: Any, **k: Any) -> Any:
+            value = a[0] if a else k.get("value", k.get("delta"))  # (assign_add's is called delta)
+            if isinstance(value, ops._EagerTensorBase) and only(value):  # noqa: SLF001
+                caller, caller_name = _assigning_caller(sys._getframe(1), name)  # noqa: SLF001
+                if caller is not None and not is_library_file(caller.f_code.co_filename):
+                    where, _ = user_frame(traceback.extract_stack(caller, limit=1))
+                    if where is not None:
+                        exits.append(Exit(f".{caller_name}()", where, id(value), id(self)))
+            return method(self, *a, **k)
+
+        return assigned
+
+    for (cls, name), method in originals.items():
+        setattr(cls, name, wrap(name, method))
+    try:
+        yield
+    finally:
+        for (cls, name), method in originals.items():
+            setattr(cls, name, method)
+
+
+def _assigning_caller(frame: Any, name: str) -> tuple[Any, str]:
+    """The frame that asked for the assignment, past a Keras variable's own ``assign``, and what it asked."""
+    while frame is not None and frame.f_code.co_name in _ASSIGN_NAMES and is_library_file(frame.f_code.co_filename):
+        name = frame.f_code.co_name if frame.f_code.co_name in _ASSIGNS else name
+        frame = frame.f_back
+    return frame, name
+
+
+_ASSIGN_NAMES = frozenset(_ASSIGNS) | {"_direct_assign"}
 
 
 def _converting_caller(frame: Any, name: str) -> tuple[Any, str]:

@@ -129,7 +129,16 @@ def module_paths(owner: Any) -> dict[int, str]:
     """Every ``tf.Variable`` of a ``tf.Module`` by the module's name and the attributes that lead to
     it (``mlp/l1/w``), keyed by ``id``."""
     found = owner._flatten(predicate=lambda v: isinstance(v, tf.Variable), with_path=True)  # noqa: SLF001
-    return {id(v): "/".join([owner.name, *(str(p) for p in path)]) for path, v in found}
+    return {id(v): "/".join([_module_name(owner), *(str(p) for p in path)]) for path, v in found}
+
+
+def _module_name(owner: Any) -> str:
+    """A module's name; for a subclass whose ``__init__`` never called ``super().__init__()`` (it
+    still works, ``name`` alone raises), the name ``tf.Module`` would have given it."""
+    from tensorflow.python.module.module import camel_to_snake
+
+    name = getattr(owner, "_name", None)
+    return name if isinstance(name, str) else str(camel_to_snake(type(owner).__name__))
 
 
 def frame_module_paths(frame: Any, sources: tuple[Any, ...]) -> dict[int, str]:

@@ -80,6 +80,8 @@ class Verification:
             run was the script's own first call of it (``flowcheck run``), whose update training keeps.
         loss_seen: False when every loss was computed inside a ``tf.cond`` branch or a nested
             function, where its value cannot be read (``loss`` is then NaN, and no problem).
+        loss_values: How many values the step's loss has (a per-example loss the step never reduced):
+            ``loss`` is their sum, what the tape differentiates.
     """
 
     agrees: bool
@@ -90,6 +92,7 @@ class Verification:
     error: str | None = None
     restored: bool = True
     loss_seen: bool = True
+    loss_values: int = 1
 
     @property
     def disagreements(self) -> tuple[VariableCheck, ...]:

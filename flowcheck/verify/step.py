@@ -231,7 +231,7 @@ def verification_of(
     """
     scaled = any(type(o).__name__ == "LossScaleOptimizer" for o in optimizers)
     found: list[str] = []
-    checks, loss = _checks(sites, calls, digests[0], digests[1], found)
+    checks, (loss, values) = _checks(sites, calls, digests[0], digests[1], found)
     problems.extend(p for p in found if not (scaled and p.endswith(_NOT_FINITE)))
     targets = [c.targets[0] for c in calls if c is not None and c.targets]
     seen = not targets or any(t is not UNSEEN for t in targets)  # else every loss was made inside a branch
@@ -248,6 +248,7 @@ def verification_of(
         problems=tuple(problems),
         restored=restored,
         loss_seen=seen,
+        loss_values=values,
     )
 
 
@@ -335,7 +336,7 @@ _NOT_FINITE = " is not finite"
 def _checks(
     sites: Sequence[GradientSite], calls: Sequence[RecordedCall | None], before: Sequence[bytes | None],
     after: Sequence[bytes | None], problems: list[str],
-) -> tuple[list[VariableCheck], float]:
+) -> tuple[list[VariableCheck], tuple[float, int]]:
     checks: list[VariableCheck] = []
     k = 0
     for site, call in zip(sites, calls):
@@ -360,10 +361,11 @@ def _checks(
     return checks, _step_loss(calls)
 
 
-def _step_loss(calls: Sequence[RecordedCall | None]) -> float:
+def _step_loss(calls: Sequence[RecordedCall | None]) -> tuple[float, int]:
     """The step's loss: the first target of its first answered gradient call that no other tape was
     recording around (MAML's inner loss, a gradient penalty's critic output or a PINN's ``u`` is part of
-    the loss, not the loss), else of its first answered call; NaN when none has one."""
+    the loss, not the loss), else of its first answered call; NaN when none has one. Summed, as the
+    tape differentiates it, over its values, how many is the second item."""
     answered = [
         c for c in calls
         if c is not None and c.results is not None and c.targets and c.targets[0] is not UNSEEN
@@ -371,8 +373,9 @@ def _step_loss(calls: Sequence[RecordedCall | None]) -> float:
     ]
     outer = [c for c in answered if not c.inner] or answered
     if not outer:
-        return math.nan
-    return float(tf.reduce_sum(tf.math.real(tf.cast(outer[0].targets[0], tf.float64))).numpy())
+        return math.nan, 1
+    target = outer[0].targets[0]
+    return float(tf.reduce_sum(tf.math.real(tf.cast(target, tf.float64))).numpy()), int(tf.size(target))
 
 
 def _as_predicted(receives: bool, state: GradientState, unconnected_zero: bool) -> bool:
