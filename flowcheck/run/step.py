@@ -131,6 +131,8 @@ def unasked_trainable_ids(steps: Sequence[Step]) -> set[int]:
     listed = listed_ids(reports)
     read = [r for report in reports for r in (*getattr(report, "_everything", ()), *report.never_trained) if r.trainable]
     unasked = {id(r.variable) for r in read if not {id(r.variable), id(getattr(r.variable, "_value", None))} & listed}
+    # A TF1 step's report also names the trainable variables it reads that other gradient calls list.
+    unasked |= {id(v) for report in reports for v in getattr(report, "read_trainable", ()) if id(v) not in listed}
     return unasked - updated_ids(steps)
 
 

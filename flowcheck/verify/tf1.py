@@ -25,7 +25,7 @@ from flowcheck.graph.tf1 import differentiated_tensor, graph_variables
 from flowcheck.source.op import op_source
 from flowcheck.verify.loss import GradientState, Verification, VariableCheck
 
-__all__ = ["StepRun", "unrepeatable_ops", "verify_in_script_run", "verify_session_step"]
+__all__ = ["StepRun", "fetched_ops", "unrepeatable_ops", "verify_in_script_run", "verify_session_step"]
 
 Run = Callable[..., Any]  # BaseSession.run, unwrapped: (session, fetches, feed_dict) -> values
 
@@ -107,7 +107,7 @@ def verify_session_step(
         The verification, one line per source variable saying what the step did to it, and each
         source variable's value before and after the step, by name.
     """
-    state = _state_variables(analyses, session.graph, train_ops)
+    state = _state_variables(analyses, session.graph, fetched_ops(train_ops, analyses))
     before = _read(run, session, state)
     grads, targets = _extras(analyses)
     after: dict[int, Any] | None = None
@@ -194,10 +194,23 @@ def _state_variables(analyses: Sequence[CallAnalysis], graph: Any = None, ops: S
     return state
 
 
+def fetched_ops(train_ops: Sequence[Any], analyses: Sequence[CallAnalysis]) -> list[Any]:
+    """The ops flowcheck's run of the step runs: the train ops, and the gradients and targets it fetches
+    beside them (a target reaches ops no train op does: a ``tf.py_func`` term of the loss, cut)."""
+    grads, targets = _extras(analyses)
+    return [*train_ops, *(g.op for g in grads.values()), *(t.op for t in targets.values())]
+
+
 def _extras(analyses: Sequence[CallAnalysis]) -> tuple[dict[int, Any], dict[int, Any]]:
-    """The gradients the calls returned and their targets, each once (the fetches flowcheck adds)."""
+    """The gradients the calls returned and the step's losses, each once (the fetches flowcheck adds).
+
+    The losses are the optimizers' targets when an optimizer made a call (not the critic's output a
+    WGAN-GP's penalty differentiates), else the targets that are no call's gradient (not ``g`` of a
+    Hessian's ``tf.gradients(g, x)``).
+    """
     grads = {id(g): g for a in analyses for g in (a.call.grads or ()) if g is not None}
-    targets = {id(t): t for a in analyses for t in a.call.targets}
+    optimized = [a for a in analyses if a.call.optimizer]
+    targets = {id(t): t for a in optimized or analyses for t in a.call.targets if id(t) not in grads}
     return grads, targets
 
 
