@@ -1,6 +1,6 @@
 """``flowcheck run`` on more TensorFlow 1 program shapes: a ``tf.py_func`` term of a loss, WGAN-GP's critic
-runs before its generator's, a Newton step's second derivatives, hunkim's DQN class, and TF1-era Keras
-raising at a ``None`` gradient.
+runs before its generator's, a Newton step's second derivatives, hunkim's DQN class, TF1-era Keras
+raising at a ``None`` gradient; and ``flowcheck analyze`` on a TF1 script that trains at import.
 
 Each script runs in fresh interpreters (``tf.disable_v2_behavior()`` switches the whole process to
 graph mode): under ``flowcheck run`` and under plain Python, followed by an epilogue asking TensorFlow
@@ -10,13 +10,15 @@ itself, ``tf.gradients(target, [source])`` one source at a time, which sources g
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from truth import flowcheck_run, line_of, python_run, tf1_tensorflow_none
+from truth import CHILD_ENV, flowcheck_run, line_of, python_run, tf1_tensorflow_none
 
 pytestmark = pytest.mark.slow  # every test starts TensorFlow in child interpreters
 
@@ -279,3 +281,38 @@ def _without_raise(script: Path) -> Path:
     cut = script.with_name(script.stem + "_graph.py")
     cut.write_text(script.read_text().split("def get_gradients")[0])
     return cut
+
+
+_TOP_LEVEL_SESSION = """\
+import numpy as np
+import tensorflow.compat.v1 as tf
+tf.disable_v2_behavior()
+x = tf.placeholder(tf.float32, [None, 3])
+w = tf.Variable(tf.ones([3, 1]), name="w")
+loss = tf.reduce_mean(tf.matmul(x, w))
+train_step = tf.train.GradientDescentOptimizer(0.1).minimize(loss)
+sess = tf.Session()
+sess.run(tf.global_variables_initializer())
+init = tf.local_variables_initializer()
+sess.run(init)
+for i in range(3):
+    _, l = sess.run([train_step, loss], feed_dict={x: np.ones((2, 3))})  # TRAINS
+    print("step", i, l)
+"""
+
+
+def test_analyze_refuses_a_tf1_script_whose_session_trains_at_import(tmp_path: Path) -> None:
+    """A TF1 script's top-level ``sess.run`` loop trains when imported: ``flowcheck analyze`` refuses it before
+    importing (nothing printed, nothing trained), naming the line that trains (not the initializers' runs)
+    and pointing to ``flowcheck run``; ``python`` trains it."""
+    script = tmp_path / "tf1_script.py"
+    script.write_text(_TOP_LEVEL_SESSION)
+    assert "step 2" in python_run(script).stdout
+    code = "import sys; from flowcheck.cli.main import main; sys.exit(main(sys.argv[1:]))"
+    done = subprocess.run([sys.executable, "-c", code, "analyze", str(script)], capture_output=True, text=True,
+                          env=CHILD_ENV, timeout=300, cwd=tmp_path)
+    assert done.returncode == 2
+    assert "step" not in done.stdout
+    line = line_of(script, "# TRAINS")
+    assert f"importing {script} would train: line {line} (_, l = sess.run([train_step, loss]" in done.stderr
+    assert f"`flowcheck run {script}`" in done.stderr
