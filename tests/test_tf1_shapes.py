@@ -316,3 +316,41 @@ def test_analyze_refuses_a_tf1_script_whose_session_trains_at_import(tmp_path: P
     line = line_of(script, "# TRAINS")
     assert f"importing {script} would train: line {line} (_, l = sess.run([train_step, loss]" in done.stderr
     assert f"`flowcheck run {script}`" in done.stderr
+
+
+_CLIP_NONE = """\
+import numpy as np
+import tensorflow.compat.v1 as tf
+tf.disable_v2_behavior()
+x = tf.placeholder(tf.float32, [None, 2])
+labels = tf.placeholder(tf.int64, [None])
+W = tf.Variable(tf.zeros([2, 3]), name="W")
+temperature = tf.Variable(1.0, name="temperature")
+logits = tf.matmul(x, W)
+pred = tf.argmax(logits / temperature, 1)  # CUT
+loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+acc = tf.reduce_mean(tf.cast(tf.equal(pred, labels), tf.float32))
+opt = tf.train.AdamOptimizer(1e-3)
+gvs = opt.compute_gradients(loss + 0.0 * acc)
+capped_gvs = [(tf.clip_by_value(grad, -1., 1.), var) for grad, var in gvs]  # RAISES
+train_op = opt.apply_gradients(capped_gvs)
+"""
+
+
+def test_clipping_a_none_gradient_names_the_line_that_raised(tmp_path: Path) -> None:
+    """The Stack Overflow ``clip_by_value`` of a ``None`` gradient ("None values not supported"): the call that
+    gave the ``None`` is judged (TensorFlow's verdicts, the barrier at the script's line), and the note says
+    where the script raised, not only what."""
+    script = tmp_path / "clip_none.py"
+    script.write_text(_CLIP_NONE)
+    cut = tmp_path / "clip_none_graph.py"
+    cut.write_text(_CLIP_NONE.split("capped_gvs")[0])
+    truth = tf1_tensorflow_none(cut, "(loss + 0.0 * acc)", ["W", "temperature"])
+    done = flowcheck_run(script, "--json")
+    assert done.returncode == 1, done.stderr[-2000:]
+    [step] = json.loads(done.stdout)["steps"]
+    [site] = step["report"]["gradient_sites"]
+    assert _verdicts(site) == truth
+    assert site["sources"][1]["barriers"][0]["source"]["line"] == line_of(script, "# CUT")
+    assert any(f"ValueError at {script}:{line_of(script, '# RAISES')} (capped_gvs = " in note
+               for note in step["report"]["notes"]), step["report"]["notes"]

@@ -31,7 +31,7 @@ from flowcheck.errors import VerificationError
 from flowcheck.graph.ops import GradientOracle, save_kept
 from flowcheck.graph.tf1 import GraphSource, build_graph, differentiated_tensor, graph_variables, resolve_sources
 from flowcheck.source.lines import SourceLine, user_frame
-from flowcheck.source.exceptions import exception_line
+from flowcheck.source.exceptions import describe_exception, exception_line
 from flowcheck.run.tf1_fetches import dependent, dependent_calls, depends_on_gradient_site, fetch_ops
 from flowcheck.trace.sites import GradientSite, SiteSource
 from flowcheck.trace.tf1 import GraphCall, graphs_with_calls, install, made_calls, python_names, recorded_calls, uninstall, user_frames
@@ -227,7 +227,8 @@ def analyze_failed_call(exc: BaseException) -> SessionReport | None:
         took_none = call.grads is not None and any(g is None for g in call.grads) and _ABOUT_NONE.search(message)
         if found or took_none:
             report = _report(call.graph, [call], None, None)
-            said = "" if found else f" ({message}, after this call gave None gradients)"
+            # Where the script choked on the None (its clip_by_value line), not only what it raised.
+            said = "" if found else f" ({describe_exception(exc, None)}, after this call gave None gradients)"
             report.notes += (f"not verified: the script raised while it built its graph{said}, before any Session.run",)
             return report
     return None
