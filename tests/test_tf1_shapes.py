@@ -354,3 +354,40 @@ def test_clipping_a_none_gradient_names_the_line_that_raised(tmp_path: Path) -> 
     assert site["sources"][1]["barriers"][0]["source"]["line"] == line_of(script, "# CUT")
     assert any(f"ValueError at {script}:{line_of(script, '# RAISES')} (capped_gvs = " in note
                for note in step["report"]["notes"]), step["report"]["notes"]
+
+
+_STOP_GRADIENTS = """\
+import numpy as np
+import tensorflow.compat.v1 as tf
+tf.disable_v2_behavior()
+x = tf.placeholder(tf.float32, [None, 2])
+a = tf.Variable([[1.0], [2.0]], name="a")
+b = tf.Variable(0.5, name="b")
+h = tf.matmul(x, a)  # CUT
+loss = tf.reduce_sum((h * b) ** 2)
+grads = tf.gradients(loss, [a, b], stop_gradients=[h])
+print("NONE", [g is None for g in grads])
+train = [tf.assign_sub(v, 0.01 * g) for v, g in zip([a, b], grads) if g is not None]
+with tf.Session() as sess:
+    sess.run(tf.global_variables_initializer())
+    for i in range(2):
+        sess.run(train, {x: [[1., 1.]]})
+"""
+
+
+def test_stop_gradients_tensors_are_named_as_the_script_names_them(tmp_path: Path) -> None:
+    """``tf.gradients(loss, [a, b], stop_gradients=[h])``: the verdicts are the script's own call's answer
+    (it prints which gradients are None), and ``h`` is called ``h``, not ``MatMul:0``."""
+    script = tmp_path / "stop_gradients.py"
+    script.write_text(_STOP_GRADIENTS)
+    [said] = [line for line in python_run(script).stdout.splitlines() if line.startswith("NONE ")]
+    truth = json.loads(said.removeprefix("NONE ").replace("True", "true").replace("False", "false"))
+    done = flowcheck_run(script, "--json")
+    assert done.returncode == (1 if any(truth) else 0), done.stderr[-2000:]
+    [step] = json.loads(done.stdout)["steps"]
+    [site] = step["report"]["gradient_sites"]
+    assert _verdicts(site) == truth
+    assert site["watch"].endswith("; stop_gradients: h")
+    [barrier] = site["sources"][0]["barriers"]
+    assert barrier["detail"] == "listed in tf.gradients(stop_gradients=...): h"
+    assert barrier["source"]["line"] == line_of(script, "# CUT")
