@@ -283,7 +283,7 @@ def _verification(v: Verification) -> list[_Line]:
         head = [("verification: ", "bold"), ("agrees", "bold green")]
     else:
         head = [("verification: ", "bold"), ("DISAGREES", "bold red")]
-    loss = f"{v.loss:.6g}" if v.loss_seen else "unseen (made inside a tf.cond branch or nested function)"
+    loss = f"{v.loss:.6g}" if v.loss_seen else f"unseen ({v.unseen})"
     head.append((f"  ({v.optimizer}, {run.format(loss)})", "dim"))
     out = [head]
     zeroed = sum(not c.predicted and c.gradient.value == "zero" for c in v.variables)  # unconnected_gradients=ZERO

@@ -118,7 +118,8 @@ class SessionReport(Report):
 
         session, _ops, _feed_dict, analyses = self._run
         try:
-            result, outcome = verify_in_script_run(_run, session, script_run, fetches, analyses)
+            result, outcome = verify_in_script_run(_run, session, script_run, fetches, analyses,
+                                                   fetch_ops(session.graph, fetches))
         except VerificationError as exc:
             cause = exc.original
             why = f" {exception_line(cause)}" if cause else ""

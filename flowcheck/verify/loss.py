@@ -80,6 +80,7 @@ class Verification:
             run was the script's own first call of it (``flowcheck run``), whose update training keeps.
         loss_seen: False when every loss was computed inside a ``tf.cond`` branch or a nested
             function, where its value cannot be read (``loss`` is then NaN, and no problem).
+        unseen: Why the loss was not seen, when it was not.
     """
 
     agrees: bool
@@ -90,6 +91,7 @@ class Verification:
     error: str | None = None
     restored: bool = True
     loss_seen: bool = True
+    unseen: str = "made inside a tf.cond branch or nested function"
 
     @property
     def disagreements(self) -> tuple[VariableCheck, ...]:
