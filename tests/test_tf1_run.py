@@ -437,7 +437,8 @@ with tf.Session() as sess:
 
 
 def test_a_gradient_call_no_step_of_the_first_round_ran_is_judged_on_the_graph(tmp_path: Path) -> None:
-    """WGAN's critic runs five times before the generator: the run ends first; the generator's call still counts."""
+    """WGAN's critic runs five times before the generator, whose guarded call is a ``tf.no_op()``: no run
+    computes the generator's gradients, and its call still counts."""
     script = tmp_path / "wgan.py"
     script.write_text(_N_CRITIC)
     done = _flowcheck_run(script, "--json")

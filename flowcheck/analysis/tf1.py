@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import networkx as nx
 
@@ -65,7 +66,7 @@ def _site_view(graph: nx.DiGraph, call: GraphCall, sources: Sequence[GraphSource
                 if view.nodes[u].get("kind") != "variable":
                     view.edges[u, op_node].update(
                         grad=False, kind=BarrierKind.STOP_GRADIENT,
-                        detail=f"listed in tf.gradients(stop_gradients=...): {tensor.name}",
+                        detail=f"listed in tf.gradients(stop_gradients=...): {_written(call, tensor)}",
                     )
     if call.error is not None and call.error.startswith("LookupError"):
         view = view.copy() if view is graph else view
@@ -121,7 +122,7 @@ def _watch(call: GraphCall, sources: Sequence[GraphSource]) -> str:
     if call.kind == "tf1 tf.gradients":
         words = f"graph mode: differentiates with respect to the xs given: {names}"
         if call.stop_gradients:
-            words += "; stop_gradients: " + ", ".join(t.name for t in call.stop_gradients)
+            words += "; stop_gradients: " + ", ".join(_written(call, t) for t in call.stop_gradients)
     elif call.var_list_given:
         words = f"graph mode: var_list={names}"
     elif call.var_list_given is None:
@@ -131,3 +132,8 @@ def _watch(call: GraphCall, sources: Sequence[GraphSource]) -> str:
     if call.unconnected_zero:
         words += "; unconnected_gradients='zero' (TensorFlow gives zeros, not None, to cut sources)"
     return words
+
+
+def _written(call: GraphCall, tensor: Any) -> str:
+    """A tensor as the script names it where it made the call (``h``), else TensorFlow's name (``MatMul:0``)."""
+    return call.names.get(id(tensor)) or str(tensor.name)

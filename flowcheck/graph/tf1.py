@@ -121,7 +121,9 @@ def resolve_sources(
                 continue
             variable = obj if _is_variable(obj) else _variable_of(tensor, variables)
             shown = variable if variable is not None else obj
-            name = display_name(shown, names, call.names)
+            # A tensor's name is its op's, which TensorFlow made up (``add``): the script's name for it.
+            written = None if variable is not None else names.get(id(obj)) or call.names.get(id(obj))
+            name = written or display_name(shown, names, call.names)
             if name in used:  # one Python name bound to two variables (in two functions): TensorFlow's names
                 name = display_name(shown)
             used.add(name)

@@ -284,7 +284,7 @@ def _verification(v: Verification) -> list[_Line]:
         head = [("verification: ", "bold"), ("agrees", "bold green")]
     else:
         head = [("verification: ", "bold"), ("DISAGREES", "bold red")]
-    loss = f"{v.loss:.6g}" if v.loss_seen else "unseen (made inside a tf.cond branch or nested function)"
+    loss = f"{v.loss:.6g}" if v.loss_seen else f"unseen ({v.unseen})"
     loss += f", the sum of its {v.loss_values} values (as the tape differentiates it)" if v.loss_seen and v.loss_values > 1 else ""
     head.append((f"  ({v.optimizer}, {run.format(loss)})", "dim"))
     out = [head]

@@ -131,7 +131,14 @@ def unasked_trainable_ids(steps: Sequence[Step]) -> set[int]:
     """The ids of the trainable variables some step reads and no gradient call of any of ``steps``
     asks for, differentiably or not (a WGAN's generator, run before the critic's tape opens: its
     own step comes after ``n_critic`` critic steps); the never-trained ones among them."""
-    return {id(r.variable) for r in _unasked_trainable(_reports(steps))} - updated_ids(steps)
+    from flowcheck.analysis.steps import listed_ids
+
+    reports = _reports(steps)
+    unasked = {id(r.variable) for r in _unasked_trainable(reports)}
+    # A TF1 step's report also names the trainable variables it reads that other gradient calls list.
+    listed = listed_ids(reports)
+    unasked |= {id(v) for report in reports for v in getattr(report, "read_trainable", ()) if id(v) not in listed}
+    return unasked - updated_ids(steps)
 
 
 def _unasked_trainable(reports: Sequence[Any]) -> list[Any]:

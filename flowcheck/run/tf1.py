@@ -29,9 +29,9 @@ from flowcheck.analysis.tf1 import CallAnalysis, analyze_calls
 from flowcheck.analysis.verdicts import verdicts
 from flowcheck.errors import VerificationError
 from flowcheck.graph.ops import GradientOracle, save_kept
-from flowcheck.graph.tf1 import GraphSource, build_graph, graph_variables, resolve_sources
+from flowcheck.graph.tf1 import GraphSource, build_graph, differentiated_tensor, graph_variables, resolve_sources
 from flowcheck.source.lines import SourceLine, user_frame
-from flowcheck.source.exceptions import exception_line
+from flowcheck.source.exceptions import describe_exception, exception_line
 from flowcheck.run.tf1_fetches import dependent, dependent_calls, depends_on_gradient_site, fetch_ops
 from flowcheck.trace.sites import GradientSite, SiteSource
 from flowcheck.trace.tf1 import GraphCall, graphs_with_calls, install, made_calls, python_names, recorded_calls, uninstall, user_frames
@@ -72,6 +72,8 @@ class SessionReport(Report):
     Attributes (beyond :class:`~flowcheck._report.Report`'s):
         after_step: One line per source variable saying what the verifying step did to it.
         step_values: Each source variable's value before and after the verifying step, by name.
+        read_trainable: The graph's trainable variables the targets read, sources or not (a WGAN
+            critic's step reads the generator's, whose own step comes after ``n_critic`` of these).
     """
 
     def __init__(
@@ -85,6 +87,7 @@ class SessionReport(Report):
         self.step_values: dict[str, tuple[Any, Any]] = {}
         self.unrepeatable: tuple[str, ...] = ()  # why the step cannot be run a second time, if it cannot
         self.calls: tuple[GraphCall, ...] = ()  # the recorded calls judged
+        self.read_trainable: tuple[Any, ...] = ()
         self._run = run
 
     def verify(self, optimizer: Any = None, learning_rate: float | None = None) -> Verification:
@@ -115,7 +118,8 @@ class SessionReport(Report):
 
         session, _ops, _feed_dict, analyses = self._run
         try:
-            result, outcome = verify_in_script_run(_run, session, script_run, fetches, analyses)
+            result, outcome = verify_in_script_run(_run, session, script_run, fetches, analyses,
+                                                   fetch_ops(session.graph, fetches))
         except VerificationError as exc:
             cause = exc.original
             why = f" {exception_line(cause)}" if cause else ""
@@ -195,6 +199,8 @@ def analyze_graph(graph: Any = None) -> SessionReport | None:
 
 
 _NO_GRADIENTS = "No gradients provided for any variable"
+# TF1-era Keras (tf_keras's OptimizerV2.get_gradients, graph mode) raises at the first None it is given.
+_KERAS_NONE = "has `None` for gradient"
 
 
 _ABOUT_NONE: Final = re.compile(r"None values not supported|convert a value \(None\)|NoneType")
@@ -214,14 +220,16 @@ def analyze_failed_call(exc: BaseException) -> SessionReport | None:
     message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
     for call in reversed(calls):
         found = call.error is not None and call.error == message
-        if not found and call.grads is not None and _NO_GRADIENTS in str(exc) and all(g is None for g in call.grads):
-            call.error = message  # the user's call (minimize, apply_gradients) raised after it
+        nones = [g is None for g in call.grads] if call.grads is not None else []
+        if not found and nones and (_NO_GRADIENTS in str(exc) and all(nones) or _KERAS_NONE in str(exc) and any(nones)):
+            call.error = message  # the user's call (minimize, apply_gradients, Keras's fit) raised after it
             found = True
         # The user's own code choking on the None gradients this call gave (tf.clip_by_norm(None), ...).
         took_none = call.grads is not None and any(g is None for g in call.grads) and _ABOUT_NONE.search(message)
         if found or took_none:
             report = _report(call.graph, [call], None, None)
-            said = "" if found else f" ({message}, after this call gave None gradients)"
+            # Where the script choked on the None (its clip_by_value line), not only what it raised.
+            said = "" if found else f" ({describe_exception(exc, None)}, after this call gave None gradients)"
             report.notes += (f"not verified: the script raised while it built its graph{said}, before any Session.run",)
             return report
     return None
@@ -247,10 +255,12 @@ def not_run_reports(covered: set[int]) -> list[SessionReport]:
 def _verify(report: SessionReport, train_ops: Sequence[Any]) -> None:
     import tensorflow as tf
 
-    from flowcheck.verify.tf1 import unrepeatable_ops
+    from flowcheck.verify.tf1 import fetched_ops, unrepeatable_ops
 
     graph = train_ops[0].graph
-    reasons = unrepeatable_ops(train_ops, graph_variables(graph) + [r.variable for r in report.variables])
+    analyses = report._run[3] if report._run is not None else ()  # noqa: SLF001 -- this module's own report
+    ran = fetched_ops(train_ops, analyses)
+    reasons = unrepeatable_ops(ran, graph_variables(graph) + [r.variable for r in report.variables])
     if reasons:  # ``flowcheck run`` verifies it with the script's own run (verify_in_script_run)
         report.unrepeatable = tuple(reasons)
         report.notes += (f"not verified: {'; '.join(reasons)}; running it once more would change what the script sees next",)
@@ -285,6 +295,8 @@ def _report(
     sites = tuple(_site(a) for a in analyses)
     report = SessionReport(step, nxgraph, results, sites, never, where, None if run is None else (*run, analyses))
     report.calls = tuple(calls)
+    # The graph holds every op the targets read: a variable's own op among them is a variable read.
+    report.read_trainable = tuple(v for v in _trainable(graph) if differentiated_tensor(v).op.name in nxgraph)
     return report
 
 

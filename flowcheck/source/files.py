@@ -71,6 +71,11 @@ def compile_python(path: str, full: str) -> CodeType:
 # The calls that train (or ask for a gradient): run at a module's top level, importing it trains.
 # (Not minimize: a TF1 module builds its train op with it at import, and trains only in Session.run.)
 _TRAINING_CALLS = frozenset({"fit", "train_on_batch", "apply_gradients", "gradient"})
+# In a file that makes a TF1 session, its ``run`` trains (``sess.run(train_op)``, ``train_op.run()``),
+# unless it only initializes (``sess.run(tf.global_variables_initializer())``, ``sess.run(init)``).
+_SESSIONS = ("Session(", "MonitoredTrainingSession(", "SingularMonitoredSession(")
+_NOT_SESSIONS = frozenset({"subprocess", "asyncio", "trio", "anyio", "uvicorn", "app"})
+_INIT_NAMES = frozenset({"init", "init_op", "init_ops", "initializer", "init_all"})
 
 
 def training_at_import(full: str) -> tuple[int, str] | None:
@@ -84,24 +89,42 @@ def training_at_import(full: str) -> tuple[int, str] | None:
     except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
         return None
     lines = source.splitlines()
+    tf1 = any(mark in source for mark in _SESSIONS)
     steps = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)  # the file's own training steps
-             and any(_trains(call, set()) for call in ast.walk(node))}
+             and any(_trains(call, set(), tf1) for call in ast.walk(node))}
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) or (
                 isinstance(node, ast.If) and "__main__" in ast.unparse(node.test)):
             continue
         for call in _run_now(node):
-            if isinstance(call, ast.Call) and _trains(call, steps):
+            if isinstance(call, ast.Call) and _trains(call, steps, tf1):
                 return call.lineno, lines[call.lineno - 1].strip()
     return None
 
 
-def _trains(node: ast.AST, steps: set[str]) -> bool:
-    """A call of ``fit``, ``apply_gradients``, ``tape.gradient``... or of one of the file's ``steps``."""
+def _trains(node: ast.AST, steps: set[str], tf1: bool = False) -> bool:
+    """A call of ``fit``, ``apply_gradients``, ``tape.gradient``... or of one of the file's ``steps``;
+    with ``tf1`` (the file makes a session), a session's or an op's ``run`` that does not only initialize."""
     if not isinstance(node, ast.Call):
         return False
     func = node.func
+    if tf1 and isinstance(func, ast.Attribute) and func.attr == "run":
+        return not (isinstance(func.value, ast.Name) and func.value.id in _NOT_SESSIONS) and not _initializes(node)
     return (isinstance(func, ast.Attribute) and func.attr in _TRAINING_CALLS) or (isinstance(func, ast.Name) and func.id in steps)
+
+
+def _initializes(call: ast.Call) -> bool:
+    """``sess.run(tf.global_variables_initializer())``, ``sess.run(init)``, ``init.run()``, ``iterator.initializer``."""
+    receiver = call.func.value if isinstance(call.func, ast.Attribute) else None
+    fetched = call.args[0] if call.args else receiver
+    if isinstance(fetched, (ast.List, ast.Tuple)) and fetched.elts:
+        return all(_initializer(e) for e in fetched.elts)
+    return fetched is not None and _initializer(fetched)
+
+
+def _initializer(node: ast.expr) -> bool:
+    text = ast.unparse(node)
+    return "initializer" in text or text.split(".")[-1] in _INIT_NAMES
 
 
 def _run_now(node: ast.AST) -> Iterator[ast.AST]:

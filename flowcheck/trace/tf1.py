@@ -302,13 +302,14 @@ def _dict_entries(scope: dict[str, Any]) -> Iterable[tuple[str, Any]]:
 
 
 def _attributes(scope: dict[str, Any]) -> Iterable[tuple[str, Any]]:
-    """``self.loss``: the public attributes of the scope's instances of classes the script defines."""
+    """``self.loss``: the attributes of the scope's instances of classes the script defines (its own
+    ``self._loss`` too, as a DQN class keeps it; not the ``__dunder__`` ones)."""
     for name, value in _plain(scope):
         module = sys.modules.get(type(value).__module__)
         path = getattr(module, "__file__", None)
         if path is None or is_library_file(path) or not isinstance(getattr(value, "__dict__", None), dict):
             continue
-        yield from ((f"{name}.{attr}", entry) for attr, entry in list(vars(value).items()) if not attr.startswith("_"))
+        yield from ((f"{name}.{attr}", entry) for attr, entry in list(vars(value).items()) if not attr.startswith("__"))
 
 
 

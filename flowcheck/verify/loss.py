@@ -82,6 +82,7 @@ class Verification:
             function, where its value cannot be read (``loss`` is then NaN, and no problem).
         loss_values: How many values the step's loss has (a per-example loss the step never reduced):
             ``loss`` is their sum, what the tape differentiates.
+        unseen: Why the loss was not seen, when it was not.
     """
 
     agrees: bool
@@ -93,6 +94,7 @@ class Verification:
     restored: bool = True
     loss_seen: bool = True
     loss_values: int = 1
+    unseen: str = "made inside a tf.cond branch or nested function"
 
     @property
     def disagreements(self) -> tuple[VariableCheck, ...]:

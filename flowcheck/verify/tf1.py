@@ -25,7 +25,7 @@ from flowcheck.graph.tf1 import differentiated_tensor, graph_variables
 from flowcheck.source.op import op_source
 from flowcheck.verify.loss import GradientState, Verification, VariableCheck
 
-__all__ = ["StepRun", "unrepeatable_ops", "verify_in_script_run", "verify_session_step"]
+__all__ = ["StepRun", "fetched_ops", "unrepeatable_ops", "verify_in_script_run", "verify_session_step"]
 
 Run = Callable[..., Any]  # BaseSession.run, unwrapped: (session, fetches, feed_dict) -> values
 
@@ -107,7 +107,7 @@ def verify_session_step(
         The verification, one line per source variable saying what the step did to it, and each
         source variable's value before and after the step, by name.
     """
-    state = _state_variables(analyses, session.graph, train_ops)
+    state = _state_variables(analyses, session.graph, fetched_ops(train_ops, analyses))
     before = _read(run, session, state)
     grads, targets = _extras(analyses)
     after: dict[int, Any] | None = None
@@ -142,6 +142,7 @@ def _others_changed(
 
 def verify_in_script_run(
     run: Run, session: Any, script_run: Callable[[Any], Any], fetches: Any, analyses: Sequence[CallAnalysis],
+    computed: Sequence[Any],
 ) -> tuple[Any, Outcome]:
     """The script's own ``Session.run(fetches)``, made once, fetching the gradients and targets beside.
 
@@ -153,6 +154,8 @@ def verify_in_script_run(
         run: ``Session.run`` for flowcheck's own reads.
         script_run: Runs the script's call with other fetches (its feeds and options kept).
         fetches: The script's fetches, as it passed them.
+        computed: Their ops. A target whose ops beyond theirs have effects is not fetched (a ``tf.print``
+            in the loss's control dependencies, a random op): its value is not shown.
 
     Returns:
         What ``Session.run(fetches)`` returns to the script, and the outcome as
@@ -169,10 +172,17 @@ def verify_in_script_run(
     except tf.errors.OpError as exc:  # a variable not initialized yet: the script's run is its own business
         raise unchained(VerificationError("reading the variables before the step raised"), exc) from None
     grads, targets = _extras(analyses)
+    reach = {id(op) for op in _closure(computed)}
+    targets = {key: t for key, t in targets.items() if not _adds_effects(t.op, reach)}
     values = script_run([fetches, list(grads.values()), list(targets.values())])
     after = _read(run, session, state)
-    step = StepRun(before, after, dict(zip(grads, values[1])), _loss(values[2]))
-    return values[0], _outcome(analyses, step, [], False)
+    step = StepRun(before, after, dict(zip(grads, values[1])), _loss(values[2]) if targets else math.nan)
+    return values[0], _outcome(analyses, step, [], False, seen=bool(targets))
+
+
+def _adds_effects(op: Any, reach: set[int]) -> bool:
+    """Whether running ``op`` runs a stateful op, other than a variable's read, that the ops ``reach`` names do not."""
+    return any(_stateful(o) and o.type not in _VARIABLE_OPS | _READS for o in _closure([op]) if id(o) not in reach)
 
 
 def _state_variables(analyses: Sequence[CallAnalysis], graph: Any = None, ops: Sequence[Any] = ()) -> list[Any]:
@@ -194,10 +204,23 @@ def _state_variables(analyses: Sequence[CallAnalysis], graph: Any = None, ops: S
     return state
 
 
+def fetched_ops(train_ops: Sequence[Any], analyses: Sequence[CallAnalysis]) -> list[Any]:
+    """The ops flowcheck's run of the step runs: the train ops, and the gradients and targets it fetches
+    beside them (a target reaches ops no train op does: a ``tf.py_func`` term of the loss, cut)."""
+    grads, targets = _extras(analyses)
+    return [*train_ops, *(g.op for g in grads.values()), *(t.op for t in targets.values())]
+
+
 def _extras(analyses: Sequence[CallAnalysis]) -> tuple[dict[int, Any], dict[int, Any]]:
-    """The gradients the calls returned and their targets, each once (the fetches flowcheck adds)."""
+    """The gradients the calls returned and the step's losses, each once (the fetches flowcheck adds).
+
+    The losses are the optimizers' targets when an optimizer made a call (not the critic's output a
+    WGAN-GP's penalty differentiates), else the targets that are no call's gradient (not ``g`` of a
+    Hessian's ``tf.gradients(g, x)``).
+    """
     grads = {id(g): g for a in analyses for g in (a.call.grads or ()) if g is not None}
-    targets = {id(t): t for a in analyses for t in a.call.targets}
+    optimized = [a for a in analyses if a.call.optimizer]
+    targets = {id(t): t for a in optimized or analyses for t in a.call.targets if id(t) not in grads}
     return grads, targets
 
 
@@ -205,7 +228,9 @@ def _loss(values: Sequence[Any]) -> float:
     return float(sum(np.sum(np.asarray(v, dtype=np.float64)) for v in values))
 
 
-def _outcome(analyses: Sequence[CallAnalysis], step: StepRun, problems: list[str], restored: bool) -> Outcome:
+def _outcome(
+    analyses: Sequence[CallAnalysis], step: StepRun, problems: list[str], restored: bool, seen: bool = True,
+) -> Outcome:
     checks, lines = _checks(analyses, step)
     values = {
         j.source.name: (step.before[id(j.source.variable)], step.after[id(j.source.variable)])
@@ -215,7 +240,7 @@ def _outcome(analyses: Sequence[CallAnalysis], step: StepRun, problems: list[str
     name = f"the script's own {', '.join(optimizers)}" if optimizers else "the script's own train op"
     agrees = all(c.agrees for c in checks) and not problems
     verification = Verification(agrees, f"{name}, in its session", step.loss, tuple(checks), tuple(problems),
-                                restored=restored)
+                                restored=restored, loss_seen=seen, unseen="the script's own run of the step does not compute it")
     return verification, lines, values
 
 
