@@ -319,6 +319,21 @@ def test_analyze_refuses_a_tf1_script_whose_session_trains_at_import(tmp_path: P
     assert f"`flowcheck run {script}`" in done.stderr
 
 
+@pytest.mark.parametrize("named", [False, True])
+def test_analyze_of_a_tf1_graph_module_points_to_flowcheck_run(tmp_path: Path, named: bool) -> None:
+    """A module that builds a TF1 graph (no session) has no target ``flowcheck analyze`` can trace; its loss
+    tensor is no function: the error says the file is TensorFlow 1 graph code and points to ``flowcheck run``."""
+    script = tmp_path / "tf1_graph.py"
+    script.write_text(_TOP_LEVEL_SESSION.split("with tf.Session()")[0].split("sess = tf.")[0])
+    assert "Session" not in script.read_text()
+    code = "import sys; from flowcheck.cli.main import main; sys.exit(main(sys.argv[1:]))"
+    target = f"{script}:loss" if named else str(script)
+    done = subprocess.run([sys.executable, "-c", code, "analyze", target], capture_output=True, text=True,
+                          env=CHILD_ENV, timeout=300, cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"is TensorFlow 1 graph code (eager execution is off): `flowcheck run {script.name}`" in done.stderr.splitlines()[-1]
+
+
 _CLIP_NONE = """\
 import numpy as np
 import tensorflow.compat.v1 as tf

@@ -177,13 +177,16 @@ def find_target(module: ModuleType, path: str, name: str | None, seed: int) -> L
         TargetLoadError: no target, several candidates, NAME not found, no inputs.
         InvalidTargetError: the target is not callable, or a factory returned something unusable.
     """
-    target, name, chosen_by = _choose(module, path, name)
+    try:
+        target, name, chosen_by = _choose(module, path, name)
+    except TargetLoadError as exc:
+        raise TargetLoadError(f"{exc}{_graph_mode_hint(path)}") from None
     optimizer = _module_optimizer(module, path)
     if not callable(target) or inspect.isclass(target):
         what = "a class" if inspect.isclass(target) else f"{a_or_an(type(target).__name__)}, not callable"
         raise InvalidTargetError(
             f"{name} in {path} is {what}: the target must be a tf.function, a function returning the loss, "
-            "a compiled Keras model (an instance), or a zero-argument function returning one"
+            f"a compiled Keras model (an instance), or a zero-argument function returning one{_graph_mode_hint(path)}"
         )
     args: tuple[Any, ...] | None = None
     kwargs: dict[str, Any] = {}
@@ -216,6 +219,16 @@ def find_target(module: ModuleType, path: str, name: str | None, seed: int) -> L
             raise
         raise TargetLoadError(f"{exc}; {hint}") from exc
     return LoadedTarget(target, name, chosen_by, args, kwargs, inputs_from, optimizer)
+
+
+def _graph_mode_hint(path: str) -> str:
+    """Said when the file turned eager execution off (``tf.disable_v2_behavior()``): TensorFlow 1 graph code."""
+    import tensorflow as tf
+
+    if tf.compat.v1.executing_eagerly_outside_functions():
+        return ""
+    return (f"; {path} is TensorFlow 1 graph code (eager execution is off): `flowcheck run {path}` runs it and "
+            "analyzes its Session.run")
 
 
 def _choose(module: ModuleType, path: str, name: str | None) -> tuple[Any, str, str]:
