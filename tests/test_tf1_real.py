@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from truth import python_run, tf1_tensorflow_none
+from truth import python_run, tf1_run_against_truth, tf1_tensorflow_none
 from truth import flowcheck_run as _flowcheck_run
 
 pytestmark = pytest.mark.slow  # every test starts TensorFlow in child interpreters
@@ -133,13 +133,9 @@ with tf.Session() as sess:
 def test_a3c_gradients_of_a_workers_copy_applied_to_the_global_network(tmp_path: Path) -> None:
     """An A3C worker differentiates its own copy and applies the gradients to the global network's
     variables: the sources stay unchanged, and the notes say which variables the step changed instead."""
-    script = tmp_path / "a3c.py"
-    script.write_text(_A3C)
-    truth = tf1_tensorflow_none(script, "loss", ["local_w", "local_v"])
-    done = _flowcheck_run(script, "--json")
-    assert done.returncode == (1 if any(truth) else 0), done.stderr[-2000:]
-    [step] = json.loads(done.stdout)["steps"]
-    [site] = _sites(json.loads(done.stdout))
+    truth, document = tf1_run_against_truth(tmp_path / "a3c.py", _A3C, "loss", ["local_w", "local_v"])
+    [step] = document["steps"]
+    [site] = _sites(document)
     assert [s["verdict"] != "receives" for s in site["sources"]] == truth
     assert step["report"]["verification"]["agrees"]
     notes = step["report"]["notes"]

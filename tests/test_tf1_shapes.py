@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from truth import CHILD_ENV, flowcheck_run, line_of, python_run, tf1_tensorflow_none
+from truth import CHILD_ENV, flowcheck_run, line_of, python_run, tf1_run_against_truth, tf1_tensorflow_none
 
 pytestmark = pytest.mark.slow  # every test starts TensorFlow in child interpreters
 
@@ -59,11 +59,8 @@ def test_a_py_func_term_only_the_loss_reads_is_not_run_twice(tmp_path: Path) -> 
     fetches beside it does: running the step twice would draw from the script's NumPy generator once
     more. It is verified by the script's own run, and ``--continue`` prints what ``python`` prints."""
     script = tmp_path / "py_func_term.py"
-    script.write_text(_PY_FUNC_TERM)
-    truth = tf1_tensorflow_none(script, "loss", ["w", "w_aug"])
-    done = flowcheck_run(script, "--json")
-    assert done.returncode == (1 if any(truth) else 0), done.stderr[-2000:]
-    [step] = json.loads(done.stdout)["steps"]
+    truth, document = tf1_run_against_truth(script, _PY_FUNC_TERM, "loss", ["w", "w_aug"])
+    [step] = document["steps"]
     [site] = step["report"]["gradient_sites"]
     assert _verdicts(site) == truth
     [barrier] = site["sources"][1]["barriers"]

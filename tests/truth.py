@@ -112,3 +112,16 @@ def tf1_tensorflow_none(script: Path, target: str, sources: list[str]) -> list[b
     assert done.returncode == 0, done.stderr[-2000:]
     [line] = [line for line in done.stdout.splitlines() if line.startswith("TRUTH ")]
     return [bool(none) for none in json.loads(line.removeprefix("TRUTH "))]
+
+
+def tf1_run_against_truth(
+    script: Path, text: str, target: str, sources: list[str], *args: str,
+) -> tuple[list[bool], dict[str, Any]]:
+    """Write the TF1 program ``text`` to ``script``, ask TensorFlow (:func:`tf1_tensorflow_none`), then run it
+    under ``flowcheck run --json ARGS``: TensorFlow's answer and the run's document (its exit status checked:
+    1 exactly when a source gets None)."""
+    script.write_text(text)
+    truth = tf1_tensorflow_none(script, target, sources)
+    done = flowcheck_run(script, "--json", *args)
+    assert done.returncode == (1 if any(truth) else 0), done.stderr[-2000:]
+    return truth, json.loads(done.stdout)
