@@ -78,7 +78,7 @@ class Step:
     untraceable: bool = False
     values: dict[int, tuple[Any, Any]] = field(default_factory=dict, repr=False)
     updated: set[int] = field(default_factory=set)
-    held_by: tuple[Any, tuple[Any, ...], dict[str, Any]] | None = field(default=None, repr=False)
+    held_by: tuple[Any, tuple[Any, ...], dict[str, Any], int] | None = field(default=None, repr=False)
 
 
 def keep_values(step: Step) -> None:
