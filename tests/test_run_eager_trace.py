@@ -169,3 +169,29 @@ def test_a_function_that_rebinds_its_parameter_is_not_traced_with_the_rebound_va
     assert [g is None for g in truth["grads"]] == [True, True]
     path, [site], err = sites(tmp_path, capsys, text)
     assert not any(b["op_type"] == "StopGradient" for s in site["sources"] for b in s["barriers"])
+
+
+def test_two_steps_called_on_one_line_are_one_round(tmp_path: Path, capsys: Any) -> None:
+    """``ga = plain(x); gb = stopped(x)``: two closures of one def, one line, one round. The second
+    call is not the first's next call, so TensorFlow's None for it is no finding about the first."""
+    text = HEAD + """\
+    def make_train_step(cut):
+        def train_step(x):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(head(cut(enc(x))))
+            return tape.gradient(loss, enc.trainable_variables)
+        return train_step
+
+    plain, stopped = make_train_step(tf.identity), make_train_step(tf.stop_gradient)
+    for step in range(2):
+        ga = plain(x); gb = stopped(x)
+    """
+    truth = one_round(text)
+    assert [g is None for g in truth["ga"]] == [False, False] and [g is None for g in truth["gb"]] == [True, True]
+    path = tmp_path / "train.py"
+    path.write_text(textwrap.dedent(text))
+    capsys.readouterr()
+    main(["run", str(path), "--json", "--continue"])
+    document = json.loads(capsys.readouterr().out)
+    assert [step["next_call"] for step in document["steps"]] == [None]
+    assert [s["tensorflow_none"] for s in document["steps"][0]["site"]["sources"]] == [False, False]

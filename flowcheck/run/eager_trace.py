@@ -27,7 +27,7 @@ from typing import Any
 
 from flowcheck._phrases import EAGER_ANSWER
 from flowcheck.run.step import EAGER_NOTE, EAGERLY_NOTE, Step
-from flowcheck.source.lines import SourceLine
+from flowcheck.source.lines import SourceLine, frame_column
 from flowcheck.source.names import call_index
 
 __all__ = ["explain", "holder"]
@@ -63,9 +63,7 @@ def holder(call: SourceLine | None) -> tuple[Any, tuple[Any, ...], dict[str, Any
             kwargs[name] = values[name]
         else:
             args.append(values[name])
-    positions = list(code.co_positions())
-    column = positions[frame.f_lasti // 2][2] if frame.f_lasti // 2 < len(positions) else None
-    return fn, tuple(args), kwargs, call_index(call, column)
+    return fn, tuple(args), kwargs, call_index(call, frame_column(frame))
 
 
 def _same_cells(fn: types.FunctionType, values: dict[str, Any]) -> bool:
