@@ -6,8 +6,10 @@ may the trace touch what the script leaves behind.
 
 from __future__ import annotations
 
+import gc
 import json
 import textwrap
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +102,7 @@ def test_the_trace_of_a_function_leaves_the_scripts_files_and_output_alone(tmp_p
     text = HEAD + f"""\
     import numpy as np
     log = {str(tmp_path / "log.txt")!r}
+    handle = open({str(tmp_path / "handle.txt")!r}, "w")
 
     def train_step(x, step):
         with tf.GradientTape() as tape:
@@ -108,6 +111,8 @@ def test_the_trace_of_a_function_leaves_the_scripts_files_and_output_alone(tmp_p
         with open(log, "a") as f:
             f.write(f"step {{step}}\\n")
         np.save({str(tmp_path)!r} + f"/loss_{{step}}.npy", np.zeros(1))
+        handle.write(f"step {{step}} {{float(loss)}}\\n")
+        handle.flush()
         return tape.gradient(loss, enc.trainable_variables)
 
     for step in range(2):
@@ -115,11 +120,17 @@ def test_the_trace_of_a_function_leaves_the_scripts_files_and_output_alone(tmp_p
     """
     truth = one_round(text)
     assert [g is None for g in truth["grads"]] == [True, True]
+    truth["handle"].close()
     (tmp_path / "log.txt").unlink()
     (tmp_path / "loss_0.npy").unlink()
-    path, [site], err = sites(tmp_path, capsys, text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)  # the handle the script leaves open
+        path, [site], err = sites(tmp_path, capsys, text)
+        gc.collect()
     assert barrier_lines(site) == [[line_of(path, "# cut")]] * 2  # traced
     assert (tmp_path / "log.txt").read_text() == "step 0\nstep 1\n"  # the script's own two rounds
+    handled = [line.split(" ")[:2] for line in (tmp_path / "handle.txt").read_text().splitlines()]
+    assert handled == [["step", "0"], ["step", "1"]]  # the script's own lines, through the handle it left open
     assert sorted(p.name for p in tmp_path.glob("*.npy")) == ["loss_0.npy", "loss_1.npy"]
     printed = [line.split(" loss ")[0] for line in err.splitlines() if line.startswith("step")]
     assert printed == ["step 0", "step 1"] and 'Tensor("' not in err  # its two rounds, nothing symbolic

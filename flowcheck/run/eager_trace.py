@@ -171,8 +171,11 @@ def _in_branch(graph: Any, node: str) -> bool:
 @contextlib.contextmanager
 def _no_side_effects() -> Iterator[None]:
     """The trace runs the function's Python once more, after the script has ended: what it prints or
-    logs is not shown, files it opens for writing are ``os.devnull``, and summaries are not recorded."""
+    logs is not shown, files it opens for writing are ``os.devnull``, files the script left open end
+    as they were (a log written through a handle opened before), and summaries are not recorded."""
     import tensorflow as tf
+
+    files = _open_files()
 
     original = builtins.open
 
@@ -191,3 +194,22 @@ def _no_side_effects() -> Iterator[None]:
     finally:
         builtins.open = io.open = original
         logging.disable(disabled)
+        for file, position in files:
+            with contextlib.suppress(OSError, ValueError):
+                file.flush()
+                if file.tell() != position:
+                    file.truncate(position)
+                    file.seek(position)
+
+
+def _open_files() -> list[tuple[Any, int]]:
+    """The files open for writing (flushed) with their positions, but the standard streams."""
+    standard = {id(s) for s in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)}
+    found = []
+    for file in gc.get_objects():
+        if isinstance(file, io.IOBase) and id(file) not in standard:
+            with contextlib.suppress(OSError, ValueError):  # closed, detached, unsupported
+                if not file.closed and file.writable() and file.seekable():
+                    file.flush()
+                    found.append((file, file.tell()))
+    return found
