@@ -206,3 +206,30 @@ def test_two_steps_called_on_one_line_are_one_round(tmp_path: Path, capsys: Any)
     document = json.loads(capsys.readouterr().out)
     assert [step["next_call"] for step in document["steps"]] == [None]
     assert [s["tensorflow_none"] for s in document["steps"][0]["site"]["sources"]] == [False, False]
+
+
+def test_a_sys_exit_the_trace_runs_in_a_branch_the_call_did_not_take_leaves_the_report_whole(
+    tmp_path: Path, capsys: Any,
+) -> None:
+    """``if tf.math.is_nan(loss): sys.exit(3)``: eagerly never taken; the trace runs both branches'
+    Python, so it meets the ``sys.exit``. The script ran to its end; the report is still told."""
+    text = HEAD + """\
+    import sys
+
+    def train_step(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.round(head(enc(x))))
+        if tf.math.is_nan(loss):
+            print("NaN loss, stopping")
+            sys.exit(3)
+        return tape.gradient(loss, enc.trainable_variables)
+
+    for step in range(2):
+        grads = train_step(x)
+    print("done")
+    """
+    truth = one_round(text)
+    assert [g is None for g in truth["grads"]] == [True, True]
+    path, [site], err = sites(tmp_path, capsys, text)
+    assert [s["tensorflow_none"] for s in site["sources"]] == [True, True]
+    assert "done" in err.splitlines() and "NaN loss, stopping" not in err

@@ -105,8 +105,8 @@ def explain(step: Step) -> None:
             notes = tuple(n for n in site.notes if n not in (EAGER_NOTE, EAGERLY_NOTE))
             step.eager = dataclasses.replace(site, notes=(*notes, f"{exc}: a value the tape records leaves TensorFlow there"))
         return
-    except Exception:  # noqa: BLE001 -- untraceable otherwise: the site stays as TensorFlow answered
-        return
+    except (Exception, SystemExit, KeyboardInterrupt):  # noqa: BLE001 -- untraceable otherwise (a sys.exit in
+        return  # a branch the call did not take runs at the trace): the site stays as TensorFlow answered
 
     sources = tuple(
         dataclasses.replace(s, barriers=cuts.get(id(backing(s.variable)), ())) if s.tensorflow_none else s
