@@ -117,7 +117,7 @@ def explain(step: Step) -> None:
     name = getattr(held[0], "__name__", "the function")
     notes = tuple(n for n in site.notes if n not in (EAGER_ANSWER, EAGER_NOTE, EAGERLY_NOTE))
     told = (f"called eagerly: TensorFlow's own answer; the ops and lines that cut are those of {name} traced "
-            "by tf.function with the arguments of its first call")
+            "by tf.function once the script had ended, with the arguments of its first call as the script left them")
     step.eager = dataclasses.replace(site, sources=sources, notes=(told, *notes))
 
 
