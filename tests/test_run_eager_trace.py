@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import json
+import sys
 import textwrap
 import warnings
 from pathlib import Path
@@ -233,3 +234,39 @@ def test_a_sys_exit_the_trace_runs_in_a_branch_the_call_did_not_take_leaves_the_
     path, [site], err = sites(tmp_path, capsys, text)
     assert [s["tensorflow_none"] for s in site["sources"]] == [True, True]
     assert "done" in err.splitlines() and "NaN loss, stopping" not in err
+
+
+def test_a_branch_on_state_the_script_changed_since_names_no_op_its_call_did_not_run(tmp_path: Path, capsys: Any) -> None:
+    """A curriculum trainer: its first call cuts at a round (epoch 0), later ones at a stop_gradient.
+    Traced once the script has ended, its ``epoch`` takes the later path; the stop_gradient's line
+    never ran in the first call's tape block, so it is not named."""
+    text = HEAD + """\
+    class Trainer:
+        def __init__(self):
+            self.epoch = 0
+
+        def train_step(self, x):
+            with tf.GradientTape() as tape:
+                h = enc(x)
+                if self.epoch == 0:
+                    h = tf.round(h)  # first epoch
+                else:
+                    h = tf.stop_gradient(h)  # later epochs
+                loss = tf.reduce_mean(head(h))
+            self.epoch += 1
+            return tape.gradient(loss, enc.trainable_variables)
+
+    trainer = Trainer()
+    for step in range(2):
+        grads = trainer.train_step(x)
+    """
+    truth = one_round(text)
+    assert [g is None for g in truth["grads"]] == [True, True]
+    before = sys.gettrace()
+    if before is not None:
+        pytest.skip("a tracer (coverage, a debugger) is set: the tape's block is not heard")
+    path, [site], err = sites(tmp_path, capsys, text)
+    assert sys.gettrace() is before  # Python's tracer as it was
+    assert [s["tensorflow_none"] for s in site["sources"]] == [True, True]
+    assert f"train.py:{line_of(path, '# later epochs')}" not in json.dumps(site)
+    assert all(lines in ([], [line_of(path, "# first epoch")]) for lines in barrier_lines(site))

@@ -33,9 +33,12 @@ from flowcheck.source.names import call_index
 __all__ = ["explain", "holder"]
 
 
-def holder(call: SourceLine | None) -> tuple[Any, tuple[Any, ...], dict[str, Any], int] | None:
-    """The script's function making the gradient call at ``call``, the arguments it was called with, and
-    the call's place among the gradient calls written on its line."""
+def holder(
+    call: SourceLine | None, ran: frozenset[tuple[str, int]] | None = None,
+) -> tuple[Any, tuple[Any, ...], dict[str, Any], int, frozenset[tuple[str, int]] | None] | None:
+    """The script's function making the gradient call at ``call``, the arguments it was called with, the
+    call's place among the gradient calls written on its line, and ``ran``: the user's lines (absolute
+    file, line) its tape's block ran, when heard."""
     if call is None or call.function.startswith("<"):
         return None
     frame: types.FrameType | None = sys._getframe(1)  # noqa: SLF001
@@ -63,7 +66,7 @@ def holder(call: SourceLine | None) -> tuple[Any, tuple[Any, ...], dict[str, Any
             kwargs[name] = values[name]
         else:
             args.append(values[name])
-    return fn, tuple(args), kwargs, call_index(call, frame_column(frame))
+    return fn, tuple(args), kwargs, call_index(call, frame_column(frame)), ran
 
 
 def _same_cells(fn: types.FunctionType, values: dict[str, Any]) -> bool:
@@ -126,13 +129,14 @@ _SYMBOLIC = "Cannot convert a symbolic"
 
 
 def _traced_cuts(
-    fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], nth: int, call: SourceLine | None, given: set[int],
+    fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], nth: int, ran: frozenset[tuple[str, int]] | None,
+    call: SourceLine | None, given: set[int],
 ) -> dict[int, tuple[Any, ...]]:
     """Per variable (id of its ``tf.Variable``): the barriers of a trace of ``fn`` for the variables it blocks,
     at the traced gradient call that is the ``nth`` written on ``call``'s line when the trace is judged at
     its gradient calls. Nothing when the trace blocks a variable in ``given`` (TensorFlow gave it a
-    gradient: the trace is not what ran), and no barrier inside a ``cond``/``case`` branch (eagerly only
-    the branch taken ran)."""
+    gradient: the trace is not what ran), no barrier inside a ``cond``/``case`` branch (eagerly only
+    the branch taken ran), and none at a line the tape's block did not run (``ran``, when heard)."""
     from flowcheck._api import build_report
     from flowcheck._gc import collector_paused
     from flowcheck._model import Verdict
@@ -152,9 +156,16 @@ def _traced_cuts(
     results = same[0].sources if len(same) == 1 else () if report.gradient_sites else report.variables
     if any(r.verdict is Verdict.BLOCKED and id(backing(r.variable)) in given for r in results):
         return {}
-    cuts = {id(backing(r.variable)): tuple(b for b in r.barriers if not _in_branch(graph, b.node))
+    cuts = {id(backing(r.variable)): tuple(b for b in r.barriers if not _in_branch(graph, b.node) and _ran(b, ran))
             for r in results if r.verdict is Verdict.BLOCKED}
     return {k: v for k, v in cuts.items() if v}
+
+
+def _ran(barrier: Any, ran: frozenset[tuple[str, int]] | None) -> bool:
+    """Whether the eager call ran the barrier's line in its tape's block (the trace is made with the
+    objects as the script left them: a branch on a state it changed since takes another path)."""
+    source = barrier.source
+    return ran is None or (source is not None and (os.path.abspath(source.file), source.line) in ran)
 
 
 def _in_branch(graph: Any, node: str) -> bool:
