@@ -270,3 +270,29 @@ def test_a_branch_on_state_the_script_changed_since_names_no_op_its_call_did_not
     assert [s["tensorflow_none"] for s in site["sources"]] == [True, True]
     assert f"train.py:{line_of(path, '# later epochs')}" not in json.dumps(site)
     assert all(lines in ([], [line_of(path, "# first epoch")]) for lines in barrier_lines(site))
+
+
+def test_a_script_stopped_inside_a_tape_block_leaves_no_tracer(tmp_path: Path, capsys: Any) -> None:
+    """``tape.gradient`` inside the ``with`` block: the script is stopped at its second round while the
+    block's lines are heard; once it has ended, Python's tracer is as it was."""
+    text = HEAD + """\
+    def train_step(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(head(tf.round(enc(x))))  # cut
+            grads = tape.gradient(loss, enc.trainable_variables)
+        return grads
+
+    for step in range(2):
+        grads = train_step(x)
+    """
+    truth = one_round(text)
+    assert [g is None for g in truth["grads"]] == [True, True]
+    if sys.gettrace() is not None:
+        pytest.skip("a tracer (coverage, a debugger) is set: the tape's block is not heard")
+    path = tmp_path / "train.py"
+    path.write_text(textwrap.dedent(text))
+    capsys.readouterr()
+    main(["run", str(path), "--json"])  # stopped at its second round
+    assert sys.gettrace() is None
+    [step] = json.loads(capsys.readouterr().out)["steps"]
+    assert barrier_lines(step["site"]) == [[line_of(str(path), "# cut")]] * 2

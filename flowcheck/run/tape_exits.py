@@ -107,7 +107,6 @@ class TapeExits:
                 "from it (keep that computation in TensorFlow ops)")
 
 
-
 class BlockLines:
     """The user's lines that run inside a tape's block (Python's line events, only while a block is
     open and no other tracer, a debugger or coverage, is set): what an eager call really ran."""
@@ -117,6 +116,7 @@ class BlockLines:
         self._open: dict[int, tuple[Any, set[tuple[str, int]]]] = {}
         self._frames: list[types.FrameType] = []
         self._user: dict[types.CodeType, str | None] = {}
+        self._tracing = False
 
     def open(self, tape: Any, frame: types.FrameType | None) -> None:
         if not self._open and sys.gettrace() is not None:
@@ -128,6 +128,7 @@ class BlockLines:
                     self._frames.append(frame)
                 frame = frame.f_back
             sys.settrace(self._global)
+            self._tracing = True
         self._open.setdefault(id(tape), (tape, set()))
 
     def close(self, tape: Any) -> None:
@@ -135,11 +136,19 @@ class BlockLines:
             kept, lines = self._open.pop(key)
             with contextlib.suppress(TypeError):  # (a tape that cannot be weakly referenced)
                 self.ran[kept] = self.ran.get(kept, frozenset()) | lines
-        if not self._open and sys.gettrace() == self._global:
+        if self._open or not self._tracing:
+            return
+        self._tracing = False
+        if sys.gettrace() == self._global:
             sys.settrace(None)
-            for frame in self._frames:
+        else:  # the script was stopped inside the block: its stop's tracer will not put this one back
+            from flowcheck.run.stop import forget
+
+            forget(self._global, self._local)
+        for frame in self._frames:
+            if frame.f_trace == self._local:
                 frame.f_trace = None
-            self._frames.clear()
+        self._frames.clear()
 
     def _file(self, code: types.CodeType) -> str | None:
         if code not in self._user:
