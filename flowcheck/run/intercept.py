@@ -190,7 +190,7 @@ class Interceptor:
         finally:
             if recorder.eager_calls:
                 step.eager = self._tape_exits.site(recorder.eager_calls[-1], tape, target)
-                step.held_by = holder(call) if step.eager.cut and in_function else None  # traced as the script ends
+                step.held_by = holder(call, self._tape_exits.lines(tape)) if step.eager.cut and in_function else None  # traced as the script ends
 
     def _eager_key(self, position: tuple[Any, ...], tape: Any) -> tuple[Any, ...]:
         """The step key of an eager call at ``position``. The same tape asking again from there (a

@@ -60,7 +60,8 @@ class Step:
         untraceable: Analysis failed because the step cannot be traced (it runs eagerly and takes
             values out of TensorFlow): its gradient calls can still be judged as they run.
         held_by: For an eager site with a cut, made inside a function of the script: that function
-            and the arguments of its call, traced once the script has ended to name the cuts
+            and the arguments of its call (and its call's place on its line, and the user's lines its
+            tape's block ran), traced once the script has ended to name the cuts
             (``flowcheck.run.eager_trace``).
     """
 
@@ -78,7 +79,7 @@ class Step:
     untraceable: bool = False
     values: dict[int, tuple[Any, Any]] = field(default_factory=dict, repr=False)
     updated: set[int] = field(default_factory=set)
-    held_by: tuple[Any, tuple[Any, ...], dict[str, Any]] | None = field(default=None, repr=False)
+    held_by: tuple[Any, tuple[Any, ...], dict[str, Any], int, frozenset[tuple[str, int]] | None] | None = field(default=None, repr=False)
 
 
 def keep_values(step: Step) -> None:

@@ -112,3 +112,9 @@ def release() -> None:
         previous = _PREVIOUS.pop()
         sys.settrace(previous)
         threading.settrace(previous)
+
+
+def forget(*traces: Any) -> None:
+    """``traces`` (a tracer that has since ended) are not put back by :func:`release`: none is, instead."""
+    _PREVIOUS[:] = [None if any(p == t for t in traces) else p for p in _PREVIOUS]
+    _MARKED[:] = [(frame, None if any(trace == t for t in traces) else trace) for frame, trace in _MARKED]

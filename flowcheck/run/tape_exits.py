@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
+import sys
+import types
 import weakref
 from collections.abc import Callable, Hashable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from flowcheck.run.step import EAGER_NOTE, EAGERLY_NOTE
+from flowcheck.source.lines import is_library_file
 from flowcheck.trace.sites import GradientSite, RecordedCall
 
 if TYPE_CHECKING:  # TensorFlow is imported once the script runs, quietly (flowcheck.run.script)
@@ -33,6 +37,7 @@ class TapeExits:
         self._exits: list[Exit] = []
         self._starts: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()  # tape -> exits before it
         self._around: dict[Hashable, list[weakref.ref[Any]]] = {}  # eager site -> other tapes recording at its first call
+        self._lines = BlockLines()
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
@@ -41,19 +46,29 @@ class TapeExits:
 
         from flowcheck.trace.exits import record_assigns, record_exits
 
-        enter = backprop.GradientTape.__dict__["__enter__"]
+        enter, leave = backprop.GradientTape.__dict__["__enter__"], backprop.GradientTape.__dict__["__exit__"]
 
         def entered(tape: Any) -> Any:
             if self._active():
                 self._starts.setdefault(tape, len(self._exits))  # a persistent tape entered again: from its first block
+                self._lines.open(tape, sys._getframe(1))  # noqa: SLF001
             return enter(tape)
 
-        backprop.GradientTape.__enter__ = entered
+        def exited(tape: Any, *args: Any) -> Any:
+            self._lines.close(tape)
+            return leave(tape, *args)
+
+        backprop.GradientTape.__enter__, backprop.GradientTape.__exit__ = entered, exited
         try:
             with record_exits(self._exits, only=self._recorded), record_assigns(self._exits, only=self._recorded):
                 yield
         finally:
-            backprop.GradientTape.__enter__ = enter
+            backprop.GradientTape.__enter__, backprop.GradientTape.__exit__ = enter, leave
+            self._lines.close(None)
+
+    def lines(self, tape: Any) -> frozenset[tuple[str, int]] | None:
+        """The user's lines (absolute file, line) that ran in ``tape``'s blocks; None when not heard."""
+        return self._lines.ran.get(tape)
 
     def first_call(self, site: Hashable, tape: Any) -> None:
         """Keep the tapes besides ``tape`` recording as ``site`` is first called (MAML's meta tape around a task's)."""
@@ -105,3 +120,61 @@ class TapeExits:
                         "(compute with the value itself, as a tensor)")
         return "; ".join(said) or None
 
+
+class BlockLines:
+    """The user's lines that run inside a tape's block (Python's line events, only while a block is
+    open and no other tracer, a debugger or coverage, is set): what an eager call really ran."""
+
+    def __init__(self) -> None:
+        self.ran: weakref.WeakKeyDictionary[Any, frozenset[tuple[str, int]]] = weakref.WeakKeyDictionary()
+        self._open: dict[int, tuple[Any, set[tuple[str, int]]]] = {}
+        self._frames: list[types.FrameType] = []
+        self._user: dict[types.CodeType, str | None] = {}
+        self._tracing = False
+
+    def open(self, tape: Any, frame: types.FrameType | None) -> None:
+        if not self._open and sys.gettrace() is not None:
+            return  # someone else's tracer: not heard
+        if not self._open:
+            while frame is not None:  # the user's frames already running: their next lines too
+                if self._file(frame.f_code) is not None:
+                    frame.f_trace, frame.f_trace_lines = self._local, True
+                    self._frames.append(frame)
+                frame = frame.f_back
+            sys.settrace(self._global)
+            self._tracing = True
+        self._open.setdefault(id(tape), (tape, set()))
+
+    def close(self, tape: Any) -> None:
+        for key in [k for k in self._open if tape is None or k == id(tape)]:
+            kept, lines = self._open.pop(key)
+            with contextlib.suppress(TypeError):  # (a tape that cannot be weakly referenced)
+                self.ran[kept] = self.ran.get(kept, frozenset()) | lines
+        if self._open or not self._tracing:
+            return
+        self._tracing = False
+        if sys.gettrace() == self._global:
+            sys.settrace(None)
+        else:  # the script was stopped inside the block: its stop's tracer will not put this one back
+            from flowcheck.run.stop import forget
+
+            forget(self._global, self._local)
+        for frame in self._frames:
+            if frame.f_trace == self._local:
+                frame.f_trace = None
+        self._frames.clear()
+
+    def _file(self, code: types.CodeType) -> str | None:
+        if code not in self._user:
+            self._user[code] = None if is_library_file(code.co_filename) else os.path.abspath(code.co_filename)
+        return self._user[code]
+
+    def _global(self, frame: types.FrameType, event: str, arg: Any) -> Any:
+        return self._local if event == "call" and self._file(frame.f_code) is not None else None
+
+    def _local(self, frame: types.FrameType, event: str, arg: Any) -> Any:
+        if event == "line":
+            file = self._file(frame.f_code)
+            for _, lines in self._open.values():
+                lines.add((str(file), frame.f_lineno))
+        return self._local

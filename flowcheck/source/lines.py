@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import linecache
 import os
 import sys
@@ -194,12 +195,16 @@ def call_column() -> int | None:
     frame: types.FrameType | None = sys._getframe(1)  # noqa: SLF001 -- frames hold the positions; extract_stack drops them
     while frame is not None and is_library_file(frame.f_code.co_filename):
         frame = frame.f_back
-    positions_of = getattr(frame.f_code, "co_positions", None) if frame is not None else None
-    if frame is None or positions_of is None:  # Python 3.10 keeps no columns
+    return frame_column(frame) if frame is not None else None
+
+
+def frame_column(frame: types.FrameType) -> int | None:
+    """The 0-based column where ``frame``'s current instruction starts; None when Python does not tell it (3.10)."""
+    positions_of = getattr(frame.f_code, "co_positions", None)
+    if positions_of is None:  # Python 3.10 keeps no columns
         return None
-    positions = list(positions_of())
-    index = frame.f_lasti // 2  # one position per 2-byte code unit
-    column = positions[index][2] if index < len(positions) else None
+    position = next(itertools.islice(positions_of(), frame.f_lasti // 2, None), None)  # one per 2-byte code unit
+    column = position[2] if position is not None else None
     return int(column) if column is not None else None
 
 
@@ -216,6 +221,13 @@ def called_at(tape_line: SourceLine | None) -> SourceLine | None:
     return _line(frames[-2]) if len(frames) >= 2 else tape_line
 
 
-def call_path() -> tuple[tuple[str, int], ...]:
-    """The user's lines on the caller's stack, outermost first: a step called through a helper from two lines differs."""
-    return tuple((f.filename, f.lineno or 0) for f in traceback.extract_stack()[:-2] if not is_library_file(f.filename))
+def call_path() -> tuple[tuple[str, int, int | None], ...]:
+    """The user's lines and columns on the caller's stack, outermost first: a step called through a
+    helper from two lines differs, and so do two calls on one line (``train_a(x); train_b(x)``)."""
+    path = []
+    frame: types.FrameType | None = sys._getframe(2)  # noqa: SLF001 -- the caller's caller, as extract_stack()[:-2]
+    while frame is not None:
+        if not is_library_file(frame.f_code.co_filename):
+            path.append((frame.f_code.co_filename, frame.f_lineno or 0, frame_column(frame)))
+        frame = frame.f_back
+    return tuple(reversed(path))

@@ -137,15 +137,20 @@ def watch_labels(source: SourceLine | None, nth: int, count: int) -> list[str | 
 def call_index(source: SourceLine | None, column: int | None) -> int:
     """The place, among the gradient calls on the line, of the one starting at ``column`` (0-based,
     in the line as written): ``1`` for the second of ``tape.gradient(u, t), tape.gradient(u, x)``."""
-    raw = linecache.getline(source.file, source.line) if source is not None and column is not None else ""
+    starts = call_starts(source) if column is not None else []
+    return starts.index(column) if column in starts else 0
+
+
+def call_starts(source: SourceLine | None) -> list[int]:
+    """The 0-based columns where the gradient calls written on ``source``'s line start, in order."""
+    raw = linecache.getline(source.file, source.line) if source is not None else ""
     text = raw.strip()
     try:
         tree = ast.parse(text)
     except SyntaxError:
-        return 0
+        return []
     indent = len(raw) - len(raw.lstrip())
-    starts = sorted(
+    return sorted(
         n.col_offset + indent for n in ast.walk(tree)
         if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr in _CALLS
     )
-    return starts.index(column) if column in starts else 0
