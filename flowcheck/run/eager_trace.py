@@ -27,30 +27,26 @@ from typing import Any
 
 from flowcheck._phrases import EAGER_ANSWER
 from flowcheck.run.step import EAGER_NOTE, EAGERLY_NOTE, Step
-from flowcheck.source.lines import SourceLine, frame_column
-from flowcheck.source.names import call_index
+from flowcheck.source.lines import SourceLine, frame_running
 
 __all__ = ["explain", "holder"]
 
 
 def holder(
-    call: SourceLine | None, ran: frozenset[tuple[str, int]] | None = None,
+    call: SourceLine | None, nth: int = 0, ran: frozenset[tuple[str, int]] | None = None,
 ) -> tuple[Any, tuple[Any, ...], dict[str, Any], int, frozenset[tuple[str, int]] | None] | None:
-    """The script's function making the gradient call at ``call``, the arguments it was called with, the
-    call's place among the gradient calls written on its line, and ``ran``: the user's lines (absolute
-    file, line) its tape's block ran, when heard."""
+    """The script's function making the gradient call at ``call``, the arguments it was called with,
+    ``nth``: the call's place among the gradient calls written on its line (the recorded call's), and
+    ``ran``: the user's lines (absolute file, line) its tape's block ran, when heard."""
     if call is None or call.function.startswith("<"):
         return None
-    frame: types.FrameType | None = sys._getframe(1)  # noqa: SLF001
-    target = os.path.abspath(call.file)
-    while frame is not None and not (frame.f_lineno == call.line and os.path.abspath(frame.f_code.co_filename) == target):
-        frame = frame.f_back
-    if frame is None:
+    frame = frame_running(call)
+    if frame is None or _rebinds_parameters(frame.f_code):  # which arguments it was called with is not known
         return None
     code, values = frame.f_code, frame.f_locals
     found = [f for f in gc.get_referrers(code) if isinstance(f, types.FunctionType) and f.__code__ is code
              and _same_cells(f, values)]  # closures of one def: the one whose cells the frame reads
-    if len(found) != 1 or _rebinds_parameters(code):  # which function, or which arguments, is not known
+    if len(found) != 1:  # which function is not known
         return None
     fn = found[0]
     args: list[Any] = []
@@ -66,7 +62,7 @@ def holder(
             kwargs[name] = values[name]
         else:
             args.append(values[name])
-    return fn, tuple(args), kwargs, call_index(call, frame_column(frame)), ran
+    return fn, tuple(args), kwargs, nth, ran
 
 
 def _same_cells(fn: types.FunctionType, values: dict[str, Any]) -> bool:
@@ -75,8 +71,9 @@ def _same_cells(fn: types.FunctionType, values: dict[str, Any]) -> bool:
         try:
             if name in values and cell.cell_contents is not values[name]:
                 return False
-        except ValueError:  # an empty cell
-            return name not in values
+        except ValueError:  # an empty cell: the frame reads nothing under its name either
+            if name in values:
+                return False
     return True
 
 

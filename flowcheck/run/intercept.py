@@ -174,8 +174,7 @@ class Interceptor:
             return self._eager_again(self._seen[key], lambda: original(tape, target, sources, *args, **kwargs), sources)
         self._eager_paths.add((key, path))
         self._tape_exits.first_call(key, tape)
-        in_function = call is not None and not call.function.startswith("<")
-        step = Step("eager tape.gradient", call.function if call and in_function else f"tape.{name}", called_at(call))
+        step = Step("eager tape.gradient", call.function if call and call.function[:1] != "<" else f"tape.{name}", called_at(call))
         self._seen[key] = step
         self.steps.append(step)
         recorder = SiteRecorder()
@@ -190,7 +189,8 @@ class Interceptor:
         finally:
             if recorder.eager_calls:
                 step.eager = self._tape_exits.site(recorder.eager_calls[-1], tape, target)
-                step.held_by = holder(call, self._tape_exits.lines(tape)) if step.eager.cut and in_function else None  # traced as the script ends
+                if step.eager.cut:  # named by a trace of the function holding the tape (none at top level), as the script ends
+                    step.held_by = holder(call, recorder.eager_calls[-1].nth, self._tape_exits.lines(tape))
 
     def _eager_key(self, position: tuple[Any, ...], tape: Any) -> tuple[Any, ...]:
         """The step key of an eager call at ``position``. The same tape asking again from there (a

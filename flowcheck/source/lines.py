@@ -198,6 +198,16 @@ def call_column() -> int | None:
     return frame_column(frame) if frame is not None else None
 
 
+def frame_running(line: SourceLine | None) -> types.FrameType | None:
+    """The frame on the caller's stack running the user's ``line`` (a call made there), or None."""
+    frame: types.FrameType | None = sys._getframe(1)  # noqa: SLF001
+    while frame is not None and line is not None:
+        if frame.f_code.co_filename == line.file and frame.f_lineno == line.line:
+            return frame
+        frame = frame.f_back
+    return None
+
+
 def frame_column(frame: types.FrameType) -> int | None:
     """The 0-based column where ``frame``'s current instruction starts; None when Python does not tell it (3.10)."""
     positions_of = getattr(frame.f_code, "co_positions", None)

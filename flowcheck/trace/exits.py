@@ -13,7 +13,7 @@ import contextlib
 import re
 import sys
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -80,11 +80,12 @@ def record_exits(exits: list[Exit], only: Callable[[Any], bool] | None = None) -
     def heard(tensor: Any, frame: Any, name: str) -> None:
         if only is not None and not only(tensor):
             return
-        caller, asked = _converting_caller(frame, name)
-        if caller is not None and not is_library_file(caller.f_code.co_filename):
-            where, _ = user_frame(traceback.extract_stack(caller, limit=1))
-            if where is not None:
-                exits.append(Exit(_EXITS.get(asked, _EXITS[name]), where, id(tensor)))
+        # ``float(variable)`` reaches the tensor's ``.numpy()`` through the variable's ``__float__``: the
+        # user's frame is the one above, and it asked for ``float()``.
+        caller, asked = _asking_caller(frame, name, _EXIT_NAMES, _EXITS)
+        where = _user_line(caller)
+        if where is not None:
+            exits.append(Exit(_EXITS.get(asked, _EXITS[name]), where, id(tensor)))
 
     def wrap(name: str, method: Any) -> Any:
         def recorded(self: Any, *a: Any, **k: Any) -> Any:
@@ -131,11 +132,11 @@ def record_assigns(exits: list[Exit], only: Callable[[Any], bool]) -> Iterator[N
         def assigned(self: Any, *a: Any, **k: Any) -> Any:
             value = a[0] if a else k.get("value", k.get("delta"))  # (assign_add's is called delta)
             if isinstance(value, ops._EagerTensorBase) and only(value):  # noqa: SLF001
-                caller, caller_name = _assigning_caller(sys._getframe(1), name)  # noqa: SLF001
-                if caller is not None and not is_library_file(caller.f_code.co_filename):
-                    where, _ = user_frame(traceback.extract_stack(caller, limit=1))
-                    if where is not None:
-                        exits.append(Exit(f".{caller_name}()", where, id(value), id(self)))
+                # past a Keras variable's own ``assign``
+                caller, caller_name = _asking_caller(sys._getframe(1), name, _ASSIGN_NAMES, _ASSIGNS)  # noqa: SLF001
+                where = _user_line(caller)
+                if where is not None:
+                    exits.append(Exit(f".{caller_name}()", where, id(value), id(self)))
             return method(self, *a, **k)
 
         return assigned
@@ -149,28 +150,22 @@ def record_assigns(exits: list[Exit], only: Callable[[Any], bool]) -> Iterator[N
             setattr(cls, name, method)
 
 
-def _assigning_caller(frame: Any, name: str) -> tuple[Any, str]:
-    """The frame that asked for the assignment, past a Keras variable's own ``assign``, and what it asked."""
-    while frame is not None and frame.f_code.co_name in _ASSIGN_NAMES and is_library_file(frame.f_code.co_filename):
-        name = frame.f_code.co_name if frame.f_code.co_name in _ASSIGNS else name
-        frame = frame.f_back
-    return frame, name
-
-
 _ASSIGN_NAMES = frozenset(_ASSIGNS) | {"_direct_assign"}
+_EXIT_NAMES = frozenset(_EXITS) | {"__array__", "_dense_var_to_tensor", "value", "read_value"}
 
 
-def _converting_caller(frame: Any, name: str) -> tuple[Any, str]:
-    """The frame that asked for the conversion, past a variable's own conversion methods, and what it asked.
-
-    ``float(variable)`` reaches the tensor's ``.numpy()`` through the variable's ``__float__``: the
-    user's frame is the one above, and it asked for ``float()``. Any other library frame
-    (``tf.cond`` reading its predicate) is not the user's.
-    """
-    while frame is not None and frame.f_code.co_name in _EXIT_NAMES and is_library_file(frame.f_code.co_filename):
-        name = frame.f_code.co_name if frame.f_code.co_name in _EXITS else name
+def _asking_caller(frame: Any, name: str, through: frozenset[str], asked: Collection[str]) -> tuple[Any, str]:
+    """The frame that asked for ``name``, past the library's own methods named in ``through`` (a variable's
+    conversion or assign methods), and what it asked: the last of ``asked`` passed on the way. Any other
+    library frame (``tf.cond`` reading its predicate) is not the user's."""
+    while frame is not None and frame.f_code.co_name in through and is_library_file(frame.f_code.co_filename):
+        name = frame.f_code.co_name if frame.f_code.co_name in asked else name
         frame = frame.f_back
     return frame, name
 
 
-_EXIT_NAMES = frozenset(_EXITS) | {"__array__", "_dense_var_to_tensor", "value", "read_value"}
+def _user_line(caller: Any) -> SourceLine | None:
+    """The user's line ``caller`` (a frame) runs, or None for a library frame."""
+    if caller is None or is_library_file(caller.f_code.co_filename):
+        return None
+    return user_frame(traceback.extract_stack(caller, limit=1))[0]

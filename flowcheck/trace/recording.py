@@ -27,7 +27,7 @@ import tensorflow as tf
 from tensorflow.python.eager import backprop
 from tensorflow.python.framework import ops
 
-from flowcheck.source.lines import SourceLine, call_column, is_library_file, user_frame
+from flowcheck.source.lines import SourceLine, call_column, frame_running, is_library_file, user_frame
 from flowcheck.source.names import call_index, watch_labels
 from flowcheck.trace.eager_sites import backing
 from flowcheck.trace.owners import frame_module_paths, is_keras_layer, untracked_by_keras
@@ -196,7 +196,7 @@ def _recorded(
         caller=_direct_caller(), zero_answered=answered, stop_gradients=stops, inner=_inside_another_tape(tape),
     )
     if entry.graph is None:  # an eager call: the user's frame names what its owners hold
-        frame = _frame_at(line)
+        frame = frame_running(line)  # its locals and globals hold the models and modules that name the sources
         entry.paths = frame_module_paths(frame, entry.sources) if frame is not None else {}
         entry.untracked = _untracked_at(frame, tape, entry.sources)
     # Eagerly the call's column tells which of its line's calls it is; a trace's frames are AutoGraph's.
@@ -230,17 +230,6 @@ def _untracked_at(frame: FrameType | None, tape: Any, sources: tuple[Any, ...]) 
         return ()
     held = untracked_by_keras([v for v in [*frame.f_locals.values(), *frame.f_globals.values()] if is_keras_layer(v)])
     return tuple((v.name.split(":")[0], held[id(v)]) for v in left if id(v) in held)
-
-
-def _frame_at(line: SourceLine | None) -> FrameType | None:
-    """The frame running the user's ``line`` (the gradient call's), or None (an eager call has no traced
-    owner: its frame's locals and globals hold the models and modules that name its sources)."""
-    frame: FrameType | None = sys._getframe(1)  # noqa: SLF001
-    while frame is not None and line is not None:
-        if frame.f_code.co_filename == line.file and frame.f_lineno == line.line:
-            return frame
-        frame = frame.f_back
-    return None
 
 
 def _inside_another_tape(tape: Any) -> bool:
