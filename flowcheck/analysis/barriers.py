@@ -20,7 +20,13 @@ __all__ = ["barrier", "one_per_replica", "outside_barrier"]
 
 
 def one_per_replica(barriers: Iterable[Barrier]) -> tuple[Barrier, ...]:
-    # Under a distribution strategy each replica has its own copy of an op ("replica_1/...").
+    """The barriers as reported: one per op and reason, and one per ``tf.custom_gradient``.
+
+    Under a distribution strategy each replica has its own copy of an op ("replica_1/..."). A
+    ``tf.custom_gradient`` whose ``grad_fn`` returns None for an input is one cut at its
+    ``IdentityN`` with two edges (that input, and the forward pass's result whose own gradient
+    is never asked): the user reads one barrier, the ``grad_fn``'s None.
+    """
     seen: set[tuple[Any, ...]] = set()
     kept = []
     for b in barriers:
@@ -30,6 +36,9 @@ def one_per_replica(barriers: Iterable[Barrier]) -> tuple[Barrier, ...]:
         if key not in seen:
             seen.add(key)
             kept.append(b)
+    returned_none = {b.node for b in kept if b.kind is BarrierKind.CUSTOM_GRADIENT_NONE}
+    if returned_none:
+        kept = [b for b in kept if not (b.kind is BarrierKind.CUSTOM_GRADIENT and b.node in returned_none)]
     return tuple(kept)
 
 
