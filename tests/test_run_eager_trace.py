@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from flowcheck.cli.main import main
-from truth import line_of
+from truth import line_of, tf_variable
 
 HEAD = """\
     import tensorflow as tf
@@ -296,3 +296,46 @@ def test_a_script_stopped_inside_a_tape_block_leaves_no_tracer(tmp_path: Path, c
     assert sys.gettrace() is None
     [step] = json.loads(capsys.readouterr().out)["steps"]
     assert barrier_lines(step["site"]) == [[line_of(str(path), "# cut")]] * 2
+
+
+UNREAD = HEAD + """\
+    spare = tf.Variable(2.0, name="spare")
+
+    def loss_of(x):
+        return tf.reduce_mean(head(enc(x))) + 0.0 * CUT
+
+    def train_step(x):
+        with tf.GradientTape() as tape:
+            loss = loss_of(x)
+        return tape.gradient(loss, [spare, aux, *enc.trainable_variables])
+
+    for step in range(2):
+        grads = train_step(x)
+    """
+
+
+@pytest.mark.parametrize("cut", ["0.0", "tf.stop_gradient(aux)  # cut"], ids=["only unused", "unused and cut"])
+def test_a_variable_the_tapes_block_never_read_is_unused_not_cut_by_an_unnamed_op(
+    tmp_path: Path, capsys: Any, cut: str,
+) -> None:
+    """TensorFlow gives None to a variable the block never read: nothing cuts it, and flowcheck says it is
+    unused rather than that it cannot name the op that cuts it; a source the block read (under a
+    ``stop_gradient``, which pauses the tape) is still cut, at its line."""
+    from tensorflow.python.eager import record
+
+    text = UNREAD.replace("CUT", cut)
+    truth = one_round(text)
+    none = [g is None for g in truth["grads"]]
+    sources = [truth["spare"], truth["aux"], *truth["enc"].trainable_variables]
+    with record.VariableWatcher() as watcher:  # TensorFlow's own record of the variables the block reads
+        truth["loss_of"](truth["x"])
+    read = {id(v) for v in watcher.watched_variables()}
+    unused = [id(tf_variable(v)) not in read for v in sources]
+    assert none == [True, True, False, False] and unused == [True, "stop_gradient" not in cut, False, False]
+    path, [site], _ = sites(tmp_path, capsys, text)
+    assert [s["tensorflow_none"] for s in site["sources"]] == none
+    assert [s["verdict"] for s in site["sources"]] == [
+        "unused" if n and u else "blocked" if n else "receives" for n, u in zip(none, unused)]
+    assert not any("cannot name the op" in note for note in site["notes"])
+    assert any(note.startswith("unused: ") for note in site["notes"])
+    assert barrier_lines(site) == [[], [] if unused[1] else [line_of(path, "# cut")], [], []]

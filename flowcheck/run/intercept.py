@@ -189,7 +189,7 @@ class Interceptor:
         finally:
             if recorder.eager_calls:
                 step.eager = self._tape_exits.site(recorder.eager_calls[-1], tape, target)
-                if step.eager.cut:  # named by a trace of the function holding the tape (none at top level), as the script ends
+                if step.eager.blocked:  # named by a trace of the function holding the tape (none at top level), as the script ends
                     step.held_by = holder(call, recorder.eager_calls[-1].nth, self._tape_exits.lines(tape))
 
     def _eager_key(self, position: tuple[Any, ...], tape: Any) -> tuple[Any, ...]:

@@ -187,7 +187,8 @@ def _site_lines(site: Any) -> list[str]:
     elif site.cut:
         out.append(f"    TensorFlow gave None ({len(site.cut)})")
         for barriers, group in itertools.groupby(site.cut, key=lambda s: s.barriers):  # named by a trace of its function
-            out.extend(f"      {s.name}" for s in group)
+            out.extend(f"      {s.name}" + ("  (unused: never read in the tape's block)" if s.verdict is Verdict.UNUSED else "")
+                       for s in group)
             out.extend("  " + "".join(text for text, _ in line) for b in barriers for line in _barrier(b))
     out.append(f"    {receiving_text(len(site.receiving))}")
     out.extend(f"    note: {note}" for note in site.notes)

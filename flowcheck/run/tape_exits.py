@@ -19,6 +19,7 @@ import weakref
 from collections.abc import Callable, Hashable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from flowcheck._model import Verdict
 from flowcheck.run.step import EAGER_NOTE, EAGERLY_NOTE
 from flowcheck.source.lines import is_library_file
 from flowcheck.trace.sites import GradientSite, RecordedCall
@@ -38,6 +39,7 @@ class TapeExits:
         self._starts: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()  # tape -> exits before it
         self._around: dict[Hashable, list[weakref.ref[Any]]] = {}  # eager site -> other tapes recording at its first call
         self._lines = BlockLines()
+        self._reads = BlockReads()
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
@@ -52,10 +54,12 @@ class TapeExits:
             if self._active():
                 self._starts.setdefault(tape, len(self._exits))  # a persistent tape entered again: from its first block
                 self._lines.open(tape, sys._getframe(1))  # noqa: SLF001
+                self._reads.open(tape)
             return enter(tape)
 
         def exited(tape: Any, *args: Any) -> Any:
             self._lines.close(tape)
+            self._reads.close(tape)
             return leave(tape, *args)
 
         backprop.GradientTape.__enter__, backprop.GradientTape.__exit__ = entered, exited
@@ -65,6 +69,7 @@ class TapeExits:
         finally:
             backprop.GradientTape.__enter__, backprop.GradientTape.__exit__ = enter, leave
             self._lines.close(None)
+            self._reads.close(None)
 
     def lines(self, tape: Any) -> frozenset[tuple[str, int]] | None:
         """The user's lines (absolute file, line) that ran in ``tape``'s blocks; None when not heard."""
@@ -90,7 +95,9 @@ class TapeExits:
 
         from flowcheck.trace.eager_sites import eager_site
 
-        site = eager_site(call)
+        site = _unread_unused(self._reads.read(tape), eager_site(call))
+        if not site.error and all(s.verdict is Verdict.UNUSED for s in site.cut):
+            return site  # nothing cuts a source the block never read: there is no op to name
         note = self.note(tape, site, targets) or (EAGERLY_NOTE if tf.config.functions_run_eagerly() else EAGER_NOTE)
         return dataclasses.replace(site, notes=(*site.notes, note)) if site.cut or site.error else site
 
@@ -119,6 +126,67 @@ class TapeExits:
             said.append(f"{'; '.join(dict.fromkeys(str(e) for e in assigned))} inside the tape's block: {ASSIGN_DETAIL} "
                         "(compute with the value itself, as a tensor)")
         return "; ".join(said) or None
+
+
+def _unread_unused(read: set[int] | None, site: GradientSite) -> GradientSite:
+    """``site`` with the variables its tape's block never read told UNUSED, not BLOCKED.
+
+    ``read``: the ids of the trainable variables the block read (:class:`BlockReads`; None when not
+    heard). A trainable float variable given None that the block never read is not in what the
+    tape differentiates: nothing cuts it. (An untrainable one is not heard: it stays BLOCKED.)
+    """
+    import tensorflow as tf
+
+    from flowcheck.trace.eager_sites import backing
+
+    if read is None or site.error or not site.cut:
+        return site
+
+    def unread(variable: Any) -> bool:
+        v = backing(variable)
+        if not isinstance(v, tf.Variable) or not v.trainable or not (v.dtype.is_floating or v.dtype.is_complex):
+            return False
+        return id(v) not in read and not any(id(c) in read for c in getattr(v, "_values", ()))
+
+    found = {id(s) for s in site.sources if s.tensorflow_none and unread(s.variable)}
+    if not found:
+        return site
+    note = ("unused: a variable the tape's block never read is not in what the tape differentiates; no op cuts it "
+            "(use it in the loss, or leave it out of the sources; a value read before the block is a constant to the tape)")
+    sources = tuple(dataclasses.replace(s, verdict=Verdict.UNUSED) if id(s) in found else s for s in site.sources)
+    return dataclasses.replace(site, sources=sources, notes=(*site.notes, note))
+
+
+class BlockReads:
+    """The trainable variables read inside a tape's blocks, paused or not (``tf.stop_gradient(v)``
+    reads ``v`` with the tape paused): TensorFlow's own ``VariableWatcher``, one per open block."""
+
+    def __init__(self) -> None:
+        self._read: weakref.WeakKeyDictionary[Any, set[int]] = weakref.WeakKeyDictionary()
+        self._open: dict[int, tuple[Any, Any]] = {}
+
+    def open(self, tape: Any) -> None:
+        from tensorflow.python.eager import record
+
+        if id(tape) not in self._open:
+            with contextlib.suppress(TypeError):  # (a tape that cannot be weakly referenced)
+                self._read.setdefault(tape, set())
+                self._open[id(tape)] = (tape, record.VariableWatcher().__enter__())
+
+    def read(self, tape: Any) -> set[int] | None:
+        """The ids of the variables ``tape``'s blocks read so far (its open block's included); None when not heard."""
+        found = self._read.get(tape)
+        if found is None:
+            return None
+        if id(tape) in self._open:
+            found = found | {id(v) for v in self._open[id(tape)][1].watched_variables()}
+        return found
+
+    def close(self, tape: Any) -> None:
+        for key in [k for k in self._open if tape is None or k == id(tape)]:
+            kept, watcher = self._open.pop(key)
+            self._read[kept] |= {id(v) for v in watcher.watched_variables()}
+            watcher.__exit__(None, None, None)
 
 
 class BlockLines:

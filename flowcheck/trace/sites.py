@@ -127,6 +127,11 @@ class GradientSite:
         return tuple(s for s in self.sources if not s.receives)
 
     @property
+    def blocked(self) -> tuple[SiteSource, ...]:
+        """The sources that feed the targets and get no gradient (cut, not unused)."""
+        return tuple(s for s in self.sources if s.verdict is Verdict.BLOCKED)
+
+    @property
     def receiving(self) -> tuple[SiteSource, ...]:
         """The sources that get a gradient."""
         return tuple(s for s in self.sources if s.receives)
