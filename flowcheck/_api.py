@@ -9,7 +9,7 @@ from typing import Any
 
 import networkx as nx
 
-from flowcheck._model import Barrier, VariableResult
+from flowcheck._model import Barrier, VariableResult, Verdict
 from flowcheck._phrases import untracked_text
 from flowcheck._report import Report
 from flowcheck.analysis.barriers import barrier, one_per_replica
@@ -172,12 +172,43 @@ def build_report(traced: Any, graph: nx.DiGraph) -> Report:
         failed: list[str] = []
         calls = eager_calls(traced, sites, exits, failed)
         sites = as_called_sites(traced, graph, sites, calls, exits, failed)
+    listed, sites = _with_creation(traced, listed, sites)
     report = Report(
         traced, graph, tuple(listed), tuple(notes), errors, gradient_sites=sites, never_trained=never,
         analysis=analysis, barriers=cache,
     )
     report.other_state, report._everything = len(judged) - len(listed), judged
     return report
+
+
+def _with_creation(traced: Any, results: Any, sites: Any) -> tuple[list[VariableResult], Any]:
+    """The unused variables (and sources) with the user's line that created them, where a layer or module holds
+    them (looked for only when one is unused: a walk of the owners' layers and their classes' source)."""
+    unused = [r.variable for r in results if r.verdict is Verdict.UNUSED]
+    unused += [s.variable for site in sites for s in site.sources if s.verdict is Verdict.UNUSED]
+    if not unused or not traced.owners:
+        return list(results), sites
+    from flowcheck.source.created import creation_line
+    from flowcheck.trace.owners import variable_holders
+
+    wanted = {id(v): id(v) for v in unused}  # a source is the Keras variable or the tf.Variable behind it
+    names = {}
+    for t in traced.variables:
+        key = wanted.get(id(t.variable), wanted.get(id(t.tf_variable)))
+        if key is not None:
+            wanted[id(t.variable)] = wanted[id(t.tf_variable)] = key
+            names[key] = t.tf_variable.name.split(":")[0].rsplit("/", 1)[-1]
+    lines = {key: creation_line(holder, attribute, names.get(key))
+             for key, (holder, attribute) in variable_holders(list(traced.owners), wanted).items()}
+    if not any(lines.values()):
+        return list(results), sites
+
+    def told(item: Any) -> Any:
+        line = lines.get(id(item.variable)) if item.verdict is Verdict.UNUSED else None
+        return dataclasses.replace(item, created=line) if line is not None else item
+
+    sites = tuple(dataclasses.replace(site, sources=tuple(told(s) for s in site.sources)) for site in sites)
+    return [told(r) for r in results], sites
 
 
 def _untracked(traced: Any, untracked: dict[int, str], result: VariableResult) -> str | None:

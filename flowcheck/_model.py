@@ -125,6 +125,8 @@ class VariableResult:
         eager_difference: For a plain callable, why its eager call answers otherwise than its
             traced graph (the eager answer is the verdict), e.g. "only the branch taken runs
             eagerly (line 12)"; None when they agree.
+        created: For an unused variable a layer or module of the user's holds: the user's line
+            that created it (``self.w = self.add_weight(...)`` in its ``build``), when found.
     """
 
     name: str
@@ -138,6 +140,7 @@ class VariableResult:
     node: str = field(repr=False)
     watched_by_default: bool = True
     eager_difference: str | None = None
+    created: SourceLine | None = field(default=None, compare=False)
 
     @property
     def receives(self) -> bool:

@@ -18,9 +18,10 @@ from flowcheck.trace.sites import GradientSite
 
 if TYPE_CHECKING:
     from flowcheck._model import Barrier
+    from flowcheck.source.lines import SourceLine
     from flowcheck.outputs.view import ReportView
 
-__all__ = ["site_failures", "site_lines", "sites_json"]
+__all__ = ["created_lines", "site_failures", "site_lines", "sites_json", "source_json"]
 
 _Line = list[tuple[str, str]]
 
@@ -73,6 +74,14 @@ def site_lines(
     return out
 
 
+def created_lines(source: SourceLine | None, indent: str) -> list[_Line]:
+    """Where an unused variable was created (``self.w = self.add_weight(...)`` in a layer's ``build``), and the line."""
+    if source is None:
+        return []
+    out: list[_Line] = [[(f"{indent}created at {source} in {source.function}", "cyan")]]
+    return out + ([[(f"{indent}  {source.code}", "dim")]] if source.code else [])
+
+
 _NAMED = 3
 _UNUSED_TAPE = "unused: not in what the tape differentiates"
 _UNUSED_GRAPH = "unused: no path from it to the targets in the graph"  # a TF1 graph has no tape
@@ -98,6 +107,7 @@ def _site(i: int, site: GradientSite, barrier: Callable[[Barrier], list[_Line]],
         out.append([(f"  {title} ({len(group)})", "bold red" if verdict is Verdict.BLOCKED else "bold yellow")])
         for j, s in enumerate(group):
             out.append([("    ", ""), (s.name, "red" if verdict is Verdict.BLOCKED else "yellow")])
+            out.extend(created_lines(s.created, "      "))
             if s.eager_difference:
                 out.append([("      called eagerly: ", "cyan"), (s.eager_difference, "")])
             if s.barriers and (j + 1 == len(group) or group[j + 1].barriers != s.barriers):
@@ -132,13 +142,17 @@ def sites_json(report: ReportView, barrier_json: Callable[[Barrier], dict[str, A
     }
 
 
+def source_json(source: SourceLine | None) -> dict[str, Any] | None:
+    """A user's line as JSON: file, line, function, code."""
+    return None if source is None else {
+        "file": source.short_file, "line": source.line, "function": source.function, "code": source.code,
+    }
+
+
 def _site_json(site: GradientSite, barrier_json: Callable[[Barrier], dict[str, Any]]) -> dict[str, Any]:
     return {
         "kind": site.kind,
-        "source": None if site.source is None else {
-            "file": site.source.short_file, "line": site.source.line, "function": site.source.function,
-            "code": site.source.code,
-        },
+        "source": source_json(site.source),
         "targets": list(site.targets),
         "watch": site.watch,
         "error": site.error,
@@ -153,6 +167,6 @@ def _source_json(s: Any, barrier_json: Callable[[Barrier], dict[str, Any]]) -> d
     return {
         "name": s.name, "verdict": s.verdict.value, "trainable": s.trainable,
         "tensorflow_none": s.tensorflow_none, "barriers": [barrier_json(b) for b in s.barriers],
-        "eager_difference": s.eager_difference,
+        "eager_difference": s.eager_difference, "created": source_json(s.created),
     }
 

@@ -19,6 +19,7 @@ added ``gradient_sites``, ``never_trained`` and ``other_state``)::
           "watched_by_default": bool (a default GradientTape would watch it),
           "eager_difference": str | null (a plain callable: why its eager call's answer, which is
                               the verdict, differs from its traced graph's),
+          "created": source | null (an unused variable a layer or module holds: the line creating it),
           "per_loss": {loss name: verdict},
           "barriers": [{"op_name": str, "op_type": str, "kind": str (a BarrierKind value),
                         "detail": str, "tensor": str, "in_user_code": bool,
@@ -35,7 +36,8 @@ added ``gradient_sites``, ``never_trained`` and ``other_state``)::
                        "tensorflow_none": bool | null (TensorFlow's own answer at the call),
                        "barriers": [barrier, ...],
                        "eager_difference": str | null (a plain-function step: why its eager
-                                           call answers otherwise than its traced graph)}]
+                                           call answers otherwise than its traced graph),
+                       "created": source | null (as a variable's)}]
                       (in the order passed)
       }],
       "never_trained": [str, ...] (trainable variables a site's tape would reach that no site asks for),
@@ -75,7 +77,7 @@ from flowcheck._phrases import (
     FROZEN_MODEL, GRADIENT_ERROR_ADVICE, disagreement, gradient_error_cause, shape_text, verdict_counts,
 )
 from flowcheck.outputs.expect import Expectation
-from flowcheck.outputs.sites import site_failures, site_lines, sites_json
+from flowcheck.outputs.sites import created_lines, site_failures, site_lines, sites_json, source_json
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -234,6 +236,7 @@ def _group(verdict: Verdict, group: Sequence[VariableResult], losses: Sequence[s
         if len(losses) > 1:
             line.append(("  " + ", ".join(f"{loss}: {v.value}" for loss, v in r.per_loss.items()), "dim"))
         out.append(line)
+        out.extend(created_lines(r.created, "      "))
         if r.eager_difference:
             out.append([("      called eagerly: ", "cyan"), (r.eager_difference, "")])
         # Variables cut by the same barriers (a whole layer, a whole network) share one explanation.
@@ -362,7 +365,7 @@ def _variable_json(r: VariableResult) -> dict[str, Any]:
         "dtype": r.dtype,
         "trainable": r.trainable,
         "watched_by_default": r.watched_by_default,
-        "eager_difference": r.eager_difference,
+        "eager_difference": r.eager_difference, "created": source_json(r.created),
         "per_loss": {loss: v.value for loss, v in r.per_loss.items()},
         "barriers": [_barrier_json(b) for b in r.barriers],
     }

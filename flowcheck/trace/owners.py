@@ -200,3 +200,34 @@ def _held_variables(attributes: dict[str, Any]) -> Iterator[tuple[str, Any]]:
                 yield held, item
             elif isinstance(item, tf.Module) and not is_keras_layer(item):
                 yield from ((f"{held} (a tf.Module)", v) for v in item.variables)
+
+
+def variable_holders(owners: list[Any], wanted: dict[int, int]) -> dict[int, tuple[Any, str | None]]:
+    """The layer or module among ``owners`` (or their sublayers) holding each variable of ``wanted``, and
+    the attribute it is held as (None when only a Keras layer's own variables list holds it).
+
+    ``wanted`` maps the ``id`` of a variable, or of its ``tf.Variable``, to the key the answer is given under.
+    """
+    found: dict[int, tuple[Any, str | None]] = {}
+    seen: set[int] = set()
+    for owner in owners:
+        keras_layer = is_keras_layer(owner)
+        if not keras_layer and not isinstance(owner, tf.Module):
+            continue
+        for holder in (owner, *owner._flatten_layers(include_self=False)) if keras_layer else (owner, *owner.submodules):  # noqa: SLF001
+            if id(holder) in seen:
+                continue
+            seen.add(id(holder))
+            for attr, value in vars(holder).items():
+                if attr.startswith("_"):  # Keras's own lists of the layer's variables: not how the user holds it
+                    continue
+                items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else (value,)
+                for item in items:
+                    if id(item) in wanted:
+                        found.setdefault(wanted[id(item)], (holder, attr))
+            for v in getattr(holder, "_trainable_variables", []) + getattr(holder, "_non_trainable_variables", []):
+                if id(v) in wanted:
+                    found.setdefault(wanted[id(v)], (holder, None))
+            if len(found) == len(set(wanted.values())):
+                return found
+    return found

@@ -72,6 +72,8 @@ class SiteSource:
         trainable: The variable's trainable flag (False for a tensor source).
         eager_difference: For a step that is a plain Python function (run eagerly): why its
             eager call answers otherwise than its traced graph (the eager answer is the verdict).
+        created: For an unused source a layer or module of the user's holds: the user's line that
+            created it, when found.
     """
 
     name: str
@@ -81,6 +83,7 @@ class SiteSource:
     tensorflow_none: bool | None
     trainable: bool
     eager_difference: str | None = None
+    created: SourceLine | None = field(default=None, compare=False)
 
     @property
     def receives(self) -> bool:
