@@ -484,6 +484,30 @@ def test_tf_gradients_inside_a_step_is_a_site_and_is_verified_in_a_graph() -> No
     assert same([a, b], saved)
 
 
+def test_tf_hessians_inside_a_step_is_one_site_not_the_gradient_calls_of_its_while_loop() -> None:
+    w = tf.Variable([[0.5], [-0.5]], name="w")
+    x = tf.random.stateless_normal((8, 2), seed=(1, 2))
+    y = x @ tf.constant([[1.0], [2.0]])
+
+    def hessian_of(x: Any, y: Any) -> Any:
+        wv = tf.convert_to_tensor(w)
+        loss = tf.reduce_mean(tf.square(x @ wv - y))
+        return tf.hessians(loss, wv)  # newton hessian
+
+    @tf.function
+    def newton_step(x: Any, y: Any) -> None:
+        w.assign_sub(0.1 * tf.reduce_sum(hessian_of(x, y)[0], axis=[2, 3]))
+
+    truth = [h is None for h in tf.function(hessian_of)(x, y)]  # TensorFlow's own answer, traced as the step is
+    saved = snapshot([w])
+    report = flowcheck.analyze(newton_step, x, y)
+    (site,) = report.gradient_sites  # not its first-order gradients call, nor those of its while loop
+    assert site.kind == "tf.hessians" and site.source is not None and site.source.line == line_of(HERE, "# newton hessian")
+    assert [s.tensorflow_none for s in site.sources] == truth == [False] and site.agrees
+    check = report.verify()
+    assert check.agrees and same([w], saved)
+
+
 def test_a_mirrored_strategy_step_has_its_replica_tape_as_a_site() -> None:
     strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
     with strategy.scope():
@@ -664,7 +688,7 @@ def test_recording_leaves_tensorflow_and_keras_as_they_were_also_when_the_trace_
     from keras.src.optimizers import base_optimizer, loss_scale_optimizer
 
     before = (
-        tf.GradientTape.gradient, tf.GradientTape.jacobian, tf.GradientTape._push_tape, tf.gradients,  # noqa: SLF001
+        tf.GradientTape.gradient, tf.GradientTape.jacobian, tf.GradientTape._push_tape, tf.gradients, tf.hessians,  # noqa: SLF001
         base_optimizer.BaseOptimizer.apply, loss_scale_optimizer.LossScaleOptimizer.apply,
     )
     w = tf.Variable(1.0, name="w")
@@ -679,7 +703,7 @@ def test_recording_leaves_tensorflow_and_keras_as_they_were_also_when_the_trace_
     with pytest.raises(flowcheck.FlowcheckError):
         flowcheck.analyze(broken).verify()
     after = (
-        tf.GradientTape.gradient, tf.GradientTape.jacobian, tf.GradientTape._push_tape, tf.gradients,  # noqa: SLF001
+        tf.GradientTape.gradient, tf.GradientTape.jacobian, tf.GradientTape._push_tape, tf.gradients, tf.hessians,  # noqa: SLF001
         base_optimizer.BaseOptimizer.apply, loss_scale_optimizer.LossScaleOptimizer.apply,
     )
     assert after == before

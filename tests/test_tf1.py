@@ -333,7 +333,7 @@ def test_recording_is_undone_and_leaves_tf_function_gradients_alone() -> None:
     from flowcheck.run.tf1 import graph_mode_recording
     from flowcheck.trace.tf1 import recorded_calls
 
-    before = (tf.gradients, tf.compat.v1.gradients, gradients_module.gradients)
+    before = (tf.gradients, tf.compat.v1.gradients, gradients_module.gradients, tf.compat.v1.hessians)
     w = tf.Variable(2.0)
 
     @tf.function
@@ -341,8 +341,8 @@ def test_recording_is_undone_and_leaves_tf_function_gradients_alone() -> None:
         return tf.compat.v1.gradients(w * w, [w])[0]
 
     with graph_mode_recording():
-        assert tf.compat.v1.gradients is not before[1]
+        assert tf.compat.v1.gradients is not before[1] and tf.compat.v1.hessians is not before[3]
         assert float(step()) == 4.0
         graph = step.get_concrete_function().graph
-    assert (tf.gradients, tf.compat.v1.gradients, gradients_module.gradients) == before
+    assert (tf.gradients, tf.compat.v1.gradients, gradients_module.gradients, tf.compat.v1.hessians) == before
     assert recorded_calls(graph) == []  # inside a tf.function: the sites recorder's business

@@ -442,3 +442,48 @@ def test_the_scripts_own_run_fetches_no_target_that_would_run_more_than_it_does(
     said = [[line for line in run.stderr.splitlines() if line.startswith(("loss is", "forward ran"))]
             for run in (plain, continued)]
     assert said[0] == said[1], said
+
+
+_HESSIAN_NEWTON = """\
+import numpy as np
+import tensorflow.compat.v1 as tf
+tf.disable_v2_behavior()
+x = tf.placeholder(tf.float32, [None, 2])
+y = tf.placeholder(tf.float32, [None, 1])
+w = tf.Variable(tf.zeros([2, 1]), name="w")
+frozen = tf.Variable(tf.ones([1]), name="frozen")
+loss = tf.reduce_mean(tf.square(tf.matmul(x, w) + tf.stop_gradient(frozen) - y))  # CUT
+hess = tf.hessians(loss, SOURCES)  # HESSIANS
+newton = w.assign_sub(1e-2 * tf.reshape(tf.reduce_sum(hess[0], axis=[2, 3]), [2, 1]))
+X = np.random.RandomState(0).randn(8, 2).astype("float32")
+with tf.Session() as sess:
+    sess.run(tf.global_variables_initializer())
+    for i in range(2):
+        sess.run(newton, {x: X, y: X @ np.array([[1.0], [2.0]], "float32")})
+    print("w", sess.run(w).ravel().tolist())
+"""
+
+
+@pytest.mark.parametrize("sources", [["w"], ["w", "frozen"]], ids=["newton step", "a cut source"])
+def test_a_newton_step_built_on_tf_hessians_alone_is_a_training_step(tmp_path: Path, sources: list[str]) -> None:
+    """``tf.hessians`` is one gradient call at the user's line (not the ``gradients`` calls it makes
+    itself, the first-order one and those of its while loop). TensorFlow's answer: a source whose
+    gradient is None makes it raise (its while loop writes a None), as it does under flowcheck."""
+    script = tmp_path / "newton.py"
+    script.write_text(_HESSIAN_NEWTON.replace("SOURCES", f"[{', '.join(sources)}]"))
+    probe = tmp_path / "probe.py"
+    probe.write_text(_HESSIAN_NEWTON.replace("SOURCES", "[w]"))
+    truth = tf1_tensorflow_none(probe, "loss", sources)
+    plain = python_run(script)
+    assert (plain.returncode != 0) == any(truth), plain.stderr[-2000:]
+    done = flowcheck_run(script, "--json")
+    assert done.returncode == (1 if any(truth) else 0), done.stderr[-2000:]
+    [step] = json.loads(done.stdout)["steps"]
+    [site] = step["report"]["gradient_sites"]  # one site: the hessians call
+    assert site["kind"] == "tf1 tf.hessians" and site["source"]["line"] == line_of(script, "# HESSIANS")
+    assert _verdicts(site) == truth
+    if any(truth):  # TensorFlow raised while the graph was built: so does the site, the cut named at its line
+        assert step["kind"] == "tf1 graph" and site["error"].startswith("ValueError")
+        assert site["sources"][1]["barriers"][0]["source"]["line"] == line_of(script, "# CUT")
+    else:
+        assert step["kind"] == "tf1 Session.run" and step["report"]["verification"]["agrees"]

@@ -119,7 +119,7 @@ def _fed_targets(graph: nx.DiGraph, targets: dict[str, str]) -> tuple[str, ...]:
 
 def _watch(call: GraphCall, sources: Sequence[GraphSource]) -> str:
     names = ", ".join(s.name for s in sources)
-    if call.kind == "tf1 tf.gradients":
+    if call.kind in ("tf1 tf.gradients", "tf1 tf.hessians"):
         words = f"graph mode: differentiates with respect to the xs given: {names}"
         if call.stop_gradients:
             words += "; stop_gradients: " + ", ".join(_written(call, t) for t in call.stop_gradients)

@@ -54,7 +54,8 @@ def unique(names: Sequence[str], repeat: str = "{name} ({n})") -> list[str]:
 
 
 # The gradient calls, and where each takes its sources positionally (TF1's minimize takes global_step second).
-_CALLS: Final = {"gradient": 1, "jacobian": 1, "batch_jacobian": 1, "gradients": 1, "compute_gradients": 1, "minimize": None}
+_CALLS: Final = {"gradient": 1, "jacobian": 1, "batch_jacobian": 1, "gradients": 1, "hessians": 1, "compute_gradients": 1,
+                  "minimize": None}
 
 
 def target_names(source: SourceLine | None, targets: Sequence[Any], nth: int = 0) -> tuple[str, ...]:

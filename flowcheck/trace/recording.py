@@ -3,7 +3,7 @@
 While a recorder is active, ``tf.GradientTape``'s ``_push_tape``/``_pop_tape`` (every start and
 end of a recording stretch: ``__enter__``, ``__exit__``, ``stop_recording``, ``gradient`` on a
 non-persistent tape, ``reset``), ``watch``, ``gradient``, ``jacobian`` and ``batch_jacobian``, and
-``tf.gradients``, are wrapped. A stretch is remembered as the range of op ids (``op._id``) the
+``tf.gradients`` and ``tf.hessians``, are wrapped. A stretch is remembered as the range of op ids (``op._id``) the
 graph handed out while it lasted, so the ops a tape recorded can be told later: those created in
 its ``with`` block while it recorded. The wrappers call TensorFlow's own methods and hand back
 their results untouched; a call made while another is being recorded (``jacobian`` calls
@@ -78,20 +78,20 @@ def tape_record(tape: Any) -> TapeRecord | None:
 def _install() -> None:
     for name in _TAPE_METHODS:
         _ORIGINAL[name] = getattr(backprop.GradientTape, name)
-    _ORIGINAL["tf.gradients"] = tf.gradients
+    _ORIGINAL["tf.gradients"], _ORIGINAL["tf.hessians"] = tf.gradients, tf.hessians
     wrappers: dict[str, Callable[..., Any]] = {
         "_push_tape": _push_tape, "_pop_tape": _pop_tape, "watch": _watch, "gradient": _gradient,
         "jacobian": _jacobian, "batch_jacobian": _batch_jacobian,
     }
     for name, wrapper in wrappers.items():
         setattr(backprop.GradientTape, name, wrapper)
-    tf.gradients = _tf_gradients
+    tf.gradients, tf.hessians = _tf_gradients, _tf_hessians
 
 
 def _uninstall() -> None:
     for name in _TAPE_METHODS:
         setattr(backprop.GradientTape, name, _ORIGINAL[name])
-    tf.gradients = _ORIGINAL["tf.gradients"]
+    tf.gradients, tf.hessians = _ORIGINAL["tf.gradients"], _ORIGINAL["tf.hessians"]
     _ORIGINAL.clear()
 
 
@@ -305,6 +305,16 @@ def _tf_gradients(ys: Any, xs: Any, *args: Any, **kwargs: Any) -> Any:
     stops = tuple(tf.nest.flatten(bound["stop_gradients"])) if bound.get("stop_gradients") is not None else ()
     return _recorded("tf.gradients", None, ys, xs, lambda: original(ys, xs, *args, **kwargs), _is_zero(unconnected),
                      stops=stops)
+
+
+@_PLAIN_PYTHON
+def _tf_hessians(ys: Any, xs: Any, *args: Any, **kwargs: Any) -> Any:
+    """``tf.hessians``: one call (its own ``gradients`` calls, first order and per element in its
+    while loop, call TensorFlow's module function, not ``tf.gradients``: they are not recorded)."""
+    original = _ORIGINAL.get("tf.hessians") or tf.hessians
+    if tf.executing_eagerly():
+        return original(ys, xs, *args, **kwargs)
+    return _recorded("tf.hessians", None, ys, xs, lambda: original(ys, xs, *args, **kwargs), False)
 
 
 @contextlib.contextmanager

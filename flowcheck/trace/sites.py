@@ -51,6 +51,8 @@ KINDS: Final = (
     "tf1 Optimizer.minimize",
     "tf1 compute_gradients",
     "tf1 tf.gradients",
+    "tf.hessians",
+    "tf1 tf.hessians",
 )
 """Every value :attr:`GradientSite.kind` takes."""
 
@@ -308,7 +310,7 @@ def watch_text(call: RecordedCall, names: dict[int, str]) -> str:
     """The call's watch semantics in words."""
     tape = call.tape
     if tape is None:
-        return "tf.gradients: every op of the graph, nothing to watch"
+        return f"{call.kind}: every op of the graph, nothing to watch"
     parts = ["watches accessed trainable variables" if tape.watch_accessed_variables else "watch_accessed_variables=False"]
     if tape.watched:
         shown = [names.get(id(w)) or tape.watch_labels.get(id(w)) or source_name(w) for w in tape.watched]

@@ -4,7 +4,9 @@ A graph-mode gradient request passes through one of a few module attributes: the
 ``tf.compat.v1.gradients`` (``tf.gradients`` after ``import tensorflow.compat.v1 as tf``), the
 TensorFlow 2 ``tf.gradients`` outside any ``tf.function``, and ``tensorflow.python.ops.gradients.
 gradients``, which ``tf.compat.v1.train.Optimizer.compute_gradients`` (and so ``minimize``) calls
-(tensorflow/python/training/optimizer.py). :func:`install` wraps those attributes; each wrapper
+(tensorflow/python/training/optimizer.py); and ``tf.compat.v1.hessians`` (a Newton step), one call
+whose own ``gradients`` calls, the one before and those of its while loop, are TensorFlow's and not
+recorded (they call the module's function itself). :func:`install` wraps those attributes; each wrapper
 calls the function it replaced and keeps, per graph, a :class:`GraphCall`: the kind, the user's
 line, the targets and the sources exactly as passed, and TensorFlow's own answer (the gradients it
 returned, ``None`` for a cut source) or the error it raised. Nothing is recorded inside a
@@ -107,7 +109,7 @@ def install() -> Callable[[], None]:
             return lambda: None
         _MADE.clear()
         _GRAPHS.clear()
-        v1, v2 = gradients_impl.gradients, gradients_impl.gradients_v2
+        v1, v2, hessians = gradients_impl.gradients, gradients_impl.gradients_v2, gradients_impl.hessians
         # ``import tensorflow.compat.v1 as tf`` makes a new module when that name is not yet in
         # sys.modules (the one ``tf.compat.v1`` held is ``tensorflow._api.v2.compat.v1``) and binds
         # the unwrapped function again: import it under the user's name first, then wrap.
@@ -121,9 +123,11 @@ def install() -> Callable[[], None]:
             seen.add(id(module))
             current = getattr(module, "gradients", None)
             if current is v1:
-                _patch(module, _wrap(current, v1=True))
+                _patch(module, "gradients", _wrap(current, _PARAMS))
             elif current is v2:
-                _patch(module, _wrap(current, v1=False))
+                _patch(module, "gradients", _wrap(current, _V2_PARAMS))
+            if getattr(module, "hessians", None) is hessians:  # (its own gradients calls are not the user's)
+                _patch(module, "hessians", _wrap(gradients_impl.hessians, _HESSIAN_PARAMS))
     return uninstall
 
 
@@ -135,18 +139,18 @@ def uninstall() -> None:
             setattr(module, attr, original)
 
 
-def _patch(module: Any, wrapper: Any) -> None:
-    _INSTALLED.append((module, "gradients", getattr(module, "gradients")))
-    setattr(module, "gradients", wrapper)
+def _patch(module: Any, attr: str, wrapper: Any) -> None:
+    _INSTALLED.append((module, attr, getattr(module, attr)))
+    setattr(module, attr, wrapper)
 
 
-def _wrap(original: Callable[..., Any], v1: bool) -> Callable[..., Any]:
+def _wrap(original: Callable[..., Any], params: tuple[str, ...]) -> Callable[..., Any]:
     def gradients(*args: Any, **kwargs: Any) -> Any:
         if getattr(_STATE, "busy", False) or not _graph_mode():
             return original(*args, **kwargs)
         _STATE.busy = True
         try:
-            return _recorded(original, v1, args, kwargs)
+            return _recorded(original, params, args, kwargs)
         finally:
             _STATE.busy = False
 
@@ -162,21 +166,23 @@ def _graph_mode() -> bool:
     return not tf.executing_eagerly() and not isinstance(ops.get_default_graph(), func_graph.FuncGraph)
 
 
+# The parameters of tf.compat.v1.gradients, tf.gradients and tf.compat.v1.hessians, in order.
 _PARAMS = ("ys", "xs", "grad_ys", "name", "colocate_gradients_with_ops", "gate_gradients",
            "aggregation_method", "stop_gradients", "unconnected_gradients")
+_V2_PARAMS = tuple(p for p in _PARAMS if p != "colocate_gradients_with_ops")
+_HESSIAN_PARAMS = ("ys", "xs", "name", "colocate_gradients_with_ops", "gate_gradients", "aggregation_method")
 
 
-def _recorded(original: Callable[..., Any], v1: bool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _recorded(original: Callable[..., Any], params: tuple[str, ...], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     from tensorflow.python.framework import ops
     from tensorflow.python.util import nest
 
-    params = _PARAMS if v1 else tuple(p for p in _PARAMS if p not in ("colocate_gradients_with_ops",))
     bound = dict(zip(params, args)) | kwargs
     targets = tuple(nest.flatten(bound.get("ys")))
     sources = tuple(nest.flatten(bound.get("xs")))
     stops = tuple(nest.flatten(bound.get("stop_gradients"))) if bound.get("stop_gradients") is not None else ()
     unconnected = str(getattr(bound.get("unconnected_gradients"), "value", bound.get("unconnected_gradients") or "none"))
-    kind, compute, given = _kind()
+    kind, compute, given = _kind() if params is not _HESSIAN_PARAMS else ("tf1 tf.hessians", None, None)
     source, _ = user_frame(traceback.extract_stack())
     names, keep = python_names(user_frames())
     graph = ops.get_default_graph()

@@ -107,7 +107,7 @@ def _runs_as_called(
     with running_user_code(), warnings.catch_warnings(), own_random_seeds():
         # Keras's bare warning about None gradients: the report explains those sources.
         warnings.filterwarnings("ignore", message=KERAS_NONE_WARNING, category=UserWarning)
-        if any(site.kind == "tf.gradients" for site in sites):
+        if any(site.kind in ("tf.gradients", "tf.hessians") for site in sites):  # (both raise eagerly)
             return _run_traced(step, traced.args, traced.kwargs)
         if traced.target_kind != "callable" and not traced.eager and control_flow:  # run_eagerly: fit's is eager
             saved = _Saved(traced)
