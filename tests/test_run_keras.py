@@ -642,6 +642,44 @@ def test_a_trainable_change_the_kept_step_ignores_is_told_where_the_step_runs_ag
         assert (f"{words} {len(names)} weights" in told and f"({', '.join(names)})" in told) == bool(names)
 
 
+# A subclassed model is built by its first fit call: its weights did not exist before, none was made trainable since.
+BUILT_BY_FIT = """\
+    import numpy as np
+    import keras
+    keras.utils.set_random_seed(0)
+    class Second(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            global before
+            if epoch == 1:
+                before = [w.numpy().copy() for w in self.model.weights]
+    class M(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.feat, self.head = keras.layers.Dense(8), keras.layers.Dense(1)
+        def call(self, x):
+            return self.head(self.feat(x))
+    model = M()
+    model.compile(optimizer="sgd", loss="mse", run_eagerly=EAGERLY)
+    model.fit(np.random.rand(32, 5), np.random.rand(32, 1), epochs=2, verbose=0, callbacks=[Second()])
+    """
+
+
+@pytest.mark.slow  # a script run whole, about 3 s
+@pytest.mark.parametrize("eagerly", [False, True], ids=["traced", "run_eagerly"])
+def test_a_model_built_by_its_first_fit_is_not_told_it_left_out_weights_made_trainable(
+    eagerly: bool, tmp_path: Path, capsys: Any
+) -> None:
+    text = BUILT_BY_FIT.replace("EAGERLY", str(eagerly))
+    namespace: dict[str, Any] = {}
+    keras.utils.clear_session()
+    exec(textwrap.dedent(text), namespace)  # noqa: S102 -- the script alone: its second epoch trains every weight
+    model = namespace["model"]
+    assert all(not np.array_equal(w.numpy(), b) for w, b in zip(model.weights, namespace["before"]))
+    code, out, _ = run(capsys, script(tmp_path, text), "--json")
+    document = json.loads(out)
+    assert document["untrained"] == [] and code == 0
+
+
 # SimCLR's shape: the model tracks a linear-probe head its pretraining train_step never calls.
 PROBE = """\
     import keras

@@ -341,8 +341,10 @@ def test_an_eager_fit_whose_train_step_cannot_be_traced_is_judged_at_its_eager_c
     assert document["script_error"] is None
     (step,) = document["steps"]  # not "could not be analyzed": TensorFlow's own answer at the call
     assert step["kind"] == "eager tape.gradient" and step["error"] is None
+    assert step["name"] == "m.fit"  # the model's step fit runs, not a tape of the script's
     assert [s["tensorflow_none"] for s in step["site"]["sources"]] == none == [False, False, True, True]
-    assert code == 1
+    assert [s["verdict"] for s in step["site"]["sources"]] == ["receives", "receives", "unused", "unused"]
+    assert document["untrained"] == [] and code == 1
 
 
 FIT_GENERATOR = """\

@@ -105,17 +105,21 @@ def kept_step_text(first: tuple[Any, Any, tuple[int, ...]] | None, site: Any) ->
         return None
     model, step, trainable = first
     now = trainable_ids(model)
-    if now == trainable:
+    from flowcheck.trace.steps import runs_eagerly
+
+    if now == trainable or runs_eagerly(model):  # run eagerly, train_step reads the flags of each call: none kept
         return None
     from flowcheck._model import Verdict
     from flowcheck.trace.eager_sites import backing
     from flowcheck.trace.kept_step import overrides_train_step
 
-    trained = {id(backing(s.variable)) for site in getattr(step.report, "gradient_sites", None) or ()
-               for s in site.sources if s.verdict is Verdict.RECEIVES}
+    sites = getattr(step.report, "gradient_sites", None) or ()
+    trained = {id(backing(s.variable)) for site in sites for s in site.sources if s.verdict is Verdict.RECEIVES}
+    asked = {id(backing(s.variable)) for site in sites for s in site.sources}  # (the weights its first call built too)
     frozen, before = set(trainable) - set(now), set(trainable)
     still = [w for w in model.weights if id(w) in frozen and id(backing(w)) in trained]
-    left_out = [] if overrides_train_step(model) else [w for w in model.trainable_weights if id(w) not in before]
+    left_out = [] if overrides_train_step(model) else [
+        w for w in model.trainable_weights if id(w) not in before and id(backing(w)) not in asked]
     parts = [f"{what} {len(found)} weight{'s' if len(found) != 1 else ''} {since} ({', '.join(w.path for w in found)})"
              for what, found, since in (("still trains", still, "frozen since"),
                                         ("does not train", left_out, "made trainable since")) if found]

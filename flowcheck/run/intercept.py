@@ -4,17 +4,16 @@ Four kinds of training step are caught at their first call, with that call's rea
 
 * Keras ``Model.fit`` / ``train_on_batch``: the model's ``train_function`` (``make_train_function``)
   is wrapped; its first batch, analyzed through the model's ``train_step``, goes to the real step.
-* a ``tf.function`` whose trace asks for a gradient: traced into its own cache (where the real call
-  finds it), and analyzed before it runs when a ``tape.gradient`` or ``tf.gradients`` ran inside.
+* a ``tf.function`` whose trace asks for a gradient: traced into its own cache (where the real call finds it), and
+  analyzed before it runs when a ``tape.gradient`` or ``tf.gradients`` ran inside.
 * TF1 ``Session.run`` (the ``tf1`` stage says which gradient calls the fetches compute: the step).
-* an eager ``tape.gradient`` outside any ``tf.function``: TensorFlow's own answer, per source (its
-  cuts named by a trace of the script's function holding the tape, once the script has ended).
+* an eager ``tape.gradient`` outside any ``tf.function``: TensorFlow's own answer, per source (its cuts named by a
+  trace of the script's function holding the tape, once the script has ended); a ``fit`` run eagerly, its model's.
 
-A step analyzed once that is about to run again ends the script (:class:`StopScript`), unless
-``--continue`` asked to let it go on (then every hook only passes the calls through) or the round
-looks unfinished (``round_unfinished``: a WGAN's generator step after ``n_critic`` critic steps). A Keras
-model's step called again from another line (a GAN's discriminator on real, then fake images) is still the first round.
-"""
+A step analyzed once that is about to run again ends the script (:class:`StopScript`), unless ``--continue`` asked
+to let it go on (then every hook only passes the calls through) or the round looks unfinished (``round_unfinished``: a
+WGAN's generator step after ``n_critic`` critic steps). A Keras model's step called again from another line (a GAN's
+discriminator on real, then fake images) is still the first round."""
 
 from __future__ import annotations
 
@@ -69,15 +68,14 @@ class Interceptor:
         self._keras_sites: set[tuple[Any, Any]] = set()  # (step key, the user's lines calling it) seen this round
         self.untrained: list[str] = []  # Keras fit / train_on_batch calls that train nothing, told in one line
         self._tape_exits = TapeExits(self._active)  # values the script takes out of a tape's block
+        self._keras_eager: str | None = None  # a fit run eagerly (untraceable): its eager site is Keras's train_step
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[Interceptor]:
         """Patch TensorFlow and Keras; undo every patch on exit."""
         try:
-            self._patch_tape()
-            self._patch_function()
-            self._patch_keras()
-            self._patch_session()
+            for patch in (self._patch_tape, self._patch_function, self._patch_keras, self._patch_session):
+                patch()
             with self._tape_exits.installed():
                 yield self
         finally:
@@ -174,7 +172,8 @@ class Interceptor:
             return self._eager_again(self._seen[key], lambda: original(tape, target, sources, *args, **kwargs), sources)
         self._eager_paths.add((key, path))
         self._tape_exits.first_call(key, tape)
-        step = Step("eager tape.gradient", call.function if call and call.function[:1] != "<" else f"tape.{name}", called_at(call))
+        named = self._keras_eager or (call.function if call and call.function[:1] != "<" else f"tape.{name}")
+        step, self._keras_eager = Step("eager tape.gradient", named, called_at(call)), None
         self._seen[key] = step
         self.steps.append(step)
         recorder = SiteRecorder()
@@ -258,9 +257,8 @@ class Interceptor:
         self, fn: Any, args: tuple[Any, ...], step: Step, kwargs: dict[str, Any] | None = None,
         fallback: tuple[Any, tuple[Any, ...]] | None = None,
     ) -> bool:
-        """Trace ``fn`` into its own cache; when it asks for a gradient, analyze that trace (True).
-
-        ``fallback`` (target, args) is analyzed instead when the trace fails.
+        """Trace ``fn`` into its own cache; when it asks for a gradient, analyze that trace (True), or
+        ``fallback`` (target, args) instead when the trace fails.
 
         Raises:
             StopScript: the trace raised after asking for gradients (e.g. "No gradients provided
@@ -370,6 +368,7 @@ class Interceptor:
                 self._analyze(*through_model, {}, step)
                 if step.untraceable:  # (a .numpy() in it): its gradient calls are judged as they run, eagerly
                     self.steps.remove(step)
+                    self._keras_eager = step.name  # its eager site: the model's train_step, not a tape of the script's
                     return function(again())
             elif not self._traced_step(one_step, (data,), step, fallback=through_model):
                 self._seen[key] = None  # Keras asks for no gradient: not a training step
