@@ -346,3 +346,26 @@ def test_recording_is_undone_and_leaves_tf_function_gradients_alone() -> None:
         graph = step.get_concrete_function().graph
     assert (tf.gradients, tf.compat.v1.gradients, gradients_module.gradients, tf.compat.v1.hessians) == before
     assert recorded_calls(graph) == []  # inside a tf.function: the sites recorder's business
+
+
+def test_a_reason_a_step_cannot_run_twice_is_told_once_with_the_ops_that_give_it() -> None:
+    """Three ops drawing random numbers (two dropouts, a noise term) are one reason, not three repeats;
+    the truth that the step cannot run again unchanged is TensorFlow's: two runs differ."""
+    import tensorflow as tf
+
+    from flowcheck.verify.tf1 import unrepeatable_ops
+
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [None, 8])
+        w = tf.compat.v1.Variable(tf.ones([8, 8]), name="w")
+        h = tf.nn.dropout(tf.nn.dropout(tf.matmul(x, w), rate=0.5), rate=0.5)
+        out = tf.reduce_sum(h) + tf.random.normal([])
+        with tf.compat.v1.Session(graph=graph) as session:
+            session.run(w.initializer)
+            feed = {x: np.ones((4, 8), np.float32)}
+            assert session.run(out, feed) != session.run(out, feed)  # TensorFlow: a second run sees other draws
+        reasons = unrepeatable_ops([out.op], [w])
+    [reason] = reasons
+    assert reason.startswith("the step draws random numbers (") and reason.count("draws random numbers") == 1
+    assert reason.count("RandomUniform '") == 2 and reason.count("RandomStandardNormal '") == 1

@@ -380,4 +380,4 @@ def _site(a: CallAnalysis) -> GradientSite:
             trainable=judged.source.trainable,
         ))
     return GradientSite(kind=a.call.kind, source=a.call.source, targets=a.targets, sources=tuple(sources),
-                        watch=a.watch, error=a.call.error, notes=(*a.hints, *(f"{e}" for e in a.errors)))
+                        watch=a.watch, error=a.call.error, notes=tuple(dict.fromkeys((*a.hints, *(f"{e}" for e in a.errors)))))

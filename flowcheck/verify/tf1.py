@@ -53,7 +53,7 @@ def unrepeatable_ops(ops: Sequence[Any], variables: Sequence[Any]) -> list[str]:
     closure = _closure(ops)
     restorable = {id(differentiated_tensor(v)) for v in variables}
     written = {id(op.inputs[0]) for op in closure if op.inputs and op.type not in _READS}
-    reasons = []
+    found: dict[str, list[str]] = {}  # each reason once, with the ops that give it
     for op in closure:
         kind = "reads the input pipeline" if op.type.startswith(_CONSUMING) else (
             "draws random numbers" if any(r in op.type for r in _RANDOM) and not op.type.startswith("Stateless") else
@@ -62,10 +62,10 @@ def unrepeatable_ops(ops: Sequence[Any], variables: Sequence[Any]) -> list[str]:
         )
         if op.type in _VARIABLE_OPS and id(op.outputs[0]) in written and id(op.outputs[0]) not in restorable:
             kind = "writes a variable in no collection, which flowcheck cannot restore"
-        if kind:
+        if kind and len(found.get(kind, ())) < 3:
             line, _ = op_source(op)
-            reasons.append(f"the step {kind} ({op.type} {op.name!r}{f' at {line}' if line else ''})")
-    return reasons[:3]
+            found.setdefault(kind, []).append(f"{op.type} {op.name!r}{f' at {line}' if line else ''}")
+    return [f"the step {kind} ({'; '.join(ops)})" for kind, ops in found.items()][:3]
 
 
 def _stateful(op: Any) -> bool:
