@@ -8,6 +8,8 @@ Keras in the test.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 import textwrap
@@ -725,3 +727,50 @@ def test_a_head_the_train_step_never_reads_does_not_keep_the_round_open(tmp_path
     assert [s["tensorflow_none"] for s in step["report"]["gradient_sites"][0]["sources"]] == truth
     assert document["stopped"] and code == (1 if any(truth) else 0)
     assert log.read_text().splitlines() == ["batch"]  # ended as the second batch was about to run
+
+
+MIXED = """\
+    import numpy as np
+    import keras
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    keras.utils.set_random_seed(0)
+
+    class First(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 0 and not hasattr(self, "seen"):
+                self.seen = True
+                print("first batch loss", repr(float(logs["loss"])))
+
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu"),
+                              keras.layers.Dense(1, dtype="float32")])
+    model.compile(optimizer="adam", loss="mse")
+    X = np.random.default_rng(1).normal(size=(16, 6)).astype("float32")
+    model.fit(X, X[:, :1], batch_size=8, epochs=2, verbose=0, callbacks=[First()])
+    """
+
+
+@pytest.mark.slow  # a script run whole, and again alone
+def test_a_mixed_precision_fit_is_verified_with_the_loss_keras_reports_not_the_scaled_one(
+    tmp_path: Path, capsys: Any
+) -> None:
+    """Keras's own train_step differentiates ``scale_loss(loss)`` (x 32768): the verification tells the
+    loss Keras itself logs for the first batch (the script's callback prints it)."""
+    try:
+        code, out, _ = run(capsys, script(tmp_path, MIXED), "--json")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    document = json.loads(out)
+    [step] = document["steps"]
+    verification = step["report"]["verification"]
+    assert verification["agrees"] and code == 0
+    assert "loss unscaled" in verification["optimizer"]
+    namespace: dict[str, Any] = {}
+    keras.utils.clear_session()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()) as printed:
+            exec(textwrap.dedent(MIXED), namespace)  # noqa: S102 -- the script alone: the loss Keras logs
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    keras_loss = float(printed.getvalue().split("first batch loss")[1])
+    assert np.isclose(verification["loss"], keras_loss, rtol=1e-5)

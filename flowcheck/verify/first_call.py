@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from flowcheck.trace.sites import GradientSite, RecordedCall
 from flowcheck.trace.state import applied_optimizers
-from flowcheck.verify.loss import Verification
+from flowcheck.verify.loss import Verification, loss_scale
 from flowcheck.verify.step import match_calls, maybe_digest, verification_of
 
 __all__ = ["FirstCall", "first_call"]
@@ -84,14 +84,14 @@ class FirstCall:
         if gradients_util.PossibleTapeGradientTypes(inputs) != gradients_util.POSSIBLE_GRADIENT_TYPES_NONE:
             return None  # a tape around the call: only the function's own call records it
         sources = [s.variable for site in self._sites for s in site.sources]
-        before = [maybe_digest(v) for v in sources]
+        optimizers = applied_optimizers(self._traced)
+        before, scale = [maybe_digest(v) for v in sources], loss_scale(optimizers)
         values = self._function.call_flat(*inputs)
         after = [maybe_digest(v) for v in sources]
         result = concrete._inference_function.function_type.pack_output(values[:self._outputs])  # noqa: SLF001
         rest = iter(values[self._outputs:])
         calls = [_with_values(c, rest) for c in self._calls]
-        optimizers = applied_optimizers(self._traced)
-        return result, verification_of(self._sites, calls, (before, after), [], optimizers, restored=restored)
+        return result, verification_of(self._sites, calls, (before, after), [], optimizers, restored=restored, scale=scale)
 
 
 def first_call(traced: Any, sites: Sequence[GradientSite]) -> FirstCall | None:

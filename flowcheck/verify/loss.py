@@ -24,7 +24,7 @@ from flowcheck.trace.distributed import components
 
 if TYPE_CHECKING:
     from flowcheck.trace.traced import Traced
-__all__ = ["GradientState", "Verification", "VariableCheck", "run_step"]
+__all__ = ["GradientState", "Verification", "VariableCheck", "loss_scale", "run_step", "scaled_text"]
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -336,3 +336,21 @@ def _lr(opt: Any) -> str:
         return f"{float(opt.learning_rate.numpy()):g}"
     except Exception:  # noqa: BLE001 -- a schedule: show its class
         return type(opt.learning_rate).__name__
+
+
+def loss_scale(optimizers: Any) -> float | None:
+    """The scale a ``LossScaleOptimizer`` among ``optimizers`` multiplies the loss by now (``scale_loss``: its
+    dynamic scale once built, its initial scale before), read before a step runs; None without one."""
+    for opt in optimizers:
+        if type(opt).__name__ == "LossScaleOptimizer":
+            return float(opt.dynamic_scale.numpy()) if opt.built else float(opt.initial_scale)
+    return None
+
+
+def scaled_text(unscaled_by: float | None) -> str:
+    """What a verification under a ``LossScaleOptimizer`` says of its loss: unscaled (Keras's own
+    ``train_step`` differentiates ``scale_loss(loss)``: its loss is that over the scale), or scaled."""
+    skipped = "a step with non-finite scaled gradients is skipped, by design"
+    if unscaled_by is None:
+        return f" (loss and gradients scaled; {skipped})"
+    return f" (loss unscaled: the tape's target over the loss scale {unscaled_by:g}; gradients scaled; {skipped})"

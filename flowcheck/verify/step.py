@@ -32,7 +32,9 @@ from flowcheck.trace.state import (
     KERAS_NONE_WARNING, NO_GRADIENTS, all_none_tolerated, applied_optimizers, built_state, iterators_of, state_of, unbuild,
 )
 from flowcheck.verify.iterators import iterator_state, unrestorable
-from flowcheck.verify.loss import GradientState, VariableCheck, Verification, _describe, _digest, _first_line, _save_components, _state
+from flowcheck.verify.loss import (
+    GradientState, VariableCheck, Verification, _describe, _digest, _first_line, _save_components, _state, loss_scale, scaled_text,
+)
 
 __all__ = [
     "eager_calls", "match_calls", "maybe_digest", "restoring", "restoring_global_generator", "unrestorable",
@@ -201,7 +203,7 @@ def verify_step(traced: Any, sites: Sequence[GradientSite], *, control_flow: boo
         raise VerificationError(why)
     optimizers = applied_optimizers(traced)
     sources = [s.variable for site in sites for s in site.sources]
-    before = [maybe_digest(v) for v in sources]
+    before, scale = [maybe_digest(v) for v in sources], loss_scale(optimizers)
     problems: list[str] = []
     try:
         with restoring(traced):
@@ -215,21 +217,23 @@ def verify_step(traced: Any, sites: Sequence[GradientSite], *, control_flow: boo
         raise
     except Exception as exc:  # noqa: BLE001 -- the user's step failed: say how, as one error
         raise unchained(VerificationError(f"the real step failed: {_first_line(exc)}"), exc) from None
-    return verification_of(sites, calls, (before, after), problems, optimizers)
+    return verification_of(sites, calls, (before, after), problems, optimizers, scale=scale)
 
 
 def verification_of(
     sites: Sequence[GradientSite], calls: Sequence[RecordedCall | None],
     digests: tuple[Sequence[bytes | None], Sequence[bytes | None]], problems: list[str], optimizers: Sequence[Any],
-    restored: bool = True,
+    restored: bool = True, scale: float | None = None,
 ) -> Verification:
     """The verdict of one real run: each site's answers (``calls``) and each source's digests before and after.
 
     Under a ``LossScaleOptimizer`` (mixed precision) the loss and gradients are scaled, and a step
     whose scaled gradients are not finite is skipped while the scale is lowered, by design: that is
-    no problem of the step's.
+    no problem of the step's. Keras's own ``train_step`` differentiates ``scale_loss(loss)``: its loss
+    is told unscaled, over ``scale`` (:func:`~flowcheck.verify.loss.loss_scale`, read before the run).
     """
     scaled = any(type(o).__name__ == "LossScaleOptimizer" for o in optimizers)
+    unscale = scale if scaled and scale and sites and all(s.kind == "Keras train_step" for s in sites) else None
     found: list[str] = []
     checks, (loss, values) = _checks(sites, calls, digests[0], digests[1], found)
     problems.extend(p for p in found if not (scaled and p.endswith(_NOT_FINITE)))
@@ -239,11 +243,11 @@ def verification_of(
         problems.append(f"the loss is {loss}: gradients and the step are not meaningful")
     described = ", ".join(_describe(o) for o in optimizers) if optimizers else "update"
     if scaled:
-        described += " (loss and gradients scaled; a step with non-finite scaled gradients is skipped, by design)"
+        described += scaled_text(unscale)
     return Verification(
         agrees=all(c.agrees for c in checks) and not problems,
         optimizer="the step's own " + described,
-        loss=loss,
+        loss=loss / unscale if unscale else loss,
         variables=tuple(checks),
         problems=tuple(problems),
         restored=restored,
