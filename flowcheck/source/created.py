@@ -10,7 +10,7 @@ from __future__ import annotations
 import ast
 import inspect
 import linecache
-import textwrap
+import os
 from functools import lru_cache
 from typing import Any
 
@@ -33,33 +33,36 @@ def creation_line(holder: Any, attribute: str | None, name: str | None) -> Sourc
 
 
 def _in_class(cls: type, attribute: str | None, name: str | None) -> SourceLine | None:
-    tree = _class_tree(cls)
-    if tree is None:
+    file = _user_file(cls)
+    try:
+        tree = _module_tree(file, os.stat(file).st_mtime_ns) if file is not None else None
+    except OSError:  # (no longer there)
         return None
-    file, start, node = tree
+    if file is None or tree is None:
+        return None
     by_name = None
-    for fn in (n for n in ast.walk(node) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))):
-        for statement in ast.walk(fn):
-            line = _assigns(statement, attribute) if attribute else None
-            if line is None and by_name is None and name and _named_maker(statement, name):
-                by_name = _line(file, start + statement.lineno - 1, cls, fn)  # type: ignore[attr-defined]
-            if line is not None:
-                return _line(file, start + line - 1, cls, fn)
+    for node in (n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == cls.__name__):
+        for fn in (n for n in ast.walk(node) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))):
+            for statement in ast.walk(fn):
+                if attribute and _assigns(statement, attribute):
+                    return _line(file, statement.lineno, cls, fn)  # type: ignore[attr-defined]
+                if by_name is None and name and _named_maker(statement, name):
+                    by_name = _line(file, statement.lineno, cls, fn)  # type: ignore[attr-defined]
     return by_name
 
 
-def _assigns(statement: ast.AST, attribute: str) -> int | None:
-    """The line of ``self.<attribute> = <a call>`` (or ``self.<attribute>: T = <a call>``, or a list of calls)."""
+def _assigns(statement: ast.AST, attribute: str) -> bool:
+    """Whether ``statement`` is ``self.<attribute> = <a call>`` (``self.<attribute>: T = ...``, a list of calls)."""
     if isinstance(statement, ast.Assign):
         targets, value = statement.targets, statement.value
     elif isinstance(statement, ast.AnnAssign) and statement.value is not None:
         targets, value = [statement.target], statement.value
     else:
-        return None
+        return False
     hit = any(isinstance(t, ast.Attribute) and t.attr == attribute and isinstance(t.value, ast.Name)
               and t.value.id == "self" for t in targets)
     makes = any(isinstance(n, ast.Call) for n in ast.walk(value))
-    return statement.lineno if hit and makes else None
+    return hit and makes
 
 
 def _named_maker(node: ast.AST, name: str) -> bool:
@@ -72,18 +75,25 @@ def _named_maker(node: ast.AST, name: str) -> bool:
     )
 
 
-@lru_cache(maxsize=256)
-def _class_tree(cls: type) -> tuple[str, int, ast.AST] | None:
-    """A user's class: its file, first line and syntax tree (None for a library's, or without source)."""
+def _user_file(cls: type) -> str | None:
+    """The file of a class the user wrote (None for a library's, or one without a file)."""
     try:
         file = inspect.getsourcefile(cls)
-        if file is None or is_library_file(file):
-            return None
-        lines, start = inspect.getsourcelines(cls)
-        return file, start, ast.parse(textwrap.dedent("".join(lines)))
-    except (OSError, TypeError, SyntaxError):  # defined by exec, in a notebook cell, or unreadable
+    except TypeError:  # a built-in class
+        return None
+    return None if file is None or is_library_file(file) else file
+
+
+@lru_cache(maxsize=32)
+def _module_tree(file: str, modified: int) -> ast.Module | None:
+    """A user's file, parsed once per version (keyed by its path and time: no class or module kept alive)."""
+    try:
+        with open(file, encoding="utf-8") as handle:
+            return ast.parse(handle.read())
+    except (OSError, SyntaxError, ValueError):  # unreadable, or not Python source
         return None
 
 
 def _line(file: str, line: int, cls: type, fn: Any) -> SourceLine:
+    linecache.checkcache(file)
     return SourceLine(file, line, f"{cls.__name__}.{fn.name}", linecache.getline(file, line).strip())
