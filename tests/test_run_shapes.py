@@ -347,6 +347,50 @@ def test_an_eager_fit_whose_train_step_cannot_be_traced_is_judged_at_its_eager_c
     assert document["untrained"] == [] and code == 1
 
 
+KERAS_STEP_EAGERLY = """\
+    import numpy as np
+    import tensorflow as tf
+    import keras
+
+    class Noisy(keras.layers.Layer):
+        def build(self, shape):
+            self.w = self.add_weight(shape=(shape[-1], 1), initializer="ones")
+
+        def call(self, x):
+            return tf.matmul(x, self.w) * float(np.mean(x.numpy()))  # leaves TensorFlow: not traceable
+
+    class M(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.n, self.d = Noisy(), keras.layers.Dense(1)
+
+        def call(self, x):
+            return self.d(self.n(x))
+
+    m = M()
+    m.compile(optimizer="sgd", loss="mse", run_eagerly=True)
+    m.fit(np.ones((8, 3), "float32"), np.zeros((8, 1), "float32"), batch_size=4, epochs=2, verbose=0)
+    """
+
+
+def test_keras_own_train_step_run_eagerly_and_untraceable_is_headed_as_the_models_fit(tmp_path: Path, capsys: Any) -> None:
+    namespace: dict[str, Any] = {}
+    exec(textwrap.dedent(KERAS_STEP_EAGERLY).replace("epochs=2", "epochs=1"), namespace)  # noqa: S102 -- the script alone
+    m, x = namespace["m"], tf.ones((4, 3))
+    with tf.GradientTape() as tape:  # Keras's own step on a batch: TensorFlow's answer
+        loss = tf.reduce_mean(tf.square(m(x)))
+    none = [g is None for g in tape.gradient(loss, m.trainable_weights)]
+    path = script(tmp_path, KERAS_STEP_EAGERLY)
+    code, document = run_json(capsys, path)
+    (step,) = document["steps"]
+    assert step["name"] == "m.fit" and step["site"]["kind"] == "Keras train_step"
+    assert [s["tensorflow_none"] for s in step["site"]["sources"]] == none and code == int(any(none))
+    assert document["untrained"] == []  # run eagerly, fit keeps no traced step
+    keras.utils.clear_session()
+    main(["run", path])
+    assert f"step 1: m.fit (keras train_step, run eagerly), first called at {path}:" in capsys.readouterr().out
+
+
 FIT_GENERATOR = """\
     import numpy as np
     import tensorflow as tf

@@ -130,7 +130,8 @@ def format_run(result: RunResult, script: str, expectations: Sequence[Expectatio
     for i, step in enumerate(result.steps, 1):
         out.append("")
         call = f", {'at' if step.kind == 'tf1 graph' else 'first called at'} {step.call}" if step.call else ""
-        out.append(f"step {i}: {step.name} ({step.kind}){call}")
+        kind = "keras train_step, run eagerly" if step.eager is not None and step.eager.kind == "Keras train_step" else step.kind
+        out.append(f"step {i}: {step.name} ({kind}){call}")
         if step.error is not None and step.report is None:
             out.append(f"  could not analyze it: {step.error}")
         elif step.eager is not None:
