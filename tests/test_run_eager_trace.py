@@ -296,3 +296,25 @@ def test_a_script_stopped_inside_a_tape_block_leaves_no_tracer(tmp_path: Path, c
     assert sys.gettrace() is None
     [step] = json.loads(capsys.readouterr().out)["steps"]
     assert barrier_lines(step["site"]) == [[line_of(str(path), "# cut")]] * 2
+
+
+def test_a_source_the_traced_function_never_reads_is_told_unused_not_left_unexplained(tmp_path: Path, capsys: Any) -> None:
+    """The walkthrough's ``grad()`` asked for a variable its loss never reads (a peephole weight left over)
+    beside one it cuts: the trace names the cut, and tells the other unused instead of advising a tf.function."""
+    text = HEAD + """\
+    peep = tf.Variable(tf.zeros([3]), name="peep")
+
+    def grad(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(head(enc(x))) + tf.reduce_mean(tf.stop_gradient(aux))  # cut
+        return tape.gradient(loss, [aux, peep, *enc.trainable_variables])
+
+    for step in range(2):
+        grads = grad(x)
+    """
+    truth = [g is None for g in one_round(text)["grads"]]
+    path, [site], _ = sites(tmp_path, capsys, text)
+    assert [s["tensorflow_none"] for s in site["sources"]] == truth == [s["verdict"] != "receives" for s in site["sources"]]
+    assert [s["verdict"] for s in site["sources"]][:2] == ["blocked", "unused"]  # aux cut; peep not read
+    assert barrier_lines(site) == [[line_of(path, "# cut")], [], [], []]
+    assert not any("put the step" in note for note in site["notes"])
