@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from flowcheck.run.batches import first_batch, keras_caller, kept_step_text, one_step_function, trainable_ids, unwrap_train_function
 from flowcheck.run.eager_trace import holder
-from flowcheck.run.step import Step, StopScript, code_file, round_unfinished, untrained_text
+from flowcheck.run.step import Step, StopScript, code_file, round_unfinished, step_name, untrained_text
 from flowcheck.run.stop import stop_for_good, stop_unwinding
 from flowcheck.run.tape_exits import TapeExits
 from flowcheck.source.exceptions import describe_exception
@@ -243,7 +243,7 @@ class Interceptor:
             with self._inside():  # a repeat let through (the round unfinished) is no new step
                 self._again()
                 return original(fn, *args, **kwargs)
-        name = str(getattr(fn.python_function, "__qualname__", None) or fn.__name__)
+        name = step_name(fn)
         step = Step("tf.function", name, call_site())
         if not self._traced_step(fn, args, step, kwargs):
             self._seen[key] = None
