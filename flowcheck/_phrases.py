@@ -24,6 +24,10 @@ GRADIENT_ERROR_ADVICE: Final = (
 EAGER_ANSWER: Final = "called eagerly: TensorFlow's own answer, without a graph to explain it"
 """Said of a gradient call made eagerly: its verdicts are TensorFlow's answers, no op named."""
 
+OUTSIDE_TAPE: Final = ("the targets were not computed while the tape recorded (outside its with block): "
+                       "nothing is differentiated")
+"""Said of a gradient call whose targets the tape holds no record of."""
+
 NO_REGISTERED_GRADIENT: Final = "has no registered gradient"
 """Said in the detail of an op with no gradient at all (``graph.ops``), not of a gradient that refuses."""
 

@@ -339,3 +339,60 @@ def test_a_variable_the_tapes_block_never_read_is_unused_not_cut_by_an_unnamed_o
     assert not any("cannot name the op" in note for note in site["notes"])
     assert any(note.startswith("unused: ") for note in site["notes"])
     assert barrier_lines(site) == [[], [] if unused[1] else [line_of(path, "# cut")], [], []]
+
+
+def test_a_source_the_traced_function_never_reads_is_told_unused_not_left_unexplained(tmp_path: Path, capsys: Any) -> None:
+    """The walkthrough's ``grad()`` asked for a variable its loss never reads (a peephole weight left over)
+    beside one it cuts: the trace names the cut, and tells the other unused instead of advising a tf.function."""
+    text = HEAD + """\
+    peep = tf.Variable(tf.zeros([3]), name="peep")
+
+    def grad(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(head(enc(x))) + tf.reduce_mean(tf.stop_gradient(aux))  # cut
+        return tape.gradient(loss, [aux, peep, *enc.trainable_variables])
+
+    for step in range(2):
+        grads = grad(x)
+    """
+    truth = [g is None for g in one_round(text)["grads"]]
+    path, [site], _ = sites(tmp_path, capsys, text)
+    assert [s["tensorflow_none"] for s in site["sources"]] == truth == [s["verdict"] != "receives" for s in site["sources"]]
+    assert [s["verdict"] for s in site["sources"]][:2] == ["blocked", "unused"]  # aux cut; peep not read
+    assert barrier_lines(site) == [[line_of(path, "# cut")], [], [], []]
+    assert not any("put the step" in note for note in site["notes"])
+
+
+def test_a_loss_made_after_the_tapes_block_of_an_eager_method_is_told_so_by_its_trace(tmp_path: Path, capsys: Any) -> None:
+    """A Trainer's eager ``train_step`` computes its loss after the tape's block: TensorFlow gives None to every
+    weight, and applying nothing raises. The trace of the method (which raises there too, before TensorFlow lists
+    the variables it read: its model is reached through ``self`` only) tells why."""
+    text = HEAD + """\
+    class Trainer:
+        def __init__(self):
+            self.model = tf.keras.Sequential([tf.keras.Input((2,)), tf.keras.layers.Dense(3, name="body")])
+            self.optimizer = tf.keras.optimizers.SGD(0.1)
+
+        def train_step(self, x):
+            with tf.GradientTape() as tape:
+                pred = self.model(x)
+            loss = tf.reduce_mean(pred)
+            grads = tape.gradient(loss, self.model.trainable_variables)
+            self.optimizer.apply_gradients([(g, v) for g, v in zip(grads, self.model.trainable_variables) if g is not None])
+            return grads
+
+    trainer = Trainer()
+    for step in range(2):
+        grads = trainer.train_step(x)
+    """
+    namespace: dict[str, Any] = {}
+    with pytest.raises(ValueError):  # the script alone: nothing to apply
+        exec(textwrap.dedent(text), namespace)
+    model = namespace["trainer"].model
+    with namespace["tf"].GradientTape() as tape:  # TensorFlow's answer at its gradient call
+        pred = model(namespace["x"])
+    truth = [g is None for g in tape.gradient(namespace["tf"].reduce_mean(pred), model.trainable_variables)]
+    _, [site], _ = sites(tmp_path, capsys, text)
+    assert [s["tensorflow_none"] for s in site["sources"]] == truth == [s["verdict"] != "receives" for s in site["sources"]]
+    assert [s["verdict"] for s in site["sources"]] == ["unused", "unused"]
+    assert any("not computed while the tape recorded" in note for note in site["notes"])

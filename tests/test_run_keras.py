@@ -774,3 +774,52 @@ def test_a_mixed_precision_fit_is_verified_with_the_loss_keras_reports_not_the_s
         keras.mixed_precision.set_global_policy("float32")
     keras_loss = float(printed.getvalue().split("first batch loss")[1])
     assert np.isclose(verification["loss"], keras_loss, rtol=1e-5)
+
+
+# A subclassed model whose weights are made by its first fit call (its compute_loss builds a projection):
+# those are no weights "made trainable since" when fit runs its kept step again.
+LAZY = """\
+    import numpy as np
+    import keras
+    from keras import ops
+    keras.utils.set_random_seed(0)
+
+    class Embedder(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.body, self.head, self.proj = keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3), keras.layers.Dense(4)
+
+        def call(self, x, training=False):
+            return self.head(self.body(x))
+
+        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+            loss = super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
+            return loss + 0.1 * ops.mean(ops.square(self.proj(ops.stop_gradient(self.body(x)))))
+
+    class Snapshot(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            global before
+            if epoch == 1:
+                before = [w.numpy().copy() for w in self.model.weights]
+
+    model = Embedder()
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    model.fit(rng.random((24, 5)).astype("float32"), rng.integers(0, 3, 24), batch_size=8, epochs=2, verbose=0,
+              callbacks=[Snapshot()])
+    """
+
+
+def test_weights_a_subclassed_model_makes_at_its_first_fit_call_are_not_told_made_trainable_since(
+    tmp_path: Path, capsys: Any,
+) -> None:
+    namespace: dict[str, Any] = {}
+    keras.utils.clear_session()
+    exec(textwrap.dedent(LAZY), namespace)  # noqa: S102 -- the script alone: its second epoch trains every weight
+    model = namespace["model"]
+    moved = [w.path for w, b in zip(model.weights, namespace["before"]) if not np.array_equal(w.numpy(), b)]
+    assert moved == [w.path for w in model.trainable_weights] and len(moved) == 6
+    code, out, _ = run(capsys, script(tmp_path, LAZY), "--json")
+    document = json.loads(out)
+    (site,) = document["steps"][0]["report"]["gradient_sites"]
+    assert [s["verdict"] for s in site["sources"]] == ["receives"] * len(moved)

@@ -964,3 +964,56 @@ def test_a_per_example_loss_is_told_as_the_sum_the_tape_differentiates(tmp_path:
     assert first.shape == (8,) and code == 0
     (line,) = [line for line in text.splitlines() if line.startswith("  verification: ")]
     assert f"loss {float(first.astype('float64').sum()):.6g}, the sum of its 8 values (as the tape differentiates it)" in line
+
+
+# A step made by functools.partial and wrapped by tf.function (its model, optimizer and a variable as keywords).
+PARTIAL = """\
+    import functools
+    import numpy as np
+    import tensorflow as tf
+    import keras
+
+    keras.utils.set_random_seed(0)
+
+    def train_step(x, y, model, optimizer, frozen_bias):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(x, training=True) + tf.stop_gradient(frozen_bias) - y))  # cut
+        variables = model.trainable_variables + [frozen_bias]
+        grads = tape.gradient(loss, variables)
+        optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
+        return loss
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    bias = tf.Variable(0.5, name="frozen_bias")
+    step = tf.function(functools.partial(train_step, model=model, optimizer=keras.optimizers.SGD(0.1), frozen_bias=bias))
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        step(tf.constant(rng.normal(size=(8, 4)), tf.float32), tf.constant(rng.normal(size=(8, 1)), tf.float32))
+    np.save(OUT, np.concatenate([v.numpy().ravel() for v in model.weights + [bias]]))
+    """
+
+
+@pytest.mark.slow  # a script run whole, twice
+def test_a_tf_function_of_a_functools_partial_is_analyzed_verified_by_its_first_call_and_continues_exactly(
+    tmp_path: Path, capsys: Any,
+) -> None:
+    from truth import line_of
+
+    alone, watched = tmp_path / "alone.npy", tmp_path / "watched.npy"
+    keras.utils.clear_session()
+    namespace = runpy.run_path(script(tmp_path, f"OUT = {str(alone)!r}\n" + textwrap.dedent(PARTIAL), "a.py"))
+    model, bias = namespace["model"], namespace["bias"]
+    x = tf.ones((8, 4))
+    with tf.GradientTape() as tape:  # TensorFlow's answer for the step's sources
+        loss = tf.reduce_mean(tf.square(model(x) + tf.stop_gradient(bias)))
+    none = [g is None for g in tape.gradient(loss, model.trainable_variables + [bias])]
+    path = script(tmp_path, f"OUT = {str(watched)!r}\n" + textwrap.dedent(PARTIAL), "b.py")
+    code, document = run_json(capsys, path, "--continue")
+    (step,) = document["steps"]
+    assert step["name"] == "train_step" and step["raised"] is None and step["error"] is None
+    (site,) = step["report"]["gradient_sites"]
+    assert [s["verdict"] != "receives" for s in site["sources"]] == none == [s["tensorflow_none"] for s in site["sources"]]
+    assert [b["source"]["line"] for b in site["sources"][-1]["barriers"]] == [line_of(path, "# cut")]
+    assert step["report"]["verification"]["agrees"]  # its trace run once ahead of the script's own first call
+    assert code == 1
+    np.testing.assert_array_equal(np.load(alone), np.load(watched))

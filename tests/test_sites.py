@@ -170,6 +170,40 @@ def test_custom_step_cut_everywhere_reports_the_site() -> None:
     assert_sites_match(report, tape_truth(lambda: step.python_function(x, y), [*dense.variables, *optimizer.variables]))
 
 
+class _CutTrainer:
+    """A trainer whose step asks for gradients of a loss made after its tape's block, then applies them."""
+
+    def __init__(self) -> None:
+        self.model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3), keras.layers.Dense(1)])
+        self.optimizer = keras.optimizers.SGD(0.1)
+
+    def train_step(self, x: Any, y: Any) -> Any:
+        with tf.GradientTape() as tape:
+            pred = self.model(x)
+        loss = tf.reduce_mean((pred - y) ** 2)
+        grads = tape.gradient(loss, self.model.trainable_variables)
+        self.optimizer.apply_gradients([(g, v) for g, v in zip(grads, self.model.trainable_variables) if g is not None])
+        return loss
+
+
+def test_a_plain_method_whose_trace_fails_after_its_gradient_call_is_judged_at_that_call() -> None:
+    """The model is reached only through ``self``; the trace raises in ``apply_gradients`` (nothing to apply),
+    before TensorFlow lists the variables it read: the gradient call's sources stand in for them."""
+    keras.utils.set_random_seed(12)
+    trainer = _CutTrainer()
+    x, y = tf.ones((4, 2)), tf.ones((4, 1))
+    trainer.model(x)
+    def call() -> None:  # the script's own call, eagerly: it raises once TensorFlow has answered
+        with pytest.raises(ValueError, match="not enough values to unpack"):
+            trainer.train_step(x, y)
+
+    truth = tape_truth(call, trainer.model.variables)
+    report = flowcheck.analyze(_CutTrainer.train_step, trainer, x, y)
+    (site,) = report.gradient_sites
+    assert [s.receives for s in site.sources] == [not none for none in truth[0]] and not site.receiving
+    assert [s.verdict for s in site.sources] == [Verdict.UNUSED] * 4
+
+
 def test_persistent_tape_with_jacobian_stop_recording_and_a_read_before_the_block() -> None:
     w_before = tf.Variable(tf.ones((2, 2)), name="w_before")
     w_inside = tf.Variable(tf.ones((2, 2)), name="w_inside")

@@ -19,6 +19,7 @@ from typing import Any
 import networkx as nx
 
 from flowcheck._model import BarrierKind, Verdict
+from flowcheck._phrases import OUTSIDE_TAPE
 
 from flowcheck.analysis.barriers import one_per_replica, outside_barrier
 from flowcheck.analysis.verdicts import blocking_barriers, reach, verdicts
@@ -264,10 +265,7 @@ def judge_call(
             name=names[i], variable=call.sources[i], verdict=found, barriers=barriers,
             tensorflow_none=answers[i], trainable=trainable[i],
         ))
-    notes: tuple[str, ...] = ()
-    if not sub.targets:
-        notes = ("the targets were not computed while the tape recorded (outside its with block): "
-                 "nothing is differentiated",)
+    notes: tuple[str, ...] = () if sub.targets else (OUTSIDE_TAPE,)
     if unwatched:
         notes += (f"{', '.join(unwatched)}: the tape was not asked to watch it (tape.watch) and recorded no op "
                   "that makes it from something it watches: TensorFlow gives None",)

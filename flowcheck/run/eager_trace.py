@@ -25,7 +25,7 @@ import types
 from collections.abc import Iterator
 from typing import Any
 
-from flowcheck._phrases import EAGER_ANSWER
+from flowcheck._phrases import EAGER_ANSWER, OUTSIDE_TAPE
 from flowcheck.run.step import EAGER_NOTE, EAGERLY_NOTE, Step
 from flowcheck.source.lines import SourceLine, frame_running
 
@@ -99,7 +99,7 @@ def explain(step: Step) -> None:
     given = {id(backing(s.variable)) for s in site.sources if not s.tensorflow_none}
     try:
         with _no_side_effects():
-            cuts = _traced_cuts(*held, site.source, given)
+            cuts, unread, outside = _traced_cuts(*held, site.source, given)
     except TraceError as exc:  # a NumPy function no conversion was heard for (np.square(t) reads the buffer)
         if _SYMBOLIC in str(exc) and (EAGER_NOTE in site.notes or EAGERLY_NOTE in site.notes):
             notes = tuple(n for n in site.notes if n not in (EAGER_NOTE, EAGERLY_NOTE))
@@ -108,17 +108,20 @@ def explain(step: Step) -> None:
     except (Exception, SystemExit, KeyboardInterrupt):  # noqa: BLE001 -- untraceable otherwise (a sys.exit in
         return  # a branch the call did not take runs at the trace): the site stays as TensorFlow answered
 
-    sources = tuple(
-        dataclasses.replace(s, barriers=cuts.get(id(backing(s.variable)), ())) if s.tensorflow_none else s
-        for s in site.sources
+    from flowcheck._model import Verdict
+
+    sources = tuple(  # a source the trace's tape does not reach at all is unused there, not cut
+        s if not s.tensorflow_none else dataclasses.replace(s, verdict=Verdict.UNUSED) if id(backing(s.variable)) in unread
+        else dataclasses.replace(s, barriers=cuts.get(id(backing(s.variable)), ())) for s in site.sources
     )
-    if not any(s.barriers for s in sources):
+    if not any(s.barriers or s.verdict is Verdict.UNUSED for s in sources):
         return
     name = getattr(held[0], "__name__", "the function")
     notes = tuple(n for n in site.notes if n not in (EAGER_ANSWER, EAGER_NOTE, EAGERLY_NOTE))
-    told = (f"called eagerly: TensorFlow's own answer; the ops and lines that cut are those of {name} traced "
+    unused = " and the sources its targets do not read" if any(s.verdict is Verdict.UNUSED for s in sources) else ""
+    told = (f"called eagerly: TensorFlow's own answer; the ops and lines that cut{unused} are those of {name} traced "
             "by tf.function once the script had ended, with the arguments of its first call as the script left them")
-    step.eager = dataclasses.replace(site, sources=sources, notes=(told, *notes))
+    step.eager = dataclasses.replace(site, sources=sources, notes=(told, *notes, *outside))
 
 
 # What TensorFlow raises when a traced function hands a tensor to NumPy.
@@ -128,12 +131,14 @@ _SYMBOLIC = "Cannot convert a symbolic"
 def _traced_cuts(
     fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], nth: int, ran: frozenset[tuple[str, int]] | None,
     call: SourceLine | None, given: set[int],
-) -> dict[int, tuple[Any, ...]]:
+) -> tuple[dict[int, tuple[Any, ...]], frozenset[int], tuple[str, ...]]:
     """Per variable (id of its ``tf.Variable``): the barriers of a trace of ``fn`` for the variables it blocks,
     at the traced gradient call that is the ``nth`` written on ``call``'s line when the trace is judged at
-    its gradient calls. Nothing when the trace blocks a variable in ``given`` (TensorFlow gave it a
-    gradient: the trace is not what ran), no barrier inside a ``cond``/``case`` branch (eagerly only
-    the branch taken ran), and none at a line the tape's block did not run (``ran``, when heard)."""
+    its gradient calls; the variables that call's targets do not read at all (unused), and whether they were
+    computed outside the tape's block (:data:`OUTSIDE_TAPE`, or nothing). Nothing when the
+    trace gives no gradient to a variable in ``given`` (TensorFlow gave it one: the trace is not what ran), no
+    barrier inside a ``cond``/``case`` branch (eagerly only the branch taken ran), and none at a line the
+    tape's block did not run (``ran``, when heard)."""
     from flowcheck._api import build_report
     from flowcheck._gc import collector_paused
     from flowcheck._model import Verdict
@@ -151,11 +156,13 @@ def _traced_cuts(
     if len(same) > 1 and len(same) == len(call_starts(call)) and nth < len(same):
         same = [same[nth]]  # two calls written on one line: the eager call's own
     results = same[0].sources if len(same) == 1 else () if report.gradient_sites else report.variables
-    if any(r.verdict is Verdict.BLOCKED and id(backing(r.variable)) in given for r in results):
-        return {}
+    if any(r.verdict is not Verdict.RECEIVES and id(backing(r.variable)) in given for r in results):
+        return {}, frozenset(), ()
     cuts = {id(backing(r.variable)): tuple(b for b in r.barriers if not _in_branch(graph, b.node) and _ran(b, ran))
             for r in results if r.verdict is Verdict.BLOCKED}
-    return {k: v for k, v in cuts.items() if v}
+    unread = frozenset(id(backing(r.variable)) for r in results if r.verdict is Verdict.UNUSED) if len(same) == 1 else frozenset()
+    outside = tuple(n for n in same[0].notes if n == OUTSIDE_TAPE) if len(same) == 1 else ()
+    return {k: v for k, v in cuts.items() if v}, unread, outside
 
 
 def _ran(barrier: Any, ran: frozenset[tuple[str, int]] | None) -> bool:

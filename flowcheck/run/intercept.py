@@ -10,10 +10,10 @@ Four kinds of training step are caught at their first call, with that call's rea
 * an eager ``tape.gradient`` outside any ``tf.function``: TensorFlow's own answer, per source (its cuts named by a
   trace of the script's function holding the tape, once the script has ended); a ``fit`` run eagerly, its model's.
 
-A step analyzed once that is about to run again ends the script (:class:`StopScript`), unless ``--continue`` asked
-to let it go on (then every hook only passes the calls through) or the round looks unfinished (``round_unfinished``: a
-WGAN's generator step after ``n_critic`` critic steps). A Keras model's step called again from another line (a GAN's
-discriminator on real, then fake images) is still the first round."""
+A step analyzed once that is about to run again ends the script (:class:`StopScript`), unless ``--continue`` lets it go
+on (hooks then pass calls through) or the round looks unfinished (``round_unfinished``: a WGAN's generator after its critic
+steps). A Keras step called again from another line (a GAN's discriminator on real, then fake images) is the first round.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from flowcheck.run.batches import first_batch, keras_caller, kept_step_text, one_step_function, trainable_ids, unwrap_train_function
 from flowcheck.run.eager_trace import holder
-from flowcheck.run.step import Step, StopScript, code_file, round_unfinished, untrained_text
+from flowcheck.run.step import Step, StopScript, code_file, round_unfinished, step_name, untrained_text
 from flowcheck.run.stop import stop_for_good, stop_unwinding
 from flowcheck.run.tape_exits import TapeExits
 from flowcheck.source.exceptions import describe_exception
@@ -243,7 +243,7 @@ class Interceptor:
             with self._inside():  # a repeat let through (the round unfinished) is no new step
                 self._again()
                 return original(fn, *args, **kwargs)
-        name = str(getattr(fn.python_function, "__qualname__", None) or fn.__name__)
+        name = step_name(fn)
         step = Step("tf.function", name, call_site())
         if not self._traced_step(fn, args, step, kwargs):
             self._seen[key] = None
@@ -372,14 +372,15 @@ class Interceptor:
                     return function(again())
             elif not self._traced_step(one_step, (data,), step, fallback=through_model):
                 self._seen[key] = None  # Keras asks for no gradient: not a training step
-                if not model.trainable_weights:
-                    self.untrained.append(untrained_text(step, len(model.weights)))
+                self.untrained.extend([untrained_text(step, len(model.weights))] if not model.trainable_weights else [])
                 with self._inside(quiet=False):
                     return function(again())
             elif step.report is not None and step.report.target == "one_step_on_data":
                 # the trace fit itself makes of one step on this batch, told as the model's train_step
                 step.report.target, step.report.target_kind = f"{model.name}.train_step", "keras model"
-            return self._real_call(step, lambda: function(again()))
+            result = self._real_call(step, lambda: function(again()))
+            self._seen[key] = (model, step, trainable_ids(model))  # with the weights a model built lazily made in it
+            return result
 
         train_function._flowcheck_wrapped = True  # type: ignore[attr-defined]
         return train_function

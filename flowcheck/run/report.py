@@ -187,10 +187,10 @@ def _site_lines(site: Any) -> list[str]:
         out.append(f"    raised: {site.error}")
     elif site.cut:
         out.append(f"    TensorFlow gave None ({len(site.cut)})")
-        for barriers, group in itertools.groupby(site.cut, key=lambda s: s.barriers):  # named by a trace of its function
-            out.extend(f"      {s.name}" + ("  (unused: never read in the tape's block)" if s.verdict is Verdict.UNUSED else "")
-                       for s in group)
+        for (barriers, unused), group in itertools.groupby(site.cut, key=lambda s: (s.barriers, s.verdict is Verdict.UNUSED)):
+            out.extend(f"      {s.name}" for s in group)  # named by a trace of its function (or not read in it)
             out.extend("  " + "".join(text for text, _ in line) for b in barriers for line in _barrier(b))
+            out.extend(["        unused: not in what the tape differentiates"] if unused else [])
     out.append(f"    {receiving_text(len(site.receiving))}")
     out.extend(f"    note: {note}" for note in site.notes)
     return out

@@ -18,7 +18,8 @@ import numpy as np
 from flowcheck.source.lines import SourceLine
 from flowcheck.trace.sites import GradientSite
 
-__all__ = ["EAGERLY_NOTE", "EAGER_NOTE", "Step", "StopScript", "asks_for_variables", "code_file", "UNFINISHED_REPEATS", "keep_values", "never_trained_ids", "round_unfinished", "unasked_trainable_ids", "untrained_text",
+__all__ = ["EAGERLY_NOTE", "EAGER_NOTE", "Step", "StopScript", "asks_for_variables", "code_file", "UNFINISHED_REPEATS", "keep_values", "never_trained_ids", "round_unfinished", "step_name", "unasked_trainable_ids",
+           "untrained_text",
            "updated_ids"]
 
 EAGER_NOTE = (
@@ -191,6 +192,13 @@ def code_file(fn: Any) -> str:
     target = inspect.unwrap(method() if callable(method) else target) if callable(target) else target
     target = getattr(target, "__func__", target)
     return str(getattr(getattr(target, "__code__", None), "co_filename", ""))
+
+
+def step_name(fn: Any) -> str:
+    """A ``tf.function``'s name as its user wrote it: its Python function's qualified name (a
+    ``functools.partial``'s function's, ``tf.function(partial(train_step, model=model))``)."""
+    python = getattr(fn.python_function, "func", fn.python_function)
+    return str(getattr(python, "__qualname__", None) or getattr(fn, "__name__", None) or type(python).__name__)
 
 
 def untrained_text(step: Step, weights: int) -> str:

@@ -69,6 +69,9 @@ def failed_trace(recorder: SiteRecorder, error: BaseException) -> FailedTrace | 
 
     while isinstance(getattr(graph, "outer_graph", None), func_graph.FuncGraph):
         graph = graph.outer_graph
+    if not graph.variables:  # set when a trace returns: the variables its gradient calls name stand in for them
+        found = (v if isinstance(v, tf.Variable) else getattr(v, "value", None) for c in recorder.calls for v in c.sources)
+        graph.variables = list({id(v): v for v in found if isinstance(v, tf.Variable)}.values())
     return FailedTrace(graph, error)
 
 

@@ -13,6 +13,7 @@ the graph as captures or as arguments; both are mapped back to the variable obje
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Iterator
 from dataclasses import replace
@@ -133,6 +134,7 @@ def _name(fn: Any) -> str:
     of either included: its own name is ``function``)."""
     if isinstance(fn, tf.types.experimental.PolymorphicFunction) and not hasattr(fn, "__name__"):
         fn = fn.python_function
+    fn = getattr(fn, "func", fn) if isinstance(fn, functools.partial) else fn
     name = getattr(fn, "__name__", None) or getattr(fn, "name", None) or type(fn).__name__
     return str(name)
 

@@ -79,6 +79,7 @@ class FirstCall:
         concrete, function = self._traced.concrete, self._traced.function
         if function.get_concrete_function(*args, **kwargs).graph is not concrete.graph:
             return None
+        args, kwargs = _canonical(function, args, kwargs)
         flat = concrete.function_type.unpack_inputs(concrete.function_type.bind(*args, **kwargs))
         inputs = [*flat, *concrete.captured_inputs]
         if gradients_util.PossibleTapeGradientTypes(inputs) != gradients_util.POSSIBLE_GRADIENT_TYPES_NONE:
@@ -111,6 +112,20 @@ def first_call(traced: Any, sites: Sequence[GradientSite]) -> FirstCall | None:
     if any(t is None for c in found for t in _graph_tensors(c)):
         return None
     return FirstCall(traced, sites, found)
+
+
+def _canonical(function: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The arguments as ``Function._call`` hands them to its trace: defaults filled in, a ``functools.partial``'s
+    keywords among them (``tf.function(partial(train_step, model=model))``)."""
+    from tensorflow.python.eager.polymorphic_function import function_type_utils
+
+    function_type = getattr(function, "_function_type", None)
+    if function_type is None:
+        return args, kwargs
+    bound = function_type_utils.canonicalize_function_inputs(
+        args, kwargs, function_type, getattr(function, "_default_values", None), getattr(function, "_is_pure", False),
+    )
+    return tuple(bound.args), dict(bound.kwargs)
 
 
 def _graph_tensors(call: RecordedCall) -> list[Any]:
