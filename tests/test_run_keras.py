@@ -823,3 +823,4 @@ def test_weights_a_subclassed_model_makes_at_its_first_fit_call_are_not_told_mad
     document = json.loads(out)
     (site,) = document["steps"][0]["report"]["gradient_sites"]
     assert [s["verdict"] for s in site["sources"]] == ["receives"] * len(moved)
+    assert document["untrained"] == [] and code == 0
