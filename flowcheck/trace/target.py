@@ -180,6 +180,12 @@ def _keras() -> Any:
     return keras
 
 
+def _constant(tensor: Any) -> bool:
+    while tensor.op.type == "Identity":  # the function's output wraps the value it returned
+        tensor = tensor.op.inputs[0]
+    return bool(tensor.op.type == "Const")
+
+
 def _losses(concrete: Any, name: str, notes: list[str]) -> list[LossOutput]:
     structured = concrete.structured_outputs
     if structured is None:
@@ -192,7 +198,8 @@ def _losses(concrete: Any, name: str, notes: list[str]) -> list[LossOutput]:
     floats = [(n, t) for n, t in tensors if t.dtype.is_floating or t.dtype.is_complex]
     if not floats:
         dtypes = ", ".join(sorted({t.dtype.name for _, t in tensors}))
-        raise LossError(f"{name} returned {a_or_an(dtypes)} tensor: a loss must be floating-point to have a gradient")
+        constant = " (a constant: a Python number?)" if all(t.dtype.is_integer and _constant(t) for _, t in tensors) else ""
+        raise LossError(f"{name} returned {a_or_an(dtypes)} tensor{constant}: a loss must be floating-point to have a gradient")
     skipped = [n for n, t in tensors if (n, t) not in floats]
     if skipped:
         notes.append(f"outputs {', '.join(skipped)} are not floating-point and are not differentiated" if len(skipped) > 1
