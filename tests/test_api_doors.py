@@ -1,0 +1,205 @@
+"""flowcheck's other doors as users meet them: ``flowcheck analyze model.py`` on model files as they are
+written (options parsed at import, a tf.Module's tf.function, losses that are no tensors), and contracts
+on a compiled model with a frozen backbone. Verdicts are compared with the tape's answer computed here.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from site_helpers import tape_truth
+from truth import line_of, watched_truth
+
+import flowcheck
+from flowcheck.cli.main import main
+from flowcheck.testing import GradientFlowAssertionError
+
+
+def _write(tmp_path: Path, body: str, name: str = "model.py") -> str:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(body).lstrip(), encoding="utf-8")
+    return str(path)
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(["analyze", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _module(path: str) -> dict[str, Any]:
+    """The file run as ``python model.py`` runs it (its own argv), for the test's own truth."""
+    saved, sys.argv = sys.argv, [path]
+    try:
+        module: dict[str, Any] = {"__file__": path}
+        exec(compile(Path(path).read_text(encoding="utf-8"), path, "exec"), module)  # noqa: S102
+        return module
+    finally:
+        sys.argv = saved
+
+
+ARGV_MODEL = """
+    import argparse
+
+    import keras
+    import tensorflow as tf
+
+    parser = argparse.ArgumentParser(description="model definition shared by train.py and eval.py")
+    parser.add_argument("--units", type=int, default=8)
+    parser.add_argument("--frozen-stem", action="store_true")
+    args = parser.parse_args()
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6,))
+    stem = keras.layers.Dense(args.units, name="stem")(inputs)
+    stem = keras.layers.Lambda(lambda t: tf.stop_gradient(t))(stem)  # stem cut
+    outputs = keras.layers.Dense(1, name="head")(keras.layers.Dense(args.units, name="mid")(stem))
+    model = keras.Model(inputs, outputs)
+    model.compile("adam", "mse")
+    example_inputs = (tf.ones((4, 6)), tf.ones((4, 1)))
+"""
+
+
+def test_a_model_file_parsing_its_options_at_import_sees_its_own_defaults(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # Its parse_args() read flowcheck's own arguments (analyze model.py --json) and exited 2.
+    path = _write(tmp_path, ARGV_MODEL)
+    code, out, err = _run(capsys, path, "--json", "--no-verify")
+    assert code == 1, err  # the stem gets no gradient: a finding, not a usage error
+    (site,) = json.loads(out)["gradient_sites"]
+    module = _module(path)
+    model, (x, y) = module["model"], module["example_inputs"]
+    truth = tape_truth(lambda: model.train_step((x, y)), model.variables)
+    assert [s["tensorflow_none"] for s in site["sources"]] == truth[0]
+    assert [s["verdict"] != "receives" for s in site["sources"]] == truth[0]
+    assert [s["name"] for s in site["sources"]] == [w.path for w in model.trainable_weights]
+    stem_cut = site["sources"][0]["barriers"][0]["source"]
+    assert stem_cut["line"] == line_of(path, "# stem cut") and stem_cut["file"].endswith("model.py")
+
+
+def test_a_required_option_read_at_import_is_the_files_own_usage_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = _write(tmp_path, ARGV_MODEL.replace('"--units", type=int, default=8', '"--data", required=True'))
+    code, _, err = _run(capsys, path)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines[-3:-1] == ["usage: model.py [-h] --data DATA [--frozen-stem]",
+                            "model.py: error: the following arguments are required: --data"]  # not "flowcheck"
+    assert lines[-1].startswith(f"flowcheck: error: {path} called sys.exit(2) while being imported")
+
+
+def test_no_target_names_the_tf_functions_of_the_files_objects(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = _write(tmp_path, """
+        import tensorflow as tf
+
+
+        class Agent(tf.Module):
+            def __init__(self):
+                super().__init__()
+                self.policy = tf.Variable(tf.ones((4, 2)), name="policy")
+                self.value = tf.Variable(tf.ones((4, 1)), name="value")
+
+            @tf.function(input_signature=[tf.TensorSpec([None, 4]), tf.TensorSpec([None])])
+            def loss(self, obs, ret):
+                advantage = tf.stop_gradient(ret - tf.squeeze(obs @ self.value, -1))  # baseline
+                return -tf.reduce_mean(tf.reduce_max(tf.nn.log_softmax(obs @ self.policy), -1) * advantage)
+
+
+        agent = Agent()
+    """, name="agent.py")
+    code, _, err = _run(capsys, path)
+    assert code == 2
+    assert err.strip().splitlines()[-1].endswith("; tf.functions of its objects: agent.loss")
+    code, out, _ = _run(capsys, f"{path}:agent.loss", "--json")
+    agent = _module(path)["agent"]
+    obs, ret = tf.random.normal((2, 4), seed=0), tf.ones((2,))
+    truth = watched_truth(agent.loss, [agent.policy, agent.value], obs, ret)
+    verdicts = {v["name"]: v["verdict"] == "receives" for v in json.loads(out)["variables"]}
+    assert code == 0 and [verdicts["policy"], verdicts["value"]] == truth == [True, False]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("return 3", "loss returned an int32 tensor (a constant: a Python number?): a loss must be floating-point"),
+        ("return np.float32(2.0)", "loss returned numpy.float32, not a floating-point tensor; return the loss tensor"),
+    ],
+    ids=["python int", "numpy scalar"],
+)
+def test_a_loss_that_is_a_number_is_said_to_be_one(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, body: str, message: str
+) -> None:
+    path = _write(tmp_path, f"""
+        import numpy as np
+        import tensorflow as tf
+
+        w = tf.Variable(tf.ones((2, 2)), name="w")
+
+
+        def loss(x):
+            {body}
+
+
+        example_inputs = (tf.ones((1, 2)),)
+    """)
+    code, _, err = _run(capsys, f"{path}:loss")
+    assert code == 2
+    assert f"flowcheck: error: LossError: {message}" in err.strip().splitlines()[-1]
+
+
+def _classifier() -> keras.Model:
+    keras.utils.set_random_seed(1)
+    backbone = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu", name="conv"),
+                                 keras.layers.BatchNormalization(name="bn")], name="backbone")
+    backbone.trainable = False  # pretrained
+    inputs = keras.Input((6,))
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(backbone(inputs, training=False)), name="classifier")
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+X = np.random.default_rng(0).normal(size=(8, 6)).astype("float32")
+Y = np.arange(8) % 3
+
+
+def test_a_frozen_backbone_expected_blocked_in_a_keras_step_is_said_to_be_no_source() -> None:
+    # It said "matches no variable" (a pattern) or "found unused: they do not feed the loss at all" (the weights).
+    model = _classifier()
+    report = flowcheck.assert_all_trainable_receive(model, X, Y)
+    truth = tape_truth(lambda: model.train_step((X, Y)), model.variables)
+    assert [not s.receives for s in report.gradient_sites[0].sources] == truth[0]
+    backbone = model.get_layer("backbone")
+    for spec in ("backbone/*", backbone.weights):
+        with pytest.raises(GradientFlowAssertionError) as caught:
+            flowcheck.assert_gradient_flow(report, blocked=spec)
+        message = str(caught.value)
+        assert "the step's gradient calls do not ask for" in message and "do not feed the loss" not in message
+        assert "backbone/conv/kernel" in message and message.endswith("the sources are: head/kernel, head/bias")
+
+
+def test_a_frozen_backbone_in_a_loss_function_receives_as_the_watching_tape_says() -> None:
+    model = _classifier()
+
+    @tf.function
+    def loss_fn(x: Any, y: Any) -> Any:
+        return tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, model(x), from_logits=True))
+
+    frozen = model.get_layer("backbone").weights
+    truth = watched_truth(loss_fn, frozen, X, Y)
+    with pytest.raises(GradientFlowAssertionError) as caught:
+        flowcheck.assert_gradient_flow(loss_fn, X, Y, blocked="backbone/*")
+    report = caught.value.report
+    assert [report.result(w).receives for w in frozen] == truth
+    assert "trainable=False cuts no gradient" in str(caught.value)
