@@ -203,3 +203,31 @@ def test_a_frozen_backbone_in_a_loss_function_receives_as_the_watching_tape_says
     report = caught.value.report
     assert [report.result(w).receives for w in frozen] == truth
     assert "trainable=False cuts no gradient" in str(caught.value)
+
+
+def test_expect_blocked_on_a_frozen_backbone_of_a_keras_step_says_it_is_no_source(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # It said "matched no variable", though the file's backbone has six weights.
+    path = _write(tmp_path, """
+        import keras
+        import numpy as np
+
+        keras.utils.set_random_seed(1)
+        backbone = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu", name="conv"),
+                                     keras.layers.BatchNormalization(name="bn")], name="backbone")
+        backbone.trainable = False  # pretrained
+        inputs = keras.Input((6,))
+        model = keras.Model(inputs, keras.layers.Dense(3, name="head")(backbone(inputs, training=False)))
+        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        example_inputs = (np.ones((8, 6), "float32"), np.arange(8) % 3)
+    """)
+    code, out, _ = _run(capsys, path, "--expect-blocked", "backbone/*", "--expect-receives", "head/*", "--no-verify")
+    module = _module(path)
+    model, (x, y) = module["model"], module["example_inputs"]
+    (truth,) = tape_truth(lambda: model.train_step((x, y)), model.variables)
+    assert truth == [False, False] and [w.path for w in model.trainable_weights] == ["head/kernel", "head/bias"]
+    assert code == 1
+    assert "ok    receives head/*: head/kernel, head/bias" in out
+    assert ("FAILED: --expect-blocked 'backbone/*' matched only variables the step's gradient calls do not ask for "
+            "(backbone/conv/kernel, backbone/conv/bias,") in out
