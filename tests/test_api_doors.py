@@ -231,3 +231,16 @@ def test_expect_blocked_on_a_frozen_backbone_of_a_keras_step_says_it_is_no_sourc
     assert "ok    receives head/*: head/kernel, head/bias" in out
     assert ("FAILED: --expect-blocked 'backbone/*' matched only variables the step's gradient calls do not ask for "
             "(backbone/conv/kernel, backbone/conv/bias,") in out
+
+
+def test_a_keras_model_given_its_dataset_is_told_to_pass_a_batch() -> None:
+    # It raised TraceError with Keras's "Only input tensors may be passed as positional arguments".
+    model = _classifier()
+    dataset = tf.data.Dataset.from_tensor_slices((X, Y)).batch(4)
+    with pytest.raises(flowcheck.UsageError, match=r"analyzed on a batch, as its train_step takes one, not on a "
+                       r"tf\.data\.Dataset: pass one of its batches, \(model, \*next\(iter\(dataset\)\)\)"):
+        flowcheck.analyze(model, dataset)
+    x, y = next(iter(dataset))
+    report = flowcheck.analyze(model, x, y)
+    (truth,) = tape_truth(lambda: model.train_step((x, y)), model.variables)
+    assert [not s.receives for s in report.gradient_sites[0].sources] == truth
