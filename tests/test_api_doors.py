@@ -244,3 +244,31 @@ def test_a_keras_model_given_its_dataset_is_told_to_pass_a_batch() -> None:
     report = flowcheck.analyze(model, x, y)
     (truth,) = tape_truth(lambda: model.train_step((x, y)), model.variables)
     assert [not s.receives for s in report.gradient_sites[0].sources] == truth
+
+
+class _Scorer(tf.Module):
+    def __init__(self) -> None:
+        super().__init__(name="scorer")
+        self.w = tf.Variable(tf.ones((3, 1)), name="w")
+        self.k = tf.Variable(2.0, name="k")
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 3])])
+    def serve(self, x: Any) -> Any:
+        return {"output": tf.reduce_sum(x @ self.w) + tf.stop_gradient(self.k)}
+
+
+def test_a_saved_models_signature_is_told_how_to_pass_it_and_its_wrapper_is_judged_by_the_tape(tmp_path: Path) -> None:
+    module = _Scorer()
+    tf.saved_model.save(module, str(tmp_path / "scorer"), signatures={"serving_default": module.serve})
+    loaded = tf.saved_model.load(str(tmp_path / "scorer"))
+    signature = loaded.signatures["serving_default"]
+    x = tf.ones((2, 3))
+    with pytest.raises(flowcheck.InvalidTargetError, match=r"a SavedModel's signature has none: pass a function "
+                       r"calling it, lambda x: signature\(x=x\)\['output'\]"):
+        flowcheck.analyze(signature, x)
+    report = flowcheck.analyze(lambda x: signature(x=x)["output"], x)
+    variables = [loaded.w, loaded.k]
+    assert [report.result(v).receives for v in variables] == watched_truth(
+        lambda x: signature(x=x)["output"], variables, x) == [True, False]
+    saved = [v.numpy() for v in variables]
+    assert report.verify().agrees and all(np.array_equal(v.numpy(), s) for v, s in zip(variables, saved))

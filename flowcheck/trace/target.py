@@ -154,8 +154,8 @@ def _as_function(fn: Any, notes: list[str]) -> tuple[Any, str, list[Any]]:
         return own, "tf.function", owners_of(python_function)
     if isinstance(fn, tf.types.experimental.ConcreteFunction):
         raise InvalidTargetError(
-            "got a ConcreteFunction; pass the tf.function itself (or the Python function) so that "
-            "flowcheck can trace a fresh copy"
+            "got a ConcreteFunction; pass the tf.function itself (or the Python function) so that flowcheck can trace a "
+            "fresh copy; a SavedModel's signature has none: pass a function calling it, lambda x: signature(x=x)['output']"
         )
     if inspect.isclass(fn):  # calling it builds an instance, never a loss: say so, not "returned <instance>"
         raise InvalidTargetError(f"{fn.__name__} is a class: pass an instance (a compiled Keras model), a tf.function "
