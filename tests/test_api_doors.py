@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from site_helpers import tape_truth
-from truth import line_of, watched_truth
+from truth import default_tape_watches, line_of, watched_truth
 
 import flowcheck
 from flowcheck.cli.main import main
@@ -202,6 +202,8 @@ def test_a_frozen_backbone_in_a_loss_function_receives_as_the_watching_tape_says
         flowcheck.assert_gradient_flow(loss_fn, X, Y, blocked="backbone/*")
     report = caught.value.report
     assert [report.result(w).receives for w in frozen] == truth
+    assert [report.result(w).watched_by_default for w in frozen] == default_tape_watches(loss_fn, frozen, X, Y)
+    assert [report.result(w).trainable for w in frozen] == [w.trainable for w in frozen]
     assert "trainable=False cuts no gradient" in str(caught.value)
 
 
