@@ -274,3 +274,21 @@ def test_a_saved_models_signature_is_told_how_to_pass_it_and_its_wrapper_is_judg
         lambda x: signature(x=x)["output"], variables, x) == [True, False]
     saved = [v.numpy() for v in variables]
     assert report.verify().agrees and all(np.array_equal(v.numpy(), s) for v, s in zip(variables, saved))
+
+
+def test_a_keras_model_with_a_loss_dict_is_judged_on_its_compiled_total() -> None:
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((6,))
+    shared = keras.layers.Dense(5, name="shared")(inputs)
+    outputs = {"out1": keras.layers.Dense(1, name="out1")(shared),
+               "out2": keras.layers.Dense(3, name="out2")(keras.layers.Dense(4, name="only2")(shared))}
+    model = keras.Model(inputs, outputs)
+    model.compile("sgd", loss={"out1": "mse", "out2": "sparse_categorical_crossentropy"},
+                  loss_weights={"out1": 1.0, "out2": 0.0})  # out2 switched off: zeros, not None
+    y = {"out1": np.ones((8, 1), "float32"), "out2": Y}
+    report = flowcheck.assert_gradient_flow(model, X, y, receives="only2/*")
+    (truth,) = tape_truth(lambda: model.train_step((X, y)), model.variables)
+    assert [not s.receives for s in report.gradient_sites[0].sources] == truth
+    with pytest.raises(GradientFlowAssertionError, match=r"has no output named 'out2'; its losses are: loss \(a training "
+                       r"step's: what its gradient calls differentiate, a Keras model's compiled total\)"):
+        flowcheck.assert_gradient_flow(report, loss="out2", receives="only2/*")
