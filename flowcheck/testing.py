@@ -101,9 +101,8 @@ def assert_gradient_flow(
     _check_arguments(receives, blocked, unused, loss, verify, kwargs)
     report = _report_of(fn, *args, **kwargs)
     if loss is not None and loss not in report.losses:
-        losses = ", ".join(report.losses)
-        step = " (a training step's: what its gradient calls differentiate, a Keras model's compiled total)" if report.gradient_sites else ""
-        raise GradientFlowAssertionError(f"{report.target} has no output named {loss!r}; its losses are: {losses}{step}", report, loss)
+        step = " (a training step's: what its gradient calls differentiate, a Keras model's compiled total)" * bool(report.gradient_sites)
+        raise GradientFlowAssertionError(f"{report.target} has no output named {loss!r}; its losses are: {', '.join(report.losses)}{step}", report, loss)
     if report.gradient_errors:
         raise GradientFlowAssertionError(gradient_error_message(report), report, loss)
     judged = _judged_at_sites(report) if report.gradient_sites and loss is None else report  # a step: its sites
