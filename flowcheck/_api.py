@@ -10,7 +10,7 @@ from typing import Any
 import networkx as nx
 
 from flowcheck._model import Barrier, VariableResult, Verdict
-from flowcheck._phrases import untracked_text
+from flowcheck._phrases import a_or_an, untracked_text
 from flowcheck._report import Report
 from flowcheck.analysis.barriers import barrier, one_per_replica
 from flowcheck.analysis.verdicts import Analysis, analyze_graph
@@ -55,6 +55,12 @@ def _check_inputs(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Non
     if keras is not None and isinstance(fn, keras.Model):  # its training step takes (x, y)
         if not args and "x" not in kwargs:
             raise UsageError(f"the Keras model {getattr(fn, 'name', '')!r} is analyzed on a batch: pass its inputs, (model, x, y)")
+        data = args[0] if args else kwargs["x"]
+        if type(data).__name__.endswith("Dataset") and not hasattr(data, "shape"):  # tf.data, a PyDataset: fit's data
+            kind = "a tf.data.Dataset" if "tensorflow" in type(data).__module__ else a_or_an(type(data).__name__)
+            raise UsageError(f"the Keras model {getattr(fn, 'name', '')!r} is analyzed on a batch, as its train_step "
+                             f"takes one, not on {kind}: pass one of its batches, "
+                             "(model, *next(iter(dataset))), or use flowcheck.keras.GradientFlowCheck in fit")
         return
     mismatch = unbindable(fn, args, kwargs)
     if mismatch is not None:

@@ -6,12 +6,12 @@ Sentences, and the small texts built from results (a shape, the verdict counts).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Final
+from typing import Any, Final
 
 from flowcheck._model import Verdict
 
 __all__ = [
-    "EAGER_ANSWER", "GRADIENT_ERROR_ADVICE", "NEVER_TRAINED", "a_or_an", "left_out_lines", "still_trained_lines", "gradient_error_cause", "counts_text", "disagreement", "receiving_text",
+    "EAGER_ANSWER", "GRADIENT_ERROR_ADVICE", "NEVER_TRAINED", "a_or_an", "left_out_lines", "still_trained_lines", "gradient_error_cause", "gradient_error_message", "counts_text", "disagreement", "receiving_text",
     "shape_text", "untracked_text", "verdict_counts", "would_receive_text",
 ]
 
@@ -124,3 +124,16 @@ def still_trained_lines(model: str, names: Sequence[str]) -> list[str]:
         "step was traced: Keras keeps that step until model.compile() is called again:",
         *(f"    {name}" for name in names),
     ]
+
+
+def gradient_error_message(report: Any) -> str:
+    """Why differentiating ``report``'s loss raises, one op per line, for people to act on (assertions, the callback)."""
+    advice, remedy = GRADIENT_ERROR_ADVICE.split("; ", 1)
+    cause = gradient_error_cause(b.detail for b in report.gradient_errors)
+    lines = [f"differentiating the loss of {report.target} raises {cause}: {advice}"]
+    for b in report.gradient_errors:
+        lines.append(f"    {b.op_type} {b.op_name!r}" + (f" at {b.source}" if b.source else ""))
+        if b.source is not None and b.source.code:
+            lines.append(f"        {b.source.code}")
+    lines.append(f"  {remedy}")
+    return "\n".join(lines)

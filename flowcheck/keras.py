@@ -28,11 +28,11 @@ from flowcheck._api import analyze
 from flowcheck._datasets import first_element
 from flowcheck._fit_cache import cached_report, keep_report
 from flowcheck._model import Verdict
-from flowcheck._phrases import FROZEN_MODEL, NEVER_TRAINED, disagreement, left_out_lines, still_trained_lines
+from flowcheck._phrases import FROZEN_MODEL, NEVER_TRAINED, disagreement, gradient_error_message, left_out_lines, still_trained_lines
 from flowcheck._report import Report, VariableResult
 from flowcheck.errors import InvalidTargetError, UsageError
 from flowcheck.source.lines import is_library_file
-from flowcheck.testing import GradientFlowAssertionError, _format_results, _gradient_error_message
+from flowcheck.testing import GradientFlowAssertionError, _format_results
 from flowcheck.trace.state import KERAS_NONE_WARNING
 from flowcheck.trace.kept_step import frozen_but_trained, kept_assignments, left_out_by_fit
 
@@ -120,7 +120,7 @@ class GradientFlowCheck(keras.callbacks.Callback):  # type: ignore[misc]  # kera
         kept = self._kept_step_lines(model, report)  # first: a weight fit still trains is not harmless
         lines = [*(self._problem_lines() if problems else []), *kept]
         if report.gradient_errors:  # fit itself will fail: say why first
-            lines[:0] = _gradient_error_message(report).splitlines()
+            lines[:0] = gradient_error_message(report).splitlines()
         if not report.gradient_sites and not self.still_trained:  # Keras's train_step asks for no gradient
             lines.insert(0, f"fit will train nothing: model {model.name!r} {FROZEN_MODEL}")
         if self.verify and self.unknown:  # the step traced now applies the optimizer to them: Keras raises

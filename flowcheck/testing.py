@@ -26,7 +26,7 @@ from typing import Any, Final
 
 from flowcheck._api import analyze
 from flowcheck._model import Verdict
-from flowcheck._phrases import GRADIENT_ERROR_ADVICE, disagreement, gradient_error_cause, left_out_lines
+from flowcheck._phrases import disagreement, gradient_error_message, left_out_lines
 from flowcheck._report import Barrier, Report, VariableResult, _is_variable
 from flowcheck.errors import FlowcheckError, GradientFlowAssertionError, UsageError
 
@@ -101,10 +101,10 @@ def assert_gradient_flow(
     _check_arguments(receives, blocked, unused, loss, verify, kwargs)
     report = _report_of(fn, *args, **kwargs)
     if loss is not None and loss not in report.losses:
-        losses = ", ".join(report.losses)
-        raise GradientFlowAssertionError(f"{report.target} has no output named {loss!r}; its losses are: {losses}", report, loss)
+        step = " (a training step's: what its gradient calls differentiate, a Keras model's compiled total)" * bool(report.gradient_sites)
+        raise GradientFlowAssertionError(f"{report.target} has no output named {loss!r}; its losses are: {', '.join(report.losses)}{step}", report, loss)
     if report.gradient_errors:
-        raise GradientFlowAssertionError(_gradient_error_message(report), report, loss)
+        raise GradientFlowAssertionError(gradient_error_message(report), report, loss)
     judged = _judged_at_sites(report) if report.gradient_sites and loss is None else report  # a step: its sites
     expected, unmatched = _expectations(
         judged, ((Verdict.RECEIVES, receives), (Verdict.BLOCKED, blocked), (Verdict.UNUSED, unused))
@@ -252,16 +252,19 @@ def _items(spec: Any, verdict: Verdict) -> list[Any]:
                     f"not {type(spec).__name__}")
 
 
-def _resolve(report: Report, item: Any) -> tuple[list[VariableResult], int]:
-    if not isinstance(item, str):
-        return [report.result(item)], _EXACT
+def _resolve(report: Report, item: Any, pool: Sequence[VariableResult] | None = None) -> tuple[list[VariableResult], int]:
+    """The results ``item`` names among ``pool`` (the report's variables) and how specifically."""
+    pool = report.variables if pool is None else pool
+    if not isinstance(item, str):  # a step's report gives no verdict to a weight none of its calls asks for
+        found = report.result(item)
+        return ([found] if not report.gradient_sites or any(r.node == found.node for r in pool) else []), _EXACT
     if item == ALL_TRAINABLE:
-        return [r for r in report.variables if r.trainable], _ALL
-    exact = [r for r in report.variables if item in (r.name, r.name.split(":")[0])]
+        return [r for r in pool if r.trainable], _ALL
+    exact = [r for r in pool if item in (r.name, r.name.split(":")[0])]
     if exact:
         return exact, _EXACT
     if _GLOB_CHARS & set(item):
-        return [r for r in report.variables if fnmatch.fnmatchcase(r.name, item)], _PATTERN
+        return [r for r in pool if fnmatch.fnmatchcase(r.name, item)], _PATTERN
     return [], _EXACT
 
 
@@ -273,13 +276,20 @@ def _spec_text(item: Any) -> str:
 
 def _no_match(report: Report, verdict: Verdict, item: Any) -> str:
     names = [r.name for r in report.variables]
-    if item == ALL_TRAINABLE:
+    if isinstance(item, str) and item == ALL_TRAINABLE:
         return f"{verdict.value}={item!r}: {report.target} has no trainable variable"
     # Keras paths carry the model's name first; a pattern written without it is the usual slip.
     hint = ""
     if isinstance(item, str) and any(fnmatch.fnmatchcase(n, "*/" + item) for n in names):
         hint = f" (did you mean '*/{item}'?)"
     shown = ", ".join(names[:_MAX_NAMES]) + (f", ... ({len(names)} in all)" if len(names) > _MAX_NAMES else "")
+    listed = {r.node for r in report.variables}  # a step's report lists the sources its gradient calls ask for
+    others = [r.name for r in _resolve(report, item, [r for r in report._everything if r.node not in listed])[0]]  # noqa: SLF001
+    if others and report.gradient_sites:  # a frozen backbone's weights: no verdict, as no gradient call asks for them
+        more = f", ... ({len(others)} in all)" if len(others) > _MAX_NAMES else ""
+        return (f"{verdict.value}={_spec_text(item)} matches only variables the step's gradient calls do not ask for "
+                f"({', '.join(others[:_MAX_NAMES])}{more}: not trainable, or not among the sources), so they have no "
+                f"verdict and its optimizer does not train them; the sources are: {shown}")
     return f"{verdict.value}={_spec_text(item)} matches no variable{hint}; the variables are: {shown}"
 
 
@@ -373,19 +383,6 @@ def _only_output(function: Any, loss: str) -> Any:
 
     only.__name__ = f"{getattr(python_function, '__name__', 'step')}_{loss}"
     return function._clone(only)  # noqa: SLF001 -- keeps the user's tf.function options
-
-
-def _gradient_error_message(report: Report) -> str:
-    """Why differentiating ``report``'s loss raises, one op per line, for people to act on."""
-    advice, remedy = GRADIENT_ERROR_ADVICE.split("; ", 1)
-    cause = gradient_error_cause(b.detail for b in report.gradient_errors)
-    lines = [f"differentiating the loss of {report.target} raises {cause}: {advice}"]
-    for b in report.gradient_errors:
-        lines.append(f"    {b.op_type} {b.op_name!r}" + (f" at {b.source}" if b.source else ""))
-        if b.source is not None and b.source.code:
-            lines.append(f"        {b.source.code}")
-    lines.append(f"  {remedy}")
-    return "\n".join(lines)
 
 
 def _verification_message(report: Report, loss: str | None, check: Any) -> str:

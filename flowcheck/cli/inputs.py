@@ -17,7 +17,7 @@ from typing import Any
 
 from flowcheck.errors import TargetLoadError
 
-__all__ = ["check_arity", "example_inputs", "is_keras_model", "is_tf_function"]
+__all__ = ["check_arity", "example_inputs", "is_keras_model", "is_tf_function", "tf_function_methods"]
 
 _BATCH = 2
 _OTHER_DIM = 4
@@ -28,6 +28,13 @@ def is_tf_function(value: Any) -> bool:
     import tensorflow as tf
 
     return isinstance(value, tf.types.experimental.PolymorphicFunction)
+
+
+def tf_function_methods(module: ModuleType) -> list[str]:
+    """``agent.loss``: the tf.function methods of the module's objects whose class the file defines."""
+    return [f"{key}.{attr}" for key, value in vars(module).items() if not key.startswith("_")
+            and getattr(type(value), "__module__", None) == module.__name__ and not inspect.isclass(value)
+            for attr, member in vars(type(value)).items() if is_tf_function(member) and not attr.startswith("_")]
 
 
 def is_keras_model(value: Any) -> bool:

@@ -8,22 +8,21 @@ Target
     3. else the only ``tf.function`` defined in the file; when it defines none, the only compiled
        Keras model held at module level (else the only Keras model).
 
-    The target is a ``tf.function``, a plain callable returning the loss, a compiled Keras model
-    (its training step is analyzed), or a *factory*: a plain function that takes no argument. A
-    factory is called once and returns one of ``target``, ``(target, args)`` or
-    ``(target, args, kwargs)``, where ``args`` is a tuple (or list) of positional inputs -- for a
-    Keras model, ``(x, y)`` -- and ``kwargs`` a dict. A zero-argument function that returns a
-    tensor instead is a loss with no inputs and is analyzed itself; one whose own body asks for
-    gradients (a training step reading its globals) is never called as a factory.
+    The target is a ``tf.function``, a plain callable returning the loss, a compiled Keras model (its training step is
+    analyzed), or a *factory*: a plain function that takes no argument. A factory is called once and returns one of
+    ``target``, ``(target, args)`` or ``(target, args, kwargs)``, where ``args`` is a tuple (or list) of positional
+    inputs -- for a Keras model, ``(x, y)`` -- and ``kwargs`` a dict. A zero-argument function that returns a tensor
+    instead is a loss with no inputs and is analyzed itself; one whose own body asks for gradients (a training step
+    reading its globals) is never called as a factory.
 
 Example inputs
     1. the inputs a factory returned;
     2. else the module's own or random ones, as :mod:`flowcheck.cli.inputs` makes them.
 
-The file is imported under a unique module name with its directory first on ``sys.path`` (as
-pytest does; a module of a package, ``proj/model.py``, is named in its package and the folder
-holding the package comes next, so that its relative imports work); :func:`user_module` undoes both afterwards, and forgets the sibling modules the file
-imported, so that analysing another file of the same name later sees its own code.
+The file is imported under a unique module name with its directory first on ``sys.path`` (as pytest does; a package's
+module, ``proj/model.py``, is named in its package, the folder holding the package next, for its relative imports) and
+``sys.argv = [PATH]`` as ``python PATH`` gives it (argparse at import sees its defaults); :func:`user_module` undoes
+these after, and forgets the sibling modules the file imported (another file of that name sees its own code).
 """
 
 from __future__ import annotations
@@ -41,7 +40,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Final
 
-from flowcheck.cli.inputs import check_arity, example_inputs, is_keras_model, is_tf_function
+from flowcheck.cli.inputs import check_arity, example_inputs, is_keras_model, is_tf_function, tf_function_methods
 from flowcheck._phrases import a_or_an
 from flowcheck.errors import InvalidTargetError, TargetLoadError
 from flowcheck.source.files import check_file, compile_python, training_at_import
@@ -88,8 +87,7 @@ def user_module(path: str) -> Iterator[ModuleType]:
     """Import the user's file for the duration of the block.
 
     Raises:
-        TargetLoadError: the file is missing, a directory, not Python, has a syntax error, raises
-            (or calls ``sys.exit``) while being imported.
+        TargetLoadError: the file is missing, a directory, not Python, has a syntax error, raises or exits importing.
     """
     full = check_file(path)
     code = compile_python(path, full)
@@ -110,8 +108,9 @@ def user_module(path: str) -> Iterator[ModuleType]:
     assert spec is not None  # a .py path always gives a spec
     module = importlib.util.module_from_spec(spec)
     before = set(sys.modules)
-    saved_path = list(sys.path)
+    saved_path, saved_argv = list(sys.path), sys.argv
     sys.path[:0] = [directory, root] if package else [directory]
+    sys.argv = [path]  # as `python model.py` gives it: not flowcheck's own arguments
     sys.modules[name] = module  # dataclasses and pickling look the module up while it runs
     try:
         try:
@@ -125,7 +124,7 @@ def user_module(path: str) -> Iterator[ModuleType]:
             raise TargetLoadError(_user_failure(f"importing {path}", exc, full)) from exc
         yield module
     finally:
-        sys.path[:] = saved_path
+        sys.path[:], sys.argv = saved_path, saved_argv
         for added in set(sys.modules) - before:
             file = getattr(sys.modules[added], "__file__", None) or ""
             ours = added == "flowcheck" or added.startswith("flowcheck.")  # lazily imported stages stay
@@ -256,8 +255,9 @@ def _choose(module: ModuleType, path: str, name: str | None) -> tuple[Any, str, 
             f"function returning the loss ({path}:NAME; its functions: {', '.join(functions)}) or compile the model"
         )
     if not found:
-        functions = _functions(module)
-        hint = f"; its functions: {', '.join(functions)}" if functions else ""
+        functions, methods = _functions(module), tf_function_methods(module)  # agent.loss: a tf.Module's tf.function
+        hint = (f"; its functions: {', '.join(functions)}" if functions else "") + (
+            f"; tf.functions of its objects: {', '.join(methods)}" if methods else "")
         raise TargetLoadError(
             f"no target found in {path}: name one ({path}:NAME), set flowcheck_target = ..., or "
             f"define a tf.function or a Keras model at module level{hint}"
@@ -299,10 +299,7 @@ def _method_hint(module: ModuleType, path: str, name: str) -> str:
 
 
 def _attribute_name(module: ModuleType, target: Any) -> str | None:
-    for key, value in vars(module).items():
-        if value is target and key != "flowcheck_target" and not key.startswith("_"):
-            return key
-    return None
+    return next((k for k, v in vars(module).items() if v is target and k != "flowcheck_target" and not k.startswith("_")), None)
 
 
 def _candidates(module: ModuleType) -> list[tuple[str, str]]:

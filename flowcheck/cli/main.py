@@ -364,20 +364,25 @@ def _expectations(
     from flowcheck.outputs.expect import Candidate
     from flowcheck.outputs.expect import Expectation
 
+    unasked: tuple[Any, ...] = ()
     if report.gradient_sites:  # a training step: each variable as its gradient calls judge it
         from flowcheck.analysis.steps import judged_at_sites
 
         report = judged_at_sites(report)
+        listed = {r.node for r in report.variables}
+        unasked = tuple(r for r in report._everything if r.node not in listed)  # noqa: SLF001 -- a frozen backbone's
+
+    def matching(results: Sequence[Any], pattern: str) -> list[Any]:
+        return [r for r in results
+                if Candidate(r.name, r.receives, owners.get(id(getattr(r.variable, "value", r.variable)), ())).matches(pattern)]
+
     found = []
     for expect, patterns in (("receives", receives), ("blocked", blocked)):
         for pattern in patterns:
-            matched = [
-                r for r in report.variables
-                if Candidate(r.name, r.receives, owners.get(id(getattr(r.variable, "value", r.variable)), ())).matches(pattern)
-            ]
+            matched = matching(report.variables, pattern)
             wrong = [r for r in matched if (r.verdict is Verdict.RECEIVES) != (expect == "receives")]
-            found.append(Expectation(expect, pattern, tuple(r.name for r in matched),
-                                     tuple(f"{r.name} {r.verdict.value}" for r in wrong)))
+            found.append(Expectation(expect, pattern, tuple(r.name for r in matched), tuple(
+                f"{r.name} {r.verdict.value}" for r in wrong), () if matched else tuple(r.name for r in matching(unasked, pattern))))
     return tuple(found)
 
 

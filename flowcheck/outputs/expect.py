@@ -23,12 +23,24 @@ class Expectation:
         pattern: The glob, as given.
         matched: Names of the variables it matched.
         failures: One ``"name verdict"`` string per matched variable that breaks it.
+        unasked: When it matched nothing, the names it matches among the variables a training step
+            reads that none of its gradient calls asks for (a frozen backbone's weights).
     """
 
     expect: str
     pattern: str
     matched: tuple[str, ...]
     failures: tuple[str, ...]
+    unasked: tuple[str, ...] = ()
+
+    @property
+    def no_match(self) -> str:
+        """Why it matched nothing, in words."""
+        if not self.unasked:
+            return "matched no variable"
+        shown = ", ".join(self.unasked[:5]) + (f", ... ({len(self.unasked)} in all)" if len(self.unasked) > 5 else "")
+        return (f"matched only variables the step's gradient calls do not ask for ({shown}: not trainable, or not "
+                "among the sources), so they have no verdict and its optimizer does not train them")
 
     @property
     def holds(self) -> bool:

@@ -124,7 +124,7 @@ def failures(
         reasons.extend(site_failures(report, on_purpose))
     for e in run.expectations if run else ():
         if not e.matched:
-            reasons.append(f"--expect-{e.expect} {e.pattern!r} matched no variable")
+            reasons.append(f"--expect-{e.expect} {e.pattern!r} {e.no_match}")
         elif e.failures:
             reasons.append(f"--expect-{e.expect} {e.pattern!r}: " + ", ".join(e.failures))
     if verification is not None:
@@ -178,7 +178,7 @@ def _lines(report: ReportView, verification: Verification | None, run: RunInfo |
         out.append([("expectations", "bold")])
         for e in run.expectations:
             status = ("ok  ", "green") if e.holds else ("FAIL", "bold red")
-            detail = ", ".join(e.failures) if e.failures else _names(e.matched) if e.matched else "matched no variable"
+            detail = ", ".join(e.failures) if e.failures else _names(e.matched) if e.matched else e.no_match
             out.append([("  ", ""), status, (f"  {e.expect} {e.pattern}: {detail}", "")])
     if report.notes:
         out.append([])

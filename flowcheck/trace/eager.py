@@ -380,10 +380,16 @@ def _loss_tensors(outputs: Any, name: str, exits: Sequence[Exit]) -> list[tuple[
     tensors = [(n, t) for n, t in leaves if isinstance(t, tf.Tensor) and (t.dtype.is_floating or t.dtype.is_complex)]
     if tensors:
         return tensors
-    found = ", ".join(sorted({type(t).__name__ for _, t in leaves})) or "nothing"
+    found = ", ".join(sorted({_kind(t) for _, t in leaves})) or "nothing"
     left = [e for e in exits if e.what != "a Python condition"]
     why = f" (the loss left TensorFlow: {left[-1]})" if left else ""
     raise LossError(f"{name} returned {found}, not a floating-point tensor{why}; return the loss tensor")
+
+
+def _kind(value: Any) -> str:
+    """``numpy.float32`` (a NumPy scalar is no tensor, and its bare name reads as a dtype), else the type's name."""
+    kind = type(value)
+    return f"numpy.{kind.__name__}" if kind.__module__ == "numpy" else kind.__name__
 
 
 def _failure(exc: BaseException, name: str) -> str:

@@ -156,8 +156,8 @@ def _as_function(fn: Any, notes: list[str]) -> tuple[Any, str, list[Any]]:
         return own, "tf.function", owners_of(python_function)
     if isinstance(fn, tf.types.experimental.ConcreteFunction):
         raise InvalidTargetError(
-            "got a ConcreteFunction; pass the tf.function itself (or the Python function) so that "
-            "flowcheck can trace a fresh copy"
+            "got a ConcreteFunction; pass the tf.function itself (or the Python function) so that flowcheck can trace a "
+            "fresh copy; a SavedModel's signature has none: pass a function calling it, lambda x: signature(x=x)['output']"
         )
     if inspect.isclass(fn):  # calling it builds an instance, never a loss: say so, not "returned <instance>"
         raise InvalidTargetError(f"{fn.__name__} is a class: pass an instance (a compiled Keras model), a tf.function "
@@ -182,6 +182,12 @@ def _keras() -> Any:
     return keras
 
 
+def _constant(tensor: Any) -> bool:
+    while tensor.op.type == "Identity":  # the function's output wraps the value it returned
+        tensor = tensor.op.inputs[0]
+    return bool(tensor.op.type == "Const")
+
+
 def _losses(concrete: Any, name: str, notes: list[str]) -> list[LossOutput]:
     structured = concrete.structured_outputs
     if structured is None:
@@ -194,7 +200,8 @@ def _losses(concrete: Any, name: str, notes: list[str]) -> list[LossOutput]:
     floats = [(n, t) for n, t in tensors if t.dtype.is_floating or t.dtype.is_complex]
     if not floats:
         dtypes = ", ".join(sorted({t.dtype.name for _, t in tensors}))
-        raise LossError(f"{name} returned {a_or_an(dtypes)} tensor: a loss must be floating-point to have a gradient")
+        constant = " (a constant: a Python number?)" if all(t.dtype.is_integer and _constant(t) for _, t in tensors) else ""
+        raise LossError(f"{name} returned {a_or_an(dtypes)} tensor{constant}: a loss must be floating-point to have a gradient")
     skipped = [n for n, t in tensors if (n, t) not in floats]
     if skipped:
         notes.append(f"outputs {', '.join(skipped)} are not floating-point and are not differentiated" if len(skipped) > 1
