@@ -810,6 +810,7 @@ LAZY = """\
     """
 
 
+@pytest.mark.slow  # the script run alone, then under flowcheck run: about 3 s
 def test_weights_a_subclassed_model_makes_at_its_first_fit_call_are_not_told_made_trainable_since(
     tmp_path: Path, capsys: Any,
 ) -> None:
