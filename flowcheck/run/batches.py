@@ -111,11 +111,13 @@ def kept_step_text(first: tuple[Any, Any, tuple[int, ...]] | None, site: Any) ->
     from flowcheck.trace.eager_sites import backing
     from flowcheck.trace.kept_step import overrides_train_step
 
-    trained = {id(backing(s.variable)) for site in getattr(step.report, "gradient_sites", None) or ()
-               for s in site.sources if s.verdict is Verdict.RECEIVES}
-    frozen, before = set(trainable) - set(now), set(trainable)
+    sources = [s for site in getattr(step.report, "gradient_sites", None) or () for s in site.sources]
+    trained = {id(backing(s.variable)) for s in sources if s.verdict is Verdict.RECEIVES}
+    # (a weight the first call built, a subclassed model's first fit, is among the step's sources: not made trainable since)
+    frozen, before = set(trainable) - set(now), set(trainable) | {id(backing(s.variable)) for s in sources}
     still = [w for w in model.weights if id(w) in frozen and id(backing(w)) in trained]
-    left_out = [] if overrides_train_step(model) else [w for w in model.trainable_weights if id(w) not in before]
+    left_out = [] if overrides_train_step(model) else [
+        w for w in model.trainable_weights if id(w) not in before and id(backing(w)) not in before]
     parts = [f"{what} {len(found)} weight{'s' if len(found) != 1 else ''} {since} ({', '.join(w.path for w in found)})"
              for what, found, since in (("still trains", still, "frozen since"),
                                         ("does not train", left_out, "made trainable since")) if found]

@@ -229,13 +229,13 @@ def state_of(fn: Any, args: Sequence[Any], traced_variables: Sequence[Any]) -> l
     return unique_vars
 
 
-def iterators_of(fn: Any, args: Sequence[Any]) -> list[Any]:
-    """The ``tf.data`` iterators a step can advance: passed to it, or named by it (a global ``it``, a
-    trainer's ``self.iterator``), each once. A verification run draws its batches from them too."""
+def iterators_of(fn: Any, args: Sequence[Any], kinds: tuple[type, ...] = ()) -> list[Any]:
+    """The ``tf.data`` iterators a step can advance (or the objects of ``kinds``): passed to it, or named by it (a
+    global ``it``, a trainer's ``self.iterator``), each once. A verification run draws its batches from them too."""
     from tensorflow.python.data.ops import iterator_ops
     from tensorflow.python.distribute import input_lib
 
-    kinds = (iterator_ops.OwnedIterator, input_lib.DistributedIterator)
+    kinds = kinds or (iterator_ops.OwnedIterator, input_lib.DistributedIterator)
     found: dict[int, Any] = {}
     for value in _reachable(fn, args):
         for item in [value, *_attributes(value)]:
