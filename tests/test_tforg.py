@@ -406,3 +406,35 @@ def test_weights_a_subclassed_model_builds_in_its_first_fit_batch_are_not_made_t
     assert [s["verdict"] != "receives" for s in site["sources"]] == truth == [False, False]
     assert document["untrained"] == []
     assert code == 0
+
+
+# The guide's assign_add inside the tape, in a tf.function step: the AssignAddVariableOp the trace made
+# under flowcheck run's own assign hook had no line (the hook's frame hid the user's).
+TRACED_ASSIGN = """\
+    import tensorflow as tf
+    x0 = tf.Variable(3.0)
+    x1 = tf.Variable(0.0)
+
+    @tf.function
+    def assign_case():
+      with tf.GradientTape() as tape:
+        x1.assign_add(x0)   # the assign
+        y = x1**2
+      return tape.gradient(y, [x0, x1])
+
+    TRUTH = [g is None for g in assign_case()]
+    """
+
+
+def test_an_assign_in_a_traced_step_is_named_at_its_line_under_run(tmp_path: Path, capsys: Any) -> None:
+    path = script(tmp_path, TRACED_ASSIGN)
+    truth = alone(path)["TRUTH"]
+    code, document = run_json(capsys, path)
+    (step,) = document["steps"]
+    (site,) = step["report"]["gradient_sites"]
+    assert [s["verdict"] != "receives" for s in site["sources"]] == [s["tensorflow_none"] for s in site["sources"]] == truth
+    (x0, _) = site["sources"]
+    (barrier,) = x0["barriers"]
+    assert barrier["op_type"] == "AssignAddVariableOp" and barrier["in_user_code"]
+    assert barrier["source"]["line"] == line_of(path, "# the assign")
+    assert code == 1 and truth == [True, False]

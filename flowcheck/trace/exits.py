@@ -133,7 +133,8 @@ def record_assigns(exits: list[Exit], only: Callable[[Any], bool]) -> Iterator[N
     originals = {(cls, name): cls.__dict__[name] for cls in classes for name in _ASSIGNS if name in cls.__dict__}
 
     def wrap(name: str, method: Any) -> Any:
-        def assigned(self: Any, *a: Any, **k: Any) -> Any:
+        # (named for flowcheck.source.lines.PASSES_THROUGH: the op a traced assign makes keeps the user's line)
+        def passes_through(self: Any, *a: Any, **k: Any) -> Any:
             value = a[0] if a else k.get("value", k.get("delta"))  # (assign_add's is called delta)
             frame = sys._getframe(1)  # noqa: SLF001
             result = method(self, *a, **k)
@@ -148,7 +149,7 @@ def record_assigns(exits: list[Exit], only: Callable[[Any], bool]) -> Iterator[N
                     exits.append(Exit(f".{caller_name}()", where, id(value), id(self)))
             return result
 
-        return assigned
+        return passes_through
 
     for (cls, name), method in originals.items():
         setattr(cls, name, wrap(name, method))
