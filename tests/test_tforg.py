@@ -438,3 +438,37 @@ def test_an_assign_in_a_traced_step_is_named_at_its_line_under_run(tmp_path: Pat
     assert barrier["op_type"] == "AssignAddVariableOp" and barrier["in_user_code"]
     assert barrier["source"]["line"] == line_of(path, "# the assign")
     assert code == 1 and truth == [True, False]
+
+
+# "Basic training loops": its Keras model holds tf.Variables, which Keras 3 does not track.
+KERAS_TF_VARIABLES = """\
+    import tensorflow as tf
+
+    x = tf.linspace(-2.0, 2.0, 8)
+    y = x * 3.0 + 2.0
+
+    class MyModelKeras(tf.keras.Model):
+      def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.w = tf.Variable(5.0)
+        self.b = tf.Variable(0.0)
+
+      def call(self, x):
+        return self.w * x + self.b
+
+    keras_model = MyModelKeras()
+    keras_model.compile(optimizer=tf.keras.optimizers.SGD(learning_rate=0.1), loss=tf.keras.losses.MeanSquaredError())
+    keras_model.fit(x, y, epochs=2, batch_size=1000, verbose=0)  # the fit
+    """
+
+
+def test_a_keras_model_holding_tf_variables_is_told_keras_does_not_track_them(tmp_path: Path, capsys: Any) -> None:
+    path = script(tmp_path, KERAS_TF_VARIABLES)
+    model = alone(path)["keras_model"]
+    assert model.trainable_weights == []  # Keras 3's answer: nothing for fit to differentiate
+    keras.utils.clear_session()
+    code = main(["run", str(path)])
+    err = capsys.readouterr().err
+    assert (f".fit at {path}:{line_of(path, '# the fit')} trains nothing: the model has no weights: "
+            "Keras 3 does not track the tf.Variable w, b it holds (create them with self.add_weight)") in err
+    assert code == 2

@@ -374,7 +374,7 @@ class Interceptor:
             elif not self._traced_step(one_step, (data,), step, fallback=through_model):
                 self._seen[key] = None  # Keras asks for no gradient: not a training step
                 if not model.trainable_weights:
-                    self.untrained.append(untrained_text(step, len(model.weights)))
+                    self.untrained.append(untrained_text(step, model))
                 with self._inside(quiet=False):
                     return function(again())
             elif step.report is not None and step.report.target == "one_step_on_data":
