@@ -472,3 +472,28 @@ def test_a_keras_model_holding_tf_variables_is_told_keras_does_not_track_them(tm
     assert (f".fit at {path}:{line_of(path, '# the fit')} trains nothing: the model has no weights: "
             "Keras 3 does not track the tf.Variable w, b it holds (create them with self.add_weight)") in err
     assert code == 2
+
+
+def test_an_optional_of_images_and_integer_labels_is_asked_as_a_tape_asks_it() -> None:
+    # A distributed dataset's batches come out of OptionalGetValue: its gradient function, given None for
+    # the integer labels' gradient, raised, and every report said "could not ask the gradient of ...".
+    import tensorflow as tf
+
+    import flowcheck
+
+    keras.utils.clear_session()
+    w = tf.Variable(tf.ones((3,)), name="w")
+    dataset = tf.data.Dataset.from_tensor_slices((tf.ones((4, 3)), tf.range(4))).batch(2)
+
+    @tf.function
+    def step(iterator: Any) -> Any:
+        images, labels = iterator.get_next_as_optional().get_value()
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(w * images) + tf.cast(tf.reduce_sum(labels), tf.float32)
+        return tape.gradient(loss, w)
+
+    report = flowcheck.analyze(step, iter(dataset))
+    (site,) = report.gradient_sites
+    truth = [step(iter(dataset)) is not None]  # the site's own tape, traced
+    assert [s.receives for s in site.sources] == truth == [True]
+    assert not [n for n in report.notes if "could not ask the gradient" in n]
