@@ -497,3 +497,40 @@ def test_an_optional_of_images_and_integer_labels_is_asked_as_a_tape_asks_it() -
     truth = [step(iter(dataset)) is not None]  # the site's own tape, traced
     assert [s.receives for s in site.sources] == truth == [True]
     assert not [n for n in report.notes if "could not ask the gradient" in n]
+
+
+PY_FUNCTION_STEP = """\
+    import numpy as np
+    import tensorflow as tf
+    w = tf.Variable(1.0)
+    calls = []
+    def double(t):
+      calls.append(1)
+      return t * 2
+    opt = tf.keras.optimizers.SGD(0.1)
+
+    @tf.function
+    def step(x):
+      with tf.GradientTape() as tape:
+        y = w * tf.py_function(double, [x], tf.float32)
+      g = tape.gradient(y, w)
+      opt.apply_gradients([(g, w)])
+      return g is None
+
+    TRUTH = [bool(step(tf.constant(3.0))) for _ in range(2)]
+    np.save(OUT, np.array([len(calls), w.numpy()]))
+    """
+
+
+def test_a_py_function_in_a_step_runs_as_often_as_the_script_alone_makes_it_run(tmp_path: Path, capsys: Any) -> None:
+    # Under --continue the step's trace ran once ahead of the script's call: its Python ran once more.
+    first, second = tmp_path / "alone.npy", tmp_path / "watched.npy"
+    truth = alone(script(tmp_path, PY_FUNCTION_STEP, "a.py", OUT=repr(str(first))))["TRUTH"]
+    code, document = run_json(capsys, script(tmp_path, PY_FUNCTION_STEP, "b.py", OUT=repr(str(second))), "--continue")
+    (step,) = document["steps"]
+    (site,) = step["report"]["gradient_sites"]
+    assert [s["verdict"] != "receives" for s in site["sources"]] == truth[:1] == [False]
+    assert any(n.startswith("not verified: the step calls Python through tf.numpy_function or tf.py_function (double)")
+               for n in step["report"]["notes"])
+    assert code == 0
+    np.testing.assert_array_equal(np.load(first), np.load(second))

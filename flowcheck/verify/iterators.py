@@ -57,12 +57,14 @@ def python_effects(traced: Any) -> str | None:
     graph = getattr(getattr(traced, "concrete", None), "graph", None)
     if graph is None:
         return None
-    definition = graph.as_graph_def()
-    nodes = [*definition.node, *(n for f in definition.library.function for n in f.node_def)]
-    tokens = [n.attr["token"].s.decode() for n in nodes if n.op in _PYTHON_OPS]
+    # (the graph's own ops, then the bodies it holds, a loop's included, as its library keeps them)
+    tokens = [op.get_attr("token").decode() for op in graph.get_operations() if op.type in _PYTHON_OPS]
+    bodies = [getattr(f, "definition", None) for f in getattr(graph, "_functions", {}).values()]
+    tokens += [n.attr["token"].s.decode() for body in bodies if body is not None for n in body.node_def if n.op in _PYTHON_OPS]
     if not tokens:
         return None
-    names = dict.fromkeys(getattr(script_ops._py_funcs.get(t), "__name__", "a Python function") for t in tokens)  # noqa: SLF001
+    found = [script_ops._py_funcs.get(t) for t in tokens]  # noqa: SLF001 -- tf.py_function's is an EagerFunc holding it
+    names = dict.fromkeys(getattr(getattr(f, "_func", f), "__name__", "a Python function") for f in found)
     return (f"not verified: the step calls Python through tf.numpy_function or tf.py_function ({', '.join(names)}), "
             "whose effects a run of it ahead of the script's own call could not undo")
 
