@@ -534,3 +534,36 @@ def test_a_py_function_in_a_step_runs_as_often_as_the_script_alone_makes_it_run(
                for n in step["report"]["notes"])
     assert code == 0
     np.testing.assert_array_equal(np.load(first), np.load(second))
+
+
+# "Advanced automatic differentiation": tape.reset() inside a traced step throws out what was recorded.
+TRACED_RESET = """\
+    import tensorflow as tf
+    x = tf.Variable(2.0)
+    y = tf.Variable(3.0)
+
+    @tf.function
+    def reset_case(reset):
+      with tf.GradientTape() as t:
+        y_sq = y * y   # recorded, then thrown out
+        if reset:
+          t.reset()
+        z = x * x + y_sq
+      return t.gradient(z, {'x': x, 'y': y})
+
+    TRUTH = [g is None for g in tf.nest.flatten(reset_case(True))]
+    """
+
+
+def test_a_reset_tape_in_a_traced_step_names_the_line_it_threw_out(tmp_path: Path, capsys: Any) -> None:
+    path = script(tmp_path, TRACED_RESET)
+    truth = alone(path)["TRUTH"]
+    code, document = run_json(capsys, path)
+    (step,) = document["steps"]
+    (site,) = step["report"]["gradient_sites"]
+    assert [s["name"] for s in site["sources"]] == ["x", "y"]
+    assert [s["verdict"] != "receives" for s in site["sources"]] == [s["tensorflow_none"] for s in site["sources"]] == truth
+    (barrier,) = site["sources"][1]["barriers"]
+    assert barrier["source"]["line"] == line_of(path, "# recorded, then thrown out")
+    assert "before a tape.reset()" in barrier["detail"]
+    assert code == 1 and truth == [False, True]
