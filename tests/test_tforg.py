@@ -567,3 +567,79 @@ def test_a_reset_tape_in_a_traced_step_names_the_line_it_threw_out(tmp_path: Pat
     assert barrier["source"]["line"] == line_of(path, "# recorded, then thrown out")
     assert "before a tape.reset()" in barrier["detail"]
     assert code == 1 and truth == [False, True]
+
+
+# Neural style transfer with the image left a tensor (tf.Variable forgotten): Keras raises at
+# apply_gradients, building its slots for a tensor. flowcheck's trace skipped the update and said
+# "raises ValueError: No gradients provided", and its trace failed one line later than the script.
+STYLE_TENSOR_IMAGE = """\
+    import tensorflow as tf
+    image = tf.random.uniform((1, 8, 8, 3))  # tf.Variable forgotten
+    opt = tf.keras.optimizers.Adam(learning_rate=0.02)
+    frozen = tf.Variable(0.5, trainable=False)  # the frozen extractor's weights
+
+    def loss_of(image):
+      return tf.reduce_mean(tf.square(image - frozen))
+
+    @tf.function
+    def gradient_only(image):
+      with tf.GradientTape() as tape:
+        loss = loss_of(image)
+      return tape.gradient(loss, image)
+
+    @tf.function()
+    def train_step(image):
+      with tf.GradientTape() as tape:
+        loss = loss_of(image)
+      grad = tape.gradient(loss, image)
+      opt.apply_gradients([(grad, image)])  # the apply
+      image.assign(tf.clip_by_value(image, 0.0, 1.0))
+
+    TRUTH = [gradient_only(image) is None]
+    train_step(image)
+    """
+
+
+def test_apply_gradients_given_a_tensor_fails_in_the_trace_as_in_the_script(tmp_path: Path, capsys: Any) -> None:
+    path = script(tmp_path, STYLE_TENSOR_IMAGE)
+    truth = alone(script(tmp_path, STYLE_TENSOR_IMAGE.replace("    train_step(image)\n", ""), "truth.py"))["TRUTH"]
+    code, document = run_json(capsys, path)
+    (step,) = [s for s in document["steps"] if s["name"] == "train_step"]
+    (site,) = step["report"]["gradient_sites"]
+    assert [s["verdict"] != "receives" for s in site["sources"]] == [s["tensorflow_none"] for s in site["sources"]] == truth
+    line = line_of(path, "# the apply")
+    assert step["raised"].startswith(f"AttributeError at {path}:{line}")
+    assert not [n for n in step["report"]["notes"] if "No gradients provided" in n]
+    assert [n for n in step["report"]["notes"] if n.startswith(f"the trace of train_step raised AttributeError at {path}:{line}")]
+    (only,) = [s for s in document["steps"] if s["name"] == "gradient_only"]
+    assert only["error"] is None
+    (site,) = only["report"]["gradient_sites"]
+    assert [s["verdict"] != "receives" for s in site["sources"]] == [s["tensorflow_none"] for s in site["sources"]] == truth
+    assert code == 1 and truth == [True]
+
+
+INPUT_GRADIENT = """\
+    import tensorflow as tf
+
+    @tf.function
+    def grad(x):
+      with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = tf.nn.sigmoid(x)
+      return tape.gradient(y, x)
+
+    TRUTH = [grad(tf.linspace(-10.0, 10.0, 21)) is None]
+    """
+
+
+def test_a_traced_step_differentiating_its_input_and_reading_no_variable_is_analyzed(tmp_path: Path, capsys: Any) -> None:
+    # The autodiff guide's sigmoid gradient in a tf.function was "NoVariablesError: grad reads no variable".
+    path = script(tmp_path, INPUT_GRADIENT)
+    truth = alone(path)["TRUTH"]
+    code, document = run_json(capsys, path)
+    (step,) = document["steps"]
+    assert step["error"] is None
+    (site,) = step["report"]["gradient_sites"]
+    assert [s["name"] for s in site["sources"]] == ["x"]
+    assert [s["verdict"] != "receives" for s in site["sources"]] == [s["tensorflow_none"] for s in site["sources"]] == truth
+    assert code == 0 and truth == [False]
