@@ -14,7 +14,7 @@ from typing import Any, Final
 
 import tensorflow as tf
 
-__all__ = ["first_element"]
+__all__ = ["draws_seeds", "first_element"]
 
 # Rows of in-memory data kept in the copy: more than any batch but the largest.
 _SAMPLE_ROWS: Final = 1024
@@ -22,7 +22,7 @@ _SAMPLE_ROWS: Final = 1024
 
 def first_element(dataset: Any) -> Any:
     """The first element of ``dataset``; its seed generators left as they were."""
-    if not _draws_seeds(dataset):
+    if not draws_seeds(dataset):
         return next(iter(dataset))
     for rows in (_SAMPLE_ROWS, None):
         try:
@@ -37,14 +37,14 @@ def first_element(dataset: Any) -> Any:
     return next(iter(dataset))
 
 
-def _draws_seeds(dataset: Any) -> bool:
+def draws_seeds(dataset: Any) -> bool:
     """Whether an iterator of ``dataset`` takes seeds from a generator it holds (unknown: True)."""
     inputs = getattr(dataset, "_inputs", None)
     if inputs is None:
         return True
     if getattr(dataset, "_reshuffle_each_iteration", False) or getattr(dataset, "_rerandomize", False):
         return True
-    return any(_draws_seeds(d) for d in inputs())
+    return any(draws_seeds(d) for d in inputs())
 
 
 def _unshared(dataset: Any, rows: int | None) -> Any:

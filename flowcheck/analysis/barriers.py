@@ -128,7 +128,7 @@ def _integer_origins(graph: nx.DiGraph, node: str, limit: int = 64) -> list[str]
     return origins
 
 
-NOT_RECORDED_DETAIL = "computed outside the tape's with block (or while it was paused): the tape recorded none of it"
+NOT_RECORDED_DETAIL = "computed outside the tape's with block (or while it was paused, or before a tape.reset()): the tape recorded none of it"
 
 
 def outside_barrier(graph: nx.DiGraph, edge: tuple[str, str]) -> Barrier:

@@ -104,15 +104,10 @@ def dtype_barrier(tensor: Any) -> InputGradient:
 
 
 def _dtype_name(tensor: Any) -> str:
-    dtype = tensor.dtype
-    if dtype == tf.resource:
-        try:
-            handle = tensor._handle_data  # noqa: SLF001 -- the variable's own dtype
-            if handle is not None and handle.shape_and_type:
-                return f"a {tf.dtypes.as_dtype(handle.shape_and_type[0].dtype).name} variable's"
-        except AttributeError:
-            pass
-    return str(dtype.name)
+    handle = getattr(tensor, "_handle_data", None) if tensor.dtype == tf.resource else None  # the variable's own dtype
+    if handle is not None and handle.shape_and_type:
+        return f"a {tf.dtypes.as_dtype(handle.shape_and_type[0].dtype).name} variable's"
+    return str(tensor.dtype.name)
 
 
 # Probing a gradient function builds ops in a scratch graph (milliseconds each): for small models
@@ -221,7 +216,7 @@ class GradientOracle:
             _SHARED[shared_key] = answer
             return answer
         try:
-            grads = self._call(grad_fn, op)
+            grads = self._call_as_tape(grad_fn, op)
         except LookupError as exc:  # e.g. PreventGradient's explicit refusal
             detail = f"{op.type}: {exc}".strip()
             return (InputGradient(False, BarrierKind.NO_GRADIENT, detail),) * n
@@ -247,7 +242,17 @@ class GradientOracle:
                 _NEW[kept_key] = [(a.carries, None if a.kind is None else a.kind.value, a.detail) for a in answer]
         return answer
 
-    def _call(self, grad_fn: Callable[..., Any], op: Any) -> list[Any]:
+    def _call_as_tape(self, grad_fn: Callable[..., Any], op: Any) -> list[Any]:
+        """The gradient function's answer; asked again as a tape asks it (zeros for every unused output) where
+        None for an integer output breaks it (OptionalGetValue's of an (image, label) batch)."""
+        try:
+            return self._call(grad_fn, op)
+        except (TypeError, ValueError):
+            if all(is_trainable(out) or out.dtype == tf.resource for out in op.outputs):
+                raise
+        return self._call(grad_fn, op, every=True)
+
+    def _call(self, grad_fn: Callable[..., Any], op: Any, every: bool = False) -> list[Any]:
         if self._scratch is None:
             self._scratch = func_graph_module.FuncGraph("flowcheck_gradient_probe")
         with self._scratch.as_default(), warnings.catch_warnings():
@@ -258,7 +263,7 @@ class GradientOracle:
             any_trainable = any(is_trainable(out) for out in op.outputs)
             out_grads = [
                 array_ops.placeholder(out.dtype, out.shape)
-                if is_trainable(out) or (not any_trainable and out.dtype != tf.resource) else None
+                if is_trainable(out) or ((every or not any_trainable) and out.dtype != tf.resource) else None
                 for out in op.outputs
             ]
             result = grad_fn(op, *out_grads)

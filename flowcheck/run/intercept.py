@@ -372,7 +372,7 @@ class Interceptor:
                     return function(again())
             elif not self._traced_step(one_step, (data,), step, fallback=through_model):
                 self._seen[key] = None  # Keras asks for no gradient: not a training step
-                self.untrained.extend([untrained_text(step, len(model.weights))] if not model.trainable_weights else [])
+                self.untrained.extend([untrained_text(step, model)] if not model.trainable_weights else [])
                 with self._inside(quiet=False):
                     return function(again())
             elif step.report is not None and step.report.target == "one_step_on_data":

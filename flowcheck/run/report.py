@@ -148,7 +148,10 @@ def format_run(result: RunResult, script: str, expectations: Sequence[Expectatio
             out.append(f"  then the step raised {step.raised}")
     if result.error is not None:
         out += ["", f"the script then failed: {result.error}"]
-    if result.stopped and result.steps and not any(s.raised for s in result.steps):  # a later phase (a fit after compile(), a trainable change) goes unseen
+    if result.stopped and any(s.eager is not None and s.eager.error for s in result.steps):  # (its own except: unrun)
+        out += ["", "the script was ended at the gradient call that raised: what follows it (an `except` of the script's "
+                    "that handles the error included) did not run (--continue lets it run on)"]
+    elif result.stopped and result.steps and not any(s.raised for s in result.steps):  # a later phase (a fit after compile(), a trainable change) goes unseen
         out += ["", "the script was ended at its next call of a step analyzed: what it does after its first round "
                     "(more epochs, a later phase of training) was not analyzed (--continue lets it run on)"]
     out += [line for text in result.untrained for line in ("", text)]

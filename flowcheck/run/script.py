@@ -292,10 +292,11 @@ def _first_call(report: Any, target: Any) -> Any:
 
 def _unverifiable(report: Any) -> str | None:
     """Why the step is not run to verify it (None: it is): the run would change what the script does next."""
+    from flowcheck.verify.iterators import python_effects
     from flowcheck.verify.step import unrestorable
 
     traced = getattr(report, "_traced", None)
-    return unrestorable(traced) if traced is not None and traced.step else None
+    return (unrestorable(traced) or python_effects(traced)) if traced is not None and traced.step else None
 
 
 def _verify(report: Any, options: RunOptions) -> Any:

@@ -201,13 +201,24 @@ def step_name(fn: Any) -> str:
     return str(getattr(python, "__qualname__", None) or getattr(fn, "__name__", None) or type(python).__name__)
 
 
-def untrained_text(step: Step, weights: int) -> str:
+def untrained_text(step: Step, model: Any) -> str:
     """A Keras ``fit`` / ``train_on_batch`` of a model with no trainable weights, in one line.
 
     Keras 3 reads ``trainable`` when the step runs (Keras 2 froze it at ``compile()``): a model
     whose layers were all set ``trainable = False`` after compiling trains nothing, and Keras's
-    ``train_step`` asks for no gradient, silently.
+    ``train_step`` asks for no gradient, silently. Nor does it track a ``tf.Variable`` a layer holds
+    (``self.w = tf.Variable(5.0)``, the "Basic training loops" guide's Keras model): no weight at all.
     """
+    import tensorflow as tf
+
     at = f" at {step.call}" if step.call else ""
-    return (f"{step.name}{at} trains nothing: the model has no trainable weights (its {weights} weights are "
-            "frozen: trainable=False when the step runs), so Keras's train_step asks for no gradient")
+    weights = len(model.weights)
+    held = [f"{layer.name}.{name}" if layer is not model else name for layer in [model, *model._flatten_layers(include_self=False)]  # noqa: SLF001
+            for name, value in vars(layer).items() if isinstance(value, tf.Variable)]
+    if not weights and held:
+        return (f"{step.name}{at} trains nothing: the model has no weights: Keras 3 does not track the tf.Variable "
+                f"{', '.join(held)} it holds (create {'it' if len(held) == 1 else 'them'} with self.add_weight), "
+                "so Keras's train_step asks for no gradient")
+    frozen = f" (its {weights} weights are frozen: trainable=False when the step runs)" if weights else ""
+    return (f"{step.name}{at} trains nothing: the model has no {'trainable ' if weights else ''}weights{frozen}, "
+            "so Keras's train_step asks for no gradient")

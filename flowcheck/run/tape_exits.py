@@ -40,15 +40,18 @@ class TapeExits:
         self._around: dict[Hashable, list[weakref.ref[Any]]] = {}  # eager site -> other tapes recording at its first call
         self._lines = BlockLines()
         self._reads = BlockReads()
+        self._watched: weakref.WeakKeyDictionary[Any, set[int]] = weakref.WeakKeyDictionary()  # tape -> ids tape.watch was given
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
         """Hear the conversions, and each tape's entry, for the duration of the block."""
+        import tensorflow as tf
         from tensorflow.python.eager import backprop
 
         from flowcheck.trace.exits import record_assigns, record_exits
 
         enter, leave = backprop.GradientTape.__dict__["__enter__"], backprop.GradientTape.__dict__["__exit__"]
+        watch = backprop.GradientTape.__dict__["watch"]
 
         def entered(tape: Any) -> Any:
             if self._active():
@@ -62,12 +65,19 @@ class TapeExits:
             self._reads.close(tape)
             return leave(tape, *args)
 
+        def watched(tape: Any, tensor: Any) -> Any:
+            with contextlib.suppress(TypeError):  # (a tape that cannot be weakly referenced)
+                self._watched.setdefault(tape, set()).update(id(t) for t in tf.nest.flatten(tensor))
+            return watch(tape, tensor)
+
         backprop.GradientTape.__enter__, backprop.GradientTape.__exit__ = entered, exited
+        backprop.GradientTape.watch = watched
         try:
-            with record_exits(self._exits, only=self._recorded), record_assigns(self._exits, only=self._recorded):
+            with record_exits(self._exits, self._recorded, self._in_block), record_assigns(self._exits, only=self._recorded):
                 yield
         finally:
             backprop.GradientTape.__enter__, backprop.GradientTape.__exit__ = enter, leave
+            backprop.GradientTape.watch = watch
             self._lines.close(None)
             self._reads.close(None)
 
@@ -89,17 +99,28 @@ class TapeExits:
 
         return self._active() and record.could_possibly_record() and bool(record.should_record_backprop([tensor]))
 
+    def _in_block(self, tensor: Any) -> bool:
+        from tensorflow.python.eager import record
+
+        return self._active() and record.could_possibly_record()
+
     def site(self, call: RecordedCall, tape: Any, targets: Any) -> GradientSite:
         """The site of ``tape``'s eager gradient ``call`` (of ``targets``), with a note on what cut it, when it can tell."""
         import tensorflow as tf
 
-        from flowcheck.trace.eager_sites import eager_site
+        from flowcheck.trace.eager_sites import eager_site, explained, unwatched_tensors
 
         site = _unread_unused(self._reads.read(tape), eager_site(call))
         if not site.error and all(s.verdict is Verdict.UNUSED for s in site.cut):
             return site  # nothing cuts a source the block never read: there is no op to name
-        note = self.note(tape, site, targets) or (EAGERLY_NOTE if tf.config.functions_run_eagerly() else EAGER_NOTE)
-        return dataclasses.replace(site, notes=(*site.notes, note)) if site.cut or site.error else site
+        tensors = unwatched_tensors(site, self._watched.get(tape, set()))
+        notes = [f"not watched: {', '.join(tensors)}: tensors, not variables, and no tape.watch call names them: "
+                 "the tape watches only the trainable variables it reads (tape.watch a tensor to differentiate it)"] if tensors else []
+        if (note := self.note(tape, site, targets)) is not None:
+            notes.append(note)
+        elif not explained(call, site, tensors):  # (a graph would name no op for a source the tape does not watch)
+            notes.append(EAGERLY_NOTE if tf.config.functions_run_eagerly() else EAGER_NOTE)
+        return dataclasses.replace(site, notes=(*site.notes, *notes)) if site.cut or site.error else site
 
     def note(self, tape: Any, site: GradientSite, targets: Any) -> str | None:
         """Why ``site`` (``tape``'s eager call) gave None: values the tape records that left TensorFlow in its block.
@@ -113,12 +134,16 @@ class TapeExits:
         from flowcheck.trace.eager_sites import backing
 
         read = {id(backing(v)) for v in tape.watched_variables()}
-        if not site.error and not any(s.tensorflow_none and id(backing(s.variable)) in read for s in site.sources):
-            return None
         start = self._starts.get(tape)
+        unread = [s.name for s in site.sources if s.tensorflow_none and isinstance(backing(s.variable), tf.Variable)
+                  and id(backing(s.variable)) not in read]
+        conditions = [e for e in self._exits[start:] if not e.left_tensorflow] if start is not None and unread else []
+        said = [f"{conditions[0]}: {', '.join(unread)} {'is' if len(unread) == 1 else 'are'} not read in the tape's block"
+                ] if conditions else []
+        if not site.error and not any(s.tensorflow_none and id(backing(s.variable)) in read for s in site.sources):
+            return "; ".join(said) or None
         own = {id(t) for t in tf.nest.flatten(targets)}
         left = [e for e in self._exits[start:] if e.left_tensorflow and e.tensor not in own] if start is not None else []
-        said = []
         if converted := [e for e in left if not e.assigned]:
             said.append(f"{'; '.join(dict.fromkeys(str(e) for e in converted))} inside the tape's block, with a value "
                         "the tape records: the tape records nothing computed from it (keep that computation in TensorFlow ops)")

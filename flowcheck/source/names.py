@@ -73,11 +73,15 @@ def target_names(source: SourceLine | None, targets: Sequence[Any], nth: int = 0
 
 
 def tensor_labels(source: SourceLine | None, count: int, nth: int = 0) -> list[str | None]:
-    """How the user wrote each source in the call, where it is a plain list of names (``[x, z]``)
-    (``nth``: the call's place among the gradient calls on its line)."""
+    """How the user wrote each source in the call, where it is a plain list of names (``[x, z]``) or a dict
+    with string keys (``{'x': x, 'z': z}``, in the key order ``tf.nest`` flattens it) (``nth``: the call's place among the gradient calls on its line)."""
     expression = _argument(source, 1, ("sources", "source", "xs", "var_list"), nth) if source is not None else None
     if isinstance(expression, (ast.List, ast.Tuple)) and len(expression.elts) == count:
         return [ast.unparse(e) for e in expression.elts]
+    if isinstance(expression, ast.Dict) and len(expression.values) == count:  # {'x': x, 'y': y}: flattened by key
+        keys = [k.value if isinstance(k, ast.Constant) and isinstance(k.value, str) else None for k in expression.keys]
+        if None not in keys and len(set(keys)) == count:
+            return [ast.unparse(v) for _, v in sorted(zip(keys, expression.values), key=lambda kv: str(kv[0]))]
     if expression is not None and count == 1 and isinstance(expression, ast.Name):
         return [expression.id]
     return [None] * count

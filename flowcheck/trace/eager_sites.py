@@ -56,35 +56,68 @@ def backing(obj: Any) -> Any:
     return value if isinstance(value, tf.Variable) and not isinstance(obj, tf.Variable) else obj
 
 
-def _unwatched_note(call: RecordedCall, sources: tuple[SiteSource, ...]) -> tuple[str, ...]:
-    """Why variables got None from a tape that watches only what it is told: it was not told to watch them."""
+def _unwatched(call: RecordedCall, sources: tuple[SiteSource, ...]) -> list[str]:
+    """The variables that got None from a tape not watching them (watch_accessed_variables=False and no
+    tape.watch naming them, or trainable=False)."""
     tape = call.tape
     if tape is None:
-        return ()
+        return []
     watched = {id(backing(w)) for w in tape.watched}
-    unwatched = [
+    return [
         s.name for s in sources
         if s.tensorflow_none and isinstance(backing(s.variable), tf.Variable) and id(backing(s.variable)) not in watched
         and not (tape.watch_accessed_variables and backing(s.variable).trainable)
     ]
-    if not unwatched:
+
+
+def _unwatched_note(call: RecordedCall, sources: tuple[SiteSource, ...]) -> tuple[str, ...]:
+    """Why variables got None from a tape that watches only what it is told: it was not told to watch them."""
+    unwatched = _unwatched(call, sources)
+    if not unwatched or call.tape is None:
         return ()
-    if tape.watch_accessed_variables:  # it watches the trainable variables it reads: these are not trainable
+    if call.tape.watch_accessed_variables:  # it watches the trainable variables it reads: these are not trainable
         return (f"not watched: {', '.join(unwatched)}: trainable=False, and the tape watches only the trainable "
                 "variables it reads, so TensorFlow gives them None whatever the loss reads (tape.watch them)",)
     return (f"not watched: {', '.join(unwatched)}: the tape has watch_accessed_variables=False and no "
             "tape.watch call names them, so TensorFlow gives them None whatever the loss reads",)
 
 
+def _non_float(sources: tuple[SiteSource, ...]) -> list[tuple[str, str]]:
+    """The sources given None that hold integers or booleans (a variable, or a watched tensor: ``tf.constant(10)``)."""
+    found = []
+    for s in sources:
+        dtype = getattr(backing(s.variable), "dtype", None)
+        if s.tensorflow_none and dtype is not None and not _differentiable(dtype):
+            found.append((s.name, tf.as_dtype(dtype).name))
+    return found
+
+
 def _integer_note(sources: tuple[SiteSource, ...]) -> tuple[str, ...]:
-    """Sources that get None whatever the loss: integer and boolean variables carry no gradient."""
-    found = [(s.name, tf.as_dtype(backing(s.variable).dtype).name) for s in sources if s.tensorflow_none
-             and isinstance(backing(s.variable), tf.Variable) and not _differentiable(backing(s.variable).dtype)]
+    """Sources that get None whatever the loss: integer and boolean values carry no gradient."""
+    found = _non_float(sources)
     if not found:
         return ()
     named = ", ".join(f"{name} ({dtype})" for name, dtype in found)
-    return (f"{named}: {'a variable' if len(found) == 1 else 'variables'} of a non-float dtype, which carries no "
-            "gradient: TensorFlow gives None whatever the loss reads",)
+    variables = all(isinstance(backing(s.variable), tf.Variable) for s in sources if s.name in dict(found))
+    what = ("a variable" if len(found) == 1 else "variables") if variables else ("a value" if len(found) == 1 else "values")
+    return (f"{named}: {what} of a non-float dtype, which carries no gradient: TensorFlow gives None whatever "
+            "the loss reads", )
+
+
+def unwatched_tensors(site: GradientSite, watched: set[int]) -> list[str]:
+    """The float tensors (not variables) given None that no ``tape.watch`` named (``watched``: ids of what it did)."""
+    return [
+        s.name for s in site.sources
+        if s.tensorflow_none and isinstance(s.variable, tf.Tensor) and _differentiable(s.variable.dtype)
+        and id(s.variable) not in watched
+    ]
+
+
+def explained(call: RecordedCall, site: GradientSite, tensors: list[str]) -> bool:
+    """Whether every source given None is told why without a graph: a variable the tape does not watch,
+    a non-float value, or an unwatched tensor (``tensors``)."""
+    told = {*_unwatched(call, site.sources), *(name for name, _ in _non_float(site.sources)), *tensors}
+    return not site.error and all(s.name in told for s in site.sources if s.tensorflow_none)
 
 
 def _differentiable(dtype: Any) -> bool:

@@ -72,13 +72,17 @@ class Exit:
 
 
 @contextlib.contextmanager
-def record_exits(exits: list[Exit], only: Callable[[Any], bool] | None = None) -> Iterator[None]:
-    """Record the user's lines that convert an eager tensor (one ``only`` accepts, if given) to a Python or NumPy value."""
+def record_exits(
+    exits: list[Exit], only: Callable[[Any], bool] | None = None, conditions: Callable[[Any], bool] | None = None,
+) -> Iterator[None]:
+    """Record the user's lines that convert an eager tensor (one ``only`` accepts, if given) to a Python or NumPy
+    value; a Python condition on one, where ``conditions`` accepts it (``x > 0.0`` is a boolean no tape records)."""
     base = ops._EagerTensorBase  # noqa: SLF001 -- the Python class behind every eager tensor
     originals = {name: base.__dict__[name] for name in _EXITS if name in base.__dict__}
 
     def heard(tensor: Any, frame: Any, name: str) -> None:
-        if only is not None and not only(tensor):
+        test = conditions if name == "__bool__" and conditions is not None else only
+        if test is not None and not test(tensor):
             return
         # ``float(variable)`` reaches the tensor's ``.numpy()`` through the variable's ``__float__``: the
         # user's frame is the one above, and it asked for ``float()``.
@@ -129,17 +133,23 @@ def record_assigns(exits: list[Exit], only: Callable[[Any], bool]) -> Iterator[N
     originals = {(cls, name): cls.__dict__[name] for cls in classes for name in _ASSIGNS if name in cls.__dict__}
 
     def wrap(name: str, method: Any) -> Any:
-        def assigned(self: Any, *a: Any, **k: Any) -> Any:
+        # (named for flowcheck.source.lines.PASSES_THROUGH: the op a traced assign makes keeps the user's line)
+        def passes_through(self: Any, *a: Any, **k: Any) -> Any:
             value = a[0] if a else k.get("value", k.get("delta"))  # (assign_add's is called delta)
-            if isinstance(value, ops._EagerTensorBase) and only(value):  # noqa: SLF001
+            frame = sys._getframe(1)  # noqa: SLF001
+            result = method(self, *a, **k)
+            # A variable as the value (``x1.assign_add(x0)``, the autodiff guide's case) is watched as the
+            # assign reads it: asked afterwards, through its handle, what the tape watches.
+            recorded = value.handle if isinstance(value, classes[0]) else value
+            if isinstance(recorded, ops._EagerTensorBase) and only(recorded):  # noqa: SLF001
                 # past a Keras variable's own ``assign``
-                caller, caller_name = _asking_caller(sys._getframe(1), name, _ASSIGN_NAMES, _ASSIGNS)  # noqa: SLF001
+                caller, caller_name = _asking_caller(frame, name, _ASSIGN_NAMES, _ASSIGNS)
                 where = _user_line(caller)
                 if where is not None:
                     exits.append(Exit(f".{caller_name}()", where, id(value), id(self)))
-            return method(self, *a, **k)
+            return result
 
-        return assigned
+        return passes_through
 
     for (cls, name), method in originals.items():
         setattr(cls, name, wrap(name, method))

@@ -112,11 +112,8 @@ def wrapped_optimizers(optimizer: Any) -> list[Any]:
 
 
 def _attributes(value: Any) -> Iterator[Any]:
-    """An object's attributes, and the items of those that are lists, tuples or dicts.
-
-    A layer that trains itself (forward-forward) keeps its own optimizer; a model keeps its
-    layers in a list.
-    """
+    """An object's attributes, and the items of those that are lists, tuples or dicts (a layer that trains
+    itself, forward-forward, keeps its own optimizer; a model keeps its layers in a list)."""
     if not hasattr(value, "__dict__") or isinstance(value, type):
         return
     for attr in list(vars(value).values()):
@@ -229,13 +226,13 @@ def state_of(fn: Any, args: Sequence[Any], traced_variables: Sequence[Any]) -> l
     return unique_vars
 
 
-def iterators_of(fn: Any, args: Sequence[Any]) -> list[Any]:
-    """The ``tf.data`` iterators a step can advance: passed to it, or named by it (a global ``it``, a
-    trainer's ``self.iterator``), each once. A verification run draws its batches from them too."""
+def iterators_of(fn: Any, args: Sequence[Any], kinds: tuple[type, ...] = ()) -> list[Any]:
+    """The ``tf.data`` iterators a step can advance (or the objects of ``kinds``): passed to it, or named by it (a
+    global ``it``, a trainer's ``self.iterator``), each once. A verification run draws its batches from them too."""
     from tensorflow.python.data.ops import iterator_ops
     from tensorflow.python.distribute import input_lib
 
-    kinds = (iterator_ops.OwnedIterator, input_lib.DistributedIterator)
+    kinds = kinds or (iterator_ops.OwnedIterator, input_lib.DistributedIterator)
     found: dict[int, Any] = {}
     for value in _reachable(fn, args):
         for item in [value, *_attributes(value)]:
@@ -269,9 +266,8 @@ def _v1_variables(slots: dict[Any, Any], non_slot: dict[Any, Any]) -> list[Any]:
 def unbuild(before: Sequence[tuple[Any, bool, Any]]) -> list[Any]:
     """Put optimizers that flowcheck's trace or run built back to unbuilt, as the user had them.
 
-    A Keras optimizer builds its slots on first use (``BaseOptimizer.build``); inside a trace
-    that fails they stay uninitialized. Undone here to what ``BaseOptimizer.__init__`` leaves, so
-    that the user's first real step builds them itself. A ``tf.compat.v1`` optimizer makes its slots
+    A Keras optimizer builds its slots on first use (``BaseOptimizer.build``); inside a trace that fails they
+    stay uninitialized. Undone here to what ``BaseOptimizer.__init__`` leaves: the user's first step builds them. A ``tf.compat.v1`` optimizer makes its slots
     and beta powers on first use too (``_create_slots``): those it made for flowcheck are dropped,
     so that ``get_slot_names()``, ``variables()`` and a checkpoint are as before.
 
@@ -340,21 +336,24 @@ def applies_skipped(seen: list[tuple[Any, bool]]) -> Iterator[None]:
     The gradient calls come before the update, and the update is what makes a trace of a training
     step slow (slot variables created inside the function, so that it is traced twice, and an
     update per variable). ``apply`` of every Keras optimizer class that defines it is replaced;
-    ``seen`` gets ``(optimizer, every gradient was None)`` per call, the latter being where
-    Keras would raise ``No gradients provided for any variable``.
+    ``seen`` gets ``(optimizer, every gradient was None)`` per call, the latter being where Keras
+    would raise ``No gradients provided for any variable``. Given a tensor for a variable, it applies.
     """
+    import keras
     from keras.src.optimizers import base_optimizer
 
     classes, stack = [], [base_optimizer.BaseOptimizer]
     while stack:
-        cls = stack.pop()
-        stack.extend(cls.__subclasses__())
-        if "apply" in vars(cls):
-            classes.append((cls, vars(cls)["apply"]))
+        stack.extend((cls := stack.pop()).__subclasses__())
+        classes.extend([(cls, vars(cls)["apply"])] if "apply" in vars(cls) else [])
+    originals = dict(classes)
 
-    def skipped(self: Any, grads: Any, trainable_variables: Any = None) -> None:
-        grads = list(grads)
+    def skipped(self: Any, grads: Any, trainable_variables: Any = None) -> Any:
+        grads, variables = list(grads), list(trainable_variables or ())
+        if any(not isinstance(v, (tf.Variable, keras.Variable)) for v in variables):  # (a tensor: Keras raises first)
+            return next(originals[c] for c in type(self).__mro__ if c in originals)(self, grads, variables)
         seen.append((self, bool(grads) and all(g is None for g in grads)))
+        return None
 
     for cls, _ in classes:
         cls.apply = skipped

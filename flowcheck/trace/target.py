@@ -85,7 +85,8 @@ def trace(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Traced:
         owners.extend(variable for variable, _ in arguments)  # defaults included
         inputs = list(concrete.graph.captures) + [(_variable_handle(v), inner) for v, inner in arguments]
         variables, captured = _variables(concrete, owners, inputs)
-    if not variables:
+    # (a complete step may differentiate its input tensors only: DeepDream's, the autodiff guide's sigmoid)
+    if not variables and not (step and calls and not isinstance(concrete, FailedTrace)):
         raise NoVariablesError(
             f"{_name(fn)} reads no variable: nothing can be trained "
             "(create the variables outside the function and use them inside)"
