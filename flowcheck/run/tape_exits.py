@@ -111,12 +111,13 @@ class TapeExits:
         from flowcheck.trace.eager_sites import eager_site, explained, unwatched_tensors
 
         site = _unread_unused(self._reads.read(tape), eager_site(call))
-        if not site.error and all(s.verdict is Verdict.UNUSED for s in site.cut):
-            return site  # nothing cuts a source the block never read: there is no op to name
+        note = self.note(tape, site, targets)  # (a Python condition that skipped a read says why it is unused)
+        if not site.error and all(s.verdict is Verdict.UNUSED for s in site.cut):  # nothing cuts a source never read
+            return dataclasses.replace(site, notes=(*site.notes, note)) if note is not None else site
         tensors = unwatched_tensors(site, self._watched.get(tape, set()))
         notes = [f"not watched: {', '.join(tensors)}: tensors, not variables, and no tape.watch call names them: "
                  "the tape watches only the trainable variables it reads (tape.watch a tensor to differentiate it)"] if tensors else []
-        if (note := self.note(tape, site, targets)) is not None:
+        if note is not None:
             notes.append(note)
         elif not explained(call, site, tensors):  # (a graph would name no op for a source the tape does not watch)
             notes.append(EAGERLY_NOTE if tf.config.functions_run_eagerly() else EAGER_NOTE)
