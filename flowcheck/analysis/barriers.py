@@ -13,6 +13,7 @@ import networkx as nx
 
 from flowcheck._model import Barrier
 from flowcheck._model import BarrierKind
+from flowcheck.graph.ops import ASSIGN_OPS
 from flowcheck.source.lines import SourceLine
 from flowcheck.source.op import op_source
 
@@ -58,6 +59,8 @@ def barrier(graph: nx.DiGraph, edge: tuple[str, str], cache: dict[tuple[str, str
     detail = str(data.get("detail") or kind.label)
     if kind is BarrierKind.DTYPE:
         detail += _made_elsewhere(graph, u, source)
+    elif kind is BarrierKind.ASSIGN:
+        detail += _assigned_at(graph, u, source)
     if source is None and op is not None and not _has_traceback(op):
         # Rebuilt from a FunctionDef (a restored SavedModel's function): the user's line is the call.
         source, via_library = _call_line(graph, w), True
@@ -90,6 +93,21 @@ def _call_line(graph: nx.DiGraph, node: str) -> SourceLine | None:
             return found
         cluster = clusters[cluster]["parent"]
     return None
+
+
+def _assigned_at(graph: nx.DiGraph, node: str, source: SourceLine | None) -> str:
+    """Where the write a read after it follows was made, when the cut is that read and not on its line.
+
+    ``store[i].assign(loss_i)`` in a loop, then ``tf.reduce_sum(store)``: the cut is the read (one
+    edge, where the writes are several), and the line to change is the assign's.
+    """
+    attrs = graph.nodes[node]
+    if attrs.get("op_type") not in ASSIGN_OPS or attrs.get("op") is None:
+        return ""
+    made, _ = op_source(attrs["op"])
+    if made is None or (source is not None and (made.file, made.line) == (source.file, source.line)):
+        return ""
+    return f"; the value was written by {attrs.get('op_type')} at {made}"
 
 
 def _made_elsewhere(graph: nx.DiGraph, node: str, source: SourceLine | None) -> str:
