@@ -19,6 +19,7 @@ import pytest
 
 from flowcheck.cli.main import main
 from truth import line_of
+from truth import tf1_run_against_truth
 from truth import watched_truth
 
 # (name, script, variables in the script's namespace, forward's arguments)
@@ -159,3 +160,36 @@ def test_question(tmp_path: Path, capsys: Any, name: str, text: str, variables: 
         [detail] = {b["detail"] for v in site["sources"] for b in v["barriers"]}
         assert f"{path.name}:{line_of(path, '# ASSIGNED')}" in detail
 
+
+
+# TensorFlow 1: "ValueError: No gradients provided for any variable" at minimize (tensorflow/tensorflow#1511:
+# "there is no path between any of the tf.Variable objects ... and the loss"): an argmax, a py_func.
+TF1_QUESTIONS = {
+    "argmax": "pred = tf.argmax(tf.matmul(x, w) + b, 1)  # CAUSE\n"
+              "loss = tf.reduce_mean(tf.cast(tf.not_equal(pred, tf.zeros_like(pred)), tf.float32))\n",
+    "py_func": "err = tf.py_func(lambda p: (p ** 2).astype(np.float32), [tf.matmul(x, w) + b], tf.float32)  # CAUSE\n"
+               "loss = tf.reduce_mean(err)\n",
+}
+TF1_SCRIPT = """\
+import numpy as np
+import tensorflow.compat.v1 as tf
+tf.disable_v2_behavior()
+x = tf.placeholder(tf.float32, [None, 4])
+w = tf.Variable(tf.zeros([4, 3])); b = tf.Variable(tf.zeros([3]))
+{loss}if not __file__.endswith("_truth.py"):  # (the truth's copy asks TensorFlow, minimize would raise)
+    train = tf.train.GradientDescentOptimizer(0.1).minimize(loss)
+    with tf.Session() as sess:
+        sess.run(tf.global_variables_initializer())
+        sess.run(train, {{x: np.ones((2, 4), np.float32)}})
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(TF1_QUESTIONS))
+def test_tf1_question(tmp_path: Path, name: str) -> None:
+    path = tmp_path / f"{name}.py"
+    truth, document = tf1_run_against_truth(path, TF1_SCRIPT.format(loss=TF1_QUESTIONS[name]), "loss", ["w", "b"])
+    [step] = document["steps"]
+    [site] = step["report"]["gradient_sites"]
+    assert [s["verdict"] != "receives" for s in site["sources"]] == truth
+    assert {b["source"]["line"] for s in site["sources"] for b in s["barriers"]} == {line_of(path, "# CAUSE")}
