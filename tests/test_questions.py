@@ -112,6 +112,26 @@ QUESTIONS: list[tuple[str, str, str, str]] = [
         if __name__ == "__main__":
             step(x, y)
     """, "model.trainable_variables", "x, y"),
+    # tf.custom_gradient whose grad_fn returns None: "weights do not update"; the cut's op is the
+    # decorated function's call, the line to change its grad_fn's (the detail names it).
+    ("custom_gradient_none", """
+        import tensorflow as tf
+        w = tf.Variable(tf.ones((3,)))
+        @tf.custom_gradient
+        def clip_op(x):
+            def grad(dy):  # GRAD_FN
+                return None
+            return tf.identity(x), grad
+        def forward():
+            return tf.reduce_sum(clip_op(w * 2.0))  # CAUSE
+        @tf.function
+        def step():
+            with tf.GradientTape() as tape:
+                loss = forward()
+            return tape.gradient(loss, w)
+        if __name__ == "__main__":
+            step()
+    """, "[w]", ""),
     # Keras compile loss thresholding the prediction (tf.cast(y_pred > 0.5)): ValueError in fit
     ("keras_threshold_loss", """
         import numpy as np, tensorflow as tf, keras
@@ -159,6 +179,10 @@ def test_question(tmp_path: Path, capsys: Any, name: str, text: str, variables: 
     if name == "losses_stored_in_variable":
         [detail] = {b["detail"] for v in site["sources"] for b in v["barriers"]}
         assert f"{path.name}:{line_of(path, '# ASSIGNED')}" in detail
+    if name == "custom_gradient_none":
+        [detail] = {b["detail"] for v in site["sources"] for b in v["barriers"]}
+        assert "its grad_fn clip_op.grad at " in detail
+        assert detail.endswith(f"{path.name}:{line_of(path, '# GRAD_FN')}")
 
 
 
