@@ -13,7 +13,10 @@ import networkx as nx
 
 from flowcheck._model import Barrier
 from flowcheck._model import BarrierKind
+from flowcheck.graph.ops import ASSIGN_OPS
 from flowcheck.source.lines import SourceLine
+from flowcheck.source.lines import display_path
+from flowcheck.source.lines import is_library_file
 from flowcheck.source.op import op_source
 
 __all__ = ["barrier", "one_per_replica", "outside_barrier"]
@@ -58,6 +61,10 @@ def barrier(graph: nx.DiGraph, edge: tuple[str, str], cache: dict[tuple[str, str
     detail = str(data.get("detail") or kind.label)
     if kind is BarrierKind.DTYPE:
         detail += _made_elsewhere(graph, u, source)
+    elif kind is BarrierKind.ASSIGN:
+        detail += _assigned_at(graph, u, source)
+    elif kind is BarrierKind.CUSTOM_GRADIENT_NONE and op is not None:
+        detail += _grad_fn_at(op)
     if source is None and op is not None and not _has_traceback(op):
         # Rebuilt from a FunctionDef (a restored SavedModel's function): the user's line is the call.
         source, via_library = _call_line(graph, w), True
@@ -90,6 +97,43 @@ def _call_line(graph: nx.DiGraph, node: str) -> SourceLine | None:
             return found
         cluster = clusters[cluster]["parent"]
     return None
+
+
+def _assigned_at(graph: nx.DiGraph, node: str, source: SourceLine | None) -> str:
+    """Where the write a read after it follows was made, when the cut is that read and not on its line.
+
+    ``store[i].assign(loss_i)`` in a loop, then ``tf.reduce_sum(store)``: the cut is the read (one
+    edge, where the writes are several), and the line to change is the assign's.
+    """
+    attrs = graph.nodes[node]
+    if attrs.get("op_type") not in ASSIGN_OPS or attrs.get("op") is None:
+        return ""
+    made, _ = op_source(attrs["op"])
+    if made is None or (source is not None and (made.file, made.line) == (source.file, source.line)):
+        return ""
+    return f"; the value was written by {attrs.get('op_type')} at {made}"
+
+
+def _grad_fn_at(op: Any) -> str:
+    """The user's ``grad_fn`` a ``tf.custom_gradient`` registered for ``op`` (its ``IdentityN``), and its line.
+
+    The op's line is the call of the decorated function; the line to change is the ``grad_fn``'s,
+    which returned None. TensorFlow keeps it in the closures of the gradient it registered (graph
+    mode's ``internal_grad_fn`` over ``tape_grad_fn``); anything else found there says nothing.
+    """
+    try:
+        from tensorflow.python.framework import ops
+
+        fn = ops.gradient_registry.lookup(op.get_attr("_gradient_op_type").decode())
+        for _ in range(2):
+            cells = dict(zip(fn.__code__.co_freevars, fn.__closure__ or ()))
+            fn = (cells.get("tape_grad_fn") or cells["grad_fn"]).cell_contents
+        code = fn.__code__
+    except Exception:  # noqa: BLE001 -- not a custom gradient TensorFlow registered as expected
+        return ""
+    if is_library_file(code.co_filename):
+        return ""
+    return f"; its grad_fn {fn.__qualname__.replace('.<locals>.', '.')} at {display_path(code.co_filename)}:{code.co_firstlineno}"
 
 
 def _made_elsewhere(graph: nx.DiGraph, node: str, source: SourceLine | None) -> str:
