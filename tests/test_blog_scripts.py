@@ -181,3 +181,24 @@ def test_a_model_compiled_with_a_loss_for_every_output_gets_no_such_note() -> No
     model.compile("adam", loss="mse")
     assert outputs_without_loss(model) == []
     assert np.isfinite(model.predict(np.ones((1, 3)), verbose=0)["a"]).all()
+
+
+def test_analyze_of_a_model_whose_compile_leaves_a_head_out_names_it() -> None:
+    import flowcheck
+
+    keras.utils.clear_session()
+    inp = keras.Input((5,))
+    h = keras.layers.Dense(4, name="trunk")(inp)
+    model = keras.Model(inp, [keras.layers.Dense(1, name="a")(h), keras.layers.Dense(2, name="b")(h)])
+    model.compile("adam", loss=["mse", None])
+    x, y = np.ones((2, 5), "float32"), [np.ones((2, 1), "float32"), np.ones((2, 2), "float32")]
+    weights = model.trainable_weights
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        for w in weights:
+            tape.watch(w.value)
+        loss = model.compute_loss(x=x, y=y, y_pred=model(x, training=True), training=True)
+    grads = tape.gradient(loss, [w.value for w in weights], unconnected_gradients=tf.UnconnectedGradients.NONE)
+    report = flowcheck.analyze(model, x, y)
+    assert {r.name: r.receives for r in report.variables} == {w.path: g is not None for w, g in zip(weights, grads)}
+    assert [n for n in report.notes if "no loss" in n] == [
+        "Keras model 'functional': compile(loss=...) gives output 'b' no loss: weights only it reads get no gradient from fit"]
