@@ -28,6 +28,8 @@ from flowcheck.run.eager_trace import holder
 from flowcheck.run.step import Step, StopScript, code_file, round_unfinished, step_name, untrained_text
 from flowcheck.run.stop import stop_for_good, stop_unwinding
 from flowcheck.run.tape_exits import TapeExits
+from flowcheck.trace.kept_step import outputs_without_loss
+from flowcheck.trace.state import without_update_notes
 from flowcheck.source.exceptions import describe_exception
 from flowcheck.source.lines import call_column, call_path, call_site, called_at
 
@@ -277,8 +279,6 @@ class Interceptor:
                 self._analyze(fn, args, kwargs, step)
             self._first_calls[id(fn)] = step.first_call
             if step.report is not None:
-                from flowcheck.trace.state import without_update_notes
-
                 step.report.notes = without_update_notes(step.report.notes, fn, args)
             return True
         target, target_args = fallback or (fn, args)
@@ -375,9 +375,9 @@ class Interceptor:
                 self.untrained.extend([untrained_text(step, model)] if not model.trainable_weights else [])
                 with self._inside(quiet=False):
                     return function(again())
-            elif step.report is not None and step.report.target == "one_step_on_data":
-                # the trace fit itself makes of one step on this batch, told as the model's train_step
+            elif step.report is not None and step.report.target == "one_step_on_data":  # fit's own trace of a step
                 step.report.target, step.report.target_kind = f"{model.name}.train_step", "keras model"
+                step.report.notes += tuple(outputs_without_loss(model))  # (a head compile gives no loss)
             result = self._real_call(step, lambda: function(again()))
             self._seen[key] = (model, step, trainable_ids(model))  # with the weights a model built lazily made in it
             return result

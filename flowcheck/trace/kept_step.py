@@ -17,8 +17,8 @@ import tensorflow as tf
 from flowcheck._model import Verdict
 
 __all__ = [
-    "frozen_but_trained", "kept_assignments", "left_out_by_fit", "left_out_of_kept_step", "overrides_train_step",
-    "unknown_to_optimizer",
+    "frozen_but_trained", "kept_assignments", "left_out_by_fit", "left_out_of_kept_step", "outputs_without_loss",
+    "overrides_train_step", "unknown_to_optimizer",
 ]
 
 # Keras's TensorFlow optimizers change a weight through these (assign_sub, assign_add, assign).
@@ -219,3 +219,21 @@ def _bodies(top: Any, op: Any) -> Iterator[tuple[Any, Any]]:
 
 def _key(tensor: Any) -> tuple[int, str]:
     return id(tensor.graph), tensor.name
+
+
+def outputs_without_loss(model: Any) -> list[str]:
+    """Said when ``compile(loss=...)`` (a dict or a list) gives some of the model's outputs no loss:
+    the weights only those outputs read are then unused, and the site alone says no more than that."""
+    loss = getattr(getattr(model, "_compile_loss", None), "_user_loss", None)
+    names = list(getattr(model, "output_names", None) or ())
+    if isinstance(loss, dict):
+        missing = [n for n in names if loss.get(n) is None]
+    elif isinstance(loss, (list, tuple)) and len(loss) == len(names):
+        missing = [n for n, one in zip(names, loss) if one is None]
+    else:
+        return []
+    if not missing or len(missing) == len(names):
+        return []
+    return [f"Keras model {model.name!r}: compile(loss=...) gives output{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(repr(n) for n in missing)} no loss: weights only {'they read' if len(missing) > 1 else 'it reads'} "
+            "get no gradient from fit"]

@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from flowcheck.errors import InvalidTargetError, LossError, UsageError
 from flowcheck.source.names import target_names, unique
-from flowcheck.trace.kept_step import frozen_but_trained, kept_assignments, left_out_of_kept_step, overrides_train_step
+from flowcheck.trace.kept_step import frozen_but_trained, kept_assignments, left_out_of_kept_step, outputs_without_loss, overrides_train_step
 from flowcheck.trace.sites import RecordedCall, SiteRecorder
 from flowcheck.trace.state import (
     KERAS_FROZEN_WARNING, KERAS_NONE_WARNING, NO_GRADIENTS, applies_skipped, built_state, metric_counts, metric_notes, unbuild,
@@ -154,7 +154,9 @@ def keras_step(model: Any, notes: list[str]) -> Any:
     how = f", eagerly ({why}): judged as its eager tape answers" if runs_eagerly(model) else ""
     notes.append(f"Keras model {model.name!r}: analyzing what fit runs, {which}{how}")
     notes.extend(_kept_step_notes(model))
+    notes.extend([] if overrides else outputs_without_loss(model))
     return keras_train_step(model)
+
 
 
 def _kept_step_notes(model: Any) -> list[str]:
