@@ -13,7 +13,6 @@ import networkx as nx
 
 from flowcheck._model import Barrier
 from flowcheck._model import BarrierKind
-from flowcheck.graph.ops import ASSIGN_OPS
 from flowcheck.source.lines import SourceLine
 from flowcheck.source.lines import display_path
 from flowcheck.source.lines import is_library_file
@@ -105,6 +104,8 @@ def _assigned_at(graph: nx.DiGraph, node: str, source: SourceLine | None) -> str
     ``store[i].assign(loss_i)`` in a loop, then ``tf.reduce_sum(store)``: the cut is the read (one
     edge, where the writes are several), and the line to change is the assign's.
     """
+    from flowcheck.graph.ops import ASSIGN_OPS  # (graph.ops imports TensorFlow: the analysis does not, until asked)
+
     attrs = graph.nodes[node]
     if attrs.get("op_type") not in ASSIGN_OPS or attrs.get("op") is None:
         return ""
