@@ -158,7 +158,6 @@ def keras_step(model: Any, notes: list[str]) -> Any:
     return keras_train_step(model)
 
 
-
 def _kept_step_notes(model: Any) -> list[str]:
     """Said when the step ``fit`` kept from an earlier call trains other weights than today's flags say."""
     assigned = kept_assignments(model)
