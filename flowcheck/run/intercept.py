@@ -2,8 +2,8 @@
 
 Four kinds of training step are caught at their first call, with that call's real inputs:
 
-* Keras ``Model.fit`` / ``train_on_batch``: the model's ``train_function`` (``make_train_function``)
-  is wrapped; its first batch, analyzed through the model's ``train_step``, goes to the real step.
+* Keras ``Model.fit`` / ``train_on_batch``: the model's ``train_function`` (``make_train_function``) is wrapped; its
+  first batch, analyzed through the model's ``train_step``, goes to the real step.
 * a ``tf.function`` whose trace asks for a gradient: traced into its own cache (where the real call finds it), and
   analyzed before it runs when a ``tape.gradient`` or ``tf.gradients`` ran inside.
 * TF1 ``Session.run`` (the ``tf1`` stage says which gradient calls the fetches compute: the step).
@@ -28,8 +28,6 @@ from flowcheck.run.eager_trace import holder
 from flowcheck.run.step import Step, StopScript, code_file, round_unfinished, step_name, untrained_text
 from flowcheck.run.stop import stop_for_good, stop_unwinding
 from flowcheck.run.tape_exits import TapeExits
-from flowcheck.trace.kept_step import outputs_without_loss
-from flowcheck.trace.state import without_update_notes
 from flowcheck.source.exceptions import describe_exception
 from flowcheck.source.lines import call_column, call_path, call_site, called_at
 
@@ -267,6 +265,7 @@ class Interceptor:
                 for any variable"): the step cannot run, and the report explains why.
         """
         from flowcheck.trace.reuse import reusing_trace
+        from flowcheck.trace.state import without_update_notes
 
         kwargs = kwargs or {}
         recorder, trace_error = self._has_gradient_site(fn, args, kwargs)
@@ -289,9 +288,7 @@ class Interceptor:
             raise trace_error
         raise StopScript from trace_error
 
-    def _has_gradient_site(
-        self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
-    ) -> tuple[Any, Exception | None]:
+    def _has_gradient_site(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Exception | None]:
         """Trace the call (into the function's own cache, as its first call would) with the gradient
         calls recorded: the recorder when it asks for a gradient (else None), and what the trace raised."""
         from flowcheck.source.positions import recording as positions
@@ -342,6 +339,8 @@ class Interceptor:
 
     def _train_function(self, model: Any, function: Any) -> Any:
         from keras.src.trainers.data_adapters import data_adapter_utils
+
+        from flowcheck.trace.kept_step import outputs_without_loss
 
         def train_function(iterator: Any) -> Any:
             if not self._active():
